@@ -1,0 +1,54 @@
+namespace Harness.Engine.Runtime;
+
+/// <summary>
+/// Process-wide compute switches, read by every kernel.
+/// <list type="bullet">
+/// <item><see cref="BatchInvariant"/> (vLLM's VLLM_BATCH_INVARIANT; here HARNESS_BATCH_INVARIANT=1): every output row of a
+/// matmul or row reduction is bitwise identical whatever the number of rows, the row's position and the thread count.
+/// Off by default: the fast paths (GEMV for one row, split-K, hardware-width reductions) change the reduction order.</item>
+/// <item><see cref="Threads"/>: worker threads for kernels (HARNESS_THREADS, default: processor count).</item>
+/// </list>
+/// Both are ambient for the current async flow, so parallel tests can set them without seeing each other.
+/// </summary>
+public static class ComputeSettings
+{
+    private static readonly AsyncLocal<bool?> _batchInvariant = new();
+    private static readonly AsyncLocal<int?> _threads = new();
+
+    private static readonly bool DefaultBatchInvariant =
+        Environment.GetEnvironmentVariable("HARNESS_BATCH_INVARIANT") is "1" or "true";
+
+    private static readonly int DefaultThreads =
+        int.TryParse(Environment.GetEnvironmentVariable("HARNESS_THREADS"), out var t) && t > 0 ? t : Environment.ProcessorCount;
+
+    public static bool BatchInvariant => _batchInvariant.Value ?? DefaultBatchInvariant;
+
+    public static int Threads => _threads.Value ?? DefaultThreads;
+
+    /// <summary>Sets batch-invariant mode for the current flow until the scope is disposed.</summary>
+    public static IDisposable UseBatchInvariant(bool enabled = true)
+    {
+        var previous = _batchInvariant.Value;
+        _batchInvariant.Value = enabled;
+        return new Restore(() => _batchInvariant.Value = previous);
+    }
+
+    /// <summary>Sets the kernel thread count for the current flow until the scope is disposed.</summary>
+    public static IDisposable UseThreads(int threads)
+    {
+        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "thread count must be at least 1");
+        var previous = _threads.Value;
+        _threads.Value = threads;
+        return new Restore(() => _threads.Value = previous);
+    }
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+        public void Dispose()
+        {
+            _undo?.Invoke();
+            _undo = null;
+        }
+    }
+}

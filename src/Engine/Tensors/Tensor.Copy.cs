@@ -1,0 +1,272 @@
+using System.Runtime.InteropServices;
+
+namespace Harness.Engine.Tensors;
+
+/// <summary>Copies, dtype conversion, concatenation and indexed gathers.</summary>
+public sealed partial class Tensor
+{
+    /// <summary>Storage offsets of every element, in row-major logical order.</summary>
+    public IEnumerable<int> StridedOffsets()
+    {
+        int n = NumEl;
+        if (n == 0) yield break;
+        int rank = Rank;
+        if (rank == 0) { yield return Offset; yield break; }
+        var idx = new int[rank];
+        int off = Offset;
+        for (int count = 0; count < n; count++)
+        {
+            yield return off;
+            for (int d = rank - 1; d >= 0; d--)
+            {
+                idx[d]++;
+                off += _strides[d];
+                if (idx[d] < _shape[d]) break;
+                off -= _strides[d] * _shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Calls <paramref name="row"/> for each innermost row: (storage offset of its first element, its stride).
+    /// Every strided kernel walks tensors this way, so the hot inner loop sees a plain stride.
+    /// </summary>
+    public void ForEachRow(Action<int, int> row)
+    {
+        if (NumEl == 0) return;
+        if (Rank == 0) { row(Offset, 1); return; }
+        int outer = NumEl / _shape[^1];
+        int rank = Rank;
+        var idx = new int[rank];
+        int off = Offset;
+        for (int r = 0; r < outer; r++)
+        {
+            row(off, _strides[^1]);
+            for (int d = rank - 2; d >= 0; d--)
+            {
+                idx[d]++;
+                off += _strides[d];
+                if (idx[d] < _shape[d]) break;
+                off -= _strides[d] * _shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>This tensor if already contiguous, else a contiguous copy.</summary>
+    public Tensor Contiguous() => IsContiguous ? this : Clone();
+
+    /// <summary>A contiguous copy with its own storage.</summary>
+    public Tensor Clone()
+    {
+        var t = Zeros(DType, ShapeArray);
+        t.CopyFrom(this);
+        return t;
+    }
+
+    /// <summary>Copies src into this view, converting dtype and broadcasting src to this shape (torch's copy_).</summary>
+    public void CopyFrom(Tensor src)
+    {
+        if (!Tensors.Shape.SequenceEqual(src.Shape, Shape)) src = src.Expand(ShapeArray);
+        if (src.DType == DType && src.IsContiguous && IsContiguous)
+        {
+            int es = DType.Size();
+            src.Storage.Bytes.Slice(src.Offset * es, NumEl * es).CopyTo(Storage.Bytes.Slice(Offset * es, NumEl * es));
+            return;
+        }
+        if (DType == DType.Float32 && src.DType == DType.BFloat16 && IsContiguous && src.IsContiguous)
+        {
+            BFloat16.ToFloat(src.Span<ushort>(), Span<float>());
+            return;
+        }
+        if (DType == DType.BFloat16 && src.DType == DType.Float32 && IsContiguous && src.IsContiguous)
+        {
+            BFloat16.FromFloat(src.Span<float>(), Span<ushort>());
+            return;
+        }
+        using var d = StridedOffsets().GetEnumerator();
+        foreach (var so in src.StridedOffsets())
+        {
+            d.MoveNext();
+            CopyElement(src, so, d.Current);
+        }
+    }
+
+    private void CopyElement(Tensor src, int srcOff, int dstOff)
+    {
+        if (src.DType == DType)
+        {
+            int es = DType.Size();
+            src.Storage.Bytes.Slice(srcOff * es, es).CopyTo(Storage.Bytes.Slice(dstOff * es, es));
+        }
+        else if (DType == DType.BFloat16 && src.DType == DType.Float32)
+        {
+            Storage.As<ushort>()[dstOff] = BFloat16.FromFloat(src.Storage.As<float>()[srcOff]);
+        }
+        else if (DType is DType.Int64 && src.DType is DType.Int64 or DType.Int32)
+        {
+            Storage.As<long>()[dstOff] = src.DType == DType.Int64 ? src.Storage.As<long>()[srcOff] : src.Storage.As<int>()[srcOff];
+        }
+        else
+        {
+            WriteFromDouble(dstOff, src.ReadAsDouble(srcOff));
+        }
+    }
+
+    /// <summary>
+    /// A copy in another dtype (this tensor when the dtype already matches, as torch's .to does).
+    /// float32 -> bfloat16 rounds to nearest even, bit-exact with torch.
+    /// </summary>
+    public Tensor To(DType dtype)
+    {
+        if (dtype == DType) return this;
+        var t = Zeros(dtype, ShapeArray);
+        t.CopyFrom(this);
+        return t;
+    }
+
+    /// <summary>All elements as float32 in row-major order (a new array).</summary>
+    public float[] ToFloatArray()
+    {
+        var c = To(DType.Float32).Contiguous();
+        return c.Span<float>().ToArray();
+    }
+
+    public double[] ToDoubleArray()
+    {
+        var result = new double[NumEl];
+        int i = 0;
+        foreach (var off in StridedOffsets()) result[i++] = ReadAsDouble(off);
+        return result;
+    }
+
+    public long[] ToInt64Array()
+    {
+        var result = new long[NumEl];
+        int i = 0;
+        foreach (var off in StridedOffsets())
+            result[i++] = DType switch
+            {
+                DType.Int64 => Storage.As<long>()[off],
+                DType.Int32 => Storage.As<int>()[off],
+                _ => (long)ReadAsDouble(off),
+            };
+        return result;
+    }
+
+    /// <summary>Raw bit patterns of a bfloat16 tensor in row-major order.</summary>
+    public ushort[] ToBFloat16Bits()
+    {
+        if (DType != DType.BFloat16) throw new InvalidOperationException($"ToBFloat16Bits on a {DType.TorchName()} tensor");
+        return Contiguous().Span<ushort>().ToArray();
+    }
+
+    /// <summary>The contiguous bytes of this tensor in row-major order (a copy).</summary>
+    public byte[] ToBytes()
+    {
+        var c = Contiguous();
+        int es = DType.Size();
+        return c.Storage.Bytes.Slice(c.Offset * es, c.NumEl * es).ToArray();
+    }
+
+    /// <summary>True when shapes, dtypes and every bit are equal (NaNs with equal bits compare equal).</summary>
+    public bool BitwiseEquals(Tensor other)
+    {
+        if (other.DType != DType || !Tensors.Shape.SequenceEqual(other.Shape, Shape)) return false;
+        return ToBytes().AsSpan().SequenceEqual(other.ToBytes());
+    }
+
+    /// <summary>torch.cat: all shapes equal except along dim; dtypes must match.</summary>
+    public static Tensor Cat(IReadOnlyList<Tensor> tensors, int dim = 0)
+    {
+        if (tensors.Count == 0) throw new ArgumentException("torch.cat(): expected a non-empty list of Tensors");
+        var first = tensors[0];
+        int d = Tensors.Shape.WrapDim(dim, first.Rank);
+        int total = 0;
+        for (int t = 0; t < tensors.Count; t++)
+        {
+            var x = tensors[t];
+            if (x.DType != first.DType)
+                throw new ArgumentException($"torch.cat(): expected all tensors to be {first.DType.TorchName()}, tensor {t} is {x.DType.TorchName()}");
+            if (x.Rank != first.Rank)
+                throw new ArgumentException(
+                    $"Tensors must have same number of dimensions: got {first.Rank} and {x.Rank} (shapes {Tensors.Shape.Format(first.Shape)} and {Tensors.Shape.Format(x.Shape)})");
+            for (int i = 0; i < x.Rank; i++)
+                if (i != d && x.Shape[i] != first.Shape[i])
+                    throw new ArgumentException(
+                        $"Sizes of tensors must match except in dimension {d}. Expected size {first.Shape[i]} but got size {x.Shape[i]} for tensor number {t} in the list (shapes {Tensors.Shape.Format(first.Shape)} and {Tensors.Shape.Format(x.Shape)}).");
+            total += x.Shape[d];
+        }
+        var shape = first.ShapeArray;
+        shape[d] = total;
+        var result = Zeros(first.DType, shape);
+        int start = 0;
+        foreach (var x in tensors)
+        {
+            result.Narrow(d, start, x.Shape[d]).CopyFrom(x);
+            start += x.Shape[d];
+        }
+        return result;
+    }
+
+    /// <summary>torch.index_select: rows of dim picked by a 1D integer index.</summary>
+    public Tensor IndexSelect(int dim, Tensor index)
+    {
+        int d = Tensors.Shape.WrapDim(dim, Rank);
+        if (index.Rank > 1) throw new ArgumentException($"index_select(): Index is supposed to be a vector, got shape {Tensors.Shape.Format(index.Shape)}");
+        if (index.DType is not (DType.Int64 or DType.Int32))
+            throw new ArgumentException($"index_select(): Expected dtype int32/int64 for index, got {index.DType.TorchName()}");
+        var ids = index.ToInt64Array();
+        var shape = ShapeArray;
+        shape[d] = ids.Length;
+        var result = Zeros(DType, shape);
+        for (int i = 0; i < ids.Length; i++)
+        {
+            long id = ids[i];
+            if (id < -_shape[d] || id >= _shape[d])
+                throw new IndexOutOfRangeException($"index out of range in self: index {id} for dimension {d} of size {_shape[d]}");
+            if (id < 0) id += _shape[d];
+            result.Narrow(d, i, 1).CopyFrom(Narrow(d, (int)id, 1));
+        }
+        return result;
+    }
+
+    /// <summary>torch.gather: out[i][j][k] = self[i][index[i][j][k]][k] for dim 1, and so on.</summary>
+    public Tensor Gather(int dim, Tensor index)
+    {
+        int d = Tensors.Shape.WrapDim(dim, Rank);
+        if (index.Rank != Rank)
+            throw new ArgumentException($"Index tensor must have the same number of dimensions as input tensor (index {Tensors.Shape.Format(index.Shape)}, input {Tensors.Shape.Format(Shape)})");
+        for (int i = 0; i < Rank; i++)
+            if (i != d && index.Shape[i] > _shape[i])
+                throw new ArgumentException($"Size does not match at dimension {i} expected index {Tensors.Shape.Format(index.Shape)} to be smaller than self {Tensors.Shape.Format(Shape)} apart from dimension {d}");
+        var result = Zeros(DType, index.ShapeArray);
+        var ids = index.ToInt64Array();
+        var idx = new int[Rank];
+        int es = DType.Size();
+        for (int flat = 0; flat < ids.Length; flat++)
+        {
+            int rem = flat;
+            for (int i = Rank - 1; i >= 0; i--) { idx[i] = rem % index.Shape[i]; rem /= index.Shape[i]; }
+            long id = ids[flat];
+            if (id < -_shape[d] || id >= _shape[d])
+                throw new IndexOutOfRangeException($"index {id} is out of bounds for dimension {d} with size {_shape[d]}");
+            idx[d] = (int)(id < 0 ? id + _shape[d] : id);
+            int src = OffsetOf(idx);
+            Storage.Bytes.Slice(src * es, es).CopyTo(result.Storage.Bytes.Slice(flat * es, es));
+        }
+        return result;
+    }
+
+    /// <summary>A tensor viewing the same bytes as raw elements (shape and dtype given), for loaders.</summary>
+    public static Tensor FromBytes(Memory<byte> bytes, DType dtype, int[] shape, object? owner = null)
+    {
+        long need = Tensors.Shape.NumEl(shape) * dtype.Size();
+        if (need != bytes.Length)
+            throw new ArgumentException($"{bytes.Length} bytes cannot hold a {dtype.TorchName()} tensor of shape {Tensors.Shape.Format(shape)} ({need} bytes)");
+        return new Tensor(new Storage(bytes, owner), dtype, shape);
+    }
+
+    internal static Span<T> Cast<T>(Span<byte> bytes) where T : struct => MemoryMarshal.Cast<byte, T>(bytes);
+}

@@ -1,0 +1,6 @@
+namespace Harness;
+
+public static class Program
+{
+    public static int Main(string[] args) => Cli.Run(args);
+}
