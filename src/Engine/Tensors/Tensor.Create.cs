@@ -102,7 +102,7 @@ public sealed partial class Tensor
 }
 
 /// <summary>SplitMix64: a tiny seeded generator whose sequence is fixed by its definition, not by the runtime.</summary>
-public struct SplitMix64(ulong seed)
+public sealed class SplitMix64(ulong seed)
 {
     private ulong _state = seed;
 
