@@ -1,0 +1,260 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Text;
+using System.Text.Json.Nodes;
+using Harness.Engine.Tensors;
+
+namespace Harness.Reference;
+
+/// <summary>
+/// A supervised Python worker (PROTOCOL.md). One call at a time; each call has a timeout. When the worker dies, hangs
+/// or writes bytes that are not a frame, the call fails with a message saying which, the process is killed, and the next
+/// call starts a fresh one. A Python exception fails only its call.
+/// </summary>
+public sealed class ReferenceWorker : IDisposable
+{
+    private static readonly Lazy<ReferenceWorker> SharedInstance = new(() => new ReferenceWorker(), LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The process-wide worker (one per test run), started on first use.</summary>
+    public static ReferenceWorker Shared => SharedInstance.Value;
+
+    private const string Bootstrap =
+        "import sys, struct\n" +
+        "n = struct.unpack('<I', sys.stdin.buffer.read(4))[0]\n" +
+        "src = sys.stdin.buffer.read(n).decode('utf-8')\n" +
+        "exec(compile(src, 'harness_worker.py', 'exec'), {'__name__': '__harness_worker__'})\n";
+
+    private readonly object _gate = new();
+    private readonly string? _python;
+    private readonly string _locateReason;
+    private readonly string _source;
+    private readonly StderrTail _stderr = new(60);
+    private Process? _process;
+    private int _nextId;
+
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(180);
+    public TimeSpan DefaultTimeout { get; init; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>Torch threads to ask for at start (0: torch's default).</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>The handshake's answer: python, torch, transformers versions and the rest.</summary>
+    public JsonObject? Hello { get; private set; }
+
+    /// <summary>How many worker processes this instance has started (restarts included).</summary>
+    public int Starts { get; private set; }
+
+    public ReferenceWorker(string? python = null, string? workerSource = null)
+    {
+        if (python is null) (_python, _locateReason) = ReferenceLocator.Find();
+        else (_python, _locateReason) = (python, $"explicit interpreter {python}");
+        _source = workerSource ?? LoadEmbeddedSource();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Kill();
+    }
+
+    public bool IsAvailable => _python is not null;
+
+    public string Description => _python is null ? _locateReason : $"{_locateReason}";
+
+    private static string LoadEmbeddedSource()
+    {
+        using var s = typeof(ReferenceWorker).Assembly.GetManifestResourceStream("harness_worker.py")
+            ?? throw new ReferenceUnavailableException("the worker source harness_worker.py is not embedded in Harness.Reference");
+        using var r = new StreamReader(s, Encoding.UTF8);
+        return r.ReadToEnd();
+    }
+
+    /// <summary>Sends one request and returns the reply frame; throws a <see cref="ReferenceException"/> subtype on failure.</summary>
+    public Frame Call(string op, JsonObject? args = null, IReadOnlyList<KeyValuePair<string, Tensor>>? tensors = null, TimeSpan? timeout = null)
+    {
+        lock (_gate)
+        {
+            EnsureStarted();
+            return Exchange(op, args, tensors, timeout ?? DefaultTimeout);
+        }
+    }
+
+    /// <summary>Starts the worker now (if not running) and returns the handshake.</summary>
+    public JsonObject Start()
+    {
+        lock (_gate)
+        {
+            EnsureStarted();
+            return Hello!;
+        }
+    }
+
+    private void EnsureStarted()
+    {
+        if (_process is { HasExited: false }) return;
+        if (_python is null) throw new ReferenceUnavailableException(_locateReason);
+        _process?.Dispose();
+        _process = null;
+
+        var psi = new ProcessStartInfo(_python)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add("-u");
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(Bootstrap);
+        psi.Environment["PYTHONUNBUFFERED"] = "1";
+        psi.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
+        Process process;
+        try
+        {
+            process = Process.Start(psi) ?? throw new ReferenceUnavailableException($"could not start {_python}");
+        }
+        catch (Exception e) when (e is not ReferenceException)
+        {
+            throw new ReferenceUnavailableException($"could not start the reference interpreter {_python} ({_locateReason}): {e.Message}", e);
+        }
+        Starts++;
+        _stderr.Clear();
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _stderr.Add(e.Data); };
+        process.BeginErrorReadLine();
+        _process = process;
+
+        try
+        {
+            var src = Encoding.UTF8.GetBytes(_source);
+            var stdin = process.StandardInput.BaseStream;
+            stdin.Write(BitConverter.GetBytes((uint)src.Length));
+            stdin.Write(src);
+            stdin.Flush();
+            var reply = Exchange("hello", new JsonObject { ["threads"] = Threads }, null, StartTimeout);
+            Hello = reply.Header["result"] as JsonObject ?? new JsonObject();
+        }
+        catch (ReferenceException e)
+        {
+            Kill();
+            throw new ReferenceUnavailableException($"the reference worker ({_python}) failed to start: {e.Message}", e);
+        }
+        catch (IOException e)
+        {
+            var tail = _stderr.Text;
+            Kill();
+            throw new ReferenceUnavailableException($"the reference worker ({_python}) failed to start: {e.Message}\n--- worker stderr ---\n{tail}", e);
+        }
+    }
+
+    private Frame Exchange(string op, JsonObject? args, IReadOnlyList<KeyValuePair<string, Tensor>>? tensors, TimeSpan timeout)
+    {
+        var process = _process!;
+        int id = ++_nextId;
+        var request = new Frame(
+            new JsonObject { ["id"] = id, ["op"] = op, ["args"] = args ?? new JsonObject() },
+            tensors ?? []);
+        var readTask = Task.Run(() =>
+        {
+            request.WriteTo(process.StandardInput.BaseStream);
+            return Frame.ReadFrom(process.StandardOutput.BaseStream);
+        });
+        bool finished;
+        try
+        {
+            finished = readTask.Wait(timeout);
+        }
+        catch (AggregateException ae) when (ae.InnerException is not null)
+        {
+            throw Failure(op, ae.InnerException);
+        }
+        if (!finished)
+        {
+            int pid = SafePid(process);
+            Kill();
+            throw new ReferenceWorkerFailedException(
+                $"reference op '{op}' did not answer within {timeout.TotalSeconds:F0} s; the worker (pid {pid}) was killed and restarts on the next call\n--- worker stderr (last lines) ---\n{_stderr.Text}");
+        }
+        var reply = readTask.Result;
+        if ((int?)reply.Header["id"] != id)
+        {
+            Kill();
+            throw new ReferenceWorkerFailedException($"reference op '{op}': reply id {reply.Header["id"]} does not match request id {id}; the worker was killed");
+        }
+        if ((bool?)reply.Header["ok"] != true)
+        {
+            var error = reply.Header["error"] as JsonObject;
+            throw new ReferencePythonException(op,
+                (string?)error?["type"] ?? "Error",
+                (string?)error?["message"] ?? "(no message)",
+                (string?)error?["traceback"] ?? "(no traceback)");
+        }
+        return reply;
+    }
+
+    private ReferenceWorkerFailedException Failure(string op, Exception e)
+    {
+        var process = _process;
+        string what;
+        if (e is InvalidDataException)
+            what = $"wrote bytes that are not a protocol frame: {e.Message}";
+        else
+        {
+            int? code = null;
+            try
+            {
+                if (process is not null && process.WaitForExit(5000)) code = process.ExitCode;
+            }
+            catch (InvalidOperationException) { }
+            what = code is int c ? $"exited with code {c} ({e.Message})" : $"stopped answering: {e.Message}";
+        }
+        Thread.Sleep(100); // let the last stderr lines arrive
+        var tail = _stderr.Text;
+        Kill();
+        return new ReferenceWorkerFailedException(
+            $"reference op '{op}' failed: the worker {what}; it restarts on the next call\n--- worker stderr (last lines) ---\n{tail}");
+    }
+
+    private static int SafePid(Process p)
+    {
+        try { return p.Id; } catch (InvalidOperationException) { return -1; }
+    }
+
+    private void Kill()
+    {
+        var p = _process;
+        _process = null;
+        if (p is null) return;
+        try
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+            p.WaitForExit(5000);
+        }
+        catch (Exception) { /* already gone */ }
+        p.Dispose();
+    }
+
+    /// <summary>Asks the worker to exit and waits for it.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_process is { HasExited: false })
+            {
+                try { Exchange("shutdown", null, null, TimeSpan.FromSeconds(10)); }
+                catch (ReferenceException) { }
+            }
+            Kill();
+        }
+    }
+
+    /// <summary>The last lines of the worker's stderr, for error messages.</summary>
+    private sealed class StderrTail(int capacity)
+    {
+        private readonly Queue<string> _lines = new();
+        public void Add(string line)
+        {
+            lock (_lines)
+            {
+                _lines.Enqueue(line);
+                while (_lines.Count > capacity) _lines.Dequeue();
+            }
+        }
+        public void Clear() { lock (_lines) _lines.Clear(); }
+        public string Text { get { lock (_lines) return _lines.Count == 0 ? "(empty)" : string.Join('\n', _lines); } }
+    }
+}
