@@ -48,7 +48,7 @@ internal static class NearNames
             .Select(n => (name: n, dist: Distance(wanted, n), prefix: CommonPrefix(wanted, n)))
             .OrderBy(x => x.dist).ThenByDescending(x => x.prefix).ThenBy(x => x.name, StringComparer.Ordinal)
             .Take(count)
-            .Where(x => x.dist <= Math.Max(wanted.Length, x.name.Length) * 2 / 3 || x.prefix > 0)
+            .Where(x => x.dist <= Math.Max(1, Math.Max(wanted.Length, x.name.Length) * 2 / 3) || x.prefix > 0)
             .Select(x => x.name)
             .ToList();
     }
