@@ -1,0 +1,145 @@
+using System.Text.Json;
+
+namespace Harness.Engine.Config;
+
+/// <summary>
+/// The language-model part of a HF config: "text_config" when the file has one, else the root. HF key names are in
+/// the comments. Required: hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, vocab_size.
+/// </summary>
+public sealed record TextConfig
+{
+    /// <summary>Where this was read from: "text_config" or "" (root).</summary>
+    public required string JsonPath { get; init; }
+    /// <summary>model_type of the text part (e.g. "gemma4_text"); null when absent.</summary>
+    public string? ModelType { get; init; }
+    /// <summary>hidden_size</summary>
+    public required int HiddenSize { get; init; }
+    /// <summary>intermediate_size; when HF wrote a per-layer list (gemma3n), the first entry (see <see cref="IntermediateSizes"/>).</summary>
+    public required int IntermediateSize { get; init; }
+    /// <summary>intermediate_size as a per-layer list, when HF wrote one; else null.</summary>
+    public int[]? IntermediateSizes { get; init; }
+    /// <summary>num_hidden_layers</summary>
+    public required int NumHiddenLayers { get; init; }
+    /// <summary>num_attention_heads</summary>
+    public required int NumAttentionHeads { get; init; }
+    /// <summary>num_key_value_heads (defaults to num_attention_heads)</summary>
+    public required int NumKeyValueHeads { get; init; }
+    /// <summary>head_dim (defaults to hidden_size / num_attention_heads)</summary>
+    public required int HeadDim { get; init; }
+    /// <summary>vocab_size</summary>
+    public required int VocabSize { get; init; }
+    /// <summary>max_position_embeddings</summary>
+    public int? MaxPositionEmbeddings { get; init; }
+    /// <summary>rms_norm_eps, or layer_norm_eps (layer_norm_epsilon) for LayerNorm models</summary>
+    public double? NormEps { get; init; }
+    /// <summary>hidden_act or hidden_activation, as HF wrote it ("silu", "gelu_pytorch_tanh", ...)</summary>
+    public string? HiddenAct { get; init; }
+    /// <summary>tie_word_embeddings: this section's value, else the root's, else true (PretrainedConfig's default)</summary>
+    public required bool TieWordEmbeddings { get; init; }
+    /// <summary>attention_bias (default false)</summary>
+    public bool AttentionBias { get; init; }
+    /// <summary>mlp_bias (default false)</summary>
+    public bool MlpBias { get; init; }
+    /// <summary>dtype, or torch_dtype in older files, as written ("bfloat16"); this section's, else the root's</summary>
+    public string? DType { get; init; }
+    /// <summary>bos_token_id</summary>
+    public int? BosTokenId { get; init; }
+    /// <summary>eos_token_id: an int or a list in the file; always a list here (empty when absent)</summary>
+    public required int[] EosTokenIds { get; init; }
+    /// <summary>pad_token_id</summary>
+    public int? PadTokenId { get; init; }
+    /// <summary>sliding_window (null: none)</summary>
+    public int? SlidingWindow { get; init; }
+    /// <summary>layer_types ("full_attention", "sliding_attention", ...), one per layer, when present</summary>
+    public string[]? LayerTypes { get; init; }
+    /// <summary>
+    /// rope_parameters (or legacy rope_theta + rope_scaling). With a per-layer-type map, this is the
+    /// "full_attention" entry (the first entry when there is none).
+    /// </summary>
+    public required RopeParameters Rope { get; init; }
+    /// <summary>rope_parameters per layer type ({"full_attention": ..., "sliding_attention": ...}) when the file has such a map.</summary>
+    public IReadOnlyDictionary<string, RopeParameters>? RopeByLayerType { get; init; }
+
+    /// <summary>The RoPE settings of one layer type (the shared ones when there is no per-type map).</summary>
+    public RopeParameters RopeFor(string layerType)
+    {
+        if (RopeByLayerType is null) return Rope;
+        return RopeByLayerType.TryGetValue(layerType, out var r) ? r
+            : throw new KeyNotFoundException($"no rope_parameters for layer type '{layerType}' (have: {string.Join(", ", RopeByLayerType.Keys)})");
+    }
+
+    internal static TextConfig Read(ConfigNode n, ConfigNode root)
+    {
+        bool nested = n.Path.Length > 0;
+        int hidden = n.RequiredInt("hidden_size");
+        int heads = n.RequiredInt("num_attention_heads");
+        var inter = n.OptionalIntOrIntList("intermediate_size") ?? throw n.Error("intermediate_size", "is missing");
+        if (inter.Length == 0) throw n.Error("intermediate_size", "is an empty list");
+        bool interIsList = n.Get("intermediate_size")!.Value.ValueKind == JsonValueKind.Array;
+        int? headDim = n.OptionalInt("head_dim");
+        if (headDim is null && (heads <= 0 || hidden % heads != 0))
+            throw n.Error("head_dim", $"is missing and hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
+
+        string? epsKey = n.FirstPresent("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon");
+        string? actKey = n.FirstPresent("hidden_act", "hidden_activation");
+        string? dtypeKey = n.FirstPresent("dtype", "torch_dtype");
+        string? rootDtypeKey = root.FirstPresent("dtype", "torch_dtype");
+
+        var (rope, byType) = ReadRope(n);
+        return new TextConfig
+        {
+            JsonPath = n.Path,
+            ModelType = nested ? n.OptionalString("model_type") : root.OptionalString("model_type"),
+            HiddenSize = hidden,
+            IntermediateSize = inter[0],
+            IntermediateSizes = interIsList ? inter : null,
+            NumHiddenLayers = n.RequiredInt("num_hidden_layers"),
+            NumAttentionHeads = heads,
+            NumKeyValueHeads = n.OptionalInt("num_key_value_heads") ?? heads,
+            HeadDim = headDim ?? hidden / heads,
+            VocabSize = n.RequiredInt("vocab_size"),
+            MaxPositionEmbeddings = n.OptionalInt("max_position_embeddings"),
+            NormEps = epsKey is null ? null : n.OptionalDouble(epsKey),
+            HiddenAct = actKey is null ? null : n.OptionalString(actKey),
+            TieWordEmbeddings = n.OptionalBool("tie_word_embeddings") ?? (nested ? root.OptionalBool("tie_word_embeddings") : null) ?? true,
+            AttentionBias = n.OptionalBool("attention_bias") ?? false,
+            MlpBias = n.OptionalBool("mlp_bias") ?? false,
+            DType = (dtypeKey is null ? null : n.OptionalString(dtypeKey)) ?? (nested && rootDtypeKey is not null ? root.OptionalString(rootDtypeKey) : null),
+            BosTokenId = n.OptionalInt("bos_token_id") ?? (nested ? root.OptionalInt("bos_token_id") : null),
+            EosTokenIds = n.OptionalIntOrIntList("eos_token_id") ?? (nested ? root.OptionalIntOrIntList("eos_token_id") : null) ?? [],
+            PadTokenId = n.OptionalInt("pad_token_id") ?? (nested ? root.OptionalInt("pad_token_id") : null),
+            SlidingWindow = n.OptionalInt("sliding_window"),
+            LayerTypes = n.OptionalStringList("layer_types"),
+            Rope = rope,
+            RopeByLayerType = byType,
+        };
+    }
+
+    /// <summary>
+    /// rope_parameters (5.x): one dict, or a dict per layer type (every value an object). Otherwise the legacy keys;
+    /// legacy gemma3-style "rope_local_base_freq" becomes a per-layer-type map (sliding layers use that base).
+    /// </summary>
+    private static (RopeParameters, IReadOnlyDictionary<string, RopeParameters>?) ReadRope(ConfigNode n)
+    {
+        double? partial = n.OptionalDouble("partial_rotary_factor");
+        double? rootTheta = n.OptionalDouble("rope_theta");
+        if (n.Child("rope_parameters") is { } rp)
+        {
+            bool perType = rp.Element.EnumerateObject().Any() &&
+                           rp.Element.EnumerateObject().All(p => p.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Null);
+            if (!perType) return (RopeParameters.FromNew(rp, partial, rootTheta), null);
+            var map = new Dictionary<string, RopeParameters>(StringComparer.Ordinal);
+            foreach (var p in rp.Element.EnumerateObject())
+                if (rp.Child(p.Name) is { } entry) map[p.Name] = RopeParameters.FromNew(entry, partial, rootTheta);
+            var main = map.TryGetValue("full_attention", out var full) ? full : map.Values.First();
+            return (main, map);
+        }
+        var legacy = RopeParameters.FromLegacy(n);
+        if (n.OptionalDouble("rope_local_base_freq") is double local)
+        {
+            var sliding = new RopeParameters { RopeType = "default", RopeTheta = local, JsonPath = n.PathOf("rope_local_base_freq") };
+            return (legacy, new Dictionary<string, RopeParameters> { ["full_attention"] = legacy, ["sliding_attention"] = sliding });
+        }
+        return (legacy, null);
+    }
+}
