@@ -40,6 +40,9 @@ internal static class OpSupport
             $"{op}: supports floating-point tensors; got {a.DType.TorchName()} and {b.DType.TorchName()}");
     }
 
+    /// <summary>A 0-dim tensor as shape [1] (Tensor.Reshape(1) of a 0-dim tensor currently fails in ComputeViewStrides).</summary>
+    public static Tensor As1D(Tensor t) => t.Rank == 0 ? new Tensor(t.Storage, t.DType, [1], [1], t.Offset) : t;
+
     public static int[] Broadcast(params Tensor[] ts)
     {
         int[] shape = ts[0].ShapeArray;

@@ -47,12 +47,12 @@ public static class Reductions
     public static Tensor ArgMax(Tensor x) => ArgMax(Flat(x), 0);
     public static Tensor ArgMin(Tensor x) => ArgMin(Flat(x), 0);
 
-    private static Tensor Flat(Tensor x) => x.Reshape(-1);
+    private static Tensor Flat(Tensor x) => OpSupport.As1D(x).Reshape(-1);
 
     private static (Tensor Values, Tensor? Indices) Reduce(Tensor x, int dim, bool keepDim, Kind kind, bool withIndices = false)
     {
         int d = Shape.WrapDim(dim, x.Rank);
-        var src = x.Rank == 0 ? x.Reshape(1) : x;
+        var src = OpSupport.As1D(x);
         if (x.Rank == 0) d = 0;
         int n = src.Shape[d];
         string name = kind.ToString().ToLowerInvariant();

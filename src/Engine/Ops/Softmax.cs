@@ -18,7 +18,7 @@ public static class Softmax
     private static Tensor Run(Tensor x, int dim, bool log)
     {
         OpSupport.RequireFloat(x, log ? "log_softmax" : "softmax");
-        if (x.Rank == 0) return Run(x.Reshape(1), 0, log).Reshape();
+        if (x.Rank == 0) return Run(OpSupport.As1D(x), 0, log).Reshape();
         int d = Shape.WrapDim(dim, x.Rank);
         var moved = d == x.Rank - 1 ? x : x.Transpose(d, -1);
         var result = RowWise.Apply(moved, x.DType, (row, y, invariant) =>

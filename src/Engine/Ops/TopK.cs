@@ -14,7 +14,7 @@ public static class TopK
     public static (Tensor Values, Tensor Indices) Forward(Tensor x, int k)
     {
         OpSupport.RequireFloat(x, "topk");
-        var src = x.Rank == 0 ? x.Reshape(1) : x;
+        var src = OpSupport.As1D(x);
         int n = src.Size(-1);
         if (k < 0 || k > n)
             throw new ArgumentOutOfRangeException(nameof(k), $"topk: selected index k={k} out of range for last dim of size {n} (shape {Shape.Format(x.Shape)})");

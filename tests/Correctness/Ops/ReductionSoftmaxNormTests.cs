@@ -48,8 +48,9 @@ public class ReductionTests
         Assert.Equal(new long[] { 1, 2 }, i.ToInt64Array());
         Assert.True(double.IsNaN(v.ToDoubleArray()[1]));
         Assert.Equal(new long[] { 0, 1, 0, 0 }, Reductions.ArgMax(Tensor.FromArray(new float[] { 2, 1, 2, 1, 2, 2, 1, 1 }, 2, 4), 0).ToInt64Array());
-        Assert.Equal(new long[] { 7 }, Reductions.Sum(Tensor.FromArray(new long[] { 3, 4 }, 2), 0).Reshape(1).ToInt64Array());
+        Assert.Equal(new long[] { 7 }, Reductions.Sum(Tensor.FromArray(new long[] { 3, 4 }, 2), 0).ToInt64Array());
         Assert.Throws<IndexOutOfRangeException>(() => Reductions.Sum(t, 2));
+        Assert.Equal(3.0, Reductions.Sum(Tensor.Scalar(3.0)).Item());
     }
 
     [Fact]
