@@ -109,7 +109,7 @@ public class ActivationTests
         var exact = Activation.Apply(x, ActivationKind.Gelu).ToDoubleArray();
         var tanh = Activation.Apply(x, ActivationKind.GeluTanh).ToDoubleArray();
         double max = exact.Zip(tanh, (a, b) => Math.Abs(a - b)).Max();
-        Assert.InRange(max, 1e-4, 5e-4); // measured ~4.7e-4 (float32), near |x| ~ 2.4
+        Assert.InRange(max, 1e-4, 5e-4); // float64 formulas give 4.73e-4 on this grid; the float32 results agree to ~1e-7
     }
 }
 
