@@ -1,0 +1,32 @@
+using Harness.Engine.Tensors;
+using Tensor = Harness.Engine.Tensors.Tensor;
+
+namespace Harness.Engine.Ops;
+
+/// <summary>Embedding lookup: rows of a [vocab, hidden] table picked by int32/int64 ids of any shape.</summary>
+public static class Embedding
+{
+    /// <summary>Returns ids.shape + [hidden] in the table's dtype (rows copied bit for bit).</summary>
+    public static Tensor Lookup(Tensor weight, Tensor ids)
+    {
+        if (weight.Rank != 2)
+            throw new ArgumentException($"embedding: weight must be 2D [vocab, hidden], got shape {Shape.Format(weight.Shape)}");
+        if (ids.DType is not (DType.Int64 or DType.Int32))
+            throw new ArgumentException($"embedding: expected ids of dtype int64 or int32, got {ids.DType.TorchName()}");
+        int vocab = weight.Size(0), hidden = weight.Size(1);
+        var table = weight.Contiguous();
+        var idv = ids.ToInt64Array();
+        for (int i = 0; i < idv.Length; i++)
+            if (idv[i] < 0 || idv[i] >= vocab)
+                throw new IndexOutOfRangeException(
+                    $"embedding: id {idv[i]} (at flat position {i} of ids shape {Shape.Format(ids.Shape)}) is out of range for a vocab size of {vocab} (valid ids are 0..{vocab - 1})");
+        var shape = ids.ShapeArray.Append(hidden).ToArray();
+        var y = Tensor.Zeros(weight.DType, shape);
+        int rowBytes = hidden * weight.DType.Size();
+        var src = table.Storage.Bytes.Slice(table.Offset * weight.DType.Size());
+        var dst = y.Storage.Bytes;
+        for (int i = 0; i < idv.Length; i++)
+            src.Slice((int)idv[i] * rowBytes, rowBytes).CopyTo(dst.Slice(i * rowBytes, rowBytes));
+        return y;
+    }
+}

@@ -1,0 +1,110 @@
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+using K = Harness.Engine.Kernels;
+using Tensor = Harness.Engine.Tensors.Tensor;
+
+namespace Harness.Engine.Ops;
+
+/// <summary>
+/// The RMSNorm variants of HF's model classes. All share the float32 core (h = x.float(); ms = mean(h*h) over the last dim;
+/// n = h * (1 / sqrt(ms + eps)), eps cast to float32); they differ in where the weight is applied and where the cast happens.
+/// </summary>
+public enum RmsNormKind
+{
+    /// <summary>
+    /// LlamaRMSNorm (also Qwen2VLRMSNorm / Qwen2RMSNorm, T5LayerNorm):
+    /// <c>h = x.to(float32); var = h.pow(2).mean(-1, keepdim=True); h = h * torch.rsqrt(var + eps); return weight * h.to(input_dtype)</c>.
+    /// The normalized value is rounded to the input dtype BEFORE the weight multiply, which rounds again;
+    /// the output dtype is torch's promotion of weight and input dtypes (bf16 x with fp32 weight gives fp32).
+    /// </summary>
+    Llama,
+
+    /// <summary>
+    /// Gemma3RMSNorm (and GemmaRMSNorm / Gemma2RMSNorm): weight stored as an offset from 1 (initialised to zeros):
+    /// <c>out = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps); out = out * (1.0 + weight.float()); return out.type_as(x)</c>.
+    /// All in float32, one cast at the end.
+    /// </summary>
+    GemmaOnePlusWeight,
+
+    /// <summary>
+    /// Gemma3nRMSNorm / Gemma4RMSNorm with with_scale=True (weight initialised to ones, multiplied as is):
+    /// <c>ms = h.pow(2).mean(-1, keepdim=True) + eps; out = h * torch.pow(ms, -0.5); out = out * weight.float(); return out.type_as(x)</c>.
+    /// torch's CPU pow(t, -0.5) is 1/sqrt(t), so the core equals Llama's; the weight multiply stays in float32, one cast.
+    /// </summary>
+    GemmaScaled,
+
+    /// <summary>
+    /// Gemma3nRMSNorm / Gemma4RMSNorm with with_scale=False (no weight at all):
+    /// <c>out = h * torch.pow(h.pow(2).mean(-1, keepdim=True) + eps, -0.5); return out.type_as(x)</c>.
+    /// </summary>
+    GemmaNoScale,
+}
+
+/// <summary>RMSNorm (all HF variants) and LayerNorm over the last dim.</summary>
+public static class Norms
+{
+    /// <summary>
+    /// RMSNorm over the last dim. <paramref name="weight"/>: 1D of the last dim's size; null only for <see cref="RmsNormKind.GemmaNoScale"/>.
+    /// Batch-invariant mode uses the fixed-order sum of squares.
+    /// </summary>
+    public static Tensor RmsNorm(Tensor x, Tensor? weight, double eps, RmsNormKind kind = RmsNormKind.Llama)
+    {
+        OpSupport.RequireFloat(x, "rms_norm");
+        int n = x.Rank == 0 ? 1 : x.Size(-1);
+        if (kind == RmsNormKind.GemmaNoScale)
+        {
+            if (weight is not null) throw new ArgumentException("rms_norm: GemmaNoScale (with_scale=False) takes no weight");
+        }
+        else
+        {
+            if (weight is null) throw new ArgumentException($"rms_norm: {kind} needs a weight of size {n}");
+            CheckParam(weight, n, "weight", x);
+        }
+        float feps = (float)eps;
+        float[]? w = weight is null ? null : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
+        if (kind == RmsNormKind.GemmaOnePlusWeight)
+            for (int i = 0; i < w!.Length; i++) w[i] = 1f + w[i];
+        var inDType = x.DType;
+        var outDType = kind == RmsNormKind.Llama && weight!.DType != inDType ? DType.Float32 : inDType;
+        return RowWise.Apply(x, outDType, (row, y, invariant) =>
+        {
+            K.RmsNorm.Row(row, y, feps, invariant);
+            switch (kind)
+            {
+                case RmsNormKind.Llama:
+                    K.Rounding.InPlace(y, inDType);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
+                    break;
+                case RmsNormKind.GemmaOnePlusWeight:
+                case RmsNormKind.GemmaScaled:
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
+                    break;
+            }
+        });
+    }
+
+    /// <summary>
+    /// torch.nn.functional.layer_norm over the last dim (nn.LayerNorm, as in Qwen2-VL's vision blocks): weight and bias optional.
+    /// Arithmetic of aten's CPU kernel: see <see cref="K.LayerNorm"/>. bf16/fp16 inputs are computed in float32 with
+    /// float32 copies of weight/bias and rounded once.
+    /// </summary>
+    public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, double eps = 1e-5)
+    {
+        OpSupport.RequireFloat(x, "layer_norm");
+        int n = x.Rank == 0 ? 1 : x.Size(-1);
+        if (weight is not null) CheckParam(weight, n, "weight", x);
+        if (bias is not null) CheckParam(bias, n, "bias", x);
+        float[] g = weight is null ? [] : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
+        float[] b = bias is null ? [] : OpSupport.Float32Contiguous(bias).Span<float>().ToArray();
+        float feps = (float)eps;
+        return RowWise.Apply(x, x.DType, (row, y, invariant) => K.LayerNorm.Row(row, g, b, y, feps, invariant));
+    }
+
+    private static void CheckParam(Tensor p, int n, string name, Tensor x)
+    {
+        if (p.Rank != 1 || p.Size(0) != n)
+            throw new ArgumentException(
+                $"norm {name} of shape {Shape.Format(p.Shape)} does not match the normalized shape [{n}] of input {Shape.Format(x.Shape)}");
+        OpSupport.RequireFloat(p, $"norm {name}");
+    }
+}
