@@ -31,7 +31,7 @@ public sealed partial class Tensor
     private int[]? ComputeViewStrides(int[] newShape)
     {
         var newStrides = new int[newShape.Length];
-        if (NumEl == 0)
+        if (NumEl == 0 || Rank == 0)
             return Tensors.Shape.ContiguousStrides(newShape);
         int viewD = newShape.Length - 1;
         long chunkBaseStride = _strides.Length > 0 ? _strides[^1] : 1;

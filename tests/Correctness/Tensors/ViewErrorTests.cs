@@ -71,6 +71,15 @@ public class ViewErrorTests
     }
 
     [Fact]
+    public void Zero_dim_tensor_reshapes_to_one_element_and_back()
+    {
+        var s = Tensor.Scalar(3.5);
+        Assert.Equal([1], s.Reshape(1).ShapeArray);
+        Assert.Equal([1, 1], s.View(1, -1).ShapeArray);
+        Assert.Equal(3.5, s.Reshape(1).Reshape().Item());
+    }
+
+    [Fact]
     public void Squeeze_unsqueeze_and_select_move_dims_without_copies()
     {
         var t = Tensor.Arange(6, DType.Float32).View(1, 2, 1, 3);
