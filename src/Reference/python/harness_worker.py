@@ -577,7 +577,7 @@ def handle(header, payload):
             descs.append(d)
             blobs.append(blob)
         return {"id": req_id, "ok": True, "result": result, "tensors": descs}, blobs
-    except Exception as e:  # every op failure becomes a reply
+    except (Exception, SystemExit) as e:  # every op failure becomes a reply
         return error_reply(req_id, type(e).__name__, str(e), traceback.format_exc()), []
 
 

@@ -201,6 +201,9 @@ def test_error_reply(w):
     expect("Traceback" in err["traceback"] and err["type"] == "RuntimeError", f"error {err}")
     header, _ = w.call("no_such_op")
     expect(header["ok"] is False and "unknown op" in header["error"]["message"], f"{header}")
+    d, blob = pack("a", "float32", (2, 2), [1.0] * 4)
+    header, _ = w.call("matmul", {}, [(dict(d, shape=[3, 2]), blob), b])
+    expect(header["ok"] is False and "nbytes" in header["error"]["message"], f"nbytes mismatch {header}")
     raw = b"{not json"
     w.send_raw(MAGIC + struct.pack("<I", len(raw)) + raw)
     header, _ = w.receive()
