@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Provisions the reference interpreter (python3 + torch + transformers + safetensors) for the
+# Python worker of src/Reference (see src/Reference/PROTOCOL.md), idempotently.
+#
+#   HARNESS_PYTHON=$(ci/reference-env.sh)     # build once (~2 min, needs root), then seconds
+#   ci/reference-env.sh --check               # same, then runs the worker self-test through it
+#
+# Debian forky is newer than this host, so the interpreter lives in a forky chroot at
+# $HARNESS_CACHE/forky (default HARNESS_CACHE=$HOME/.cache/harness), built with mmdebstrap into a
+# temp dir that is renamed into place only when complete and verified. The wrapper
+# $HARNESS_CACHE/reference-python mounts /proc in the chroot when needed and runs its python3 with
+# a clean environment (thread/HF/HARNESS vars passed through, HARNESS_HOST_ROOT set).
+# If HARNESS_PYTHON is already set, that interpreter is only verified and printed back.
+# Progress goes to stderr; the last stdout line is the interpreter path.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${HARNESS_CACHE:-$HOME/.cache/harness}"
+root="$cache/forky"
+marker="$root/.harness-ready"
+wrapper="$cache/reference-python"
+packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread"
+
+check=0
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+log() { echo "reference-env: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+verify_imports() { # interpreter -> prints versions on stderr
+  "$1" -c 'import sys, torch, transformers, safetensors
+print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
+      "safetensors", safetensors.__version__)' >&2 || die "$1 cannot import torch, transformers, safetensors"
+}
+
+run_selftest() {
+  log "self-test of the worker through $1"
+  "${HARNESS_SELFTEST_PYTHON:-python3}" "$repo/src/Reference/python/selftest.py" "$1" >&2
+}
+
+unmount_proc() { # dir: unmount DIR/proc if mounted (before any rm -rf of a chroot)
+  if mountpoint -q "$1/proc" 2>/dev/null; then umount "$1/proc" || umount -l "$1/proc"; fi
+}
+
+remove_chroot() {
+  unmount_proc "$1"
+  rm -rf --one-file-system "$1"
+}
+
+ensure_mmdebstrap() {
+  command -v mmdebstrap >/dev/null && return
+  log "installing mmdebstrap"
+  apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap >&2
+}
+
+build_chroot() {
+  [[ $(id -u) == 0 ]] || die "building the chroot needs root (mmdebstrap, chroot, mount)"
+  ensure_mmdebstrap
+  mkdir -p "$cache"
+  local tmp
+  for tmp in "$cache"/forky.tmp.*; do  # leftovers of interrupted builds
+    if [[ -d $tmp ]]; then log "removing incomplete $tmp"; remove_chroot "$tmp"; fi
+  done
+  tmp="$cache/forky.tmp.$$"
+  trap 'remove_chroot "'"$tmp"'"' EXIT
+  log "building forky chroot in $tmp (about 2 minutes)"
+  mmdebstrap --variant=apt --include="$packages" \
+    --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Check-Valid-Until "false"' \
+    forky "$tmp" >&2
+  mount -t proc proc "$tmp/proc"
+  local versions
+  versions="$(chroot "$tmp" /usr/bin/env -i PATH=/usr/bin:/bin /usr/bin/python3 -c 'import sys, torch, transformers, safetensors
+print("python=" + sys.version.split()[0]); print("torch=" + torch.__version__)
+print("transformers=" + transformers.__version__); print("safetensors=" + safetensors.__version__)
+print("blas=" + __import__("os").path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3"))')" \
+    || die "the new chroot cannot import torch, transformers, safetensors"
+  unmount_proc "$tmp"
+  printf '%s\nbuilt=%s\n' "$versions" "$(date -u +%FT%TZ)" > "$tmp/.harness-ready"
+  if [[ -e $root ]]; then log "replacing $root (no ready-marker)"; remove_chroot "$root"; fi
+  mv "$tmp" "$root"
+  trap - EXIT
+  log "chroot ready: $(tr '\n' ' ' < "$marker")"
+}
+
+write_wrapper() {
+  local tmp="$wrapper.tmp.$$"
+  cat > "$tmp" <<EOF
+#!/usr/bin/env bash
+# Written by ci/reference-env.sh: python3 of the forky chroot $root.
+root='$root'
+mountpoint -q "\$root/proc" || mount -t proc proc "\$root/proc" || exit 125
+env=(PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1)
+while IFS= read -r name; do
+  [[ \$name == HARNESS_HOST_ROOT ]] || env+=("\$name=\${!name}")
+done < <(compgen -e | grep -E '^(OMP_|OPENBLAS_|GOTO_|MKL_|TORCH_|PYTORCH_|HF_|TRANSFORMERS_|HARNESS_|PYTHONHASHSEED\$|PYTHONFAULTHANDLER\$|PYTHONWARNINGS\$)')
+exec chroot "\$root" /usr/bin/env -i HARNESS_HOST_ROOT="\$root" "\${env[@]}" /usr/bin/python3 "\$@"
+EOF
+  chmod 755 "$tmp"
+  mv "$tmp" "$wrapper"
+}
+
+if [[ -n ${HARNESS_PYTHON:-} ]]; then
+  log "HARNESS_PYTHON is set; verifying $HARNESS_PYTHON"
+  verify_imports "$HARNESS_PYTHON"
+  if (( check )); then run_selftest "$HARNESS_PYTHON"; fi
+  echo "$HARNESS_PYTHON"
+  exit 0
+fi
+
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9  # one build at a time; a second caller waits and then finds it ready
+trap 'exit 130' INT
+trap 'exit 143' TERM  # so that the EXIT trap removes a half-built chroot
+if [[ -f $marker && -x $root/usr/bin/python3 ]]; then
+  log "chroot ready at $root: $(tr '\n' ' ' < "$marker")"
+else
+  build_chroot
+  fresh=1
+fi
+write_wrapper
+if [[ -n ${fresh:-} ]]; then verify_imports "$wrapper"; fi
+if (( check )); then run_selftest "$wrapper"; fi
+echo "$wrapper"

@@ -1,0 +1,628 @@
+"""Harness reference worker: HF transformers + torch behind the binary frame protocol.
+
+See src/Reference/PROTOCOL.md. Started as `python -u -c BOOTSTRAP`, the bootstrap reads this
+source from stdin and exec()s it with __name__ == "__harness_worker__"; frames then follow on
+stdin. Replies go to a private duplicate of the original fd 1; fd 1 itself (and sys.stdout)
+is pointed at stderr so that library prints never reach the frame channel.
+
+Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing, `code` for
+`debug_crash`.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import re
+import struct
+import sys
+import time
+import traceback
+
+MAGIC = b"HRN1"
+EXIT_FRAMING = 3
+UNKNOWN_ID = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel: stdin frames in, private fd frames out
+# ---------------------------------------------------------------------------------------------
+
+class FramingError(Exception):
+    """The byte stream is no longer a sequence of frames: the worker cannot recover."""
+
+
+class CleanEof(Exception):
+    """stdin closed at a frame boundary."""
+
+
+def take_frame_fd():
+    """Keeps the real stdout for frames; everything else that writes to fd 1 lands on stderr."""
+    frame_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return frame_fd
+
+
+class Channel:
+    def __init__(self, inp, frame_fd):
+        self.inp = inp
+        self.frame_fd = frame_fd
+
+    def _read_exact(self, n, at_boundary=False):
+        chunks, got = [], 0
+        while got < n:
+            chunk = self.inp.read(n - got)
+            if not chunk:
+                if at_boundary and got == 0:
+                    raise CleanEof()
+                raise FramingError(f"EOF after {got} of {n} bytes")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def read_frame(self):
+        """Returns (header, payload bytes). header is None when it is not a JSON object; the
+        caller then answers with an error (its payload, if any, cannot be skipped)."""
+        magic = self._read_exact(4, at_boundary=True)
+        if magic != MAGIC:
+            raise FramingError(f"bad magic {magic!r}")
+        (hlen,) = struct.unpack("<I", self._read_exact(4))
+        raw = self._read_exact(hlen)
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            return None, f"header is not JSON: {e}"
+        if not isinstance(header, dict):
+            return None, "header is not a JSON object"
+        nbytes = payload_size(header.get("tensors", []))
+        if nbytes is None:
+            return None, "header['tensors'] has no readable nbytes"
+        return header, self._read_exact(nbytes)
+
+    def write_frame(self, header, blobs=()):
+        raw = json.dumps(header).encode("utf-8")
+        self._write_all(MAGIC + struct.pack("<I", len(raw)) + raw)
+        for blob in blobs:
+            self._write_all(blob)
+
+    def write_raw(self, data):
+        self._write_all(data)
+
+    def _write_all(self, data):
+        view = memoryview(data)
+        while view:
+            n = os.write(self.frame_fd, view)
+            view = view[n:]
+
+
+def payload_size(descs):
+    if not isinstance(descs, list):
+        return None
+    total = 0
+    for d in descs:
+        n = d.get("nbytes") if isinstance(d, dict) else None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return None
+        total += n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors on the wire
+# ---------------------------------------------------------------------------------------------
+
+def wire_dtypes(torch):
+    return {
+        "float32": (torch.float32, 4),
+        "bfloat16": (torch.bfloat16, 2),
+        "float16": (torch.float16, 2),
+        "int64": (torch.int64, 8),
+        "int32": (torch.int32, 4),
+        "bool": (torch.bool, 1),
+    }
+
+
+def torch_dtype(name):
+    if name not in WIRE:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(WIRE)}")
+    return WIRE[name][0]
+
+
+def dtype_name(dt):
+    for name, (t, _) in WIRE.items():
+        if t == dt:
+            return name
+    raise ValueError(f"dtype {dt} cannot go over the wire")
+
+
+def decode_tensors(descs, payload):
+    out, off = {}, 0
+    for d in descs:
+        name, dt, shape, nbytes = d.get("name"), d.get("dtype"), d.get("shape"), d["nbytes"]
+        if not isinstance(name, str):
+            raise ValueError(f"tensor descriptor without a name: {d}")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise ValueError(f"tensor {name!r}: bad shape {shape!r}")
+        tdt = torch_dtype(dt)
+        count = 1
+        for s in shape:
+            count *= s
+        if count * WIRE[dt][1] != nbytes:
+            raise ValueError(f"tensor {name!r}: nbytes {nbytes} != prod({shape}) * itemsize of {dt}")
+        if name in out:
+            raise ValueError(f"tensor {name!r} given twice")
+        chunk = payload[off:off + nbytes]
+        off += nbytes
+        if nbytes == 0:
+            out[name] = torch.empty(shape, dtype=tdt)
+        else:
+            out[name] = torch.frombuffer(bytearray(chunk), dtype=tdt).reshape(shape)
+    return out
+
+
+def encode_tensor(name, t):
+    t = t.detach().cpu().contiguous()
+    dt = dtype_name(t.dtype)
+    if t.dtype == torch.bfloat16:
+        blob = t.view(torch.int16).numpy().tobytes()
+    else:
+        blob = t.numpy().tobytes()
+    return {"name": name, "dtype": dt, "shape": list(t.shape), "nbytes": len(blob)}, blob
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by ops
+# ---------------------------------------------------------------------------------------------
+
+def need(tensors, name):
+    if name not in tensors:
+        raise KeyError(f"missing input tensor {name!r} (given: {sorted(tensors)})")
+    return tensors[name]
+
+
+def blas_summary():
+    """torch's build-time BLAS plus the library libblas actually resolved to (Debian's torch is
+    built against generic libblas.so.3, which the alternatives system points at OpenBLAS)."""
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    info = found.group(1) if found else "unknown"
+    loaded = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "blas" in os.path.basename(path):
+                    loaded.add(os.path.realpath(path))
+    except OSError:
+        pass
+    libs = sorted({os.path.basename(p) for p in loaded} - {"libblas.so.3"})
+    return info + (" (" + ", ".join(libs) + ")" if libs else "")
+
+
+_openblas = []
+
+
+def set_threads(n):
+    """torch's intra-op threads, and OpenBLAS's own pthread pool when OpenBLAS is loaded."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    if not _openblas:
+        import ctypes
+        try:
+            _openblas.append(ctypes.CDLL("libopenblas.so.0"))
+        except OSError:
+            _openblas.append(None)
+    if _openblas[0] is not None:
+        _openblas[0].openblas_set_num_threads(n)
+
+
+def module_output(out):
+    """A module's output as one tensor: first element of a tuple / ModelOutput."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"module output of type {type(out).__name__} has no leading tensor")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: build, load (cached), capture
+# ---------------------------------------------------------------------------------------------
+
+def model_class_named(name):
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise ValueError(f"transformers has no class {name!r}")
+    return cls
+
+
+def instantiate(cls, config):
+    if cls.__name__.startswith("Auto"):
+        return cls.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    return cls._from_config(config, attn_implementation="eager", dtype=torch.float32)
+
+
+def dir_signature(path):
+    entries = []
+    for name in sorted(os.listdir(path)):
+        st = os.stat(os.path.join(path, name))
+        entries.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(entries)
+
+
+_model_cache = {}
+
+
+def load_model(model_dir, dtype_name_, class_name=None):
+    """from_pretrained with eager attention; the last model stays cached until its directory
+    changes (build_model rewrites it) or another model/dtype is asked for."""
+    key = (os.path.realpath(model_dir), dtype_name_, class_name)
+    sig = dir_signature(model_dir)
+    hit = _model_cache.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    _model_cache.clear()
+    if class_name is None:
+        config = transformers.AutoConfig.from_pretrained(model_dir)
+        archs = getattr(config, "architectures", None) or []
+        class_name = archs[0] if archs and hasattr(transformers, archs[0]) else "AutoModelForCausalLM"
+    cls = model_class_named(class_name)
+    model = cls.from_pretrained(model_dir, dtype=torch_dtype(dtype_name_), attn_implementation="eager")
+    model.eval()
+    _model_cache[key] = (sig, model)
+    return model
+
+
+def model_inputs(args, tensors, model):
+    kind = args.get("input_kind", "inputs_embeds" if "inputs_embeds" in tensors else "input_ids")
+    if kind == "input_ids":
+        ids = need(tensors, "input_ids")
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input_ids must be int64 or int32, got {ids.dtype}")
+        return {"input_ids": ids.to(torch.int64)}
+    if kind == "inputs_embeds":
+        return {"inputs_embeds": need(tensors, "inputs_embeds").to(model.dtype)}
+    raise ValueError(f"input_kind must be 'input_ids' or 'inputs_embeds', got {kind!r}")
+
+
+class Capture:
+    """Forward hooks on named modules; keeps each module's first output."""
+
+    def __init__(self, model, paths):
+        self.outputs, self.calls, self.handles = {}, {}, []
+        for path in paths:
+            module = model.get_submodule(path)
+            self.handles.append(module.register_forward_hook(self._hook(path)))
+
+    def _hook(self, path):
+        def hook(_module, _inputs, output):
+            self.calls[path] = self.calls.get(path, 0) + 1
+            if path not in self.outputs:
+                self.outputs[path] = module_output(output).detach().clone()
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops: each takes (args, tensors) and returns (result dict, [(name, tensor)])
+# ---------------------------------------------------------------------------------------------
+
+def op_hello(args, tensors):
+    if args.get("threads") is not None:
+        set_threads(args["threads"])
+    import safetensors
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+        "threads": torch.get_num_threads(),
+        "host_root": os.environ.get("HARNESS_HOST_ROOT", ""),
+        "pid": os.getpid(),
+        "blas": blas_summary(),
+        "import_seconds": round(IMPORT_SECONDS, 3),
+    }, []
+
+
+def op_matmul(args, tensors):
+    return {}, [("out", torch.matmul(need(tensors, "a"), need(tensors, "b")))]
+
+
+def op_activation(args, tensors):
+    from transformers.activations import ACT2FN
+    x = need(tensors, "x")
+    return {}, [("out", ACT2FN[args["name"]](x).to(x.dtype))]
+
+
+def op_gelu(args, tensors):
+    approximate = args.get("approximate", "none")
+    return {}, [("out", torch.nn.functional.gelu(need(tensors, "x"), approximate=approximate))]
+
+
+def op_silu(args, tensors):
+    return {}, [("out", torch.nn.functional.silu(need(tensors, "x")))]
+
+
+def op_softmax(args, tensors):
+    x = need(tensors, "x")
+    return {}, [("out", torch.softmax(x, int(args.get("dim", -1))).to(x.dtype))]
+
+
+def op_log_softmax(args, tensors):
+    x = need(tensors, "x")
+    return {}, [("out", torch.log_softmax(x, int(args.get("dim", -1))).to(x.dtype))]
+
+
+def rms_norm_class(name):
+    if not name.endswith("RMSNorm"):
+        raise ValueError(f"{name!r} is not an RMSNorm class name")
+    family = name[: -len("RMSNorm")].lower()
+    module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+    return getattr(module, name)
+
+
+def op_rms_norm(args, tensors):
+    x = need(tensors, "x")
+    cls = rms_norm_class(args["cls"])
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {"eps": float(args.get("eps", 1e-6))}
+    if "with_scale" in params and args.get("with_scale") is not None:
+        kwargs["with_scale"] = bool(args["with_scale"])
+    module = cls(int(args.get("dim", x.shape[-1])), **kwargs).eval()
+    weight = tensors.get("weight")
+    if weight is not None:
+        if getattr(module, "weight", None) is None:
+            raise ValueError(f"{args['cls']} built with {kwargs} has no weight to copy into")
+        module.weight.data.copy_(weight.to(module.weight.dtype))
+    module.to(x.dtype)
+    return {}, [("out", module(x))]
+
+
+def op_mlp(args, tensors):
+    from transformers.activations import ACT2FN
+    dt = torch_dtype(args.get("dtype", "float32"))
+    x, gate, up, down = (need(tensors, n).to(dt) for n in ("x", "gate_proj", "up_proj", "down_proj"))
+    act = ACT2FN[args["hidden_act"]]
+    linear = torch.nn.functional.linear
+    return {}, [("out", linear(act(linear(x, gate)) * linear(x, up), down))]
+
+
+def op_build_model(args, tensors):
+    from safetensors import safe_open
+    cfg = dict(args["config"])
+    model_type = cfg.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("config has no model_type")
+    for key in ("torch_dtype", "dtype", "_attn_implementation", "attn_implementation"):
+        cfg.pop(key, None)
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    cls = model_class_named(args.get("model_class") or "AutoModelForCausalLM")
+    dt = torch_dtype(args.get("dtype", "float32"))
+    torch.manual_seed(int(args.get("seed", 0)))
+    model = instantiate(cls, config).to(dt).eval()
+    model.config.dtype = dt
+    out_dir = args["out_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    _model_cache.clear()
+    files = sorted(os.listdir(out_dir))
+    params = []
+    for name in files:
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(out_dir, name), framework="pt") as f:
+                for key in f.keys():
+                    t = f.get_slice(key)
+                    params.append({"name": key, "shape": list(t.get_shape()),
+                                   "dtype": wire_or_st_dtype(t.get_dtype())})
+    params.sort(key=lambda p: p["name"])
+    return {"params": params, "files": files, "model_class": type(model).__name__}, []
+
+
+def wire_or_st_dtype(st):
+    return {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "I64": "int64",
+            "I32": "int32", "BOOL": "bool"}.get(st, st)
+
+
+def op_forward(args, tensors):
+    model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+    inputs = model_inputs(args, tensors, model)
+    capture = Capture(model, args.get("capture", []))
+    try:
+        out = model(**inputs, use_cache=False)
+    finally:
+        capture.close()
+    outs, captured = [], []
+    for path in args.get("capture", []):
+        if path not in capture.outputs:
+            raise RuntimeError(f"module {path!r} was not called during forward")
+        t = capture.outputs[path]
+        outs.append((path, t))
+        captured.append({"module": path, "shape": list(t.shape), "dtype": dtype_name(t.dtype),
+                         "calls": capture.calls[path]})
+    outs.append(("logits", out.logits))
+    return {"captured": captured}, outs
+
+
+def op_generate(args, tensors):
+    """Greedy decoding with a KV cache; top-k of log_softmax(float32 raw logits) per step.
+    Exactly max_new_tokens steps (no EOS stop)."""
+    model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+    inputs = model_inputs(args, tensors, model)
+    first = next(iter(inputs.values()))
+    if first.shape[0] != 1:
+        raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
+    steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
+    tokens, ids, lps = [], [], []
+    out = model(**inputs, use_cache=True)
+    for step in range(steps):
+        logits = out.logits[0, -1, :].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+        tok = torch.argmax(logits)
+        tokens.append(tok)
+        ids.append(top.indices)
+        lps.append(top.values)
+        if step + 1 < steps:
+            out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    empty = (torch.empty(0, dtype=torch.int64), torch.empty(0, k, dtype=torch.int64), torch.empty(0, k))
+    return {"steps": steps}, [
+        ("tokens", torch.stack(tokens).to(torch.int64) if steps else empty[0]),
+        ("topk_ids", torch.stack(ids).to(torch.int64) if steps else empty[1]),
+        ("topk_logprobs", torch.stack(lps).float() if steps else empty[2]),
+    ]
+
+
+def op_bench_matmul(args, tensors):
+    m, n, k = int(args["m"]), int(args["n"]), int(args["k"])
+    dt = torch_dtype(args.get("dtype", "float32"))
+    repeats = max(1, int(args.get("repeats", 3)))
+    before = torch.get_num_threads()
+    if args.get("threads") is not None:
+        set_threads(args["threads"])
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(m, k, generator=gen).to(dt)
+        b = torch.randn(k, n, generator=gen).to(dt)
+        torch.matmul(a, b)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            best = min(best, time.perf_counter() - t0)
+        threads = torch.get_num_threads()
+    finally:
+        if args.get("threads") is not None:
+            set_threads(before)
+    return {"seconds": best, "gflops": 2.0 * m * n * k / best / 1e9, "threads": threads}, []
+
+
+def op_debug_crash(args, tensors):
+    sys.stderr.flush()
+    os._exit(int(args.get("code", 1)))
+
+
+def op_debug_hang(args, tensors):
+    seconds = float(args.get("seconds", 3600))
+    time.sleep(seconds)
+    return {"slept": seconds}, []
+
+
+def op_debug_garbage(args, tensors):
+    CHANNEL.write_raw(b"this is not a frame\n\x00\xff garbage \xde\xad\xbe\xef")
+    while True:
+        time.sleep(3600)
+
+
+def op_shutdown(args, tensors):
+    STATE["exit_after_reply"] = 0
+    return {}, []
+
+
+OPS = {
+    "hello": op_hello,
+    "matmul": op_matmul,
+    "activation": op_activation,
+    "gelu": op_gelu,
+    "silu": op_silu,
+    "softmax": op_softmax,
+    "log_softmax": op_log_softmax,
+    "rms_norm": op_rms_norm,
+    "mlp": op_mlp,
+    "build_model": op_build_model,
+    "forward": op_forward,
+    "generate": op_generate,
+    "bench_matmul": op_bench_matmul,
+    "debug_crash": op_debug_crash,
+    "debug_hang": op_debug_hang,
+    "debug_garbage": op_debug_garbage,
+    "shutdown": op_shutdown,
+}
+
+STATE = {"exit_after_reply": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Main loop
+# ---------------------------------------------------------------------------------------------
+
+def error_reply(req_id, exc_type, message, tb=""):
+    return {"id": req_id, "ok": False, "error": {"type": exc_type, "message": message, "traceback": tb}}
+
+
+def handle(header, payload):
+    """One request -> (reply header, blobs). Never raises for request-level problems."""
+    req_id = header.get("id")
+    if not isinstance(req_id, int) or isinstance(req_id, bool):
+        return error_reply(UNKNOWN_ID, "ValueError", f"request id must be an int, got {req_id!r}"), []
+    try:
+        op = header.get("op")
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}; known: {sorted(OPS)}")
+        args = header.get("args", {})
+        if not isinstance(args, dict):
+            raise ValueError("args must be a JSON object")
+        tensors = decode_tensors(header.get("tensors", []), payload)
+        with torch.no_grad():
+            result, outs = OPS[op](args, tensors)
+        descs, blobs = [], []
+        for name, t in outs:
+            d, blob = encode_tensor(name, t)
+            descs.append(d)
+            blobs.append(blob)
+        return {"id": req_id, "ok": True, "result": result, "tensors": descs}, blobs
+    except (Exception, SystemExit) as e:  # every op failure becomes a reply
+        return error_reply(req_id, type(e).__name__, str(e), traceback.format_exc()), []
+
+
+def serve(channel):
+    while True:
+        try:
+            header, payload = channel.read_frame()
+        except CleanEof:
+            return 0
+        except FramingError as e:
+            sys.stderr.write(f"harness_worker: broken framing: {e}\n")
+            sys.stderr.flush()
+            return EXIT_FRAMING
+        if header is None:
+            reply, blobs = error_reply(UNKNOWN_ID, "ValueError", payload), []
+        else:
+            reply, blobs = handle(header, payload)
+        channel.write_frame(reply, blobs)
+        if STATE["exit_after_reply"] is not None:
+            return STATE["exit_after_reply"]
+
+
+def main():
+    global torch, transformers, WIRE, IMPORT_SECONDS, CHANNEL
+    frame_fd = take_frame_fd()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    t0 = time.perf_counter()
+    import torch
+    import transformers
+    import safetensors.torch  # noqa: F401  (the rest: so that the first op is not slowed by imports)
+    import transformers.activations  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+    transformers.AutoModelForCausalLM, transformers.AutoConfig
+    IMPORT_SECONDS = time.perf_counter() - t0
+    transformers.logging.set_verbosity_error()
+    WIRE = wire_dtypes(torch)
+    sys.stderr.write(f"harness_worker: pid {os.getpid()}, torch {torch.__version__}, "
+                     f"transformers {transformers.__version__}, imports {IMPORT_SECONDS:.2f}s\n")
+    sys.stderr.flush()
+    CHANNEL = Channel(sys.stdin.buffer, frame_fd)
+    code = serve(CHANNEL)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ in ("__main__", "__harness_worker__"):
+    main()
