@@ -20,13 +20,18 @@ public static class Softmax
         TensorPrimitives.Multiply(y, 1f / s, y);
     }
 
-    public static void LogRow(ReadOnlySpan<float> x, Span<float> y, bool invariant)
+    /// <summary>
+    /// log_softmax of one row. For bf16/fp16 inputs torch keeps the row's sum and its log in the input dtype
+    /// (scalar_t temporaries in _vec_log_softmax_lastdim), so both are rounded to <paramref name="dtype"/> here too:
+    /// out = x - m - round(log(round(s))), then rounded once by the caller. Measured bit-exact against torch 2.14.
+    /// </summary>
+    public static void LogRow(ReadOnlySpan<float> x, Span<float> y, bool invariant, Harness.Engine.Tensors.DType dtype = Harness.Engine.Tensors.DType.Float32)
     {
         float m = TensorPrimitives.Max(x);
         TensorPrimitives.Subtract(x, m, y);
         Exp(y, y, invariant);
-        float s = Reductions.Sum(y, invariant);
-        float logS = MathF.Log(s);
+        float s = Rounding.To(Reductions.Sum(y, invariant), dtype);
+        float logS = Rounding.To(MathF.Log(s), dtype);
         TensorPrimitives.Subtract(x, m, y);
         TensorPrimitives.Subtract(y, logS, y);
     }

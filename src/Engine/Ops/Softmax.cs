@@ -23,7 +23,7 @@ public static class Softmax
         var moved = d == x.Rank - 1 ? x : x.Transpose(d, -1);
         var result = RowWise.Apply(moved, x.DType, (row, y, invariant) =>
         {
-            if (log) K.Softmax.LogRow(row, y, invariant);
+            if (log) K.Softmax.LogRow(row, y, invariant, d == x.Rank - 1 ? x.DType : DType.Float32); // torch rounds the sum only in its last-dim kernel
             else K.Softmax.Row(row, y, invariant);
         });
         return d == x.Rank - 1 ? result : result.Transpose(d, -1).Contiguous();

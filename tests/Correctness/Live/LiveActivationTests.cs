@@ -23,9 +23,16 @@ public class LiveActivationTests(ITestOutputHelper output)
     /// correctly rounded functions: a few ulps apart, inside assert_close's float32 default plus 2e-7 absolute.
     /// bfloat16: both compute in float32 and round once, so they may land one bf16 ulp apart: the bf16 default.
     /// </summary>
-    private static TolerancePolicy ActivationPolicy(DType dtype) => dtype == DType.Float32
-        ? new TolerancePolicy("float32-activation", 1.3e-6, 1e-5 + 2e-7, "torch's Sleef/A&S erf vs correctly rounded functions: a few float32 ulps")
-        : Tolerances.For(dtype);
+    private static TolerancePolicy ActivationPolicy(string name, DType dtype) => dtype switch
+    {
+        DType.Float32 => new TolerancePolicy("float32-activation", 1.3e-6, 1e-5 + 2e-7,
+            "torch's Sleef/A&S erf vs correctly rounded functions: a few float32 ulps"),
+        // gelu_new runs op by op in bf16 (HF's NewGELUActivation); for x < -2, 1 + tanh(...) cancels, so one bf16 ulp
+        // of tanh near -1 (2^-8) becomes |x|/2 * 2^-8 <= 2^-6 absolute on [-8, 8] (seen: 2^-6 on 17 of 8256 elements).
+        DType.BFloat16 when name == "gelu_new" => new TolerancePolicy("bfloat16-gelu-new-cancellation", 1.6e-2, 1.6e-2,
+            "bf16 op-by-op gelu_new: one tanh ulp near -1 scaled by |x|/2 <= 4"),
+        _ => Tolerances.For(dtype),
+    };
 
     [SkippableTheory]
     [MemberData(nameof(Activations))]
@@ -36,7 +43,7 @@ public class LiveActivationTests(ITestOutputHelper output)
         var x = Tensor.Uniform(dtype, 42, -8f, 8f, 64, 129);
         var expected = reference.Activation(name, x);
         var actual = Activation.Apply(x, Activation.Parse(name));
-        var r = TensorComparer.Compare($"{name} {dtype.TorchName()}", actual, expected, ActivationPolicy(dtype));
+        var r = TensorComparer.Compare($"{name} {dtype.TorchName()}", actual, expected, ActivationPolicy(name, dtype));
         output.WriteLine(r.ToString());
         Assert.True(r.Passed, r.ToString());
     }
