@@ -57,13 +57,14 @@ public static class Tolerances
         "bf16 GEMMs round float32 sums once: neighbouring bf16 values (1 ulp, <= 2^-7 relative) where the sums straddle a rounding boundary; atol 1e-2 covers cancellation to near zero for unit-scale inputs");
 
     /// <summary>
-    /// A bfloat16 layer (linear -> activation -> linear) against torch: every intermediate is rounded to bf16, and where
-    /// two float32 sums straddle a rounding boundary the results take neighbouring bf16 values (one ulp, up to 2^-7
-    /// relative); the next layer carries that on at the scale of its unit-scale inputs, so elements that cancel to near
-    /// zero need an absolute allowance of about two bf16 ulps of 1 (2^-6 = 1.6e-2).
+    /// A bfloat16 layer (linear -> activation -> linear) against torch, with unit-scale activations: every intermediate
+    /// is rounded to bf16, and where two float32 sums straddle a rounding boundary the results take neighbouring bf16
+    /// values. Each such flip moves an output by one bf16 ulp of an O(1) intermediate times a weight of O(1/sqrt(fan_in)),
+    /// so elements that cancel to near zero need an absolute allowance of one bf16 ulp of 1 (2^-8 = 3.9e-3).
+    /// Measured on the 64x128 expert over 20 seeds: 2.4e-4 worst, a 16x margin.
     /// </summary>
-    public static readonly TolerancePolicy BFloat16Layer = new("bfloat16-layer", 1.6e-2, 1.6e-2,
-        "bf16 intermediates round once per op; a one-ulp flip upstream moves unit-scale outputs by up to ~2 bf16 ulps of 1 (1.6e-2 absolute)");
+    public static readonly TolerancePolicy BFloat16Layer = new("bfloat16-layer", 1.6e-2, 3.9e-3,
+        "bf16 intermediates round once per op; a one-ulp flip upstream moves unit-scale outputs by about one bf16 ulp of 1 (2^-8)");
 
     public static TolerancePolicy For(DType dtype) => dtype switch
     {
