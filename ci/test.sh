@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# The test command: builds the solution in Release and runs every test project.
+# The test command: provisions the reference interpreter (HF transformers + torch, see ci/reference-env.sh;
+# skipped when HARNESS_PYTHON is set), builds the solution in Release and runs every test project, the live
+# reference tier included. Extra arguments go to `dotnet test` (e.g. --filter "Tier!=Live").
 # Prints one closing line "N passed, N failed, N skipped" and exits non-zero on any failure.
+#   HARNESS_REQUIRE_REFERENCE=1  live tests fail instead of skipping when no interpreter is found (CI sets it)
+#   HARNESS_SKIP_PROVISION=1     do not build the reference environment (live tests then skip unless required)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ -z "${HARNESS_PYTHON:-}" && "${HARNESS_SKIP_PROVISION:-0}" != 1 ]]; then
+  if python_path="$(ci/reference-env.sh)"; then
+    export HARNESS_PYTHON="${python_path##*$'\n'}"
+    echo "reference interpreter: $HARNESS_PYTHON"
+  elif [[ "${HARNESS_REQUIRE_REFERENCE:-0}" == 1 ]]; then
+    echo "error: could not provision the reference interpreter and HARNESS_REQUIRE_REFERENCE=1" >&2
+    exit 1
+  else
+    echo "warning: no reference interpreter; live tests will be skipped" >&2
+  fi
+fi
 
 results_dir="${HARNESS_TEST_RESULTS:-build/test-results}"
 rm -rf "$results_dir"
