@@ -26,7 +26,7 @@ internal static class GemmTestSupport
         Skip.IfNot(GemmKernelSelector.IsSupported(kernel), $"CPU lacks the {kernel} GEMM kernel");
 
     /// <summary>C = A x B in float64, and sum |a||b| per element, from the views' widened elements.</summary>
-    public static (double[] Exact, double[] Magnitude) Reference(in MatrixView a, in MatrixView b)
+    public static (double[] Exact, double[] Magnitude) ReferenceProduct(in MatrixView a, in MatrixView b)
     {
         int m = a.Rows, k = a.Cols, n = b.Cols;
         var av = new double[m * k];
@@ -48,11 +48,13 @@ internal static class GemmTestSupport
         return (exact, mag);
     }
 
-    public static void AssertClose(in MatrixView a, in MatrixView b, ReadOnlySpan<float> c, int ldc, string what)
+    public static void AssertClose(in MatrixView a, in MatrixView b, ReadOnlySpan<float> c, int ldc, string what) =>
+        AssertClose(ReferenceProduct(a, b), a.Rows, b.Cols, a.Cols, c, ldc, what);
+
+    public static void AssertClose((double[] Exact, double[] Magnitude) reference, int m, int n, int k, ReadOnlySpan<float> c, int ldc, string what)
     {
-        var (exact, mag) = Reference(a, b);
-        int m = a.Rows, n = b.Cols;
-        double tol = Tolerance(a.Cols);
+        var (exact, mag) = reference;
+        double tol = Tolerance(k);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {

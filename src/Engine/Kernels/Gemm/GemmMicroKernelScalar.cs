@@ -16,23 +16,22 @@ internal readonly unsafe struct GemmMicroKernelScalar : IGemmMicroKernel
     public static void Run(int kc, float* a, float* b, float* c, nint ldc, bool accumulate)
     {
         const int mr = 4, nr = 8;
-        float* acc = stackalloc float[mr * nr];
+        // One element at a time, two independent chains (columns j and j + 1) in registers; k ascending.
         for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++)
-                acc[i * nr + j] = accumulate ? c[i * ldc + j] : 0f;
-        for (int k = 0; k < kc; k++)
         {
-            for (int i = 0; i < mr; i++)
+            float* crow = c + i * ldc;
+            for (int j = 0; j < nr; j += 2)
             {
-                float ai = a[i];
-                float* row = acc + i * nr;
-                for (int j = 0; j < nr; j++) row[j] = MathF.FusedMultiplyAdd(ai, b[j], row[j]);
+                float s0 = accumulate ? crow[j] : 0f, s1 = accumulate ? crow[j + 1] : 0f;
+                float* ap = a + i, bp = b + j;
+                for (int k = 0; k < kc; k++, ap += mr, bp += nr)
+                {
+                    s0 = MathF.FusedMultiplyAdd(*ap, bp[0], s0);
+                    s1 = MathF.FusedMultiplyAdd(*ap, bp[1], s1);
+                }
+                crow[j] = s0;
+                crow[j + 1] = s1;
             }
-            a += mr;
-            b += nr;
         }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++)
-                c[i * ldc + j] = acc[i * nr + j];
     }
 }
