@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Harness.Engine.Kernels.Gemm;
 
 /// <summary>
@@ -10,6 +11,7 @@ namespace Harness.Engine.Kernels.Gemm;
 /// </summary>
 internal static unsafe class GemmDriver
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RunRegion<TK>(in GemmOperand a, in GemmOperand b, float* c, nint ldc, int m0, int m1, int n0, int n1)
         where TK : struct, IGemmMicroKernel
     {

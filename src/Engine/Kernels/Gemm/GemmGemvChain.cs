@@ -59,6 +59,7 @@ internal static unsafe class GemmGemvChain
             ? Vector256.Load((float*)origin + index)
             : Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)origin + index)), 16).AsSingle();
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RowMajor<T>(float* x, in GemmOperand b, float* c, int j0, int j1, bool simd) where T : struct, IGemmElement
     {
         int k = b.Rows;
@@ -98,6 +99,7 @@ internal static unsafe class GemmGemvChain
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ColumnMajor<T>(float* x, in GemmOperand b, float* c, int j0, int j1, bool simd) where T : struct, IGemmElement
     {
         int k = b.Rows;

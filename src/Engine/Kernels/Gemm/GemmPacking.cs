@@ -35,6 +35,7 @@ internal static unsafe class GemmPacking
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackB<T>(in GemmOperand b, int k0, int kc, int j0, int nc, int nr, float* dst) where T : struct, IGemmElement
     {
         nint rs = b.RowStride, cs = b.ColStride;
@@ -76,6 +77,7 @@ internal static unsafe class GemmPacking
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(in GemmOperand a, int i0, int mc, int k0, int kc, int mr, float* dst) where T : struct, IGemmElement
     {
         nint rs = a.RowStride, cs = a.ColStride;
