@@ -45,7 +45,7 @@ public class GemmInvarianceTests
                 {
                     var window = a with { Offset = a.Offset + s * a.RowStride, Rows = m };
                     var c = Multiply(window, b);
-                    Assert.Equal(GemmPath.Blocked, Gemm.LastPath);
+                    Assert.Equal(m <= GemmGemvChain.MaxRows ? GemmPath.GemvChain : GemmPath.Blocked, Gemm.LastPath);
                     for (int p = 0; p < m; p++)
                         AssertBitsEqual(alone[s + p], c.AsSpan(p * n, n), $"{kernel}, {threads} threads, row {s + p} at position {p} of M={m}");
                 }
@@ -82,15 +82,16 @@ public class GemmInvarianceTests
     [InlineData("Scalar")]
     [InlineData("Avx2")]
     [InlineData("Avx512")]
-    public void One_row_gemv_chain_equals_the_blocked_rows_bit_for_bit(string name)
+    public void Small_m_gemv_chain_equals_the_blocked_rows_bit_for_bit(string name)
     {
-        // Invariant mode computes M == 1 without packing (GemvChain); its bits must equal the same row computed by the
-        // blocked path inside a batch, for both B layouts, fp32 and bf16, K and N crossing the 8/32 SIMD blocks.
+        // Invariant mode computes M <= 4 without packing (GemvChain); its bits must equal the same rows computed by the
+        // blocked path inside a larger batch, for both B layouts, fp32 and bf16, K and N crossing the 8/32 SIMD blocks.
         var kernel = Kernel(name);
         SkipUnsupported(kernel);
         using var force = Gemm.ForceKernel(kernel);
         using var mode = ComputeSettings.UseBatchInvariant();
         using var parallel = GemmBlocking.UseParallelThreshold(0);
+        const int batchRows = 7;
         ulong seed = 300;
         foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })
             foreach (bool transposed in new[] { false, true })
@@ -98,19 +99,20 @@ public class GemmInvarianceTests
                     foreach (int n in new[] { 1, 7, 8, 33, 77 })
                     {
                         var b = transposed ? RandomTransposed(dtype, seed++, k, n) : Random(dtype, seed++, k, n);
-                        var a = Random(DType.Float32, seed++, 3, k);
+                        var a = Random(DType.Float32, seed++, batchRows, k);
                         foreach (int threads in new[] { 1, 2, 3, 4 })
                         {
                             using var t = ComputeSettings.UseThreads(threads);
                             var batch = Multiply(a, b);
                             Assert.Equal(GemmPath.Blocked, Gemm.LastPath);
-                            for (int r = 0; r < 3; r++)
-                            {
-                                var alone = Multiply(a with { Offset = a.Offset + r * a.RowStride, Rows = 1 }, b);
-                                Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
-                                AssertBitsEqual(batch.AsSpan(r * n, n).ToArray(), alone,
-                                    $"{kernel} {dtype} B^T={transposed} K={k} N={n} row {r}, {threads} threads");
-                            }
+                            foreach (int m in new[] { 1, 2, 3, 4 })
+                                foreach (int s0 in new[] { 0, batchRows - m })
+                                {
+                                    var part = Multiply(a with { Offset = a.Offset + s0 * a.RowStride, Rows = m }, b);
+                                    Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
+                                    AssertBitsEqual(batch.AsSpan(s0 * n, m * n).ToArray(), part,
+                                        $"{kernel} {dtype} B^T={transposed} K={k} N={n} rows {s0}..{s0 + m - 1}, {threads} threads");
+                                }
                         }
                     }
     }
@@ -150,11 +152,13 @@ public class GemmInvarianceTests
         AssertClose(x, wT, fast, n, "GEMV path");
         AssertClose(x, wT, invariant, n, "blocked path");
 
-        // The same row inside a larger M goes through the blocked path even in normal mode.
+        // Two to four rows take the unpacked chain path (blocked order) in normal mode too; more rows take the blocked path.
         using (ComputeSettings.UseBatchInvariant(false))
         {
             var two = Random(DType.Float32, 73, 2, k);
-            Multiply(two, wT);
+            AssertClose(two, wT, Multiply(two, wT), n, "two rows");
+            Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
+            Multiply(Random(DType.Float32, 74, GemmGemvChain.MaxRows + 1, k), wT);
             Assert.Equal(GemmPath.Blocked, Gemm.LastPath);
         }
     }

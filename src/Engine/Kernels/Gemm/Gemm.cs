@@ -11,7 +11,7 @@ internal enum GemmPath
     Blocked,
     /// <summary>M == 1 dot-product GEMV with partial sums along K (<see cref="GemmGemv"/>). Normal mode only.</summary>
     GemvDot,
-    /// <summary>M == 1 without packing, same FMA chain as the blocked path (<see cref="GemmGemvChain"/>). Both modes.</summary>
+    /// <summary>M &lt;= 4 without packing, same FMA chain as the blocked path (<see cref="GemmGemvChain"/>). Both modes.</summary>
     GemvChain,
     /// <summary>MultiplyBatched with whole small products spread over threads, each product on one thread.</summary>
     BatchedAcrossEntries,
@@ -29,9 +29,10 @@ internal enum GemmPath
 /// (and are the same for all three kernels). Threads split C over M/N tiles, never K.</item>
 /// <item>GEMV (normal mode only): M == 1, K &gt;= 32 and B contiguous along K (fp32/bf16): dot products with four
 /// partial sums along K, no packing, threads split N. Faster for decode but a different order than the blocked path.</item>
-/// <item>GEMV chain (both modes; the M == 1 path of invariant mode, and of normal mode when the dot path does not
-/// apply): M == 1, B contiguous along N or K (fp32/bf16): no packing, but the same single FMA chain per element as the
-/// blocked path, hence the same bits.</item>
+/// <item>GEMV chain (both modes; M == 1 in invariant mode, M = 2..4 in both, and M == 1 in normal mode when the dot
+/// path does not apply): M &lt;= 4, B contiguous along N or K (fp32/bf16): no packing (decode reads the weight once),
+/// but the same single FMA chain per element as the blocked path, hence the same bits; the choice depends on M but the
+/// arithmetic does not, so batch invariance holds (tested bit for bit against the blocked path).</item>
 /// <item>MultiplyBatched: products smaller than 256^3 run one per thread (entries spread over threads); larger ones run
 /// one after another, each multithreaded. Each product's bits are the same either way.</item>
 /// </list>
@@ -134,7 +135,7 @@ public static class Gemm
         }
         if (GemmGemvChain.Applies(a, b))
         {
-            GemmGemvChain.Run(a, b, c, kernel, threads);
+            GemmGemvChain.Run(a, b, c, ldc, kernel, threads);
             return GemmPath.GemvChain;
         }
         var job = new GemmBlockedJob(a, b, c, ldc, kernel, threads);
