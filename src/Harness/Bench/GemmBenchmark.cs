@@ -71,10 +71,10 @@ public static class GemmBenchmark
     private static double Measure(MatrixView a, MatrixView b, float[] c, int ldc, double flops, bool invariant)
     {
         using var mode = ComputeSettings.UseBatchInvariant(invariant);
-        var sw = Stopwatch.StartNew();
         Gemm.Multiply(a, b, c, ldc); // warmup (JIT, buffers, workers)
+        var sw = Stopwatch.StartNew();
         Gemm.Multiply(a, b, c, ldc);
-        double once = Math.Max(sw.Elapsed.TotalSeconds / 2, 1e-6);
+        double once = Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
         int runs = (int)Math.Clamp(1.5 / once, 5, 1000);
         double best = double.MaxValue;
         for (int r = 0; r < runs; r++)

@@ -13,7 +13,8 @@ namespace Harness.Engine.Kernels.Gemm;
 /// <list type="bullet">
 /// <item>contiguous along N (ColStride 1): 32 columns at a time for one row, else 8 columns x up to 4 rows;</item>
 /// <item>contiguous along K (RowStride 1, B = W^T): 8 x 8 blocks of W transposed in registers so lane j still
-/// accumulates column j with k ascending; 32 columns (4 independent chains) for one row, else 8 columns x up to 4 rows.</item>
+/// accumulates column j with k ascending; 8 columns x up to 4 rows (unused row slots repeat the last row: four
+/// interleaved chains measured faster than one, and wider column blocks spilled registers).</item>
 /// </list>
 /// Lanes never mix, so SIMD and scalar code give the same bits. Threads split N.
 /// </summary>
@@ -170,36 +171,6 @@ internal static unsafe class GemmGemvChain
         nint cs = b.ColStride;
         byte* origin = b.Origin;
         int j = j0;
-        if (simd && rows == 1)
-        {
-            // One row: four 8-column blocks at once, four independent chains (the chain latency is the limit).
-            for (; j + 32 <= j1; j += 32)
-            {
-                var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-                nint col = j * cs;
-                int p = 0;
-                for (; p + 8 <= k; p += 8)
-                {
-                    Load8x8<T>(origin, col + p, cs, out var r0, out var r1, out var r2, out var r3, out var r4, out var r5, out var r6, out var r7);
-                    a0 = Chain8(x + p, a0, r0, r1, r2, r3, r4, r5, r6, r7);
-                    Load8x8<T>(origin, col + 8 * cs + p, cs, out r0, out r1, out r2, out r3, out r4, out r5, out r6, out r7);
-                    a1 = Chain8(x + p, a1, r0, r1, r2, r3, r4, r5, r6, r7);
-                    Load8x8<T>(origin, col + 16 * cs + p, cs, out r0, out r1, out r2, out r3, out r4, out r5, out r6, out r7);
-                    a2 = Chain8(x + p, a2, r0, r1, r2, r3, r4, r5, r6, r7);
-                    Load8x8<T>(origin, col + 24 * cs + p, cs, out r0, out r1, out r2, out r3, out r4, out r5, out r6, out r7);
-                    a3 = Chain8(x + p, a3, r0, r1, r2, r3, r4, r5, r6, r7);
-                }
-                for (; p < k; p++)
-                {
-                    var xp = Vector256.Create(x[p]);
-                    a0 = Fma.MultiplyAdd(xp, Gather8<T>(origin, col + p, cs), a0);
-                    a1 = Fma.MultiplyAdd(xp, Gather8<T>(origin, col + 8 * cs + p, cs), a1);
-                    a2 = Fma.MultiplyAdd(xp, Gather8<T>(origin, col + 16 * cs + p, cs), a2);
-                    a3 = Fma.MultiplyAdd(xp, Gather8<T>(origin, col + 24 * cs + p, cs), a3);
-                }
-                a0.Store(c + j); a1.Store(c + j + 8); a2.Store(c + j + 16); a3.Store(c + j + 24);
-            }
-        }
         if (simd)
         {
             float* x0 = x, x1 = x + Math.Min(1, rows - 1) * k, x2 = x + Math.Min(2, rows - 1) * k, x3 = x + Math.Min(3, rows - 1) * k;
