@@ -27,8 +27,9 @@ internal enum GemmPath
 /// run through an MR x NR micro-kernel chosen from the CPU (AVX-512 14x32, AVX2+FMA 6x16, scalar 4x8). Every element is
 /// one FMA chain over k = 0..K-1 ascending, continued across KC blocks through C, so the bits depend on K alone
 /// (and are the same for all three kernels). Threads split C over M/N tiles, never K.</item>
-/// <item>GEMV (normal mode only): M == 1, K &gt;= 32 and B contiguous along K (fp32/bf16): dot products with four
-/// partial sums along K, no packing, threads split N. Faster for decode but a different order than the blocked path.</item>
+/// <item>GEMV (normal mode only): M == 1, K &gt;= 32 and B contiguous along K (fp32/bf16): dot products with several
+/// vector partial sums along K, reduced pairwise, no packing, threads split N (see <see cref="GemmGemv"/>). Faster for
+/// decode, but a different order than the blocked path.</item>
 /// <item>GEMV chain (both modes; M == 1 in invariant mode, M = 2..4 in both, and M == 1 in normal mode when the dot
 /// path does not apply): M &lt;= 4, B contiguous along N or K (fp32/bf16): no packing (decode reads the weight once),
 /// but the same single FMA chain per element as the blocked path, hence the same bits; the choice depends on M but the
