@@ -1,28 +1,159 @@
+using System.Buffers;
 using Harness.Engine.Runtime;
 
 namespace Harness.Engine.Kernels.Gemm;
+
+/// <summary>The execution path a GEMM call took (recorded per calling thread, for tests).</summary>
+internal enum GemmPath
+{
+    None,
+    /// <summary>Packed, blocked GotoBLAS nest (<see cref="GemmDriver"/>), threads split M/N. Both modes.</summary>
+    Blocked,
+    /// <summary>M == 1 dot-product GEMV with partial sums along K (<see cref="GemmGemv"/>). Normal mode only.</summary>
+    GemvDot,
+    /// <summary>M &lt;= 4 without packing, same FMA chain as the blocked path (<see cref="GemmGemvChain"/>). Both modes.</summary>
+    GemvChain,
+    /// <summary>MultiplyBatched with whole small products spread over threads, each product on one thread.</summary>
+    BatchedAcrossEntries,
+}
 
 /// <summary>
 /// C = A x B with float32 accumulation. A is [M, K], B is [K, N], C is float32 row-major with leading dimension ldc.
 /// In batch-invariant mode (<see cref="ComputeSettings.BatchInvariant"/>) each C element is reduced over K in one fixed
 /// order that depends on K alone, never on M, N, the row's position or the thread count.
+/// <para>Paths (see <see cref="GemmPath"/>):</para>
+/// <list type="bullet">
+/// <item>Blocked (both modes, every shape not taken below): operands are packed (any strides, bf16/fp16 widened) and
+/// run through an MR x NR micro-kernel chosen from the CPU (AVX-512 14x32, AVX2+FMA 6x16, scalar 4x8). Every element is
+/// one FMA chain over k = 0..K-1 ascending, continued across KC blocks through C, so the bits depend on K alone
+/// (and are the same for all three kernels). Threads split C over M/N tiles, never K.</item>
+/// <item>GEMV (normal mode only): M == 1, K &gt;= 32 and B contiguous along K (fp32/bf16): dot products with several
+/// vector partial sums along K, reduced pairwise, no packing, threads split N (see <see cref="GemmGemv"/>). Faster for
+/// decode, but a different order than the blocked path.</item>
+/// <item>GEMV chain (both modes; M == 1 in invariant mode, M = 2..4 in both, and M == 1 in normal mode when the dot
+/// path does not apply): M &lt;= 4, B contiguous along N or K (fp32/bf16): no packing (decode reads the weight once),
+/// but the same single FMA chain per element as the blocked path, hence the same bits; the choice depends on M but the
+/// arithmetic does not, so batch invariance holds (tested bit for bit against the blocked path).</item>
+/// <item>MultiplyBatched: products smaller than 256^3 run one per thread (entries spread over threads); larger ones run
+/// one after another, each multithreaded. Each product's bits are the same either way.</item>
+/// </list>
+/// Both modes are deterministic for a fixed shape: no path depends on timing or on which thread runs which task.
+/// Normal mode does not split K and does not pick KC from the shape (not needed to reach the target here).
 /// </summary>
 public static class Gemm
 {
+    [ThreadStatic] private static GemmPath _lastPath;
+
+    /// <summary>The path the last call on this thread took.</summary>
+    internal static GemmPath LastPath => _lastPath;
+
+    /// <summary>Forces a micro-kernel for the current async flow until disposed; throws NotSupportedException if the CPU lacks it.</summary>
+    internal static IDisposable ForceKernel(GemmKernel kernel) => GemmKernelSelector.Force(kernel);
+
+    /// <summary>The micro-kernel the current flow uses, e.g. "avx2-fma 6x16".</summary>
+    public static string KernelName => GemmKernelSelector.Current switch
+    {
+        GemmKernel.Avx512 => "avx512f 14x32",
+        GemmKernel.Avx2 => "avx2-fma 6x16",
+        _ => "scalar 4x8",
+    };
+
     public static void Multiply(in MatrixView a, in MatrixView b, Span<float> c, int ldc)
     {
         CheckShapes(a, b, c, ldc, 0);
-        Naive(a, b, c, ldc);
+        var kernel = GemmKernelSelector.Current;
+        bool invariant = ComputeSettings.BatchInvariant;
+        int threads = ComputeSettings.Threads;
+        if (a.Rows == 0 || b.Cols == 0) return;
+        var pa = GemmOperand.Pin(a, out var ha);
+        using (ha)
+        {
+            var pb = GemmOperand.Pin(b, out var hb);
+            using (hb)
+            {
+                unsafe
+                {
+                    fixed (float* pc = c) _lastPath = RunProduct(pa, pb, pc, ldc, kernel, invariant, threads);
+                }
+            }
+        }
     }
 
     /// <summary>Independent products of equal shapes: C_i starts at c[i * cBatchStride].</summary>
     public static void MultiplyBatched(ReadOnlySpan<MatrixView> a, ReadOnlySpan<MatrixView> b, Span<float> c, int ldc, int cBatchStride)
     {
         if (a.Length != b.Length) throw new ArgumentException($"batched GEMM got {a.Length} A operands and {b.Length} B operands");
-        for (int i = 0; i < a.Length; i++)
+        for (int i = 0; i < a.Length; i++) CheckShapes(a[i], b[i], c, ldc, i * cBatchStride);
+        if (a.Length == 0) return;
+        var kernel = GemmKernelSelector.Current;
+        bool invariant = ComputeSettings.BatchInvariant;
+        int threads = ComputeSettings.Threads;
+        int count = a.Length;
+        var handles = new MemoryHandle[2 * count];
+        var ops = new GemmOperand[2 * count];
+        try
         {
-            CheckShapes(a[i], b[i], c, ldc, i * cBatchStride);
-            Naive(a[i], b[i], c.Slice(i * cBatchStride), ldc);
+            for (int i = 0; i < count; i++)
+            {
+                ops[2 * i] = GemmOperand.Pin(a[i], out handles[2 * i]);
+                ops[2 * i + 1] = GemmOperand.Pin(b[i], out handles[2 * i + 1]);
+            }
+            unsafe
+            {
+                fixed (float* pc = c)
+                {
+                    long size = 0;
+                    for (int i = 0; i < count; i++) size = Math.Max(size, (long)a[i].Rows * a[i].Cols * b[i].Cols);
+                    if (count > 1 && threads > 1 && size < GemmBlocking.BatchedPerProductThreshold)
+                    {
+                        var job = new BatchedJob(ops, pc, ldc, cBatchStride, kernel, invariant, Math.Min(threads, count));
+                        GemmThreadPool.Shared.Run(job, job.Tasks);
+                        _lastPath = GemmPath.BatchedAcrossEntries;
+                    }
+                    else
+                    {
+                        var path = GemmPath.None;
+                        for (int i = 0; i < count; i++)
+                            if (ops[2 * i].Rows > 0 && ops[2 * i + 1].Cols > 0)
+                                path = RunProduct(ops[2 * i], ops[2 * i + 1], pc + (long)i * cBatchStride, ldc, kernel, invariant, threads);
+                        _lastPath = path;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (var h in handles) h.Dispose();
+        }
+    }
+
+    private static unsafe GemmPath RunProduct(in GemmOperand a, in GemmOperand b, float* c, nint ldc, GemmKernel kernel, bool invariant, int threads)
+    {
+        if (!invariant && GemmGemv.Applies(a, b))
+        {
+            GemmGemv.Run(a, b, c, kernel, threads);
+            return GemmPath.GemvDot;
+        }
+        if (GemmGemvChain.Applies(a, b))
+        {
+            GemmGemvChain.Run(a, b, c, ldc, kernel, threads);
+            return GemmPath.GemvChain;
+        }
+        var job = new GemmBlockedJob(a, b, c, ldc, kernel, threads);
+        GemmThreadPool.Shared.Run(job, job.Tasks);
+        return GemmPath.Blocked;
+    }
+
+    private sealed unsafe class BatchedJob(GemmOperand[] ops, float* c, nint ldc, long cBatchStride, GemmKernel kernel, bool invariant, int tasks) : GemmJob
+    {
+        public int Tasks => tasks;
+
+        public override void Execute(int task)
+        {
+            int count = ops.Length / 2;
+            for (int i = task; i < count; i += tasks)
+                if (ops[2 * i].Rows > 0 && ops[2 * i + 1].Cols > 0)
+                    RunProduct(ops[2 * i], ops[2 * i + 1], c + i * cBatchStride, ldc, kernel, invariant, threads: 1);
         }
     }
 
@@ -33,17 +164,5 @@ public static class Gemm
         if (ldc < b.Cols) throw new ArgumentException($"ldc {ldc} is smaller than N {b.Cols}");
         if (a.Rows > 0 && b.Cols > 0 && (long)cOffset + (long)(a.Rows - 1) * ldc + b.Cols > c.Length)
             throw new ArgumentException($"output of {c.Length} floats cannot hold a {a.Rows}x{b.Cols} result at offset {cOffset} with ldc {ldc}");
-    }
-
-    // Placeholder order: k ascending, one FMA chain per element (replaced by the blocked kernel).
-    private static void Naive(in MatrixView a, in MatrixView b, Span<float> c, int ldc)
-    {
-        for (int i = 0; i < a.Rows; i++)
-            for (int j = 0; j < b.Cols; j++)
-            {
-                float acc = 0;
-                for (int k = 0; k < a.Cols; k++) acc = MathF.FusedMultiplyAdd(a.Get(i, k), b.Get(k, j), acc);
-                c[i * ldc + j] = acc;
-            }
     }
 }
