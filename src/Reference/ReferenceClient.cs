@@ -152,11 +152,12 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     public sealed record MatmulTiming(double Seconds, double Gflops);
 
     /// <summary>torch.matmul timed by the worker (best of repeats) at the given shape and thread count.</summary>
-    public MatmulTiming BenchMatmul(int m, int n, int k, DType dtype, int threads, int repeats)
+    public MatmulTiming BenchMatmul(int m, int n, int k, DType dtype, int threads, int repeats, bool transposeB = false)
     {
         var r = Worker.Call("bench_matmul", new JsonObject
         {
             ["m"] = m, ["n"] = n, ["k"] = k, ["dtype"] = dtype.TorchName(), ["threads"] = threads, ["repeats"] = repeats,
+            ["transpose_b"] = transposeB,
         }).Header["result"]!.AsObject();
         return new MatmulTiming((double)r["seconds"]!, (double)r["gflops"]!);
     }

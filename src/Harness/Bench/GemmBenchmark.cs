@@ -9,7 +9,9 @@ namespace Harness.Bench;
 /// `harness bench`: fp32 GEMM throughput (GFLOP/s = 2*M*N*K / best time) for square sizes and the decode shape
 /// x[1, 4096] x W^T (W a [4096, 4096] weight, so B is contiguous along K), in normal and batch-invariant mode.
 /// Warmup (2 calls), then best of N runs, N chosen so each cell takes about 1.5 s (best-of filters out
-/// time stolen by other processes on a shared machine). Options: --threads N, --sizes 256,512.
+/// time stolen by other processes on a shared machine). Beside each row, torch.matmul (OpenBLAS here) measured by the
+/// reference worker in the same run, same shape, same thread count, and the ratio ours/torch (normal mode).
+/// Options: --threads N, --sizes 256,512, --no-decode, --no-reference.
 /// </summary>
 public static class GemmBenchmark
 {
@@ -17,7 +19,7 @@ public static class GemmBenchmark
     {
         int threads = ComputeSettings.Threads;
         int[] sizes = [256, 512, 1024, 2048];
-        bool decode = true;
+        bool decode = true, reference = true;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -40,21 +42,27 @@ public static class GemmBenchmark
                 case "--no-decode":
                     decode = false;
                     break;
+                case "--no-reference":
+                    reference = false;
+                    break;
                 default:
-                    Console.Error.WriteLine("usage: harness bench [--threads N] [--sizes 256,512,...] [--no-decode]");
+                    Console.Error.WriteLine("usage: harness bench [--threads N] [--sizes 256,512,...] [--no-decode] [--no-reference]");
                     return 2;
             }
         }
 
         using var threadScope = ComputeSettings.UseThreads(threads);
+        var peer = reference ? TorchPeer.Connect(threads) : null;
         Console.WriteLine($"fp32 GEMM, threads {threads}, kernel {Gemm.KernelName}, processors {Environment.ProcessorCount}");
-        Console.WriteLine($"{"shape",-28} {"normal GFLOP/s",15} {"invariant GFLOP/s",18}");
-        foreach (int s in sizes) Row($"{s}x{s}x{s}", s, s, s, transposedB: false);
-        if (decode) Row("1x4096 by 4096x4096 (W^T)", 1, 4096, 4096, transposedB: true);
+        Console.WriteLine(peer is null ? "peer: none (--no-reference or no reference interpreter)" : $"peer: torch.matmul, {peer.Description}");
+        Console.WriteLine($"{"shape",-28} {"normal GFLOP/s",15} {"invariant GFLOP/s",18} {"torch GFLOP/s",14} {"ours/torch",11}");
+        foreach (int s in sizes) Row($"{s}x{s}x{s}", s, s, s, transposedB: false, peer);
+        if (decode) Row("1x4096 by 4096x4096 (W^T)", 1, 4096, 4096, transposedB: true, peer);
+        peer?.Dispose();
         return 0;
     }
 
-    private static void Row(string label, int m, int k, int n, bool transposedB)
+    private static void Row(string label, int m, int k, int n, bool transposedB, TorchPeer? peer)
     {
         var a = MatrixView.Of(Tensor.Uniform(DType.Float32, 1, -1f, 1f, m, k));
         // Decode multiplies by W^T: a [N, K] weight seen as [K, N] with strides (1, K).
@@ -65,7 +73,9 @@ public static class GemmBenchmark
         double flops = 2.0 * m * n * k;
         double normal = Measure(a, b, c, n, flops, invariant: false);
         double invariant = Measure(a, b, c, n, flops, invariant: true);
-        Console.WriteLine($"{label,-28} {normal,15:F1} {invariant,18:F1}");
+        double? torch = peer?.Gflops(m, n, k, transposedB);
+        string torchText = torch is double t ? $"{t,14:F1} {normal / t,10:F2}x" : $"{"-",14} {"-",11}";
+        Console.WriteLine($"{label,-28} {normal,15:F1} {invariant,18:F1} {torchText}");
     }
 
     private static double Measure(MatrixView a, MatrixView b, float[] c, int ldc, double flops, bool invariant)

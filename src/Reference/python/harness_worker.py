@@ -489,7 +489,10 @@ def op_bench_matmul(args, tensors):
     try:
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(m, k, generator=gen).to(dt)
-        b = torch.randn(k, n, generator=gen).to(dt)
+        if args.get("transpose_b"):
+            b = torch.randn(n, k, generator=gen).to(dt).t()  # a [N, K] weight seen as [K, N], as in F.linear
+        else:
+            b = torch.randn(k, n, generator=gen).to(dt)
         torch.matmul(a, b)  # warm-up
         best = float("inf")
         for _ in range(repeats):
