@@ -35,7 +35,7 @@ public sealed class Frame
         {
             var bytes = t.ToBytes();
             payloads.Add(bytes);
-            descriptors.Add(new JsonObject
+            descriptors.Add((JsonNode)new JsonObject
             {
                 ["name"] = name,
                 ["dtype"] = t.DType.TorchName(),

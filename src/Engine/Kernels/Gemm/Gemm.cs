@@ -48,7 +48,12 @@ public static class Gemm
     internal static GemmPath LastPath => _lastPath;
 
     /// <summary>Forces a micro-kernel for the current async flow until disposed; throws NotSupportedException if the CPU lacks it.</summary>
-    internal static IDisposable ForceKernel(GemmKernel kernel) => GemmKernelSelector.Force(kernel);
+    /// <summary>Forces a micro-kernel for the current flow until disposed; throws NotSupportedException when the CPU lacks it.</summary>
+    public static IDisposable ForceKernel(GemmKernel kernel) => GemmKernelSelector.Force(kernel);
+
+    /// <summary>The micro-kernels this CPU runs, narrowest first.</summary>
+    public static IReadOnlyList<GemmKernel> SupportedKernels { get; } =
+        new[] { GemmKernel.Scalar, GemmKernel.Avx2, GemmKernel.Avx512 }.Where(GemmKernelSelector.IsSupported).ToArray();
 
     /// <summary>The micro-kernel the current flow uses, e.g. "avx2-fma 6x16".</summary>
     public static string KernelName => GemmKernelSelector.Current switch

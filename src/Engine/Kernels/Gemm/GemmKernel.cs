@@ -2,8 +2,11 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Harness.Engine.Kernels.Gemm;
 
-/// <summary>The GEMM micro-kernels; <see cref="Auto"/> picks the widest one the CPU supports.</summary>
-internal enum GemmKernel
+/// <summary>
+/// The GEMM micro-kernels; <see cref="Auto"/> picks the widest one the CPU supports. HARNESS_GEMM_KERNEL=scalar|avx2|avx512
+/// forces one for the whole process (to reproduce a result of another machine, or to test a path).
+/// </summary>
+public enum GemmKernel
 {
     Auto,
     Scalar,
@@ -18,6 +21,18 @@ internal enum GemmKernel
 internal static class GemmKernelSelector
 {
     private static readonly AsyncLocal<GemmKernel?> _forced = new();
+
+    private static readonly GemmKernel? _fromEnvironment = ParseEnvironment(Environment.GetEnvironmentVariable("HARNESS_GEMM_KERNEL"));
+
+    private static GemmKernel? ParseEnvironment(string? value)
+    {
+        if (string.IsNullOrWhiteSpace(value)) return null;
+        if (!Enum.TryParse<GemmKernel>(value, ignoreCase: true, out var k))
+            throw new ArgumentException($"HARNESS_GEMM_KERNEL={value} is not a GEMM kernel; known: {string.Join(", ", Enum.GetNames<GemmKernel>())}");
+        if (!IsSupported(k))
+            throw new NotSupportedException($"HARNESS_GEMM_KERNEL={value}: this CPU does not support that kernel");
+        return k;
+    }
 
     /// <summary>The best kernel this CPU runs: AVX-512F, else AVX2 with FMA, else scalar.</summary>
     public static GemmKernel Best { get; } =
@@ -36,7 +51,7 @@ internal static class GemmKernelSelector
     {
         get
         {
-            var k = _forced.Value ?? GemmKernel.Auto;
+            var k = _forced.Value ?? _fromEnvironment ?? GemmKernel.Auto;
             return k == GemmKernel.Auto ? Best : k;
         }
     }
