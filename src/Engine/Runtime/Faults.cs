@@ -12,10 +12,31 @@ public static class Faults
     /// </summary>
     public const string MatmulNoNdBroadcast = "matmul-no-nd-broadcast";
 
+    /// <summary>
+    /// Sequence parallelism slices the full residual as residual[0:L] on every rank instead of residual[rank*L:(rank+1)*L]
+    /// before the fused add + RMSNorm: ranks above 0 add the wrong tokens' residual (vLLM's SP bug).
+    /// </summary>
+    public const string SpResidualFirstSlice = "sp-residual-first-slice";
+
+    /// <summary>
+    /// With SP and PP, the scattered residual crossing a pipeline stage is sliced to this rank's L rows instead of
+    /// all-gathered over TP, so the next stage gets [L, hidden] where it expects every token.
+    /// </summary>
+    public const string SpPpResidualSliced = "sp-pp-residual-sliced";
+
+    /// <summary>
+    /// A RowParallelLinear fed a full-width input is built with input_is_parallel=True (Gemma3n's multimodal embedder
+    /// under TP=2): the rank multiplies [tokens, in] by its [in/tp, out] shard and dies with a shape error.
+    /// </summary>
+    public const string RowParallelInputIsParallel = "row-parallel-input-is-parallel";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
         [MatmulNoNdBroadcast] = "batch-invariant matmul rejects ND x ND with broadcast batch dims (vLLM before the Gemma4-E2B fix)",
+        [SpResidualFirstSlice] = "sequence parallelism slices the residual as [0:L] on every rank instead of [rank*L:(rank+1)*L]",
+        [SpPpResidualSliced] = "SP+PP: the scattered residual is sliced, not all-gathered, when it crosses a pipeline stage",
+        [RowParallelInputIsParallel] = "a row-parallel layer fed a full-width input is built with input_is_parallel=True",
     };
 
     private static readonly AsyncLocal<HashSet<string>?> _active = new();

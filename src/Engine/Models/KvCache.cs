@@ -1,0 +1,31 @@
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models;
+
+/// <summary>
+/// One layer's key/value cache for one sequence on one rank: keys and values [kv_heads_local, capacity, head_dim];
+/// <see cref="Length"/> positions are filled. Prefill appends the prompt's real tokens (never SP padding), decode one
+/// token per step.
+/// </summary>
+public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype)
+{
+    private readonly Tensor _k = Tensor.Zeros(dtype, kvHeads, capacity, headDim);
+    private readonly Tensor _v = Tensor.Zeros(dtype, kvHeads, capacity, headDim);
+
+    public int Length { get; private set; }
+    public int Capacity => capacity;
+
+    /// <summary>Appends k, v [kv_heads, tokens, head_dim].</summary>
+    public void Append(Tensor k, Tensor v)
+    {
+        int n = k.Shape[1];
+        if (Length + n > capacity)
+            throw new InvalidOperationException($"KV cache of {capacity} positions cannot take {n} more after {Length}");
+        _k.Narrow(1, Length, n).CopyFrom(k);
+        _v.Narrow(1, Length, n).CopyFrom(v);
+        Length += n;
+    }
+
+    /// <summary>The filled part: [kv_heads, Length, head_dim] views.</summary>
+    public (Tensor K, Tensor V) Filled => (_k.Narrow(1, 0, Length), _v.Narrow(1, 0, Length));
+}

@@ -1,0 +1,70 @@
+using Harness.Engine.Distributed;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+using Harness.Engine.Ops;
+
+namespace Harness.Engine.Models.Llama;
+
+/// <summary>
+/// LlamaAttention (HF's eager path) under tensor parallelism: q/k/v from a <see cref="QKVParallelLinear"/> (heads/tp
+/// query heads and the rank's kv heads), RoPE, causal grouped-query attention against the KV cache, and o_proj as a
+/// <see cref="RowParallelLinear"/> (input_is_parallel; all-reduced, or left partial for a reduce-scatter under SP).
+/// Input [tokens, hidden] (full tokens, full width); output [tokens, hidden].
+/// </summary>
+public sealed class LlamaAttention
+{
+    private readonly QKVParallelLinear _qkv;
+    private readonly RowParallelLinear _oProj;
+    private readonly double _scaling;
+
+    public LlamaAttention(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx)
+    {
+        _qkv = new QKVParallelLinear(weights, prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj",
+            config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, ctx.Tp);
+        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel);
+        _scaling = Math.Pow(config.HeadDim, -0.5);
+    }
+
+    public int LocalKvHeads => _qkv.LocalKvHeads;
+
+    /// <param name="hidden">[tokens, hidden] normed input, all tokens (SP padding included).</param>
+    /// <param name="cos">[1, tokens, head_dim]</param>
+    /// <param name="realTokens">How many leading tokens are real (the rest is SP padding, kept out of the cache).</param>
+    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens)
+    {
+        int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
+        var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads*hd], [t, kv*hd], [t, kv*hd]
+        q = q.View(1, t, heads, hd).Transpose(1, 2);                       // [1, heads, t, hd]
+        k = k.View(1, t, kvHeads, hd).Transpose(1, 2);                     // [1, kv, t, hd]
+        v = v.View(1, t, kvHeads, hd).Transpose(1, 2);
+        q = Rotary.Apply(q, cos, sin);
+        k = Rotary.Apply(k, cos, sin);
+
+        int past = cache.Length;
+        var (pastK, pastV) = cache.Filled;                                 // [kv, past, hd]
+        var keys = Tensor.Cat([pastK, k.Select(0, 0)], 1);                 // [kv, past + t, hd]
+        var values = Tensor.Cat([pastV, v.Select(0, 0)], 1);
+        cache.Append(k.Select(0, 0).Narrow(1, 0, realTokens), v.Select(0, 0).Narrow(1, 0, realTokens));
+
+        int group = heads / kvHeads;
+        var qg = q.Select(0, 0).Reshape(kvHeads, group, t, hd);            // [kv, group, t, hd]
+        var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+t]: repeat_kv by broadcast
+        var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+t]
+        MaskFuture(scores, past);
+        var probs = Softmax.Forward(scores.To(DType.Float32), -1).To(hidden.DType); // HF: softmax in float32, then to dtype
+        var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
+        output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
+        return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
+    }
+
+    // Query i (absolute position past + i) sees keys 0..past+i: later keys get -inf before the softmax.
+    private static void MaskFuture(Tensor scores, int past)
+    {
+        int t = scores.Shape[2], s = scores.Shape[3];
+        int planes = scores.NumEl / (t * s);
+        for (int p = 0; p < planes; p++)
+            for (int i = 0; i < t; i++)
+                for (int j = past + i + 1; j < s; j++)
+                    scores.Set(double.NegativeInfinity, p / scores.Shape[1], p % scores.Shape[1], i, j);
+    }
+}

@@ -1,0 +1,102 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Distributed;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models.Llama;
+
+/// <summary>
+/// LlamaDecoderLayer in vLLM's form: the residual add is fused into the next RMSNorm, so a layer takes and returns
+/// (hidden, residual) with HF's output = hidden + residual.
+/// <para>Without sequence parallelism both are [tokens, hidden] on every rank.</para>
+/// <para>With sequence parallelism (tokens padded to Tp, a multiple of tp; L = Tp/tp): row-parallel outputs are
+/// reduce-scattered over tokens, so hidden and residual are this rank's token chunk [L, hidden], rows
+/// [rank*L, (rank+1)*L); the normed chunk is all-gathered back to [Tp, hidden] before each column-parallel layer.
+/// The model's first layer gets the full embeddings as hidden and no residual, and slices the residual rank-aware.</para>
+/// </summary>
+public sealed class LlamaDecoderLayer
+{
+    private readonly Tensor _inputNorm, _postNorm;
+    private readonly double _eps;
+    private readonly ParallelContext _ctx;
+    private readonly IActivationSink _sink;
+
+    public string Prefix { get; }
+    public LlamaAttention SelfAttn { get; }
+    public LlamaMlp Mlp { get; }
+
+    public LlamaDecoderLayer(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx, IActivationSink sink)
+    {
+        Prefix = prefix;
+        _ctx = ctx;
+        _sink = sink;
+        _eps = config.NormEps ?? 1e-6;
+        _inputNorm = weights.Get(prefix + ".input_layernorm.weight");
+        _postNorm = weights.Get(prefix + ".post_attention_layernorm.weight");
+        SelfAttn = new LlamaAttention(weights, prefix + ".self_attn", config, ctx);
+        Mlp = new LlamaMlp(weights, prefix + ".mlp", config, ctx);
+    }
+
+    /// <param name="hidden">Full [Tp, hidden] embeddings when residual is null, else [tokens or L, hidden].</param>
+    /// <param name="realTokens">Real (unpadded) token count T.</param>
+    public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, KvCache cache, int realTokens)
+    {
+        bool sp = _ctx.SequenceParallel;
+        _realTokens = realTokens;
+        Tensor normed;
+        bool normedIsLocal;
+        if (residual is null)
+        {
+            residual = sp ? SliceResidual(hidden) : hidden;                   // first layer: the embeddings are the residual
+            normed = Norm(hidden, _inputNorm);                                // [Tp, hidden], all tokens
+            normedIsLocal = false;
+        }
+        else
+        {
+            residual = Elementwise.Add(hidden, residual);                     // fused add: HF's previous layer output
+            normed = Norm(residual, _inputNorm);
+            normedIsLocal = sp;
+        }
+        Capture(".input_layernorm", normed, normedIsLocal);
+        var attnIn = normedIsLocal ? _ctx.Tp.AllGather(normed, 0) : normed;  // [Tp, hidden]
+
+        var attn = SelfAttn.Forward(attnIn, cos, sin, cache, realTokens);    // [Tp, hidden] (partial under SP)
+        if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
+        Capture(".self_attn", attn, sp);
+
+        residual = Elementwise.Add(attn, residual);                           // [L or T, hidden]
+        var post = Norm(residual, _postNorm);
+        Capture(".post_attention_layernorm", post, sp);
+        var mlpIn = sp ? _ctx.Tp.AllGather(post, 0) : post;                   // [Tp, hidden]
+
+        var mlp = Mlp.Forward(mlpIn);                                         // [Tp, hidden] (partial under SP)
+        if (sp) mlp = _ctx.Tp.ReduceScatter(mlp, 0);                          // [L, hidden]
+        Capture(".mlp", mlp, sp);
+        if (_sink.Wants(Prefix)) Capture("", Elementwise.Add(mlp, residual), sp); // HF's layer output
+        return (mlp, residual);
+    }
+
+    /// <summary>This rank's chunk of the full residual: rows [rank*L, (rank+1)*L) (the fault takes [0, L) everywhere).</summary>
+    private Tensor SliceResidual(Tensor full)
+    {
+        int l = full.Shape[0] / _ctx.TpSize;
+        int start = Faults.IsActive(Faults.SpResidualFirstSlice) ? 0 : _ctx.TpRank * l;
+        return full.Narrow(0, start, l);
+    }
+
+    private Tensor Norm(Tensor x, Tensor weight) => Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
+
+    private int _realTokens;
+
+    private void Capture(string suffix, Tensor value, bool local)
+    {
+        string module = Prefix + suffix;
+        if (!_sink.Wants(module)) return;
+        int l = value.Shape[0];
+        ShardSpec spec = local ? new ShardSpec.Rows(_ctx.TpRank * l, l, 1) : ShardSpec.Whole;
+        if (!local) value = value.Narrow(0, 0, Math.Min(_realTokens, l));       // drop SP padding rows
+        _sink.Record(module, _ctx.WorldRank, value.Unsqueeze(0), spec);     // [1, tokens, hidden], HF's layout
+    }
+}

@@ -1,0 +1,192 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Config;
+using Harness.Engine.Distributed;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models.Llama;
+
+/// <summary>
+/// LlamaForCausalLM on one rank of a TP x PP layout (module names as HF's: model.embed_tokens, model.layers.N,
+/// model.norm, lm_head). Pipeline stage s owns layers [s*n/pp, (s+1)*n/pp); the first stage embeds (input_ids) or
+/// takes inputs_embeds, the last applies model.norm and lm_head. Between stages the (hidden, residual) pair travels
+/// by send/recv in full [Tp, hidden]; under SP it is all-gathered over TP first and sliced rank-aware on arrival.
+/// One sequence at a time (batch 1), with a KV cache per layer.
+/// </summary>
+public sealed class LlamaForCausalLM
+{
+    private readonly TextConfig _config;
+    private readonly ParallelContext _ctx;
+    private readonly IActivationSink _sink;
+    private readonly VocabParallelEmbedding? _embed;
+    private readonly Tensor? _norm;
+    private readonly ParallelLMHead? _lmHead;
+    private readonly LlamaRotaryEmbedding _rotary;
+    private readonly KvCache[] _caches;
+
+    public IReadOnlyList<LlamaDecoderLayer> Layers { get; }
+    public int FirstLayer { get; }
+    public DType DType { get; }
+    /// <summary>Tokens processed so far (the next token's position).</summary>
+    public int Position { get; private set; }
+
+    public LlamaForCausalLM(IWeightSource weights, TextConfig config, ParallelContext ctx, IActivationSink? sink = null, int maxPositions = 512)
+    {
+        _config = config;
+        _ctx = ctx;
+        _sink = sink ?? NoCapture.Instance;
+        if (config.NumHiddenLayers % ctx.PpSize != 0)
+            throw new ArgumentException($"{config.NumHiddenLayers} layers cannot be split evenly over {ctx.PpSize} pipeline stages");
+        int per = config.NumHiddenLayers / ctx.PpSize;
+        FirstLayer = ctx.PpRank * per;
+        Layers = Enumerable.Range(FirstLayer, per)
+            .Select(i => new LlamaDecoderLayer(weights, $"model.layers.{i}", config, ctx, _sink)).ToList();
+        var embedWeight = weights.Get("model.embed_tokens.weight");
+        DType = embedWeight.DType;
+        _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, "model.embed_tokens"); // every stage: decode steps embed ids
+        if (ctx.IsLastStage)
+        {
+            _norm = weights.Get("model.norm.weight");
+            var head = weights.Contains("lm_head.weight") ? weights.Get("lm_head.weight")
+                : config.TieWordEmbeddings ? embedWeight
+                : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
+            _lmHead = new ParallelLMHead(head, ctx.Tp);
+        }
+        _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType)).ToArray();
+    }
+
+    /// <summary>
+    /// One forward step at the cache's current position. input: ids [tokens] (int64) or embeddings [tokens, hidden]
+    /// (prompt embeds; first stage only, other stages pass null). Returns logits [tokens, vocab] on the last stage,
+    /// null on the others.
+    /// </summary>
+    public Tensor? Forward(Tensor? input, int tokens)
+    {
+        int tp = _ctx.TpSize;
+        int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
+        int start = Position;
+        Position += tokens;
+        var positions = Tensor.Arange(padded);
+        for (int i = 0; i < padded; i++) positions.Set(start + i, i);
+        var (cos, sin) = _rotary.Forward(positions, DType);                              // [1, Tp, head_dim]
+
+        Tensor hidden;
+        Tensor? residual = null;
+        if (_ctx.IsFirstStage)
+        {
+            if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
+            hidden = Embed(input, tokens, padded);                                       // [Tp, hidden]
+        }
+        else
+        {
+            int src = _ctx.PpRank - 1;
+            hidden = _ctx.Pp.Recv(src);                                                  // [Tp, hidden]
+            residual = _ctx.Pp.Recv(src);
+            if (_ctx.SequenceParallel)
+            {
+                int l = padded / tp;
+                hidden = hidden.Narrow(0, _ctx.TpRank * l, l);                           // this rank's tokens
+                residual = residual.Narrow(0, _ctx.TpRank * l, l);
+            }
+        }
+
+        foreach (var (layer, i) in Layers.Select((l, i) => (l, i)))
+        {
+            try
+            {
+                (hidden, residual) = layer.Forward(hidden, residual, cos, sin, _caches[i], tokens);
+            }
+            catch (Exception e) when (e is not ModuleFailedException)
+            {
+                throw new ModuleFailedException(layer.Prefix, _ctx.WorldRank, e);
+            }
+        }
+
+        if (!_ctx.IsLastStage)
+        {
+            if (_ctx.SequenceParallel)
+            {
+                hidden = _ctx.Tp.AllGather(hidden, 0);                                   // [Tp, hidden]
+                residual = Faults.IsActive(Faults.SpPpResidualSliced)
+                    ? residual!                                                          // the bug: this rank's rows only
+                    : _ctx.Tp.AllGather(residual!, 0);
+            }
+            _ctx.Pp.Send(hidden, _ctx.PpRank + 1);
+            _ctx.Pp.Send(residual!, _ctx.PpRank + 1);
+            return null;
+        }
+
+        var final = Norms.RmsNorm(Elementwise.Add(hidden, residual!), _norm!, _config.NormEps ?? 1e-6, RmsNormKind.Llama);
+        if (_ctx.SequenceParallel) final = _ctx.Tp.AllGather(final, 0);                 // [Tp, hidden]
+        final = final.Narrow(0, 0, tokens);                                             // [T, hidden]
+        Record("model.norm", final);
+        var logits = _lmHead!.Forward(final);                                           // [T, vocab]
+        Record("lm_head", logits);
+        return logits;
+    }
+
+    private Tensor Embed(Tensor input, int tokens, int padded)
+    {
+        if (input.DType.IsFloatingPoint())
+        {
+            if (input.Rank != 2 || input.Shape[0] != tokens || input.Shape[1] != _config.HiddenSize)
+                throw new ArgumentException($"inputs_embeds must be [{tokens}, {_config.HiddenSize}], got {Shape.Format(input.Shape)}");
+            var embeds = Tensor.Zeros(DType, padded, _config.HiddenSize);               // padding rows stay zero
+            embeds.Narrow(0, 0, tokens).CopyFrom(input);
+            return embeds;
+        }
+        var ids = Tensor.Zeros(DType.Int64, padded);                                     // padding id 0
+        ids.Narrow(0, 0, tokens).CopyFrom(input.Reshape(-1));
+        var h = _embed!.Forward(ids);                                                    // [Tp, hidden]
+        Record("model.embed_tokens", h.Narrow(0, 0, tokens));
+        return h;
+    }
+
+    private void Record(string module, Tensor value)
+    {
+        if (_sink.Wants(module)) _sink.Record(module, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);
+    }
+
+    /// <summary>The result of greedy decoding on this rank (the same on every rank).</summary>
+    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
+
+    /// <summary>
+    /// Greedy decoding of maxNewTokens after a prompt (ids [T] or embeds [T, hidden]), with the top-k log-probabilities
+    /// (log_softmax of the float32 logits) at each step. Every rank of the layout calls it; the last stage picks each
+    /// token and broadcasts it over the pipeline group.
+    /// </summary>
+    public Generation Generate(Tensor prompt, int maxNewTokens, int topK)
+    {
+        var tokens = new long[maxNewTokens];
+        var ids = new long[maxNewTokens, topK];
+        var lps = new float[maxNewTokens, topK];
+        int promptTokens = prompt.Shape[0];
+        Tensor? input = prompt;
+        int count = promptTokens;
+        for (int step = 0; step < maxNewTokens; step++)
+        {
+            var logits = Forward(_ctx.IsFirstStage ? input : null, count);
+            var pick = Tensor.Zeros(DType.Float32, 1 + 2 * topK);                        // [token, ids..., logprobs...]
+            if (_ctx.IsLastStage)
+            {
+                var last = logits!.Select(0, count - 1).To(DType.Float32);               // [vocab]
+                var logprobs = Softmax.LogSoftmax(last, -1);
+                var (values, indices) = TopK.Forward(logprobs, topK);
+                var vi = indices.ToInt64Array();
+                var vv = values.ToFloatArray();
+                pick.Set(vi[0], 0);
+                for (int j = 0; j < topK; j++) { pick.Set(vi[j], 1 + j); pick.Set(vv[j], 1 + topK + j); }
+            }
+            if (_ctx.PpSize > 1) pick = _ctx.Pp.Broadcast(pick, _ctx.PpSize - 1);
+            var p = pick.ToFloatArray();
+            tokens[step] = (long)p[0];
+            for (int j = 0; j < topK; j++) { ids[step, j] = (long)p[1 + j]; lps[step, j] = p[1 + topK + j]; }
+            input = Tensor.FromArray([tokens[step]], 1);
+            count = 1;
+        }
+        return new Generation(tokens, ids, lps);
+    }
+}

@@ -1,0 +1,40 @@
+using Harness.Engine.Distributed;
+using Harness.Engine.Layers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.ParallelLayers;
+
+/// <summary>
+/// vLLM's ParallelLMHead: the [vocab, hidden] output projection split over the padded vocab like
+/// <see cref="VocabParallelEmbedding"/> (rank r holds rows [r*Vp/tp, (r+1)*Vp/tp)); each rank computes its logits
+/// [tokens, Vp/tp] (zero for padding rows), an all-gather along the last dim gives [tokens, Vp], trimmed to
+/// [tokens, vocab]. With tied embeddings the weight is the embedding table.
+/// </summary>
+public sealed class ParallelLMHead
+{
+    private readonly IProcessGroup _tp;
+    private readonly Linear _local;
+
+    public int VocabSize { get; }
+    public int PaddedVocabSize { get; }
+
+    public ParallelLMHead(Tensor fullWeight, IProcessGroup tp)
+    {
+        _tp = tp;
+        VocabSize = fullWeight.Shape[0];
+        PaddedVocabSize = Sharding.RoundUp(VocabSize, VocabParallelEmbedding.PaddingMultiple * tp.WorldSize);
+        int per = PaddedVocabSize / tp.WorldSize;
+        int start = Math.Min(tp.Rank * per, VocabSize), end = Math.Min(start + per, VocabSize);
+        var local = Tensor.Zeros(fullWeight.DType, per, fullWeight.Shape[1]); // padding rows stay zero
+        local.Narrow(0, 0, end - start).CopyFrom(fullWeight.Narrow(0, start, end - start));
+        _local = new Linear(local);
+    }
+
+    /// <summary>hidden [tokens, hidden] -> logits [tokens, vocab] on every rank.</summary>
+    public Tensor Forward(Tensor hidden)
+    {
+        var local = _local.Forward(hidden);                                // [tokens, Vp/tp]
+        var all = _tp.WorldSize == 1 ? local : _tp.AllGather(local, -1);   // [tokens, Vp]
+        return all.Narrow(-1, 0, VocabSize).Contiguous();                  // [tokens, vocab]
+    }
+}

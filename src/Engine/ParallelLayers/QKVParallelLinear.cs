@@ -1,0 +1,50 @@
+using Harness.Engine.Distributed;
+using Harness.Engine.Layers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.ParallelLayers;
+
+/// <summary>
+/// vLLM's QKVParallelLinear for grouped-query attention: q_proj [heads*hd, hidden] split by heads (heads/tp per rank);
+/// k_proj and v_proj [kv_heads*hd, hidden] split by kv heads when kv_heads >= tp, else replicated: rank r uses kv head
+/// r * kv_heads / tp (tp/kv_heads ranks share one). Input [tokens, hidden] (full); outputs q [tokens, heads/tp * hd],
+/// k and v [tokens, kv_heads_per_rank * hd].
+/// </summary>
+public sealed class QKVParallelLinear
+{
+    private readonly Linear _q, _k, _v;
+
+    public int LocalHeads { get; }
+    public int LocalKvHeads { get; }
+    public int HeadDim { get; }
+
+    public QKVParallelLinear(IWeightSource weights, string qPrefix, string kPrefix, string vPrefix,
+        int numHeads, int numKvHeads, int headDim, IProcessGroup tp)
+    {
+        int t = tp.WorldSize, r = tp.Rank;
+        if (numHeads % t != 0)
+            throw new ArgumentException($"{qPrefix}: {numHeads} attention heads are not divisible by the tensor-parallel size {t}");
+        if (numKvHeads >= t ? numKvHeads % t != 0 : t % numKvHeads != 0)
+            throw new ArgumentException($"{kPrefix}: {numKvHeads} kv heads cannot be split or replicated over tensor-parallel size {t}");
+        HeadDim = headDim;
+        LocalHeads = numHeads / t;
+        LocalKvHeads = Math.Max(1, numKvHeads / t);
+        int kvStart = numKvHeads >= t ? r * LocalKvHeads : r * numKvHeads / t;
+
+        _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim);
+        _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim);
+        _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim);
+    }
+
+    private static Linear Load(IWeightSource weights, string prefix, int start, int rows)
+    {
+        var w = weights.Get(prefix + ".weight");
+        if (start + rows > w.Shape[0])
+            throw new ArgumentException($"{prefix}.weight {Shape.Format(w.Shape)} has no rows [{start}, {start + rows})");
+        var bias = weights.Contains(prefix + ".bias") ? weights.Get(prefix + ".bias").Narrow(0, start, rows) : null;
+        return new Linear(w.Narrow(0, start, rows), bias);
+    }
+
+    /// <summary>q [tokens, heads/tp*hd], k and v [tokens, kv_per_rank*hd].</summary>
+    public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x) => (_q.Forward(x), _k.Forward(x), _v.Forward(x));
+}

@@ -1,0 +1,51 @@
+using Harness.Engine.Distributed;
+using Harness.Engine.Layers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.ParallelLayers;
+
+/// <summary>
+/// vLLM's RowParallelLinear: y = x W^T + b with W [out, in] split along in: rank r holds columns [r*in/tp, (r+1)*in/tp).
+/// input_is_parallel=true: the input is already this rank's slice [tokens, in/tp] (the output of a column-parallel
+/// layer); false: the input is full width [tokens, in] and each rank takes its slice first (Gemma3n's multimodal
+/// embedder needs this: it projects a full-width input). Each rank's partial product [tokens, out] is summed by an
+/// all-reduce when reduce_results (else returned partial, for a reduce-scatter under sequence parallelism);
+/// the bias is added once, after the sum.
+/// </summary>
+public sealed class RowParallelLinear
+{
+    private readonly Linear _local;
+    private readonly IProcessGroup _tp;
+    private readonly Tensor? _bias;
+
+    public bool InputIsParallel { get; }
+    public bool ReduceResults { get; }
+    public int InFeatures { get; }
+
+    public RowParallelLinear(Tensor fullWeight, Tensor? bias, IProcessGroup tp, bool inputIsParallel, bool reduceResults, string name)
+    {
+        _tp = tp;
+        _bias = bias;
+        // The fault re-creates the Gemma3n TP=2 bug: a full-width input treated as already split.
+        InputIsParallel = inputIsParallel || Runtime.Faults.IsActive(Runtime.Faults.RowParallelInputIsParallel);
+        ReduceResults = reduceResults;
+        InFeatures = fullWeight.Shape[1];
+        _local = new Linear(Sharding.Shard(fullWeight, 1, tp.Rank, tp.WorldSize, name + ".weight")); // [out, in/tp]
+    }
+
+    public static RowParallelLinear Load(IWeightSource weights, string prefix, IProcessGroup tp, bool inputIsParallel = true, bool reduceResults = true)
+    {
+        var bias = weights.Contains(prefix + ".bias") ? weights.Get(prefix + ".bias") : null;
+        return new RowParallelLinear(weights.Get(prefix + ".weight"), bias, tp, inputIsParallel, reduceResults, prefix);
+    }
+
+    public Tensor Forward(Tensor x)
+    {
+        if (!InputIsParallel)
+            x = Sharding.Shard(x, -1, _tp.Rank, _tp.WorldSize, "RowParallelLinear input"); // [tokens, in] -> [tokens, in/tp]
+        var partial = _local.Forward(x);                                                  // [tokens, out], this rank's part
+        if (!ReduceResults) return partial;
+        var y = _tp.AllReduce(partial);                                                   // [tokens, out]
+        return _bias is null ? y : Ops.Elementwise.Add(y, _bias);
+    }
+}

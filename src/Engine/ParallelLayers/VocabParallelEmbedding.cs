@@ -1,0 +1,54 @@
+using Harness.Engine.Distributed;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.ParallelLayers;
+
+/// <summary>
+/// vLLM's VocabParallelEmbedding: the vocab is padded to a multiple of 64 and split evenly: rank r holds rows
+/// [r*Vp/tp, (r+1)*Vp/tp) of the [vocab, hidden] table (rows past the real vocab are zero padding). Lookup of ids
+/// [tokens] masks ids outside the rank's range to zero rows; an all-reduce sums the ranks' partial rows, so every
+/// rank ends with the full [tokens, hidden] embeddings.
+/// </summary>
+public sealed class VocabParallelEmbedding
+{
+    public const int PaddingMultiple = 64;
+
+    private readonly IProcessGroup _tp;
+
+    public int VocabSize { get; }
+    public int PaddedVocabSize { get; }
+    public int Start { get; }
+    public int End { get; }           // exclusive, clamped to the real vocab
+    public Tensor LocalWeight { get; } // [End - Start, hidden], a view of the full table
+
+    public VocabParallelEmbedding(Tensor fullWeight, IProcessGroup tp, string name)
+    {
+        _tp = tp;
+        VocabSize = fullWeight.Shape[0];
+        PaddedVocabSize = Sharding.RoundUp(VocabSize, PaddingMultiple * tp.WorldSize);
+        int per = PaddedVocabSize / tp.WorldSize;
+        Start = Math.Min(tp.Rank * per, VocabSize);
+        End = Math.Min(Start + per, VocabSize);
+        LocalWeight = fullWeight.Narrow(0, Start, End - Start);
+        _ = name;
+    }
+
+    public static VocabParallelEmbedding Load(IWeightSource weights, string prefix, IProcessGroup tp) =>
+        new(weights.Get(prefix + ".weight"), tp, prefix);
+
+    /// <summary>ids [tokens] (int64/int32) -> [tokens, hidden], summed over ranks.</summary>
+    public Tensor Forward(Tensor ids)
+    {
+        var flat = ids.ToInt64Array();
+        int hidden = LocalWeight.Shape[1];
+        var partial = Tensor.Zeros(LocalWeight.DType, flat.Length, hidden);
+        for (int i = 0; i < flat.Length; i++)
+        {
+            long id = flat[i];
+            if (id < 0 || id >= VocabSize)
+                throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
+            if (id >= Start && id < End) partial.Select(0, i).CopyFrom(LocalWeight.Select(0, (int)(id - Start)));
+        }
+        return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);
+    }
+}
