@@ -88,8 +88,17 @@ public sealed class LlamaForCausalLM
             if (_ctx.SequenceParallel)
             {
                 int l = padded / tp;
-                hidden = hidden.Narrow(0, _ctx.TpRank * l, l);                           // this rank's tokens
-                residual = residual.Narrow(0, _ctx.TpRank * l, l);
+                try
+                {
+                    hidden = hidden.Narrow(0, _ctx.TpRank * l, l);                       // this rank's tokens
+                    residual = residual.Narrow(0, _ctx.TpRank * l, l);
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ModuleFailedException(Layers[0].Prefix, _ctx.WorldRank, new ArgumentException(
+                        $"the (hidden, residual) received from pipeline stage {src} are {Shape.Format(hidden.Shape)} and " +
+                        $"{Shape.Format(residual.Shape)}; this stage needs all {padded} tokens to take rows [{_ctx.TpRank * l}, {(_ctx.TpRank + 1) * l}): {e.Message}", e));
+                }
             }
         }
 

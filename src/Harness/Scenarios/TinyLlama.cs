@@ -1,0 +1,49 @@
+using System.Text.Json.Nodes;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// The tiny random Llama every Llama scenario uses: 4 layers (so PP=2 gets two each), hidden 64, 4 heads with 2 kv
+/// heads (GQA; kv heads are replicated at TP=4), vocab 200 (not a multiple of 64*tp, so the vocab padding is
+/// exercised), intermediate 128. initializer_range 0.125 (about 1/sqrt(hidden)) keeps activations near unit scale,
+/// so relative errors mean something (HF's default 0.02 makes them tiny and lets atol swamp real differences).
+/// </summary>
+public static class TinyLlama
+{
+    public const ulong Seed = 1234;
+
+    public static JsonObject Config() => new()
+    {
+        ["architectures"] = new JsonArray("LlamaForCausalLM"),
+        ["model_type"] = "llama",
+        ["hidden_size"] = 64,
+        ["intermediate_size"] = 128,
+        ["num_hidden_layers"] = 4,
+        ["num_attention_heads"] = 4,
+        ["num_key_value_heads"] = 2,
+        ["head_dim"] = 16,
+        ["vocab_size"] = 200,
+        ["max_position_embeddings"] = 256,
+        ["rms_norm_eps"] = 1e-6,
+        ["initializer_range"] = 0.125,
+        ["tie_word_embeddings"] = false,
+        ["hidden_act"] = "silu",
+        ["rope_parameters"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 10000.0 },
+        ["bos_token_id"] = 1,
+        ["eos_token_id"] = 2,
+    };
+
+    /// <summary>The HF module paths compared, in forward order.</summary>
+    public static IReadOnlyList<string> Modules(bool withEmbedTokens)
+    {
+        var list = new List<string>();
+        if (withEmbedTokens) list.Add("model.embed_tokens");
+        for (int i = 0; i < 4; i++)
+        {
+            string p = $"model.layers.{i}";
+            list.AddRange([$"{p}.input_layernorm", $"{p}.self_attn", $"{p}.post_attention_layernorm", $"{p}.mlp", p]);
+        }
+        list.AddRange(["model.norm", "lm_head"]);
+        return list;
+    }
+}
