@@ -18,7 +18,7 @@ public static class LayerComparison
     /// <param name="reference">The reference's full tensors by module name (HF names).</param>
     /// <param name="engine">What the engine recorded.</param>
     /// <param name="moduleOrder">Forward order of the modules; fixes row order and so which failure is the first.</param>
-    /// <param name="policyFor">Tolerance per module; null: <see cref="Tolerances.For"/> the reference's dtype.</param>
+    /// <param name="policyFor">Tolerance per module; null: <see cref="DefaultPolicy"/> of the engine's and the reference's dtypes.</param>
     public static LayerReport Run(
         IReadOnlyDictionary<string, Tensor> reference,
         ActivationCapture engine,
@@ -59,7 +59,7 @@ public static class LayerComparison
                 perRank = i > 0 && recs[i - 1].Rank == rec.Rank ? perRank + 1 : 0;
                 bool repeated = perRank > 0 || (i + 1 < recs.Count && recs[i + 1].Rank == rec.Rank);
                 rows.Add(hasRef
-                    ? CompareOne(rec, expected!, policyFor?.Invoke(module) ?? Tolerances.For(expected!.DType), repeated ? perRank + 1 : 0)
+                    ? CompareOne(rec, expected!, policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0)
                     : new LayerRow(module, rec.Rank, rec.Shard, Label(rec, "", 0), LayerVerdict.Extra, rec.Value.ShapeArray, null, null, null, null,
                         $"the engine recorded {module} {Shape.Format(rec.Value.Shape)} on rank {rec.Rank}; the reference has no such module"));
             }
@@ -88,6 +88,13 @@ public static class LayerComparison
         var result = TensorComparer.Compare(label, window.EngineCompared(rec.Value), window.ReferenceSlice(reference), policy);
         return new LayerRow(rec.Module, rec.Rank, rec.Shard, label, result.Passed ? LayerVerdict.Pass : LayerVerdict.Fail,
             engineShape, window.ExpectedEngineShape, refShape, policy, result, "");
+    }
+
+    /// <summary>The looser of the two dtypes' defaults: a bf16 engine tensor against a float32 reference is judged as bf16.</summary>
+    public static TolerancePolicy DefaultPolicy(DType engine, DType reference)
+    {
+        TolerancePolicy a = Tolerances.For(engine), b = Tolerances.For(reference);
+        return a.Rtol + a.Atol > b.Rtol + b.Atol ? a : b;
     }
 
     /// <summary>"module (rank r[, slice][, call n])".</summary>
