@@ -1,0 +1,129 @@
+using System.Globalization;
+using System.Text;
+using Harness.Comparison;
+using Harness.Engine.Tensors;
+
+namespace Harness.Runs;
+
+/// <summary>What one row of a layer-by-layer comparison found.</summary>
+public enum LayerVerdict
+{
+    /// <summary>Shapes match and every compared element is within tolerance.</summary>
+    Pass,
+    /// <summary>Shapes match but some element is outside tolerance.</summary>
+    Fail,
+    /// <summary>The engine tensor's shape is not the shape its shard spec says it should have; values not compared.</summary>
+    ShapeMismatch,
+    /// <summary>The shard spec cannot apply to the reference (e.g. its dim is outside the reference's rank).</summary>
+    InvalidShard,
+    /// <summary>The reference has the module, the engine recorded nothing for it.</summary>
+    Missing,
+    /// <summary>The engine recorded a module the reference does not have: information, not a failure.</summary>
+    Extra,
+}
+
+/// <summary>
+/// One row: a module as one rank recorded it (or a missing/extra module). Label names the module, rank and slice, e.g.
+/// "model.layers.1.self_attn (rank 1, tokens 4..6 of 7, 1 padding row)". Result is null for missing and extra rows and
+/// for an invalid shard; for a shape mismatch it holds both shapes (engine, expected) and no errors. ExpectedShape is the
+/// shape the engine tensor should have: the reference slice's, padding rows included for <see cref="ShardSpec.Rows"/>.
+/// </summary>
+public sealed record LayerRow(
+    string Module,
+    int Rank,
+    ShardSpec? Shard,
+    string Label,
+    LayerVerdict Verdict,
+    int[]? EngineShape,
+    int[]? ExpectedShape,
+    int[]? ReferenceShape,
+    TolerancePolicy? Policy,
+    ComparisonResult? Result,
+    string Note)
+{
+    public bool Failed => Verdict is LayerVerdict.Fail or LayerVerdict.ShapeMismatch or LayerVerdict.InvalidShard or LayerVerdict.Missing;
+
+    /// <summary>The row's failure (or outcome) in words, with both shapes and the shard spec for shape mismatches.</summary>
+    public string Describe()
+    {
+        var ci = CultureInfo.InvariantCulture;
+        switch (Verdict)
+        {
+            case LayerVerdict.ShapeMismatch:
+                return string.Create(ci,
+                    $"{Label}: SHAPE MISMATCH\n  engine {Shape.Format(EngineShape)} vs expected {Shape.Format(ExpectedShape)} " +
+                    $"(reference {Shape.Format(ReferenceShape)}, shard: {Shard})\n");
+            case LayerVerdict.Missing:
+            case LayerVerdict.Extra:
+            case LayerVerdict.InvalidShard:
+                return $"{Label}: {Verdict.ToString().ToUpperInvariant()}\n  {Note}\n";
+            default:
+                var text = Result?.ToString() ?? $"{Label}: {Verdict}\n";
+                return Shard is ShardSpec.FullTensor or null ? text
+                    : text + string.Create(ci, $"  shard: {Shard} of reference {Shape.Format(ReferenceShape)}\n");
+        }
+    }
+}
+
+/// <summary>
+/// The layer-by-layer comparison of one run: one row per (module, rank record) in module order, then extras.
+/// <see cref="FirstDivergence"/> is the first failing row in that order: where to start looking.
+/// </summary>
+public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
+{
+    public bool Passed => !Rows.Any(r => r.Failed);
+
+    public LayerRow? FirstDivergence => Rows.FirstOrDefault(r => r.Failed);
+
+    public IEnumerable<LayerRow> Failures => Rows.Where(r => r.Failed);
+
+    /// <summary>A table (module, shape, max abs, max rel, rel L2, tolerance, verdict), then the first divergence block.</summary>
+    public override string ToString()
+    {
+        var ci = CultureInfo.InvariantCulture;
+        string[] header = ["module", "shape", "max abs", "max rel", "rel L2", "tolerance", "verdict"];
+        var cells = Rows.Select(r => new[]
+        {
+            r.Label,
+            r.Verdict == LayerVerdict.ShapeMismatch
+                ? $"{Shape.Format(r.EngineShape)} vs {Shape.Format(r.ExpectedShape)}"
+                : r.EngineShape is null ? "-" : Shape.Format(r.EngineShape),
+            Number(r.Result, x => x.MaxAbsError),
+            Number(r.Result, x => x.MaxRelError),
+            Number(r.Result, x => x.RelativeL2),
+            r.Policy?.ToString() ?? "-",
+            r.Verdict switch
+            {
+                LayerVerdict.Pass => "PASS",
+                LayerVerdict.Fail => "FAIL",
+                LayerVerdict.ShapeMismatch => "FAIL (shape)",
+                LayerVerdict.InvalidShard => "FAIL (shard)",
+                LayerVerdict.Missing => "FAIL (missing)",
+                _ => "extra",
+            },
+        }).ToList();
+        var widths = header.Select((h, i) => cells.Select(c => c[i].Length).Append(h.Length).Max()).ToArray();
+        var sb = new StringBuilder();
+        int failed = Rows.Count(r => r.Failed);
+        sb.Append(ci, $"layer comparison: {(Passed ? "PASS" : "FAIL")} ({Rows.Count - failed} of {Rows.Count} rows without failure)\n");
+        AppendRow(sb, header, widths);
+        AppendRow(sb, widths.Select(w => new string('-', w)).ToArray(), widths);
+        foreach (var c in cells) AppendRow(sb, c, widths);
+        if (FirstDivergence is { } first)
+            sb.Append("first divergence: ").Append(first.Label).Append('\n').Append(first.Describe());
+        return sb.ToString();
+
+        static string Number(ComparisonResult? r, Func<ComparisonResult, double> pick) =>
+            r is null || !r.ShapeMatches ? "-" : pick(r).ToString("E2", CultureInfo.InvariantCulture);
+
+        static void AppendRow(StringBuilder sb, string[] c, int[] w)
+        {
+            for (int i = 0; i < c.Length; i++)
+            {
+                if (i > 0) sb.Append("  ");
+                sb.Append(i == c.Length - 1 ? c[i] : c[i].PadRight(w[i]));
+            }
+            sb.Append('\n');
+        }
+    }
+}
