@@ -46,7 +46,10 @@ public class LlamaMutationTests(ITestOutputHelper output)
     {
         // The controls of the two checks above, so neither passes for a reason other than the fault.
         var runner = LlamaRunnerFixture.Runner();
-        Assert.True(runner.Run(new LlamaScenario(2, 1, true, InputKind.InputIds)).Passed);
-        Assert.True(runner.Run(new LlamaScenario(2, 2, true, InputKind.InputIds)).Passed);
+        foreach (var scenario in new[] { new LlamaScenario(2, 1, true, InputKind.InputIds), new LlamaScenario(2, 2, true, InputKind.InputIds) })
+        {
+            var result = runner.Run(scenario);
+            Assert.True(result.Passed, result.Describe());
+        }
     }
 }

@@ -108,8 +108,8 @@ public sealed class LlamaForCausalLM
             {
                 (hidden, residual) = layer.Forward(hidden, residual, cos, sin, _caches[i], tokens);
             }
-            catch (Exception e) when (e is not ModuleFailedException)
-            {
+            catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
+            {   // a rank released because another failed is not where the run broke: leave it unattributed
                 throw new ModuleFailedException(layer.Prefix, _ctx.WorldRank, e);
             }
         }
