@@ -52,6 +52,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
     public Tensor? Collective(int rank, CollectiveCall call, Tensor? input)
     {
         Begin(rank, call, collective: true);
+        bool ok = false;
         try
         {
             var clock = Stopwatch.StartNew();
@@ -78,12 +79,13 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
                 }
                 if (++round.Departed == Size) _rounds.Remove(id);
                 if (round.Errors?[rank] is { } e) throw e;
+                ok = true;
                 return round.Result;
             }
         }
         finally
         {
-            End(rank);
+            End(rank, ok);
         }
     }
 
@@ -93,6 +95,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
         var call = CollectiveCall.On(CollectiveOp.Send, t, peer: dst);
         CheckPeer(rank, dst, call);
         Begin(rank, call, collective: false);
+        bool ok = false;
         try
         {
             var clock = Stopwatch.StartNew();
@@ -105,7 +108,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
                 while (!letter.Taken)
                 {
                     var why = ReleaseReason(rank, call, clock.Elapsed, dst,
-                        finished: "it returned from its body without receiving it", late: "it did not receive it");
+                        finished: "returned from its body without receiving it", late: "did not receive it");
                     if (why is not null)
                     {
                         var rest = box.Where(l => l != letter).ToArray();
@@ -116,10 +119,11 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
                     Monitor.Wait(_gate, Remaining(clock.Elapsed));
                 }
             }
+            ok = true;
         }
         finally
         {
-            End(rank);
+            End(rank, ok);
         }
     }
 
@@ -129,6 +133,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
         var call = new CollectiveCall(CollectiveOp.Recv, Peer: src);
         CheckPeer(rank, src, call);
         Begin(rank, call, collective: false);
+        bool ok = false;
         try
         {
             var clock = Stopwatch.StartNew();
@@ -138,19 +143,20 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
                 while (box.Count == 0)
                 {
                     var why = ReleaseReason(rank, call, clock.Elapsed, src,
-                        finished: "it returned from its body without sending", late: "it sent nothing");
+                        finished: "returned from its body without sending", late: "sent nothing");
                     if (why is not null) throw why;
                     Monitor.Wait(_gate, Remaining(clock.Elapsed));
                 }
                 var letter = box.Dequeue();
                 letter.Taken = true;
                 Monitor.PulseAll(_gate);
+                ok = true;
                 return letter.Tensor;
             }
         }
         finally
         {
-            End(rank);
+            End(rank, ok);
         }
     }
 
@@ -241,10 +247,10 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
         world.Enter(worldRanks[rank], $"{call} on {Name}");
     }
 
-    private void End(int rank)
+    private void End(int rank, bool ok)
     {
         lock (_gate) _inProgress[rank] = null;
-        world.Leave(worldRanks[rank]);
+        world.Leave(worldRanks[rank], ok);
     }
 
     private void CheckPeer(int rank, int peer, CollectiveCall call)

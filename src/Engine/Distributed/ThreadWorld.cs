@@ -25,6 +25,7 @@ public sealed class ThreadWorld
     {
         public volatile string? LastCall;
         public volatile bool InCall;
+        public volatile bool LastFailed;
         public volatile bool Finished;
     }
 
@@ -195,18 +196,22 @@ public sealed class ThreadWorld
 
     internal void Enter(int worldRank, string call)
     {
-        _ranks[worldRank].LastCall = call;
         _ranks[worldRank].InCall = true;
+        _ranks[worldRank].LastCall = call;
     }
 
-    internal void Leave(int worldRank) => _ranks[worldRank].InCall = false;
+    internal void Leave(int worldRank, bool ok)
+    {
+        _ranks[worldRank].LastFailed = !ok;
+        _ranks[worldRank].InCall = false;
+    }
 
-    /// <summary>"all_gather bfloat16 [2, 64] (dim 0) on tp[0,1], still waiting", "..., returned", or "none".</summary>
+    /// <summary>"all_gather bfloat16 [2, 64] (dim 0) on tp[0,1], still waiting", "..., returned", "..., failed", or "none".</summary>
     internal string DescribeLast(int worldRank)
     {
         var s = _ranks[worldRank];
         var last = s.LastCall;
-        return last is null ? "none" : $"{last}, {(s.InCall ? "still waiting" : "returned")}";
+        return last is null ? "none" : $"{last}, {(s.InCall ? "still waiting" : s.LastFailed ? "failed" : "returned")}";
     }
 
     private void WakeAll()
