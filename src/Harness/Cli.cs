@@ -7,6 +7,8 @@ public static class Cli
     [
         ("bench", "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run", Bench.GemmBenchmark.Run),
         ("check-kernels", "every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance", Bench.KernelSelfCheck.Run),
+        ("fixtures", "fixtures record [filter]: record the reference outputs of the catalog with the live reference",
+            a => a.Length >= 1 && a[0] == "record" ? Commands.FixturesCommand.Record(a.Length > 1 ? a[1] : null, null) : 2),
     ];
 
     public static int Run(string[] args)

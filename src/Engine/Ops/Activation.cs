@@ -40,7 +40,8 @@ public static class Activation
     public static ActivationKind Parse(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        if (Names.TryGetValue(name.Trim(), out var kind)) return kind;
+        if (Names.TryGetValue(name.Trim(), out var kind))
+            return kind == ActivationKind.GeluTanh && Runtime.Faults.IsActive(Runtime.Faults.GeluTanhAsExact) ? ActivationKind.Gelu : kind;
         throw new ArgumentException(
             $"unknown activation '{name}'; known: {string.Join(", ", Names.Keys.Order(StringComparer.Ordinal))}", nameof(name));
     }

@@ -30,6 +30,12 @@ public static class Faults
     /// </summary>
     public const string RowParallelInputIsParallel = "row-parallel-input-is-parallel";
 
+    /// <summary>
+    /// "gelu_pytorch_tanh" is mapped to exact (erf) GELU, as when Gemma4's MoE experts were given the wrong activation:
+    /// outputs move by up to ~5e-4 per activation.
+    /// </summary>
+    public const string GeluTanhAsExact = "gelu-tanh-as-exact";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -37,6 +43,7 @@ public static class Faults
         [SpResidualFirstSlice] = "sequence parallelism slices the residual as [0:L] on every rank instead of [rank*L:(rank+1)*L]",
         [SpPpResidualSliced] = "SP+PP: the scattered residual is sliced, not all-gathered, when it crosses a pipeline stage",
         [RowParallelInputIsParallel] = "a row-parallel layer fed a full-width input is built with input_is_parallel=True",
+        [GeluTanhAsExact] = "gelu_pytorch_tanh (Gemma4's MoE experts) computed as exact erf GELU",
     };
 
     private static readonly AsyncLocal<HashSet<string>?> _active = new();

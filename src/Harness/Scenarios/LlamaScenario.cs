@@ -1,4 +1,15 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Diagnostics;
+using Harness.Comparison;
+using Harness.Engine.Capture;
+using Harness.Engine.Config;
+using Harness.Engine.Distributed;
+using Harness.Engine.IO;
+using Harness.Engine.Models.Llama;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
+using Harness.Runs;
 
 namespace Harness.Scenarios;
 
@@ -6,19 +17,119 @@ namespace Harness.Scenarios;
 public enum InputKind { InputIds, PromptEmbeds }
 
 /// <summary>
-/// One comparison of the engine's Llama with HF's on the same weights: a parallel layout (TP x PP, SP on or off), an
-/// input kind, a dtype, a prompt length (odd lengths need SP padding), and optionally an injected fault that must make
-/// the comparison fail. The id is stable, e.g. "llama/tp2-sp-pp2/prompt-embeds/fp32".
+/// The engine's Llama against HF's on the same weights (the tiny random Llama of <see cref="TinyLlama"/>) in a parallel
+/// layout (TP x PP, SP on or off): HF runs the prompt with hooks on every compared module and greedy-decodes; the
+/// engine loads the same safetensors on every rank (ranks as threads), records the same modules (shards and token
+/// slices as they are) and decodes. Then layer by layer (the first divergent module named) and token by token.
 /// </summary>
-public sealed record LlamaScenario(int Tp, int Pp, bool Sp, InputKind Input, DType DType = DType.Float32, int PromptTokens = 7, string? Fault = null)
+public sealed record LlamaScenario : Scenario
 {
+    public const int NewTokens = 8, TopK = 5;
+
+    public int Tp { get; }
+    public int Pp { get; }
+    public bool Sp { get; }
+    public InputKind InputKind { get; }
+    public int PromptTokens { get; }
+
+    [SetsRequiredMembers]
+    public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null, string? expectedFirstBadModule = null)
+    {
+        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens;
+        string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
+        string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
+        Id = $"llama/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Model = "llama";
+        Layout = layout;
+        DType = dtype;
+        Input = inputName;
+        Fault = fault;
+        ExpectedFirstBadModule = expectedFirstBadModule;
+        Tolerance = Policy(dtype).Name;
+        ReferenceKey = $"llama-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
+        Description = $"tiny Llama, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
+                      (fault is null ? "" : $"; injected fault {fault}");
+    }
+
     public int WorldSize => Tp * Pp;
 
-    public string Layout => $"tp{Tp}{(Sp ? "-sp" : "")}{(Pp > 1 ? $"-pp{Pp}" : "")}";
+    public static TolerancePolicy Policy(DType dtype) => dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16Layer;
 
-    public string Id =>
-        $"llama/{Layout}/{(Input == InputKind.InputIds ? "input-ids" : "prompt-embeds")}/{(DType == DType.Float32 ? "fp32" : DType == DType.BFloat16 ? "bf16" : "fp16")}" +
-        (Fault is null ? "" : $"/fault={Fault}");
+    private string ModelDirectory(ScenarioContext context) => context.ModelDirectory("tiny-llama", DType, (client, dir) =>
+    {
+        client.BuildModel(TinyLlama.Config(), TinyLlama.Seed, DType, dir);
+        return dir;
+    });
 
-    public override string ToString() => Id;
+    /// <summary>The prompt: seeded token ids [T] in [3, 200), or seeded unit-normal embeddings [T, hidden].</summary>
+    public Tensor Prompt()
+    {
+        if (InputKind == InputKind.PromptEmbeds) return Tensor.Normal(DType, 77, 0, 1, PromptTokens, TinyLlama.Hidden);
+        var rng = new SplitMix64(99);
+        return Tensor.FromArray(Enumerable.Range(0, PromptTokens).Select(_ => (long)(3 + rng.NextInt(197))).ToArray(), PromptTokens);
+    }
+
+    public IReadOnlyList<string> Modules => TinyLlama.Modules(InputKind == InputKind.InputIds);
+
+    public override ReferenceBundle ComputeReference(ScenarioContext context)
+    {
+        var client = context.Client!;
+        var dir = ModelDirectory(context);
+        var batched = Prompt().Unsqueeze(0);                                   // [1, T] or [1, T, hidden]
+        var forward = client.Forward(dir, DType, batched, Modules);
+        var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
+        var topk = Enumerable.Range(0, gen.Tokens.Length)
+            .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, TopK).Select(j => new TokenLogprob(gen.TopKIds[s, j], gen.TopKLogprobs[s, j])).ToList())
+            .ToList();
+        return new ReferenceBundle(forward.Captured, new TokenSequence(gen.Tokens, topk), context.Versions());
+    }
+
+    public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
+    {
+        var sw = Stopwatch.StartNew();
+        var dir = ModelDirectory(context);
+        var input = Prompt();
+        var capture = new ActivationCapture(Modules);
+        var sink = new CaptureSink(capture);
+        var config = HfConfig.Load(Path.Combine(dir, "config.json")).Text;
+        TokenSequence? engineTokens = null;
+        string? error = null, failedModule = null;
+        using (Fault is null ? null : Faults.Inject(Fault))
+        {
+            try
+            {
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, dir, config, input, sink), context.CollectiveTimeout);
+                engineTokens = ToSequence(generations[0]);
+            }
+            catch (Exception e)
+            {
+                var module = EngineFailures.FindModule(e);
+                failedModule = module?.Module;
+                error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+            }
+        }
+        var policy = Policy(DType);
+        var layers = LayerComparison.Run(reference.Tensors, capture, Modules, _ => policy);
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
+            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+        return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed) { TokensExpected = true };
+    }
+
+    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink)
+    {
+        var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
+        using var checkpoint = Checkpoint.Open(dir);
+        var weights = new CheckpointWeights(checkpoint);
+        int tokens = input.Shape[0];
+        new LlamaForCausalLM(weights, config, ctx, sink).Forward(ctx.IsFirstStage ? input : null, tokens);
+        return new LlamaForCausalLM(weights, config, ctx).Generate(input, NewTokens, TopK);
+    }
+
+    private static TokenSequence ToSequence(LlamaForCausalLM.Generation g)
+    {
+        var topk = Enumerable.Range(0, g.Tokens.Length)
+            .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, g.TopKIds.GetLength(1)).Select(j => new TokenLogprob(g.TopKIds[s, j], g.TopKLogprobs[s, j])).ToList())
+            .ToList();
+        return new TokenSequence(g.Tokens, topk);
+    }
 }

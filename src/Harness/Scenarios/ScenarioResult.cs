@@ -4,20 +4,48 @@ using Harness.Runs;
 namespace Harness.Scenarios;
 
 /// <summary>
-/// What a scenario run found: the layer-by-layer report, the token-by-token report, and an engine failure (with the
-/// module it happened in) when the engine died instead of producing output.
+/// What a scenario run found: the layer-by-layer report, the token-by-token report (models that generate), and an
+/// engine failure (with the module it happened in) when the engine died instead of producing output.
+/// <see cref="ComparisonPassed"/> is whether engine and reference agree; <see cref="Passed"/> is the scenario's
+/// verdict: for a mutation check (a fault), the comparison must fail at the expected module.
 /// </summary>
-public sealed record ScenarioResult(LlamaScenario Scenario, LayerReport Layers, TokenReport? Tokens, string? EngineError, string? FailedModule, TimeSpan Elapsed)
+public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, TokenReport? Tokens, string? EngineError, string? FailedModule, TimeSpan Elapsed)
 {
-    public bool Passed => EngineError is null && Layers.Passed && Tokens is { Passed: true };
+    /// <summary>Set by models that generate tokens; false when a token comparison was expected but none ran.</summary>
+    public bool TokensExpected { get; init; }
+
+    public bool ComparisonPassed => EngineError is null && Layers.Passed && (Tokens?.Passed ?? !TokensExpected);
 
     /// <summary>The module a reader should look at first: where the engine died, or the first divergent module.</summary>
     public string? FirstBadModule => FailedModule ?? Layers.FirstDivergence?.Module;
 
+    public bool Passed => Scenario.ExpectFailure
+        ? !ComparisonPassed && FirstBadModule == Scenario.ExpectedFirstBadModule
+        : ComparisonPassed;
+
+    /// <summary>One line: why the verdict is what it is.</summary>
+    public string Reason
+    {
+        get
+        {
+            if (Scenario.ExpectFailure)
+                return ComparisonPassed
+                    ? $"fault '{Scenario.Fault}' was injected but the comparison passed: this check cannot fail"
+                    : FirstBadModule == Scenario.ExpectedFirstBadModule
+                        ? $"fault '{Scenario.Fault}' caught at {FirstBadModule}"
+                        : $"fault '{Scenario.Fault}' caught at {FirstBadModule ?? "(no module)"}, expected {Scenario.ExpectedFirstBadModule}";
+            if (EngineError is not null) return $"engine failed in {FailedModule ?? "(unknown module)"}: {EngineError}";
+            if (!Layers.Passed) return $"first divergent module: {Layers.FirstDivergence?.Label}";
+            if (Tokens is { Passed: false }) return $"tokens: {Tokens.Reason}";
+            if (Tokens is null && TokensExpected) return "no token comparison ran";
+            return Tokens is null ? "all modules within tolerance" : $"all modules within tolerance; tokens: {Tokens.Reason}";
+        }
+    }
+
     public string Describe()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"{Scenario.Id}: {(Passed ? "PASS" : "FAIL")} ({Elapsed.TotalSeconds:F1} s)");
+        sb.AppendLine($"{Scenario.Id}: {(Passed ? "PASS" : "FAIL")} ({Elapsed.TotalSeconds:F1} s): {Reason}");
         if (EngineError is not null) sb.AppendLine($"engine failed in {FailedModule ?? "(unknown module)"}: {EngineError}");
         sb.AppendLine(Layers.ToString());
         if (Tokens is not null) sb.AppendLine(Tokens.ToString());

@@ -11,6 +11,7 @@ namespace Harness.Scenarios;
 public static class TinyLlama
 {
     public const ulong Seed = 1234;
+    public const int Hidden = 64;
 
     public static JsonObject Config() => new()
     {

@@ -1,0 +1,48 @@
+using Harness.Engine.Tensors;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// One catalog entry: a comparison of the engine with the HF/torch reference, described as data with a stable id
+/// ("llama/tp2-sp-pp2/prompt-embeds/fp32", "matmul/gemma4-e2b-4dx3d/bf16/fault=matmul-no-nd-broadcast").
+/// A scenario with a <see cref="Fault"/> is a mutation check: it passes when the comparison FAILS and the failure
+/// points at <see cref="ExpectedFirstBadModule"/>. The xunit tests and the CLI run the same entries.
+/// </summary>
+public abstract record Scenario
+{
+    public required string Id { get; init; }
+    /// <summary>What is compared: "llama", "matmul", "gemma4-expert", "gemma3n-embedder".</summary>
+    public required string Model { get; init; }
+    /// <summary>Parallel layout: "single", "tp2", "tp2-sp-pp2", ...</summary>
+    public required string Layout { get; init; }
+    public required DType DType { get; init; }
+    /// <summary>"input-ids", "prompt-embeds" or "tensors".</summary>
+    public required string Input { get; init; }
+    public required string Description { get; init; }
+    /// <summary>The tolerance policy's name, for listings and reports.</summary>
+    public required string Tolerance { get; init; }
+    /// <summary>Scenarios sharing a key share one reference recording (fixtures/reference/KEY.safetensors).</summary>
+    public required string ReferenceKey { get; init; }
+    /// <summary>The named engine fault to inject (Harness.Engine.Runtime.Faults), or null.</summary>
+    public string? Fault { get; init; }
+    /// <summary>For a fault: the module the harness must name as the first bad one.</summary>
+    public string? ExpectedFirstBadModule { get; init; }
+
+    public bool ExpectFailure => Fault is not null;
+
+    /// <summary>Computes the reference outputs with the live reference (HF/torch in the worker).</summary>
+    public abstract ReferenceBundle ComputeReference(ScenarioContext context);
+
+    /// <summary>Runs the engine and compares it with the reference bundle.</summary>
+    public abstract ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference);
+
+    public override string ToString() => Id;
+
+    internal static string DTypeTag(DType d) => d switch
+    {
+        DType.Float32 => "fp32",
+        DType.BFloat16 => "bf16",
+        DType.Float16 => "fp16",
+        _ => d.TorchName(),
+    };
+}

@@ -1,0 +1,93 @@
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// Every scenario the harness knows, by stable id. The xunit tests, `harness list/run/repro` and the nightly report
+/// all read this one list; no scenario is written twice.
+/// </summary>
+public static class ScenarioCatalog
+{
+    public static IReadOnlyList<Scenario> All { get; } = Build();
+
+    private static List<Scenario> Build()
+    {
+        var list = new List<Scenario>();
+
+        // Scenario 1: matmul shapes (batch-invariant), Gemma4-E2B's 4D x 3D among them.
+        list.Add(new MatmulScenario("gemma4-e2b-4dx3d", [1, 2, 32, 64], [2, 64, 16], DType.BFloat16));
+        list.Add(new MatmulScenario("gemma4-e2b-4dx3d", [1, 2, 32, 64], [2, 64, 16], DType.Float32));
+        list.Add(new MatmulScenario("2d-x-5d", [32, 64], [1, 2, 2, 64, 16], DType.Float32));
+        list.Add(new MatmulScenario("broadcast-5d", [1, 2, 4, 32, 64], [1, 2, 4, 64, 16], DType.Float32));
+        list.Add(new MatmulScenario("gemma4-e2b-4dx3d", [1, 2, 32, 64], [2, 64, 16], DType.BFloat16, Faults.MatmulNoNdBroadcast));
+
+        // Scenario 2: Gemma3n's multimodal embedder under TP=2.
+        list.Add(new EmbedderScenario(2, DType.Float32));
+        list.Add(new EmbedderScenario(2, DType.Float32, Faults.RowParallelInputIsParallel));
+
+        // Scenario 4 and the core loop: Llama under every layout, from input ids and from prompt embeds.
+        foreach (var input in new[] { InputKind.InputIds, InputKind.PromptEmbeds })
+        {
+            list.Add(new LlamaScenario(1, 1, false, input));
+            list.Add(new LlamaScenario(2, 1, false, input));
+            list.Add(new LlamaScenario(4, 1, false, input));
+            list.Add(new LlamaScenario(2, 1, true, input));
+            list.Add(new LlamaScenario(1, 2, false, input));
+            list.Add(new LlamaScenario(2, 2, true, input));
+            list.Add(new LlamaScenario(2, 1, true, input, fault: Faults.SpResidualFirstSlice,
+                expectedFirstBadModule: "model.layers.0.post_attention_layernorm"));
+            list.Add(new LlamaScenario(2, 2, true, input, fault: Faults.SpPpResidualSliced, expectedFirstBadModule: "model.layers.2"));
+        }
+        list.Add(new LlamaScenario(4, 1, true, InputKind.InputIds, promptTokens: 5)); // 5 tokens padded to 8 over 4 ranks
+
+        // Scenario 5: gelu_tanh in Gemma4's experts.
+        list.Add(new ExpertScenario(DType.Float32));
+        list.Add(new ExpertScenario(DType.BFloat16));
+        list.Add(new ExpertScenario(DType.Float32, Faults.GeluTanhAsExact));
+
+        var duplicate = list.GroupBy(s => s.Id).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null) throw new InvalidOperationException($"scenario id {duplicate.Key} appears twice in the catalog");
+        return list;
+    }
+
+    /// <summary>
+    /// Scenarios whose id matches a filter: empty = all; otherwise every comma-separated term must match, a term
+    /// being a substring of the id or a glob with '*'. A leading '!' negates a term.
+    /// </summary>
+    public static IReadOnlyList<Scenario> Filter(string? filter)
+    {
+        if (string.IsNullOrWhiteSpace(filter)) return All;
+        var terms = filter.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return All.Where(s => terms.All(t => t.StartsWith('!') ? !Matches(s.Id, t[1..]) : Matches(s.Id, t))).ToList();
+    }
+
+    public static Scenario? Find(string id) => All.FirstOrDefault(s => s.Id == id);
+
+    /// <summary>The ids closest to a wrong id or filter (edit distance), for "did you mean".</summary>
+    public static IReadOnlyList<string> NearMatches(string text, int count = 5) =>
+        All.Select(s => (s.Id, Distance: Levenshtein(text, s.Id) - (s.Id.Contains(text.Split('/')[0], StringComparison.Ordinal) ? 5 : 0)))
+            .OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(count).Select(x => x.Id).ToList();
+
+    private static bool Matches(string id, string term)
+    {
+        if (!term.Contains('*')) return id.Contains(term, StringComparison.Ordinal);
+        var pattern = "^" + System.Text.RegularExpressions.Regex.Escape(term).Replace("\\*", ".*") + "$";
+        return System.Text.RegularExpressions.Regex.IsMatch(id, pattern);
+    }
+
+    private static int Levenshtein(string a, string b)
+    {
+        var prev = new int[b.Length + 1];
+        var cur = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) prev[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
+    }
+}

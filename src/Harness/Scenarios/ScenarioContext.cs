@@ -1,0 +1,80 @@
+using System.Collections.Concurrent;
+using Harness.Engine.Tensors;
+using Harness.Reference;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// Where a scenario run gets its reference and its model weights. Live: the reference worker computes the outputs and
+/// HF builds the models (cached per process). Recorded (offline tier, no Python): both come from the fixtures folder,
+/// written by `harness fixtures record`.
+/// </summary>
+public sealed class ScenarioContext
+{
+    private readonly ConcurrentDictionary<string, Lazy<string>> _models = new();
+    private readonly ConcurrentDictionary<string, Lazy<ReferenceBundle>> _bundles = new();
+
+    /// <summary>The live reference, or null offline.</summary>
+    public ReferenceClient? Client { get; }
+
+    /// <summary>The fixtures folder (fixtures/ at the repository root).</summary>
+    public string FixturesDirectory { get; }
+
+    public bool IsLive => Client is not null;
+
+    /// <summary>Timeout for one collective of the engine's ranks.</summary>
+    public TimeSpan CollectiveTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    private ScenarioContext(ReferenceClient? client, string fixtures)
+    {
+        Client = client;
+        FixturesDirectory = fixtures;
+    }
+
+    public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());
+
+    public static ScenarioContext Recorded(string? fixtures = null) => new(null, fixtures ?? Fixtures.DefaultDirectory());
+
+    /// <summary>An HF model folder (config.json + safetensors) for a model name and dtype.</summary>
+    public string ModelDirectory(string name, DType dtype, Func<ReferenceClient, string, string> build)
+    {
+        string key = $"{name}-{Scenario.DTypeTag(dtype)}";
+        return _models.GetOrAdd(key, k => new Lazy<string>(() =>
+        {
+            if (Client is null)
+            {
+                var dir = Path.Combine(FixturesDirectory, "models", k);
+                if (!File.Exists(Path.Combine(dir, "config.json")))
+                    throw new FileNotFoundException($"no recorded model '{k}' in {dir}: run `harness fixtures record`", Path.Combine(dir, "config.json"));
+                return dir;
+            }
+            return build(Client, Client.ScratchDirectory(k));
+        })).Value;
+    }
+
+    /// <summary>The reference bundle of a scenario: computed live (once per key), or loaded from the fixtures.</summary>
+    public ReferenceBundle Reference(Scenario scenario) => _bundles.GetOrAdd(scenario.ReferenceKey, key => new Lazy<ReferenceBundle>(() =>
+    {
+        if (Client is not null) return scenario.ComputeReference(this);
+        var path = Fixtures.BundlePath(FixturesDirectory, key);
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"no recorded reference for '{scenario.Id}' (key {key}) at {path}: run `harness fixtures record`", path);
+        return ReferenceBundle.Load(path);
+    })).Value;
+
+    /// <summary>The live-built model folders so far (name-dtype, host folder).</summary>
+    public IEnumerable<(string Name, string Directory)> BuiltModels() =>
+        _models.Where(kv => kv.Value.IsValueCreated).Select(kv => (kv.Key, kv.Value.Value));
+
+    /// <summary>The versions of the live reference, for bundle metadata.</summary>
+    public IReadOnlyDictionary<string, string> Versions()
+    {
+        if (Client is null) return new Dictionary<string, string> { ["source"] = "recorded" };
+        var v = Client.GetVersions();
+        return new Dictionary<string, string>
+        {
+            ["python"] = v.Python, ["torch"] = v.Torch, ["transformers"] = v.Transformers,
+            ["recorded_at"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
+        };
+    }
+}

@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using Harness.Comparison;
+using Harness.Runs;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// Runs catalog scenarios in a context (live or recorded). In a live context that also has a recording for the
+/// scenario's reference key, the drift between the recorded and the live reference is measured and reported.
+/// </summary>
+public static class ScenarioRunner
+{
+    public sealed record Outcome(ScenarioResult Result, DriftReport? Drift);
+
+    public static Outcome Run(Scenario scenario, ScenarioContext context)
+    {
+        var sw = Stopwatch.StartNew();
+        ReferenceBundle reference;
+        try
+        {
+            reference = context.Reference(scenario);
+        }
+        catch (Exception e) when (e is FileNotFoundException or Reference.ReferenceException)
+        {
+            throw new InvalidOperationException($"{scenario.Id}: no reference: {e.Message}", e);
+        }
+        var result = scenario.RunEngine(context, reference) with { };
+        var drift = context.IsLive ? Drift(scenario, context, reference) : null;
+        return new Outcome(result with { Elapsed = sw.Elapsed }, drift);
+    }
+
+    /// <summary>The recorded reference against the live one, module by module (null when nothing is recorded).</summary>
+    public static DriftReport? Drift(Scenario scenario, ScenarioContext context, ReferenceBundle live)
+    {
+        var path = Fixtures.BundlePath(context.FixturesDirectory, scenario.ReferenceKey);
+        if (!File.Exists(path)) return null;
+        var recorded = ReferenceBundle.Load(path);
+        var rows = new List<ComparisonResult>();
+        foreach (var (name, tensor) in live.Tensors)
+            if (recorded.Tensors.TryGetValue(name, out var old))
+                rows.Add(TensorComparer.Compare(name, tensor, old, Tolerances.For(tensor.DType)));
+        bool tokensEqual = live.Tokens is null || recorded.Tokens is null || live.Tokens.Tokens.SequenceEqual(recorded.Tokens.Tokens);
+        recorded.Versions.TryGetValue("torch", out var torch);
+        recorded.Versions.TryGetValue("transformers", out var transformers);
+        return new DriftReport(scenario.ReferenceKey, rows, tokensEqual, $"torch {torch ?? "?"}, transformers {transformers ?? "?"}");
+    }
+}
+
+/// <summary>How far the live reference moved from the recorded one (a new torch or transformers can move it).</summary>
+public sealed record DriftReport(string Key, IReadOnlyList<ComparisonResult> Modules, bool TokensEqual, string RecordedWith)
+{
+    public double MaxRelativeL2 => Modules.Count == 0 ? 0 : Modules.Max(m => double.IsNaN(m.RelativeL2) ? double.PositiveInfinity : m.RelativeL2);
+    public bool Drifted => !TokensEqual || Modules.Any(m => !m.Passed);
+
+    public override string ToString() =>
+        $"drift of {Key} against the recording ({RecordedWith}): max relative L2 {MaxRelativeL2:E2}, tokens {(TokensEqual ? "equal" : "DIFFER")}" +
+        (Drifted ? "; DRIFTED: " + string.Join(", ", Modules.Where(m => !m.Passed).Select(m => m.What).Take(5)) : "");
+}
