@@ -42,6 +42,33 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         return full[fullRoot.Length..];
     }
 
+    /// <summary>
+    /// A host folder the worker can read: the folder itself when the worker shares our filesystem, else a scratch copy
+    /// inside its root made of hard links (copies across filesystems), so a user's checkpoint reaches a chroot.
+    /// </summary>
+    public string ShareDirectory(string hostDirectory)
+    {
+        var root = (string?)Worker.Start()["host_root"] ?? "";
+        var full = Path.GetFullPath(hostDirectory);
+        if (root.Length == 0 || full.StartsWith(Path.GetFullPath(root).TrimEnd('/') + "/", StringComparison.Ordinal)) return full;
+        var target = ScratchDirectory("shared-" + Path.GetFileName(full.TrimEnd('/')));
+        foreach (var file in Directory.GetFiles(full))
+        {
+            var dest = Path.Combine(target, Path.GetFileName(file));
+            if (!TryHardLink(file, dest)) File.Copy(file, dest);
+        }
+        return target;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true, EntryPoint = "link")]
+    private static extern int Link(string oldPath, string newPath);
+
+    private static bool TryHardLink(string source, string dest)
+    {
+        try { return Link(source, dest) == 0; }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return false; }
+    }
+
     /// <summary>A fresh host directory that the worker can also see (inside its root when it runs in a chroot).</summary>
     public string ScratchDirectory(string prefix)
     {

@@ -32,6 +32,12 @@ public sealed record LlamaScenario : Scenario
     public InputKind InputKind { get; }
     public int PromptTokens { get; }
 
+    /// <summary>An HF checkpoint folder to compare on instead of the tiny random Llama (`harness compare --model DIR`).</summary>
+    public string? ModelPath { get; init; }
+
+    /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
+    public long[]? PromptIds { get; init; }
+
     [SetsRequiredMembers]
     public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null, string? expectedFirstBadModule = null)
     {
@@ -55,28 +61,62 @@ public sealed record LlamaScenario : Scenario
 
     public static TolerancePolicy Policy(DType dtype) => dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16Layer;
 
-    private string ModelDirectory(ScenarioContext context) => context.ModelDirectory("tiny-llama", DType, (client, dir) =>
+    /// <summary>
+    /// A Llama scenario on a user's HF checkpoint folder (config.json + safetensors): the same layer-by-layer and
+    /// token-by-token comparison on real weights. The reference must see the folder (ReferenceClient.ShareDirectory).
+    /// </summary>
+    public static LlamaScenario ForCheckpoint(string modelPath, int tp, int pp, bool sp, DType dtype, long[]? promptIds, int promptTokens)
     {
-        client.BuildModel(TinyLlama.Config(), TinyLlama.Seed, DType, dir);
-        return dir;
-    });
-
-    /// <summary>The prompt: seeded token ids [T] in [3, 200), or seeded unit-normal embeddings [T, hidden].</summary>
-    public Tensor Prompt()
-    {
-        if (InputKind == InputKind.PromptEmbeds) return Tensor.Normal(DType, 77, 0, 1, PromptTokens, TinyLlama.Hidden);
-        var rng = new SplitMix64(99);
-        return Tensor.FromArray(Enumerable.Range(0, PromptTokens).Select(_ => (long)(3 + rng.NextInt(197))).ToArray(), PromptTokens);
+        var full = Path.GetFullPath(modelPath);
+        var config = HfConfig.Load(Path.Combine(full, "config.json"));
+        var baseScenario = new LlamaScenario(tp, pp, sp, InputKind.InputIds, dtype, promptIds?.Length ?? promptTokens);
+        return baseScenario with
+        {
+            ModelPath = full,
+            PromptIds = promptIds,
+            Model = config.ModelType ?? "llama",
+            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/{baseScenario.Layout}/input-ids-{promptIds?.Length ?? promptTokens}/{DTypeTag(dtype)}",
+            ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
+            Description = $"HF checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, PP={pp}, {dtype.TorchName()}",
+        };
     }
 
-    public IReadOnlyList<string> Modules => TinyLlama.Modules(InputKind == InputKind.InputIds);
+    private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;
+
+    private string ModelDirectory(ScenarioContext context)
+    {
+        if (ModelPath is not null)
+            return context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath);
+        return context.ModelDirectory("tiny-llama", DType, (client, dir) =>
+        {
+            client.BuildModel(TinyLlama.Config(), TinyLlama.Seed, DType, dir);
+            return dir;
+        });
+    }
+
+    /// <summary>The prompt: the given ids, seeded token ids [T] in [3, vocab), or seeded unit-normal embeddings [T, hidden].</summary>
+    public Tensor Prompt(TextConfig? config = null)
+    {
+        if (PromptIds is not null) return Tensor.FromArray(PromptIds, PromptIds.Length);
+        int hidden = config?.HiddenSize ?? TinyLlama.Hidden, vocab = config?.VocabSize ?? 200;
+        if (InputKind == InputKind.PromptEmbeds) return Tensor.Normal(DType, 77, 0, 1, PromptTokens, hidden);
+        var rng = new SplitMix64(99);
+        return Tensor.FromArray(Enumerable.Range(0, PromptTokens).Select(_ => (long)(3 + rng.NextInt(vocab - 3))).ToArray(), PromptTokens);
+    }
+
+    /// <summary>The compared HF module paths, in forward order, for a model of the given depth.</summary>
+    public IReadOnlyList<string> ModulesFor(TextConfig? config) =>
+        TinyLlama.Modules(InputKind == InputKind.InputIds, config?.NumHiddenLayers ?? 4);
+
+    public IReadOnlyList<string> Modules => ModulesFor(null);
 
     public override ReferenceBundle ComputeReference(ScenarioContext context)
     {
         var client = context.Client!;
         var dir = ModelDirectory(context);
-        var batched = Prompt().Unsqueeze(0);                                   // [1, T] or [1, T, hidden]
-        var forward = client.Forward(dir, DType, batched, Modules);
+        var config = LoadConfig(dir);
+        var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
+        var forward = client.Forward(dir, DType, batched, ModulesFor(config));
         var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
         var topk = Enumerable.Range(0, gen.Tokens.Length)
             .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, TopK).Select(j => new TokenLogprob(gen.TopKIds[s, j], gen.TopKLogprobs[s, j])).ToList())
@@ -88,10 +128,11 @@ public sealed record LlamaScenario : Scenario
     {
         var sw = Stopwatch.StartNew();
         var dir = ModelDirectory(context);
-        var input = Prompt();
-        var capture = new ActivationCapture(Modules);
+        var config = LoadConfig(dir);
+        var input = Prompt(config);
+        var modules = ModulesFor(config);
+        var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture);
-        var config = HfConfig.Load(Path.Combine(dir, "config.json")).Text;
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         using (Fault is null ? null : Faults.Inject(Fault))
@@ -109,7 +150,7 @@ public sealed record LlamaScenario : Scenario
             }
         }
         var policy = Policy(DType);
-        var layers = LayerComparison.Run(reference.Tensors, capture, Modules, _ => policy);
+        var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed) { TokensExpected = true };

@@ -35,11 +35,11 @@ public static class TinyLlama
     };
 
     /// <summary>The HF module paths compared, in forward order.</summary>
-    public static IReadOnlyList<string> Modules(bool withEmbedTokens)
+    public static IReadOnlyList<string> Modules(bool withEmbedTokens, int layers = 4)
     {
         var list = new List<string>();
         if (withEmbedTokens) list.Add("model.embed_tokens");
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < layers; i++)
         {
             string p = $"model.layers.{i}";
             list.AddRange([$"{p}.input_layernorm", $"{p}.self_attn", $"{p}.post_attention_layernorm", $"{p}.mlp", p]);
