@@ -25,10 +25,12 @@ rm -rf "$results_dir"
 mkdir -p "$results_dir"
 
 dotnet build Harness.sln -c Release --nologo -v quiet -warnaserror
+dotnet tool restore >/dev/null
 
 status=0
 log="$results_dir/dotnet-test.log"
 dotnet test Harness.sln -c Release --no-build --nologo \
+  --collect:"XPlat Code Coverage" --settings ci/coverage.runsettings \
   --logger "trx;LogFilePrefix=results" --results-directory "$results_dir" \
   --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
 
@@ -42,5 +44,15 @@ if [[ "$passed" == 0 && "$failed" == 0 ]]; then
   echo "no test ran" >&2
   status=1
 fi
+# Coverage: coverlet's cobertura files, rendered by ReportGenerator into build/coverage (index.html, Summary.txt).
+coverage_dir="${HARNESS_COVERAGE_DIR:-build/coverage}"
+if compgen -G "$results_dir/*/coverage.cobertura.xml" >/dev/null; then
+  dotnet tool run reportgenerator "-reports:$results_dir/*/coverage.cobertura.xml" "-targetdir:$coverage_dir" \
+    "-reporttypes:Html;TextSummary" -verbosity:Warning >/dev/null || echo "warning: ReportGenerator failed" >&2
+  if [[ -f "$coverage_dir/Summary.txt" ]]; then
+    echo "coverage: $(grep -E '^ *Line coverage:' "$coverage_dir/Summary.txt" | sed -E 's/^ *//') (HTML: $coverage_dir/index.html)"
+  fi
+fi
+
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"
