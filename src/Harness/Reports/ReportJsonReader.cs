@@ -48,7 +48,7 @@ internal static class ReportJsonReader
         Array(e, name).Select(x => new TopKEntry(Long(x, "token"), OptDouble(x, "logprob") ?? double.NaN)).ToArray();
 
     private static DateTime Time(string s) =>
-        DateTime.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind | DateTimeStyles.AdjustToUniversal, out var t)
+        DateTime.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var t)
             ? t : throw new FormatException($"report.json: '{s}' is not an ISO-8601 time");
 
     private static JsonElement Get(JsonElement e, string name) =>
