@@ -5,7 +5,8 @@ namespace Harness.Reports;
 /// <summary>
 /// How one scenario present in both reports moved. Growth is current / baseline max relative L2 error, both floored at
 /// <see cref="BaselineComparison.Floor"/> (null when either side compared no module). Regression is set when the error
-/// grew by more than the factor or the verdict went from pass to fail; Reason says which, in words.
+/// grew by more than the factor (not for mutation checks, whose error is meant to be large) or the verdict went from pass
+/// to fail; Reason says which, in words.
 /// </summary>
 public sealed record ScenarioDelta(
     string Id,
@@ -59,13 +60,13 @@ public sealed record BaselineComparison(
             double? growth = a is double x && b is double y ? Math.Max(y, Floor) / Math.Max(x, Floor) : null;
             var reasons = new List<string>();
             if (then.Passed && !now.Passed) reasons.Add("verdict went from pass to fail");
-            if (growth > factor)
-                reasons.Add(string.Create(ci, $"max rel L2 grew {growth:G3}x ({a:E2} -> {b:E2}), more than {factor:G3}x"));
+            if (growth > factor && !now.ExpectFailure) // a mutation check's error is meant to be large: only its verdict counts
+                reasons.Add(string.Create(ci, $"max rel L2 grew {growth:G3}x ({a:0.00E+00} -> {b:0.00E+00}), more than {factor:G3}x"));
             bool regression = reasons.Count > 0;
             if (!regression)
             {
                 if (!then.Passed && now.Passed) reasons.Add("fixed: verdict went from fail to pass");
-                reasons.Add(growth is double g ? string.Create(ci, $"max rel L2 {a:E2} -> {b:E2} ({g:G3}x)") : "no comparable rel L2 on one side");
+                reasons.Add(growth is double g ? string.Create(ci, $"max rel L2 {a:0.00E+00} -> {b:0.00E+00} ({g:G3}x)") : "no comparable rel L2 on one side");
             }
             deltas.Add(new ScenarioDelta(now.Id, then.Verdict, now.Verdict, a, b, growth, regression, string.Join("; ", reasons)));
         }

@@ -74,7 +74,7 @@ public static class HtmlReportWriter
         double total = r.Scenarios.Sum(s => double.IsFinite(s.ElapsedSeconds) ? s.ElapsedSeconds : 0);
         sb.Append("</tbody>\n<tfoot><tr class=\"total\"><td colspan=\"6\">")
           .Append(ci, $"{r.Scenarios.Count} scenarios: {r.PassedCount} passed, {r.FailedCount} failed")
-          .Append(ci, $" ({r.Scenarios.Count(s => s.ExpectFailure && s.Passed)} mutation checks failed as expected); total time {Secs(total)}")
+          .Append(ci, $" ({r.Scenarios.Count(s => s.ExpectFailure && s.Passed)} mutation check(s) failed as expected); total time {Secs(total)}")
           .Append("</td></tr></tfoot>\n</table>\n");
     }
 
@@ -89,7 +89,7 @@ public static class HtmlReportWriter
 
     internal static string H(string s) => WebUtility.HtmlEncode(s);
 
-    internal static string Sci(double? v) => v is double d ? d.ToString("E2", CultureInfo.InvariantCulture) : "-";
+    internal static string Sci(double? v) => v is double d ? d.ToString("0.00E+00", CultureInfo.InvariantCulture) : "-";
 
     internal static string Secs(double s) => double.IsFinite(s) ? s.ToString("0.0", CultureInfo.InvariantCulture) + " s" : "-";
 

@@ -84,7 +84,7 @@ public static class JUnitWriter
         return sb.ToString();
     }
 
-    private static string Sci(double? v) => v is double d ? d.ToString("E2", CultureInfo.InvariantCulture) : "-";
+    private static string Sci(double? v) => v is double d ? d.ToString("0.00E+00", CultureInfo.InvariantCulture) : "-";
 
     private static string Seconds(double s) => (double.IsFinite(s) ? s : 0).ToString("0.###", CultureInfo.InvariantCulture);
 

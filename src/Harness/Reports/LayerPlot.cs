@@ -83,7 +83,7 @@ public static class LayerPlot
         {
             string color = RankColors[((m.Rank % RankColors.Length) + RankColors.Length) % RankColors.Length];
             double x = X(index[m.Module]);
-            string tip = H($"{m.Label}: rel L2 {(m.RelL2 is double v ? v.ToString("E2", ci) : "n/a")} ({m.Verdict})");
+            string tip = H($"{m.Label}: rel L2 {(m.RelL2 is double v ? v.ToString("0.00E+00", ci) : "n/a")} ({m.Verdict})");
             if (m.RelL2 is double r && double.IsFinite(r))
             {
                 string fill = m.Failed ? Red : color;

@@ -82,7 +82,7 @@ public sealed record ScenarioRecord(
             string detail = row.Verdict switch
             {
                 LayerVerdict.Fail when row.Result is { } r => string.Create(ci,
-                    $"{r.Mismatches} of {r.Total} elements outside {row.Policy}, rel L2 {r.RelativeL2:E2}, max abs {r.MaxAbsError:E2}"),
+                    $"{r.Mismatches} of {r.Total} elements outside {row.Policy}, rel L2 {r.RelativeL2:0.00E+00}, max abs {r.MaxAbsError:0.00E+00}"),
                 _ => row.Note.Length > 0 ? row.Note : ModuleRecord.VerdictOf(row.Verdict),
             };
             return TokenRecord.OneLine($"{row.Label}: {ModuleRecord.VerdictOf(row.Verdict)}: {detail}");

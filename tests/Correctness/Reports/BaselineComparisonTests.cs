@@ -47,6 +47,14 @@ public class BaselineComparisonTests
     }
 
     [Fact]
+    public void Mutation_check_error_growth_is_not_a_regression()
+    {
+        var check = Scenario("m", 1e-1) with { ExpectFailure = true };
+        var cmp = BaselineComparison.Compare(SyntheticScenarios.Report(check), SyntheticScenarios.Report(check with { Modules = Scenario("m", 1e-3).Modules }));
+        Assert.False(Assert.Single(cmp.Scenarios).Regression);
+    }
+
+    [Fact]
     public void Errors_below_the_floor_do_not_regress()
     {
         var cmp = BaselineComparison.Compare(SyntheticScenarios.Report(Scenario("a", 1e-13)), SyntheticScenarios.Report(Scenario("a", 0)));
