@@ -1,0 +1,63 @@
+using Harness.Runs;
+
+namespace Harness.Reports;
+
+/// <summary>A module's tolerance policy as the report shows it: its name and allclose numbers.</summary>
+public sealed record ToleranceRecord(string Name, double Rtol, double Atol);
+
+/// <summary>
+/// One row of a scenario's layer-by-layer comparison, flattened for the report. The error numbers are null where
+/// values were not compared (missing, extra, invalid shard, shape mismatch); they may be NaN or infinite where the
+/// engine produced such values (report.json writes those as null). Verdict is one of <see cref="Verdicts"/>.
+/// </summary>
+public sealed record ModuleRecord(
+    string Module,
+    int Rank,
+    string Label,
+    int[]? EngineShape,
+    int[]? ExpectedShape,
+    double? MaxAbs,
+    double? MaxRel,
+    double? RelL2,
+    long? Mismatches,
+    long? Total,
+    ToleranceRecord? Tolerance,
+    string Verdict,
+    string Note)
+{
+    /// <summary>The verdict strings, one per <see cref="LayerVerdict"/>.</summary>
+    public static class Verdicts
+    {
+        public const string Pass = "pass";
+        public const string Fail = "fail";
+        public const string ShapeMismatch = "shape-mismatch";
+        public const string InvalidShard = "invalid-shard";
+        public const string Missing = "missing";
+        public const string Extra = "extra";
+    }
+
+    /// <summary>Whether this row fails its scenario (everything but pass and extra).</summary>
+    public bool Failed => Verdict is not (Verdicts.Pass or Verdicts.Extra);
+
+    /// <summary>The report row of a layer comparison row.</summary>
+    public static ModuleRecord From(LayerRow row)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        var r = row.Result is { ShapeMatches: true } ? row.Result : null;
+        return new ModuleRecord(row.Module, row.Rank, row.Label, row.EngineShape, row.ExpectedShape,
+            r?.MaxAbsError, r?.MaxRelError, r?.RelativeL2, r?.Mismatches, r?.Total,
+            row.Policy is null ? null : new ToleranceRecord(row.Policy.Name, row.Policy.Rtol, row.Policy.Atol),
+            VerdictOf(row.Verdict), row.Note);
+    }
+
+    /// <summary>The report's string for a layer verdict.</summary>
+    public static string VerdictOf(LayerVerdict verdict) => verdict switch
+    {
+        LayerVerdict.Pass => Verdicts.Pass,
+        LayerVerdict.Fail => Verdicts.Fail,
+        LayerVerdict.ShapeMismatch => Verdicts.ShapeMismatch,
+        LayerVerdict.InvalidShard => Verdicts.InvalidShard,
+        LayerVerdict.Missing => Verdicts.Missing,
+        _ => Verdicts.Extra,
+    };
+}
