@@ -52,20 +52,30 @@ public sealed record ScenarioRecord(
         bool expectFailure, TokenSequence? referenceTokens = null, TokenSequence? engineTokens = null)
     {
         ArgumentNullException.ThrowIfNull(result);
-        bool comparisonPassed = result.Passed;
-        bool passed = comparisonPassed != expectFailure;
+        // A mutation check passes only when the comparison fails at its expected module (ScenarioResult.Passed).
+        bool passed = expectFailure == result.Scenario.ExpectFailure ? result.Passed : result.ComparisonPassed != expectFailure;
         var modules = result.Layers.Rows.Select(ModuleRecord.From).ToArray();
-        var tokens = result.Tokens is null ? null : TokenRecord.From(result.Tokens, referenceTokens, engineTokens);
+        var tokens = result.Tokens is null ? null
+            : TokenRecord.From(result.Tokens, referenceTokens ?? result.ReferenceTokens, engineTokens ?? result.EngineTokens);
         return new ScenarioRecord(result.Scenario.Id, model, layout, dtype, input, fault, expectFailure, passed,
             ReasonFor(result, expectFailure, fault), result.Elapsed.TotalSeconds,
             result.EngineError is null ? null : TokenRecord.OneLine(result.EngineError), result.FirstBadModule, modules, tokens);
     }
 
+    /// <summary>The record of a catalog scenario's result, its descriptive fields taken from the scenario.</summary>
+    public static ScenarioRecord From(ScenarioResult result)
+    {
+        var s = result.Scenario;
+        return From(result, s.Model, s.Layout, Scenario.DTypeTag(s.DType), s.Input, s.Fault, s.ExpectFailure);
+    }
+
     private static string ReasonFor(ScenarioResult result, bool expectFailure, string? fault)
     {
         string cause = Cause(result);
+        if (expectFailure && result.Scenario.ExpectFailure && !result.ComparisonPassed && !result.Passed)
+            return $"failed, but not where expected: {result.Reason}";
         if (expectFailure)
-            return result.Passed
+            return result.ComparisonPassed
                 ? $"expected the comparison to fail{(fault is null ? "" : $" under fault {fault}")}, but it passed: the check cannot catch this fault"
                 : $"failed as expected: {cause}";
         return cause;

@@ -153,7 +153,12 @@ public sealed record LlamaScenario : Scenario
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
-        return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed) { TokensExpected = true };
+        return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
+        {
+            TokensExpected = true,
+            ReferenceTokens = reference.Tokens,
+            EngineTokens = engineTokens,
+        };
     }
 
     private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink)

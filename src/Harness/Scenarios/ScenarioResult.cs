@@ -11,6 +11,10 @@ namespace Harness.Scenarios;
 /// </summary>
 public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, TokenReport? Tokens, string? EngineError, string? FailedModule, TimeSpan Elapsed)
 {
+    /// <summary>Both sides' generated tokens with their top-k, for the report's token alignment (models that generate).</summary>
+    public TokenSequence? ReferenceTokens { get; init; }
+    public TokenSequence? EngineTokens { get; init; }
+
     /// <summary>Set by models that generate tokens; false when a token comparison was expected but none ran.</summary>
     public bool TokensExpected { get; init; }
 

@@ -41,7 +41,7 @@ internal static class SyntheticScenarios
         var (refTokens, engTokens) = Sequences(fail);
         var tokens = TokenComparison.Run(refTokens, engTokens);
         // LlamaScenario only supplies the id here; the report takes the descriptive fields as strings.
-        var scenario = new LlamaScenario(2, 1, false, InputKind.InputIds, Fault: fault);
+        var scenario = new LlamaScenario(2, 1, false, InputKind.InputIds, fault: fault, expectedFirstBadModule: fault is null ? null : BadModule);
         return new ScenarioResult(scenario, layers, tokens, null, null, elapsed ?? TimeSpan.FromSeconds(fail ? 2.5 : 1.25));
     }
 
