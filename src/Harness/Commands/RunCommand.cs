@@ -187,7 +187,7 @@ internal static class RunCommand
             return;
         }
         var table = new Table().Border(TableBorder.Rounded).Title("summary");
-        foreach (var h in header) table.AddColumn(h);
+        foreach (var h in header) table.AddColumn(new TableColumn(h) { NoWrap = h is "id" or "verdict" or "first bad module" or "time" });
         foreach (var r in rows)
         {
             var verdict = r[1] switch { "PASS" => "[green]PASS[/]", "NOT RUN" => "[grey]NOT RUN[/]", var v => $"[red]{v}[/]" };
