@@ -1,33 +1,63 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using Harness.Commands;
+
 namespace Harness;
 
-/// <summary>Command-line entry: one verb per file; an unknown verb lists the known ones.</summary>
+/// <summary>
+/// Command-line entry (System.CommandLine): one verb per file in Commands/. Parse errors (unknown verb or option, bad
+/// value) print the error and a pointer to --help and exit 2, as every usage error does.
+/// </summary>
 public static class Cli
 {
-    private static readonly (string Name, string Help, Func<string[], int> Run)[] Verbs =
-    [
-        ("bench", "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run", Bench.GemmBenchmark.Run),
-        ("check-kernels", "every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance", Bench.KernelSelfCheck.Run),
-        ("fixtures", "fixtures record [filter]: record the reference outputs of the catalog with the live reference",
-            a => a.Length >= 1 && a[0] == "record" ? Commands.FixturesCommand.Record(a.Length > 1 ? a[1] : null, null) : 2),
-    ];
+    public static RootCommand Build()
+    {
+        var root = new RootCommand(
+            "Harness: a C# LLM inference engine checked against HuggingFace transformers, layer by layer and token by token.\n" +
+            "Exit codes: 0 passed, 1 failed/diverged, 2 usage error.")
+        {
+            ListCommand.Create(),
+            RunCommand.Create(),
+            ReproCommand.Create(),
+            CompareCommand.Create(),
+            FixturesCommand.Create(),
+            BenchCommands.Bench(),
+            BenchCommands.CheckKernels(),
+        };
+        foreach (var option in root.Options)
+            if (option is VersionOption version)
+                version.Action = new PrintVersion();
+        return root;
+    }
 
     public static int Run(string[] args)
     {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        var root = Build();
+        if (args.Length == 0)
         {
-            Usage(Console.Error);
-            return args.Length == 0 ? 1 : 0;
+            // No verb: the help, on stderr, as a usage error (a nightly job with a missing verb must not pass).
+            root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = Console.Error });
+            return ExitCodes.Usage;
         }
-        foreach (var verb in Verbs)
-            if (verb.Name == args[0]) return verb.Run(args[1..]);
-        Console.Error.WriteLine($"harness: unknown command '{args[0]}'");
-        Usage(Console.Error);
-        return 2;
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0 && parsed.Action is ParseErrorAction)
+        {
+            var errors = parsed.Errors.Select(e => e.Message).ToList();
+            if (errors.Count > 1) errors.RemoveAll(m => m.StartsWith("Required command was not provided", StringComparison.Ordinal));
+            foreach (var error in errors) Console.Error.WriteLine($"harness: {error}");
+            var verb = parsed.CommandResult.Command == root ? "" : " " + parsed.CommandResult.Command.Name;
+            Console.Error.WriteLine($"see `harness{verb} --help`");
+            return ExitCodes.Usage;
+        }
+        return parsed.Invoke();
     }
 
-    private static void Usage(TextWriter w)
+    private sealed class PrintVersion : SynchronousCommandLineAction
     {
-        w.WriteLine("usage: harness <command> [options]");
-        foreach (var (name, help, _) in Verbs) w.WriteLine($"  {name,-14} {help}");
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine($"harness {CliSupport.EngineVersion} (.NET {Environment.Version})");
+            return 0;
+        }
     }
 }

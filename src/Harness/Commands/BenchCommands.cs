@@ -1,0 +1,23 @@
+using System.CommandLine;
+
+namespace Harness.Commands;
+
+/// <summary>`harness bench [options]` and `harness check-kernels`: the existing tools, their arguments passed through.</summary>
+internal static class BenchCommands
+{
+    public static Command Bench() => PassThrough("bench",
+        "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run. " +
+        "Options (passed through): --threads N, --sizes 256,512,..., --no-decode, --no-reference.",
+        Harness.Bench.GemmBenchmark.Run);
+
+    public static Command CheckKernels() => PassThrough("check-kernels",
+        "Every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance. Exit 1 on any failure.",
+        Harness.Bench.KernelSelfCheck.Run);
+
+    private static Command PassThrough(string name, string description, Func<string[], int> run)
+    {
+        var command = new Command(name, description) { TreatUnmatchedTokensAsErrors = false };
+        command.SetAction(r => run(r.UnmatchedTokens.ToArray()));
+        return command;
+    }
+}

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Reflection;
+using System.Text;
+using Harness.Engine.Runtime;
+using Harness.Reference;
+using Harness.Scenarios;
+
+namespace Harness.Commands;
+
+/// <summary>Exit codes every verb uses.</summary>
+public static class ExitCodes
+{
+    /// <summary>Everything passed (for repro/compare: the comparison passed).</summary>
+    public const int Ok = 0;
+    /// <summary>A scenario failed (for repro/compare: engine and reference diverged).</summary>
+    public const int Failed = 1;
+    /// <summary>Usage error: bad option, unknown id/filter/fault, missing path, no reference interpreter for a live run.</summary>
+    public const int Usage = 2;
+}
+
+/// <summary>What the verbs share: console mode, live-context creation, scenario lookups, fault injection, version.</summary>
+internal static class CliSupport
+{
+    /// <summary>Plain line output: stdout is not a terminal, or CI is set (CI=true/1), or TERM=dumb.</summary>
+    public static bool PlainOutput =>
+        Console.IsOutputRedirected
+        || Environment.GetEnvironmentVariable("CI") is { Length: > 0 } ci && !ci.Equals("false", StringComparison.OrdinalIgnoreCase) && ci != "0"
+        || Environment.GetEnvironmentVariable("TERM") == "dumb";
+
+    public static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture) + " s";
+
+    public static int UsageError(string message)
+    {
+        Console.Error.WriteLine($"harness: {message}");
+        return ExitCodes.Usage;
+    }
+
+    /// <summary>The engine's version: Harness.Engine's informational version (with the commit when built from git).</summary>
+    public static string EngineVersion
+    {
+        get
+        {
+            var asm = typeof(Faults).Assembly;
+            return asm.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+                   ?? asm.GetName().Version?.ToString() ?? "unknown";
+        }
+    }
+
+    /// <summary>The live context, or null after printing why none is possible (no interpreter found).</summary>
+    public static ScenarioContext? LiveContext(string verb)
+    {
+        var worker = ReferenceWorker.Shared;
+        if (!worker.IsAvailable)
+        {
+            Console.Error.WriteLine($"harness {verb}: the live reference is not available: {worker.Description}");
+            Console.Error.WriteLine($"  set {ReferenceLocator.PythonVariable} to a python with torch, transformers and safetensors, or run ci/reference-env.sh" +
+                                    (verb is "run" or "repro" ? $"; or use --offline to compare against the recorded fixtures" : ""));
+            return null;
+        }
+        return ScenarioContext.Live(ReferenceClient.Shared);
+    }
+
+    /// <summary>"did you mean" lines for a filter or id that matched nothing.</summary>
+    public static void PrintNearMatches(string text, TextWriter w)
+    {
+        w.WriteLine("did you mean:");
+        foreach (var id in ScenarioCatalog.NearMatches(text)) w.WriteLine($"  {id}");
+        w.WriteLine("(`harness list` shows every id)");
+    }
+
+    public static void PrintKnownFaults(TextWriter w)
+    {
+        w.WriteLine("known faults:");
+        int width = Faults.Known.Keys.Max(k => k.Length);
+        foreach (var (name, description) in Faults.Known.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            w.WriteLine($"  {name.PadRight(width)}  {description}");
+    }
+
+    /// <summary>
+    /// The scenario with a fault injected (any scenario, any known fault): a mutation check with no expected module, its
+    /// id suffixed with /fault=NAME (replacing a catalog fault).
+    /// </summary>
+    public static Scenario WithFault(Scenario scenario, string fault)
+    {
+        var baseId = scenario.Fault is null ? scenario.Id : scenario.Id.Replace($"/fault={scenario.Fault}", "", StringComparison.Ordinal);
+        return scenario with { Fault = fault, ExpectedFirstBadModule = null, Id = $"{baseId}/fault={fault}" };
+    }
+
+    /// <summary>A plain-text table (left-aligned columns, two spaces apart), for logs and redirected output.</summary>
+    public static string PlainTable(IReadOnlyList<string> header, IEnumerable<string[]> rows)
+    {
+        var all = rows.ToList();
+        var widths = header.Select((h, i) => all.Select(r => r[i].Length).Append(h.Length).Max()).ToArray();
+        var sb = new StringBuilder();
+        void Row(IReadOnlyList<string> c)
+        {
+            for (int i = 0; i < c.Count; i++)
+            {
+                if (i > 0) sb.Append("  ");
+                sb.Append(i == c.Count - 1 ? c[i] : c[i].PadRight(widths[i]));
+            }
+            sb.Append('\n');
+        }
+        Row(header);
+        Row(widths.Select(w => new string('-', w)).ToArray());
+        foreach (var r in all) Row(r);
+        return sb.ToString();
+    }
+}

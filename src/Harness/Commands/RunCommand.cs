@@ -1,0 +1,198 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Harness.Scenarios;
+using Spectre.Console;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `harness run [filter] [--offline] [--report DIR] [--baseline FILE] [--growth-factor X] [--fail-fast]`: runs catalog
+/// scenarios with live progress (Spectre.Console on a terminal; one plain line per scenario when redirected or CI=true),
+/// then a summary table. Exit 0 when every scenario passed, 1 when any failed, 2 on usage errors.
+/// </summary>
+internal static class RunCommand
+{
+    public sealed record Options(string? Filter, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast);
+
+    public static Command Create()
+    {
+        var filter = new Argument<string?>("filter")
+        {
+            Description = "Which scenarios: comma-separated terms that must all match the id (substring, or glob with '*'; '!' negates). Empty: all.",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var offline = new Option<bool>("--offline")
+        {
+            Description = "Compare against the recorded reference in fixtures/ (no Python needed) instead of the live HF reference.",
+        };
+        var report = new Option<string?>("--report") { Description = "Write the accuracy report (report.json) into this folder.", HelpName = "DIR" };
+        var baseline = new Option<string?>("--baseline")
+        {
+            Description = "An earlier report.json to compare errors with (needs --report).",
+            HelpName = "FILE",
+        };
+        baseline.Validators.Add(r =>
+        {
+            var path = r.GetValueOrDefault<string?>();
+            if (path is not null && !File.Exists(path)) r.AddError($"--baseline: no such file: {Path.GetFullPath(path)}");
+        });
+        var growth = new Option<double>("--growth-factor")
+        {
+            Description = "With --baseline: how much a scenario's error may grow over the baseline before the report flags it.",
+            DefaultValueFactory = _ => 2.0,
+            HelpName = "X",
+        };
+        growth.Validators.Add(r =>
+        {
+            var g = r.GetValueOrDefault<double>();
+            if (!double.IsFinite(g) || g < 1) r.AddError($"--growth-factor must be a number >= 1, got {g}");
+        });
+        var failFast = new Option<bool>("--fail-fast") { Description = "Stop at the first scenario that fails; the rest are reported as not run." };
+
+        var command = new Command("run",
+            "Run catalog scenarios (engine vs reference, layer by layer and token by token) with live progress and a summary table. " +
+            "Live by default: needs the reference interpreter (HARNESS_PYTHON or ci/reference-env.sh). " +
+            "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
+            "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
+        {
+            filter, offline, report, baseline, growth, failFast,
+        };
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
+        });
+        command.SetAction(r => Run(new Options(r.GetValue(filter), r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast))));
+        return command;
+    }
+
+    public static int Run(Options o)
+    {
+        var scenarios = ScenarioCatalog.Filter(o.Filter);
+        if (scenarios.Count == 0)
+        {
+            Console.Error.WriteLine($"harness run: no scenario matches '{o.Filter}'");
+            CliSupport.PrintNearMatches(o.Filter ?? "", Console.Error);
+            return ExitCodes.Usage;
+        }
+        var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run");
+        if (context is null) return ExitCodes.Usage;
+
+        var mode = context.IsLive ? $"live reference ({Reference.ReferenceWorker.Shared.Description})" : $"recorded reference in {context.FixturesDirectory}";
+        Console.WriteLine($"running {scenarios.Count} scenario{(scenarios.Count == 1 ? "" : "s")} against the {mode}");
+
+        var total = Stopwatch.StartNew();
+        var done = CliSupport.PlainOutput ? RunPlain(scenarios, context, o.FailFast) : RunLive(scenarios, context, o.FailFast);
+        total.Stop();
+
+        PrintSummary(scenarios, done);
+        int passed = done.Count(e => e.Result.Passed), failed = done.Count - passed, errors = done.Count(e => e.Error is not null);
+        int notRun = scenarios.Count - done.Count;
+        Console.WriteLine($"{passed} passed, {failed} failed{(errors > 0 ? $" ({errors} could not run)" : "")}" +
+                          $"{(notRun > 0 ? $", {notRun} not run (--fail-fast)" : "")} in {CliSupport.Seconds(total.Elapsed)}");
+        var drifted = done.Where(e => e.Outcome.Drift is { Drifted: true }).ToList();
+        if (drifted.Count > 0)
+            Console.WriteLine($"{drifted.Count} recorded reference{(drifted.Count == 1 ? "" : "s")} drifted from the live one: re-record with `harness fixtures record` once understood");
+
+        if (o.Report is not null)
+        {
+            try
+            {
+                RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context);
+                Console.WriteLine($"report written to {Path.GetFullPath(o.Report)}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"harness run: cannot write the report into {Path.GetFullPath(o.Report)}: {e.Message}");
+                return ExitCodes.Failed;
+            }
+        }
+        return failed == 0 && notRun == 0 ? ExitCodes.Ok : ExitCodes.Failed;
+    }
+
+    /// <summary>One line per scenario, written as its phases go: "[ 3/29] id: reference engine compare -> PASS (1.2 s)".</summary>
+    private static List<ScenarioExecution> RunPlain(IReadOnlyList<Scenario> scenarios, ScenarioContext context, bool failFast)
+    {
+        var done = new List<ScenarioExecution>();
+        int width = scenarios.Count.ToString(System.Globalization.CultureInfo.InvariantCulture).Length;
+        for (int i = 0; i < scenarios.Count; i++)
+        {
+            var s = scenarios[i];
+            Console.Write($"[{(i + 1).ToString().PadLeft(width)}/{scenarios.Count}] {s.Id}:");
+            Console.Out.Flush();
+            var e = ScenarioExecution.Run(s, context, phase =>
+            {
+                Console.Write($" {phase}");
+                Console.Out.Flush();
+            });
+            Console.WriteLine($" -> {e.Verdict} ({CliSupport.Seconds(e.Result.Elapsed)})");
+            if (!e.Result.Passed) Console.WriteLine($"    {e.Reason}");
+            if (e.Outcome.Drift is { } drift) Console.WriteLine($"    {drift}");
+            done.Add(e);
+            if (failFast && !e.Result.Passed) break;
+        }
+        return done;
+    }
+
+    /// <summary>Spectre.Console progress: overall bar, the current scenario with its phase and elapsed time, a line per finished scenario.</summary>
+    private static List<ScenarioExecution> RunLive(IReadOnlyList<Scenario> scenarios, ScenarioContext context, bool failFast)
+    {
+        var done = new List<ScenarioExecution>();
+        string[] phases = ["reference", "engine", "compare"];
+        AnsiConsole.Progress()
+            .AutoClear(true)
+            .HideCompleted(true)
+            .Columns(new SpinnerColumn(), new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var overall = ctx.AddTask($"scenarios 0/{scenarios.Count}", maxValue: scenarios.Count);
+                for (int i = 0; i < scenarios.Count; i++)
+                {
+                    var s = scenarios[i];
+                    var id = Markup.Escape(s.Id);
+                    var task = ctx.AddTask(id, maxValue: phases.Length);
+                    var e = ScenarioExecution.Run(s, context, phase =>
+                    {
+                        task.Value = Array.IndexOf(phases, phase);
+                        task.Description = $"{id} [yellow]{phase}[/]";
+                    });
+                    task.Value = task.MaxValue;
+                    task.StopTask();
+                    var color = e.Result.Passed ? "green" : "red";
+                    AnsiConsole.MarkupLine($"[{color}]{e.Verdict,-5}[/] {id} [grey]({CliSupport.Seconds(e.Result.Elapsed)})[/]");
+                    if (!e.Result.Passed) AnsiConsole.MarkupLine($"      [grey]{Markup.Escape(e.Reason)}[/]");
+                    if (e.Outcome.Drift is { } drift)
+                        AnsiConsole.MarkupLine($"      [{(drift.Drifted ? "yellow" : "grey")}]{Markup.Escape(drift.ToString())}[/]");
+                    done.Add(e);
+                    int failedSoFar = done.Count(x => !x.Result.Passed);
+                    overall.Increment(1);
+                    overall.Description = $"scenarios {done.Count}/{scenarios.Count}" + (failedSoFar > 0 ? $" [red]{failedSoFar} failed[/]" : "");
+                    if (failFast && !e.Result.Passed) break;
+                }
+                overall.Value = overall.MaxValue;
+            });
+        return done;
+    }
+
+    private static void PrintSummary(IReadOnlyList<Scenario> scenarios, IReadOnlyList<ScenarioExecution> done)
+    {
+        string[] header = ["id", "verdict", "first bad module", "reason", "time"];
+        var rows = done.Select(e => new[]
+        {
+            e.Result.Scenario.Id, e.Verdict, e.Result.FirstBadModule ?? "-", e.Reason, CliSupport.Seconds(e.Result.Elapsed),
+        }).Concat(scenarios.Skip(done.Count).Select(s => new[] { s.Id, "NOT RUN", "-", "--fail-fast stopped the run", "-" })).ToList();
+        Console.WriteLine();
+        if (CliSupport.PlainOutput)
+        {
+            Console.Write(CliSupport.PlainTable(header, rows));
+            return;
+        }
+        var table = new Table().Border(TableBorder.Rounded).Title("summary");
+        foreach (var h in header) table.AddColumn(new TableColumn(h) { NoWrap = h is "id" or "verdict" or "first bad module" or "time" });
+        foreach (var r in rows)
+        {
+            var verdict = r[1] switch { "PASS" => "[green]PASS[/]", "NOT RUN" => "[grey]NOT RUN[/]", var v => $"[red]{v}[/]" };
+            table.AddRow(Markup.Escape(r[0]), verdict, Markup.Escape(r[2]), Markup.Escape(r[3]), r[4]);
+        }
+        AnsiConsole.Write(table);
+    }
+}
