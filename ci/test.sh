@@ -24,6 +24,13 @@ results_dir="${HARNESS_TEST_RESULTS:-build/test-results}"
 rm -rf "$results_dir"
 mkdir -p "$results_dir"
 
+# The E2E tests open the HTML report in Debian's Chromium (through Microsoft.Playwright, no browser download).
+if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+  echo "installing chromium for the report E2E tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+    || echo "warning: could not install chromium; the report page tests will skip (or fail with HARNESS_REQUIRE_BROWSER=1)" >&2
+fi
+
 dotnet build Harness.sln -c Release --nologo -v quiet -warnaserror
 dotnet tool restore >/dev/null
 

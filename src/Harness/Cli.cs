@@ -21,6 +21,7 @@ public static class Cli
             ReproCommand.Create(),
             CompareCommand.Create(),
             FixturesCommand.Create(),
+            ReportCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
         };

@@ -243,3 +243,33 @@ public class CliTests
         }
     }
 }
+
+/// <summary>`harness report` re-renders a report.json, with a baseline, as a nightly job compares with last night's.</summary>
+public class ReportVerbTests
+{
+    [Fact]
+    public void Report_re_renders_the_three_files_against_a_baseline()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "harness-e2e-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var first = CliProcess.Run("run", "gemma4-expert/gelu-tanh/fp32,!fault", "--offline", "--report", Path.Combine(dir, "night1"));
+            Assert.True(first.ExitCode == 0, first.ToString());
+            var again = CliProcess.Run("report", "--from", Path.Combine(dir, "night1", "report.json"), "--out", Path.Combine(dir, "night2"),
+                "--baseline", Path.Combine(dir, "night1", "report.json"));
+            Assert.True(again.ExitCode == 0, again.ToString());
+            Assert.Contains("0 regression(s)", again.Stdout);
+            foreach (var f in new[] { "report.json", "junit.xml", "index.html" })
+                Assert.True(File.Exists(Path.Combine(dir, "night2", f)), $"{f} missing");
+            Assert.Contains("id=\"baseline\"", File.ReadAllText(Path.Combine(dir, "night2", "index.html")));
+
+            var missing = CliProcess.Run("report", "--from", Path.Combine(dir, "nope.json"), "--out", Path.Combine(dir, "x"));
+            Assert.Equal(2, missing.ExitCode);
+            Assert.Contains("nope.json", missing.Stderr);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+}

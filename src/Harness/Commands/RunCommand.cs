@@ -12,15 +12,28 @@ namespace Harness.Commands;
 /// </summary>
 internal static class RunCommand
 {
-    public sealed record Options(string? Filter, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast);
+    public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null);
 
     public static Command Create()
     {
-        var filter = new Argument<string?>("filter")
+        var filter = new Argument<string[]>("filter")
         {
-            Description = "Which scenarios: comma-separated terms that must all match the id (substring, or glob with '*'; '!' negates). Empty: all.",
-            Arity = ArgumentArity.ZeroOrOne,
+            Description = "Which scenarios: each filter is comma-separated terms that must all match the id (substring, or glob with '*'; " +
+                          "'!' negates); several filters add up. None: all.",
+            Arity = ArgumentArity.ZeroOrMore,
         };
+        var fault = new Option<string?>("--fault")
+        {
+            Description = "Inject this engine fault into every selected scenario that has none, to see which scenarios catch it " +
+                          "(they then fail: the comparison diverges). See `harness repro --help` for the known faults.",
+            HelpName = "NAME",
+        };
+        fault.Validators.Add(r =>
+        {
+            var name = r.GetValueOrDefault<string?>();
+            if (name is not null && !Engine.Runtime.Faults.Known.ContainsKey(name))
+                r.AddError($"--fault: unknown fault '{name}'; known: {string.Join(", ", Engine.Runtime.Faults.Known.Keys.Order())}");
+        });
         var offline = new Option<bool>("--offline")
         {
             Description = "Compare against the recorded reference in fixtures/ (no Python needed) instead of the live HF reference.",
@@ -55,25 +68,30 @@ internal static class RunCommand
             "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
             "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
         {
-            filter, offline, report, baseline, growth, failFast,
+            filter, offline, report, baseline, growth, failFast, fault,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
         });
-        command.SetAction(r => Run(new Options(r.GetValue(filter), r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast))));
+        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault))));
         return command;
     }
 
     public static int Run(Options o)
     {
-        var scenarios = ScenarioCatalog.Filter(o.Filter);
+        var selected = (o.Filters.Length == 0 ? ScenarioCatalog.All : o.Filters.SelectMany(ScenarioCatalog.Filter)).ToHashSet();
+        IReadOnlyList<Scenario> scenarios = ScenarioCatalog.All.Where(selected.Contains).ToList();
         if (scenarios.Count == 0)
         {
-            Console.Error.WriteLine($"harness run: no scenario matches '{o.Filter}'");
-            CliSupport.PrintNearMatches(o.Filter ?? "", Console.Error);
+            var text = string.Join(" ", o.Filters);
+            Console.Error.WriteLine($"harness run: no scenario matches '{text}'");
+            CliSupport.PrintNearMatches(o.Filters.FirstOrDefault() ?? "", Console.Error);
             return ExitCodes.Usage;
         }
+        if (o.Fault is not null)
+            scenarios = scenarios.Select(s => s.Fault is not null ? s
+                : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = $"{s.Id}/fault={o.Fault}" }).ToList();
         var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run");
         if (context is null) return ExitCodes.Usage;
 

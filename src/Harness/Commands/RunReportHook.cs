@@ -1,58 +1,45 @@
-using System.Text.Json;
+using Harness.Reports;
 using Harness.Scenarios;
 
 namespace Harness.Commands;
 
 /// <summary>
-/// The one place `harness run --report DIR` writes its report. For now a minimal DIR/report.json (Utf8JsonWriter, no
-/// reflection: the CLI is trimmed); to be replaced by Harness.Reports' ReportWriter.WriteAll(AccuracyReport, dir,
-/// baseline, growthFactor) when that lands: the options (--report, --baseline, --growth-factor) are parsed and
-/// validated already and arrive here unchanged.
+/// The one place `harness run --report DIR` writes its report: report.json, junit.xml and index.html through
+/// <see cref="ReportWriter.WriteAll"/>, with the versions of the reference (live) or of the recording (offline), and
+/// the comparison with a baseline report.json when given.
 /// </summary>
 public static class RunReportHook
 {
     public const string FileName = "report.json";
 
-    public static void Write(IReadOnlyList<ScenarioRunner.Outcome> outcomes, string directory, string? baselinePath, double growthFactor, ScenarioContext context)
+    public static AccuracyReport Write(IReadOnlyList<ScenarioRunner.Outcome> outcomes, string directory, string? baselinePath, double growthFactor, ScenarioContext context)
     {
-        Directory.CreateDirectory(directory);
-        var path = Path.Combine(directory, FileName);
-        using var stream = File.Create(path);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-        w.WriteStartObject();
-        w.WriteString("created_at", DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture));
-        w.WriteString("mode", context.IsLive ? "live" : "offline");
-        w.WriteString("engine_version", CliSupport.EngineVersion);
-        if (baselinePath is null) w.WriteNull("baseline");
-        else w.WriteString("baseline", Path.GetFullPath(baselinePath));
-        w.WriteNumber("growth_factor", growthFactor);
-        w.WriteNumber("passed", outcomes.Count(o => o.Result.Passed));
-        w.WriteNumber("failed", outcomes.Count(o => !o.Result.Passed));
-        w.WriteStartArray("scenarios");
+        var versions = context.IsLive ? context.Versions() : RecordedVersions(context, outcomes);
+        var environment = ReportEnvironment.Capture(
+            versions.GetValueOrDefault("python", "n/a"),
+            versions.GetValueOrDefault("torch", "n/a"),
+            versions.GetValueOrDefault("transformers", "n/a"));
+        var report = AccuracyReport.Create(outcomes.Select(o => ScenarioRecord.From(o.Result)).ToList(), environment);
+        var baseline = baselinePath is null ? null : AccuracyReport.Load(baselinePath);
+        return ReportWriter.WriteAll(report, directory, baseline, growthFactor);
+    }
+
+    // Offline: the versions recorded in the first reference file used (fixtures store them in their metadata).
+    private static IReadOnlyDictionary<string, string> RecordedVersions(ScenarioContext context, IReadOnlyList<ScenarioRunner.Outcome> outcomes)
+    {
         foreach (var o in outcomes)
         {
-            var r = o.Result;
-            w.WriteStartObject();
-            w.WriteString("id", r.Scenario.Id);
-            w.WriteString("verdict", r.Passed ? "pass" : "fail");
-            w.WriteBoolean("comparison_passed", r.ComparisonPassed);
-            w.WriteString("reason", r.Reason);
-            if (r.FirstBadModule is null) w.WriteNull("first_bad_module");
-            else w.WriteString("first_bad_module", r.FirstBadModule);
-            if (r.Scenario.Fault is null) w.WriteNull("fault");
-            else w.WriteString("fault", r.Scenario.Fault);
-            w.WriteNumber("elapsed_s", Math.Round(r.Elapsed.TotalSeconds, 3));
-            if (o.Drift is { } d)
+            var path = Fixtures.BundlePath(context.FixturesDirectory, o.Result.Scenario.ReferenceKey);
+            if (!File.Exists(path)) continue;
+            using var file = Engine.IO.SafetensorsFile.Open(path);
+            var meta = file.Metadata;
+            return new Dictionary<string, string>
             {
-                w.WriteStartObject("drift");
-                w.WriteNumber("max_relative_l2", double.IsFinite(d.MaxRelativeL2) ? d.MaxRelativeL2 : -1);
-                w.WriteBoolean("tokens_equal", d.TokensEqual);
-                w.WriteBoolean("drifted", d.Drifted);
-                w.WriteEndObject();
-            }
-            w.WriteEndObject();
+                ["python"] = meta.GetValueOrDefault("python", "n/a") + " (recorded)",
+                ["torch"] = meta.GetValueOrDefault("torch", "n/a") + " (recorded)",
+                ["transformers"] = meta.GetValueOrDefault("transformers", "n/a") + " (recorded)",
+            };
         }
-        w.WriteEndArray();
-        w.WriteEndObject();
+        return new Dictionary<string, string>();
     }
 }

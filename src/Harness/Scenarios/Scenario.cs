@@ -28,7 +28,9 @@ public abstract record Scenario
     /// <summary>For a fault: the module the harness must name as the first bad one.</summary>
     public string? ExpectedFirstBadModule { get; init; }
 
-    public bool ExpectFailure => Fault is not null;
+    /// <summary>A mutation check: the comparison must fail at <see cref="ExpectedFirstBadModule"/>. A fault injected
+    /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>
+    public bool ExpectFailure => Fault is not null && ExpectedFirstBadModule is not null;
 
     /// <summary>Computes the reference outputs with the live reference (HF/torch in the worker).</summary>
     public abstract ReferenceBundle ComputeReference(ScenarioContext context);

@@ -1,0 +1,52 @@
+using System.CommandLine;
+using Harness.Reports;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `harness report --from report.json --out DIR [--baseline FILE] [--growth-factor X]`: re-renders report.json,
+/// junit.xml and index.html from an existing report.json, e.g. to compare last night's report with the one before.
+/// Exit 0 when every scenario passed and no regression against the baseline was flagged, 1 otherwise, 2 on bad input.
+/// </summary>
+internal static class ReportCommand
+{
+    public static Command Create()
+    {
+        var from = new Option<string>("--from") { Description = "The report.json to render.", HelpName = "FILE", Required = true };
+        var output = new Option<string>("--out") { Description = "Folder for report.json, junit.xml and index.html.", HelpName = "DIR", Required = true };
+        var baseline = new Option<string?>("--baseline") { Description = "An earlier report.json to compare errors with.", HelpName = "FILE" };
+        var growth = new Option<double>("--growth-factor")
+        {
+            Description = "How much a scenario's error may grow over the baseline before it is flagged.",
+            DefaultValueFactory = _ => 2.0,
+            HelpName = "X",
+        };
+        var command = new Command("report", "Re-render an accuracy report (report.json, junit.xml, index.html) from a report.json, optionally against a baseline.")
+        {
+            from, output, baseline, growth,
+        };
+        command.SetAction(r => Run(r.GetValue(from)!, r.GetValue(output)!, r.GetValue(baseline), r.GetValue(growth)));
+        return command;
+    }
+
+    public static int Run(string from, string output, string? baselinePath, double growthFactor)
+    {
+        AccuracyReport report;
+        AccuracyReport? baseline = null;
+        try
+        {
+            report = AccuracyReport.Load(from);
+            if (baselinePath is not null) baseline = AccuracyReport.Load(baselinePath);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            Console.Error.WriteLine($"harness report: cannot read {(baselinePath is not null && !File.Exists(baselinePath) ? baselinePath : from)}: {e.Message}");
+            return ExitCodes.Usage;
+        }
+        var written = ReportWriter.WriteAll(report, output, baseline, growthFactor);
+        Console.WriteLine($"{report.PassedCount} passed, {report.FailedCount} failed; report written to {Path.GetFullPath(output)}");
+        if (written.Baseline is { } b)
+            Console.WriteLine($"against the baseline of {b.BaselineGeneratedAt:u}: {b.RegressionCount} regression(s) (growth factor {growthFactor})");
+        return report.Passed && (written.Baseline?.RegressionCount ?? 0) == 0 ? ExitCodes.Ok : ExitCodes.Failed;
+    }
+}
