@@ -187,6 +187,21 @@ public class CliTests
         Assert.Contains("expected shape [1, 2, 32, 16]", r.Stdout);
     }
 
+    /// <summary>Every injected fault of the earlier issues, reproduced by name, points at the module where it shows first.</summary>
+    [Theory]
+    [InlineData("llama/tp2-sp-pp2/input-ids/fp32", Faults.SpPpResidualSliced, "model.layers.2")]
+    [InlineData("llama/tp2-sp-pp2/prompt-embeds/fp32", Faults.SpPpResidualSliced, "model.layers.2")]
+    [InlineData("llama/tp2-sp/prompt-embeds/fp32", Faults.SpResidualFirstSlice, "model.layers.0.post_attention_layernorm")]
+    [InlineData("gemma3n-embedder/tp2/fp32", Faults.RowParallelInputIsParallel, "model.embed_vision.embedding_projection")]
+    [InlineData("gemma4-expert/gelu-tanh/fp32", Faults.GeluTanhAsExact, "expert")]
+    public void Repro_of_each_fault_names_its_first_divergent_module(string id, string fault, string module)
+    {
+        var r = CliProcess.Run("repro", id, "--fault", fault, "--offline");
+        Assert.True(r.ExitCode == 1, r.ToString());
+        var firstDivergence = r.Stdout[r.Stdout.IndexOf("== first divergent module ==", StringComparison.Ordinal)..];
+        Assert.StartsWith($"== first divergent module ==\n{module}", firstDivergence.Replace("\r", ""));
+    }
+
     [Fact]
     public void Repro_with_an_unknown_fault_lists_the_known_faults()
     {

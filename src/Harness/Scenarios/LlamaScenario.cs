@@ -38,13 +38,18 @@ public sealed record LlamaScenario : Scenario
     /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
     public long[]? PromptIds { get; init; }
 
+    /// <summary>The tiny model's RoPE variant (<see cref="TinyLlama.RopeTypes"/>).</summary>
+    public string Rope { get; }
+
     [SetsRequiredMembers]
-    public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null, string? expectedFirstBadModule = null)
+    public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null,
+        string? expectedFirstBadModule = null, string rope = "default")
     {
-        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens;
+        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens; Rope = rope;
         string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
         string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
-        Id = $"llama/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        string model = rope == "default" ? "llama" : $"llama-rope-{rope}";
+        Id = $"{model}/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
         Model = "llama";
         Layout = layout;
         DType = dtype;
@@ -52,8 +57,8 @@ public sealed record LlamaScenario : Scenario
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
         Tolerance = Policy(dtype).Name;
-        ReferenceKey = $"llama-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
-        Description = $"tiny Llama, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
+        ReferenceKey = $"{model}-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
+        Description = $"tiny Llama{(rope == "default" ? "" : $" with {rope} RoPE scaling")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
     }
 
@@ -87,9 +92,9 @@ public sealed record LlamaScenario : Scenario
     {
         if (ModelPath is not null)
             return context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath);
-        return context.ModelDirectory("tiny-llama", DType, (client, dir) =>
+        return context.ModelDirectory(TinyLlama.ModelName(Rope), DType, (client, dir) =>
         {
-            client.BuildModel(TinyLlama.Config(), TinyLlama.Seed, DType, dir);
+            client.BuildModel(TinyLlama.Config(Rope), TinyLlama.Seed, DType, dir);
             return dir;
         });
     }

@@ -41,6 +41,10 @@ public static class ScenarioCatalog
         }
         list.Add(new LlamaScenario(4, 1, true, InputKind.InputIds, promptTokens: 5)); // 5 tokens padded to 8 over 4 ranks
 
+        // The rope_scaling variants HF's Llama supports, under TP with SP and PP.
+        foreach (var rope in new[] { "linear", "llama3" })
+            list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: rope));
+
         // Scenario 5: gelu_tanh in Gemma4's experts.
         list.Add(new ExpertScenario(DType.Float32));
         list.Add(new ExpertScenario(DType.BFloat16));

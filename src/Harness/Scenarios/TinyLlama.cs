@@ -13,7 +13,30 @@ public static class TinyLlama
     public const ulong Seed = 1234;
     public const int Hidden = 64;
 
-    public static JsonObject Config() => new()
+    /// <summary>The RoPE variants HF's Llama supports that the catalog exercises (rope_parameters.rope_type).</summary>
+    public static readonly string[] RopeTypes = ["default", "linear", "llama3"];
+
+    /// <summary>The model name under fixtures/models for a RoPE variant.</summary>
+    public static string ModelName(string rope) => rope == "default" ? "tiny-llama" : $"tiny-llama-rope-{rope}";
+
+    /// <summary>
+    /// rope_parameters for a variant: linear scales positions by 2; llama3 (factor 8, low/high frequency factors 1
+    /// and 4, original context 64) rescales the low frequencies and smooths the band between, at head_dim 16 both
+    /// regimes and the band occur.
+    /// </summary>
+    public static JsonObject Rope(string rope) => rope switch
+    {
+        "default" => new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 10000.0 },
+        "linear" => new JsonObject { ["rope_type"] = "linear", ["rope_theta"] = 10000.0, ["factor"] = 2.0 },
+        "llama3" => new JsonObject
+        {
+            ["rope_type"] = "llama3", ["rope_theta"] = 10000.0, ["factor"] = 8.0, ["low_freq_factor"] = 1.0,
+            ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 64,
+        },
+        _ => throw new ArgumentException($"unknown rope variant '{rope}'; known: {string.Join(", ", RopeTypes)}"),
+    };
+
+    public static JsonObject Config(string rope = "default") => new()
     {
         ["architectures"] = new JsonArray("LlamaForCausalLM"),
         ["model_type"] = "llama",
@@ -29,7 +52,7 @@ public static class TinyLlama
         ["initializer_range"] = 0.125,
         ["tie_word_embeddings"] = false,
         ["hidden_act"] = "silu",
-        ["rope_parameters"] = new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 10000.0 },
+        ["rope_parameters"] = Rope(rope),
         ["bos_token_id"] = 1,
         ["eos_token_id"] = 2,
     };
