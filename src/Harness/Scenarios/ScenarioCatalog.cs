@@ -70,7 +70,7 @@ public static class ScenarioCatalog
 
     /// <summary>The ids closest to a wrong id or filter (edit distance), for "did you mean".</summary>
     public static IReadOnlyList<string> NearMatches(string text, int count = 5) =>
-        All.Select(s => (s.Id, Distance: Levenshtein(text, s.Id) - (s.Id.Contains(text.Split('/')[0], StringComparison.Ordinal) ? 5 : 0)))
+        All.Select(s => (s.Id, Distance: Engine.IO.NearNames.Distance(text, s.Id) - (s.Id.Contains(text.Split('/')[0], StringComparison.Ordinal) ? 5 : 0)))
             .OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(count).Select(x => x.Id).ToList();
 
     private static bool Matches(string id, string term)
@@ -78,20 +78,5 @@ public static class ScenarioCatalog
         if (!term.Contains('*')) return id.Contains(term, StringComparison.Ordinal);
         var pattern = "^" + System.Text.RegularExpressions.Regex.Escape(term).Replace("\\*", ".*") + "$";
         return System.Text.RegularExpressions.Regex.IsMatch(id, pattern);
-    }
-
-    private static int Levenshtein(string a, string b)
-    {
-        var prev = new int[b.Length + 1];
-        var cur = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) prev[j] = j;
-        for (int i = 1; i <= a.Length; i++)
-        {
-            cur[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-            (prev, cur) = (cur, prev);
-        }
-        return prev[b.Length];
     }
 }
