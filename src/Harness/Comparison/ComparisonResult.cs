@@ -27,7 +27,8 @@ public sealed record ComparisonResult(
 {
     public bool ShapeMatches => ActualShape.AsSpan().SequenceEqual(ExpectedShape);
 
-    public bool Passed => ShapeMatches && Mismatches == 0;
+    /// <summary>Shapes match and every element is within the policy; a norm-wise policy judges the relative L2 error instead.</summary>
+    public bool Passed => ShapeMatches && (Policy.MaxRelativeL2 is double l2 ? RelativeL2 <= l2 : Mismatches == 0);
 
     public override string ToString()
     {

@@ -8,6 +8,12 @@ namespace Harness.Comparison;
 /// </summary>
 public sealed record TolerancePolicy(string Name, double Rtol, double Atol, string Justification)
 {
+    /// <summary>
+    /// When set, the policy is norm-wise: a tensor passes when its relative L2 error is at most this, whatever single
+    /// elements do (the allclose counts are still reported). For rounding noise that has no per-element bound.
+    /// </summary>
+    public double? MaxRelativeL2 { get; init; }
+
     public bool Accepts(double actual, double expected)
     {
         if (double.IsNaN(expected) || double.IsNaN(actual)) return double.IsNaN(expected) && double.IsNaN(actual);
@@ -24,7 +30,9 @@ public sealed record TolerancePolicy(string Name, double Rtol, double Atol, stri
         return Math.Abs(actual - expected) / (Atol + Rtol * Math.Abs(expected));
     }
 
-    public override string ToString() => $"{Name} (rtol {Rtol:G3}, atol {Atol:G3})";
+    public override string ToString() => MaxRelativeL2 is double l2
+        ? $"{Name} (relative L2 <= {l2:G3})"
+        : $"{Name} (rtol {Rtol:G3}, atol {Atol:G3})";
 }
 
 /// <summary>The named tolerance policies. Defaults are torch.testing.assert_close's; overrides say what they cover.</summary>
@@ -65,6 +73,19 @@ public static class Tolerances
     /// </summary>
     public static readonly TolerancePolicy BFloat16Layer = new("bfloat16-layer", 1.6e-2, 3.9e-3,
         "bf16 intermediates round once per op; a one-ulp flip upstream moves unit-scale outputs by about one bf16 ulp of 1 (2^-8)");
+
+    /// <summary>
+    /// A bfloat16 model under tensor parallelism, judged norm-wise: each of the tp ranks rounds its partial sum to bf16
+    /// before the all-reduce (or reduce-scatter), which rounds again, where the single-device reference rounds the
+    /// float32 sum once. That is about one bf16 ulp (2^-8 relative) of noise per reduction, carried along the residual
+    /// stream, where single elements near zero have no useful bound. Measured on the tiny 4-layer Llama at tp=2: relative
+    /// L2 up to 1.6e-2 by the last layer, identical greedy tokens; 3e-2 allows 2x. Real bugs sit far above (the [0:L]
+    /// residual slice is 0.3).
+    /// </summary>
+    public static TolerancePolicy BFloat16TensorParallel(int tp) => tp <= 1 ? BFloat16Layer
+        : new($"bfloat16-tp{tp}", 1.6e-2, 3.9e-3,
+            $"bf16 under TP={tp}: partial sums rounded before each reduction, ~one bf16 ulp per reduction along the residual stream")
+        { MaxRelativeL2 = 3e-2 };
 
     public static TolerancePolicy For(DType dtype) => dtype switch
     {

@@ -56,7 +56,7 @@ public sealed record LlamaScenario : Scenario
         Input = inputName;
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
-        Tolerance = Policy(dtype).Name;
+        Tolerance = Policy(dtype, tp).Name;
         ReferenceKey = $"{model}-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
         Description = $"tiny Llama{(rope == "default" ? "" : $" with {rope} RoPE scaling")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
@@ -64,7 +64,8 @@ public sealed record LlamaScenario : Scenario
 
     public int WorldSize => Tp * Pp;
 
-    public static TolerancePolicy Policy(DType dtype) => dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16Layer;
+    public static TolerancePolicy Policy(DType dtype, int tp = 1) =>
+        dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16TensorParallel(tp);
 
     /// <summary>
     /// A Llama scenario on a user's HF checkpoint folder (config.json + safetensors): the same layer-by-layer and
@@ -154,7 +155,7 @@ public sealed record LlamaScenario : Scenario
                 error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
             }
         }
-        var policy = Policy(DType);
+        var policy = Policy(DType, Tp);
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);

@@ -41,6 +41,10 @@ public static class ScenarioCatalog
         }
         list.Add(new LlamaScenario(4, 1, true, InputKind.InputIds, promptTokens: 5)); // 5 tokens padded to 8 over 4 ranks
 
+        // bfloat16: every intermediate rounded to bf16, judged by the bf16 layer policy.
+        list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, DType.BFloat16));
+        list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16));
+
         // The rope_scaling variants HF's Llama supports, under TP with SP and PP.
         foreach (var rope in new[] { "linear", "llama3" })
             list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: rope));

@@ -68,4 +68,18 @@ public class TensorComparerTests
         Assert.Equal(0, r.MaxAbsError);
         Assert.Equal(0, r.RelativeL2);
     }
+
+    [Fact]
+    public void Norm_wise_policy_judges_relative_L2_not_single_elements()
+    {
+        var expected = Tensor.FromArray([1f, 2f, 3f, 0.001f], 4);
+        var actual = Tensor.FromArray([1f, 2f, 3f, 0.01f], 4); // one near-zero element off by 10x, tiny in norm
+        var tp = Tolerances.BFloat16TensorParallel(2);
+        var r = TensorComparer.Compare("residual", actual, expected, tp);
+        Assert.True(r.Passed, r.ToString());
+        Assert.Equal(1, r.Mismatches);                       // still reported
+        Assert.Contains("relative L2 <= 0.03", r.ToString());
+        var far = TensorComparer.Compare("residual", Tensor.FromArray([1f, 2f, 2f, 0.001f], 4), expected, tp);
+        Assert.False(far.Passed, far.ToString());
+    }
 }
