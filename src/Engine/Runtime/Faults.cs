@@ -36,6 +36,12 @@ public static class Faults
     /// </summary>
     public const string GeluTanhAsExact = "gelu-tanh-as-exact";
 
+    /// <summary>
+    /// Attention output reshaped to the full hidden_size instead of (*input_shape, -1), as Qwen2-VL's attention once
+    /// did: invisible at TP=1, where heads * head_dim == hidden_size, but each rank holds heads/tp heads under TP.
+    /// </summary>
+    public const string AttentionReshapeHiddenSize = "attention-reshape-hidden-size";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -44,6 +50,7 @@ public static class Faults
         [SpPpResidualSliced] = "SP+PP: the scattered residual is sliced, not all-gathered, when it crosses a pipeline stage",
         [RowParallelInputIsParallel] = "a row-parallel layer fed a full-width input is built with input_is_parallel=True",
         [GeluTanhAsExact] = "gelu_pytorch_tanh (Gemma4's MoE experts) computed as exact erf GELU",
+        [AttentionReshapeHiddenSize] = "attention output reshaped to hidden_size instead of (*input_shape, -1) (Qwen2-VL under TP)",
     };
 
     private static readonly AsyncLocal<HashSet<string>?> _active = new();

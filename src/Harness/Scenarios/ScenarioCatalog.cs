@@ -41,6 +41,10 @@ public static class ScenarioCatalog
         }
         list.Add(new LlamaScenario(4, 1, true, InputKind.InputIds, promptTokens: 5)); // 5 tokens padded to 8 over 4 ranks
 
+        // Scenario 3's bug (Qwen2-VL): attention output reshaped to hidden_size; invisible at TP=1, fatal at TP=4.
+        list.Add(new LlamaScenario(4, 1, false, InputKind.InputIds, fault: Faults.AttentionReshapeHiddenSize,
+            expectedFirstBadModule: "model.layers.0.self_attn"));
+
         // bfloat16: every intermediate rounded to bf16, judged by the bf16 layer policy.
         list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, DType.BFloat16));
         list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16));

@@ -62,7 +62,15 @@ public sealed class LlamaDecoderLayer
         Capture(".input_layernorm", normed, normedIsLocal);
         var attnIn = normedIsLocal ? _ctx.Tp.AllGather(normed, 0) : normed;  // [Tp, hidden]
 
-        var attn = SelfAttn.Forward(attnIn, cos, sin, cache, realTokens);    // [Tp, hidden] (partial under SP)
+        Tensor attn;
+        try
+        {
+            attn = SelfAttn.Forward(attnIn, cos, sin, cache, realTokens);    // [Tp, hidden] (partial under SP)
+        }
+        catch (Exception e) when (e is not Distributed.CollectiveException { Failure: Distributed.CollectiveFailure.PeerFailed })
+        {
+            throw new ModuleFailedException(Prefix + ".self_attn", _ctx.WorldRank, e);
+        }
         if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
         Capture(".self_attn", attn, sp);
 
