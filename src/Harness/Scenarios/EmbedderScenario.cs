@@ -45,6 +45,8 @@ public sealed record EmbedderScenario : TensorScenario
     private Tensor X => Tensor.Normal(DType, 51, 0, 1, Tokens, Width);
     private Tensor W => Tensor.Normal(DType, 52, 0, 1 / MathF.Sqrt(Width), Out, Width);
 
+    protected override IReadOnlyDictionary<string, Tensor> SeededInputs() => new Dictionary<string, Tensor> { ["x"] = X, ["weight"] = W };
+
     protected override IReadOnlyDictionary<string, Tensor> Reference(ReferenceClient client) =>
         new Dictionary<string, Tensor> { [Module] = client.Matmul(X, W.T().Contiguous()) };
 

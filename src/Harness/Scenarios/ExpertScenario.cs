@@ -40,6 +40,8 @@ public sealed record ExpertScenario : TensorScenario
     private Tensor Up => Tensor.Normal(DType, 43, 0, 1 / MathF.Sqrt(Hidden), Intermediate, Hidden);
     private Tensor Down => Tensor.Normal(DType, 44, 0, 1 / MathF.Sqrt(Intermediate), Hidden, Intermediate);
 
+    protected override IReadOnlyDictionary<string, Tensor> SeededInputs() => new Dictionary<string, Tensor> { ["x"] = X, ["gate_proj"] = Gate, ["up_proj"] = Up, ["down_proj"] = Down };
+
     protected override IReadOnlyDictionary<string, Tensor> Reference(ReferenceClient client) =>
         new Dictionary<string, Tensor> { ["expert"] = client.Mlp("gelu_pytorch_tanh", X, Gate, Up, Down) };
 

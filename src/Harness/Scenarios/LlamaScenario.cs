@@ -116,6 +116,18 @@ public sealed record LlamaScenario : Scenario
 
     public IReadOnlyList<string> Modules => ModulesFor(null);
 
+    public override IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context) =>
+        new Dictionary<string, Tensor> { [InputKind == InputKind.InputIds ? "input_ids" : "inputs_embeds"] = Prompt(LoadConfig(ModelDirectory(context))) };
+
+    public override IReadOnlyDictionary<string, string> Manifest() => new Dictionary<string, string>
+    {
+        ["model_seed"] = ModelPath is null ? TinyLlama.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture) : "n/a",
+        ["prompt_seed"] = InputKind == InputKind.InputIds ? "99" : "77",
+        ["config"] = ModelPath is null ? TinyLlama.Config(Rope).ToJsonString() : $"from {ModelPath}",
+        ["new_tokens"] = NewTokens.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["top_k"] = TopK.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+
     public override ReferenceBundle ComputeReference(ScenarioContext context)
     {
         var client = context.Client!;

@@ -43,6 +43,8 @@ public sealed record MatmulScenario : TensorScenario
     private Tensor A => Tensor.Normal(DType, 31, 0, 1, ShapeA);
     private Tensor B => Tensor.Normal(DType, 32, 0, 1, ShapeB);
 
+    protected override IReadOnlyDictionary<string, Tensor> SeededInputs() => new Dictionary<string, Tensor> { ["a"] = A, ["b"] = B };
+
     protected override IReadOnlyDictionary<string, Tensor> Reference(ReferenceClient client) =>
         new Dictionary<string, Tensor> { ["matmul"] = client.Matmul(A, B) };
 

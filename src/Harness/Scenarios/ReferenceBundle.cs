@@ -11,11 +11,15 @@ namespace Harness.Scenarios;
 /// </summary>
 public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors, TokenSequence? Tokens, IReadOnlyDictionary<string, string> Versions)
 {
-    private const string TokensName = "__tokens", TopKIdsName = "__topk_ids", TopKLogprobsName = "__topk_logprobs";
+    private const string TokensName = "__tokens", TopKIdsName = "__topk_ids", TopKLogprobsName = "__topk_logprobs", InputPrefix = "__input.";
+
+    /// <summary>The inputs the outputs were computed from (seeded prompts, weights of op scenarios).</summary>
+    public IReadOnlyDictionary<string, Tensor> Inputs { get; init; } = new Dictionary<string, Tensor>();
 
     public void Save(string path)
     {
         var all = new Dictionary<string, Tensor>(Tensors);
+        foreach (var (name, t) in Inputs) all[InputPrefix + name] = t;
         if (Tokens is not null)
         {
             int steps = Tokens.Length, k = steps == 0 ? 0 : Tokens.TopK[0].Count;
@@ -38,8 +42,12 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
     {
         using var file = SafetensorsFile.Open(path);
         var tensors = new Dictionary<string, Tensor>();
+        var inputs = new Dictionary<string, Tensor>();
         foreach (var name in file.Names)
-            if (!name.StartsWith("__", StringComparison.Ordinal)) tensors[name] = file.ReadTensor(name);
+        {
+            if (name.StartsWith(InputPrefix, StringComparison.Ordinal)) inputs[name[InputPrefix.Length..]] = file.ReadTensor(name);
+            else if (!name.StartsWith("__", StringComparison.Ordinal)) tensors[name] = file.ReadTensor(name);
+        }
         TokenSequence? tokens = null;
         if (file.Contains(TokensName))
         {
@@ -53,6 +61,6 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
                 .ToList();
             tokens = new TokenSequence(t, topk);
         }
-        return new ReferenceBundle(tensors, tokens, new Dictionary<string, string>(file.Metadata));
+        return new ReferenceBundle(tensors, tokens, new Dictionary<string, string>(file.Metadata)) { Inputs = inputs };
     }
 }

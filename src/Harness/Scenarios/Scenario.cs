@@ -32,6 +32,12 @@ public abstract record Scenario
     /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>
     public bool ExpectFailure => Fault is not null && ExpectedFirstBadModule is not null;
 
+    /// <summary>The seeded inputs the engine and the reference are given (recorded with the reference outputs).</summary>
+    public abstract IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context);
+
+    /// <summary>What else defines the reference: seeds, the HF config (as JSON), shapes; recorded in the fixture's metadata.</summary>
+    public abstract IReadOnlyDictionary<string, string> Manifest();
+
     /// <summary>Computes the reference outputs with the live reference (HF/torch in the worker).</summary>
     public abstract ReferenceBundle ComputeReference(ScenarioContext context);
 

@@ -55,7 +55,14 @@ public sealed class ScenarioContext
     /// <summary>The reference bundle of a scenario: computed live (once per key), or loaded from the fixtures.</summary>
     public ReferenceBundle Reference(Scenario scenario) => _bundles.GetOrAdd(scenario.ReferenceKey, key => new Lazy<ReferenceBundle>(() =>
     {
-        if (Client is not null) return scenario.ComputeReference(this);
+        if (Client is not null)
+        {
+            var computed = scenario.ComputeReference(this);
+            var metadata = new Dictionary<string, string>(computed.Versions);
+            foreach (var (k, v) in scenario.Manifest()) metadata[k] = v;
+            metadata["scenarios"] = string.Join(" ", ScenarioCatalog.All.Where(s => s.ReferenceKey == key).Select(s => s.Id).DefaultIfEmpty(scenario.Id));
+            return computed with { Versions = metadata, Inputs = scenario.Inputs(this) };
+        }
         var path = Fixtures.BundlePath(FixturesDirectory, key);
         if (!File.Exists(path))
             throw new FileNotFoundException($"no recorded reference for '{scenario.Id}' (key {key}) at {path}: run `harness fixtures record`", path);

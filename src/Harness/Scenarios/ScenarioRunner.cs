@@ -24,9 +24,28 @@ public static class ScenarioRunner
         {
             throw new InvalidOperationException($"{scenario.Id}: no reference: {e.Message}", e);
         }
+        if (!context.IsLive) CheckRecordedInputs(scenario, context, reference);
         var result = scenario.RunEngine(context, reference) with { };
         var drift = context.IsLive ? Drift(scenario, context, reference) : null;
         return new Outcome(result with { Elapsed = sw.Elapsed }, drift);
+    }
+
+    /// <summary>
+    /// A recording is only valid for the inputs it was computed from: when the scenario now generates different inputs
+    /// (a changed seed, shape or generator), say so instead of reporting a numerical divergence.
+    /// </summary>
+    private static void CheckRecordedInputs(Scenario scenario, ScenarioContext context, ReferenceBundle reference)
+    {
+        if (reference.Inputs.Count == 0) return;
+        foreach (var (name, now) in scenario.Inputs(context))
+        {
+            if (!reference.Inputs.TryGetValue(name, out var recorded))
+                throw new InvalidOperationException($"{scenario.Id}: the recording has no input '{name}': re-record with `harness fixtures record {scenario.Id}`");
+            if (!recorded.BitwiseEquals(now))
+                throw new InvalidOperationException(
+                    $"{scenario.Id}: input '{name}' {Engine.Tensors.Shape.Format(now.Shape)} differs from the recorded one {Engine.Tensors.Shape.Format(recorded.Shape)}: " +
+                    $"the fixture is stale; re-record with `harness fixtures record {scenario.Id}`");
+        }
     }
 
     /// <summary>The recorded reference against the live one, module by module (null when nothing is recorded).</summary>

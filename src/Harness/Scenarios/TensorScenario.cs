@@ -25,6 +25,17 @@ public abstract record TensorScenario : Scenario
     /// <summary>Runs the engine, recording each module's output into the sink (world rank, shard spec).</summary>
     protected abstract void Engine(IActivationSink sink);
 
+    /// <summary>The seeded input tensors by name.</summary>
+    protected abstract IReadOnlyDictionary<string, Tensor> SeededInputs();
+
+    public override IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context) => SeededInputs();
+
+    public override IReadOnlyDictionary<string, string> Manifest() => new Dictionary<string, string>
+    {
+        ["description"] = Description,
+        ["inputs"] = string.Join(", ", SeededInputs().Select(kv => $"{kv.Key} {Harness.Engine.Tensors.Shape.Format(kv.Value.Shape)} {kv.Value.DType.TorchName()}")),
+    };
+
     public override ReferenceBundle ComputeReference(ScenarioContext context) =>
         new(Reference(context.Client!), null, context.Versions());
 

@@ -38,4 +38,40 @@ public class CatalogOfflineTests(ITestOutputHelper output)
         var near = ScenarioCatalog.NearMatches("llama/tp2-sp-pp2/prompt-embed/fp32");
         Assert.Equal("llama/tp2-sp-pp2/prompt-embeds/fp32", near[0]);
     }
+
+    [Fact]
+    public void A_recording_made_from_other_inputs_is_reported_as_stale_not_as_a_divergence()
+    {
+        var scenario = ScenarioCatalog.Find("gemma4-expert/gelu-tanh/fp32")!;
+        var fixtures = Path.Combine(Path.GetTempPath(), "harness-stale-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var recorded = ReferenceBundle.Load(Fixtures.BundlePath(CatalogContexts.Recorded.FixturesDirectory, scenario.ReferenceKey));
+            Assert.Equal(["down_proj", "gate_proj", "up_proj", "x"], recorded.Inputs.Keys.Order().ToArray());
+            var inputs = new Dictionary<string, Harness.Engine.Tensors.Tensor>(recorded.Inputs)
+            {
+                ["x"] = Harness.Engine.Tensors.Tensor.Normal(Harness.Engine.Tensors.DType.Float32, 12345, 0, 1, 16, 64), // another seed
+            };
+            (recorded with { Inputs = inputs }).Save(Fixtures.BundlePath(fixtures, scenario.ReferenceKey));
+            var ex = Assert.Throws<InvalidOperationException>(() => ScenarioRunner.Run(scenario, ScenarioContext.Recorded(fixtures)));
+            Assert.Contains("input 'x' [16, 64] differs from the recorded one", ex.Message);
+            Assert.Contains("harness fixtures record gemma4-expert/gelu-tanh/fp32", ex.Message);
+        }
+        finally
+        {
+            if (Directory.Exists(fixtures)) Directory.Delete(fixtures, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Recordings_carry_the_versions_seed_and_config_that_made_them()
+    {
+        var bundle = ReferenceBundle.Load(Fixtures.BundlePath(CatalogContexts.Recorded.FixturesDirectory, "llama-fp32-input-ids-7"));
+        foreach (var key in new[] { "python", "torch", "transformers", "model_seed", "prompt_seed", "config", "scenarios" })
+            Assert.True(bundle.Versions.ContainsKey(key), $"metadata lacks {key}");
+        Assert.Contains("\"num_hidden_layers\":4", bundle.Versions["config"]);
+        Assert.Contains("llama/tp2-sp-pp2/input-ids/fp32", bundle.Versions["scenarios"]);
+        Assert.Equal([1, 7, 64], bundle.Tensors["model.layers.0.self_attn"].ShapeArray);
+        Assert.Equal(8, bundle.Tokens!.Length);
+    }
 }
