@@ -151,7 +151,10 @@ internal static class RunCommand
         return done;
     }
 
-    /// <summary>Spectre.Console progress: overall bar, the current scenario with its phase and elapsed time, a line per finished scenario.</summary>
+    /// <summary>
+    /// Spectre.Console progress: overall bar, the current scenario with its phase (and, in the engine phase, the module
+    /// it just recorded) and elapsed time, a line per finished scenario.
+    /// </summary>
     private static List<ScenarioExecution> RunLive(IReadOnlyList<Scenario> scenarios, ScenarioContext context, bool failFast)
     {
         var done = new List<ScenarioExecution>();
@@ -172,7 +175,7 @@ internal static class RunCommand
                     {
                         task.Value = Array.IndexOf(phases, phase);
                         task.Description = $"{id} [yellow]{phase}[/]";
-                    });
+                    }, module => task.Description = $"{id} [yellow]engine[/] [grey]{Markup.Escape(module)}[/]");
                     task.Value = task.MaxValue;
                     task.StopTask();
                     var color = e.Result.Passed ? "green" : "red";

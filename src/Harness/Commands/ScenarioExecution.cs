@@ -18,8 +18,9 @@ internal sealed record ScenarioExecution(ScenarioRunner.Outcome Outcome, string?
 
     public string Reason => Error ?? Result.Reason;
 
-    public static ScenarioExecution Run(Scenario scenario, ScenarioContext context, Action<string>? phase = null)
+    public static ScenarioExecution Run(Scenario scenario, ScenarioContext context, Action<string>? phase = null, Action<string>? module = null)
     {
+        context.ModuleProgress = module;
         var total = Stopwatch.StartNew();
         var step = Stopwatch.StartNew();
         TimeSpan tRef = default, tEngine = default;
@@ -35,18 +36,21 @@ internal sealed record ScenarioExecution(ScenarioRunner.Outcome Outcome, string?
             {
                 throw new InvalidOperationException($"no reference: {e.Message}", e);
             }
+            if (!context.IsLive) ScenarioRunner.CheckRecordedInputs(scenario, context, reference);
             tRef = step.Elapsed;
             step.Restart();
             phase?.Invoke("engine");
             var result = scenario.RunEngine(context, reference);
             tEngine = step.Elapsed;
             step.Restart();
+            context.ModuleProgress = null;
             phase?.Invoke("compare");
             var drift = context.IsLive ? ScenarioRunner.Drift(scenario, context, reference) : null;
             return new ScenarioExecution(new ScenarioRunner.Outcome(result with { Elapsed = total.Elapsed }, drift), null, tRef, tEngine, step.Elapsed);
         }
         catch (Exception e)
         {
+            context.ModuleProgress = null;
             var message = e is InvalidOperationException && e.InnerException is not null ? e.Message : $"{e.GetType().Name}: {e.Message}";
             message = message.Split('\n')[0];
             var failed = new ScenarioResult(scenario, new LayerReport([]), null, $"harness error: {message}", null, total.Elapsed);

@@ -150,7 +150,7 @@ public sealed record LlamaScenario : Scenario
         var input = Prompt(config);
         var modules = ModulesFor(config);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture);
+        var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         using (Fault is null ? null : Faults.Inject(Fault))

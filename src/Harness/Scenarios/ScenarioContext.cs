@@ -22,6 +22,11 @@ public sealed class ScenarioContext
 
     public bool IsLive => Client is not null;
 
+    /// <summary>Called with each module name as the engine records it (any rank thread), for progress displays.</summary>
+    public Action<string>? ModuleProgress { get; set; }
+
+    internal void ReportModule(string module) => ModuleProgress?.Invoke(module);
+
     /// <summary>Timeout for one collective of the engine's ranks.</summary>
     public TimeSpan CollectiveTimeout { get; init; } = TimeSpan.FromSeconds(60);
 

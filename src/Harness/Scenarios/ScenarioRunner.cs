@@ -34,7 +34,7 @@ public static class ScenarioRunner
     /// A recording is only valid for the inputs it was computed from: when the scenario now generates different inputs
     /// (a changed seed, shape or generator), say so instead of reporting a numerical divergence.
     /// </summary>
-    private static void CheckRecordedInputs(Scenario scenario, ScenarioContext context, ReferenceBundle reference)
+    public static void CheckRecordedInputs(Scenario scenario, ScenarioContext context, ReferenceBundle reference)
     {
         if (reference.Inputs.Count == 0) return;
         foreach (var (name, now) in scenario.Inputs(context))

@@ -48,7 +48,7 @@ public abstract record TensorScenario : Scenario
         {
             try
             {
-                Engine(new CaptureSink(capture));
+                Engine(new CaptureSink(capture, context.ReportModule));
             }
             catch (Exception e)
             {
