@@ -81,6 +81,7 @@ public static class Activation
     /// <summary>act(gate) * up, as HF's MLPs do: act rounds to the dtype, then the product rounds again.</summary>
     public static Tensor ApplyGated(Tensor gate, Tensor up, ActivationKind kind)
     {
+        if (Runtime.Faults.IsActive(Runtime.Faults.GateUpSwapped)) (gate, up) = (up, gate);
         var a = Apply(gate, kind);
         return Elementwise.Mul(a, up);
     }

@@ -42,6 +42,17 @@ public static class Faults
     /// </summary>
     public const string AttentionReshapeHiddenSize = "attention-reshape-hidden-size";
 
+    /// <summary>
+    /// rope_parameters' scaling (linear, llama3) ignored: the plain inv_freq is used, as when a loader drops rope_scaling.
+    /// </summary>
+    public const string RopeScalingIgnored = "rope-scaling-ignored";
+
+    /// <summary>
+    /// The gated MLP's halves swapped: act(up) * gate instead of act(gate) * up, as when merged gate_up weights are
+    /// loaded in the wrong order.
+    /// </summary>
+    public const string GateUpSwapped = "gate-up-swapped";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -50,6 +61,8 @@ public static class Faults
         [SpPpResidualSliced] = "SP+PP: the scattered residual is sliced, not all-gathered, when it crosses a pipeline stage",
         [RowParallelInputIsParallel] = "a row-parallel layer fed a full-width input is built with input_is_parallel=True",
         [GeluTanhAsExact] = "gelu_pytorch_tanh (Gemma4's MoE experts) computed as exact erf GELU",
+        [RopeScalingIgnored] = "rope_parameters' scaling (linear, llama3) ignored: the plain inv_freq is used",
+        [GateUpSwapped] = "gated MLP computed as act(up) * gate: merged gate_up weights loaded in the wrong order",
         [AttentionReshapeHiddenSize] = "attention output reshaped to hidden_size instead of (*input_shape, -1) (Qwen2-VL under TP)",
     };
 

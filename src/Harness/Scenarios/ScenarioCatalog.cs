@@ -48,15 +48,21 @@ public static class ScenarioCatalog
         // bfloat16: every intermediate rounded to bf16, judged by the bf16 layer policy.
         list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, DType.BFloat16));
         list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16));
+        list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16, fault: Faults.SpResidualFirstSlice,
+            expectedFirstBadModule: "model.layers.0.post_attention_layernorm"));
 
         // The rope_scaling variants HF's Llama supports, under TP with SP and PP.
         foreach (var rope in new[] { "linear", "llama3" })
             list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: rope));
+        list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: "llama3", fault: Faults.RopeScalingIgnored,
+            expectedFirstBadModule: "model.layers.0.self_attn"));
 
         // Scenario 5: gelu_tanh in Gemma4's experts.
         list.Add(new ExpertScenario(DType.Float32));
         list.Add(new ExpertScenario(DType.BFloat16));
         list.Add(new ExpertScenario(DType.Float32, Faults.GeluTanhAsExact));
+        // bf16 cannot see the ~5e-4 GELU mix-up (it is below bf16 resolution) but must still catch a real bug.
+        list.Add(new ExpertScenario(DType.BFloat16, Faults.GateUpSwapped));
 
         var duplicate = list.GroupBy(s => s.Id).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidOperationException($"scenario id {duplicate.Key} appears twice in the catalog");

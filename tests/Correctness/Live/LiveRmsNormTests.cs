@@ -41,4 +41,16 @@ public class LiveRmsNormTests(ITestOutputHelper output)
         output.WriteLine(r.ToString());
         Assert.True(r.Passed, r.ToString());
     }
+
+    [SkippableFact]
+    public void The_wrong_variant_is_rejected()
+    {
+        // Gemma's (1 + weight) form computed as Llama's weight form: the check above must see it.
+        var reference = LiveReference.Client();
+        var x = Tensor.Normal(DType.Float32, 11, 0, 3, 5, 96);
+        var weight = Tensor.Normal(DType.Float32, 12, 0, 0.5f, 96);
+        var expected = reference.RmsNorm("Gemma3RMSNorm", x, weight, 1e-6);
+        var r = TensorComparer.Compare("Gemma3RMSNorm computed as Llama", Norms.RmsNorm(x, weight, 1e-6, RmsNormKind.Llama), expected, Tolerances.Float32);
+        Assert.False(r.Passed, r.ToString());
+    }
 }

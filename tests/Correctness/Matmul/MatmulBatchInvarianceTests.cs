@@ -54,6 +54,25 @@ public class MatmulBatchInvarianceTests
         }
     }
 
+    [Fact]
+    public void Without_batch_invariant_mode_the_check_catches_the_one_row_fast_path()
+    {
+        // Normal mode multiplies a single row by a weight (x W^T, as nn.Linear does) on a GEMV path that sums over K
+        // in another order than the blocked GEMM used for a batch: the same comparison as above must see the difference.
+        using var normal = ComputeSettings.UseBatchInvariant(false);
+        var rows = Tensor.Randn(DType.Float32, 201, 16, K);
+        var weight = Tensor.Randn(DType.Float32, 202, 64, K); // [out, in]
+        var batch = Matmul.Forward(rows, weight.T());
+        var differing = Enumerable.Range(0, 16)
+            .Count(r => !Matmul.Forward(rows.Narrow(0, r, 1), weight.T()).BitwiseEquals(batch.Narrow(0, r, 1).Contiguous()));
+        Assert.True(differing > 0, "normal mode gave batch-invariant rows: the invariance check could not fail here");
+
+        using var invariant = ComputeSettings.UseBatchInvariant();
+        var batchInv = Matmul.Forward(rows, weight.T());
+        for (int r = 0; r < 16; r++)
+            Assert.True(Matmul.Forward(rows.Narrow(0, r, 1), weight.T()).BitwiseEquals(batchInv.Narrow(0, r, 1).Contiguous()), $"row {r}");
+    }
+
     // TwoD: [B, K] x [K, N]; ThreeD: [B, 1, K] x [K, N] (batch dim folded); FourDxThreeD: [1, 2, B, K] x [2, K, N].
     private static Tensor Run(Layout layout, Tensor rows, Tensor weight) => layout switch
     {

@@ -74,4 +74,21 @@ public class CatalogOfflineTests(ITestOutputHelper output)
         Assert.Equal([1, 7, 64], bundle.Tensors["model.layers.0.self_attn"].ShapeArray);
         Assert.Equal(8, bundle.Tokens!.Length);
     }
+
+    [Fact]
+    public void Drift_between_the_recorded_and_the_live_reference_is_reported()
+    {
+        // A newer torch/transformers that moves one module's output must show up as drift, not pass silently.
+        var scenario = ScenarioCatalog.Find("llama/tp2-sp/input-ids/fp32")!;
+        var context = CatalogContexts.Recorded;
+        var recorded = ReferenceBundle.Load(Fixtures.BundlePath(context.FixturesDirectory, scenario.ReferenceKey));
+        var same = ScenarioRunner.Drift(scenario, context, recorded)!;
+        Assert.False(same.Drifted, same.ToString());
+
+        var moved = new Dictionary<string, Harness.Engine.Tensors.Tensor>(recorded.Tensors);
+        moved["model.norm"] = Harness.Engine.Ops.Elementwise.Mul(moved["model.norm"], 1.01);
+        var drift = ScenarioRunner.Drift(scenario, context, recorded with { Tensors = moved })!;
+        Assert.True(drift.Drifted, drift.ToString());
+        Assert.Contains("DRIFTED: model.norm", drift.ToString());
+    }
 }

@@ -14,7 +14,8 @@ public sealed class LlamaRotaryEmbedding
 
     public LlamaRotaryEmbedding(RopeParameters rope, int headDim)
     {
-        InvFreq = rope.RopeType switch
+        var ropeType = Runtime.Faults.IsActive(Runtime.Faults.RopeScalingIgnored) ? "default" : rope.RopeType;
+        InvFreq = ropeType switch
         {
             "default" => R.InvFreq(rope.RopeTheta, headDim),
             "linear" => R.InvFreqLinear(rope.RopeTheta, headDim, rope.Factor ?? throw Missing("factor")),
