@@ -98,8 +98,9 @@ public class CliTests
             var scenarios = doc.RootElement.GetProperty("scenarios").EnumerateArray().ToList();
             Assert.Equal(ScenarioCatalog.Filter("gemma4-expert").Count, scenarios.Count);
             Assert.All(scenarios, s => Assert.Equal("pass", s.GetProperty("verdict").GetString()));
-            var caught = scenarios.Single(s => s.GetProperty("id").GetString()!.Contains("fault=", StringComparison.Ordinal));
-            Assert.Equal("expert", caught.GetProperty("first_bad_module").GetString());
+            var caught = scenarios.Where(s => s.GetProperty("id").GetString()!.Contains("fault=", StringComparison.Ordinal)).ToList();
+            Assert.NotEmpty(caught);
+            Assert.All(caught, c => Assert.Equal("expert", c.GetProperty("first_bad_module").GetString()));
         }
         finally
         {
