@@ -44,26 +44,11 @@ public sealed record RopeParameters
     public const double DefaultTheta = 10000.0;
 
     /// <summary>Reads a 5.x "rope_parameters" entry (or a per-layer-type entry); rope_theta is required there or beside it.</summary>
-    internal static RopeParameters FromNew(ConfigNode n, double? partialRotaryFallback, double? thetaFallback) => new()
-    {
-        RopeType = n.OptionalString("rope_type") ?? n.OptionalString("type") ?? "default",
-        RopeTheta = n.OptionalDouble("rope_theta") ?? thetaFallback ?? n.RequiredDouble("rope_theta"),
-        Factor = n.OptionalDouble("factor"),
-        OriginalMaxPositionEmbeddings = n.OptionalInt("original_max_position_embeddings"),
-        LowFreqFactor = n.OptionalDouble("low_freq_factor"),
-        HighFreqFactor = n.OptionalDouble("high_freq_factor"),
-        BetaFast = n.OptionalDouble("beta_fast"),
-        BetaSlow = n.OptionalDouble("beta_slow"),
-        AttentionFactor = n.OptionalDouble("attention_factor"),
-        Mscale = n.OptionalDouble("mscale"),
-        MscaleAllDim = n.OptionalDouble("mscale_all_dim"),
-        ShortFactor = n.OptionalDoubleList("short_factor"),
-        LongFactor = n.OptionalDoubleList("long_factor"),
-        PartialRotaryFactor = n.OptionalDouble("partial_rotary_factor") ?? partialRotaryFallback,
-        MropeSection = n.OptionalIntList("mrope_section"),
-        Raw = n.Element.Clone(),
-        JsonPath = n.Path,
-    };
+    internal static RopeParameters FromNew(ConfigNode n, double? partialRotaryFallback, double? thetaFallback) =>
+        Read(n,
+            n.OptionalString("rope_type") ?? n.OptionalString("type") ?? "default",
+            n.OptionalDouble("rope_theta") ?? thetaFallback ?? n.RequiredDouble("rope_theta"),
+            partialRotaryFallback);
 
     /// <summary>
     /// Reads the pre-5.x layout: "rope_theta" (default 10000, the PretrainedConfig/Llama default) plus an optional
@@ -80,27 +65,30 @@ public sealed record RopeParameters
         string type = s.OptionalString("rope_type") ?? s.OptionalString("type") ?? "default";
         if (type == "mrope") type = "default";
         if (type == "su") type = "longrope";
-        return new RopeParameters
-        {
-            RopeType = type,
-            RopeTheta = s.OptionalDouble("rope_theta") ?? theta,
-            Factor = s.OptionalDouble("factor"),
-            OriginalMaxPositionEmbeddings = s.OptionalInt("original_max_position_embeddings"),
-            LowFreqFactor = s.OptionalDouble("low_freq_factor"),
-            HighFreqFactor = s.OptionalDouble("high_freq_factor"),
-            BetaFast = s.OptionalDouble("beta_fast"),
-            BetaSlow = s.OptionalDouble("beta_slow"),
-            AttentionFactor = s.OptionalDouble("attention_factor"),
-            Mscale = s.OptionalDouble("mscale"),
-            MscaleAllDim = s.OptionalDouble("mscale_all_dim"),
-            ShortFactor = s.OptionalDoubleList("short_factor"),
-            LongFactor = s.OptionalDoubleList("long_factor"),
-            PartialRotaryFactor = s.OptionalDouble("partial_rotary_factor") ?? partial,
-            MropeSection = s.OptionalIntList("mrope_section"),
-            Raw = s.Element.Clone(),
-            JsonPath = s.Path,
-        };
+        return Read(s, type, s.OptionalDouble("rope_theta") ?? theta, partial);
     }
+
+    /// <summary>The scaling keys of one rope entry (new or legacy layout alike).</summary>
+    private static RopeParameters Read(ConfigNode n, string type, double theta, double? partialRotaryFallback) => new()
+    {
+        RopeType = type,
+        RopeTheta = theta,
+        Factor = n.OptionalDouble("factor"),
+        OriginalMaxPositionEmbeddings = n.OptionalInt("original_max_position_embeddings"),
+        LowFreqFactor = n.OptionalDouble("low_freq_factor"),
+        HighFreqFactor = n.OptionalDouble("high_freq_factor"),
+        BetaFast = n.OptionalDouble("beta_fast"),
+        BetaSlow = n.OptionalDouble("beta_slow"),
+        AttentionFactor = n.OptionalDouble("attention_factor"),
+        Mscale = n.OptionalDouble("mscale"),
+        MscaleAllDim = n.OptionalDouble("mscale_all_dim"),
+        ShortFactor = n.OptionalDoubleList("short_factor"),
+        LongFactor = n.OptionalDoubleList("long_factor"),
+        PartialRotaryFactor = n.OptionalDouble("partial_rotary_factor") ?? partialRotaryFallback,
+        MropeSection = n.OptionalIntList("mrope_section"),
+        Raw = n.Element.Clone(),
+        JsonPath = n.Path,
+    };
 
     /// <summary>A key of the source JSON that has no typed property (null when absent).</summary>
     public double? GetDouble(string key) =>

@@ -85,12 +85,54 @@ public sealed partial class Tensor
             BFloat16.FromFloat(src.Span<float>(), Span<ushort>());
             return;
         }
+        if (src.DType == DType && IsContiguous && Rank > 0)
+        {
+            CopyRowsFrom(src);
+            return;
+        }
         using var d = StridedOffsets().GetEnumerator();
         foreach (var so in src.StridedOffsets())
         {
             d.MoveNext();
             CopyElement(src, so, d.Current);
         }
+    }
+
+    // Same dtype into a contiguous destination (every Contiguous() of a transposed or expanded view): walk the source's
+    // innermost rows with their stride, element by element in the element's own type.
+    private void CopyRowsFrom(Tensor src)
+    {
+        switch (DType.Size())
+        {
+            case 1: CopyRowsFrom<byte>(src); break;
+            case 2: CopyRowsFrom<ushort>(src); break;
+            case 4: CopyRowsFrom<int>(src); break;
+            case 8: CopyRowsFrom<long>(src); break;
+            default: throw new InvalidOperationException($"no row copy for {DType.Size()}-byte elements");
+        }
+    }
+
+    private void CopyRowsFrom<T>(Tensor src) where T : unmanaged
+    {
+        var from = src.Storage.As<T>();
+        var to = Storage.As<T>().Slice(Offset, NumEl);
+        int inner = _shape[^1], stride = src._strides[^1], pos = 0;
+        foreach (int row in src.RowOffsets())
+        {
+            if (stride == 1) from.Slice(row, inner).CopyTo(to.Slice(pos, inner));
+            else for (int i = 0; i < inner; i++) to[pos + i] = from[row + i * stride];
+            pos += inner;
+        }
+    }
+
+    /// <summary>Storage offsets of the first element of each innermost row, in row-major order.</summary>
+    private int[] RowOffsets()
+    {
+        int inner = _shape[^1];
+        var rows = new int[inner == 0 ? 0 : NumEl / inner];
+        int i = 0;
+        ForEachRow((offset, _) => rows[i++] = offset);
+        return rows;
     }
 
     private void CopyElement(Tensor src, int srcOff, int dstOff)

@@ -20,6 +20,16 @@ public sealed class TokenSequence
         TopK = topK;
     }
 
+    /// <summary>From per-step top-k tables as both the engine and the reference worker return them: [steps, k].</summary>
+    public static TokenSequence FromTopK(long[] tokens, long[,] ids, float[,] logprobs)
+    {
+        int k = ids.GetLength(1);
+        var topK = Enumerable.Range(0, tokens.Length)
+            .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, k).Select(j => new TokenLogprob(ids[s, j], logprobs[s, j])).ToList())
+            .ToList();
+        return new TokenSequence(tokens, topK);
+    }
+
     public long[] Tokens { get; }
 
     public IReadOnlyList<IReadOnlyList<TokenLogprob>> TopK { get; }

@@ -136,10 +136,7 @@ public sealed record LlamaScenario : Scenario
         var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
         var forward = client.Forward(dir, DType, batched, ModulesFor(config));
         var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
-        var topk = Enumerable.Range(0, gen.Tokens.Length)
-            .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, TopK).Select(j => new TokenLogprob(gen.TopKIds[s, j], gen.TopKLogprobs[s, j])).ToList())
-            .ToList();
-        return new ReferenceBundle(forward.Captured, new TokenSequence(gen.Tokens, topk), context.Versions());
+        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs), context.Versions());
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -158,7 +155,7 @@ public sealed record LlamaScenario : Scenario
             try
             {
                 var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, dir, config, input, sink), context.CollectiveTimeout);
-                engineTokens = ToSequence(generations[0]);
+                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }
             catch (Exception e)
             {
@@ -187,13 +184,5 @@ public sealed record LlamaScenario : Scenario
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink).Forward(ctx.IsFirstStage ? input : null, tokens);
         return new LlamaForCausalLM(weights, config, ctx).Generate(input, NewTokens, TopK);
-    }
-
-    private static TokenSequence ToSequence(LlamaForCausalLM.Generation g)
-    {
-        var topk = Enumerable.Range(0, g.Tokens.Length)
-            .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, g.TopKIds.GetLength(1)).Select(j => new TokenLogprob(g.TopKIds[s, j], g.TopKLogprobs[s, j])).ToList())
-            .ToList();
-        return new TokenSequence(g.Tokens, topk);
     }
 }

@@ -12,9 +12,14 @@ public static class ScenarioRunner
 {
     public sealed record Outcome(ScenarioResult Result, DriftReport? Drift);
 
-    public static Outcome Run(Scenario scenario, ScenarioContext context)
+    /// <summary>
+    /// Gets the reference (live or recorded; a recording is checked against the scenario's inputs), runs and compares
+    /// the engine, then measures drift (live). <paramref name="phase"/> hears "reference", "engine", "compare" as each starts.
+    /// </summary>
+    public static Outcome Run(Scenario scenario, ScenarioContext context, Action<string>? phase = null)
     {
         var sw = Stopwatch.StartNew();
+        phase?.Invoke("reference");
         ReferenceBundle reference;
         try
         {
@@ -25,7 +30,9 @@ public static class ScenarioRunner
             throw new InvalidOperationException($"{scenario.Id}: no reference: {e.Message}", e);
         }
         if (!context.IsLive) CheckRecordedInputs(scenario, context, reference);
-        var result = scenario.RunEngine(context, reference) with { };
+        phase?.Invoke("engine");
+        var result = scenario.RunEngine(context, reference);
+        phase?.Invoke("compare");
         var drift = context.IsLive ? Drift(scenario, context, reference) : null;
         return new Outcome(result with { Elapsed = sw.Elapsed }, drift);
     }

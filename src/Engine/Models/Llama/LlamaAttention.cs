@@ -42,18 +42,19 @@ public sealed class LlamaAttention
         q = Rotary.Apply(q, cos, sin);
         k = Rotary.Apply(k, cos, sin);
 
+        // Only real tokens enter the cache; keys and values are views of it, never copied. SP padding rows (queries
+        // after the real tokens) see every real key and their outputs are dropped, so they need no keys of their own.
         int past = cache.Length;
-        var (pastK, pastV) = cache.Filled;                                 // [kv, past, hd]
-        var keys = Tensor.Cat([pastK, k.Select(0, 0)], 1);                 // [kv, past + t, hd]
-        var values = Tensor.Cat([pastV, v.Select(0, 0)], 1);
         cache.Append(k.Select(0, 0).Narrow(1, 0, realTokens), v.Select(0, 0).Narrow(1, 0, realTokens));
+        var (keys, values) = cache.Filled;                                 // [kv, past + real, hd]
 
         int group = heads / kvHeads;
         var qg = q.Select(0, 0).Reshape(kvHeads, group, t, hd);            // [kv, group, t, hd]
-        var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+t]: repeat_kv by broadcast
-        var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+t]
-        MaskFuture(scores, past);
-        var probs = Softmax.Forward(scores.To(DType.Float32), -1).To(hidden.DType); // HF: softmax in float32, then to dtype
+        var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+real]: repeat_kv by broadcast
+        var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+real]
+        var scores32 = scores.To(DType.Float32);                           // HF: softmax in float32 (a fresh tensor either way)
+        MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
+        var probs = Softmax.Forward(scores32, -1).To(hidden.DType);        // ... then back to the model dtype
         var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
         // [t, heads/tp * hd]: (*input_shape, -1); the fault hard-codes hidden_size, right only at TP=1.
         int width = Runtime.Faults.IsActive(Runtime.Faults.AttentionReshapeHiddenSize) ? _hiddenSize : -1;
@@ -61,14 +62,15 @@ public sealed class LlamaAttention
         return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
     }
 
-    // Query i (absolute position past + i) sees keys 0..past+i: later keys get -inf before the softmax.
-    private static void MaskFuture(Tensor scores, int past)
+    // Query i (absolute position past + i) sees keys 0..past+i: later keys get -inf before the softmax (HF adds the
+    // dtype's minimum in the model dtype; both give exactly 0 after the float32 softmax). scores: [planes, t, s] flat.
+    private static void MaskFuture(Span<float> scores, int t, int s, int past)
     {
-        int t = scores.Shape[2], s = scores.Shape[3];
-        int planes = scores.NumEl / (t * s);
-        for (int p = 0; p < planes; p++)
+        for (int plane = 0; plane < scores.Length; plane += t * s)
             for (int i = 0; i < t; i++)
-                for (int j = past + i + 1; j < s; j++)
-                    scores.Set(double.NegativeInfinity, p / scores.Shape[1], p % scores.Shape[1], i, j);
+            {
+                int first = past + i + 1;
+                if (first < s) scores.Slice(plane + i * s + first, s - first).Fill(float.NegativeInfinity);
+            }
     }
 }
