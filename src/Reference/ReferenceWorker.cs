@@ -56,12 +56,26 @@ public sealed class ReferenceWorker : IDisposable
 
     public string Description => _python is null ? _locateReason : $"{_locateReason}";
 
+    /// <summary>The marker line in harness_worker.py where the extensions (python/ext/*.py) are spliced in.</summary>
+    public const string ExtensionMarker = "# @@HARNESS_EXTENSIONS@@";
+
     private static string LoadEmbeddedSource()
     {
-        using var s = typeof(ReferenceWorker).Assembly.GetManifestResourceStream("harness_worker.py")
-            ?? throw new ReferenceUnavailableException("the worker source harness_worker.py is not embedded in Harness.Reference");
-        using var r = new StreamReader(s, Encoding.UTF8);
-        return r.ReadToEnd();
+        var assembly = typeof(ReferenceWorker).Assembly;
+        string Read(string name)
+        {
+            using var s = assembly.GetManifestResourceStream(name)
+                ?? throw new ReferenceUnavailableException($"the worker source {name} is not embedded in Harness.Reference");
+            using var r = new StreamReader(s, Encoding.UTF8);
+            return r.ReadToEnd();
+        }
+        var worker = Read("harness_worker.py");
+        if (!worker.Contains(ExtensionMarker, StringComparison.Ordinal))
+            throw new ReferenceUnavailableException($"harness_worker.py has no line {ExtensionMarker}");
+        var extensions = new StringBuilder();
+        foreach (var name in assembly.GetManifestResourceNames().Where(n => n.StartsWith("ext/", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+            extensions.Append("\n# ---- ").Append(name).Append(" ----\n").Append(Read(name)).Append('\n');
+        return worker.Replace(ExtensionMarker, extensions.ToString(), StringComparison.Ordinal);
     }
 
     /// <summary>Sends one request and returns the reply frame; throws a <see cref="ReferenceException"/> subtype on failure.</summary>

@@ -310,6 +310,64 @@ class Capture:
             h.remove()
 
 
+def capture_run(model, paths, call):
+    """Runs call(model) with forward hooks on the module paths; returns (call's result, [(path, output)], captured
+    metadata). A path that never ran is an error naming it. Every model-specific op captures through this."""
+    capture = Capture(model, paths)
+    try:
+        with torch.no_grad():
+            result = call(model)
+    finally:
+        capture.close()
+    outs, captured = [], []
+    for path in paths:
+        if path not in capture.outputs:
+            raise RuntimeError(f"module {path!r} was not called during forward")
+        t = capture.outputs[path]
+        outs.append((path, t))
+        captured.append({"module": path, "shape": list(t.shape), "dtype": dtype_name(t.dtype),
+                         "calls": capture.calls[path]})
+    return result, outs, captured
+
+
+_oracle_cache = {}
+
+
+def oracle_model(model):
+    """The float64 twin of a loaded model (the same weights upcast), cached beside it: the oracle that tells the
+    reference's own error at every module. HF keeps some internals in float32 even then (RMSNorm, rotary, softmax
+    casts), so the oracle is 'HF in float64 as far as HF goes'."""
+    import copy
+    hit = _oracle_cache.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    _oracle_cache.clear()
+    twin = copy.deepcopy(model).to(torch.float64).eval()
+    _oracle_cache[id(model)] = (model, twin)
+    return twin
+
+
+def upcast(value):
+    """Floating tensors (also inside dicts, lists and tuples) to float64, for the oracle's inputs; others unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: upcast(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(upcast(v) for v in value)
+    return value
+
+
+def oracle_outputs(args, model, paths, call):
+    """When args["oracle"] is true: the same call on the float64 twin, its captures and extra outputs named
+    "oracle.<name>" in float64; else []. call(model, upcast_fn) -> [(name, tensor)] extra outputs (e.g. logits)."""
+    if not args.get("oracle"):
+        return []
+    twin = oracle_model(model)
+    extra, outs, _ = capture_run(twin, paths, lambda m: call(m, upcast))
+    return [("oracle." + name, t.to(torch.float64)) for name, t in outs + list(extra)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Ops: each takes (args, tensors) and returns (result dict, [(name, tensor)])
 # ---------------------------------------------------------------------------------------------
@@ -549,6 +607,10 @@ OPS = {
 }
 
 STATE = {"exit_after_reply": None}
+
+# Model-specific ops (src/Reference/python/ext/*.py, in name order) are spliced in at the next line by the C# side
+# (ReferenceWorker.ExtensionMarker); each file adds its ops with OPS["name"] = fn. Run directly, none are loaded.
+# @@HARNESS_EXTENSIONS@@
 
 
 # ---------------------------------------------------------------------------------------------
