@@ -189,6 +189,31 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         return new MatmulTiming((double)r["seconds"]!, (double)r["gflops"]!);
     }
 
+    /// <summary>
+    /// When true, model-level ops (forward and the model-specific ops of python/ext) also run the float64 twin of the
+    /// model and return its captures as "oracle.&lt;name&gt;" (float64): the oracle that tells the reference's own error.
+    /// </summary>
+    public bool Oracle { get; set; }
+
+    public sealed record Reply(JsonObject Result, IReadOnlyDictionary<string, Tensor> Tensors)
+    {
+        public Tensor Need(string name) => Tensors.TryGetValue(name, out var t) ? t
+            : throw new ReferenceException($"the reference returned no tensor '{name}' (it returned {string.Join(", ", Tensors.Keys)})");
+    }
+
+    /// <summary>
+    /// Any op (model-specific ones from python/ext included) with named tensor inputs; args get "oracle" = <see cref="Oracle"/>
+    /// unless they set it. Returns the reply's result object and its tensors by name.
+    /// </summary>
+    public Reply Invoke(string op, JsonObject? args, params (string Name, Tensor Value)[] inputs)
+    {
+        args ??= new JsonObject();
+        if (!args.ContainsKey("oracle")) args["oracle"] = Oracle;
+        var frame = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList());
+        var result = frame.Header["result"] as JsonObject ?? new JsonObject();
+        return new Reply(result, frame.Tensors.ToDictionary(t => t.Key, t => t.Value));
+    }
+
     private Tensor One(string op, JsonObject? args, params (string Name, Tensor Value)[] inputs)
     {
         var reply = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList());
