@@ -40,6 +40,16 @@ public sealed class ScenarioContext
 
     public static ScenarioContext Recorded(string? fixtures = null) => new(null, fixtures ?? Fixtures.DefaultDirectory());
 
+    /// <summary>
+    /// The folder the ENGINE loads a model from (config.json and weights). Normally the model folder itself; a config-field
+    /// mutation check (`harness run --config-mutations`) hands the engine a copy whose config.json has one field changed
+    /// while the reference keeps the true folder. Every scenario loads the engine's config through this, never directly.
+    /// </summary>
+    public string EngineDirectory(string modelDirectory) => ConfigMutation is null ? modelDirectory : ConfigMutation(modelDirectory);
+
+    /// <summary>Maps a model folder to the engine's mutated copy (null: no mutation). Set by the config-mutation runner.</summary>
+    public Func<string, string>? ConfigMutation { get; init; }
+
     /// <summary>An HF model folder (config.json + safetensors) for a model name and dtype.</summary>
     public string ModelDirectory(string name, DType dtype, Func<ReferenceClient, string, string> build)
     {
