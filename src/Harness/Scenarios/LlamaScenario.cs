@@ -143,10 +143,22 @@ public sealed record LlamaScenario : Scenario
     {
         var sw = Stopwatch.StartNew();
         var dir = ModelDirectory(context);
-        var config = LoadConfig(dir);
-        var input = Prompt(config);
-        var modules = ModulesFor(config);
+        var trueConfig = LoadConfig(dir);
+        var input = Prompt(trueConfig);
+        var modules = ModulesFor(trueConfig);
         var capture = new ActivationCapture(modules);
+        TextConfig config;
+        string engineDir;
+        try
+        {
+            engineDir = context.EngineDirectory(dir);                         // the engine's config and weights
+            config = LoadConfig(engineDir);
+        }
+        catch (ConfigException e)
+        {
+            return new ScenarioResult(this, LayerComparison.Run(reference.Tensors, capture, modules, _ => Policy(DType, Tp)), null,
+                e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
+        }
         var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
@@ -154,7 +166,7 @@ public sealed record LlamaScenario : Scenario
         {
             try
             {
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, dir, config, input, sink), context.CollectiveTimeout);
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }
             catch (Exception e)
@@ -180,7 +192,7 @@ public sealed record LlamaScenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint);
+        var weights = new CheckpointWeights(checkpoint, DType);                     // computed in the scenario's dtype, as HF loads it
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink).Forward(ctx.IsFirstStage ? input : null, tokens);
         return new LlamaForCausalLM(weights, config, ctx).Generate(input, NewTokens, TopK);
