@@ -38,17 +38,17 @@ public sealed record LlamaScenario : Scenario
     /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
     public long[]? PromptIds { get; init; }
 
-    /// <summary>The tiny model's RoPE variant (<see cref="TinyLlama.RopeTypes"/>).</summary>
-    public string Rope { get; }
+    /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
+    public string Variant { get; }
 
     [SetsRequiredMembers]
     public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null,
-        string? expectedFirstBadModule = null, string rope = "default")
+        string? expectedFirstBadModule = null, string variant = "default")
     {
-        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens; Rope = rope;
+        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens; Variant = variant;
         string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
         string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
-        string model = rope == "default" ? "llama" : $"llama-rope-{rope}";
+        string model = variant == "default" ? "llama" : $"llama-{variant}";
         Id = $"{model}/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
         Model = "llama";
         Layout = layout;
@@ -58,7 +58,7 @@ public sealed record LlamaScenario : Scenario
         ExpectedFirstBadModule = expectedFirstBadModule;
         Tolerance = Policy(dtype, tp).Name;
         ReferenceKey = $"{model}-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
-        Description = $"tiny Llama{(rope == "default" ? "" : $" with {rope} RoPE scaling")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
+        Description = $"tiny Llama{(variant == "default" ? "" : $" ({variant})")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
     }
 
@@ -93,9 +93,9 @@ public sealed record LlamaScenario : Scenario
     {
         if (ModelPath is not null)
             return context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath);
-        return context.ModelDirectory(TinyLlama.ModelName(Rope), DType, (client, dir) =>
+        return context.ModelDirectory(TinyLlama.ModelName(Variant), DType, (client, dir) =>
         {
-            client.BuildModel(TinyLlama.Config(Rope), TinyLlama.Seed, DType, dir);
+            client.BuildModel(TinyLlama.Config(Variant), TinyLlama.Seed, DType, dir);
             return dir;
         });
     }
@@ -123,7 +123,7 @@ public sealed record LlamaScenario : Scenario
     {
         ["model_seed"] = ModelPath is null ? TinyLlama.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture) : "n/a",
         ["prompt_seed"] = InputKind == InputKind.InputIds ? "99" : "77",
-        ["config"] = ModelPath is null ? TinyLlama.Config(Rope).ToJsonString() : $"from {ModelPath}",
+        ["config"] = ModelPath is null ? TinyLlama.Config(Variant).ToJsonString() : $"from {ModelPath}",
         ["new_tokens"] = NewTokens.ToString(System.Globalization.CultureInfo.InvariantCulture),
         ["top_k"] = TopK.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };

@@ -42,6 +42,21 @@ public sealed class ScenarioContext
         FixturesDirectory = fixtures;
     }
 
+    private ScenarioContext(ScenarioContext shared)
+    {
+        Client = shared.Client;
+        FixturesDirectory = shared.FixturesDirectory;
+        _models = shared._models;
+        _bundles = shared._bundles;
+        Oracle = shared.Oracle;
+        CollectiveTimeout = shared.CollectiveTimeout;
+        ModuleProgress = shared.ModuleProgress;
+    }
+
+    /// <summary>The same context (models and reference bundles shared, nothing recomputed) whose engine loads models
+    /// through <paramref name="mutation"/> (<see cref="EngineDirectory"/>).</summary>
+    public ScenarioContext WithConfigMutation(Func<string, string> mutation) => new(this) { ConfigMutation = mutation };
+
     public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());
 
     public static ScenarioContext Recorded(string? fixtures = null) => new(null, fixtures ?? Fixtures.DefaultDirectory());
