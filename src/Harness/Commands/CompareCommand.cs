@@ -15,7 +15,11 @@ internal static class CompareCommand
     /// <summary>model_type values the engine can compare today.</summary>
     public static readonly string[] Supported = ["llama"];
 
-    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength);
+    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
+    {
+        /// <summary>--no-oracle: judge by the fixed policies (a model that does not fit twice in memory).</summary>
+        public bool NoOracle { get; init; }
+    }
 
     public static Command Create()
     {
@@ -47,12 +51,18 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--prompt-length must be at least 1");
         });
 
+        var noOracle = new Option<bool>("--no-oracle")
+        {
+            Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
+                          "fixed tolerance policies, and the output says so per module.",
+        };
+
         var command = new Command("compare",
             "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle,
         };
         command.Validators.Add(r =>
         {
@@ -60,7 +70,7 @@ internal static class CompareCommand
                 r.AddError("--prompt and --prompt-length are mutually exclusive");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
-            r.GetValue(prompt), r.GetValue(promptLength))));
+            r.GetValue(prompt), r.GetValue(promptLength)) { NoOracle = r.GetValue(noOracle) }));
         return command;
     }
 
@@ -106,7 +116,7 @@ internal static class CompareCommand
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
-        var context = CliSupport.LiveContext("compare");
+        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
         if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
         LlamaScenario scenario;
