@@ -110,7 +110,7 @@ internal static class RunCommand
         }
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
-                : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = $"{s.Id}/fault={o.Fault}" }).ToList();
+                : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(s.Id, o.Fault) }).ToList();
         if (o.ConfigMutations && o.Offline)
         {
             Console.Error.WriteLine("harness run: --config-mutations needs the live reference (HF's config defaults come from it), not --offline");

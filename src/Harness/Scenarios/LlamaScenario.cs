@@ -49,7 +49,7 @@ public sealed record LlamaScenario : Scenario
         string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
         string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
         string model = variant == "default" ? "llama" : $"llama-{variant}";
-        Id = $"{model}/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId(model, [layout, $"{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}"], dtype, fault);
         Model = "llama";
         Layout = layout;
         DType = dtype;

@@ -23,7 +23,7 @@ public sealed record MatmulScenario : TensorScenario
     {
         ShapeA = a;
         ShapeB = b;
-        Id = $"matmul/{name}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("matmul", [name], dtype, fault);
         Model = "matmul";
         Layout = "batch-invariant";
         DType = dtype;
