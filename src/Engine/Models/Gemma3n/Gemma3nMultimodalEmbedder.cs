@@ -70,7 +70,7 @@ public sealed class Gemma3nMultimodalEmbedder
             throw new ArgumentException($"{Prefix}: soft tokens must be [tokens, {Settings.HiddenSize}] ({Settings.JsonPath}.hidden_size), got {Shape.Format(softTokens.Shape)}");
         var normed = Norms.RmsNorm(softTokens, _softNorm, _eps, RmsNormKind.GemmaScaled);
         if (record) Record(".soft_embedding_norm", normed);
-        return Project(normed, record);
+        return Project(normed, record: false);   // HF's hooks keep the first call of these modules: the hard-token pass
     }
 
     private Tensor Project(Tensor normed, bool record)
