@@ -13,7 +13,7 @@ namespace Harness.Commands;
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama"];
+    public static readonly string[] Supported = ["llama", .. Gemma3nCompare.ModelTypes];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength);
 
@@ -106,9 +106,10 @@ internal static class CompareCommand
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
+        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
+        if (Gemma3nCompare.Handles(modelType)) return Gemma3nCompare.Run(o, dir, dtype, ids, configPath);
         var context = CliSupport.LiveContext("compare");
         if (context is null) return ExitCodes.Usage;
-        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
         LlamaScenario scenario;
         try
         {
