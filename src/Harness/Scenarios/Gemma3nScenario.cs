@@ -194,7 +194,14 @@ public sealed record Gemma3nScenario : Scenario
     }
 
     /// <summary>The engine options this scenario's fault maps to (the embedder bug is a constructor argument).</summary>
-    public Gemma3nOptions Options => new() { EmbedderInputIsParallel = Fault == Faults.RowParallelInputIsParallel };
+    public Gemma3nOptions Options => new()
+    {
+        EmbedderInputIsParallel = Fault == Faults.RowParallelInputIsParallel,
+        SparseTopKRankLocal = Fault == Faults.SparseTopKRankLocal,
+    };
+
+    /// <summary>Faults this scenario passes to the model as constructor options (others are injected around the run).</summary>
+    private static readonly string[] OptionFaults = [Faults.RowParallelInputIsParallel, Faults.SparseTopKRankLocal];
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
     {
@@ -211,7 +218,7 @@ public sealed record Gemma3nScenario : Scenario
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         // Other named faults live in shared ops (activation, GEMM paths) and are injected around the run as before.
-        bool globalFault = Fault is not null && Fault != Faults.RowParallelInputIsParallel;
+        bool globalFault = Fault is not null && !OptionFaults.Contains(Fault);
         using (globalFault ? Faults.Inject(Fault!) : null)
         {
             try
@@ -308,5 +315,7 @@ public static class Gemma3nScenarios
         // vLLM's Gemma-3n TP=2 bug: the embedder's RowParallelLinear built with input_is_parallel=True dies on its
         // full-width input, first at embed_vision's projection (its hard-token pass runs first, as in HF).
         yield return new Gemma3nScenario(2, Gemma3nInput.SoftTokens, DType.Float32, Faults.RowParallelInputIsParallel, EmbedderProjection);
+        // The sparse MLP's top-k statistics over one rank's gate shard: invisible at TP=1, caught at the first sparse MLP at TP=2.
+        yield return new Gemma3nScenario(2, Gemma3nInput.Text, DType.Float32, Faults.SparseTopKRankLocal, "model.language_model.layers.0.mlp");
     }
 }

@@ -214,6 +214,12 @@ public sealed record Gemma3nOptions
     /// <summary>Builds embed_vision/embed_audio.embedding_projection with input_is_parallel=True (the bug).</summary>
     public bool EmbedderInputIsParallel { get; init; }
 
+    /// <summary>
+    /// Takes the sparse MLP's gaussian top-k mean and std over this rank's gate shard (an activation that only sees the
+    /// local gate_up output, as vLLM's GeluAndMulSparse under TP) instead of the whole intermediate row (the bug).
+    /// </summary>
+    public bool SparseTopKRankLocal { get; init; }
+
     /// <summary>The longest sequence the KV caches hold.</summary>
     public int MaxPositions { get; init; } = 256;
 }

@@ -29,7 +29,7 @@ public sealed class Gemma3nDecoderLayer
     public Gemma3nAltUp AltUp { get; }
     public Gemma3nLaurel Laurel { get; }
 
-    public Gemma3nDecoderLayer(IWeightSource weights, string prefix, Gemma3nTextSettings config, int layer, ParallelContext ctx, IActivationSink sink)
+    public Gemma3nDecoderLayer(IWeightSource weights, string prefix, Gemma3nTextSettings config, int layer, ParallelContext ctx, IActivationSink sink, Gemma3nOptions? options = null)
     {
         Prefix = prefix;
         _ctx = ctx;
@@ -46,7 +46,7 @@ public sealed class Gemma3nDecoderLayer
         _pleGate = new Linear(weights.Get(prefix + ".per_layer_input_gate.weight"));
         _pleProjection = new Linear(weights.Get(prefix + ".per_layer_projection.weight"));
         SelfAttn = new Gemma3nAttention(weights, prefix + ".self_attn", config, layer, ctx);
-        Mlp = new Gemma3nMlp(weights, prefix + ".mlp", config, layer, ctx);
+        Mlp = new Gemma3nMlp(weights, prefix + ".mlp", config, layer, ctx, options);
         AltUp = new Gemma3nAltUp(weights, prefix + ".altup", config);
         Laurel = new Gemma3nLaurel(weights, prefix + ".laurel", config, ctx);
     }

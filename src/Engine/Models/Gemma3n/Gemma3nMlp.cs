@@ -19,10 +19,12 @@ public sealed class Gemma3nMlp
     private readonly ActivationKind _act;
     private readonly double _sparsity;
     private readonly IProcessGroup _tp;
+    private readonly bool _rankLocalStatistics;
 
-    public Gemma3nMlp(IWeightSource weights, string prefix, Gemma3nTextSettings config, int layer, ParallelContext ctx)
+    public Gemma3nMlp(IWeightSource weights, string prefix, Gemma3nTextSettings config, int layer, ParallelContext ctx, Gemma3nOptions? options = null)
     {
         _tp = ctx.Tp;
+        _rankLocalStatistics = (options ?? Gemma3nOptions.Default).SparseTopKRankLocal;
         _gate = ColumnParallelLinear.Load(weights, prefix + ".gate_proj", ctx.Tp);
         _up = ColumnParallelLinear.Load(weights, prefix + ".up_proj", ctx.Tp);
         _down = RowParallelLinear.Load(weights, prefix + ".down_proj", ctx.Tp, inputIsParallel: true);
@@ -36,7 +38,7 @@ public sealed class Gemma3nMlp
         var gate = _gate.Forward(x);                                           // [tokens, intermediate/tp]
         if (_sparsity > 0)
         {
-            var full = _tp.WorldSize == 1 ? gate : _tp.AllGather(gate, -1);    // [tokens, intermediate]
+            var full = _tp.WorldSize == 1 || _rankLocalStatistics ? gate : _tp.AllGather(gate, -1);    // [tokens, intermediate]
             gate = Activation.Apply(Elementwise.Sub(gate, GaussianTopKCutoff(full, _sparsity)), ActivationKind.Relu);
         }
         var up = _up.Forward(x);                                               // [tokens, intermediate/tp]

@@ -70,7 +70,7 @@ public sealed class Gemma3nModel
             .Select(i => ColumnParallelLinear.Load(weights, $"{_p}.altup_unembed_projections.{i}", ctx.Tp, gatherOutput: true)).ToArray();
         _norm = weights.Get(_p + ".norm.weight");
         Layers = Enumerable.Range(0, _text.NumLayers)
-            .Select(i => new Gemma3nDecoderLayer(weights, $"{_p}.layers.{i}", _text, i, ctx, _sink)).ToList();
+            .Select(i => new Gemma3nDecoderLayer(weights, $"{_p}.layers.{i}", _text, i, ctx, _sink, options)).ToList();
         var head = weights.Contains("lm_head.weight") ? weights.Get("lm_head.weight")
             : _text.Base.TieWordEmbeddings ? embedWeight
             : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
