@@ -8,7 +8,8 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
-/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints.
+/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints;
+/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>.
 /// </summary>
 internal static class CompareCommand
 {
@@ -21,7 +22,7 @@ internal static class CompareCommand
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama architecture for now.",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama or Gemma3n (gemma3n, gemma3n_text; TP only).",
             Required = true,
             HelpName = "DIR",
         };
@@ -48,7 +49,7 @@ internal static class CompareCommand
         });
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n with --tp only), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {

@@ -10,7 +10,9 @@ namespace Harness.Scenarios;
 /// and active stream 1, Laurel rank 4, per-layer inputs of width 8, 4 heads / 2 kv heads of 8, both embedders.
 /// Every field the engine reads is off its library default (HF's defaults are E4B's: hidden 2048, 4 AltUp streams,
 /// active stream 0, sliding window 512, soft cap 30, rope thetas 1e4/1e6, eps 1e-6, gelu_pytorch_tanh, ...), so an
-/// engine that reads a default instead of the field diverges. About 112 k parameters (0.45 MB in float32).
+/// engine that reads a default instead of the field diverges. Three stay at their defaults because the feature needs
+/// them: altup_correct_scale (true), tie_word_embeddings (true: the lm_head is the embedding table) and attention_bias
+/// (false: Gemma3n has none). About 112 k parameters with the audio tower (0.45 MB in float32).
 /// </summary>
 public static class TinyGemma3n
 {
