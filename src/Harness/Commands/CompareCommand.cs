@@ -8,12 +8,13 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
-/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints.
+/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints;
+/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>.
 /// </summary>
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama"];
+    public static readonly string[] Supported = ["llama", .. Gemma3nCompare.ModelTypes];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
     {
@@ -25,7 +26,7 @@ internal static class CompareCommand
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama architecture for now.",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama or Gemma3n (gemma3n, gemma3n_text; TP only).",
             Required = true,
             HelpName = "DIR",
         };
@@ -58,7 +59,7 @@ internal static class CompareCommand
         };
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n with --tp only), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
@@ -116,9 +117,10 @@ internal static class CompareCommand
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
+        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
+        if (Gemma3nCompare.Handles(modelType)) return Gemma3nCompare.Run(o, dir, dtype, ids, configPath);
         var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
         if (context is null) return ExitCodes.Usage;
-        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
         LlamaScenario scenario;
         try
         {
