@@ -57,11 +57,26 @@ def _g4t_perturb(model, seed):
                     t.copy_(rn(t, fan_in ** -0.5))
 
 
+def _g4t_floats(cls, d):
+    """JSON from C# writes 7.0 as 7; HF's strict config dataclasses reject an int for a float field: cast those back."""
+    import dataclasses
+    d = dict(d)
+    for f in dataclasses.fields(cls):
+        t = str(f.type)
+        if f.name in d and type(d[f.name]) is int and "float" in t and "int" not in t:
+            d[f.name] = float(d[f.name])
+    return d
+
+
 def op_gemma4_towers_build(args, tensors):
     """A tiny Gemma4ForConditionalGeneration from a config dict, towers perturbed off their init, saved in dtype."""
     from safetensors import safe_open
     cfg = dict(args["config"])
     cfg.pop("model_type", None)
+    for key, cls in (("text_config", transformers.Gemma4TextConfig), ("vision_config", transformers.Gemma4VisionConfig),
+                     ("audio_config", transformers.Gemma4AudioConfig)):
+        if isinstance(cfg.get(key), dict):
+            cfg[key] = _g4t_floats(cls, cfg[key])
     config = transformers.Gemma4Config(**cfg)
     torch.manual_seed(int(args.get("seed", 0)))
     model = transformers.Gemma4ForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
