@@ -1,0 +1,124 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Config;
+using Harness.Engine.IO;
+using Harness.Engine.Models.Gemma4.Audio;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+using Harness.Scenarios;
+using Harness.Tests.Correctness.Live;
+using Xunit.Abstractions;
+
+namespace Harness.Tests.Correctness.Scenarios;
+
+/// <summary>
+/// Gemma4's audio tower, where the 4D x 3D torch.matmul that broke vLLM's batch-invariant matmul on Gemma-4-E2B lives
+/// (Gemma4AudioAttention's relative-position logits, [B, N, U*W, H] @ [N, H, F]). Offline on the recorded tiny E2B-like
+/// model, except the last test.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class Gemma4TowerTests(ITestOutputHelper output)
+{
+    private static string ModelDir(DType dtype) =>
+        Path.Combine(Fixtures.DefaultDirectory(), "models", $"{TinyGemma4Towers.ModelName}-{(dtype == DType.Float32 ? "fp32" : "bf16")}");
+
+    private static Tensor[] Encode(DType dtype, Tensor features, MatmulOptions? matmul = null)
+    {
+        var dir = ModelDir(dtype);
+        using var checkpoint = Checkpoint.Open(dir);
+        var model = new Gemma4AudioModel(new CheckpointWeights(checkpoint), Gemma4AudioConfig.Load(Path.Combine(dir, "config.json")), matmul: matmul);
+        var tokens = model.Forward(features).SoftTokens;                       // [B, 8, 40]
+        return Enumerable.Range(0, tokens.Size(0)).Select(i => tokens.Select(0, i).Clone()).ToArray();
+    }
+
+    /// <summary>Clip 0 of a batch of <paramref name="clips"/> sits at <paramref name="at"/>; the others are different clips.</summary>
+    private static Tensor Batch(DType dtype, int clips, int at)
+    {
+        var parts = Enumerable.Range(0, clips)
+            .Select(i => TinyGemma4Towers.AudioInputs(dtype, 1, i == at ? 61UL : 100UL + (ulong)i).Features).ToList();
+        return Tensor.Cat(parts, 0);
+    }
+
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.BFloat16)]
+    public void With_batch_invariant_mode_a_clip_encodes_to_the_same_bits_alone_or_in_a_batch_of_3_or_8_at_1_or_2_threads(DType dtype)
+    {
+        using var invariant = ComputeSettings.UseBatchInvariant();
+        Tensor alone;
+        using (ComputeSettings.UseThreads(1)) alone = Encode(dtype, Batch(dtype, 1, 0))[0];
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var t = ComputeSettings.UseThreads(threads);
+            foreach (var (clips, at) in new[] { (1, 0), (3, 1), (8, 5) })
+            {
+                var got = Encode(dtype, Batch(dtype, clips, at))[at];
+                Assert.True(alone.BitwiseEquals(got), $"clip at {at} of {clips}, {threads} threads: soft tokens differ from the clip encoded alone");
+            }
+        }
+    }
+
+    [Fact]
+    public void The_pre_fix_batch_invariant_matmul_dies_in_the_audio_attention_naming_both_shapes()
+    {
+        using var invariant = ComputeSettings.UseBatchInvariant();
+        var features = TinyGemma4Towers.AudioInputs(DType.BFloat16).Features;      // [2, 32, 16]: 8 frames after subsampling, 2 blocks of 4
+        var e = Assert.Throws<ModuleFailedException>(() => Encode(DType.BFloat16, features, MatmulOptions.PreFixBatchInvariant));
+        output.WriteLine(e.Message);
+        Assert.Equal("model.audio_tower.layers.0.self_attn", e.Module);
+        // queries [B=2, N=2, U*W=8, H=16] @ relative keys [N=2, H=16, F=6]
+        Assert.Contains("got shapes [2, 2, 8, 16] and [2, 16, 6]", e.Message);
+
+        // the same model on the fixed matmul (the default) runs
+        Assert.Equal([8, 40], Encode(DType.BFloat16, features)[0].ShapeArray);
+    }
+
+    [Fact]
+    public void The_fault_reaches_the_model_only_as_a_constructor_argument()
+    {
+        using var fault = Faults.Inject(Faults.MatmulNoNdBroadcast);                // ambient: ignored by Matmul
+        Assert.Equal([8, 40], Encode(DType.Float32, TinyGemma4Towers.AudioInputs(DType.Float32).Features)[0].ShapeArray);
+    }
+
+    [Theory]
+    [InlineData("audio-tower/fp32")]
+    [InlineData("audio-tower/bf16")]
+    public void The_recording_reports_that_HF_eager_and_sdpa_disagree_on_the_audio_tower_and_agree_on_text(string which)
+    {
+        var bundle = ReferenceBundle.Load(Fixtures.BundlePath(Fixtures.DefaultDirectory(), $"{TinyGemma4Towers.ModelName}-{which.Replace('/', '-')}"));
+        var consistency = bundle.Versions["reference_consistency"];
+        output.WriteLine(consistency);
+        Assert.Equal("sdpa", bundle.Versions["reference_attn_implementation"]);
+        Assert.Contains("audio_tower: eager and sdpa DISAGREE", consistency);
+        Assert.Contains("first divergent module model.audio_tower.layers.0.self_attn", consistency);
+        Assert.Contains("text_only: eager and sdpa agree", consistency);
+    }
+
+    [Fact]
+    public void A_missing_audio_config_field_names_the_file_and_the_path()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"g4-audio-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, """{"model_type": "gemma4", "audio_config": {"hidden_size": 32}}""");
+        try
+        {
+            var e = Assert.Throws<ConfigException>(() => Gemma4AudioConfig.Load(path));
+            Assert.Contains(path, e.Message);
+            Assert.Contains("audio_config.num_hidden_layers", e.Message);
+        }
+        finally { File.Delete(path); }
+    }
+
+    [SkippableFact]
+    [Trait(LiveReference.Tier, LiveReference.Live)]
+    public void Live_the_reference_is_sdpa_and_its_eager_disagreement_is_reported()
+    {
+        var context = CatalogContexts.Live();
+        var scenario = ScenarioCatalog.Find("gemma4/e2b-like/tp1/audio-tower/fp32")!;
+        var result = ScenarioRunner.Run(scenario, context).Result;                  // the catalog's live run computes this bundle once
+        output.WriteLine(result.Describe());
+        Assert.True(result.Passed, result.Reason);
+        Assert.Contains(result.Notes, n => n == "reference: HF under attn_implementation=sdpa");
+        Assert.Contains(result.Notes, n => n.Contains("audio_tower: eager and sdpa DISAGREE") && n.Contains("text_only: eager and sdpa agree"));
+    }
+}
