@@ -153,7 +153,7 @@ public sealed record Gemma4TowerScenario : Scenario
         Input = input;
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
-        Tolerance = Policy(dtype).Name;
+        Tolerance = Policy(dtype, tower).Name;
         ReferenceKey = $"{TinyGemma4Towers.ModelName}-{input}-{DTypeTag(dtype)}";
         Description = $"tiny E2B-like Gemma4 {(tower == Gemma4Tower.Audio ? "audio tower (2 clips, one padded)" : "vision tower (6x6 and padded 4x4 patch grids)")}, " +
                       $"{dtype.TorchName()}, batch-invariant mode, reference HF under attn_implementation={ReferenceAttention}" +
@@ -161,20 +161,28 @@ public sealed record Gemma4TowerScenario : Scenario
     }
 
     /// <summary>
-    /// float32 ("float32-tower", elementwise): a tower's activations reach |x| ~ 10-30 (residual streams, the pooler's
-    /// sqrt(hidden) scale) and float32 reordering noise is ~1e-6 of that scale, so single elements near zero carry absolute
-    /// errors up to ~2e-5 (measured: 2.1e-5 on the vision tower, 4.3e-6 on the audio tower); atol 1e-4 is about 3e-6 of the
-    /// scale, rtol 1e-5 as the GEMM policy. bfloat16 ("bfloat16-tower"): judged norm-wise like the bf16 TP scenarios: every
-    /// op rounds to bf16, and where the engine's float32 sum and torch's straddle a rounding boundary they take neighbouring
-    /// values, a one-ulp (2^-8 relative) flip that norms, softcap and softmax carry on; single elements near zero have no
-    /// useful bound. Measured relative L2: audio 8.2e-3, vision 8.5e-3 at worst (3e-2 allows 3.5x).
+    /// float32, audio: the GEMM policy (rtol 1e-5, atol 1e-5; measured worst 4.3e-6, and HF's default-eps norms read with
+    /// rms_norm_eps instead, a real porting slip, showed 3.5e-5 at the first feed-forward). float32, vision ("float32-vision",
+    /// elementwise): the pooler scales by sqrt(hidden) and the residual stream reaches |x| ~ 8-30, so float32 reordering noise
+    /// (~1e-6 of that scale) leaves up to 2.1e-5 on single elements near zero (measured); atol 5e-5 allows 2.4x.
+    /// bfloat16 ("bfloat16-tower"): judged norm-wise like the bf16 TP scenarios: every op rounds to bf16, and where the
+    /// engine's float32 sum and torch's straddle a rounding boundary they take neighbouring values, a one-ulp (2^-8 relative)
+    /// flip that norms, softcap and softmax carry on; single elements near zero have no useful bound. Measured relative L2:
+    /// audio 8.2e-3, vision 8.5e-3 at worst (3e-2 allows 3.5x).
     /// </summary>
-    public static TolerancePolicy Policy(DType dtype) => dtype == DType.Float32
-        ? new TolerancePolicy("float32-tower", 1e-5, 1e-4,
-            "float32 tower: reordering noise ~1e-6 of activations that reach |x| ~ 30; atol 1e-4 is ~3e-6 of that scale")
+    public static TolerancePolicy Policy(DType dtype, Gemma4Tower tower = Gemma4Tower.Audio) => dtype == DType.Float32
+        ? tower == Gemma4Tower.Audio ? Tolerances.Float32Gemm
+            : new TolerancePolicy("float32-vision", 1e-5, 5e-5,
+                "float32 vision tower: reordering noise ~1e-6 of activations that reach |x| ~ 30 after the sqrt(hidden) pooling scale")
         : new TolerancePolicy("bfloat16-tower", 1.6e-2, 3.9e-3,
             "a bf16 tower: one-ulp flips where two float32 sums straddle a bf16 rounding boundary, carried through norms, softcap and softmax")
         { MaxRelativeL2 = 3e-2 };
+
+    /// <summary>Changes the config the ENGINE is built with (the reference keeps the true one): for config-field mutation checks.</summary>
+    public Func<Gemma4AudioConfig, Gemma4AudioConfig>? AudioConfigMutation { get; init; }
+
+    /// <summary>Changes the vision config the ENGINE is built with (the reference keeps the true one).</summary>
+    public Func<Gemma4VisionConfig, Gemma4VisionConfig>? VisionConfigMutation { get; init; }
 
     public IReadOnlyList<string> Modules => Tower == Gemma4Tower.Audio ? TinyGemma4Towers.AudioModules() : TinyGemma4Towers.VisionModules();
 
@@ -266,13 +274,15 @@ public sealed record Gemma4TowerScenario : Scenario
             var configPath = Path.Combine(dir, "config.json");
             if (Tower == Gemma4Tower.Audio)
             {
-                var model = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), sink, MatmulOptions.ForFault(Fault));
+                var config = Gemma4AudioConfig.Load(configPath);
+                var model = new Gemma4AudioModel(weights, AudioConfigMutation?.Invoke(config) ?? config, sink, MatmulOptions.ForFault(Fault));
                 var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
                 model.Forward(inputs["input_features"], mask);
             }
             else
             {
-                var model = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, MatmulOptions.ForFault(Fault));
+                var config = Gemma4VisionConfig.Load(configPath);
+                var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, sink, MatmulOptions.ForFault(Fault));
                 model.Forward(inputs["pixel_values"], inputs["pixel_position_ids"]);
             }
         }
@@ -282,7 +292,7 @@ public sealed record Gemma4TowerScenario : Scenario
             failedModule = module?.Module;
             error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
         }
-        var policy = Policy(DType);
+        var policy = Policy(DType, Tower);
         // The captured modules only: the bundle also holds the op's own outputs (the same tensors under other names) and the
         // float64 oracle captures ("oracle.*"), which the comparison layer consumes separately.
         var compared = reference.Tensors.Where(kv => Modules.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);

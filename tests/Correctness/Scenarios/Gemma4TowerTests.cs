@@ -122,3 +122,68 @@ public class Gemma4TowerTests(ITestOutputHelper output)
         Assert.Contains(result.Notes, n => n.Contains("audio_tower: eager and sdpa DISAGREE") && n.Contains("text_only: eager and sdpa agree"));
     }
 }
+
+/// <summary>
+/// Every config field the towers read matters: the engine built with one field changed (the reference keeps the true
+/// config) must fail the fp32 comparison. A field the engine ignored, or one left at a value where a wrong default would
+/// agree, would let its mutation pass.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class Gemma4TowerConfigMutationTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> AudioFields() => Fields<Gemma4AudioConfig>();
+    public static TheoryData<string> VisionFields() => Fields<Harness.Engine.Models.Gemma4.Vision.Gemma4VisionConfig>();
+
+    /// <summary>
+    /// Fields no value can show: attention_invalid_logits_value fills masked logits after the softcap has bounded every real
+    /// logit to (-cap, cap), so any value below -cap gives the same softmax (a fully masked row is uniform either way).
+    /// </summary>
+    private static readonly string[] Invisible = [nameof(Gemma4AudioConfig.AttentionInvalidLogitsValue)];
+
+    private static TheoryData<string> Fields<T>()
+    {
+        var data = new TheoryData<string>();
+        foreach (var p in typeof(T).GetProperties().Where(p => p.CanWrite && !Invisible.Contains(p.Name))) data.Add(p.Name);
+        return data;
+    }
+
+    /// <summary>
+    /// A copy of a config record with one property changed: ints +2 (a chunk of 5 instead of 4 keeps context_size // 2, and
+    /// blocked local attention with relative positions is the same for any chunking with the same relative table), doubles
+    /// x10, bools flipped, lists +1 each, activation names swapped.
+    /// </summary>
+    private static T Mutate<T>(T config, string field)
+    {
+        var copy = (T)typeof(T).GetMethod("<Clone>$")!.Invoke(config, null)!;
+        var p = typeof(T).GetProperty(field)!;
+        object v = p.GetValue(config)!;
+        object next = v switch
+        {
+            int i => i + 2,
+            double d => d * 10,
+            bool b => !b,
+            int[] a => a.Select(x => x + 1).ToArray(),
+            string s => s == "silu" ? "gelu_pytorch_tanh" : "silu",
+            _ => throw new InvalidOperationException($"no mutation for {field} of type {v.GetType().Name}"),
+        };
+        p.SetValue(copy, next);
+        return copy;
+    }
+
+    private void AssertCaught(Scenario scenario, string field)
+    {
+        var result = ScenarioRunner.Run(scenario, CatalogContexts.Recorded).Result;
+        output.WriteLine($"{field}: {result.Reason}");
+        Assert.False(result.ComparisonPassed, $"{field} changed, yet the comparison passed: the engine does not read it, or a wrong value agrees");
+    }
+
+    [Theory]
+    [MemberData(nameof(AudioFields))]
+    public void Audio_field_changed_in_the_engine_only_is_caught(string field) =>
+        AssertCaught(new Gemma4TowerScenario(Gemma4Tower.Audio, DType.Float32) { AudioConfigMutation = c => Mutate(c, field) }, field);
+
+    [Theory]
+    [MemberData(nameof(VisionFields))]
+    public void Vision_field_changed_in_the_engine_only_is_caught(string field) =>
+        AssertCaught(new Gemma4TowerScenario(Gemma4Tower.Vision, DType.Float32) { VisionConfigMutation = c => Mutate(c, field) }, field);
+}

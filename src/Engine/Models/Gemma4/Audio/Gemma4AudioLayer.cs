@@ -139,7 +139,8 @@ public sealed class Gemma4AudioLightConv1d
         _c = c;
         _start = new Gemma4ClippableLinear(w, $"{prefix}.linear_start", c.UseClippedLinears, matmul);
         _end = new Gemma4ClippableLinear(w, $"{prefix}.linear_end", c.UseClippedLinears, matmul);
-        _conv = w.Get($"{prefix}.depthwise_conv1d.weight");
+        _conv = Gemma4TowerKernels.Expect(w.Get($"{prefix}.depthwise_conv1d.weight"), $"{prefix}.depthwise_conv1d.weight",
+            [c.HiddenSize, 1, c.ConvKernelSize], "audio_config.hidden_size, conv_kernel_size");
         _preNorm = w.Get($"{prefix}.pre_layer_norm.weight");
         _convNorm = w.Get($"{prefix}.conv_norm.weight");
         _act = Activation.Parse(c.HiddenAct);

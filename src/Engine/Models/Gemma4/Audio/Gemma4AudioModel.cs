@@ -48,14 +48,19 @@ public sealed class Gemma4AudioModel
         _matmul = matmul ?? MatmulOptions.Default;
         Prefix = prefix;
         string s = $"{prefix}.subsample_conv_projection";
-        _conv0 = weights.Get($"{s}.layer0.conv.weight");
+        int c0 = config.SubsamplingConvChannels[0], c1 = config.SubsamplingConvChannels[1];
+        const string channels = "audio_config.subsampling_conv_channels";
+        _conv0 = Gemma4TowerKernels.Expect(weights.Get($"{s}.layer0.conv.weight"), $"{s}.layer0.conv.weight", [c0, 1, 3, 3], channels);
         _norm0 = weights.Get($"{s}.layer0.norm.weight");
-        _conv1 = weights.Get($"{s}.layer1.conv.weight");
+        _conv1 = Gemma4TowerKernels.Expect(weights.Get($"{s}.layer1.conv.weight"), $"{s}.layer1.conv.weight", [c1, c0, 3, 3], channels);
         _norm1 = weights.Get($"{s}.layer1.norm.weight");
-        _inputProjT = weights.Get($"{s}.input_proj_linear.weight").T();
+        // input_proj_linear's input is hard-wired to (channels[0] // 4) * channels[1] (HF 394)
+        _inputProjT = Gemma4TowerKernels.Expect(weights.Get($"{s}.input_proj_linear.weight"), $"{s}.input_proj_linear.weight",
+            [config.HiddenSize, c0 / 4 * c1], $"{channels}, hidden_size").T();
         _layers = Enumerable.Range(0, config.NumHiddenLayers)
             .Select(i => new Gemma4AudioLayer(weights, $"{prefix}.layers.{i}", config, _matmul)).ToArray();
-        _outputProjT = weights.Get($"{prefix}.output_proj.weight").T();
+        _outputProjT = Gemma4TowerKernels.Expect(weights.Get($"{prefix}.output_proj.weight"), $"{prefix}.output_proj.weight",
+            [config.OutputProjDims, config.HiddenSize], "audio_config.output_proj_dims, hidden_size").T();
         _outputProjBias = weights.Get($"{prefix}.output_proj.bias");
     }
 

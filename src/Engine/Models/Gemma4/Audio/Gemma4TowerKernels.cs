@@ -88,6 +88,14 @@ internal static class Gemma4TowerKernels
         return Tensor.FromArray(v, x.ShapeArray).To(x.DType);
     }
 
+    /// <summary>A checkpoint tensor must have the shape its config implies; otherwise an error naming both and the config field.</summary>
+    public static Tensor Expect(Tensor t, string name, int[] shape, string field)
+    {
+        if (!t.Shape.SequenceEqual(shape))
+            throw new ArgumentException($"{name} is {Shape.Format(t.Shape)} but the config ({field}) implies {Shape.Format(shape)}");
+        return t;
+    }
+
     /// <summary>A bool tensor's values.</summary>
     public static bool[] Bools(Tensor mask)
     {

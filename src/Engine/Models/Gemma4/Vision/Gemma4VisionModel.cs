@@ -48,8 +48,11 @@ public sealed class Gemma4VisionModel
         _sink = sink ?? NoCapture.Instance;
         _matmul = matmul ?? MatmulOptions.Default;
         Prefix = prefix;
-        _inputProjT = weights.Get($"{prefix}.patch_embedder.input_proj.weight").T();
-        _positionTable = weights.Get($"{prefix}.patch_embedder.position_embedding_table");   // [2, P, hidden]
+        _inputProjT = Gemma4TowerKernels.Expect(weights.Get($"{prefix}.patch_embedder.input_proj.weight"), $"{prefix}.patch_embedder.input_proj.weight",
+            [config.HiddenSize, 3 * config.PatchSize * config.PatchSize], "vision_config.hidden_size, 3 * patch_size^2").T();
+        _positionTable = Gemma4TowerKernels.Expect(weights.Get($"{prefix}.patch_embedder.position_embedding_table"),
+            $"{prefix}.patch_embedder.position_embedding_table", [2, config.PositionEmbeddingSize, config.HiddenSize],
+            "vision_config.position_embedding_size, hidden_size");                                   // [2, P, hidden]
         if (config.Standardize)
         {
             _stdBias = weights.Get($"{prefix}.std_bias");
@@ -73,6 +76,8 @@ public sealed class Gemma4VisionModel
     {
         if (pixelValues.Rank != 3) throw new ArgumentException($"{Prefix}: pixel_values must be [batch, patches, 3*patch_size^2], got {Shape.Format(pixelValues.Shape)}");
         int b = pixelValues.Size(0), n = pixelValues.Size(1), kk = _c.PoolingKernelSize;
+        if (pixelValues.Size(2) != 3 * _c.PatchSize * _c.PatchSize)
+            throw new ArgumentException($"{Prefix}: pixel_values {Shape.Format(pixelValues.Shape)} must hold 3 * patch_size^2 = {3 * _c.PatchSize * _c.PatchSize} values per patch (vision_config.patch_size {_c.PatchSize})");
         if (positions.Rank != 3 || positions.Size(0) != b || positions.Size(1) != n || positions.Size(2) != 2)
             throw new ArgumentException($"{Prefix}: pixel_position_ids {Shape.Format(positions.Shape)} must be [{b}, {n}, 2] for pixel_values {Shape.Format(pixelValues.Shape)}");
         var pos = positions.ToInt64Array();
@@ -210,6 +215,8 @@ public sealed class Gemma4VisionLayer
         _qNorm = w.Get($"{a}.q_norm.weight");
         _kNorm = w.Get($"{a}.k_norm.weight");
         _gate = new Gemma4ClippableLinear(w, $"{m}.gate_proj", c.UseClippedLinears, matmul);
+        if (_gate.OutFeatures != c.IntermediateSize)
+            throw new ArgumentException($"{m}.gate_proj.linear.weight has {_gate.OutFeatures} outputs but vision_config.intermediate_size is {c.IntermediateSize}");
         _up = new Gemma4ClippableLinear(w, $"{m}.up_proj", c.UseClippedLinears, matmul);
         _down = new Gemma4ClippableLinear(w, $"{m}.down_proj", c.UseClippedLinears, matmul);
         _inputNorm = w.Get($"{prefix}.input_layernorm.weight");
