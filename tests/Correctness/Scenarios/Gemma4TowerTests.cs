@@ -74,6 +74,47 @@ public class Gemma4TowerTests(ITestOutputHelper output)
         Assert.Equal([8, 40], Encode(DType.BFloat16, features)[0].ShapeArray);
     }
 
+    /// <summary>Gemma-4-E2B's audio_config (HF's Gemma4AudioConfig defaults).</summary>
+    private static Gemma4AudioConfig E2BAudio => new()
+    {
+        HiddenSize = 1024, NumHiddenLayers = 12, NumAttentionHeads = 8, HiddenAct = "silu", SubsamplingConvChannels = [128, 32],
+        ConvKernelSize = 5, ResidualWeight = 0.5, AttentionChunkSize = 12, AttentionContextLeft = 13, AttentionContextRight = 0,
+        AttentionLogitCap = 50.0, AttentionInvalidLogitsValue = -1e9, UseClippedLinears = true, RmsNormEps = 1e-6,
+        GradientClipping = 1e10, OutputProjDims = 1536,
+    };
+
+    [Fact]
+    public void As_reported_on_Gemma_4_E2B_a_one_second_clip_dies_on_the_relative_position_product_1x8x36x128_by_8x128x13()
+    {
+        // One second of audio: 100 mel frames, 25 after the two stride-2 convs; 3 blocks of 12 queries; 13 relative positions.
+        var c = E2BAudio;
+        const string p = "model.audio_tower.layers.0.self_attn";
+        var w = new Dictionary<string, Tensor>();
+        ulong seed = 70;
+        foreach (var proj in new[] { "q_proj", "k_proj", "v_proj", "post" })
+        {
+            w[$"{p}.{proj}.linear.weight"] = Tensor.Normal(DType.BFloat16, seed++, 0, 1f / 32, 1024, 1024);
+            w[$"{p}.{proj}.input_min"] = Tensor.Scalar(double.NegativeInfinity, DType.BFloat16);
+            w[$"{p}.{proj}.input_max"] = Tensor.Scalar(double.PositiveInfinity, DType.BFloat16);
+            w[$"{p}.{proj}.output_min"] = Tensor.Scalar(double.NegativeInfinity, DType.BFloat16);
+            w[$"{p}.{proj}.output_max"] = Tensor.Scalar(double.PositiveInfinity, DType.BFloat16);
+        }
+        w[$"{p}.relative_k_proj.weight"] = Tensor.Normal(DType.BFloat16, seed++, 0, 1f / 32, 1024, 1024);
+        w[$"{p}.per_dim_scale"] = Tensor.Normal(DType.BFloat16, seed, 0, 0.5f, 128);
+        var x = Tensor.Normal(DType.BFloat16, 71, 0, 1, 1, 25, 1024);
+        var pos = Gemma4AudioModel.RelativePositionEmbeddings(c, DType.BFloat16);                 // [13, 1024]
+        var mask = Gemma4AudioModel.BlockedMask(Enumerable.Repeat(true, 25).ToArray(), 1, 25, c);
+
+        using var invariant = ComputeSettings.UseBatchInvariant();
+        var preFix = new Gemma4AudioAttention(new DictionaryWeights(w), p, c, MatmulOptions.PreFixBatchInvariant);
+        var e = Assert.Throws<ArgumentException>(() => preFix.Forward(x, pos, mask));
+        output.WriteLine(e.Message);
+        Assert.Contains("got shapes [1, 8, 36, 128] and [8, 128, 13]", e.Message);
+
+        var fixedAttention = new Gemma4AudioAttention(new DictionaryWeights(w), p, c, MatmulOptions.Default);
+        Assert.Equal([1, 25, 1024], fixedAttention.Forward(x, pos, mask).ShapeArray);
+    }
+
     [Fact]
     public void The_fault_reaches_the_model_only_as_a_constructor_argument()
     {

@@ -87,7 +87,7 @@ public sealed class Gemma4AudioModel
         int tOut = h.Size(1);
 
         // position_embeddings = self.rel_pos_enc(hidden_states)
-        var pos = RelativePositionEmbeddings(h.DType);                                          // [F, hidden]
+        var pos = RelativePositionEmbeddings(_c, h.DType);                                        // [F, hidden]
         // attention_mask = create_bidirectional_mask(..., and_mask_function=sliding_window_mask_function((left-1, right))), blocked to 5-D
         var blocks = BlockedMask(outValid, b, tOut, _c);                                        // [B, U, W, C]
 
@@ -136,23 +136,23 @@ public sealed class Gemma4AudioModel
     /// Gemma4AudioRelPositionalEncoding: positions p = C//2, C//2 - 1, ..., 0 and n = hidden/2 timescales
     /// inv[i] = exp(i * -ln(1e4)/max(n-1, 1)) (float32); embedding [sin(p*inv) | cos(p*inv)], cast to the model dtype. [F, hidden].
     /// </summary>
-    public Tensor RelativePositionEmbeddings(DType dtype)
+    public static Tensor RelativePositionEmbeddings(Gemma4AudioConfig c, DType dtype)
     {
-        int half = _c.HiddenSize / 2, f = _c.ContextSize / 2 + 1;
+        int half = c.HiddenSize / 2, f = c.ContextSize / 2 + 1;
         float inc = (float)(-Math.Log(10000.0) / Math.Max(half - 1, 1));
-        var pe = new float[f * _c.HiddenSize];
+        var pe = new float[f * c.HiddenSize];
         for (int r = 0; r < f; r++)
         {
-            float p = _c.ContextSize / 2 - r;
+            float p = c.ContextSize / 2 - r;
             for (int i = 0; i < half; i++)
             {
                 float inv = (float)Math.Exp((float)i * inc);
                 float st = p * inv;
-                pe[r * _c.HiddenSize + i] = (float)Math.Sin(st);
-                pe[r * _c.HiddenSize + half + i] = (float)Math.Cos(st);
+                pe[r * c.HiddenSize + i] = (float)Math.Sin(st);
+                pe[r * c.HiddenSize + half + i] = (float)Math.Cos(st);
             }
         }
-        return Tensor.FromArray(pe, f, _c.HiddenSize).To(dtype);
+        return Tensor.FromArray(pe, f, c.HiddenSize).To(dtype);
     }
 
     /// <summary>
