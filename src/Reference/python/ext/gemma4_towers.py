@@ -129,10 +129,11 @@ def _g4t_run(args, tensors, call):
     result = {"captured": captured, "attn_implementation": attn}
     try:
         outs += oracle_outputs(args, model, paths, lambda m, up: call(m, up))
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         # HF's audio attention casts q/k/v with .float() and then multiplies by float64 parameters, so its float64 twin
         # dies on a dtype mismatch ("expected m1 and m2 to have the same dtype"): no oracle there, said so in the result.
-        result["oracle_unavailable"] = str(e).splitlines()[0]
+        # (A worker whose wire cannot carry float64 yet fails here too, with a ValueError naming it.)
+        result["oracle_unavailable"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     return result, outs
 
 
