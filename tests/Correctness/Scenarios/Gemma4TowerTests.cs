@@ -74,6 +74,20 @@ public class Gemma4TowerTests(ITestOutputHelper output)
         Assert.Equal([8, 40], Encode(DType.BFloat16, features)[0].ShapeArray);
     }
 
+    [Fact]
+    public void The_valid_soft_tokens_are_the_unpadded_frames_clip_after_clip()
+    {
+        var dir = ModelDir(DType.Float32);
+        using var checkpoint = Checkpoint.Open(dir);
+        var model = new Gemma4AudioModel(new CheckpointWeights(checkpoint), Gemma4AudioConfig.Load(Path.Combine(dir, "config.json")));
+        var (features, mask) = TinyGemma4Towers.AudioInputs(DType.Float32);            // clip 1: its last 8 of 32 frames padded
+        var output = model.Forward(features, Tensor.FromArray(TinyGemma4Towers.MaskValues(mask), mask.ShapeArray));
+        Assert.Equal([2, 8], output.Mask.ShapeArray);
+        var valid = output.ValidSoftTokens();
+        Assert.Equal([8 + 6, 40], valid.ShapeArray);                                      // 32 -> 8 frames; 24 valid -> 6
+        Assert.True(valid.Select(0, 8 + 5).BitwiseEquals(output.SoftTokens.Select(0, 1).Select(0, 5)));
+    }
+
     /// <summary>Gemma-4-E2B's audio_config (HF's Gemma4AudioConfig defaults).</summary>
     private static Gemma4AudioConfig E2BAudio => new()
     {

@@ -67,7 +67,18 @@ public sealed class Gemma4AudioModel
     /// <summary>The encoder's output: soft tokens and which of them are valid frames.</summary>
     /// <param name="SoftTokens">[B, T', output_proj_dims] in the model dtype, T' = ceil(ceil(T/2)/2).</param>
     /// <param name="Mask">[B, T'] bool, true = valid frame (Gemma4Model keeps only these).</param>
-    public sealed record Output(Tensor SoftTokens, Tensor Mask);
+    public sealed record Output(Tensor SoftTokens, Tensor Mask)
+    {
+        /// <summary>The valid frames' soft tokens, clip after clip: [valid frames, output_proj_dims] (what Gemma4Model merges).</summary>
+        public Tensor ValidSoftTokens()
+        {
+            var valid = Gemma4TowerKernels.Bools(Mask);
+            int t = Mask.Size(1);
+            var rows = Enumerable.Range(0, valid.Length).Where(i => valid[i])
+                .Select(i => SoftTokens.Select(0, i / t).Select(0, i % t).Unsqueeze(0)).ToList();
+            return rows.Count == 0 ? Tensor.Zeros(SoftTokens.DType, 0, SoftTokens.Size(-1)) : Tensor.Cat(rows, 0);
+        }
+    }
 
     /// <summary>
     /// Encodes mel features to soft tokens.
