@@ -54,7 +54,7 @@ public sealed record MatmulScenario : TensorScenario
         Tensor result;
         try
         {
-            result = Matmul.Forward(A, B);
+            result = Matmul.Forward(A, B, MatmulOptions.ForFault(Fault));
         }
         catch (Exception e)
         {

@@ -4,7 +4,7 @@ namespace Harness.Scenarios;
 
 /// <summary>
 /// One catalog entry: a comparison of the engine with the HF/torch reference, described as data with a stable id
-/// ("llama/tp2-sp-pp2/prompt-embeds/fp32", "matmul/gemma4-e2b-4dx3d/bf16/fault=matmul-no-nd-broadcast").
+/// ("llama/tp2-sp-pp2/prompt-embeds/fp32", "gemma4/e2b-like/tp1/audio-tower/bf16/fault=matmul-no-nd-broadcast").
 /// A scenario with a <see cref="Fault"/> is a mutation check: it passes when the comparison FAILS and the failure
 /// points at <see cref="ExpectedFirstBadModule"/>. The xunit tests and the CLI run the same entries.
 /// </summary>
