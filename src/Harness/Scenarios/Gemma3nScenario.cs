@@ -235,9 +235,7 @@ public sealed record Gemma3nScenario : Scenario
         }
         var policy = Policy(DType, Tp);
         // The bundle also holds the engine's inputs (soft tokens) and reference-only extras: compare the listed modules.
-        var compared = reference.Tensors.Where(kv => modules.Contains(kv.Key) ||
-                (kv.Key.StartsWith(LayerComparison.OraclePrefix, StringComparison.Ordinal) && modules.Contains(kv.Key[LayerComparison.OraclePrefix.Length..])))
-            .ToDictionary(kv => kv.Key, kv => kv.Value);                        // the modules, with their float64 oracle captures
+        var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: LogprobTolerance(DType, config));

@@ -295,7 +295,7 @@ public sealed record Gemma4TowerScenario : Scenario
         var policy = Policy(DType, Tower);
         // The captured modules only: the bundle also holds the op's own outputs (the same tensors under other names) and the
         // float64 oracle captures ("oracle.*"), which the comparison layer consumes separately.
-        var compared = reference.Tensors.Where(kv => Modules.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        var compared = LayerComparison.Select(reference.Tensors, Modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, Modules, _ => policy);
         var notes = new List<string> { $"reference: HF under attn_implementation={ReferenceAttention}" };
         if (reference.Versions.TryGetValue("reference_consistency", out var consistency)) notes.Add($"reference consistency: {consistency}");
