@@ -57,12 +57,8 @@ public static class ScenarioCatalog
         list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: "llama3", fault: Faults.RopeScalingIgnored,
             expectedFirstBadModule: "model.layers.0.self_attn"));
 
-        // Scenario 5: gelu_tanh in Gemma4's experts.
-        list.Add(new ExpertScenario(DType.Float32));
-        list.Add(new ExpertScenario(DType.BFloat16));
-        list.Add(new ExpertScenario(DType.Float32, Faults.GeluTanhAsExact));
-        // bf16 cannot see the ~5e-4 GELU mix-up (it is below bf16 resolution) but must still catch a real bug.
-        list.Add(new ExpertScenario(DType.BFloat16, Faults.GateUpSwapped));
+        // Scenario 5 and Gemma4's text decoder (its experts' tanh GELU among the faults).
+        list.AddRange(Gemma4Scenarios.All());
 
         var duplicate = list.GroupBy(s => s.Id).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidOperationException($"scenario id {duplicate.Key} appears twice in the catalog");

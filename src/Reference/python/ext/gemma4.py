@@ -1,0 +1,79 @@
+# Gemma4's text decoder (Gemma4ForCausalLM, Gemma4TextModel) for the harness: build tiny models with every
+# ones-initialised scale perturbed, capture modules, the float64 oracle, and the MoE block alone on many seeds.
+# Spliced into harness_worker.py before main(): torch, transformers, need(), load_model(), capture_run(),
+# oracle_outputs(), upcast(), torch_dtype(), OPS are globals there.
+
+
+def _gemma4_perturb(model, seed, std, router_scale):
+    """HF initialises every norm weight, router scale, per-expert scale and layer_scalar to 1 (biases to 0): a port
+    that reads none of them would pass. Move each to 1 + std * N(0, 1) (biases to std * N(0, 1), layer_scalar to U(0.5, 1.5)), seeded. The router's projection is multiplied by
+    router_scale: at init its logits are ~0.1 apart, so the top-2 choice of a token would hang on the last bit of a
+    bf16 probability; a trained router is decisive, and so is this one."""
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight") or "layernorm_" in name \
+                    or leaf in ("scale", "per_expert_scale"):
+                p.copy_(1.0 + std * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+            if name.endswith("router.proj.weight"):
+                p.mul_(router_scale)
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
+
+
+def op_gemma4_build(args, tensors):
+    """build_model plus the perturbation of the ones-initialised scales (args: perturb_std, default 0.25;
+    router_scale, default 8)."""
+    cfg = dict(args["config"])
+    model_type = cfg.pop("model_type")
+    for key in ("torch_dtype", "dtype", "_attn_implementation", "attn_implementation"):
+        cfg.pop(key, None)
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    cls = model_class_named(args.get("model_class") or "Gemma4ForCausalLM")
+    torch.manual_seed(int(args.get("seed", 0)))
+    model = instantiate(cls, config).eval()
+    _gemma4_perturb(model, args.get("seed", 0), float(args.get("perturb_std", 0.25)), float(args.get("router_scale", 8.0)))
+    dt = torch_dtype(args.get("dtype", "float32"))
+    model = model.to(dt)
+    model.config.dtype = dt
+    out_dir = args["out_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    _model_cache.clear()
+    return {"files": sorted(os.listdir(out_dir)), "model_class": type(model).__name__,
+            "params": sum(p.numel() for p in model.parameters())}, []
+
+
+def op_gemma4_forward(args, tensors):
+    """Prefill of input_ids [B, T] with hooks on `capture`; returns each module's output and `logits` (plus the
+    float64 oracle's when args["oracle"])."""
+    model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+    ids = need(tensors, "input_ids").to(torch.int64)
+    paths = list(args.get("capture", []))
+    result, outs, captured = capture_run(model, paths, lambda m: m(input_ids=ids, use_cache=False).logits)
+    outs.append(("logits", result))
+    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(input_ids=ids, use_cache=False).logits)])
+    return {"captured": captured}, outs
+
+
+def op_gemma4_moe_block(args, tensors):
+    """The MoE half of decoder layer `layer` on its own, for many inputs at once: for each x_s in `x` [S, T, D]
+    (the residual that enters the feed-forward block), router(x_s) -> (weights, index), then
+    experts(pre_feedforward_layernorm_2(x_s), index, weights). Returns `out` [S, T, D] in the model dtype."""
+    model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+    layer = model.get_submodule(args.get("layers_path", "model.layers"))[int(args["layer"])]
+    x = need(tensors, "x").to(model.dtype)
+    outs = []
+    for s in range(x.shape[0]):
+        _, w, idx = layer.router(x[s])
+        outs.append(layer.experts(layer.pre_feedforward_layernorm_2(x[s]), idx, w))
+    return {}, [("out", torch.stack(outs))]
+
+
+OPS["gemma4_build"] = op_gemma4_build
+OPS["gemma4_forward"] = op_gemma4_forward
+OPS["gemma4_moe_block"] = op_gemma4_moe_block
