@@ -63,15 +63,20 @@ def op_gemma4_forward(args, tensors):
 def op_gemma4_moe_block(args, tensors):
     """The MoE half of decoder layer `layer` on its own, for many inputs at once: for each x_s in `x` [S, T, D]
     (the residual that enters the feed-forward block), router(x_s) -> (weights, index), then
-    experts(pre_feedforward_layernorm_2(x_s), index, weights). Returns `out` [S, T, D] in the model dtype."""
+    experts(pre_feedforward_layernorm_2(x_s), index, weights). Returns `out` [S, T, D] in the model dtype and the
+    router's `router_probabilities` [S, T, E], `top_k_weights` [S, T, k], `top_k_index` [S, T, k] (int64)."""
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     layer = model.get_submodule(args.get("layers_path", "model.layers"))[int(args["layer"])]
     x = need(tensors, "x").to(model.dtype)
-    outs = []
+    outs, probs, weights, index = [], [], [], []
     for s in range(x.shape[0]):
-        _, w, idx = layer.router(x[s])
+        p, w, idx = layer.router(x[s])
         outs.append(layer.experts(layer.pre_feedforward_layernorm_2(x[s]), idx, w))
-    return {}, [("out", torch.stack(outs))]
+        probs.append(p)
+        weights.append(w)
+        index.append(idx)
+    return {}, [("out", torch.stack(outs)), ("router_probabilities", torch.stack(probs)),
+                ("top_k_weights", torch.stack(weights)), ("top_k_index", torch.stack(index).to(torch.int64))]
 
 
 OPS["gemma4_build"] = op_gemma4_build
