@@ -61,26 +61,6 @@ public class Gemma4MoeSeedsTests(ITestOutputHelper output)
         }, ("x", x)).Need("out");
     }
 
-    private void DebugRouter(string dir, Tensor x)
-    {
-        var client = LiveReference.Client();
-        var reply = client.Invoke("gemma4_moe_block", new JsonObject
-        {
-            ["model_dir"] = client.WorkerPath(client.ShareDirectory(dir)), ["dtype"] = x.DType.TorchName(), ["layer"] = 0,
-        }, ("x", x));
-        var config = Gemma4ForCausalLM.LoadConfig(dir);
-        using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint);
-        var router = new Gemma4Router(weights, "model.layers.0.router", config);
-        var (p, w, idx) = router.Forward(x.Select(0, 0));
-        output.WriteLine("engine p " + string.Join(" ", p.ToFloatArray()));
-        output.WriteLine("ref    p " + string.Join(" ", reply.Need("router_probabilities").Select(0, 0).ToFloatArray()));
-        output.WriteLine("engine i " + string.Join(" ", idx.ToInt64Array()));
-        output.WriteLine("ref    i " + string.Join(" ", reply.Need("top_k_index").Select(0, 0).ToInt64Array()));
-        output.WriteLine("engine w " + string.Join(" ", w.ToFloatArray()));
-        output.WriteLine("ref    w " + string.Join(" ", reply.Need("top_k_weights").Select(0, 0).ToFloatArray()));
-    }
-
     private static IReadOnlyList<ComparisonResult> PerSeed(Tensor engine, Tensor reference, TolerancePolicy policy, string what) =>
         Enumerable.Range(0, Seeds).Select(s => TensorComparer.Compare($"{what} seed {s}", engine.Select(0, s), reference.Select(0, s), policy)).ToList();
 
@@ -108,7 +88,6 @@ public class Gemma4MoeSeedsTests(ITestOutputHelper output)
         var correct = PerSeed(Engine(dir, x, Gemma4Options.Default), expected, policy, "experts");
         var buggy = PerSeed(Engine(dir, x, Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.GeluTanhAsExact)), expected, policy, "exact-gelu experts");
         double Used(ComparisonResult r) => policy.Excess(r.WorstActual, r.WorstExpected);
-        DebugRouter(dir, x);
         output.WriteLine($"bfloat16, 20 seeds, fault absent: worst element used {correct.Max(Used) * 100:F0}% of {policy}");
         output.WriteLine($"bfloat16, 20 seeds, exact GELU injected: {buggy.Count(r => r.Passed)} of {Seeds} pass; worst element used " +
                          $"{buggy.Max(Used) * 100:F0}% of the tolerance");

@@ -37,7 +37,7 @@ public sealed class Gemma4Router
         var x = Norms.RmsNorm(r, null, _eps, RmsNormKind.GemmaNoScale);
         x = Elementwise.Mul(Elementwise.Mul(x, _scale), _rootSize);                 // hidden_states * self.scale * self.scalar_root_size
         var probs = Softmax.Forward(_proj.Forward(x), -1);                          // [rows, E]
-        var (w, idx) = TopK.Forward(probs, _topK);                                  // [rows, k]
+        var (w, idx) = TopKTorchOrder.Forward(probs, _topK);                        // [rows, k], ties in torch's order
         w = Elementwise.Div(w, Reductions.Sum(w, -1, keepDim: true));              // top_k_weights /= sum
         var scale = _perExpertScale.IndexSelect(0, idx.Reshape(-1)).Reshape(idx.ShapeArray);
         return (probs, Elementwise.Mul(w, scale), idx);                             // * per_expert_scale[top_k_index]

@@ -82,3 +82,12 @@ def op_gemma4_moe_block(args, tensors):
 OPS["gemma4_build"] = op_gemma4_build
 OPS["gemma4_forward"] = op_gemma4_forward
 OPS["gemma4_moe_block"] = op_gemma4_moe_block
+
+
+def op_gemma4_topk(args, tensors):
+    """torch.topk(x, k, dim=-1) (largest, sorted): `values`, `indices` (int64); the router's op, ties included."""
+    values, indices = torch.topk(need(tensors, "x"), int(args["k"]), dim=-1)
+    return {}, [("values", values), ("indices", indices.to(torch.int64))]
+
+
+OPS["gemma4_topk"] = op_gemma4_topk
