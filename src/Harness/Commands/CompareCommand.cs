@@ -8,12 +8,13 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
-/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints.
+/// the Llama (or Gemma4, <see cref="Gemma4Compare"/>) comparison, layer by layer and token by token, on an HF checkpoint
+/// folder, printed as `repro` prints.
 /// </summary>
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama"];
+    public static readonly string[] Supported = ["llama", .. Gemma4Compare.ModelTypes];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength);
 
@@ -21,7 +22,7 @@ internal static class CompareCommand
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama architecture for now.",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama and Gemma4 (gemma4_text, gemma4) for now.",
             Required = true,
             HelpName = "DIR",
         };
@@ -48,7 +49,7 @@ internal static class CompareCommand
         });
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama or Gemma4 for now), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
@@ -103,6 +104,7 @@ internal static class CompareCommand
             return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}; supported: {string.Join(", ", Supported)})");
 
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
+        if (Gemma4Compare.ModelTypes.Contains(modelType)) return Gemma4Compare.Run(o, dir, configPath, ids);
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
