@@ -75,6 +75,7 @@ public sealed record Gemma4Scenario : Scenario
     {
         Faults.GeluTanhAsExact => new Gemma4Options { ExpertsActivation = "gelu" },
         Faults.GateUpSwapped => new Gemma4Options { ExpertsGateUpSwapped = true },
+        Faults.RowParallelInputIsParallel => new Gemma4Options { EmbedderInputIsParallel = true },
         _ => Gemma4Options.Default,
     };
 

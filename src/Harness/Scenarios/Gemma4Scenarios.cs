@@ -15,6 +15,13 @@ public static class Gemma4Scenarios
             foreach (var tp in new[] { 1, 2 })
                 foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })
                     yield return new Gemma4Scenario(shape, tp, dtype);
+        // The text side of Gemma4ForConditionalGeneration with soft tokens from the reference's towers.
+        foreach (var input in Gemma4MultimodalScenario.Inputs3)
+            foreach (var tp in new[] { 1, 2 })
+                yield return new Gemma4MultimodalScenario(input, tp, DType.Float32);
+        yield return new Gemma4MultimodalScenario("mixed", 1, DType.BFloat16);
+        // Gemma3n's embedder bug in Gemma4's embedder: full-width soft tokens into a projection built input_is_parallel.
+        yield return new Gemma4MultimodalScenario("image", 2, DType.Float32, Faults.RowParallelInputIsParallel, "model.embed_vision");
         // The bug as reported: exact GELU in the experts (dense MLP untouched) is caught in float32 at the first experts...
         yield return new Gemma4Scenario("moe", 1, DType.Float32, Faults.GeluTanhAsExact, FirstExperts);
         yield return new Gemma4Scenario("moe", 2, DType.Float32, Faults.GeluTanhAsExact, FirstExperts);

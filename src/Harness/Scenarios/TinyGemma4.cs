@@ -83,6 +83,43 @@ public static class TinyGemma4
         return c;
     }
 
+    /// <summary>Placeholder and boundary token ids of the multimodal model (inside the e2b-like vocab of 320).</summary>
+    public const int ImageTokenId = 300, AudioTokenId = 301, VideoTokenId = 302, BoiTokenId = 303, EoiTokenId = 304, BoaTokenId = 305, EoaTokenId = 306;
+
+    /// <summary>
+    /// Gemma4ForConditionalGeneration around the e2b-like decoder, with a vision tower (2 layers, hidden 32, patch 4,
+    /// pooling 3: a 6x6 patch grid gives 4 soft tokens) and an audio tower (2 conformer layers, hidden 32, output 48:
+    /// 32 mel frames of 16 bins give 8 soft tokens). The towers run in the reference and their outputs are handed to the
+    /// engine; the embedders' norms read the towers' rms_norm_eps, set off the default.
+    /// </summary>
+    public static JsonObject MultimodalConfig()
+    {
+        var text = Config("e2b-like");
+        text.Remove("architectures");
+        text["model_type"] = "gemma4_text";
+        return new JsonObject
+        {
+            ["architectures"] = new JsonArray("Gemma4ForConditionalGeneration"),
+            ["model_type"] = "gemma4",
+            ["text_config"] = text,
+            ["vision_config"] = new JsonObject
+            {
+                ["model_type"] = "gemma4_vision", ["hidden_size"] = 32, ["intermediate_size"] = 64, ["num_hidden_layers"] = 2,
+                ["num_attention_heads"] = 2, ["num_key_value_heads"] = 2, ["head_dim"] = 16, ["patch_size"] = 4,
+                ["position_embedding_size"] = 64, ["pooling_kernel_size"] = 3, ["rms_norm_eps"] = 2e-6,
+            },
+            ["audio_config"] = new JsonObject
+            {
+                ["model_type"] = "gemma4_audio", ["hidden_size"] = 32, ["num_hidden_layers"] = 2, ["num_attention_heads"] = 2,
+                ["subsampling_conv_channels"] = new JsonArray(16, 4), ["output_proj_dims"] = 48, ["attention_chunk_size"] = 4,
+                ["attention_context_left"] = 5, ["attention_context_right"] = 0, ["rms_norm_eps"] = 3e-6,
+            },
+            ["image_token_id"] = ImageTokenId, ["audio_token_id"] = AudioTokenId, ["video_token_id"] = VideoTokenId,
+            ["boi_token_id"] = BoiTokenId, ["eoi_token_id"] = EoiTokenId, ["boa_token_id"] = BoaTokenId, ["eoa_token_index"] = EoaTokenId,
+            ["tie_word_embeddings"] = true,
+        };
+    }
+
     /// <summary>HF module paths compared, in forward order, for a model of this config (prefix "model." or "model.language_model.").</summary>
     public static IReadOnlyList<string> Modules(Engine.Models.Gemma4.Gemma4TextConfig config, string prefix = "model.")
     {

@@ -7,6 +7,9 @@ using Harness.Engine.Tensors;
 
 namespace Harness.Engine.Models.Gemma4;
 
+/// <summary>Soft tokens of one modality for one sequence: [n, hidden] in text space, for the rows whose id is TokenId.</summary>
+public sealed record Gemma4SoftTokens(string Modality, long TokenId, Tensor Embeddings);
+
 /// <summary>One sequence's decoding state: a KV cache per layer that owns one (KV-shared layers read their source's).</summary>
 public sealed class Gemma4Sequence
 {
@@ -116,7 +119,16 @@ public sealed class Gemma4ForCausalLM
     /// One step of several sequences at once: ids[s] [tokens_s] -> logits[s] [tokens_s, vocab]. Every row-wise op runs
     /// on the stacked rows [sum tokens_s, ...]; attention runs per sequence against its cache.
     /// </summary>
-    public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids)
+    public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids) => Forward(sequences, ids, null);
+
+    /// <summary>
+    /// As above, with soft tokens (Gemma4Model.forward's merge): per sequence, embeddings already in text space
+    /// ([n, hidden], the multimodal embedders' output) that replace, in order, the rows whose id is their placeholder id.
+    /// Every multimodal placeholder id (image, video, audio) is replaced by pad_token_id before embed_tokens and
+    /// embed_tokens_per_layer; the per-layer projection then sees the merged embeddings.
+    /// </summary>
+    public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids,
+        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>>? soft)
     {
         if (sequences.Count != ids.Count) throw new ArgumentException($"{sequences.Count} sequences but {ids.Count} inputs");
         var spans = new List<(int Start, int Count, int Past)>();
@@ -132,10 +144,12 @@ public sealed class Gemma4ForCausalLM
         var allIds = Tensor.Cat(ids.Select(i => i.Reshape(-1)).ToList(), 0);             // [rows]
         var pos = Tensor.FromArray(positions.ToArray(), rows);
 
-        // --- embeddings: h = embed_tokens(ids) * embed_scale.to(dtype)
-        var h = Elementwise.Mul(_embed.Forward(allIds), Tensor.Scalar(Math.Sqrt(_config.HiddenSize), DType));  // [rows, hidden]
+        // --- embeddings: llm_input_ids = where(multimodal_mask, pad, ids); h = embed_tokens(llm_input_ids) * embed_scale.to(dtype)
+        var llmIds = ReplacePlaceholders(allIds);
+        var h = Elementwise.Mul(_embed.Forward(llmIds), Tensor.Scalar(Math.Sqrt(_config.HiddenSize), DType));  // [rows, hidden]
         Record("embed_tokens", h);
-        var ple = PerLayerInputs(allIds, h);                                              // [rows, L, P] or null
+        if (soft is not null) h = MergeSoftTokens(h, allIds, spans, soft);                // inputs_embeds.masked_scatter(...)
+        var ple = PerLayerInputs(llmIds, h);                                              // [rows, L, P] or null
 
         // --- RoPE per layer type: cos, sin [1, rows, head_dim of the type]
         var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, pos, DType));
@@ -163,6 +177,33 @@ public sealed class Gemma4ForCausalLM
         if (_config.FinalLogitSoftcapping is double c)
             logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, c)), c);   // tanh(logits / c) * c
         return spans.Select(sp => logits.Narrow(0, sp.Start, sp.Count)).ToList();
+    }
+
+    private Tensor ReplacePlaceholders(Tensor ids)
+    {
+        if (_config.MultimodalTokenIds.Length == 0) return ids;
+        var v = ids.ToInt64Array();
+        for (int i = 0; i < v.Length; i++)
+            if (Array.IndexOf(_config.MultimodalTokenIds, (int)v[i]) >= 0) v[i] = _config.PadTokenId;
+        return Tensor.FromArray(v, v.Length);
+    }
+
+    // masked_scatter: the placeholder rows of each sequence, in order, take the soft tokens' rows.
+    private Tensor MergeSoftTokens(Tensor h, Tensor ids, IReadOnlyList<(int Start, int Count, int Past)> spans,
+        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>> soft)
+    {
+        var merged = h.Clone();
+        var v = ids.ToInt64Array();
+        for (int s = 0; s < spans.Count && s < soft.Count; s++)
+            foreach (var st in soft[s])
+            {
+                var rows = Enumerable.Range(spans[s].Start, spans[s].Count).Where(r => v[r] == st.TokenId).ToList();
+                if (rows.Count != st.Embeddings.Shape[0])
+                    throw new ArgumentException(
+                        $"{st.Modality} features and {st.Modality} tokens do not match, tokens: {rows.Count} (id {st.TokenId}), features: {st.Embeddings.Shape[0]}");
+                for (int i = 0; i < rows.Count; i++) merged.Narrow(0, rows[i], 1).CopyFrom(st.Embeddings.Narrow(0, i, 1).To(DType));
+            }
+        return merged;
     }
 
     // get_per_layer_inputs + project_per_layer_inputs: [rows, L, P]

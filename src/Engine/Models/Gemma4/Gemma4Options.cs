@@ -15,5 +15,11 @@ public sealed record Gemma4Options
     /// <summary>The fused experts' gate_up_proj read with its halves swapped (up rows taken as gate and vice versa).</summary>
     public bool ExpertsGateUpSwapped { get; init; }
 
+    /// <summary>
+    /// The multimodal embedders' projection built with input_is_parallel=True although it is fed the full-width soft
+    /// tokens (the Gemma3n bug, same layer shape here): under TP each rank multiplies [n, mm] by its [mm/tp] shard.
+    /// </summary>
+    public bool EmbedderInputIsParallel { get; init; }
+
     public static Gemma4Options Default { get; } = new();
 }

@@ -42,6 +42,9 @@ public sealed record Gemma4TextConfig
     public required int TopKExperts { get; init; }
     public required int MoeIntermediateSize { get; init; }
     public required int PadTokenId { get; init; }
+    /// <summary>image_token_id, video_token_id, audio_token_id of a gemma4 (conditional generation) config: placeholders that
+    /// Gemma4Model.forward replaces by pad_token_id before the embeddings (empty for gemma4_text).</summary>
+    public int[] MultimodalTokenIds { get; init; } = [];
 
     public bool IsSliding(int layer) => LayerTypes[layer] == "sliding_attention";
 
@@ -135,6 +138,11 @@ public sealed record Gemma4TextConfig
             TopKExperts = moe ? hf.GetInt(p + "top_k_experts") : 0,
             MoeIntermediateSize = moe ? hf.GetInt(p + "moe_intermediate_size") : 0,
             PadTokenId = hf.GetIntOrNull(p + "pad_token_id") ?? hf.GetInt("pad_token_id", 0),
+        };
+        c = c with
+        {
+            MultimodalTokenIds = new[] { "image_token_id", "video_token_id", "audio_token_id" }
+                .Select(k => p.Length > 0 ? hf.GetIntOrNull(k) : null).OfType<int>().ToArray(),
         };
         if (moe && (c.TopKExperts < 1 || c.TopKExperts > c.NumExperts))
             throw new ConfigException(hf.SourceName, p + "top_k_experts", $"is {c.TopKExperts}; it must be in [1, num_experts={c.NumExperts}]");

@@ -91,3 +91,76 @@ def op_gemma4_topk(args, tensors):
 
 
 OPS["gemma4_topk"] = op_gemma4_topk
+
+
+# Multimodal (Gemma4ForConditionalGeneration): the decoder in eager attention like the text ops, the audio tower in sdpa.
+# HF 5.12.1's Gemma4AudioAttention treats the eager (additive float) mask as a boolean one (transformers issue 48818):
+# under eager its outputs are wrong; sdpa gets the boolean mask it expects.
+GEMMA4_MM_ATTN = {"text_config": "eager", "vision_config": "eager", "audio_config": "sdpa"}
+
+
+def _gemma4_mm_model(model_dir, dtype_name_):
+    key = ("gemma4-mm", os.path.realpath(model_dir), dtype_name_)
+    sig = dir_signature(model_dir)
+    hit = _model_cache.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    _model_cache.clear()
+    model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN)).eval()
+    _model_cache[key] = (sig, model)
+    return model
+
+
+def _gemma4_mm_inputs(tensors, dtype):
+    inputs = {"input_ids": need(tensors, "input_ids").to(torch.int64)}
+    if "pixel_values" in tensors:
+        inputs["pixel_values"] = tensors["pixel_values"].to(dtype)
+        inputs["image_position_ids"] = need(tensors, "image_position_ids").to(torch.int64)
+    if "input_features" in tensors:
+        inputs["input_features"] = tensors["input_features"].to(dtype)
+        inputs["input_features_mask"] = need(tensors, "input_features_mask").to(torch.bool)
+    return inputs
+
+
+def op_gemma4_mm_forward(args, tensors):
+    """Gemma4ForConditionalGeneration prefill with image (pixel_values [1, N, 3p^2], image_position_ids [1, N, 2]) and/or
+    audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
+    Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given."""
+    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
+    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    paths = list(args.get("capture", []))
+    result, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False).logits)
+    outs.append(("logits", result))
+    if "input_features" in inputs:
+        with torch.no_grad():
+            mask = model.model.audio_tower(inputs["input_features"], inputs["input_features_mask"], return_dict=True).attention_mask
+        outs.append(("audio_tower.mask", mask.to(torch.int64)))
+    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
+    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN}, outs
+
+
+def op_gemma4_mm_generate(args, tensors):
+    """Greedy decoding after a multimodal prompt (inputs as gemma4_mm_forward), KV cache, top-k of log_softmax(float32
+    logits) per step: tensors `tokens`, `topk_ids`, `topk_logprobs` as the generate op."""
+    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
+    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
+    tokens, ids, lps = [], [], []
+    out = model(**inputs, use_cache=True)
+    for step in range(steps):
+        logits = out.logits[0, -1, :].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+        tok = torch.argmax(logits)
+        tokens.append(tok)
+        ids.append(top.indices)
+        lps.append(top.values)
+        if step + 1 < steps:
+            out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    return {"steps": steps}, [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
+                              ("topk_logprobs", torch.stack(lps).float())]
+
+
+OPS["gemma4_mm_forward"] = op_gemma4_mm_forward
+OPS["gemma4_mm_generate"] = op_gemma4_mm_generate
