@@ -64,6 +64,17 @@ public sealed record Gemma4Scenario : Scenario
     /// </summary>
     public const double Bf16LogitUlp = 0.125;
 
+    /// <summary>
+    /// float32 on a user's checkpoint, judged norm-wise: a checkpoint's residual stream has an unknown scale (tens to
+    /// hundreds in real models; ~15 in the perturbed tiny multimodal one), where float32-gemm's atol (set for unit-scale
+    /// tensors) flags single cancelled elements: measured relative L2 8e-7 with one element of 384 at 3.7e-5 on the tiny
+    /// Gemma4ForConditionalGeneration at TP=2. 1e-5 is ~100 float32 ulps RMS; layout and wiring bugs sit at 1e-2 and above.
+    /// </summary>
+    public static readonly TolerancePolicy CheckpointFloat32 = new("float32-checkpoint", 1e-5, 1e-5,
+        "float32 on a checkpoint of unknown residual scale: relative L2 <= 1e-5 (~100 float32 ulps RMS)") { MaxRelativeL2 = 1e-5 };
+
+    private TolerancePolicy Judge => ModelPath is not null && DType == DType.Float32 ? CheckpointFloat32 : Policy(DType, Tp);
+
     public static TolerancePolicy Policy(DType dtype, int tp) =>
         dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16TensorParallel(tp);
 
@@ -91,6 +102,7 @@ public sealed record Gemma4Scenario : Scenario
             Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/input-ids-{promptIds?.Length ?? promptTokens}/{DTypeTag(dtype)}",
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
             Description = $"HF Gemma4 checkpoint {full}, TP={tp}, {dtype.TorchName()}",
+            Tolerance = dtype == DType.Float32 ? CheckpointFloat32.Name : Policy(dtype, tp).Name,
         };
     }
 
@@ -182,7 +194,7 @@ public sealed record Gemma4Scenario : Scenario
             failedModule = module?.Module;
             error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
         }
-        var policy = Policy(DType, Tp);
+        var policy = Judge;
         var compared = reference.Tensors.Where(kv => !kv.Key.StartsWith("oracle.", StringComparison.Ordinal))
             .ToDictionary(kv => kv.Key, kv => kv.Value);
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
