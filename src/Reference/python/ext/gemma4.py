@@ -123,6 +123,29 @@ def _gemma4_mm_inputs(tensors, dtype):
     return inputs
 
 
+def _gemma4_mm_oracle_twin(model):
+    """The float64 twin for the oracle, with HF's audio tower kept in float32: in 5.12.1 it does not run in float64
+    (a float32 tensor meets the float64 queries in Gemma4AudioAttention: "expected m1 and m2 to have the same dtype").
+    Its input is cast down and its output up, so everything else runs in float64."""
+    twin = oracle_model(model)
+    tower = getattr(twin.model, "audio_tower", None)
+    if tower is not None and not getattr(tower, "_harness_float32", False):
+        tower.float()
+
+        def down(_m, a, kw):
+            return tuple(x.float() if torch.is_tensor(x) and x.is_floating_point() else x for x in a), \
+                {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in kw.items()}
+
+        def up(_m, _a, out):
+            out.last_hidden_state = out.last_hidden_state.to(torch.float64)
+            return out
+
+        tower.register_forward_pre_hook(down, with_kwargs=True)
+        tower.register_forward_hook(up)
+        tower._harness_float32 = True
+    return twin
+
+
 def op_gemma4_mm_forward(args, tensors):
     """Gemma4ForConditionalGeneration prefill with image (pixel_values [1, N, 3p^2], image_position_ids [1, N, 2]) and/or
     audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
@@ -136,8 +159,11 @@ def op_gemma4_mm_forward(args, tensors):
         with torch.no_grad():
             mask = model.model.audio_tower(inputs["input_features"], inputs["input_features_mask"], return_dict=True).attention_mask
         outs.append(("audio_tower.mask", mask.to(torch.int64)))
+    if args.get("oracle"):
+        _gemma4_mm_oracle_twin(model)                      # prepares the cached twin that oracle_outputs uses
     outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
-    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN}, outs
+    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN,
+            "oracle_note": "audio tower in float32 (HF's does not run in float64)" if args.get("oracle") else ""}, outs
 
 
 def op_gemma4_mm_generate(args, tensors):
