@@ -27,14 +27,16 @@ public sealed record Gemma4MultimodalScenario : Scenario
 
     public int Tp { get; }
     public string Modality { get; }
+    public string Shape { get; }
 
     [SetsRequiredMembers]
-    public Gemma4MultimodalScenario(string input, int tp, DType dtype, string? fault = null, string? expectedFirstBadModule = null)
+    public Gemma4MultimodalScenario(string input, int tp, DType dtype, string? fault = null, string? expectedFirstBadModule = null, string shape = "e2b-like")
     {
+        Shape = shape;
         if (!Inputs3.Contains(input)) throw new ArgumentException($"unknown Gemma4 multimodal input '{input}'; known: {string.Join(", ", Inputs3)}");
         Modality = input;
         Tp = tp;
-        Id = $"gemma4/e2b-like/tp{tp}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = $"gemma4/{shape}/tp{tp}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
         Model = "gemma4";
@@ -42,8 +44,8 @@ public sealed record Gemma4MultimodalScenario : Scenario
         DType = dtype;
         Input = input;
         Tolerance = Policy(dtype, tp).Name;
-        ReferenceKey = $"gemma4-e2b-like-mm-{DTypeTag(dtype)}-{input}";
-        Description = $"tiny Gemma4ForConditionalGeneration (e2b-like decoder) with {input} soft tokens from the reference's towers, TP={tp}, {dtype.TorchName()}" +
+        ReferenceKey = $"gemma4-{shape}-mm-{DTypeTag(dtype)}-{input}";
+        Description = $"tiny Gemma4ForConditionalGeneration ({shape} decoder) with {input} soft tokens from the reference's towers, TP={tp}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
     }
 
@@ -62,11 +64,11 @@ public sealed record Gemma4MultimodalScenario : Scenario
     private bool HasAudio => Modality is "audio" or "mixed";
 
     private string ModelDirectory(ScenarioContext context) =>
-        context.ModelDirectory("tiny-gemma4-e2b-like-mm", DType, (client, dir) =>
+        context.ModelDirectory($"tiny-gemma4-{Shape}-mm", DType, (client, dir) =>
         {
             client.Invoke("gemma4_build", new JsonObject
             {
-                ["config"] = TinyGemma4.MultimodalConfig(), ["seed"] = TinyGemma4.Seed, ["dtype"] = DType.TorchName(),
+                ["config"] = TinyGemma4.MultimodalConfig(Shape), ["seed"] = TinyGemma4.Seed, ["dtype"] = DType.TorchName(),
                 ["out_dir"] = client.WorkerPath(dir), ["model_class"] = "Gemma4ForConditionalGeneration", ["oracle"] = false,
             });
             return dir;
@@ -93,6 +95,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             var pos = new long[36 * 2];
             for (int i = 0; i < 36; i++) { pos[2 * i] = i % 6; pos[2 * i + 1] = i / 6; }
             d["image_position_ids"] = Tensor.FromArray(pos, 1, 36, 2);
+            d["mm_token_type_ids"] = Tensor.FromArray(PromptIds().Select(id => id == TinyGemma4.ImageTokenId ? 1L : 0L).ToArray(), 1, PromptIds().Length);
         }
         if (HasAudio)
         {
@@ -122,7 +125,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
     public override IReadOnlyDictionary<string, string> Manifest() => new Dictionary<string, string>
     {
         ["model_seed"] = TinyGemma4.Seed.ToString(CultureInfo.InvariantCulture),
-        ["config"] = TinyGemma4.MultimodalConfig().ToJsonString(),
+        ["config"] = TinyGemma4.MultimodalConfig(Shape).ToJsonString(),
         ["new_tokens"] = NewTokens.ToString(CultureInfo.InvariantCulture),
         ["attn_implementation"] = "text eager, vision eager, audio sdpa",
     };

@@ -20,6 +20,9 @@ public static class Gemma4Scenarios
             foreach (var tp in new[] { 1, 2 })
                 yield return new Gemma4MultimodalScenario(input, tp, DType.Float32);
         yield return new Gemma4MultimodalScenario("mixed", 1, DType.BFloat16);
+        // MoE-like with vision: k=v, experts, standardized vision features, image tokens attending to each other both ways.
+        foreach (var tp in new[] { 1, 2 })
+            yield return new Gemma4MultimodalScenario("image", tp, DType.Float32, shape: "moe");
         // Gemma3n's embedder bug in Gemma4's embedder: full-width soft tokens into a projection built input_is_parallel.
         yield return new Gemma4MultimodalScenario("image", 2, DType.Float32, Faults.RowParallelInputIsParallel, "model.embed_vision");
         // The bug as reported: exact GELU in the experts (dense MLP untouched) is caught in float32 at the first experts...

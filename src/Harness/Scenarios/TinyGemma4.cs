@@ -87,17 +87,19 @@ public static class TinyGemma4
     public const int ImageTokenId = 300, AudioTokenId = 301, VideoTokenId = 302, BoiTokenId = 303, EoiTokenId = 304, BoaTokenId = 305, EoaTokenId = 306;
 
     /// <summary>
-    /// Gemma4ForConditionalGeneration around the e2b-like decoder, with a vision tower (2 layers, hidden 32, patch 4,
+    /// Gemma4ForConditionalGeneration around a decoder (e2b-like: vision and audio; moe: vision only, standardized, with
+    /// use_bidirectional_attention="vision"), with a vision tower (2 layers, hidden 32, patch 4,
     /// pooling 3: a 6x6 patch grid gives 4 soft tokens) and an audio tower (2 conformer layers, hidden 32, output 48:
     /// 32 mel frames of 16 bins give 8 soft tokens). The towers run in the reference and their outputs are handed to the
     /// engine; the embedders' norms read the towers' rms_norm_eps, set off the default.
     /// </summary>
-    public static JsonObject MultimodalConfig()
+    public static JsonObject MultimodalConfig(string shape = "e2b-like")
     {
-        var text = Config("e2b-like");
+        var text = Config(shape);
         text.Remove("architectures");
         text["model_type"] = "gemma4_text";
-        return new JsonObject
+        if (shape == "moe") text["use_bidirectional_attention"] = "vision";   // 26B-A4B-like: image tokens see each other
+        var c = new JsonObject
         {
             ["architectures"] = new JsonArray("Gemma4ForConditionalGeneration"),
             ["model_type"] = "gemma4",
@@ -118,6 +120,12 @@ public static class TinyGemma4
             ["boi_token_id"] = BoiTokenId, ["eoi_token_id"] = EoiTokenId, ["boa_token_id"] = BoaTokenId, ["eoa_token_index"] = EoaTokenId,
             ["tie_word_embeddings"] = true,
         };
+        if (shape == "moe")
+        {   // vision only, standardized (std_bias / std_scale buffers)
+            c.Remove("audio_config");
+            c["vision_config"]!["standardize"] = true;
+        }
+        return c;
     }
 
     /// <summary>HF module paths compared, in forward order, for a model of this config (prefix "model." or "model.language_model.").</summary>

@@ -75,7 +75,10 @@ public sealed class Gemma4Attention
     /// <param name="caches">Per sequence: the cache this layer writes (or, when KV-shared, reads).</param>
     /// <param name="spans">Per sequence: (first row, row count, positions before these rows).</param>
     /// <returns>[rows, hidden], all-reduced.</returns>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, IReadOnlyList<KvCache> caches, IReadOnlyList<(int Start, int Count, int Past)> spans)
+    /// <param name="blocks">Per sequence, each new row's vision block (-1: text) or null: rows of one block see each other
+    /// both ways (blockwise_overlay, OR-ed with the causal or sliding mask).</param>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, IReadOnlyList<KvCache> caches, IReadOnlyList<(int Start, int Count, int Past)> spans,
+        IReadOnlyList<int[]?>? blocks = null)
     {
         int rows = x.Shape[0], hd = HeadDim, heads = LocalHeads, kvHeads = LocalKvHeads;
         // query_states = apply_rotary_pos_emb(q_norm(q_proj(x).view(hidden_shape)), cos, sin, unsqueeze_dim=2)
@@ -105,27 +108,28 @@ public sealed class Gemma4Attention
                 throw new InvalidOperationException(
                     $"the KV cache holds {keys.Shape[1]} positions where {past} + {count} were expected (KV sharing out of step)");
             var qs = q.Select(0, 0).Narrow(0, start, count).Transpose(0, 1);              // [heads, count, hd]
-            var o = Attend(qs, keys, values, past, x.DType);                              // [heads, count, hd]
+            var o = Attend(qs, keys, values, past, x.DType, blocks?[s]);                  // [heads, count, hd]
             output.Narrow(0, start, count).CopyFrom(o.Transpose(0, 1).Reshape(count, heads * hd));
         }
         return _o.Forward(output);                                                        // [rows, hidden]
     }
 
     // softmax((q k^T) * scaling + mask, float32).to(dtype) @ v, grouped-query by broadcasting (repeat_kv).
-    private Tensor Attend(Tensor q, Tensor keys, Tensor values, int past, DType dtype)
+    private Tensor Attend(Tensor q, Tensor keys, Tensor values, int past, DType dtype, int[]? blocks)
     {
         int heads = q.Shape[0], t = q.Shape[1], hd = q.Shape[2], kv = keys.Shape[0], s = keys.Shape[1];
         int group = heads / kv;
         var qg = q.Reshape(kv, group, t, hd);                                             // [kv, group, t, hd]
         var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));              // [kv, group, t, s]; scaling = 1.0
         var scores32 = scores.To(DType.Float32).Contiguous();
-        Mask(scores32.Span<float>(), t, s, past, _window);
+        Mask(scores32.Span<float>(), t, s, past, _window, blocks);
         var probs = Softmax.Forward(scores32, -1).To(dtype);
         return Matmul.Forward(probs, values.Unsqueeze(1)).Reshape(heads, t, hd);          // [heads, t, hd]
     }
 
-    // Query i (absolute position past + i) sees key j iff j <= past + i and, with a window W, j > past + i - W.
-    private static void Mask(Span<float> scores, int t, int s, int past, int? window)
+    // Query i (absolute position past + i) sees key j iff j <= past + i and, with a window W, j > past + i - W; or, with
+    // vision blocks, iff both are new rows of the same block (keys of earlier calls are text or closed blocks).
+    private static void Mask(Span<float> scores, int t, int s, int past, int? window, int[]? blocks)
     {
         for (int plane = 0; plane < scores.Length; plane += t * s)
             for (int i = 0; i < t; i++)
@@ -133,7 +137,11 @@ public sealed class Gemma4Attention
                 var row = scores.Slice(plane + i * s, s);
                 int pos = past + i;
                 for (int j = 0; j < s; j++)
-                    if (j > pos || (window is int w && j <= pos - w)) row[j] = float.NegativeInfinity;
+                {
+                    bool visible = j <= pos && !(window is int w && j <= pos - w);
+                    if (!visible && blocks is not null && j >= past && blocks[i] >= 0 && blocks[i] == blocks[j - past]) visible = true;
+                    if (!visible) row[j] = float.NegativeInfinity;
+                }
             }
     }
 }

@@ -67,13 +67,14 @@ public sealed class Gemma4DecoderLayer
 
     /// <param name="h">[rows, hidden]</param>
     /// <param name="perLayerInput">[rows, P] this layer's slice of per_layer_inputs, or null.</param>
+    /// <param name="blocks">Per sequence, the bidirectional vision block of each new row (-1: text), or null.</param>
     public Tensor Forward(Tensor h, Tensor? perLayerInput, Tensor cos, Tensor sin, IReadOnlyList<KvCache> caches,
-        IReadOnlyList<(int Start, int Count, int Past)> spans)
+        IReadOnlyList<(int Start, int Count, int Past)> spans, IReadOnlyList<int[]?>? blocks = null)
     {
         // --- attention: h = residual + post_attention_layernorm(self_attn(input_layernorm(h)))
         var residual = h;
         var x = Record(".input_layernorm", Norm(h, _inputNorm));
-        var attn = Guard(".self_attn", () => SelfAttn.Forward(x, cos, sin, caches, spans));
+        var attn = Guard(".self_attn", () => SelfAttn.Forward(x, cos, sin, caches, spans, blocks));
         Record(".self_attn", attn);
         attn = Record(".post_attention_layernorm", Norm(attn, _postAttnNorm));
         h = Elementwise.Add(residual, attn);

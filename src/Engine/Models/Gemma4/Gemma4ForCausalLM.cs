@@ -142,6 +142,7 @@ public sealed class Gemma4ForCausalLM
             rows += t;
         }
         var allIds = Tensor.Cat(ids.Select(i => i.Reshape(-1)).ToList(), 0);             // [rows]
+        var blocks = VisionBlocks(ids);
         var pos = Tensor.FromArray(positions.ToArray(), rows);
 
         // --- embeddings: llm_input_ids = where(multimodal_mask, pad, ids); h = embed_tokens(llm_input_ids) * embed_scale.to(dtype)
@@ -160,7 +161,7 @@ public sealed class Gemma4ForCausalLM
             var (cos, sin) = rope[layer.LayerType];
             try
             {
-                h = layer.Forward(h, ple?.Select(1, layer.Index), cos, sin, caches, spans);   // shared layers read their source's cache
+                h = layer.Forward(h, ple?.Select(1, layer.Index), cos, sin, caches, spans, blocks);   // shared layers read their source's cache
             }
             catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
             {
@@ -177,6 +178,27 @@ public sealed class Gemma4ForCausalLM
         if (_config.FinalLogitSoftcapping is double c)
             logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, c)), c);   // tanh(logits / c) * c
         return spans.Select(sp => logits.Narrow(0, sp.Start, sp.Count)).ToList();
+    }
+
+    // use_bidirectional_attention="vision" (get_block_sequence_ids_for_mask): each contiguous run of image/video
+    // placeholders in a prompt is one block (ids 0, 1, ...), text is -1; tokens of a block see each other both ways.
+    // The engine reads the blocks from the placeholder ids where HF reads mm_token_type_ids (1, 2 at those tokens).
+    private IReadOnlyList<int[]?>? VisionBlocks(IReadOnlyList<Tensor> ids)
+    {
+        if (_config.UseBidirectionalAttention != "vision" || _config.VisionTokenIds.Length == 0) return null;
+        return ids.Select(t =>
+        {
+            var v = t.Reshape(-1).ToInt64Array();
+            var b = new int[v.Length];
+            int next = -1;
+            for (int i = 0; i < v.Length; i++)
+            {
+                bool vision = Array.IndexOf(_config.VisionTokenIds, (int)v[i]) >= 0;
+                if (vision && (i == 0 || b[i - 1] < 0)) next++;
+                b[i] = vision ? next : -1;
+            }
+            return b.Any(x => x >= 0) ? b : null;
+        }).ToList();
     }
 
     private Tensor ReplacePlaceholders(Tensor ids)

@@ -45,6 +45,8 @@ public sealed record Gemma4TextConfig
     /// <summary>image_token_id, video_token_id, audio_token_id of a gemma4 (conditional generation) config: placeholders that
     /// Gemma4Model.forward replaces by pad_token_id before the embeddings (empty for gemma4_text).</summary>
     public int[] MultimodalTokenIds { get; init; } = [];
+    /// <summary>image_token_id, video_token_id: the tokens use_bidirectional_attention="vision" groups into blocks.</summary>
+    public int[] VisionTokenIds { get; init; } = [];
 
     public bool IsSliding(int layer) => LayerTypes[layer] == "sliding_attention";
 
@@ -142,6 +144,8 @@ public sealed record Gemma4TextConfig
         c = c with
         {
             MultimodalTokenIds = new[] { "image_token_id", "video_token_id", "audio_token_id" }
+                .Select(k => p.Length > 0 ? hf.GetIntOrNull(k) : null).OfType<int>().ToArray(),
+            VisionTokenIds = new[] { "image_token_id", "video_token_id" }
                 .Select(k => p.Length > 0 ? hf.GetIntOrNull(k) : null).OfType<int>().ToArray(),
         };
         if (moe && (c.TopKExperts < 1 || c.TopKExperts > c.NumExperts))

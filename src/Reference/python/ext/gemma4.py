@@ -117,6 +117,8 @@ def _gemma4_mm_inputs(tensors, dtype):
     if "pixel_values" in tensors:
         inputs["pixel_values"] = tensors["pixel_values"].to(dtype)
         inputs["image_position_ids"] = need(tensors, "image_position_ids").to(torch.int64)
+    if "mm_token_type_ids" in tensors:
+        inputs["mm_token_type_ids"] = tensors["mm_token_type_ids"].to(torch.int64)
     if "input_features" in tensors:
         inputs["input_features"] = tensors["input_features"].to(dtype)
         inputs["input_features_mask"] = need(tensors, "input_features_mask").to(torch.bool)
@@ -147,7 +149,8 @@ def _gemma4_mm_oracle_twin(model):
 
 
 def op_gemma4_mm_forward(args, tensors):
-    """Gemma4ForConditionalGeneration prefill with image (pixel_values [1, N, 3p^2], image_position_ids [1, N, 2]) and/or
+    """Gemma4ForConditionalGeneration prefill with image (pixel_values [1, N, 3p^2], image_position_ids [1, N, 2], optional
+    mm_token_type_ids [1, T]: 1 at image tokens, for use_bidirectional_attention="vision") and/or
     audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
     Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given."""
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
