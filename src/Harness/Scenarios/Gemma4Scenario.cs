@@ -214,9 +214,10 @@ public sealed record Gemma4Scenario : Scenario
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
         var weights = new CheckpointWeights(checkpoint);
-        var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options);
+        int positions = Math.Max(256, input.Shape[0] + NewTokens);
+        var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
         if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-        return new Gemma4ForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        return new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
     }
 }
