@@ -58,11 +58,11 @@ public class CliTests
     [Fact]
     public void List_json_is_an_array_of_the_filtered_scenarios()
     {
-        var r = CliProcess.Run("list", "gemma4-expert", "--json");
+        var r = CliProcess.Run("list", "gemma4/moe/tp1/", "--json");
         Assert.True(r.ExitCode == 0, r.ToString());
         using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
         var ids = doc.RootElement.EnumerateArray().Select(e => e.GetProperty("id").GetString()).ToList();
-        Assert.Equal(ScenarioCatalog.Filter("gemma4-expert").Select(s => s.Id), ids);
+        Assert.Equal(ScenarioCatalog.Filter("gemma4/moe/tp1/").Select(s => s.Id), ids);
     }
 
     [Fact]
@@ -90,17 +90,17 @@ public class CliTests
         var dir = Path.Combine(Path.GetTempPath(), "harness-e2e-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var r = CliProcess.Run("run", "--offline", "gemma4-expert", "--report", dir);
+            var r = CliProcess.Run("run", "--offline", "gemma4/moe/tp1/", "--report", dir);
             Assert.True(r.ExitCode == 0, r.ToString());
             var path = Path.Combine(dir, "report.json");
             Assert.True(File.Exists(path), r.ToString());
             using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
             var scenarios = doc.RootElement.GetProperty("scenarios").EnumerateArray().ToList();
-            Assert.Equal(ScenarioCatalog.Filter("gemma4-expert").Count, scenarios.Count);
+            Assert.Equal(ScenarioCatalog.Filter("gemma4/moe/tp1/").Count, scenarios.Count);
             Assert.All(scenarios, s => Assert.Equal("pass", s.GetProperty("verdict").GetString()));
             var caught = scenarios.Where(s => s.GetProperty("id").GetString()!.Contains("fault=", StringComparison.Ordinal)).ToList();
             Assert.NotEmpty(caught);
-            Assert.All(caught, c => Assert.Equal("expert", c.GetProperty("first_bad_module").GetString()));
+            Assert.All(caught, c => Assert.Equal("model.layers.0.experts", c.GetProperty("first_bad_module").GetString()));
         }
         finally
         {
@@ -114,7 +114,7 @@ public class CliTests
         var baseline = Path.GetTempFileName();
         try
         {
-            var r = CliProcess.Run("run", "--offline", "gemma4-expert", "--baseline", baseline);
+            var r = CliProcess.Run("run", "--offline", "gemma4/moe/tp1/", "--baseline", baseline);
             Assert.True(r.ExitCode == 2, r.ToString());
             Assert.Contains("--report", r.Stderr);
         }
@@ -132,7 +132,7 @@ public class CliTests
         Directory.CreateDirectory(missing);
         try
         {
-            var r = CliProcess.Run(["run", "--offline", "gemma4-expert/gelu-tanh/fp32"],
+            var r = CliProcess.Run(["run", "--offline", "gemma4/moe/tp1/text/fp32"],
                 new Dictionary<string, string?> { ["HARNESS_FIXTURES"] = missing });
             Assert.True(r.ExitCode == 1, r.ToString());
             Assert.Contains("ERROR", r.Stdout);
@@ -147,7 +147,7 @@ public class CliTests
     [Fact]
     public void Live_run_without_an_interpreter_says_how_to_get_one()
     {
-        var r = CliProcess.Run(["run", "gemma4-expert"], new Dictionary<string, string?>
+        var r = CliProcess.Run(["run", "gemma4/moe/tp1/"], new Dictionary<string, string?>
         {
             ["HARNESS_PYTHON"] = "/nonexistent/python", ["HARNESS_CACHE"] = "/nonexistent",
         });
@@ -194,7 +194,7 @@ public class CliTests
     [InlineData("llama/tp2-sp-pp2/prompt-embeds/fp32", Faults.SpPpResidualSliced, "model.layers.2")]
     [InlineData("llama/tp2-sp/prompt-embeds/fp32", Faults.SpResidualFirstSlice, "model.layers.0.post_attention_layernorm")]
     [InlineData("gemma3n/tp2/soft-tokens/fp32", Faults.RowParallelInputIsParallel, "model.embed_vision.embedding_projection")]
-    [InlineData("gemma4-expert/gelu-tanh/fp32", Faults.GeluTanhAsExact, "expert")]
+    [InlineData("gemma4/moe/tp1/text/fp32", Faults.GeluTanhAsExact, "model.layers.0.experts")]
     [InlineData("llama/tp4/input-ids/fp32", Faults.AttentionReshapeHiddenSize, "model.layers.0.self_attn")]
     public void Repro_of_each_fault_names_its_first_divergent_module(string id, string fault, string module)
     {
@@ -270,7 +270,7 @@ public class ReportVerbTests
         var dir = Path.Combine(Path.GetTempPath(), "harness-e2e-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var first = CliProcess.Run("run", "gemma4-expert/gelu-tanh/fp32,!fault", "--offline", "--report", Path.Combine(dir, "night1"));
+            var first = CliProcess.Run("run", "gemma4/moe/tp1/text/fp32,!fault", "--offline", "--report", Path.Combine(dir, "night1"));
             Assert.True(first.ExitCode == 0, first.ToString());
             var again = CliProcess.Run("report", "--from", Path.Combine(dir, "night1", "report.json"), "--out", Path.Combine(dir, "night2"),
                 "--baseline", Path.Combine(dir, "night1", "report.json"));

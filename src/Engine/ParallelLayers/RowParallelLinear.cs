@@ -10,13 +10,12 @@ namespace Harness.Engine.ParallelLayers;
 /// layer); false: the input is full width [tokens, in] and each rank takes its slice first (Gemma3n's multimodal
 /// embedder needs this: it projects a full-width input). Each rank's partial product [tokens, out] is summed by an
 /// all-reduce when reduce_results (else returned partial, for a reduce-scatter under sequence parallelism);
-/// the bias is added once, after the sum.
+/// the bias is added once, by rank 0 inside its GEMM (vLLM's bias_ = None if tp_rank > 0), before the sum.
 /// </summary>
 public sealed class RowParallelLinear
 {
     private readonly Linear _local;
     private readonly IProcessGroup _tp;
-    private readonly Tensor? _bias;
 
     public bool InputIsParallel { get; }
     public bool ReduceResults { get; }
@@ -25,12 +24,13 @@ public sealed class RowParallelLinear
     public RowParallelLinear(Tensor fullWeight, Tensor? bias, IProcessGroup tp, bool inputIsParallel, bool reduceResults, string name)
     {
         _tp = tp;
-        _bias = bias;
         // The fault re-creates the Gemma3n TP=2 bug: a full-width input treated as already split.
         InputIsParallel = inputIsParallel || Runtime.Faults.IsActive(Runtime.Faults.RowParallelInputIsParallel);
         ReduceResults = reduceResults;
         InFeatures = fullWeight.Shape[1];
-        _local = new Linear(Sharding.Shard(fullWeight, 1, tp.Rank, tp.WorldSize, name + ".weight")); // [out, in/tp]
+        // vLLM adds the bias on rank 0 only, inside its GEMM (before the reduction): once in the sum, and at TP=1 exactly
+        // F.linear's single rounding.
+        _local = new Linear(Sharding.Shard(fullWeight, 1, tp.Rank, tp.WorldSize, name + ".weight"), tp.Rank == 0 ? bias : null); // [out, in/tp]
     }
 
     public static RowParallelLinear Load(IWeightSource weights, string prefix, IProcessGroup tp, bool inputIsParallel = true, bool reduceResults = true,
@@ -46,7 +46,6 @@ public sealed class RowParallelLinear
             x = Sharding.Shard(x, -1, _tp.Rank, _tp.WorldSize, "RowParallelLinear input"); // [tokens, in] -> [tokens, in/tp]
         var partial = _local.Forward(x);                                                  // [tokens, out], this rank's part
         if (!ReduceResults) return partial;
-        var y = _tp.AllReduce(partial);                                                   // [tokens, out]
-        return _bias is null ? y : Ops.Elementwise.Add(y, _bias);
+        return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);                     // [tokens, out]
     }
 }

@@ -9,12 +9,12 @@ namespace Harness.Commands;
 /// <summary>
 /// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
 /// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints;
-/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>.
+/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>, Gemma4 ones to <see cref="Gemma4Compare"/>.
 /// </summary>
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama", .. Gemma3nCompare.ModelTypes];
+    public static readonly string[] Supported = ["llama", .. Gemma3nCompare.ModelTypes, .. Gemma4Compare.ModelTypes];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
     {
@@ -26,7 +26,7 @@ internal static class CompareCommand
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama or Gemma3n (gemma3n, gemma3n_text; TP only).",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama, Gemma4 (gemma4, gemma4_text) or Gemma3n (gemma3n, gemma3n_text; TP only).",
             Required = true,
             HelpName = "DIR",
         };
@@ -59,7 +59,7 @@ internal static class CompareCommand
         };
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n with --tp only), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n and Gemma4 with --tp only), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
@@ -114,6 +114,7 @@ internal static class CompareCommand
             return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}; supported: {string.Join(", ", Supported)})");
 
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
+        if (Gemma4Compare.ModelTypes.Contains(modelType)) return Gemma4Compare.Run(o, dir, configPath, ids);
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 

@@ -11,7 +11,7 @@ namespace Harness.Scenarios;
 public abstract record Scenario
 {
     public required string Id { get; init; }
-    /// <summary>What is compared: "llama", "matmul", "gemma4-expert", "gemma3n".</summary>
+    /// <summary>What is compared: "llama", "matmul", "gemma4", "gemma3n".</summary>
     public required string Model { get; init; }
     /// <summary>Parallel layout: "single", "tp2", "tp2-sp-pp2", ...</summary>
     public required string Layout { get; init; }

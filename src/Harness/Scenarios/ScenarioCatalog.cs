@@ -59,12 +59,8 @@ public static class ScenarioCatalog
         list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, variant: "bias"));
         list.Add(new LlamaScenario(2, 1, false, InputKind.InputIds, variant: "bias"));
 
-        // Scenario 5: gelu_tanh in Gemma4's experts.
-        list.Add(new ExpertScenario(DType.Float32));
-        list.Add(new ExpertScenario(DType.BFloat16));
-        list.Add(new ExpertScenario(DType.Float32, Faults.GeluTanhAsExact));
-        // bf16 cannot see the ~5e-4 GELU mix-up (it is below bf16 resolution) but must still catch a real bug.
-        list.Add(new ExpertScenario(DType.BFloat16, Faults.GateUpSwapped));
+        // Scenario 5 and Gemma4's text decoder (its experts' tanh GELU among the faults).
+        list.AddRange(Gemma4Scenarios.All());
 
         // Gemma4's audio and vision towers; the matmul-no-nd-broadcast bug where it lives (the audio attention's 4D x 3D product).
         list.AddRange(Gemma4TowerScenario.All());

@@ -73,8 +73,8 @@ public sealed class ReportPageFixture : IAsyncLifetime
 {
     public const string FailingId = "llama/tp2-sp/input-ids/fp32/fault=sp-residual-first-slice";
     public const string FailingFilter = "llama/tp2-sp/input-ids/fp32";
-    public const string PassingId = "gemma4-expert/gelu-tanh/fp32/fault=sp-residual-first-slice";
-    public const string PassingFilter = "gemma4-expert/gelu-tanh/fp32";
+    public const string PassingId = "gemma4/moe/tp1/text/fp32/fault=sp-residual-first-slice";
+    public const string PassingFilter = "gemma4/moe/tp1/text/fp32";
     private const string Chromium = "/usr/bin/chromium";
 
     private IPlaywright? _playwright;
@@ -86,7 +86,7 @@ public sealed class ReportPageFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        // Two filters add up; the fault breaks the Llama SP scenario and leaves the expert alone.
+        // Two filters add up; the fault breaks the Llama SP scenario and leaves Gemma4's MoE decoder alone.
         var run = CliProcess.Run("run", FailingFilter + ",!fault,!pp", PassingFilter + ",!fault", "--offline", "--fault", "sp-residual-first-slice", "--report", ReportDirectory);
         if (run.ExitCode != 1 || !File.Exists(Path.Combine(ReportDirectory, "index.html")))
             throw new InvalidOperationException($"harness run should fail one scenario and write index.html:\n{run}");

@@ -1,0 +1,282 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Config;
+using Harness.Engine.Distributed;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models.Gemma4;
+
+/// <summary>Soft tokens of one modality for one sequence: [n, hidden] in text space, for the rows whose id is TokenId.</summary>
+public sealed record Gemma4SoftTokens(string Modality, long TokenId, Tensor Embeddings);
+
+/// <summary>One sequence's decoding state: a KV cache per layer that owns one (KV-shared layers read their source's).</summary>
+public sealed class Gemma4Sequence
+{
+    internal KvCache?[] Caches { get; }
+    /// <summary>Tokens processed so far (the next token's position).</summary>
+    public int Position { get; internal set; }
+
+    internal Gemma4Sequence(KvCache?[] caches) => Caches = caches;
+}
+
+/// <summary>
+/// Gemma4ForCausalLM (and the text half of Gemma4ForConditionalGeneration: the same module tree under
+/// model.language_model) on one tensor-parallel rank. Gemma4TextModel.forward, top to bottom:
+/// <code>
+///   h   = embed_tokens(ids) * sqrt(hidden)                              (the scale rounded to the dtype)
+///   ple = (norm(reshape(per_layer_model_projection(h) * hidden^-0.5)) + embed_tokens_per_layer(ids) * sqrt(P)) * 2^-0.5
+///   cos, sin per layer type: default RoPE on sliding layers (head_dim), proportional on full ones (global_head_dim,
+///            frequencies past partial_rotary_factor * Dg/2 are zero, then / factor)
+///   for each layer i: h = layer_i(h, ple[:, i], ...)
+///   h = norm(h); logits = lm_head(h) (tied to embed_tokens); with final_logit_softcapping c: tanh(logits / c) * c
+/// </code>
+/// Several sequences can run in one forward: their rows are stacked for every row-wise op (embeddings, norms,
+/// linears, MLP, router, experts, lm_head) and only attention splits them, each against its own cache.
+/// </summary>
+public sealed class Gemma4ForCausalLM
+{
+    private readonly Gemma4TextConfig _config;
+    private readonly ParallelContext _ctx;
+    private readonly IActivationSink _sink;
+    private readonly VocabParallelEmbedding _embed;
+    private readonly Tensor? _embedPerLayer, _pleNorm;
+    private readonly Layers.Linear? _pleProjection;
+    private readonly Tensor _norm;
+    private readonly ParallelLMHead _lmHead;
+    private readonly Dictionary<string, Tensor> _invFreq = new();
+    private readonly int _maxPositions;
+
+    /// <summary>"model." (Gemma4ForCausalLM) or "model.language_model." (Gemma4ForConditionalGeneration).</summary>
+    public string ModelPrefix { get; }
+    public IReadOnlyList<Gemma4DecoderLayer> Layers { get; }
+    public DType DType { get; }
+    public Gemma4TextConfig Config => _config;
+
+    public Gemma4ForCausalLM(IWeightSource weights, Gemma4TextConfig config, ParallelContext ctx, IActivationSink? sink = null,
+        Gemma4Options? options = null, string? modelPrefix = null, int maxPositions = 256)
+    {
+        _config = config;
+        _ctx = ctx;
+        _sink = sink ?? NoCapture.Instance;
+        _maxPositions = maxPositions;
+        options ??= Gemma4Options.Default;
+        ModelPrefix = modelPrefix ?? (weights.Contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.");
+        string p = ModelPrefix;
+        var embedWeight = weights.Get(p + "embed_tokens.weight");
+        DType = embedWeight.DType;
+        _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, p + "embed_tokens");
+        if (config.HiddenSizePerLayerInput > 0)
+        {
+            _embedPerLayer = weights.Get(p + "embed_tokens_per_layer.weight");            // [V_ple, L * P], replicated
+            _pleProjection = new Layers.Linear(weights.Get(p + "per_layer_model_projection.weight"));
+            _pleNorm = weights.Get(p + "per_layer_projection_norm.weight");
+        }
+        Layers = Enumerable.Range(0, config.NumHiddenLayers)
+            .Select(i => new Gemma4DecoderLayer(weights, $"{p}layers.{i}", config, i, ctx, _sink, options)).ToList();
+        _norm = weights.Get(p + "norm.weight");
+        var head = weights.Contains("lm_head.weight") ? weights.Get("lm_head.weight")
+            : config.TieWordEmbeddings ? embedWeight
+            : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
+        _lmHead = new ParallelLMHead(head, ctx.Tp);
+        foreach (var type in config.LayerTypes.Distinct()) _invFreq[type] = InvFreq(config, type);
+    }
+
+    /// <summary>
+    /// Loads from a model folder (config.json + safetensors): gemma4_text or gemma4 (text_config). The weights must outlive
+    /// the model (the caller keeps the checkpoint open).
+    /// </summary>
+    public static Gemma4TextConfig LoadConfig(string dir) => Gemma4TextConfig.From(HfConfig.Load(Path.Combine(dir, "config.json")));
+
+    /// <summary>The inv_freq of a layer type: "default" over head_dim, "proportional" over global_head_dim.</summary>
+    public static Tensor InvFreq(Gemma4TextConfig config, string layerType)
+    {
+        var rope = config.Rope[layerType];
+        if (rope.RopeType == "default") return Rotary.InvFreq(rope.Theta, config.HeadDim);
+        // _compute_proportional_rope_parameters: n = int(partial * Dg // 2) rotated angles, zeros for the other Dg/2 - n, / factor
+        int dg = config.GlobalHeadDim, n = (int)Math.Floor(rope.PartialRotaryFactor * dg / 2);
+        var inv = new float[dg / 2];
+        float b = (float)rope.Theta;
+        for (int i = 0; i < n; i++) inv[i] = 1f / (float)Math.Pow(b, (float)(2 * i) / dg);
+        for (int i = 0; i < inv.Length; i++) inv[i] /= (float)rope.Factor;
+        return Tensor.FromArray(inv, inv.Length);
+    }
+
+    /// <summary>A fresh sequence (empty caches).</summary>
+    public Gemma4Sequence NewSequence()
+    {
+        var caches = new KvCache?[Layers.Count];
+        foreach (var layer in Layers)
+            if (!layer.SelfAttn.IsKvShared)
+                caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, _maxPositions, DType);
+        return new Gemma4Sequence(caches);
+    }
+
+    /// <summary>One step of one sequence: ids [tokens] (int64) -> logits [tokens, vocab].</summary>
+    public Tensor Forward(Gemma4Sequence sequence, Tensor ids) => Forward([sequence], [ids])[0];
+
+    /// <summary>
+    /// One step of several sequences at once: ids[s] [tokens_s] -> logits[s] [tokens_s, vocab]. Every row-wise op runs
+    /// on the stacked rows [sum tokens_s, ...]; attention runs per sequence against its cache.
+    /// </summary>
+    public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids) => Forward(sequences, ids, null);
+
+    /// <summary>
+    /// As above, with soft tokens (Gemma4Model.forward's merge): per sequence, embeddings already in text space
+    /// ([n, hidden], the multimodal embedders' output) that replace, in order, the rows whose id is their placeholder id.
+    /// Every multimodal placeholder id (image, video, audio) is replaced by pad_token_id before embed_tokens and
+    /// embed_tokens_per_layer; the per-layer projection then sees the merged embeddings.
+    /// </summary>
+    public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids,
+        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>>? soft)
+    {
+        if (sequences.Count != ids.Count) throw new ArgumentException($"{sequences.Count} sequences but {ids.Count} inputs");
+        var spans = new List<(int Start, int Count, int Past)>();
+        var positions = new List<long>();
+        int rows = 0;
+        for (int s = 0; s < ids.Count; s++)
+        {
+            int t = ids[s].NumEl, past = sequences[s].Position;
+            spans.Add((rows, t, past));
+            for (int i = 0; i < t; i++) positions.Add(past + i);
+            rows += t;
+        }
+        var allIds = Tensor.Cat(ids.Select(i => i.Reshape(-1)).ToList(), 0);             // [rows]
+        var blocks = VisionBlocks(ids);
+        var pos = Tensor.FromArray(positions.ToArray(), rows);
+
+        // --- embeddings: llm_input_ids = where(multimodal_mask, pad, ids); h = embed_tokens(llm_input_ids) * embed_scale.to(dtype)
+        var llmIds = ReplacePlaceholders(allIds);
+        var h = Elementwise.Mul(_embed.Forward(llmIds), Tensor.Scalar(Math.Sqrt(_config.HiddenSize), DType));  // [rows, hidden]
+        Record("embed_tokens", h);
+        if (soft is not null) h = MergeSoftTokens(h, allIds, spans, soft);                // inputs_embeds.masked_scatter(...)
+        var ple = PerLayerInputs(llmIds, h);                                              // [rows, L, P] or null
+
+        // --- RoPE per layer type: cos, sin [1, rows, head_dim of the type]
+        var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, pos, DType));
+
+        foreach (var layer in Layers)
+        {
+            var caches = sequences.Select(s => s.Caches[layer.SelfAttn.IsKvShared ? _config.KvSourceLayer(layer.Index) : layer.Index]!).ToList();
+            var (cos, sin) = rope[layer.LayerType];
+            try
+            {
+                h = layer.Forward(h, ple?.Select(1, layer.Index), cos, sin, caches, spans, blocks);   // shared layers read their source's cache
+            }
+            catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
+            {
+                throw new ModuleFailedException(layer.Prefix, _ctx.WorldRank, e);
+            }
+        }
+        foreach (var (s, i) in sequences.Select((s, i) => (s, i))) s.Position += spans[i].Count;
+
+        // --- final norm, lm_head, softcap
+        h = Norms.RmsNorm(h, _norm, _config.RmsNormEps, RmsNormKind.GemmaScaled);
+        Record("norm", h);
+        var logits = _lmHead.Forward(h);                                                  // [rows, vocab]
+        Record("lm_head", logits, topLevel: true);
+        if (_config.FinalLogitSoftcapping is double c)
+            logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, c)), c);   // tanh(logits / c) * c
+        return spans.Select(sp => logits.Narrow(0, sp.Start, sp.Count)).ToList();
+    }
+
+    // use_bidirectional_attention="vision" (get_block_sequence_ids_for_mask): each contiguous run of image/video
+    // placeholders in a prompt is one block (ids 0, 1, ...), text is -1; tokens of a block see each other both ways.
+    // The engine reads the blocks from the placeholder ids where HF reads mm_token_type_ids (1, 2 at those tokens).
+    private IReadOnlyList<int[]?>? VisionBlocks(IReadOnlyList<Tensor> ids)
+    {
+        if (_config.UseBidirectionalAttention != "vision" || _config.VisionTokenIds.Length == 0) return null;
+        return ids.Select(t =>
+        {
+            var v = t.Reshape(-1).ToInt64Array();
+            var b = new int[v.Length];
+            int next = -1;
+            for (int i = 0; i < v.Length; i++)
+            {
+                bool vision = Array.IndexOf(_config.VisionTokenIds, (int)v[i]) >= 0;
+                if (vision && (i == 0 || b[i - 1] < 0)) next++;
+                b[i] = vision ? next : -1;
+            }
+            return b.Any(x => x >= 0) ? b : null;
+        }).ToList();
+    }
+
+    private Tensor ReplacePlaceholders(Tensor ids)
+    {
+        if (_config.MultimodalTokenIds.Length == 0) return ids;
+        var v = ids.ToInt64Array();
+        for (int i = 0; i < v.Length; i++)
+            if (Array.IndexOf(_config.MultimodalTokenIds, (int)v[i]) >= 0) v[i] = _config.PadTokenId;
+        return Tensor.FromArray(v, v.Length);
+    }
+
+    // masked_scatter: the placeholder rows of each sequence, in order, take the soft tokens' rows.
+    private Tensor MergeSoftTokens(Tensor h, Tensor ids, IReadOnlyList<(int Start, int Count, int Past)> spans,
+        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>> soft)
+    {
+        var merged = h.Clone();
+        var v = ids.ToInt64Array();
+        for (int s = 0; s < spans.Count && s < soft.Count; s++)
+            foreach (var st in soft[s])
+            {
+                var rows = Enumerable.Range(spans[s].Start, spans[s].Count).Where(r => v[r] == st.TokenId).ToList();
+                if (rows.Count != st.Embeddings.Shape[0])
+                    throw new ArgumentException(
+                        $"{st.Modality} features and {st.Modality} tokens do not match, tokens: {rows.Count} (id {st.TokenId}), features: {st.Embeddings.Shape[0]}");
+                for (int i = 0; i < rows.Count; i++) merged.Narrow(0, rows[i], 1).CopyFrom(st.Embeddings.Narrow(0, i, 1).To(DType));
+            }
+        return merged;
+    }
+
+    // get_per_layer_inputs + project_per_layer_inputs: [rows, L, P]
+    private Tensor? PerLayerInputs(Tensor ids, Tensor h)
+    {
+        if (_embedPerLayer is null) return null;
+        int rows = h.Shape[0], l = _config.NumHiddenLayers, p = _config.HiddenSizePerLayerInput;
+        var tok = Elementwise.Mul(Embedding.Lookup(_embedPerLayer, ids), Tensor.Scalar(Math.Sqrt(p), DType)).Reshape(rows, l, p);
+        var ctx = Elementwise.Mul(_pleProjection!.Forward(h), Math.Pow(_config.HiddenSize, -0.5)).Reshape(rows, l, p);
+        ctx = Norms.RmsNorm(ctx, _pleNorm, _config.RmsNormEps, RmsNormKind.GemmaScaled);
+        return Elementwise.Mul(Elementwise.Add(ctx, tok), Math.Pow(2.0, -0.5));
+    }
+
+    private void Record(string module, Tensor value, bool topLevel = false)
+    {
+        string name = topLevel ? module : ModelPrefix + module;
+        if (_sink.Wants(name)) _sink.Record(name, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);
+    }
+
+    /// <summary>Greedy decoding result (the same on every rank).</summary>
+    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
+
+    /// <summary>Greedy decoding of maxNewTokens after a prompt [T], with top-k of log_softmax(float32 logits) per step.</summary>
+    public Generation Generate(Tensor prompt, int maxNewTokens, int topK) => Generate([prompt], maxNewTokens, topK)[0];
+
+    /// <summary>Greedy decoding of several prompts together (rows stacked; see <see cref="Forward(IReadOnlyList{Gemma4Sequence}, IReadOnlyList{Tensor})"/>).</summary>
+    public IReadOnlyList<Generation> Generate(IReadOnlyList<Tensor> prompts, int maxNewTokens, int topK)
+    {
+        int n = prompts.Count;
+        var seqs = prompts.Select(_ => NewSequence()).ToList();
+        var tokens = new long[n][];
+        var ids = new long[n][,];
+        var lps = new float[n][,];
+        for (int s = 0; s < n; s++) { tokens[s] = new long[maxNewTokens]; ids[s] = new long[maxNewTokens, topK]; lps[s] = new float[maxNewTokens, topK]; }
+        IReadOnlyList<Tensor> input = prompts;
+        for (int step = 0; step < maxNewTokens; step++)
+        {
+            var logits = Forward(seqs, input);
+            var next = new List<Tensor>();
+            for (int s = 0; s < n; s++)
+            {
+                var last = logits[s].Select(0, logits[s].Shape[0] - 1).To(DType.Float32);   // [vocab]
+                var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
+                var vi = indices.ToInt64Array();
+                var vv = values.ToFloatArray();
+                tokens[s][step] = vi[0];
+                for (int j = 0; j < topK; j++) { ids[s][step, j] = vi[j]; lps[s][step, j] = vv[j]; }
+                next.Add(Tensor.FromArray([vi[0]], 1));
+            }
+            input = next;
+        }
+        return Enumerable.Range(0, n).Select(s => new Generation(tokens[s], ids[s], lps[s])).ToList();
+    }
+}
