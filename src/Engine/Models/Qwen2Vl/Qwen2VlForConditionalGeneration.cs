@@ -60,6 +60,7 @@ public sealed class Qwen2VlForConditionalGeneration
         _ctx = ctx;
         _sink = sink ?? NoCapture.Instance;
         options ??= Qwen2VlOptions.Default;
+        weights = weights as Qwen2VlWeights ?? new Qwen2VlWeights(weights);   // either checkpoint layout
         var embedWeight = weights.Get(Text + ".embed_tokens.weight");
         DType = embedWeight.DType;
         _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, Text + ".embed_tokens");
