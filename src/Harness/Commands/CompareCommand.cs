@@ -13,9 +13,9 @@ namespace Harness.Commands;
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama"];
+    public static readonly string[] Supported = ["llama", "qwen2_vl"];
 
-    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength);
+    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength, bool Image = false);
 
     public static Command Create()
     {
@@ -47,12 +47,14 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--prompt-length must be at least 1");
         });
 
+        var image = new Option<bool>("--image") { Description = "Qwen2-VL: one synthetic image in the prompt (through HF's image processor)." };
+
         var command = new Command("compare",
             "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength,
+            model, tp, pp, sp, dtype, prompt, promptLength, image,
         };
         command.Validators.Add(r =>
         {
@@ -60,7 +62,7 @@ internal static class CompareCommand
                 r.AddError("--prompt and --prompt-length are mutually exclusive");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
-            r.GetValue(prompt), r.GetValue(promptLength))));
+            r.GetValue(prompt), r.GetValue(promptLength), r.GetValue(image))));
         return command;
     }
 
@@ -105,6 +107,9 @@ internal static class CompareCommand
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
+
+        if (modelType == "qwen2_vl") return Qwen2VlCompare.Run(o, dir, configPath, ids);
+        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is {modelType}");
 
         var context = CliSupport.LiveContext("compare");
         if (context is null) return ExitCodes.Usage;

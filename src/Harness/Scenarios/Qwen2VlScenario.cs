@@ -40,6 +40,9 @@ public sealed record Qwen2VlScenario : Scenario
     /// <summary>Explicit text token ids around the media (overrides the seeded ones).</summary>
     public long[]? TextIds { get; init; }
 
+    /// <summary>How many seeded text tokens go around the media.</summary>
+    public int TextTokens { get; init; } = 7;
+
     [SetsRequiredMembers]
     public Qwen2VlScenario(int tp, Qwen2VlMedia media, DType dtype = DType.Float32, string? fault = null, string? expectedFirstBadModule = null)
     {
@@ -82,16 +85,17 @@ public sealed record Qwen2VlScenario : Scenario
     /// <summary>
     /// A Qwen2-VL scenario on a user's checkpoint folder (config.json + safetensors), text-only or with one synthetic image.
     /// </summary>
-    public static Qwen2VlScenario ForCheckpoint(string modelPath, int tp, DType dtype, bool withImage, long[]? textIds)
+    public static Qwen2VlScenario ForCheckpoint(string modelPath, int tp, DType dtype, bool withImage, long[]? textIds, int textTokens = 7)
     {
         var full = Path.GetFullPath(modelPath);
         var media = withImage ? Qwen2VlMedia.Image : Qwen2VlMedia.Text;
         var baseScenario = new Qwen2VlScenario(tp, media, dtype);
-        string tag = textIds is null ? "" : "-" + string.Join('.', textIds);
+        string tag = textIds is null ? $"-{textTokens}" : "-" + string.Join('.', textIds);
         return baseScenario with
         {
             ModelPath = full,
             TextIds = textIds,
+            TextTokens = textTokens,
             Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/{baseScenario.Input}/{DTypeTag(dtype)}",
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{baseScenario.Input}{tag}",
             Description = $"HF Qwen2-VL checkpoint {full}, TP={tp}, {Describe(media)}, {dtype.TorchName()}",
@@ -136,7 +140,7 @@ public sealed record Qwen2VlScenario : Scenario
     {
         var rng = new SplitMix64(99);
         int low = 3, high = Math.Min(config.Text.VocabSize, Math.Min(config.ImageTokenId, config.VideoTokenId));
-        var text = TextIds ?? Enumerable.Range(0, 7).Select(_ => (long)(low + rng.NextInt(high - low))).ToArray();
+        var text = TextIds ?? Enumerable.Range(0, TextTokens).Select(_ => (long)(low + rng.NextInt(high - low))).ToArray();
         var pictures = Pictures(config);
         if (pictures.Count == 0) return text;
         var ids = new List<long>();
