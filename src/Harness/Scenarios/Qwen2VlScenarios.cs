@@ -20,6 +20,7 @@ public static class Qwen2VlScenarios
         yield return new Qwen2VlScenario(2, Qwen2VlMedia.Image);
         yield return new Qwen2VlScenario(2, Qwen2VlMedia.Video);
         yield return new Qwen2VlScenario(4, Qwen2VlMedia.Text);
+        yield return new Qwen2VlScenario(4, Qwen2VlMedia.Image);
         yield return new Qwen2VlScenario(4, Qwen2VlMedia.TwoImages);
         yield return new Qwen2VlScenario(1, Qwen2VlMedia.Image, DType.BFloat16);
         yield return new Qwen2VlScenario(4, Qwen2VlMedia.Image, DType.BFloat16);
