@@ -139,6 +139,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["dtype"] = dtype.TorchName(),
             ["capture"] = new JsonArray(capture.Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
             ["input_kind"] = embeds ? "inputs_embeds" : "input_ids",
+            ["oracle"] = Oracle,
         };
         var reply = Worker.Call("forward", args, [new(embeds ? "inputs_embeds" : "input_ids", input)]);
         var captured = reply.Tensors.Where(t => t.Key != "logits").ToDictionary(t => t.Key, t => t.Value);

@@ -27,6 +27,7 @@ public readonly struct ConfigNode
     /// <summary>The value, or null when the key is absent or JSON null.</summary>
     public JsonElement? Get(string key)
     {
+        ConfigReads.Record(SourceName, PathOf(key));
         if (Element.ValueKind == JsonValueKind.Object && Element.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null) return v;
         if (Element.ValueKind == JsonValueKind.Array && int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out int i)
             && i < Element.GetArrayLength() && Element[i].ValueKind != JsonValueKind.Null) return Element[i];

@@ -28,8 +28,9 @@ public sealed record TextConfig
     public required int HeadDim { get; init; }
     /// <summary>vocab_size</summary>
     public required int VocabSize { get; init; }
-    /// <summary>max_position_embeddings</summary>
-    public int? MaxPositionEmbeddings { get; init; }
+    /// <summary>max_position_embeddings (read when first used: a field is "read" only by code that needs it, see ConfigReads)</summary>
+    public int? MaxPositionEmbeddings { get => _maxPositions.Value; init => _maxPositions = new(value); }
+    private Deferred<int?> _maxPositions = new(default(int?));
     /// <summary>rms_norm_eps, or layer_norm_eps (layer_norm_epsilon) for LayerNorm models</summary>
     public double? NormEps { get; init; }
     /// <summary>hidden_act or hidden_activation, as HF wrote it ("silu", "gelu_pytorch_tanh", ...)</summary>
@@ -40,18 +41,41 @@ public sealed record TextConfig
     public bool AttentionBias { get; init; }
     /// <summary>mlp_bias (default false)</summary>
     public bool MlpBias { get; init; }
+    // The fields below are read when first used, so the config-field mutation check (ConfigReads) sees a field as read
+    // only by a model that needs it.
     /// <summary>dtype, or torch_dtype in older files, as written ("bfloat16"); this section's, else the root's</summary>
-    public string? DType { get; init; }
+    public string? DType { get => _dtype.Value; init => _dtype = new(value); }
     /// <summary>bos_token_id</summary>
-    public int? BosTokenId { get; init; }
+    public int? BosTokenId { get => _bos.Value; init => _bos = new(value); }
     /// <summary>eos_token_id: an int or a list in the file; always a list here (empty when absent)</summary>
-    public required int[] EosTokenIds { get; init; }
+    public int[] EosTokenIds { get => _eos.Value; init => _eos = new(value); }
     /// <summary>pad_token_id</summary>
-    public int? PadTokenId { get; init; }
+    public int? PadTokenId { get => _pad.Value; init => _pad = new(value); }
     /// <summary>sliding_window (null: none)</summary>
-    public int? SlidingWindow { get; init; }
+    public int? SlidingWindow { get => _slidingWindow.Value; init => _slidingWindow = new(value); }
     /// <summary>layer_types ("full_attention", "sliding_attention", ...), one per layer, when present</summary>
-    public string[]? LayerTypes { get; init; }
+    public string[]? LayerTypes { get => _layerTypes.Value; init => _layerTypes = new(value); }
+    private Deferred<string?> _dtype = new(default(string));
+    private Deferred<int?> _bos = new(default(int?)), _pad = new(default(int?)), _slidingWindow = new(default(int?));
+    private Deferred<int[]> _eos = new([]);
+    private Deferred<string[]?> _layerTypes = new(default(string[]));
+
+    /// <summary>A value given at construction, or read from the config on first use (then kept).</summary>
+    private sealed class Deferred<T>
+    {
+        private Func<T>? _read;
+        private T _value;
+        public Deferred(T value) => _value = value;
+        public Deferred(Func<T> read) { _read = read; _value = default!; }
+        public T Value
+        {
+            get
+            {
+                if (_read is { } read) { _value = read(); _read = null; }
+                return _value;
+            }
+        }
+    }
     /// <summary>
     /// rope_parameters (or legacy rope_theta + rope_scaling). With a per-layer-type map, this is the
     /// "full_attention" entry (the first entry when there is none).
@@ -82,8 +106,6 @@ public sealed record TextConfig
 
         string? epsKey = n.FirstPresent("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon");
         string? actKey = n.FirstPresent("hidden_act", "hidden_activation");
-        string? dtypeKey = n.FirstPresent("dtype", "torch_dtype");
-        string? rootDtypeKey = root.FirstPresent("dtype", "torch_dtype");
 
         var (rope, byType) = ReadRope(n);
         return new TextConfig
@@ -98,18 +120,19 @@ public sealed record TextConfig
             NumKeyValueHeads = n.OptionalInt("num_key_value_heads") ?? heads,
             HeadDim = headDim ?? hidden / heads,
             VocabSize = n.RequiredInt("vocab_size"),
-            MaxPositionEmbeddings = n.OptionalInt("max_position_embeddings"),
+            _maxPositions = new(() => n.OptionalInt("max_position_embeddings")),
             NormEps = epsKey is null ? null : n.OptionalDouble(epsKey),
             HiddenAct = actKey is null ? null : n.OptionalString(actKey),
             TieWordEmbeddings = n.OptionalBool("tie_word_embeddings") ?? (nested ? root.OptionalBool("tie_word_embeddings") : null) ?? true,
             AttentionBias = n.OptionalBool("attention_bias") ?? false,
             MlpBias = n.OptionalBool("mlp_bias") ?? false,
-            DType = (dtypeKey is null ? null : n.OptionalString(dtypeKey)) ?? (nested && rootDtypeKey is not null ? root.OptionalString(rootDtypeKey) : null),
-            BosTokenId = n.OptionalInt("bos_token_id") ?? (nested ? root.OptionalInt("bos_token_id") : null),
-            EosTokenIds = n.OptionalIntOrIntList("eos_token_id") ?? (nested ? root.OptionalIntOrIntList("eos_token_id") : null) ?? [],
-            PadTokenId = n.OptionalInt("pad_token_id") ?? (nested ? root.OptionalInt("pad_token_id") : null),
-            SlidingWindow = n.OptionalInt("sliding_window"),
-            LayerTypes = n.OptionalStringList("layer_types"),
+            _dtype = new(() => (n.FirstPresent("dtype", "torch_dtype") is { } k ? n.OptionalString(k) : null)
+                ?? (nested && root.FirstPresent("dtype", "torch_dtype") is { } rk ? root.OptionalString(rk) : null)),
+            _bos = new(() => n.OptionalInt("bos_token_id") ?? (nested ? root.OptionalInt("bos_token_id") : null)),
+            _eos = new(() => n.OptionalIntOrIntList("eos_token_id") ?? (nested ? root.OptionalIntOrIntList("eos_token_id") : null) ?? []),
+            _pad = new(() => n.OptionalInt("pad_token_id") ?? (nested ? root.OptionalInt("pad_token_id") : null)),
+            _slidingWindow = new(() => n.OptionalInt("sliding_window")),
+            _layerTypes = new(() => n.OptionalStringList("layer_types")),
             Rope = rope,
             RopeByLayerType = byType,
         };

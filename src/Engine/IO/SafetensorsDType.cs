@@ -6,7 +6,7 @@ namespace Harness.Engine.IO;
 public static class SafetensorsDType
 {
     /// <summary>The header names this engine reads and writes, in the order listed in messages.</summary>
-    public static readonly IReadOnlyList<string> Supported = ["F32", "BF16", "F16", "I64", "I32", "BOOL"];
+    public static readonly IReadOnlyList<string> Supported = ["F32", "BF16", "F16", "I64", "I32", "BOOL", "F64"];
 
     /// <summary>Every dtype name the safetensors format defines (0.8), used to tell "unsupported" from "unknown".</summary>
     internal static readonly IReadOnlyList<string> Defined =
@@ -21,6 +21,7 @@ public static class SafetensorsDType
         DType.Int64 => "I64",
         DType.Int32 => "I32",
         DType.Bool => "BOOL",
+        DType.Float64 => "F64",
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no safetensors name"),
     };
 
@@ -34,6 +35,7 @@ public static class SafetensorsDType
             case "I64": dtype = DType.Int64; return true;
             case "I32": dtype = DType.Int32; return true;
             case "BOOL": dtype = DType.Bool; return true;
+            case "F64": dtype = DType.Float64; return true;
             default: dtype = default; return false;
         }
     }
@@ -50,6 +52,7 @@ public static class SafetensorsDType
         DType.Int32 => 13,
         DType.Float32 => 15,
         DType.Int64 => 17,
+        DType.Float64 => 16,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "no safetensors name"),
     };
 }

@@ -13,11 +13,18 @@ public interface IWeightSource
 }
 
 /// <summary>Weights straight from an HF checkpoint folder (model.safetensors or a sharded index), memory-mapped.</summary>
-public sealed class CheckpointWeights(Checkpoint checkpoint) : IWeightSource
+/// <param name="checkpoint">The open checkpoint.</param>
+/// <param name="dtype">When set, floating-point weights are converted to it at load, as HF's from_pretrained(dtype=...) does
+/// (a float32 checkpoint run in bfloat16); null keeps each tensor's stored dtype.</param>
+public sealed class CheckpointWeights(Checkpoint checkpoint, DType? dtype = null) : IWeightSource
 {
     public Checkpoint Checkpoint { get; } = checkpoint;
     public bool Contains(string name) => Checkpoint.Contains(name);
-    public Tensor Get(string name) => Checkpoint.GetTensor(name);
+    public Tensor Get(string name)
+    {
+        var t = Checkpoint.GetTensor(name);
+        return dtype is DType d && t.DType.IsFloatingPoint() && t.DType != d ? t.To(d) : t;
+    }
 }
 
 /// <summary>Weights from a dictionary (tests).</summary>

@@ -16,15 +16,27 @@ public sealed class MergedColumnParallelLinear
     /// <summary>Each part's width in this rank's output.</summary>
     public int[] LocalSizes { get; }
 
-    public MergedColumnParallelLinear(IReadOnlyList<Tensor> fullWeights, IProcessGroup tp, IReadOnlyList<string> names)
+    /// <param name="fullWeights">Each part's full weight [out_i, in].</param>
+    /// <param name="tp">The tensor-parallel group: rank r keeps rows [r*out_i/tp, (r+1)*out_i/tp) of each part.</param>
+    /// <param name="names">Each part's name, for errors.</param>
+    /// <param name="fullBiases">Each part's full bias [out_i] (sharded like its rows), or null for none.</param>
+    public MergedColumnParallelLinear(IReadOnlyList<Tensor> fullWeights, IProcessGroup tp, IReadOnlyList<string> names,
+        IReadOnlyList<Tensor>? fullBiases = null)
     {
         var shards = fullWeights.Select((w, i) => Sharding.Shard(w, 0, tp.Rank, tp.WorldSize, names[i] + ".weight")).ToList();
         LocalSizes = shards.Select(s => s.Shape[0]).ToArray();
-        _local = new Linear(Tensor.Cat(shards, 0)); // [sum(out_i)/tp, in]
+        var biases = fullBiases?.Select((b, i) => Sharding.Shard(b, 0, tp.Rank, tp.WorldSize, names[i] + ".bias")).ToList();
+        _local = new Linear(Tensor.Cat(shards, 0), biases is null ? null : Tensor.Cat(biases, 0)); // [sum(out_i)/tp, in]
     }
 
-    public static MergedColumnParallelLinear Load(IWeightSource weights, IReadOnlyList<string> prefixes, IProcessGroup tp) =>
-        new(prefixes.Select(p => weights.Get(p + ".weight")).ToList(), tp, prefixes);
+    /// <param name="bias">true: every part has a bias (mlp_bias); false: none; null: as the checkpoint has them.</param>
+    public static MergedColumnParallelLinear Load(IWeightSource weights, IReadOnlyList<string> prefixes, IProcessGroup tp, bool? bias = null)
+    {
+        var biases = prefixes.Select(p => WeightBias.Load(weights, p, bias)).ToList();
+        if (biases.Any(b => b is null) && biases.Any(b => b is not null))
+            throw new KeyNotFoundException($"{string.Join(", ", prefixes.Where((_, i) => biases[i] is null).Select(p => p + ".bias"))} missing where the other parts have a bias");
+        return new(prefixes.Select(p => weights.Get(p + ".weight")).ToList(), tp, prefixes, biases.All(b => b is not null) ? biases.Select(b => b!).ToList() : null);
+    }
 
     public Tensor Forward(Tensor x) => _local.Forward(x); // [tokens, sum(out_i)/tp]
 }

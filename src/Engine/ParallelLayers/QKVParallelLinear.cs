@@ -19,7 +19,7 @@ public sealed class QKVParallelLinear
     public int HeadDim { get; }
 
     public QKVParallelLinear(IWeightSource weights, string qPrefix, string kPrefix, string vPrefix,
-        int numHeads, int numKvHeads, int headDim, IProcessGroup tp)
+        int numHeads, int numKvHeads, int headDim, IProcessGroup tp, bool? bias = null)
     {
         int t = tp.WorldSize, r = tp.Rank;
         if (numHeads % t != 0)
@@ -31,17 +31,17 @@ public sealed class QKVParallelLinear
         LocalKvHeads = Math.Max(1, numKvHeads / t);
         int kvStart = numKvHeads >= t ? r * LocalKvHeads : r * numKvHeads / t;
 
-        _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim);
-        _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim);
-        _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim);
+        _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim, bias);
+        _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
+        _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
     }
 
-    private static Linear Load(IWeightSource weights, string prefix, int start, int rows)
+    private static Linear Load(IWeightSource weights, string prefix, int start, int rows, bool? withBias)
     {
         var w = weights.Get(prefix + ".weight");
         if (start + rows > w.Shape[0])
             throw new ArgumentException($"{prefix}.weight {Shape.Format(w.Shape)} has no rows [{start}, {start + rows})");
-        var bias = weights.Contains(prefix + ".bias") ? weights.Get(prefix + ".bias").Narrow(0, start, rows) : null;
+        var bias = WeightBias.Load(weights, prefix, withBias)?.Narrow(0, start, rows);
         return new Linear(w.Narrow(0, start, rows), bias);
     }
 

@@ -33,10 +33,11 @@ public sealed class RowParallelLinear
         _local = new Linear(Sharding.Shard(fullWeight, 1, tp.Rank, tp.WorldSize, name + ".weight")); // [out, in/tp]
     }
 
-    public static RowParallelLinear Load(IWeightSource weights, string prefix, IProcessGroup tp, bool inputIsParallel = true, bool reduceResults = true)
+    public static RowParallelLinear Load(IWeightSource weights, string prefix, IProcessGroup tp, bool inputIsParallel = true, bool reduceResults = true,
+        bool? bias = null)
     {
-        var bias = weights.Contains(prefix + ".bias") ? weights.Get(prefix + ".bias") : null;
-        return new RowParallelLinear(weights.Get(prefix + ".weight"), bias, tp, inputIsParallel, reduceResults, prefix);
+        var b = WeightBias.Load(weights, prefix, bias);
+        return new RowParallelLinear(weights.Get(prefix + ".weight"), b, tp, inputIsParallel, reduceResults, prefix);
     }
 
     public Tensor Forward(Tensor x)

@@ -9,6 +9,8 @@ public enum DType
     Int64,
     Int32,
     Bool,
+    /// <summary>Storage only (the float64 oracle's captures and comparisons); no op computes in it.</summary>
+    Float64,
 }
 
 public static class DTypeInfo
@@ -22,11 +24,12 @@ public static class DTypeInfo
         DType.Int64 => 8,
         DType.Int32 => 4,
         DType.Bool => 1,
+        DType.Float64 => 8,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
 
     public static bool IsFloatingPoint(this DType dtype) =>
-        dtype is DType.Float32 or DType.BFloat16 or DType.Float16;
+        dtype is DType.Float32 or DType.BFloat16 or DType.Float16 or DType.Float64;
 
     /// <summary>The name torch prints: float32, bfloat16, float16, int64, int32, bool.</summary>
     public static string TorchName(this DType dtype) => dtype switch
@@ -37,6 +40,7 @@ public static class DTypeInfo
         DType.Int64 => "int64",
         DType.Int32 => "int32",
         DType.Bool => "bool",
+        DType.Float64 => "float64",
         _ => dtype.ToString(),
     };
 
@@ -53,8 +57,9 @@ public static class DTypeInfo
             "int64" or "long" or "i64" => DType.Int64,
             "int32" or "int" or "i32" => DType.Int32,
             "bool" => DType.Bool,
+            "float64" or "double" or "fp64" or "f64" => DType.Float64,
             _ => throw new ArgumentException(
-                $"unknown dtype '{name}'; known: float32, bfloat16, float16, int64, int32, bool", nameof(name)),
+                $"unknown dtype '{name}'; known: float32, bfloat16, float16, int64, int32, bool, float64", nameof(name)),
         };
     }
 }

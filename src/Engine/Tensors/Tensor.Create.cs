@@ -93,6 +93,7 @@ public sealed partial class Tensor
             case DType.Int64: Storage.As<long>()[storageOffset] = (long)value; break;
             case DType.Int32: Storage.As<int>()[storageOffset] = (int)value; break;
             case DType.Bool: Storage.Bytes[storageOffset] = value != 0 ? (byte)1 : (byte)0; break;
+            case DType.Float64: Storage.As<double>()[storageOffset] = value; break;
             default: throw new InvalidOperationException(DType.ToString());
         }
     }

@@ -104,6 +104,7 @@ public sealed partial class Tensor
             DType.Int64 => typeof(T) == typeof(long),
             DType.Int32 => typeof(T) == typeof(int),
             DType.Bool => typeof(T) == typeof(bool) || typeof(T) == typeof(byte),
+            DType.Float64 => typeof(T) == typeof(double),
             _ => false,
         };
         if (!ok) throw new InvalidOperationException($"a {DType.TorchName()} tensor cannot be read as {typeof(T).Name}");
@@ -137,6 +138,7 @@ public sealed partial class Tensor
         DType.Int64 => Storage.As<long>()[storageOffset],
         DType.Int32 => Storage.As<int>()[storageOffset],
         DType.Bool => Storage.Bytes[storageOffset] != 0 ? 1 : 0,
+        DType.Float64 => Storage.As<double>()[storageOffset],
         _ => throw new InvalidOperationException(DType.ToString()),
     };
 

@@ -12,7 +12,8 @@ namespace Harness.Commands;
 /// </summary>
 internal static class RunCommand
 {
-    public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null);
+    public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null,
+        bool ConfigMutations = false);
 
     public static Command Create()
     {
@@ -61,6 +62,13 @@ internal static class RunCommand
             if (!double.IsFinite(g) || g < 1) r.AddError($"--growth-factor must be a number >= 1, got {g}");
         });
         var failFast = new Option<bool>("--fail-fast") { Description = "Stop at the first scenario that fails; the rest are reported as not run." };
+        var configMutations = new Option<bool>("--config-mutations")
+        {
+            Description = "Instead of the comparison: prove every config.json field the engine reads is observable. Each field is given to the " +
+                          "engine at HF's default (or perturbed where the true value is the default) while the reference keeps the true " +
+                          "config; some selected scenario must fail. Prints field, value used, the scenario and module that caught it, or MISSED; " +
+                          "exit 1 when any field is missed, on a default or absent. Needs the live reference.",
+        };
 
         var command = new Command("run",
             "Run catalog scenarios (engine vs reference, layer by layer and token by token) with live progress and a summary table. " +
@@ -68,14 +76,25 @@ internal static class RunCommand
             "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
             "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
         {
-            filter, offline, report, baseline, growth, failFast, fault,
+            filter, offline, report, baseline, growth, failFast, fault, configMutations,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
         });
-        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault))));
+        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(configMutations))));
         return command;
+    }
+
+    private static int RunConfigMutations(IReadOnlyList<Scenario> scenarios, ScenarioContext context)
+    {
+        Console.WriteLine($"config-field mutations over {scenarios.Count(s => s.Fault is null)} scenario(s) without a fault");
+        var sw = Stopwatch.StartNew();
+        var rows = ConfigMutations.Run(scenarios, context, CliSupport.PlainOutput ? null : line => Console.Error.Write($"\r{line,-150}"));
+        if (!CliSupport.PlainOutput) Console.Error.Write($"\r{new string(' ', 150)}\r");
+        Console.Write(ConfigMutations.Format(rows));
+        Console.WriteLine($"in {CliSupport.Seconds(sw.Elapsed)}");
+        return rows.Any(r => r.Missed) ? ExitCodes.Failed : ExitCodes.Ok;
     }
 
     public static int Run(Options o)
@@ -92,8 +111,14 @@ internal static class RunCommand
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
                 : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = $"{s.Id}/fault={o.Fault}" }).ToList();
+        if (o.ConfigMutations && o.Offline)
+        {
+            Console.Error.WriteLine("harness run: --config-mutations needs the live reference (HF's config defaults come from it), not --offline");
+            return ExitCodes.Usage;
+        }
         var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run");
         if (context is null) return ExitCodes.Usage;
+        if (o.ConfigMutations) return RunConfigMutations(scenarios, context);
 
         var mode = context.IsLive ? $"live reference ({Reference.ReferenceWorker.Shared.Description})" : $"recorded reference in {context.FixturesDirectory}";
         Console.WriteLine($"running {scenarios.Count} scenario{(scenarios.Count == 1 ? "" : "s")} against the {mode}");

@@ -2,10 +2,14 @@ using Harness.Engine.Tensors;
 
 namespace Harness.Comparison;
 
-/// <summary>Compares an engine tensor with a reference tensor under a tolerance policy.</summary>
+/// <summary>
+/// Compares an engine tensor with a reference tensor under a tolerance policy and, when the float64 oracle's tensor is
+/// given, judges it by <see cref="OracleResult"/> instead (the policy's allclose counts stay in the result as information).
+/// Before any tolerance: an engine NaN or Inf where the reference does not hold the same value is a failure of its own.
+/// </summary>
 public static class TensorComparer
 {
-    public static ComparisonResult Compare(string what, Tensor actual, Tensor expected, TolerancePolicy? policy = null)
+    public static ComparisonResult Compare(string what, Tensor actual, Tensor expected, TolerancePolicy? policy = null, Tensor? oracle = null)
     {
         policy ??= Tolerances.For(expected.DType);
         if (!actual.Shape.SequenceEqual(expected.Shape))
@@ -14,6 +18,21 @@ public static class TensorComparer
 
         var a = actual.ToDoubleArray();
         var e = expected.ToDoubleArray();
+        long nonFinite = 0;
+        int firstNonFinite = -1;
+        for (int i = 0; i < a.Length; i++)
+            if (!double.IsFinite(a[i]) && !(a[i] == e[i] || (double.IsNaN(a[i]) && double.IsNaN(e[i]))))
+            {
+                nonFinite++;
+                if (firstNonFinite < 0) firstNonFinite = i;
+            }
+        OracleResult? judged = null;
+        if (oracle is not null)
+        {
+            if (!oracle.Shape.SequenceEqual(expected.Shape))
+                throw new ArgumentException($"{what}: the oracle's shape {Shape.Format(oracle.Shape)} differs from the reference's {Shape.Format(expected.Shape)}");
+            judged = OracleResult.Judge(a, e, oracle.ToDoubleArray(), actual.DType, expected.ShapeArray);
+        }
         double maxAbs = 0, maxRel = 0, worstExcess = -1, diffSq = 0, refSq = 0;
         int worst = 0;
         long mismatches = 0;
@@ -37,21 +56,14 @@ public static class TensorComparer
             if (excess > worstExcess) { worstExcess = excess; worst = i; }
         }
         double relL2 = refSq > 0 ? Math.Sqrt(diffSq / refSq) : Math.Sqrt(diffSq);
-        var index = Unravel(worst, expected.ShapeArray);
+        var index = OracleResult.Unravel(worst, expected.ShapeArray);
         return new ComparisonResult(what, actual.ShapeArray, expected.ShapeArray, actual.DType, expected.DType, policy,
             maxAbs, maxRel, index, a.Length > 0 ? a[worst] : double.NaN, a.Length > 0 ? e[worst] : double.NaN,
-            mismatches, a.Length, relL2);
-    }
-
-    private static int[] Unravel(int flat, int[] shape)
-    {
-        var idx = new int[shape.Length];
-        for (int d = shape.Length - 1; d >= 0; d--)
+            mismatches, a.Length, relL2)
         {
-            if (shape[d] == 0) return idx;
-            idx[d] = flat % shape[d];
-            flat /= shape[d];
-        }
-        return idx;
+            Oracle = judged,
+            NonFinite = nonFinite,
+            FirstNonFinite = firstNonFinite < 0 ? [] : OracleResult.Unravel(firstNonFinite, expected.ShapeArray),
+        };
     }
 }

@@ -31,7 +31,8 @@ internal static class HtmlScenarioSection
         sb.Append(s.Passed && !s.ExpectFailure ? "<details>" : "<details open>")
           .Append(ci, $"<summary>{s.Modules.Count} module records, {failed} failing</summary>\n")
           .Append("<table class=\"modules\"><thead><tr><th>#</th><th>module (rank, slice)</th><th>engine shape</th><th>expected shape</th>")
-          .Append("<th>max abs</th><th>max rel</th><th>rel L2</th><th>mismatched</th><th>tolerance</th><th>verdict</th></tr></thead>\n<tbody>\n");
+          .Append("<th>max abs</th><th>max rel</th><th>rel L2</th><th>mismatched</th>")
+          .Append("<th>engine vs float64</th><th>reference's own</th><th>bound</th><th>margin</th><th>tolerance</th><th>verdict</th></tr></thead>\n<tbody>\n");
         for (int i = 0; i < s.Modules.Count; i++)
         {
             var m = s.Modules[i];
@@ -41,8 +42,11 @@ internal static class HtmlScenarioSection
               .Append("<td>").Append(Shape(m.EngineShape)).Append("</td><td>").Append(Shape(m.ExpectedShape)).Append("</td>")
               .Append("<td class=\"num\">").Append(Sci(m.MaxAbs)).Append("</td><td class=\"num\">").Append(Sci(m.MaxRel))
               .Append("</td><td class=\"num\">").Append(Sci(m.RelL2)).Append("</td><td class=\"num\">")
-              .Append(m.Mismatches is long mm ? H(string.Create(ci, $"{mm} / {m.Total}")) : "-").Append("</td><td>")
-              .Append(m.Tolerance is { } t ? H(string.Create(ci, $"{t.Name} (rtol {t.Rtol:G3}, atol {t.Atol:G3})")) : "-")
+              .Append(m.Mismatches is long mm ? H(string.Create(ci, $"{mm} / {m.Total}")) : "-").Append("</td>")
+              .Append("<td class=\"num\">").Append(Sci(m.Oracle?.EngineRelL2)).Append("</td><td class=\"num\">").Append(Sci(m.Oracle?.ReferenceRelL2))
+              .Append("</td><td class=\"num\">").Append(Sci(m.Oracle?.L2Bound)).Append("</td><td class=\"num\">")
+              .Append(m.Oracle is { } oc ? H(oc.Margin.ToString("G3", ci)) : "-").Append("</td><td>")
+              .Append(m.Oracle is not null ? "oracle" : m.Tolerance is { } t ? H(string.Create(ci, $"{t.Name} (rtol {t.Rtol:G3}, atol {t.Atol:G3})")) : "-")
               .Append(ci, $"</td><td class=\"verdict\">{H(m.Verdict)}</td></tr>\n");
         }
         sb.Append("</tbody></table></details>\n");

@@ -27,8 +27,15 @@ public static class LayerPlot
         var index = modules.Select((m, i) => (m, i)).ToDictionary(p => p.m, p => p.i, StringComparer.Ordinal);
         var rtols = plotted.Where(m => m.Tolerance is not null).Select(m => m.Tolerance!).DistinctBy(t => (t.Name, t.Rtol)).ToList();
 
-        var logs = plotted.Select(m => m.RelL2).OfType<double>().Where(double.IsFinite).Select(Log)
-            .Concat(rtols.Select(t => Log(t.Rtol))).ToList();
+        // With the float64 oracle: the engine's error against it per rank, and per module the reference's own error
+        // (dotted) and the bound the engine had to meet (dashed red); without: the error against the reference and the
+        // fixed policies' rtol lines.
+        var oracleRows = plotted.Where(m => m.Oracle is not null).GroupBy(m => m.Module, StringComparer.Ordinal)
+            .Select(g => (Module: g.Key, Own: g.Max(m => m.Oracle!.ReferenceRelL2), Bound: g.Min(m => m.Oracle!.L2Bound))).ToList();
+        if (oracleRows.Count > 0) rtols = rtols.Where(t => plotted.Any(m => m.Oracle is null && m.Tolerance == t)).ToList();
+        var logs = plotted.Select(m => m.PlottedError).OfType<double>().Where(double.IsFinite).Select(Log)
+            .Concat(rtols.Select(t => Log(t.Rtol)))
+            .Concat(oracleRows.SelectMany(o => new[] { o.Own, o.Bound }).Where(v => double.IsFinite(v) && v > 0).Select(Log)).ToList();
         double yMin = logs.Count == 0 ? MinLog : Math.Max(MinLog, Math.Floor(logs.Min()));
         double yMax = logs.Count == 0 ? 0 : Math.Ceiling(logs.Max());
         if (yMax <= yMin) yMax = yMin + 1;
@@ -70,12 +77,22 @@ public static class LayerPlot
             sb.Append(ci, $"<text x=\"{F(Left + plotW + 4)}\" y=\"{F(y + 4)}\" font-size=\"10\" fill=\"{Red}\">rtol {H(t.Rtol.ToString("G2", ci))}</text></g>");
         }
 
+        if (oracleRows.Count > 0)
+        {
+            string Line(Func<(string Module, double Own, double Bound), double> pick) => string.Join(' ', oracleRows
+                .Select(o => (X: X(index[o.Module]), V: pick(o))).Select(p => $"{F(p.X)},{F(Y(Log(p.V)))}"));
+            sb.Append(ci, $"<g class=\"tolerance oracle-bound\"><title>bound: C x the reference's own error + floor, per module</title>");
+            sb.Append(ci, $"<polyline fill=\"none\" stroke=\"{Red}\" stroke-dasharray=\"6 4\" stroke-width=\"1.2\" points=\"{Line(o => o.Bound)}\"/></g>");
+            sb.Append("<g class=\"reference-own-error\"><title>the reference's own error against the float64 oracle, per module</title>");
+            sb.Append(ci, $"<polyline fill=\"none\" stroke=\"#444\" stroke-dasharray=\"2 3\" stroke-width=\"1.2\" points=\"{Line(o => o.Own)}\"/></g>");
+        }
+
         var ranks = plotted.Select(m => m.Rank).Distinct().Order().ToList();
         foreach (var rank in ranks)
         {
             string color = RankColors[((rank % RankColors.Length) + RankColors.Length) % RankColors.Length];
-            var points = plotted.Where(m => m.Rank == rank && m.RelL2 is double v && double.IsFinite(v))
-                .Select(m => (X: X(index[m.Module]), Y: Y(Log(m.RelL2!.Value)))).ToList();
+            var points = plotted.Where(m => m.Rank == rank && m.PlottedError is double v && double.IsFinite(v))
+                .Select(m => (X: X(index[m.Module]), Y: Y(Log(m.PlottedError!.Value)))).ToList();
             if (points.Count > 1)
                 sb.Append(ci, $"<polyline class=\"series\" data-rank=\"{rank}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{string.Join(' ', points.Select(p => $"{F(p.X)},{F(p.Y)}"))}\"/>");
         }
@@ -83,8 +100,10 @@ public static class LayerPlot
         {
             string color = RankColors[((m.Rank % RankColors.Length) + RankColors.Length) % RankColors.Length];
             double x = X(index[m.Module]);
-            string tip = H($"{m.Label}: rel L2 {(m.RelL2 is double v ? v.ToString("0.00E+00", ci) : "n/a")} ({m.Verdict})");
-            if (m.RelL2 is double r && double.IsFinite(r))
+            string tip = H(m.Oracle is { } oc
+                ? $"{m.Label}: rel L2 against the float64 oracle {oc.EngineRelL2.ToString("0.00E+00", ci)} (reference's own {oc.ReferenceRelL2.ToString("0.00E+00", ci)}, bound {oc.L2Bound.ToString("0.00E+00", ci)}, margin {oc.Margin.ToString("G3", ci)}) ({m.Verdict})"
+                : $"{m.Label}: rel L2 {(m.RelL2 is double v ? v.ToString("0.00E+00", ci) : "n/a")} ({m.Verdict})");
+            if (m.PlottedError is double r && double.IsFinite(r))
             {
                 string fill = m.Failed ? Red : color;
                 sb.Append(ci, $"<circle class=\"point {(m.Failed ? "fail" : "pass")}\" cx=\"{F(x)}\" cy=\"{F(Y(Log(r)))}\" r=\"{(m.Failed ? 4.5 : 3)}\" fill=\"{fill}\" stroke=\"{(m.Failed ? "#000" : fill)}\" stroke-width=\"0.5\"><title>{tip}</title></circle>");

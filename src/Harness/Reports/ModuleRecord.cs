@@ -6,6 +6,14 @@ namespace Harness.Reports;
 public sealed record ToleranceRecord(string Name, double Rtol, double Atol);
 
 /// <summary>
+/// A module judged against the float64 oracle: the engine's and the reference's own relative L2 error against it, the
+/// bound the engine had to meet, the max abs errors and bound, the outliers over the elementwise bound, and the margin
+/// (bound / observed; above 1 passes).
+/// </summary>
+public sealed record OracleRecord(double EngineRelL2, double ReferenceRelL2, double L2Bound, double EngineMaxAbs, double ReferenceMaxAbs,
+    double AbsBound, long Outliers, long OutlierBudget, double Margin, bool Passed);
+
+/// <summary>
 /// One row of a scenario's layer-by-layer comparison, flattened for the report. The error numbers are null where
 /// values were not compared (missing, extra, invalid shard, shape mismatch); they may be NaN or infinite where the
 /// engine produced such values (report.json writes those as null). Verdict is one of <see cref="Verdicts"/>.
@@ -36,6 +44,15 @@ public sealed record ModuleRecord(
         public const string Extra = "extra";
     }
 
+    /// <summary>The oracle verdict's numbers (null: judged by the fixed <see cref="Tolerance"/> policy, the fallback).</summary>
+    public OracleRecord? Oracle { get; init; }
+
+    /// <summary>What the verdict used: "oracle", or the fixed policy's name.</summary>
+    public string VerdictBasis => Oracle is not null ? "oracle" : Tolerance?.Name ?? "-";
+
+    /// <summary>The error the report plots: against the oracle where there is one, else against the reference.</summary>
+    public double? PlottedError => Oracle?.EngineRelL2 ?? RelL2;
+
     /// <summary>Whether this row fails its scenario (everything but pass and extra).</summary>
     public bool Failed => Verdict is not (Verdicts.Pass or Verdicts.Extra);
 
@@ -47,7 +64,13 @@ public sealed record ModuleRecord(
         return new ModuleRecord(row.Module, row.Rank, row.Label, row.EngineShape, row.ExpectedShape,
             r?.MaxAbsError, r?.MaxRelError, r?.RelativeL2, r?.Mismatches, r?.Total,
             row.Policy is null ? null : new ToleranceRecord(row.Policy.Name, row.Policy.Rtol, row.Policy.Atol),
-            VerdictOf(row.Verdict), row.Note);
+            VerdictOf(row.Verdict), row.Note)
+        {
+            Oracle = r?.Oracle is { } o
+                ? new OracleRecord(o.EngineRelativeL2, o.ReferenceRelativeL2, o.L2Bound, o.EngineMaxAbs, o.ReferenceMaxAbs, o.AbsBound,
+                    o.Outliers, o.OutlierBudget, o.Margin, o.Passed)
+                : null,
+        };
     }
 
     /// <summary>The report's string for a layer verdict.</summary>

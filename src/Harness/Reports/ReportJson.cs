@@ -97,6 +97,23 @@ public static class ReportJson
             w.WriteEndObject();
         }
         else w.WriteNull("tolerance");
+        if (m.Oracle is { } o)
+        {
+            w.WriteStartObject("oracle");
+            Number(w, "engine_rel_l2", o.EngineRelL2);
+            Number(w, "reference_rel_l2", o.ReferenceRelL2);
+            Number(w, "rel_l2_bound", o.L2Bound);
+            Number(w, "engine_max_abs", o.EngineMaxAbs);
+            Number(w, "reference_max_abs", o.ReferenceMaxAbs);
+            Number(w, "max_abs_bound", o.AbsBound);
+            w.WriteNumber("outliers", o.Outliers);
+            w.WriteNumber("outlier_budget", o.OutlierBudget);
+            Number(w, "margin", o.Margin);
+            w.WriteBoolean("passed", o.Passed);
+            w.WriteEndObject();
+        }
+        else w.WriteNull("oracle");
+        w.WriteString("verdict_basis", m.VerdictBasis);
         w.WriteString("verdict", m.Verdict);
         w.WriteString("note", m.Note);
         w.WriteEndObject();

@@ -28,7 +28,16 @@ internal static class ReportJsonReader
         Str(m, "module"), (int)Long(m, "rank"), Str(m, "label"), OptInts(m, "engine_shape"), OptInts(m, "expected_shape"),
         OptDouble(m, "max_abs"), OptDouble(m, "max_rel"), OptDouble(m, "rel_l2"), OptLong(m, "mismatches"), OptLong(m, "total"),
         Opt(m, "tolerance") is { } p ? new ToleranceRecord(Str(p, "name"), OptDouble(p, "rtol") ?? double.NaN, OptDouble(p, "atol") ?? double.NaN) : null,
-        Str(m, "verdict"), OptStr(m, "note") ?? "");
+        Str(m, "verdict"), OptStr(m, "note") ?? "")
+    {
+        Oracle = Opt(m, "oracle") is { } o
+            ? new OracleRecord(OptDouble(o, "engine_rel_l2") ?? double.NaN, OptDouble(o, "reference_rel_l2") ?? double.NaN,
+                OptDouble(o, "rel_l2_bound") ?? double.NaN, OptDouble(o, "engine_max_abs") ?? double.NaN,
+                OptDouble(o, "reference_max_abs") ?? double.NaN, OptDouble(o, "max_abs_bound") ?? double.NaN,
+                OptLong(o, "outliers") ?? 0, OptLong(o, "outlier_budget") ?? 0, OptDouble(o, "margin") ?? double.NaN,
+                Get(o, "passed").GetBoolean())
+            : null,
+    };
 
     private static TokenRecord Tokens(JsonElement t) => new(
         OptLongs(t, "reference_tokens"), OptLongs(t, "engine_tokens"), (int)Long(t, "reference_length"), (int)Long(t, "engine_length"),

@@ -11,7 +11,9 @@ namespace Harness.Runs;
 /// module's tolerance policy. Rows come in <c>moduleOrder</c>; reference modules not in it follow in ordinal name order
 /// (so nothing the reference has is silently skipped), and within a module records go by rank, then arrival. A module
 /// the reference has and the engine did not record is Missing (a failure); an engine record with no reference tensor
-/// is Extra (information only).
+/// is Extra (information only). A reference tensor named "oracle.&lt;module&gt;" is the float64 oracle's capture of that
+/// module: the module is then judged by <see cref="OracleResult"/> (engine error against the reference's own error),
+/// else by its fixed policy, and the row says which.
 /// </summary>
 public static class LayerComparison
 {
@@ -19,6 +21,9 @@ public static class LayerComparison
     /// <param name="engine">What the engine recorded.</param>
     /// <param name="moduleOrder">Forward order of the modules; fixes row order and so which failure is the first.</param>
     /// <param name="policyFor">Tolerance per module; null: <see cref="DefaultPolicy"/> of the engine's and the reference's dtypes.</param>
+    /// <summary>The prefix of the float64 oracle's captures among the reference tensors.</summary>
+    public const string OraclePrefix = "oracle.";
+
     public static LayerReport Run(
         IReadOnlyDictionary<string, Tensor> reference,
         ActivationCapture engine,
@@ -35,7 +40,7 @@ public static class LayerComparison
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in moduleOrder)
             if (seen.Add(m)) order.Add(m);
-        foreach (var m in reference.Keys.Where(k => !seen.Contains(k)).Order(StringComparer.Ordinal))
+        foreach (var m in reference.Keys.Where(k => !seen.Contains(k) && !k.StartsWith(OraclePrefix, StringComparison.Ordinal)).Order(StringComparer.Ordinal))
             if (seen.Add(m)) order.Add(m);
         foreach (var m in records.Keys.Where(k => !seen.Contains(k)).Order(StringComparer.Ordinal))
             if (seen.Add(m)) order.Add(m);
@@ -59,7 +64,8 @@ public static class LayerComparison
                 perRank = i > 0 && recs[i - 1].Rank == rec.Rank ? perRank + 1 : 0;
                 bool repeated = perRank > 0 || (i + 1 < recs.Count && recs[i + 1].Rank == rec.Rank);
                 rows.Add(hasRef
-                    ? CompareOne(rec, expected!, policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0)
+                    ? CompareOne(rec, expected!, reference.GetValueOrDefault(OraclePrefix + module),
+                        policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0)
                     : new LayerRow(module, rec.Rank, rec.Shard, Label(rec, "", 0), LayerVerdict.Extra, rec.Value.ShapeArray, null, null, null, null,
                         $"the engine recorded {module} {Shape.Format(rec.Value.Shape)} on rank {rec.Rank}; the reference has no such module"));
             }
@@ -67,7 +73,7 @@ public static class LayerComparison
         return new LayerReport(rows);
     }
 
-    private static LayerRow CompareOne(CapturedActivation rec, Tensor reference, TolerancePolicy policy, int call)
+    private static LayerRow CompareOne(CapturedActivation rec, Tensor reference, Tensor? oracle, TolerancePolicy policy, int call)
     {
         var refShape = reference.ShapeArray;
         var engineShape = rec.Value.ShapeArray;
@@ -85,7 +91,8 @@ public static class LayerComparison
                 $"engine {Shape.Format(engineShape)} vs expected {Shape.Format(window.ExpectedEngineShape)} (reference {Shape.Format(refShape)}, shard: {rec.Shard})");
         }
 
-        var result = TensorComparer.Compare(label, window.EngineCompared(rec.Value), window.ReferenceSlice(reference), policy);
+        var result = TensorComparer.Compare(label, window.EngineCompared(rec.Value), window.ReferenceSlice(reference), policy,
+            oracle is null ? null : window.ReferenceSlice(oracle));
         return new LayerRow(rec.Module, rec.Rank, rec.Shard, label, result.Passed ? LayerVerdict.Pass : LayerVerdict.Fail,
             engineShape, window.ExpectedEngineShape, refShape, policy, result, "");
     }

@@ -77,11 +77,14 @@ public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
 
     public IEnumerable<LayerRow> Failures => Rows.Where(r => r.Failed);
 
-    /// <summary>A table (module, shape, max abs, max rel, rel L2, tolerance, verdict), then the first divergence block.</summary>
+    /// <summary>
+    /// A table (module, shape, max abs, max rel, rel L2 against the reference; the engine's and the reference's own relative L2
+    /// against the float64 oracle and the margin, where there is one; tolerance, verdict), then the first divergence block.
+    /// </summary>
     public override string ToString()
     {
         var ci = CultureInfo.InvariantCulture;
-        string[] header = ["module", "shape", "max abs", "max rel", "rel L2", "tolerance", "verdict"];
+        string[] header = ["module", "shape", "max abs", "max rel", "rel L2", "engine/f64", "ref/f64", "margin", "tolerance", "verdict"];
         var cells = Rows.Select(r => new[]
         {
             r.Label,
@@ -91,7 +94,10 @@ public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
             Number(r.Result, x => x.MaxAbsError),
             Number(r.Result, x => x.MaxRelError),
             Number(r.Result, x => x.RelativeL2),
-            r.Policy?.ToString() ?? "-",
+            Number(r.Result?.Oracle is null ? null : r.Result, x => x.Oracle!.EngineRelativeL2),
+            Number(r.Result?.Oracle is null ? null : r.Result, x => x.Oracle!.ReferenceRelativeL2),
+            r.Result?.Oracle is { } o ? o.Margin.ToString("G3", CultureInfo.InvariantCulture) : "-",
+            r.Result?.Oracle is not null ? "oracle" : r.Policy?.ToString() ?? "-",
             r.Verdict switch
             {
                 LayerVerdict.Pass => "PASS",

@@ -38,17 +38,17 @@ public sealed record LlamaScenario : Scenario
     /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
     public long[]? PromptIds { get; init; }
 
-    /// <summary>The tiny model's RoPE variant (<see cref="TinyLlama.RopeTypes"/>).</summary>
-    public string Rope { get; }
+    /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
+    public string Variant { get; }
 
     [SetsRequiredMembers]
     public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null,
-        string? expectedFirstBadModule = null, string rope = "default")
+        string? expectedFirstBadModule = null, string variant = "default")
     {
-        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens; Rope = rope;
+        Tp = tp; Pp = pp; Sp = sp; InputKind = input; PromptTokens = promptTokens; Variant = variant;
         string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
         string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
-        string model = rope == "default" ? "llama" : $"llama-rope-{rope}";
+        string model = variant == "default" ? "llama" : $"llama-{variant}";
         Id = $"{model}/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
         Model = "llama";
         Layout = layout;
@@ -58,7 +58,7 @@ public sealed record LlamaScenario : Scenario
         ExpectedFirstBadModule = expectedFirstBadModule;
         Tolerance = Policy(dtype, tp).Name;
         ReferenceKey = $"{model}-{DTypeTag(dtype)}-{inputName}-{promptTokens}";
-        Description = $"tiny Llama{(rope == "default" ? "" : $" with {rope} RoPE scaling")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
+        Description = $"tiny Llama{(variant == "default" ? "" : $" ({variant})")}, TP={tp}{(sp ? " with sequence parallelism" : "")}, PP={pp}, {promptTokens} prompt tokens as {inputName}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
     }
 
@@ -93,9 +93,9 @@ public sealed record LlamaScenario : Scenario
     {
         if (ModelPath is not null)
             return context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath);
-        return context.ModelDirectory(TinyLlama.ModelName(Rope), DType, (client, dir) =>
+        return context.ModelDirectory(TinyLlama.ModelName(Variant), DType, (client, dir) =>
         {
-            client.BuildModel(TinyLlama.Config(Rope), TinyLlama.Seed, DType, dir);
+            client.BuildModel(TinyLlama.Config(Variant), TinyLlama.Seed, DType, dir);
             return dir;
         });
     }
@@ -123,7 +123,7 @@ public sealed record LlamaScenario : Scenario
     {
         ["model_seed"] = ModelPath is null ? TinyLlama.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture) : "n/a",
         ["prompt_seed"] = InputKind == InputKind.InputIds ? "99" : "77",
-        ["config"] = ModelPath is null ? TinyLlama.Config(Rope).ToJsonString() : $"from {ModelPath}",
+        ["config"] = ModelPath is null ? TinyLlama.Config(Variant).ToJsonString() : $"from {ModelPath}",
         ["new_tokens"] = NewTokens.ToString(System.Globalization.CultureInfo.InvariantCulture),
         ["top_k"] = TopK.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
@@ -143,10 +143,22 @@ public sealed record LlamaScenario : Scenario
     {
         var sw = Stopwatch.StartNew();
         var dir = ModelDirectory(context);
-        var config = LoadConfig(dir);
-        var input = Prompt(config);
-        var modules = ModulesFor(config);
+        var trueConfig = LoadConfig(dir);
+        var input = Prompt(trueConfig);
+        var modules = ModulesFor(trueConfig);
         var capture = new ActivationCapture(modules);
+        TextConfig config;
+        string engineDir;
+        try
+        {
+            engineDir = context.EngineDirectory(dir);                         // the engine's config and weights
+            config = LoadConfig(engineDir);
+        }
+        catch (ConfigException e)
+        {
+            return new ScenarioResult(this, LayerComparison.Run(reference.Tensors, capture, modules, _ => Policy(DType, Tp)), null,
+                e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
+        }
         var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
@@ -154,7 +166,7 @@ public sealed record LlamaScenario : Scenario
         {
             try
             {
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, dir, config, input, sink), context.CollectiveTimeout);
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }
             catch (Exception e)
@@ -180,7 +192,7 @@ public sealed record LlamaScenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint);
+        var weights = new CheckpointWeights(checkpoint, DType);                     // computed in the scenario's dtype, as HF loads it
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink).Forward(ctx.IsFirstStage ? input : null, tokens);
         return new LlamaForCausalLM(weights, config, ctx).Generate(input, NewTokens, TopK);

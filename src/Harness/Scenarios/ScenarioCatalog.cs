@@ -48,10 +48,14 @@ public static class ScenarioCatalog
             expectedFirstBadModule: "model.layers.0.post_attention_layernorm"));
 
         // The rope_scaling variants HF's Llama supports, under TP with SP and PP.
-        foreach (var rope in new[] { "linear", "llama3" })
-            list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: rope));
-        list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, rope: "llama3", fault: Faults.RopeScalingIgnored,
+        foreach (var rope in new[] { "rope-linear", "rope-llama3" })
+            list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, variant: rope));
+        list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, variant: "rope-llama3", fault: Faults.RopeScalingIgnored,
             expectedFirstBadModule: "model.layers.0.self_attn"));
+
+        // Attention and MLP biases, tanh GELU, untied lm_head (attention_bias / mlp_bias / hidden_act observable).
+        list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, variant: "bias"));
+        list.Add(new LlamaScenario(2, 1, false, InputKind.InputIds, variant: "bias"));
 
         // Scenario 5: gelu_tanh in Gemma4's experts.
         list.Add(new ExpertScenario(DType.Float32));

@@ -27,6 +27,12 @@ public sealed class ScenarioContext
 
     internal void ReportModule(string module) => ModuleProgress?.Invoke(module);
 
+    /// <summary>
+    /// Live references also run the float64 oracle (default). Off (`compare --no-oracle`, a model that does not fit twice in
+    /// memory): modules are judged by the named fixed policies and the report says so.
+    /// </summary>
+    public bool Oracle { get; init; } = true;
+
     /// <summary>Timeout for one collective of the engine's ranks.</summary>
     public TimeSpan CollectiveTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -35,6 +41,21 @@ public sealed class ScenarioContext
         Client = client;
         FixturesDirectory = fixtures;
     }
+
+    private ScenarioContext(ScenarioContext shared)
+    {
+        Client = shared.Client;
+        FixturesDirectory = shared.FixturesDirectory;
+        _models = shared._models;
+        _bundles = shared._bundles;
+        Oracle = shared.Oracle;
+        CollectiveTimeout = shared.CollectiveTimeout;
+        ModuleProgress = shared.ModuleProgress;
+    }
+
+    /// <summary>The same context (models and reference bundles shared, nothing recomputed) whose engine loads models
+    /// through <paramref name="mutation"/> (<see cref="EngineDirectory"/>).</summary>
+    public ScenarioContext WithConfigMutation(Func<string, string> mutation) => new(this) { ConfigMutation = mutation };
 
     public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());
 
@@ -72,6 +93,7 @@ public sealed class ScenarioContext
     {
         if (Client is not null)
         {
+            Client.Oracle = Oracle;
             var computed = scenario.ComputeReference(this);
             var metadata = new Dictionary<string, string>(computed.Versions);
             foreach (var (k, v) in scenario.Manifest()) metadata[k] = v;

@@ -7,17 +7,26 @@ namespace Harness.Scenarios;
 /// heads (GQA; kv heads are replicated at TP=4), vocab 200 (not a multiple of 64*tp, so the vocab padding is
 /// exercised), intermediate 128. initializer_range 0.125 (about 1/sqrt(hidden)) keeps activations near unit scale,
 /// so relative errors mean something (HF's default 0.02 makes them tiny and lets atol swamp real differences).
+/// Every field the engine reads is off HF's default (and off any value HF derives): head_dim 24 (not 64/4),
+/// rms_norm_eps 2e-5, rope_theta 5e4, tied embeddings; the "bias" variant adds attention and MLP biases and tanh GELU
+/// (`harness run --config-mutations` proves each field is seen).
 /// </summary>
 public static class TinyLlama
 {
     public const ulong Seed = 1234;
     public const int Hidden = 64;
 
-    /// <summary>The RoPE variants HF's Llama supports that the catalog exercises (rope_parameters.rope_type).</summary>
-    public static readonly string[] RopeTypes = ["default", "linear", "llama3"];
+    /// <summary>
+    /// The variants of the tiny model: "default"; "rope-linear" and "rope-llama3" (the rope_parameters.rope_type values HF's
+    /// Llama supports that the catalog exercises); "bias" (attention_bias, mlp_bias, hidden_act gelu_pytorch_tanh, untied).
+    /// </summary>
+    public static readonly string[] Variants = ["default", "rope-linear", "rope-llama3", "bias"];
 
-    /// <summary>The model name under fixtures/models for a RoPE variant.</summary>
-    public static string ModelName(string rope) => rope == "default" ? "tiny-llama" : $"tiny-llama-rope-{rope}";
+    /// <summary>The model name under fixtures/models for a variant.</summary>
+    public static string ModelName(string variant) => variant == "default" ? "tiny-llama" : $"tiny-llama-{variant}";
+
+    /// <summary>The RoPE type of a variant.</summary>
+    public static string RopeOf(string variant) => variant.StartsWith("rope-", StringComparison.Ordinal) ? variant[5..] : "default";
 
     /// <summary>
     /// rope_parameters for a variant: linear scales positions by 2; llama3 (factor 8, low/high frequency factors 1
@@ -26,18 +35,22 @@ public static class TinyLlama
     /// </summary>
     public static JsonObject Rope(string rope) => rope switch
     {
-        "default" => new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 10000.0 },
-        "linear" => new JsonObject { ["rope_type"] = "linear", ["rope_theta"] = 10000.0, ["factor"] = 2.0 },
+        "default" => new JsonObject { ["rope_type"] = "default", ["rope_theta"] = 50000.0 },
+        "linear" => new JsonObject { ["rope_type"] = "linear", ["rope_theta"] = 50000.0, ["factor"] = 2.0 },
         "llama3" => new JsonObject
         {
-            ["rope_type"] = "llama3", ["rope_theta"] = 10000.0, ["factor"] = 8.0, ["low_freq_factor"] = 1.0,
+            ["rope_type"] = "llama3", ["rope_theta"] = 50000.0, ["factor"] = 8.0, ["low_freq_factor"] = 1.5,
             ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 64,
         },
-        _ => throw new ArgumentException($"unknown rope variant '{rope}'; known: {string.Join(", ", RopeTypes)}"),
+        _ => throw new ArgumentException($"unknown rope type '{rope}'; known: default, linear, llama3"),
     };
 
-    public static JsonObject Config(string rope = "default") => new()
+    public static JsonObject Config(string variant = "default")
     {
+        if (!Variants.Contains(variant)) throw new ArgumentException($"unknown tiny Llama variant '{variant}'; known: {string.Join(", ", Variants)}");
+        bool bias = variant == "bias";
+        return new()
+        {
         ["architectures"] = new JsonArray("LlamaForCausalLM"),
         ["model_type"] = "llama",
         ["hidden_size"] = 64,
@@ -45,17 +58,20 @@ public static class TinyLlama
         ["num_hidden_layers"] = 4,
         ["num_attention_heads"] = 4,
         ["num_key_value_heads"] = 2,
-        ["head_dim"] = 16,
+        ["head_dim"] = 24,
         ["vocab_size"] = 200,
         ["max_position_embeddings"] = 256,
-        ["rms_norm_eps"] = 1e-6,
+        ["rms_norm_eps"] = 2e-5,
         ["initializer_range"] = 0.125,
-        ["tie_word_embeddings"] = false,
-        ["hidden_act"] = "silu",
-        ["rope_parameters"] = Rope(rope),
+        ["tie_word_embeddings"] = !bias,
+        ["attention_bias"] = bias,
+        ["mlp_bias"] = bias,
+        ["hidden_act"] = bias ? "gelu_pytorch_tanh" : "silu",
+        ["rope_parameters"] = Rope(RopeOf(variant)),
         ["bos_token_id"] = 1,
         ["eos_token_id"] = 2,
-    };
+        };
+    }
 
     /// <summary>The HF module paths compared, in forward order.</summary>
     public static IReadOnlyList<string> Modules(bool withEmbedTokens, int layers = 4)

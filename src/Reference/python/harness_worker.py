@@ -120,6 +120,7 @@ def wire_dtypes(torch):
         "int64": (torch.int64, 8),
         "int32": (torch.int32, 4),
         "bool": (torch.bool, 1),
+        "float64": (torch.float64, 8),
     }
 
 
@@ -452,6 +453,17 @@ def op_mlp(args, tensors):
     return {}, [("out", linear(act(linear(x, gate)) * linear(x, up), down))]
 
 
+def perturb_constant_parameters(model, seed):
+    """HF initialises norm weights to 1 and biases to 0: an engine that ignores a norm's scale or a bias would pass
+    every comparison on such a model. Each parameter whose elements are all equal gets seeded noise (N(0, 0.1) added),
+    so a random tiny model exercises every parameter it has."""
+    gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if p.numel() > 1 and p.is_floating_point() and bool((p == p.reshape(-1)[0]).all()):
+                p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * 0.1)
+
+
 def op_build_model(args, tensors):
     from safetensors import safe_open
     cfg = dict(args["config"])
@@ -464,7 +476,10 @@ def op_build_model(args, tensors):
     cls = model_class_named(args.get("model_class") or "AutoModelForCausalLM")
     dt = torch_dtype(args.get("dtype", "float32"))
     torch.manual_seed(int(args.get("seed", 0)))
-    model = instantiate(cls, config).to(dt).eval()
+    model = instantiate(cls, config)
+    if args.get("perturb_constants", True):
+        perturb_constant_parameters(model, int(args.get("seed", 0)))
+    model = model.to(dt).eval()
     model.config.dtype = dt
     out_dir = args["out_dir"]
     os.makedirs(out_dir, exist_ok=True)
@@ -491,20 +506,10 @@ def wire_or_st_dtype(st):
 def op_forward(args, tensors):
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     inputs = model_inputs(args, tensors, model)
-    capture = Capture(model, args.get("capture", []))
-    try:
-        out = model(**inputs, use_cache=False)
-    finally:
-        capture.close()
-    outs, captured = [], []
-    for path in args.get("capture", []):
-        if path not in capture.outputs:
-            raise RuntimeError(f"module {path!r} was not called during forward")
-        t = capture.outputs[path]
-        outs.append((path, t))
-        captured.append({"module": path, "shape": list(t.shape), "dtype": dtype_name(t.dtype),
-                         "calls": capture.calls[path]})
+    paths = list(args.get("capture", []))
+    out, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False))
     outs.append(("logits", out.logits))
+    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
     return {"captured": captured}, outs
 
 
@@ -581,6 +586,48 @@ def op_debug_garbage(args, tensors):
         time.sleep(3600)
 
 
+def _walk(value, keys):
+    for k in keys:
+        if isinstance(value, list):
+            i = int(k)
+            if i >= len(value):
+                raise KeyError(k)
+            value = value[i]
+        elif isinstance(value, dict):
+            value = value[k]
+        else:
+            raise KeyError(k)
+    return value
+
+
+def op_config_defaults(args, tensors):
+    """For each dotted path of a config dict, the value HF's config class takes when that key is ABSENT and every
+    other field is as given: the library default, or the value it derives from other fields (head_dim from
+    hidden_size / num_attention_heads). {"value": v} or {"absent": true} (HF has no such field then) or
+    {"error": message} (HF cannot build the config without it)."""
+    import copy
+    cfg = dict(args["config"])
+    out = {}
+    for path in args["paths"]:
+        c = copy.deepcopy(cfg)
+        keys = path.split(".")
+        try:
+            parent = _walk(c, keys[:-1])
+            if isinstance(parent, dict):
+                parent.pop(keys[-1], None)
+            model_type = c.pop("model_type")
+            for key in ("torch_dtype", "dtype", "_attn_implementation", "attn_implementation", "transformers_version"):
+                c.pop(key, None)
+            d = transformers.AutoConfig.for_model(model_type, **c).to_dict()
+            try:
+                out[path] = {"value": _walk(d, keys)}
+            except (KeyError, ValueError, IndexError):
+                out[path] = {"absent": True}
+        except Exception as e:  # noqa: BLE001 (any failure is an answer here)
+            out[path] = {"error": f"{type(e).__name__}: {e}"}
+    return {"defaults": out}, []
+
+
 def op_shutdown(args, tensors):
     STATE["exit_after_reply"] = 0
     return {}, []
@@ -603,6 +650,7 @@ OPS = {
     "debug_crash": op_debug_crash,
     "debug_hang": op_debug_hang,
     "debug_garbage": op_debug_garbage,
+    "config_defaults": op_config_defaults,
     "shutdown": op_shutdown,
 }
 

@@ -130,7 +130,7 @@ public class SafetensorsFormatErrorTests
     }
 
     [Theory]
-    [InlineData("F64", "unsupported")]
+    [InlineData("U64", "unsupported")]
     [InlineData("I8", "unsupported")]
     [InlineData("F8_E4M3", "unsupported")]
     [InlineData("float32", "unknown")]

@@ -20,8 +20,9 @@ public sealed class LlamaAttention
     public LlamaAttention(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx)
     {
         _qkv = new QKVParallelLinear(weights, prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj",
-            config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, ctx.Tp);
-        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel);
+            config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, ctx.Tp, bias: config.AttentionBias);
+        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel,
+            bias: config.AttentionBias);
         _scaling = Math.Pow(config.HeadDim, -0.5);
     }
 

@@ -18,8 +18,9 @@ public sealed class LlamaMlp
 
     public LlamaMlp(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx)
     {
-        _gateUp = MergedColumnParallelLinear.Load(weights, [prefix + ".gate_proj", prefix + ".up_proj"], ctx.Tp);
-        _down = RowParallelLinear.Load(weights, prefix + ".down_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel);
+        _gateUp = MergedColumnParallelLinear.Load(weights, [prefix + ".gate_proj", prefix + ".up_proj"], ctx.Tp, bias: config.MlpBias);
+        _down = RowParallelLinear.Load(weights, prefix + ".down_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel,
+            bias: config.MlpBias);
         _act = Activation.Parse(config.HiddenAct ?? "silu");
     }
 
