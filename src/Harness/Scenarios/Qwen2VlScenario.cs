@@ -262,7 +262,9 @@ public sealed record Qwen2VlScenario : Scenario
             }
         }
         var policy = Policy(DType, Tp);
-        var compared = modules.Where(reference.Tensors.ContainsKey).ToDictionary(m => m, m => reference.Tensors[m]);
+        // The captured modules and their float64 oracle captures; the processor's outputs and the tokens are not modules.
+        var compared = modules.SelectMany(m => new[] { m, LayerComparison.OraclePrefix + m }).Where(reference.Tensors.ContainsKey)
+            .ToDictionary(m => m, m => reference.Tensors[m]);
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
