@@ -52,6 +52,9 @@ public sealed record Qwen2VlConfig
                 $"{text.HiddenSize} is not divisible by num_attention_heads {text.NumAttentionHeads} (Qwen2VLAttention requires it)");
         var section = text.Rope.MropeSection
             ?? throw new ConfigException(hf.SourceName, tp + "rope_parameters.mrope_section", "is missing");
+        if (text.Rope.RopeType != "default")
+            throw new ConfigException(hf.SourceName, tp + "rope_parameters.rope_type",
+                $"is '{text.Rope.RopeType}'; the engine's Qwen2-VL supports the default M-RoPE only ('default', or the legacy 'mrope')");
         int headDim = text.HiddenSize / text.NumAttentionHeads;
         if (section.Length != 3 || section.Sum() != headDim / 2)
             throw new ConfigException(hf.SourceName, tp + "rope_parameters.mrope_section",

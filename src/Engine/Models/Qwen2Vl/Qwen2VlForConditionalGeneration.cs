@@ -60,7 +60,9 @@ public sealed class Qwen2VlForConditionalGeneration
         _ctx = ctx;
         _sink = sink ?? NoCapture.Instance;
         options ??= Qwen2VlOptions.Default;
-        weights = weights as Qwen2VlWeights ?? new Qwen2VlWeights(weights);   // either checkpoint layout
+        var w = weights as Qwen2VlWeights ?? new Qwen2VlWeights(weights);     // either checkpoint layout
+        weights = w;
+        CheckShapes(w, config);
         var embedWeight = weights.Get(Text + ".embed_tokens.weight");
         DType = embedWeight.DType;
         _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, Text + ".embed_tokens");
@@ -74,6 +76,15 @@ public sealed class Qwen2VlForConditionalGeneration
         _lmHead = new ParallelLMHead(head, ctx.Tp);
         _invFreq = Rotary.InvFreq(config.Text.Rope.RopeTheta, config.HeadDim);
         _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions, DType)).ToArray();
+    }
+
+    // The sizes the engine takes from the weights, held against the config fields that define them.
+    private static void CheckShapes(Qwen2VlWeights w, Qwen2VlConfig c)
+    {
+        var t = c.Text;
+        w.Expect(Text + ".embed_tokens.weight", $"text vocab_size {t.VocabSize} x hidden_size {t.HiddenSize}", t.VocabSize, t.HiddenSize);
+        w.Expect(Text + ".layers.0.mlp.gate_proj.weight", $"text intermediate_size {t.IntermediateSize}", t.IntermediateSize, t.HiddenSize);
+        w.Expect("model.visual.blocks.0.mlp.fc1.weight", $"vision embed_dim {c.VisionEmbedDim} * mlp_ratio", c.VisionMlpHidden, c.VisionEmbedDim);
     }
 
     /// <summary>The prompt's forward: embeddings with the vision features merged in, 3D positions, decoder. Logits [T, vocab].</summary>

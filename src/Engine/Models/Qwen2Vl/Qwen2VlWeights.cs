@@ -24,4 +24,13 @@ public sealed class Qwen2VlWeights(IWeightSource inner) : IWeightSource
     public bool Contains(string name) => inner.Contains(Resolve(name));
 
     public Harness.Engine.Tensors.Tensor Get(string name) => inner.Get(Resolve(name));
+
+    /// <summary>A weight's shape checked against the config field that fixes it: a mismatch names both.</summary>
+    public void Expect(string name, string field, params int[] shape)
+    {
+        var t = Get(name);
+        if (!t.Shape.SequenceEqual(shape))
+            throw new ArgumentException($"{Resolve(name)} is {Harness.Engine.Tensors.Shape.Format(t.Shape)}, but {field} makes it " +
+                                        Harness.Engine.Tensors.Shape.Format(shape));
+    }
 }
