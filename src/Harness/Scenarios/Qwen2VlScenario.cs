@@ -32,6 +32,8 @@ public sealed record Qwen2VlScenario : Scenario
     public const int NewTokens = 6, TopK = 5;
 
     public int Tp { get; }
+    /// <summary>Sequence parallelism over the TP ranks in the decoder.</summary>
+    public bool Sp { get; }
     public Qwen2VlMedia Media { get; }
 
     /// <summary>An HF checkpoint folder to compare on instead of the tiny random model (`harness compare --model DIR`).</summary>
@@ -44,21 +46,23 @@ public sealed record Qwen2VlScenario : Scenario
     public int TextTokens { get; init; } = 7;
 
     [SetsRequiredMembers]
-    public Qwen2VlScenario(int tp, Qwen2VlMedia media, DType dtype = DType.Float32, string? fault = null, string? expectedFirstBadModule = null)
+    public Qwen2VlScenario(int tp, Qwen2VlMedia media, DType dtype = DType.Float32, string? fault = null, string? expectedFirstBadModule = null,
+        bool sp = false)
     {
         Tp = tp;
+        Sp = sp;
         Media = media;
         string input = InputName(media);
-        Id = $"qwen2-vl/tp{tp}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Layout = $"tp{tp}{(sp ? "-sp" : "")}";
+        Id = $"qwen2-vl/{Layout}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
         Model = "qwen2-vl";
-        Layout = $"tp{tp}";
         DType = dtype;
         Input = input;
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
         Tolerance = Policy(dtype, tp).Name;
         ReferenceKey = $"qwen2-vl-{DTypeTag(dtype)}-{input}";
-        Description = $"tiny Qwen2-VL (M-RoPE decoder + vision tower), TP={tp}, {Describe(media)}, {dtype.TorchName()}" +
+        Description = $"tiny Qwen2-VL (M-RoPE decoder + vision tower), TP={tp}{(sp ? " with sequence parallelism" : "")}, {Describe(media)}, {dtype.TorchName()}" +
                       (fault is null ? "" : $"; injected fault {fault}");
     }
 
@@ -245,7 +249,7 @@ public sealed record Qwen2VlScenario : Scenario
             {
                 var generations = ThreadWorld.Run(Tp, rank =>
                 {
-                    var ctx = ThreadWorld.Layout(rank, Tp, 1);
+                    var ctx = ThreadWorld.Layout(rank, Tp, 1, Sp);
                     using var checkpoint = Checkpoint.Open(engineDir);
                     var weights = new CheckpointWeights(checkpoint);
                     var prefillOnly = new PrefillSink(sink);

@@ -9,7 +9,8 @@ namespace Harness.Engine.Models.Qwen2Vl;
 /// Qwen2VLAttention (HF's eager path) under tensor parallelism, as vLLM's Qwen2Attention shards it: q/k/v with bias from a
 /// <see cref="QKVParallelLinear"/> (heads/tp query heads, the rank's kv heads), the multimodal RoPE (cos/sin already
 /// interleaved from the 3 streams), causal grouped-query attention against the KV cache, o_proj (no bias) as a
-/// <see cref="RowParallelLinear"/> (input_is_parallel, all-reduced). Input [tokens, hidden]; output [tokens, hidden].
+/// <see cref="RowParallelLinear"/> (input_is_parallel; all-reduced, or left partial for a reduce-scatter under SP).
+/// Input [tokens, hidden] (all tokens, SP padding included); output [tokens, hidden].
 /// </summary>
 public sealed class Qwen2VlAttention
 {
@@ -24,7 +25,7 @@ public sealed class Qwen2VlAttention
         var text = config.Text;
         _qkv = new QKVParallelLinear(weights, prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj",
             text.NumAttentionHeads, text.NumKeyValueHeads, config.HeadDim, ctx.Tp);
-        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: true);
+        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel);
         _scaling = Math.Pow(config.HeadDim, -0.5);
         _hiddenSize = text.HiddenSize;
         _reshapeToHiddenSize = options.AttentionReshapeHiddenSize;
@@ -34,7 +35,8 @@ public sealed class Qwen2VlAttention
 
     /// <param name="hidden">[tokens, hidden] normed input.</param>
     /// <param name="cos">[1, tokens, head_dim], the 3 streams interleaved by mrope_section.</param>
-    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache)
+    /// <param name="realTokens">How many leading tokens are real (the rest is SP padding, kept out of the cache).</param>
+    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens)
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
         var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads/tp*hd], [t, kv*hd], [t, kv*hd] (+ bias)
@@ -46,8 +48,9 @@ public sealed class Qwen2VlAttention
         k = Rotary.Apply(k, cos, sin);
 
         int past = cache.Length;
-        cache.Append(k.Select(0, 0), v.Select(0, 0));
-        var (keys, values) = cache.Filled;                                 // [kv, past + t, hd]
+        // Only real tokens enter the cache; SP padding queries see every real key and their outputs are dropped.
+        cache.Append(k.Select(0, 0).Narrow(1, 0, realTokens), v.Select(0, 0).Narrow(1, 0, realTokens));
+        var (keys, values) = cache.Filled;                                 // [kv, past + real, hd]
 
         int group = heads / kvHeads;
         var qg = q.Select(0, 0).Reshape(kvHeads, group, t, hd);            // [kv, group, t, hd]
@@ -61,7 +64,7 @@ public sealed class Qwen2VlAttention
         // attn_output = attn_output.reshape(bsz, q_len, -1): [1, t, heads/tp * hd]. The reported bug viewed it as
         // (bsz, q_len, hidden_size), which only holds at TP=1.
         output = output.Reshape(1, t, _reshapeToHiddenSize ? _hiddenSize : -1);
-        return _oProj.Forward(output.Select(0, 0));                        // [t, hidden]
+        return _oProj.Forward(output.Select(0, 0));                        // [t, hidden] (partial under SP)
     }
 
     // Query i (absolute position past + i) sees keys 0..past+i; later keys get -inf before the softmax.

@@ -54,8 +54,8 @@ public sealed class Qwen2VlForConditionalGeneration
     public Qwen2VlForConditionalGeneration(IWeightSource weights, Qwen2VlConfig config, ParallelContext ctx, IActivationSink? sink = null,
         Qwen2VlOptions? options = null, int maxPositions = 512)
     {
-        if (ctx.PpSize != 1 || ctx.SequenceParallel)
-            throw new NotSupportedException("Qwen2-VL runs under tensor parallelism only (no pipeline stages, no sequence parallelism)");
+        if (ctx.PpSize != 1)
+            throw new NotSupportedException("Qwen2-VL runs under tensor parallelism (with or without sequence parallelism), no pipeline stages");
         _config = config;
         _ctx = ctx;
         _sink = sink ?? NoCapture.Instance;
@@ -75,7 +75,7 @@ public sealed class Qwen2VlForConditionalGeneration
             : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
         _lmHead = new ParallelLMHead(head, ctx.Tp);
         _invFreq = Rotary.InvFreq(config.Text.Rope.RopeTheta, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions, DType)).ToArray();
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType)).ToArray();
     }
 
     // The sizes the engine takes from the weights, held against the config fields that define them.
@@ -125,14 +125,15 @@ public sealed class Qwen2VlForConditionalGeneration
 
     private Tensor Decoder(Tensor embeds, long[][] positions)
     {
-        var (cos, sin) = Qwen2VlRope.MultimodalCosSin(_invFreq, positions, _config.MropeSection, DType); // [1, T, head_dim]
-        var h = embeds;
+        int t = embeds.Shape[0];
+        var (h, padded) = SequenceParallelChunk(embeds, ref positions);               // [T, hidden], or [L, hidden] under SP
+        var (cos, sin) = Qwen2VlRope.MultimodalCosSin(_invFreq, positions, _config.MropeSection, DType); // [1, Tp, head_dim]
         for (int i = 0; i < Layers.Count; i++)
         {
             var layer = Layers[i];
             try
             {
-                h = layer.Forward(h, cos, sin, _caches[i]);                           // [T, hidden]
+                h = layer.Forward(h, cos, sin, _caches[i], t);
             }
             catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
             {
@@ -141,10 +142,26 @@ public sealed class Qwen2VlForConditionalGeneration
         }
         // hidden_states = self.norm(hidden_states); logits = self.lm_head(hidden_states)
         var final = Norms.RmsNorm(h, _norm, _config.RmsNormEps, RmsNormKind.Llama);
+        if (padded) final = _ctx.Tp.AllGather(final, 0).Narrow(0, 0, t);            // [T, hidden]
         Record(Text + ".norm", final.Unsqueeze(0));
         var logits = _lmHead.Forward(final);                                          // [T, vocab]
         Record("lm_head", logits.Unsqueeze(0));
         return logits;
+    }
+
+    /// <summary>
+    /// Under SP: tokens padded to a multiple of tp (zero embeddings, positions continuing past the last) and this rank's
+    /// chunk of rows [rank*L, (rank+1)*L). Without SP the embeddings and positions as they are.
+    /// </summary>
+    private (Tensor Local, bool Padded) SequenceParallelChunk(Tensor embeds, ref long[][] positions)
+    {
+        if (!_ctx.SequenceParallel) return (embeds, false);
+        int t = embeds.Shape[0], tp = _ctx.TpSize, padded = (t + tp - 1) / tp * tp, l = padded / tp;
+        var full = Tensor.Zeros(embeds.DType, padded, embeds.Shape[1]);
+        full.Narrow(0, 0, t).CopyFrom(embeds);
+        long next = positions.Max(p => p[^1]) + 1;
+        positions = positions.Select(p => p.Concat(Enumerable.Range(0, padded - t).Select(i => next + i)).ToArray()).ToArray();
+        return (full.Narrow(0, _ctx.TpRank * l, l), true);
     }
 
     private void Record(string module, Tensor value)
