@@ -8,14 +8,14 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR` on a qwen2_vl checkpoint: Qwen2VLForConditionalGeneration against the engine's port at
-/// --tp N, text-only or (--image) with one synthetic image through HF's image processor; printed as `repro` prints.
+/// --tp N (optionally --sp), text-only or (--image) with one synthetic image through HF's image processor; printed as `repro` prints.
 /// </summary>
 internal static class Qwen2VlCompare
 {
     public static int Run(CompareCommand.Options o, string dir, string configPath, long[]? ids)
     {
-        if (o.Pp != 1 || o.Sp)
-            return CliSupport.UsageError("compare: Qwen2-VL runs under tensor parallelism only (--pp 1, no --sp)");
+        if (o.Pp != 1)
+            return CliSupport.UsageError("compare: Qwen2-VL runs under tensor parallelism (with or without --sp), not with pipeline stages (--pp 1)");
         Qwen2VlConfig config;
         try
         {
@@ -34,7 +34,7 @@ internal static class Qwen2VlCompare
         var context = CliSupport.LiveContext("compare");
         if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7);
+        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp);
         return VerboseReport.RunAndPrint(scenario, context);
     }
 }

@@ -89,20 +89,20 @@ public sealed record Qwen2VlScenario : Scenario
     /// <summary>
     /// A Qwen2-VL scenario on a user's checkpoint folder (config.json + safetensors), text-only or with one synthetic image.
     /// </summary>
-    public static Qwen2VlScenario ForCheckpoint(string modelPath, int tp, DType dtype, bool withImage, long[]? textIds, int textTokens = 7)
+    public static Qwen2VlScenario ForCheckpoint(string modelPath, int tp, DType dtype, bool withImage, long[]? textIds, int textTokens = 7, bool sp = false)
     {
         var full = Path.GetFullPath(modelPath);
         var media = withImage ? Qwen2VlMedia.Image : Qwen2VlMedia.Text;
-        var baseScenario = new Qwen2VlScenario(tp, media, dtype);
+        var baseScenario = new Qwen2VlScenario(tp, media, dtype, sp: sp);
         string tag = textIds is null ? $"-{textTokens}" : "-" + string.Join('.', textIds);
         return baseScenario with
         {
             ModelPath = full,
             TextIds = textIds,
             TextTokens = textTokens,
-            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/{baseScenario.Input}/{DTypeTag(dtype)}",
+            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/{baseScenario.Layout}/{baseScenario.Input}/{DTypeTag(dtype)}",
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{baseScenario.Input}{tag}",
-            Description = $"HF Qwen2-VL checkpoint {full}, TP={tp}, {Describe(media)}, {dtype.TorchName()}",
+            Description = $"HF Qwen2-VL checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, {Describe(media)}, {dtype.TorchName()}",
         };
     }
 
