@@ -93,7 +93,7 @@ public class Qwen2VlAttentionReshapeTests(ITestOutputHelper output)
             var ctx = ThreadWorld.Layout(rank, 4, 1);
             var attention = new Qwen2VlAttention(weights, p, config, ctx, options);
             var cache = new KvCache(attention.LocalKvHeads, config.HeadDim, tokens, DType.Float32);
-            try { attention.Forward(hiddenStates, cos, sin, cache); }
+            try { attention.Forward(hiddenStates, cos, sin, cache, tokens); }
             catch (ArgumentException e) { errors[rank] = e.Message; throw; }
         }, TimeSpan.FromSeconds(120)));
         output.WriteLine(failure.Message);
