@@ -23,4 +23,16 @@ public class LiveCliTests
         Assert.Contains("comparison: PASS", r.Stdout);
         Assert.Contains("token comparison: PASS", r.Stdout);
     }
+
+    /// <summary>A saved tiny Gemma3n (model_type gemma3n: decoder and both embedders) compares clean at TP=2.</summary>
+    [SkippableFact]
+    public void Compare_on_the_tiny_gemma3n_checkpoint_at_tp2_agrees()
+    {
+        RequireReference();
+        var r = CliProcess.Run(["compare", "--model", "fixtures/models/tiny-gemma3n-fp32", "--tp", "2"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("comparison: PASS", r.Stdout);
+        Assert.Contains("model.embed_vision.embedding_projection", r.Stdout);
+        Assert.Contains("token comparison: PASS", r.Stdout);
+    }
 }

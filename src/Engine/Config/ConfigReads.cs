@@ -21,9 +21,23 @@ public static class ConfigReads
         return new Watch(full, fields);
     }
 
+    private static readonly AsyncLocal<bool> Validating = new();
+
+    /// <summary>
+    /// Runs a parse-time check of fields that are read when first used: a malformed value still fails at load, naming the
+    /// field, but the check does not count as the engine reading it.
+    /// </summary>
+    public static void Validate(Action check)
+    {
+        bool previous = Validating.Value;
+        Validating.Value = true;
+        try { check(); }
+        finally { Validating.Value = previous; }
+    }
+
     internal static void Record(string sourceName, string path)
     {
-        if (Watched.IsEmpty || sourceName.Length == 0) return;
+        if (Watched.IsEmpty || sourceName.Length == 0 || Validating.Value) return;
         if (Watched.TryGetValue(Path.GetFullPath(sourceName), out var fields)) fields.TryAdd(path, 0);
     }
 

@@ -108,6 +108,19 @@ public sealed record TextConfig
         string? actKey = n.FirstPresent("hidden_act", "hidden_activation");
 
         var (rope, byType) = ReadRope(n);
+
+        // Read when first used (so only a model that needs one counts as reading it), but checked now: a malformed value
+        // fails at load, naming the field.
+        Func<int?> maxPositions = () => n.OptionalInt("max_position_embeddings");
+        Func<string?> dtype = () => (n.FirstPresent("dtype", "torch_dtype") is { } k ? n.OptionalString(k) : null)
+            ?? (nested && root.FirstPresent("dtype", "torch_dtype") is { } rk ? root.OptionalString(rk) : null);
+        Func<int?> bos = () => n.OptionalInt("bos_token_id") ?? (nested ? root.OptionalInt("bos_token_id") : null);
+        Func<int[]> eos = () => n.OptionalIntOrIntList("eos_token_id") ?? (nested ? root.OptionalIntOrIntList("eos_token_id") : null) ?? [];
+        Func<int?> pad = () => n.OptionalInt("pad_token_id") ?? (nested ? root.OptionalInt("pad_token_id") : null);
+        Func<int?> slidingWindow = () => n.OptionalInt("sliding_window");
+        Func<string[]?> layerTypes = () => n.OptionalStringList("layer_types");
+        ConfigReads.Validate(() => { maxPositions(); dtype(); bos(); eos(); pad(); slidingWindow(); layerTypes(); });
+
         return new TextConfig
         {
             JsonPath = n.Path,
@@ -120,19 +133,18 @@ public sealed record TextConfig
             NumKeyValueHeads = n.OptionalInt("num_key_value_heads") ?? heads,
             HeadDim = headDim ?? hidden / heads,
             VocabSize = n.RequiredInt("vocab_size"),
-            _maxPositions = new(() => n.OptionalInt("max_position_embeddings")),
+            _maxPositions = new(maxPositions),
             NormEps = epsKey is null ? null : n.OptionalDouble(epsKey),
             HiddenAct = actKey is null ? null : n.OptionalString(actKey),
             TieWordEmbeddings = n.OptionalBool("tie_word_embeddings") ?? (nested ? root.OptionalBool("tie_word_embeddings") : null) ?? true,
             AttentionBias = n.OptionalBool("attention_bias") ?? false,
             MlpBias = n.OptionalBool("mlp_bias") ?? false,
-            _dtype = new(() => (n.FirstPresent("dtype", "torch_dtype") is { } k ? n.OptionalString(k) : null)
-                ?? (nested && root.FirstPresent("dtype", "torch_dtype") is { } rk ? root.OptionalString(rk) : null)),
-            _bos = new(() => n.OptionalInt("bos_token_id") ?? (nested ? root.OptionalInt("bos_token_id") : null)),
-            _eos = new(() => n.OptionalIntOrIntList("eos_token_id") ?? (nested ? root.OptionalIntOrIntList("eos_token_id") : null) ?? []),
-            _pad = new(() => n.OptionalInt("pad_token_id") ?? (nested ? root.OptionalInt("pad_token_id") : null)),
-            _slidingWindow = new(() => n.OptionalInt("sliding_window")),
-            _layerTypes = new(() => n.OptionalStringList("layer_types")),
+            _dtype = new(dtype),
+            _bos = new(bos),
+            _eos = new(eos),
+            _pad = new(pad),
+            _slidingWindow = new(slidingWindow),
+            _layerTypes = new(layerTypes),
             Rope = rope,
             RopeByLayerType = byType,
         };

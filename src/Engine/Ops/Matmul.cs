@@ -20,7 +20,8 @@ namespace Harness.Engine.Ops;
 /// </summary>
 public static class Matmul
 {
-    public static Tensor Forward(Tensor a, Tensor b)
+    /// <summary>torch.matmul(a, b); <paramref name="options"/> (default: every torch shape) can restrict the accepted shapes.</summary>
+    public static Tensor Forward(Tensor a, Tensor b, MatmulOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
@@ -33,7 +34,7 @@ public static class Matmul
         if (!a.DType.IsFloatingPoint())
             throw new NotSupportedException(
                 $"matmul on {a.DType.TorchName()} tensors is not supported by the engine (float32, bfloat16 and float16 are)");
-        if (Faults.IsActive(Faults.MatmulNoNdBroadcast)) CheckPreFixBatchInvariantShapes(a, b);
+        if (options?.PreFixBatchInvariantShapes == true) CheckPreFixBatchInvariantShapes(a, b);
 
         return (a.Rank, b.Rank) switch
         {
@@ -143,8 +144,9 @@ public static class Matmul
     }
 
     /// <summary>
-    /// The shapes vLLM's batch-invariant matmul accepted before its Gemma4-E2B fix (fault <see cref="Faults.MatmulNoNdBroadcast"/>):
-    /// 2D x 2D, 3D x 3D and 4D x 4D with equal batch dims, 3D x 2D and 2D x 3D. Anything else is rejected.
+    /// The shapes vLLM's batch-invariant matmul accepted before its Gemma4-E2B fix (<see cref="MatmulOptions.PreFixBatchInvariantShapes"/>,
+    /// fault <see cref="Faults.MatmulNoNdBroadcast"/>): 2D x 2D, 3D x 3D and 4D x 4D with equal batch dims, 3D x 2D and 2D x 3D.
+    /// Anything else is rejected with vLLM's message and both shapes.
     /// </summary>
     private static void CheckPreFixBatchInvariantShapes(Tensor a, Tensor b)
     {
@@ -159,4 +161,26 @@ public static class Matmul
                 $"matmul_batch_invariant currently only supports 2D x 2D, 3D x 3D, 3D x 2D, 2D x 3D and 4D x 4D with equal batch dims, " +
                 $"got shapes {Shape.Format(a.Shape)} and {Shape.Format(b.Shape)} (fault '{Faults.MatmulNoNdBroadcast}' is injected)");
     }
+}
+
+/// <summary>
+/// How a model's matmuls behave, handed to its constructor (never read from ambient state), so a scenario can build a model
+/// on the batch-invariant matmul as vLLM shipped it before a fix.
+/// </summary>
+public sealed record MatmulOptions
+{
+    /// <summary>torch.matmul's full shape rules.</summary>
+    public static MatmulOptions Default { get; } = new();
+
+    /// <summary>vLLM's batch-invariant matmul before its Gemma4-E2B fix: no ND x ND path (fault matmul-no-nd-broadcast).</summary>
+    public static MatmulOptions PreFixBatchInvariant { get; } = new() { PreFixBatchInvariantShapes = true };
+
+    /// <summary>
+    /// Accept only 2D x 2D, 3D x 3D, 3D x 2D, 2D x 3D and 4D x 4D with equal batch dims, as vLLM's matmul_batch_invariant
+    /// did before its ND x ND path: Gemma4-E2B's audio attention ([B, N, U*W, H] @ [N, H, F]) then fails with a shape error.
+    /// </summary>
+    public bool PreFixBatchInvariantShapes { get; init; }
+
+    /// <summary>The options a scenario's fault name stands for (null or an unrelated fault: <see cref="Default"/>).</summary>
+    public static MatmulOptions ForFault(string? fault) => fault == Faults.MatmulNoNdBroadcast ? PreFixBatchInvariant : Default;
 }

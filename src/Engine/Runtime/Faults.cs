@@ -53,6 +53,13 @@ public static class Faults
     /// </summary>
     public const string GateUpSwapped = "gate-up-swapped";
 
+    /// <summary>
+    /// Gemma3n's gaussian top-k (the sparse MLP layers) takes its mean and std over each rank's shard of the gate
+    /// instead of the whole intermediate row, as an activation that only sees the local gate_up output does under TP
+    /// (vLLM's GeluAndMulSparse): exact at TP=1, a different cutoff on every rank at TP=2.
+    /// </summary>
+    public const string SparseTopKRankLocal = "sparse-topk-rank-local";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -64,6 +71,7 @@ public static class Faults
         [RopeScalingIgnored] = "rope_parameters' scaling (linear, llama3) ignored: the plain inv_freq is used",
         [GateUpSwapped] = "gated MLP computed as act(up) * gate: merged gate_up weights loaded in the wrong order",
         [AttentionReshapeHiddenSize] = "attention output reshaped to hidden_size instead of (*input_shape, -1) (Qwen2-VL under TP)",
+        [SparseTopKRankLocal] = "Gemma3n's gaussian top-k statistics taken over each rank's gate shard instead of the whole row (TP)",
     };
 
     private static readonly AsyncLocal<HashSet<string>?> _active = new();

@@ -23,6 +23,7 @@ public sealed partial class Tensor
     public static Tensor FromArray(int[] data, params int[] shape) => FromSpan<int>(data, DType.Int32, shape);
     public static Tensor FromArray(bool[] data, params int[] shape) => FromSpan<bool>(data, DType.Bool, shape);
     public static Tensor FromArray(Half[] data, params int[] shape) => FromSpan<Half>(data, DType.Float16, shape);
+    public static Tensor FromArray(double[] data, params int[] shape) => FromSpan<double>(data, DType.Float64, shape);
 
     /// <summary>A bfloat16 tensor from raw bit patterns.</summary>
     public static Tensor FromBFloat16Bits(ushort[] bits, params int[] shape) => FromSpan<ushort>(bits, DType.BFloat16, shape);

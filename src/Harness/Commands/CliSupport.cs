@@ -83,8 +83,7 @@ internal static class CliSupport
     /// </summary>
     public static Scenario WithFault(Scenario scenario, string fault)
     {
-        var baseId = scenario.Fault is null ? scenario.Id : scenario.Id.Replace($"/fault={scenario.Fault}", "", StringComparison.Ordinal);
-        return scenario with { Fault = fault, ExpectedFirstBadModule = null, Id = $"{baseId}/fault={fault}" };
+        return scenario with { Fault = fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(scenario.Id, fault) };
     }
 
     /// <summary>A plain-text table (left-aligned columns, two spaces apart), for logs and redirected output.</summary>

@@ -8,20 +8,28 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
-/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints.
+/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints;
+/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>.
 /// </summary>
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama", "qwen2_vl"];
+    public static readonly string[] Supported = ["llama", "qwen2_vl", .. Gemma3nCompare.ModelTypes];
 
-    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength, bool Image = false);
+    public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
+    {
+        /// <summary>--no-oracle: judge by the fixed policies (a model that does not fit twice in memory).</summary>
+        public bool NoOracle { get; init; }
+
+        /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
+        public bool Image { get; init; }
+    }
 
     public static Command Create()
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama architecture for now.",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama or Gemma3n (gemma3n, gemma3n_text; TP only).",
             Required = true,
             HelpName = "DIR",
         };
@@ -47,14 +55,19 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--prompt-length must be at least 1");
         });
 
+        var noOracle = new Option<bool>("--no-oracle")
+        {
+            Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
+                          "fixed tolerance policies, and the output says so per module.",
+        };
         var image = new Option<bool>("--image") { Description = "Qwen2-VL: one synthetic image in the prompt (through HF's image processor)." };
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama architecture for now), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n with --tp only; Qwen2-VL with --tp and --sp), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, image,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image,
         };
         command.Validators.Add(r =>
         {
@@ -62,7 +75,7 @@ internal static class CompareCommand
                 r.AddError("--prompt and --prompt-length are mutually exclusive");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
-            r.GetValue(prompt), r.GetValue(promptLength), r.GetValue(image))));
+            r.GetValue(prompt), r.GetValue(promptLength)) { NoOracle = r.GetValue(noOracle), Image = r.GetValue(image) }));
         return command;
     }
 
@@ -110,10 +123,10 @@ internal static class CompareCommand
 
         if (modelType == "qwen2_vl") return Qwen2VlCompare.Run(o, dir, configPath, ids);
         if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is {modelType}");
-
-        var context = CliSupport.LiveContext("compare");
-        if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
+        if (Gemma3nCompare.Handles(modelType)) return Gemma3nCompare.Run(o, dir, dtype, ids, configPath);
+        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
+        if (context is null) return ExitCodes.Usage;
         LlamaScenario scenario;
         try
         {

@@ -110,7 +110,7 @@ internal static class RunCommand
         }
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
-                : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = $"{s.Id}/fault={o.Fault}" }).ToList();
+                : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(s.Id, o.Fault) }).ToList();
         if (o.ConfigMutations && o.Offline)
         {
             Console.Error.WriteLine("harness run: --config-mutations needs the live reference (HF's config defaults come from it), not --offline");
@@ -169,6 +169,7 @@ internal static class RunCommand
             });
             Console.WriteLine($" -> {e.Verdict} ({CliSupport.Seconds(e.Result.Elapsed)})");
             if (!e.Result.Passed) Console.WriteLine($"    {e.Reason}");
+            foreach (var note in e.Result.Notes) Console.WriteLine($"    note: {note}");
             if (e.Outcome.Drift is { } drift) Console.WriteLine($"    {drift}");
             done.Add(e);
             if (failFast && !e.Result.Passed) break;
@@ -206,6 +207,7 @@ internal static class RunCommand
                     var color = e.Result.Passed ? "green" : "red";
                     AnsiConsole.MarkupLine($"[{color}]{e.Verdict,-5}[/] {id} [grey]({CliSupport.Seconds(e.Result.Elapsed)})[/]");
                     if (!e.Result.Passed) AnsiConsole.MarkupLine($"      [grey]{Markup.Escape(e.Reason)}[/]");
+                    foreach (var note in e.Result.Notes) AnsiConsole.MarkupLine($"      [grey]note: {Markup.Escape(note)}[/]");
                     if (e.Outcome.Drift is { } drift)
                         AnsiConsole.MarkupLine($"      [{(drift.Drifted ? "yellow" : "grey")}]{Markup.Escape(drift.ToString())}[/]");
                     done.Add(e);

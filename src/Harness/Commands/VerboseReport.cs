@@ -47,6 +47,8 @@ internal static class VerboseReport
     public static void Print(ScenarioRunner.Outcome outcome, TextWriter w)
     {
         var r = outcome.Result;
+        foreach (var note in r.Notes) w.WriteLine($"note:        {note}");
+        if (r.Notes.Count > 0) w.WriteLine();
         if (r.EngineError is not null && r.Layers.FirstDivergence?.Module != r.FailedModule)
         {
             w.WriteLine($"== engine error ==");

@@ -24,6 +24,18 @@ public static class LayerComparison
     /// <summary>The prefix of the float64 oracle's captures among the reference tensors.</summary>
     public const string OraclePrefix = "oracle.";
 
+    /// <summary>The reference tensors of the given modules, each with its float64 oracle capture where there is one.</summary>
+    public static IReadOnlyDictionary<string, Tensor> Select(IReadOnlyDictionary<string, Tensor> reference, IEnumerable<string> modules)
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var m in modules)
+        {
+            if (reference.TryGetValue(m, out var t)) result[m] = t;
+            if (reference.TryGetValue(OraclePrefix + m, out var o)) result[OraclePrefix + m] = o;
+        }
+        return result;
+    }
+
     public static LayerReport Run(
         IReadOnlyDictionary<string, Tensor> reference,
         ActivationCapture engine,

@@ -44,7 +44,7 @@ public static class ConfigMutations
     {
         var client = context.Client ?? throw new InvalidOperationException("--config-mutations needs the live reference (HF's defaults come from it)");
         var candidates = scenarios.Where(s => s.Fault is null).ToList();
-        using var scratch = new Scratch();
+        using var scratch = new ModelFolderCopies();
 
         // 1. Discovery: which model folders each scenario's engine loads, and which fields it reads there.
         var users = new Dictionary<string, List<Scenario>>(StringComparer.Ordinal);
@@ -210,27 +210,4 @@ public static class ConfigMutations
     }
 
     private static string Text(JsonNode? node) => node?.ToJsonString() ?? "null";
-
-    /// <summary>Copies of model folders (weights linked, config.json written), removed at the end.</summary>
-    private sealed class Scratch : IDisposable
-    {
-        private readonly string _root = Path.Combine(Path.GetTempPath(), "harness-config-mutations-" + Guid.NewGuid().ToString("N"));
-        private int _next;
-
-        public string Copy(string dir, string configJson)
-        {
-            var copy = Path.Combine(_root, Interlocked.Increment(ref _next).ToString(CultureInfo.InvariantCulture));
-            Directory.CreateDirectory(copy);
-            foreach (var file in Directory.EnumerateFiles(dir))
-                if (Path.GetFileName(file) != "config.json")
-                    File.CreateSymbolicLink(Path.Combine(copy, Path.GetFileName(file)), Path.GetFullPath(file));
-            File.WriteAllText(Path.Combine(copy, "config.json"), configJson);
-            return copy;
-        }
-
-        public void Dispose()
-        {
-            try { if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); } catch (IOException) { }
-        }
-    }
 }

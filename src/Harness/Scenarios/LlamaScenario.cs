@@ -49,7 +49,7 @@ public sealed record LlamaScenario : Scenario
         string layout = $"tp{tp}{(sp ? "-sp" : "")}{(pp > 1 ? $"-pp{pp}" : "")}";
         string inputName = input == InputKind.InputIds ? "input-ids" : "prompt-embeds";
         string model = variant == "default" ? "llama" : $"llama-{variant}";
-        Id = $"{model}/{layout}/{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId(model, [layout, $"{inputName}{(promptTokens == 7 ? "" : $"-{promptTokens}")}"], dtype, fault);
         Model = "llama";
         Layout = layout;
         DType = dtype;
@@ -149,9 +149,15 @@ public sealed record LlamaScenario : Scenario
         var capture = new ActivationCapture(modules);
         TextConfig config;
         string engineDir;
+        using var copies = new ModelFolderCopies();
         try
         {
             engineDir = context.EngineDirectory(dir);                         // the engine's config and weights
+            if (Fault == Faults.RopeScalingIgnored)                           // the fault is a config: rope_parameters without scaling
+                engineDir = copies.Edited(engineDir, c => c["rope_parameters"] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["rope_type"] = "default", ["rope_theta"] = c["rope_parameters"]?["rope_theta"]?.DeepClone(),
+                });
             config = LoadConfig(engineDir);
         }
         catch (ConfigException e)
@@ -162,11 +168,13 @@ public sealed record LlamaScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
-        using (Fault is null ? null : Faults.Inject(Fault))
+        var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs
+        using (Fault is null || Fault is Faults.SpResidualFirstSlice or Faults.SpPpResidualSliced or Faults.RopeScalingIgnored
+                   ? null : Faults.Inject(Fault))
         {
             try
             {
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink), context.CollectiveTimeout);
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }
             catch (Exception e)
@@ -188,13 +196,13 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink)
+    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
         var weights = new CheckpointWeights(checkpoint, DType);                     // computed in the scenario's dtype, as HF loads it
         int tokens = input.Shape[0];
-        new LlamaForCausalLM(weights, config, ctx, sink).Forward(ctx.IsFirstStage ? input : null, tokens);
-        return new LlamaForCausalLM(weights, config, ctx).Generate(input, NewTokens, TopK);
+        new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
+        return new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
     }
 }

@@ -23,7 +23,7 @@ public sealed record MatmulScenario : TensorScenario
     {
         ShapeA = a;
         ShapeB = b;
-        Id = $"matmul/{name}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("matmul", [name], dtype, fault);
         Model = "matmul";
         Layout = "batch-invariant";
         DType = dtype;
@@ -54,7 +54,7 @@ public sealed record MatmulScenario : TensorScenario
         Tensor result;
         try
         {
-            result = Matmul.Forward(A, B);
+            result = Matmul.Forward(A, B, MatmulOptions.ForFault(Fault));
         }
         catch (Exception e)
         {

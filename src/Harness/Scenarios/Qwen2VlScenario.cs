@@ -54,7 +54,7 @@ public sealed record Qwen2VlScenario : Scenario
         Media = media;
         string input = InputName(media);
         Layout = $"tp{tp}{(sp ? "-sp" : "")}";
-        Id = $"qwen2-vl/{Layout}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("qwen2-vl", [Layout, input], dtype, fault);
         Model = "qwen2-vl";
         DType = dtype;
         Input = input;
@@ -240,10 +240,10 @@ public sealed record Qwen2VlScenario : Scenario
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
-        var options = new Qwen2VlOptions { AttentionReshapeHiddenSize = Fault == Faults.AttentionReshapeHiddenSize };
+        var options = Qwen2VlOptions.ForFault(Fault);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
-        using (Fault is null || Fault == Faults.AttentionReshapeHiddenSize ? null : Faults.Inject(Fault))
+        using (Fault is null || Qwen2VlOptions.Handles(Fault) ? null : Faults.Inject(Fault))
         {
             try
             {
@@ -267,8 +267,7 @@ public sealed record Qwen2VlScenario : Scenario
         }
         var policy = Policy(DType, Tp);
         // The captured modules and their float64 oracle captures; the processor's outputs and the tokens are not modules.
-        var compared = modules.SelectMany(m => new[] { m, LayerComparison.OraclePrefix + m }).Where(reference.Tensors.ContainsKey)
-            .ToDictionary(m => m, m => reference.Tensors[m]);
+        var compared = LayerComparison.Select(reference.Tensors, modules);
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);

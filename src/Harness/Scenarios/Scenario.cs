@@ -4,14 +4,14 @@ namespace Harness.Scenarios;
 
 /// <summary>
 /// One catalog entry: a comparison of the engine with the HF/torch reference, described as data with a stable id
-/// ("llama/tp2-sp-pp2/prompt-embeds/fp32", "matmul/gemma4-e2b-4dx3d/bf16/fault=matmul-no-nd-broadcast").
+/// ("llama/tp2-sp-pp2/prompt-embeds/fp32", "gemma4/e2b-like/tp1/audio-tower/bf16/fault=matmul-no-nd-broadcast").
 /// A scenario with a <see cref="Fault"/> is a mutation check: it passes when the comparison FAILS and the failure
 /// points at <see cref="ExpectedFirstBadModule"/>. The xunit tests and the CLI run the same entries.
 /// </summary>
 public abstract record Scenario
 {
     public required string Id { get; init; }
-    /// <summary>What is compared: "llama", "matmul", "gemma4-expert", "gemma3n-embedder".</summary>
+    /// <summary>What is compared: "llama", "matmul", "gemma4-expert", "gemma3n".</summary>
     public required string Model { get; init; }
     /// <summary>Parallel layout: "single", "tp2", "tp2-sp-pp2", ...</summary>
     public required string Layout { get; init; }
@@ -45,6 +45,29 @@ public abstract record Scenario
     public abstract ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference);
 
     public override string ToString() => Id;
+
+    /// <summary>The id's fault part: "/fault=NAME".</summary>
+    public const string FaultPart = "/fault=";
+
+    /// <summary>
+    /// Every id is built here from its parts, as ggml's test cases build names from their parameters:
+    /// <c>model/part/.../dtype[/fault=NAME]</c>, e.g. ("llama", ["tp2-sp-pp2", "prompt-embeds"], Float32, null) is
+    /// "llama/tp2-sp-pp2/prompt-embeds/fp32". Parts are the layout, the input and whatever else tells scenarios apart.
+    /// </summary>
+    public static string BuildId(string model, IEnumerable<string> parts, DType dtype, string? fault = null)
+    {
+        var all = parts.Prepend(model).Append(DTypeTag(dtype)).ToList();
+        var bad = all.FirstOrDefault(p => p.Length == 0 || p.Contains('/') || p.Contains('='));
+        if (bad is not null) throw new ArgumentException($"scenario id part '{bad}' is empty or holds '/' or '=' (parts: {string.Join(", ", all)})");
+        return string.Join('/', all) + (fault is null ? "" : FaultPart + fault);
+    }
+
+    /// <summary>The id with its fault part replaced by <paramref name="fault"/> (added when it had none).</summary>
+    public static string WithFault(string id, string fault)
+    {
+        int at = id.IndexOf(FaultPart, StringComparison.Ordinal);
+        return (at < 0 ? id : id[..at]) + FaultPart + fault;
+    }
 
     internal static string DTypeTag(DType d) => d switch
     {

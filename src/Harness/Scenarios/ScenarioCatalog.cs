@@ -20,11 +20,9 @@ public static class ScenarioCatalog
         list.Add(new MatmulScenario("gemma4-e2b-4dx3d", [1, 2, 32, 64], [2, 64, 16], DType.Float32));
         list.Add(new MatmulScenario("2d-x-5d", [32, 64], [1, 2, 2, 64, 16], DType.Float32));
         list.Add(new MatmulScenario("broadcast-5d", [1, 2, 4, 32, 64], [1, 2, 4, 64, 16], DType.Float32));
-        list.Add(new MatmulScenario("gemma4-e2b-4dx3d", [1, 2, 32, 64], [2, 64, 16], DType.BFloat16, Faults.MatmulNoNdBroadcast));
 
-        // Scenario 2: Gemma3n's multimodal embedder under TP=2.
-        list.Add(new EmbedderScenario(2, DType.Float32));
-        list.Add(new EmbedderScenario(2, DType.Float32, Faults.RowParallelInputIsParallel));
+        // Scenario 2: Gemma3n (decoder and both multimodal embedders) at TP=1 and TP=2, and the embedder's TP=2 bug.
+        list.AddRange(Gemma3nScenarios.All());
 
         // Scenario 4 and the core loop: Llama under every layout, from input ids and from prompt embeds.
         foreach (var input in new[] { InputKind.InputIds, InputKind.PromptEmbeds })
@@ -63,6 +61,9 @@ public static class ScenarioCatalog
         list.Add(new ExpertScenario(DType.Float32, Faults.GeluTanhAsExact));
         // bf16 cannot see the ~5e-4 GELU mix-up (it is below bf16 resolution) but must still catch a real bug.
         list.Add(new ExpertScenario(DType.BFloat16, Faults.GateUpSwapped));
+
+        // Gemma4's audio and vision towers; the matmul-no-nd-broadcast bug where it lives (the audio attention's 4D x 3D product).
+        list.AddRange(Gemma4TowerScenario.All());
 
         // Qwen2-VL (M-RoPE decoder, vision tower, merger) at TP=1, 2, 4, and scenario 3's bug.
         list.AddRange(Qwen2VlScenarios.All());

@@ -57,6 +57,9 @@ public sealed class ScenarioContext
     /// through <paramref name="mutation"/> (<see cref="EngineDirectory"/>).</summary>
     public ScenarioContext WithConfigMutation(Func<string, string> mutation) => new(this) { ConfigMutation = mutation };
 
+    /// <summary>The same context with the float64 oracle on or off (off: the fixed policies judge; the report says so).</summary>
+    public ScenarioContext WithOracle(bool oracle) => new(this) { Oracle = oracle, ConfigMutation = ConfigMutation };
+
     public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());
 
     public static ScenarioContext Recorded(string? fixtures = null) => new(null, fixtures ?? Fixtures.DefaultDirectory());

@@ -15,6 +15,9 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
     public TokenSequence? ReferenceTokens { get; init; }
     public TokenSequence? EngineTokens { get; init; }
 
+    /// <summary>What a reader should know about how the verdict was reached (e.g. which attention implementation the reference ran).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+
     /// <summary>Set by models that generate tokens; false when a token comparison was expected but none ran.</summary>
     public bool TokensExpected { get; init; }
 
@@ -51,6 +54,7 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
         var sb = new StringBuilder();
         sb.AppendLine($"{Scenario.Id}: {(Passed ? "PASS" : "FAIL")} ({Elapsed.TotalSeconds:F1} s): {Reason}");
         if (EngineError is not null) sb.AppendLine($"engine failed in {FailedModule ?? "(unknown module)"}: {EngineError}");
+        foreach (var note in Notes) sb.AppendLine($"note: {note}");
         sb.AppendLine(Layers.ToString());
         if (Tokens is not null) sb.AppendLine(Tokens.ToString());
         return sb.ToString();

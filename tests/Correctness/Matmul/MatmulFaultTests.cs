@@ -17,11 +17,8 @@ public class MatmulFaultTests
         var a = Tensor.Randn(DType.BFloat16, 1, 1, 2, 32, 64);
         var b = Tensor.Randn(DType.BFloat16, 2, 2, 64, 16);
 
-        using (Faults.Inject(Faults.MatmulNoNdBroadcast))
-        {
-            var ex = Assert.Throws<ArgumentException>(() => Matmul.Forward(a, b));
-            Assert.Contains("[1, 2, 32, 64] and [2, 64, 16]", ex.Message);
-        }
+        var ex = Assert.Throws<ArgumentException>(() => Matmul.Forward(a, b, MatmulOptions.PreFixBatchInvariant));
+        Assert.Contains("[1, 2, 32, 64] and [2, 64, 16]", ex.Message);
 
         var fixedResult = Matmul.Forward(a, b);
         Assert.Equal([1, 2, 32, 16], fixedResult.ShapeArray);
@@ -31,9 +28,17 @@ public class MatmulFaultTests
     [Fact]
     public void The_shapes_vLLM_already_supported_still_work_with_the_fault()
     {
-        using var fault = Faults.Inject(Faults.MatmulNoNdBroadcast);
-        Assert.Equal([4, 32, 16], Matmul.Forward(Tensor.Zeros(DType.Float32, 4, 32, 64), Tensor.Zeros(DType.Float32, 64, 16)).ShapeArray);
-        Assert.Equal([2, 3, 5], Matmul.Forward(Tensor.Zeros(DType.Float32, 2, 3, 4), Tensor.Zeros(DType.Float32, 2, 4, 5)).ShapeArray);
+        var preFix = MatmulOptions.PreFixBatchInvariant;
+        Assert.Equal([4, 32, 16], Matmul.Forward(Tensor.Zeros(DType.Float32, 4, 32, 64), Tensor.Zeros(DType.Float32, 64, 16), preFix).ShapeArray);
+        Assert.Equal([2, 3, 5], Matmul.Forward(Tensor.Zeros(DType.Float32, 2, 3, 4), Tensor.Zeros(DType.Float32, 2, 4, 5), preFix).ShapeArray);
+    }
+
+    [Fact]
+    public void The_fault_is_an_explicit_input_not_ambient_state()
+    {
+        using var fault = Faults.Inject(Faults.MatmulNoNdBroadcast); // no effect: Matmul reads only its options
+        Assert.Equal([1, 2, 32, 16], Matmul.Forward(Tensor.Zeros(DType.Float32, 1, 2, 32, 64), Tensor.Zeros(DType.Float32, 2, 64, 16)).ShapeArray);
+        Assert.Same(MatmulOptions.PreFixBatchInvariant, MatmulOptions.ForFault(Faults.MatmulNoNdBroadcast));
     }
 
     [Fact]

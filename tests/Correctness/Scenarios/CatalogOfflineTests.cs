@@ -25,7 +25,7 @@ public class CatalogOfflineTests(ITestOutputHelper output)
     public void Catalog_ids_are_unique_stable_and_filterable()
     {
         Assert.Contains(ScenarioCatalog.All, s => s.Id == "llama/tp2-sp-pp2/prompt-embeds/fp32");
-        Assert.Contains(ScenarioCatalog.All, s => s.Id == "matmul/gemma4-e2b-4dx3d/bf16/fault=matmul-no-nd-broadcast");
+        Assert.Contains(ScenarioCatalog.All, s => s.Id == "gemma4/e2b-like/tp1/audio-tower/bf16/fault=matmul-no-nd-broadcast");
         Assert.Equal(ScenarioCatalog.All.Count, ScenarioCatalog.All.Select(s => s.Id).Distinct().Count());
         Assert.All(ScenarioCatalog.Filter("llama,sp,!fault"), s => Assert.True(s.Id.StartsWith("llama") && s.Id.Contains("sp") && !s.Id.Contains("fault")));
         Assert.All(ScenarioCatalog.Filter("llama/*/prompt-embeds/*"), s => Assert.Contains("prompt-embeds", s.Id));

@@ -27,8 +27,12 @@ public sealed class LlamaDecoderLayer
     public LlamaAttention SelfAttn { get; }
     public LlamaMlp Mlp { get; }
 
-    public LlamaDecoderLayer(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx, IActivationSink sink)
+    private readonly bool _residualFirstSlice;
+
+    public LlamaDecoderLayer(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx, IActivationSink sink,
+        LlamaOptions? options = null)
     {
+        _residualFirstSlice = (options ?? LlamaOptions.None).SpResidualFirstSlice;
         Prefix = prefix;
         _ctx = ctx;
         _sink = sink;
@@ -90,7 +94,7 @@ public sealed class LlamaDecoderLayer
     private Tensor SliceResidual(Tensor full)
     {
         int l = full.Shape[0] / _ctx.TpSize;
-        int start = Faults.IsActive(Faults.SpResidualFirstSlice) ? 0 : _ctx.TpRank * l;
+        int start = _residualFirstSlice ? 0 : _ctx.TpRank * l;                 // the bug: [0:L] on every rank
         return full.Narrow(0, start, l);
     }
 

@@ -28,12 +28,16 @@ public sealed class LlamaForCausalLM
 
     public IReadOnlyList<LlamaDecoderLayer> Layers { get; }
     public int FirstLayer { get; }
+    private readonly LlamaOptions _options;
     public DType DType { get; }
     /// <summary>Tokens processed so far (the next token's position).</summary>
     public int Position { get; private set; }
 
-    public LlamaForCausalLM(IWeightSource weights, TextConfig config, ParallelContext ctx, IActivationSink? sink = null, int maxPositions = 512)
+    /// <param name="options">Re-creates a known bug for a mutation check (<see cref="LlamaOptions"/>); null: none.</param>
+    public LlamaForCausalLM(IWeightSource weights, TextConfig config, ParallelContext ctx, IActivationSink? sink = null, int maxPositions = 512,
+        LlamaOptions? options = null)
     {
+        _options = options ?? LlamaOptions.None;
         _config = config;
         _ctx = ctx;
         _sink = sink ?? NoCapture.Instance;
@@ -42,7 +46,7 @@ public sealed class LlamaForCausalLM
         int per = config.NumHiddenLayers / ctx.PpSize;
         FirstLayer = ctx.PpRank * per;
         Layers = Enumerable.Range(FirstLayer, per)
-            .Select(i => new LlamaDecoderLayer(weights, $"model.layers.{i}", config, ctx, _sink)).ToList();
+            .Select(i => new LlamaDecoderLayer(weights, $"model.layers.{i}", config, ctx, _sink, _options)).ToList();
         var embedWeight = weights.Get("model.embed_tokens.weight");
         DType = embedWeight.DType;
         _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, "model.embed_tokens"); // every stage: decode steps embed ids
@@ -119,7 +123,7 @@ public sealed class LlamaForCausalLM
             if (_ctx.SequenceParallel)
             {
                 hidden = _ctx.Tp.AllGather(hidden, 0);                                   // [Tp, hidden]
-                residual = Faults.IsActive(Faults.SpPpResidualSliced)
+                residual = _options.SpPpResidualSliced
                     ? residual!                                                          // the bug: this rank's rows only
                     : _ctx.Tp.AllGather(residual!, 0);
             }

@@ -14,7 +14,7 @@ public sealed class LlamaRotaryEmbedding
 
     public LlamaRotaryEmbedding(RopeParameters rope, int headDim)
     {
-        var ropeType = Runtime.Faults.IsActive(Runtime.Faults.RopeScalingIgnored) ? "default" : rope.RopeType;
+        var ropeType = rope.RopeType;
         InvFreq = ropeType switch
         {
             "default" => R.InvFreq(rope.RopeTheta, headDim),

@@ -1,0 +1,272 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Distributed;
+using Harness.Engine.Layers;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models.Gemma3n;
+
+/// <summary>A Gemma3n prompt: token ids [T], and the towers' outputs for the image and audio placeholders (or null).</summary>
+/// <param name="ImageSoftTokens">[n, vision hidden]: the vision tower's output after get_image_features' sqrt(C) scale,
+/// one row per image_token_id position.</param>
+/// <param name="AudioSoftTokens">[m, audio hidden]: the audio tower's output; padded to audio_soft_tokens_per_image with
+/// the last audio hard token's embedding, as Gemma3nModel.forward does.</param>
+public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, Tensor? AudioSoftTokens = null);
+
+/// <summary>
+/// Gemma3nForConditionalGeneration (model_type gemma3n) or Gemma3nForCausalLM (gemma3n_text) on one rank of a TP group,
+/// module names as HF's. One sequence (batch 1) with a KV cache per non-shared layer; greedy decoding.
+/// <code>
+/// forward(prompt):
+///   embeds = merge(prompt)                                    # Gemma3nModel.forward: text, hard vision/audio ids, soft tokens
+///   ple    = per_layer_inputs(ids, embeds)                    # [T, L, P]
+///   hs     = altup_expand(embeds)                             # [A, T, D]
+///   for layer i: hs = layers[i](hs, rope[type_i], ple[:, i], cache[kv_source(i)])
+///   h      = norm(altup_collapse(hs))                         # [T, D]
+///   logits = softcap(lm_head(h))                              # tied to embed_tokens
+/// </code>
+/// </summary>
+public sealed class Gemma3nModel
+{
+    private readonly Gemma3nConfig _config;
+    private readonly Gemma3nTextSettings _text;
+    private readonly ParallelContext _ctx;
+    private readonly IActivationSink _sink;
+    private readonly string _p;
+    private readonly VocabParallelEmbedding _embed, _embedPerLayer;
+    private readonly ColumnParallelLinear _perLayerModelProjection;
+    private readonly Tensor _perLayerProjectionNorm, _norm;
+    private readonly ColumnParallelLinear[] _altupProjections, _altupUnembedProjections;
+    private readonly ParallelLMHead _lmHead;
+    private readonly Dictionary<string, Tensor> _invFreq = new();
+    private readonly KvCache?[] _caches;
+
+    public Gemma3nMultimodalEmbedder? EmbedVision { get; }
+    public Gemma3nMultimodalEmbedder? EmbedAudio { get; }
+    public IReadOnlyList<Gemma3nDecoderLayer> Layers { get; }
+    public DType DType { get; }
+    /// <summary>Tokens processed so far (the next token's position).</summary>
+    public int Position { get; private set; }
+
+    public Gemma3nModel(IWeightSource weights, Gemma3nConfig config, ParallelContext ctx, IActivationSink? sink = null, Gemma3nOptions? options = null)
+    {
+        options ??= Gemma3nOptions.Default;
+        _config = config;
+        _text = config.Text;
+        _ctx = ctx;
+        _sink = sink ?? NoCapture.Instance;
+        _p = config.TextPrefix;
+        if (ctx.PpSize != 1) throw new ArgumentException("the engine's Gemma3n runs without pipeline parallelism (PP=1)");
+        var embedWeight = weights.Get(_p + ".embed_tokens.weight");
+        DType = embedWeight.DType;
+        _embed = new VocabParallelEmbedding(embedWeight, ctx.Tp, _p + ".embed_tokens");
+        _embedPerLayer = VocabParallelEmbedding.Load(weights, _p + ".embed_tokens_per_layer", ctx.Tp);
+        _perLayerModelProjection = ColumnParallelLinear.Load(weights, _p + ".per_layer_model_projection", ctx.Tp, gatherOutput: true);
+        _perLayerProjectionNorm = weights.Get(_p + ".per_layer_projection_norm.weight");
+        _altupProjections = Enumerable.Range(0, _text.AltupNumInputs - 1)
+            .Select(i => ColumnParallelLinear.Load(weights, $"{_p}.altup_projections.{i}", ctx.Tp, gatherOutput: true)).ToArray();
+        _altupUnembedProjections = Enumerable.Range(0, _text.AltupNumInputs - 1)
+            .Select(i => ColumnParallelLinear.Load(weights, $"{_p}.altup_unembed_projections.{i}", ctx.Tp, gatherOutput: true)).ToArray();
+        _norm = weights.Get(_p + ".norm.weight");
+        Layers = Enumerable.Range(0, _text.NumLayers)
+            .Select(i => new Gemma3nDecoderLayer(weights, $"{_p}.layers.{i}", _text, i, ctx, _sink, options)).ToList();
+        var head = weights.Contains("lm_head.weight") ? weights.Get("lm_head.weight")
+            : _text.Base.TieWordEmbeddings ? embedWeight
+            : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
+        _lmHead = new ParallelLMHead(head, ctx.Tp);
+        foreach (var type in _text.LayerTypes.Distinct())
+            _invFreq[type] = Rotary.InvFreq(_text.Base.RopeFor(type).RopeTheta, _text.Base.HeadDim);
+        // Only non-shared layers own a cache; a shared layer reads its source's.
+        _caches = Enumerable.Range(0, _text.NumLayers)
+            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, options.MaxPositions, DType) : null)
+            .ToArray();
+        if (config.IsMultimodal)
+        {
+            EmbedVision = new Gemma3nMultimodalEmbedder(weights, "model.embed_vision", config.Vision!, ctx, _sink, options);
+            EmbedAudio = new Gemma3nMultimodalEmbedder(weights, "model.embed_audio", config.Audio!, ctx, _sink, options);
+        }
+    }
+
+    /// <summary>One forward step at the cache's position: the prompt (or one decoded token) -> logits [T, vocab].</summary>
+    public Tensor Forward(Gemma3nPrompt input)
+    {
+        var ids = input.Ids.Reshape(-1);
+        int t = ids.Shape[0];
+        var positions = Tensor.Arange(t);
+        for (int i = 0; i < t; i++) positions.Set(Position + i, i);
+        Position += t;
+
+        // Gemma3nModel.forward: inputs_embeds and per-layer token embeddings
+        var embeds = Embed(ids, input);                                                  // [T, D]
+        Record(_p + ".inputs_embeds", embeds);
+        var perLayerInputs = PerLayerInputs(ids, embeds);                                // [T, L, P]
+
+        // AltUp expansion: stream i >= 1 is altup_projections[i-1](h0), rescaled to h0's RMS
+        var hs = AltUpExpand(embeds);                                                    // [A, T, D]
+        var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, positions.Unsqueeze(0), DType)); // [1, T, hd]
+
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            var (cos, sin) = rope[_text.LayerTypes[i]];
+            var cache = _caches[_text.KvSourceLayer(i)]!;
+            try
+            {
+                hs = Layers[i].Forward(hs, cos, sin, perLayerInputs.Select(1, i), cache);
+            }
+            catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
+            {
+                throw new ModuleFailedException(Layers[i].Prefix, _ctx.WorldRank, e);
+            }
+        }
+
+        var h = Norms.RmsNorm(AltUpCollapse(hs), _norm, _text.RmsNormEps, RmsNormKind.GemmaScaled); // [T, D]
+        Record(_p + ".norm", h);
+        var logits = _lmHead.Forward(h);                                                 // [T, vocab]
+        Record("lm_head", logits);
+        if (_text.FinalLogitSoftcapping is double c)                                     // tanh(logits / c) * c
+            logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, c)), c);
+        Record("logits", logits);
+        return logits;
+    }
+
+    /// <summary>
+    /// inputs_embeds as Gemma3nModel.forward builds them: embed_tokens(ids) * sqrt(D); ids in the vision range through
+    /// embed_vision and ids from the audio offset on through embed_audio (each embedder runs on every position, other
+    /// positions given its last hard id, as HF's torch.where does); then the soft tokens scattered onto the
+    /// image_token_id and audio_token_id positions in order.
+    /// </summary>
+    private Tensor Embed(Tensor ids, Gemma3nPrompt input)
+    {
+        var embeds = ScaledLookup(_embed, ids, _text.HiddenSize);                       // [T, D]
+        Record(_p + ".embed_tokens", embeds);
+        if (!_config.IsMultimodal)
+        {
+            if (input.ImageSoftTokens is not null || input.AudioSoftTokens is not null)
+                throw new ArgumentException("a gemma3n_text model takes no soft tokens");
+            return embeds;
+        }
+        var v = EmbedVision!.Settings;
+        var a = EmbedAudio!.Settings;
+        var idv = ids.ToInt64Array();
+        // vision_mask = vision_offset <= id < audio_offset; audio_mask = id >= audio_offset
+        bool[] visionMask = idv.Select(id => id >= v.VocabOffset && id < a.VocabOffset).ToArray();
+        bool[] audioMask = idv.Select(id => id >= a.VocabOffset).ToArray();
+        var visionIds = idv.Select((id, i) => visionMask[i] ? id : v.VocabOffset + v.VocabSize - 1).ToArray();
+        var audioIds = idv.Select((id, i) => audioMask[i] ? id : a.VocabOffset + a.VocabSize - 1).ToArray();
+        var visionEmbeds = EmbedVision.ForwardHard(Tensor.FromArray(visionIds, visionIds.Length)).To(DType);
+        embeds = Elementwise.Where(Tensor.FromArray(visionMask, idv.Length, 1), visionEmbeds, embeds);
+        var audioEmbeds = EmbedAudio.ForwardHard(Tensor.FromArray(audioIds, audioIds.Length)).To(DType);
+        embeds = Elementwise.Where(Tensor.FromArray(audioMask, idv.Length, 1), audioEmbeds, embeds);
+
+        if (input.ImageSoftTokens is { } image)
+            Scatter(embeds, idv, _config.ImageTokenId!.Value, EmbedVision.ForwardSoft(image.To(DType)), "image_token_id");
+        if (input.AudioSoftTokens is { } audio)
+        {
+            var features = EmbedAudio.ForwardSoft(audio.To(DType));                     // [m, D]
+            int slots = _config.AudioSoftTokensPerImage!.Value, m = features.Shape[0];
+            if (m > slots)
+                throw new ArgumentException($"{m} audio soft tokens exceed audio_soft_tokens_per_image {slots}");
+            if (m < slots)
+            {   // padded with embed_audio(vocab_size - 1), the last audio hard token
+                var pad = EmbedAudio.ForwardHard(Tensor.FromArray([(long)_text.VocabSize - 1], 1), record: false);
+                features = Tensor.Cat([features, pad.Expand(slots - m, _text.HiddenSize)], 0);
+            }
+            Scatter(embeds, idv, _config.AudioTokenId!.Value, features, "audio_token_id");
+        }
+        return embeds;
+    }
+
+    /// <summary>inputs_embeds.masked_scatter(ids == token, features): rows of features in order onto the token's positions.</summary>
+    private static void Scatter(Tensor embeds, long[] ids, int token, Tensor features, string field)
+    {
+        var positions = ids.Select((id, i) => (id, i)).Where(x => x.id == token).Select(x => x.i).ToArray();
+        if (positions.Length != features.Shape[0])
+            throw new ArgumentException($"{features.Shape[0]} soft tokens for {positions.Length} positions of {field} {token}");
+        for (int j = 0; j < positions.Length; j++) embeds.Select(0, positions[j]).CopyFrom(features.Select(0, j).To(embeds.DType));
+    }
+
+    /// <summary>embedding(ids) * embed_scale.to(weight.dtype) (Gemma3nTextScaledWordEmbedding: the scale rounds in bf16).</summary>
+    private Tensor ScaledLookup(VocabParallelEmbedding table, Tensor ids, int width) =>
+        Elementwise.Mul(table.Forward(ids), Tensor.Scalar(Math.Sqrt(width), DType).Item());
+
+    /// <summary>
+    /// get_per_layer_inputs (ids below vocab_size_per_layer_input, others 0) and project_per_layer_inputs:
+    /// <c>(norm(reshape(per_layer_model_projection(embeds) * D**-0.5)) + ple_tokens) * 2**-0.5</c> -> [T, L, P].
+    /// </summary>
+    private Tensor PerLayerInputs(Tensor ids, Tensor embeds)
+    {
+        int t = ids.Shape[0], l = _text.NumLayers, p = _text.HiddenSizePerLayerInput;
+        var pleIds = ids.ToInt64Array().Select(id => id >= 0 && id < _text.VocabSizePerLayerInput ? id : 0).ToArray();
+        var tokens = ScaledLookup(_embedPerLayer, Tensor.FromArray(pleIds, t), p).Reshape(t, l, p);
+        Record(_p + ".embed_tokens_per_layer", tokens.Reshape(t, l * p));
+        var projection = _perLayerModelProjection.Forward(embeds);                      // [T, L*P]
+        Record(_p + ".per_layer_model_projection", projection);
+        projection = Elementwise.Mul(projection, Tensor.Scalar((float)Math.Pow(_text.HiddenSize, -0.5), DType).Item());
+        projection = Norms.RmsNorm(projection.Reshape(t, l, p), _perLayerProjectionNorm, _text.RmsNormEps, RmsNormKind.GemmaScaled);
+        Record(_p + ".per_layer_projection_norm", projection);
+        var scale = Tensor.Scalar(1 / MathF.Sqrt(2f), DType).Item();                    // torch.rsqrt(torch.tensor(2.0)).to(dtype)
+        return Elementwise.Mul(Elementwise.Add(projection, tokens), scale);
+    }
+
+    /// <summary>[T, D] -> [A, T, D]: stream 0 is h0; stream i is proj_i(h0) * rms(h0) / sqrt(max(mean(proj_i(h0)^2), 1e-5)).</summary>
+    private Tensor AltUpExpand(Tensor h0)
+    {
+        var target = Rms(h0);
+        var streams = new List<Tensor> { h0 };
+        foreach (var proj in _altupProjections) streams.Add(Rescale(proj.Forward(h0), target));
+        return Tensor.Cat(streams.Select(s => s.Unsqueeze(0)).ToList(), 0);
+    }
+
+    /// <summary>[A, T, D] -> [T, D]: mean of stream 0 and unembed_i(stream i) rescaled to stream 0's RMS.</summary>
+    private Tensor AltUpCollapse(Tensor hs)
+    {
+        var first = hs.Select(0, 0);
+        var target = Rms(first);
+        var streams = new List<Tensor> { first };
+        for (int i = 1; i < hs.Shape[0]; i++) streams.Add(Rescale(_altupUnembedProjections[i - 1].Forward(hs.Select(0, i)), target));
+        return Reductions.Mean(Tensor.Cat(streams.Select(s => s.Unsqueeze(0)).ToList(), 0), 0);
+    }
+
+    // torch.mean(x ** 2, dim=-1, keepdim=True) ** 0.5
+    private static Tensor Rms(Tensor x) => Elementwise.Pow(Reductions.Mean(Elementwise.Square(x), -1, keepDim: true), 0.5);
+
+    // x * target / torch.sqrt(torch.maximum(torch.mean(x ** 2, -1, keepdim=True), 1e-5))
+    private static Tensor Rescale(Tensor x, Tensor target)
+    {
+        var magnitude = Elementwise.Sqrt(Elementwise.Clamp(Reductions.Mean(Elementwise.Square(x), -1, keepDim: true), min: 1e-5));
+        return Elementwise.Div(Elementwise.Mul(x, target), magnitude);
+    }
+
+    private void Record(string module, Tensor value)
+    {
+        if (_sink.Wants(module)) _sink.Record(module, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);   // [1, T, ...]
+    }
+
+    /// <summary>The result of greedy decoding (the same on every rank).</summary>
+    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
+
+    /// <summary>
+    /// Greedy decoding of maxNewTokens after the prompt, with the top-k of log_softmax(float32 logits) at each step.
+    /// Decoded tokens are fed back as ids (a hard multimodal id goes through its embedder, as in HF).
+    /// </summary>
+    public Generation Generate(Gemma3nPrompt prompt, int maxNewTokens, int topK)
+    {
+        var tokens = new long[maxNewTokens];
+        var ids = new long[maxNewTokens, topK];
+        var lps = new float[maxNewTokens, topK];
+        var input = prompt;
+        for (int step = 0; step < maxNewTokens; step++)
+        {
+            var logits = Forward(input);
+            var last = logits.Select(0, logits.Shape[0] - 1).To(DType.Float32);             // [vocab]
+            var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
+            var vi = indices.ToInt64Array();
+            var vv = values.ToFloatArray();
+            tokens[step] = Reductions.ArgMax(last).ToInt64Array()[0];
+            for (int j = 0; j < topK; j++) { ids[step, j] = vi[j]; lps[step, j] = vv[j]; }
+            input = new Gemma3nPrompt(Tensor.FromArray([tokens[step]], 1));
+        }
+        return new Generation(tokens, ids, lps);
+    }
+}

@@ -1,0 +1,31 @@
+namespace Harness.Engine.Models.Llama;
+
+/// <summary>
+/// The ways the engine's Llama can be bent to re-create a known bug, for mutation checks; the default bends nothing.
+/// Each is an explicit constructor input (no ambient switch is read inside a layer), so the constructor shows every
+/// way the model can be made wrong.
+/// </summary>
+public sealed record LlamaOptions
+{
+    public static LlamaOptions None { get; } = new();
+
+    /// <summary>
+    /// Sequence parallelism slices the full residual as residual[0:L] on every rank instead of residual[rank*L:(rank+1)*L]
+    /// before the fused add + RMSNorm (vLLM's SP bug: ranks above 0 add the wrong tokens' residual).
+    /// </summary>
+    public bool SpResidualFirstSlice { get; init; }
+
+    /// <summary>
+    /// SP + PP: the scattered residual crossing a pipeline stage is sliced to this rank's L rows instead of all-gathered
+    /// over TP, so the next stage gets [L, hidden] where it expects every token.
+    /// </summary>
+    public bool SpPpResidualSliced { get; init; }
+
+    /// <summary>The options that re-create a named fault (Runtime.Faults); null or a fault Llama has no option for: none.</summary>
+    public static LlamaOptions ForFault(string? fault) => fault switch
+    {
+        Runtime.Faults.SpResidualFirstSlice => new LlamaOptions { SpResidualFirstSlice = true },
+        Runtime.Faults.SpPpResidualSliced => new LlamaOptions { SpPpResidualSliced = true },
+        _ => None,
+    };
+}

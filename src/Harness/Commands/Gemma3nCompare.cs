@@ -1,0 +1,39 @@
+using Harness.Engine.Config;
+using Harness.Engine.Models.Gemma3n;
+using Harness.Engine.Tensors;
+using Harness.Scenarios;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `harness compare --model DIR` for Gemma3n checkpoints: model_type gemma3n (Gemma3nForConditionalGeneration; the
+/// reference stubs only the vision tower) and gemma3n_text (Gemma3nForCausalLM). A text prompt (--prompt ids, or
+/// seeded ids below vocab_size_per_layer_input), any --tp; no --pp or --sp (the engine's Gemma3n runs TP only).
+/// </summary>
+internal static class Gemma3nCompare
+{
+    public static readonly string[] ModelTypes = ["gemma3n", "gemma3n_text"];
+
+    public static bool Handles(string modelType) => ModelTypes.Contains(modelType);
+
+    public static int Run(CompareCommand.Options o, string dir, DType dtype, long[]? ids, string configPath)
+    {
+        if (o.Pp != 1 || o.Sp)
+            return CliSupport.UsageError("compare: Gemma3n runs with tensor parallelism only (--pp 1, no --sp)");
+        Gemma3nScenario scenario;
+        try
+        {
+            var config = Gemma3nConfig.Load(configPath);
+            if (ids is not null && ids.FirstOrDefault(id => id >= config.Text.VocabSize, -1) is var bad && bad >= 0)
+                return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
+            scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
+        }
+        catch (Exception e) when (e is ConfigException or IOException or ArgumentException or KeyNotFoundException or InvalidOperationException)
+        {
+            return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
+        }
+        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
+        if (context is null) return ExitCodes.Usage;
+        return VerboseReport.RunAndPrint(scenario, context);
+    }
+}

@@ -1,0 +1,321 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Harness.Comparison;
+using Harness.Engine.Capture;
+using Harness.Engine.Config;
+using Harness.Engine.Distributed;
+using Harness.Engine.IO;
+using Harness.Engine.Models.Gemma3n;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+using Harness.Reference;
+using Harness.Runs;
+
+namespace Harness.Scenarios;
+
+/// <summary>What a Gemma3n prompt carries: text only; hard vision and audio ids; image and audio soft tokens.</summary>
+public enum Gemma3nInput { Text, HardTokens, SoftTokens }
+
+/// <summary>
+/// The engine's Gemma3n against HF's Gemma3nForConditionalGeneration (vision tower stubbed, everything else HF's) on
+/// the tiny random model of <see cref="TinyGemma3n"/>: the reference runs the prompt with hooks on the decoder's
+/// modules, both embedders and the merged embeddings, and greedy-decodes; it hands the engine the towers' outputs
+/// (image soft tokens after the sqrt(C) scale, audio soft tokens) as an inference engine receives encoder outputs.
+/// The engine runs at TP ranks (threads) and records the same modules. Then layer by layer and token by token.
+/// </summary>
+public sealed record Gemma3nScenario : Scenario
+{
+    public const int NewTokens = 4, TopK = 5;
+
+    public int Tp { get; }
+    public Gemma3nInput Kind { get; }
+
+    /// <summary>A user's HF checkpoint folder (`harness compare --model DIR`) instead of the tiny model.</summary>
+    public string? ModelPath { get; init; }
+
+    /// <summary>Explicit prompt ids (compare); otherwise the seeded prompt of <see cref="Kind"/>.</summary>
+    public long[]? PromptIds { get; init; }
+
+    [SetsRequiredMembers]
+    public Gemma3nScenario(int tp, Gemma3nInput input, DType dtype, string? fault = null, string? expectedFirstBadModule = null)
+    {
+        Tp = tp;
+        Kind = input;
+        string inputName = InputName(input);
+        Id = $"gemma3n/tp{tp}/{inputName}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Model = "gemma3n";
+        Layout = $"tp{tp}";
+        DType = dtype;
+        Input = inputName;
+        Fault = fault;
+        ExpectedFirstBadModule = expectedFirstBadModule;
+        Tolerance = Policy(dtype, tp).Name;
+        ReferenceKey = $"gemma3n-{DTypeTag(dtype)}-{inputName}";
+        Description = $"tiny Gemma3n (AltUp, Laurel, per-layer inputs, KV sharing, sparse MLPs, both embedders), TP={tp}, " +
+                      $"{inputName} prompt, {dtype.TorchName()}" + (fault is null ? "" : $"; injected fault {fault}");
+    }
+
+    public static string InputName(Gemma3nInput input) => input switch
+    {
+        Gemma3nInput.Text => "text",
+        Gemma3nInput.HardTokens => "hard-tokens",
+        _ => "soft-tokens",
+    };
+
+    public static TolerancePolicy Policy(DType dtype, int tp) =>
+        dtype == DType.Float32 ? Float32Policy : tp <= 1 ? Tolerances.BFloat16Layer : BFloat16TensorParallelPolicy(tp);
+
+    /// <summary>
+    /// float32 Gemma3n, elementwise: beyond GEMM blocking, the gaussian top-k cutoff (a mean and a std over each gate row),
+    /// the AltUp RMS rescales and seven RMSNorms per layer (three of them re-normalising small sub-block outputs to unit
+    /// RMS) carry float32 reduction-order noise forward. Measured on the tiny model: max abs 2.5e-5 on unit-scale logits
+    /// (relative L2 3e-6) after 4 layers; 1e-4 gives 4x and still fails a 5e-4-sized mistake.
+    /// </summary>
+    public static readonly TolerancePolicy Float32Policy = new("float32-gemma3n", 1e-4, 1e-4,
+        "float32 reduction-order noise through top-k statistics, AltUp rescales and 7 RMSNorms per layer: measured 2.5e-5 abs on unit-scale outputs, 4x margin");
+
+    /// <summary>
+    /// bfloat16 Gemma3n under TP, norm-wise: three row-parallel reductions per layer (o_proj, laurel.linear_right,
+    /// down_proj; Llama has two), each rounding the partial sums to bf16 before the all-reduce, and the post-sub-block
+    /// RMSNorms re-scale that noise to unit RMS before it joins the residual. Measured on the tiny model at TP=2:
+    /// relative L2 up to 5e-2 with identical greedy tokens; 1e-1 allows 2x. Real bugs sit at O(1).
+    /// </summary>
+    public static TolerancePolicy BFloat16TensorParallelPolicy(int tp) =>
+        new($"bfloat16-gemma3n-tp{tp}", 1.6e-2, 3.9e-3,
+            $"bf16 Gemma3n under TP={tp}: ~one bf16 ulp per reduction, three reductions per layer, re-normalised by the sub-block RMSNorms")
+        { MaxRelativeL2 = 1e-1 };
+
+    /// <summary>A Gemma3n scenario on a user's checkpoint folder: text prompt of the given ids (or seeded ids).</summary>
+    public static Gemma3nScenario ForCheckpoint(string modelPath, int tp, DType dtype, long[]? promptIds, int promptTokens)
+    {
+        var full = Path.GetFullPath(modelPath);
+        var baseScenario = new Gemma3nScenario(tp, Gemma3nInput.Text, dtype);
+        var ids = promptIds ?? SeededIds(promptTokens, Gemma3nConfig.Load(Path.Combine(full, "config.json")).Text.VocabSizePerLayerInput);
+        return baseScenario with
+        {
+            ModelPath = full,
+            PromptIds = ids,
+            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/input-ids-{ids.Length}/{DTypeTag(dtype)}",
+            ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', ids)}",
+            Description = $"HF Gemma3n checkpoint {full}, TP={tp}, {dtype.TorchName()}",
+        };
+    }
+
+    private static long[] SeededIds(int count, int vocab)
+    {
+        var rng = new SplitMix64(99);
+        return Enumerable.Range(0, count).Select(i => i == 0 ? 2L : 3 + (long)rng.NextInt(vocab - 3)).ToArray();
+    }
+
+    private string ModelDirectory(ScenarioContext context)
+    {
+        if (ModelPath is not null)
+            return context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath);
+        return context.ModelDirectory(TinyGemma3n.ModelName, DType, (client, dir) =>
+        {
+            client.Invoke("gemma3n_build", new JsonObject
+            {
+                ["config"] = TinyGemma3n.Config(),
+                ["seed"] = TinyGemma3n.Seed,
+                ["dtype"] = DType.TorchName(),
+                ["out_dir"] = client.WorkerPath(dir),
+            });
+            return dir;
+        });
+    }
+
+    /// <summary>The prompt ids: the given ones, or the tiny model's prompt for this input kind.</summary>
+    public long[] Ids => PromptIds ?? TinyGemma3n.Prompt(Kind);
+
+    public override IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context)
+    {
+        var inputs = new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray(Ids, 1, Ids.Length) };
+        if (Kind == Gemma3nInput.SoftTokens && ModelPath is null)
+        {
+            inputs["pixel_values"] = TinyGemma3n.VisionTowerOutput(DType);            // the stub tower's output [1, C, h, w]
+            inputs["input_features"] = TinyGemma3n.AudioFeatures(DType);
+            inputs["input_features_mask"] = Tensor.FromArray(Enumerable.Repeat(true, TinyGemma3n.AudioFrames).ToArray(), 1, TinyGemma3n.AudioFrames);
+        }
+        return inputs;
+    }
+
+    public override IReadOnlyDictionary<string, string> Manifest() => new Dictionary<string, string>
+    {
+        ["model_seed"] = ModelPath is null ? TinyGemma3n.Seed.ToString(CultureInfo.InvariantCulture) : "n/a",
+        ["prompt"] = string.Join(",", Ids),
+        ["config"] = ModelPath is null ? TinyGemma3n.Config().ToJsonString() : $"from {ModelPath}",
+        ["new_tokens"] = NewTokens.ToString(CultureInfo.InvariantCulture),
+        ["top_k"] = TopK.ToString(CultureInfo.InvariantCulture),
+    };
+
+    private Gemma3nConfig LoadConfig(string dir) => Gemma3nConfig.Load(Path.Combine(dir, "config.json"));
+
+    public override ReferenceBundle ComputeReference(ScenarioContext context)
+    {
+        var client = context.Client!;
+        var dir = ModelDirectory(context);
+        var config = LoadConfig(dir);
+        var inputs = Inputs(context);
+        var args = new JsonObject
+        {
+            ["model_dir"] = client.WorkerPath(dir),
+            ["dtype"] = DType.TorchName(),
+            ["capture"] = new JsonArray(Gemma3nModules.ForModel(config, Kind).Where(m => !Gemma3nModules.IsExtra(m)).Select(m => (JsonNode)m).ToArray()),
+            ["max_new_tokens"] = NewTokens,
+            ["top_k"] = TopK,
+            ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
+        };
+        var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).ToArray());
+        var tensors = reply.Tensors.Where(kv => kv.Key is not ("tokens" or "topk_ids" or "topk_logprobs"))
+            .ToDictionary(kv => kv.Key, kv => kv.Value);
+        var tokens = TokenSequence.FromTopK(ToLongs(reply.Need("tokens")), ToLongMatrix(reply.Need("topk_ids")), ToFloatMatrix(reply.Need("topk_logprobs")));
+        return new ReferenceBundle(tensors, tokens, context.Versions());
+    }
+
+    private static long[] ToLongs(Tensor t) => t.ToInt64Array();
+
+    private static long[,] ToLongMatrix(Tensor t)
+    {
+        var flat = t.ToInt64Array();
+        var m = new long[t.Shape[0], t.Shape[1]];
+        for (int i = 0; i < t.Shape[0]; i++) for (int j = 0; j < t.Shape[1]; j++) m[i, j] = flat[i * t.Shape[1] + j];
+        return m;
+    }
+
+    private static float[,] ToFloatMatrix(Tensor t)
+    {
+        var flat = t.ToFloatArray();
+        var m = new float[t.Shape[0], t.Shape[1]];
+        for (int i = 0; i < t.Shape[0]; i++) for (int j = 0; j < t.Shape[1]; j++) m[i, j] = flat[i * t.Shape[1] + j];
+        return m;
+    }
+
+    /// <summary>The engine options this scenario's fault maps to (the embedder bug is a constructor argument).</summary>
+    public Gemma3nOptions Options => new()
+    {
+        EmbedderInputIsParallel = Fault == Faults.RowParallelInputIsParallel,
+        SparseTopKRankLocal = Fault == Faults.SparseTopKRankLocal,
+    };
+
+    /// <summary>Faults this scenario passes to the model as constructor options (others are injected around the run).</summary>
+    private static readonly string[] OptionFaults = [Faults.RowParallelInputIsParallel, Faults.SparseTopKRankLocal];
+
+    public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
+    {
+        var sw = Stopwatch.StartNew();
+        var dir = context.EngineDirectory(ModelDirectory(context));
+        var config = LoadConfig(dir);
+        var prompt = new Gemma3nPrompt(
+            Tensor.FromArray(Ids, Ids.Length),
+            reference.Tensors.TryGetValue("image_soft_tokens", out var image) ? image.Select(0, 0) : null,    // [n, C_vision]
+            reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
+        var modules = Gemma3nModules.ForModel(config, Kind);
+        var capture = new ActivationCapture(modules);
+        var sink = new CaptureSink(capture, context.ReportModule);
+        TokenSequence? engineTokens = null;
+        string? error = null, failedModule = null;
+        // Other named faults live in shared ops (activation, GEMM paths) and are injected around the run as before.
+        bool globalFault = Fault is not null && !OptionFaults.Contains(Fault);
+        using (globalFault ? Faults.Inject(Fault!) : null)
+        {
+            try
+            {
+                var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink), context.CollectiveTimeout);
+                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+            }
+            catch (Exception e)
+            {
+                var module = EngineFailures.FindModule(e);
+                failedModule = module?.Module;
+                error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+            }
+        }
+        var policy = Policy(DType, Tp);
+        // The bundle also holds the engine's inputs (soft tokens) and reference-only extras: compare the listed modules.
+        var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
+        var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
+            logprobTolerance: LogprobTolerance(DType, config));
+        return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
+        {
+            TokensExpected = true,
+            ReferenceTokens = reference.Tokens,
+            EngineTokens = engineTokens,
+        };
+    }
+
+    /// <summary>
+    /// float32: the default. bfloat16: four bf16 ulps of the largest logit the soft cap allows (logits live in
+    /// (-c, c); at c = 7.5 one ulp is 2^-5, so 0.125), at least Llama's 5e-2: the bf16 logits of the two sides differ by
+    /// a few ulps where float32 sums straddle rounding boundaries, and log_softmax carries that into every logprob.
+    /// </summary>
+    public static double LogprobTolerance(DType dtype, Gemma3nConfig config)
+    {
+        if (dtype == DType.Float32) return TokenComparison.DefaultLogprobTolerance;
+        double cap = config.Text.FinalLogitSoftcapping ?? 8.0;
+        double ulp = Math.Pow(2, Math.Floor(Math.Log2(cap)) - 7);
+        return Math.Max(5e-2, 4 * ulp);
+    }
+
+    private Gemma3nModel.Generation RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink)
+    {
+        var ctx = ThreadWorld.Layout(rank, Tp, 1);
+        using var checkpoint = Checkpoint.Open(dir);
+        var weights = new CheckpointWeights(checkpoint);
+        new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
+        return new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
+    }
+}
+
+/// <summary>The HF module paths a Gemma3n scenario compares, in forward order (plus the reference's named extras).</summary>
+public static class Gemma3nModules
+{
+    /// <summary>Tensors the reference returns under a name of its own (pre-hooks, the soft-capped logits), not module hooks.</summary>
+    public static bool IsExtra(string name) => name is "logits" || name.EndsWith(".inputs_embeds", StringComparison.Ordinal);
+
+    public static IReadOnlyList<string> ForModel(Gemma3nConfig config, Gemma3nInput input)
+    {
+        string p = config.TextPrefix;
+        var list = new List<string> { p + ".embed_tokens" };
+        if (config.IsMultimodal)
+        {
+            foreach (var e in new[] { "model.embed_vision", "model.embed_audio" })
+                list.AddRange([e + ".hard_embedding_norm", e + ".embedding_projection", e + ".embedding_post_projection_norm", e]);
+            if (input == Gemma3nInput.SoftTokens)
+                list.AddRange(["model.embed_vision.soft_embedding_norm", "model.embed_audio.soft_embedding_norm"]);
+            list.Add(p + ".inputs_embeds");
+        }
+        list.AddRange([p + ".embed_tokens_per_layer", p + ".per_layer_model_projection", p + ".per_layer_projection_norm"]);
+        for (int i = 0; i < config.Text.NumLayers; i++)
+        {
+            string l = $"{p}.layers.{i}";
+            list.AddRange([l + ".input_layernorm", l + ".laurel", l + ".self_attn", l + ".post_attention_layernorm", l + ".mlp",
+                l + ".post_feedforward_layernorm"]);
+            list.AddRange([l + ".per_layer_input_gate", l + ".post_per_layer_input_norm", l]);
+        }
+        list.AddRange([p + ".norm", "lm_head", "logits"]);
+        return list;
+    }
+}
+
+/// <summary>The catalog's Gemma3n entries (one line in <see cref="ScenarioCatalog"/> adds them).</summary>
+public static class Gemma3nScenarios
+{
+    public const string EmbedderProjection = "model.embed_vision.embedding_projection";
+
+    public static IEnumerable<Scenario> All()
+    {
+        foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })
+            foreach (var tp in new[] { 1, 2 })
+                foreach (var input in new[] { Gemma3nInput.Text, Gemma3nInput.HardTokens, Gemma3nInput.SoftTokens })
+                    yield return new Gemma3nScenario(tp, input, dtype);
+        // vLLM's Gemma-3n TP=2 bug: the embedder's RowParallelLinear built with input_is_parallel=True dies on its
+        // full-width input, first at embed_vision's projection (its hard-token pass runs first, as in HF).
+        yield return new Gemma3nScenario(2, Gemma3nInput.SoftTokens, DType.Float32, Faults.RowParallelInputIsParallel, EmbedderProjection);
+        // The sparse MLP's top-k statistics over one rank's gate shard: invisible at TP=1, caught at the first sparse MLP at TP=2.
+        yield return new Gemma3nScenario(2, Gemma3nInput.Text, DType.Float32, Faults.SparseTopKRankLocal, "model.language_model.layers.0.mlp");
+    }
+}

@@ -1,0 +1,179 @@
+# Gemma3n: HF's Gemma3nForConditionalGeneration with ONLY the vision tower replaced (timm, which builds the real
+# MobileNetV5 tower, is not packaged for the reference). Everything else is HF's own code: the text decoder, both
+# multimodal embedders, the audio tower (pure torch) and the merge in Gemma3nModel.forward.
+#
+# The stub tower has no weights: it returns pixel_values as its last_hidden_state ([B, C, h, w] with h*w =
+# vision_soft_tokens_per_image), so the caller chooses the tower output. HF then reshapes it to [B, h*w, C] and scales
+# it by sqrt(C) (get_image_features); the tensor embed_vision receives is handed back as "image_soft_tokens", and the
+# audio tower's output that embed_audio receives as "audio_soft_tokens": what an inference engine gets from encoders.
+
+
+def _gemma3n_stub_tower_class():
+    """Stands in for TimmWrapperModel: no parameters, the input is the output. (Built lazily: torch is imported
+    by main(), after this file is spliced in.)"""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    class Gemma3nStubVisionTower(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+
+        def forward(self, pixel_values=None, do_pooling=False, return_dict=True, **kwargs):
+            return BaseModelOutputWithPooling(last_hidden_state=pixel_values)
+
+    return Gemma3nStubVisionTower
+
+
+class _gemma3n_stub_vision:
+    """While active, Gemma3nModel's AutoModel.from_config builds the stub for the vision config (and the real
+    classes for everything else)."""
+
+    def __enter__(self):
+        import transformers.models.gemma3n.modeling_gemma3n as mg
+        self.module, self.real = mg, mg.AutoModel
+        real, stub = self.real, _gemma3n_stub_tower_class()
+
+        class _Auto:
+            @staticmethod
+            def from_config(config, *args, **kwargs):
+                if getattr(config, "model_type", None) == "gemma3n_vision":
+                    return stub(config)
+                return real.from_config(config, *args, **kwargs)
+
+        mg.AutoModel = _Auto
+        return self
+
+    def __exit__(self, *exc):
+        self.module.AutoModel = self.real
+        return False
+
+
+def _gemma3n_config(cfg):
+    from transformers import Gemma3nConfig
+    cfg = dict(cfg)
+    for key in ("model_type", "architectures", "torch_dtype", "dtype", "transformers_version"):
+        cfg.pop(key, None)
+    text = dict(cfg.pop("text_config"))
+    if isinstance(text.get("activation_sparsity_pattern"), list):   # JSON writes 0.0 as 0; the config wants floats
+        text["activation_sparsity_pattern"] = [float(v) for v in text["activation_sparsity_pattern"]]
+    cfg["text_config"] = text
+    vision = dict(cfg.pop("vision_config"))
+    vision.setdefault("label_names", ["stub"])   # keeps Gemma3nVisionConfig.from_dict away from timm's labeller
+    return Gemma3nConfig(vision_config=vision, **cfg)
+
+
+def _gemma3n_randomize(model, seed):
+    """Every parameter off its initial value (HF initialises norms to 1 and correct_output_scale to 0, which would
+    hide whole paths): linear weights N(0, 1/in), embeddings N(0, 0.5), norm scales 1 + N(0, 0.2), others N(0, 0.5)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if name.endswith("norm.weight") or "norm" in name.split(".")[-2] or name.endswith("correct_output_scale"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 2 and ("embed" in name and name.endswith("embedding.weight") or "embed_tokens" in name):
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+            elif p.dim() >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            else:
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+
+
+def op_gemma3n_build(args, tensors):
+    """A random Gemma3nForConditionalGeneration (stub vision tower) from a Gemma3nConfig dict, saved to out_dir."""
+    from transformers import Gemma3nForConditionalGeneration
+    config = _gemma3n_config(args["config"])
+    dt = torch_dtype(args.get("dtype", "float32"))
+    torch.manual_seed(int(args.get("seed", 0)))
+    with _gemma3n_stub_vision():
+        model = instantiate(Gemma3nForConditionalGeneration, config)
+    _gemma3n_randomize(model, args.get("seed", 0))
+    model = model.to(dt).eval()
+    model.config.dtype = dt
+    out_dir = args["out_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    _model_cache.clear()
+    return {"files": sorted(os.listdir(out_dir)),
+            "params": sum(p.numel() for p in model.parameters())}, []
+
+
+def _gemma3n_load(args):
+    with _gemma3n_stub_vision():
+        return load_model(args["model_dir"], args.get("dtype", "float32"),
+                          args.get("model_class") or "Gemma3nForConditionalGeneration")
+
+
+def _gemma3n_inputs(tensors, dtype):
+    inputs = {"input_ids": need(tensors, "input_ids").to(torch.int64)}
+    if "pixel_values" in tensors:
+        inputs["pixel_values"] = tensors["pixel_values"].to(dtype)
+    if "input_features" in tensors:
+        inputs["input_features"] = tensors["input_features"].to(dtype)
+        inputs["input_features_mask"] = need(tensors, "input_features_mask").to(torch.bool)
+    return inputs
+
+
+def _gemma3n_call(model, inputs):
+    """One forward without cache; returns [(name, tensor)]: logits (after the soft cap), the merged embeddings and
+    per-layer inputs the language model receives, and the soft tokens each embedder receives."""
+    seen = {}
+    inner = model.model
+
+    def lm_pre(_m, _args, kwargs):
+        seen.setdefault("model.language_model.inputs_embeds", kwargs["inputs_embeds"].detach().clone())
+        if kwargs.get("per_layer_inputs") is not None:
+            seen.setdefault("model.language_model.per_layer_inputs", kwargs["per_layer_inputs"].detach().clone())
+
+    def soft_pre(name):
+        def hook(_m, _args, kwargs):
+            if kwargs.get("inputs_embeds") is not None:
+                seen.setdefault(name, kwargs["inputs_embeds"].detach().clone())
+        return hook
+
+    handles = []
+    if hasattr(inner, "language_model"):   # Gemma3nForConditionalGeneration (Gemma3nForCausalLM has no merge)
+        handles = [inner.language_model.register_forward_pre_hook(lm_pre, with_kwargs=True),
+                   inner.embed_vision.register_forward_pre_hook(soft_pre("image_soft_tokens"), with_kwargs=True),
+                   inner.embed_audio.register_forward_pre_hook(soft_pre("audio_soft_tokens"), with_kwargs=True)]
+    try:
+        out = model(**inputs, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return [("logits", out.logits)] + sorted(seen.items())
+
+
+def op_gemma3n_run(args, tensors):
+    """Captures of the given module paths and the named extras of _gemma3n_call for one prompt (ids with optional
+    pixel_values = stub tower output and input_features/input_features_mask for the audio tower), then greedy decoding
+    with the KV cache (max_new_tokens steps, top_k logprobs of log_softmax(float32 logits))."""
+    model = _gemma3n_load(args)
+    inputs = _gemma3n_inputs(tensors, model.dtype)
+    paths = list(args.get("capture", []))
+    extra, outs, captured = capture_run(model, paths, lambda m: _gemma3n_call(m, inputs))
+    outs = outs + list(extra)
+
+    steps, k = int(args.get("max_new_tokens", 0)), int(args.get("top_k", 1))
+    tokens, ids, lps = [], [], []
+    with torch.no_grad():
+        out = model(**inputs, use_cache=True)
+        for step in range(steps):
+            logits = out.logits[0, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+            tok = torch.argmax(logits)
+            tokens.append(tok)
+            ids.append(top.indices)
+            lps.append(top.values)
+            if step + 1 < steps:
+                out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    if steps:
+        outs += [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
+                 ("topk_logprobs", torch.stack(lps).float())]
+    outs += oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
+    return {"captured": captured, "steps": steps}, outs
+
+
+OPS["gemma3n_build"] = op_gemma3n_build
+OPS["gemma3n_run"] = op_gemma3n_run
