@@ -29,5 +29,7 @@ public static class Qwen2VlScenarios
         // Scenario 3, as reported: the fault passes unseen at TP=1 and fails at self_attn under TP=4.
         yield return new Qwen2VlScenario(1, Qwen2VlMedia.Image, fault: Faults.AttentionReshapeHiddenSize);
         yield return new Qwen2VlScenario(4, Qwen2VlMedia.Image, fault: Faults.AttentionReshapeHiddenSize, expectedFirstBadModule: ReshapeModule);
+        // ... and with the reported dims: Qwen2-VL-7B's first attention, 359 tokens, TP=4 (the exact message).
+        yield return new Qwen2Vl7BAttentionScenario(Faults.AttentionReshapeHiddenSize);
     }
 }
