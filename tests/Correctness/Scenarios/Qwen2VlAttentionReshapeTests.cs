@@ -1,11 +1,5 @@
-using Harness.Engine.Capture;
-using Harness.Engine.Config;
-using Harness.Engine.Distributed;
-using Harness.Engine.Models;
 using Harness.Engine.Models.Qwen2Vl;
-using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
-using Harness.Engine.Tensors;
 using Harness.Scenarios;
 using Xunit.Abstractions;
 
