@@ -18,9 +18,14 @@ public sealed record ConfigMutationRow(
     /// <summary>HF has no such field for this model type, or its default is null: nothing to observe.</summary>
     public bool NotApplicable => Basis == ConfigMutations.NotApplicableBasis;
 
-    public bool Missed => !NotApplicable && (CaughtBy is null || OnDefault || Absent);
+    /// <summary>No scenario saw the field change, or the tiny config leaves out a field HF knows (its fallback is untested).</summary>
+    public bool Missed => !NotApplicable && (CaughtBy is null || Absent);
 
-    public string Status => NotApplicable ? "n/a" : Absent ? "ABSENT" : OnDefault ? "ON-DEFAULT" : CaughtBy is null ? "MISSED" : "caught";
+    /// <summary>
+    /// caught; "caught (on default)" where the tiny config holds HF's default (a perturbed value was caught, so the engine
+    /// reads the field, but no scenario runs it off its default); MISSED; ABSENT; n/a.
+    /// </summary>
+    public string Status => NotApplicable ? "n/a" : Absent ? "ABSENT" : CaughtBy is null ? "MISSED" : OnDefault ? "caught (on default)" : "caught";
 }
 
 /// <summary>
@@ -29,9 +34,9 @@ public sealed record ConfigMutationRow(
 /// then for each field give the ENGINE a copy of the folder whose config.json has that field at HF's library default
 /// (the value HF takes when the key is absent, derived values included: the reference's `config_defaults`), or a
 /// perturbed value where the true one already equals it, while the reference keeps the true config. Some scenario must
-/// then fail. A field whose true value equals the library default is ON-DEFAULT (the tiny model must move it), a field
-/// HF knows but the config leaves out is ABSENT; both fail like MISSED. model_type and architectures only choose the
-/// classes, so they are not mutated.
+/// then fail, else the field is MISSED. A field HF knows but the config leaves out is ABSENT (the engine's fallback is
+/// never tested) and fails like MISSED; a field whose true value is HF's default is flagged "on default" when only its
+/// perturbed value was caught. model_type and architectures only choose the classes, so they are not mutated.
 /// </summary>
 public static class ConfigMutations
 {
@@ -73,7 +78,7 @@ public static class ConfigMutations
         foreach (var (dir, read) in fields.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
-            var paths = read.Where(p => !Identity.Contains(p)).ToList();
+            var paths = read.Where(p => !Identity.Contains(p.Split('.')[^1])).ToList();
             var defaults = client.Invoke("config_defaults", new JsonObject
             {
                 ["config"] = config.DeepClone(),
@@ -144,7 +149,9 @@ public static class ConfigMutations
         Row(widths.Select(w => new string('-', w)).ToArray());
         foreach (var c in cells) Row(c);
         int missed = rows.Count(r => r.Missed);
-        sb.Append(CultureInfo.InvariantCulture, $"{rows.Count(r => !r.NotApplicable)} fields read, {rows.Count(r => r.Status == "caught")} caught, {missed} missed, on a default or absent\n");
+        sb.Append(CultureInfo.InvariantCulture,
+            $"{rows.Count(r => !r.NotApplicable)} fields read: {rows.Count(r => r.Status == "caught")} caught off their default, " +
+            $"{rows.Count(r => r.OnDefault && !r.Missed)} caught only when perturbed (on default), {missed} missed or absent\n");
         return sb.ToString();
 
         static string Clip(string s) => s.Length <= 40 ? s : s[..37] + "...";
@@ -200,6 +207,9 @@ public static class ConfigMutations
                 var s = v.GetValue<string>();
                 string[] acts = ["silu", "gelu_pytorch_tanh", "gelu", "relu", "quick_gelu"];
                 if (acts.Contains(s)) return JsonValue.Create(acts[(Array.IndexOf(acts, s) + 1) % acts.Length]);
+                if (path.EndsWith("rope_type", StringComparison.Ordinal)) return JsonValue.Create(s == "default" ? "linear" : "default");
+                string[] layerTypes = ["full_attention", "sliding_attention"];
+                if (layerTypes.Contains(s)) return JsonValue.Create(layerTypes[1 - Array.IndexOf(layerTypes, s)]);
                 return null;
             case JsonArray a:
                 var items = a.Select(x => x is null ? null : Perturb(path, x)).ToArray();

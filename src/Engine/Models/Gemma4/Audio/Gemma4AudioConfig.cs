@@ -24,7 +24,13 @@ public sealed record Gemma4AudioConfig
     public required int AttentionContextLeft { get; init; }
     public required int AttentionContextRight { get; init; }
     public required double AttentionLogitCap { get; init; }
-    public required double AttentionInvalidLogitsValue { get; init; }
+    /// <summary>
+    /// The logit written where the block mask is off. HF's attention_invalid_logits_value is NOT read: after the soft cap
+    /// every live logit lies in [-cap, cap], so any value below -cap - 104 gives exp() == 0 in float32 and the same
+    /// probabilities (and HF's sdpa path, the semantics the engine follows, does not use the field at all); a field no
+    /// scenario can observe is not read (`harness run --config-mutations`). HF's default.
+    /// </summary>
+    public double AttentionInvalidLogitsValue { get; init; } = -1e9;
     public required bool UseClippedLinears { get; init; }
     public required double RmsNormEps { get; init; }
     public required double GradientClipping { get; init; }
@@ -58,7 +64,6 @@ public sealed record Gemma4AudioConfig
             AttentionContextLeft = n.RequiredInt("attention_context_left"),
             AttentionContextRight = n.RequiredInt("attention_context_right"),
             AttentionLogitCap = n.RequiredDouble("attention_logit_cap"),
-            AttentionInvalidLogitsValue = n.RequiredDouble("attention_invalid_logits_value"),
             UseClippedLinears = n.RequiredBool("use_clipped_linears"),
             RmsNormEps = n.RequiredDouble("rms_norm_eps"),
             GradientClipping = n.RequiredDouble("gradient_clipping"),
