@@ -195,7 +195,7 @@ public class CliTests
     [InlineData("llama/tp2-sp/prompt-embeds/fp32", Faults.SpResidualFirstSlice, "model.layers.0.post_attention_layernorm")]
     [InlineData("gemma3n/tp2/soft-tokens/fp32", Faults.RowParallelInputIsParallel, "model.embed_vision.embedding_projection")]
     [InlineData("gemma4/moe/tp1/text/fp32", Faults.GeluTanhAsExact, "model.layers.0.experts")]
-    [InlineData("llama/tp4/input-ids/fp32", Faults.AttentionReshapeHiddenSize, "model.layers.0.self_attn")]
+    [InlineData("qwen2-vl/tp4/image/fp32", Faults.AttentionReshapeHiddenSize, "model.language_model.layers.0.self_attn")]
     public void Repro_of_each_fault_names_its_first_divergent_module(string id, string fault, string module)
     {
         var r = CliProcess.Run("repro", id, "--fault", fault, "--offline");

@@ -14,12 +14,15 @@ namespace Harness.Commands;
 internal static class CompareCommand
 {
     /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama", .. Gemma3nCompare.ModelTypes, .. Gemma4Compare.ModelTypes];
+    public static readonly string[] Supported = ["llama", "qwen2_vl", .. Gemma3nCompare.ModelTypes, .. Gemma4Compare.ModelTypes];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
     {
         /// <summary>--no-oracle: judge by the fixed policies (a model that does not fit twice in memory).</summary>
         public bool NoOracle { get; init; }
+
+        /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
+        public bool Image { get; init; }
     }
 
     public static Command Create()
@@ -57,13 +60,14 @@ internal static class CompareCommand
             Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
                           "fixed tolerance policies, and the output says so per module.",
         };
+        var image = new Option<bool>("--image") { Description = "Qwen2-VL: one synthetic image in the prompt (through HF's image processor)." };
 
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n and Gemma4 with --tp only), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n and Gemma4 with --tp only; Qwen2-VL with --tp and --sp), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image,
         };
         command.Validators.Add(r =>
         {
@@ -71,7 +75,7 @@ internal static class CompareCommand
                 r.AddError("--prompt and --prompt-length are mutually exclusive");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
-            r.GetValue(prompt), r.GetValue(promptLength)) { NoOracle = r.GetValue(noOracle) }));
+            r.GetValue(prompt), r.GetValue(promptLength)) { NoOracle = r.GetValue(noOracle), Image = r.GetValue(image) }));
         return command;
     }
 
@@ -118,6 +122,8 @@ internal static class CompareCommand
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
+        if (modelType == "qwen2_vl") return Qwen2VlCompare.Run(o, dir, configPath, ids);
+        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is {modelType}");
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
         if (Gemma3nCompare.Handles(modelType)) return Gemma3nCompare.Run(o, dir, dtype, ids, configPath);
         var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);

@@ -39,10 +39,6 @@ public static class ScenarioCatalog
         }
         list.Add(new LlamaScenario(4, 1, true, InputKind.InputIds, promptTokens: 5)); // 5 tokens padded to 8 over 4 ranks
 
-        // Scenario 3's bug (Qwen2-VL): attention output reshaped to hidden_size; invisible at TP=1, fatal at TP=4.
-        list.Add(new LlamaScenario(4, 1, false, InputKind.InputIds, fault: Faults.AttentionReshapeHiddenSize,
-            expectedFirstBadModule: "model.layers.0.self_attn"));
-
         // bfloat16: every intermediate rounded to bf16, judged by the bf16 layer policy.
         list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, DType.BFloat16));
         list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16));
@@ -64,6 +60,9 @@ public static class ScenarioCatalog
 
         // Gemma4's audio and vision towers; the matmul-no-nd-broadcast bug where it lives (the audio attention's 4D x 3D product).
         list.AddRange(Gemma4TowerScenario.All());
+
+        // Qwen2-VL (M-RoPE decoder, vision tower, merger) at TP=1, 2, 4, and scenario 3's bug.
+        list.AddRange(Qwen2VlScenarios.All());
 
         var duplicate = list.GroupBy(s => s.Id).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new InvalidOperationException($"scenario id {duplicate.Key} appears twice in the catalog");

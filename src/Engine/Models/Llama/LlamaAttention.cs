@@ -16,7 +16,6 @@ public sealed class LlamaAttention
     private readonly QKVParallelLinear _qkv;
     private readonly RowParallelLinear _oProj;
     private readonly double _scaling;
-    private readonly int _hiddenSize;
 
     public LlamaAttention(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx)
     {
@@ -25,7 +24,6 @@ public sealed class LlamaAttention
         _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: !ctx.SequenceParallel,
             bias: config.AttentionBias);
         _scaling = Math.Pow(config.HeadDim, -0.5);
-        _hiddenSize = config.HiddenSize;
     }
 
     public int LocalKvHeads => _qkv.LocalKvHeads;
@@ -57,9 +55,7 @@ public sealed class LlamaAttention
         MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
         var probs = Softmax.Forward(scores32, -1).To(hidden.DType);        // ... then back to the model dtype
         var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
-        // [t, heads/tp * hd]: (*input_shape, -1); the fault hard-codes hidden_size, right only at TP=1.
-        int width = Runtime.Faults.IsActive(Runtime.Faults.AttentionReshapeHiddenSize) ? _hiddenSize : -1;
-        output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, width);
+        output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
         return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
     }
 

@@ -1,0 +1,40 @@
+using System.Text.Json;
+using Harness.Engine.Config;
+using Harness.Engine.Models.Qwen2Vl;
+using Harness.Engine.Tensors;
+using Harness.Scenarios;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `harness compare --model DIR` on a qwen2_vl checkpoint: Qwen2VLForConditionalGeneration against the engine's port at
+/// --tp N (optionally --sp), text-only or (--image) with one synthetic image through HF's image processor; printed as `repro` prints.
+/// </summary>
+internal static class Qwen2VlCompare
+{
+    public static int Run(CompareCommand.Options o, string dir, string configPath, long[]? ids)
+    {
+        if (o.Pp != 1)
+            return CliSupport.UsageError("compare: Qwen2-VL runs under tensor parallelism (with or without --sp), not with pipeline stages (--pp 1)");
+        Qwen2VlConfig config;
+        try
+        {
+            config = Qwen2VlConfig.Load(configPath);
+        }
+        catch (Exception e) when (e is ConfigException or IOException or JsonException)
+        {
+            return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
+        }
+        if (ids is not null && ids.FirstOrDefault(id => id >= config.Text.VocabSize, -1) is var bad && bad >= 0)
+            return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
+        foreach (var (what, n) in new[] { ("attention heads", config.Text.NumAttentionHeads), ("vision heads", config.VisionHeads) })
+            if (n % o.Tp != 0)
+                return CliSupport.UsageError($"compare: {n} {what} are not divisible by --tp {o.Tp}");
+
+        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
+        if (context is null) return ExitCodes.Usage;
+        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
+        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp);
+        return VerboseReport.RunAndPrint(scenario, context);
+    }
+}
