@@ -344,6 +344,11 @@ def oracle_model(model):
         return hit[1]
     _oracle_cache.clear()
     twin = copy.deepcopy(model).to(torch.float64).eval()
+    # HF's grouped_mm experts kernels take no float64: the twin runs its MoE experts eagerly (the same sums per expert).
+    for module in twin.modules():
+        config = getattr(module, "config", None)
+        if config is not None and getattr(config, "_experts_implementation", None) not in (None, "eager"):
+            config._experts_implementation = "eager"
     _oracle_cache[id(model)] = (model, twin)
     return twin
 
