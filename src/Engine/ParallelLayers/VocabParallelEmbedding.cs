@@ -39,6 +39,7 @@ public sealed class VocabParallelEmbedding
     /// <summary>ids [tokens] (int64/int32) -> [tokens, hidden], summed over ranks.</summary>
     public Tensor Forward(Tensor ids)
     {
+        if (LocalWeight.IsCuda && _tp.WorldSize == 1) return Ops.Embedding.Lookup(LocalWeight, ids); // one rank on a GPU: a plain lookup
         var flat = ids.ToInt64Array();
         int hidden = LocalWeight.Shape[1];
         var partial = Tensor.Zeros(LocalWeight.DType, flat.Length, hidden);

@@ -14,6 +14,11 @@ internal static class BenchCommands
         "Every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance. Exit 1 on any failure.",
         Harness.Bench.KernelSelfCheck.Run);
 
+    public static Command CheckGpu() => PassThrough("check-gpu",
+        "Every CUDA piece of the engine (interop, cuBLAS and invariant GEMM, NVRTC kernels, the tiny Llama) vs the CPU engine. " +
+        "Optional argument: a substring of the check names. Exit 1 on any failure, 3 when no GPU is usable.",
+        Harness.Bench.GpuSelfCheck.Run);
+
     private static Command PassThrough(string name, string description, Func<string[], int> run)
     {
         var command = new Command(name, description) { TreatUnmatchedTokensAsErrors = false };

@@ -53,7 +53,8 @@ public sealed class LlamaAttention
         var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+real]: repeat_kv by broadcast
         var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+real]
         var scores32 = scores.To(DType.Float32);                           // HF: softmax in float32 (a fresh tensor either way)
-        MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
+        if (scores32.IsCuda) Cuda.CudaOps.MaskFuture(scores32, t, scores32.Shape[3], past);
+        else MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
         var probs = Softmax.Forward(scores32, -1).To(hidden.DType);        // ... then back to the model dtype
         var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
         // [t, heads/tp * hd]: (*input_shape, -1); the fault hard-codes hidden_size, right only at TP=1.

@@ -55,7 +55,8 @@ public sealed class LlamaForCausalLM
             _lmHead = new ParallelLMHead(head, ctx.Tp);
         }
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType)).ToArray();
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
+            embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                // weights on a GPU: the cache too
     }
 
     /// <summary>
