@@ -50,6 +50,7 @@ public sealed class VocabParallelEmbedding
                 throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
             if (id >= Start && id < End) partial.Select(0, i).CopyFrom(LocalWeight.Select(0, (int)(id - Start)));
         }
+        if (LocalWeight.IsCuda) partial = partial.ToDevice(LocalWeight.CudaDevice);
         return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);
     }
 }

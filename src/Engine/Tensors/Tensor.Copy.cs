@@ -251,7 +251,7 @@ public sealed partial class Tensor
         }
         var shape = first.ShapeArray;
         shape[d] = total;
-        var result = Zeros(first.DType, shape);
+        var result = ZerosLike(first, first.DType, shape);
         int start = 0;
         foreach (var x in tensors)
         {

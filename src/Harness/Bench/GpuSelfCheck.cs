@@ -9,6 +9,7 @@ using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
+using Harness.Scenarios;
 
 namespace Harness.Bench;
 
@@ -409,21 +410,5 @@ public static class GpuSelfCheck
                 if (File.Exists(Path.Combine(p, "config.json"))) return p;
             }
         return null;
-    }
-}
-
-/// <summary>Weights uploaded to a device once, on first use (the engine's layers then run on the GPU).</summary>
-public sealed class DeviceWeights(IWeightSource inner, CudaDevice device) : IWeightSource
-{
-    private readonly Dictionary<string, Tensor> _cache = new();
-    public bool Contains(string name) => inner.Contains(name);
-
-    public Tensor Get(string name)
-    {
-        lock (_cache)
-        {
-            if (!_cache.TryGetValue(name, out var t)) _cache[name] = t = inner.Get(name).ToDevice(device);
-            return t;
-        }
     }
 }

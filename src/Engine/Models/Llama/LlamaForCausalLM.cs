@@ -73,6 +73,8 @@ public sealed class LlamaForCausalLM
         var positions = Tensor.Arange(padded);
         for (int i = 0; i < padded; i++) positions.Set(start + i, i);
         var (cos, sin) = _rotary.Forward(positions, DType);                              // [1, Tp, head_dim]
+        if (_embed!.LocalWeight.IsCuda)                                                  // a model on a GPU: one upload per step
+            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
 
         Tensor hidden;
         Tensor? residual = null;
@@ -80,6 +82,7 @@ public sealed class LlamaForCausalLM
         {
             if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
             hidden = Embed(input, tokens, padded);                                       // [Tp, hidden]
+            if (_embed!.LocalWeight.IsCuda) hidden = hidden.ToDevice(_embed.LocalWeight.CudaDevice); // prompt embeds: onto the model's GPU
         }
         else
         {
