@@ -44,6 +44,9 @@ public static unsafe class CudaRuntime
     [DllImport(Lib)] private static extern int cudaEventSynchronize(nint evt);
     [DllImport(Lib)] private static extern int cudaEventElapsedTime(float* ms, nint start, nint end);
     [DllImport(Lib)] private static extern int cudaStreamWaitEvent(nint stream, nint evt, uint flags);
+    [DllImport(Lib)] private static extern int cudaDeviceGetDefaultMemPool(nint* pool, int device);
+    [DllImport(Lib)] private static extern int cudaMemPoolGetAttribute(nint pool, int attr, void* value);
+    [DllImport(Lib)] private static extern int cudaMemPoolSetAttribute(nint pool, int attr, void* value);
     [DllImport(Lib)] private static extern nint cudaGetErrorString(int error);
     [DllImport(Lib)] private static extern nint cudaGetErrorName(int error);
 
@@ -125,6 +128,34 @@ public static unsafe class CudaRuntime
         nuint f, t;
         Check(cudaMemGetInfo(&f, &t), "cudaMemGetInfo");
         return ((long)f, (long)t);
+    }
+
+    // cudaMemPoolAttr: cudaMemPoolAttrReleaseThreshold = 4, cudaMemPoolAttrUsedMemCurrent = 7, cudaMemPoolAttrUsedMemHigh = 8.
+    /// <summary>Peak bytes in use from the device's default stream-ordered pool since the last <see cref="ResetPeakPoolBytes"/>.</summary>
+    public static long PeakPoolBytes(int device)
+    {
+        nint pool;
+        Check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool");
+        ulong v;
+        Check(cudaMemPoolGetAttribute(pool, 8, &v), "cudaMemPoolGetAttribute(UsedMemHigh)");
+        return (long)v;
+    }
+
+    public static void ResetPeakPoolBytes(int device)
+    {
+        nint pool;
+        Check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool");
+        ulong zero = 0;
+        Check(cudaMemPoolSetAttribute(pool, 8, &zero), "cudaMemPoolSetAttribute(UsedMemHigh)");
+    }
+
+    /// <summary>Keeps freed pool memory cached instead of returning it to the driver at each synchronization (as torch's allocator does).</summary>
+    public static void KeepPoolMemory(int device)
+    {
+        nint pool;
+        Check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool");
+        ulong max = ulong.MaxValue;
+        Check(cudaMemPoolSetAttribute(pool, 4, &max), "cudaMemPoolSetAttribute(ReleaseThreshold)");
     }
 
     public static nint EventCreate() { nint e; Check(cudaEventCreate(&e), "cudaEventCreate"); return e; }
