@@ -11,6 +11,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 harness="${HARNESS_BIN:-$here/bin/harness}"
 results="${1:-$here/gpu-results}"
+(( $# > 0 )) && shift   # the rest: filters for harness run
 mkdir -p "$results"
 export NCCL_NVLS_ENABLE=0 HARNESS_REQUIRE_GPU=1 CI="${CI:-1}"
 export HARNESS_FIXTURES="${HARNESS_FIXTURES:-$here/fixtures}"

@@ -137,6 +137,15 @@ public sealed class CudaDevice
         return new DeviceMemory(this, CudaRuntime.MallocAsync(bytes, Stream), bytes, Stream);
     }
 
+    private readonly ConcurrentDictionary<string, nint> _byKey = new();
+
+    /// <summary>
+    /// The function for a short <paramref name="key"/> (kernel and dtypes, e.g. "unary_silu/bf16/bf16"): the source is built
+    /// and hashed only the first time, so a launch costs one dictionary lookup.
+    /// </summary>
+    public nint Function(string key, string function, Func<string> source) =>
+        _byKey.TryGetValue(key, out var f) ? f : _byKey.GetOrAdd(key, _ => Function(source(), function));
+
     /// <summary>The compiled function <paramref name="function"/> of <paramref name="source"/>, compiled once per device.</summary>
     public nint Function(string source, string function)
     {

@@ -38,7 +38,7 @@ public static class CudaGemm
         if (m == 0 || n == 0 || count == 0) return c;
         if (k == 0) { CudaRuntime.MemsetAsync(CudaTensors.Address(c), 0, (long)c.NumEl * c.DType.Size(), device.Stream); return c; }
         if (invariant ?? ComputeSettings.BatchInvariant) Invariant(device, a, b, c, count, m, n, k);
-        else Blas(device, a, b, c, count, m, n, k);
+        else if (!Gemv(device, a, b, c, count, m, n, k)) Blas(device, a, b, c, count, m, n, k);
         return c;
     }
 
@@ -91,15 +91,31 @@ public static class CudaGemm
         return (Cublas.OpN, Math.Max(1, cols), c);
     }
 
+    // Decode: M <= 8 rows against a K-contiguous weight (see GemvKernel); false when the operands do not fit its contract.
+    private static bool Gemv(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
+    {
+        int es = a.DType.Size(), vec = 16 / es;
+        if (count != 1 || m > GemvKernel.MaxRows || a.Strides[2] != 1 || b.Strides[1] != 1 || k % vec != 0
+            || (m > 1 && a.Strides[1] % vec != 0) || b.Strides[2] % vec != 0
+            || CudaTensors.Address(a) % 16 != 0 || CudaTensors.Address(b) % 16 != 0) return false;
+        var dt = a.DType;
+        var f = device.Function($"gemv/{dt}", "gemv", () => CudaSource.Instantiate(
+            GemvKernel.Source.Replace("ESZ", es.ToString(System.Globalization.CultureInfo.InvariantCulture)).Replace("VEC", vec.ToString(System.Globalization.CultureInfo.InvariantCulture)), dt));
+        using var args = new KernelArgs().Ptr(a).Add((long)a.Strides[1]).Ptr(b).Add((long)b.Strides[2]).Ptr(c).Add(m).Add(n).Add(k);
+        args.Launch(device, f, "gemv", ((uint)((n + 7) / 8), 1, 1), (256, 1, 1));
+        LastPath = "gemv";
+        return true;
+    }
+
     private static void Invariant(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
     {
-        var src = CudaSource.Instantiate(InvariantGemmKernel.Source, a.DType, c.DType);
+        var f = device.Function($"gemm_invariant/{a.DType}/{c.DType}", "gemm_invariant", () => CudaSource.Instantiate(InvariantGemmKernel.Source, a.DType, c.DType));
         using var args = new KernelArgs()
             .Ptr(a).Add((long)a.Strides[1]).Add((long)a.Strides[2]).Add((long)a.Strides[0])
             .Ptr(b).Add((long)b.Strides[1]).Add((long)b.Strides[2]).Add((long)b.Strides[0])
             .Ptr(c).Add(m).Add(n).Add(k);
         uint gx = (uint)((n + InvariantGemmKernel.Tile - 1) / InvariantGemmKernel.Tile), gy = (uint)((m + InvariantGemmKernel.Tile - 1) / InvariantGemmKernel.Tile);
-        args.Launch(device, device.Function(src, "gemm_invariant"), "gemm_invariant", (gx, gy, (uint)count), (256, 1, 1));
+        args.Launch(device, f, "gemm_invariant", (gx, gy, (uint)count), (256, 1, 1));
         LastPath = "invariant";
     }
 }

@@ -59,21 +59,24 @@ public static class CudaOps
         if (!src.IsCuda) src = CudaTensors.Upload(src, device);
         long n = dst.NumEl;
         if (n == 0) return;
-        string source, name;
+        string name;
+        nint f;
         if (src.DType == dst.DType)
         {
-            source = CudaSource.Prelude + ElementwiseKernels.CopyBits.Replace("ELEM", ElemType(src.DType));
             name = "copy_bits";
+            var elem = ElemType(src.DType);
+            f = device.Function("copy_bits/" + elem, name, () => CudaSource.Prelude + ElementwiseKernels.CopyBits.Replace("ELEM", elem));
         }
         else
         {
             if (!src.DType.IsFloatingPoint() || !dst.DType.IsFloatingPoint())
                 throw new NotSupportedException($"CUDA copy converts between float dtypes only ({src.DType.TorchName()} to {dst.DType.TorchName()})");
-            source = CudaSource.Instantiate(ElementwiseKernels.CopyConvert, src.DType, dst.DType);
             name = "copy_convert";
+            var (si, di) = (src.DType, dst.DType);
+            f = device.Function($"copy_convert/{si}/{di}", name, () => CudaSource.Instantiate(ElementwiseKernels.CopyConvert, si, di));
         }
         using var args = new KernelArgs().Ptr(src).Add(TensorDesc.Of(src)).Ptr(dst).Add(TensorDesc.Of(dst)).Add(n);
-        args.Launch(device, device.Function(source, name), name, GridFor(device, n), (Threads, 1, 1));
+        args.Launch(device, f, name, GridFor(device, n), (Threads, 1, 1));
     }
 
     // ---- element-wise ----
@@ -85,9 +88,9 @@ public static class CudaOps
         RequireFloat(x, TOp.Name);
         var y = CudaTensors.Empty(device, outDType ?? x.DType, x.ShapeArray);
         long n = x.NumEl;
-        var src = CudaSource.Instantiate(ElementwiseKernels.Unary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), x.DType, y.DType);
         using var args = new KernelArgs().Ptr(x).Add(TensorDesc.Of(x)).Ptr(y).Add(s).Add(n);
-        args.Launch(device, device.Function(src, "unary_" + TOp.Name), "unary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
+        var f = device.Function($"unary_{TOp.Name}/{x.DType}/{y.DType}", "unary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Unary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), x.DType, y.DType));
+        args.Launch(device, f, "unary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
 
@@ -102,9 +105,9 @@ public static class CudaOps
         var eb = b.Expand(shape);
         var y = CudaTensors.Empty(device, outDType, shape);
         long n = y.NumEl;
-        var src = CudaSource.Instantiate(ElementwiseKernels.Binary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), a.DType, outDType, b.DType);
         using var args = new KernelArgs().Ptr(ea).Add(TensorDesc.Of(ea)).Ptr(eb).Add(TensorDesc.Of(eb)).Ptr(y).Add(n);
-        args.Launch(device, device.Function(src, "binary_" + TOp.Name), "binary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
+        var f = device.Function($"binary_{TOp.Name}/{a.DType}/{outDType}/{b.DType}", "binary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Binary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), a.DType, outDType, b.DType));
+        args.Launch(device, f, "binary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
 
@@ -116,9 +119,9 @@ public static class CudaOps
             throw new ArgumentException($"gated {TOp.Name}: gate {gate} and up {up} must have one shape and dtype");
         var y = CudaTensors.Empty(device, gate.DType, gate.ShapeArray);
         long n = y.NumEl;
-        var src = CudaSource.Instantiate(ElementwiseKernels.Gated.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), gate.DType);
         using var args = new KernelArgs().Ptr(gate).Add(TensorDesc.Of(gate)).Ptr(up).Add(TensorDesc.Of(up)).Ptr(y).Add(n);
-        args.Launch(device, device.Function(src, "gated_" + TOp.Name), "gated_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
+        var f = device.Function($"gated_{TOp.Name}/{gate.DType}", "gated_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Gated.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), gate.DType));
+        args.Launch(device, f, "gated_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
 
@@ -133,10 +136,10 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, outDType, x.ShapeArray);
         var w = weight?.Contiguous();
         var wdt = w?.DType ?? x.DType;
-        var src = CudaSource.Instantiate(RowKernels.RmsNorm, x.DType, outDType, wdt);
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Add(w is null ? 0 : CudaTensors.Address(w)).Ptr(y).Add(n).Add(eps).Add(kind);
-        args.Launch(device, device.Function(src, "rms_norm"), "rms_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
+        var f = device.Function($"rms_norm/{x.DType}/{outDType}/{wdt}", "rms_norm", () => CudaSource.Instantiate(RowKernels.RmsNorm, x.DType, outDType, wdt));
+        args.Launch(device, f, "rms_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
 
@@ -149,11 +152,11 @@ public static class CudaOps
         var w = weight?.Contiguous();
         var b = bias?.Contiguous();
         if (w is not null && b is not null && w.DType != b.DType) b = b.To(w.DType);
-        var src = CudaSource.Instantiate(RowKernels.LayerNorm, x.DType, x.DType, w?.DType ?? b?.DType ?? x.DType);
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Add(w is null ? 0 : CudaTensors.Address(w)).Add(b is null ? 0 : CudaTensors.Address(b))
             .Ptr(y).Add(n).Add(eps).Add(w is null ? 0 : 1).Add(b is null ? 0 : 1);
-        args.Launch(device, device.Function(src, "layer_norm"), "layer_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
+        var f = device.Function($"layer_norm/{x.DType}/{w?.DType ?? b?.DType ?? x.DType}", "layer_norm", () => CudaSource.Instantiate(RowKernels.LayerNorm, x.DType, x.DType, w?.DType ?? b?.DType ?? x.DType));
+        args.Launch(device, f, "layer_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
 
@@ -164,10 +167,10 @@ public static class CudaOps
         var xc = x.Contiguous();
         int n = x.Rank == 0 ? 1 : x.Size(-1);
         var y = CudaTensors.Empty(device, outDType, x.ShapeArray);
-        var src = CudaSource.Instantiate(RowKernels.Softmax, x.DType, outDType);
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Ptr(y).Add(n).Add(log ? 1 : 0);
-        args.Launch(device, device.Function(src, "softmax"), "softmax", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
+        var f = device.Function($"softmax/{x.DType}/{outDType}", "softmax", () => CudaSource.Instantiate(RowKernels.Softmax, x.DType, outDType));
+        args.Launch(device, f, "softmax", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
 
@@ -189,9 +192,9 @@ public static class CudaOps
         var x3 = x.Rank == 3 ? x : x.Reshape(-1, t, d);
         var y = CudaTensors.Empty(device, x.DType, x.ShapeArray);
         long n = y.NumEl;
-        var src = CudaSource.Instantiate(AttentionKernels.Rope, x.DType);
         using var args = new KernelArgs().Ptr(x3).Add(TensorDesc.Of(x3)).Ptr(c).Ptr(s).Ptr(y).Add(n);
-        args.Launch(device, device.Function(src, "rope"), "rope", GridFor(device, n), (Threads, 1, 1));
+        var f = device.Function($"rope/{x.DType}", "rope", () => CudaSource.Instantiate(AttentionKernels.Rope, x.DType));
+        args.Launch(device, f, "rope", GridFor(device, n), (Threads, 1, 1));
         return y;
     }
 
@@ -207,8 +210,7 @@ public static class CudaOps
             throw new ArgumentException($"attention: q [heads, t, hd], k and v [kv, s, hd] with heads % kv == 0 and one dtype; got {q}, {k}, {v}");
         int s = k.Size(1);
         var y = CudaTensors.Empty(device, q.DType, q.ShapeArray);
-        var src = CudaSource.Instantiate(AttentionKernels.Attention, q.DType);
-        var f = device.Function(src, "attention");
+        var f = device.Function($"attention/{q.DType}", "attention", () => CudaSource.Instantiate(AttentionKernels.Attention, q.DType));
         uint shared = (uint)(s * sizeof(float));
         if (shared > 48 * 1024) Interop.CudaDriver.FuncSetMaxDynamicShared(f, (int)shared, "attention");
         using var args = new KernelArgs().Ptr(q).Add(TensorDesc.Of(q)).Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(y)
@@ -223,9 +225,9 @@ public static class CudaOps
         var device = DeviceOf("mask_future", scores);
         if (scores.DType != DType.Float32 || !scores.IsContiguous) throw new ArgumentException($"mask_future: contiguous float32 scores, got {scores}");
         long n = scores.NumEl;
-        var src = CudaSource.Prelude + AttentionKernels.MaskFuture;
         using var args = new KernelArgs().Ptr(scores).Add(t).Add(s).Add(past).Add(n);
-        args.Launch(device, device.Function(src, "mask_future"), "mask_future", GridFor(device, n), (Threads, 1, 1));
+        var f = device.Function("mask_future", "mask_future", () => CudaSource.Prelude + AttentionKernels.MaskFuture);
+        args.Launch(device, f, "mask_future", GridFor(device, n), (Threads, 1, 1));
     }
 
     // ---- lookups ----
@@ -236,14 +238,22 @@ public static class CudaOps
         var device = DeviceOf("embedding", weight);
         var table = weight.Contiguous();
         int vocab = weight.Size(0), hidden = weight.Size(1), rows = ids.NumEl;
+        if (!ids.IsCuda)
+        {   // host ids (a prompt, a sampled token): checked here, so the launch needs no error flag and no read-back
+            var host = ids.ToInt64Array();
+            for (int i = 0; i < host.Length; i++)
+                if (host[i] < 0 || host[i] >= vocab)
+                    throw new IndexOutOfRangeException(
+                        $"embedding: id {host[i]} (at flat position {i} of ids shape {Shape.Format(ids.Shape)}) is out of range for a vocab size of {vocab} (valid ids are 0..{vocab - 1})");
+        }
         var ids64 = ids.IsCuda ? (ids.DType == DType.Int64 ? ids.Contiguous() : throw new ArgumentException("embedding: device ids must be int64"))
             : CudaTensors.Upload(Tensor.FromArray(ids.ToInt64Array(), ids.NumEl), device);
         var y = CudaTensors.Empty(device, weight.DType, [.. ids.ShapeArray, hidden]);
         var bad = CudaTensors.Zeros(device, DType.Int32, 1);
-        var src = CudaSource.Prelude + IndexKernels.Embedding.Replace("ELEM", ElemType(weight.DType));
+        var f = device.Function($"embedding/{weight.DType.Size()}", "embedding", () => CudaSource.Prelude + IndexKernels.Embedding.Replace("ELEM", ElemType(weight.DType)));
         using (var args = new KernelArgs().Ptr(table).Ptr(ids64).Ptr(y).Add(rows).Add(hidden).Add(vocab).Ptr(bad))
-            args.Launch(device, device.Function(src, "embedding"), "embedding", ((uint)rows, 1, 1), (Threads, 1, 1));
-        int badRow = (int)bad.ToHost().Item();
+            args.Launch(device, f, "embedding", ((uint)rows, 1, 1), (Threads, 1, 1));
+        int badRow = ids.IsCuda ? (int)bad.ToHost().Item() : 0;
         if (badRow != 0)
         {
             long id = ids64.ToHost().ToInt64Array()[badRow - 1];
@@ -266,9 +276,9 @@ public static class CudaOps
         var values = CudaTensors.Empty(device, DType.Float32, shape);
         var indices = CudaTensors.Empty(device, DType.Int64, shape);
         int rows = n == 0 ? 0 : x.NumEl / n;
-        var src = CudaSource.Instantiate(IndexKernels.TopK, x.DType);
+        var f = device.Function($"topk/{x.DType}", "topk", () => CudaSource.Instantiate(IndexKernels.TopK, x.DType));
         using (var args = new KernelArgs().Ptr(xc).Ptr(values).Ptr(indices).Add(n).Add(k))
-            args.Launch(device, device.Function(src, "topk"), "topk", ((uint)rows, 1, 1), (Threads, 1, 1));
+            args.Launch(device, f, "topk", ((uint)rows, 1, 1), (Threads, 1, 1));
         return (x.DType == DType.Float32 ? values : Copy(values, x.DType), indices);
     }
 

@@ -47,7 +47,8 @@ public static class CudaTensors
             device.MakeCurrent();
             CudaRuntime.MemcpyAsync(t.Storage.Device!.Pointer, (nint)((byte*)pin.Pointer + (long)src.Offset * src.DType.Size()), bytes,
                 CudaRuntime.MemcpyHostToDevice, device.Stream);
-            device.Synchronize(); // the pinned host buffer must outlive the copy
+            // No synchronization: from pageable memory, cudaMemcpyAsync returns once the bytes are staged (CUDA's
+            // "API synchronization behavior"), so the host buffer may move or change afterwards.
         }
         return t;
     }

@@ -191,7 +191,7 @@ public static class ModelBench
             ["new"] = newTokens, ["runs"] = runs, ["threads"] = ComputeSettings.Threads,
         };
         var script = Path.Combine(Path.GetTempPath(), $"harness-bench-hf-{Environment.ProcessId}.py");
-        File.WriteAllText(script, HfScript.Replace("\n        ", "\n"));
+        File.WriteAllText(script, HfScript);
         var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(script);
         psi.ArgumentList.Add(args.ToJsonString());
