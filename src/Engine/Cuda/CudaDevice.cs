@@ -134,7 +134,28 @@ public sealed class CudaDevice
     public DeviceMemory Allocate(long bytes)
     {
         MakeCurrent();
-        return new DeviceMemory(this, CudaRuntime.MallocAsync(bytes, Stream), bytes, Stream);
+        // Unreachable device tensors are freed by their finalizers; the GC does not see device memory, so after every
+        // CollectEvery bytes allocated a full collection runs (rare: GBs apart), and an allocation that fails retries once
+        // after one. (No GC.AddMemoryPressure: it makes the GC collect far more often than short-lived tensors need.)
+        if (Interlocked.Add(ref _sinceCollect, bytes) > CollectEvery) CollectGarbage();
+        nint p;
+        try { p = CudaRuntime.MallocAsync(bytes, Stream); }
+        catch (CudaException e) when (e.ErrorName == "cudaErrorMemoryAllocation" && bytes < TotalMemory)
+        {
+            CollectGarbage();
+            p = CudaRuntime.MallocAsync(bytes, Stream);
+        }
+        return new DeviceMemory(this, p, bytes, Stream);
+    }
+
+    private long _sinceCollect;
+    private long CollectEvery => Math.Max(1L << 30, TotalMemory / 16);
+
+    private void CollectGarbage()
+    {
+        Interlocked.Exchange(ref _sinceCollect, 0);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
     }
 
     private readonly ConcurrentDictionary<string, nint> _byKey = new();
@@ -198,7 +219,7 @@ public sealed class CudaDevice
 
 /// <summary>
 /// A device allocation (cudaMallocAsync on the stream that asked). Freed stream-ordered on that stream by Dispose or the
-/// finalizer; the GC is told of its size so that unreachable device tensors get collected before the card fills.
+/// finalizer (see <see cref="CudaDevice.Allocate"/> for when collections run).
 /// </summary>
 public sealed class DeviceMemory : IDisposable
 {
@@ -215,7 +236,6 @@ public sealed class DeviceMemory : IDisposable
         _pointer = pointer;
         Bytes = bytes;
         _stream = stream;
-        if (bytes > 0) GC.AddMemoryPressure(bytes);
     }
 
     public void Dispose()
@@ -236,6 +256,5 @@ public sealed class DeviceMemory : IDisposable
             CudaRuntime.FreeAsync(p, _stream);
         }
         catch (Exception) { /* process teardown: the driver frees everything anyway */ }
-        if (Bytes > 0) GC.RemoveMemoryPressure(Bytes);
     }
 }
