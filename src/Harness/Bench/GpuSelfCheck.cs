@@ -421,6 +421,9 @@ public static class GpuSelfCheck
         var got = new LlamaForCausalLM(gpuWeights, config, ParallelContext.Single).Forward(ids, 8)!;
         if (!got.IsCuda) return "the GPU model's logits are on the host";
         if (Close($"{model} prefill logits", got, want, tol) is { } e) return e;
+        // Greedy tokens only in float32: in bf16 a near-tie of two logits flips with the summation order (GEMV vs the
+        // CPU's blocked GEMM); the catalog's bf16 scenarios judge the GPU's tokens against HF with a logprob tolerance.
+        if (model.Contains("bf16", StringComparison.Ordinal)) return null;
         var genCpu = new LlamaForCausalLM(cpuWeights, config, ParallelContext.Single).Generate(ids, 6, 3);
         var genGpu = new LlamaForCausalLM(gpuWeights, config, ParallelContext.Single).Generate(ids, 6, 3);
         return genCpu.Tokens.SequenceEqual(genGpu.Tokens) ? null
