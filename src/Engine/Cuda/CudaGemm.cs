@@ -99,7 +99,7 @@ public static class CudaGemm
             || (m > 1 && a.Strides[1] % vec != 0) || b.Strides[2] % vec != 0
             || CudaTensors.Address(a) % 16 != 0 || CudaTensors.Address(b) % 16 != 0) return false;
         var dt = a.DType;
-        var f = device.Function($"gemv/{dt}", "gemv", () => CudaSource.Instantiate(
+        var f = device.Function($"gemv/{CudaSource.Token(dt)}", "gemv", () => CudaSource.Instantiate(
             GemvKernel.Source.Replace("ESZ", es.ToString(System.Globalization.CultureInfo.InvariantCulture)).Replace("VEC", vec.ToString(System.Globalization.CultureInfo.InvariantCulture)), dt));
         using var args = new KernelArgs().Ptr(a).Add((long)a.Strides[1]).Ptr(b).Add((long)b.Strides[2]).Ptr(c).Add(m).Add(n).Add(k);
         args.Launch(device, f, "gemv", ((uint)((n + 7) / 8), 1, 1), (256, 1, 1));
@@ -109,7 +109,7 @@ public static class CudaGemm
 
     private static void Invariant(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
     {
-        var f = device.Function($"gemm_invariant/{a.DType}/{c.DType}", "gemm_invariant", () => CudaSource.Instantiate(InvariantGemmKernel.Source, a.DType, c.DType));
+        var f = device.Function($"gemm_invariant/{CudaSource.Token(a.DType)}/{CudaSource.Token(c.DType)}", "gemm_invariant", () => CudaSource.Instantiate(InvariantGemmKernel.Source, a.DType, c.DType));
         using var args = new KernelArgs()
             .Ptr(a).Add((long)a.Strides[1]).Add((long)a.Strides[2]).Add((long)a.Strides[0])
             .Ptr(b).Add((long)b.Strides[1]).Add((long)b.Strides[2]).Add((long)b.Strides[0])

@@ -29,9 +29,34 @@ public unsafe struct TensorDesc
 /// <summary>Packs kernel arguments (each a pointer to its value, as cuLaunchKernel takes them) and launches.</summary>
 public sealed unsafe class KernelArgs : IDisposable
 {
-    private readonly byte* _buffer = (byte*)NativeMemory.AlignedAlloc(4096, 16);
-    private readonly void** _pointers = (void**)NativeMemory.Alloc(64, (nuint)sizeof(void*));
+    // One argument block per thread, reused by every launch on it (cuLaunchKernel copies the values at the call).
+    [ThreadStatic] private static nint t_buffer, t_pointers;
+    [ThreadStatic] private static bool t_inUse;
+    private readonly byte* _buffer;
+    private readonly void** _pointers;
+    private readonly bool _owned;
     private int _used, _count;
+
+    public KernelArgs()
+    {
+        if (t_buffer == 0)
+        {
+            t_buffer = (nint)NativeMemory.AlignedAlloc(4096, 16);
+            t_pointers = (nint)NativeMemory.Alloc(64, (nuint)sizeof(void*));
+        }
+        if (t_inUse)
+        {   // nested use on one thread (not done today): an owned block
+            _buffer = (byte*)NativeMemory.AlignedAlloc(4096, 16);
+            _pointers = (void**)NativeMemory.Alloc(64, (nuint)sizeof(void*));
+            _owned = true;
+        }
+        else
+        {
+            _buffer = (byte*)t_buffer;
+            _pointers = (void**)t_pointers;
+            t_inUse = true;
+        }
+    }
 
     public KernelArgs Add<T>(T value) where T : unmanaged
     {
@@ -58,7 +83,11 @@ public sealed unsafe class KernelArgs : IDisposable
 
     public void Dispose()
     {
-        NativeMemory.AlignedFree(_buffer);
-        NativeMemory.Free(_pointers);
+        if (_owned)
+        {
+            NativeMemory.AlignedFree(_buffer);
+            NativeMemory.Free(_pointers);
+        }
+        else t_inUse = false;
     }
 }

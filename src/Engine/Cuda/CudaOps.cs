@@ -73,7 +73,7 @@ public static class CudaOps
                 throw new NotSupportedException($"CUDA copy converts between float dtypes only ({src.DType.TorchName()} to {dst.DType.TorchName()})");
             name = "copy_convert";
             var (si, di) = (src.DType, dst.DType);
-            f = device.Function($"copy_convert/{si}/{di}", name, () => CudaSource.Instantiate(ElementwiseKernels.CopyConvert, si, di));
+            f = device.Function($"copy_convert/{CudaSource.Token(si)}/{CudaSource.Token(di)}", name, () => CudaSource.Instantiate(ElementwiseKernels.CopyConvert, si, di));
         }
         using var args = new KernelArgs().Ptr(src).Add(TensorDesc.Of(src)).Ptr(dst).Add(TensorDesc.Of(dst)).Add(n);
         args.Launch(device, f, name, GridFor(device, n), (Threads, 1, 1));
@@ -89,7 +89,7 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, outDType ?? x.DType, x.ShapeArray);
         long n = x.NumEl;
         using var args = new KernelArgs().Ptr(x).Add(TensorDesc.Of(x)).Ptr(y).Add(s).Add(n);
-        var f = device.Function($"unary_{TOp.Name}/{x.DType}/{y.DType}", "unary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Unary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), x.DType, y.DType));
+        var f = device.Function($"unary_{TOp.Name}/{CudaSource.Token(x.DType)}/{CudaSource.Token(y.DType)}", "unary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Unary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), x.DType, y.DType));
         args.Launch(device, f, "unary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
@@ -106,7 +106,7 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, outDType, shape);
         long n = y.NumEl;
         using var args = new KernelArgs().Ptr(ea).Add(TensorDesc.Of(ea)).Ptr(eb).Add(TensorDesc.Of(eb)).Ptr(y).Add(n);
-        var f = device.Function($"binary_{TOp.Name}/{a.DType}/{outDType}/{b.DType}", "binary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Binary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), a.DType, outDType, b.DType));
+        var f = device.Function($"binary_{TOp.Name}/{CudaSource.Token(a.DType)}/{CudaSource.Token(outDType)}/{CudaSource.Token(b.DType)}", "binary_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Binary.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), a.DType, outDType, b.DType));
         args.Launch(device, f, "binary_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
@@ -120,7 +120,7 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, gate.DType, gate.ShapeArray);
         long n = y.NumEl;
         using var args = new KernelArgs().Ptr(gate).Add(TensorDesc.Of(gate)).Ptr(up).Add(TensorDesc.Of(up)).Ptr(y).Add(n);
-        var f = device.Function($"gated_{TOp.Name}/{gate.DType}", "gated_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Gated.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), gate.DType));
+        var f = device.Function($"gated_{TOp.Name}/{CudaSource.Token(gate.DType)}", "gated_" + TOp.Name, () => CudaSource.Instantiate(ElementwiseKernels.Gated.Replace("NAME", TOp.Name).Replace("EXPR", TOp.Expression), gate.DType));
         args.Launch(device, f, "gated_" + TOp.Name, GridFor(device, n), (Threads, 1, 1));
         return y;
     }
@@ -138,7 +138,7 @@ public static class CudaOps
         var wdt = w?.DType ?? x.DType;
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Add(w is null ? 0 : CudaTensors.Address(w)).Ptr(y).Add(n).Add(eps).Add(kind);
-        var f = device.Function($"rms_norm/{x.DType}/{outDType}/{wdt}", "rms_norm", () => CudaSource.Instantiate(RowKernels.RmsNorm, x.DType, outDType, wdt));
+        var f = device.Function($"rms_norm/{CudaSource.Token(x.DType)}/{CudaSource.Token(outDType)}/{CudaSource.Token(wdt)}", "rms_norm", () => CudaSource.Instantiate(RowKernels.RmsNorm, x.DType, outDType, wdt));
         args.Launch(device, f, "rms_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
@@ -155,7 +155,7 @@ public static class CudaOps
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Add(w is null ? 0 : CudaTensors.Address(w)).Add(b is null ? 0 : CudaTensors.Address(b))
             .Ptr(y).Add(n).Add(eps).Add(w is null ? 0 : 1).Add(b is null ? 0 : 1);
-        var f = device.Function($"layer_norm/{x.DType}/{w?.DType ?? b?.DType ?? x.DType}", "layer_norm", () => CudaSource.Instantiate(RowKernels.LayerNorm, x.DType, x.DType, w?.DType ?? b?.DType ?? x.DType));
+        var f = device.Function($"layer_norm/{CudaSource.Token(x.DType)}/{w?.DType ?? b?.DType ?? x.DType}", "layer_norm", () => CudaSource.Instantiate(RowKernels.LayerNorm, x.DType, x.DType, w?.DType ?? b?.DType ?? x.DType));
         args.Launch(device, f, "layer_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
@@ -169,7 +169,7 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, outDType, x.ShapeArray);
         int rows = n == 0 ? 0 : x.NumEl / n;
         using var args = new KernelArgs().Ptr(xc).Ptr(y).Add(n).Add(log ? 1 : 0);
-        var f = device.Function($"softmax/{x.DType}/{outDType}", "softmax", () => CudaSource.Instantiate(RowKernels.Softmax, x.DType, outDType));
+        var f = device.Function($"softmax/{CudaSource.Token(x.DType)}/{CudaSource.Token(outDType)}", "softmax", () => CudaSource.Instantiate(RowKernels.Softmax, x.DType, outDType));
         args.Launch(device, f, "softmax", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
         return y;
     }
@@ -193,7 +193,7 @@ public static class CudaOps
         var y = CudaTensors.Empty(device, x.DType, x.ShapeArray);
         long n = y.NumEl;
         using var args = new KernelArgs().Ptr(x3).Add(TensorDesc.Of(x3)).Ptr(c).Ptr(s).Ptr(y).Add(n);
-        var f = device.Function($"rope/{x.DType}", "rope", () => CudaSource.Instantiate(AttentionKernels.Rope, x.DType));
+        var f = device.Function($"rope/{CudaSource.Token(x.DType)}", "rope", () => CudaSource.Instantiate(AttentionKernels.Rope, x.DType));
         args.Launch(device, f, "rope", GridFor(device, n), (Threads, 1, 1));
         return y;
     }
@@ -210,7 +210,7 @@ public static class CudaOps
             throw new ArgumentException($"attention: q [heads, t, hd], k and v [kv, s, hd] with heads % kv == 0 and one dtype; got {q}, {k}, {v}");
         int s = k.Size(1);
         var y = CudaTensors.Empty(device, q.DType, q.ShapeArray);
-        var f = device.Function($"attention/{q.DType}", "attention", () => CudaSource.Instantiate(AttentionKernels.Attention, q.DType));
+        var f = device.Function($"attention/{CudaSource.Token(q.DType)}", "attention", () => CudaSource.Instantiate(AttentionKernels.Attention, q.DType));
         uint shared = (uint)(s * sizeof(float));
         if (shared > 48 * 1024) Interop.CudaDriver.FuncSetMaxDynamicShared(f, (int)shared, "attention");
         using var args = new KernelArgs().Ptr(q).Add(TensorDesc.Of(q)).Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(y)
@@ -276,7 +276,7 @@ public static class CudaOps
         var values = CudaTensors.Empty(device, DType.Float32, shape);
         var indices = CudaTensors.Empty(device, DType.Int64, shape);
         int rows = n == 0 ? 0 : x.NumEl / n;
-        var f = device.Function($"topk/{x.DType}", "topk", () => CudaSource.Instantiate(IndexKernels.TopK, x.DType));
+        var f = device.Function($"topk/{CudaSource.Token(x.DType)}", "topk", () => CudaSource.Instantiate(IndexKernels.TopK, x.DType));
         using (var args = new KernelArgs().Ptr(xc).Ptr(values).Ptr(indices).Add(n).Add(k))
             args.Launch(device, f, "topk", ((uint)rows, 1, 1), (Threads, 1, 1));
         return (x.DType == DType.Float32 ? values : Copy(values, x.DType), indices);
