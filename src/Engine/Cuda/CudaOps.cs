@@ -143,6 +143,25 @@ public static class CudaOps
         return y;
     }
 
+    /// <summary>(a + b, LlamaRMSNorm(a + b)) in one pass: a, b [.., n] of one shape and dtype; the sum in that dtype.</summary>
+    public static (Tensor Sum, Tensor Normed) AddRmsNorm(Tensor a, Tensor b, Tensor weight, float eps)
+    {
+        var device = DeviceOf("add_rms_norm", a, b, weight);
+        if (!Shape.SequenceEqual(a.Shape, b.Shape) || a.DType != b.DType)
+            throw new ArgumentException($"add_rms_norm: {a} and {b} must have one shape and dtype");
+        int n = a.Size(-1);
+        var (ac, bc, w) = (a.Contiguous(), b.Contiguous(), weight.Contiguous());
+        var outDType = w.DType != a.DType ? DType.Float32 : a.DType;                // torch's promotion, as RmsNorm
+        var sum = CudaTensors.Empty(device, a.DType, a.ShapeArray);
+        var y = CudaTensors.Empty(device, outDType, a.ShapeArray);
+        var f = device.Function($"add_rms_norm/{CudaSource.Token(a.DType)}/{CudaSource.Token(outDType)}/{CudaSource.Token(w.DType)}", "add_rms_norm",
+            () => CudaSource.Instantiate(RowKernels.AddRmsNorm, a.DType, outDType, w.DType));
+        int rows = n == 0 ? 0 : a.NumEl / n;
+        using var args = new KernelArgs().Ptr(ac).Ptr(bc).Ptr(sum).Ptr(w).Ptr(y).Add(n).Add(eps);
+        args.Launch(device, f, "add_rms_norm", ((uint)rows, 1, 1), (RowKernels.Threads, 1, 1));
+        return (sum, y);
+    }
+
     public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, float eps)
     {
         var device = DeviceOf("layer_norm", x, weight, bias);

@@ -320,6 +320,10 @@ public static class GpuSelfCheck
                 var weight = kind == RmsNormKind.GemmaNoScale ? null : w;
                 if (Close($"{dt.TorchName()} rms_norm {kind}", Norms.RmsNorm(xd, weight?.ToDevice(d), 1e-5, kind), Norms.RmsNorm(x, weight, 1e-5, kind), tol) is { } e) return e;
             }
+            var r = Rand(dt, 17, 300);
+            var (sum, normed) = CudaOps.AddRmsNorm(xd, r.ToDevice(d), w.ToDevice(d), 1e-5f);
+            if (Bitwise($"{dt.TorchName()} add_rms_norm sum", sum, Elementwise.Add(x, r)) is { } ea) return ea;
+            if (Close($"{dt.TorchName()} add_rms_norm", normed, Norms.RmsNorm(Elementwise.Add(x, r), w, 1e-5), tol) is { } eb) return eb;
             var w32 = Rand(DType.Float32, 300);
             if (Close($"{dt.TorchName()} rms_norm with fp32 weight", Norms.RmsNorm(xd, w32.ToDevice(d), 1e-6), Norms.RmsNorm(x, w32, 1e-6), tol) is { } e0) return e0;
             var e2 = First(

@@ -32,6 +32,29 @@ public static class RowKernels
         }
         """;
 
+    /// <summary>
+    /// add_rms_norm (the decoder's residual add fused with the next Llama RMSNorm): s = rnd_TIN(a[r] + b[r]) written to
+    /// sum[r] (torch's add in the dtype), then exactly <see cref="RmsNorm"/> with KIND 0 on s into out[r].
+    /// </summary>
+    public const string AddRmsNorm = """
+        extern "C" __global__ void add_rms_norm(const void* a, const void* b, void* sum, const void* w, void* out, int n, float eps) {
+          __shared__ float sh[32];
+          const long long base = (long long)blockIdx.x * n;
+          float ss = 0.0f;
+          for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            float h = rnd_TIN(ld_TIN(a, base + j) + ld_TIN(b, base + j));
+            st_TIN(sum, base + j, h);
+            ss = fmaf(h, h, ss);
+          }
+          ss = block_sum(ss, sh);
+          float inv = 1.0f / sqrtf(ss / (float)n + eps);
+          for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            float h = rnd_TIN(ld_TIN(a, base + j) + ld_TIN(b, base + j));
+            st_TOUT(out, base + j, rnd_TIN(h * inv) * ld_TW(w, j));
+          }
+        }
+        """;
+
     /// <summary>layer_norm: mean = sum(h)/n; var = sum((h-mean)^2)/n; y = (h-mean)/sqrtf(var+eps) * w + b (w, b optional: flags).</summary>
     public const string LayerNorm = """
         extern "C" __global__ void layer_norm(const void* x, const void* w, const void* b, void* out, int n, float eps, int hasW, int hasB) {
