@@ -24,6 +24,7 @@ public static class Cli
             ReportCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
+            BenchCommands.CheckGpu(),
         };
         foreach (var option in root.Options)
             if (option is VersionOption version)

@@ -11,16 +11,16 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// <summary>The client over the process-wide worker.</summary>
     public static ReferenceClient Shared { get; } = new(ReferenceWorker.Shared);
 
-    public sealed record Versions(string Python, string Torch, string Transformers, int Threads, string Blas)
+    public sealed record Versions(string Python, string Torch, string Transformers, int Threads, string Blas, string Device = "cpu")
     {
-        public override string ToString() => $"python {Python}, torch {Torch}, transformers {Transformers}, {Threads} threads, BLAS {Blas}";
+        public override string ToString() => $"python {Python}, torch {Torch}, transformers {Transformers}, {Threads} threads, BLAS {Blas}, device {Device}";
     }
 
     public Versions GetVersions()
     {
         var h = Worker.Start();
         return new Versions((string?)h["python"] ?? "?", (string?)h["torch"] ?? "?", (string?)h["transformers"] ?? "?",
-            (int?)h["threads"] ?? 0, (string?)h["blas"] ?? "?");
+            (int?)h["threads"] ?? 0, (string?)h["blas"] ?? "?", (string?)h["device"] ?? "cpu");
     }
 
     /// <summary>The host path of a path as the worker sees it (the chroot's root prefixed).</summary>

@@ -7,10 +7,11 @@ namespace Harness.Engine.Models;
 /// <see cref="Length"/> positions are filled. Prefill appends the prompt's real tokens (never SP padding), decode one
 /// token per step.
 /// </summary>
-public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype)
+/// With a <paramref name="device"/>, the cache lives in device memory (appends are device copies).
+public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype, Cuda.CudaDevice? device = null)
 {
-    private readonly Tensor _k = Tensor.Zeros(dtype, kvHeads, capacity, headDim);
-    private readonly Tensor _v = Tensor.Zeros(dtype, kvHeads, capacity, headDim);
+    private readonly Tensor _k = device is null ? Tensor.Zeros(dtype, kvHeads, capacity, headDim) : Cuda.CudaTensors.Zeros(device, dtype, kvHeads, capacity, headDim);
+    private readonly Tensor _v = device is null ? Tensor.Zeros(dtype, kvHeads, capacity, headDim) : Cuda.CudaTensors.Zeros(device, dtype, kvHeads, capacity, headDim);
 
     public int Length { get; private set; }
     public int Capacity => capacity;

@@ -62,6 +62,7 @@ public static class Activation
     public static Tensor Apply(Tensor x, ActivationKind kind)
     {
         OpSupport.RequireFloat(x, Name(kind));
+        if (x.IsCuda) return CudaApply(x, kind);
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Activations.Apply(kind, f.Span<float>(), y.Span<float>(), x.DType);
@@ -82,7 +83,28 @@ public static class Activation
     public static Tensor ApplyGated(Tensor gate, Tensor up, ActivationKind kind)
     {
         if (Runtime.Faults.IsActive(Runtime.Faults.GateUpSwapped)) (gate, up) = (up, gate);
+        if (gate.IsCuda && up.IsCuda && gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && kind != ActivationKind.GeluNew)
+            return kind switch
+            {
+                ActivationKind.Gelu => Cuda.CudaOps.Gated<Cuda.Kernels.GeluExactOp>(gate, up),
+                ActivationKind.GeluTanh => Cuda.CudaOps.Gated<Cuda.Kernels.GeluTanhOp>(gate, up),
+                ActivationKind.Silu => Cuda.CudaOps.Gated<Cuda.Kernels.SiluOp>(gate, up),
+                ActivationKind.Relu => Cuda.CudaOps.Gated<Cuda.Kernels.ReluOp>(gate, up),
+                _ => Cuda.CudaOps.Gated<Cuda.Kernels.QuickGeluOp>(gate, up),
+            };
         var a = Apply(gate, kind);
         return Elementwise.Mul(a, up);
     }
+
+    // The CUDA kernels, one per kind (gelu_new rounds after each op in bf16 on the host path; on the device it is the
+    // tanh formula in float32, one rounding: exact for float32 only).
+    private static Tensor CudaApply(Tensor x, ActivationKind kind) => kind switch
+    {
+        ActivationKind.Gelu => Cuda.CudaOps.Unary<Cuda.Kernels.GeluExactOp>(x),
+        ActivationKind.GeluTanh or ActivationKind.GeluNew => Cuda.CudaOps.Unary<Cuda.Kernels.GeluTanhOp>(x),
+        ActivationKind.Silu => Cuda.CudaOps.Unary<Cuda.Kernels.SiluOp>(x),
+        ActivationKind.Relu => Cuda.CudaOps.Unary<Cuda.Kernels.ReluOp>(x),
+        ActivationKind.QuickGelu => Cuda.CudaOps.Unary<Cuda.Kernels.QuickGeluOp>(x),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
 }

@@ -118,6 +118,11 @@ public static class Elementwise
         if (!Shape.SequenceEqual(shape, dst.Shape))
             throw new ArgumentException(
                 $"output with shape {Shape.Format(dst.Shape)} doesn't match the broadcast shape {Shape.Format(shape)}");
+        if (dst.IsCuda || src.IsCuda)
+        {
+            dst.CopyFrom(Binary(BinaryOp.Add, dst, src, "add_"));
+            return;
+        }
         if (dst.DType == DType.Float32 && src.DType == DType.Float32 && dst.IsContiguous && src.IsContiguous
             && Shape.SequenceEqual(src.Shape, dst.Shape))
         {
@@ -136,6 +141,7 @@ public static class Elementwise
     private static Tensor Binary(BinaryOp op, Tensor a, Tensor b, string name)
     {
         var dt = OpSupport.ResultType(a, b, name);
+        if (a.IsCuda || b.IsCuda) return CudaBinary(op, a, b, dt, name);
         var shape = Shape.Broadcast(a.Shape, b.Shape);
         var y = Tensor.Zeros(DType.Float32, shape);
         BinaryInto(op, OpSupport.Float32(a).Expand(shape), OpSupport.Float32(b).Expand(shape), y);
@@ -159,9 +165,35 @@ public static class Elementwise
             K.Elementwise.Binary(op, sa[w.Offsets[0]..], w.InnerStrides[0], sb[w.Offsets[1]..], w.InnerStrides[1], d.Slice(r * n, n));
     }
 
+    // Device operands: the same arithmetic (float32, one rounding) in a CUDA kernel; a host 0-dim operand moves to the device.
+    private static Tensor CudaBinary(BinaryOp op, Tensor a, Tensor b, DType dt, string name)
+    {
+        var device = a.IsCuda ? a.CudaDevice : b.CudaDevice;
+        a = a.ToDevice(device);
+        b = b.ToDevice(device);
+        if (a.DType != dt) a = a.To(dt);
+        if (b.DType != dt && !b.DType.IsFloatingPoint()) b = b.ToHost().To(dt).ToDevice(device);
+        return op switch
+        {
+            BinaryOp.Add => Cuda.CudaOps.Binary<Cuda.Kernels.AddOp>(a, b, dt),
+            BinaryOp.Sub => Cuda.CudaOps.Binary<Cuda.Kernels.SubOp>(a, b, dt),
+            BinaryOp.Mul => Cuda.CudaOps.Binary<Cuda.Kernels.MulOp>(a, b, dt),
+            BinaryOp.Div => Cuda.CudaOps.Binary<Cuda.Kernels.DivOp>(a, b, dt),
+            _ => throw new NotSupportedException($"{name} on CUDA tensors is not implemented yet"),
+        };
+    }
+
     private static Tensor Scalar(BinaryOp op, Tensor a, float s, string name)
     {
         OpSupport.RequireFloat(a, name);
+        if (a.IsCuda)
+            return op switch
+            {
+                BinaryOp.Add => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, s),
+                BinaryOp.Sub => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, -s),
+                BinaryOp.Mul => Cuda.CudaOps.Unary<Cuda.Kernels.MulScalarOp>(a, s),
+                _ => throw new NotSupportedException($"{name} with a scalar on CUDA tensors is not implemented yet"),
+            };
         var f = OpSupport.Float32Contiguous(a);
         var y = Tensor.Zeros(DType.Float32, a.ShapeArray);
         ReadOnlySpan<float> sv = [s];
@@ -172,6 +204,13 @@ public static class Elementwise
     private static Tensor Unary(UnaryOp op, Tensor x, string name)
     {
         OpSupport.RequireFloat(x, name);
+        if (x.IsCuda)
+            return op switch
+            {
+                UnaryOp.Neg => Cuda.CudaOps.Unary<Cuda.Kernels.NegOp>(x),
+                UnaryOp.Exp => Cuda.CudaOps.Unary<Cuda.Kernels.ExpOp>(x),
+                _ => throw new NotSupportedException($"{name} on CUDA tensors is not implemented yet"),
+            };
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Elementwise.Unary(op, f.Span<float>(), y.Span<float>());

@@ -13,6 +13,7 @@ public static class Embedding
             throw new ArgumentException($"embedding: weight must be 2D [vocab, hidden], got shape {Shape.Format(weight.Shape)}");
         if (ids.DType is not (DType.Int64 or DType.Int32))
             throw new ArgumentException($"embedding: expected ids of dtype int64 or int32, got {ids.DType.TorchName()}");
+        if (weight.IsCuda) return Cuda.CudaOps.Embedding(weight, ids);
         int vocab = weight.Size(0), hidden = weight.Size(1);
         var table = weight.Contiguous();
         var idv = ids.ToInt64Array();

@@ -104,6 +104,11 @@ public static class Matmul
 
         var ea = a.Expand([.. batch, m, k]); // stride 0 on broadcast dims: no copy
         var eb = b.Expand([.. batch, kb, n]);
+        if (a.IsCuda || b.IsCuda)
+        {
+            var dc = Cuda.CudaGemm.Multiply(ea.ToDevice(DeviceOf(a, b)), eb.ToDevice(DeviceOf(a, b)));
+            return squeezeRow ? dc.Squeeze(-2) : dc;
+        }
         int count = (int)Shape.NumEl(batch);
         var viewsA = new MatrixView[count];
         var viewsB = new MatrixView[count];
@@ -138,10 +143,17 @@ public static class Matmul
             throw new ArgumentException(
                 $"mat1 and mat2 shapes cannot be multiplied ({a.Shape[0]}x{a.Shape[1]} and {b.Shape[0]}x{b.Shape[1]})");
         int m = a.Shape[0], n = b.Shape[1];
+        if (a.IsCuda || b.IsCuda)
+        {
+            var device = DeviceOf(a, b);
+            return Cuda.CudaGemm.Multiply(a.ToDevice(device).Unsqueeze(0), b.ToDevice(device).Unsqueeze(0)).Squeeze(0);
+        }
         var result = Tensor.Zeros(DType.Float32, m, n);
         if (m > 0 && n > 0) Gemm.Multiply(MatrixView.Of(a), MatrixView.Of(b), result.Span<float>(), n);
         return result.To(a.DType);
     }
+
+    private static Cuda.CudaDevice DeviceOf(Tensor a, Tensor b) => a.IsCuda ? a.CudaDevice : b.CudaDevice;
 
     /// <summary>
     /// The shapes vLLM's batch-invariant matmul accepted before its Gemma4-E2B fix (<see cref="MatmulOptions.PreFixBatchInvariantShapes"/>,

@@ -61,6 +61,11 @@ public static class Norms
             CheckParam(weight, n, "weight", x);
         }
         float feps = (float)eps;
+        if (x.IsCuda)
+        {
+            var outDt = kind == RmsNormKind.Llama && weight!.DType != x.DType ? DType.Float32 : x.DType;
+            return Cuda.CudaOps.RmsNorm(x, weight?.ToDevice(x.CudaDevice), feps, (int)kind, outDt);
+        }
         float[]? w = weight is null ? null : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
         if (kind == RmsNormKind.GemmaOnePlusWeight)
             for (int i = 0; i < w!.Length; i++) w[i] = 1f + w[i];
@@ -94,6 +99,7 @@ public static class Norms
         int n = x.Rank == 0 ? 1 : x.Size(-1);
         if (weight is not null) CheckParam(weight, n, "weight", x);
         if (bias is not null) CheckParam(bias, n, "bias", x);
+        if (x.IsCuda) return Cuda.CudaOps.LayerNorm(x, weight?.ToDevice(x.CudaDevice), bias?.ToDevice(x.CudaDevice), (float)eps);
         float[] g = weight is null ? [] : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
         float[] b = bias is null ? [] : OpSupport.Float32Contiguous(bias).Span<float>().ToArray();
         float feps = (float)eps;

@@ -138,6 +138,8 @@ public static class Rotary
                 $"apply_rotary_pos_emb: cos/sin {Shape.Format(c.Shape)} do not broadcast to q {Shape.Format(q.Shape)}");
         int d = q.Size(-1);
         if (d % 2 != 0) throw new ArgumentException($"apply_rotary_pos_emb: head dim must be even, got shape {Shape.Format(q.Shape)}");
+        if (q.IsCuda && dt == q.DType && c.NumEl == q.Size(-2) * d)
+            return Cuda.CudaOps.Rope(q, c.ToDevice(q.CudaDevice), s.ToDevice(q.CudaDevice));
         var qf = OpSupport.Float32Contiguous(q);
         var cf = OpSupport.Float32Contiguous(c).Expand(shape);
         var sf = OpSupport.Float32Contiguous(s).Expand(shape);

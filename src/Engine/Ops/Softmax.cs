@@ -21,6 +21,11 @@ public static class Softmax
         if (x.Rank == 0) return Run(OpSupport.As1D(x), 0, log).Reshape();
         int d = Shape.WrapDim(dim, x.Rank);
         var moved = d == x.Rank - 1 ? x : x.Transpose(d, -1);
+        if (x.IsCuda)
+        {
+            var r = Cuda.CudaOps.Softmax(moved, log, x.DType);
+            return d == x.Rank - 1 ? r : r.Transpose(d, -1).Contiguous();
+        }
         var result = RowWise.Apply(moved, x.DType, (row, y, invariant) =>
         {
             if (log) K.Softmax.LogRow(row, y, invariant, d == x.Rank - 1 ? x.DType : DType.Float32); // torch rounds the sum only in its last-dim kernel

@@ -18,6 +18,11 @@ public static class TopK
         int n = src.Size(-1);
         if (k < 0 || k > n)
             throw new ArgumentOutOfRangeException(nameof(k), $"topk: selected index k={k} out of range for last dim of size {n} (shape {Shape.Format(x.Shape)})");
+        if (x.IsCuda)
+        {
+            var (cv, ci) = Cuda.CudaOps.TopK(src, k);
+            return x.Rank == 0 ? (cv.Reshape(), ci.Reshape()) : (cv, ci);
+        }
         var f = OpSupport.Float32Contiguous(src);
         var shape = src.ShapeArray;
         shape[^1] = k;

@@ -25,7 +25,7 @@ public sealed class ParallelLMHead
         PaddedVocabSize = Sharding.RoundUp(VocabSize, VocabParallelEmbedding.PaddingMultiple * tp.WorldSize);
         int per = PaddedVocabSize / tp.WorldSize;
         int start = Math.Min(tp.Rank * per, VocabSize), end = Math.Min(start + per, VocabSize);
-        var local = Tensor.Zeros(fullWeight.DType, per, fullWeight.Shape[1]); // padding rows stay zero
+        var local = Tensor.ZerosLike(fullWeight, fullWeight.DType, per, fullWeight.Shape[1]); // padding rows stay zero
         local.Narrow(0, 0, end - start).CopyFrom(fullWeight.Narrow(0, start, end - start));
         _local = new Linear(local);
     }

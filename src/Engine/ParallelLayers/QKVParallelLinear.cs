@@ -34,7 +34,13 @@ public sealed class QKVParallelLinear
         _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim, bias);
         _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
         _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
+        // On a GPU the three shards run as one product (vLLM's fused qkv_proj): [q; k; v] rows, one launch instead of three.
+        if (_q.Weight.IsCuda && (_q.Bias is null) == (_k.Bias is null) && (_k.Bias is null) == (_v.Bias is null))
+            _fused = new Linear(Tensor.Cat([_q.Weight, _k.Weight, _v.Weight], 0),
+                _q.Bias is null ? null : Tensor.Cat([_q.Bias, _k.Bias!, _v.Bias!], 0));
     }
+
+    private readonly Linear? _fused;
 
     private static Linear Load(IWeightSource weights, string prefix, int start, int rows, bool? withBias)
     {
@@ -46,5 +52,11 @@ public sealed class QKVParallelLinear
     }
 
     /// <summary>q [tokens, heads/tp*hd], k and v [tokens, kv_per_rank*hd].</summary>
-    public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x) => (_q.Forward(x), _k.Forward(x), _v.Forward(x));
+    public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x)
+    {
+        if (_fused is null) return (_q.Forward(x), _k.Forward(x), _v.Forward(x));
+        var qkv = _fused.Forward(x);                                       // [tokens, (heads + 2 kv) * hd / tp]
+        int nq = _q.OutFeatures, nk = _k.OutFeatures;
+        return (qkv.Narrow(-1, 0, nq), qkv.Narrow(-1, nq, nk), qkv.Narrow(-1, nq + nk, _v.OutFeatures));
+    }
 }

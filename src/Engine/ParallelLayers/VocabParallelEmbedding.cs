@@ -39,6 +39,7 @@ public sealed class VocabParallelEmbedding
     /// <summary>ids [tokens] (int64/int32) -> [tokens, hidden], summed over ranks.</summary>
     public Tensor Forward(Tensor ids)
     {
+        if (LocalWeight.IsCuda && _tp.WorldSize == 1) return Ops.Embedding.Lookup(LocalWeight, ids); // one rank on a GPU: a plain lookup
         var flat = ids.ToInt64Array();
         int hidden = LocalWeight.Shape[1];
         var partial = Tensor.Zeros(LocalWeight.DType, flat.Length, hidden);
@@ -49,6 +50,7 @@ public sealed class VocabParallelEmbedding
                 throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
             if (id >= Start && id < End) partial.Select(0, i).CopyFrom(LocalWeight.Select(0, (int)(id - Start)));
         }
+        if (LocalWeight.IsCuda) partial = partial.ToDevice(LocalWeight.CudaDevice);
         return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);
     }
 }

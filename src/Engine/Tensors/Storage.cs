@@ -5,7 +5,8 @@ namespace Harness.Engine.Tensors;
 
 /// <summary>
 /// The bytes behind one or more tensors: a managed array, or memory owned elsewhere
-/// (a memory-mapped safetensors file). Views share a storage; nothing here copies.
+/// (a memory-mapped safetensors file), or device memory on a GPU (<see cref="Device"/>; its bytes are not readable from
+/// C#: <see cref="Tensor.ToHost"/> copies them). Views share a storage; nothing here copies.
 /// </summary>
 public sealed class Storage
 {
@@ -20,6 +21,22 @@ public sealed class Storage
         Owner = owner;
     }
 
+    /// <summary>Device memory (a CUDA allocation); the host accessors below throw for it.</summary>
+    public Storage(Cuda.DeviceMemory device)
+    {
+        Device = device ?? throw new ArgumentNullException(nameof(device));
+        _bytes = Memory<byte>.Empty;
+        Owner = device;
+    }
+
+    /// <summary>The device allocation, or null for host memory.</summary>
+    public Cuda.DeviceMemory? Device { get; }
+
+    public bool IsDevice => Device is not null;
+
+    private Memory<byte> HostBytes => Device is null ? _bytes : throw new InvalidOperationException(
+        $"this tensor lives on {Device.Device} ({Device.Bytes} bytes of device memory): copy it to the host with ToHost() before reading its elements");
+
     public static Storage Allocate(long byteCount)
     {
         if (byteCount > Array.MaxLength)
@@ -28,15 +45,15 @@ public sealed class Storage
         return new Storage(new byte[byteCount]);
     }
 
-    public int ByteLength => _bytes.Length;
+    public int ByteLength => Device is null ? _bytes.Length : (int)Device.Bytes;
 
-    public Span<byte> Bytes => _bytes.Span;
+    public Span<byte> Bytes => HostBytes.Span;
 
-    public Memory<byte> Memory => _bytes;
+    public Memory<byte> Memory => HostBytes;
 
     /// <summary>The storage reinterpreted as elements of T (no copy).</summary>
-    public Span<T> As<T>() where T : struct => MemoryMarshal.Cast<byte, T>(_bytes.Span);
+    public Span<T> As<T>() where T : struct => MemoryMarshal.Cast<byte, T>(HostBytes.Span);
 
     /// <summary>Pins the storage and returns a handle; the caller disposes it.</summary>
-    public MemoryHandle Pin() => _bytes.Pin();
+    public MemoryHandle Pin() => HostBytes.Pin();
 }

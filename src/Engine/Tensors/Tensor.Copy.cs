@@ -60,6 +60,7 @@ public sealed partial class Tensor
     /// <summary>A contiguous copy with its own storage.</summary>
     public Tensor Clone()
     {
+        if (IsCuda) return Cuda.CudaOps.Copy(this, DType);
         var t = Zeros(DType, ShapeArray);
         t.CopyFrom(this);
         return t;
@@ -69,6 +70,11 @@ public sealed partial class Tensor
     public void CopyFrom(Tensor src)
     {
         if (!Tensors.Shape.SequenceEqual(src.Shape, Shape)) src = src.Expand(ShapeArray);
+        if (IsCuda || src.IsCuda)
+        {
+            Cuda.CudaOps.CopyInto(src, this);
+            return;
+        }
         if (src.DType == DType && src.IsContiguous && IsContiguous)
         {
             int es = DType.Size();
@@ -163,6 +169,7 @@ public sealed partial class Tensor
     public Tensor To(DType dtype)
     {
         if (dtype == DType) return this;
+        if (IsCuda) return Cuda.CudaOps.Copy(this, dtype);
         var t = Zeros(dtype, ShapeArray);
         t.CopyFrom(this);
         return t;
@@ -171,6 +178,7 @@ public sealed partial class Tensor
     /// <summary>All elements as float32 in row-major order (a new array).</summary>
     public float[] ToFloatArray()
     {
+        if (IsCuda) return ToHost().ToFloatArray();
         var c = To(DType.Float32).Contiguous();
         return c.Span<float>().ToArray();
     }
@@ -185,6 +193,7 @@ public sealed partial class Tensor
 
     public long[] ToInt64Array()
     {
+        if (IsCuda) return ToHost().ToInt64Array();
         var result = new long[NumEl];
         int i = 0;
         foreach (var off in StridedOffsets())
@@ -242,7 +251,7 @@ public sealed partial class Tensor
         }
         var shape = first.ShapeArray;
         shape[d] = total;
-        var result = Zeros(first.DType, shape);
+        var result = ZerosLike(first, first.DType, shape);
         int start = 0;
         foreach (var x in tensors)
         {

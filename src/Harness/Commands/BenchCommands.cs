@@ -7,12 +7,19 @@ internal static class BenchCommands
 {
     public static Command Bench() => PassThrough("bench",
         "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run. " +
-        "Options (passed through): --threads N, --sizes 256,512,..., --no-decode, --no-reference.",
-        Harness.Bench.GemmBenchmark.Run);
+        "Options (passed through): --threads N, --sizes 256,512,..., --no-decode, --no-reference. " +
+        "With --model DIR: the engine's Llama beside HF eager (prefill and greedy decode tokens/s, peak memory, weight-read floor); " +
+        "--device cpu|cuda, --dtype bf16|fp16|fp32, --prompt 128, --new 128, --runs 5, --no-hf.",
+        args => args.Contains("--model") ? Harness.Bench.ModelBench.Run(args) : Harness.Bench.GemmBenchmark.Run(args));
 
     public static Command CheckKernels() => PassThrough("check-kernels",
         "Every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance. Exit 1 on any failure.",
         Harness.Bench.KernelSelfCheck.Run);
+
+    public static Command CheckGpu() => PassThrough("check-gpu",
+        "Every CUDA piece of the engine (interop, cuBLAS and invariant GEMM, NVRTC kernels, the tiny Llama) vs the CPU engine. " +
+        "Optional argument: a substring of the check names. Exit 1 on any failure, 3 when no GPU is usable.",
+        Harness.Bench.GpuSelfCheck.Run);
 
     private static Command PassThrough(string name, string description, Func<string[], int> run)
     {

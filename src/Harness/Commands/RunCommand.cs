@@ -13,7 +13,7 @@ namespace Harness.Commands;
 internal static class RunCommand
 {
     public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null,
-        bool ConfigMutations = false);
+        string Device = "cpu", bool ConfigMutations = false);
 
     public static Command Create()
     {
@@ -35,6 +35,13 @@ internal static class RunCommand
             if (name is not null && !Engine.Runtime.Faults.Known.ContainsKey(name))
                 r.AddError($"--fault: unknown fault '{name}'; known: {string.Join(", ", Engine.Runtime.Faults.Known.Keys.Order())}");
         });
+        var device = new Option<string>("--device")
+        {
+            Description = "Where the engine runs: cpu (default) or cuda (the GPU; ids get a /cuda part; scenarios without a GPU path are listed and skipped).",
+            DefaultValueFactory = _ => "cpu",
+            HelpName = "cpu|cuda",
+        };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
         var offline = new Option<bool>("--offline")
         {
             Description = "Compare against the recorded reference in fixtures/ (no Python needed) instead of the live HF reference.",
@@ -76,13 +83,13 @@ internal static class RunCommand
             "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
             "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
         {
-            filter, offline, report, baseline, growth, failFast, fault, configMutations,
+            filter, offline, report, baseline, growth, failFast, fault, device, configMutations,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
         });
-        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(configMutations))));
+        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(device) ?? "cpu", r.GetValue(configMutations))));
         return command;
     }
 
@@ -108,6 +115,24 @@ internal static class RunCommand
             CliSupport.PrintNearMatches(o.Filters.FirstOrDefault() ?? "", Console.Error);
             return ExitCodes.Usage;
         }
+        if (o.Device != "cpu")
+        {
+            var onDevice = scenarios.Select(s => (s, d: CudaScenarios.OnDevice(s, o.Device))).ToList();
+            foreach (var (s, _) in onDevice.Where(x => x.d is null))
+                Console.WriteLine($"skipped on {o.Device}: {s.Id} (no GPU path for {s.Model} scenarios yet)");
+            scenarios = onDevice.Where(x => x.d is not null).Select(x => x.d!).ToList();
+            if (scenarios.Count == 0)
+            {
+                Console.Error.WriteLine($"harness run: none of the selected scenarios runs on {o.Device}");
+                return ExitCodes.Usage;
+            }
+            if (!Engine.Cuda.CudaDevice.TryGet(out var gpu, out var why))
+            {
+                Console.Error.WriteLine($"harness run --device {o.Device}: no usable GPU: {why}");
+                return ExitCodes.Failed;
+            }
+            Console.WriteLine($"engine on {Bench.GpuSelfCheck.Describe(gpu!)}");
+        }
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
                 : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(s.Id, o.Fault) }).ToList();
@@ -116,6 +141,8 @@ internal static class RunCommand
             Console.Error.WriteLine("harness run: --config-mutations needs the live reference (HF's config defaults come from it), not --offline");
             return ExitCodes.Usage;
         }
+        if (o.Device == "cuda" && !o.Offline && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
+            Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda"); // the reference on the GPU too (the worker inherits it)
         var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run");
         if (context is null) return ExitCodes.Usage;
         if (o.ConfigMutations) return RunConfigMutations(scenarios, context);

@@ -38,6 +38,9 @@ public sealed record LlamaScenario : Scenario
     /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
     public long[]? PromptIds { get; init; }
 
+    /// <summary>"cpu", or "cuda" to run the engine on the GPU (see <see cref="CudaScenarios"/>; the id ends in /cuda).</summary>
+    public string Device { get; init; } = "cpu";
+
     /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
     public string Variant { get; }
 
@@ -200,7 +203,8 @@ public sealed record LlamaScenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint, DType);                     // computed in the scenario's dtype, as HF loads it
+        IWeightSource weights = new CheckpointWeights(checkpoint, DType);          // computed in the scenario's dtype, as HF loads it
+        using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
         return new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);

@@ -120,7 +120,7 @@ public sealed class ScenarioContext
         var v = Client.GetVersions();
         return new Dictionary<string, string>
         {
-            ["python"] = v.Python, ["torch"] = v.Torch, ["transformers"] = v.Transformers,
+            ["python"] = v.Python, ["torch"] = v.Torch, ["transformers"] = v.Transformers, ["device"] = v.Device,
             ["recorded_at"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
         };
     }

@@ -257,6 +257,15 @@ def dir_signature(path):
 
 _model_cache = {}
 
+# HARNESS_REFERENCE_DEVICE=cuda (set by `harness run --device cuda`): the reference model and its inputs go on the GPU.
+REFERENCE_DEVICE = os.environ.get("HARNESS_REFERENCE_DEVICE", "cpu") or "cpu"
+
+
+def reference_device_name():
+    if REFERENCE_DEVICE.startswith("cuda") and torch.cuda.is_available():
+        return f"{REFERENCE_DEVICE} ({torch.cuda.get_device_name(torch.device(REFERENCE_DEVICE))})"
+    return REFERENCE_DEVICE
+
 
 def load_model(model_dir, dtype_name_, class_name=None):
     """from_pretrained with eager attention; the last model stays cached until its directory
@@ -273,6 +282,7 @@ def load_model(model_dir, dtype_name_, class_name=None):
         class_name = archs[0] if archs and hasattr(transformers, archs[0]) else "AutoModelForCausalLM"
     cls = model_class_named(class_name)
     model = cls.from_pretrained(model_dir, dtype=torch_dtype(dtype_name_), attn_implementation="eager")
+    model.to(REFERENCE_DEVICE)
     model.eval()
     _model_cache[key] = (sig, model)
     return model
@@ -284,9 +294,9 @@ def model_inputs(args, tensors, model):
         ids = need(tensors, "input_ids")
         if ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must be int64 or int32, got {ids.dtype}")
-        return {"input_ids": ids.to(torch.int64)}
+        return {"input_ids": ids.to(torch.int64).to(model.device)}
     if kind == "inputs_embeds":
-        return {"inputs_embeds": need(tensors, "inputs_embeds").to(model.dtype)}
+        return {"inputs_embeds": need(tensors, "inputs_embeds").to(model.dtype).to(model.device)}
     raise ValueError(f"input_kind must be 'input_ids' or 'inputs_embeds', got {kind!r}")
 
 
@@ -389,6 +399,7 @@ def op_hello(args, tensors):
         "safetensors": safetensors.__version__,
         "threads": torch.get_num_threads(),
         "host_root": os.environ.get("HARNESS_HOST_ROOT", ""),
+        "device": reference_device_name(),
         "pid": os.getpid(),
         "blas": blas_summary(),
         "import_seconds": round(IMPORT_SECONDS, 3),

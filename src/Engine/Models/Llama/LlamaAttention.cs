@@ -47,16 +47,26 @@ public sealed class LlamaAttention
         cache.Append(k.Select(0, 0).Narrow(1, 0, realTokens), v.Select(0, 0).Narrow(1, 0, realTokens));
         var (keys, values) = cache.Filled;                                 // [kv, past + real, hd]
 
-        int group = heads / kvHeads;
+        // on a GPU: one fused kernel (CudaOps.Attention) with the eager path's roundings (scores rounded to the dtype,
+        // scaled and rounded, causal mask, float32 softmax rounded to the dtype, probs @ values in float32)
+        var output = q.IsCuda
+            ? Cuda.CudaOps.Attention(q.Select(0, 0), keys, values, past, 0, (float)_scaling)   // [heads, t, hd]
+            : Eager(q, keys, values, past, hidden.DType);                                         // [kv, group, t, hd]
+        output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
+        return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
+    }
+
+    // HF's eager_attention_forward: q [1, heads, t, hd], keys/values [kv, s, hd] views of the cache -> [kv, group, t, hd].
+    private Tensor Eager(Tensor q, Tensor keys, Tensor values, int past, DType dtype)
+    {
+        int heads = q.Shape[1], t = q.Shape[2], hd = q.Shape[3], kvHeads = keys.Shape[0], group = heads / kvHeads;
         var qg = q.Select(0, 0).Reshape(kvHeads, group, t, hd);            // [kv, group, t, hd]
         var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+real]: repeat_kv by broadcast
         var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+real]
         var scores32 = scores.To(DType.Float32);                           // HF: softmax in float32 (a fresh tensor either way)
         MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
-        var probs = Softmax.Forward(scores32, -1).To(hidden.DType);        // ... then back to the model dtype
-        var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
-        output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
-        return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
+        var probs = Softmax.Forward(scores32, -1).To(dtype);               // ... then back to the model dtype
+        return Matmul.Forward(probs, values.Unsqueeze(1));                 // [kv, group, t, hd]
     }
 
     // Query i (absolute position past + i) sees keys 0..past+i: later keys get -inf before the softmax (HF adds the

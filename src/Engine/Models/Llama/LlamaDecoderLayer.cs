@@ -59,8 +59,7 @@ public sealed class LlamaDecoderLayer
         }
         else
         {
-            residual = Elementwise.Add(hidden, residual);                     // fused add: HF's previous layer output
-            normed = Norm(residual, _inputNorm);
+            (residual, normed) = AddNorm(hidden, residual, _inputNorm);      // fused add: HF's previous layer output
             normedIsLocal = sp;
         }
         Capture(".input_layernorm", normed, normedIsLocal);
@@ -78,8 +77,7 @@ public sealed class LlamaDecoderLayer
         if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
         Capture(".self_attn", attn, sp);
 
-        residual = Elementwise.Add(attn, residual);                           // [L or T, hidden]
-        var post = Norm(residual, _postNorm);
+        (residual, var post) = AddNorm(attn, residual, _postNorm);            // [L or T, hidden]
         Capture(".post_attention_layernorm", post, sp);
         var mlpIn = sp ? _ctx.Tp.AllGather(post, 0) : post;                   // [Tp, hidden]
 
@@ -99,6 +97,15 @@ public sealed class LlamaDecoderLayer
     }
 
     private Tensor Norm(Tensor x, Tensor weight) => Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
+
+    // residual = x + residual; normed = RMSNorm(residual): one kernel on a GPU (same roundings), two ops on the host.
+    private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight)
+    {
+        if (x.IsCuda && residual.IsCuda && x.DType == residual.DType && Shape.SequenceEqual(x.Shape, residual.Shape))
+            return Cuda.CudaOps.AddRmsNorm(x, residual, weight, (float)_eps);
+        var sum = Elementwise.Add(x, residual);
+        return (sum, Norm(sum, weight));
+    }
 
     private int _realTokens;
 

@@ -59,7 +59,8 @@ public sealed class LlamaForCausalLM
             _lmHead = new ParallelLMHead(head, ctx.Tp);
         }
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType)).ToArray();
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
+            embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                // weights on a GPU: the cache too
     }
 
     /// <summary>
@@ -76,6 +77,8 @@ public sealed class LlamaForCausalLM
         var positions = Tensor.Arange(padded);
         for (int i = 0; i < padded; i++) positions.Set(start + i, i);
         var (cos, sin) = _rotary.Forward(positions, DType);                              // [1, Tp, head_dim]
+        if (_embed!.LocalWeight.IsCuda)                                                  // a model on a GPU: one upload per step
+            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
 
         Tensor hidden;
         Tensor? residual = null;
@@ -83,6 +86,7 @@ public sealed class LlamaForCausalLM
         {
             if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
             hidden = Embed(input, tokens, padded);                                       // [Tp, hidden]
+            if (_embed!.LocalWeight.IsCuda) hidden = hidden.ToDevice(_embed.LocalWeight.CudaDevice); // prompt embeds: onto the model's GPU
         }
         else
         {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# ci/gpu-bundle.sh [OUT_DIR]: the harness CLI for a GPU runner with no dotnet, as one archive,
+# OUT_DIR/harness-gpu-linux-x64.tar.xz (default OUT_DIR: build/gpu-bundle), under 60 MB:
+#   bin/harness        self-contained, trimmed linux-x64 publish of src/Harness (the engine, CUDA interop included)
+#   fixtures/          the recorded references and tiny models (offline tier; the GPU checks' tiny Llama)
+#   ci/gpu-test.sh     the GPU job: check-gpu + `harness run --device cuda` over the catalog, report + JUnit
+# The CUDA libraries are not bundled: the engine finds them at run time (HARNESS_CUDA_LIB_DIR, a torch venv's
+# nvidia wheels, /usr/local/cuda; see src/Engine/Cuda/Interop/CudaLibraries.cs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-build/gpu-bundle}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+root="$stage/harness-gpu"
+mkdir -p "$root/ci"
+dotnet publish src/Harness/Harness.csproj -c Release -r linux-x64 --self-contained \
+  -p:PublishTrimmed=true -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \
+  -o "$root/bin" >&2
+cp -r fixtures "$root/fixtures"
+cp ci/gpu-test.sh "$root/ci/"
+git rev-parse HEAD > "$root/COMMIT" 2>/dev/null || true
+archive="$out/harness-gpu-linux-x64.tar.xz"
+tar -C "$stage" -cJf "$archive" harness-gpu
+size=$(stat -c %s "$archive")
+echo "$archive: $((size / 1024 / 1024)) MB ($size bytes)"
+if (( size >= 60 * 1024 * 1024 )); then
+  echo "error: the bundle is $size bytes, over the 60 MB limit" >&2
+  exit 1
+fi

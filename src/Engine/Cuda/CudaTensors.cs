@@ -1,0 +1,73 @@
+using Harness.Engine.Cuda.Interop;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Cuda;
+
+/// <summary>
+/// Moving tensors between host and device, and device allocation. A device tensor is an ordinary <see cref="Tensor"/>
+/// whose <see cref="Storage"/> holds <see cref="DeviceMemory"/>: views (reshape, transpose, narrow, expand) work as on the
+/// host; reading its elements from C# needs <see cref="Tensor.ToHost"/> first.
+/// </summary>
+public static class CudaTensors
+{
+    /// <summary>An uninitialised contiguous device tensor.</summary>
+    public static Tensor Empty(CudaDevice device, DType dtype, params int[] shape)
+    {
+        long bytes = Tensors.Shape.NumEl(shape) * dtype.Size();
+        if (bytes > int.MaxValue) throw new OutOfMemoryException($"device tensor of {bytes} bytes exceeds the 2^31-byte storage limit");
+        return new Tensor(new Storage(device.Allocate(bytes)), dtype, (int[])shape.Clone());
+    }
+
+    /// <summary>A zero-filled contiguous device tensor.</summary>
+    public static Tensor Zeros(CudaDevice device, DType dtype, params int[] shape)
+    {
+        var t = Empty(device, dtype, shape);
+        device.MakeCurrent();
+        CudaRuntime.MemsetAsync(t.Storage.Device!.Pointer, 0, (long)t.NumEl * dtype.Size(), device.Stream);
+        return t;
+    }
+
+    /// <summary>Device address of element [0, ...] of a device tensor.</summary>
+    public static nint Address(Tensor t)
+    {
+        var mem = t.Storage.Device ?? throw new InvalidOperationException($"{t} is on the host; a kernel needs a device tensor (call ToDevice first)");
+        return mem.Pointer + (nint)((long)t.Offset * t.DType.Size());
+    }
+
+    /// <summary>A contiguous device copy of a host tensor (any strides).</summary>
+    public static Tensor Upload(Tensor host, CudaDevice device)
+    {
+        var src = host.Contiguous();
+        var t = Empty(device, host.DType, host.ShapeArray);
+        long bytes = (long)src.NumEl * src.DType.Size();
+        if (bytes == 0) return t;
+        unsafe
+        {
+            using var pin = src.Storage.Pin();
+            device.MakeCurrent();
+            CudaRuntime.MemcpyAsync(t.Storage.Device!.Pointer, (nint)((byte*)pin.Pointer + (long)src.Offset * src.DType.Size()), bytes,
+                CudaRuntime.MemcpyHostToDevice, device.Stream);
+            // No synchronization: from pageable memory, cudaMemcpyAsync returns once the bytes are staged (CUDA's
+            // "API synchronization behavior"), so the host buffer may move or change afterwards.
+        }
+        return t;
+    }
+
+    /// <summary>A contiguous host copy of a device tensor (any strides; the device makes it contiguous first).</summary>
+    public static Tensor Download(Tensor dev)
+    {
+        var device = dev.Storage.Device!.Device;
+        var src = dev.IsContiguous ? dev : CudaOps.Copy(dev, dev.DType);
+        var host = Tensor.Zeros(dev.DType, dev.ShapeArray);
+        long bytes = (long)src.NumEl * src.DType.Size();
+        if (bytes == 0) return host;
+        unsafe
+        {
+            using var pin = host.Storage.Pin();
+            device.MakeCurrent();
+            CudaRuntime.MemcpyAsync((nint)pin.Pointer, Address(src), bytes, CudaRuntime.MemcpyDeviceToHost, device.Stream);
+            device.Synchronize();
+        }
+        return host;
+    }
+}

@@ -1,0 +1,224 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Harness.Engine.Config;
+using Harness.Engine.Cuda;
+using Harness.Engine.Cuda.Interop;
+using Harness.Engine.Distributed;
+using Harness.Engine.IO;
+using Harness.Engine.Models.Llama;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+using Harness.Reference;
+using Harness.Scenarios;
+
+namespace Harness.Bench;
+
+/// <summary>
+/// `harness bench --model DIR [--device cpu|cuda] [--dtype bf16] [--prompt 128] [--new 128]`: the engine's Llama beside
+/// HF transformers eager on the same device, model, prompt and thread count, in one run: prefill tokens/s (median of
+/// runs), greedy decode tokens/s, peak memory, the ratio, and on the GPU the fraction of the weight-read floor (every
+/// weight but the embedding table read once per decoded token, at the device-to-device copy bandwidth measured here).
+/// </summary>
+public static class ModelBench
+{
+    public sealed record Row(string Who, double PrefillMs, double DecodeTokensPerSecond, double PeakMiB);
+
+    public static int Run(string[] args)
+    {
+        string? model = null, device = "cpu";
+        var dtype = DType.BFloat16;
+        int prompt = 128, newTokens = 128, runs = 5;
+        bool hf = true;
+        for (int i = 0; i < args.Length; i++)
+            switch (args[i])
+            {
+                case "--model" when i + 1 < args.Length: model = args[++i]; break;
+                case "--device" when i + 1 < args.Length: device = args[++i]; break;
+                case "--dtype" when i + 1 < args.Length: dtype = DTypeInfo.Parse(args[++i]); break;
+                case "--prompt" when i + 1 < args.Length: prompt = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--new" when i + 1 < args.Length: newTokens = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--runs" when i + 1 < args.Length: runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--no-hf": hf = false; break;
+            }
+        if (model is null || !File.Exists(Path.Combine(model, "config.json")))
+        {
+            Console.Error.WriteLine("bench --model DIR: DIR must hold an HF Llama checkpoint (config.json + safetensors); ci/make-bench-llama.py writes the 1.1B one");
+            return 2;
+        }
+        if (device is not ("cpu" or "cuda")) { Console.Error.WriteLine($"bench: unknown device '{device}'; known: cpu, cuda"); return 2; }
+        var config = HfConfig.Load(Path.Combine(model, "config.json")).Text;
+        var rng = new SplitMix64(2024);
+        var ids = Enumerable.Range(0, prompt).Select(_ => (long)(3 + rng.NextInt(config.VocabSize - 3))).ToArray();
+        CudaDevice? gpu = device == "cuda" ? CudaDevice.Get() : null;
+        Console.WriteLine($"model {Path.GetFullPath(model)}: hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}; " +
+                          $"{dtype.TorchName()}, prompt {prompt} tokens, {newTokens} new tokens, batch 1, " +
+                          (gpu is null ? $"cpu, {ComputeSettings.Threads} threads" : GpuSelfCheck.Describe(gpu)));
+
+        var rows = new List<Row>();
+        long weightBytes;
+        var engine = Engine(model, config, gpu, dtype, ids, newTokens, runs, out weightBytes);
+        rows.Add(engine);
+        Console.WriteLine($"engine: prefill {engine.PrefillMs:F1} ms, decode {engine.DecodeTokensPerSecond:F1} tokens/s, peak {engine.PeakMiB:F0} MiB");
+        if (hf && Hf(model, device, dtype, ids, newTokens, runs) is { } h)
+        {
+            rows.Add(h);
+            Console.WriteLine($"HF eager: prefill {h.PrefillMs:F1} ms, decode {h.DecodeTokensPerSecond:F1} tokens/s, peak {h.PeakMiB:F0} MiB");
+        }
+        double? floorMs = null, bandwidth = null;
+        if (gpu is not null)
+        {
+            bandwidth = CopyBandwidth(gpu);
+            floorMs = weightBytes / bandwidth.Value * 1e3;
+        }
+        Console.WriteLine();
+        Console.WriteLine($"| {"",-9} | {"prefill ms",10} | {"prefill tok/s",13} | {"decode tok/s",12} | {"ms/token",8} | {"peak MiB",8} | {"floor frac",10} |");
+        Console.WriteLine($"|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 15)}|{new string('-', 14)}|{new string('-', 10)}|{new string('-', 10)}|{new string('-', 12)}|");
+        foreach (var r in rows)
+        {
+            double msTok = 1e3 / r.DecodeTokensPerSecond;
+            string frac = floorMs is null ? "-" : (floorMs.Value / msTok).ToString("P1", CultureInfo.InvariantCulture);
+            Console.WriteLine($"| {r.Who,-9} | {r.PrefillMs,10:F1} | {prompt / r.PrefillMs * 1e3,13:F0} | {r.DecodeTokensPerSecond,12:F1} | {msTok,8:F2} | {r.PeakMiB,8:F0} | {frac,10} |");
+        }
+        if (rows.Count == 2)
+            Console.WriteLine($"engine / HF: prefill {rows[1].PrefillMs / rows[0].PrefillMs:F2}x, decode {rows[0].DecodeTokensPerSecond / rows[1].DecodeTokensPerSecond:F2}x");
+        if (floorMs is not null)
+            Console.WriteLine($"weight-read floor: {weightBytes / 1e9:F2} GB per token at {bandwidth / 1e9:F0} GB/s (device-to-device copy, read + write) = {floorMs:F3} ms/token");
+        return 0;
+    }
+
+    private static Row Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs, out long weightBytes)
+    {
+        using var checkpoint = Checkpoint.Open(dir);
+        IWeightSource weights = new CastWeights(new CheckpointWeights(checkpoint), dtype);
+        if (gpu is not null) weights = new DeviceWeights(weights, gpu);
+        weightBytes = 0;
+        foreach (var name in checkpoint.Names)
+            if (!name.Contains("embed_tokens", StringComparison.Ordinal))
+                weightBytes += (long)weights.Get(name).NumEl * dtype.Size();
+        var prompt = Tensor.FromArray(ids, ids.Length);
+        int maxPositions = ids.Length + newTokens + 8;
+        void Sync() => gpu?.Synchronize();
+        if (gpu is not null) CudaRuntime.ResetPeakPoolBytes(gpu.Ordinal);
+        long peakHost = 0;
+
+        // warm-up: kernels compiled, weights uploaded
+        new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions).Forward(prompt, ids.Length);
+        Sync();
+        var prefill = new List<double>();
+        for (int r = 0; r < runs; r++)
+        {
+            var m = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
+            Sync();
+            var sw = Stopwatch.StartNew();
+            m.Forward(prompt, ids.Length);
+            Sync();
+            prefill.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        // greedy decode: prefill, then newTokens steps of one token (the argmax read back each step, as generation needs)
+        var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
+        var logits = model.Forward(prompt, ids.Length)!;
+        long next = TopK.Forward(logits.Select(0, ids.Length - 1), 1).Indices.ToInt64Array()[0];
+        Sync();
+        var dsw = Stopwatch.StartNew();
+        for (int s = 0; s < newTokens; s++)
+        {
+            logits = model.Forward(Tensor.FromArray([next], 1), 1)!;
+            next = TopK.Forward(logits.Select(0, 0), 1).Indices.ToInt64Array()[0];
+        }
+        Sync();
+        double decodeSeconds = dsw.Elapsed.TotalSeconds;
+        peakHost = Environment.WorkingSet;
+        double peak = gpu is not null ? CudaRuntime.PeakPoolBytes(gpu.Ordinal) : peakHost;
+        prefill.Sort();
+        return new Row("engine", prefill[prefill.Count / 2], newTokens / decodeSeconds, peak / (1 << 20));
+    }
+
+    private static double CopyBandwidth(CudaDevice gpu)
+    {
+        const long bytes = 1L << 30;
+        using var a = gpu.Allocate(bytes);
+        using var b = gpu.Allocate(bytes);
+        CudaRuntime.MemsetAsync(a.Pointer, 1, bytes, gpu.Stream);
+        CudaRuntime.MemcpyAsync(b.Pointer, a.Pointer, bytes, CudaRuntime.MemcpyDeviceToDevice, gpu.Stream);
+        var e0 = CudaRuntime.EventCreate();
+        var e1 = CudaRuntime.EventCreate();
+        CudaRuntime.EventRecord(e0, gpu.Stream);
+        for (int i = 0; i < 10; i++) CudaRuntime.MemcpyAsync(b.Pointer, a.Pointer, bytes, CudaRuntime.MemcpyDeviceToDevice, gpu.Stream);
+        CudaRuntime.EventRecord(e1, gpu.Stream);
+        CudaRuntime.EventSynchronize(e1);
+        float ms = CudaRuntime.EventElapsedMs(e0, e1);
+        CudaRuntime.EventDestroy(e0);
+        CudaRuntime.EventDestroy(e1);
+        return 2.0 * bytes * 10 / (ms / 1e3);
+    }
+
+    private const string HfScript = """
+        import json, sys, time, statistics, torch, transformers
+        a = json.loads(sys.argv[1])
+        dev = a["device"]; dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[a["dtype"]]
+        torch.set_num_threads(a["threads"])
+        model = transformers.AutoModelForCausalLM.from_pretrained(a["model"], dtype=dt, attn_implementation="eager").to(dev).eval()
+        ids = torch.tensor([a["ids"]], device=dev)
+        def sync():
+            if dev == "cuda": torch.cuda.synchronize()
+        with torch.no_grad():
+            model(ids); sync()
+            if dev == "cuda": torch.cuda.reset_peak_memory_stats()
+            pre = []
+            for _ in range(a["runs"]):
+                sync(); t = time.perf_counter(); model(ids); sync(); pre.append((time.perf_counter() - t) * 1e3)
+            n = a["new"]
+            sync(); t = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
+            sync(); total = time.perf_counter() - t
+        prefill = statistics.median(pre)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else 0.0
+        print(json.dumps({"prefill_ms": prefill, "decode_tps": n / max(total - prefill / 1e3, 1e-9), "peak_mib": peak,
+                          "torch": torch.__version__, "transformers": transformers.__version__}))
+        """;
+
+    private static Row? Hf(string dir, string device, DType dtype, long[] ids, int newTokens, int runs)
+    {
+        var python = Environment.GetEnvironmentVariable(ReferenceLocator.PythonVariable) is { Length: > 0 } p ? p
+            : File.Exists("/opt/torch/.venv/bin/python3") ? "/opt/torch/.venv/bin/python3" : null;
+        if (python is null) { Console.Error.WriteLine("bench: no HF peer (set HARNESS_PYTHON to a python with torch and transformers)"); return null; }
+        var args = new JsonObject
+        {
+            ["model"] = Path.GetFullPath(dir), ["device"] = device, ["dtype"] = dtype.TorchName(), ["ids"] = new JsonArray(ids.Select(i => (JsonNode)i).ToArray()),
+            ["new"] = newTokens, ["runs"] = runs, ["threads"] = ComputeSettings.Threads,
+        };
+        var script = Path.Combine(Path.GetTempPath(), $"harness-bench-hf-{Environment.ProcessId}.py");
+        File.WriteAllText(script, HfScript);
+        var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(script);
+        psi.ArgumentList.Add(args.ToJsonString());
+        psi.Environment["NCCL_NVLS_ENABLE"] = "0";
+        using var proc = Process.Start(psi)!;
+        var stderr = proc.StandardError.ReadToEndAsync();
+        var stdout = proc.StandardOutput.ReadToEnd();
+        proc.WaitForExit();
+        var line = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith('{'));
+        if (proc.ExitCode != 0 || line is null)
+        {
+            Console.Error.WriteLine($"bench: the HF peer failed (exit {proc.ExitCode}): {stderr.Result.Split('\n').LastOrDefault(l => l.Length > 0)}");
+            return null;
+        }
+        var j = JsonNode.Parse(line)!;
+        Console.WriteLine($"HF peer: torch {j["torch"]}, transformers {j["transformers"]} ({python})");
+        return new Row("HF eager", (double)j["prefill_ms"]!, (double)j["decode_tps"]!, (double)j["peak_mib"]!);
+    }
+}
+
+/// <summary>Weights converted to one dtype as they are read (a bf16 checkpoint benchmarked in fp32, say).</summary>
+public sealed class CastWeights(IWeightSource inner, DType dtype) : IWeightSource
+{
+    public bool Contains(string name) => inner.Contains(name);
+    public Tensor Get(string name)
+    {
+        var t = inner.Get(name);
+        return t.DType.IsFloatingPoint() && t.DType != dtype ? t.To(dtype) : t;
+    }
+}

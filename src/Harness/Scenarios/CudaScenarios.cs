@@ -1,0 +1,84 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Cuda;
+using Harness.Engine.Cuda.Interop;
+using Harness.Engine.Distributed;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Scenarios;
+
+/// <summary>
+/// `harness run --device cuda`: the catalog's scenarios with the engine on the GPU. A scenario that supports it gets
+/// a device part in its id (<c>llama/tp2-sp-pp2/input-ids/fp32/cuda</c>) and keeps its reference key, so the recorded
+/// fixtures serve both devices. Each rank of a layout is a thread with its own CUDA stream; the weights, the KV cache and
+/// the activations stay on the GPU; the captured activations are copied to the host for the comparison.
+/// </summary>
+public static class CudaScenarios
+{
+    /// <summary>The scenario on the GPU, or null when it has no GPU path yet (the caller says so).</summary>
+    public static Scenario? OnDevice(Scenario s, string device)
+    {
+        if (device == "cpu") return s;
+        if (device != "cuda") throw new ArgumentException($"unknown device '{device}'; known: cpu, cuda");
+        return s switch
+        {
+            LlamaScenario l => l with { Device = "cuda", Id = InsertDevice(l.Id), Description = l.Description + ", engine on the GPU" },
+            _ => null,
+        };
+    }
+
+    // The device part goes before a fault part: llama/tp1/input-ids/fp32/cuda/fault=x.
+    private static string InsertDevice(string id)
+    {
+        int f = id.IndexOf("/fault=", StringComparison.Ordinal);
+        return f < 0 ? id + "/cuda" : id[..f] + "/cuda" + id[f..];
+    }
+
+    /// <summary>
+    /// Puts a rank on the GPU: its own stream (disposed with the returned scope), weights uploaded on first use, the
+    /// groups staged through <see cref="CudaProcessGroup"/>, and a sink that copies captured values to the host.
+    /// </summary>
+    public static IDisposable RankOnGpu(ref ParallelContext ctx, ref IWeightSource weights, ref IActivationSink sink)
+    {
+        var device = CudaDevice.Get();
+        device.MakeCurrent();
+        var stream = CudaRuntime.StreamCreate();
+        var scope = device.UseStream(stream);
+        ctx = CudaProcessGroup.Wrap(ctx, device);
+        weights = new DeviceWeights(weights, device);
+        sink = new HostCopySink(sink);
+        return new Scope(() =>
+        {
+            device.Synchronize();
+            scope.Dispose();
+        });
+    }
+
+    private sealed class Scope(Action end) : IDisposable
+    {
+        public void Dispose() => end();
+    }
+}
+
+/// <summary>Records host copies of device tensors (the comparison reads spans).</summary>
+public sealed class HostCopySink(IActivationSink inner) : IActivationSink
+{
+    public bool Wants(string module) => inner.Wants(module);
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => inner.Record(module, worldRank, value.ToHost(), shard);
+}
+
+/// <summary>Weights uploaded to a device once, on first use (the engine's layers then run on the GPU).</summary>
+public sealed class DeviceWeights(IWeightSource inner, CudaDevice device) : IWeightSource
+{
+    private readonly Dictionary<string, Tensor> _cache = new();
+    public bool Contains(string name) => inner.Contains(name);
+
+    public Tensor Get(string name)
+    {
+        lock (_cache)
+        {
+            if (!_cache.TryGetValue(name, out var t)) _cache[name] = t = inner.Get(name).ToDevice(device);
+            return t;
+        }
+    }
+}

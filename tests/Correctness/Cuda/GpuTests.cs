@@ -1,0 +1,60 @@
+using Harness.Bench;
+using Harness.Engine.Cuda;
+using Harness.Engine.Tensors;
+
+namespace Harness.Tests.Correctness.Cuda;
+
+/// <summary>
+/// The engine on a GPU: each check of `harness check-gpu` (interop, cuBLAS and invariant GEMM, every NVRTC kernel, the tiny
+/// Llama GPU vs CPU) as one test. Trait Category=GPU. Where no GPU is usable the tests skip with the reason (the library
+/// search or the driver's answer); with HARNESS_REQUIRE_GPU=1 they fail instead, so a GPU runner cannot pass by skipping.
+/// </summary>
+[Trait("Category", "GPU")]
+public sealed class GpuTests
+{
+    public static TheoryData<string> CheckNames()
+    {
+        var data = new TheoryData<string>();
+        foreach (var (name, _) in GpuSelfCheck.Checks) data.Add(name);
+        return data;
+    }
+
+    internal static CudaDevice RequireGpu()
+    {
+        if (CudaDevice.TryGet(out var device, out var reason)) return device!;
+        if (Environment.GetEnvironmentVariable("HARNESS_REQUIRE_GPU") is "1")
+            throw new InvalidOperationException($"HARNESS_REQUIRE_GPU=1 but no GPU is usable: {reason}");
+        Skip.If(true, $"no usable GPU: {reason}");
+        return null!;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(CheckNames))]
+    public void Check(string name)
+    {
+        var device = RequireGpu();
+        var run = GpuSelfCheck.Checks.Single(c => c.Name == name).Run;
+        Assert.Null(run(device));
+    }
+}
+
+/// <summary>What a machine without a GPU says (these run everywhere, CI included).</summary>
+public sealed class GpuUnavailableTests
+{
+    [Fact]
+    public void The_reason_names_what_was_searched()
+    {
+        if (CudaDevice.TryGet(out _, out var reason)) return; // a GPU machine: nothing to check here
+        Assert.Contains("not found; searched:", reason);
+        Assert.Contains("HARNESS_CUDA_LIB_DIR", reason);
+    }
+
+    [Fact]
+    public void A_device_tensor_refuses_host_reads_with_the_fix()
+    {
+        if (!CudaDevice.TryGet(out var device, out _)) return;
+        var t = Tensor.FromArray(new float[] { 1, 2 }, 2).ToDevice(device!);
+        var e = Assert.Throws<InvalidOperationException>(() => t.Span<float>());
+        Assert.Contains("ToHost()", e.Message);
+    }
+}
