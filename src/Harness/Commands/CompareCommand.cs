@@ -1,6 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using Harness.Engine.Config;
+using Harness.Engine.Models;
+using Harness.Engine.Models.Llama;
 using Harness.Engine.Tensors;
 using Harness.Scenarios;
 
@@ -91,33 +94,32 @@ internal static class CompareCommand
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
             var root = doc.RootElement;
-            modelType = root.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString() : null;
-            vocab = root.TryGetProperty("vocab_size", out var v) && v.TryGetInt64(out var n) ? n : null;
+            modelType = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString() : null;
+            vocab = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("vocab_size", out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var n) ? n : null;
         }
-        catch (Exception e) when (e is JsonException or IOException)
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
         {
-            return CliSupport.UsageError($"compare: cannot read {configPath}: {e.Message}");
+            return CliSupport.UsageError($"compare: {configPath}: cannot read: {e.Message.Split('\n')[0]}");
         }
-        if (modelType is null) return CliSupport.UsageError($"compare: {configPath} has no model_type");
+        if (modelType is null) return CliSupport.UsageError($"compare: {configPath}: model_type is missing or not a string");
         if (!Supported.Contains(modelType))
-            return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}; supported: {string.Join(", ", Supported)})");
+            return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}: model_type; supported: {string.Join(", ", Supported)})");
 
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
         if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
 
+        // The config and the weights are judged before any reference work starts: a ConfigException or a checkpoint
+        // that does not match the config (missing, misnamed, wrong shape or dtype) is one line naming the file (exit 2).
+        var config = HfConfig.Load(configPath);
+        var expected = LlamaForCausalLM.ExpectedTensors(config);
+        if (LlamaTensors.LayoutProblem(config.Text, o.Tp, o.Pp) is { } layout) return CliSupport.UsageError($"compare: {layout}");
+        CheckpointValidator.Validate(dir, expected);
+
         var context = CliSupport.LiveContext("compare");
         if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        LlamaScenario scenario;
-        try
-        {
-            scenario = LlamaScenario.ForCheckpoint(dir, o.Tp, o.Pp, o.Sp, dtype, ids, o.PromptLength ?? 7);
-        }
-        catch (Exception e) when (e is IOException or JsonException or FormatException or InvalidDataException or ArgumentException or KeyNotFoundException or InvalidOperationException)
-        {
-            return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
-        }
+        var scenario = LlamaScenario.ForCheckpoint(dir, o.Tp, o.Pp, o.Sp, dtype, ids, o.PromptLength ?? 7);
         return VerboseReport.RunAndPrint(scenario, context);
     }
 }

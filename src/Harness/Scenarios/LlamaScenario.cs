@@ -87,6 +87,22 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
+    /// <summary>
+    /// A user's checkpoint (compare --model) or a recorded model (offline): config.json and the weights are checked
+    /// against what <see cref="LlamaForCausalLM"/> will load, and the layout against the config, before the reference
+    /// runs. (A live tiny model is built by the reference itself.)
+    /// </summary>
+    public override void CheckInputs(ScenarioContext context)
+    {
+        var dir = ModelPath ?? (context.IsLive ? null : ModelDirectory(context));
+        if (dir is null) return;
+        var configPath = Path.Combine(dir, "config.json");
+        var config = HfConfig.Load(configPath);
+        if (Engine.Models.Llama.LlamaTensors.LayoutProblem(config.Text, Tp, Pp) is { } problem)
+            throw new InputException(configPath, $"layout {Layout}: {problem}");
+        Engine.Models.CheckpointValidator.Validate(dir, LlamaForCausalLM.ExpectedTensors(config));
+    }
+
     private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;
 
     private string ModelDirectory(ScenarioContext context)

@@ -53,8 +53,9 @@ public class CatalogOfflineTests(ITestOutputHelper output)
                 ["x"] = Harness.Engine.Tensors.Tensor.Normal(Harness.Engine.Tensors.DType.Float32, 12345, 0, 1, 16, 64), // another seed
             };
             (recorded with { Inputs = inputs }).Save(Fixtures.BundlePath(fixtures, scenario.ReferenceKey));
-            var ex = Assert.Throws<InvalidOperationException>(() => ScenarioRunner.Run(scenario, ScenarioContext.Recorded(fixtures)));
-            Assert.Contains("input 'x' [16, 64] differs from the recorded one", ex.Message);
+            var ex = Assert.Throws<Harness.Engine.IO.InputException>(() => ScenarioRunner.Run(scenario, ScenarioContext.Recorded(fixtures)));
+            Assert.Contains("input 'x' of gemma4-expert/gelu-tanh/fp32 [16, 64] differs from the recorded one", ex.Message);
+            Assert.StartsWith(Fixtures.BundlePath(fixtures, scenario.ReferenceKey), ex.Message);
             Assert.Contains("harness fixtures record gemma4-expert/gelu-tanh/fp32", ex.Message);
         }
         finally
