@@ -249,7 +249,7 @@ public class CliTests
             File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), [0]);
             var unsupported = CliProcess.Run("compare", "--model", dir);
             Assert.True(unsupported.ExitCode == 2, unsupported.ToString());
-            Assert.Contains("not supported yet: gemma3", unsupported.Stderr);
+            Assert.Contains("'gemma3': not supported yet", unsupported.Stderr);
 
             var both = CliProcess.Run("compare", "--model", dir, "--prompt", "1,2", "--prompt-length", "3");
             Assert.True(both.ExitCode == 2, both.ToString());

@@ -1,9 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
-using Harness.Engine.Config;
-using Harness.Engine.Models;
-using Harness.Engine.Models.Llama;
 using Harness.Engine.Tensors;
 using Harness.Scenarios;
 
@@ -15,8 +11,6 @@ namespace Harness.Commands;
 /// </summary>
 internal static class CompareCommand
 {
-    /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama"];
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength);
 
@@ -80,41 +74,10 @@ internal static class CompareCommand
     public static int Run(Options o)
     {
         var dir = Path.GetFullPath(o.Model);
-        if (!Directory.Exists(dir)) return CliSupport.UsageError($"compare: no such model folder: {dir}");
-        var configPath = Path.Combine(dir, "config.json");
-        if (!File.Exists(configPath)) return CliSupport.UsageError($"compare: no config.json in the model folder: {configPath}");
-        var weights = Directory.GetFiles(dir, "*.safetensors");
-        if (weights.Length == 0)
-            return CliSupport.UsageError($"compare: no weights (*.safetensors) in the model folder: {dir}" +
-                                         (Directory.GetFiles(dir, "*.bin").Length > 0 ? " (only PyTorch .bin files: convert them to safetensors)" : ""));
-
-        string? modelType;
-        long? vocab;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
-            var root = doc.RootElement;
-            modelType = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString() : null;
-            vocab = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("vocab_size", out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var n) ? n : null;
-        }
-        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException)
-        {
-            return CliSupport.UsageError($"compare: {configPath}: cannot read: {e.Message.Split('\n')[0]}");
-        }
-        if (modelType is null) return CliSupport.UsageError($"compare: {configPath}: model_type is missing or not a string");
-        if (!Supported.Contains(modelType))
-            return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}: model_type; supported: {string.Join(", ", Supported)})");
-
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
-        if (ids is not null && vocab is long vs && ids.FirstOrDefault(id => id >= vs, -1) is var bad && bad >= 0)
-            return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {vs} in {configPath})");
-
-        // The config and the weights are judged before any reference work starts: a ConfigException or a checkpoint
-        // that does not match the config (missing, misnamed, wrong shape or dtype) is one line naming the file (exit 2).
-        var config = HfConfig.Load(configPath);
-        var expected = LlamaForCausalLM.ExpectedTensors(config);
-        if (LlamaTensors.LayoutProblem(config.Text, o.Tp, o.Pp) is { } layout) return CliSupport.UsageError($"compare: {layout}");
-        CheckpointValidator.Validate(dir, expected);
+        // The folder, config.json and the weights are judged before any reference work starts (and before an interpreter
+        // is looked for): a problem is one line naming the file and the field or tensor, exit 2 (ModelFolder, Cli).
+        ModelFolder.Check(dir, o.Tp, o.Pp, ids);
 
         var context = CliSupport.LiveContext("compare");
         if (context is null) return ExitCodes.Usage;

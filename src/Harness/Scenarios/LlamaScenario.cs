@@ -95,12 +95,7 @@ public sealed record LlamaScenario : Scenario
     public override void CheckInputs(ScenarioContext context)
     {
         var dir = ModelPath ?? (context.IsLive ? null : ModelDirectory(context));
-        if (dir is null) return;
-        var configPath = Path.Combine(dir, "config.json");
-        var config = HfConfig.Load(configPath);
-        if (Engine.Models.Llama.LlamaTensors.LayoutProblem(config.Text, Tp, Pp) is { } problem)
-            throw new InputException(configPath, $"layout {Layout}: {problem}");
-        Engine.Models.CheckpointValidator.Validate(dir, LlamaForCausalLM.ExpectedTensors(config));
+        if (dir is not null) ModelFolder.Check(dir, Tp, Pp, PromptIds);
     }
 
     private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;
