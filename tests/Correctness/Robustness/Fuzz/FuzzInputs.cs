@@ -97,6 +97,7 @@ internal static class FuzzInputs
     {
         var json = Encoding.UTF8.GetBytes(header.ToJsonString());
         int pad = (8 - json.Length % 8) % 8;
+        File.Delete(path);   // a new file: an earlier run may still map the old one
         using var fs = File.Create(path);
         fs.Write(BitConverter.GetBytes((long)(json.Length + pad)));
         fs.Write(json);
@@ -107,6 +108,7 @@ internal static class FuzzInputs
     public static void Truncate(string path, Random rng)
     {
         var bytes = File.ReadAllBytes(path);
+        File.Delete(path);
         File.WriteAllBytes(path, bytes[..rng.Next(bytes.Length)]);
     }
 
@@ -122,6 +124,7 @@ internal static class FuzzInputs
             bytes[p] = (byte)rng.Next(256);
             at.Add(p);
         }
+        File.Delete(path);
         File.WriteAllBytes(path, bytes);
         return $"bytes at {string.Join(", ", at)}";
     }
