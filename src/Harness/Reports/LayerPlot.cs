@@ -28,7 +28,7 @@ public static class LayerPlot
         var rtols = plotted.Where(m => m.Tolerance is not null).Select(m => m.Tolerance!).DistinctBy(t => (t.Name, t.Rtol)).ToList();
 
         var logs = plotted.Select(m => m.RelL2).OfType<double>().Where(double.IsFinite).Select(Log)
-            .Concat(rtols.Select(t => Log(t.Rtol))).ToList();
+            .Concat(rtols.Select(t => Log(t.Rtol))).Where(double.IsFinite).ToList();   // an infinite bound would never end the axis loop
         double yMin = logs.Count == 0 ? MinLog : Math.Max(MinLog, Math.Floor(logs.Min()));
         double yMax = logs.Count == 0 ? 0 : Math.Ceiling(logs.Max());
         if (yMax <= yMin) yMax = yMin + 1;
