@@ -15,10 +15,16 @@ namespace Harness.Scenarios;
 /// </summary>
 public static class ModelFolder
 {
-    /// <summary>model_type values the engine can load from a folder, with the model's tensor declaration.</summary>
-    public static readonly IReadOnlyDictionary<string, Func<HfConfig, ModelTensors>> Models = new Dictionary<string, Func<HfConfig, ModelTensors>>
+    /// <summary>
+    /// What a model_type needs to be loaded from a folder: its tensor declaration (<see cref="ICheckpointModel.ExpectedTensors"/>)
+    /// and why a TP x PP layout cannot split it (null: it can).
+    /// </summary>
+    public sealed record FolderModel(Func<HfConfig, ModelTensors> ExpectedTensors, Func<HfConfig, int, int, string?> LayoutProblem);
+
+    /// <summary>model_type values the engine can load from a folder. A new model adds its line here.</summary>
+    public static readonly IReadOnlyDictionary<string, FolderModel> Models = new Dictionary<string, FolderModel>
     {
-        ["llama"] = LlamaForCausalLM.ExpectedTensors,
+        ["llama"] = new(LlamaForCausalLM.ExpectedTensors, (c, tp, pp) => LlamaTensors.LayoutProblem(c.Text, tp, pp)),
     };
 
     public static IReadOnlyList<string> Supported => Models.Keys.Order(StringComparer.Ordinal).ToList();
@@ -47,14 +53,14 @@ public static class ModelFolder
             throw new ConfigException(configPath, "", $"is not valid JSON: {e.Message.Split('\n')[0]}", e);
         }
         if (modelType is null) throw new ConfigException(configPath, "model_type", "is missing or not a string");
-        if (!Models.TryGetValue(modelType, out var declare))
+        if (!Models.TryGetValue(modelType, out var model))
             throw new ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
 
         var config = HfConfig.Load(configPath);
-        var expected = declare(config);
+        var expected = model.ExpectedTensors(config);
         if (promptIds is not null && promptIds.FirstOrDefault(id => id >= config.Text.VocabSize, -1) is var bad && bad >= 0)
             throw new InputException(configPath, $"prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize})");
-        if (LlamaTensors.LayoutProblem(config.Text, tp, pp) is { } layout) throw new InputException(configPath, layout);
+        if (model.LayoutProblem(config, tp, pp) is { } layout) throw new InputException(configPath, layout);
         CheckpointValidator.Validate(dir, expected);
         return config;
     }
