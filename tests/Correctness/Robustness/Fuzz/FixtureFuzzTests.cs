@@ -29,7 +29,7 @@ public sealed class FixtureFuzzTests(ITestOutputHelper output)
             string? restore = null, restoreFrom = null;
             int verdicts = 0;
 
-            var campaign = new FuzzCampaign("fixtures", output) { CiMutants = 120 };
+            var campaign = new FuzzCampaign("fixtures", output) { CiMutants = 80 };
             campaign.Run(seed: 78, rng =>
             {
                 if (restore is not null) FuzzInputs.Reset(restoreFrom!, restore);

@@ -18,7 +18,7 @@ public sealed class FuzzCampaign(string name, ITestOutputHelper output)
     public const string SecondsVariable = "HARNESS_FUZZ_SECONDS";
 
     /// <summary>Mutants in CI mode.</summary>
-    public int CiMutants { get; init; } = 150;
+    public int CiMutants { get; init; } = 100;
 
     /// <summary>CI mode also stops after this long, whatever the count.</summary>
     public TimeSpan CiBudget { get; init; } = TimeSpan.FromSeconds(15);

@@ -35,7 +35,7 @@ public sealed class ReportFuzzTests(ITestOutputHelper output)
             var path = Path.Combine(work, "baseline.json");
             var outDir = Path.Combine(work, "out");
 
-            var campaign = new FuzzCampaign("report.json", output) { CiMutants = 120 };
+            var campaign = new FuzzCampaign("report.json", output);
             campaign.Run(seed: 56, rng =>
             {
                 var (kind, description, text) = Mutate(original, rng);
