@@ -15,8 +15,9 @@ public sealed record ExpectedTensor(string Name, int[] Shape, string ShapeFrom, 
 /// <summary>
 /// Everything a model built from a config needs from a checkpoint (see <see cref="ICheckpointModel"/>): the tensors,
 /// and suffixes of names a checkpoint may carry that the model ignores (e.g. ".rotary_emb.inv_freq" buffers).
+/// The tensors are enumerated lazily: a config claiming 2^31 layers is judged by the first missing ones, not listed.
 /// </summary>
-public sealed record ModelTensors(string ModelName, string ConfigSource, IReadOnlyList<ExpectedTensor> Tensors, IReadOnlyList<string> IgnoredSuffixes)
+public sealed record ModelTensors(string ModelName, string ConfigSource, IEnumerable<ExpectedTensor> Tensors, IReadOnlyList<string> IgnoredSuffixes)
 {
     /// <summary>The dtypes the engine computes in; the model's dtype must be one of them.</summary>
     public static readonly DType[] ComputeDTypes = [Harness.Engine.Tensors.DType.Float32, Harness.Engine.Tensors.DType.BFloat16];
@@ -48,7 +49,9 @@ public sealed class CheckpointMismatchException(string path, string configSource
         var counts = new List<string>();
         if (missing > 0) counts.Add($"{missing} missing");
         if (unexpected > 0) counts.Add($"{unexpected} unexpected");
-        if (problems.Count - missing - unexpected > 0) counts.Add($"{problems.Count - missing - unexpected} of the wrong shape or dtype");
+        int more = problems.Count(p => p.StartsWith('('));
+        if (problems.Count - missing - unexpected - more > 0) counts.Add($"{problems.Count - missing - unexpected - more} of the wrong shape or dtype");
+        if (more > 0) counts.Add("more not checked");
         return $"{path}: the weights do not match {configSource} ({string.Join(", ", counts)}): " +
         string.Join("; ", problems.Take(3)) + (problems.Count > 3 ? $"; and {problems.Count - 3} more" : "");
     }
@@ -57,23 +60,25 @@ public sealed class CheckpointMismatchException(string path, string configSource
 /// <summary>Checks a <see cref="Checkpoint"/> against a model's <see cref="ModelTensors"/>: presence, shape, dtype, extras.</summary>
 public static class CheckpointValidator
 {
+    /// <summary>At most this many problems are collected; past it the declaration is not enumerated further.</summary>
+    public const int MaxProblems = 64;
+
     /// <summary>The problems, in declaration order then unexpected names (empty: the checkpoint fits).</summary>
     public static IReadOnlyList<string> Problems(Checkpoint checkpoint, ModelTensors model)
     {
-        var declared = new HashSet<string>(model.Tensors.Select(t => t.Name), StringComparer.Ordinal);
-        var unexpected = checkpoint.Names
-            .Where(n => !declared.Contains(n) && !model.IgnoredSuffixes.Any(s => n.EndsWith(s, StringComparison.Ordinal)))
-            .ToList();
         var problems = new List<string>();
+        var declared = new HashSet<string>(StringComparer.Ordinal);
+        var missing = new List<ExpectedTensor>();
         DType? modelDType = null;
+        bool complete = true;
         foreach (var t in model.Tensors)
         {
+            if (problems.Count >= MaxProblems) { complete = false; break; }
+            declared.Add(t.Name);
             if (!checkpoint.Contains(t.Name))
             {
-                if (t.Optional) continue;
-                var close = NearNames.Find(t.Name, unexpected.Count > 0 ? unexpected : checkpoint.Names, 1);
-                problems.Add($"'{t.Name}' {Shape.Format(t.Shape)} is missing" +
-                             (close.Count == 0 ? "" : $" (close: {string.Join(", ", close.Select(c => $"'{c}'"))})"));
+                if (!t.Optional) missing.Add(t);
+                if (!t.Optional) problems.Add("");   // filled in below, once the unexpected names are known
                 continue;
             }
             var info = checkpoint.GetInfo(t.Name);
@@ -90,12 +95,24 @@ public static class CheckpointValidator
             else if (info.DType != want)
                 problems.Add($"'{t.Name}' is {SafetensorsDType.Name(info.DType)}, the model's tensors are {SafetensorsDType.Name(want.Value)}");
         }
+        // Unexpected names are only known when the whole declaration was seen.
+        var unexpected = complete
+            ? checkpoint.Names.Where(n => !declared.Contains(n) && !model.IgnoredSuffixes.Any(s => n.EndsWith(s, StringComparison.Ordinal))).ToList()
+            : [];
+        int m = 0;
+        for (int i = 0; i < problems.Count; i++)
+        {
+            if (problems[i].Length > 0) continue;
+            var t = missing[m++];
+            var close = NearNames.Find(t.Name, unexpected.Count > 0 ? unexpected : checkpoint.Names, 1);
+            problems[i] = $"'{t.Name}' {Shape.Format(t.Shape)} is missing" + (close.Count == 0 ? "" : $" (close: {string.Join(", ", close.Select(c => $"'{c}'"))})");
+        }
         foreach (var name in unexpected)
         {
-            var missing = model.Tensors.Where(t => !t.Optional && !checkpoint.Contains(t.Name)).Select(t => t.Name);
-            var close = NearNames.Find(name, missing, 1);
+            var close = NearNames.Find(name, missing.Select(t => t.Name), 1);
             problems.Add($"unexpected tensor '{name}'" + (close.Count == 0 ? "" : $" (close to the missing '{close[0]}': a misspelt prefix?)"));
         }
+        if (!complete) problems.Add($"(more not checked: the first {MaxProblems} problems are listed)");
         return problems;
     }
 

@@ -39,7 +39,7 @@ public sealed class CheckpointValidatorTests : IDisposable
     {
         Assert.Empty(Problems());
         var expected = LlamaForCausalLM.ExpectedTensors(_config);
-        Assert.Equal(2 + 4 * 9 + 1, expected.Tensors.Count); // embed, 9 per layer, norm, lm_head
+        Assert.Equal(2 + 4 * 9 + 1, expected.Tensors.Count()); // embed, 9 per layer, norm, lm_head
     }
 
     [Fact]
@@ -80,6 +80,21 @@ public sealed class CheckpointValidatorTests : IDisposable
         Assert.StartsWith($"{Path.Combine(_dir, "model.safetensors")}: the weights do not match {_config.SourceName} (1 missing)", e.Message);
         Assert.DoesNotContain('\n', e.Message);
         Assert.Same(e, InputErrors.Find(new AggregateException(new InvalidOperationException("wrapped", e))));
+    }
+
+    [Fact]
+    public void A_config_claiming_two_billion_layers_is_judged_by_its_first_missing_tensors()
+    {
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(_config.SourceName))!.AsObject();
+        json["num_hidden_layers"] = int.MaxValue;
+        var huge = HfConfig.Parse(json.ToJsonString(), "x/config.json");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        SafetensorsWriter.Save(Path.Combine(_dir, "model.safetensors"), _weights);
+        using var ckpt = Checkpoint.Open(_dir);
+        var p = CheckpointValidator.Problems(ckpt, LlamaForCausalLM.ExpectedTensors(huge));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"took {sw.Elapsed}");
+        Assert.StartsWith("'model.layers.4.input_layernorm.weight' [64] is missing", p[0]);
+        Assert.Equal($"(more not checked: the first {CheckpointValidator.MaxProblems} problems are listed)", p[^1]);
     }
 
     [Theory]

@@ -17,10 +17,18 @@ public static class LlamaTensors
     public static ModelTensors Expected(TextConfig c)
     {
         CheckConfig(c);
+        return new ModelTensors("Llama", c.SourceName.Length == 0 ? "config.json" : c.SourceName, Declare(c), [".rotary_emb.inv_freq"]);
+    }
+
+    // Lazily, in HF's parameter order: a config claiming 2^31 layers is judged by its first missing tensors.
+    private static IEnumerable<ExpectedTensor> Declare(TextConfig c)
+    {
         int h = c.HiddenSize, q = c.NumAttentionHeads * c.HeadDim, kv = c.NumKeyValueHeads * c.HeadDim, i = c.IntermediateSize, v = c.VocabSize;
         var list = new List<ExpectedTensor> { new("model.embed_tokens.weight", [v, h], "vocab_size, hidden_size") };
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
+            foreach (var t in list) yield return t;
+            list.Clear();
             string p = $"model.layers.{l}";
             list.Add(new($"{p}.input_layernorm.weight", [h], "hidden_size"));
             list.Add(new($"{p}.self_attn.q_proj.weight", [q, h], "num_attention_heads * head_dim, hidden_size"));
@@ -47,7 +55,7 @@ public static class LlamaTensors
         }
         list.Add(new("model.norm.weight", [h], "hidden_size"));
         list.Add(new("lm_head.weight", [v, h], "vocab_size, hidden_size", Optional: c.TieWordEmbeddings));
-        return new ModelTensors("Llama", c.SourceName.Length == 0 ? "config.json" : c.SourceName, list, [".rotary_emb.inv_freq"]);
+        foreach (var t in list) yield return t;
     }
 
     /// <summary>The config values the engine's Llama needs (an unsupported rope type, an unknown activation, ...).</summary>
