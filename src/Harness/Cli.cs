@@ -14,7 +14,8 @@ public static class Cli
     {
         var root = new RootCommand(
             "Harness: a C# LLM inference engine checked against HuggingFace transformers, layer by layer and token by token.\n" +
-            "Exit codes: 0 passed, 1 failed/diverged, 2 usage error.")
+            "Exit codes: 0 passed, 1 failed/diverged (or a regression against --baseline), 2 bad input (usage, or a file we were given: " +
+            "one line naming the file and field or tensor), 3 internal error (with the stack trace).")
         {
             ListCommand.Create(),
             RunCommand.Create(),
@@ -25,6 +26,7 @@ public static class Cli
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
+            DebugInternalError(),
         };
         foreach (var option in root.Options)
             if (option is VersionOption version)
@@ -51,7 +53,24 @@ public static class Cli
             Console.Error.WriteLine($"see `harness{verb} --help`");
             return ExitCodes.Usage;
         }
-        return parsed.Invoke();
+        var verbName = parsed.CommandResult.Command == root ? "" : parsed.CommandResult.Command.Name;
+        try
+        {
+            // Our handler, not System.CommandLine's (which prints "Unhandled exception" and a trace for bad input too).
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            return CliSupport.Fail(verbName, e);
+        }
+    }
+
+    /// <summary>A hidden verb that fails as a bug of ours would, so the tests can see exit 3 and the trace.</summary>
+    private static Command DebugInternalError()
+    {
+        var command = new Command("debug-internal-error", "Throws an internal error (tests the exit code 3 path).") { Hidden = true };
+        command.SetAction(int (ParseResult _) => throw new InvalidOperationException("debug-internal-error: a deliberate internal error"));
+        return command;
     }
 
     private sealed class PrintVersion : SynchronousCommandLineAction

@@ -35,6 +35,28 @@ public sealed class ReferenceWorker : IDisposable
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(180);
     public TimeSpan DefaultTimeout { get; init; } = TimeSpan.FromSeconds(300);
 
+    /// <summary>The environment variable that caps the worker's memory (resident set, MB; unset or 0: no cap).</summary>
+    public const string MemoryLimitVariable = "HARNESS_WORKER_MEMORY_MB";
+
+    /// <summary>
+    /// The cap on the worker's resident memory in MB (its process and children), checked every 100 ms while a call runs:
+    /// past it the worker is killed, the call fails saying so, and the next call starts a fresh worker. 0: no cap.
+    /// Default: HARNESS_WORKER_MEMORY_MB.
+    /// </summary>
+    public long MemoryLimitMb { get; set; } =
+        long.TryParse(Environment.GetEnvironmentVariable(MemoryLimitVariable), System.Globalization.NumberStyles.None,
+            System.Globalization.CultureInfo.InvariantCulture, out long mb) ? mb : 0;
+
+    /// <summary>The worker's resident memory now in MB (process and children), or null when it is not running or /proc cannot tell.</summary>
+    public long? ResidentMb
+    {
+        get
+        {
+            var p = _process;
+            return p is null ? null : ResidentKb(SafePid(p)) is long kb ? kb / 1024 : null;
+        }
+    }
+
     /// <summary>Torch threads to ask for at start (0: torch's default).</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
@@ -167,10 +189,24 @@ public sealed class ReferenceWorker : IDisposable
             request.WriteTo(process.StandardInput.BaseStream);
             return Frame.ReadFrom(process.StandardOutput.BaseStream);
         });
-        bool finished;
+        bool finished = false;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            finished = readTask.Wait(timeout);
+            // Wait in slices, watching the memory cap between them.
+            while (!finished && clock.Elapsed < timeout)
+            {
+                var slice = timeout - clock.Elapsed;
+                finished = readTask.Wait(slice < TimeSpan.FromMilliseconds(100) ? slice : TimeSpan.FromMilliseconds(100));
+                if (!finished && MemoryLimitMb > 0 && ResidentKb(SafePid(process)) is long kb && kb / 1024 > MemoryLimitMb)
+                {
+                    int pid = SafePid(process);
+                    Kill();
+                    throw new ReferenceWorkerFailedException(
+                        $"reference op '{op}' exceeded the worker memory limit of {MemoryLimitMb} MB ({MemoryLimitVariable}; resident {kb / 1024} MB); " +
+                        $"the worker (pid {pid}) was killed and restarts on the next call\n--- worker stderr (last lines) ---\n{_stderr.Text}");
+                }
+            }
         }
         catch (AggregateException ae) when (ae.InnerException is not null)
         {
@@ -221,6 +257,40 @@ public sealed class ReferenceWorker : IDisposable
         Kill();
         return new ReferenceWorkerFailedException(
             $"reference op '{op}' failed: the worker {what}; it restarts on the next call\n--- worker stderr (last lines) ---\n{tail}");
+    }
+
+    /// <summary>Resident memory (VmRSS) of a process and its descendants in kB, from /proc; null when unknown.</summary>
+    private static long? ResidentKb(int pid)
+    {
+        if (pid <= 0 || !OperatingSystem.IsLinux()) return null;
+        long total = 0;
+        bool any = false;
+        var pending = new Stack<int>([pid]);
+        var seen = new HashSet<int>();
+        while (pending.Count > 0)
+        {
+            int p = pending.Pop();
+            if (!seen.Add(p)) continue;
+            try
+            {
+                foreach (var line in File.ReadLines($"/proc/{p}/status"))
+                    if (line.StartsWith("VmRSS:", StringComparison.Ordinal)
+                        && long.TryParse(line[6..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kb))
+                    {
+                        total += kb;
+                        any = true;
+                    }
+                foreach (var task in Directory.EnumerateDirectories($"/proc/{p}/task"))
+                {
+                    var children = Path.Combine(task, "children");
+                    if (!File.Exists(children)) continue;
+                    foreach (var c in File.ReadAllText(children).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                        if (int.TryParse(c, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int child)) pending.Push(child);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return any ? total : null;
     }
 
     private static int SafePid(Process p)

@@ -125,18 +125,19 @@ public class CliTests
     }
 
     [Fact]
-    public void Run_with_a_failing_scenario_exits_1()
+    public void Run_with_a_missing_recording_reports_error_and_exits_2()
     {
-        // A fixtures folder without the recording: the scenario cannot run, is reported as ERROR, and the run fails.
+        // A fixtures folder without the recording: the scenario cannot run, is reported as ERROR, and the run fails
+        // with exit 2 (a missing recording is bad input: it names the file to record).
         var missing = Path.Combine(Path.GetTempPath(), "harness-e2e-empty-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(missing);
         try
         {
             var r = CliProcess.Run(["run", "--offline", "gemma4/moe/tp1/text/fp32"],
                 new Dictionary<string, string?> { ["HARNESS_FIXTURES"] = missing });
-            Assert.True(r.ExitCode == 1, r.ToString());
+            Assert.True(r.ExitCode == 2, r.ToString());
             Assert.Contains("ERROR", r.Stdout);
-            Assert.Contains("no reference", r.Stdout);
+            Assert.Contains("no recorded reference", r.Stdout);
         }
         finally
         {
@@ -248,7 +249,7 @@ public class CliTests
             File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), [0]);
             var unsupported = CliProcess.Run("compare", "--model", dir);
             Assert.True(unsupported.ExitCode == 2, unsupported.ToString());
-            Assert.Contains("not supported yet: gemma3", unsupported.Stderr);
+            Assert.Contains("'gemma3': not supported yet", unsupported.Stderr);
 
             var both = CliProcess.Run("compare", "--model", dir, "--prompt", "1,2", "--prompt-length", "3");
             Assert.True(both.ExitCode == 2, both.ToString());

@@ -10,6 +10,12 @@ public sealed record TextConfig
 {
     /// <summary>Where this was read from: "text_config" or "" (root).</summary>
     public required string JsonPath { get; init; }
+    /// <summary>The config file (or the name given to <see cref="HfConfig.Parse"/>), for messages; "" when built in code.</summary>
+    public string SourceName { get; init; } = "";
+
+    /// <summary>A <see cref="ConfigException"/> for a field of this section ("config.json: text_config.hidden_size must be ...").</summary>
+    public ConfigException Error(string key, string problem) =>
+        new(SourceName.Length == 0 ? "config" : SourceName, JsonPath.Length == 0 ? key : $"{JsonPath}.{key}", problem);
     /// <summary>model_type of the text part (e.g. "gemma4_text"); null when absent.</summary>
     public string? ModelType { get; init; }
     /// <summary>hidden_size</summary>
@@ -95,14 +101,21 @@ public sealed record TextConfig
     internal static TextConfig Read(ConfigNode n, ConfigNode root)
     {
         bool nested = n.Path.Length > 0;
-        int hidden = n.RequiredInt("hidden_size");
-        int heads = n.RequiredInt("num_attention_heads");
+        int hidden = Positive(n, "hidden_size", n.RequiredInt("hidden_size"));
+        int heads = Positive(n, "num_attention_heads", n.RequiredInt("num_attention_heads"));
         var inter = n.OptionalIntOrIntList("intermediate_size") ?? throw n.Error("intermediate_size", "is missing");
         if (inter.Length == 0) throw n.Error("intermediate_size", "is an empty list");
+        for (int i = 0; i < inter.Length; i++) Positive(n, inter.Length == 1 ? "intermediate_size" : $"intermediate_size[{i}]", inter[i]);
         bool interIsList = n.Get("intermediate_size")!.Value.ValueKind == JsonValueKind.Array;
         int? headDim = n.OptionalInt("head_dim");
-        if (headDim is null && (heads <= 0 || hidden % heads != 0))
+        if (headDim is int hd) Positive(n, "head_dim", hd);
+        if (headDim is null && hidden % heads != 0)
             throw n.Error("head_dim", $"is missing and hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
+        int kvHeads = Positive(n, "num_key_value_heads", n.OptionalInt("num_key_value_heads") ?? heads);
+        if (heads % kvHeads != 0)
+            throw n.Error("num_key_value_heads", $"is {kvHeads}, which does not divide num_attention_heads {heads}");
+        int layers = Positive(n, "num_hidden_layers", n.RequiredInt("num_hidden_layers"));
+        int vocab = Positive(n, "vocab_size", n.RequiredInt("vocab_size"));
 
         string? epsKey = n.FirstPresent("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon");
         string? actKey = n.FirstPresent("hidden_act", "hidden_activation");
@@ -124,15 +137,16 @@ public sealed record TextConfig
         return new TextConfig
         {
             JsonPath = n.Path,
+            SourceName = n.SourceName,
             ModelType = nested ? n.OptionalString("model_type") : root.OptionalString("model_type"),
             HiddenSize = hidden,
             IntermediateSize = inter[0],
             IntermediateSizes = interIsList ? inter : null,
-            NumHiddenLayers = n.RequiredInt("num_hidden_layers"),
+            NumHiddenLayers = layers,
             NumAttentionHeads = heads,
-            NumKeyValueHeads = n.OptionalInt("num_key_value_heads") ?? heads,
+            NumKeyValueHeads = kvHeads,
             HeadDim = headDim ?? hidden / heads,
-            VocabSize = n.RequiredInt("vocab_size"),
+            VocabSize = vocab,
             _maxPositions = new(maxPositions),
             NormEps = epsKey is null ? null : n.OptionalDouble(epsKey),
             HiddenAct = actKey is null ? null : n.OptionalString(actKey),
@@ -149,6 +163,10 @@ public sealed record TextConfig
             RopeByLayerType = byType,
         };
     }
+
+    /// <summary>A size or count must be at least 1: 0 heads or a negative size is an error naming the field.</summary>
+    private static int Positive(ConfigNode n, string key, int value) =>
+        value >= 1 ? value : throw n.Error(key, $"must be at least 1, but is {value}");
 
     /// <summary>
     /// rope_parameters (5.x): one dict, or a dict per layer type (every value an object). Otherwise the legacy keys;

@@ -21,29 +21,19 @@ public static class SafetensorsWriter
     {
         ArgumentNullException.ThrowIfNull(tensors);
         var bytes = Serialize(tensors, metadata, out var order);
-        string full = Path.GetFullPath(path);
-        // Write beside the target and rename: a file that is currently mapped (MAP_PRIVATE) must not change under its readers.
-        string tmp = full + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8];
-        try
+        // Write beside the target and rename (AtomicFile): a file that is currently mapped (MAP_PRIVATE) must not change
+        // under its readers, and a crash mid-write leaves the previous file intact.
+        AtomicFile.Write(path, fs =>
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            fs.Write(bytes);
+            foreach (var (_, t) in order)
             {
-                fs.Write(bytes);
-                foreach (var (_, t) in order)
-                {
-                    if (t.NumEl == 0) continue;
-                    var c = t.Contiguous();
-                    int es = c.DType.Size();
-                    fs.Write(c.Storage.Bytes.Slice(c.Offset * es, c.NumEl * es));
-                }
+                if (t.NumEl == 0) continue;
+                var c = t.Contiguous();
+                int es = c.DType.Size();
+                fs.Write(c.Storage.Bytes.Slice(c.Offset * es, c.NumEl * es));
             }
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch (IOException) { }
-            throw;
-        }
+        });
     }
 
     /// <summary>The whole file as bytes (header and data), for small tensors and tests.</summary>

@@ -15,8 +15,14 @@ public static class ExitCodes
     public const int Ok = 0;
     /// <summary>A scenario failed (for repro/compare: engine and reference diverged).</summary>
     public const int Failed = 1;
-    /// <summary>Usage error: bad option, unknown id/filter/fault, missing path, no reference interpreter for a live run.</summary>
+    /// <summary>
+    /// Bad input: a bad option, unknown id/filter/fault, no reference interpreter for a live run, or a problem with a
+    /// file the user handed us (model folder, config.json, weights, prompt, baseline report, fixture). One line naming
+    /// the file and the field or tensor; no stack trace.
+    /// </summary>
     public const int Usage = 2;
+    /// <summary>An internal error (a bug of ours): the stack trace is printed.</summary>
+    public const int Internal = 3;
 }
 
 /// <summary>What the verbs share: console mode, live-context creation, scenario lookups, fault injection, version.</summary>
@@ -34,6 +40,22 @@ internal static class CliSupport
     {
         Console.Error.WriteLine($"harness: {message}");
         return ExitCodes.Usage;
+    }
+
+    /// <summary>
+    /// The one rule for an exception that reaches a verb: an input problem (<see cref="Engine.IO.InputErrors"/>) is one
+    /// line naming the file and field or tensor, exit 2; anything else is a bug of ours: the whole trace, exit 3.
+    /// </summary>
+    public static int Fail(string verb, Exception e)
+    {
+        if (Engine.IO.InputErrors.Find(e) is { } input)
+        {
+            Console.Error.WriteLine($"harness {verb}: {Engine.IO.InputErrors.OneLine(input)}".Replace("harness : ", "harness: ", StringComparison.Ordinal));
+            return ExitCodes.Usage;
+        }
+        Console.Error.WriteLine($"harness {verb}: internal error (a bug in the harness; please report it with this trace):".Replace("harness : ", "harness: ", StringComparison.Ordinal));
+        Console.Error.WriteLine(e.ToString());
+        return ExitCodes.Internal;
     }
 
     /// <summary>The engine's version: Harness.Engine's informational version (with the commit when built from git).</summary>

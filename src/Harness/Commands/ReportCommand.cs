@@ -31,18 +31,9 @@ internal static class ReportCommand
 
     public static int Run(string from, string output, string? baselinePath, double growthFactor)
     {
-        AccuracyReport report;
-        AccuracyReport? baseline = null;
-        try
-        {
-            report = AccuracyReport.Load(from);
-            if (baselinePath is not null) baseline = AccuracyReport.Load(baselinePath);
-        }
-        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or System.Text.Json.JsonException)
-        {
-            Console.Error.WriteLine($"harness report: cannot read {(baselinePath is not null && !File.Exists(baselinePath) ? baselinePath : from)}: {e.Message}");
-            return ExitCodes.Usage;
-        }
+        // A bad file is an InputException naming it (and the field): the CLI prints that line and exits 2.
+        var report = AccuracyReport.Load(from);
+        var baseline = baselinePath is null ? null : AccuracyReport.Load(baselinePath);
         var written = ReportWriter.WriteAll(report, output, baseline, growthFactor);
         Console.WriteLine($"{report.PassedCount} passed, {report.FailedCount} failed; report written to {Path.GetFullPath(output)}");
         if (written.Baseline is { } b)

@@ -133,6 +133,8 @@ internal static class RunCommand
             }
             Console.WriteLine($"engine on {Bench.GpuSelfCheck.Describe(gpu!)}");
         }
+        // A bad baseline is bad input: say so now (exit 2), not after the whole run.
+        if (o.Baseline is not null) _ = Reports.AccuracyReport.Load(o.Baseline);
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
                 : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(s.Id, o.Fault) }).ToList();
@@ -163,20 +165,28 @@ internal static class RunCommand
         if (drifted.Count > 0)
             Console.WriteLine($"{drifted.Count} recorded reference{(drifted.Count == 1 ? "" : "s")} drifted from the live one: re-record with `harness fixtures record` once understood");
 
+        int regressions = 0;
         if (o.Report is not null)
         {
             try
             {
-                RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context);
+                var written = RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context);
                 Console.WriteLine($"report written to {Path.GetFullPath(o.Report)}");
+                if (written.Baseline is { } b)
+                {
+                    regressions = b.RegressionCount;
+                    Console.WriteLine($"against the baseline {Path.GetFullPath(o.Baseline!)}: {regressions} regression{(regressions == 1 ? "" : "s")} (growth factor {o.GrowthFactor})");
+                    foreach (var r in b.Regressions) Console.WriteLine($"  REGRESSION {r.Id}: {r.Reason}");
+                }
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 Console.Error.WriteLine($"harness run: cannot write the report into {Path.GetFullPath(o.Report)}: {e.Message}");
-                return ExitCodes.Failed;
+                return ExitCodes.Usage;
             }
         }
-        return failed == 0 && notRun == 0 ? ExitCodes.Ok : ExitCodes.Failed;
+        // A nightly goes red on a regression against the baseline too, not only on a failed scenario.
+        return ScenarioExecution.ExitCode(done, anyOtherFailure: notRun > 0 || regressions > 0);
     }
 
     /// <summary>One line per scenario, written as its phases go: "[ 3/29] id: reference engine compare -> PASS (1.2 s)".</summary>

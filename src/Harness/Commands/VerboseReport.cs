@@ -38,7 +38,7 @@ internal static class VerboseReport
         if (e.Error is not null)
         {
             Console.Error.WriteLine($"harness: {scenario.Id} could not run: {e.Error}");
-            return ExitCodes.Failed;
+            return ScenarioExecution.ExitCode([e]);
         }
         Print(e.Outcome, w);
         return e.Result.ComparisonPassed ? ExitCodes.Ok : ExitCodes.Failed;

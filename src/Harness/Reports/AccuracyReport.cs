@@ -21,6 +21,37 @@ public sealed record AccuracyReport(DateTime GeneratedAt, ReportEnvironment Envi
     public static AccuracyReport Create(IReadOnlyList<ScenarioRecord> scenarios, ReportEnvironment? environment = null) =>
         new(DateTime.UtcNow, environment ?? ReportEnvironment.Capture(), scenarios);
 
-    /// <summary>Reads a report.json; throws <see cref="FormatException"/> naming the field when it is malformed.</summary>
-    public static AccuracyReport Load(string path) => ReportJson.Read(File.ReadAllBytes(path));
+    /// <summary>
+    /// Reads a report.json. Any problem with the file (missing, not JSON, another schema_version, a field missing or of
+    /// the wrong type) is an <see cref="Engine.IO.InputException"/> whose one-line message names the file and the field.
+    /// </summary>
+    public static AccuracyReport Load(string path)
+    {
+        var full = System.IO.Path.GetFullPath(path);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(full);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new Engine.IO.InputException(full, "no such report file", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new Engine.IO.InputException(full, $"cannot read the report: {e.Message}", e);
+        }
+        try
+        {
+            return ReportJson.Read(bytes);
+        }
+        catch (Exception e) when (e is FormatException or InvalidOperationException or System.Text.Json.JsonException or OverflowException
+                                      or KeyNotFoundException or ArgumentException)
+        {
+            var message = e.Message.Split('\n')[0];
+            if (message.StartsWith("report.json: ", StringComparison.Ordinal)) message = message["report.json: ".Length..];
+            else if (e is InvalidOperationException or OverflowException) message = $"a value has the wrong type or range ({message})";
+            throw new Engine.IO.InputException(full, message, e);
+        }
+    }
 }

@@ -35,7 +35,8 @@ public static class LayerPlot
         if (oracleRows.Count > 0) rtols = rtols.Where(t => plotted.Any(m => m.Oracle is null && m.Tolerance == t)).ToList();
         var logs = plotted.Select(m => m.PlottedError).OfType<double>().Where(double.IsFinite).Select(Log)
             .Concat(rtols.Select(t => Log(t.Rtol)))
-            .Concat(oracleRows.SelectMany(o => new[] { o.Own, o.Bound }).Where(v => double.IsFinite(v) && v > 0).Select(Log)).ToList();
+            .Concat(oracleRows.SelectMany(o => new[] { o.Own, o.Bound }).Where(v => double.IsFinite(v) && v > 0).Select(Log))
+            .Where(double.IsFinite).ToList();   // an infinite bound would never end the axis loop
         double yMin = logs.Count == 0 ? MinLog : Math.Max(MinLog, Math.Floor(logs.Min()));
         double yMax = logs.Count == 0 ? 0 : Math.Ceiling(logs.Max());
         if (yMax <= yMin) yMax = yMin + 1;

@@ -222,7 +222,16 @@ public static class ReportJson
     {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json); }
-        catch (JsonException e) { throw new FormatException($"report.json is not valid JSON: {e.Message}", e); }
-        using (doc) return ReportJsonReader.Report(doc.RootElement);
+        catch (JsonException e) { throw new FormatException($"report.json: is not valid JSON: {e.Message}", e); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new FormatException($"report.json: must be a JSON object, but is {root.ValueKind}");
+            if (!root.TryGetProperty("schema_version", out var v) || v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int version))
+                throw new FormatException("report.json: field 'schema_version' is missing or not an integer");
+            if (version != SchemaVersion)
+                throw new FormatException($"report.json: field 'schema_version' is {version}; this harness reads version {SchemaVersion}");
+            return ReportJsonReader.Report(root);
+        }
     }
 }

@@ -81,9 +81,17 @@ internal static class ReportJsonReader
         ? v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long l) ? l : throw new FormatException($"report.json: field '{name}' is not an integer")
         : null;
 
+    // report.json writes NaN and infinities as null: a number that overflows to infinity (1E905) is a corrupt file.
     private static double? OptDouble(JsonElement e, string name) => Opt(e, name) is { } v
-        ? v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new FormatException($"report.json: field '{name}' is not a number")
+        ? v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d) ? d
+            : throw new FormatException($"report.json: field '{name}' is not a finite number ({Raw(v)})")
         : null;
+
+    private static string Raw(JsonElement v)
+    {
+        var raw = v.GetRawText();
+        return raw.Length > 40 ? raw[..37] + "..." : raw;
+    }
 
     private static IEnumerable<JsonElement> Array(JsonElement e, string name)
     {

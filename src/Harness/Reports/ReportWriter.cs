@@ -21,21 +21,19 @@ public static class ReportWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (baseline is not null) report = report with { Baseline = BaselineComparison.Compare(report, baseline, growthFactor) };
         Directory.CreateDirectory(directory);
-        WriteAtomically(Path.Join(directory, JsonFile), ReportJson.Write(report));
-        using (var junit = new MemoryStream())
+        byte[] junit;
+        using (var stream = new MemoryStream())
         {
-            JUnitWriter.Write(report, junit);
-            WriteAtomically(Path.Join(directory, JUnitFile), junit.ToArray());
+            JUnitWriter.Write(report, stream);
+            junit = stream.ToArray();
         }
-        WriteAtomically(Path.Join(directory, HtmlFile), new UTF8Encoding(false).GetBytes(HtmlReportWriter.Render(report)));
+        // Each file goes to a temporary name and all are renamed at the end: a run killed while writing leaves the previous
+        // report (or none), never half a file.
+        Engine.IO.AtomicFile.WriteAll([
+            (Path.Join(directory, JsonFile), ReportJson.Write(report)),
+            (Path.Join(directory, JUnitFile), junit),
+            (Path.Join(directory, HtmlFile), new UTF8Encoding(false).GetBytes(HtmlReportWriter.Render(report))),
+        ]);
         return report;
-    }
-
-    /// <summary>Writes to a temporary file beside the target and renames it, so a reader never sees half a report.</summary>
-    private static void WriteAtomically(string path, byte[] bytes)
-    {
-        string tmp = path + ".tmp";
-        File.WriteAllBytes(tmp, bytes);
-        File.Move(tmp, path, overwrite: true);
     }
 }

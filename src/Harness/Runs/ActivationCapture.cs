@@ -69,6 +69,12 @@ public sealed class ActivationCapture
         get { lock (_gate) return _records.Count; }
     }
 
+    /// <summary>Drops the records that match (e.g. those after an engine failure; see EngineFailures.Settle).</summary>
+    public int RemoveWhere(Func<CapturedActivation, bool> match)
+    {
+        lock (_gate) return _records.RemoveAll(r => match(r));
+    }
+
     /// <summary>Drops every record (e.g. between prompts).</summary>
     public void Clear()
     {

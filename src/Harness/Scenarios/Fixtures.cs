@@ -45,7 +45,7 @@ public static class Fixtures
             foreach (var file in Directory.GetFiles(dir).Where(f => f.EndsWith(".json", StringComparison.Ordinal) || f.EndsWith(".safetensors", StringComparison.Ordinal)))
             {
                 var dest = Path.Combine(target, Path.GetFileName(file));
-                File.Copy(file, dest, overwrite: true);
+                Engine.IO.AtomicFile.Copy(file, dest);   // a killed recording leaves the previous model file, never part of one
                 written.Add(dest);
             }
             log?.Invoke($"recorded model {name} -> {target}");

@@ -90,6 +90,17 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
+    /// <summary>
+    /// A user's checkpoint (compare --model) or a recorded model (offline): config.json and the weights are checked
+    /// against what <see cref="LlamaForCausalLM"/> will load, and the layout against the config, before the reference
+    /// runs. (A live tiny model is built by the reference itself.)
+    /// </summary>
+    public override void CheckInputs(ScenarioContext context)
+    {
+        var dir = ModelPath ?? (context.IsLive ? null : ModelDirectory(context));
+        if (dir is not null) ModelFolder.Check(dir, Tp, Pp, PromptIds);
+    }
+
     private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;
 
     private string ModelDirectory(ScenarioContext context)
@@ -182,9 +193,7 @@ public sealed record LlamaScenario : Scenario
             }
             catch (Exception e)
             {
-                var module = EngineFailures.FindModule(e);
-                failedModule = module?.Module;
-                error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+                (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
             }
         }
         var policy = Policy(DType, Tp);

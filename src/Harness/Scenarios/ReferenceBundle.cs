@@ -38,6 +38,10 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
         SafetensorsWriter.Save(path, all, Versions);
     }
 
+    /// <summary>
+    /// Reads a recording. A file that is not a valid recording (truncated, corrupted, token tensors missing or of the
+    /// wrong shape or dtype) is a one-line error naming the file and the tensor (<see cref="IInputError"/>).
+    /// </summary>
     public static ReferenceBundle Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
@@ -49,13 +53,26 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
             else if (!name.StartsWith("__", StringComparison.Ordinal)) tensors[name] = file.ReadTensor(name);
         }
         TokenSequence? tokens = null;
-        if (file.Contains(TokensName))
+        if (file.Contains(TokensName) || file.Contains(TopKIdsName) || file.Contains(TopKLogprobsName))
         {
+            TensorInfo Need(string name, DType dtype, int rank)
+            {
+                if (!file.Contains(name)) throw new SafetensorsFormatException(path, name, "is missing (a recording with tokens has __tokens, __topk_ids and __topk_logprobs)");
+                var info = file.GetInfo(name);
+                if (info.DType != dtype || info.Shape.Length != rank)
+                    throw new SafetensorsFormatException(path, name, $"is {SafetensorsDType.Name(info.DType)} {Shape.Format(info.Shape)}, expected a rank-{rank} {SafetensorsDType.Name(dtype)} tensor");
+                return info;
+            }
+            var ti = Need(TokensName, DType.Int64, 1);
+            var ii = Need(TopKIdsName, DType.Int64, 2);
+            var li = Need(TopKLogprobsName, DType.Float32, 2);
+            if (ii.Shape[0] != ti.Shape[0] || !li.Shape.AsSpan().SequenceEqual(ii.Shape) || (ti.Shape[0] > 0 && ii.Shape[1] < 1))
+                throw new SafetensorsFormatException(path, TopKIdsName,
+                    $"is {Shape.Format(ii.Shape)} with __tokens {Shape.Format(ti.Shape)} and __topk_logprobs {Shape.Format(li.Shape)}: expected [steps, k] for both");
             var t = file.ReadTensor(TokensName).ToInt64Array();
-            var ids = file.ReadTensor(TopKIdsName);
+            int k = ii.Shape[1];
+            var flat = file.ReadTensor(TopKIdsName).ToInt64Array();
             var lps = file.ReadTensor(TopKLogprobsName).ToFloatArray();
-            int k = ids.Shape[1];
-            var flat = ids.ToInt64Array();
             var topk = Enumerable.Range(0, t.Length)
                 .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, k).Select(j => new TokenLogprob(flat[s * k + j], lps[s * k + j])).ToList())
                 .ToList();

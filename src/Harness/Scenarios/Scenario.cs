@@ -41,6 +41,13 @@ public abstract record Scenario
     /// <summary>Computes the reference outputs with the live reference (HF/torch in the worker).</summary>
     public abstract ReferenceBundle ComputeReference(ScenarioContext context);
 
+    /// <summary>
+    /// Checks what the engine will load (config.json, the weights against the model it builds) before any reference work
+    /// starts; bad input throws an exception marked <see cref="Engine.IO.IInputError"/> whose message names the file and
+    /// the field or tensor. Default: nothing to check (the scenario builds its inputs in code).
+    /// </summary>
+    public virtual void CheckInputs(ScenarioContext context) { }
+
     /// <summary>Runs the engine and compares it with the reference bundle.</summary>
     public abstract ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference);
 

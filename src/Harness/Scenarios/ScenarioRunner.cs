@@ -19,6 +19,7 @@ public static class ScenarioRunner
     public static Outcome Run(Scenario scenario, ScenarioContext context, Action<string>? phase = null)
     {
         var sw = Stopwatch.StartNew();
+        scenario.CheckInputs(context);
         phase?.Invoke("reference");
         ReferenceBundle reference;
         try
@@ -44,13 +45,14 @@ public static class ScenarioRunner
     public static void CheckRecordedInputs(Scenario scenario, ScenarioContext context, ReferenceBundle reference)
     {
         if (reference.Inputs.Count == 0) return;
+        var path = Fixtures.BundlePath(context.FixturesDirectory, scenario.ReferenceKey);
         foreach (var (name, now) in scenario.Inputs(context))
         {
             if (!reference.Inputs.TryGetValue(name, out var recorded))
-                throw new InvalidOperationException($"{scenario.Id}: the recording has no input '{name}': re-record with `harness fixtures record {scenario.Id}`");
+                throw new Engine.IO.InputException(path, $"the recording has no input '{name}' for {scenario.Id}: re-record with `harness fixtures record {scenario.Id}`");
             if (!recorded.BitwiseEquals(now))
-                throw new InvalidOperationException(
-                    $"{scenario.Id}: input '{name}' {Engine.Tensors.Shape.Format(now.Shape)} differs from the recorded one {Engine.Tensors.Shape.Format(recorded.Shape)}: " +
+                throw new Engine.IO.InputException(path,
+                    $"input '{name}' of {scenario.Id} {Engine.Tensors.Shape.Format(now.Shape)} differs from the recorded one {Engine.Tensors.Shape.Format(recorded.Shape)}: " +
                     $"the fixture is stale; re-record with `harness fixtures record {scenario.Id}`");
         }
     }

@@ -73,8 +73,9 @@ public class ReportJsonTests
     [Fact]
     public void Malformed_report_names_the_field()
     {
-        var e = Assert.Throws<FormatException>(() => ReportJson.Read(Encoding.UTF8.GetBytes("{\"generated_at\": \"2025-01-01T00:00:00Z\"}")));
+        var e = Assert.Throws<FormatException>(() => ReportJson.Read(Encoding.UTF8.GetBytes("{\"schema_version\": 1, \"generated_at\": \"2025-01-01T00:00:00Z\"}")));
         Assert.Contains("environment", e.Message);
         Assert.Throws<FormatException>(() => ReportJson.Read(Encoding.UTF8.GetBytes("{not json")));
+        Assert.Contains("schema_version", Assert.Throws<FormatException>(() => ReportJson.Read(Encoding.UTF8.GetBytes("{\"schema_version\": 2}"))).Message);
     }
 }

@@ -60,8 +60,9 @@ public class CatalogOfflineTests(ITestOutputHelper output)
                 Directory.CreateDirectory(dst);
                 foreach (var f in Directory.GetFiles(src)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
             }
-            var ex = Assert.Throws<InvalidOperationException>(() => ScenarioRunner.Run(scenario, ScenarioContext.Recorded(fixtures)));
-            Assert.Contains("input 'input_ids' [6] differs from the recorded one", ex.Message);
+            var ex = Assert.Throws<Harness.Engine.IO.InputException>(() => ScenarioRunner.Run(scenario, ScenarioContext.Recorded(fixtures)));
+            Assert.Contains("input 'input_ids' of gemma4/moe/tp1/text/fp32 [6] differs from the recorded one", ex.Message);
+            Assert.StartsWith(Fixtures.BundlePath(fixtures, scenario.ReferenceKey), ex.Message);
             Assert.Contains("harness fixtures record gemma4/moe/tp1/text/fp32", ex.Message);
         }
         finally

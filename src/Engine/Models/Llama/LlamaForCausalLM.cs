@@ -15,8 +15,11 @@ namespace Harness.Engine.Models.Llama;
 /// by send/recv in full [Tp, hidden]; under SP it is all-gathered over TP first and sliced rank-aware on arrival.
 /// One sequence at a time (batch 1), with a KV cache per layer.
 /// </summary>
-public sealed class LlamaForCausalLM
+public sealed class LlamaForCausalLM : ICheckpointModel
 {
+    /// <summary>The tensors this model loads for a config (<see cref="LlamaTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
+    public static ModelTensors ExpectedTensors(HfConfig config) => LlamaTensors.Expected(config.Text);
+
     private readonly TextConfig _config;
     private readonly ParallelContext _ctx;
     private readonly IActivationSink _sink;
