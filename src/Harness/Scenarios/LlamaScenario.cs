@@ -5,6 +5,7 @@ using Harness.Engine.Capture;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Llama;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -173,8 +174,10 @@ public sealed record LlamaScenario : Scenario
                     ["rope_type"] = "default", ["rope_theta"] = c["rope_parameters"]?["rope_theta"]?.DeepClone(),
                 });
             config = LoadConfig(engineDir);
+            // the weights must be the tensors this config declares (a wrong width or vocab in config.json is named here)
+            CheckpointValidator.Validate(engineDir, LlamaForCausalLM.ExpectedTensors(HfConfig.Load(Path.Combine(engineDir, "config.json"))));
         }
-        catch (ConfigException e)
+        catch (Exception e) when (e is ConfigException or CheckpointMismatchException)
         {
             return new ScenarioResult(this, LayerComparison.Run(reference.Tensors, capture, modules, _ => Policy(DType, Tp)), null,
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
