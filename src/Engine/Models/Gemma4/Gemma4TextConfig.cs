@@ -108,6 +108,10 @@ public sealed record Gemma4TextConfig
         if (bidi == "all")
             throw new ConfigException(hf.SourceName, p + "use_bidirectional_attention", "is 'all' (non-causal text): not supported by the engine");
         bool moe = hf.GetBool(p + "enable_moe_block", false);
+        // transformers >= 5.17 writes the full-attention overrides as per_layer_config {"<layer>": {"head_dim", "num_key_value_heads"}}
+        // instead of global_head_dim / num_global_key_value_heads (5.12.1); either layout is read.
+        int? FullLayerOverride(string key) => Enumerable.Range(0, types.Length).Where(i => types[i] == "full_attention")
+            .Select(i => hf.GetIntOrNull($"{p}per_layer_config.{i}.{key}")).FirstOrDefault(v => v is not null);
         var c = new Gemma4TextConfig
         {
             Source = hf.SourceName,
@@ -119,8 +123,8 @@ public sealed record Gemma4TextConfig
             NumAttentionHeads = hf.GetInt(p + "num_attention_heads", 8),
             NumKeyValueHeads = hf.GetInt(p + "num_key_value_heads", 4),
             HeadDim = hf.GetInt(p + "head_dim", 256),
-            GlobalHeadDim = hf.GetIntOrNull(p + "global_head_dim") is int g && g > 0 ? g : hf.GetInt(p + "head_dim", 256),
-            NumGlobalKeyValueHeads = hf.GetIntOrNull(p + "num_global_key_value_heads"),
+            GlobalHeadDim = hf.GetIntOrNull(p + "global_head_dim") is int g && g > 0 ? g : FullLayerOverride("head_dim") ?? hf.GetInt(p + "head_dim", 256),
+            NumGlobalKeyValueHeads = hf.GetIntOrNull(p + "num_global_key_value_heads") ?? FullLayerOverride("num_key_value_heads"),
             AttentionKEqV = hf.GetBool(p + "attention_k_eq_v", false),
             AttentionBias = hf.GetBool(p + "attention_bias", false),
             HiddenActivation = hf.GetString(p + "hidden_activation", "gelu_pytorch_tanh"),

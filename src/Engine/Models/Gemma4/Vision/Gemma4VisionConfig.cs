@@ -38,8 +38,9 @@ public sealed record Gemma4VisionConfig
     {
         var rope = n.Child("rope_parameters") ?? throw n.Error("rope_parameters", "is missing");
         var ropeType = rope.RequiredString("rope_type");
-        if (ropeType != "default")
-            throw rope.Error("rope_type", $"is '{ropeType}'; the Gemma4 vision tower's 2-D RoPE supports only 'default'");
+        // 5.12.1 calls the 2-D RoPE "default", 5.17 "axial": the same inv_freq over head_dim/2 and the same halves per axis.
+        if (ropeType is not ("default" or "axial"))
+            throw rope.Error("rope_type", $"is '{ropeType}'; the Gemma4 vision tower's 2-D RoPE is 'default' (transformers 5.12) or 'axial' (5.17)");
         var c = new Gemma4VisionConfig
         {
             HiddenSize = n.RequiredInt("hidden_size"),
