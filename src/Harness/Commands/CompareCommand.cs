@@ -93,7 +93,7 @@ internal static class CompareCommand
     {
         var dir = Path.GetFullPath(o.Model);
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
-        var configPath = Path.Combine(dir, "config.json");
+        var configPath = ModelFolder.CheckFiles(dir);                          // folder, config.json, weights: one line naming the path
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
 
         // Gemma3n, Gemma4 and Qwen2-VL folders are checked by their own compare (typed configs that name a bad field); the

@@ -30,7 +30,8 @@ public static class ModelFolder
     public static IReadOnlyList<string> Supported => Models.Keys.Order(StringComparer.Ordinal).ToList();
 
     /// <summary>Checks the folder; returns its config. <paramref name="promptIds"/>, when given, must lie inside vocab_size.</summary>
-    public static HfConfig Check(string directory, int tp = 1, int pp = 1, IReadOnlyList<long>? promptIds = null)
+    /// <summary>The folder, its config.json and some weights are there; returns config.json's path.</summary>
+    public static string CheckFiles(string directory)
     {
         var dir = Path.GetFullPath(directory);
         if (!Directory.Exists(dir)) throw new InputException(dir, "no such model folder");
@@ -39,6 +40,13 @@ public static class ModelFolder
         if (Directory.GetFiles(dir, "*.safetensors").Length == 0 && !File.Exists(Path.Combine(dir, Checkpoint.IndexFileName)))
             throw new InputException(dir, "no weights (*.safetensors) in the model folder" +
                                           (Directory.GetFiles(dir, "*.bin").Length > 0 ? " (only PyTorch .bin files: convert them to safetensors)" : ""));
+        return configPath;
+    }
+
+    public static HfConfig Check(string directory, int tp = 1, int pp = 1, IReadOnlyList<long>? promptIds = null)
+    {
+        var dir = Path.GetFullPath(directory);
+        var configPath = CheckFiles(dir);
 
         // model_type first, so an unsupported model is named as such rather than by the first field our reader misses.
         string? modelType;

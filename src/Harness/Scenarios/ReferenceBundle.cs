@@ -52,6 +52,11 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
             if (name.StartsWith(InputPrefix, StringComparison.Ordinal)) inputs[name[InputPrefix.Length..]] = file.ReadTensor(name);
             else if (!name.StartsWith("__", StringComparison.Ordinal)) tensors[name] = file.ReadTensor(name);
         }
+        // A float64 oracle capture is the same module's output: same shape as the reference's, or the recording is broken.
+        foreach (var (name, oracle) in tensors.Where(t => t.Key.StartsWith(Runs.LayerComparison.OraclePrefix, StringComparison.Ordinal)))
+            if (tensors.TryGetValue(name[Runs.LayerComparison.OraclePrefix.Length..], out var module) && !oracle.Shape.SequenceEqual(module.Shape))
+                throw new SafetensorsFormatException(path, name,
+                    $"is {Shape.Format(oracle.Shape)}, but the module it is the float64 oracle of is {Shape.Format(module.Shape)}");
         TokenSequence? tokens = null;
         if (file.Contains(TokensName) || file.Contains(TopKIdsName) || file.Contains(TopKLogprobsName))
         {

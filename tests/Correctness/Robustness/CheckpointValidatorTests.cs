@@ -18,7 +18,7 @@ public sealed class CheckpointValidatorTests : IDisposable
 
     public CheckpointValidatorTests()
     {
-        var model = Path.Combine(Harness.Scenarios.Fixtures.DefaultDirectory(), "models", "tiny-llama-fp32");
+        var model = Path.Combine(Harness.Scenarios.Fixtures.DefaultDirectory(), "models", "tiny-llama-bias-fp32");   // untied lm_head, biases, head_dim 24
         _config = HfConfig.Load(Path.Combine(model, "config.json"));
         using var ckpt = Checkpoint.Open(model);
         foreach (var n in ckpt.Names) _weights[n] = ckpt.ReadTensor(n);
@@ -39,7 +39,7 @@ public sealed class CheckpointValidatorTests : IDisposable
     {
         Assert.Empty(Problems());
         var expected = LlamaForCausalLM.ExpectedTensors(_config);
-        Assert.Equal(2 + 4 * 9 + 1, expected.Tensors.Count()); // embed, 9 per layer, norm, lm_head
+        Assert.Equal(2 + 4 * (9 + 7) + 1, expected.Tensors.Count()); // embed, 9 per layer and 7 biases (the bias variant), norm, lm_head
     }
 
     [Fact]
@@ -60,7 +60,7 @@ public sealed class CheckpointValidatorTests : IDisposable
         _weights["model.layers.0.self_attn.k_proj.weight"] = Tensor.Zeros(DType.Float32, 64, 64);
         _weights["model.norm.weight"] = _weights["model.norm.weight"].To(DType.BFloat16);
         var p = Problems();
-        Assert.Contains("'model.layers.0.self_attn.k_proj.weight' is [64, 64], the config implies [32, 64] (num_key_value_heads * head_dim, hidden_size)", p);
+        Assert.Contains("'model.layers.0.self_attn.k_proj.weight' is [64, 64], the config implies [48, 64] (num_key_value_heads * head_dim, hidden_size)", p);
         Assert.Contains("'model.norm.weight' is BF16, the model's tensors are F32", p);
     }
 

@@ -65,7 +65,7 @@ public sealed class WorkerStressTests : IDisposable
         Assert.Contains(cause, ex.Message);
         Assert.IsType<ReferenceWorkerFailedException>(ex.InnerException);
 
-        var next = ScenarioCatalog.Find("gemma4-expert/gelu-tanh/fp32")!;
+        var next = ScenarioCatalog.Find("matmul/2d-x-5d/fp32")!;
         var outcome = ScenarioRunner.Run(next, ScenarioContext.Live(_client));
         Assert.True(outcome.Result.Passed, outcome.Result.Reason);
         Assert.Equal(starts + 1, _worker.Starts);

@@ -24,7 +24,7 @@ public sealed class ReportFuzzTests(ITestOutputHelper output)
         {
             // A real report with a baseline section: a passing Llama scenario, a fault whose ranks fail, an expert pair.
             var context = ScenarioContext.Recorded();
-            var ids = new[] { "llama/tp2-sp-pp2/input-ids/fp32", "llama/tp2-sp-pp2/input-ids/fp32/fault=sp-pp-residual-sliced", "gemma4-expert/gelu-tanh/fp32" };
+            var ids = new[] { "llama/tp2-sp-pp2/input-ids/fp32", "llama/tp2-sp-pp2/input-ids/fp32/fault=sp-pp-residual-sliced", "matmul/2d-x-5d/fp32" };
             var outcomes = ids.Select(id => ScenarioRunner.Run(ScenarioCatalog.Find(id)!, context)).ToList();
             var good = Path.Combine(work, "good");
             RunReportHook.Write(outcomes, good, null, 2.0, context);
