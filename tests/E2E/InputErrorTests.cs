@@ -137,7 +137,7 @@ public sealed class BaselineExitCodeTests
         var dir = Path.Combine(Path.GetTempPath(), "harness-e2e-baseline-" + Guid.NewGuid().ToString("N"));
         try
         {
-            const string id = "matmul/2d-x-5d/fp32,!fault";
+            const string id = "llama/tp1/input-ids/fp32,!fault";
             var night1 = CliProcess.Run("run", id, "--offline", "--report", Path.Combine(dir, "night1"));
             Assert.True(night1.ExitCode == 0, night1.ToString());
 
@@ -149,7 +149,7 @@ public sealed class BaselineExitCodeTests
 
             var night2 = CliProcess.Run("run", id, "--offline", "--report", Path.Combine(dir, "night2"), "--baseline", Path.Combine(dir, "baseline.json"));
             Assert.True(night2.ExitCode == 1, night2.ToString());
-            Assert.Contains("REGRESSION matmul/2d-x-5d/fp32", night2.Stdout);
+            Assert.Contains("REGRESSION llama/tp1/input-ids/fp32", night2.Stdout);
             Assert.True(File.Exists(Path.Combine(dir, "night2", "report.json")));
 
             var same = CliProcess.Run("run", id, "--offline", "--report", Path.Combine(dir, "night3"), "--baseline", Path.Combine(dir, "night1", "report.json"));

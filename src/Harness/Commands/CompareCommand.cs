@@ -101,7 +101,7 @@ internal static class CompareCommand
         // problem is one line naming the file and the field or tensor, exit 2 (ModelFolder, Cli).
         var modelType = PeekModelType(configPath);
         if (modelType is not null && !Supported.Contains(modelType))
-            return CliSupport.UsageError($"compare: not supported yet: {modelType} (in {configPath}; supported: {string.Join(", ", Supported)})");
+            throw new Engine.Config.ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
         if (modelType is not null && Gemma4Compare.ModelTypes.Contains(modelType)) return Gemma4Compare.Run(o, dir, configPath, ids);
         if (modelType == "qwen2_vl") return Qwen2VlCompare.Run(o, dir, configPath, ids);
         if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is {modelType}");
