@@ -41,7 +41,7 @@ public static class Activation
     {
         ArgumentNullException.ThrowIfNull(name);
         if (Names.TryGetValue(name.Trim(), out var kind))
-            return kind == ActivationKind.GeluTanh && Runtime.Faults.IsActive(Runtime.Faults.GeluTanhAsExact) ? ActivationKind.Gelu : kind;
+            return kind;
         throw new ArgumentException(
             $"unknown activation '{name}'; known: {string.Join(", ", Names.Keys.Order(StringComparer.Ordinal))}", nameof(name));
     }
@@ -82,7 +82,6 @@ public static class Activation
     /// <summary>act(gate) * up, as HF's MLPs do: act rounds to the dtype, then the product rounds again.</summary>
     public static Tensor ApplyGated(Tensor gate, Tensor up, ActivationKind kind)
     {
-        if (Runtime.Faults.IsActive(Runtime.Faults.GateUpSwapped)) (gate, up) = (up, gate);
         if (gate.IsCuda && up.IsCuda && gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && kind != ActivationKind.GeluNew)
             return kind switch
             {

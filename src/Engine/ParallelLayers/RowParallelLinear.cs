@@ -25,7 +25,7 @@ public sealed class RowParallelLinear
     {
         _tp = tp;
         // The fault re-creates the Gemma3n TP=2 bug: a full-width input treated as already split.
-        InputIsParallel = inputIsParallel || Runtime.Faults.IsActive(Runtime.Faults.RowParallelInputIsParallel);
+        InputIsParallel = inputIsParallel;
         ReduceResults = reduceResults;
         InFeatures = fullWeight.Shape[1];
         // vLLM adds the bias on rank 0 only, inside its GEMM (before the reduction): once in the sum, and at TP=1 exactly

@@ -74,24 +74,10 @@ public static class Faults
         [SparseTopKRankLocal] = "Gemma3n's gaussian top-k statistics taken over each rank's gate shard instead of the whole row (TP)",
     };
 
-    private static readonly AsyncLocal<HashSet<string>?> _active = new();
-
-    public static bool IsActive(string name) => _active.Value?.Contains(name) ?? false;
-
-    /// <summary>Activates a fault for the current flow until the scope is disposed; an unknown name lists the known ones.</summary>
-    public static IDisposable Inject(string name)
-    {
-        if (!Known.ContainsKey(name))
-            throw new ArgumentException($"unknown fault '{name}'; known faults: {string.Join(", ", Known.Keys.Order())}", nameof(name));
-        var previous = _active.Value;
-        var next = previous is null ? new HashSet<string>() : new HashSet<string>(previous);
-        next.Add(name);
-        _active.Value = next;
-        return new Scope(previous);
-    }
-
-    private sealed class Scope(HashSet<string>? previous) : IDisposable
-    {
-        public void Dispose() => _active.Value = previous;
-    }
+    /// <summary>
+    /// Checks a fault name (an unknown one lists the known ones). Faults are never ambient: a scenario maps its fault's name
+    /// to the model's constructor options, its config or its weights; nothing inside a layer or an op reads a switch.
+    /// </summary>
+    public static string Check(string name) => Known.ContainsKey(name) ? name
+        : throw new ArgumentException($"unknown fault '{name}'; known faults: {string.Join(", ", Known.Keys.Order())}", nameof(name));
 }

@@ -200,8 +200,6 @@ public sealed record Gemma3nScenario : Scenario
         SparseTopKRankLocal = Fault == Faults.SparseTopKRankLocal,
     };
 
-    /// <summary>Faults this scenario passes to the model as constructor options (others are injected around the run).</summary>
-    private static readonly string[] OptionFaults = [Faults.RowParallelInputIsParallel, Faults.SparseTopKRankLocal];
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
     {
@@ -217,9 +215,7 @@ public sealed record Gemma3nScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
-        // Other named faults live in shared ops (activation, GEMM paths) and are injected around the run as before.
-        bool globalFault = Fault is not null && !OptionFaults.Contains(Fault);
-        using (globalFault ? Faults.Inject(Fault!) : null)
+        // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.
         {
             try
             {

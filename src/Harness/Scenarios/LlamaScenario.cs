@@ -186,8 +186,6 @@ public sealed record LlamaScenario : Scenario
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs
-        using (Fault is null || Fault is Faults.SpResidualFirstSlice or Faults.SpPpResidualSliced or Faults.RopeScalingIgnored
-                   ? null : Faults.Inject(Fault))
         {
             try
             {

@@ -243,7 +243,6 @@ public sealed record Qwen2VlScenario : Scenario
         var options = Qwen2VlOptions.ForFault(Fault);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
-        using (Fault is null || Qwen2VlOptions.Handles(Fault) ? null : Faults.Inject(Fault))
         {
             try
             {

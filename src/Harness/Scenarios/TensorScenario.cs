@@ -44,7 +44,6 @@ public abstract record TensorScenario : Scenario
         var sw = Stopwatch.StartNew();
         var capture = new ActivationCapture(Modules);
         string? error = null, module = null;
-        using (Fault is null ? null : Faults.Inject(Fault))
         {
             try
             {

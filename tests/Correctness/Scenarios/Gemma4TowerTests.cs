@@ -132,7 +132,7 @@ public class Gemma4TowerTests(ITestOutputHelper output)
     [Fact]
     public void The_fault_reaches_the_model_only_as_a_constructor_argument()
     {
-        using var fault = Faults.Inject(Faults.MatmulNoNdBroadcast);                // ambient: ignored by Matmul
+        // no ambient switch exists (Faults.Check only checks names): the default options run the fixed matmul
         Assert.Equal([8, 40], Encode(DType.Float32, TinyGemma4Towers.AudioInputs(DType.Float32).Features)[0].ShapeArray);
     }
 
