@@ -45,7 +45,7 @@ public sealed record Gemma3nScenario : Scenario
         Tp = tp;
         Kind = input;
         string inputName = InputName(input);
-        Id = $"gemma3n/tp{tp}/{inputName}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("gemma3n", [$"tp{tp}", inputName], dtype, fault);
         Model = "gemma3n";
         Layout = $"tp{tp}";
         DType = dtype;
@@ -98,7 +98,7 @@ public sealed record Gemma3nScenario : Scenario
         {
             ModelPath = full,
             PromptIds = ids,
-            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/input-ids-{ids.Length}/{DTypeTag(dtype)}",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), $"tp{tp}", $"input-ids-{ids.Length}"], dtype),
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', ids)}",
             Description = $"HF Gemma3n checkpoint {full}, TP={tp}, {dtype.TorchName()}",
         };

@@ -36,7 +36,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         if (!Inputs3.Contains(input)) throw new ArgumentException($"unknown Gemma4 multimodal input '{input}'; known: {string.Join(", ", Inputs3)}");
         Modality = input;
         Tp = tp;
-        Id = $"gemma4/{shape}/tp{tp}/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("gemma4", [shape, $"tp{tp}", input], dtype, fault);
         Fault = fault;
         ExpectedFirstBadModule = expectedFirstBadModule;
         Model = "gemma4";

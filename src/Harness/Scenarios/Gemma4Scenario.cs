@@ -44,7 +44,7 @@ public sealed record Gemma4Scenario : Scenario
     {
         Shape = shape;
         Tp = tp;
-        Id = $"gemma4/{shape}/tp{tp}/text/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("gemma4", [shape, $"tp{tp}", "text"], dtype, fault);
         Model = "gemma4";
         Layout = $"tp{tp}";
         DType = dtype;
@@ -99,7 +99,7 @@ public sealed record Gemma4Scenario : Scenario
         {
             ModelPath = full,
             PromptIds = promptIds ?? SeededPrompt(Gemma4ForCausalLM.LoadConfig(full).VocabSize, promptTokens),
-            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/tp{tp}/input-ids-{promptIds?.Length ?? promptTokens}/{DTypeTag(dtype)}",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), $"tp{tp}", $"input-ids-{promptIds?.Length ?? promptTokens}"], dtype),
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
             Description = $"HF Gemma4 checkpoint {full}, TP={tp}, {dtype.TorchName()}",
             Tolerance = dtype == DType.Float32 ? CheckpointFloat32.Name : Policy(dtype, tp).Name,

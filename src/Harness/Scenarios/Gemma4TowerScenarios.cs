@@ -146,7 +146,7 @@ public sealed record Gemma4TowerScenario : Scenario
     {
         Tower = tower;
         string input = tower == Gemma4Tower.Audio ? "audio-tower" : "vision-tower";
-        Id = $"gemma4/e2b-like/tp1/{input}/{DTypeTag(dtype)}{(fault is null ? "" : $"/fault={fault}")}";
+        Id = BuildId("gemma4", ["e2b-like", "tp1", input], dtype, fault);
         Model = "gemma4";
         Layout = "tp1";
         DType = dtype;

@@ -85,7 +85,7 @@ public sealed record LlamaScenario : Scenario
             ModelPath = full,
             PromptIds = promptIds,
             Model = config.ModelType ?? "llama",
-            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/{baseScenario.Layout}/input-ids-{promptIds?.Length ?? promptTokens}/{DTypeTag(dtype)}",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), baseScenario.Layout, $"input-ids-{promptIds?.Length ?? promptTokens}"], dtype),
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
             Description = $"HF checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, PP={pp}, {dtype.TorchName()}",
         };

@@ -100,7 +100,7 @@ public sealed record Qwen2VlScenario : Scenario
             ModelPath = full,
             TextIds = textIds,
             TextTokens = textTokens,
-            Id = $"checkpoint/{Path.GetFileName(full.TrimEnd('/'))}/{baseScenario.Layout}/{baseScenario.Input}/{DTypeTag(dtype)}",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), baseScenario.Layout, baseScenario.Input], dtype),
             ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{baseScenario.Input}{tag}",
             Description = $"HF Qwen2-VL checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, {Describe(media)}, {dtype.TorchName()}",
         };
