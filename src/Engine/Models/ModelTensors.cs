@@ -16,8 +16,11 @@ public sealed record ExpectedTensor(string Name, int[] Shape, string ShapeFrom, 
 /// Everything a model built from a config needs from a checkpoint (see <see cref="ICheckpointModel"/>): the tensors,
 /// and suffixes of names a checkpoint may carry that the model ignores (e.g. ".rotary_emb.inv_freq" buffers).
 /// The tensors are enumerated lazily: a config claiming 2^31 layers is judged by the first missing ones, not listed.
+/// <paramref name="IgnoredPrefixes"/>: whole parts of a checkpoint the model does not load (e.g. "model.vision_tower."
+/// where the engine is handed the tower's outputs).
 /// </summary>
-public sealed record ModelTensors(string ModelName, string ConfigSource, IEnumerable<ExpectedTensor> Tensors, IReadOnlyList<string> IgnoredSuffixes)
+public sealed record ModelTensors(string ModelName, string ConfigSource, IEnumerable<ExpectedTensor> Tensors, IReadOnlyList<string> IgnoredSuffixes,
+    IReadOnlyList<string>? IgnoredPrefixes = null)
 {
     /// <summary>The dtypes the engine computes in; the model's dtype must be one of them.</summary>
     public static readonly DType[] ComputeDTypes = [Harness.Engine.Tensors.DType.Float32, Harness.Engine.Tensors.DType.BFloat16];
@@ -97,7 +100,8 @@ public static class CheckpointValidator
         }
         // Unexpected names are only known when the whole declaration was seen.
         var unexpected = complete
-            ? checkpoint.Names.Where(n => !declared.Contains(n) && !model.IgnoredSuffixes.Any(s => n.EndsWith(s, StringComparison.Ordinal))).ToList()
+            ? checkpoint.Names.Where(n => !declared.Contains(n) && !model.IgnoredSuffixes.Any(s => n.EndsWith(s, StringComparison.Ordinal))
+                                            && !(model.IgnoredPrefixes ?? []).Any(s => n.StartsWith(s, StringComparison.Ordinal))).ToList()
             : [];
         int m = 0;
         for (int i = 0; i < problems.Count; i++)

@@ -1,4 +1,5 @@
 using Harness.Engine.Config;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma3n;
 using Harness.Engine.Tensors;
 using Harness.Scenarios;
@@ -26,6 +27,8 @@ internal static class Gemma3nCompare
             var config = Gemma3nConfig.Load(configPath);
             if (ids is not null && ids.FirstOrDefault(id => id >= config.Text.VocabSize, -1) is var bad && bad >= 0)
                 return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
+            // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
+            CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }
         catch (Exception e) when (e is ConfigException or IOException or ArgumentException or KeyNotFoundException or InvalidOperationException)

@@ -29,6 +29,8 @@ internal static class Gemma4Compare
             return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary ({config.Path}vocab_size {config.VocabSize} in {configPath})");
         if (config.NumAttentionHeads % o.Tp != 0)
             return CliSupport.UsageError($"compare: {config.NumAttentionHeads} attention heads ({config.Path}num_attention_heads in {configPath}) do not split over --tp {o.Tp}");
+        // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
+        Engine.Models.CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
 
         var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
         if (context is null) return ExitCodes.Usage;

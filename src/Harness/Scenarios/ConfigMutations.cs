@@ -190,7 +190,7 @@ public static class ConfigMutations
     };
 
     /// <summary>A value no default equals, for fields whose true value IS the default (or HF has none): integers +1,
-    /// reals x1.5, booleans flipped, activation names swapped, lists with each element perturbed.</summary>
+    /// reals x1.5, booleans flipped, activation names, rope and layer types, use_bidirectional_attention swapped, lists with each element perturbed.</summary>
     private static JsonNode? Perturb(string path, JsonNode value)
     {
         switch (value)
@@ -208,6 +208,10 @@ public static class ConfigMutations
                 string[] acts = ["silu", "gelu_pytorch_tanh", "gelu", "relu", "quick_gelu"];
                 if (acts.Contains(s)) return JsonValue.Create(acts[(Array.IndexOf(acts, s) + 1) % acts.Length]);
                 if (path.EndsWith("rope_type", StringComparison.Ordinal)) return JsonValue.Create(s == "default" ? "linear" : "default");
+                // Gemma's use_bidirectional_attention: "vision" (image tokens see each other both ways) <-> "all" (no causal mask)
+                string[] bidirectional = ["vision", "all"];
+                if (path.EndsWith("use_bidirectional_attention", StringComparison.Ordinal) && bidirectional.Contains(s))
+                    return JsonValue.Create(bidirectional[1 - Array.IndexOf(bidirectional, s)]);
                 string[] layerTypes = ["full_attention", "sliding_attention"];
                 if (layerTypes.Contains(s)) return JsonValue.Create(layerTypes[1 - Array.IndexOf(layerTypes, s)]);
                 return null;

@@ -7,6 +7,7 @@ using Harness.Engine.Capture;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma3n;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -219,6 +220,8 @@ public sealed record Gemma3nScenario : Scenario
         {
             try
             {
+                // the weights must be the tensors this config declares (a wrong width in config.json is named here)
+                CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
                 var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }

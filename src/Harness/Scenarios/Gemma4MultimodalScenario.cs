@@ -6,6 +6,7 @@ using Harness.Comparison;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma4;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -176,6 +177,8 @@ public sealed record Gemma4MultimodalScenario : Scenario
         string? error = null, failedModule = null;
         try
         {
+            // the weights must be the text decoder's tensors this config declares (a wrong width in config.json is named here)
+            CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
             var gens = ThreadWorld.Run(Tp, rank =>
             {
                 var ctx = ThreadWorld.Layout(rank, Tp, 1);

@@ -6,6 +6,7 @@ using Harness.Comparison;
 using Harness.Engine.Capture;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma4;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -184,6 +185,8 @@ public sealed record Gemma4Scenario : Scenario
         string? error = null, failedModule = null;
         try
         {
+            // the weights must be the tensors this config declares (a wrong width in config.json is named here)
+            CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
             var options = OptionsFor(Fault);
             var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, options), context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);

@@ -39,20 +39,22 @@ public sealed class Gemma3nAttention
         {
             if (b.NumAttentionHeads % tp != 0)
                 throw new ArgumentException($"{prefix}.q_proj: {b.NumAttentionHeads} attention heads are not divisible by the tensor-parallel size {tp}");
-            _qOnly = ColumnParallelLinear.Load(weights, prefix + ".q_proj", ctx.Tp);   // heads/tp per rank, as QKVParallelLinear splits q
+            // heads/tp per rank, as QKVParallelLinear splits q; bias=config.attention_bias, as HF builds q_proj
+            _qOnly = new ColumnParallelLinear(weights.Get(prefix + ".q_proj.weight"), WeightBias.Load(weights, prefix + ".q_proj", b.AttentionBias),
+                ctx.Tp, gatherOutput: false, prefix + ".q_proj");
             _heads = b.NumAttentionHeads / tp;
             _kvHeads = Math.Max(1, b.NumKeyValueHeads / tp);
         }
         else
         {
             _qkv = new QKVParallelLinear(weights, prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj",
-                b.NumAttentionHeads, b.NumKeyValueHeads, b.HeadDim, ctx.Tp);
+                b.NumAttentionHeads, b.NumKeyValueHeads, b.HeadDim, ctx.Tp, bias: b.AttentionBias);
             _heads = _qkv.LocalHeads;
             _kvHeads = _qkv.LocalKvHeads;
             _kNorm = weights.Get(prefix + ".k_norm.weight");
         }
         _qNorm = weights.Get(prefix + ".q_norm.weight");
-        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true);
+        _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, bias: b.AttentionBias);
     }
 
     /// <param name="x">[tokens, hidden] (input_layernorm's output)</param>

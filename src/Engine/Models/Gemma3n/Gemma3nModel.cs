@@ -160,7 +160,13 @@ public sealed class Gemma3nModel
         embeds = Elementwise.Where(Tensor.FromArray(audioMask, idv.Length, 1), audioEmbeds, embeds);
 
         if (input.ImageSoftTokens is { } image)
+        {
+            // get_image_features: last_hidden_state.reshape(batch, vision hidden, vision_soft_tokens_per_image): whole images only
+            int perImage = _config.VisionSoftTokensPerImage!.Value;
+            if (image.Shape[0] % perImage != 0)
+                throw new ArgumentException($"{image.Shape[0]} image soft tokens are not whole images of vision_soft_tokens_per_image {perImage}");
             Scatter(embeds, idv, _config.ImageTokenId!.Value, EmbedVision.ForwardSoft(image.To(DType)), "image_token_id");
+        }
         if (input.AudioSoftTokens is { } audio)
         {
             var features = EmbedAudio.ForwardSoft(audio.To(DType));                     // [m, D]

@@ -49,25 +49,25 @@ public sealed class Gemma4Attention
         _eps = config.RmsNormEps;
         _window = config.IsSliding(layer) ? config.SlidingWindow : null;
 
-        _q = Rows(weights, prefix + ".q_proj", r * LocalHeads * HeadDim, LocalHeads * HeadDim);
+        bool bias = config.AttentionBias;                                       // HF: nn.Linear(..., bias=config.attention_bias)
+        _q = Rows(weights, prefix + ".q_proj", r * LocalHeads * HeadDim, LocalHeads * HeadDim, bias);
         _qNorm = weights.Get(prefix + ".q_norm.weight");
         if (!IsKvShared)
         {
-            _k = Rows(weights, prefix + ".k_proj", kvStart * HeadDim, LocalKvHeads * HeadDim);
-            _v = config.KEqV(layer) ? null : Rows(weights, prefix + ".v_proj", kvStart * HeadDim, LocalKvHeads * HeadDim);
+            _k = Rows(weights, prefix + ".k_proj", kvStart * HeadDim, LocalKvHeads * HeadDim, bias);
+            _v = config.KEqV(layer) ? null : Rows(weights, prefix + ".v_proj", kvStart * HeadDim, LocalKvHeads * HeadDim, bias);
             _kNorm = weights.Get(prefix + ".k_norm.weight");
         }
-        _o = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: true);
+        _o = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, reduceResults: true, bias: bias);
     }
 
-    /// <summary>Rows [start, start + rows) of a [out, in] weight (and its bias): this rank's heads.</summary>
-    private static Linear Rows(IWeightSource weights, string prefix, int start, int rows)
+    /// <summary>Rows [start, start + rows) of a [out, in] weight (and its bias, when the config says it has one): this rank's heads.</summary>
+    private static Linear Rows(IWeightSource weights, string prefix, int start, int rows, bool bias)
     {
         var w = weights.Get(prefix + ".weight");
         if (start + rows > w.Shape[0])
             throw new ArgumentException($"{prefix}.weight {Shape.Format(w.Shape)} has no rows [{start}, {start + rows})");
-        var bias = weights.Contains(prefix + ".bias") ? weights.Get(prefix + ".bias").Narrow(0, start, rows) : null;
-        return new Linear(w.Narrow(0, start, rows), bias);
+        return new Linear(w.Narrow(0, start, rows), WeightBias.Load(weights, prefix, bias)?.Narrow(0, start, rows));
     }
 
     /// <param name="x">[rows, hidden]: the normed input of every sequence, stacked.</param>

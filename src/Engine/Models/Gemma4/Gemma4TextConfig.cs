@@ -143,7 +143,9 @@ public sealed record Gemma4TextConfig
             NumExperts = moe ? hf.GetInt(p + "num_experts") : 0,
             TopKExperts = moe ? hf.GetInt(p + "top_k_experts") : 0,
             MoeIntermediateSize = moe ? hf.GetInt(p + "moe_intermediate_size") : 0,
-            PadTokenId = hf.GetIntOrNull(p + "pad_token_id") ?? hf.GetInt("pad_token_id", 0),
+            // gemma4 only: Gemma4Model.forward puts text_config.pad_token_id in place of multimodal tokens. Not read for
+            // gemma4_text: there it is only nn.Embedding's padding_idx (an init detail), which no forward can observe.
+            PadTokenId = p.Length > 0 ? hf.GetInt(p + "pad_token_id", 0) : 0,
         };
         c = c with
         {
