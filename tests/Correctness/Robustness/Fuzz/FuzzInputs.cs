@@ -141,6 +141,7 @@ internal static class FuzzInputs
     {
         var (header, data) = ReadHeader(path);
         var names = header.Select(kv => kv.Key).Where(k => k != "__metadata__").ToList();
+        if (names.Count == 0) return "no tensor to edit (the header holds none)";
         var name = names[rng.Next(names.Count)];
         var entry = header[name]!.AsObject();
         string what;
