@@ -198,7 +198,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
         }
         var policy = Policy(DType, Tp);
-        var compared = reference.Tensors.Where(kv => modules.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
             margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Gemma4Scenario.Bf16LogitUlp,
