@@ -21,13 +21,15 @@ namespace Harness.Comparison;
 public sealed record OracleBound(double ErrorRatio, double FloorUlps, double OutlierFraction)
 {
     /// <summary>
-    /// C = 8: measured engine/reference error ratios on the 155M Llama (fp32, TP=1): 1.9-2.2x in relative L2, 1.6-3.4x
-    /// in max abs; TP, SP and bf16 partial-sum rounding add up to ~2x more. 8 covers that with room; the smallest fault
-    /// the catalog must catch (exact vs tanh GELU in fp32) is ~10^3 times the fp32 reference error.
+    /// C = 16: measured engine/reference error ratios on the 155M Llama (fp32, TP=1): 1.9-2.2x in relative L2, 1.6-3.4x
+    /// in max abs; across the catalog the largest is Gemma4's per-layer-input norm at TP=2 (7.7x relative L2, 10.7x max
+    /// abs: a norm of a small-magnitude vector amplifies the engine's upstream TP reduction order). 16 covers that with
+    /// room; the smallest fault the catalog must catch (exact vs tanh GELU in fp32) is ~10^3 times the fp32 reference's
+    /// own error, and the bugs sit at 10^4-10^6.
     /// F = 4 ulps of the module's scale: where the reference is exact, 4 roundings of the largest element.
     /// B = 1e-4: one element in 10,000 may exceed the elementwise bound (counted and reported), never in small tensors.
     /// </summary>
-    public static OracleBound Default { get; } = new(8, 4, 1e-4);
+    public static OracleBound Default { get; } = new(16, 4, 1e-4);
 
     public static double UnitRoundoff(DType dtype) => dtype switch
     {
