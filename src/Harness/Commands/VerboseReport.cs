@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
 using Harness.Runs;
@@ -65,7 +66,7 @@ internal static class VerboseReport
             w.WriteLine($"  engine shape   {(recorded && first.EngineShape is not null ? Shape.Format(first.EngineShape) : "none (the engine recorded nothing)")}");
             var expected = first.ExpectedShape ?? first.ReferenceShape;
             w.WriteLine($"  expected shape {(expected is null ? "-" : Shape.Format(expected))}" +
-                        (first.ReferenceShape is null || first.Shard is null or ShardSpec.FullTensor ? "" : $" (reference {Shape.Format(first.ReferenceShape)}, shard {first.Shard})"));
+                        (first.ReferenceShape is null || first.Shard is null or ShardSpec.Full ? "" : $" (reference {Shape.Format(first.ReferenceShape)}, shard {first.Shard})"));
             if (r.EngineError is not null && r.FailedModule == first.Module)
                 w.WriteLine($"  engine error:  {r.EngineError}");
             w.Write(first.Describe());

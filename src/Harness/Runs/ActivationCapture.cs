@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Engine.Tensors;
 
 namespace Harness.Runs;
@@ -46,7 +47,7 @@ public sealed class ActivationCapture
         ArgumentNullException.ThrowIfNull(shard);
         if (!Wants(module)) return;
         var snapshot = value.Clone();
-        int r = rank ?? (shard is ShardSpec.EvenShard s ? s.Rank : 0);
+        int r = rank ?? (shard is ShardSpec.Sharded s ? s.Rank : 0);
         lock (_gate)
             _records.Add(new CapturedActivation(module, snapshot, shard) { Rank = r, Sequence = _sequence++ });
     }

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Engine.Tensors;
 
 namespace Harness.Runs;

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using System.Globalization;
 using Harness.Comparison;
 using Harness.Engine.Tensors;

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using System.Globalization;
 using System.Text;
 using Harness.Comparison;
@@ -59,7 +60,7 @@ public sealed record LayerRow(
                 return $"{Label}: {Verdict.ToString().ToUpperInvariant()}\n  {Note}\n";
             default:
                 var text = Result?.ToString() ?? $"{Label}: {Verdict}\n";
-                return Shard is ShardSpec.FullTensor or null ? text
+                return Shard is ShardSpec.Full or null ? text
                     : text + string.Create(ci, $"  shard: {Shard} of reference {Shape.Format(ReferenceShape)}\n");
         }
     }

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
@@ -171,7 +172,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             HasAudio ? reference.Tensors["model.audio_tower"] : null,
             HasAudio ? reference.Tensors["audio_tower.mask"] : null);
         foreach (var tower in new[] { "model.vision_tower", "model.audio_tower" })
-            if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Runs.ShardSpec.Full, 0);
+            if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Engine.Capture.ShardSpec.Whole, 0);
         var prompt = Tensor.FromArray(PromptIds(), PromptIds().Length);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Comparison;
 
 using Harness.Engine.Tensors;
@@ -124,8 +125,8 @@ public class OracleVerdictTests
             ["model.layers.0"] = o,
         };
         var capture = new ActivationCapture();
-        capture.Record("model.layers.0.mlp", o, ShardSpec.Full);
-        capture.Record("model.layers.0", o, ShardSpec.Full);
+        capture.Record("model.layers.0.mlp", o, ShardSpec.Whole);
+        capture.Record("model.layers.0", o, ShardSpec.Whole);
         var report = LayerComparison.Run(reference, capture, ["model.layers.0.mlp", "model.layers.0"]);
         Assert.True(report.Passed, report.ToString());
         Assert.Equal(2, report.Rows.Count);                             // the oracle tensor is not a module of its own

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Engine.Tensors;
 using Harness.Reports;
 using Harness.Runs;
@@ -34,7 +35,7 @@ internal static class SyntheticScenarios
                     for (int i = 0; i < 4; i++) shard.Set(shard.At(i, i) + 1.0, i, i);
                 else if (module != "model.embed_tokens")
                     shard.Set(shard.At(0, 0) * (1 + 1e-6), 0, 0); // a tiny error so the plot has something above the floor
-                capture.Record(module, shard, ShardSpec.Sharded(-1, rank, 2), rank: rank);
+                capture.Record(module, shard, new ShardSpec.Sharded(-1, rank, 2), rank: rank);
             }
         }
         var layers = LayerComparison.Run(reference, capture, Modules);

@@ -1,3 +1,4 @@
+using Harness.Engine.Capture;
 using Harness.Comparison;
 using Harness.Engine.Tensors;
 using Harness.Runs;
@@ -16,7 +17,7 @@ public class LayerComparisonTests
     {
         var reference = Ref(1, 3, 8);
         var capture = new ActivationCapture();
-        capture.Record("model.layers.0.mlp", reference, ShardSpec.Full);
+        capture.Record("model.layers.0.mlp", reference, ShardSpec.Whole);
         var report = LayerComparison.Run(One("model.layers.0.mlp", reference), capture, ["model.layers.0.mlp"]);
         Assert.True(report.Passed, report.ToString());
         var row = Assert.Single(report.Rows);
@@ -31,8 +32,8 @@ public class LayerComparisonTests
     {
         var reference = Ref(2, 4, 8);
         var capture = new ActivationCapture();
-        capture.Record("model.layers.0.mlp.gate_up_proj", reference.Narrow(-1, 0, 4), ShardSpec.Sharded(-1, 0, 2));
-        capture.Record("model.layers.0.mlp.gate_up_proj", reference.Narrow(-1, 4, 4), ShardSpec.Sharded(-1, 1, 2));
+        capture.Record("model.layers.0.mlp.gate_up_proj", reference.Narrow(-1, 0, 4), new ShardSpec.Sharded(-1, 0, 2));
+        capture.Record("model.layers.0.mlp.gate_up_proj", reference.Narrow(-1, 4, 4), new ShardSpec.Sharded(-1, 1, 2));
         var report = LayerComparison.Run(One("model.layers.0.mlp.gate_up_proj", reference), capture, ["model.layers.0.mlp.gate_up_proj"]);
         Assert.True(report.Passed, report.ToString());
         Assert.Equal([0, 1], report.Rows.Select(r => r.Rank));
@@ -40,7 +41,7 @@ public class LayerComparisonTests
 
         // The left half given as rank 1's shard is a value failure, not a shape one.
         var swapped = new ActivationCapture();
-        swapped.Record("m", reference.Narrow(-1, 0, 4), ShardSpec.Sharded(-1, 1, 2));
+        swapped.Record("m", reference.Narrow(-1, 0, 4), new ShardSpec.Sharded(-1, 1, 2));
         var bad = LayerComparison.Run(One("m", reference), swapped, ["m"]);
         Assert.False(bad.Passed);
         Assert.Equal(LayerVerdict.Fail, bad.FirstDivergence!.Verdict);
@@ -51,9 +52,9 @@ public class LayerComparisonTests
     {
         var reference = Ref(3, 4, 2048);
         var capture = new ActivationCapture();
-        capture.Record("model.layers.0.input_layernorm", Ref(4, 4, 2048), ShardSpec.Full);
+        capture.Record("model.layers.0.input_layernorm", Ref(4, 4, 2048), ShardSpec.Whole);
         // Rank 1 forgot to shard: it holds the whole [4, 2048] where its slice is [4, 1024].
-        capture.Record("model.layers.1.self_attn.o_proj", reference, ShardSpec.Sharded(1, 1, 2), rank: 1);
+        capture.Record("model.layers.1.self_attn.o_proj", reference, new ShardSpec.Sharded(1, 1, 2), rank: 1);
         var refs = new Dictionary<string, Tensor>
         {
             ["model.layers.0.input_layernorm"] = Ref(4, 4, 2048),
@@ -78,8 +79,8 @@ public class LayerComparisonTests
     private static ActivationCapture SpCapture(Tensor reference, Tensor rank1Rows)
     {
         var capture = new ActivationCapture();
-        capture.Record("model.layers.1.self_attn", reference.Narrow(0, 0, 4), ShardSpec.Rows(0, 4, 0), rank: 0);
-        capture.Record("model.layers.1.self_attn", rank1Rows, ShardSpec.Rows(4, 4, 0), rank: 1);
+        capture.Record("model.layers.1.self_attn", reference.Narrow(0, 0, 4), new ShardSpec.Rows(0, 4, 0), rank: 0);
+        capture.Record("model.layers.1.self_attn", rank1Rows, new ShardSpec.Rows(4, 4, 0), rank: 1);
         return capture;
     }
 
@@ -125,8 +126,8 @@ public class LayerComparisonTests
     {
         var refs = new Dictionary<string, Tensor> { ["model.embed_tokens"] = Ref(8, 2, 4), ["model.norm"] = Ref(9, 2, 4) };
         var capture = new ActivationCapture();
-        capture.Record("model.embed_tokens", refs["model.embed_tokens"], ShardSpec.Full);
-        capture.Record("engine.scratch", Ref(10, 3), ShardSpec.Full);
+        capture.Record("model.embed_tokens", refs["model.embed_tokens"], ShardSpec.Whole);
+        capture.Record("engine.scratch", Ref(10, 3), ShardSpec.Whole);
         var report = LayerComparison.Run(refs, capture, ["model.embed_tokens", "model.norm"]);
         Assert.False(report.Passed);
         Assert.Equal([LayerVerdict.Pass, LayerVerdict.Missing, LayerVerdict.Extra], report.Rows.Select(r => r.Verdict));
@@ -143,7 +144,7 @@ public class LayerComparisonTests
         var off = reference.Clone();
         off.Set(off.At(0, 0) + 1e-3, 0, 0);
         var capture = new ActivationCapture();
-        capture.Record("m", off, ShardSpec.Full);
+        capture.Record("m", off, ShardSpec.Whole);
         Assert.False(LayerComparison.Run(One("m", reference), capture, ["m"]).Passed);
         var loose = new TolerancePolicy("loose", 1e-2, 1e-2, "test");
         var report = LayerComparison.Run(One("m", reference), capture, ["m"], _ => loose);
@@ -156,16 +157,16 @@ public class LayerComparisonTests
     {
         var capture = new ActivationCapture(["keep"]);
         var t = Tensor.FromArray([1f, 2f], 2);
-        capture.Record("keep", t, ShardSpec.Full);
-        capture.Record("drop", t, ShardSpec.Full);
+        capture.Record("keep", t, ShardSpec.Whole);
+        capture.Record("drop", t, ShardSpec.Whole);
         t.Set(5, 0);
         Assert.Equal(1.0, Assert.Single(capture.Records).Value.At(0));
         capture.Enabled = false;
         Assert.False(capture.Wants("keep"));
-        capture.Record("keep", t, ShardSpec.Full);
+        capture.Record("keep", t, ShardSpec.Whole);
         Assert.Equal(1, capture.Count);
         var multi = new ActivationCapture();
-        Parallel.For(0, 8, r => multi.Record("m", t, ShardSpec.Sharded(0, r % 2, 2)));
+        Parallel.For(0, 8, r => multi.Record("m", t, new ShardSpec.Sharded(0, r % 2, 2)));
         Assert.Equal(8, multi.Count);
         Assert.Equal([0, 0, 0, 0, 1, 1, 1, 1], multi.For("m").Select(r => r.Rank));
     }
