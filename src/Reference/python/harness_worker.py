@@ -538,24 +538,31 @@ def op_generate(args, tensors):
     if first.shape[0] != 1:
         raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
+    return {"steps": steps}, greedy_decode(model, inputs, steps, k)
+
+
+def greedy_decode(model, inputs, steps, k):
+    """Greedy decoding with the KV cache from model(**inputs): exactly `steps` tokens (no EOS stop), each with the top-k
+    of log_softmax(float32 raw logits). Returns [("tokens", [steps]), ("topk_ids", [steps, k]), ("topk_logprobs",
+    [steps, k])]; every op that generates (plain and model-specific) decodes through this one loop."""
     tokens, ids, lps = [], [], []
-    out = model(**inputs, use_cache=True)
-    for step in range(steps):
-        logits = out.logits[0, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-        tok = torch.argmax(logits)
-        tokens.append(tok)
-        ids.append(top.indices)
-        lps.append(top.values)
-        if step + 1 < steps:
-            out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
-    empty = (torch.empty(0, dtype=torch.int64), torch.empty(0, k, dtype=torch.int64), torch.empty(0, k))
-    return {"steps": steps}, [
-        ("tokens", torch.stack(tokens).to(torch.int64) if steps else empty[0]),
-        ("topk_ids", torch.stack(ids).to(torch.int64) if steps else empty[1]),
-        ("topk_logprobs", torch.stack(lps).float() if steps else empty[2]),
-    ]
+    with torch.no_grad():
+        out = model(**inputs, use_cache=True)
+        for step in range(steps):
+            logits = out.logits[0, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+            tok = torch.argmax(logits)
+            tokens.append(tok)
+            ids.append(top.indices)
+            lps.append(top.values)
+            if step + 1 < steps:
+                out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    if not steps:
+        return [("tokens", torch.empty(0, dtype=torch.int64)), ("topk_ids", torch.empty(0, k, dtype=torch.int64)),
+                ("topk_logprobs", torch.empty(0, k))]
+    return [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
+            ("topk_logprobs", torch.stack(lps).float())]
 
 
 def op_bench_matmul(args, tensors):

@@ -155,22 +155,8 @@ def op_gemma3n_run(args, tensors):
     outs = outs + list(extra)
 
     steps, k = int(args.get("max_new_tokens", 0)), int(args.get("top_k", 1))
-    tokens, ids, lps = [], [], []
-    with torch.no_grad():
-        out = model(**inputs, use_cache=True)
-        for step in range(steps):
-            logits = out.logits[0, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-            tok = torch.argmax(logits)
-            tokens.append(tok)
-            ids.append(top.indices)
-            lps.append(top.values)
-            if step + 1 < steps:
-                out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
     if steps:
-        outs += [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
-                 ("topk_logprobs", torch.stack(lps).float())]
+        outs += greedy_decode(model, inputs, steps, k)
     outs += oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
     return {"captured": captured, "steps": steps}, outs
 

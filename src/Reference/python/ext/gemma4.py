@@ -175,20 +175,7 @@ def op_gemma4_mm_generate(args, tensors):
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
     inputs = _gemma4_mm_inputs(tensors, model.dtype)
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
-    tokens, ids, lps = [], [], []
-    out = model(**inputs, use_cache=True)
-    for step in range(steps):
-        logits = out.logits[0, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-        tok = torch.argmax(logits)
-        tokens.append(tok)
-        ids.append(top.indices)
-        lps.append(top.values)
-        if step + 1 < steps:
-            out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
-    return {"steps": steps}, [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
-                              ("topk_logprobs", torch.stack(lps).float())]
+    return {"steps": steps}, greedy_decode(model, inputs, steps, k)
 
 
 OPS["gemma4_mm_forward"] = op_gemma4_mm_forward
