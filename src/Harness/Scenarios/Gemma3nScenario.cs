@@ -227,9 +227,7 @@ public sealed record Gemma3nScenario : Scenario
             }
             catch (Exception e)
             {
-                var module = EngineFailures.FindModule(e);
-                failedModule = module?.Module;
-                error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+                (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
             }
         }
         var policy = Policy(DType, Tp);

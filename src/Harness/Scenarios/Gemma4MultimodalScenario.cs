@@ -194,9 +194,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         }
         catch (Exception e)
         {
-            var module = EngineFailures.FindModule(e);
-            failedModule = module?.Module;
-            error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+            (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
         }
         var policy = Policy(DType, Tp);
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures

@@ -193,9 +193,7 @@ public sealed record Gemma4Scenario : Scenario
         }
         catch (Exception e)
         {
-            var module = EngineFailures.FindModule(e);
-            failedModule = module?.Module;
-            error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+            (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
         }
         var policy = Judge;
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);  // with the float64 oracle's captures

@@ -288,9 +288,7 @@ public sealed record Gemma4TowerScenario : Scenario
         }
         catch (Exception e)
         {
-            var module = EngineFailures.FindModule(e);
-            failedModule = module?.Module;
-            error = (module is null ? e : (Exception)module).Message.Split('\n')[0];
+            (failedModule, error) = EngineFailures.Settle(e, capture, Modules);   // the same rows whichever rank failed first
         }
         var policy = Policy(DType, Tower);
         // The captured modules only: the bundle also holds the op's own outputs (the same tensors under other names) and the
