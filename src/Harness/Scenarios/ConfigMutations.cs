@@ -189,7 +189,7 @@ public static class ConfigMutations
         _ => node?.DeepClone(),
     };
 
-    /// <summary>A value no default equals, for fields whose true value IS the default (or HF has none): integers +1,
+    /// <summary>A value no default equals, for fields whose true value IS the default (or HF has none): integers +1 (x2 from 1000 up),
     /// reals x1.5, booleans flipped, activation names, rope and layer types, use_bidirectional_attention swapped, lists with each element perturbed.</summary>
     private static JsonNode? Perturb(string path, JsonNode value)
     {
@@ -198,7 +198,7 @@ public static class ConfigMutations
             case JsonValue v when v.GetValueKind() == JsonValueKind.Number:
                 var text = v.ToJsonString();
                 if (!text.Contains('.') && !text.Contains('e') && !text.Contains('E') && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long i))
-                    return JsonValue.Create(i + 1);
+                    return JsonValue.Create(Math.Abs(i) >= 1000 ? i * 2 : i + 1);   // +1 moves a rope_theta of 20000 too little to see
                 double d = v.GetValue<double>();
                 return JsonValue.Create(d == 0 ? 0.5 : d * 1.5);
             case JsonValue v when v.GetValueKind() is JsonValueKind.True or JsonValueKind.False:

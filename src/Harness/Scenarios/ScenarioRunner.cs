@@ -32,7 +32,18 @@ public static class ScenarioRunner
         }
         if (!context.IsLive) CheckRecordedInputs(scenario, context, reference);
         phase?.Invoke("engine");
-        var result = scenario.RunEngine(context, reference);
+        ScenarioResult result;
+        try
+        {
+            result = scenario.RunEngine(context, reference);               // engine failures are caught inside, as results
+        }
+        catch (Exception e) when (!context.IsLive && e is KeyNotFoundException or ArgumentException or IndexOutOfRangeException)
+        {
+            // Offline, what escapes the scenario's own preparation is the recording not holding what the scenario reads
+            // (a tensor missing, renamed or of another shape): the recording's problem, named with its path.
+            throw new Engine.IO.InputException(Fixtures.BundlePath(context.FixturesDirectory, scenario.ReferenceKey),
+                $"the recording does not hold what {scenario.Id} reads: {e.Message.Split('\n')[0]}", e);
+        }
         phase?.Invoke("compare");
         var drift = context.IsLive ? Drift(scenario, context, reference) : null;
         return new Outcome(result with { Elapsed = sw.Elapsed }, drift);
