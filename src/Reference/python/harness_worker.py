@@ -541,13 +541,15 @@ def op_generate(args, tensors):
     return {"steps": steps}, greedy_decode(model, inputs, steps, k)
 
 
-def greedy_decode(model, inputs, steps, k):
+def greedy_decode(model, inputs, steps, k, prompt_logits=False):
     """Greedy decoding with the KV cache from model(**inputs): exactly `steps` tokens (no EOS stop), each with the top-k
     of log_softmax(float32 raw logits). Returns [("tokens", [steps]), ("topk_ids", [steps, k]), ("topk_logprobs",
-    [steps, k])]; every op that generates (plain and model-specific) decodes through this one loop."""
+    [steps, k])], preceded by ("logits", the prompt's logits) when prompt_logits; every op that generates (plain and
+    model-specific) decodes through this one loop."""
     tokens, ids, lps = [], [], []
     with torch.no_grad():
         out = model(**inputs, use_cache=True)
+        first = [("logits", out.logits)] if prompt_logits else []
         for step in range(steps):
             logits = out.logits[0, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
@@ -559,9 +561,9 @@ def greedy_decode(model, inputs, steps, k):
             if step + 1 < steps:
                 out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
     if not steps:
-        return [("tokens", torch.empty(0, dtype=torch.int64)), ("topk_ids", torch.empty(0, k, dtype=torch.int64)),
-                ("topk_logprobs", torch.empty(0, k))]
-    return [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
+        return first + [("tokens", torch.empty(0, dtype=torch.int64)), ("topk_ids", torch.empty(0, k, dtype=torch.int64)),
+                        ("topk_logprobs", torch.empty(0, k))]
+    return first + [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
             ("topk_logprobs", torch.stack(lps).float())]
 
 

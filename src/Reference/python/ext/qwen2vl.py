@@ -46,32 +46,16 @@ def op_qwen2vl_generate(args, tensors):
 
     def generate(m):
         m.model.rope_deltas = None  # HF keeps the last prompt's deltas on the module; a new prompt starts clean
-        tokens, top_ids, top_lps = [], [], []
-        out = m(**inputs, use_cache=True)
-        logits0 = out.logits
-        for step in range(steps):
-            logits = out.logits[0, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-            tok = torch.argmax(logits)
-            tokens.append(tok)
-            top_ids.append(top.indices)
-            top_lps.append(top.values)
-            if step + 1 < steps:
-                out = m(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
-        return logits0, tokens, top_ids, top_lps
+        return greedy_decode(m, inputs, steps, k, prompt_logits=True)
 
     # hooks keep each module's first output: the prompt's forward
-    (logits, tokens, top_ids, top_lps), outs, captured = capture_run(model, paths, generate)
+    generated, outs, captured = capture_run(model, paths, generate)
 
     def prompt_only(m, up):
         m.model.rope_deltas = None
         return [("logits", m(**up(inputs), use_cache=False).logits)]
 
-    outs = outs + [("logits", logits),
-                   ("tokens", torch.stack(tokens).to(torch.int64)),
-                   ("topk_ids", torch.stack(top_ids).to(torch.int64)),
-                   ("topk_logprobs", torch.stack(top_lps).float())]
+    outs = outs + generated                                       # logits, tokens, topk_ids, topk_logprobs
     outs += [("processor." + name, t) for name, t in processed.items()]
     outs += [("processor.mm_token_type_ids", mm_types)]
     outs += oracle_outputs(args, model, paths, prompt_only)
