@@ -1,11 +1,20 @@
+using Harness.Engine.Kernels.Gemm;
 using Harness.Engine.Ops;
+using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
 
 namespace Harness.Engine.Layers;
 
 /// <summary>
-/// nn.Linear: y = x W^T (+ b), the bias added before the one rounding to a low-precision dtype, as torch's addmm. The weight is [out_features, in_features] as HF stores it; the GEMM reads its transpose
-/// through strides, no copy. Input [..., in], output [..., out].
+/// nn.Linear: y = x W^T (+ b), the bias added before the one rounding to a low-precision dtype, as torch's addmm. The weight is
+/// [out_features, in_features] as HF stores it. Input [..., in], output [..., out].
+/// <para>On the CPU (float32, or bfloat16 x with a bfloat16 W) the weight is packed once, at the first forward, into the
+/// micro-kernels' panel layout (<see cref="PackedWeight"/>: bf16 stays bf16 where AVX-512 runs) and every call multiplies
+/// by the packed copy: no per-call transposition or packing of W. The result equals the unpacked
+/// <c>Matmul.Forward(x, W.T())</c> bit for bit in batch-invariant mode (the same float32 FMA chain over k ascending) and
+/// for float32 in both modes; bf16 in normal mode runs the native vdpbf16ps kernel where the CPU has AVX512_BF16
+/// (float32 accumulation, one rounding to bf16; see <see cref="PackedGemm"/>). W must not be written after the first
+/// forward (the packed copy would not see it). Other dtypes and CUDA tensors take <see cref="Matmul"/>.</para>
 /// </summary>
 public sealed class Linear(Tensor weight, Tensor? bias = null)
 {
@@ -16,11 +25,15 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
     public int InFeatures => Weight.Shape[1];
     public int OutFeatures => Weight.Shape[0];
 
+    private readonly object _gate = new();
+    private PackedWeight? _packed;
+
     public Tensor Forward(Tensor x)
     {
         if (x.Size(-1) != InFeatures)
             throw new ArgumentException(
                 $"mat1 and mat2 shapes cannot be multiplied ({x.NumEl / Math.Max(x.Size(-1), 1)}x{x.Size(-1)} and {InFeatures}x{OutFeatures})");
+        if (UsesPackedWeight(x)) return PackedForward(x);
         if (Bias is null) return Matmul.Forward(x, Weight.T());   // [..., out]
         if (x.DType == DType.Float32) return Elementwise.Add(Matmul.Forward(x, Weight.T()), Bias);
         // torch's addmm for bf16/fp16 accumulates in float32, adds the bias there and rounds once (F.linear with a bias
@@ -28,5 +41,39 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
         // bf16/fp16 products are exact in float32, so the float32 GEMM is the low-precision GEMM before its rounding.
         var y32 = Matmul.Forward(x.To(DType.Float32), Weight.T().To(DType.Float32));
         return Elementwise.Add(y32, Bias.To(DType.Float32)).To(x.DType);
+    }
+
+    private bool UsesPackedWeight(Tensor x) =>
+        !x.IsCuda && !Weight.IsCuda && Bias is not { IsCuda: true } && x.DType == Weight.DType && x.DType is DType.Float32 or DType.BFloat16;
+
+    /// <summary>The packed weight for the current micro-kernel (packed on first use; repacked only if a test forces another kernel).</summary>
+    internal PackedWeight Packed()
+    {
+        var kernel = GemmKernelSelector.Current;
+        var (layout, nr) = PackedWeight.LayoutFor(Weight.DType, kernel);
+        var p = Volatile.Read(ref _packed);
+        if (p is not null && p.Layout == layout && p.NR == nr && p.Kernel == kernel) return p;
+        lock (_gate)
+        {
+            p = _packed;
+            if (p is not null && p.Layout == layout && p.NR == nr && p.Kernel == kernel) return p;
+            p = PackedWeight.Pack(Weight, kernel);
+            Volatile.Write(ref _packed, p);
+            return p;
+        }
+    }
+
+    // [..., in] -> [..., out]: one GEMM over the folded rows, float32 accumulation, the bias added in float32, one rounding.
+    private Tensor PackedForward(Tensor x)
+    {
+        var packed = Packed();
+        var rows = x.Reshape(-1, InFeatures);                            // [M, in]
+        int m = rows.Shape[0];
+        var y = Tensor.Zeros(DType.Float32, m, OutFeatures);             // [M, out] float32
+        if (m > 0) Gemm.MultiplyPacked(MatrixView.Of(rows), packed, y.Span<float>(), OutFeatures);
+        if (Bias is not null) y = Elementwise.Add(y, Bias.To(DType.Float32));
+        var outShape = x.ShapeArray;
+        outShape[^1] = OutFeatures;
+        return (x.DType == DType.Float32 ? y : y.To(x.DType)).Reshape(outShape);
     }
 }

@@ -84,6 +84,26 @@ public static class Gemm
         }
     }
 
+    /// <summary>
+    /// C = A x W^T with W packed once (<see cref="PackedWeight"/>, W [N, K]): A is [M, K] (any strides), C float32 [M, N]
+    /// with leading dimension ldc. Batch-invariant mode as <see cref="Multiply"/> (see <see cref="PackedGemm"/>).
+    /// </summary>
+    internal static void MultiplyPacked(in MatrixView a, PackedWeight w, Span<float> c, int ldc)
+    {
+        if (a.Cols != w.K)
+            throw new ArgumentException($"mat1 and mat2 shapes cannot be multiplied ({a.Rows}x{a.Cols} and {w.K}x{w.N})");
+        if (a.Rows > 0 && w.N > 0 && (long)(a.Rows - 1) * ldc + w.N > c.Length)
+            throw new ArgumentException($"output of {c.Length} floats cannot hold a {a.Rows}x{w.N} result with ldc {ldc}");
+        var pa = GemmOperand.Pin(a, out var ha);
+        using (ha)
+        {
+            unsafe
+            {
+                fixed (float* pc = c) PackedGemm.Multiply(pa, w, pc, ldc, ComputeSettings.BatchInvariant, ComputeSettings.Threads);
+            }
+        }
+    }
+
     /// <summary>Independent products of equal shapes: C_i starts at c[i * cBatchStride].</summary>
     public static void MultiplyBatched(ReadOnlySpan<MatrixView> a, ReadOnlySpan<MatrixView> b, Span<float> c, int ldc, int cBatchStride)
     {

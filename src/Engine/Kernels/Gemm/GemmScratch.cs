@@ -14,8 +14,8 @@ internal sealed unsafe class GemmScratch
     private nint _aLength, _bLength, _rowLength;
     private readonly float* _tile;
 
-    /// <summary>Largest micro-tile of any kernel (MR x NR floats), for edge tiles.</summary>
-    public const int TileFloats = 16 * 32;
+    /// <summary>Largest micro-tile of any kernel (MR x NR floats), for edge tiles (the packed path's 14 x 32 and 8 x 128 included).</summary>
+    public const int TileFloats = 16 * 128;
 
     private GemmScratch()
     {
