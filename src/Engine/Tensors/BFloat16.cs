@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Harness.Engine.Tensors;
 
@@ -25,15 +27,47 @@ public static class BFloat16
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Round(float value) => ToFloat(FromFloat(value));
 
+    /// <summary>Element-wise <see cref="FromFloat(float)"/>, 16 lanes at a time (the same formula, so the same bits).</summary>
     public static void FromFloat(ReadOnlySpan<float> src, Span<ushort> dst)
     {
         if (dst.Length < src.Length) throw new ArgumentException("destination too short");
-        for (int i = 0; i < src.Length; i++) dst[i] = FromFloat(src[i]);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float s = ref MemoryMarshal.GetReference(src);
+            ref ushort d = ref MemoryMarshal.GetReference(dst);
+            var bias = Vector256.Create(0x7FFFu);
+            var one = Vector256.Create(1u);
+            var nan = Vector256.Create(0x7FC0u);
+            for (; i + 16 <= src.Length; i += 16)
+            {
+                var f0 = Vector256.LoadUnsafe(ref s, (nuint)i); var f1 = Vector256.LoadUnsafe(ref s, (nuint)i + 8);
+                var b0 = f0.AsUInt32(); var b1 = f1.AsUInt32();
+                var r0 = (b0 + bias + ((b0 >> 16) & one)) >> 16;
+                var r1 = (b1 + bias + ((b1 >> 16) & one)) >> 16;
+                r0 = Vector256.ConditionalSelect(Vector256.Equals(f0, f0).AsUInt32(), r0, nan);
+                r1 = Vector256.ConditionalSelect(Vector256.Equals(f1, f1).AsUInt32(), r1, nan);
+                Vector256.Narrow(r0, r1).StoreUnsafe(ref d, (nuint)i);
+            }
+        }
+        for (; i < src.Length; i++) dst[i] = FromFloat(src[i]);
     }
 
     public static void ToFloat(ReadOnlySpan<ushort> src, Span<float> dst)
     {
         if (dst.Length < src.Length) throw new ArgumentException("destination too short");
-        for (int i = 0; i < src.Length; i++) dst[i] = ToFloat(src[i]);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref ushort s = ref MemoryMarshal.GetReference(src);
+            ref float d = ref MemoryMarshal.GetReference(dst);
+            for (; i + 16 <= src.Length; i += 16)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref s, (nuint)i));
+                (lo << 16).AsSingle().StoreUnsafe(ref d, (nuint)i);
+                (hi << 16).AsSingle().StoreUnsafe(ref d, (nuint)i + 8);
+            }
+        }
+        for (; i < src.Length; i++) dst[i] = ToFloat(src[i]);
     }
 }

@@ -11,7 +11,8 @@ namespace Harness.Bench;
 /// Warmup (2 calls), then best of N runs, N chosen so each cell takes about 1.5 s (best-of filters out
 /// time stolen by other processes on a shared machine). Beside each row, torch.matmul (OpenBLAS here) measured by the
 /// reference worker in the same run, same shape, same thread count, and the ratio ours/torch (normal mode).
-/// Options: --threads N, --sizes 256,512, --no-decode, --no-reference.
+/// Options: --threads N, --sizes 256,512, --no-decode, --no-reference; --linear [--m 1,8,64] prints the linear-layer table
+/// instead (<see cref="LinearBenchmark"/>).
 /// </summary>
 public static class GemmBenchmark
 {
@@ -19,7 +20,8 @@ public static class GemmBenchmark
     {
         int threads = ComputeSettings.Threads;
         int[] sizes = [256, 512, 1024, 2048];
-        bool decode = true, reference = true;
+        bool decode = true, reference = true, linear = false;
+        int[] ms = [1, 8, 64, 512, 2048];
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -45,14 +47,35 @@ public static class GemmBenchmark
                 case "--no-reference":
                     reference = false;
                     break;
+                case "--linear":
+                    linear = true;
+                    break;
+                case "--m" when i + 1 < args.Length:
+                    try
+                    {
+                        ms = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+                    }
+                    catch (FormatException)
+                    {
+                        Console.Error.WriteLine($"bench: --m expects a comma-separated list of integers, got '{args[i]}'");
+                        return 2;
+                    }
+                    break;
                 default:
-                    Console.Error.WriteLine("usage: harness bench [--threads N] [--sizes 256,512,...] [--no-decode] [--no-reference]");
+                    Console.Error.WriteLine("usage: harness bench [--threads N] [--sizes 256,512,...] [--no-decode] [--no-reference] [--linear [--m 1,8,64,512,2048]]");
                     return 2;
             }
         }
 
         using var threadScope = ComputeSettings.UseThreads(threads);
         var peer = reference ? TorchPeer.Connect(threads) : null;
+        if (linear)
+        {
+            Console.WriteLine(peer is null ? "peer: none (--no-reference or no reference interpreter)" : $"peer: torch.matmul(x, W.T), {peer.Description}");
+            int rc = LinearBenchmark.Run(threads, reference, ms, peer);
+            peer?.Dispose();
+            return rc;
+        }
         Console.WriteLine($"fp32 GEMM, threads {threads}, kernel {Gemm.KernelName}, processors {Environment.ProcessorCount}");
         Console.WriteLine(peer is null ? "peer: none (--no-reference or no reference interpreter)" : $"peer: torch.matmul, {peer.Description}");
         Console.WriteLine($"{"shape",-28} {"normal GFLOP/s",15} {"invariant GFLOP/s",18} {"torch GFLOP/s",14} {"ours/torch",11}");

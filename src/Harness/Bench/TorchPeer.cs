@@ -41,12 +41,12 @@ public sealed class TorchPeer : IDisposable
         }
     }
 
-    /// <summary>Best-of-N GFLOP/s of torch.matmul at [m, k] x [k, n] (B a transposed [n, k] weight when asked).</summary>
-    public double Gflops(int m, int n, int k, bool transposeB)
+    /// <summary>Best-of-N GFLOP/s of torch.matmul at [m, k] x [k, n] (B a transposed [n, k] weight when asked), in <paramref name="dtype"/>.</summary>
+    public double Gflops(int m, int n, int k, bool transposeB, DType dtype = DType.Float32)
     {
         double once = 2.0 * m * n * k / 50e9; // a rough guess at one call's seconds
         int repeats = (int)Math.Clamp(1.5 / Math.Max(once, 1e-5), 5, 200);
-        return _client.BenchMatmul(m, n, k, DType.Float32, _threads, repeats, transposeB).Gflops;
+        return _client.BenchMatmul(m, n, k, dtype, _threads, repeats, transposeB).Gflops;
     }
 
     public void Dispose() => _worker.Dispose();

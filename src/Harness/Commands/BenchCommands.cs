@@ -7,7 +7,8 @@ internal static class BenchCommands
 {
     public static Command Bench() => PassThrough("bench",
         "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run. " +
-        "Options (passed through): --threads N, --sizes 256,512,..., --no-decode, --no-reference. " +
+        "Options (passed through): --threads N, --sizes 256,512,..., --no-decode, --no-reference; --linear [--m 1,8,64,512,2048]: " +
+        "nn.Linear on model shapes (fp32, bf16) beside the square rate, copy bandwidth and torch. " +
         "With --model DIR: the engine's Llama beside HF eager (prefill and greedy decode tokens/s, peak memory, weight-read floor); " +
         "--device cpu|cuda, --dtype bf16|fp16|fp32, --prompt 128, --new 128, --runs 5, --no-hf.",
         args => args.Contains("--model") ? Harness.Bench.ModelBench.Run(args) : Harness.Bench.GemmBenchmark.Run(args));

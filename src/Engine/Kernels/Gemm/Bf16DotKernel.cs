@@ -11,7 +11,8 @@ namespace Harness.Engine.Kernels.Gemm;
 /// <see cref="Emitter"/>), copied into an anonymous mapping that is then made read+execute (mmap/mprotect through libc),
 /// and called through a <c>delegate* unmanaged</c> pointer. The same bytes run in the trimmed bundle; nothing is
 /// linked. Supported only on x86-64 Linux with AVX-512F and AVX512_BF16 (CPUID leaf 7 subleaf 1, EAX bit 5);
-/// elsewhere <see cref="UnsupportedReason"/> says why and callers use the widening fp32 path.</para>
+/// elsewhere <see cref="UnsupportedReason"/> says why and callers use the widening path. Where it runs, <see cref="UseNative"/>
+/// says whether it is used (it is slower than widening on Intel's cores for large M).</para>
 /// <para><b>Contract</b> of a kernel with MR rows and NP panels of 32 columns (<c>kernel(pairs, a, b, c, ldcBytes, accumulate)</c>,
 /// SysV ABI: rdi, rsi, rdx, rcx, r8, r9):</para>
 /// <list type="bullet">
@@ -45,8 +46,6 @@ internal static unsafe class Bf16DotKernel
 
     private static string? DetectUnsupported()
     {
-        if (Environment.GetEnvironmentVariable("HARNESS_BF16_NATIVE") is "0" or "false")
-            return "HARNESS_BF16_NATIVE=0 disables the native bf16 kernel";
         if (RuntimeInformation.ProcessArchitecture != Architecture.X64 || !OperatingSystem.IsLinux())
             return $"the native bf16 kernel is emitted for x86-64 Linux only (this is {RuntimeInformation.OSDescription}, {RuntimeInformation.ProcessArchitecture})";
         if (!Avx512F.IsSupported) return "the CPU (or the OS) has no AVX-512F";
@@ -54,6 +53,60 @@ internal static unsafe class Bf16DotKernel
         var (eax, _, _, _) = X86Base.CpuId(7, 1);
         if ((eax & (1 << 5)) == 0) return "the CPU lacks AVX512_BF16 (CPUID.(EAX=7,ECX=1):EAX bit 5 is clear)";
         return null;
+    }
+
+    private static readonly AsyncLocal<bool?> _forced = new();
+    private static readonly bool? _fromEnvironment = ParseEnvironment(Environment.GetEnvironmentVariable("HARNESS_BF16_KERNEL"));
+
+    private static bool? ParseEnvironment(string? value) => value switch
+    {
+        null or "" or "auto" => null,
+        "widen" => false,
+        "native" when IsSupported => true,
+        "native" => throw new NotSupportedException($"HARNESS_BF16_KERNEL=native: {UnsupportedReason}"),
+        _ => throw new ArgumentException($"HARNESS_BF16_KERNEL={value} is not a bf16 kernel; known: auto, native, widen"),
+    };
+
+    /// <summary>
+    /// Whether a normal-mode bf16 product of <paramref name="m"/> rows uses the native kernel: forced (tests, bench) or
+    /// HARNESS_BF16_KERNEL=native|widen first; by default (deterministic, never timed at run time) wherever it runs for
+    /// M &lt;= 4 (memory-bound: a quarter of the widening path's instructions per byte of W; measured here 54-76 against 31
+    /// GFLOP/s at M = 1 with W in cache), and for every M on AMD cores (Zen 4/5 run vdpbf16ps at the FMA's instruction
+    /// rate, so twice the float32 flops). Intel's Sapphire/Emerald Rapids run it on one port, half the FMA flops (measured
+    /// here: 88 against 172 GFLOP/s per core for the 14x32 tiles), so there larger M widen the bf16 panels in registers
+    /// (two shifts/ands per 32 FMAs), reading the same bf16 bytes.
+    /// </summary>
+    public static bool UseNative(int m)
+    {
+        if ((_forced.Value ?? _fromEnvironment) is bool chosen) return chosen;
+        return IsSupported && (m <= 4 || _vendorIsAmd.Value);
+    }
+
+    private static readonly Lazy<bool> _vendorIsAmd = new(() =>
+    {
+        var (_, ebx, _, _) = X86Base.CpuId(0, 0);
+        return ebx == 0x68747541; // "Auth" (AuthenticAMD)
+    });
+
+    /// <summary>How bf16 products pick their kernel now, in words (for the bench).</summary>
+    public static string Describe() =>
+        (_forced.Value ?? _fromEnvironment) is bool chosen ? (chosen ? "native vdpbf16ps (forced)" : "widened in registers (forced)")
+        : !IsSupported ? $"widened in registers (native vdpbf16ps unavailable: {UnsupportedReason})"
+        : _vendorIsAmd.Value ? "native vdpbf16ps (AMD core)"
+        : "native vdpbf16ps for M <= 4, widened in registers above (Intel core: vdpbf16ps runs at half the FMA flops)";
+
+    /// <summary>Forces the native kernel on or off for the current flow until disposed (tests and the bench); on needs support.</summary>
+    public static IDisposable Force(bool native)
+    {
+        if (native && !IsSupported) throw new NotSupportedException($"native bf16 kernel unavailable: {UnsupportedReason}");
+        var previous = _forced.Value;
+        _forced.Value = native;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(bool? previous) : IDisposable
+    {
+        public void Dispose() => _forced.Value = previous;
     }
 
     /// <summary>One emitted kernel: MR rows x NP panels of 32 columns.</summary>

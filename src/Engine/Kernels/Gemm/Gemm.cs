@@ -63,6 +63,15 @@ public static class Gemm
         _ => "scalar 4x8",
     };
 
+    /// <summary>Null when the native vdpbf16ps kernel can run on this CPU, else the reason (the bf16 panels are then widened in registers).</summary>
+    public static string? NativeBf16UnsupportedReason => Bf16DotKernel.UnsupportedReason;
+
+    /// <summary>How normal-mode bf16 Linear layers pick their kernel now (native vdpbf16ps or bf16 panels widened in registers), in words.</summary>
+    public static string Bf16KernelName => Bf16DotKernel.Describe();
+
+    /// <summary>Forces the native bf16 kernel on or off for the current flow until disposed (bench, tests).</summary>
+    public static IDisposable ForceNativeBf16(bool native) => Bf16DotKernel.Force(native);
+
     public static void Multiply(in MatrixView a, in MatrixView b, Span<float> c, int ldc)
     {
         CheckShapes(a, b, c, ldc, 0);

@@ -23,7 +23,7 @@ internal enum PackedPath
 /// <c>c = 0; for k = 0..K-1: c = fma(x[i][k], w[j][k], c)</c> in float32, bf16 widened exactly. The same single FMA chain
 /// as <see cref="Gemm"/>'s blocked and GEMV-chain paths, so the bits equal <c>Gemm.Multiply(x, W^T)</c>'s in either mode
 /// and do not depend on M, the row's position, the tile, the path (skinny or blocked) or the thread count.</item>
-/// <item>bf16 pairs native (normal mode, AVX512_BF16, X bf16): <c>c = 0; for t = 0..ceil(K/2)-1: c = dpbf16(c, x[i][2t..2t+1], w[j][2t..2t+1])</c>
+/// <item>bf16 pairs native (normal mode, X bf16, where <see cref="Bf16DotKernel.UseNative"/>): <c>c = 0; for t = 0..ceil(K/2)-1: c = dpbf16(c, x[i][2t..2t+1], w[j][2t..2t+1])</c>
 /// (<see cref="Bf16DotKernel.ReferenceLane"/>). Also independent of M, position, tile and threads; a different order
 /// than the float32 chain, so batch-invariant mode does not use it (its bits are pinned to the chain above).</item>
 /// </list>
@@ -44,8 +44,8 @@ internal static unsafe class PackedGemm
     internal static bool LastNative => _lastNative;
 
     /// <summary>Whether a product of X (<paramref name="xDType"/>) with <paramref name="w"/> runs the native bf16 kernel in this mode.</summary>
-    public static bool UsesNative(PackedWeight w, DType xDType, bool invariant) =>
-        w.Layout == PackedLayout.Bf16Pairs && xDType == DType.BFloat16 && !invariant && Bf16DotKernel.IsSupported;
+    public static bool UsesNative(PackedWeight w, DType xDType, int m, bool invariant) =>
+        w.Layout == PackedLayout.Bf16Pairs && xDType == DType.BFloat16 && !invariant && Bf16DotKernel.UseNative(m);
 
     public static void Multiply(in GemmOperand x, PackedWeight w, float* c, nint ldc, bool invariant, int threads)
     {
@@ -61,7 +61,7 @@ internal static unsafe class PackedGemm
             for (int i = 0; i < m; i++) new Span<float>(c + i * ldc, w.N).Clear();
             return;
         }
-        bool native = UsesNative(w, x.DType, invariant);
+        bool native = UsesNative(w, x.DType, m, invariant);
         bool skinny = m <= SkinnyMaxRows && (w.Layout == PackedLayout.Bf16Pairs || w.Kernel == GemmKernel.Avx512);
         GemmJob job = (w.Layout, skinny, native) switch
         {
@@ -276,22 +276,77 @@ internal static unsafe class PackedGemm
         static abstract void Run(int m, int k, int group, byte* a, byte* b, nint panelBytes, float* c, nint ldc);
     }
 
+    /// <summary>Rows of the C# skinny kernel for M rows (the rest zero): 1 (x 4 panels), 4 (x 2 panels) or 8 (x 1 panel).</summary>
+    private static int SkinnyRows(int m) => m == 1 ? 1 : m <= 4 ? 4 : 8;
+
+    private static int SkinnyGroup(int m) => m == 1 ? 4 : m <= 4 ? 2 : 1;
+
     private readonly struct F32Skinny : ISkinny
     {
-        public static int Group(int m) => 1;
-        public static nint ABytes(int m, int k) => (nint)k * 8 * 4;
-        public static void PackA(in GemmOperand x, byte* dst) => GemmPacking.PackA(x, 0, x.Rows, 0, x.Cols, 8, (float*)dst);
-        public static void Run(int m, int k, int group, byte* a, byte* b, nint panelBytes, float* c, nint ldc) =>
-            PackedKernels.F32x8x32(k, (float*)a, (float*)b, c, ldc, false);
+        public static int Group(int m) => SkinnyGroup(m);
+        public static nint ABytes(int m, int k) => (nint)k * SkinnyRows(m) * 4;
+        public static void PackA(in GemmOperand x, byte* dst) => GemmPacking.PackA(x, 0, x.Rows, 0, x.Cols, SkinnyRows(x.Rows), (float*)dst);
+        public static void Run(int m, int k, int group, byte* a, byte* b, nint panelBytes, float* c, nint ldc)
+        {
+            if (group == 4) PackedKernels.F32x1x128(k, (float*)a, (float*)b, panelBytes / 4, c);
+            else if (group == 2) PackedKernels.F32x4x64(k, (float*)a, (float*)b, panelBytes / 4, c, ldc);
+            else if (SkinnyRows(m) == 8) PackedKernels.F32x8x32(k, (float*)a, (float*)b, c, ldc, false);
+            else SinglePanel(SkinnyRows(m), k, (float*)a, (float*)b, c, ldc);
+        }
+    }
+
+    /// <summary>The tail panel of the 1- and 4-row kernels: the same FMA chain, one panel.</summary>
+    private static void SinglePanel(int rows, int k, float* a, float* b, float* c, nint ldc)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            var s0 = Vector512<float>.Zero; var s1 = s0;
+            for (nint p = 0; p < k; p++)
+            {
+                var x = Vector512.Create(a[p * rows + r]);
+                s0 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b + p * 32), s0);
+                s1 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b + p * 32 + 16), s1);
+            }
+            s0.Store(c + r * ldc); s1.Store(c + r * ldc + 16);
+        }
     }
 
     private readonly struct WideSkinny : ISkinny
     {
-        public static int Group(int m) => 1;
-        public static nint ABytes(int m, int k) => (nint)(k + 1) / 2 * 2 * 8 * 4;
-        public static void PackA(in GemmOperand x, byte* dst) => WideTile.PackA(x, 0, x.Rows, 0, x.Cols, dst);
-        public static void Run(int m, int k, int group, byte* a, byte* b, nint panelBytes, float* c, nint ldc) =>
-            PackedKernels.Bf16Wide8x32((k + 1) / 2, (float*)a, (uint*)b, c, ldc, false);
+        public static int Group(int m) => SkinnyGroup(m);
+        public static nint ABytes(int m, int k) => (nint)(k + 1) / 2 * 2 * SkinnyRows(m) * 4;
+        public static void PackA(in GemmOperand x, byte* dst)
+        {
+            int rows = SkinnyRows(x.Rows), k = x.Cols;
+            GemmPacking.PackA(x, 0, x.Rows, 0, k, rows, (float*)dst);
+            if ((k & 1) != 0) new Span<float>((float*)dst + (nint)k * rows, rows).Clear();
+        }
+        public static void Run(int m, int k, int group, byte* a, byte* b, nint panelBytes, float* c, nint ldc)
+        {
+            int pairs = (k + 1) / 2;
+            if (group == 4) PackedKernels.Bf16Wide1x128(pairs, (float*)a, (uint*)b, panelBytes / 4, c);
+            else if (group == 2) PackedKernels.Bf16Wide4x64(pairs, (float*)a, (uint*)b, panelBytes / 4, c, ldc);
+            else if (SkinnyRows(m) == 8) PackedKernels.Bf16Wide8x32(pairs, (float*)a, (uint*)b, c, ldc, false);
+            else WideSinglePanel(SkinnyRows(m), pairs, (float*)a, (uint*)b, c, ldc);
+        }
+    }
+
+    private static void WideSinglePanel(int rows, int pairs, float* a, uint* b, float* c, nint ldc)
+    {
+        var high = Vector512.Create(0xFFFF0000u);
+        for (int r = 0; r < rows; r++)
+        {
+            var s0 = Vector512<float>.Zero; var s1 = s0;
+            for (nint t = 0; t < pairs; t++)
+            {
+                var u0 = Vector512.Load(b + t * 32); var u1 = Vector512.Load(b + t * 32 + 16);
+                var x = Vector512.Create(a[2 * t * rows + r]);
+                s0 = Avx512F.FusedMultiplyAdd(x, (u0 << 16).AsSingle(), s0); s1 = Avx512F.FusedMultiplyAdd(x, (u1 << 16).AsSingle(), s1);
+                x = Vector512.Create(a[(2 * t + 1) * rows + r]);
+                s0 = Avx512F.FusedMultiplyAdd(x, (u0 & high).AsSingle(), s0); s1 = Avx512F.FusedMultiplyAdd(x, (u1 & high).AsSingle(), s1);
+            }
+            s0.Store(c + r * ldc); s1.Store(c + r * ldc + 16);
+        }
     }
 
     private readonly struct NativeSkinny : ISkinny
@@ -339,8 +394,8 @@ internal static unsafe class PackedGemm
                 if (g < group) g = 1;   // the tail runs panel by panel (kernels exist for the group size and for 1)
                 byte* bp = w.Data + p * w.PanelBytes;
                 int cols = Math.Min(g * nr, w.N - p * nr);
-                // The 8-row kernels always compute 8 rows: write to the tile unless M is 8 and the panels are whole.
-                bool direct = cols == g * nr && (m == 8 || typeof(T) == typeof(NativeSkinny));
+                // The C# kernels compute SkinnyRows(M) rows: write to the tile unless that is M and the panels are whole.
+                bool direct = cols == g * nr && (m == SkinnyRows(m) || typeof(T) == typeof(NativeSkinny));
                 if (direct)
                 {
                     T.Run(m, k, g, a, bp, w.PanelBytes, _c + p * nr, _ldc);
@@ -436,6 +491,113 @@ internal static unsafe class PackedKernels
             x = Vector512.Create(a[15]); c70 = Avx512F.FusedMultiplyAdd(x, b0, c70); c71 = Avx512F.FusedMultiplyAdd(x, b1, c71);
         }
         Store8x32(c, ldc, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71);
+    }
+
+    /// <summary>One row (a: 1 float per k) times 4 consecutive float32 panels (b + q*stride): C[1 x 128], from zero.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void F32x1x128(int kc, float* a, float* b, nint stride, float* c)
+    {
+        var s0 = Vector512<float>.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
+        float* b1 = b + stride, b2 = b + 2 * stride, b3 = b + 3 * stride;
+        for (nint k = 0; k < kc; k++)
+        {
+            var x = Vector512.Create(a[k]);
+            nint o = k * 32;
+            s0 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b + o), s0); s1 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b + o + 16), s1);
+            s2 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b1 + o), s2); s3 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b1 + o + 16), s3);
+            s4 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b2 + o), s4); s5 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b2 + o + 16), s5);
+            s6 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b3 + o), s6); s7 = Avx512F.FusedMultiplyAdd(x, Vector512.Load(b3 + o + 16), s7);
+        }
+        s0.Store(c); s1.Store(c + 16); s2.Store(c + 32); s3.Store(c + 48); s4.Store(c + 64); s5.Store(c + 80); s6.Store(c + 96); s7.Store(c + 112);
+    }
+
+    /// <summary>Four rows (a: 4 floats per k) times 2 consecutive float32 panels: C[4 x 64] (ldc), from zero.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void F32x4x64(int kc, float* a, float* b, nint stride, float* c, nint ldc)
+    {
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
+        float* b1 = b + stride;
+        for (nint k = 0; k < kc; k++, a += 4)
+        {
+            nint o = k * 32;
+            var v0 = Vector512.Load(b + o); var v1 = Vector512.Load(b + o + 16); var v2 = Vector512.Load(b1 + o); var v3 = Vector512.Load(b1 + o + 16);
+            var x = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(x, v0, c00); c01 = Avx512F.FusedMultiplyAdd(x, v1, c01); c02 = Avx512F.FusedMultiplyAdd(x, v2, c02); c03 = Avx512F.FusedMultiplyAdd(x, v3, c03);
+            x = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(x, v0, c10); c11 = Avx512F.FusedMultiplyAdd(x, v1, c11); c12 = Avx512F.FusedMultiplyAdd(x, v2, c12); c13 = Avx512F.FusedMultiplyAdd(x, v3, c13);
+            x = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(x, v0, c20); c21 = Avx512F.FusedMultiplyAdd(x, v1, c21); c22 = Avx512F.FusedMultiplyAdd(x, v2, c22); c23 = Avx512F.FusedMultiplyAdd(x, v3, c23);
+            x = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(x, v0, c30); c31 = Avx512F.FusedMultiplyAdd(x, v1, c31); c32 = Avx512F.FusedMultiplyAdd(x, v2, c32); c33 = Avx512F.FusedMultiplyAdd(x, v3, c33);
+        }
+        c00.Store(c); c01.Store(c + 16); c02.Store(c + 32); c03.Store(c + 48); c += ldc;
+        c10.Store(c); c11.Store(c + 16); c12.Store(c + 32); c13.Store(c + 48); c += ldc;
+        c20.Store(c); c21.Store(c + 16); c22.Store(c + 32); c23.Store(c + 48); c += ldc;
+        c30.Store(c); c31.Store(c + 16); c32.Store(c + 32); c33.Store(c + 48);
+    }
+
+    /// <summary>One row (a: 1 float per k, 2*pairs k) times 4 consecutive bf16 pair panels (b + q*stride dwords), widened: C[1 x 128], from zero.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Bf16Wide1x128(int pairs, float* a, uint* b, nint stride, float* c)
+    {
+        var s0 = Vector512<float>.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
+        var high = Vector512.Create(0xFFFF0000u);
+        uint* b1 = b + stride, b2 = b + 2 * stride, b3 = b + 3 * stride;
+        for (nint t = 0; t < pairs; t++)
+        {
+            nint o = t * 32;
+            var v0 = Vector512.Load(b + o); var v1 = Vector512.Load(b + o + 16); var v2 = Vector512.Load(b1 + o); var v3 = Vector512.Load(b1 + o + 16);
+            var v4 = Vector512.Load(b2 + o); var v5 = Vector512.Load(b2 + o + 16); var v6 = Vector512.Load(b3 + o); var v7 = Vector512.Load(b3 + o + 16);
+            var x = Vector512.Create(a[2 * t]);
+            s0 = Avx512F.FusedMultiplyAdd(x, (v0 << 16).AsSingle(), s0); s1 = Avx512F.FusedMultiplyAdd(x, (v1 << 16).AsSingle(), s1);
+            s2 = Avx512F.FusedMultiplyAdd(x, (v2 << 16).AsSingle(), s2); s3 = Avx512F.FusedMultiplyAdd(x, (v3 << 16).AsSingle(), s3);
+            s4 = Avx512F.FusedMultiplyAdd(x, (v4 << 16).AsSingle(), s4); s5 = Avx512F.FusedMultiplyAdd(x, (v5 << 16).AsSingle(), s5);
+            s6 = Avx512F.FusedMultiplyAdd(x, (v6 << 16).AsSingle(), s6); s7 = Avx512F.FusedMultiplyAdd(x, (v7 << 16).AsSingle(), s7);
+            x = Vector512.Create(a[2 * t + 1]);
+            s0 = Avx512F.FusedMultiplyAdd(x, (v0 & high).AsSingle(), s0); s1 = Avx512F.FusedMultiplyAdd(x, (v1 & high).AsSingle(), s1);
+            s2 = Avx512F.FusedMultiplyAdd(x, (v2 & high).AsSingle(), s2); s3 = Avx512F.FusedMultiplyAdd(x, (v3 & high).AsSingle(), s3);
+            s4 = Avx512F.FusedMultiplyAdd(x, (v4 & high).AsSingle(), s4); s5 = Avx512F.FusedMultiplyAdd(x, (v5 & high).AsSingle(), s5);
+            s6 = Avx512F.FusedMultiplyAdd(x, (v6 & high).AsSingle(), s6); s7 = Avx512F.FusedMultiplyAdd(x, (v7 & high).AsSingle(), s7);
+        }
+        s0.Store(c); s1.Store(c + 16); s2.Store(c + 32); s3.Store(c + 48); s4.Store(c + 64); s5.Store(c + 80); s6.Store(c + 96); s7.Store(c + 112);
+    }
+
+    /// <summary>Four rows (a: 4 floats per k) times 2 consecutive bf16 pair panels, widened: C[4 x 64] (ldc), from zero.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Bf16Wide4x64(int pairs, float* a, uint* b, nint stride, float* c, nint ldc)
+    {
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
+        var high = Vector512.Create(0xFFFF0000u);
+        uint* b1 = b + stride;
+        for (nint t = 0; t < pairs; t++, a += 8)
+        {
+            nint o = t * 32;
+            var u0 = Vector512.Load(b + o); var u1 = Vector512.Load(b + o + 16); var u2 = Vector512.Load(b1 + o); var u3 = Vector512.Load(b1 + o + 16);
+            var v0 = (u0 << 16).AsSingle(); var v1 = (u1 << 16).AsSingle(); var v2 = (u2 << 16).AsSingle(); var v3 = (u3 << 16).AsSingle();
+            var x = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(x, v0, c00); c01 = Avx512F.FusedMultiplyAdd(x, v1, c01); c02 = Avx512F.FusedMultiplyAdd(x, v2, c02); c03 = Avx512F.FusedMultiplyAdd(x, v3, c03);
+            x = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(x, v0, c10); c11 = Avx512F.FusedMultiplyAdd(x, v1, c11); c12 = Avx512F.FusedMultiplyAdd(x, v2, c12); c13 = Avx512F.FusedMultiplyAdd(x, v3, c13);
+            x = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(x, v0, c20); c21 = Avx512F.FusedMultiplyAdd(x, v1, c21); c22 = Avx512F.FusedMultiplyAdd(x, v2, c22); c23 = Avx512F.FusedMultiplyAdd(x, v3, c23);
+            x = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(x, v0, c30); c31 = Avx512F.FusedMultiplyAdd(x, v1, c31); c32 = Avx512F.FusedMultiplyAdd(x, v2, c32); c33 = Avx512F.FusedMultiplyAdd(x, v3, c33);
+            v0 = (u0 & high).AsSingle(); v1 = (u1 & high).AsSingle(); v2 = (u2 & high).AsSingle(); v3 = (u3 & high).AsSingle();
+            x = Vector512.Create(a[4]);
+            c00 = Avx512F.FusedMultiplyAdd(x, v0, c00); c01 = Avx512F.FusedMultiplyAdd(x, v1, c01); c02 = Avx512F.FusedMultiplyAdd(x, v2, c02); c03 = Avx512F.FusedMultiplyAdd(x, v3, c03);
+            x = Vector512.Create(a[5]);
+            c10 = Avx512F.FusedMultiplyAdd(x, v0, c10); c11 = Avx512F.FusedMultiplyAdd(x, v1, c11); c12 = Avx512F.FusedMultiplyAdd(x, v2, c12); c13 = Avx512F.FusedMultiplyAdd(x, v3, c13);
+            x = Vector512.Create(a[6]);
+            c20 = Avx512F.FusedMultiplyAdd(x, v0, c20); c21 = Avx512F.FusedMultiplyAdd(x, v1, c21); c22 = Avx512F.FusedMultiplyAdd(x, v2, c22); c23 = Avx512F.FusedMultiplyAdd(x, v3, c23);
+            x = Vector512.Create(a[7]);
+            c30 = Avx512F.FusedMultiplyAdd(x, v0, c30); c31 = Avx512F.FusedMultiplyAdd(x, v1, c31); c32 = Avx512F.FusedMultiplyAdd(x, v2, c32); c33 = Avx512F.FusedMultiplyAdd(x, v3, c33);
+        }
+        c00.Store(c); c01.Store(c + 16); c02.Store(c + 32); c03.Store(c + 48); c += ldc;
+        c10.Store(c); c11.Store(c + 16); c12.Store(c + 32); c13.Store(c + 48); c += ldc;
+        c20.Store(c); c21.Store(c + 16); c22.Store(c + 32); c23.Store(c + 48); c += ldc;
+        c30.Store(c); c31.Store(c + 16); c32.Store(c + 32); c33.Store(c + 48);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
