@@ -51,9 +51,18 @@ internal sealed unsafe class PackedWeight
         Panels = (n + nr - 1) / nr;
         PanelBytes = layout == PackedLayout.F32Panels ? (nint)k * nr * 4 : (nint)((k + 1) / 2) * 128;
         Bytes = (long)Panels * PanelBytes;
-        Data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(Bytes, 64), 64);
+        // Large weights on 2 MiB pages where the kernel allows it (THP "madvise"): the blocked path touches KC-rows of
+        // many panels at once, the skinny path streams several panels; both would otherwise walk thousands of 4 KiB pages.
+        bool huge = Bytes >= HugePage && OperatingSystem.IsLinux();
+        nuint size = huge ? (nuint)((Bytes + HugePage - 1) / HugePage * HugePage) : (nuint)Math.Max(Bytes, 64);
+        Data = (byte*)NativeMemory.AlignedAlloc(size, huge ? (nuint)HugePage : 64);
+        if (huge) _ = madvise(Data, size, MadvHugePage); // advice only: 4 KiB pages if refused
         GC.AddMemoryPressure(Math.Max(Bytes, 64));
     }
+
+    private const int HugePage = 2 << 20, MadvHugePage = 14;
+
+    [DllImport("libc", SetLastError = true)] private static extern int madvise(void* addr, nuint length, int advice);
 
     ~PackedWeight()
     {
