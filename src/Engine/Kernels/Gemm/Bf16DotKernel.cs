@@ -69,17 +69,17 @@ internal static unsafe class Bf16DotKernel
 
     /// <summary>
     /// Whether a normal-mode bf16 product of <paramref name="m"/> rows uses the native kernel: forced (tests, bench) or
-    /// HARNESS_BF16_KERNEL=native|widen first; by default (deterministic, never timed at run time) wherever it runs for
-    /// M &lt;= 4 (memory-bound: a quarter of the widening path's instructions per byte of W; measured here 54-76 against 31
-    /// GFLOP/s at M = 1 with W in cache), and for every M on AMD cores (Zen 4/5 run vdpbf16ps at the FMA's instruction
-    /// rate, so twice the float32 flops). Intel's Sapphire/Emerald Rapids run it on one port, half the FMA flops (measured
-    /// here: 88 against 172 GFLOP/s per core for the 14x32 tiles), so there larger M widen the bf16 panels in registers
-    /// (two shifts/ands per 32 FMAs), reading the same bf16 bytes.
+    /// HARNESS_BF16_KERNEL=native|widen first; by default (deterministic, never timed at run time) on AMD cores, where
+    /// Zen 4/5 run vdpbf16ps at the FMA's instruction rate, so twice the float32 flops. Intel's Sapphire/Emerald Rapids run
+    /// it on one port, half the FMA flops (measured on this machine, an Emerald Rapids VM: 88 against 172 GFLOP/s per core
+    /// for the 14x32 tiles, and no gain at M &lt;= 8 where W's bytes bound both), so there the bf16 panels are widened in
+    /// registers (a shift or an and per 16 FMAs), reading the same bf16 bytes. <paramref name="m"/> is kept for a
+    /// per-M rule; none is needed on the CPUs measured.
     /// </summary>
     public static bool UseNative(int m)
     {
         if ((_forced.Value ?? _fromEnvironment) is bool chosen) return chosen;
-        return IsSupported && (m <= 4 || _vendorIsAmd.Value);
+        return IsSupported && _vendorIsAmd.Value;
     }
 
     private static readonly Lazy<bool> _vendorIsAmd = new(() =>
@@ -93,7 +93,7 @@ internal static unsafe class Bf16DotKernel
         (_forced.Value ?? _fromEnvironment) is bool chosen ? (chosen ? "native vdpbf16ps (forced)" : "widened in registers (forced)")
         : !IsSupported ? $"widened in registers (native vdpbf16ps unavailable: {UnsupportedReason})"
         : _vendorIsAmd.Value ? "native vdpbf16ps (AMD core)"
-        : "native vdpbf16ps for M <= 4, widened in registers above (Intel core: vdpbf16ps runs at half the FMA flops)";
+        : "bf16 panels widened in registers (Intel core: vdpbf16ps runs at half the FMA flops; HARNESS_BF16_KERNEL=native forces it)";
 
     /// <summary>Forces the native kernel on or off for the current flow until disposed (tests and the bench); on needs support.</summary>
     public static IDisposable Force(bool native)
