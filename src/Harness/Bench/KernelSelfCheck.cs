@@ -29,7 +29,12 @@ public static class KernelSelfCheck
                             CheckAccuracy(m, n, k, dtype, transposeB));
             foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })
                 failures += Report($"{kernel,-7} {dtype.TorchName(),-8} batch invariance, batches 2..64, threads 1..4", CheckInvariance(dtype));
+            foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })
+                failures += Report($"{kernel,-7} {dtype.TorchName(),-8} packed Linear weight = unpacked invariant GEMM, bit for bit", PackedSelfCheck.PackedEqualsUnpacked(dtype));
         }
+        var native = PackedSelfCheck.NativeBf16EqualsModel(out bool ran);
+        if (ran) failures += Report("native bf16 (vdpbf16ps, emitted) = its scalar model, bit for bit", native);
+        else Console.WriteLine($"SKIP native bf16 (vdpbf16ps): {Gemm.NativeBf16UnsupportedReason}");
         Console.WriteLine(failures == 0 ? "all kernel checks passed" : $"{failures} kernel checks FAILED");
         return failures == 0 ? 0 : 1;
     }
