@@ -19,7 +19,8 @@ internal enum PackedPath
 /// C = X W^T for a weight packed once at load (<see cref="PackedWeight"/>): X [M, K] (any strides, float32/bf16/fp16),
 /// C float32 [M, N] with leading dimension ldc. The naive computation each path equals (per element (i, j)):
 /// <list type="bullet">
-/// <item>float32 panels (both modes) and bf16 pairs widened (batch-invariant mode, or a CPU without AVX512_BF16):
+/// <item>float32 panels (both modes) and bf16 pairs widened in registers (batch-invariant mode always; normal mode where the
+/// native kernel is not selected, see <see cref="Bf16DotKernel.UseNative"/>):
 /// <c>c = 0; for k = 0..K-1: c = fma(x[i][k], w[j][k], c)</c> in float32, bf16 widened exactly. The same single FMA chain
 /// as <see cref="Gemm"/>'s blocked and GEMV-chain paths, so the bits equal <c>Gemm.Multiply(x, W^T)</c>'s in either mode
 /// and do not depend on M, the row's position, the tile, the path (skinny or blocked) or the thread count.</item>
@@ -34,7 +35,6 @@ internal enum PackedPath
 internal static unsafe class PackedGemm
 {
     public const int SkinnyMaxRows = 8;
-
 
     [ThreadStatic] private static PackedPath _lastPath;
     [ThreadStatic] private static bool _lastNative;
