@@ -73,6 +73,8 @@ internal static unsafe class PackedGemm
             (PackedLayout.Bf16Pairs, false, false) => new BlockedJob<WideTile>(x, w, c, ldc, threads),
             _ => w.Kernel switch
             {
+                // 8-row tiles where they pad fewer rows than 14-row ones (M = 64: 64 rows instead of 70); same FMA chain.
+                GemmKernel.Avx512 when (m + 7) / 8 * 8 < (m + 13) / 14 * 14 => new BlockedJob<F32Tile8>(x, w, c, ldc, threads),
                 GemmKernel.Avx512 => new BlockedJob<F32Tile<GemmMicroKernelAvx512>>(x, w, c, ldc, threads),
                 GemmKernel.Avx2 => new BlockedJob<F32Tile<GemmMicroKernelAvx2>>(x, w, c, ldc, threads),
                 _ => new BlockedJob<F32Tile<GemmMicroKernelScalar>>(x, w, c, ldc, threads),
@@ -115,6 +117,18 @@ internal static unsafe class PackedGemm
         public static void PackA(in GemmOperand x, int i0, int h, int k0, int kc, byte* dst) => GemmPacking.PackA(x, i0, h, k0, kc, TK.MR, (float*)dst);
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Run(int kc, byte* a, byte* b, float* c, nint ldc, bool accumulate) => TK.Run(kc, (float*)a, (float*)b, c, ldc, accumulate);
+    }
+
+    /// <summary>float32 panels of 32 with the 8 x 32 AVX-512 tile (<see cref="PackedKernels.F32x8x32"/>).</summary>
+    private readonly struct F32Tile8 : IPackedTile
+    {
+        public static int MR => 8;
+        public static int KC => 192;
+        public static int MC => 128;
+        public static nint APanelBytes(int kc) => (nint)kc * 8 * 4;
+        public static void PackA(in GemmOperand x, int i0, int h, int k0, int kc, byte* dst) => GemmPacking.PackA(x, i0, h, k0, kc, 8, (float*)dst);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Run(int kc, byte* a, byte* b, float* c, nint ldc, bool accumulate) => PackedKernels.F32x8x32(kc, (float*)a, (float*)b, c, ldc, accumulate);
     }
 
     /// <summary>bf16 pairs widened in registers, float32 FMA chain; A packed as float32 (8 per k, kc rounded up to even with zeros).</summary>
