@@ -22,9 +22,29 @@ public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype,
         int n = k.Shape[1];
         if (Length + n > capacity)
             throw new InvalidOperationException($"KV cache of {capacity} positions cannot take {n} more after {Length}");
-        _k.Narrow(1, Length, n).CopyFrom(k);
-        _v.Narrow(1, Length, n).CopyFrom(v);
+        if (DevicePosition is { } pos) Cuda.CudaDecodeOps.AppendAt(_k, _v, k, v, pos); // at the device's position (graph steps)
+        else
+        {
+            _k.Narrow(1, Length, n).CopyFrom(k);
+            _v.Narrow(1, Length, n).CopyFrom(v);
+        }
         Length += n;
+    }
+
+    /// <summary>
+    /// When set (a device int32 [1] holding <see cref="Length"/>), appends write at that device position and the attention
+    /// reads it, so a CUDA graph of a decode step replays at any position; the host <see cref="Length"/> is bookkeeping.
+    /// </summary>
+    public Tensor? DevicePosition { get; set; }
+
+    /// <summary>The whole cache: [kv_heads, capacity, head_dim] views (keys past the filled length are garbage).</summary>
+    public (Tensor K, Tensor V) All => (_k, _v);
+
+    /// <summary>Forgets the cached positions (a new sequence), or rewinds to <paramref name="length"/>.</summary>
+    public void Reset(int length = 0)
+    {
+        if (length < 0 || length > capacity) throw new ArgumentOutOfRangeException(nameof(length), $"KV cache length {length} outside [0, {capacity}]");
+        Length = length;
     }
 
     /// <summary>The filled part: [kv_heads, Length, head_dim] views.</summary>

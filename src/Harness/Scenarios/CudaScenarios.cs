@@ -67,14 +67,19 @@ public sealed class HostCopySink(IActivationSink inner) : IActivationSink
     public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => inner.Record(module, worldRank, value.ToHost(), shard);
 }
 
-/// <summary>Weights uploaded to a device once, on first use (the engine's layers then run on the GPU).</summary>
-public sealed class DeviceWeights(IWeightSource inner, CudaDevice device) : IWeightSource
+/// <summary>
+/// Weights uploaded to a device once, on first use (the engine's layers then run on the GPU). With
+/// <paramref name="keep"/> false each Get uploads afresh and nothing is kept here: a weight a layer copies (the fused
+/// q/k/v and gate/up products) is then freed once the layer has its copy (the bench's memory figure).
+/// </summary>
+public sealed class DeviceWeights(IWeightSource inner, CudaDevice device, bool keep = true) : IWeightSource
 {
     private readonly Dictionary<string, Tensor> _cache = new();
     public bool Contains(string name) => inner.Contains(name);
 
     public Tensor Get(string name)
     {
+        if (!keep) return inner.Get(name).ToDevice(device);
         lock (_cache)
         {
             if (!_cache.TryGetValue(name, out var t)) _cache[name] = t = inner.Get(name).ToDevice(device);

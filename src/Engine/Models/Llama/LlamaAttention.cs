@@ -49,7 +49,9 @@ public sealed class LlamaAttention
 
         // on a GPU: one fused kernel (CudaOps.Attention) with the eager path's roundings (scores rounded to the dtype,
         // scaled and rounded, causal mask, float32 softmax rounded to the dtype, probs @ values in float32)
-        var output = q.IsCuda
+        var output = q.IsCuda && cache.DevicePosition is { } pos                                  // a graph step: past from the device
+            ? Cuda.CudaDecodeOps.AttentionAt(q.Select(0, 0), cache.All.K, cache.All.V, pos, 0, (float)_scaling)
+            : q.IsCuda
             ? Cuda.CudaOps.Attention(q.Select(0, 0), keys, values, past, 0, (float)_scaling)   // [heads, t, hd]
             : Eager(q, keys, values, past, hidden.DType);                                         // [kv, group, t, hd]
         output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)

@@ -64,7 +64,46 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
         _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
             embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                // weights on a GPU: the cache too
+        if (embedWeight.IsCuda)
+        {   // on a GPU: cos/sin of every position the cache can hold, uploaded once (rows equal the per-step computation)
+            var (cos, sin) = _rotary.Forward(Tensor.Arange(maxPositions + ctx.TpSize), DType);   // [1, P, head_dim]
+            _cosTable = cos.Select(0, 0).ToDevice(embedWeight.CudaDevice);                 // [P, head_dim]
+            _sinTable = sin.Select(0, 0).ToDevice(embedWeight.CudaDevice);
+        }
     }
+
+    private readonly Tensor? _cosTable, _sinTable;
+
+    /// <summary>
+    /// A graph step's state on the device (<see cref="LlamaCudaGraphDecoder"/>): the int32 position every kernel reads, and
+    /// a scratch int the unchecked embedding writes to. Null: positions come from the host.
+    /// </summary>
+    internal (Tensor Position, Tensor Scratch)? DeviceStep
+    {
+        get => _deviceStep;
+        set
+        {
+            _deviceStep = value;
+            foreach (var c in _caches) c.DevicePosition = value?.Position;
+        }
+    }
+    private (Tensor Position, Tensor Scratch)? _deviceStep;
+
+    /// <summary>Forgets the sequence (KV cache and position), or rewinds to <paramref name="position"/>: the weights stay.</summary>
+    public void Reset(int position = 0)
+    {
+        foreach (var c in _caches) c.Reset(position);
+        Position = position;
+    }
+
+    /// <summary>The device of the model's weights, or null on the host.</summary>
+    public Cuda.CudaDevice? Device => _embed!.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null;
+
+    /// <summary>Positions the KV cache holds (a decode past it fails).</summary>
+    public int CacheCapacity => _caches.Length > 0 ? _caches[0].Capacity : int.MaxValue;
+
+    /// <summary>The pipeline and tensor layout (graph decoding needs one rank).</summary>
+    public ParallelContext Context => _ctx;
 
     /// <summary>
     /// One forward step at the cache's current position. input: ids [tokens] (int64) or embeddings [tokens, hidden]
@@ -77,18 +116,16 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
         int start = Position;
         Position += tokens;
-        var positions = Tensor.Arange(padded);
-        for (int i = 0; i < padded; i++) positions.Set(start + i, i);
-        var (cos, sin) = _rotary.Forward(positions, DType);                              // [1, Tp, head_dim]
-        if (_embed!.LocalWeight.IsCuda)                                                  // a model on a GPU: one upload per step
-            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
+        var (cos, sin) = CosSin(start, padded);                                          // [1, Tp, head_dim]
 
         Tensor hidden;
         Tensor? residual = null;
         if (_ctx.IsFirstStage)
         {
             if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
-            hidden = Embed(input, tokens, padded);                                       // [Tp, hidden]
+            hidden = _deviceStep is { } step && input.IsCuda && padded == tokens         // a graph step: ids already on the device
+                ? Cuda.CudaDecodeOps.EmbeddingUnchecked(_embed!.LocalWeight, input.Reshape(-1), step.Scratch)
+                : Embed(input, tokens, padded);                                          // [Tp, hidden]
             if (_embed!.LocalWeight.IsCuda) hidden = hidden.ToDevice(_embed.LocalWeight.CudaDevice); // prompt embeds: onto the model's GPU
         }
         else
@@ -146,6 +183,22 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         var logits = _lmHead!.Forward(final);                                           // [T, vocab]
         Record("lm_head", logits);
         return logits;
+    }
+
+    // cos/sin [1, Tp, head_dim] of positions start.. : on the host computed per step; on a GPU rows of the uploaded tables
+    // (read at the device's position in a graph step).
+    private (Tensor Cos, Tensor Sin) CosSin(int start, int padded)
+    {
+        if (_cosTable is not null && _deviceStep is { } step)
+            return Cuda.CudaDecodeOps.RowsAt(_cosTable, _sinTable!, step.Position, padded);
+        if (_cosTable is not null && start + padded <= _cosTable.Size(0))
+            return (_cosTable.Narrow(0, start, padded).Unsqueeze(0), _sinTable!.Narrow(0, start, padded).Unsqueeze(0));
+        var positions = Tensor.Arange(padded);
+        for (int i = 0; i < padded; i++) positions.Set(start + i, i);
+        var (cos, sin) = _rotary.Forward(positions, DType);
+        if (_embed!.LocalWeight.IsCuda)                                                  // past the tables: one upload per step
+            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
+        return (cos, sin);
     }
 
     private Tensor Embed(Tensor input, int tokens, int padded)

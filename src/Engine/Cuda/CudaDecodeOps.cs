@@ -1,0 +1,107 @@
+using Harness.Engine.Cuda.Kernels;
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Cuda;
+
+/// <summary>
+/// Drivers of <see cref="DecodeKernels"/>: the ops of a decode step that read the position from device memory (an int32
+/// [1] tensor <c>pos</c>), for steps captured into a CUDA graph. Nothing here reads a device value back to the host.
+/// </summary>
+public static class CudaDecodeOps
+{
+    private const int Threads = 256;
+
+    private static string Elem(DType dtype) => dtype.Size() switch
+    {
+        1 => "unsigned char", 2 => "unsigned short", 4 => "unsigned int", 8 => "unsigned long long",
+        _ => throw new NotSupportedException(dtype.ToString()),
+    };
+
+    private static void RequirePos(Tensor pos, string op)
+    {
+        if (!pos.IsCuda || pos.DType != DType.Int32 || pos.NumEl != 1)
+            throw new ArgumentException($"{op}: the position must be a device int32 tensor of one element, got {pos}");
+    }
+
+    /// <summary>(cos[pos:pos+rows], sin[pos:pos+rows]) of contiguous [P, d] tables, as [1, rows, d] contiguous tensors.</summary>
+    public static (Tensor Cos, Tensor Sin) RowsAt(Tensor cosTable, Tensor sinTable, Tensor pos, int rows)
+    {
+        RequirePos(pos, "rows_at");
+        var device = cosTable.CudaDevice;
+        if (!cosTable.IsContiguous || !sinTable.IsContiguous || cosTable.Rank != 2 || !Shape.SequenceEqual(cosTable.Shape, sinTable.Shape)
+            || cosTable.DType != sinTable.DType)
+            throw new ArgumentException($"rows_at: two contiguous [P, d] tables of one dtype, got {cosTable} and {sinTable}");
+        int d = cosTable.Size(1);
+        var c = CudaTensors.Empty(device, cosTable.DType, 1, rows, d);
+        var s = CudaTensors.Empty(device, cosTable.DType, 1, rows, d);
+        var elem = Elem(cosTable.DType);
+        var f = device.Function("rows_at/" + elem, "rows_at", () => CudaSource.Prelude + DecodeKernels.RowsAt.Replace("ELEM", elem));
+        using var args = new KernelArgs().Ptr(cosTable).Ptr(sinTable).Ptr(pos).Ptr(c).Ptr(s).Add(rows).Add(d);
+        args.Launch(device, f, "rows_at", ((uint)Math.Max(1, Math.Min(64, (rows * d + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1));
+        return (c, s);
+    }
+
+    /// <summary>k, v [kv, t, hd] written into rows [pos, pos + t) of the contiguous caches [kv, cap, hd].</summary>
+    public static void AppendAt(Tensor cacheK, Tensor cacheV, Tensor k, Tensor v, Tensor pos)
+    {
+        RequirePos(pos, "kv_append_at");
+        var device = cacheK.CudaDevice;
+        if (!cacheK.IsContiguous || !cacheV.IsContiguous || k.Rank != 3 || !Shape.SequenceEqual(k.Shape, v.Shape) || k.Size(0) != cacheK.Size(0)
+            || k.Size(2) != cacheK.Size(2) || k.DType != cacheK.DType || v.DType != cacheK.DType)
+            throw new ArgumentException($"kv_append_at: k, v [kv, t, hd] into caches [kv, cap, hd] of one dtype; got {k}, {v} into {cacheK}");
+        long n = k.NumEl;
+        var elem = Elem(k.DType);
+        var f = device.Function("kv_append_at/" + elem, "kv_append_at", () => CudaSource.Prelude + DecodeKernels.KvAppendAt.Replace("ELEM", elem));
+        using var args = new KernelArgs().Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(cacheK).Ptr(cacheV).Ptr(pos)
+            .Add(cacheK.Size(1)).Add(n);
+        args.Launch(device, f, "kv_append_at", ((uint)Math.Max(1, Math.Min(64, (n + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1));
+    }
+
+    /// <summary>
+    /// <see cref="CudaOps.Attention"/> with past = *pos and past + t keys of k, v [kv, cap, hd] (views of the whole cache).
+    /// </summary>
+    public static Tensor AttentionAt(Tensor q, Tensor k, Tensor v, Tensor pos, int window, float scale)
+    {
+        RequirePos(pos, "attention_at");
+        var device = q.CudaDevice;
+        if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3 || k.Size(2) != q.Size(2) || v.Size(2) != q.Size(2) || k.Size(0) != v.Size(0)
+            || k.Size(1) != v.Size(1) || q.Size(0) % k.Size(0) != 0 || q.DType != k.DType || q.DType != v.DType)
+            throw new ArgumentException($"attention_at: q [heads, t, hd], k and v [kv, cap, hd] with heads % kv == 0 and one dtype; got {q}, {k}, {v}");
+        int cap = k.Size(1);
+        var y = CudaTensors.Empty(device, q.DType, q.ShapeArray);
+        var f = device.Function($"attention_at/{CudaSource.Token(q.DType)}", "attention_at", () => CudaSource.Instantiate(DecodeKernels.AttentionAt(), q.DType));
+        uint shared = (uint)(cap * sizeof(float));                         // room for every key the cache can hold
+        if (shared > 48 * 1024) Interop.CudaDriver.FuncSetMaxDynamicShared(f, (int)shared, "attention_at");
+        using var args = new KernelArgs().Ptr(q).Add(TensorDesc.Of(q)).Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(y)
+            .Ptr(pos).Add(window).Add(scale);
+        args.Launch(device, f, "attention_at", ((uint)q.Size(1), (uint)q.Size(0), 1), (128, 1, 1), shared);
+        return y;
+    }
+
+    /// <summary>Rows of a contiguous [vocab, hidden] device table for device int64 ids [rows], with no read-back (ids from our own argmax).</summary>
+    public static Tensor EmbeddingUnchecked(Tensor weight, Tensor ids, Tensor scratchInt32)
+    {
+        var device = weight.CudaDevice;
+        if (!ids.IsCuda || ids.DType != DType.Int64 || !ids.IsContiguous || !weight.IsContiguous || weight.Rank != 2)
+            throw new ArgumentException($"embedding (device ids): contiguous int64 device ids and a contiguous [vocab, hidden] table, got {ids} and {weight}");
+        int rows = ids.NumEl, hidden = weight.Size(1), vocab = weight.Size(0);
+        var y = CudaTensors.Empty(device, weight.DType, [.. ids.ShapeArray, hidden]);
+        var elem = Elem(weight.DType);
+        var f = device.Function($"embedding/{weight.DType.Size()}", "embedding", () => CudaSource.Prelude + IndexKernels.Embedding.Replace("ELEM", elem));
+        using var args = new KernelArgs().Ptr(weight).Ptr(ids).Ptr(y).Add(rows).Add(hidden).Add(vocab).Ptr(scratchInt32);
+        args.Launch(device, f, "embedding", ((uint)rows, 1, 1), (Threads, 1, 1));
+        return y;
+    }
+
+    /// <summary>*pos += tokens; *id = *pick (int64 [1] device tensors).</summary>
+    public static void Advance(Tensor pos, Tensor id, Tensor pick, int tokens)
+    {
+        RequirePos(pos, "advance");
+        var device = pos.CudaDevice;
+        if (!id.IsCuda || !pick.IsCuda || id.DType != DType.Int64 || pick.DType != DType.Int64)
+            throw new ArgumentException($"advance: int64 device id and pick, got {id} and {pick}");
+        var f = device.Function("advance", "advance", () => CudaSource.Prelude + DecodeKernels.Advance);
+        using var args = new KernelArgs().Ptr(pos).Ptr(id).Ptr(pick).Add(tokens);
+        args.Launch(device, f, "advance", (1, 1, 1), (32, 1, 1));
+    }
+}

@@ -1,0 +1,83 @@
+using Harness.Engine.Config;
+using Harness.Engine.Cuda;
+using Harness.Engine.Distributed;
+using Harness.Engine.IO;
+using Harness.Engine.Models;
+using Harness.Engine.Models.Llama;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+using Harness.Scenarios;
+
+namespace Harness.Bench;
+
+/// <summary>
+/// check-gpu's checks of graph decoding: the kernels that read the position from device memory equal their host-position
+/// twins bit for bit, and <see cref="LlamaCudaGraphDecoder"/> picks the same greedy tokens as the plain loop.
+/// </summary>
+public static class DecodeSelfCheck
+{
+    /// <summary>rows_at, kv_append_at and attention_at against Narrow, CopyFrom and CudaOps.Attention, bit for bit.</summary>
+    public static string? DevicePositionKernels(CudaDevice d)
+    {
+        foreach (var dt in new[] { DType.Float32, DType.BFloat16 })
+        {
+            int heads = 4, kv = 2, hd = 16, cap = 11, past = 6, t = 1;
+            var pos = Tensor.FromArray(new[] { past }, 1).ToDevice(d);
+            var cosT = GpuSelfCheck.Rand(dt, cap, hd).ToDevice(d);
+            var sinT = GpuSelfCheck.Rand(dt, cap, hd).ToDevice(d);
+            var (c, s) = CudaDecodeOps.RowsAt(cosT, sinT, pos, 2);
+            if ((GpuSelfCheck.Bitwise($"{dt.TorchName()} rows_at cos", c, cosT.Narrow(0, past, 2).Unsqueeze(0))
+                 ?? GpuSelfCheck.Bitwise($"{dt.TorchName()} rows_at sin", s, sinT.Narrow(0, past, 2).Unsqueeze(0))) is { } e) return e;
+            // append one token at the device position into a cache, then attend over past + 1 keys
+            var keys = GpuSelfCheck.Rand(dt, kv, cap, hd);
+            var values = GpuSelfCheck.Rand(dt, kv, cap, hd);
+            var k = GpuSelfCheck.Rand(dt, 1, t, kv, hd).Transpose(1, 2).Select(0, 0);   // [kv, t, hd] strided, as in the model
+            var v = GpuSelfCheck.Rand(dt, 1, t, kv, hd).Transpose(1, 2).Select(0, 0);
+            var ck = keys.ToDevice(d);
+            var cv = values.ToDevice(d);
+            CudaDecodeOps.AppendAt(ck, cv, k.Contiguous().ToDevice(d), v.ToDevice(d).Transpose(0, 1).Contiguous().Transpose(0, 1), pos);
+            keys.Narrow(1, past, t).CopyFrom(k);
+            values.Narrow(1, past, t).CopyFrom(v);
+            if ((GpuSelfCheck.Bitwise($"{dt.TorchName()} kv_append_at keys", ck, keys)
+                 ?? GpuSelfCheck.Bitwise($"{dt.TorchName()} kv_append_at values", cv, values)) is { } e2) return e2;
+            var q = GpuSelfCheck.Rand(dt, heads, t, hd).ToDevice(d);
+            float scale = (float)Math.Pow(hd, -0.5);
+            var want = CudaOps.Attention(q, ck.Narrow(1, 0, past + t), cv.Narrow(1, 0, past + t), past, 0, scale);
+            var got = CudaDecodeOps.AttentionAt(q, ck, cv, pos, 0, scale);
+            if (GpuSelfCheck.Bitwise($"{dt.TorchName()} attention_at", got, want) is { } e3) return e3;
+        }
+        return null;
+    }
+
+    /// <summary>The recorded tiny Llama on the GPU: greedy tokens of the plain loop vs the graph decoder (twice: capture, then replay only).</summary>
+    public static string? GraphDecode(CudaDevice d, string model)
+    {
+        var dir = GpuSelfCheck.FindModel(model);
+        if (dir is null) return $"fixtures/models/{model} not found (run from the repository or the bundle)";
+        var config = HfConfig.Load(Path.Combine(dir, "config.json")).Text;
+        using var checkpoint = Checkpoint.Open(dir);
+        var weights = new DeviceWeights(new CheckpointWeights(checkpoint), d);
+        var prompt = Tensor.FromArray(new long[] { 1, 17, 42, 99, 5, 150, 7, 3 }, 8);
+        const int steps = 12;
+        var m = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: 32);
+        long Argmax(Tensor logits, int row) => TopK.Forward(logits.Select(0, row), 1).Indices.ToInt64Array()[0];
+        long first = Argmax(m.Forward(prompt, 8)!, 7);
+        var eager = new long[steps];
+        long next = first;
+        for (int s = 0; s < steps; s++) next = eager[s] = Argmax(m.Forward(Tensor.FromArray([next], 1), 1)!, 0);
+        using var decoder = new LlamaCudaGraphDecoder(m);
+        for (int round = 0; round < 2; round++)
+        {
+            m.Reset();
+            long f = Argmax(m.Forward(prompt, 8)!, 7);
+            if (f != first) return $"{model}: the prompt's argmax moved after Reset ({first} then {f})";
+            var graph = decoder.Decode(f, steps);
+            if (decoder.FallbackReason is { } why) return $"{model}: the decode step was not captured: {why}";
+            if (!graph.SequenceEqual(eager))
+                return $"{model} round {round}: graph tokens {string.Join(",", graph)} differ from the plain loop's {string.Join(",", eager)}";
+            if (m.Position != 8 + steps) return $"{model}: position {m.Position} after decoding, expected {8 + steps}";
+        }
+        return null;
+    }
+}
