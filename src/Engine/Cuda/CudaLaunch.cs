@@ -81,7 +81,10 @@ public sealed unsafe class KernelArgs : IDisposable
         if (grid.Item1 == 0 || grid.Item2 == 0 || grid.Item3 == 0) return;
         device.MakeCurrent();
         Interlocked.Increment(ref _launches);
+        var profiler = KernelProfiler.Active;
+        profiler?.Before(device.Stream);
         CudaDriver.Launch(function, name, grid, block, shared, device.Stream, _pointers);
+        profiler?.After(name, device.Stream);
         CudaRuntime.CheckLastError(name);
         if (CudaDevice.SyncEachLaunch) device.Synchronize();
     }

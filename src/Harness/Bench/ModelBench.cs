@@ -66,6 +66,8 @@ public static class ModelBench
                               $"{pr.LaunchesPerStep:F1} kernel launches, {pr.AllocationsPerStep:F1} device allocations");
             Console.WriteLine($"decode step, graph: {pr.GraphMsPerStep:F3} ms wall, {pr.GraphGpuMsPerStep:F3} ms GPU (events over replays), " +
                               $"{pr.GraphNodes} nodes, {pr.StepArenaBytes / 1024} KiB arena" + (pr.GraphFallback is null ? "" : $"; NO GRAPH: {pr.GraphFallback}"));
+            Console.WriteLine($"GPU time per eager decode step by kernel (events around each launch): {pr.Kernels.Sum(k => k.Ms):F3} ms in all; " +
+                              string.Join(", ", pr.Kernels.Select(k => $"{k.Name} x{k.Count} {k.Ms * 1e3:F0} us")));
             Console.WriteLine($"greedy tokens, graph vs eager: {(pr.TokensEqual == pr.Tokens ? "equal" : "DIFFER")} ({pr.TokensEqual}/{pr.Tokens} equal before the first difference)");
         }
         int engines = rows.Count;
@@ -94,12 +96,18 @@ public static class ModelBench
                 Console.WriteLine($"{e.Who} / HF: prefill {rows[^1].PrefillMs / e.PrefillMs:F2}x, decode {e.DecodeTokensPerSecond / rows[^1].DecodeTokensPerSecond:F2}x");
         if (floorMs is not null)
             Console.WriteLine($"weight-read floor: {weightBytes / 1e9:F2} GB per token at {bandwidth / 1e9:F0} GB/s (device-to-device copy, read + write) = {floorMs:F3} ms/token");
+        if (profile is { } p2 && p2.TokensEqual != p2.Tokens)
+        {
+            Console.Error.WriteLine("bench: the graph decoder's greedy tokens differ from the plain loop's");
+            return 1;
+        }
         return 0;
     }
 
     /// <summary>Where an engine decode step's time goes (printed under the table).</summary>
     public sealed record DecodeProfile(double EagerMsPerStep, double EagerEnqueueMsPerStep, double LaunchesPerStep, double AllocationsPerStep,
-        double GraphMsPerStep, double GraphGpuMsPerStep, int GraphNodes, long StepArenaBytes, string? GraphFallback, int TokensEqual, int Tokens);
+        double GraphMsPerStep, double GraphGpuMsPerStep, int GraphNodes, long StepArenaBytes, string? GraphFallback, int TokensEqual, int Tokens,
+        List<(string Name, int Count, double Ms)> Kernels);
 
     private static List<Row> Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs,
         out long weightBytes, out DecodeProfile? profile)
@@ -165,6 +173,15 @@ public static class ModelBench
         profile = null;
         if (gpu is null) return rows;
         double launches = (KernelArgs.Launches - launches0) / (double)newTokens, allocs = (gpu.Allocations - allocs0) / (double)newTokens;
+        // GPU time per kernel of a few more eager steps (events around each launch)
+        const int profiled = 4;
+        List<(string Name, int Count, double Ms)> kernels;
+        using (var prof = KernelProfiler.Start())
+        {
+            for (int s = 0; s < profiled; s++)
+                next = TopK.Forward(model.Forward(Tensor.FromArray([next], 1), 1)!.Select(0, 0), 1).Indices.ToInt64Array()[0];
+            kernels = prof.Report().Select(k => (k.Name, k.Count / profiled, k.Ms / profiled)).ToList();
+        }
 
         // the same decode with each step replayed from a CUDA graph (LlamaCudaGraphDecoder); the first call captures
         using var decoder = new LlamaCudaGraphDecoder(model);
@@ -183,7 +200,7 @@ public static class ModelBench
         double gpuMs = decoder.TimeReplaysMs(Math.Min(100, newTokens));
         rows.Add(new Row(decoder.FallbackReason is null ? "eng+graph" : "eng(nograph)", prefillMs, newTokens / graphSeconds, Peak()));
         profile = new DecodeProfile(decodeSeconds * 1e3 / newTokens, enqueue / newTokens, launches, allocs, graphSeconds * 1e3 / newTokens, gpuMs,
-            decoder.GraphNodes, decoder.StepBytes, decoder.FallbackReason, equal, newTokens);
+            decoder.GraphNodes, decoder.StepBytes, decoder.FallbackReason, equal, newTokens, kernels);
         return rows;
     }
 
