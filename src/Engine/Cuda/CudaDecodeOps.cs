@@ -11,6 +11,9 @@ public static class CudaDecodeOps
 {
     private const int Threads = 256;
 
+    /// <summary>HARNESS_DECODE_ATTENTION=simple: graph steps use the one-thread-per-key kernel (attention_at) instead of the tiled one.</summary>
+    public static bool Simple { get; set; } = Environment.GetEnvironmentVariable("HARNESS_DECODE_ATTENTION") is "simple";
+
     private static string Elem(DType dtype) => dtype.Size() switch
     {
         1 => "unsigned char", 2 => "unsigned short", 4 => "unsigned int", 8 => "unsigned long long",
@@ -67,8 +70,22 @@ public static class CudaDecodeOps
         if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3 || k.Size(2) != q.Size(2) || v.Size(2) != q.Size(2) || k.Size(0) != v.Size(0)
             || k.Size(1) != v.Size(1) || q.Size(0) % k.Size(0) != 0 || q.DType != k.DType || q.DType != v.DType)
             throw new ArgumentException($"attention_at: q [heads, t, hd], k and v [kv, cap, hd] with heads % kv == 0 and one dtype; got {q}, {k}, {v}");
-        int cap = k.Size(1);
+        int cap = k.Size(1), hd = q.Size(2), es = q.DType.Size();
         var y = CudaTensors.Empty(device, q.DType, q.ShapeArray);
+        if (hd <= 256 && !Simple)
+        {   // the tiled kernel: same bits, keys and values through shared memory
+            bool vec = k.Strides[2] == 1 && v.Strides[2] == 1 && hd % (16 / es) == 0 && k.Strides[1] % (16 / es) == 0 && v.Strides[1] % (16 / es) == 0
+                       && k.Strides[0] % (16 / es) == 0 && v.Strides[0] % (16 / es) == 0 && CudaTensors.Address(k) % 16 == 0 && CudaTensors.Address(v) % 16 == 0;
+            var ft = device.Function($"attention_tiled_at/{CudaSource.Token(q.DType)}", "attention_tiled_at", () => CudaSource.Instantiate(
+                DecodeKernels.AttentionTiledAt.Replace("TILES", DecodeKernels.TileFloats.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                    .Replace("ESZ", es.ToString(System.Globalization.CultureInfo.InvariantCulture)), q.DType));
+            uint dyn = (uint)(cap * sizeof(float));
+            if (dyn + (DecodeKernels.TileFloats + 256 + 32) * sizeof(float) > 48 * 1024) Interop.CudaDriver.FuncSetMaxDynamicShared(ft, (int)dyn, "attention_tiled_at");
+            using var targs = new KernelArgs().Ptr(q).Add(TensorDesc.Of(q)).Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(y)
+                .Ptr(pos).Add(window).Add(scale).Add(vec ? 1 : 0);
+            targs.Launch(device, ft, "attention_tiled_at", ((uint)q.Size(1), (uint)q.Size(0), 1), (128, 1, 1), dyn);
+            return y;
+        }
         var f = device.Function($"attention_at/{CudaSource.Token(q.DType)}", "attention_at", () => CudaSource.Instantiate(DecodeKernels.AttentionAt(), q.DType));
         uint shared = (uint)(cap * sizeof(float));                         // room for every key the cache can hold
         if (shared > 48 * 1024) Interop.CudaDriver.FuncSetMaxDynamicShared(f, (int)shared, "attention_at");

@@ -46,6 +46,31 @@ public static class DecodeSelfCheck
             var want = CudaOps.Attention(q, ck.Narrow(1, 0, past + t), cv.Narrow(1, 0, past + t), past, 0, scale);
             var got = CudaDecodeOps.AttentionAt(q, ck, cv, pos, 0, scale);
             if (GpuSelfCheck.Bitwise($"{dt.TorchName()} attention_at", got, want) is { } e3) return e3;
+            // both device-position kernels (tiled and simple) equal the host-position one over several chunks, head dims,
+            // windows, strided and unaligned layouts
+            foreach (var (h, kvh, hdim, capacity, p0, window, strided) in new[]
+                     { (32, 4, 64, 300, 260, 0, false), (8, 2, 128, 70, 65, 0, true), (4, 1, 256, 40, 37, 5, false), (6, 3, 20, 50, 44, 0, false) })
+            {
+                var qq = GpuSelfCheck.Rand(dt, h, 1, hdim).ToDevice(d);
+                var kk = GpuSelfCheck.Rand(dt, kvh, capacity, hdim).ToDevice(d);
+                var vv = GpuSelfCheck.Rand(dt, kvh, capacity, hdim).ToDevice(d);
+                if (strided) (kk, vv) = (kk.Transpose(0, 1).Contiguous().Transpose(0, 1), vv.Transpose(0, 1).Contiguous().Transpose(0, 1));
+                var pp = Tensor.FromArray(new[] { p0 }, 1).ToDevice(d);
+                float sc = (float)Math.Pow(hdim, -0.5);
+                var w = CudaOps.Attention(qq, kk.Narrow(1, 0, p0 + 1), vv.Narrow(1, 0, p0 + 1), p0, window, sc);
+                bool simple = CudaDecodeOps.Simple;
+                try
+                {
+                    foreach (var useSimple in new[] { false, true })
+                    {
+                        CudaDecodeOps.Simple = useSimple;
+                        var g = CudaDecodeOps.AttentionAt(qq, kk, vv, pp, window, sc);
+                        if (GpuSelfCheck.Bitwise($"{dt.TorchName()} attention_at ({(useSimple ? "simple" : "tiled")}, heads {h}/{kvh}, hd {hdim}, past {p0}, window {window}{(strided ? ", strided" : "")})", g, w) is { } e4)
+                            return e4;
+                    }
+                }
+                finally { CudaDecodeOps.Simple = simple; }
+            }
         }
         return null;
     }

@@ -122,6 +122,14 @@ public static class ModelBench
         var prompt = Tensor.FromArray(ids, ids.Length);
         int maxPositions = ids.Length + newTokens + 8;
         void Sync() => gpu?.Synchronize();
+        // Device tensors are freed by finalizers; the engine collects every max(1 GiB, memory/16) of device allocations, so
+        // between timed phases the bench collects itself: the peak is then what one phase holds (as torch's refcounts give).
+        void Collect()
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            Sync();
+        }
 
         // one model: the weights are uploaded (and fused) once; Reset() starts each sequence over
         var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
@@ -144,11 +152,13 @@ public static class ModelBench
             model.Forward(prompt, ids.Length);
             Sync();
             prefill.Add(sw.Elapsed.TotalMilliseconds);
+            Collect();                                                     // untimed: the run's dead activations go now
         }
         prefill.Sort();
         double prefillMs = prefill[prefill.Count / 2];
 
         // greedy decode: prefill, then newTokens steps of one token (the argmax read back each step, as generation needs)
+        Collect();
         model.Reset();
         long first = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
         long next = first;
@@ -184,6 +194,7 @@ public static class ModelBench
         }
 
         // the same decode with each step replayed from a CUDA graph (LlamaCudaGraphDecoder); the first call captures
+        Collect();
         using var decoder = new LlamaCudaGraphDecoder(model);
         model.Reset();
         decoder.Decode(Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1), 4);

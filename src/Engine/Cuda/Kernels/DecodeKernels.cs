@@ -43,6 +43,94 @@ public static class DecodeKernels
         }
         """;
 
+    /// <summary>Floats of the K/V tile of <see cref="AttentionTiledAt"/> (CH keys of hd + 1 floats: 128 x 65, 64 x 129, 32 x 257).</summary>
+    public const int TileFloats = 8320;
+
+    /// <summary>
+    /// attention_tiled_at: the same function as <see cref="AttentionAt"/>, bit for bit (every sum in the same order: q.k over e
+    /// ascending, the softmax's max and thread-strided sum over 128 threads, p.v over j ascending), with keys and values
+    /// staged through shared memory in chunks of CH rows (CH = 128, 64, 32 for hd &lt;= 64, 128, 256) loaded by the whole
+    /// block, 16 bytes a thread where VECOK (contiguous head dim, aligned rows), instead of one thread walking each key
+    /// and value column through global memory. One block of 128 threads per (query, head); hd &lt;= 256.
+    /// </summary>
+    public const string AttentionTiledAt = """
+        __device__ __forceinline__ void load_rows(float* tile, int pitch, const void* src, Desc d, long long base, int j0, int rows, int hd, int vec) {
+          if (vec) {
+            const int per = 16 / ESZ, nv = hd / per;
+            #pragma unroll 4
+            for (int x = threadIdx.x; x < rows * nv; x += blockDim.x) {
+              int r = x / nv, e = (x - r * nv) * per;
+              uint4 w = *(const uint4*)((const char*)src + (base + (long long)(j0 + r) * d.strides[1] + e) * ESZ);
+              const void* pw = &w;
+              #pragma unroll
+              for (int u = 0; u < 16 / ESZ; ++u) tile[r * pitch + e + u] = ld_TIN(pw, u);
+            }
+          } else {
+            #pragma unroll 8
+            for (int x = threadIdx.x; x < rows * hd; x += blockDim.x) {
+              int r = x / hd, e = x - r * hd;
+              tile[r * pitch + e] = ld_TIN(src, base + (long long)(j0 + r) * d.strides[1] + (long long)e * d.strides[2]);
+            }
+          }
+        }
+        extern "C" __global__ void __launch_bounds__(128) attention_tiled_at(const void* q, Desc dq, const void* k, Desc dk, const void* v, Desc dv,
+                                                                          void* out, const int* pastp, int window, float scale, int vec) {
+          extern __shared__ float sc[];
+          __shared__ float sh[32];
+          __shared__ float qs[256];
+          __shared__ float tile[TILES];
+          const float ninf = -__int_as_float(0x7f800000);
+          int past = *pastp;
+          int i = blockIdx.x, head = blockIdx.y;
+          int t = dq.shape[1], hd = dq.shape[2], s = past + t, heads = dq.shape[0], kvh = dk.shape[0];
+          int kh = head / (heads / kvh);
+          int ch = hd <= 64 ? 128 : (hd <= 128 ? 64 : 32);
+          long long qb = (long long)head * dq.strides[0] + (long long)i * dq.strides[1];
+          for (int e = threadIdx.x; e < hd; e += blockDim.x) qs[e] = ld_TIN(q, qb + e * dq.strides[2]);
+          int pos = past + i;
+          for (int j0 = 0; j0 < s; j0 += ch) {
+            int rows = s - j0 < ch ? s - j0 : ch;
+            __syncthreads();
+            load_rows(tile, hd + 1, k, dk, (long long)kh * dk.strides[0], j0, rows, hd, vec);
+            __syncthreads();
+            int r = threadIdx.x;
+            if (r < rows) {
+              int j = j0 + r;
+              bool visible = j <= pos && (window <= 0 || pos - j < window);
+              float acc = 0.0f;
+              if (visible) {
+                const float* kr = tile + r * (hd + 1);
+                for (int e = 0; e < hd; ++e) acc = fmaf(qs[e], kr[e], acc);
+                acc = rnd_TIN(rnd_TIN(acc) * scale);
+              }
+              sc[j] = visible ? acc : ninf;
+            }
+          }
+          __syncthreads();
+          float m = ninf;
+          for (int j = threadIdx.x; j < s; j += blockDim.x) m = fmaxf(m, sc[j]);
+          m = block_max(m, sh);
+          float sum = 0.0f;
+          for (int j = threadIdx.x; j < s; j += blockDim.x) sum += expf(sc[j] - m);
+          sum = block_sum(sum, sh);
+          __syncthreads();
+          for (int j = threadIdx.x; j < s; j += blockDim.x) sc[j] = rnd_TIN(expf(sc[j] - m) / sum);
+          float acc0 = 0.0f, acc1 = 0.0f;
+          int e0 = threadIdx.x, e1 = threadIdx.x + blockDim.x;
+          for (int j0 = 0; j0 < s; j0 += ch) {
+            int rows = s - j0 < ch ? s - j0 : ch;
+            __syncthreads();
+            load_rows(tile, hd, v, dv, (long long)kh * dv.strides[0], j0, rows, hd, vec);
+            __syncthreads();
+            if (e0 < hd) for (int r = 0; r < rows; ++r) acc0 = fmaf(sc[j0 + r], tile[r * hd + e0], acc0);
+            if (e1 < hd) for (int r = 0; r < rows; ++r) acc1 = fmaf(sc[j0 + r], tile[r * hd + e1], acc1);
+          }
+          long long ob = ((long long)head * t + i) * hd;
+          if (e0 < hd) st_TIN(out, ob + e0, acc0);
+          if (e1 < hd) st_TIN(out, ob + e1, acc1);
+        }
+        """;
+
     /// <summary>
     /// attention_at: <see cref="AttentionKernels.Attention"/> with past = *pastp and s = past + t keys (k, v views of the
     /// whole cache): the same source with those two values read from device memory, so the same arithmetic.

@@ -32,7 +32,7 @@ public sealed class LlamaCudaGraphDecoder : IDisposable
     /// <summary>Arena bytes one step uses.</summary>
     public long StepBytes { get; private set; }
 
-    public LlamaCudaGraphDecoder(LlamaForCausalLM model, long arenaBytes = 64L << 20)
+    public LlamaCudaGraphDecoder(LlamaForCausalLM model, long arenaBytes = 16L << 20)
     {
         _model = model;
         _device = model.Device ?? throw new ArgumentException("graph decoding needs a model whose weights are on a GPU");
