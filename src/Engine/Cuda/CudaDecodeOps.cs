@@ -61,6 +61,30 @@ public static class CudaDecodeOps
     }
 
     /// <summary>
+    /// Rope of q [heads, t, hd] and k [kv, t, hd] with cos/sin [.., t, hd] (contiguous, q's dtype), the rotated k and v
+    /// written into rows [pos, pos + t) of the contiguous caches [kv, cap, hd]: returns rotated q, contiguous [heads, t, hd].
+    /// </summary>
+    public static Tensor RopeAppendAt(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor cacheK, Tensor cacheV, Tensor pos)
+    {
+        RequirePos(pos, "rope_append_at");
+        var device = q.CudaDevice;
+        int t = k.Size(1), d = k.Size(2);
+        if (q.Rank != 3 || k.Rank != 3 || !Shape.SequenceEqual(k.Shape, v.Shape) || q.Size(1) != t || q.Size(2) != d || d % 2 != 0
+            || cos.NumEl != t * d || sin.NumEl != t * d || !cos.IsContiguous || !sin.IsContiguous || cos.DType != q.DType || sin.DType != q.DType
+            || !cacheK.IsContiguous || !cacheV.IsContiguous || cacheK.Size(0) != k.Size(0) || cacheK.Size(2) != d
+            || k.DType != q.DType || v.DType != q.DType || cacheK.DType != q.DType || cacheV.DType != q.DType)
+            throw new ArgumentException($"rope_append_at: q [heads, t, d], k, v [kv, t, d], cos/sin [t, d] contiguous, caches [kv, cap, d], one dtype; got {q}, {k}, {v}, {cos}, {cacheK}");
+        var qout = CudaTensors.Empty(device, q.DType, q.ShapeArray);
+        long nq = q.NumEl, nk = k.NumEl;
+        var f = device.Function($"rope_append_at/{CudaSource.Token(q.DType)}", "rope_append_at", () => CudaSource.Instantiate(DecodeKernels.RopeAppendAt, q.DType));
+        using var args = new KernelArgs().Ptr(q).Add(TensorDesc.Of(q)).Ptr(k).Add(TensorDesc.Of(k)).Ptr(v).Add(TensorDesc.Of(v)).Ptr(cos).Ptr(sin)
+            .Ptr(qout).Ptr(cacheK).Ptr(cacheV).Ptr(pos).Add(cacheK.Size(1)).Add(nq).Add(nk);
+        long n = nq + 2 * nk;
+        args.Launch(device, f, "rope_append_at", ((uint)Math.Max(1, Math.Min(device.Multiprocessors * 4L, (n + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1));
+        return qout;
+    }
+
+    /// <summary>
     /// <see cref="CudaOps.Attention"/> with past = *pos and past + t keys of k, v [kv, cap, hd] (views of the whole cache).
     /// </summary>
     public static Tensor AttentionAt(Tensor q, Tensor k, Tensor v, Tensor pos, int window, float scale)

@@ -37,6 +37,14 @@ public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype,
     /// </summary>
     public Tensor? DevicePosition { get; set; }
 
+    /// <summary>Counts <paramref name="n"/> positions a kernel wrote at <see cref="DevicePosition"/> (a fused rope + append).</summary>
+    public void AppendedOnDevice(int n)
+    {
+        if (Length + n > capacity)
+            throw new InvalidOperationException($"KV cache of {capacity} positions cannot take {n} more after {Length}");
+        Length += n;
+    }
+
     /// <summary>The whole cache: [kv_heads, capacity, head_dim] views (keys past the filled length are garbage).</summary>
     public (Tensor K, Tensor V) All => (_k, _v);
 

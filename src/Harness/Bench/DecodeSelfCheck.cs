@@ -41,6 +41,24 @@ public static class DecodeSelfCheck
             values.Narrow(1, past, t).CopyFrom(v);
             if ((GpuSelfCheck.Bitwise($"{dt.TorchName()} kv_append_at keys", ck, keys)
                  ?? GpuSelfCheck.Bitwise($"{dt.TorchName()} kv_append_at values", cv, values)) is { } e2) return e2;
+            // rope of q and k plus the append in one kernel == rope, rope, kv_append_at (q, k, v strided views of one qkv row)
+            {
+                var qkv = GpuSelfCheck.Rand(dt, t, (heads + 2 * kv) * hd).ToDevice(d);
+                var qv = qkv.Narrow(-1, 0, heads * hd).View(1, t, heads, hd).Transpose(1, 2);
+                var kv4 = qkv.Narrow(-1, heads * hd, kv * hd).View(1, t, kv, hd).Transpose(1, 2);
+                var vv4 = qkv.Narrow(-1, (heads + kv) * hd, kv * hd).View(1, t, kv, hd).Transpose(1, 2);
+                var (c1, s1) = CudaDecodeOps.RowsAt(cosT, sinT, pos, t);
+                var ck1 = keys.ToDevice(d);
+                var cv1 = values.ToDevice(d);
+                var ck2 = keys.ToDevice(d);
+                var cv2 = values.ToDevice(d);
+                var qWant = Rotary.Apply(qv, c1, s1);
+                CudaDecodeOps.AppendAt(ck1, cv1, Rotary.Apply(kv4, c1, s1).Select(0, 0), vv4.Select(0, 0), pos);
+                var qGot = CudaDecodeOps.RopeAppendAt(qv.Select(0, 0), kv4.Select(0, 0), vv4.Select(0, 0), c1, s1, ck2, cv2, pos);
+                if ((GpuSelfCheck.Bitwise($"{dt.TorchName()} rope_append_at q", qGot, qWant.Select(0, 0))
+                     ?? GpuSelfCheck.Bitwise($"{dt.TorchName()} rope_append_at keys", ck2, ck1)
+                     ?? GpuSelfCheck.Bitwise($"{dt.TorchName()} rope_append_at values", cv2, cv1)) is { } er) return er;
+            }
             var q = GpuSelfCheck.Rand(dt, heads, t, hd).ToDevice(d);
             float scale = (float)Math.Pow(hd, -0.5);
             var want = CudaOps.Attention(q, ck.Narrow(1, 0, past + t), cv.Narrow(1, 0, past + t), past, 0, scale);

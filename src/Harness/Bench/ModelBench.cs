@@ -68,6 +68,8 @@ public static class ModelBench
                               $"{pr.GraphNodes} nodes, {pr.StepArenaBytes / 1024} KiB arena" + (pr.GraphFallback is null ? "" : $"; NO GRAPH: {pr.GraphFallback}"));
             Console.WriteLine($"GPU time per eager decode step by kernel (events around each launch): {pr.Kernels.Sum(k => k.Ms):F3} ms in all; " +
                               string.Join(", ", pr.Kernels.Select(k => $"{k.Name} x{k.Count} {k.Ms * 1e3:F0} us")));
+            Console.WriteLine($"GPU time per graph-step kernel (the step run eagerly, events around each launch): {pr.GraphKernels.Sum(k => k.Ms):F3} ms in all; " +
+                              string.Join(", ", pr.GraphKernels.Select(k => $"{k.Name} x{k.Count} {k.Ms * 1e3:F0} us")));
             Console.WriteLine($"greedy tokens, graph vs eager: {(pr.TokensEqual == pr.Tokens ? "equal" : "DIFFER")} ({pr.TokensEqual}/{pr.Tokens} equal before the first difference)");
         }
         int engines = rows.Count;
@@ -107,7 +109,7 @@ public static class ModelBench
     /// <summary>Where an engine decode step's time goes (printed under the table).</summary>
     public sealed record DecodeProfile(double EagerMsPerStep, double EagerEnqueueMsPerStep, double LaunchesPerStep, double AllocationsPerStep,
         double GraphMsPerStep, double GraphGpuMsPerStep, int GraphNodes, long StepArenaBytes, string? GraphFallback, int TokensEqual, int Tokens,
-        List<(string Name, int Count, double Ms)> Kernels);
+        List<(string Name, int Count, double Ms)> Kernels, List<(string Name, int Count, double Ms)> GraphKernels);
 
     private static List<Row> Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs,
         out long weightBytes, out DecodeProfile? profile)
@@ -195,11 +197,26 @@ public static class ModelBench
 
         // the same decode with each step replayed from a CUDA graph (LlamaCudaGraphDecoder); the first call captures
         Collect();
+        try
+        {
+            profile = Graph(model, prompt, ids.Length, newTokens, eager, Argmax, Sync, launches, allocs, decodeSeconds, enqueue, kernels, prefillMs, rows, Peak);
+        }
+        catch (Exception e)
+        {   // the plain rows still print; the failure names the call
+            Console.Error.WriteLine($"bench: graph decoding failed: {e.GetType().Name}: {e.Message}");
+        }
+        return rows;
+    }
+
+    private static DecodeProfile Graph(LlamaForCausalLM model, Tensor prompt, int promptLength, int newTokens, long[] eager, Func<Tensor, int, long> Argmax,
+        Action Sync, double launches, double allocs, double decodeSeconds, double enqueue, List<(string Name, int Count, double Ms)> kernels,
+        double prefillMs, List<Row> rows, Func<double> Peak)
+    {
         using var decoder = new LlamaCudaGraphDecoder(model);
         model.Reset();
-        decoder.Decode(Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1), 4);
+        decoder.Decode(Argmax(model.Forward(prompt, promptLength)!, promptLength - 1), 4);
         model.Reset();
-        long gfirst = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
+        long gfirst = Argmax(model.Forward(prompt, promptLength)!, promptLength - 1);
         Sync();
         var gsw = Stopwatch.StartNew();
         var graphTokens = decoder.Decode(gfirst, newTokens);
@@ -207,12 +224,13 @@ public static class ModelBench
         double graphSeconds = gsw.Elapsed.TotalSeconds;
         int equal = 0;
         while (equal < newTokens && graphTokens[equal] == eager[equal]) equal++;
-        model.Reset(ids.Length);
+        model.Reset(promptLength);
         double gpuMs = decoder.TimeReplaysMs(Math.Min(100, newTokens));
+        model.Reset(promptLength);
+        var graphKernels = decoder.ProfileStep();
         rows.Add(new Row(decoder.FallbackReason is null ? "eng+graph" : "eng(nograph)", prefillMs, newTokens / graphSeconds, Peak()));
-        profile = new DecodeProfile(decodeSeconds * 1e3 / newTokens, enqueue / newTokens, launches, allocs, graphSeconds * 1e3 / newTokens, gpuMs,
-            decoder.GraphNodes, decoder.StepBytes, decoder.FallbackReason, equal, newTokens, kernels);
-        return rows;
+        return new DecodeProfile(decodeSeconds * 1e3 / newTokens, enqueue / newTokens, launches, allocs, graphSeconds * 1e3 / newTokens, gpuMs,
+            decoder.GraphNodes, decoder.StepBytes, decoder.FallbackReason, equal, newTokens, kernels, graphKernels);
     }
 
     private static double CopyBandwidth(CudaDevice gpu)

@@ -36,6 +36,37 @@ public static class DecodeKernels
         }
         """;
 
+    /// <summary>
+    /// rope_append_at: one launch for a graph step's <see cref="AttentionKernels.Rope"/> of q and of k plus the cache append:
+    /// q [heads, t, d], k and v [kv, t, d] (strided), cos/sin [t, d] contiguous. Elements [0, nq) are q's rotated values,
+    /// written contiguous to qout [heads, t, d]; [nq, nq + nk) k's rotated values, written to ck [kv, cap, d] at rows
+    /// pos..pos+t-1; [nq + nk, nq + 2 nk) v's values copied to cv likewise. The rotation is rope's arithmetic:
+    /// rnd(rnd(x * cos) + rnd(rot * sin)), so the bits equal rope then kv_append_at.
+    /// </summary>
+    public const string RopeAppendAt = """
+        __device__ __forceinline__ float rope_elem(const void* x, const Desc& dx, const void* cs, const void* sn, long long i) {
+          int d = dx.shape[2], t = dx.shape[1], h = d / 2;
+          int j = (int)(i % d); long long pt = i / d; int tok = (int)(pt % t); long long p = pt / t;
+          long long base = p * dx.strides[0] + (long long)tok * dx.strides[1];
+          float xv = ld_TIN(x, base + (long long)j * dx.strides[2]);
+          float rv = j < h ? -ld_TIN(x, base + (long long)(j + h) * dx.strides[2]) : ld_TIN(x, base + (long long)(j - h) * dx.strides[2]);
+          float c = ld_TIN(cs, (long long)tok * d + j), s = ld_TIN(sn, (long long)tok * d + j);
+          return rnd_TIN(xv * c) + rnd_TIN(rv * s);
+        }
+        extern "C" __global__ void rope_append_at(const void* q, Desc dq, const void* k, Desc dk, const void* v, Desc dv, const void* cs,
+                                                  const void* sn, void* qout, void* ck, void* cv, const int* pos, int cap, long long nq, long long nk) {
+          int p0 = *pos, t = dk.shape[1], d = dk.shape[2];
+          for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nq + 2 * nk; i += (long long)gridDim.x * blockDim.x) {
+            if (i < nq) { st_TIN(qout, i, rope_elem(q, dq, cs, sn, i)); continue; }
+            long long x = i < nq + nk ? i - nq : i - nq - nk;
+            int e = (int)(x % d); long long r = x / d; int tok = (int)(r % t); long long hh = r / t;
+            long long dst = (hh * cap + p0 + tok) * d + e;
+            if (i < nq + nk) st_TIN(ck, dst, rope_elem(k, dk, cs, sn, x));
+            else st_TIN(cv, dst, ld_TIN(v, desc_offset(dv, x)));
+          }
+        }
+        """;
+
     /// <summary>advance: *pos += tokens; *id = *pick (the greedy token becomes the next step's input). One thread.</summary>
     public const string Advance = """
         extern "C" __global__ void advance(int* pos, long long* id, const long long* pick, int tokens) {

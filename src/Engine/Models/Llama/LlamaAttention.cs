@@ -38,6 +38,16 @@ public sealed class LlamaAttention
         q = q.View(1, t, heads, hd).Transpose(1, 2);                       // [1, heads, t, hd]
         k = k.View(1, t, kvHeads, hd).Transpose(1, 2);                     // [1, kv, t, hd]
         v = v.View(1, t, kvHeads, hd).Transpose(1, 2);
+        if (q.IsCuda && cache.DevicePosition is { } devicePos && realTokens == t && cos.IsContiguous && cos.DType == q.DType)
+        {   // a graph step (LlamaCudaGraphDecoder): rope of q and k and the cache append in one kernel, attention at the
+            // device's position; the same arithmetic as the lines below
+            if (cache.Length + t > cache.Capacity) throw new InvalidOperationException($"KV cache of {cache.Capacity} positions cannot take {t} more after {cache.Length}");
+            var (allK, allV) = cache.All;
+            var qr = Cuda.CudaDecodeOps.RopeAppendAt(q.Select(0, 0), k.Select(0, 0), v.Select(0, 0), cos, sin, allK, allV, devicePos); // [heads, t, hd]
+            var attn = Cuda.CudaDecodeOps.AttentionAt(qr, allK, allV, devicePos, 0, (float)_scaling);      // [heads, t, hd]
+            cache.AppendedOnDevice(t);
+            return _oProj.Forward(attn.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1));
+        }
         q = Rotary.Apply(q, cos, sin);
         k = Rotary.Apply(k, cos, sin);
 

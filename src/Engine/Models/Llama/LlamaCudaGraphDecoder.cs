@@ -105,6 +105,27 @@ public sealed class LlamaCudaGraphDecoder : IDisposable
         return count > 0 ? ms / count : double.NaN;
     }
 
+    /// <summary>GPU time per kernel of one step run eagerly with the graph's kernels (events around each launch), at the model's position.</summary>
+    public List<(string Name, int Count, double Ms)> ProfileStep()
+    {
+        using var flow = _device.UseStream(_stream);
+        int position = _model.Position;
+        CudaOps.CopyInto(Tensor.FromArray([position], 1), _pos);
+        _model.DeviceStep = (_pos, _scratch);
+        try
+        {
+            _arena.Reset();
+            using var profiler = KernelProfiler.Start();
+            using (_arena.Use()) Step();
+            return profiler.Report();
+        }
+        finally
+        {
+            _model.DeviceStep = null;
+            _model.Reset(position);
+        }
+    }
+
     private long EagerStep()
     {
         _arena.Reset();
