@@ -26,25 +26,6 @@ public static class GemvKernel
           #pragma unroll
           for (int i = 0; i < 4; ++i) { o[2 * i] = f16_to_f((unsigned short)(u[i] & 0xffffu)); o[2 * i + 1] = f16_to_f((unsigned short)(u[i] >> 16)); }
         }
-        template <int U> __device__ __forceinline__ void gemv_step(const char* w, const void* A, long long lda, int k0, int M, float* acc) {
-          uint4 wr[U];
-          #pragma unroll
-          for (int u = 0; u < U; ++u) wr[u] = __ldg((const uint4*)(w + (long long)(k0 + u * 32 * VEC) * ESZ));
-          #pragma unroll
-          for (int u = 0; u < U; ++u) {
-            float wv[VEC];
-            unpack_TIN(wr[u], wv);
-            #pragma unroll
-            for (int m = 0; m < 8; ++m) {
-              if (m < M) {
-                float xv[VEC];
-                unpack_TIN(__ldg((const uint4*)((const char*)A + ((long long)m * lda + k0 + u * 32 * VEC) * ESZ)), xv);
-                #pragma unroll
-                for (int e = 0; e < VEC; ++e) acc[m] = fmaf(xv[e], wv[e], acc[m]);
-              }
-            }
-          }
-        }
         extern "C" __global__ void __launch_bounds__(256) gemv(const void* A, long long lda, const void* B, long long ldb, void* C, int M, int N, int K) {
           const int n = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
           if (n >= N) return;
@@ -53,11 +34,39 @@ public static class GemvKernel
           #pragma unroll
           for (int m = 0; m < 8; ++m) acc[m] = 0.0f;
           int k0 = lane * VEC;
-          // eight (then four, then one) of the lane's weight vectors in flight at once; the sums still run over k0
-          // ascending, so the bits do not depend on the unrolling
-          for (; k0 + 7 * 32 * VEC < K; k0 += 8 * 32 * VEC) gemv_step<8>(w, A, lda, k0, M, acc);
-          for (; k0 + 3 * 32 * VEC < K; k0 += 4 * 32 * VEC) gemv_step<4>(w, A, lda, k0, M, acc);
-          for (; k0 < K; k0 += 32 * VEC) gemv_step<1>(w, A, lda, k0, M, acc);
+          // four of the lane's weight vectors in flight at once (the sums still run over k0 ascending: same bits)
+          for (; k0 + 3 * 32 * VEC < K; k0 += 4 * 32 * VEC) {
+            uint4 wr[4];
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) wr[u] = __ldg((const uint4*)(w + (long long)(k0 + u * 32 * VEC) * ESZ));
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) {
+              float wv[VEC];
+              unpack_TIN(wr[u], wv);
+              #pragma unroll
+              for (int m = 0; m < 8; ++m) {
+                if (m < M) {
+                  float xv[VEC];
+                  unpack_TIN(__ldg((const uint4*)((const char*)A + ((long long)m * lda + k0 + u * 32 * VEC) * ESZ)), xv);
+                  #pragma unroll
+                  for (int e = 0; e < VEC; ++e) acc[m] = fmaf(xv[e], wv[e], acc[m]);
+                }
+              }
+            }
+          }
+          for (; k0 < K; k0 += 32 * VEC) {
+            float wv[VEC];
+            unpack_TIN(__ldg((const uint4*)(w + (long long)k0 * ESZ)), wv);
+            #pragma unroll
+            for (int m = 0; m < 8; ++m) {
+              if (m < M) {
+                float xv[VEC];
+                unpack_TIN(__ldg((const uint4*)((const char*)A + ((long long)m * lda + k0) * ESZ)), xv);
+                #pragma unroll
+                for (int e = 0; e < VEC; ++e) acc[m] = fmaf(xv[e], wv[e], acc[m]);
+              }
+            }
+          }
           #pragma unroll
           for (int m = 0; m < 8; ++m) {
             if (m < M) {

@@ -14,16 +14,14 @@ public static class RowKernels
     /// rounded to TOUT, torch's promotion); KIND 1 (Gemma 1+w): y * (1 + w); KIND 2 (scaled): y * w; KIND 3: y. One rounding to TOUT.
     /// </summary>
     public const string RmsNorm = """
-        extern "C" __global__ void rms_norm(const void* __restrict__ x, const void* __restrict__ w, void* __restrict__ out, int n, float eps, int kind) {
+        extern "C" __global__ void rms_norm(const void* x, const void* w, void* out, int n, float eps, int kind) {
           __shared__ float sh[32];
           long long row = blockIdx.x;
           const long long base = row * (long long)n;
           float ss = 0.0f;
-          #pragma unroll 4
           for (int j = threadIdx.x; j < n; j += blockDim.x) { float h = ld_TIN(x, base + j); ss = fmaf(h, h, ss); }
           ss = block_sum(ss, sh);
           float inv = 1.0f / sqrtf(ss / (float)n + eps);
-          #pragma unroll 4
           for (int j = threadIdx.x; j < n; j += blockDim.x) {
             float y = ld_TIN(x, base + j) * inv;
             if (kind == 0) y = rnd_TIN(y) * ld_TW(w, j);
@@ -39,12 +37,10 @@ public static class RowKernels
     /// sum[r] (torch's add in the dtype), then exactly <see cref="RmsNorm"/> with KIND 0 on s into out[r].
     /// </summary>
     public const string AddRmsNorm = """
-        extern "C" __global__ void add_rms_norm(const void* __restrict__ a, const void* __restrict__ b, void* __restrict__ sum, const void* __restrict__ w,
-                                                void* __restrict__ out, int n, float eps) {
+        extern "C" __global__ void add_rms_norm(const void* a, const void* b, void* sum, const void* w, void* out, int n, float eps) {
           __shared__ float sh[32];
           const long long base = (long long)blockIdx.x * n;
           float ss = 0.0f;
-          #pragma unroll 4
           for (int j = threadIdx.x; j < n; j += blockDim.x) {
             float h = rnd_TIN(ld_TIN(a, base + j) + ld_TIN(b, base + j));
             st_TIN(sum, base + j, h);
@@ -52,7 +48,6 @@ public static class RowKernels
           }
           ss = block_sum(ss, sh);
           float inv = 1.0f / sqrtf(ss / (float)n + eps);
-          #pragma unroll 4
           for (int j = threadIdx.x; j < n; j += blockDim.x) {
             float h = rnd_TIN(ld_TIN(a, base + j) + ld_TIN(b, base + j));
             st_TOUT(out, base + j, rnd_TIN(h * inv) * ld_TW(w, j));
