@@ -27,6 +27,22 @@ public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype,
         Length += n;
     }
 
+    /// <summary>The whole cache, [kv_heads, capacity, head_dim] each (rows from <see cref="Length"/> on are not filled yet):
+    /// for kernels that write the next rows in place (<see cref="Ops.Attention.RopeIntoCache"/>) and read the filled ones.</summary>
+    public Tensor Keys => _k;
+    public Tensor Values => _v;
+
+    /// <summary>Marks n more rows filled after a kernel wrote them into <see cref="Keys"/>/<see cref="Values"/>.</summary>
+    public void Advance(int n)
+    {
+        if (n < 0 || Length + n > capacity)
+            throw new InvalidOperationException($"KV cache of {capacity} positions cannot take {n} more after {Length}");
+        Length += n;
+    }
+
+    /// <summary>Empties the cache (a new sequence); the rows are overwritten as they are appended.</summary>
+    public void Reset() => Length = 0;
+
     /// <summary>The filled part: [kv_heads, Length, head_dim] views.</summary>
     public (Tensor K, Tensor V) Filled => (_k.Narrow(1, 0, Length), _v.Narrow(1, 0, Length));
 }

@@ -31,10 +31,13 @@ public sealed class LlamaAttention
     /// <param name="hidden">[tokens, hidden] normed input, all tokens (SP padding included).</param>
     /// <param name="cos">[1, tokens, head_dim]</param>
     /// <param name="realTokens">How many leading tokens are real (the rest is SP padding, kept out of the cache).</param>
-    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens)
+    /// <param name="workspace">Host buffers for the rotated q and the attention output (null: fresh tensors).</param>
+    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? workspace = null)
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
         var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads*hd], [t, kv*hd], [t, kv*hd]
+        if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda)
+            return _oProj.Forward(Fused(q, k, v, cos, sin, cache, realTokens, workspace)); // [t, hidden] (partial under SP)
         q = q.View(1, t, heads, hd).Transpose(1, 2);                       // [1, heads, t, hd]
         k = k.View(1, t, kvHeads, hd).Transpose(1, 2);                     // [1, kv, t, hd]
         v = v.View(1, t, kvHeads, hd).Transpose(1, 2);
@@ -54,6 +57,21 @@ public sealed class LlamaAttention
             : Eager(q, keys, values, past, hidden.DType);                                         // [kv, group, t, hd]
         output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
         return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
+    }
+
+    // The host's normal-mode path: RoPE from the qkv output's views straight into q's buffer and the cache's next rows,
+    // then every head's causal attention over the cache written as [t, heads*hd] (Ops.Attention). The same arithmetic as
+    // the lines above and Eager below (the dot products and sums in the fused kernel's order).
+    private Tensor Fused(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? ws)
+    {
+        int t = q.Shape[0], width = q.Shape[1];
+        int past = cache.Length;
+        var qr = ws?.Get(LlamaWorkspace.Query, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width);     // [t, heads*hd]
+        Ops.Attention.RopeIntoCache(q, k, v, cos, sin, qr, cache.Keys, cache.Values, past, realTokens);
+        cache.Advance(realTokens);
+        var output = ws?.Get(LlamaWorkspace.AttnOut, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width); // [t, heads*hd]
+        Ops.Attention.CausalInto(qr, cache.Keys, cache.Values, past, cache.Length, (float)_scaling, output);
+        return output;
     }
 
     // HF's eager_attention_forward: q [1, heads, t, hd], keys/values [kv, s, hd] views of the cache -> [kv, group, t, hd].
