@@ -35,9 +35,17 @@ public sealed class LlamaAttention
     public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? workspace = null)
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
+        long t0 = LlamaProfile.Now();
         var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads*hd], [t, kv*hd], [t, kv*hd]
+        LlamaProfile.Add("self_attn.qkv_proj", t0);
         if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda)
-            return _oProj.Forward(Fused(q, k, v, cos, sin, cache, realTokens, workspace)); // [t, hidden] (partial under SP)
+        {
+            var attn = Fused(q, k, v, cos, sin, cache, realTokens, workspace);
+            t0 = LlamaProfile.Now();
+            var o = _oProj.Forward(attn);                                  // [t, hidden] (partial under SP)
+            LlamaProfile.Add("self_attn.o_proj", t0);
+            return o;
+        }
         q = q.View(1, t, heads, hd).Transpose(1, 2);                       // [1, heads, t, hd]
         k = k.View(1, t, kvHeads, hd).Transpose(1, 2);                     // [1, kv, t, hd]
         v = v.View(1, t, kvHeads, hd).Transpose(1, 2);
@@ -66,11 +74,15 @@ public sealed class LlamaAttention
     {
         int t = q.Shape[0], width = q.Shape[1];
         int past = cache.Length;
+        long t0 = LlamaProfile.Now();
         var qr = ws?.Get(LlamaWorkspace.Query, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width);     // [t, heads*hd]
         Ops.Attention.RopeIntoCache(q, k, v, cos, sin, qr, cache.Keys, cache.Values, past, realTokens);
         cache.Advance(realTokens);
+        LlamaProfile.Add("self_attn.rope_into_cache", t0);
+        t0 = LlamaProfile.Now();
         var output = ws?.Get(LlamaWorkspace.AttnOut, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width); // [t, heads*hd]
         Ops.Attention.CausalInto(qr, cache.Keys, cache.Values, past, cache.Length, (float)_scaling, output);
+        LlamaProfile.Add("self_attn.attention", t0);
         return output;
     }
 

@@ -58,6 +58,7 @@ public sealed class LlamaDecoderLayer
         _realTokens = realTokens;
         Tensor normed;
         bool normedIsLocal;
+        long t0 = LlamaProfile.Now();
         if (residual is null)
         {
             residual = sp ? SliceResidual(hidden) : hidden;                   // first layer: the embeddings are the residual
@@ -69,6 +70,7 @@ public sealed class LlamaDecoderLayer
             (residual, normed) = AddNorm(hidden, residual, _inputNorm);      // fused add: HF's previous layer output
             normedIsLocal = sp;
         }
+        LlamaProfile.Add("input_layernorm", t0);
         Capture(".input_layernorm", normed, normedIsLocal);
         var attnIn = normedIsLocal ? _ctx.Tp.AllGather(normed, 0) : normed;  // [Tp, hidden]
 
@@ -84,7 +86,9 @@ public sealed class LlamaDecoderLayer
         if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
         Capture(".self_attn", attn, sp);
 
+        t0 = LlamaProfile.Now();
         (residual, var post) = AddNorm(attn, residual, _postNorm);            // [L or T, hidden]
+        LlamaProfile.Add("post_attention_layernorm", t0);
         Capture(".post_attention_layernorm", post, sp);
         var mlpIn = sp ? _ctx.Tp.AllGather(post, 0) : post;                   // [Tp, hidden]
 

@@ -166,11 +166,15 @@ public sealed class LlamaForCausalLM : ICheckpointModel
             return null;
         }
 
+        long t0 = LlamaProfile.Now();
         var final = FinalNorm(hidden, residual!);
+        LlamaProfile.Add("model.norm", t0);
         if (_ctx.SequenceParallel) final = _ctx.Tp.AllGather(final, 0);                 // [Tp, hidden]
         final = final.Narrow(0, 0, tokens);                                             // [T, hidden]
         Record("model.norm", final);
+        t0 = LlamaProfile.Now();
         var logits = _lmHead!.Forward(final);                                           // [T, vocab]
+        LlamaProfile.Add("lm_head", t0);
         Record("lm_head", logits);
         return logits;
     }

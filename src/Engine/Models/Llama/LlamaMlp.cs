@@ -27,7 +27,10 @@ public sealed class LlamaMlp
     /// <param name="workspace">Host buffer for the activation output (null: a fresh tensor).</param>
     public Tensor Forward(Tensor x, LlamaWorkspace? workspace = null)
     {
+        long t0 = LlamaProfile.Now();
         var gateUp = _gateUp.Forward(x);                  // [tokens, 2 * intermediate/tp]
+        LlamaProfile.Add("mlp.gate_up_proj", t0);
+        t0 = LlamaProfile.Now();
         Tensor h;
         if (workspace is not null && !gateUp.IsCuda && gateUp.Rank == 2 && gateUp.DType is DType.Float32 or DType.BFloat16)
         {   // act(gate) * up in one pass, into the workspace (Activation.ApplyGatedInto: the same roundings as ApplyGated)
@@ -36,6 +39,10 @@ public sealed class LlamaMlp
             Activation.ApplyGatedInto(gateUp.Narrow(-1, 0, d), gateUp.Narrow(-1, d, d), _act, h);
         }
         else h = Activation.ApplyGated(gateUp, _act);     // [tokens, intermediate/tp]
-        return _down.Forward(h);                          // [tokens, hidden]
+        LlamaProfile.Add("mlp.act_and_mul", t0);
+        t0 = LlamaProfile.Now();
+        var y = _down.Forward(h);                         // [tokens, hidden]
+        LlamaProfile.Add("mlp.down_proj", t0);
+        return y;
     }
 }
