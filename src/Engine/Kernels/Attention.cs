@@ -61,10 +61,22 @@ public static class Attention
             throw new ArgumentException($"attention row: hd {hd}, {n} keys: q {q.Length}, out {output.Length}, scores {scores.Length}, keys {keys.Length}, values {values.Length}");
         Scores<T, TKv>(q, keys, n, hd, scores);
         var s = scores[..n];
-        for (int j = 0; j < n; j++) s[j] = Rounding.To(Rounding.To(s[j], dtype) * scale, dtype);
+        Rounding.InPlace(s, dtype);
+        SoftmaxRow(s, scale, dtype);
+        Weighted<T, TKv>(s, values, n, hd, output);
+    }
+
+    /// <summary>
+    /// The scores-to-probabilities step of one row, in place: p = round(softmax(round(s * scale)) in float32), s already
+    /// rounded to the dtype (the q @ K^T result): <c>softmax(attn_weights * scaling + mask, dtype=float32).to(dtype)</c>
+    /// over the visible keys.
+    /// </summary>
+    public static void SoftmaxRow(Span<float> s, float scale, DType dtype)
+    {
+        System.Numerics.Tensors.TensorPrimitives.Multiply(s, scale, s);
+        Rounding.InPlace(s, dtype);
         Softmax.Row(s, s, invariant: false);
         Rounding.InPlace(s, dtype);
-        Weighted<T, TKv>(s, values, n, hd, output);
     }
 
     // scores[j] = q . keys[j]

@@ -105,6 +105,11 @@ public static class Attention
         if (!output.IsContiguous || !Shape.SequenceEqual(output.Shape, q.Shape))
             throw new ArgumentException($"attention: output {Shape.Format(output.Shape)} must be {Shape.Format(q.Shape)} contiguous");
 
+        if (t >= BlockedMinTokens && BlockedPrefill)
+        {
+            Blocked(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
+            return;
+        }
         var job = Job ??= new AttentionJob();
         job.Set(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
         int tasks = (int)Math.Min(Math.Max(1, ComputeSettings.Threads), (long)t * heads);
@@ -119,6 +124,58 @@ public static class Attention
             job.Clear();
         }
     }
+
+    /// <summary>From this many query tokens on (prefill), <see cref="CausalInto"/> takes the blocked GEMM path.</summary>
+    public const int BlockedMinTokens = 32;
+
+    private const int BlockTokens = 128;
+
+    /// <summary>Whether prefill takes the blocked GEMM path (true) or the row kernel; for A/B timing (bench --profile).</summary>
+    public static bool BlockedPrefill { get; set; } = true;
+
+    // Prefill: per kv head g and block of query tokens [i0, i1), the group's queries as one [rows, hd] matrix
+    // (row r = (i - i0) * group + hh is head g*group + hh of token i), scores against the keys that block can see with the
+    // engine's GEMM, then the row softmax (K.Attention.SoftmaxRow: the same roundings as the row kernel) with the causal
+    // limit per row, then probs @ V with the GEMM, scattered into output[i, h*hd:(h+1)*hd]. Equal to the row kernel but
+    // for the order of the dot products and of the sum over keys (the GEMM's).
+    private static void Blocked(Tensor q, Tensor keys, Tensor values, int past, int filled, float scale, Tensor output,
+        int t, int heads, int kv, int hd)
+    {
+        int group = heads / kv, width = heads * hd, cap = keys.Shape[1];
+        var dt = q.DType;
+        for (int g = 0; g < kv; g++)
+        {
+            var kg = keys.Select(0, g);                                   // [capacity, hd]
+            var vg = values.Select(0, g);
+            for (int i0 = 0; i0 < t; i0 += BlockTokens)
+            {
+                int i1 = Math.Min(t, i0 + BlockTokens), rows = (i1 - i0) * group, n1 = Math.Min(past + i1, filled);
+                // [i1-i0, group*hd] view of the group's columns -> [rows, hd] (one copy of q's block)
+                var qb = q.Narrow(0, i0, i1 - i0).Narrow(1, g * group * hd, group * hd).Contiguous().View(rows, hd);
+                var scores = Matmul.Forward(qb, kg.Narrow(0, 0, n1).T());          // [rows, n1]
+                var probs = Tensor.Zeros(dt, rows, n1);
+                var sc = scores;
+                K.RowParallel.For(rows, n1, ComputeSettings.Threads, r =>
+                {
+                    int i = i0 + r / group, n = Math.Min(past + i + 1, filled);
+                    var row = RowScratch(n1);
+                    Load(sc, sc.Offset + r * n1, row[..n]);
+                    K.Attention.SoftmaxRow(row[..n], scale, dt);
+                    row[n..n1].Clear();
+                    Store(row[..n1], probs, probs.Offset + r * n1);
+                });
+                var ob = Matmul.Forward(probs, vg.Narrow(0, 0, n1));             // [rows, hd]
+                for (int i = i0; i < i1; i++)                                    // rows of token i: heads g*group.. contiguous
+                    output.Narrow(0, i, 1).Narrow(1, g * group * hd, group * hd)
+                        .CopyFrom(ob.Narrow(0, (i - i0) * group, group).View(1, group * hd));
+            }
+        }
+    }
+
+    [ThreadStatic] private static float[]? _rowScratch;
+
+    private static Span<float> RowScratch(int n) =>
+        (_rowScratch is { } a && a.Length >= n ? a : _rowScratch = new float[Math.Max(n, 4096)]).AsSpan(0, n);
 
     private static void SameDType(Tensor x, DType dt, string name)
     {

@@ -217,6 +217,7 @@ public static class CpuModelBench
             prefill[p] = times[times.Count / 2];
             if (profile)
             {
+                AttentionAB(dtype, p);
                 model.Reset();
                 LlamaProfile.Start();
                 sw.Restart();
@@ -249,6 +250,24 @@ public static class CpuModelBench
             PrintProfile($"{dtype.TorchName()} decode (8 steps)", psw.Elapsed.TotalMilliseconds, LlamaProfile.Stop());
         }
         return new Measured(prefill, (newTokens - 2) / dsw.Elapsed.TotalSeconds, allocated / (newTokens - 2));
+    }
+
+    // the attention op alone at t = p on a 155M-like layer (16 heads, 4 kv, hd 64): blocked GEMM path vs the row kernel
+    private static void AttentionAB(DType dt, int p)
+    {
+        var q = Tensor.Uniform(DType.Float32, 5, -1f, 1f, p, 16 * 64).To(dt);
+        var k = Tensor.Uniform(DType.Float32, 6, -1f, 1f, 4, p, 64).To(dt);
+        var v = Tensor.Uniform(DType.Float32, 7, -1f, 1f, 4, p, 64).To(dt);
+        var o = Tensor.Zeros(dt, p, 16 * 64);
+        foreach (bool blocked in new[] { true, false, true, false })
+        {
+            Attention.BlockedPrefill = blocked;
+            Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
+            var sw = Stopwatch.StartNew();
+            for (int r = 0; r < 3; r++) Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
+            Console.WriteLine($"attention A/B {dt.TorchName()} t={p}: {(blocked ? "blocked GEMM" : "row kernel")} {sw.Elapsed.TotalMilliseconds / 3:F1} ms");
+        }
+        Attention.BlockedPrefill = true;
     }
 
     private static void PrintProfile(string what, double totalMs, IReadOnlyDictionary<string, double> modules)
