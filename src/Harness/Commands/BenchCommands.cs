@@ -13,7 +13,7 @@ internal static class BenchCommands
         "GFLOP/s and GB/s beside the square-GEMM rate and copy bandwidth measured in the same run, issue 15's ratios; " +
         "--threads N, --dtype fp32,bf16, --new 32, --runs 3, --no-hf, --profile (per-module times). " +
         "--device cuda: prefill ms, decode tokens/s, peak memory, weight-read floor; --dtype bf16|fp16|fp32, --prompt 128, --new 128, --runs 5, --no-hf.",
-        args => args.Contains("--model") ? Harness.Bench.ModelBench.Run(args) : Harness.Bench.GemmBenchmark.Run(args));
+        args => args.Contains("--model") || args.Contains("--random-llama") ? Harness.Bench.ModelBench.Run(args) : Harness.Bench.GemmBenchmark.Run(args));
 
     public static Command CheckKernels() => PassThrough("check-kernels",
         "Every GEMM micro-kernel this CPU runs vs a float64 reference, plus batch invariance. Exit 1 on any failure.",
