@@ -107,13 +107,14 @@ public static class Attention
 
         if (t >= BlockedMinTokens && BlockedPrefill)
         {
-            Blocked(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
+            if (hd % 16 == 0) Tiled(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
+            else Blocked(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
             return;
         }
         var job = Job ??= new AttentionJob();
         job.Set(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
         int tasks = (int)Math.Min(Math.Max(1, ComputeSettings.Threads), (long)t * heads);
-        if ((long)t * heads * filled * hd < 1 << 14) tasks = 1;  // too small to share
+        if ((long)t * heads * filled * hd < 1 << 17) tasks = 1;  // too small to share (a worker's wake-up costs more)
         job.Tasks = tasks;
         try
         {
@@ -152,14 +153,12 @@ public static class Attention
                 int i1 = Math.Min(t, i0 + BlockTokens), rows = (i1 - i0) * group, n1 = Math.Min(past + i1, filled);
                 // [i1-i0, group*hd] view of the group's columns -> [rows, hd] (one copy of q's block)
                 var qb = q.Narrow(0, i0, i1 - i0).Narrow(1, g * group * hd, group * hd).Contiguous().View(rows, hd);
-                var scores = Matmul.Forward(qb, kg.Narrow(0, 0, n1).T());          // [rows, n1]
-                var probs = Tensor.Zeros(dt, rows, n1);
-                var sc = scores;
+                var probs = Matmul.Forward(qb, kg.Narrow(0, 0, n1).T()).Contiguous(); // scores [rows, n1], then probs in place
                 K.RowParallel.For(rows, n1, ComputeSettings.Threads, r =>
                 {
                     int i = i0 + r / group, n = Math.Min(past + i + 1, filled);
                     var row = RowScratch(n1);
-                    Load(sc, sc.Offset + r * n1, row[..n]);
+                    Load(probs, probs.Offset + r * n1, row[..n]);
                     K.Attention.SoftmaxRow(row[..n], scale, dt);
                     row[n..n1].Clear();
                     Store(row[..n1], probs, probs.Offset + r * n1);
@@ -170,6 +169,58 @@ public static class Attention
                         .CopyFrom(ob.Narrow(0, (i - i0) * group, group).View(1, group * hd));
             }
         }
+    }
+
+    // Prefill with head_dim a multiple of 16: each kv head's keys transposed once to float32 [hd, ldk] (ldk = filled rounded
+    // up to 16, zero columns after), then tiles of K.Attention.TileRows query rows of that kv head (row r = i * group + hh:
+    // head g*group + hh of token i) through K.Attention.Tile, in parallel over (kv head, tile).
+    private static void Tiled(Tensor q, Tensor keys, Tensor values, int past, int filled, float scale, Tensor output,
+        int t, int heads, int kv, int hd)
+    {
+        int group = heads / kv, width = heads * hd, cap = keys.Shape[1], ldk = (filled + 15) / 16 * 16;
+        var kt = new float[kv * hd * ldk];
+        var krow = new float[hd];
+        for (int g = 0; g < kv; g++)
+            for (int j = 0; j < filled; j++)
+            {
+                Load(keys, keys.Offset + (g * cap + j) * hd, krow);
+                for (int c = 0; c < hd; c++) kt[(g * hd + c) * ldk + j] = krow[c];
+            }
+        // bf16 values widened once (exact) so the tiles' inner loop reads float32
+        float[]? vf = null;
+        if (values.DType == DType.BFloat16)
+        {
+            vf = new float[kv * filled * hd];
+            for (int g = 0; g < kv; g++)
+                BFloat16.ToFloat(values.StorageSpan<ushort>().Slice(values.Offset + g * cap * hd, filled * hd), vf.AsSpan(g * filled * hd, filled * hd));
+        }
+        int rowsPerHead = t * group, tilesPerHead = (rowsPerHead + K.Attention.TileRows - 1) / K.Attention.TileRows;
+        int items = kv * tilesPerHead;
+        var dt = q.DType;
+        Parallel.For(0, items, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, ComputeSettings.Threads) }, item =>
+        {
+            int g = item / tilesPerHead, r0 = item % tilesPerHead * K.Attention.TileRows;
+            int rows = Math.Min(K.Attention.TileRows, rowsPerHead - r0);
+            var scratch = RowScratch(2 * K.Attention.TileRows * hd + K.Attention.TileRows * ldk);
+            var qt = scratch[..(K.Attention.TileRows * hd)];
+            var ot = scratch.Slice(K.Attention.TileRows * hd, K.Attention.TileRows * hd);
+            var st = scratch.Slice(2 * K.Attention.TileRows * hd, K.Attention.TileRows * ldk);
+            Span<int> n = stackalloc int[K.Attention.TileRows];
+            for (int r = 0; r < rows; r++)
+            {
+                int i = (r0 + r) / group, h = g * group + (r0 + r) % group;
+                n[r] = Math.Min(past + i + 1, filled);
+                Load(q, q.Offset + i * width + h * hd, qt.Slice(r * hd, hd));
+            }
+            var ktg = kt.AsSpan(g * hd * ldk, hd * ldk);
+            var vg = vf is null ? values.StorageSpan<float>().Slice(values.Offset + g * cap * hd) : vf.AsSpan(g * filled * hd, filled * hd);
+            K.Attention.Tile<float, K.Float32Kv>(qt, rows, n, ktg, ldk, vg, hd, scale, dt, st, ot);
+            for (int r = 0; r < rows; r++)
+            {
+                int i = (r0 + r) / group, h = g * group + (r0 + r) % group;
+                Store(ot.Slice(r * hd, hd), output, output.Offset + i * width + h * hd);
+            }
+        });
     }
 
     [ThreadStatic] private static float[]? _rowScratch;

@@ -252,7 +252,7 @@ public static class CpuModelBench
         return new Measured(prefill, (newTokens - 2) / dsw.Elapsed.TotalSeconds, allocated / (newTokens - 2));
     }
 
-    // the attention op alone at t = p on a 155M-like layer (16 heads, 4 kv, hd 64): blocked GEMM path vs the row kernel
+    // the attention op alone at t = p on a 155M-like layer (16 heads, 4 kv, hd 64): the prefill path vs the row kernel
     private static void AttentionAB(DType dt, int p)
     {
         var q = Tensor.Uniform(DType.Float32, 5, -1f, 1f, p, 16 * 64).To(dt);
@@ -265,7 +265,7 @@ public static class CpuModelBench
             Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
             var sw = Stopwatch.StartNew();
             for (int r = 0; r < 3; r++) Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
-            Console.WriteLine($"attention A/B {dt.TorchName()} t={p}: {(blocked ? "blocked GEMM" : "row kernel")} {sw.Elapsed.TotalMilliseconds / 3:F1} ms");
+            Console.WriteLine($"attention A/B {dt.TorchName()} t={p}: {(blocked ? "prefill kernel (tiled, or GEMM-blocked)" : "row kernel")} {sw.Elapsed.TotalMilliseconds / 3:F1} ms");
         }
         Attention.BlockedPrefill = true;
     }

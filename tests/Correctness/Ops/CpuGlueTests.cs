@@ -36,15 +36,18 @@ public class CpuGlueTests
     }
 
     [Theory]
-    [InlineData(DType.Float32, 64, 5, 3, true)]     // decode-sized: the row kernel (vector path, hd 64)
-    [InlineData(DType.Float32, 24, 6, 0, true)]     // hd 24: the scalar path
-    [InlineData(DType.Float32, 64, 40, 7, true)]    // prefill: the blocked GEMM path
-    [InlineData(DType.Float32, 64, 40, 7, false)]   // ... and the row kernel on the same shape
-    [InlineData(DType.BFloat16, 64, 5, 3, true)]
-    [InlineData(DType.BFloat16, 64, 40, 0, true)]
-    public void Fused_attention_equals_the_eager_ops(DType dt, int hd, int t, int past, bool blocked)
+    [InlineData(DType.Float32, 64, 5, 3, true, 8)]     // decode-sized: the row kernel (vector path, hd 64)
+    [InlineData(DType.Float32, 24, 6, 0, true, 8)]     // hd 24: the scalar path
+    [InlineData(DType.Float32, 64, 40, 7, true, 8)]    // prefill, hd a multiple of 16: the tiled kernel
+    [InlineData(DType.Float32, 64, 37, 2, true, 6)]    // ... with 3 heads per kv head (tiles span tokens)
+    [InlineData(DType.Float32, 24, 40, 3, true, 8)]    // prefill, hd 24: the blocked GEMM path
+    [InlineData(DType.Float32, 64, 40, 7, false, 8)]   // the row kernel on a prefill shape
+    [InlineData(DType.BFloat16, 64, 5, 3, true, 8)]
+    [InlineData(DType.BFloat16, 64, 40, 0, true, 8)]
+    [InlineData(DType.BFloat16, 24, 40, 0, true, 8)]
+    public void Fused_attention_equals_the_eager_ops(DType dt, int hd, int t, int past, bool blocked, int heads)
     {
-        int heads = 8, kv = 2, cap = past + t + 4;
+        int kv = 2, cap = past + t + 4;
         var q = Tensor.Randn(DType.Float32, 1, t, heads * hd).To(dt);
         var keys = Tensor.Randn(DType.Float32, 2, kv, cap, hd).To(dt);
         var values = Tensor.Randn(DType.Float32, 3, kv, cap, hd).To(dt);
@@ -103,6 +106,30 @@ public class CpuGlueTests
         Activation.ApplyGatedInto(gate, up, kind, got);
         Assert.True(want.BitwiseEquals(got), $"{kind} {dt}");
         Assert.True(want.BitwiseEquals(Activation.ApplyGated(gateUp, kind)), "ApplyGated");
+    }
+
+    [Fact]
+    public void Vectorized_bf16_conversions_equal_the_scalar_rule_on_every_kind_of_float()
+    {
+        var rng = new SplitMix64(7);
+        var x = new float[4099];                                                        // not a multiple of 16: the tail too
+        for (int i = 0; i < x.Length; i++) x[i] = BitConverter.UInt32BitsToSingle((uint)rng.Next());
+        float[] special = [float.NaN, -float.NaN, float.PositiveInfinity, float.NegativeInfinity, 0f, -0f, float.Epsilon,
+            float.MaxValue, -float.MaxValue, BitConverter.UInt32BitsToSingle(0x3F808000), BitConverter.UInt32BitsToSingle(0x3F818000),
+            BitConverter.UInt32BitsToSingle(0x7F7FFFFF), BitConverter.UInt32BitsToSingle(0xFF7F8000), BitConverter.UInt32BitsToSingle(0x00008000)];
+        special.CopyTo(x, 100);
+        var bits = new ushort[x.Length];
+        BFloat16.FromFloat(x, bits);
+        var rounded = (float[])x.Clone();
+        BFloat16.RoundInPlace(rounded);
+        var back = new float[x.Length];
+        BFloat16.ToFloat(bits, back);
+        for (int i = 0; i < x.Length; i++)
+        {
+            Assert.Equal(BFloat16.FromFloat(x[i]), bits[i]);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(BFloat16.Round(x[i])), BitConverter.SingleToUInt32Bits(rounded[i]));
+            Assert.Equal(BitConverter.SingleToUInt32Bits(BFloat16.ToFloat(bits[i])), BitConverter.SingleToUInt32Bits(back[i]));
+        }
     }
 
     private static (LlamaForCausalLM Model, long LinearOutputBytes) RandomLlama(DType dt)
