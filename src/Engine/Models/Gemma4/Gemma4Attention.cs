@@ -95,7 +95,7 @@ public sealed class Gemma4Attention
             v = Norms.RmsNorm(vRaw, null, _eps, RmsNormKind.GemmaNoScale);                 // v_norm: no scale
         }
 
-        var output = Tensor.Zeros(x.DType, rows, heads * hd);                           // [rows, heads/tp * hd]
+        var output = Tensor.ZerosLike(x, x.DType, rows, heads * hd);                           // [rows, heads/tp * hd]
         for (int s = 0; s < spans.Count; s++)
         {
             var (start, count, past) = spans[s];
@@ -122,7 +122,8 @@ public sealed class Gemma4Attention
         var qg = q.Reshape(kv, group, t, hd);                                             // [kv, group, t, hd]
         var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));              // [kv, group, t, s]; scaling = 1.0
         var scores32 = scores.To(DType.Float32).Contiguous();
-        Mask(scores32.Span<float>(), t, s, past, _window, blocks);
+        if (scores32.IsCuda) Cuda.CudaModelOps.AttentionMask(scores32, t, s, past, _window, blocks);
+        else Mask(scores32.Span<float>(), t, s, past, _window, blocks);
         var probs = Softmax.Forward(scores32, -1).To(dtype);
         return Matmul.Forward(probs, values.Unsqueeze(1)).Reshape(heads, t, hd);          // [heads, t, hd]
     }
