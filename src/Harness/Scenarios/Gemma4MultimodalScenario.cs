@@ -184,11 +184,15 @@ public sealed record Gemma4MultimodalScenario : Scenario
             {
                 var ctx = ThreadWorld.Layout(rank, Tp, 1);
                 using var checkpoint = Checkpoint.Open(dir);
-                var weights = new CheckpointWeights(checkpoint);
+                IWeightSource weights = new CheckpointWeights(checkpoint);
+                IActivationSink rankSink = sink;
+                using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
+                var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
+                    CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
                 var options = Gemma4Scenario.OptionsFor(Fault);
-                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, sink, options).Prefill(prompt, towers);   // the captured prefill
-                if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, towers, NewTokens, TopK);
+                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
+                if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
             }, context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(gens[0].Tokens, gens[0].TopKIds, gens[0].TopKLogprobs);
         }
