@@ -259,6 +259,11 @@ _model_cache = {}
 
 # HARNESS_REFERENCE_DEVICE=cuda (set by `harness run --device cuda`): the reference model and its inputs go on the GPU.
 REFERENCE_DEVICE = os.environ.get("HARNESS_REFERENCE_DEVICE", "cpu") or "cpu"
+if REFERENCE_DEVICE.startswith("cuda"):
+    # a float32 reference computes in float32 on the GPU too: no TF32 in matmuls (torch's default) nor in cuDNN
+    # convolutions (Gemma4's audio tower; cuDNN allows TF32 by default)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def reference_device_name():

@@ -52,7 +52,7 @@ def op_gemma4_forward(args, tensors):
     """Prefill of input_ids [B, T] with hooks on `capture`; returns each module's output and `logits` (plus the
     float64 oracle's when args["oracle"])."""
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
-    ids = need(tensors, "input_ids").to(torch.int64)
+    ids = need(tensors, "input_ids").to(torch.int64).to(model.device)
     paths = list(args.get("capture", []))
     result, outs, captured = capture_run(model, paths, lambda m: m(input_ids=ids, use_cache=False).logits)
     outs.append(("logits", result))
@@ -67,7 +67,7 @@ def op_gemma4_moe_block(args, tensors):
     router's `router_probabilities` [S, T, E], `top_k_weights` [S, T, k], `top_k_index` [S, T, k] (int64)."""
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     layer = model.get_submodule(args.get("layers_path", "model.layers"))[int(args["layer"])]
-    x = need(tensors, "x").to(model.dtype)
+    x = need(tensors, "x").to(model.dtype).to(model.device)
     outs, probs, weights, index = [], [], [], []
     for s in range(x.shape[0]):
         p, w, idx = layer.router(x[s])
@@ -108,6 +108,7 @@ def _gemma4_mm_model(model_dir, dtype_name_):
     _model_cache.clear()
     model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
         model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN)).eval()
+    model.to(REFERENCE_DEVICE)                              # the GPU under `harness run --device cuda`
     _model_cache[key] = (sig, model)
     return model
 
@@ -154,7 +155,7 @@ def op_gemma4_mm_forward(args, tensors):
     audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
     Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given."""
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
-    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     paths = list(args.get("capture", []))
     result, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False).logits)
     outs.append(("logits", result))
@@ -173,7 +174,7 @@ def op_gemma4_mm_generate(args, tensors):
     """Greedy decoding after a multimodal prompt (inputs as gemma4_mm_forward), KV cache, top-k of log_softmax(float32
     logits) per step: tensors `tokens`, `topk_ids`, `topk_logprobs` as the generate op."""
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
-    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
     return {"steps": steps}, greedy_decode(model, inputs, steps, k)
 
