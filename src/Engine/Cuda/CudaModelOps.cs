@@ -99,9 +99,11 @@ public static class CudaModelOps
 
     /// <summary>
     /// The eager attention mask in place on contiguous float32 scores [planes, t, s] (causal from <paramref name="past"/>,
-    /// a sliding <paramref name="window"/> (null: none), Gemma4's bidirectional vision <paramref name="blocks"/> of the t new rows).
+    /// a sliding <paramref name="window"/> (null: none), Gemma4's bidirectional vision <paramref name="blocks"/> of the t new
+    /// rows, widening every layer (Gemma 3's rule) or, with <paramref name="blocksOnSlidingLayersOnly"/>, sliding layers only
+    /// inside the window (Gemma 4's rule; see Gemma4VisionMask)).
     /// </summary>
-    public static void AttentionMask(Tensor scores, int t, int s, int past, int? window, int[]? blocks = null)
+    public static void AttentionMask(Tensor scores, int t, int s, int past, int? window, int[]? blocks = null, bool blocksOnSlidingLayersOnly = false)
     {
         var device = DeviceOf("attention_mask", scores);
         if (scores.DType != DType.Float32 || !scores.IsContiguous || scores.Size(-1) != s || scores.Size(-2) != t)
@@ -110,7 +112,7 @@ public static class CudaModelOps
         var b = blocks is null ? null : CudaTensors.Upload(Tensor.FromArray(blocks, blocks.Length), device);
         long n = scores.NumEl;
         var f = device.Function("attention_mask", "attention_mask", () => CudaSource.Prelude + ModelKernels.AttentionMask);
-        using var args = new KernelArgs().Ptr(scores).Add(t).Add(s).Add(past).Add(window ?? 0).Add(b is null ? 0 : CudaTensors.Address(b)).Add(n);
+        using var args = new KernelArgs().Ptr(scores).Add(t).Add(s).Add(past).Add(window ?? 0).Add(b is null ? 0 : CudaTensors.Address(b)).Add(blocksOnSlidingLayersOnly ? 1 : 0).Add(n);
         args.Launch(device, f, "attention_mask", GridFor(device, n), (Threads, 1, 1));
     }
 

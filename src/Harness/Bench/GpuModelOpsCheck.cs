@@ -78,22 +78,27 @@ public static class GpuModelOpsCheck
                 catch (Exception e) { return $"{n} {name}: {e.GetType().Name}: {e.Message.Split('\n')[0]}"; }
                 if (Close($"{n} {name}", got, cpu(), name.Contains("index") || name.Contains("max") || name.Contains("gather") ? 0 : tol) is { } err) return err;
             }
-            // the eager attention mask: causal + sliding window + one vision block, as Gemma4Attention's CPU loop
-            var scores = Rand(DType.Float32, 2, 4, 7);
-            var masked = scores.ToDevice(d).Clone();
-            CudaModelOps.AttentionMask(masked, 4, 7, 3, 2, [-1, 0, 0, -1]);
-            var want = scores.Clone();
-            var ws = want.Span<float>();
-            int[] blocks = [-1, 0, 0, -1];
-            for (int p = 0; p < 2; p++)
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 7; j++)
-                    {
-                        int at = 3 + i;
-                        bool visible = j <= at && j > at - 2 || (j >= 3 && blocks[i] >= 0 && blocks[i] == blocks[j - 3]);
-                        if (!visible) ws[(p * 4 + i) * 7 + j] = float.NegativeInfinity;
-                    }
-            if (Close("attention_mask", masked, want, 0) is { } em) return em;
+            // the eager attention mask: causal + sliding window + one vision block under both of Gemma4VisionMask's rules
+            // (Gemma 3's: the block widens every layer; Gemma 4's: sliding layers only, inside the window), as Gemma4Attention's CPU loop
+            foreach (bool slidingOnly in new[] { false, true })
+            {
+                var scores = Rand(DType.Float32, 2, 4, 7);
+                var masked = scores.ToDevice(d).Clone();
+                int[] blocks = [-1, 0, 0, 0];
+                CudaModelOps.AttentionMask(masked, 4, 7, 3, 2, blocks, slidingOnly);
+                var want = scores.Clone();
+                var ws = want.Span<float>();
+                for (int p = 0; p < 2; p++)
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 7; j++)
+                        {
+                            int at = 3 + i;
+                            bool causal = j <= at, inWindow = j > at - 2, same = j >= 3 && blocks[i] >= 0 && blocks[i] == blocks[j - 3];
+                            bool visible = slidingOnly ? inWindow && (causal || same) : (causal && inWindow) || same;
+                            if (!visible) ws[(p * 4 + i) * 7 + j] = float.NegativeInfinity;
+                        }
+                if (Close($"attention_mask (sliding layers only: {slidingOnly})", masked, want, 0) is { } em) return em;
+            }
             // the audio tower's kernels
             var img = Rand(dt, 2, 5, 7, 3);
             if (Close($"{n} im2col3x3s2", CudaModelOps.Im2Col3x3S2(img.ToDevice(d)), Im2Col(img), 0) is { } ei) return ei;
