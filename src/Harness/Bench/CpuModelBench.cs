@@ -24,7 +24,7 @@ namespace Harness.Bench;
 /// </summary>
 public static class CpuModelBench
 {
-    private sealed record Measured(Dictionary<int, double> PrefillMs, double DecodeTps, long DecodeAllocBytesPerStep);
+    private sealed record Measured(Dictionary<int, double> PrefillMs, Dictionary<int, string> PrefillSpread, double DecodeTps, long DecodeAllocBytesPerStep);
 
     public static int Run(string[] args)
     {
@@ -101,7 +101,7 @@ public static class CpuModelBench
         foreach (var dt in dtypes)
         {
             engine[dt] = Engine(model, config, dt, ids, prompts, runs, newTokens, decodePrompt, profile);
-            Console.WriteLine($"engine {dt.TorchName()}: " + string.Join(", ", prompts.Select(p => $"prefill {p} {engine[dt].PrefillMs[p]:F1} ms")) +
+            Console.WriteLine($"engine {dt.TorchName()}: " + string.Join(", ", prompts.Select(p => $"prefill {p} {engine[dt].PrefillMs[p]:F1} ms ({engine[dt].PrefillSpread[p]})")) +
                               $", decode {engine[dt].DecodeTps:F2} tokens/s, {engine[dt].DecodeAllocBytesPerStep} bytes allocated per decode step");
             if (hf && peer is not null)
             {
@@ -198,6 +198,7 @@ public static class CpuModelBench
         IWeightSource weights = new CastWeights(new CheckpointWeights(checkpoint), dtype);
         var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: Math.Max(ids.Length, decodePrompt + newTokens) + 8);
         var prefill = new Dictionary<int, double>();
+        var spread = new Dictionary<int, string>();
         foreach (int p in prompts)
         {
             var prompt = Tensor.FromArray(ids[..p], p);
@@ -215,6 +216,7 @@ public static class CpuModelBench
             }
             times.Sort();
             prefill[p] = times[times.Count / 2];
+            spread[p] = times.Count == 1 ? "1 run" : $"{times.Count} runs {times[0]:F0}-{times[^1]:F0}";
             if (profile)
             {
                 AttentionAB(dtype, p);
@@ -249,7 +251,7 @@ public static class CpuModelBench
             for (int s = 0; s < 8; s++) { input.Set(next, 0); model.Forward(input, 1); }
             PrintProfile($"{dtype.TorchName()} decode (8 steps)", psw.Elapsed.TotalMilliseconds, LlamaProfile.Stop());
         }
-        return new Measured(prefill, (newTokens - 2) / dsw.Elapsed.TotalSeconds, allocated / (newTokens - 2));
+        return new Measured(prefill, spread, (newTokens - 2) / dsw.Elapsed.TotalSeconds, allocated / (newTokens - 2));
     }
 
     // the attention op alone at t = p on a 155M-like layer (16 heads, 4 kv, hd 64): the prefill path vs the row kernel
