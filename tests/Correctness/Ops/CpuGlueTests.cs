@@ -168,6 +168,21 @@ public class CpuGlueTests
             $"a decode step allocated {step} bytes; the linear layers' outputs are {linearOutputs} bytes");
     }
 
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.BFloat16)]
+    public void In_batch_invariant_mode_decode_logits_are_bitwise_those_of_the_longer_prefill(DType dt)
+    {
+        using var mode = ComputeSettings.UseBatchInvariant();
+        var (model, _) = RandomLlama(dt);
+        var ids = new long[] { 3, 17, 5, 60, 2, 9, 41 };
+        var full = model.Forward(Tensor.FromArray(ids, 7), 7)!.Narrow(0, 6, 1).Contiguous();
+        model.Reset();
+        model.Forward(Tensor.FromArray(ids[..6], 6), 6);
+        var step = model.Forward(Tensor.FromArray(ids[6..], 1), 1)!;
+        Assert.True(full.BitwiseEquals(step), "the last position's logits differ between a 7-token prefill and 6 + 1 decode");
+    }
+
     [Fact]
     public void Decode_after_prefill_matches_one_longer_prefill()
     {
