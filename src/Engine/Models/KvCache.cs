@@ -37,18 +37,21 @@ public sealed class KvCache(int kvHeads, int headDim, int capacity, DType dtype,
     /// </summary>
     public Tensor? DevicePosition { get; set; }
 
-    /// <summary>Counts <paramref name="n"/> positions a kernel wrote at <see cref="DevicePosition"/> (a fused rope + append).</summary>
-    public void AppendedOnDevice(int n)
+    /// <summary>The whole cache, [kv_heads, capacity, head_dim] each (rows from <see cref="Length"/> on are not filled yet):
+    /// for kernels that write the next rows in place (<see cref="Ops.Attention.RopeIntoCache"/>, a graph step's
+    /// rope_append_at) and read the filled ones.</summary>
+    public Tensor Keys => _k;
+    public Tensor Values => _v;
+
+    /// <summary>Marks n more rows filled after a kernel wrote them into <see cref="Keys"/>/<see cref="Values"/>.</summary>
+    public void Advance(int n)
     {
-        if (Length + n > capacity)
+        if (n < 0 || Length + n > capacity)
             throw new InvalidOperationException($"KV cache of {capacity} positions cannot take {n} more after {Length}");
         Length += n;
     }
 
-    /// <summary>The whole cache: [kv_heads, capacity, head_dim] views (keys past the filled length are garbage).</summary>
-    public (Tensor K, Tensor V) All => (_k, _v);
-
-    /// <summary>Forgets the cached positions (a new sequence), or rewinds to <paramref name="length"/>.</summary>
+    /// <summary>Empties the cache (a new sequence), or rewinds it to <paramref name="length"/> rows; rows are overwritten as they are appended.</summary>
     public void Reset(int length = 0)
     {
         if (length < 0 || length > capacity) throw new ArgumentOutOfRangeException(nameof(length), $"KV cache length {length} outside [0, {capacity}]");

@@ -36,6 +36,7 @@ public static class GpuSelfCheck
         ("rmsnorm-batch-invariance-m1-257", RmsNormBatchInvariance),
         ("rope-attention", RopeAttention),
         ("embedding-topk", EmbeddingTopK),
+        ("model-ops", GpuModelOpsCheck.Run),
         ("llama-tiny-fp32", d => LlamaLogits(d, "tiny-llama-fp32", 2e-5)),
         ("llama-tiny-bf16", d => LlamaLogits(d, "tiny-llama-bf16", 3e-2)),
         ("decode-device-position-kernels", DecodeSelfCheck.DevicePositionKernels),

@@ -28,6 +28,8 @@ public static class ModelBench
 
     public static int Run(string[] args)
     {
+        int di = Array.IndexOf(args, "--device");
+        if (di < 0 || di + 1 < args.Length && args[di + 1] == "cpu") return CpuModelBench.Run(args);
         string? model = null, device = "cpu";
         var dtype = DType.BFloat16;
         int prompt = 128, newTokens = 128, runs = 5;

@@ -22,7 +22,10 @@ public static class CudaScenarios
         if (device != "cuda") throw new ArgumentException($"unknown device '{device}'; known: cpu, cuda");
         return s switch
         {
-            LlamaScenario l => l with { Device = "cuda", Id = InsertDevice(l.Id), Description = l.Description + ", engine on the GPU" },
+            // every family with a device path: the scenario's engine runs its ranks through RankOnGpu / OnGpu below
+            LlamaScenario or Gemma3nScenario or Gemma4Scenario or Gemma4MultimodalScenario or Gemma4TowerScenario
+                or Qwen2VlScenario or Qwen2Vl7BAttentionScenario or MatmulScenario
+                => s with { Device = "cuda", Id = InsertDevice(s.Id), Description = s.Description + ", engine on the GPU" },
             _ => null,
         };
     }
@@ -53,6 +56,33 @@ public static class CudaScenarios
             scope.Dispose();
         });
     }
+
+    /// <summary>
+    /// <see cref="RankOnGpu"/> when <paramref name="device"/> is "cuda" (null, nothing changed, on the CPU): the one line a
+    /// scenario's rank body adds, <c>using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);</c>.
+    /// </summary>
+    public static IDisposable? OnGpu(string device, ref ParallelContext ctx, ref IWeightSource weights, ref IActivationSink sink) =>
+        device == "cuda" ? RankOnGpu(ref ctx, ref weights, ref sink) : null;
+
+    /// <summary>A single-rank engine (the towers, one op) on the GPU: its own stream, weights uploaded on use, host-copy captures.</summary>
+    public static IDisposable? OnGpu(string device, ref IWeightSource weights, ref IActivationSink sink)
+    {
+        if (device != "cuda") return null;
+        var gpu = CudaDevice.Get();
+        gpu.MakeCurrent();
+        var stream = CudaRuntime.StreamCreate();
+        var scope = gpu.UseStream(stream);
+        weights = new DeviceWeights(weights, gpu);
+        sink = new HostCopySink(sink);
+        return new Scope(() =>
+        {
+            gpu.Synchronize();
+            scope.Dispose();
+        });
+    }
+
+    /// <summary>An engine input (soft tokens, pixel values, features) where the engine runs: on the GPU for "cuda".</summary>
+    public static Tensor? Input(string device, Tensor? t) => device == "cuda" && t is not null ? t.ToDevice(CudaDevice.Get()) : t;
 
     private sealed class Scope(Action end) : IDisposable
     {
