@@ -39,7 +39,10 @@ public sealed class CudaProcessGroup(IProcessGroup inner, CudaDevice device) : I
 
     private Tensor Back(Tensor host, bool wasDevice) => wasDevice ? host.ToDevice(device) : host;
 
-    private bool OnDevice(Tensor t) => _state is not null && t.IsCuda && t.DType.IsFloatingPoint() && t.CudaDevice == device;
+    /// <summary>HARNESS_CUDA_COLLECTIVES=host: every collective staged through host memory, as before device collectives.</summary>
+    public static bool StageThroughHost { get; set; } = Environment.GetEnvironmentVariable("HARNESS_CUDA_COLLECTIVES") is "host";
+
+    private bool OnDevice(Tensor t) => !StageThroughHost && _state is not null && t.IsCuda && t.DType.IsFloatingPoint() && t.CudaDevice == device;
 
     public Tensor AllReduce(Tensor t) => OnDevice(t) ? Collective(CollectiveCall.On(CollectiveOp.AllReduce, t), t) : Back(inner.AllReduce(t.ToHost()), t.IsCuda);
     public Tensor AllGather(Tensor t, int dim = 0) => OnDevice(t) ? Collective(CollectiveCall.On(CollectiveOp.AllGather, t, dim: dim), t) : Back(inner.AllGather(t.ToHost(), dim), t.IsCuda);
