@@ -11,9 +11,6 @@ public static class CudaDecodeOps
 {
     private const int Threads = 256;
 
-    /// <summary>HARNESS_DECODE_ATTENTION=simple: graph steps use the one-thread-per-key kernel (attention_at) instead of the tiled one.</summary>
-    public static bool Simple { get; set; } = Environment.GetEnvironmentVariable("HARNESS_DECODE_ATTENTION") is "simple";
-
     private static string Elem(DType dtype) => dtype.Size() switch
     {
         1 => "unsigned char", 2 => "unsigned short", 4 => "unsigned int", 8 => "unsigned long long",
@@ -87,7 +84,9 @@ public static class CudaDecodeOps
     /// <summary>
     /// <see cref="CudaOps.Attention"/> with past = *pos and past + t keys of k, v [kv, cap, hd] (views of the whole cache).
     /// </summary>
-    public static Tensor AttentionAt(Tensor q, Tensor k, Tensor v, Tensor pos, int window, float scale)
+    /// <param name="simple">The one-thread-per-key kernel (attention_at) instead of the tiled one (same bits; the check
+    /// compares both).</param>
+    public static Tensor AttentionAt(Tensor q, Tensor k, Tensor v, Tensor pos, int window, float scale, bool simple = false)
     {
         RequirePos(pos, "attention_at");
         var device = q.CudaDevice;
@@ -96,7 +95,7 @@ public static class CudaDecodeOps
             throw new ArgumentException($"attention_at: q [heads, t, hd], k and v [kv, cap, hd] with heads % kv == 0 and one dtype; got {q}, {k}, {v}");
         int cap = k.Size(1), hd = q.Size(2), es = q.DType.Size();
         var y = CudaTensors.Empty(device, q.DType, q.ShapeArray);
-        if (hd <= 256 && !Simple)
+        if (hd <= 256 && !simple)
         {   // the tiled kernel: same bits, keys and values through shared memory
             bool vec = k.Strides[2] == 1 && v.Strides[2] == 1 && hd % (16 / es) == 0 && k.Strides[1] % (16 / es) == 0 && v.Strides[1] % (16 / es) == 0
                        && k.Strides[0] % (16 / es) == 0 && v.Strides[0] % (16 / es) == 0 && CudaTensors.Address(k) % 16 == 0 && CudaTensors.Address(v) % 16 == 0;

@@ -22,7 +22,11 @@ namespace Harness.Engine.Cuda;
 /// wait). Host tensors, integer dtypes and groups that are not thread groups keep the staged path: copied to the host
 /// after the stream drains, combined by the thread group, copied back on the caller's stream.</para>
 /// </summary>
-public sealed class CudaProcessGroup(IProcessGroup inner, CudaDevice device) : IProcessGroup
+/// <param name="inner">The rank's thread group: it matches the calls and diagnoses mismatches.</param>
+/// <param name="device">The GPU the ranks share.</param>
+/// <param name="stageThroughHost">Every collective staged through host memory (the path before device collectives), for
+/// telling a device-collective bug from a model bug.</param>
+public sealed class CudaProcessGroup(IProcessGroup inner, CudaDevice device, bool stageThroughHost = false) : IProcessGroup
 {
     private static readonly ConditionalWeakTable<object, GroupState> States = new();
     private static readonly ConditionalWeakTable<Tensor, Sent> Letters = new();
@@ -34,15 +38,12 @@ public sealed class CudaProcessGroup(IProcessGroup inner, CudaDevice device) : I
     public string Name => inner.Name;
 
     /// <summary>Wraps both groups of a rank's context.</summary>
-    public static ParallelContext Wrap(ParallelContext ctx, CudaDevice device) =>
-        ctx with { Tp = new CudaProcessGroup(ctx.Tp, device), Pp = new CudaProcessGroup(ctx.Pp, device) };
+    public static ParallelContext Wrap(ParallelContext ctx, CudaDevice device, bool stageThroughHost = false) =>
+        ctx with { Tp = new CudaProcessGroup(ctx.Tp, device, stageThroughHost), Pp = new CudaProcessGroup(ctx.Pp, device, stageThroughHost) };
 
     private Tensor Back(Tensor host, bool wasDevice) => wasDevice ? host.ToDevice(device) : host;
 
-    /// <summary>HARNESS_CUDA_COLLECTIVES=host: every collective staged through host memory, as before device collectives.</summary>
-    public static bool StageThroughHost { get; set; } = Environment.GetEnvironmentVariable("HARNESS_CUDA_COLLECTIVES") is "host";
-
-    private bool OnDevice(Tensor t) => !StageThroughHost && _state is not null && t.IsCuda && t.DType.IsFloatingPoint() && t.CudaDevice == device;
+    private bool OnDevice(Tensor t) => !stageThroughHost && _state is not null && t.IsCuda && t.DType.IsFloatingPoint() && t.CudaDevice == device;
 
     public Tensor AllReduce(Tensor t) => OnDevice(t) ? Collective(CollectiveCall.On(CollectiveOp.AllReduce, t), t) : Back(inner.AllReduce(t.ToHost()), t.IsCuda);
     public Tensor AllGather(Tensor t, int dim = 0) => OnDevice(t) ? Collective(CollectiveCall.On(CollectiveOp.AllGather, t, dim: dim), t) : Back(inner.AllGather(t.ToHost(), dim), t.IsCuda);

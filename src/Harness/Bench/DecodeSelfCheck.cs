@@ -76,18 +76,12 @@ public static class DecodeSelfCheck
                 var pp = Tensor.FromArray(new[] { p0 }, 1).ToDevice(d);
                 float sc = (float)Math.Pow(hdim, -0.5);
                 var w = CudaOps.Attention(qq, kk.Narrow(1, 0, p0 + 1), vv.Narrow(1, 0, p0 + 1), p0, window, sc);
-                bool simple = CudaDecodeOps.Simple;
-                try
+                foreach (var useSimple in new[] { false, true })
                 {
-                    foreach (var useSimple in new[] { false, true })
-                    {
-                        CudaDecodeOps.Simple = useSimple;
-                        var g = CudaDecodeOps.AttentionAt(qq, kk, vv, pp, window, sc);
-                        if (GpuSelfCheck.Bitwise($"{dt.TorchName()} attention_at ({(useSimple ? "simple" : "tiled")}, heads {h}/{kvh}, hd {hdim}, past {p0}, window {window}{(strided ? ", strided" : "")})", g, w) is { } e4)
-                            return e4;
-                    }
+                    var g = CudaDecodeOps.AttentionAt(qq, kk, vv, pp, window, sc, simple: useSimple);
+                    if (GpuSelfCheck.Bitwise($"{dt.TorchName()} attention_at ({(useSimple ? "simple" : "tiled")}, heads {h}/{kvh}, hd {hdim}, past {p0}, window {window}{(strided ? ", strided" : "")})", g, w) is { } e4)
+                        return e4;
                 }
-                finally { CudaDecodeOps.Simple = simple; }
             }
         }
         return null;
