@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ci/gpu-test.sh [RESULTS_DIR]: the GPU job, on a runner with no dotnet, from an unpacked gpu-bundle
 # (tar -xJf harness-gpu-linux-x64.tar.xz && harness-gpu/ci/gpu-test.sh) or from a repository with bin/ published.
-#   1. harness check-gpu: interop, cuBLAS and invariant GEMM, every NVRTC kernel, batch invariance M=1..257,
-#      the tiny Llama GPU vs CPU   -> RESULTS_DIR/check-gpu.log, RESULTS_DIR/gpu-junit.xml
+#   1. the GPU tests (tests/harness-gpu-tests, xunit v3; harness check-gpu where the bundle lacks them): interop,
+#      cuBLAS and invariant GEMM, every NVRTC kernel, batch invariance M=1..257, the tiny Llama GPU vs CPU, graph
+#      decoding                    -> RESULTS_DIR/check-gpu.log, RESULTS_DIR/gpu-junit.xml
 #   2. harness run --device cuda over the catalog, live against HF on the GPU when a reference interpreter is found
 #      (HARNESS_PYTHON, default /opt/torch/.venv/bin/python3), else against the recorded fixtures
 #                                   -> RESULTS_DIR/report/{report.json,junit.xml,index.html}
@@ -19,7 +20,13 @@ if [[ -z "${HARNESS_PYTHON:-}" && -x /opt/torch/.venv/bin/python3 ]]; then expor
 cd "$here"
 
 status=0
-"$harness" check-gpu --junit "$results/gpu-junit.xml" 2>&1 | tee "$results/check-gpu.log"
+tests="${HARNESS_GPU_TESTS:-$here/tests/harness-gpu-tests}"
+if [[ -x "$tests" ]]; then
+  # the GPU tests (xunit v3, self-contained): the same checks as check-gpu, one test each
+  "$tests" -junit "$results/gpu-junit.xml" 2>&1 | tee "$results/check-gpu.log"
+else
+  "$harness" check-gpu --junit "$results/gpu-junit.xml" 2>&1 | tee "$results/check-gpu.log"
+fi
 rc=${PIPESTATUS[0]}
 (( rc != 0 )) && status=1
 

@@ -134,6 +134,8 @@ public sealed class CudaDevice
     public DeviceMemory Allocate(long bytes)
     {
         MakeCurrent();
+        Interlocked.Increment(ref _allocations);
+        if (CudaArena.Current is { } arena && arena.Device == this) return arena.Take(bytes); // a captured step: fixed addresses
         // Unreachable device tensors are freed by their finalizers; the GC does not see device memory, so after every
         // CollectEvery bytes allocated a full collection runs (rare: GBs apart), and an allocation that fails retries once
         // after one. (No GC.AddMemoryPressure: it makes the GC collect far more often than short-lived tensors need.)
@@ -147,6 +149,10 @@ public sealed class CudaDevice
         }
         return new DeviceMemory(this, p, bytes, Stream);
     }
+
+    /// <summary>Device allocations made by this process (the bench counts them per decode step).</summary>
+    public long Allocations => Interlocked.Read(ref _allocations);
+    private long _allocations;
 
     private long _sinceCollect;
     private long CollectEvery => Math.Max(1L << 30, TotalMemory / 16);
@@ -225,6 +231,7 @@ public sealed class DeviceMemory : IDisposable
 {
     private nint _pointer;
     private readonly nint _stream;
+    private readonly bool _owned = true;
 
     public CudaDevice Device { get; }
     public long Bytes { get; }
@@ -238,6 +245,16 @@ public sealed class DeviceMemory : IDisposable
         _stream = stream;
     }
 
+    /// <summary>A piece of memory someone else owns (a <see cref="CudaArena"/> block): never freed here.</summary>
+    internal DeviceMemory(CudaDevice device, nint pointer, long bytes)
+    {
+        Device = device;
+        _pointer = pointer;
+        Bytes = bytes;
+        _owned = false;
+        GC.SuppressFinalize(this);
+    }
+
     public void Dispose()
     {
         Free();
@@ -249,7 +266,7 @@ public sealed class DeviceMemory : IDisposable
     private void Free()
     {
         var p = Interlocked.Exchange(ref _pointer, 0);
-        if (p == 0) return;
+        if (p == 0 || !_owned) return;
         try
         {
             Device.MakeCurrent();

@@ -72,11 +72,19 @@ public sealed unsafe class KernelArgs : IDisposable
     /// <summary>The device address of a tensor's element [0, ...] (storage pointer plus offset).</summary>
     public KernelArgs Ptr(Tensor t) => Add(CudaTensors.Address(t));
 
+    /// <summary>Kernel launches made by this process (the bench counts them per decode step).</summary>
+    public static long Launches => Interlocked.Read(ref _launches);
+    private static long _launches;
+
     public void Launch(CudaDevice device, nint function, string name, (uint, uint, uint) grid, (uint, uint, uint) block, uint shared = 0)
     {
         if (grid.Item1 == 0 || grid.Item2 == 0 || grid.Item3 == 0) return;
         device.MakeCurrent();
+        Interlocked.Increment(ref _launches);
+        var profiler = KernelProfiler.Active;
+        profiler?.Before(device.Stream);
         CudaDriver.Launch(function, name, grid, block, shared, device.Stream, _pointers);
+        profiler?.After(name, device.Stream);
         CudaRuntime.CheckLastError(name);
         if (CudaDevice.SyncEachLaunch) device.Synchronize();
     }

@@ -116,6 +116,38 @@ public static class CollectiveMath
         }
     }
 
+    /// <summary>
+    /// The checks <see cref="Compute"/> makes before any arithmetic (dim in range, chunks divide, root in the group), with
+    /// the same errors, for a group that computes elsewhere (on a GPU): only shapes are read.
+    /// </summary>
+    public static void Validate(string group, CollectiveCall call, IReadOnlyList<Tensor?> inputs)
+    {
+        int n = inputs.Count;
+        var first = inputs[0];
+        switch (call.Op)
+        {
+            case CollectiveOp.AllGather:
+                CheckDim(group, call, first!);
+                break;
+            case CollectiveOp.ReduceScatter:
+            {
+                int dim = CheckDim(group, call, first!);
+                if (first!.Shape[dim] % n != 0)
+                    throw new CollectiveException(CollectiveFailure.InvalidArgument,
+                        $"{group}: {call}: size {first.Shape[dim]} of dim {dim} does not divide into {n} equal chunks (world size {n})");
+                break;
+            }
+            case CollectiveOp.Broadcast:
+            {
+                int root = call.Root ?? 0;
+                if (root < 0 || root >= n)
+                    throw new CollectiveException(CollectiveFailure.InvalidArgument,
+                        $"{group}: {call}: root {root} is not a rank of a group of {n}");
+                break;
+            }
+        }
+    }
+
     /// <summary>The part of a shared result that rank <paramref name="rank"/> of <paramref name="worldSize"/> copies out.</summary>
     public static Tensor CopyOut(CollectiveCall call, Tensor shared, int rank, int worldSize)
     {

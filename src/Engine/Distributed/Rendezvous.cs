@@ -49,7 +49,10 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
     }
 
     /// <summary>Runs one collective for group rank <paramref name="rank"/>; returns the shared result (null for barrier).</summary>
-    public Tensor? Collective(int rank, CollectiveCall call, Tensor? input)
+    /// <param name="compute">What the last arriver computes from the agreeing calls and every rank's input (default
+    /// <see cref="CollectiveMath.Compute"/>); a device group passes one that only validates and leaves the arithmetic to
+    /// each rank's stream.</param>
+    public Tensor? Collective(int rank, CollectiveCall call, Tensor? input, Func<CollectiveCall, IReadOnlyList<Tensor?>, Tensor?>? compute = null)
     {
         Begin(rank, call, collective: true);
         bool ok = false;
@@ -68,7 +71,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
                 round.Inputs[rank] = input;
                 last = ++round.Arrived == Size;
             }
-            if (last) Complete(round);
+            if (last) Complete(round, compute);
             lock (_gate)
             {
                 while (!round.Done)
@@ -90,7 +93,9 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
     }
 
     /// <summary>Posts a copy of t to dst's mailbox and blocks until dst has taken it.</summary>
-    public void Send(int rank, int dst, Tensor t)
+    /// <param name="clone">How the letter's copy is made (default <see cref="Tensor.Clone"/>; a device group's copy records
+    /// an event the receiver's stream waits on).</param>
+    public void Send(int rank, int dst, Tensor t, Func<Tensor, Tensor>? clone = null)
     {
         var call = CollectiveCall.On(CollectiveOp.Send, t, peer: dst);
         CheckPeer(rank, dst, call);
@@ -99,7 +104,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
         try
         {
             var clock = Stopwatch.StartNew();
-            var letter = new Letter(t.Clone());
+            var letter = new Letter(clone is null ? t.Clone() : clone(t));
             lock (_gate)
             {
                 var box = _mail[rank * Size + dst];
@@ -161,7 +166,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
     }
 
     /// <summary>The last arriver: check agreement, compute, publish.</summary>
-    private void Complete(Round round)
+    private void Complete(Round round, Func<CollectiveCall, IReadOnlyList<Tensor?>, Tensor?>? compute)
     {
         var calls = round.Calls.Select(c => c!).ToArray();
         Tensor? result = null;
@@ -175,7 +180,7 @@ internal sealed class Rendezvous(ThreadWorld world, string name, int[] worldRank
         {
             try
             {
-                result = CollectiveMath.Compute(Name, calls[0], round.Inputs);
+                result = compute is null ? CollectiveMath.Compute(Name, calls[0], round.Inputs) : compute(calls[0], round.Inputs);
             }
             catch (Exception e)
             {

@@ -27,6 +27,9 @@ public sealed class ThreadProcessGroup : IProcessGroup
 
     public ThreadWorld World => _rendezvous.World;
 
+    /// <summary>The group's shared state (a device group runs its own arithmetic over it, <c>CudaProcessGroup</c>).</summary>
+    internal Rendezvous Rendezvous => _rendezvous;
+
     public Tensor AllReduce(Tensor t) => Run(CollectiveCall.On(CollectiveOp.AllReduce, t), t);
 
     public Tensor AllGather(Tensor t, int dim = 0) => Run(CollectiveCall.On(CollectiveOp.AllGather, t, dim: dim), t);

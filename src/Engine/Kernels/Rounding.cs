@@ -14,7 +14,7 @@ public static class Rounding
 
     public static void InPlace(Span<float> x, DType dtype)
     {
-        if (dtype == DType.BFloat16) for (int i = 0; i < x.Length; i++) x[i] = BFloat16.Round(x[i]);
+        if (dtype == DType.BFloat16) BFloat16.RoundInPlace(x);
         else if (dtype == DType.Float16) for (int i = 0; i < x.Length; i++) x[i] = (float)(Half)x[i];
     }
 }

@@ -91,9 +91,70 @@ public static class Activation
                 ActivationKind.Relu => Cuda.CudaOps.Gated<Cuda.Kernels.ReluOp>(gate, up),
                 _ => Cuda.CudaOps.Gated<Cuda.Kernels.QuickGeluOp>(gate, up),
             };
+        if (!gate.IsCuda && !up.IsCuda && gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && RowsOf(gate) >= 0 && RowsOf(up) >= 0
+            && gate.DType is DType.Float32 or DType.BFloat16 && gate.Rank > 0)
+        {
+            var output = Tensor.Zeros(gate.DType, gate.ShapeArray);
+            ApplyGatedInto(gate, up, kind, output);
+            return output;
+        }
         var a = Apply(gate, kind);
         return Elementwise.Mul(a, up);
     }
+
+    /// <summary>
+    /// act(gate) * up in one pass over each row, on the host (SiLU-and-mul, GELU-and-mul, ...):
+    /// <code>output[r] = round(round(act(gate[r])) * up[r])</code>
+    /// the arithmetic of <see cref="Apply"/> then <c>Elementwise.Mul</c> (HF's <c>act_fn(gate_proj(x)) * up_proj(x)</c>: two
+    /// torch ops, two roundings). Shapes: gate, up [rows, d] with contiguous rows and any row stride (e.g. the two halves of
+    /// a fused gate_up output), or contiguous of any rank; output the same shape, contiguous. float32 or bfloat16, one dtype.
+    /// </summary>
+    public static void ApplyGatedInto(Tensor gate, Tensor up, ActivationKind kind, Tensor output)
+    {
+        int rg = RowsOf(gate), ru = RowsOf(up);
+        if (gate.IsCuda || up.IsCuda || output.IsCuda || gate.DType != up.DType || gate.DType != output.DType
+            || gate.DType is not (DType.Float32 or DType.BFloat16) || rg < 0 || ru < 0 || gate.Rank == 0
+            || !Shape.SequenceEqual(gate.Shape, up.Shape) || !Shape.SequenceEqual(gate.Shape, output.Shape) || !output.IsContiguous)
+            throw new ArgumentException(
+                $"gated {Name(kind)}: gate {Shape.Format(gate.Shape)} {gate.DType.TorchName()}, up {Shape.Format(up.Shape)} {up.DType.TorchName()}, " +
+                $"output {Shape.Format(output.Shape)} {output.DType.TorchName()}: host float32/bfloat16 tensors of one shape with contiguous rows, " +
+                "the output contiguous");
+        int d = gate.Size(-1), rows = d == 0 ? 0 : gate.NumEl / d;
+        var args = new GatedArgs(gate, up, output, kind, d, RowStride(gate), RowStride(up));
+        if (Runtime.ComputeSettings.Threads <= 1 || rows < 2 || (long)rows * d < K.RowParallel.MinParallelElements)
+            for (int r = 0; r < rows; r++) GatedRow(args, r);
+        else GatedRows(args, rows);
+    }
+
+    private readonly record struct GatedArgs(Tensor Gate, Tensor Up, Tensor Output, ActivationKind Kind, int D, int GateStride, int UpStride);
+
+    private static void GatedRows(GatedArgs a, int rows) =>
+        K.RowParallel.For(rows, a.D, Runtime.ComputeSettings.Threads, r => GatedRow(a, r));
+
+    [ThreadStatic] private static float[]? _gatedScratch;
+
+    private static void GatedRow(GatedArgs a, int r)
+    {
+        int d = a.D;
+        var scratch = _gatedScratch is { } s0 && s0.Length >= 3 * d ? s0 : _gatedScratch = new float[Math.Max(3 * d, 4096)];
+        var g = scratch.AsSpan(0, d);
+        var act = scratch.AsSpan(d, d);
+        var u = scratch.AsSpan(2 * d, d);
+        var dt = a.Gate.DType;
+        Attention.Load(a.Gate, a.Gate.Offset + r * a.GateStride, g);
+        K.Activations.Apply(a.Kind, g, act, dt);
+        K.Rounding.InPlace(act, dt);
+        Attention.Load(a.Up, a.Up.Offset + r * a.UpStride, u);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(act, u, act);
+        Attention.Store(act, a.Output, a.Output.Offset + r * d);
+    }
+
+    // Rows of a tensor whose rows (last dim) are contiguous and evenly strided: contiguous of any rank, or 2D with last
+    // stride 1 (a column slice); -1 otherwise.
+    private static int RowsOf(Tensor t) =>
+        t.Rank == 0 ? -1 : t.IsContiguous ? (t.Size(-1) == 0 ? 0 : t.NumEl / t.Size(-1)) : t.Rank == 2 && t.Stride(1) == 1 ? t.Shape[0] : -1;
+
+    private static int RowStride(Tensor t) => t.Rank >= 2 && !t.IsContiguous ? t.Stride(0) : t.Size(-1);
 
     // The CUDA kernels, one per kind (gelu_new rounds after each op in bf16 on the host path; on the device it is the
     // tanh formula in float32, one rounding: exact for float32 only).

@@ -54,6 +54,7 @@ public static class Elementwise
     public static Tensor Pow(Tensor x, double exponent)
     {
         OpSupport.RequireFloat(x, "pow");
+        if (x.IsCuda) return Cuda.CudaOps.Unary<Cuda.Kernels.PowScalarOp>(x, (float)exponent);
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Elementwise.PowScalar(f.Span<float>(), exponent, y.Span<float>());
@@ -69,6 +70,7 @@ public static class Elementwise
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         float? lo = min is double l ? Rounding.To((float)l, x.DType) : null;
         float? hi = max is double h ? Rounding.To((float)h, x.DType) : null;
+        if (x.IsCuda) return CudaClamp(x, lo, hi);
         K.Elementwise.Clamp(f.Span<float>(), lo, hi, y.Span<float>());
         return OpSupport.FromFloat32(y, x.DType);
     }
@@ -79,6 +81,7 @@ public static class Elementwise
         if (mask.DType != DType.Bool)
             throw new ArgumentException($"where expected condition to be a boolean tensor, but got a tensor with dtype {mask.DType.TorchName()}");
         var dt = OpSupport.ResultType(a, b, "where");
+        if (mask.IsCuda || a.IsCuda || b.IsCuda) return Cuda.CudaModelOps.Where(mask, a, b, dt);
         var shape = OpSupport.Broadcast(mask, a, b);
         var m = mask.Expand(shape);
         var fa = OpSupport.Float32(a).Expand(shape);
@@ -135,6 +138,13 @@ public static class Elementwise
         dst.CopyFrom(sum);
     }
 
+    // torch.clamp on the device: max(x, lo) then min(., hi), the bounds already rounded to x's dtype (exact in it).
+    private static Tensor CudaClamp(Tensor x, float? lo, float? hi)
+    {
+        var y = lo is float l ? Cuda.CudaOps.Unary<Cuda.Kernels.ClampMinOp>(x, l) : x;
+        return hi is float h ? Cuda.CudaOps.Unary<Cuda.Kernels.ClampMaxOp>(y, h) : y;
+    }
+
     private static Tensor ScalarLike(Tensor a, double s) =>
         a.DType.IsFloatingPoint() ? Tensor.Scalar(s, DType.Float32) : Tensor.Scalar(s, DType.Int64);
 
@@ -179,7 +189,9 @@ public static class Elementwise
             BinaryOp.Sub => Cuda.CudaOps.Binary<Cuda.Kernels.SubOp>(a, b, dt),
             BinaryOp.Mul => Cuda.CudaOps.Binary<Cuda.Kernels.MulOp>(a, b, dt),
             BinaryOp.Div => Cuda.CudaOps.Binary<Cuda.Kernels.DivOp>(a, b, dt),
-            _ => throw new NotSupportedException($"{name} on CUDA tensors is not implemented yet"),
+            BinaryOp.Maximum => Cuda.CudaOps.Binary<Cuda.Kernels.MaximumOp>(a, b, dt),
+            BinaryOp.Minimum => Cuda.CudaOps.Binary<Cuda.Kernels.MinimumOp>(a, b, dt),
+            _ => throw Cuda.CudaModelOps.NoCudaPath(name, a, b),
         };
     }
 
@@ -192,7 +204,8 @@ public static class Elementwise
                 BinaryOp.Add => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, s),
                 BinaryOp.Sub => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, -s),
                 BinaryOp.Mul => Cuda.CudaOps.Unary<Cuda.Kernels.MulScalarOp>(a, s),
-                _ => throw new NotSupportedException($"{name} with a scalar on CUDA tensors is not implemented yet"),
+                BinaryOp.Div => Cuda.CudaOps.Unary<Cuda.Kernels.DivScalarOp>(a, s),
+                _ => throw Cuda.CudaModelOps.NoCudaPath(name + " (with a scalar)", a),
             };
         var f = OpSupport.Float32Contiguous(a);
         var y = Tensor.Zeros(DType.Float32, a.ShapeArray);
@@ -209,7 +222,15 @@ public static class Elementwise
             {
                 UnaryOp.Neg => Cuda.CudaOps.Unary<Cuda.Kernels.NegOp>(x),
                 UnaryOp.Exp => Cuda.CudaOps.Unary<Cuda.Kernels.ExpOp>(x),
-                _ => throw new NotSupportedException($"{name} on CUDA tensors is not implemented yet"),
+                UnaryOp.Abs => Cuda.CudaOps.Unary<Cuda.Kernels.AbsOp>(x),
+                UnaryOp.Log => Cuda.CudaOps.Unary<Cuda.Kernels.LogOp>(x),
+                UnaryOp.Sqrt => Cuda.CudaOps.Unary<Cuda.Kernels.SqrtOp>(x),
+                UnaryOp.Rsqrt => Cuda.CudaOps.Unary<Cuda.Kernels.RsqrtOp>(x),
+                UnaryOp.Tanh => Cuda.CudaOps.Unary<Cuda.Kernels.TanhOp>(x),
+                UnaryOp.Sigmoid => Cuda.CudaOps.Unary<Cuda.Kernels.SigmoidOp>(x),
+                UnaryOp.Square => Cuda.CudaOps.Unary<Cuda.Kernels.SquareOp>(x),
+                UnaryOp.Reciprocal => Cuda.CudaOps.Unary<Cuda.Kernels.ReciprocalOp>(x),
+                _ => throw Cuda.CudaModelOps.NoCudaPath(name, x),
             };
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
@@ -220,6 +241,7 @@ public static class Elementwise
     /// <summary>Comparisons read every dtype exactly as double (integers up to 2^53), broadcast, and return bool.</summary>
     private static Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp)
     {
+        if (a.IsCuda || b.IsCuda) throw Cuda.CudaModelOps.NoCudaPath("comparison (eq/ne/gt/ge/lt/le)", a, b);
         var shape = Shape.Broadcast(a.Shape, b.Shape);
         var ea = a.Expand(shape);
         var eb = b.Expand(shape);

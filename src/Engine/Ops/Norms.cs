@@ -89,6 +89,72 @@ public static class Norms
     }
 
     /// <summary>
+    /// vLLM's fused residual add + LlamaRMSNorm on the host, one pass over each row:
+    /// <code>
+    /// residualOut = round(x + residual)                                  (torch's add in the dtype)
+    /// normedOut   = round_out(weight * round(h * 1/sqrt(mean(h*h) + eps)))   h = residualOut in float32
+    /// </code>
+    /// the same arithmetic as <c>Elementwise.Add</c> then <see cref="RmsNorm"/> (<see cref="RmsNormKind.Llama"/>), bit for
+    /// bit in both modes (the row's sum of squares is <see cref="K.RmsNorm.Row"/>, batch-invariant order when that mode is
+    /// on). Without <paramref name="x"/> it is the plain norm: normedOut = RmsNorm(residual).
+    /// Shapes: x (optional), residual, residualOut (optional), normedOut all [rows, n] contiguous (residualOut may be
+    /// residual itself, or x: rows are read before they are written); x, residual, residualOut of one dtype; weight [n];
+    /// normedOut in torch's promotion of weight and input dtypes (the input's when they agree, else float32).
+    /// </summary>
+    public static void AddRmsNormInto(Tensor? x, Tensor residual, Tensor weight, double eps, Tensor? residualOut, Tensor normedOut)
+    {
+        OpSupport.RequireFloat(residual, "add_rms_norm");
+        int n = residual.Size(-1), rows = n == 0 ? 0 : residual.NumEl / n;
+        CheckParam(weight, n, "weight", residual);
+        var outDt = weight.DType != residual.DType ? DType.Float32 : residual.DType;
+        if (residual.IsCuda || !residual.IsContiguous || !normedOut.IsContiguous || normedOut.DType != outDt
+            || !Shape.SequenceEqual(normedOut.Shape, residual.Shape)
+            || x is not null && (x.DType != residual.DType || !x.IsContiguous || !Shape.SequenceEqual(x.Shape, residual.Shape))
+            || residualOut is not null && (residualOut.DType != residual.DType || !residualOut.IsContiguous || !Shape.SequenceEqual(residualOut.Shape, residual.Shape))
+            || residual.DType is not (DType.Float32 or DType.BFloat16) || weight.DType is not (DType.Float32 or DType.BFloat16)
+            || !weight.IsContiguous)
+            throw new ArgumentException(
+                $"add_rms_norm: x {(x is null ? "none" : Shape.Format(x.Shape) + " " + x.DType.TorchName())}, residual {Shape.Format(residual.Shape)} " +
+                $"{residual.DType.TorchName()}, outputs {(residualOut is null ? "none" : Shape.Format(residualOut.Shape))} and {Shape.Format(normedOut.Shape)} " +
+                $"{normedOut.DType.TorchName()}: host float32/bfloat16 [rows, {n}] contiguous tensors, normed in {outDt.TorchName()}");
+        if (x is not null && residualOut is null) throw new ArgumentException("add_rms_norm: a residual add needs residualOut");
+        var args = new AddNormArgs(x, residual, weight, (float)eps, residualOut, normedOut, n, ComputeSettings.BatchInvariant);
+        if (ComputeSettings.Threads <= 1 || rows < 2 || (long)rows * n < K.RowParallel.MinParallelElements)
+            for (int r = 0; r < rows; r++) AddNormRow(args, r);
+        else AddNormRows(args, rows);
+    }
+
+    private readonly record struct AddNormArgs(Tensor? X, Tensor Residual, Tensor Weight, float Eps, Tensor? ResidualOut, Tensor NormedOut, int N, bool Invariant);
+
+    private static void AddNormRows(AddNormArgs a, int rows) =>
+        K.RowParallel.For(rows, a.N, ComputeSettings.Threads, r => AddNormRow(a, r));
+
+    [ThreadStatic] private static float[]? _normScratch;
+
+    private static void AddNormRow(AddNormArgs a, int r)
+    {
+        int n = a.N;
+        var scratch = _normScratch is { } s0 && s0.Length >= 3 * n ? s0 : _normScratch = new float[Math.Max(3 * n, 4096)];
+        var h = scratch.AsSpan(0, n);
+        var y = scratch.AsSpan(n, n);
+        var w = scratch.AsSpan(2 * n, n);
+        var inDt = a.Residual.DType;
+        Attention.Load(a.Residual, a.Residual.Offset + r * n, h);
+        if (a.X is not null)
+        {
+            Attention.Load(a.X, a.X.Offset + r * n, y);
+            System.Numerics.Tensors.TensorPrimitives.Add(y, h, h);
+            Attention.Store(h, a.ResidualOut!, a.ResidualOut!.Offset + r * n);   // rounds to the dtype ...
+            K.Rounding.InPlace(h, inDt);                                           // ... and the norm reads the rounded sum
+        }
+        K.RmsNorm.Row(h, y, a.Eps, a.Invariant);
+        K.Rounding.InPlace(y, inDt);
+        Attention.Load(a.Weight, a.Weight.Offset, w);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
+        Attention.Store(y, a.NormedOut, a.NormedOut.Offset + r * n);
+    }
+
+    /// <summary>
     /// torch.nn.functional.layer_norm over the last dim (nn.LayerNorm, as in Qwen2-VL's vision blocks): weight and bias optional.
     /// Arithmetic of aten's CPU kernel: see <see cref="K.LayerNorm"/>. bf16/fp16 inputs are computed in float32 with
     /// float32 copies of weight/bias and rounded once.

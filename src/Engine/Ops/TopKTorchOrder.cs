@@ -22,6 +22,7 @@ public static class TopKTorchOrder
         int n = src.Size(-1);
         if (k < 0 || k > n)
             throw new ArgumentOutOfRangeException(nameof(k), $"topk: selected index k={k} out of range for last dim of size {n} (shape {Shape.Format(x.Shape)})");
+        if (x.IsCuda) return TopK.Forward(x, k);   // on a GPU: torch's CUDA topk order (ties: lower index first, as CudaOps.TopK)
         var f = OpSupport.Float32Contiguous(src).Span<float>().ToArray();
         var shape = src.ShapeArray;
         shape[^1] = k;

@@ -36,8 +36,15 @@ public sealed class QKVParallelLinear
         _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
         // On a GPU the three shards run as one product (vLLM's fused qkv_proj): [q; k; v] rows, one launch instead of three.
         if (_q.Weight.IsCuda && (_q.Bias is null) == (_k.Bias is null) && (_k.Bias is null) == (_v.Bias is null))
+        {
             _fused = new Linear(Tensor.Cat([_q.Weight, _k.Weight, _v.Weight], 0),
                 _q.Bias is null ? null : Tensor.Cat([_q.Bias, _k.Bias!, _v.Bias!], 0));
+            // q, k, v become views of the fused copy, so the separately uploaded shards are not kept alive beside it
+            int nq = _q.OutFeatures, nk = _k.OutFeatures, nv = _v.OutFeatures;
+            _q = new Linear(_fused.Weight.Narrow(0, 0, nq), _fused.Bias?.Narrow(0, 0, nq));
+            _k = new Linear(_fused.Weight.Narrow(0, nq, nk), _fused.Bias?.Narrow(0, nq, nk));
+            _v = new Linear(_fused.Weight.Narrow(0, nq + nk, nv), _fused.Bias?.Narrow(0, nq + nk, nv));
+        }
     }
 
     private readonly Linear? _fused;

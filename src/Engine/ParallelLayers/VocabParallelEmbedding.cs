@@ -41,6 +41,19 @@ public sealed class VocabParallelEmbedding
     {
         if (LocalWeight.IsCuda && _tp.WorldSize == 1) return Ops.Embedding.Lookup(LocalWeight, ids); // one rank on a GPU: a plain lookup
         var flat = ids.ToInt64Array();
+        if (LocalWeight.IsCuda)
+        {   // on a GPU: this rank's rows gathered on the device (ids of other ranks give zero rows), then the all-reduce
+            var local = new long[flat.Length];
+            for (int i = 0; i < flat.Length; i++)
+            {
+                long id = flat[i];
+                if (id < 0 || id >= VocabSize)
+                    throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
+                local[i] = id >= Start && id < End ? id - Start : -1;
+            }
+            var rows = Cuda.CudaModelOps.IndexSelect(LocalWeight, 0, local);          // [tokens, hidden]
+            return _tp.AllReduce(rows);
+        }
         int hidden = LocalWeight.Shape[1];
         var partial = Tensor.Zeros(LocalWeight.DType, flat.Length, hidden);
         for (int i = 0; i < flat.Length; i++)

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Harness.Engine.Tensors;
@@ -27,29 +26,18 @@ public static class BFloat16
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Round(float value) => ToFloat(FromFloat(value));
 
-    /// <summary>Element-wise <see cref="FromFloat(float)"/>, 16 lanes at a time (the same formula, so the same bits).</summary>
+    /// <summary>Rounds each value (nearest even, NaN to 0x7FC0), 16 at a time with the scalar rule's integer arithmetic.</summary>
     public static void FromFloat(ReadOnlySpan<float> src, Span<ushort> dst)
     {
         if (dst.Length < src.Length) throw new ArgumentException("destination too short");
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
-        {
-            ref float s = ref MemoryMarshal.GetReference(src);
-            ref ushort d = ref MemoryMarshal.GetReference(dst);
-            var bias = Vector256.Create(0x7FFFu);
-            var one = Vector256.Create(1u);
-            var nan = Vector256.Create(0x7FC0u);
             for (; i + 16 <= src.Length; i += 16)
             {
-                var f0 = Vector256.LoadUnsafe(ref s, (nuint)i); var f1 = Vector256.LoadUnsafe(ref s, (nuint)i + 8);
-                var b0 = f0.AsUInt32(); var b1 = f1.AsUInt32();
-                var r0 = (b0 + bias + ((b0 >> 16) & one)) >> 16;
-                var r1 = (b1 + bias + ((b1 >> 16) & one)) >> 16;
-                r0 = Vector256.ConditionalSelect(Vector256.Equals(f0, f0).AsUInt32(), r0, nan);
-                r1 = Vector256.ConditionalSelect(Vector256.Equals(f1, f1).AsUInt32(), r1, nan);
-                Vector256.Narrow(r0, r1).StoreUnsafe(ref d, (nuint)i);
+                var lo = RoundBits(Vector256.Create(src.Slice(i, 8))) >>> 16;
+                var hi = RoundBits(Vector256.Create(src.Slice(i + 8, 8))) >>> 16;
+                Vector256.Narrow(lo, hi).CopyTo(dst.Slice(i, 16));
             }
-        }
         for (; i < src.Length; i++) dst[i] = FromFloat(src[i]);
     }
 
@@ -58,16 +46,32 @@ public static class BFloat16
         if (dst.Length < src.Length) throw new ArgumentException("destination too short");
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
-        {
-            ref ushort s = ref MemoryMarshal.GetReference(src);
-            ref float d = ref MemoryMarshal.GetReference(dst);
             for (; i + 16 <= src.Length; i += 16)
             {
-                var (lo, hi) = Vector256.Widen(Vector256.LoadUnsafe(ref s, (nuint)i));
-                (lo << 16).AsSingle().StoreUnsafe(ref d, (nuint)i);
-                (hi << 16).AsSingle().StoreUnsafe(ref d, (nuint)i + 8);
+                var (lo, hi) = Vector256.Widen(Vector256.Create(src.Slice(i, 16)));
+                (lo << 16).AsSingle().CopyTo(dst.Slice(i, 8));
+                (hi << 16).AsSingle().CopyTo(dst.Slice(i + 8, 8));
             }
-        }
         for (; i < src.Length; i++) dst[i] = ToFloat(src[i]);
+    }
+
+    /// <summary>Rounds values to bfloat16 in place (what Round does to each), 8 at a time.</summary>
+    public static void RoundInPlace(Span<float> x)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 8 <= x.Length; i += 8)
+                (RoundBits(Vector256.Create(x.Slice(i, 8))) & Vector256.Create(0xFFFF0000u)).AsSingle().CopyTo(x.Slice(i, 8));
+        for (; i < x.Length; i++) x[i] = Round(x[i]);
+    }
+
+    // bits + 0x7FFF + lsb (the scalar FromFloat before its shift), NaN lanes 0x7FC00000
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> RoundBits(Vector256<float> v)
+    {
+        var bits = v.AsUInt32();
+        var rounded = bits + Vector256.Create(0x7FFFu) + ((bits >>> 16) & Vector256.Create(1u));
+        var isNumber = Vector256.Equals(v, v).AsUInt32();
+        return Vector256.ConditionalSelect(isNumber, rounded, Vector256.Create(0x7FC00000u));
     }
 }

@@ -35,7 +35,8 @@ public sealed class Storage
     public bool IsDevice => Device is not null;
 
     private Memory<byte> HostBytes => Device is null ? _bytes : throw new InvalidOperationException(
-        $"this tensor lives on {Device.Device} ({Device.Bytes} bytes of device memory): copy it to the host with ToHost() before reading its elements");
+        $"this tensor lives on {Device.Device} ({Device.Bytes} bytes of device memory) and was read on the host: an op with no CUDA path " +
+        "(give the op a device path, or copy the tensor to the host with ToHost() where a host copy is meant)");
 
     public static Storage Allocate(long byteCount)
     {

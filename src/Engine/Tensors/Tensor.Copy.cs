@@ -185,6 +185,7 @@ public sealed partial class Tensor
 
     public double[] ToDoubleArray()
     {
+        if (IsCuda) return ToHost().ToDoubleArray();
         var result = new double[NumEl];
         int i = 0;
         foreach (var off in StridedOffsets()) result[i++] = ReadAsDouble(off);
@@ -271,6 +272,9 @@ public sealed partial class Tensor
         var ids = index.ToInt64Array();
         var shape = ShapeArray;
         shape[d] = ids.Length;
+        if (IsCuda) return Cuda.CudaModelOps.IndexSelect(this, d, ids.Select(id => id < -_shape[d] || id >= _shape[d]
+            ? throw new IndexOutOfRangeException($"index out of range in self: index {id} for dimension {d} of size {_shape[d]}")
+            : id < 0 ? id + _shape[d] : id).ToArray());
         var result = Zeros(DType, shape);
         for (int i = 0; i < ids.Length; i++)
         {
@@ -292,6 +296,9 @@ public sealed partial class Tensor
         for (int i = 0; i < Rank; i++)
             if (i != d && index.Shape[i] > _shape[i])
                 throw new ArgumentException($"Size does not match at dimension {i} expected index {Tensors.Shape.Format(index.Shape)} to be smaller than self {Tensors.Shape.Format(Shape)} apart from dimension {d}");
+        if (IsCuda) return Cuda.CudaModelOps.Gather(this, d, index.ToInt64Array().Select(id => id < -_shape[d] || id >= _shape[d]
+            ? throw new IndexOutOfRangeException($"index {id} is out of bounds for dimension {d} with size {_shape[d]}")
+            : id < 0 ? id + _shape[d] : id).ToArray(), index.ShapeArray);
         var result = Zeros(DType, index.ShapeArray);
         var ids = index.ToInt64Array();
         var idx = new int[Rank];

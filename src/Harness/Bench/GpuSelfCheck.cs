@@ -36,8 +36,12 @@ public static class GpuSelfCheck
         ("rmsnorm-batch-invariance-m1-257", RmsNormBatchInvariance),
         ("rope-attention", RopeAttention),
         ("embedding-topk", EmbeddingTopK),
+        ("model-ops", GpuModelOpsCheck.Run),
         ("llama-tiny-fp32", d => LlamaLogits(d, "tiny-llama-fp32", 2e-5)),
         ("llama-tiny-bf16", d => LlamaLogits(d, "tiny-llama-bf16", 3e-2)),
+        ("decode-device-position-kernels", DecodeSelfCheck.DevicePositionKernels),
+        ("llama-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-fp32")),
+        ("llama-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-bf16")),
     ];
 
     public static int Run(string[] args)
@@ -97,7 +101,7 @@ public static class GpuSelfCheck
     // ---------------- helpers ----------------
 
     private static ulong _seed = 100;
-    private static Tensor Rand(DType dt, params int[] shape) => Tensor.Normal(dt, Interlocked.Increment(ref _seed), 0f, 1f, shape);
+    internal static Tensor Rand(DType dt, params int[] shape) => Tensor.Normal(dt, Interlocked.Increment(ref _seed), 0f, 1f, shape);
 
     /// <summary>‖x − ref‖ / ‖ref‖ over float64 copies (NaN fails).</summary>
     private static double RelErr(Tensor got, Tensor want)
@@ -125,7 +129,7 @@ public static class GpuSelfCheck
         return e <= tol ? null : $"{what}: relative error {e:E3} > {tol:E1}";
     }
 
-    private static string? Bitwise(string what, Tensor got, Tensor want)
+    internal static string? Bitwise(string what, Tensor got, Tensor want)
     {
         var g = got.ToHost().Contiguous();
         var w = want.ToHost().Contiguous();

@@ -28,6 +28,8 @@ public static class ModelBench
 
     public static int Run(string[] args)
     {
+        int di = Array.IndexOf(args, "--device");
+        if (di < 0 || di + 1 < args.Length && args[di + 1] == "cpu") return CpuModelBench.Run(args);
         string? model = null, device = "cpu";
         var dtype = DType.BFloat16;
         int prompt = 128, newTokens = 128, runs = 5;
@@ -57,11 +59,22 @@ public static class ModelBench
                           $"{dtype.TorchName()}, prompt {prompt} tokens, {newTokens} new tokens, batch 1, " +
                           (gpu is null ? $"cpu, {ComputeSettings.Threads} threads" : GpuSelfCheck.Describe(gpu)));
 
-        var rows = new List<Row>();
-        long weightBytes;
-        var engine = Engine(model, config, gpu, dtype, ids, newTokens, runs, out weightBytes);
-        rows.Add(engine);
-        Console.WriteLine($"engine: prefill {engine.PrefillMs:F1} ms, decode {engine.DecodeTokensPerSecond:F1} tokens/s, peak {engine.PeakMiB:F0} MiB");
+        var rows = Engine(model, config, gpu, dtype, ids, newTokens, runs, out long weightBytes, out var profile);
+        foreach (var engine in rows)
+            Console.WriteLine($"{engine.Who}: prefill {engine.PrefillMs:F1} ms, decode {engine.DecodeTokensPerSecond:F1} tokens/s, peak {engine.PeakMiB:F0} MiB");
+        if (profile is { } pr)
+        {
+            Console.WriteLine($"decode step, eager: {pr.EagerMsPerStep:F3} ms wall, {pr.EagerEnqueueMsPerStep:F3} ms host enqueue, " +
+                              $"{pr.LaunchesPerStep:F1} kernel launches, {pr.AllocationsPerStep:F1} device allocations");
+            Console.WriteLine($"decode step, graph: {pr.GraphMsPerStep:F3} ms wall, {pr.GraphGpuMsPerStep:F3} ms GPU (events over replays), " +
+                              $"{pr.GraphNodes} nodes, {pr.StepArenaBytes / 1024} KiB arena" + (pr.GraphFallback is null ? "" : $"; NO GRAPH: {pr.GraphFallback}"));
+            Console.WriteLine($"GPU time per eager decode step by kernel (events around each launch): {pr.Kernels.Sum(k => k.Ms):F3} ms in all; " +
+                              string.Join(", ", pr.Kernels.Select(k => $"{k.Name} x{k.Count} {k.Ms * 1e3:F0} us")));
+            Console.WriteLine($"GPU time per graph-step kernel (the step run eagerly, events around each launch): {pr.GraphKernels.Sum(k => k.Ms):F3} ms in all; " +
+                              string.Join(", ", pr.GraphKernels.Select(k => $"{k.Name} x{k.Count} {k.Ms * 1e3:F0} us")));
+            Console.WriteLine($"greedy tokens, graph vs eager: {(pr.TokensEqual == pr.Tokens ? "equal" : "DIFFER")} ({pr.TokensEqual}/{pr.Tokens} equal before the first difference)");
+        }
+        int engines = rows.Count;
         if (hf && Hf(model, device, dtype, ids, newTokens, runs) is { } h)
         {
             rows.Add(h);
@@ -74,66 +87,152 @@ public static class ModelBench
             floorMs = weightBytes / bandwidth.Value * 1e3;
         }
         Console.WriteLine();
-        Console.WriteLine($"| {"",-9} | {"prefill ms",10} | {"prefill tok/s",13} | {"decode tok/s",12} | {"ms/token",8} | {"peak MiB",8} | {"floor frac",10} |");
-        Console.WriteLine($"|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 15)}|{new string('-', 14)}|{new string('-', 10)}|{new string('-', 10)}|{new string('-', 12)}|");
+        Console.WriteLine($"| {"",-12} | {"prefill ms",10} | {"prefill tok/s",13} | {"decode tok/s",12} | {"ms/token",8} | {"peak MiB",8} | {"floor frac",10} |");
+        Console.WriteLine($"|{new string('-', 14)}|{new string('-', 12)}|{new string('-', 15)}|{new string('-', 14)}|{new string('-', 10)}|{new string('-', 10)}|{new string('-', 12)}|");
         foreach (var r in rows)
         {
             double msTok = 1e3 / r.DecodeTokensPerSecond;
             string frac = floorMs is null ? "-" : (floorMs.Value / msTok).ToString("P1", CultureInfo.InvariantCulture);
-            Console.WriteLine($"| {r.Who,-9} | {r.PrefillMs,10:F1} | {prompt / r.PrefillMs * 1e3,13:F0} | {r.DecodeTokensPerSecond,12:F1} | {msTok,8:F2} | {r.PeakMiB,8:F0} | {frac,10} |");
+            Console.WriteLine($"| {r.Who,-12} | {r.PrefillMs,10:F1} | {prompt / r.PrefillMs * 1e3,13:F0} | {r.DecodeTokensPerSecond,12:F1} | {msTok,8:F2} | {r.PeakMiB,8:F0} | {frac,10} |");
         }
-        if (rows.Count == 2)
-            Console.WriteLine($"engine / HF: prefill {rows[1].PrefillMs / rows[0].PrefillMs:F2}x, decode {rows[0].DecodeTokensPerSecond / rows[1].DecodeTokensPerSecond:F2}x");
+        if (rows.Count > engines)
+            foreach (var e in rows.Take(engines))
+                Console.WriteLine($"{e.Who} / HF: prefill {rows[^1].PrefillMs / e.PrefillMs:F2}x, decode {e.DecodeTokensPerSecond / rows[^1].DecodeTokensPerSecond:F2}x");
         if (floorMs is not null)
             Console.WriteLine($"weight-read floor: {weightBytes / 1e9:F2} GB per token at {bandwidth / 1e9:F0} GB/s (device-to-device copy, read + write) = {floorMs:F3} ms/token");
+        if (profile is { } p2 && p2.TokensEqual != p2.Tokens)
+        {
+            Console.Error.WriteLine("bench: the graph decoder's greedy tokens differ from the plain loop's");
+            return 1;
+        }
         return 0;
     }
 
-    private static Row Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs, out long weightBytes)
+    /// <summary>Where an engine decode step's time goes (printed under the table).</summary>
+    public sealed record DecodeProfile(double EagerMsPerStep, double EagerEnqueueMsPerStep, double LaunchesPerStep, double AllocationsPerStep,
+        double GraphMsPerStep, double GraphGpuMsPerStep, int GraphNodes, long StepArenaBytes, string? GraphFallback, int TokensEqual, int Tokens,
+        List<(string Name, int Count, double Ms)> Kernels, List<(string Name, int Count, double Ms)> GraphKernels);
+
+    private static List<Row> Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs,
+        out long weightBytes, out DecodeProfile? profile)
     {
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CastWeights(new CheckpointWeights(checkpoint), dtype);
-        if (gpu is not null) weights = new DeviceWeights(weights, gpu);
+        if (gpu is not null) weights = new DeviceWeights(weights, gpu, keep: false); // the fused q/k/v, gate/up copies alone stay
         weightBytes = 0;
         foreach (var name in checkpoint.Names)
             if (!name.Contains("embed_tokens", StringComparison.Ordinal))
-                weightBytes += (long)weights.Get(name).NumEl * dtype.Size();
+                weightBytes += (long)checkpoint.GetTensor(name).NumEl * dtype.Size();
         var prompt = Tensor.FromArray(ids, ids.Length);
         int maxPositions = ids.Length + newTokens + 8;
         void Sync() => gpu?.Synchronize();
-        if (gpu is not null) CudaRuntime.ResetPeakPoolBytes(gpu.Ordinal);
-        long peakHost = 0;
+        // Device tensors are freed by finalizers; the engine collects every max(1 GiB, memory/16) of device allocations, so
+        // between timed phases the bench collects itself: the peak is then what one phase holds (as torch's refcounts give).
+        void Collect()
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            Sync();
+        }
 
-        // warm-up: kernels compiled, weights uploaded
-        new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions).Forward(prompt, ids.Length);
+        // one model: the weights are uploaded (and fused) once; Reset() starts each sequence over
+        var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();                                     // the uploaded originals of fused weights
+        Sync();
+        if (gpu is not null) CudaRuntime.ResetPeakPoolBytes(gpu.Ordinal);
+
+        // warm-up: kernels compiled (prefill and a few decode steps)
+        long Argmax(Tensor logits, int row) => TopK.Forward(logits.Select(0, row), 1).Indices.ToInt64Array()[0];
+        long w = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
+        for (int s = 0; s < 4; s++) w = Argmax(model.Forward(Tensor.FromArray([w], 1), 1)!, 0);
         Sync();
         var prefill = new List<double>();
         for (int r = 0; r < runs; r++)
         {
-            var m = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
+            model.Reset();
             Sync();
             var sw = Stopwatch.StartNew();
-            m.Forward(prompt, ids.Length);
+            model.Forward(prompt, ids.Length);
             Sync();
             prefill.Add(sw.Elapsed.TotalMilliseconds);
+            Collect();                                                     // untimed: the run's dead activations go now
         }
+        prefill.Sort();
+        double prefillMs = prefill[prefill.Count / 2];
+
         // greedy decode: prefill, then newTokens steps of one token (the argmax read back each step, as generation needs)
-        var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
-        var logits = model.Forward(prompt, ids.Length)!;
-        long next = TopK.Forward(logits.Select(0, ids.Length - 1), 1).Indices.ToInt64Array()[0];
+        Collect();
+        model.Reset();
+        long first = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
+        long next = first;
+        var eager = new long[newTokens];
         Sync();
+        long launches0 = KernelArgs.Launches, allocs0 = gpu?.Allocations ?? 0;
+        double enqueue = 0;
         var dsw = Stopwatch.StartNew();
         for (int s = 0; s < newTokens; s++)
         {
-            logits = model.Forward(Tensor.FromArray([next], 1), 1)!;
-            next = TopK.Forward(logits.Select(0, 0), 1).Indices.ToInt64Array()[0];
+            var t0 = dsw.Elapsed.TotalMilliseconds;
+            var logits = model.Forward(Tensor.FromArray([next], 1), 1)!;
+            var pick = TopK.Forward(logits.Select(0, 0), 1).Indices;
+            enqueue += dsw.Elapsed.TotalMilliseconds - t0;             // host time to queue the step (no wait)
+            next = eager[s] = pick.ToInt64Array()[0];
         }
         Sync();
         double decodeSeconds = dsw.Elapsed.TotalSeconds;
-        peakHost = Environment.WorkingSet;
-        double peak = gpu is not null ? CudaRuntime.PeakPoolBytes(gpu.Ordinal) : peakHost;
-        prefill.Sort();
-        return new Row("engine", prefill[prefill.Count / 2], newTokens / decodeSeconds, peak / (1 << 20));
+        var rows = new List<Row>();
+        double Peak() => gpu is not null ? CudaRuntime.PeakPoolBytes(gpu.Ordinal) / (double)(1 << 20) : Environment.WorkingSet / (double)(1 << 20);
+        rows.Add(new Row("engine", prefillMs, newTokens / decodeSeconds, Peak()));
+        profile = null;
+        if (gpu is null) return rows;
+        double launches = (KernelArgs.Launches - launches0) / (double)newTokens, allocs = (gpu.Allocations - allocs0) / (double)newTokens;
+        // GPU time per kernel of a few more eager steps (events around each launch)
+        const int profiled = 4;
+        List<(string Name, int Count, double Ms)> kernels;
+        using (var prof = KernelProfiler.Start())
+        {
+            for (int s = 0; s < profiled; s++)
+                next = TopK.Forward(model.Forward(Tensor.FromArray([next], 1), 1)!.Select(0, 0), 1).Indices.ToInt64Array()[0];
+            kernels = prof.Report().Select(k => (k.Name, k.Count / profiled, k.Ms / profiled)).ToList();
+        }
+
+        // the same decode with each step replayed from a CUDA graph (LlamaCudaGraphDecoder); the first call captures
+        Collect();
+        try
+        {
+            profile = Graph(model, prompt, ids.Length, newTokens, eager, Argmax, Sync, launches, allocs, decodeSeconds, enqueue, kernels, prefillMs, rows, Peak);
+        }
+        catch (Exception e)
+        {   // the plain rows still print; the failure names the call
+            Console.Error.WriteLine($"bench: graph decoding failed: {e.GetType().Name}: {e.Message}");
+        }
+        return rows;
+    }
+
+    private static DecodeProfile Graph(LlamaForCausalLM model, Tensor prompt, int promptLength, int newTokens, long[] eager, Func<Tensor, int, long> Argmax,
+        Action Sync, double launches, double allocs, double decodeSeconds, double enqueue, List<(string Name, int Count, double Ms)> kernels,
+        double prefillMs, List<Row> rows, Func<double> Peak)
+    {
+        using var decoder = new LlamaCudaGraphDecoder(model);
+        model.Reset();
+        decoder.Decode(Argmax(model.Forward(prompt, promptLength)!, promptLength - 1), 4);
+        model.Reset();
+        long gfirst = Argmax(model.Forward(prompt, promptLength)!, promptLength - 1);
+        Sync();
+        var gsw = Stopwatch.StartNew();
+        var graphTokens = decoder.Decode(gfirst, newTokens);
+        Sync();
+        double graphSeconds = gsw.Elapsed.TotalSeconds;
+        int equal = 0;
+        while (equal < newTokens && graphTokens[equal] == eager[equal]) equal++;
+        model.Reset(promptLength);
+        double gpuMs = decoder.TimeReplaysMs(Math.Min(100, newTokens));
+        model.Reset(promptLength);
+        var graphKernels = decoder.ProfileStep();
+        rows.Add(new Row(decoder.FallbackReason is null ? "eng+graph" : "eng(nograph)", prefillMs, newTokens / graphSeconds, Peak()));
+        return new DecodeProfile(decodeSeconds * 1e3 / newTokens, enqueue / newTokens, launches, allocs, graphSeconds * 1e3 / newTokens, gpuMs,
+            decoder.GraphNodes, decoder.StepBytes, decoder.FallbackReason, equal, newTokens, kernels, graphKernels);
     }
 
     private static double CopyBandwidth(CudaDevice gpu)

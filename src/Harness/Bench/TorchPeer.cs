@@ -21,9 +21,9 @@ public sealed class TorchPeer : IDisposable
     }
 
     /// <summary>The peer, or null (with the reason on stderr) when no reference interpreter can be started.</summary>
-    public static TorchPeer? Connect(int threads)
+    public static TorchPeer? Connect(int threads, TimeSpan? callTimeout = null)
     {
-        var worker = new ReferenceWorker { Threads = threads };
+        var worker = callTimeout is { } timeout ? new ReferenceWorker { Threads = threads, DefaultTimeout = timeout } : new ReferenceWorker { Threads = threads };
         if (!worker.IsAvailable)
         {
             Console.Error.WriteLine($"bench: no torch peer: {worker.Description}");
@@ -47,6 +47,39 @@ public sealed class TorchPeer : IDisposable
         double once = 2.0 * m * n * k / 50e9; // a rough guess at one call's seconds
         int repeats = (int)Math.Clamp(1.5 / Math.Max(once, 1e-5), 5, 200);
         return _client.BenchMatmul(m, n, k, dtype, _threads, repeats, transposeB).Gflops;
+    }
+
+    public sealed record ModelTiming(IReadOnlyDictionary<int, double> PrefillMs, double DecodeTokensPerSecond, int Threads, string Versions);
+
+    /// <summary>
+    /// HF transformers eager on a checkpoint folder, timed by the worker with this peer's thread count (ext/bench.py's
+    /// bench_model): prefill ms per prompt length (the first <c>n</c> of <paramref name="ids"/>), greedy decode tokens/s
+    /// after a prompt of <paramref name="decodePrompt"/> tokens.
+    /// </summary>
+    public ModelTiming BenchModel(string modelDir, DType dtype, long[] ids, IReadOnlyList<int> prompts, int runs, int newTokens, int decodePrompt)
+    {
+        var dir = _client.WorkerPath(_client.ShareDirectory(modelDir));
+        var r = _client.Invoke("bench_model", new System.Text.Json.Nodes.JsonObject
+        {
+            ["model"] = dir, ["dtype"] = dtype.TorchName(), ["threads"] = _threads,
+            ["ids"] = new System.Text.Json.Nodes.JsonArray(ids.Select(i => (System.Text.Json.Nodes.JsonNode)i).ToArray()),
+            ["prompts"] = new System.Text.Json.Nodes.JsonArray(prompts.Select(p => (System.Text.Json.Nodes.JsonNode)p).ToArray()),
+            ["runs"] = runs, ["new"] = newTokens, ["decode_prompt"] = decodePrompt,
+        }).Result;
+        var prefill = r["prefill_ms"]!.AsObject().ToDictionary(kv => int.Parse(kv.Key, System.Globalization.CultureInfo.InvariantCulture), kv => (double)kv.Value!);
+        return new ModelTiming(prefill, (double)r["decode_tps"]!, (int)r["threads"]!, $"torch {r["torch"]}, transformers {r["transformers"]}");
+    }
+
+    /// <summary>Writes a seeded random LlamaForCausalLM (HF's own initialisation) with these config fields into a fresh
+    /// folder the worker can write (inside its root); returns the host path.</summary>
+    public string MakeRandomLlama(System.Text.Json.Nodes.JsonObject config, DType dtype)
+    {
+        var host = _client.ScratchDirectory("random-llama");
+        _client.Invoke("make_random_llama", new System.Text.Json.Nodes.JsonObject
+        {
+            ["out"] = _client.WorkerPath(host), ["config"] = config, ["dtype"] = dtype.TorchName(), ["seed"] = 0,
+        });
+        return host;
     }
 
     public void Dispose() => _worker.Dispose();

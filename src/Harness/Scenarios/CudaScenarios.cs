@@ -22,7 +22,10 @@ public static class CudaScenarios
         if (device != "cuda") throw new ArgumentException($"unknown device '{device}'; known: cpu, cuda");
         return s switch
         {
-            LlamaScenario l => l with { Device = "cuda", Id = InsertDevice(l.Id), Description = l.Description + ", engine on the GPU" },
+            // every family with a device path: the scenario's engine runs its ranks through RankOnGpu / OnGpu below
+            LlamaScenario or Gemma3nScenario or Gemma4Scenario or Gemma4MultimodalScenario or Gemma4TowerScenario
+                or Qwen2VlScenario or Qwen2Vl7BAttentionScenario or MatmulScenario
+                => s with { Device = "cuda", Id = InsertDevice(s.Id), Description = s.Description + ", engine on the GPU" },
             _ => null,
         };
     }
@@ -54,6 +57,33 @@ public static class CudaScenarios
         });
     }
 
+    /// <summary>
+    /// <see cref="RankOnGpu"/> when <paramref name="device"/> is "cuda" (null, nothing changed, on the CPU): the one line a
+    /// scenario's rank body adds, <c>using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);</c>.
+    /// </summary>
+    public static IDisposable? OnGpu(string device, ref ParallelContext ctx, ref IWeightSource weights, ref IActivationSink sink) =>
+        device == "cuda" ? RankOnGpu(ref ctx, ref weights, ref sink) : null;
+
+    /// <summary>A single-rank engine (the towers, one op) on the GPU: its own stream, weights uploaded on use, host-copy captures.</summary>
+    public static IDisposable? OnGpu(string device, ref IWeightSource weights, ref IActivationSink sink)
+    {
+        if (device != "cuda") return null;
+        var gpu = CudaDevice.Get();
+        gpu.MakeCurrent();
+        var stream = CudaRuntime.StreamCreate();
+        var scope = gpu.UseStream(stream);
+        weights = new DeviceWeights(weights, gpu);
+        sink = new HostCopySink(sink);
+        return new Scope(() =>
+        {
+            gpu.Synchronize();
+            scope.Dispose();
+        });
+    }
+
+    /// <summary>An engine input (soft tokens, pixel values, features) where the engine runs: on the GPU for "cuda".</summary>
+    public static Tensor? Input(string device, Tensor? t) => device == "cuda" && t is not null ? t.ToDevice(CudaDevice.Get()) : t;
+
     private sealed class Scope(Action end) : IDisposable
     {
         public void Dispose() => end();
@@ -67,14 +97,19 @@ public sealed class HostCopySink(IActivationSink inner) : IActivationSink
     public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => inner.Record(module, worldRank, value.ToHost(), shard);
 }
 
-/// <summary>Weights uploaded to a device once, on first use (the engine's layers then run on the GPU).</summary>
-public sealed class DeviceWeights(IWeightSource inner, CudaDevice device) : IWeightSource
+/// <summary>
+/// Weights uploaded to a device once, on first use (the engine's layers then run on the GPU). With
+/// <paramref name="keep"/> false each Get uploads afresh and nothing is kept here: a weight a layer copies (the fused
+/// q/k/v and gate/up products) is then freed once the layer has its copy (the bench's memory figure).
+/// </summary>
+public sealed class DeviceWeights(IWeightSource inner, CudaDevice device, bool keep = true) : IWeightSource
 {
     private readonly Dictionary<string, Tensor> _cache = new();
     public bool Contains(string name) => inner.Contains(name);
 
     public Tensor Get(string name)
     {
+        if (!keep) return inner.Get(name).ToDevice(device);
         lock (_cache)
         {
             if (!_cache.TryGetValue(name, out var t)) _cache[name] = t = inner.Get(name).ToDevice(device);

@@ -261,7 +261,13 @@ public sealed record Gemma3nScenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint);
+        IWeightSource weights = new CheckpointWeights(checkpoint);
+        using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
+        prompt = prompt with
+        {
+            ImageSoftTokens = CudaScenarios.Input(Device, prompt.ImageSoftTokens),
+            AudioSoftTokens = CudaScenarios.Input(Device, prompt.AudioSoftTokens),
+        };
         new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
         return new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
     }

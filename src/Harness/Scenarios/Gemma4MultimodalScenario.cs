@@ -154,7 +154,31 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var lpArr = new float[steps, k];
         for (int s = 0; s < steps; s++)
             for (int j = 0; j < k; j++) { idArr[s, j] = (long)ids.At(s, j); lpArr[s, j] = (float)lps.At(s, j); }
-        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Need("tokens").ToInt64Array(), idArr, lpArr), context.Versions());
+        var versions = new Dictionary<string, string>(context.Versions());
+        if (reply.Result["vision_mask"]?.GetValue<string>() is string rule) versions[VisionMaskKey] = rule;   // recorded with the fixture
+        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Need("tokens").ToInt64Array(), idArr, lpArr), versions);
+    }
+
+    /// <summary>The reference metadata key naming the vision-block mask rule HF's masks were measured to follow.</summary>
+    public const string VisionMaskKey = "gemma4_vision_mask";
+
+    /// <summary>
+    /// The engine follows the vision-block mask its reference was measured to use (transformers 5.12.1 builds Gemma 3's rule,
+    /// later releases Gemma 4's: <see cref="Gemma4VisionMask"/>), so one catalog passes against either environment and a
+    /// recording says which rule it holds. A prompt without image tokens, or a config without
+    /// use_bidirectional_attention="vision", leaves the rule unobserved (both are the causal masks then).
+    /// </summary>
+    public Gemma4VisionMask VisionMaskOf(ReferenceBundle reference, Gemma4TextConfig config)
+    {
+        if (!HasImage || config.UseBidirectionalAttention != "vision") return Gemma4Options.Default.VisionMask;
+        if (!reference.Versions.TryGetValue(VisionMaskKey, out var rule))
+            throw new KeyNotFoundException($"the reference does not say which vision-block mask it used ('{VisionMaskKey}' metadata)");
+        return rule switch
+        {
+            "gemma4-sliding-layers-only" => Gemma4VisionMask.SlidingLayersOnly,
+            "gemma3-all-layers" => Gemma4VisionMask.Gemma3AllLayers,
+            _ => throw new ArgumentException($"the reference's '{VisionMaskKey}' is '{rule}'; known: gemma4-sliding-layers-only, gemma3-all-layers"),
+        };
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -174,6 +198,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         foreach (var tower in new[] { "model.vision_tower", "model.audio_tower" })
             if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Engine.Capture.ShardSpec.Whole, 0);
         var prompt = Tensor.FromArray(PromptIds(), PromptIds().Length);
+        var visionMask = VisionMaskOf(reference, config);
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         try
@@ -184,11 +209,15 @@ public sealed record Gemma4MultimodalScenario : Scenario
             {
                 var ctx = ThreadWorld.Layout(rank, Tp, 1);
                 using var checkpoint = Checkpoint.Open(dir);
-                var weights = new CheckpointWeights(checkpoint);
-                var options = Gemma4Scenario.OptionsFor(Fault);
-                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, sink, options).Prefill(prompt, towers);   // the captured prefill
-                if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, towers, NewTokens, TopK);
+                IWeightSource weights = new CheckpointWeights(checkpoint);
+                IActivationSink rankSink = sink;
+                using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
+                var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
+                    CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
+                var options = Gemma4Scenario.OptionsFor(Fault) with { VisionMask = visionMask };
+                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
+                if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
             }, context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(gens[0].Tokens, gens[0].TopKIds, gens[0].TopKLogprobs);
         }

@@ -212,7 +212,8 @@ public sealed record Gemma4Scenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
-        var weights = new CheckpointWeights(checkpoint);
+        IWeightSource weights = new CheckpointWeights(checkpoint);
+        using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
         int positions = Math.Max(256, input.Shape[0] + NewTokens);
         var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill

@@ -270,20 +270,22 @@ public sealed record Gemma4TowerScenario : Scenario
         {
             using var invariant = ComputeSettings.UseBatchInvariant();
             using var checkpoint = Checkpoint.Open(dir);
-            var weights = new CheckpointWeights(checkpoint);
+            IWeightSource weights = new CheckpointWeights(checkpoint);
+            IActivationSink towerSink = sink;
+            using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);           // --device cuda: the tower on the GPU
             var configPath = Path.Combine(dir, "config.json");
             if (Tower == Gemma4Tower.Audio)
             {
                 var config = Gemma4AudioConfig.Load(configPath);
-                var model = new Gemma4AudioModel(weights, AudioConfigMutation?.Invoke(config) ?? config, sink, MatmulOptions.ForFault(Fault));
+                var model = new Gemma4AudioModel(weights, AudioConfigMutation?.Invoke(config) ?? config, towerSink, MatmulOptions.ForFault(Fault));
                 var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
-                model.Forward(inputs["input_features"], mask);
+                model.Forward(CudaScenarios.Input(Device, inputs["input_features"])!, mask);
             }
             else
             {
                 var config = Gemma4VisionConfig.Load(configPath);
-                var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, sink, MatmulOptions.ForFault(Fault));
-                model.Forward(inputs["pixel_values"], inputs["pixel_position_ids"]);
+                var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, towerSink, MatmulOptions.ForFault(Fault));
+                model.Forward(CudaScenarios.Input(Device, inputs["pixel_values"])!, inputs["pixel_position_ids"]);   // positions: a host input
             }
         }
         catch (Exception e)

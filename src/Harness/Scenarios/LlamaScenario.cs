@@ -39,9 +39,6 @@ public sealed record LlamaScenario : Scenario
     /// <summary>Explicit prompt token ids (overrides the seeded prompt when set).</summary>
     public long[]? PromptIds { get; init; }
 
-    /// <summary>"cpu", or "cuda" to run the engine on the GPU (see <see cref="CudaScenarios"/>; the id ends in /cuda).</summary>
-    public string Device { get; init; } = "cpu";
-
     /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
     public string Variant { get; }
 

@@ -54,12 +54,12 @@ public sealed record MatmulScenario : TensorScenario
         Tensor result;
         try
         {
-            result = Matmul.Forward(A, B, MatmulOptions.ForFault(Fault));
+            result = Matmul.Forward(CudaScenarios.Input(Device, A)!, CudaScenarios.Input(Device, B)!, MatmulOptions.ForFault(Fault));
         }
         catch (Exception e)
         {
             throw new ModuleFailedException("matmul", 0, e);
         }
-        sink.Record("matmul", 0, result, ShardSpec.Whole);
+        sink.Record("matmul", 0, result.ToHost(), ShardSpec.Whole);   // the capture: a host copy on the GPU
     }
 }

@@ -58,12 +58,15 @@ public sealed record Qwen2Vl7BAttentionScenario : TensorScenario
         ThreadWorld.Run(TpSize, rank =>
         {
             var ctx = ThreadWorld.Layout(rank, TpSize, 1);
+            IWeightSource rankWeights = weights;
+            IActivationSink rankSink = sink;
+            using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref rankWeights, ref rankSink);   // --device cuda: this rank on the GPU
             try
             {
-                var attention = new Qwen2VlAttention(weights, Module, config, ctx, options);
-                var cache = new KvCache(attention.LocalKvHeads, config.HeadDim, Tokens, DType.Float32);
-                var output = attention.Forward(hidden, cos, sin, cache, Tokens);          // [359, 3584]
-                sink.Record(Module, rank, output.Unsqueeze(0), ShardSpec.Whole);
+                var attention = new Qwen2VlAttention(rankWeights, Module, config, ctx, options);
+                var cache = new KvCache(attention.LocalKvHeads, config.HeadDim, Tokens, DType.Float32, gpu is null ? null : Harness.Engine.Cuda.CudaDevice.Get());
+                var output = attention.Forward(CudaScenarios.Input(Device, hidden)!, cos, sin, cache, Tokens);          // [359, 3584]
+                rankSink.Record(Module, rank, output.Unsqueeze(0), ShardSpec.Whole);
             }
             catch (Exception e) when (e is not CollectiveException { Failure: CollectiveFailure.PeerFailed })
             {

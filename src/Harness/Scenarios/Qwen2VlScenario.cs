@@ -250,10 +250,17 @@ public sealed record Qwen2VlScenario : Scenario
                 {
                     var ctx = ThreadWorld.Layout(rank, Tp, 1, Sp);
                     using var checkpoint = Checkpoint.Open(engineDir);
-                    var weights = new CheckpointWeights(checkpoint);
-                    var prefillOnly = new PrefillSink(sink);
+                    IWeightSource weights = new CheckpointWeights(checkpoint);
+                    IActivationSink rankSink = sink;
+                    using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
+                    var rankInput = input with
+                    {
+                        PixelValues = CudaScenarios.Input(Device, input.PixelValues),
+                        PixelValuesVideos = CudaScenarios.Input(Device, input.PixelValuesVideos),
+                    };
+                    var prefillOnly = new PrefillSink(rankSink);
                     var model = new Qwen2VlForConditionalGeneration(weights, config, ctx, prefillOnly, options);
-                    return model.Generate(input, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false);
+                    return model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false);
                 }, context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }

@@ -27,6 +27,8 @@ public abstract record Scenario
     public string? Fault { get; init; }
     /// <summary>For a fault: the module the harness must name as the first bad one.</summary>
     public string? ExpectedFirstBadModule { get; init; }
+    /// <summary>"cpu", or "cuda" to run the engine on the GPU (see <see cref="CudaScenarios"/>; the id ends in /cuda).</summary>
+    public string Device { get; init; } = "cpu";
 
     /// <summary>A mutation check: the comparison must fail at <see cref="ExpectedFirstBadModule"/>. A fault injected
     /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>

@@ -752,6 +752,11 @@ def main():
     transformers.AutoModelForCausalLM, transformers.AutoConfig
     IMPORT_SECONDS = time.perf_counter() - t0
     transformers.logging.set_verbosity_error()
+    if REFERENCE_DEVICE.startswith("cuda"):
+        # a float32 reference computes in float32 on the GPU too: no TF32 in matmuls (torch's default) nor in cuDNN
+        # convolutions (Gemma4's audio tower; cuDNN allows TF32 by default)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     WIRE = wire_dtypes(torch)
     sys.stderr.write(f"harness_worker: pid {os.getpid()}, torch {torch.__version__}, "
                      f"transformers {transformers.__version__}, imports {IMPORT_SECONDS:.2f}s\n")

@@ -45,6 +45,7 @@ public static class AttentionKernels
             float acc = 0.0f;
             if (visible) {
               long long kb = (long long)kh * dk.strides[0] + (long long)j * dk.strides[1];
+              #pragma unroll 8
               for (int e = 0; e < hd; ++e) acc = fmaf(ld_TIN(q, qb + e * dq.strides[2]), ld_TIN(k, kb + e * dk.strides[2]), acc);
               acc = rnd_TIN(rnd_TIN(acc) * scale);
             }
@@ -64,6 +65,7 @@ public static class AttentionKernels
           for (int e = threadIdx.x; e < hd; e += blockDim.x) {
             float acc = 0.0f;
             long long vb = (long long)kh * dv.strides[0] + (long long)e * dv.strides[2];
+            #pragma unroll 8
             for (int j = 0; j < s; ++j) acc = fmaf(sc[j], ld_TIN(v, vb + (long long)j * dv.strides[1]), acc);
             st_TIN(out, ob + e, acc);
           }

@@ -33,7 +33,28 @@ public static class GemvKernel
           float acc[8];
           #pragma unroll
           for (int m = 0; m < 8; ++m) acc[m] = 0.0f;
-          for (int k0 = lane * VEC; k0 < K; k0 += 32 * VEC) {
+          int k0 = lane * VEC;
+          // four of the lane's weight vectors in flight at once (the sums still run over k0 ascending: same bits)
+          for (; k0 + 3 * 32 * VEC < K; k0 += 4 * 32 * VEC) {
+            uint4 wr[4];
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) wr[u] = __ldg((const uint4*)(w + (long long)(k0 + u * 32 * VEC) * ESZ));
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) {
+              float wv[VEC];
+              unpack_TIN(wr[u], wv);
+              #pragma unroll
+              for (int m = 0; m < 8; ++m) {
+                if (m < M) {
+                  float xv[VEC];
+                  unpack_TIN(__ldg((const uint4*)((const char*)A + ((long long)m * lda + k0 + u * 32 * VEC) * ESZ)), xv);
+                  #pragma unroll
+                  for (int e = 0; e < VEC; ++e) acc[m] = fmaf(xv[e], wv[e], acc[m]);
+                }
+              }
+            }
+          }
+          for (; k0 < K; k0 += 32 * VEC) {
             float wv[VEC];
             unpack_TIN(__ldg((const uint4*)(w + (long long)k0 * ESZ)), wv);
             #pragma unroll

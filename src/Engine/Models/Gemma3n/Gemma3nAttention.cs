@@ -90,7 +90,8 @@ public sealed class Gemma3nAttention
         var qg = q.Select(0, 0).Reshape(_kvHeads, group, t, hd);                         // [kv, group, t, hd]
         var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));            // [kv, group, t, past+t]; scaling 1.0
         var scores32 = scores.To(DType.Float32);
-        Mask(scores32.Span<float>(), t, scores32.Shape[3], past, _window);
+        if (scores32.IsCuda) Cuda.CudaModelOps.AttentionMask(scores32, t, scores32.Shape[3], past, _window);
+        else Mask(scores32.Span<float>(), t, scores32.Shape[3], past, _window);
         var probs = Softmax.Forward(scores32, -1).To(x.DType);                           // softmax in float32, back to the dtype
         var output = Matmul.Forward(probs, values.Unsqueeze(1));                         // [kv, group, t, hd]
         output = output.Reshape(_heads, t, hd).Transpose(0, 1).Reshape(t, -1);          // [t, heads/tp * hd]: (*input_shape, -1)

@@ -54,6 +54,11 @@ public sealed class Gemma3nMlp
     public static Tensor GaussianTopKCutoff(Tensor gate, double sparsity)
     {
         var dt = gate.DType;
+        if (gate.IsCuda)
+        {   // the same float64 statistics in a row kernel (CudaModelOps.MeanStd), each rounded to the dtype
+            var (m, sd) = Cuda.CudaModelOps.MeanStd(gate);                       // [.., 1] float32
+            return Elementwise.Add(m.To(dt), Elementwise.Mul(sd.To(dt), Tensor.Scalar(NormalIcdf(sparsity), dt).Item()));
+        }
         int n = gate.Size(-1), rows = gate.NumEl / Math.Max(n, 1);
         var values = gate.Contiguous().ToDoubleArray();
         var mean = new float[rows];

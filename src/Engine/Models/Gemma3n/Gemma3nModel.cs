@@ -79,7 +79,8 @@ public sealed class Gemma3nModel
             _invFreq[type] = Rotary.InvFreq(_text.Base.RopeFor(type).RopeTheta, _text.Base.HeadDim);
         // Only non-shared layers own a cache; a shared layer reads its source's.
         _caches = Enumerable.Range(0, _text.NumLayers)
-            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, options.MaxPositions, DType) : null)
+            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, options.MaxPositions, DType,
+                embedWeight.IsCuda ? embedWeight.CudaDevice : null) : null)                   // weights on a GPU: the cache too
             .ToArray();
         if (config.IsMultimodal)
         {

@@ -27,13 +27,16 @@ public sealed class Gemma4Attention
     private readonly Tensor? _kNorm;
     private readonly double _eps;
     private readonly int? _window;
+    private readonly Gemma4VisionMask _visionMask;
 
     public int LocalHeads { get; }
     public int LocalKvHeads { get; }
     public int HeadDim { get; }
     public bool IsKvShared { get; }
 
-    public Gemma4Attention(IWeightSource weights, string prefix, Gemma4TextConfig config, int layer, ParallelContext ctx)
+    /// <param name="visionMask">Which rule lets a vision block's tokens see each other (<see cref="Gemma4VisionMask"/>).</param>
+    public Gemma4Attention(IWeightSource weights, string prefix, Gemma4TextConfig config, int layer, ParallelContext ctx,
+        Gemma4VisionMask visionMask = Gemma4VisionMask.SlidingLayersOnly)
     {
         int tp = ctx.TpSize, r = ctx.TpRank;
         int heads = config.NumAttentionHeads, kvHeads = config.LayerKvHeads(layer);
@@ -48,6 +51,7 @@ public sealed class Gemma4Attention
         IsKvShared = config.IsKvSharedLayer(layer);
         _eps = config.RmsNormEps;
         _window = config.IsSliding(layer) ? config.SlidingWindow : null;
+        _visionMask = visionMask;
 
         bool bias = config.AttentionBias;                                       // HF: nn.Linear(..., bias=config.attention_bias)
         _q = Rows(weights, prefix + ".q_proj", r * LocalHeads * HeadDim, LocalHeads * HeadDim, bias);
@@ -95,7 +99,7 @@ public sealed class Gemma4Attention
             v = Norms.RmsNorm(vRaw, null, _eps, RmsNormKind.GemmaNoScale);                 // v_norm: no scale
         }
 
-        var output = Tensor.Zeros(x.DType, rows, heads * hd);                           // [rows, heads/tp * hd]
+        var output = Tensor.ZerosLike(x, x.DType, rows, heads * hd);                           // [rows, heads/tp * hd]
         for (int s = 0; s < spans.Count; s++)
         {
             var (start, count, past) = spans[s];
@@ -122,14 +126,17 @@ public sealed class Gemma4Attention
         var qg = q.Reshape(kv, group, t, hd);                                             // [kv, group, t, hd]
         var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));              // [kv, group, t, s]; scaling = 1.0
         var scores32 = scores.To(DType.Float32).Contiguous();
-        Mask(scores32.Span<float>(), t, s, past, _window, blocks);
+        if (scores32.IsCuda) Cuda.CudaModelOps.AttentionMask(scores32, t, s, past, _window, blocks, _visionMask == Gemma4VisionMask.SlidingLayersOnly);
+        else Mask(scores32.Span<float>(), t, s, past, _window, blocks, _visionMask);
         var probs = Softmax.Forward(scores32, -1).To(dtype);
         return Matmul.Forward(probs, values.Unsqueeze(1)).Reshape(heads, t, hd);          // [heads, t, hd]
     }
 
-    // Query i (absolute position past + i) sees key j iff j <= past + i and, with a window W, j > past + i - W; or, with
-    // vision blocks, iff both are new rows of the same block (keys of earlier calls are text or closed blocks).
-    private static void Mask(Span<float> scores, int t, int s, int past, int? window, int[]? blocks)
+    // Query i (absolute position past + i) sees key j iff j <= past + i and, with a window W, j > past + i - W. Vision
+    // blocks (new rows only: keys of earlier calls are text or closed blocks) widen that per Gemma4VisionMask:
+    //   SlidingLayersOnly: sliding layers (j > i - W) AND (j <= i OR same block); full layers causal only
+    //   Gemma3AllLayers:   every layer (causal AND window) OR same block
+    private static void Mask(Span<float> scores, int t, int s, int past, int? window, int[]? blocks, Gemma4VisionMask rule)
     {
         for (int plane = 0; plane < scores.Length; plane += t * s)
             for (int i = 0; i < t; i++)
@@ -138,8 +145,13 @@ public sealed class Gemma4Attention
                 int pos = past + i;
                 for (int j = 0; j < s; j++)
                 {
-                    bool visible = j <= pos && !(window is int w && j <= pos - w);
-                    if (!visible && blocks is not null && j >= past && blocks[i] >= 0 && blocks[i] == blocks[j - past]) visible = true;
+                    bool causal = j <= pos, inWindow = !(window is int w && j <= pos - w);
+                    bool sameBlock = blocks is not null && j >= past && blocks[i] >= 0 && blocks[i] == blocks[j - past];
+                    bool visible = rule switch
+                    {
+                        Gemma4VisionMask.Gemma3AllLayers => (causal && inWindow) || sameBlock,
+                        _ => window is null ? causal : inWindow && (causal || sameBlock),
+                    };
                     if (!visible) row[j] = float.NegativeInfinity;
                 }
             }

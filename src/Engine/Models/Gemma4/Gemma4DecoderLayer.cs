@@ -42,7 +42,7 @@ public sealed class Gemma4DecoderLayer
         _sink = sink;
         _eps = config.RmsNormEps;
         _act = Activation.Parse(config.HiddenActivation);
-        SelfAttn = new Gemma4Attention(weights, prefix + ".self_attn", config, layer, ctx);
+        SelfAttn = new Gemma4Attention(weights, prefix + ".self_attn", config, layer, ctx, options.VisionMask);
         Mlp = new Gemma4Mlp(weights, prefix + ".mlp", config, ctx);
         _inputNorm = weights.Get(prefix + ".input_layernorm.weight");
         _postAttnNorm = weights.Get(prefix + ".post_attention_layernorm.weight");

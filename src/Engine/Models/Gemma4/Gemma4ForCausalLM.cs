@@ -108,7 +108,8 @@ public sealed class Gemma4ForCausalLM
         var caches = new KvCache?[Layers.Count];
         foreach (var layer in Layers)
             if (!layer.SelfAttn.IsKvShared)
-                caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, _maxPositions, DType);
+                caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, _maxPositions, DType,
+                    _embed.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null);      // weights on a GPU: the cache too
         return new Gemma4Sequence(caches);
     }
 

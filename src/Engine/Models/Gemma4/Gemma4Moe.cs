@@ -91,7 +91,7 @@ public sealed class Gemma4Experts
     {
         int rows = x.Shape[0], k = indices.Shape[1];
         var idx = indices.ToInt64Array();
-        var final = Tensor.Zeros(x.DType, x.ShapeArray);                            // torch.zeros_like(hidden_states)
+        var final = Tensor.ZerosLike(x, x.DType, x.ShapeArray);                            // torch.zeros_like(hidden_states)
         for (int e = 0; e < _gate.Length; e++)
         {
             var hits = new List<(int Row, int Slot)>();
@@ -103,7 +103,7 @@ public sealed class Gemma4Experts
             var current = x.IndexSelect(0, rowIds);                                 // [n, hidden]
             var h = Activation.Apply(_gate[e].Forward(current), _up[e].Forward(current)); // act(gate) * up: [n, I/tp]
             var y = _down[e].Forward(h);                                            // [n, hidden], partial over I under TP
-            var w = Tensor.Zeros(weights.DType, hits.Count, 1);
+            var w = Tensor.ZerosLike(x, weights.DType, hits.Count, 1);
             for (int i = 0; i < hits.Count; i++) w.Narrow(0, i, 1).CopyFrom(weights.Narrow(0, hits[i].Row, 1).Narrow(1, hits[i].Slot, 1));
             y = Elementwise.Mul(y, w);                                              // * top_k_weights[token_idx, top_k_pos, None]
             for (int i = 0; i < hits.Count; i++)                                    // index_add_ (in the model dtype)

@@ -21,5 +21,30 @@ public sealed record Gemma4Options
     /// </summary>
     public bool EmbedderInputIsParallel { get; init; }
 
+    /// <summary>
+    /// Which layers let the tokens of one image see each other both ways (use_bidirectional_attention="vision").
+    /// Gemma 4's rule is the default; a scenario sets the rule its reference was measured to follow.
+    /// </summary>
+    public Gemma4VisionMask VisionMask { get; init; } = Gemma4VisionMask.SlidingLayersOnly;
+
     public static Gemma4Options Default { get; } = new();
+}
+
+/// <summary>
+/// The two masks transformers has given Gemma4's vision blocks (a block: a contiguous run of image or video tokens).
+/// With W the sliding window, query i and key j of the same prompt:
+/// <code>
+///   SlidingLayersOnly  full layers:    j &lt;= i
+///   (Gemma 4's rule)   sliding layers: (j &gt; i - W)  AND  (j &lt;= i  OR  same block)
+///   Gemma3AllLayers    full layers:    j &lt;= i                 OR  same block
+///   (Gemma 3's rule)   sliding layers: (j &lt;= i AND j &gt; i - W)  OR  same block
+/// </code>
+/// transformers 5.12.1 applies Gemma 3's rule (create_masks_for_generate with block_sequence_ids on every layer type);
+/// later releases build Gemma 4's (create_masks_for_vision_model: "Gemma 4 explicitly disables bidirectional attention on
+/// global attention layers"). The two differ on full layers, and on sliding layers once a block is longer than W.
+/// </summary>
+public enum Gemma4VisionMask
+{
+    SlidingLayersOnly,
+    Gemma3AllLayers,
 }

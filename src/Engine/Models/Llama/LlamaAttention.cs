@@ -31,13 +31,34 @@ public sealed class LlamaAttention
     /// <param name="hidden">[tokens, hidden] normed input, all tokens (SP padding included).</param>
     /// <param name="cos">[1, tokens, head_dim]</param>
     /// <param name="realTokens">How many leading tokens are real (the rest is SP padding, kept out of the cache).</param>
-    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens)
+    /// <param name="workspace">Host buffers for the rotated q and the attention output (null: fresh tensors).</param>
+    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? workspace = null)
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
+        long t0 = LlamaProfile.Now();
         var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads*hd], [t, kv*hd], [t, kv*hd]
+        LlamaProfile.Add("self_attn.qkv_proj", t0);
+        if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda)
+        {
+            var attn = Fused(q, k, v, cos, sin, cache, realTokens, workspace);
+            t0 = LlamaProfile.Now();
+            var o = _oProj.Forward(attn);                                  // [t, hidden] (partial under SP)
+            LlamaProfile.Add("self_attn.o_proj", t0);
+            return o;
+        }
         q = q.View(1, t, heads, hd).Transpose(1, 2);                       // [1, heads, t, hd]
         k = k.View(1, t, kvHeads, hd).Transpose(1, 2);                     // [1, kv, t, hd]
         v = v.View(1, t, kvHeads, hd).Transpose(1, 2);
+        if (q.IsCuda && cache.DevicePosition is { } devicePos && realTokens == t && cos.IsContiguous && cos.DType == q.DType)
+        {   // a graph step (LlamaCudaGraphDecoder): rope of q and k and the cache append in one kernel, attention at the
+            // device's position; the same arithmetic as the lines below
+            if (cache.Length + t > cache.Capacity) throw new InvalidOperationException($"KV cache of {cache.Capacity} positions cannot take {t} more after {cache.Length}");
+            var (allK, allV) = (cache.Keys, cache.Values);
+            var qr = Cuda.CudaDecodeOps.RopeAppendAt(q.Select(0, 0), k.Select(0, 0), v.Select(0, 0), cos, sin, allK, allV, devicePos); // [heads, t, hd]
+            var attn = Cuda.CudaDecodeOps.AttentionAt(qr, allK, allV, devicePos, 0, (float)_scaling);      // [heads, t, hd]
+            cache.Advance(t);
+            return _oProj.Forward(attn.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1));
+        }
         q = Rotary.Apply(q, cos, sin);
         k = Rotary.Apply(k, cos, sin);
 
@@ -49,11 +70,32 @@ public sealed class LlamaAttention
 
         // on a GPU: one fused kernel (CudaOps.Attention) with the eager path's roundings (scores rounded to the dtype,
         // scaled and rounded, causal mask, float32 softmax rounded to the dtype, probs @ values in float32)
-        var output = q.IsCuda
+        var output = q.IsCuda && cache.DevicePosition is { } pos                                  // a graph step: past from the device
+            ? Cuda.CudaDecodeOps.AttentionAt(q.Select(0, 0), cache.Keys, cache.Values, pos, 0, (float)_scaling)
+            : q.IsCuda
             ? Cuda.CudaOps.Attention(q.Select(0, 0), keys, values, past, 0, (float)_scaling)   // [heads, t, hd]
             : Eager(q, keys, values, past, hidden.DType);                                         // [kv, group, t, hd]
         output = output.Reshape(heads, t, hd).Transpose(0, 1).Reshape(t, -1); // [t, heads/tp * hd]: (*input_shape, -1)
         return _oProj.Forward(output);                                     // [t, hidden] (partial under SP)
+    }
+
+    // The host's normal-mode path: RoPE from the qkv output's views straight into q's buffer and the cache's next rows,
+    // then every head's causal attention over the cache written as [t, heads*hd] (Ops.Attention). The same arithmetic as
+    // the lines above and Eager below (the dot products and sums in the fused kernel's order).
+    private Tensor Fused(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? ws)
+    {
+        int t = q.Shape[0], width = q.Shape[1];
+        int past = cache.Length;
+        long t0 = LlamaProfile.Now();
+        var qr = ws?.Get(LlamaWorkspace.Query, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width);     // [t, heads*hd]
+        Ops.Attention.RopeIntoCache(q, k, v, cos, sin, qr, cache.Keys, cache.Values, past, realTokens);
+        cache.Advance(realTokens);
+        LlamaProfile.Add("self_attn.rope_into_cache", t0);
+        t0 = LlamaProfile.Now();
+        var output = ws?.Get(LlamaWorkspace.AttnOut, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width); // [t, heads*hd]
+        Ops.Attention.CausalInto(qr, cache.Keys, cache.Values, past, cache.Length, (float)_scaling, output);
+        LlamaProfile.Add("self_attn.attention", t0);
+        return output;
     }
 
     // HF's eager_attention_forward: q [1, heads, t, hd], keys/values [kv, s, hd] views of the cache -> [kv, group, t, hd].

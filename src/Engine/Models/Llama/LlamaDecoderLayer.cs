@@ -45,12 +45,20 @@ public sealed class LlamaDecoderLayer
 
     /// <param name="hidden">Full [Tp, hidden] embeddings when residual is null, else [tokens or L, hidden].</param>
     /// <param name="realTokens">Real (unpadded) token count T.</param>
-    public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, KvCache cache, int realTokens)
+    /// <param name="workspace">Host buffers for the glue between linear layers (norm and activation outputs, q, the
+    /// attention output); null: fresh tensors.</param>
+    /// <param name="residualInPlace">Whether the residual add may overwrite the residual it is given (it is this forward's
+    /// own tensor: one rank, no pipeline hand-over).</param>
+    public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, KvCache cache, int realTokens,
+        LlamaWorkspace? workspace = null, bool residualInPlace = false)
     {
+        _ws = workspace;
+        _inPlace = residualInPlace;
         bool sp = _ctx.SequenceParallel;
         _realTokens = realTokens;
         Tensor normed;
         bool normedIsLocal;
+        long t0 = LlamaProfile.Now();
         if (residual is null)
         {
             residual = sp ? SliceResidual(hidden) : hidden;                   // first layer: the embeddings are the residual
@@ -62,13 +70,14 @@ public sealed class LlamaDecoderLayer
             (residual, normed) = AddNorm(hidden, residual, _inputNorm);      // fused add: HF's previous layer output
             normedIsLocal = sp;
         }
+        LlamaProfile.Add("input_layernorm", t0);
         Capture(".input_layernorm", normed, normedIsLocal);
         var attnIn = normedIsLocal ? _ctx.Tp.AllGather(normed, 0) : normed;  // [Tp, hidden]
 
         Tensor attn;
         try
         {
-            attn = SelfAttn.Forward(attnIn, cos, sin, cache, realTokens);    // [Tp, hidden] (partial under SP)
+            attn = SelfAttn.Forward(attnIn, cos, sin, cache, realTokens, workspace);    // [Tp, hidden] (partial under SP)
         }
         catch (Exception e) when (e is not Distributed.CollectiveException { Failure: Distributed.CollectiveFailure.PeerFailed })
         {
@@ -77,11 +86,13 @@ public sealed class LlamaDecoderLayer
         if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
         Capture(".self_attn", attn, sp);
 
+        t0 = LlamaProfile.Now();
         (residual, var post) = AddNorm(attn, residual, _postNorm);            // [L or T, hidden]
+        LlamaProfile.Add("post_attention_layernorm", t0);
         Capture(".post_attention_layernorm", post, sp);
         var mlpIn = sp ? _ctx.Tp.AllGather(post, 0) : post;                   // [Tp, hidden]
 
-        var mlp = Mlp.Forward(mlpIn);                                         // [Tp, hidden] (partial under SP)
+        var mlp = Mlp.Forward(mlpIn, workspace);                                         // [Tp, hidden] (partial under SP)
         if (sp) mlp = _ctx.Tp.ReduceScatter(mlp, 0);                          // [L, hidden]
         Capture(".mlp", mlp, sp);
         if (_sink.Wants(Prefix)) Capture("", Elementwise.Add(mlp, residual), sp); // HF's layer output
@@ -96,15 +107,43 @@ public sealed class LlamaDecoderLayer
         return full.Narrow(0, start, l);
     }
 
-    private Tensor Norm(Tensor x, Tensor weight) => Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
+    private LlamaWorkspace? _ws;
+    private bool _inPlace;
 
-    // residual = x + residual; normed = RMSNorm(residual): one kernel on a GPU (same roundings), two ops on the host.
+    private Tensor Norm(Tensor x, Tensor weight)
+    {
+        if (!FusedHost(x, x, weight)) return Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
+        var normed = NormOut(x, weight);
+        Norms.AddRmsNormInto(null, x, weight, _eps, null, normed);
+        return normed;
+    }
+
+    // residual = x + residual; normed = RMSNorm(residual): one kernel on a GPU (same roundings), one pass on the host
+    // (Norms.AddRmsNormInto, in place on the residual when this forward owns it).
     private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight)
     {
         if (x.IsCuda && residual.IsCuda && x.DType == residual.DType && Shape.SequenceEqual(x.Shape, residual.Shape))
             return Cuda.CudaOps.AddRmsNorm(x, residual, weight, (float)_eps);
-        var sum = Elementwise.Add(x, residual);
-        return (sum, Norm(sum, weight));
+        if (!FusedHost(x, residual, weight))
+        {
+            var sum = Elementwise.Add(x, residual);
+            return (sum, Norm(sum, weight));
+        }
+        var sumOut = _inPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
+        var normed = NormOut(residual, weight);
+        Norms.AddRmsNormInto(x, residual, weight, _eps, sumOut, normed);
+        return (sumOut, normed);
+    }
+
+    private static bool FusedHost(Tensor x, Tensor residual, Tensor weight) =>
+        !x.IsCuda && !residual.IsCuda && x.DType == residual.DType && x.DType is DType.Float32 or DType.BFloat16
+        && weight.DType is DType.Float32 or DType.BFloat16 && weight.IsContiguous && x.Rank == 2 && x.IsContiguous && residual.IsContiguous
+        && Shape.SequenceEqual(x.Shape, residual.Shape);
+
+    private Tensor NormOut(Tensor like, Tensor weight)
+    {
+        var dt = weight.DType != like.DType ? DType.Float32 : like.DType;
+        return _ws?.Get(LlamaWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
     }
 
     private int _realTokens;

@@ -64,7 +64,59 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
         _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
             embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                // weights on a GPU: the cache too
+        if (!embedWeight.IsCuda)
+        {   // the host: cos/sin of every position once (each position's values are computed on their own, so a slice of
+            // the table equals the per-step computation), and reusable buffers for the glue between linear layers
+            int positionsNeeded = maxPositions + 2 * ctx.TpSize;
+            (_cosTable, _sinTable) = _rotary.Forward(Tensor.Arange(positionsNeeded), DType);  // [1, P, head_dim]
+            _workspace = new LlamaWorkspace();
+        }
+        else
+        {   // on a GPU: the same tables uploaded once (no per-step upload; a graph step reads rows at the device's position)
+            var (cos, sin) = _rotary.Forward(Tensor.Arange(maxPositions + 2 * ctx.TpSize), DType);   // [1, P, head_dim]
+            _cosDevice = cos.Select(0, 0).ToDevice(embedWeight.CudaDevice);                // [P, head_dim]
+            _sinDevice = sin.Select(0, 0).ToDevice(embedWeight.CudaDevice);
+        }
     }
+
+    private readonly Tensor? _cosTable, _sinTable;
+    private readonly Tensor? _cosDevice, _sinDevice;
+
+    /// <summary>
+    /// A graph step's state on the device (<see cref="LlamaCudaGraphDecoder"/>): the int32 position every kernel reads, and
+    /// a scratch int the unchecked embedding writes to. Null: positions come from the host.
+    /// </summary>
+    internal (Tensor Position, Tensor Scratch)? DeviceStep
+    {
+        get => _deviceStep;
+        set
+        {
+            _deviceStep = value;
+            foreach (var c in _caches) c.DevicePosition = value?.Position;
+        }
+    }
+    private (Tensor Position, Tensor Scratch)? _deviceStep;
+
+    /// <summary>Forgets the sequence (KV cache and position), or rewinds to <paramref name="position"/>: the weights stay.</summary>
+    public void Reset(int position = 0)
+    {
+        foreach (var c in _caches) c.Reset(position);
+        Position = position;
+    }
+
+    /// <summary>The device of the model's weights, or null on the host.</summary>
+    public Cuda.CudaDevice? Device => _embed!.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null;
+
+    /// <summary>Positions the KV cache holds (a decode past it fails).</summary>
+    public int CacheCapacity => _caches.Length > 0 ? _caches[0].Capacity : int.MaxValue;
+
+    /// <summary>The pipeline and tensor layout (graph decoding needs one rank).</summary>
+    public ParallelContext Context => _ctx;
+    private readonly LlamaWorkspace? _workspace;
+
+    // The residual stream may be updated in place when this forward owns it: one rank and no pipeline hand-over (a
+    // tensor sent to another stage, or an SP slice of the embeddings, is left alone).
+    private bool ResidualInPlace => _workspace is not null && _ctx.PpSize == 1 && !_ctx.SequenceParallel;
 
     /// <summary>
     /// One forward step at the cache's current position. input: ids [tokens] (int64) or embeddings [tokens, hidden]
@@ -77,18 +129,16 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
         int start = Position;
         Position += tokens;
-        var positions = Tensor.Arange(padded);
-        for (int i = 0; i < padded; i++) positions.Set(start + i, i);
-        var (cos, sin) = _rotary.Forward(positions, DType);                              // [1, Tp, head_dim]
-        if (_embed!.LocalWeight.IsCuda)                                                  // a model on a GPU: one upload per step
-            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
+        var (cos, sin) = CosSin(start, padded);                                          // [1, Tp, head_dim]
 
         Tensor hidden;
         Tensor? residual = null;
         if (_ctx.IsFirstStage)
         {
             if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
-            hidden = Embed(input, tokens, padded);                                       // [Tp, hidden]
+            hidden = _deviceStep is { } step && input.IsCuda && padded == tokens         // a graph step: ids already on the device
+                ? Cuda.CudaDecodeOps.EmbeddingUnchecked(_embed!.LocalWeight, input.Reshape(-1), step.Scratch)
+                : Embed(input, tokens, padded);                                          // [Tp, hidden]
             if (_embed!.LocalWeight.IsCuda) hidden = hidden.ToDevice(_embed.LocalWeight.CudaDevice); // prompt embeds: onto the model's GPU
         }
         else
@@ -117,7 +167,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         {
             try
             {
-                (hidden, residual) = layer.Forward(hidden, residual, cos, sin, _caches[i], tokens);
+                (hidden, residual) = layer.Forward(hidden, residual, cos, sin, _caches[i], tokens, _workspace, ResidualInPlace);
             }
             catch (Exception e) when (e is not ModuleFailedException and not CollectiveException { Failure: CollectiveFailure.PeerFailed })
             {   // a rank released because another failed is not where the run broke: leave it unattributed
@@ -139,13 +189,51 @@ public sealed class LlamaForCausalLM : ICheckpointModel
             return null;
         }
 
-        var final = Norms.RmsNorm(Elementwise.Add(hidden, residual!), _norm!, _config.NormEps ?? 1e-6, RmsNormKind.Llama);
+        long t0 = LlamaProfile.Now();
+        var final = FinalNorm(hidden, residual!);
+        LlamaProfile.Add("model.norm", t0);
         if (_ctx.SequenceParallel) final = _ctx.Tp.AllGather(final, 0);                 // [Tp, hidden]
         final = final.Narrow(0, 0, tokens);                                             // [T, hidden]
         Record("model.norm", final);
+        t0 = LlamaProfile.Now();
         var logits = _lmHead!.Forward(final);                                           // [T, vocab]
+        LlamaProfile.Add("lm_head", t0);
         Record("lm_head", logits);
         return logits;
+    }
+
+    // cos/sin [1, Tp, head_dim] of positions start..: slices of the tables (the host's, or the GPU's, read at the device's
+    // position in a graph step); computed per step past them.
+    private (Tensor Cos, Tensor Sin) CosSin(int start, int padded)
+    {
+        if (_cosDevice is not null && _deviceStep is { } step)
+            return Cuda.CudaDecodeOps.RowsAt(_cosDevice, _sinDevice!, step.Position, padded);
+        if (_cosDevice is not null && start + padded <= _cosDevice.Size(0))
+            return (_cosDevice.Narrow(0, start, padded).Unsqueeze(0), _sinDevice!.Narrow(0, start, padded).Unsqueeze(0));
+        if (_cosTable is not null && start + padded <= _cosTable.Shape[1])
+            return (_cosTable.Narrow(1, start, padded), _sinTable!.Narrow(1, start, padded));
+        var positions = Tensor.Arange(padded);
+        for (int i = 0; i < padded; i++) positions.Set(start + i, i);
+        var (cos, sin) = _rotary.Forward(positions, DType);
+        if (_embed!.LocalWeight.IsCuda)                                                  // past the tables: one upload per step
+            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
+        return (cos, sin);
+    }
+
+    // model.norm(hidden + residual): one pass on the host (Norms.AddRmsNormInto, the same roundings as the two ops)
+    private Tensor FinalNorm(Tensor hidden, Tensor residual)
+    {
+        double eps = _config.NormEps ?? 1e-6;
+        var norm = _norm!;
+        bool host = _workspace is not null && !hidden.IsCuda && hidden.DType == residual.DType && hidden.DType is DType.Float32 or DType.BFloat16
+                    && norm.DType is DType.Float32 or DType.BFloat16 && norm.IsContiguous && hidden.Rank == 2 && hidden.IsContiguous
+                    && residual.IsContiguous && Shape.SequenceEqual(hidden.Shape, residual.Shape);
+        if (!host) return Norms.RmsNorm(Elementwise.Add(hidden, residual), norm, eps, RmsNormKind.Llama);
+        var dt = norm.DType != hidden.DType ? DType.Float32 : hidden.DType;
+        var normed = _workspace!.Get(LlamaWorkspace.Final, dt, hidden.Shape[0], hidden.Shape[1]);
+        var sum = ResidualInPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
+        Norms.AddRmsNormInto(hidden, residual, norm, eps, sum, normed);
+        return normed;
     }
 
     private Tensor Embed(Tensor input, int tokens, int padded)
@@ -157,6 +245,24 @@ public sealed class LlamaForCausalLM : ICheckpointModel
             var embeds = Tensor.Zeros(DType, padded, _config.HiddenSize);               // padding rows stay zero
             embeds.Narrow(0, 0, tokens).CopyFrom(input);
             return embeds;
+        }
+        if (ResidualInPlace && _ctx.TpSize == 1 && padded == tokens && input.IsContiguous && input.DType == DType.Int64)
+        {   // one rank on the host: rows of the table copied into the residual stream's buffer (a plain lookup)
+            var table = _embed!.LocalWeight;
+            var rows = _workspace!.Get(LlamaWorkspace.Residual, table.DType, tokens, _config.HiddenSize); // [T, hidden]
+            var idSpan = input.Span<long>();
+            int width = _config.HiddenSize, es = table.DType.Size();
+            var src = table.Storage.Bytes;
+            var dst = rows.Storage.Bytes;
+            for (int i = 0; i < tokens; i++)
+            {
+                long id = idSpan[i];
+                if (id < 0 || id >= table.Shape[0])
+                    throw new ArgumentException($"input id {id} at position {i} is outside the vocabulary [0, {table.Shape[0]})");
+                src.Slice((table.Offset + (int)id * table.Stride(0)) * es, width * es).CopyTo(dst.Slice((rows.Offset + i * width) * es, width * es));
+            }
+            Record("model.embed_tokens", rows);
+            return rows;
         }
         var ids = Tensor.Zeros(DType.Int64, padded);                                     // padding id 0
         ids.Narrow(0, 0, tokens).CopyFrom(input.Reshape(-1));

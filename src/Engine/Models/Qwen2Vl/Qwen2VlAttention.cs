@@ -57,7 +57,8 @@ public sealed class Qwen2VlAttention
         var kt = keys.Unsqueeze(1).Transpose(-1, -2);                      // [kv, 1, hd, past+t]: repeat_kv by broadcast
         var scores = Elementwise.Mul(Matmul.Forward(qg, kt), _scaling);    // [kv, group, t, past+t]
         var scores32 = scores.To(DType.Float32);                           // softmax(dim=-1, dtype=float32)
-        MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
+        if (scores32.IsCuda) Cuda.CudaOps.MaskFuture(scores32, t, scores32.Shape[3], past);
+        else MaskFuture(scores32.Span<float>(), t, scores32.Shape[3], past);
         var probs = Softmax.Forward(scores32, -1).To(hidden.DType);        // .to(query.dtype)
         var output = Matmul.Forward(probs, values.Unsqueeze(1));           // [kv, group, t, hd]
         output = output.Reshape(1, heads, t, hd).Transpose(1, 2);          // [1, t, heads/tp, hd]: attn_output.transpose(1, 2)

@@ -75,7 +75,8 @@ public sealed class Qwen2VlForConditionalGeneration
             : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
         _lmHead = new ParallelLMHead(head, ctx.Tp);
         _invFreq = Rotary.InvFreq(config.Text.Rope.RopeTheta, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType)).ToArray();
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
+            embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                  // weights on a GPU: the cache too
     }
 
     // The sizes the engine takes from the weights, held against the config fields that define them.
@@ -157,7 +158,7 @@ public sealed class Qwen2VlForConditionalGeneration
     {
         if (!_ctx.SequenceParallel) return (embeds, false);
         int t = embeds.Shape[0], tp = _ctx.TpSize, padded = (t + tp - 1) / tp * tp, l = padded / tp;
-        var full = Tensor.Zeros(embeds.DType, padded, embeds.Shape[1]);
+        var full = Tensor.ZerosLike(embeds, embeds.DType, padded, embeds.Shape[1]);
         full.Narrow(0, 0, t).CopyFrom(embeds);
         long next = positions.Max(p => p[^1]) + 1;
         positions = positions.Select(p => p.Concat(Enumerable.Range(0, padded - t).Select(i => next + i)).ToArray()).ToArray();

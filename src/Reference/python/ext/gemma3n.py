@@ -149,7 +149,7 @@ def op_gemma3n_run(args, tensors):
     pixel_values = stub tower output and input_features/input_features_mask for the audio tower), then greedy decoding
     with the KV cache (max_new_tokens steps, top_k logprobs of log_softmax(float32 logits))."""
     model = _gemma3n_load(args)
-    inputs = _gemma3n_inputs(tensors, model.dtype)
+    inputs = {name: t.to(model.device) for name, t in _gemma3n_inputs(tensors, model.dtype).items()}  # where the model is
     paths = list(args.get("capture", []))
     extra, outs, captured = capture_run(model, paths, lambda m: _gemma3n_call(m, inputs))
     outs = outs + list(extra)

@@ -52,7 +52,7 @@ def op_gemma4_forward(args, tensors):
     """Prefill of input_ids [B, T] with hooks on `capture`; returns each module's output and `logits` (plus the
     float64 oracle's when args["oracle"])."""
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
-    ids = need(tensors, "input_ids").to(torch.int64)
+    ids = need(tensors, "input_ids").to(torch.int64).to(model.device)
     paths = list(args.get("capture", []))
     result, outs, captured = capture_run(model, paths, lambda m: m(input_ids=ids, use_cache=False).logits)
     outs.append(("logits", result))
@@ -67,7 +67,7 @@ def op_gemma4_moe_block(args, tensors):
     router's `router_probabilities` [S, T, E], `top_k_weights` [S, T, k], `top_k_index` [S, T, k] (int64)."""
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     layer = model.get_submodule(args.get("layers_path", "model.layers"))[int(args["layer"])]
-    x = need(tensors, "x").to(model.dtype)
+    x = need(tensors, "x").to(model.dtype).to(model.device)
     outs, probs, weights, index = [], [], [], []
     for s in range(x.shape[0]):
         p, w, idx = layer.router(x[s])
@@ -108,6 +108,7 @@ def _gemma4_mm_model(model_dir, dtype_name_):
     _model_cache.clear()
     model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
         model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN)).eval()
+    model.to(REFERENCE_DEVICE)                              # the GPU under `harness run --device cuda`
     _model_cache[key] = (sig, model)
     return model
 
@@ -148,16 +149,82 @@ def _gemma4_mm_oracle_twin(model):
     return twin
 
 
+def _gemma4_vision_blocks(mm_token_type_ids):
+    """get_block_sequence_ids_for_mask's blocks: each contiguous run of non-text tokens is one block (0, 1, ...), text -1."""
+    t = mm_token_type_ids[0].tolist()
+    blocks, nxt = [], -1
+    for i, v in enumerate(t):
+        if v != 0 and (i == 0 or t[i - 1] == 0):
+            nxt += 1
+        blocks.append(nxt if v != 0 else -1)
+    return torch.tensor(blocks)
+
+
+def _gemma4_vision_mask_rule(model, masks, mm_token_type_ids):
+    """Which rule HF's Gemma4 masks for vision blocks follow, read off the masks it handed its decoder layers (one per
+    layer type), not guessed from its version. The rules are the engine's Gemma4VisionMask:
+      gemma4-sliding-layers-only  full: j <= i;            sliding: (j > i - W) and (j <= i or same block)
+      gemma3-all-layers           full: j <= i or block;   sliding: (j <= i and j > i - W) or same block
+    None when the config asks for no bidirectional vision attention or the prompt has no vision block (both rules are
+    the causal masks then)."""
+    if model.config.get_text_config().use_bidirectional_attention != "vision":
+        return None
+    if mm_token_type_ids is None or not bool((mm_token_type_ids != 0).any()):
+        return None
+    b = _gemma4_vision_blocks(mm_token_type_ids)
+    n = b.numel()
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    w = model.config.get_text_config().sliding_window
+    causal, window = k <= q, k > q - w
+    block = (b[:, None] == b[None, :]) & (b[:, None] >= 0)
+    rules = {
+        "gemma4-sliding-layers-only": {"full_attention": causal, "sliding_attention": window & (causal | block)},
+        "gemma3-all-layers": {"full_attention": causal | block, "sliding_attention": (causal & window) | block},
+    }
+    seen = {}
+    for kind, m in masks.items():
+        m = m[0, 0, -n:, -n:].cpu()
+        seen[kind] = m if m.dtype == torch.bool else (m == 0)      # additive float masks: 0 where visible
+    for name, rule in rules.items():
+        if all(torch.equal(v, rule[kind]) for kind, v in seen.items()):
+            return name
+    raise RuntimeError("HF's Gemma4 vision-block masks follow no known rule (layer types seen: "
+                       + ", ".join(sorted(seen)) + "); the engine knows " + ", ".join(rules))
+
+
+def _gemma4_mask_hooks(model):
+    """Pre-hooks that keep the attention_mask each layer type's first decoder layer receives."""
+    masks, handles, types = {}, [], model.config.get_text_config().layer_types
+    for i, layer in enumerate(model.model.language_model.layers):
+        kind = types[i]
+        if any(types[j] == kind for j in range(i)):
+            continue
+
+        def keep(_m, _a, kw, kind=kind):
+            m = kw.get("attention_mask")
+            if torch.is_tensor(m) and kind not in masks:
+                masks[kind] = m.detach()
+        handles.append(layer.register_forward_pre_hook(keep, with_kwargs=True))
+    return masks, handles
+
+
 def op_gemma4_mm_forward(args, tensors):
     """Gemma4ForConditionalGeneration prefill with image (pixel_values [1, N, 3p^2], image_position_ids [1, N, 2], optional
     mm_token_type_ids [1, T]: 1 at image tokens, for use_bidirectional_attention="vision") and/or
     audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
-    Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given."""
+    Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given;
+    `vision_mask` in the result names the rule HF's masks for vision blocks followed (None without vision blocks)."""
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
-    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     paths = list(args.get("capture", []))
-    result, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False).logits)
+    masks, handles = _gemma4_mask_hooks(model)
+    try:
+        result, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False).logits)
+    finally:
+        for h in handles:
+            h.remove()
     outs.append(("logits", result))
+    rule = _gemma4_vision_mask_rule(model, masks, inputs.get("mm_token_type_ids"))
     if "input_features" in inputs:
         with torch.no_grad():
             mask = model.model.audio_tower(inputs["input_features"], inputs["input_features_mask"], return_dict=True).attention_mask
@@ -165,7 +232,7 @@ def op_gemma4_mm_forward(args, tensors):
     if args.get("oracle"):
         _gemma4_mm_oracle_twin(model)                      # prepares the cached twin that oracle_outputs uses
     outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
-    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN,
+    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN, "vision_mask": rule,
             "oracle_note": "audio tower in float32 (HF's does not run in float64)" if args.get("oracle") else ""}, outs
 
 
@@ -173,7 +240,7 @@ def op_gemma4_mm_generate(args, tensors):
     """Greedy decoding after a multimodal prompt (inputs as gemma4_mm_forward), KV cache, top-k of log_softmax(float32
     logits) per step: tensors `tokens`, `topk_ids`, `topk_logprobs` as the generate op."""
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
-    inputs = _gemma4_mm_inputs(tensors, model.dtype)
+    inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
     return {"steps": steps}, greedy_decode(model, inputs, steps, k)
 

@@ -22,6 +22,7 @@ def _g4t_load(model_dir, dtype_name_, attn):
         _G4T_MODELS.clear()
     model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
         model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=attn)
+    model.to(REFERENCE_DEVICE)                              # the GPU under `harness run --device cuda`
     model.eval()
     _G4T_MODELS[key] = (sig, model)
     return model
@@ -104,7 +105,7 @@ def _g4t_audio_call(tensors):
     mask = need(tensors, "input_features_mask").to(torch.bool)
 
     def call(m, up=lambda v: v):
-        out = m.model.audio_tower(up(feats.to(m.dtype)), up(mask))
+        out = m.model.audio_tower(up(feats.to(m.dtype).to(m.device)), up(mask.to(m.device)))
         return [("audio_tower.last_hidden_state", out.last_hidden_state),
                 ("audio_tower.attention_mask", out.attention_mask.to(torch.int64))]
     return call
@@ -115,7 +116,7 @@ def _g4t_vision_call(tensors):
     pos = need(tensors, "pixel_position_ids").to(torch.int64)
 
     def call(m, up=lambda v: v):
-        out = m.model.vision_tower(up(pixels.to(m.dtype)), pos)
+        out = m.model.vision_tower(up(pixels.to(m.dtype).to(m.device)), pos.to(m.device))
         return [("vision_tower.last_hidden_state", out.last_hidden_state)]
     return call
 
@@ -177,7 +178,7 @@ def op_gemma4_towers_consistency(args, tensors):
         parts.append(("vision_tower", list(args.get("vision_capture", [])), _g4t_vision_call(tensors)))
     if "input_ids" in tensors:
         ids = need(tensors, "input_ids").to(torch.int64)
-        parts.append(("text_only", [], lambda m, up=None: [("logits", m(input_ids=ids, use_cache=False).logits)]))
+        parts.append(("text_only", [], lambda m, up=None: [("logits", m(input_ids=ids.to(m.device), use_cache=False).logits)]))
     for part, paths, call in parts:
         runs = {}
         for attn in ("eager", "sdpa"):

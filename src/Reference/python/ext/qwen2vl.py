@@ -41,6 +41,7 @@ def op_qwen2vl_generate(args, tensors):
     inputs = {"input_ids": ids, **processed}
     if processed:
         inputs["mm_token_type_ids"] = mm_types
+    inputs = {name: t.to(model.device) for name, t in inputs.items()}   # where the model is (the GPU under --device cuda)
     paths = list(args.get("capture", []))
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
 

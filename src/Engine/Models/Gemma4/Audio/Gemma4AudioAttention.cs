@@ -103,6 +103,7 @@ public sealed class Gemma4AudioAttention
     /// </summary>
     private static Tensor ContextWindows(Tensor x, int u, int w, int ctx, int left)
     {
+        if (x.IsCuda) return Cuda.CudaModelOps.ContextWindows(x, u, w, ctx, left);
         int b = x.Size(0), t = x.Size(1), n = x.Size(2), h = x.Size(3);
         var src = x.Contiguous().Span<float>();
         var dst = new float[b * n * u * ctx * h];
@@ -126,15 +127,20 @@ public sealed class Gemma4AudioAttention
     {
         int b = x.Size(0), n = x.Size(1), u = x.Size(2), w = x.Size(3), f = x.Size(4);
         if (f > ctx + 1) throw new ArgumentException($"rel_shift: {f} relative positions exceed context_size + 1 = {ctx + 1}");
-        var padded = Tensor.Cat([x, Tensor.Zeros(x.DType, b, n, u, w, ctx + 1 - f)], 4);         // [B, N, U, W, C+1]
+        var padded = Tensor.Cat([x, Tensor.ZerosLike(x, x.DType, b, n, u, w, ctx + 1 - f)], 4);         // [B, N, U, W, C+1]
         return padded.Reshape(b, n, u, w * (ctx + 1)).Narrow(3, 0, w * ctx).Contiguous().Reshape(b, n, u, w, ctx);
     }
 
     private static Tensor MaskedFill(Tensor logits, bool[] mask, int b, int n, int u, int w, int ctx, float value)
     {
+        int per = u * w * ctx;
+        if (logits.IsCuda)
+        {   // masked_fill on the device: the host mask (an input) negated and broadcast over the heads, then where
+            var invalid = Tensor.FromArray(mask.Select(m => !m).ToArray(), b, 1, u, w, ctx);
+            return Elementwise.Where(invalid, Tensor.Scalar(value, logits.DType), logits);
+        }
         var y = logits.Contiguous().Clone();
         var s = y.Span<float>();
-        int per = u * w * ctx;
         for (int bi = 0; bi < b; bi++)
         for (int ni = 0; ni < n; ni++)
         for (int i = 0; i < per; i++)

@@ -53,5 +53,5 @@ public sealed class Gemma4ClippableLinear
 
     /// <summary>torch.clamp(x, min_tensor, max_tensor) with 0-dim bounds: max(x, min) then min(., max), in x's dtype.</summary>
     private static Tensor Clamp(Tensor x, Tensor min, Tensor max) =>
-        Elementwise.Clamp(x, min.To(DType.Float32).Item(), max.To(DType.Float32).Item());
+        Elementwise.Clamp(x, min.ToHost().To(DType.Float32).Item(), max.ToHost().To(DType.Float32).Item());   // 0-dim bounds: read on the host
 }

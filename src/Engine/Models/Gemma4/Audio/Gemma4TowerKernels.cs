@@ -23,6 +23,8 @@ internal static class Gemma4TowerKernels
         if (weight.Rank != 4 || weight.Size(1) != cin || weight.Size(2) != 3 || weight.Size(3) != 3)
             throw new ArgumentException($"conv2d: weight {Shape.Format(weight.Shape)} does not fit [out, {cin}, 3, 3] for input {Shape.Format(x.Shape)} (channels last)");
         int ho = (h + 2 - 3) / 2 + 1, wo = (w + 2 - 3) / 2 + 1, k = cin * 9;
+        if (x.IsCuda)   // the same patches gathered on the device (CudaModelOps.Im2Col3x3S2), then the one GEMM
+            return Matmul.Forward(Cuda.CudaModelOps.Im2Col3x3S2(x), weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
         var src = x.ToFloatArray();
         var cols = new float[b * ho * wo * k];
         for (int n = 0; n < b; n++)
@@ -53,6 +55,7 @@ internal static class Gemma4TowerKernels
         if (weight.Rank != 3 || weight.Size(0) != c || weight.Size(1) != 1)
             throw new ArgumentException($"depthwise conv1d: weight {Shape.Format(weight.Shape)} does not fit [{c}, 1, k] for input {Shape.Format(x.Shape)}");
         int k = weight.Size(2);
+        if (x.IsCuda) return Cuda.CudaModelOps.DepthwiseCausalConv1d(x, weight);
         var src = x.ToFloatArray();
         var wt = weight.ToFloatArray();
         var y = new float[src.Length];
@@ -83,6 +86,7 @@ internal static class Gemma4TowerKernels
     /// <summary>F.softplus(x) (beta 1, threshold 20): log1p(exp(x)), x itself above 20; in x's dtype, rounded once.</summary>
     public static Tensor Softplus(Tensor x)
     {
+        if (x.IsCuda) return Cuda.CudaOps.Unary<Cuda.Kernels.SoftplusOp>(x);
         var v = x.ToFloatArray();
         for (int i = 0; i < v.Length; i++) v[i] = v[i] > 20f ? v[i] : (float)Math.Log(1.0 + Math.Exp(v[i]));
         return Tensor.FromArray(v, x.ShapeArray).To(x.DType);
@@ -100,7 +104,7 @@ internal static class Gemma4TowerKernels
     public static bool[] Bools(Tensor mask)
     {
         if (mask.DType != DType.Bool) throw new ArgumentException($"expected a bool mask, got {mask.DType.TorchName()} {Shape.Format(mask.Shape)}");
-        return mask.Contiguous().Span<bool>().ToArray();
+        return mask.ToHost().Contiguous().Span<bool>().ToArray();   // an input mask: read on the host (control flow)
     }
 
     /// <summary>x zero-padded at the end of dim 1 to length <paramref name="length"/>.</summary>
@@ -110,6 +114,6 @@ internal static class Gemma4TowerKernels
         if (t == length) return x;
         var shape = x.ShapeArray;
         shape[1] = length - t;
-        return Tensor.Cat([x, Tensor.Zeros(x.DType, shape)], 1);
+        return Tensor.Cat([x, Tensor.ZerosLike(x, x.DType, shape)], 1);
     }
 }

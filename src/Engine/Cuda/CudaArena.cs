@@ -1,0 +1,56 @@
+namespace Harness.Engine.Cuda;
+
+/// <summary>
+/// A bump allocator over one device block, for a decode step that is captured into a CUDA graph: while an arena is
+/// current for a flow (<see cref="Use"/>), <see cref="CudaDevice.Allocate"/> hands out consecutive 256-byte aligned pieces
+/// of it instead of calling cudaMallocAsync, and their frees do nothing. Replaying the same step makes the same
+/// allocations in the same order, so every tensor of the step lands at the same address each time, which is what a
+/// graph's baked-in kernel arguments need. <see cref="Reset"/> starts over (the previous step's tensors are dead).
+/// </summary>
+public sealed class CudaArena : IDisposable
+{
+    private static readonly AsyncLocal<CudaArena?> Active = new();
+    private readonly DeviceMemory _block;
+    private long _used;
+
+    public CudaDevice Device { get; }
+    public long Capacity => _block.Bytes;
+    /// <summary>Bytes handed out since the last <see cref="Reset"/>.</summary>
+    public long Used => _used;
+
+    /// <summary>The arena of the current flow, or null (ordinary stream-ordered allocation).</summary>
+    public static CudaArena? Current => Active.Value;
+
+    public CudaArena(CudaDevice device, long bytes)
+    {
+        Device = device;
+        _block = device.Allocate(bytes);
+    }
+
+    /// <summary>Makes this arena the current flow's allocator until disposed.</summary>
+    public IDisposable Use()
+    {
+        var previous = Active.Value;
+        Active.Value = this;
+        return new Restore(() => Active.Value = previous);
+    }
+
+    public void Reset() => _used = 0;
+
+    internal DeviceMemory Take(long bytes)
+    {
+        long start = (_used + 255) / 256 * 256;
+        if (start + bytes > _block.Bytes)
+            throw new OutOfMemoryException($"CUDA arena of {_block.Bytes} bytes exhausted: {bytes} more bytes asked after {_used}");
+        _used = start + bytes;
+        return new DeviceMemory(Device, _block.Pointer + (nint)start, bytes);
+    }
+
+    public void Dispose() => _block.Dispose();
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+        public void Dispose() { _undo?.Invoke(); _undo = null; }
+    }
+}

@@ -1,0 +1,28 @@
+using Harness.Engine.Tensors;
+
+namespace Harness.Engine.Models.Llama;
+
+/// <summary>
+/// Reusable host buffers for one model instance (one rank): each slot is a [rows, cols] tensor that grows to the largest
+/// rows seen and is handed out again as a view, so after warm-up a decode step allocates no tensor storage for the glue
+/// between linear layers (norm outputs, rotated q, attention output, activation output, the residual stream). Layers run
+/// one after another, so one buffer per slot serves every layer; a slot's contents are valid until its next use
+/// (captures are cloned by the sink).
+/// </summary>
+public sealed class LlamaWorkspace
+{
+    public const int Normed = 0, Query = 1, AttnOut = 2, Act = 3, Residual = 4, Final = 5, Count = 6;
+
+    private readonly Tensor?[] _buffers = new Tensor?[Count];
+    private readonly Tensor?[] _views = new Tensor?[Count];
+
+    /// <summary>A [rows, cols] tensor of slot (contents undefined).</summary>
+    public Tensor Get(int slot, DType dtype, int rows, int cols)
+    {
+        if (_views[slot] is { } v && v.DType == dtype && v.Shape[0] == rows && v.Shape[1] == cols) return v;
+        var b = _buffers[slot];
+        if (b is null || b.DType != dtype || b.Shape[1] != cols || b.Shape[0] < rows)
+            _buffers[slot] = b = Tensor.Zeros(dtype, Math.Max(rows, b is not null && b.DType == dtype && b.Shape[1] == cols ? b.Shape[0] : 0), cols);
+        return _views[slot] = b.Shape[0] == rows ? b : b.Narrow(0, 0, rows);
+    }
+}

@@ -1,0 +1,57 @@
+# `harness bench --model DIR` on the CPU (issue 15): HF transformers eager timed in the worker with the engine's thread count.
+
+def op_bench_model(args, tensors):
+    """Prefill ms (median of runs) per prompt length, and greedy decode tokens/s (a manual loop over the KV cache: one
+    forward of one token and an argmax per step, the first two steps not timed), for one model dtype."""
+    import statistics
+    dt = torch_dtype(args.get("dtype", "float32"))
+    before = torch.get_num_threads()
+    set_threads(int(args["threads"]))
+    try:
+        threads = torch.get_num_threads()
+        model = transformers.AutoModelForCausalLM.from_pretrained(args["model"], dtype=dt, attn_implementation="eager").eval()
+        ids_all = [int(i) for i in args["ids"]]
+        runs = max(1, int(args.get("runs", 3)))
+        budget = float(args.get("budget_s", 4.0))
+        prefill = {}
+        with torch.no_grad():
+            for n in args["prompts"]:
+                ids = torch.tensor([ids_all[:int(n)]])
+                t0 = time.perf_counter(); model(ids); first = time.perf_counter() - t0
+                times = []
+                for _ in range(runs if first < budget else 1):
+                    t0 = time.perf_counter(); model(ids); times.append(time.perf_counter() - t0)
+                prefill[str(n)] = statistics.median(times) * 1e3
+            new = int(args["new"])
+            ids = torch.tensor([ids_all[:int(args["decode_prompt"])]])
+            out = model(ids, use_cache=True)
+            past = out.past_key_values
+            nxt = out.logits[:, -1:].argmax(-1)
+            steps = []
+            for _ in range(new):
+                t0 = time.perf_counter()
+                out = model(nxt, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = out.logits[:, -1:].argmax(-1)
+                steps.append(time.perf_counter() - t0)
+        timed = steps[2:] if len(steps) > 2 else steps
+        decode = len(timed) / max(sum(timed), 1e-9)
+    finally:
+        set_threads(before)
+    return {"prefill_ms": prefill, "decode_tps": decode, "threads": threads,
+            "torch": torch.__version__, "transformers": transformers.__version__}, []
+
+
+def op_make_random_llama(args, tensors):
+    """A random Llama for the bench, saved to args["out"] (config fields as args give them), seeded."""
+    cfg = dict(args["config"])
+    dt = torch_dtype(args.get("dtype", "float32"))
+    config = transformers.LlamaConfig(**cfg)
+    torch.manual_seed(int(args.get("seed", 0)))
+    model = transformers.LlamaForCausalLM(config).to(dt)
+    model.save_pretrained(args["out"], safe_serialization=True)
+    return {"parameters": sum(p.numel() for p in model.parameters())}, []
+
+
+OPS["bench_model"] = op_bench_model
+OPS["make_random_llama"] = op_make_random_llama
