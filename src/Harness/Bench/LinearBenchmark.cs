@@ -41,7 +41,7 @@ public static class LinearBenchmark
             foreach (var (name, k, n) in Shapes)
             {
                 double square = SquareRate(1024), copy = flush.CopyBandwidth(threads);
-                Console.WriteLine($"-- {name} {(dtype == DType.Float32 ? "fp32" : "bf16")}: square fp32 GEMM {square:F1} GFLOP/s, copy {copy:F1} GB/s");
+                Console.WriteLine($"-- {name} {(dtype == DType.Float32 ? "fp32" : "bf16")}: square fp32 GEMM {square:F1} GFLOP/s, copy {copy:F1} GB/s (read + write bytes)");
                 var weight = Tensor.Uniform(dtype, 2, -0.05f, 0.05f, n, k);
                 var linear = new Linear(weight);
                 foreach (int m in ms)
@@ -125,7 +125,7 @@ public static class LinearBenchmark
             return Vector256.Sum(s);
         }
 
-        /// <summary>Bytes copied per second (one side), the buffer split over the threads, best of 3.</summary>
+        /// <summary>Bytes moved per second by a copy (read + write, the convention of `bench --model`), the buffer split over the threads, best of 3.</summary>
         public double CopyBandwidth(int threads)
         {
             double best = double.MaxValue;
@@ -139,7 +139,7 @@ public static class LinearBenchmark
                 });
                 best = Math.Min(best, sw.Elapsed.TotalSeconds);
             }
-            return Bytes / best / 1e9;
+            return 2.0 * Bytes / best / 1e9;
         }
 
         /// <summary>Median seconds of one call with every cache flushed before it (7 calls after a warm-up).</summary>
