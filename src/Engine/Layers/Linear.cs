@@ -28,12 +28,30 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
     private readonly object _gate = new();
     private PackedWeight? _packed;
 
-    public Tensor Forward(Tensor x)
+    public Tensor Forward(Tensor x) => Forward(x, null);
+
+    /// <param name="x">[..., in]</param>
+    /// <param name="output">Where y goes: a contiguous tensor of x's dtype with [..., out]'s element count (the caller's
+    /// reusable buffer, so a decode step allocates no tensor storage), or null for a fresh tensor. Its contents are
+    /// overwritten; the same bits as without it.</param>
+    /// <returns>y [..., out]: a view of <paramref name="output"/> when one is given.</returns>
+    public Tensor Forward(Tensor x, Tensor? output)
     {
         if (x.Size(-1) != InFeatures)
             throw new ArgumentException(
                 $"mat1 and mat2 shapes cannot be multiplied ({x.NumEl / Math.Max(x.Size(-1), 1)}x{x.Size(-1)} and {InFeatures}x{OutFeatures})");
-        if (UsesPackedWeight(x)) return PackedForward(x);
+        if (output is not null && (!output.IsContiguous || output.DType != x.DType || output.IsCuda != x.IsCuda
+                                   || output.NumEl != x.NumEl / InFeatures * OutFeatures))
+            throw new ArgumentException($"Linear output buffer {output} cannot hold [{x.NumEl / InFeatures}, {OutFeatures}] of {x.DType.TorchName()}");
+        if (UsesPackedWeight(x)) return PackedForward(x, output);
+        if (output is null) return Unpacked(x);
+        var y = Unpacked(x);
+        output.Reshape(y.ShapeArray).CopyFrom(y);
+        return output.Reshape(y.ShapeArray);
+    }
+
+    private Tensor Unpacked(Tensor x)
+    {
         if (Bias is null) return Matmul.Forward(x, Weight.T());   // [..., out]
         if (x.DType == DType.Float32) return Elementwise.Add(Matmul.Forward(x, Weight.T()), Bias);
         // torch's addmm for bf16/fp16 accumulates in float32, adds the bias there and rounds once (F.linear with a bias
@@ -64,16 +82,44 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
     }
 
     // [..., in] -> [..., out]: one GEMM over the folded rows, float32 accumulation, the bias added in float32, one rounding.
-    private Tensor PackedForward(Tensor x)
+    // With an output buffer: float32 writes straight into it; bf16 goes through this thread's float32 scratch and is
+    // rounded into it once (the same arithmetic as y.To(bf16)); the bias is added in place in float32.
+    private Tensor PackedForward(Tensor x, Tensor? output)
     {
         var packed = Packed();
         var rows = x.Reshape(-1, InFeatures);                            // [M, in]
         int m = rows.Shape[0];
-        var y = Tensor.Zeros(DType.Float32, m, OutFeatures);             // [M, out] float32
-        if (m > 0) Gemm.MultiplyPacked(MatrixView.Of(rows), packed, y.Span<float>(), OutFeatures);
-        if (Bias is not null) y = Elementwise.Add(y, Bias.To(DType.Float32));
         var outShape = x.ShapeArray;
         outShape[^1] = OutFeatures;
-        return (x.DType == DType.Float32 ? y : y.To(x.DType)).Reshape(outShape);
+        if (output is null)
+        {
+            var y = Tensor.Zeros(DType.Float32, m, OutFeatures);         // [M, out] float32
+            if (m > 0) Gemm.MultiplyPacked(MatrixView.Of(rows), packed, y.Span<float>(), OutFeatures);
+            if (Bias is not null) y = Elementwise.Add(y, Bias.To(DType.Float32));
+            return (x.DType == DType.Float32 ? y : y.To(x.DType)).Reshape(outShape);
+        }
+        int n = m * OutFeatures;
+        var c = x.DType == DType.Float32 ? output.Span<float>()[..n] : Float32Scratch(n);
+        if (m > 0) Gemm.MultiplyPacked(MatrixView.Of(rows), packed, c, OutFeatures);
+        if (Bias is not null)
+        {
+            var b = BiasFloat32();
+            for (int i = 0; i < m; i++)
+                System.Numerics.Tensors.TensorPrimitives.Add(c.Slice(i * OutFeatures, OutFeatures), b, c.Slice(i * OutFeatures, OutFeatures));
+        }
+        if (x.DType == DType.BFloat16) BFloat16.FromFloat(c, output.Span<ushort>()[..n]);
+        return output.Reshape(outShape);
     }
+
+    [ThreadStatic] private static float[]? _scratch;
+
+    private static Span<float> Float32Scratch(int n)
+    {
+        if (_scratch is null || _scratch.Length < n) _scratch = new float[Math.Max(n, 2 * (_scratch?.Length ?? 0))];
+        return _scratch.AsSpan(0, n);
+    }
+
+    private float[]? _biasFloat32;
+
+    private ReadOnlySpan<float> BiasFloat32() => _biasFloat32 ??= Bias!.To(DType.Float32).Contiguous().ToFloatArray();
 }

@@ -38,5 +38,9 @@ public sealed class MergedColumnParallelLinear
         return new(prefixes.Select(p => weights.Get(p + ".weight")).ToList(), tp, prefixes, biases.All(b => b is not null) ? biases.Select(b => b!).ToList() : null);
     }
 
-    public Tensor Forward(Tensor x) => _local.Forward(x); // [tokens, sum(out_i)/tp]
+    /// <param name="output">A buffer for [tokens, sum(out_i)/tp] (see <see cref="Linear.Forward(Tensor, Tensor?)"/>), or null.</param>
+    public Tensor Forward(Tensor x, Tensor? output = null) => _local.Forward(x, output); // [tokens, sum(out_i)/tp]
+
+    /// <summary>sum(out_i)/tp: this rank's output width.</summary>
+    public int LocalOutFeatures => _local.OutFeatures;
 }

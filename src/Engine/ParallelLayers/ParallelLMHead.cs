@@ -31,9 +31,11 @@ public sealed class ParallelLMHead
     }
 
     /// <summary>hidden [tokens, hidden] -> logits [tokens, vocab] on every rank.</summary>
-    public Tensor Forward(Tensor hidden)
+    /// <param name="output">A buffer for [tokens, vocab] (see <see cref="Linear.Forward(Tensor, Tensor?)"/>), used at
+    /// TP=1 without vocab padding only; the logits are then its view, valid until the buffer's next use.</param>
+    public Tensor Forward(Tensor hidden, Tensor? output = null)
     {
-        var local = _local.Forward(hidden);                                // [tokens, Vp/tp]
+        var local = _local.Forward(hidden, _tp.WorldSize == 1 && PaddedVocabSize == VocabSize ? output : null); // [tokens, Vp/tp]
         var all = _tp.WorldSize == 1 ? local : _tp.AllGather(local, -1);   // [tokens, Vp]
         return all.Narrow(-1, 0, VocabSize).Contiguous();                  // [tokens, vocab]
     }

@@ -34,8 +34,10 @@ public sealed class QKVParallelLinear
         _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim, bias);
         _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
         _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
-        // On a GPU the three shards run as one product (vLLM's fused qkv_proj): [q; k; v] rows, one launch instead of three.
-        if (_q.Weight.IsCuda && (_q.Bias is null) == (_k.Bias is null) && (_k.Bias is null) == (_v.Bias is null))
+        // The three shards run as one product (vLLM's fused qkv_proj): [q; k; v] rows, one launch on a GPU, one pass over
+        // the packed weight on the host (decode reads the three small weights as one stream). Each output element is its
+        // own dot product over k either way, so q, k, v have the bits of three separate products.
+        if ((_q.Bias is null) == (_k.Bias is null) && (_k.Bias is null) == (_v.Bias is null))
         {
             _fused = new Linear(Tensor.Cat([_q.Weight, _k.Weight, _v.Weight], 0),
                 _q.Bias is null ? null : Tensor.Cat([_q.Bias, _k.Bias!, _v.Bias!], 0));
@@ -59,10 +61,15 @@ public sealed class QKVParallelLinear
     }
 
     /// <summary>q [tokens, heads/tp*hd], k and v [tokens, kv_per_rank*hd].</summary>
-    public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x)
+    /// <param name="output">With the fused projection: a buffer for [tokens, (heads + 2 kv) * hd / tp] (see
+    /// <see cref="Linear.Forward(Tensor, Tensor?)"/>); q, k, v are then its views. Ignored without fusion.</param>
+    /// <summary>The fused projection's output width, (heads + 2 kv) * hd / tp, or 0 when q, k, v are separate.</summary>
+    public int FusedWidth => _fused?.OutFeatures ?? 0;
+
+    public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x, Tensor? output = null)
     {
         if (_fused is null) return (_q.Forward(x), _k.Forward(x), _v.Forward(x));
-        var qkv = _fused.Forward(x);                                       // [tokens, (heads + 2 kv) * hd / tp]
+        var qkv = _fused.Forward(x, output);                               // [tokens, (heads + 2 kv) * hd / tp]
         int nq = _q.OutFeatures, nk = _k.OutFeatures;
         return (qkv.Narrow(-1, 0, nq), qkv.Narrow(-1, nq, nk), qkv.Narrow(-1, nq + nk, _v.OutFeatures));
     }

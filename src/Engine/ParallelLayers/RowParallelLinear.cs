@@ -21,6 +21,9 @@ public sealed class RowParallelLinear
     public bool ReduceResults { get; }
     public int InFeatures { get; }
 
+    /// <summary>out: the output width (every rank's partial product has it).</summary>
+    public int OutFeatures => _local.OutFeatures;
+
     public RowParallelLinear(Tensor fullWeight, Tensor? bias, IProcessGroup tp, bool inputIsParallel, bool reduceResults, string name)
     {
         _tp = tp;
@@ -40,11 +43,13 @@ public sealed class RowParallelLinear
         return new RowParallelLinear(weights.Get(prefix + ".weight"), b, tp, inputIsParallel, reduceResults, prefix);
     }
 
-    public Tensor Forward(Tensor x)
+    /// <param name="output">A buffer for [tokens, out] (see <see cref="Linear.Forward(Tensor, Tensor?)"/>), used at
+    /// TP=1 only: under TP the all-reduce returns its own tensor.</param>
+    public Tensor Forward(Tensor x, Tensor? output = null)
     {
         if (!InputIsParallel)
             x = Sharding.Shard(x, -1, _tp.Rank, _tp.WorldSize, "RowParallelLinear input"); // [tokens, in] -> [tokens, in/tp]
-        var partial = _local.Forward(x);                                                  // [tokens, out], this rank's part
+        var partial = _local.Forward(x, _tp.WorldSize == 1 ? output : null);              // [tokens, out], this rank's part
         if (!ReduceResults) return partial;
         return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);                     // [tokens, out]
     }

@@ -234,12 +234,13 @@ public static class CpuModelBench
         var input = Tensor.FromArray([next], 1);
         var dsw = new Stopwatch();
         long allocated = 0;
+        var step = Tensor.Zeros(dtype, 1, config.VocabSize);                         // the decode loop's logits buffer
         for (int s = 0; s < newTokens; s++)
         {
             if (s == 2) dsw.Start();
             input.Set(next, 0);
             long before = GC.GetAllocatedBytesForCurrentThread();
-            logits = model.Forward(input, 1)!;
+            logits = model.Forward(input, 1, step)!;
             if (s >= 2) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
             next = TopK.Forward(logits.Select(0, 0), 1).Indices.ToInt64Array()[0];
         }

@@ -36,13 +36,14 @@ public sealed class LlamaAttention
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
         long t0 = LlamaProfile.Now();
-        var (q, k, v) = _qkv.Forward(hidden);                             // [t, heads*hd], [t, kv*hd], [t, kv*hd]
+        var qkvOut = hidden.IsCuda ? null : workspace?.Linear(LlamaWorkspace.Qkv, hidden.DType, t, _qkv.FusedWidth);
+        var (q, k, v) = _qkv.Forward(hidden, qkvOut);                     // [t, heads*hd], [t, kv*hd], [t, kv*hd]
         LlamaProfile.Add("self_attn.qkv_proj", t0);
         if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda)
         {
             var attn = Fused(q, k, v, cos, sin, cache, realTokens, workspace);
             t0 = LlamaProfile.Now();
-            var o = _oProj.Forward(attn);                                  // [t, hidden] (partial under SP)
+            var o = _oProj.Forward(attn, workspace?.Linear(LlamaWorkspace.OProj, attn.DType, t, _oProj.OutFeatures)); // [t, hidden] (partial under SP)
             LlamaProfile.Add("self_attn.o_proj", t0);
             return o;
         }

@@ -69,7 +69,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
             // the table equals the per-step computation), and reusable buffers for the glue between linear layers
             int positionsNeeded = maxPositions + 2 * ctx.TpSize;
             (_cosTable, _sinTable) = _rotary.Forward(Tensor.Arange(positionsNeeded), DType);  // [1, P, head_dim]
-            _workspace = new LlamaWorkspace();
+            _workspace = new LlamaWorkspace { LinearOutputs = ctx.TpSize == 1 && ctx.PpSize == 1 && !ctx.SequenceParallel };
         }
         else
         {   // on a GPU: the same tables uploaded once (no per-step upload; a graph step reads rows at the device's position)
@@ -123,7 +123,9 @@ public sealed class LlamaForCausalLM : ICheckpointModel
     /// (prompt embeds; first stage only, other stages pass null). Returns logits [tokens, vocab] on the last stage,
     /// null on the others.
     /// </summary>
-    public Tensor? Forward(Tensor? input, int tokens)
+    /// <param name="logits">A buffer for [tokens, vocab] of the model's dtype that the logits are written into (at TP=1;
+    /// ignored otherwise), so a decode loop that passes one allocates no tensor storage; null: fresh logits.</param>
+    public Tensor? Forward(Tensor? input, int tokens, Tensor? logits = null)
     {
         int tp = _ctx.TpSize;
         int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
@@ -196,10 +198,10 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         final = final.Narrow(0, 0, tokens);                                             // [T, hidden]
         Record("model.norm", final);
         t0 = LlamaProfile.Now();
-        var logits = _lmHead!.Forward(final);                                           // [T, vocab]
+        var result = _lmHead!.Forward(final, logits);                                  // [T, vocab]
         LlamaProfile.Add("lm_head", t0);
-        Record("lm_head", logits);
-        return logits;
+        Record("lm_head", result);
+        return result;
     }
 
     // cos/sin [1, Tp, head_dim] of positions start..: slices of the tables (the host's, or the GPU's, read at the device's

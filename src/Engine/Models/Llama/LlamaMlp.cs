@@ -28,7 +28,8 @@ public sealed class LlamaMlp
     public Tensor Forward(Tensor x, LlamaWorkspace? workspace = null)
     {
         long t0 = LlamaProfile.Now();
-        var gateUp = _gateUp.Forward(x);                  // [tokens, 2 * intermediate/tp]
+        var gateUp = _gateUp.Forward(x, x.IsCuda || x.Rank != 2 ? null
+            : workspace?.Linear(LlamaWorkspace.GateUp, x.DType, x.Shape[0], _gateUp.LocalOutFeatures)); // [tokens, 2 * intermediate/tp]
         LlamaProfile.Add("mlp.gate_up_proj", t0);
         t0 = LlamaProfile.Now();
         Tensor h;
@@ -41,7 +42,8 @@ public sealed class LlamaMlp
         else h = Activation.ApplyGated(gateUp, _act);     // [tokens, intermediate/tp]
         LlamaProfile.Add("mlp.act_and_mul", t0);
         t0 = LlamaProfile.Now();
-        var y = _down.Forward(h);                         // [tokens, hidden]
+        var y = _down.Forward(h, h.IsCuda || h.Rank != 2 ? null
+            : workspace?.Linear(LlamaWorkspace.Down, h.DType, h.Shape[0], _down.OutFeatures)); // [tokens, hidden]
         LlamaProfile.Add("mlp.down_proj", t0);
         return y;
     }

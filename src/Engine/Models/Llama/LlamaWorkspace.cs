@@ -11,7 +11,17 @@ namespace Harness.Engine.Models.Llama;
 /// </summary>
 public sealed class LlamaWorkspace
 {
-    public const int Normed = 0, Query = 1, AttnOut = 2, Act = 3, Residual = 4, Final = 5, Count = 6;
+    public const int Normed = 0, Query = 1, AttnOut = 2, Act = 3, Residual = 4, Final = 5,
+        Qkv = 6, OProj = 7, GateUp = 8, Down = 9, Count = 10;
+
+    /// <summary>
+    /// Whether the linear layers write into slots too (qkv, o_proj, gate_up, down): only where no output leaves this rank's
+    /// forward before the next layer overwrites it (one rank: no all-reduce, no pipeline send).
+    /// </summary>
+    public bool LinearOutputs { get; init; }
+
+    /// <summary>A [rows, cols] buffer of slot for a linear layer's output, or null when <see cref="LinearOutputs"/> is off.</summary>
+    public Tensor? Linear(int slot, DType dtype, int rows, int cols) => LinearOutputs && cols > 0 ? Get(slot, dtype, rows, cols) : null;
 
     private readonly Tensor?[] _buffers = new Tensor?[Count];
     private readonly Tensor?[] _views = new Tensor?[Count];
