@@ -91,7 +91,10 @@ public static class Attention
     /// Shapes: q [t, heads*hd] contiguous; keys, values [kv, capacity, hd] contiguous (the cache; rows past+t.. unread);
     /// output [t, heads*hd] contiguous. One dtype (float32 or bfloat16); heads a multiple of kv.
     /// </summary>
-    public static void CausalInto(Tensor q, Tensor keys, Tensor values, int past, int filled, float scale, Tensor output)
+    /// <param name="prefillKernel">From <see cref="BlockedMinTokens"/> query tokens on, the prefill kernel (tiled, or
+    /// GEMM-blocked) instead of the row kernel: the same function, so only A/B timing and its test turn it off.</param>
+    public static void CausalInto(Tensor q, Tensor keys, Tensor values, int past, int filled, float scale, Tensor output,
+        bool prefillKernel = true)
     {
         int t = q.Shape[0], kv = keys.Shape[0], hd = keys.Shape[2], heads = q.Shape[1] / hd;
         if (q.DType != keys.DType || q.DType != values.DType || q.DType != output.DType || q.DType is not (DType.Float32 or DType.BFloat16))
@@ -105,7 +108,7 @@ public static class Attention
         if (!output.IsContiguous || !Shape.SequenceEqual(output.Shape, q.Shape))
             throw new ArgumentException($"attention: output {Shape.Format(output.Shape)} must be {Shape.Format(q.Shape)} contiguous");
 
-        if (t >= BlockedMinTokens && BlockedPrefill)
+        if (t >= BlockedMinTokens && prefillKernel)
         {
             if (hd % 16 == 0) Tiled(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
             else Blocked(q, keys, values, past, filled, scale, output, t, heads, kv, hd);
@@ -130,9 +133,6 @@ public static class Attention
     public const int BlockedMinTokens = 32;
 
     private const int BlockTokens = 128;
-
-    /// <summary>Whether prefill takes the blocked GEMM path (true) or the row kernel; for A/B timing (bench --profile).</summary>
-    public static bool BlockedPrefill { get; set; } = true;
 
     // Prefill: per kv head g and block of query tokens [i0, i1), the group's queries as one [rows, hd] matrix
     // (row r = (i - i0) * group + hh is head g*group + hh of token i), scores against the keys that block can see with the

@@ -264,13 +264,11 @@ public static class CpuModelBench
         var o = Tensor.Zeros(dt, p, 16 * 64);
         foreach (bool blocked in new[] { true, false, true, false })
         {
-            Attention.BlockedPrefill = blocked;
-            Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
+            Attention.CausalInto(q, k, v, 0, p, 0.125f, o, prefillKernel: blocked);
             var sw = Stopwatch.StartNew();
-            for (int r = 0; r < 3; r++) Attention.CausalInto(q, k, v, 0, p, 0.125f, o);
+            for (int r = 0; r < 3; r++) Attention.CausalInto(q, k, v, 0, p, 0.125f, o, prefillKernel: blocked);
             Console.WriteLine($"attention A/B {dt.TorchName()} t={p}: {(blocked ? "prefill kernel (tiled, or GEMM-blocked)" : "row kernel")} {sw.Elapsed.TotalMilliseconds / 3:F1} ms");
         }
-        Attention.BlockedPrefill = true;
     }
 
     private static void PrintProfile(string what, double totalMs, IReadOnlyDictionary<string, double> modules)

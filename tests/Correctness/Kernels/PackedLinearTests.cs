@@ -103,25 +103,7 @@ public class PackedLinearTests
     }
 
     /// <summary>The kernel's contract, element by element: c = vdpbf16ps lane over k pairs ascending, from zero.</summary>
-    private static float[] NativeModel(Tensor x, Tensor w, int m)
-    {
-        int n = w.Shape[0], k = w.Shape[1];
-        var xs = x.Span<ushort>();
-        var ws = w.Span<ushort>();
-        var c = new float[m * n];
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                float acc = 0;
-                for (int p = 0; p < k; p += 2)
-                {
-                    ushort x1 = p + 1 < k ? xs[i * k + p + 1] : (ushort)0, w1 = p + 1 < k ? ws[j * k + p + 1] : (ushort)0;
-                    acc = Bf16DotKernel.ReferenceLane(acc, xs[i * k + p], x1, ws[j * k + p], w1);
-                }
-                c[i * n + j] = acc;
-            }
-        return c;
-    }
+    private static float[] NativeModel(Tensor x, Tensor w, int m) => Bf16DotKernel.NaiveProduct(x, w, m);
 
     [Theory]
     [InlineData(DType.Float32)]

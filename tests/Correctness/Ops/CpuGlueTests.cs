@@ -54,10 +54,7 @@ public class CpuGlueTests
         float scale = 1f / MathF.Sqrt(hd);
         int filled = past + t - 1;                                                        // one SP padding query at the end
         var got = Tensor.Zeros(dt, t, heads * hd);
-        bool before = Attention.BlockedPrefill;
-        Attention.BlockedPrefill = blocked;
-        try { Attention.CausalInto(q, keys, values, past, filled, scale, got); }
-        finally { Attention.BlockedPrefill = before; }
+        Attention.CausalInto(q, keys, values, past, filled, scale, got, prefillKernel: blocked);
         var want = EagerReference(q, keys, values, past, filled, scale);
         var g = got.ToFloatArray();
         var w = want.ToFloatArray();

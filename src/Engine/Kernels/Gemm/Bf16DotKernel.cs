@@ -140,6 +140,31 @@ internal static unsafe class Bf16DotKernel
     }
 
     /// <summary>
+    /// The naive computation the native kernel equals bit for bit: C[m, n] = x[:m] W^T with every element one
+    /// <see cref="ReferenceLane"/> chain over the k pairs ascending, from zero (an odd K's last pair padded with 0).
+    /// x [>= m, K] and W [N, K] contiguous bf16.
+    /// </summary>
+    public static float[] NaiveProduct(Tensors.Tensor x, Tensors.Tensor w, int m)
+    {
+        int n = w.Shape[0], k = w.Shape[1];
+        var xs = x.Span<ushort>();
+        var ws = w.Span<ushort>();
+        var c = new float[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                float acc = 0;
+                for (int p = 0; p < k; p += 2)
+                {
+                    ushort x1 = p + 1 < k ? xs[i * k + p + 1] : (ushort)0, w1 = p + 1 < k ? ws[j * k + p + 1] : (ushort)0;
+                    acc = ReferenceLane(acc, xs[i * k + p], x1, ws[j * k + p], w1);
+                }
+                c[i * n + j] = acc;
+            }
+        return c;
+    }
+
+    /// <summary>
     /// The x86-64 encoder: only the forms the kernel uses. The kernel (MR rows, NP panels; acc(r,q,h) = zmm[r*2NP + 2q + h],
     /// B(q,h) = zmm[2NP*MR + 2q + h]; r11 = panel stride, rax = 3 * stride):
     /// <code>

@@ -58,24 +58,14 @@ public static class PackedSelfCheck
                 var w = Tensor.Normal(DType.BFloat16, (ulong)(k + 2 * n), 0, 1, n, k);
                 var x = Tensor.Normal(DType.BFloat16, (ulong)(k * 3 + n), 0, 1, Ms[^1], k);
                 var packed = PackedWeight.Pack(w, GemmKernel.Avx512);
-                var xs = x.Span<ushort>();
-                var ws = w.Span<ushort>();
                 foreach (int m in Ms)
                 {
                     var c = new float[m * n];
                     Gemm.MultiplyPacked(MatrixView.Of(x.Narrow(0, 0, m)), packed, c, n);
-                    for (int i = 0; i < m; i++)
-                        for (int j = 0; j < n; j++)
-                        {
-                            float acc = 0;
-                            for (int p = 0; p < k; p += 2)
-                            {
-                                ushort x1 = p + 1 < k ? xs[i * k + p + 1] : (ushort)0, w1 = p + 1 < k ? ws[j * k + p + 1] : (ushort)0;
-                                acc = Bf16DotKernel.ReferenceLane(acc, xs[i * k + p], x1, ws[j * k + p], w1);
-                            }
-                            if (BitConverter.SingleToUInt32Bits(acc) != BitConverter.SingleToUInt32Bits(c[i * n + j]))
-                                return $"M={m} K={k} N={n} ({PackedGemm.LastPath}): C[{i},{j}] = {c[i * n + j]:R}, vdpbf16ps model {acc:R}";
-                        }
+                    var want = Bf16DotKernel.NaiveProduct(x, w, m);
+                    for (int e = 0; e < c.Length; e++)
+                        if (BitConverter.SingleToUInt32Bits(want[e]) != BitConverter.SingleToUInt32Bits(c[e]))
+                            return $"M={m} K={k} N={n} ({PackedGemm.LastPath}): C[{e / n},{e % n}] = {c[e]:R}, vdpbf16ps model {want[e]:R}";
                 }
             }
         return null;
