@@ -155,6 +155,8 @@ public class CpuGlueTests
     [InlineData(DType.BFloat16)]
     public void A_decode_step_allocates_no_tensor_storage_after_warm_up(DType dt)
     {
+        // one thread: no GEMM pool hand-off, whose Parallel.For fallback (when another test holds the pool) allocates
+        using var oneThread = Harness.Engine.Runtime.ComputeSettings.UseThreads(1);
         long Step(int width)
         {
             var (model, _) = RandomLlama(dt, width);
