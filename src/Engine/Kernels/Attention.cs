@@ -86,51 +86,27 @@ public static class Attention
     /// The prefill form of <see cref="Row{T, TKv}"/>: up to <see cref="TileRows"/> query rows against the same KV head at
     /// once, each row r with its own visible count n[r], so every key's columns are loaded once per tile:
     /// <code>
-    /// scores[r, j] = q[r] . k_j                 j &lt; max n  (keysT: the keys transposed, [hd, ldk], 16 keys a step)
+    /// scores[r, j] = q[r] . k_j                 j &lt; max n  (keysT: the keys transposed, [hd, ldk], 32 keys a step)
     /// p[r]         = SoftmaxRow(round(scores[r, :n[r]]), scale)
     /// out[r]       = sum_{j &lt; n[r]} p[r, j] * v_j   (float32; the caller rounds once)
     /// </code>
-    /// The same roundings as <see cref="Row{T, TKv}"/>, dot products in order c = 0..hd-1 (one FMA chain per score).
-    /// Shape contract: hd a multiple of 16; q rows at q[r * hd]; keysT [hd, ldk] float32 with ldk a multiple of 16 and
-    /// ldk &gt;= max n (columns from n on are read but unused: they must be finite); values n rows of hd at j * hd;
+    /// The same roundings as <see cref="Row{T, TKv}"/>, dot products in order c = 0..hd-1 (one FMA chain per score), the
+    /// sum over keys in order j = 0.. (one FMA chain per output element): 16-lane vectors where the CPU has AVX-512 (a lane
+    /// is one score or one output element, lanes never mix), else 8-lane ones; the same bits either way.
+    /// Shape contract: hd a multiple of 16; q rows at q[r * hd]; keysT [hd, ldk] float32 with ldk a multiple of 32 and
+    /// ldk &gt;= max n (columns from n on are read but unused: they must be finite); values (float32) n rows of hd at j * hd;
     /// scores [rows, ldk] scratch; out [rows, hd].
     /// </summary>
-    public static void Tile<T, TKv>(ReadOnlySpan<float> q, int rows, ReadOnlySpan<int> n, ReadOnlySpan<float> keysT, int ldk,
-        ReadOnlySpan<T> values, int hd, float scale, DType dtype, Span<float> scores, Span<float> output)
-        where T : unmanaged where TKv : IKvElement<T>
+    public static void Tile(ReadOnlySpan<float> q, int rows, ReadOnlySpan<int> n, ReadOnlySpan<float> keysT, int ldk,
+        ReadOnlySpan<float> values, int hd, float scale, DType dtype, Span<float> scores, Span<float> output)
     {
         int maxN = 0;
         for (int r = 0; r < rows; r++) maxN = Math.Max(maxN, n[r]);
-        if (rows < 1 || rows > TileRows || hd % 16 != 0 || ldk % 16 != 0 || ldk < maxN || q.Length < rows * hd || keysT.Length < hd * ldk
+        if (rows < 1 || rows > TileRows || hd % 16 != 0 || ldk % 32 != 0 || ldk < maxN || q.Length < rows * hd || keysT.Length < hd * ldk
             || values.Length < maxN * hd || scores.Length < rows * ldk || output.Length < rows * hd)
             throw new ArgumentException($"attention tile: {rows} rows, hd {hd}, ldk {ldk}, n up to {maxN}");
-        ref float qr = ref MemoryMarshal.GetReference(q);
-        ref float kt = ref MemoryMarshal.GetReference(keysT);
-        ref float sr = ref MemoryMarshal.GetReference(scores);
-        // rows beyond `rows` repeat the last one (their results are not stored)
-        int r1 = Math.Min(1, rows - 1) * hd, r2 = Math.Min(2, rows - 1) * hd, r3 = Math.Min(3, rows - 1) * hd;
-        for (int j = 0; j < maxN; j += 16)
-        {
-            Vector256<float> a00 = Vector256<float>.Zero, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            for (int c = 0; c < hd; c++)
-            {
-                ref float kc = ref Unsafe.Add(ref kt, c * ldk + j);
-                var k0 = Vector256.LoadUnsafe(ref kc);
-                var k1 = Vector256.LoadUnsafe(ref kc, 8);
-                var q0 = Vector256.Create(Unsafe.Add(ref qr, c));
-                var q1 = Vector256.Create(Unsafe.Add(ref qr, r1 + c));
-                var q2 = Vector256.Create(Unsafe.Add(ref qr, r2 + c));
-                var q3 = Vector256.Create(Unsafe.Add(ref qr, r3 + c));
-                a00 = Vector256.FusedMultiplyAdd(q0, k0, a00); a01 = Vector256.FusedMultiplyAdd(q0, k1, a01);
-                a10 = Vector256.FusedMultiplyAdd(q1, k0, a10); a11 = Vector256.FusedMultiplyAdd(q1, k1, a11);
-                a20 = Vector256.FusedMultiplyAdd(q2, k0, a20); a21 = Vector256.FusedMultiplyAdd(q2, k1, a21);
-                a30 = Vector256.FusedMultiplyAdd(q3, k0, a30); a31 = Vector256.FusedMultiplyAdd(q3, k1, a31);
-            }
-            a00.StoreUnsafe(ref sr, (nuint)j); a01.StoreUnsafe(ref sr, (nuint)(j + 8));
-            if (rows > 1) { a10.StoreUnsafe(ref sr, (nuint)(ldk + j)); a11.StoreUnsafe(ref sr, (nuint)(ldk + j + 8)); }
-            if (rows > 2) { a20.StoreUnsafe(ref sr, (nuint)(2 * ldk + j)); a21.StoreUnsafe(ref sr, (nuint)(2 * ldk + j + 8)); }
-            if (rows > 3) { a30.StoreUnsafe(ref sr, (nuint)(3 * ldk + j)); a31.StoreUnsafe(ref sr, (nuint)(3 * ldk + j + 8)); }
-        }
+        if (Vector512.IsHardwareAccelerated) TileScores<Lanes16, Acc16>(q, rows, maxN, keysT, ldk, hd, scores);
+        else TileScores<Lanes8, Acc8>(q, rows, maxN, keysT, ldk, hd, scores);
         for (int r = 0; r < rows; r++)
         {
             var s = scores.Slice(r * ldk, n[r]);
@@ -138,31 +114,114 @@ public static class Attention
             SoftmaxRow(s, scale, dtype);
             scores.Slice(r * ldk + n[r], maxN - n[r]).Clear();               // later keys: probability 0
         }
-        // out[r] = p[r] @ V, 16 columns at a time for every row of the tile
-        ref T vr = ref MemoryMarshal.GetReference(values);
+        if (Vector512.IsHardwareAccelerated && hd % 32 == 0) TileValues<Lanes16, Acc16>(rows, maxN, scores, ldk, values, hd, output);
+        else TileValues<Lanes8, Acc8>(rows, maxN, scores, ldk, values, hd, output);
+    }
+
+    /// <summary>A vector width for the tile kernel: W float lanes, two vectors (2W keys or columns) a step.</summary>
+    private interface ILanes<TAcc> where TAcc : struct
+    {
+        static abstract int W { get; }
+        static abstract void Step(ref float b, float x0, float x1, float x2, float x3, ref TAcc acc);
+        static abstract void Store(ref TAcc acc, ref float dst, nint ld, int rows);
+    }
+
+    /// <summary>Eight accumulators: rows 0..3 times two vectors.</summary>
+    private struct Acc16
+    {
+        public Vector512<float> A00, A01, A10, A11, A20, A21, A30, A31;
+    }
+
+    private struct Acc8
+    {
+        public Vector256<float> A00, A01, A10, A11, A20, A21, A30, A31;
+    }
+
+    private readonly struct Lanes16 : ILanes<Acc16>
+    {
+        public static int W => 16;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Step(ref float b, float x0, float x1, float x2, float x3, ref Acc16 a)
+        {
+            var b0 = Vector512.LoadUnsafe(ref b);
+            var b1 = Vector512.LoadUnsafe(ref b, 16);
+            var v = Vector512.Create(x0); a.A00 = Vector512.FusedMultiplyAdd(v, b0, a.A00); a.A01 = Vector512.FusedMultiplyAdd(v, b1, a.A01);
+            v = Vector512.Create(x1); a.A10 = Vector512.FusedMultiplyAdd(v, b0, a.A10); a.A11 = Vector512.FusedMultiplyAdd(v, b1, a.A11);
+            v = Vector512.Create(x2); a.A20 = Vector512.FusedMultiplyAdd(v, b0, a.A20); a.A21 = Vector512.FusedMultiplyAdd(v, b1, a.A21);
+            v = Vector512.Create(x3); a.A30 = Vector512.FusedMultiplyAdd(v, b0, a.A30); a.A31 = Vector512.FusedMultiplyAdd(v, b1, a.A31);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Store(ref Acc16 a, ref float d, nint ld, int rows)
+        {
+            a.A00.StoreUnsafe(ref d); a.A01.StoreUnsafe(ref d, 16);
+            if (rows > 1) { a.A10.StoreUnsafe(ref d, (nuint)ld); a.A11.StoreUnsafe(ref d, (nuint)(ld + 16)); }
+            if (rows > 2) { a.A20.StoreUnsafe(ref d, (nuint)(2 * ld)); a.A21.StoreUnsafe(ref d, (nuint)(2 * ld + 16)); }
+            if (rows > 3) { a.A30.StoreUnsafe(ref d, (nuint)(3 * ld)); a.A31.StoreUnsafe(ref d, (nuint)(3 * ld + 16)); }
+        }
+    }
+
+    private readonly struct Lanes8 : ILanes<Acc8>
+    {
+        public static int W => 8;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Step(ref float b, float x0, float x1, float x2, float x3, ref Acc8 a)
+        {
+            var b0 = Vector256.LoadUnsafe(ref b);
+            var b1 = Vector256.LoadUnsafe(ref b, 8);
+            var v = Vector256.Create(x0); a.A00 = Vector256.FusedMultiplyAdd(v, b0, a.A00); a.A01 = Vector256.FusedMultiplyAdd(v, b1, a.A01);
+            v = Vector256.Create(x1); a.A10 = Vector256.FusedMultiplyAdd(v, b0, a.A10); a.A11 = Vector256.FusedMultiplyAdd(v, b1, a.A11);
+            v = Vector256.Create(x2); a.A20 = Vector256.FusedMultiplyAdd(v, b0, a.A20); a.A21 = Vector256.FusedMultiplyAdd(v, b1, a.A21);
+            v = Vector256.Create(x3); a.A30 = Vector256.FusedMultiplyAdd(v, b0, a.A30); a.A31 = Vector256.FusedMultiplyAdd(v, b1, a.A31);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Store(ref Acc8 a, ref float d, nint ld, int rows)
+        {
+            a.A00.StoreUnsafe(ref d); a.A01.StoreUnsafe(ref d, 8);
+            if (rows > 1) { a.A10.StoreUnsafe(ref d, (nuint)ld); a.A11.StoreUnsafe(ref d, (nuint)(ld + 8)); }
+            if (rows > 2) { a.A20.StoreUnsafe(ref d, (nuint)(2 * ld)); a.A21.StoreUnsafe(ref d, (nuint)(2 * ld + 8)); }
+            if (rows > 3) { a.A30.StoreUnsafe(ref d, (nuint)(3 * ld)); a.A31.StoreUnsafe(ref d, (nuint)(3 * ld + 8)); }
+        }
+    }
+
+    // scores[r, j..j+2W) = q[r] . k_j.., c ascending; rows beyond `rows` repeat the last one (not stored)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileScores<L, TAcc>(ReadOnlySpan<float> q, int rows, int maxN, ReadOnlySpan<float> keysT, int ldk, int hd, Span<float> scores)
+        where L : struct, ILanes<TAcc> where TAcc : struct
+    {
+        ref float qr = ref MemoryMarshal.GetReference(q);
+        ref float kt = ref MemoryMarshal.GetReference(keysT);
+        ref float sr = ref MemoryMarshal.GetReference(scores);
+        int r1 = Math.Min(1, rows - 1) * hd, r2 = Math.Min(2, rows - 1) * hd, r3 = Math.Min(3, rows - 1) * hd;
+        for (int j = 0; j < maxN; j += 2 * L.W)
+        {
+            var acc = default(TAcc);
+            for (int c = 0; c < hd; c++)
+                L.Step(ref Unsafe.Add(ref kt, c * ldk + j), Unsafe.Add(ref qr, c), Unsafe.Add(ref qr, r1 + c),
+                    Unsafe.Add(ref qr, r2 + c), Unsafe.Add(ref qr, r3 + c), ref acc);
+            L.Store(ref acc, ref Unsafe.Add(ref sr, j), ldk, rows);
+        }
+    }
+
+    // out[r, c..c+2W) = sum_j p[r, j] * v_j[c..], j ascending
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileValues<L, TAcc>(int rows, int maxN, ReadOnlySpan<float> scores, int ldk, ReadOnlySpan<float> values, int hd, Span<float> output)
+        where L : struct, ILanes<TAcc> where TAcc : struct
+    {
+        ref float vr = ref MemoryMarshal.GetReference(values);
+        ref float sr = ref MemoryMarshal.GetReference(scores);
         ref float or = ref MemoryMarshal.GetReference(output);
         int p1 = Math.Min(1, rows - 1) * ldk, p2 = Math.Min(2, rows - 1) * ldk, p3 = Math.Min(3, rows - 1) * ldk;
-        for (int c = 0; c < hd; c += 16)
+        for (int c = 0; c < hd; c += 2 * L.W)
         {
-            Vector256<float> o00 = Vector256<float>.Zero, o01 = o00, o10 = o00, o11 = o00, o20 = o00, o21 = o00, o30 = o00, o31 = o00;
+            var acc = default(TAcc);
             for (int j = 0; j < maxN; j++)
-            {
-                ref T vj = ref Unsafe.Add(ref vr, j * hd + c);
-                var v0 = TKv.Load8(ref vj);
-                var v1 = TKv.Load8(ref Unsafe.Add(ref vj, 8));
-                var b0 = Vector256.Create(Unsafe.Add(ref sr, j));
-                var b1 = Vector256.Create(Unsafe.Add(ref sr, p1 + j));
-                var b2 = Vector256.Create(Unsafe.Add(ref sr, p2 + j));
-                var b3 = Vector256.Create(Unsafe.Add(ref sr, p3 + j));
-                o00 = Vector256.FusedMultiplyAdd(b0, v0, o00); o01 = Vector256.FusedMultiplyAdd(b0, v1, o01);
-                o10 = Vector256.FusedMultiplyAdd(b1, v0, o10); o11 = Vector256.FusedMultiplyAdd(b1, v1, o11);
-                o20 = Vector256.FusedMultiplyAdd(b2, v0, o20); o21 = Vector256.FusedMultiplyAdd(b2, v1, o21);
-                o30 = Vector256.FusedMultiplyAdd(b3, v0, o30); o31 = Vector256.FusedMultiplyAdd(b3, v1, o31);
-            }
-            o00.StoreUnsafe(ref or, (nuint)c); o01.StoreUnsafe(ref or, (nuint)(c + 8));
-            if (rows > 1) { o10.StoreUnsafe(ref or, (nuint)(hd + c)); o11.StoreUnsafe(ref or, (nuint)(hd + c + 8)); }
-            if (rows > 2) { o20.StoreUnsafe(ref or, (nuint)(2 * hd + c)); o21.StoreUnsafe(ref or, (nuint)(2 * hd + c + 8)); }
-            if (rows > 3) { o30.StoreUnsafe(ref or, (nuint)(3 * hd + c)); o31.StoreUnsafe(ref or, (nuint)(3 * hd + c + 8)); }
+                L.Step(ref Unsafe.Add(ref vr, j * hd + c), Unsafe.Add(ref sr, j), Unsafe.Add(ref sr, p1 + j),
+                    Unsafe.Add(ref sr, p2 + j), Unsafe.Add(ref sr, p3 + j), ref acc);
+            L.Store(ref acc, ref Unsafe.Add(ref or, c), hd, rows);
         }
     }
 

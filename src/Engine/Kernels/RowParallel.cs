@@ -1,6 +1,12 @@
+using Harness.Engine.Kernels.Gemm;
+
 namespace Harness.Engine.Kernels;
 
-/// <summary>Runs a per-row body over rows, in parallel when the work is large enough (rows are independent).</summary>
+/// <summary>
+/// Runs a per-row body over rows, in parallel when the work is large enough (rows are independent). The parallel form
+/// runs on the GEMM's worker pool (<see cref="GemmThreadPool"/>), so the glue between two products wakes the same parked
+/// worker as the products do instead of a second set of threads competing with it for the cores.
+/// </summary>
 public static class RowParallel
 {
     /// <summary>Below this many elements a single thread does all rows.</summary>
@@ -13,11 +19,22 @@ public static class RowParallel
             for (int r = 0; r < rows; r++) body(r);
             return;
         }
-        int chunks = Math.Min(rows, threads * 4);
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
+        int tasks = Math.Min(rows, threads);
+        GemmThreadPool.Shared.Run(new RowJob(rows, Math.Min(rows, threads * 4), body), tasks);
+    }
+
+    // chunks of consecutive rows, taken by whichever task is free next (rows of uneven cost, e.g. causal attention, balance)
+    private sealed class RowJob(int rows, int chunks, Action<int> body) : GemmJob
+    {
+        private int _next = -1;
+
+        public override void Execute(int task)
         {
-            int start = (int)((long)rows * c / chunks), end = (int)((long)rows * (c + 1) / chunks);
-            for (int r = start; r < end; r++) body(r);
-        });
+            for (int c = Interlocked.Increment(ref _next); c < chunks; c = Interlocked.Increment(ref _next))
+            {
+                int start = (int)((long)rows * c / chunks), end = (int)((long)rows * (c + 1) / chunks);
+                for (int r = start; r < end; r++) body(r);
+            }
+        }
     }
 }

@@ -57,28 +57,41 @@ public static class Attention
             throw new ArgumentException($"rope_into_cache: cache {Shape.Format(cacheK.Shape)} cannot take {real} rows after {past}");
         if (hd % 2 != 0) throw new ArgumentException($"rope_into_cache: head dim must be even, got {hd}");
 
+        var args = new RopeArgs(q, k, v, cos, sin, qOut, cacheK, cacheV, past, real, heads, kv, hd);
+        if (ComputeSettings.Threads <= 1 || t < 2 || (long)t * (heads + 2 * kv) * hd < K.RowParallel.MinParallelElements)
+            for (int i = 0; i < t; i++) RopeToken(args, i);                        // decode: no closure, no allocation
+        else RopeTokens(args, t);
+    }
+
+    private readonly record struct RopeArgs(Tensor Q, Tensor K, Tensor V, Tensor Cos, Tensor Sin, Tensor QOut, Tensor CacheK, Tensor CacheV,
+        int Past, int Real, int Heads, int Kv, int Hd);
+
+    private static void RopeTokens(RopeArgs a, int t) =>                             // tokens are independent
+        K.RowParallel.For(t, (a.Heads + 2 * a.Kv) * a.Hd, ComputeSettings.Threads, i => RopeToken(a, i));
+
+    // token i: its q heads into QOut, its k (rotated) and v heads into the cache's row Past + i (when i < Real)
+    private static void RopeToken(in RopeArgs a, int i)
+    {
+        int hd = a.Hd, cap = a.CacheK.Shape[1];
+        var dt = a.Q.DType;
         Span<float> row = stackalloc float[hd], y = stackalloc float[hd], c = stackalloc float[hd], s = stackalloc float[hd];
-        int cap = cacheK.Shape[1];
-        for (int i = 0; i < t; i++)
+        Load(a.Cos, a.Cos.Offset + i * hd, c);
+        Load(a.Sin, a.Sin.Offset + i * hd, s);
+        for (int h = 0; h < a.Heads; h++)
         {
-            Load(cos, cos.Offset + i * hd, c);
-            Load(sin, sin.Offset + i * hd, s);
-            for (int h = 0; h < heads; h++)
-            {
-                Load(q, q.Offset + i * q.Stride(0) + h * hd, row);
-                K.Rotary.ApplyRow(row, c, s, y, dt);
-                Store(y, qOut, qOut.Offset + (i * heads + h) * hd);
-            }
-            if (i >= real) continue;
-            for (int g = 0; g < kv; g++)
-            {
-                int dst = (g * cap + past + i) * hd;
-                Load(k, k.Offset + i * k.Stride(0) + g * hd, row);
-                K.Rotary.ApplyRow(row, c, s, y, dt);
-                Store(y, cacheK, cacheK.Offset + dst);
-                Load(v, v.Offset + i * v.Stride(0) + g * hd, row);
-                Store(row, cacheV, cacheV.Offset + dst);
-            }
+            Load(a.Q, a.Q.Offset + i * a.Q.Stride(0) + h * hd, row);
+            K.Rotary.ApplyRow(row, c, s, y, dt);
+            Store(y, a.QOut, a.QOut.Offset + (i * a.Heads + h) * hd);
+        }
+        if (i >= a.Real) return;
+        for (int g = 0; g < a.Kv; g++)
+        {
+            int dst = (g * cap + a.Past + i) * hd;
+            Load(a.K, a.K.Offset + i * a.K.Stride(0) + g * hd, row);
+            K.Rotary.ApplyRow(row, c, s, y, dt);
+            Store(y, a.CacheK, a.CacheK.Offset + dst);
+            Load(a.V, a.V.Offset + i * a.V.Stride(0) + g * hd, row);
+            Store(row, a.CacheV, a.CacheV.Offset + dst);
         }
     }
 
@@ -172,12 +185,12 @@ public static class Attention
     }
 
     // Prefill with head_dim a multiple of 16: each kv head's keys transposed once to float32 [hd, ldk] (ldk = filled rounded
-    // up to 16, zero columns after), then tiles of K.Attention.TileRows query rows of that kv head (row r = i * group + hh:
+    // up to 32, zero columns after), then tiles of K.Attention.TileRows query rows of that kv head (row r = i * group + hh:
     // head g*group + hh of token i) through K.Attention.Tile, in parallel over (kv head, tile).
     private static void Tiled(Tensor q, Tensor keys, Tensor values, int past, int filled, float scale, Tensor output,
         int t, int heads, int kv, int hd)
     {
-        int group = heads / kv, width = heads * hd, cap = keys.Shape[1], ldk = (filled + 15) / 16 * 16;
+        int group = heads / kv, width = heads * hd, cap = keys.Shape[1], ldk = (filled + 31) / 32 * 32;
         var kt = new float[kv * hd * ldk];
         var krow = new float[hd];
         for (int g = 0; g < kv; g++)
@@ -197,7 +210,7 @@ public static class Attention
         int rowsPerHead = t * group, tilesPerHead = (rowsPerHead + K.Attention.TileRows - 1) / K.Attention.TileRows;
         int items = kv * tilesPerHead;
         var dt = q.DType;
-        Parallel.For(0, items, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, ComputeSettings.Threads) }, item =>
+        K.RowParallel.For(items, K.Attention.TileRows * ldk * hd, ComputeSettings.Threads, item =>
         {
             int g = item / tilesPerHead, r0 = item % tilesPerHead * K.Attention.TileRows;
             int rows = Math.Min(K.Attention.TileRows, rowsPerHead - r0);
@@ -214,7 +227,7 @@ public static class Attention
             }
             var ktg = kt.AsSpan(g * hd * ldk, hd * ldk);
             var vg = vf is null ? values.StorageSpan<float>().Slice(values.Offset + g * cap * hd) : vf.AsSpan(g * filled * hd, filled * hd);
-            K.Attention.Tile<float, K.Float32Kv>(qt, rows, n, ktg, ldk, vg, hd, scale, dt, st, ot);
+            K.Attention.Tile(qt, rows, n, ktg, ldk, vg, hd, scale, dt, st, ot);
             for (int r = 0; r < rows; r++)
             {
                 int i = (r0 + r) / group, h = g * group + (r0 + r) % group;

@@ -61,9 +61,13 @@ public static class BFloat16
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
             for (; i + 8 <= x.Length; i += 8)
-                (RoundBits(Vector256.Create(x.Slice(i, 8))) & Vector256.Create(0xFFFF0000u)).AsSingle().CopyTo(x.Slice(i, 8));
+                Round(Vector256.Create(x.Slice(i, 8))).CopyTo(x.Slice(i, 8));
         for (; i < x.Length; i++) x[i] = Round(x[i]);
     }
+
+    /// <summary>Each lane rounded to bf16 and widened back (what <see cref="Round(float)"/> does per lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Round(Vector256<float> v) => (RoundBits(v) & Vector256.Create(0xFFFF0000u)).AsSingle();
 
     // bits + 0x7FFF + lsb (the scalar FromFloat before its shift), NaN lanes 0x7FC00000
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -41,6 +41,7 @@ public class CpuGlueTests
     [InlineData(DType.Float32, 64, 40, 7, true, 8)]    // prefill, hd a multiple of 16: the tiled kernel
     [InlineData(DType.Float32, 64, 37, 2, true, 6)]    // ... with 3 heads per kv head (tiles span tokens)
     [InlineData(DType.Float32, 24, 40, 3, true, 8)]    // prefill, hd 24: the blocked GEMM path
+    [InlineData(DType.Float32, 48, 70, 5, true, 8)]    // hd 48: 16-lane scores, 8-lane values; 75 keys: 32-key blocks and a tail
     [InlineData(DType.Float32, 64, 40, 7, false, 8)]   // the row kernel on a prefill shape
     [InlineData(DType.BFloat16, 64, 5, 3, true, 8)]
     [InlineData(DType.BFloat16, 64, 40, 0, true, 8)]
@@ -208,6 +209,25 @@ public class CpuGlueTests
         model.Forward(Tensor.FromArray(ids[..6], 6), 6);
         var step = model.Forward(Tensor.FromArray(ids[6..], 1), 1)!;
         Assert.True(full.BitwiseEquals(step), "the last position's logits differ between a 7-token prefill and 6 + 1 decode");
+    }
+
+    // Generation's prefill needs the last token's logits only (HF's logits_to_keep): lm_head runs on those rows, and
+    // they are the full forward's rows bit for bit (a packed product's bits do not depend on M).
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.BFloat16)]
+    public void Logits_to_keep_runs_lm_head_on_the_last_rows_with_the_full_forwards_bits(DType dt)
+    {
+        var (model, _) = RandomLlama(dt);
+        var ids = Tensor.FromArray(new long[] { 3, 17, 5, 60, 2, 9, 41 }, 7);
+        var full = model.Forward(ids, 7)!;
+        model.Reset();
+        var kept = model.Forward(ids, 7, logitsToKeep: 2)!;
+        Assert.Equal([2, 96], kept.Shape.ToArray());
+        Assert.True(full.Narrow(0, 5, 2).Contiguous().BitwiseEquals(kept), "logits_to_keep=2 differs from the full forward's last two rows");
+        model.Reset();
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(ids, 7, logitsToKeep: 8));
+        Assert.Contains("logits_to_keep 8 must be 0 (all) or 1..7", e.Message);
     }
 
     [Fact]

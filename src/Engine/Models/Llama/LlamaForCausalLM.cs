@@ -123,10 +123,16 @@ public sealed class LlamaForCausalLM : ICheckpointModel
     /// (prompt embeds; first stage only, other stages pass null). Returns logits [tokens, vocab] on the last stage,
     /// null on the others.
     /// </summary>
-    /// <param name="logits">A buffer for [tokens, vocab] of the model's dtype that the logits are written into (at TP=1;
-    /// ignored otherwise), so a decode loop that passes one allocates no tensor storage; null: fresh logits.</param>
-    public Tensor? Forward(Tensor? input, int tokens, Tensor? logits = null)
+    /// <param name="logits">A buffer for [tokens, vocab] ([logitsToKeep, vocab] when that is set) of the model's dtype that
+    /// the logits are written into (at TP=1; ignored otherwise), so a decode loop that passes one allocates no tensor
+    /// storage; null: fresh logits.</param>
+    /// <param name="logitsToKeep">HF's <c>logits_to_keep</c>: 0 keeps every row; n &gt; 0 runs lm_head on the last n tokens
+    /// only and returns [n, vocab] (generation's prefill needs the last row: lm_head on a 512-token prompt of a 155M
+    /// Llama is a fifth of the forward).</param>
+    public Tensor? Forward(Tensor? input, int tokens, Tensor? logits = null, int logitsToKeep = 0)
     {
+        if (logitsToKeep < 0 || logitsToKeep > tokens)
+            throw new ArgumentOutOfRangeException(nameof(logitsToKeep), $"logits_to_keep {logitsToKeep} must be 0 (all) or 1..{tokens} (the tokens of this step)");
         int tp = _ctx.TpSize;
         int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
         int start = Position;
@@ -197,6 +203,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         if (_ctx.SequenceParallel) final = _ctx.Tp.AllGather(final, 0);                 // [Tp, hidden]
         final = final.Narrow(0, 0, tokens);                                             // [T, hidden]
         Record("model.norm", final);
+        if (logitsToKeep > 0) final = final.Narrow(0, tokens - logitsToKeep, logitsToKeep); // [keep, hidden]
         t0 = LlamaProfile.Now();
         var result = _lmHead!.Forward(final, logits);                                  // [T, vocab]
         LlamaProfile.Add("lm_head", t0);
@@ -296,11 +303,11 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         int count = promptTokens;
         for (int step = 0; step < maxNewTokens; step++)
         {
-            var logits = Forward(_ctx.IsFirstStage ? input : null, count);
+            var logits = Forward(_ctx.IsFirstStage ? input : null, count, logitsToKeep: 1);   // [1, vocab]
             var pick = Tensor.Zeros(DType.Float32, 1 + 2 * topK);                        // [token, ids..., logprobs...]
             if (_ctx.IsLastStage)
             {
-                var last = logits!.Select(0, count - 1).To(DType.Float32);               // [vocab]
+                var last = logits!.Select(0, 0).To(DType.Float32);                       // [vocab]
                 var logprobs = Softmax.LogSoftmax(last, -1);
                 var (values, indices) = TopK.Forward(logprobs, topK);
                 var vi = indices.ToInt64Array();

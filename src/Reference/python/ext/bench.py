@@ -1,7 +1,8 @@
 # `harness bench --model DIR` on the CPU (issue 15): HF transformers eager timed in the worker with the engine's thread count.
 
 def op_bench_model(args, tensors):
-    """Prefill ms (median of runs) per prompt length, and greedy decode tokens/s (a manual loop over the KV cache: one
+    """Prefill ms (median of runs) per prompt length (one forward, the last token's logits: logits_to_keep=1 as generate
+    runs it), and greedy decode tokens/s (a manual loop over the KV cache: one
     forward of one token and an argmax per step, the first two steps not timed), for one model dtype."""
     import statistics
     dt = torch_dtype(args.get("dtype", "float32"))
@@ -17,14 +18,14 @@ def op_bench_model(args, tensors):
         with torch.no_grad():
             for n in args["prompts"]:
                 ids = torch.tensor([ids_all[:int(n)]])
-                t0 = time.perf_counter(); model(ids); first = time.perf_counter() - t0
+                t0 = time.perf_counter(); model(ids, logits_to_keep=1); first = time.perf_counter() - t0
                 times = []
                 for _ in range(runs if first < budget else 1):
-                    t0 = time.perf_counter(); model(ids); times.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter(); model(ids, logits_to_keep=1); times.append(time.perf_counter() - t0)
                 prefill[str(n)] = statistics.median(times) * 1e3
             new = int(args["new"])
             ids = torch.tensor([ids_all[:int(args["decode_prompt"])]])
-            out = model(ids, use_cache=True)
+            out = model(ids, use_cache=True, logits_to_keep=1)
             past = out.past_key_values
             nxt = out.logits[:, -1:].argmax(-1)
             steps = []
