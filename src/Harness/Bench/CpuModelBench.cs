@@ -15,7 +15,8 @@ namespace Harness.Bench;
 /// <summary>
 /// `harness bench --model DIR` on the CPU (issue 15), one command for the whole table: the engine's Llama beside HF
 /// transformers eager (timed by the reference worker with the same thread count, torch.set_num_threads) on the same
-/// checkpoint and prompt, in fp32 and bf16: prefill tokens/s for each prompt length, greedy decode tokens/s, the
+/// checkpoint and prompt, in fp32 and bf16: prefill tokens/s for each prompt length (one forward of the prompt and the
+/// logits of its last token, logits_to_keep=1 on both sides, as generation runs it), greedy decode tokens/s, the
 /// effective GFLOP/s and GB/s beside this machine's square fp32 GEMM rate (the engine's Matmul, 1024^3 and 2048^3, best)
 /// and copy bandwidth (memcpy of 256 MiB over the threads, read + write bytes), both measured in the same run, the
 /// bytes the engine's decode step allocates after warm-up, and the ratios issue 15's "done when" names.
@@ -91,9 +92,10 @@ public static class CpuModelBench
                           $"prompts {string.Join(", ", prompts)} tokens; decode {newTokens} greedy tokens after {decodePrompt} (first 2 untimed)");
 
         double gemm1024 = SquareGemm(1024), gemm2048 = SquareGemm(2048), gemm = Math.Max(gemm1024, gemm2048);
-        double copy = CopyBandwidth(threads);
+        double copy = CopyBandwidth(threads), read = ReadBandwidth(threads);
         Console.WriteLine($"machine: square fp32 GEMM (engine Matmul) {gemm1024:F1} GFLOP/s at 1024^3, {gemm2048:F1} at 2048^3; " +
-                          $"copy bandwidth {copy / 1e9:F1} GB/s (memcpy of 256 MiB on {threads} threads, read + write bytes)");
+                          $"copy bandwidth {copy / 1e9:F1} GB/s (memcpy of 256 MiB on {threads} threads, read + write bytes); " +
+                          $"read bandwidth {read / 1e9:F1} GB/s (a sum over 512 MiB on {threads} threads: what a decode step, which only reads, could reach)");
         if (peer is not null) Console.WriteLine($"peer: HF transformers eager (attn_implementation=\"eager\") in the reference worker, {peer.Description}");
 
         var engine = new Dictionary<DType, Measured>();
@@ -143,7 +145,8 @@ public static class CpuModelBench
             }
         }
         Console.WriteLine();
-        Console.WriteLine("GFLOP/s: 2 x linear-layer parameters x tokens + causal attention (4 x layers x heads x head_dim x T(T+1)/2), over the time; " +
+        Console.WriteLine("prefill: the prompt in one forward and the logits of its last token (logits_to_keep=1 on both sides, as generate runs it); " +
+                          "GFLOP/s: 2 x linear-layer parameters x tokens (lm_head x 1) + causal attention (4 x layers x heads x head_dim x T(T+1)/2), over the time; " +
                           "decode GB/s: linear weights + the KV cache read per token (dtype bytes), times tokens/s; % GEMM of the square rate above, % copy of the copy bandwidth.");
         foreach (var dt in dtypes)
             Console.WriteLine($"decode allocations ({dt.TorchName()}, engine forward after warm-up, GC.GetAllocatedBytesForCurrentThread): {engine[dt].DecodeAllocBytesPerStep} bytes/step");
@@ -159,7 +162,8 @@ public static class CpuModelBench
             Console.WriteLine($"  fp32 prefill {p512}: {gf / gemm * 100:F0} % of the square-GEMM rate [>= 60 %], {xhf}");
             double bytes = DecodeBytes(config, linearParams, DType.Float32, decodePrompt + newTokens / 2);
             string dx = h32 is not null ? $"{f32.DecodeTps / h32.DecodeTokensPerSecond:F2}x HF eager [>= 5x]" : "no HF figure";
-            Console.WriteLine($"  fp32 decode: {dx}, {bytes * f32.DecodeTps / copy * 100:F0} % of the copy bandwidth [>= 80 %]");
+            Console.WriteLine($"  fp32 decode: {dx}, {bytes * f32.DecodeTps / copy * 100:F0} % of the copy bandwidth [>= 80 %] " +
+                              $"({bytes * f32.DecodeTps / read * 100:F0} % of the read bandwidth; 80 % of copy is {0.8 * copy / read * 100:F0} % of it)");
         }
         if (engine.TryGetValue(DType.Float32, out var a) && engine.TryGetValue(DType.BFloat16, out var b))
             Console.WriteLine($"  bf16 prefill {p512} / fp32 prefill {p512} rate: {a.PrefillMs[p512] / b.PrefillMs[p512]:F2}x [>= 1.6x]");
@@ -185,8 +189,12 @@ public static class CpuModelBench
         return (linear, embed);
     }
 
-    private static double PrefillFlops(TextConfig c, long linearParams, int t) =>
-        2.0 * linearParams * t + 4.0 * c.NumHiddenLayers * c.NumAttentionHeads * c.HeadDim * (t * (t + 1.0) / 2);
+    // lm_head runs on the last token only (logits_to_keep=1 on both sides)
+    private static double PrefillFlops(TextConfig c, long linearParams, int t)
+    {
+        double head = (double)c.VocabSize * c.HiddenSize;
+        return 2.0 * (linearParams - head) * t + 2.0 * head + 4.0 * c.NumHiddenLayers * c.NumAttentionHeads * c.HeadDim * (t * (t + 1.0) / 2);
+    }
 
     private static double DecodeBytes(TextConfig c, long linearParams, DType dt, int context) =>
         (double)linearParams * dt.Size() + 2.0 * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * context * dt.Size();
@@ -204,14 +212,14 @@ public static class CpuModelBench
             var prompt = Tensor.FromArray(ids[..p], p);
             model.Reset();
             var sw = Stopwatch.StartNew();
-            model.Forward(prompt, p);                                     // warm-up (and the first sample's length)
+            model.Forward(prompt, p, logitsToKeep: 1);                    // warm-up (and the first sample's length)
             double first = sw.Elapsed.TotalSeconds;
             var times = new List<double>();
             for (int r = 0; r < (first < 4 ? runs : 1); r++)
             {
                 model.Reset();
                 sw.Restart();
-                model.Forward(prompt, p);
+                model.Forward(prompt, p, logitsToKeep: 1);
                 times.Add(sw.Elapsed.TotalMilliseconds);
             }
             times.Sort();
@@ -223,14 +231,14 @@ public static class CpuModelBench
                 model.Reset();
                 LlamaProfile.Start();
                 sw.Restart();
-                model.Forward(prompt, p);
+                model.Forward(prompt, p, logitsToKeep: 1);
                 PrintProfile($"{dtype.TorchName()} prefill {p}", sw.Elapsed.TotalMilliseconds, LlamaProfile.Stop());
             }
         }
         // greedy decode after decodePrompt tokens: one token a step, its argmax read back (as generation needs)
         model.Reset();
-        var logits = model.Forward(Tensor.FromArray(ids[..decodePrompt], decodePrompt), decodePrompt)!;
-        long next = TopK.Forward(logits.Select(0, decodePrompt - 1), 1).Indices.ToInt64Array()[0];
+        var logits = model.Forward(Tensor.FromArray(ids[..decodePrompt], decodePrompt), decodePrompt, logitsToKeep: 1)!;
+        long next = TopK.Forward(logits.Select(0, 0), 1).Indices.ToInt64Array()[0];
         var input = Tensor.FromArray([next], 1);
         var dsw = new Stopwatch();
         long allocated = 0;
@@ -317,6 +325,27 @@ public static class CpuModelBench
             best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         return 2.0 * bytes / best;
+    }
+
+    // best of 8 sums of 512 MiB of float32 (twice the 256 MiB L3 of the machine this was written on), split over the
+    // threads; bytes read per second
+    private static double ReadBandwidth(int threads)
+    {
+        const long count = 128L << 20;
+        var data = GC.AllocateUninitializedArray<float>((int)count);
+        data.AsSpan().Fill(1f);
+        double best = double.MaxValue;
+        for (int r = 0; r < 8; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                long start = count * t / threads, end = count * (t + 1) / threads;
+                System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan((int)start, (int)(end - start)));
+            });
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return count * 4.0 / best;
     }
 
     // --random-llama 155m: HF's LlamaForCausalLM with random weights (seeded), written once by the reference worker and
