@@ -286,14 +286,14 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
             var rows = _workspace!.Get(DecoderWorkspace.Residual, table.DType, tokens, _config.HiddenSize); // [T, hidden]
             var idSpan = input.Span<long>();
             int width = _config.HiddenSize, es = table.DType.Size();
-            var src = table.Storage.Bytes;
             var dst = rows.Storage.Bytes;
             for (int i = 0; i < tokens; i++)
             {
                 long id = idSpan[i];
                 if (id < 0 || id >= table.Shape[0])
                     throw new ArgumentException($"input id {id} at position {i} is outside the vocabulary [0, {table.Shape[0]})");
-                src.Slice((table.Offset + (int)id * table.Stride(0)) * es, width * es).CopyTo(dst.Slice((rows.Offset + i * width) * es, width * es));
+                // 64-bit byte offset: a mapped table may pass 2 GiB (the row is read in place, nothing else is touched)
+                table.Storage.Span((table.Offset + id * table.Stride(0)) * es, width * es).CopyTo(dst.Slice((rows.Offset + i * width) * es, width * es));
             }
             Record("model.embed_tokens", rows);
             return rows;
