@@ -19,7 +19,7 @@ cache="${HARNESS_CACHE:-$HOME/.cache/harness}"
 root="$cache/forky"
 marker="$root/.harness-ready"
 wrapper="$cache/reference-python"
-packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread"
+packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread,python3-accelerate"
 
 check=0
 case "${1:-}" in
