@@ -21,8 +21,9 @@ marker="$root/.harness-ready"
 wrapper="$cache/reference-python"
 packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread"
 # Judging other engines (README, "Judging another engine"): llama.cpp's server, converter and C library, the GGUF
-# tools, accelerate (transformers' tp_plan="auto") and sentencepiece (the tests train the tiny model's tokenizer).
-packages+=",llama.cpp-tools,libllama0,libggml0,python3-gguf,python3-accelerate,python3-sentencepiece"
+# tools, accelerate (transformers' tp_plan="auto"), sentencepiece (the tests train the tiny model's tokenizer) and protobuf
+# (transformers reads that SentencePiece model through it).
+packages+=",llama.cpp-tools,libllama0,libggml0,python3-gguf,python3-accelerate,python3-sentencepiece,python3-protobuf"
 
 check=0
 case "${1:-}" in
