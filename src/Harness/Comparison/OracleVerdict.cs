@@ -40,10 +40,10 @@ public sealed record OracleBound(double ErrorRatio, double FloorUlps, double Out
     public double BiasSigmas { get; init; } = 8;
 
     /// <summary>
-    /// float32: C = 8 norm-wise. A correct engine's ratio over the catalog (offline, fixtures recorded on the forky chroot):
+    /// float32: C = 10 norm-wise. A correct engine's ratio over the catalog (offline, fixtures recorded on the forky chroot):
     /// median 1.37, p99 3.0, max 7.7 (Gemma4's post_per_layer_input_norm under TP=2, explained in the README: the oracle
     /// itself runs that norm in float32 and the reference's own error there is one sample that moves 2x between runs);
-    /// elementwise Ca = 16 (max 10.7). The faults an fp32 scenario must catch sit at 10^3-10^6.
+    /// elementwise Ca = 16 (max 10.7); C = 10 leaves 1.3x over that maximum. The faults an fp32 scenario must catch sit at 10^3-10^6.
     /// </summary>
     public static OracleBound Float32 { get; } = new(10, 4, 1e-4) { AbsErrorRatio = 16, GeometricMeanRatio = 3 };
 
@@ -51,8 +51,11 @@ public sealed record OracleBound(double ErrorRatio, double FloorUlps, double Out
     /// bfloat16 (and float16): C = 2 norm-wise, measured median 1.00, p99 1.6, max 1.7 (the engine rounds where HF rounds,
     /// so its error is the reference's); elementwise Ca = 4 (max 2.1); the floors are 1/8 ulp norm-wise and one ulp of
     /// the module's largest element elementwise: where the reference is exact in bf16 (a lookup), so is a correct engine.
+    /// The precision budget G = 1.4: a correct engine's per-scenario geometric mean is 1.00 at TP=1 (the engine rounds where
+    /// HF rounds) and at most 1.26 under TP (partial sums rounded before each reduction); the precision-only fault
+    /// rms-norm-sum-of-squares-bf16 gives 1.43 (thin on both sides: see the README).
     /// </summary>
-    public static OracleBound BFloat16 { get; } = new(2, 0.125, 1e-4) { AbsErrorRatio = 4, AbsFloorUlps = 1, GeometricMeanRatio = 1.5 };
+    public static OracleBound BFloat16 { get; } = new(2, 0.125, 1e-4) { AbsErrorRatio = 4, AbsFloorUlps = 1, GeometricMeanRatio = 1.4 };
 
     /// <summary>The bound for an engine tensor of this dtype.</summary>
     public static OracleBound For(DType engineDType) => engineDType is DType.BFloat16 or DType.Float16 ? BFloat16 : Float32;
