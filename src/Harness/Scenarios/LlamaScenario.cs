@@ -206,7 +206,7 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
+    private Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
