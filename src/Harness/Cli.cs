@@ -23,6 +23,7 @@ public static class Cli
             CompareCommand.Create(),
             FixturesCommand.Create(),
             ReportCommand.Create(),
+            JudgeCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
