@@ -1,5 +1,5 @@
 using Harness.Judge;
-using Harness.Reference;
+using Harness.Reports;
 using Harness.Tests.Correctness.Live;
 using Xunit.Abstractions;
 
@@ -40,6 +40,21 @@ public class EndpointJudgeTests(ITestOutputHelper output)
         Assert.All(verdicts, v => Assert.Equal(12, v.Server!.Length));
         // the logprobs were compared, not only the tokens
         Assert.All(verdicts, v => Assert.True(v.Tokens!.LogprobPairs >= 12, $"only {v.Tokens.LogprobPairs} logprob pairs compared"));
+
+        // the usual report: one record per prompt, read back as written
+        var dir = Path.Combine(Path.GetTempPath(), $"judge-report-{Guid.NewGuid():N}");
+        try
+        {
+            ReportWriter.WriteAll(AccuracyReport.Create(verdicts.Select(v => v.Record).ToList()), dir);
+            var back = AccuracyReport.Load(Path.Combine(dir, ReportWriter.JsonFile));
+            Assert.Equal(verdicts.Select(v => v.Record.Id), back.Scenarios.Select(s => s.Id));
+            Assert.All(back.Scenarios, s => Assert.Equal("identical", s.Tokens!.Verdict));
+            Assert.Contains("judge/endpoint/", File.ReadAllText(Path.Combine(dir, ReportWriter.HtmlFile)), StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [SkippableFact]
