@@ -24,6 +24,7 @@ public static class Cli
             FixturesCommand.Create(),
             ReportCommand.Create(),
             RatiosCommand.Create(),
+            JudgeCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
