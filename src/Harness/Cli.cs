@@ -36,6 +36,29 @@ public static class Cli
 
     public static int Run(string[] args)
     {
+        // Everything printed goes through an escaping writer (issue 24: an ESC or BEL in a model_type, tensor or folder
+        // name reached the terminal raw); Spectre's own ANSI output (terminal mode) writes to the raw stdout, and its
+        // call sites escape what they print.
+        TextWriter rawOut = Console.Out, rawError = Console.Error;
+        if (!CliSupport.PlainOutput)
+            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(rawOut) });
+        Console.SetOut(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawOut)));
+        Console.SetError(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawError)));
+        try
+        {
+            return RunEscaped(args);
+        }
+        finally
+        {
+            Console.Out.Flush();
+            Console.Error.Flush();
+            Console.SetOut(rawOut);
+            Console.SetError(rawError);
+        }
+    }
+
+    private static int RunEscaped(string[] args)
+    {
         var root = Build();
         if (args.Length == 0)
         {
@@ -48,9 +71,9 @@ public static class Cli
         {
             var errors = parsed.Errors.Select(e => e.Message).ToList();
             if (errors.Count > 1) errors.RemoveAll(m => m.StartsWith("Required command was not provided", StringComparison.Ordinal));
-            foreach (var error in errors) Console.Error.WriteLine($"harness: {error}");
+            // One line, as every input problem (issue 24): the errors, then where the help is.
             var verb = parsed.CommandResult.Command == root ? "" : " " + parsed.CommandResult.Command.Name;
-            Console.Error.WriteLine($"see `harness{verb} --help`");
+            Console.Error.WriteLine($"harness: {string.Join("; ", errors.Select(e => e.ReplaceLineEndings(" ")))} (see `harness{verb} --help`)");
             return ExitCodes.Usage;
         }
         var verbName = parsed.CommandResult.Command == root ? "" : parsed.CommandResult.Command.Name;
