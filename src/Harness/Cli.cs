@@ -23,6 +23,7 @@ public static class Cli
             CompareCommand.Create(),
             FixturesCommand.Create(),
             ReportCommand.Create(),
+            SoakCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
@@ -66,7 +67,17 @@ public static class Cli
             root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = Console.Error });
             return ExitCodes.Usage;
         }
-        var parsed = root.Parse(args);
+        ParseResult parsed;
+        try
+        {
+            parsed = root.Parse(args);
+        }
+        catch (InvalidOperationException e) when (e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+        {
+            // An option validator read a value that does not parse ("--tp abc"): System.CommandLine throws from inside its
+            // parser instead of reporting it (issue 24's CLI fuzz found it crash the process with exit 134).
+            return CliSupport.UsageError($"{ParseFailure(e.Message)} (see `harness --help`)");
+        }
         if (parsed.Errors.Count > 0 && parsed.Action is ParseErrorAction)
         {
             var errors = parsed.Errors.Select(e => e.Message).ToList();
@@ -86,6 +97,15 @@ public static class Cli
         {
             return CliSupport.Fail(verbName, e);
         }
+    }
+
+    /// <summary>"Cannot parse argument 'abc' for option '--tp' as expected type 'System.Int32'." as a user reads it.</summary>
+    private static string ParseFailure(string message)
+    {
+        var text = message.TrimEnd('.');
+        foreach (var (type, what) in new[] { ("System.Nullable`1[System.Int32]", "an integer"), ("System.Int32", "an integer"), ("System.Double", "a number"), ("System.Int64", "an integer") })
+            text = text.Replace($"as expected type '{type}'", $"as {what}", StringComparison.Ordinal);
+        return text;
     }
 
     /// <summary>A hidden verb that fails as a bug of ours would, so the tests can see exit 3 and the trace.</summary>
