@@ -617,6 +617,12 @@ def op_hello(args, tensors):
         "safetensors": safetensors.__version__,
         "threads": torch.get_num_threads(),
         "host_root": os.environ.get("HARNESS_HOST_ROOT", ""),
+        # the sandbox (ci/reference-env.sh's wrapper under HARNESS_SANDBOX=1): the host's files read-only under host_view,
+        # this worker's private scratch folder, and the unprivileged user it runs as
+        "host_view": os.environ.get("HARNESS_HOST_VIEW", ""),
+        "scratch": os.environ.get("HARNESS_SCRATCH", ""),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
         "device": reference_device_name(),
         "pid": os.getpid(),
         "blas": blas_summary(),
