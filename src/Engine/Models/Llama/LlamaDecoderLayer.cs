@@ -111,41 +111,14 @@ public sealed class LlamaDecoderLayer
     private DecoderWorkspace? _ws;
     private bool _inPlace;
 
-    private Tensor Norm(Tensor x, Tensor weight)
-    {
-        if (!FusedHost(x, x, weight)) return Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
-        var normed = NormOut(x, weight);
-        Norms.AddRmsNormInto(null, x, weight, _eps, null, normed);
-        return normed;
-    }
+    // RMSNorm, and residual = x + residual; normed = RMSNorm(residual): ResidualNorm picks the device's kernel (one pass on
+    // the host into the workspace's slot, in place on the residual when this forward owns it)
+    private Tensor Norm(Tensor x, Tensor weight) => ResidualNorm.RmsNorm(x, weight, _eps, NormedSlot);
 
-    // residual = x + residual; normed = RMSNorm(residual): one kernel on a GPU (same roundings), one pass on the host
-    // (Norms.AddRmsNormInto, in place on the residual when this forward owns it).
-    private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight)
-    {
-        if (x.IsCuda && residual.IsCuda && x.DType == residual.DType && Shape.SequenceEqual(x.Shape, residual.Shape))
-            return Cuda.CudaOps.AddRmsNorm(x, residual, weight, (float)_eps);
-        if (!FusedHost(x, residual, weight))
-        {
-            var sum = Elementwise.Add(x, residual);
-            return (sum, Norm(sum, weight));
-        }
-        var sumOut = _inPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
-        var normed = NormOut(residual, weight);
-        Norms.AddRmsNormInto(x, residual, weight, _eps, sumOut, normed);
-        return (sumOut, normed);
-    }
+    private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight) =>
+        ResidualNorm.AddRmsNorm(x, residual, weight, _eps, _inPlace, NormedSlot);
 
-    private static bool FusedHost(Tensor x, Tensor residual, Tensor weight) =>
-        !x.IsCuda && !residual.IsCuda && x.DType == residual.DType && x.DType is DType.Float32 or DType.BFloat16
-        && weight.DType is DType.Float32 or DType.BFloat16 && weight.IsContiguous && x.Rank == 2 && x.IsContiguous && residual.IsContiguous
-        && Shape.SequenceEqual(x.Shape, residual.Shape);
-
-    private Tensor NormOut(Tensor like, Tensor weight)
-    {
-        var dt = weight.DType != like.DType ? DType.Float32 : like.DType;
-        return _ws?.Get(DecoderWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
-    }
+    private ResidualNorm.Buffer? NormedSlot => _ws is { } ws ? (dt, rows, cols) => ws.Get(DecoderWorkspace.Normed, dt, rows, cols) : null;
 
     private int _realTokens;
 
