@@ -118,7 +118,21 @@ public sealed class LlamaDecoderLayer
     private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight) =>
         ResidualNorm.AddRmsNorm(x, residual, weight, _eps, _inPlace, NormedSlot);
 
-    private ResidualNorm.Buffer? NormedSlot => _ws is { } ws ? (dt, rows, cols) => ws.Get(DecoderWorkspace.Normed, dt, rows, cols) : null;
+    // the workspace's normed slot as a buffer, made once per workspace (a decode step allocates no delegate)
+    private ResidualNorm.Buffer? NormedSlot
+    {
+        get
+        {
+            if (_ws is null) return null;
+            if (!ReferenceEquals(_slotOf, _ws)) (_slotOf, _slot) = (_ws, Slot(_ws, DecoderWorkspace.Normed));
+            return _slot;
+        }
+    }
+
+    // a separate method, so the closure over ws is made only here (not on every call of the getter)
+    internal static ResidualNorm.Buffer Slot(DecoderWorkspace ws, int slot) => (dt, rows, cols) => ws.Get(slot, dt, rows, cols);
+    private DecoderWorkspace? _slotOf;
+    private ResidualNorm.Buffer? _slot;
 
     private int _realTokens;
 

@@ -259,9 +259,11 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     private Tensor FinalNorm(Tensor hidden, Tensor residual)
     {
         double eps = _config.NormEps ?? 1e-6;
-        if (_workspace is not { } ws) return Norms.RmsNorm(Elementwise.Add(hidden, residual), _norm!, eps, RmsNormKind.Llama);
-        return ResidualNorm.AddRmsNorm(hidden, residual, _norm!, eps, ResidualInPlace, (dt, rows, cols) => ws.Get(DecoderWorkspace.Final, dt, rows, cols)).Normed;
+        if (_workspace is null) return Norms.RmsNorm(Elementwise.Add(hidden, residual), _norm!, eps, RmsNormKind.Llama);
+        _finalSlot ??= LlamaDecoderLayer.Slot(_workspace, DecoderWorkspace.Final);       // made once: a decode step allocates no delegate
+        return ResidualNorm.AddRmsNorm(hidden, residual, _norm!, eps, ResidualInPlace, _finalSlot).Normed;
     }
+    private ResidualNorm.Buffer? _finalSlot;
 
     private Tensor Embed(Tensor input, int tokens, int padded)
     {
