@@ -11,6 +11,10 @@ namespace Harness.Engine.Cuda;
 public static class CudaTensors
 {
     /// <summary>An uninitialised contiguous device tensor.</summary>
+    /// <summary>The device a tensor lives on, or null on the host: what a model asks where its weights are (a KV cache, a
+    /// table to upload) instead of branching on the device itself.</summary>
+    public static CudaDevice? DeviceOf(Tensor t) => t.IsCuda ? t.CudaDevice : null;
+
     public static Tensor Empty(CudaDevice device, DType dtype, params int[] shape)
     {
         long bytes = Tensors.Shape.NumEl(shape) * dtype.Size();

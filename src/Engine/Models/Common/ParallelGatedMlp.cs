@@ -31,12 +31,12 @@ public sealed class ParallelGatedMlp
     public Tensor Forward(Tensor x, DecoderWorkspace? workspace = null)
     {
         long t0 = LlamaProfile.Now();
-        var gateUp = _gateUp.Forward(x, x.IsCuda || x.Rank != 2 ? null
+        var gateUp = _gateUp.Forward(x, x.Rank != 2 ? null
             : workspace?.Linear(DecoderWorkspace.GateUp, x.DType, x.Shape[0], _gateUp.LocalOutFeatures)); // [tokens, 2 * intermediate/tp]
         LlamaProfile.Add("mlp.gate_up_proj", t0);
         t0 = LlamaProfile.Now();
         Tensor h;
-        if (workspace is not null && !gateUp.IsCuda && gateUp.Rank == 2 && gateUp.DType is DType.Float32 or DType.BFloat16)
+        if (workspace is not null && gateUp.Rank == 2 && gateUp.DType is DType.Float32 or DType.BFloat16)
         {   // act(gate) * up in one pass, into the workspace (Activation.ApplyGatedInto: the same roundings as ApplyGated)
             int d = gateUp.Shape[1] / 2;
             h = workspace.Get(DecoderWorkspace.Act, gateUp.DType, gateUp.Shape[0], d);
@@ -45,7 +45,7 @@ public sealed class ParallelGatedMlp
         else h = Activation.ApplyGated(gateUp, _act);     // [tokens, intermediate/tp]
         LlamaProfile.Add("mlp.act_and_mul", t0);
         t0 = LlamaProfile.Now();
-        var y = _down.Forward(h, h.IsCuda || h.Rank != 2 ? null
+        var y = _down.Forward(h, h.Rank != 2 ? null
             : workspace?.Linear(DecoderWorkspace.Down, h.DType, h.Shape[0], _down.OutFeatures)); // [tokens, hidden]
         LlamaProfile.Add("mlp.down_proj", t0);
         return y;

@@ -54,29 +54,9 @@ public sealed class Gemma3nMlp
     public static Tensor GaussianTopKCutoff(Tensor gate, double sparsity)
     {
         var dt = gate.DType;
-        if (gate.IsCuda)
-        {   // the same float64 statistics in a row kernel (CudaModelOps.MeanStd), each rounded to the dtype
-            var (m, sd) = Cuda.CudaModelOps.MeanStd(gate);                       // [.., 1] float32
-            return Elementwise.Add(m.To(dt), Elementwise.Mul(sd.To(dt), Tensor.Scalar(NormalIcdf(sparsity), dt).Item()));
-        }
-        int n = gate.Size(-1), rows = gate.NumEl / Math.Max(n, 1);
-        var values = gate.Contiguous().ToDoubleArray();
-        var mean = new float[rows];
-        var std = new float[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            double m = 0;
-            for (int j = 0; j < n; j++) m += values[r * n + j];
-            m /= n;
-            double v = 0;
-            for (int j = 0; j < n; j++) { double d = values[r * n + j] - m; v += d * d; }
-            mean[r] = (float)m;
-            std[r] = (float)Math.Sqrt(v / n);
-        }
-        var shape = gate.ShapeArray;
-        shape[^1] = 1;
-        var meanT = Tensor.FromArray(mean, shape).To(dt);
-        var stdT = Tensor.FromArray(std, shape).To(dt);
+        var (mean, std) = RowStatistics.MeanStd(gate);                             // [.., 1] float32 from float64 sums
+        var meanT = mean.To(dt);
+        var stdT = std.To(dt);
         double multiplier = Tensor.Scalar(NormalIcdf(sparsity), dt).Item();   // std_multiplier.type(inputs.dtype)
         return Elementwise.Add(meanT, Elementwise.Mul(stdT, multiplier));
     }

@@ -89,7 +89,7 @@ public sealed class Gemma3nModel : IDecoder
     // Only non-shared layers own a cache; a shared layer reads its source's.
     private void Allocate(int positions)
     {
-        var device = _embed.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null;    // weights on a GPU: the cache too
+        var device = Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);                       // weights on a GPU: the cache too
         _caches = Enumerable.Range(0, _text.NumLayers)
             .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, positions, DType, device) : null)
             .ToArray();

@@ -115,7 +115,7 @@ public sealed class Gemma4ForCausalLM
         foreach (var layer in Layers)
             if (!layer.SelfAttn.IsKvShared)
                 caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, capacity, DType,
-                    _embed.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null);      // weights on a GPU: the cache too
+                    Cuda.CudaTensors.DeviceOf(_embed.LocalWeight));      // weights on a GPU: the cache too
         return new Gemma4Sequence(caches);
     }
 

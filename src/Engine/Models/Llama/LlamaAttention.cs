@@ -37,12 +37,12 @@ public sealed class LlamaAttention
     {
         int t = hidden.Shape[0];
         long t0 = LlamaProfile.Now();
-        var qkvOut = hidden.IsCuda ? null : workspace?.Linear(DecoderWorkspace.Qkv, hidden.DType, t, _qkv.FusedWidth);
+        var qkvOut = workspace?.Linear(DecoderWorkspace.Qkv, hidden.DType, t, _qkv.FusedWidth);
         var (q, k, v) = _qkv.Forward(hidden, qkvOut);                     // [t, heads*hd], [t, kv*hd], [t, kv*hd]
         LlamaProfile.Add("self_attn.qkv_proj", t0);
         var attn = _attention.Forward(q, k, v, cos, sin, cache, realTokens, workspace: workspace);   // [t, heads/tp * hd]
         t0 = LlamaProfile.Now();
-        var o = _oProj.Forward(attn, attn.IsCuda || !attn.IsContiguous ? null
+        var o = _oProj.Forward(attn, !attn.IsContiguous ? null
             : workspace?.Linear(DecoderWorkspace.OProj, attn.DType, t, _oProj.OutFeatures)); // [t, hidden] (partial under SP)
         LlamaProfile.Add("self_attn.o_proj", t0);
         return o;

@@ -117,41 +117,38 @@ public sealed class LlamaDecoderLayer
     private DecoderWorkspace? _ws;
     private bool _inPlace;
 
-    private Tensor Norm(Tensor x, Tensor weight)
-    {
-        if (_normSumOfSquaresBf16) return NormSumOfSquaresBf16(x, weight);
-        if (!FusedHost(x, x, weight)) return Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
-        var normed = NormOut(x, weight);
-        Norms.AddRmsNormInto(null, x, weight, _eps, null, normed);
-        return normed;
-    }
+    // RMSNorm, and residual = x + residual; normed = RMSNorm(residual): ResidualNorm picks the device's kernel (one pass on
+    // the host into the workspace's slot, in place on the residual when this forward owns it)
+    private Tensor Norm(Tensor x, Tensor weight) =>
+        _normSumOfSquaresBf16 ? NormSumOfSquaresBf16(x, weight) : ResidualNorm.RmsNorm(x, weight, _eps, NormedSlot);
 
-    // residual = x + residual; normed = RMSNorm(residual): one kernel on a GPU (same roundings), one pass on the host
-    // (Norms.AddRmsNormInto, in place on the residual when this forward owns it).
     private (Tensor Residual, Tensor Normed) AddNorm(Tensor x, Tensor residual, Tensor weight)
     {
-        if (x.IsCuda && residual.IsCuda && x.DType == residual.DType && Shape.SequenceEqual(x.Shape, residual.Shape))
-            return Cuda.CudaOps.AddRmsNorm(x, residual, weight, (float)_eps);
-        if (!FusedHost(x, residual, weight) || _normSumOfSquaresBf16)
+        if (!_normSumOfSquaresBf16) return ResidualNorm.AddRmsNorm(x, residual, weight, _eps, _inPlace, NormedSlot);
+        var sum = Elementwise.Add(x, residual);
+        return (sum, Norm(sum, weight));
+    }
+
+    // the workspace's normed slot as a buffer, made once per workspace (a decode step allocates no delegate)
+    private ResidualNorm.Buffer? NormedSlot
+    {
+        get
         {
-            var sum = Elementwise.Add(x, residual);
-            return (sum, Norm(sum, weight));
+            if (_ws is null) return null;
+            if (!ReferenceEquals(_slotOf, _ws)) (_slotOf, _slot) = (_ws, Slot(_ws, DecoderWorkspace.Normed));
+            return _slot;
         }
-        var sumOut = _inPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
-        var normed = NormOut(residual, weight);
-        Norms.AddRmsNormInto(x, residual, weight, _eps, sumOut, normed);
-        return (sumOut, normed);
     }
 
     /// <summary>
     /// The rms-norm-sum-of-squares-bf16 fault: LlamaRMSNorm with its sum of squares accumulated in bfloat16, each partial
     /// sum rounded, where HF keeps float32 (<c>variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)</c>);
-    /// the rest as HF: <c>weight * (h * rsqrt(variance + eps)).to(input_dtype)</c>. [rows, n] in, the same out.
+    /// the rest as HF: <c>weight * (h * rsqrt(variance + eps)).to(input_dtype)</c>. [rows, n] in, the same out, where x lives.
     /// </summary>
     private Tensor NormSumOfSquaresBf16(Tensor x, Tensor weight)
     {
-        var h = OpSupport.Float32Contiguous(x.IsCuda ? x.ToHost() : x).Span<float>();
-        var w = OpSupport.Float32Contiguous(weight.IsCuda ? weight.ToHost() : weight).Span<float>();
+        var h = OpSupport.Float32Contiguous(x.ToHost()).Span<float>();
+        var w = OpSupport.Float32Contiguous(weight.ToHost()).Span<float>();
         int n = x.Size(-1), rows = n == 0 ? 0 : h.Length / n;
         var y = new float[h.Length];
         for (int r = 0; r < rows; r++)
@@ -167,20 +164,15 @@ public sealed class LlamaDecoderLayer
                 y[r * n + i] = w[i] * normed;
             }
         }
-        var result = OpSupport.FromFloat32(Tensor.FromArray(y, x.ShapeArray), x.DType);
-        return x.IsCuda ? result.ToDevice(x.CudaDevice) : result;
+        var result = Tensor.ZerosLike(x, x.DType, x.ShapeArray);
+        result.CopyFrom(Tensor.FromArray(y, x.ShapeArray));
+        return result;
     }
 
-    private static bool FusedHost(Tensor x, Tensor residual, Tensor weight) =>
-        !x.IsCuda && !residual.IsCuda && x.DType == residual.DType && x.DType is DType.Float32 or DType.BFloat16
-        && weight.DType is DType.Float32 or DType.BFloat16 && weight.IsContiguous && x.Rank == 2 && x.IsContiguous && residual.IsContiguous
-        && Shape.SequenceEqual(x.Shape, residual.Shape);
-
-    private Tensor NormOut(Tensor like, Tensor weight)
-    {
-        var dt = weight.DType != like.DType ? DType.Float32 : like.DType;
-        return _ws?.Get(DecoderWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
-    }
+    // a separate method, so the closure over ws is made only here (not on every call of the getter)
+    internal static ResidualNorm.Buffer Slot(DecoderWorkspace ws, int slot) => (dt, rows, cols) => ws.Get(slot, dt, rows, cols);
+    private DecoderWorkspace? _slotOf;
+    private ResidualNorm.Buffer? _slot;
 
     private int _realTokens;
 

@@ -63,7 +63,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
             _lmHead = new ParallelLMHead(head, ctx.Tp);
         }
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
-        if (!embedWeight.IsCuda)                                                          // the host: reusable buffers for the glue between linear layers
+        if (Cuda.CudaTensors.DeviceOf(embedWeight) is null)                               // the host: reusable buffers for the glue between linear layers
             _workspace = new DecoderWorkspace { LinearOutputs = ctx.TpSize == 1 && ctx.PpSize == 1 && !ctx.SequenceParallel };
         _caches = [];
         Allocate(maxPositions);
@@ -130,7 +130,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     }
 
     /// <summary>The device of the model's weights, or null on the host.</summary>
-    public Cuda.CudaDevice? Device => _embed!.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null;
+    public Cuda.CudaDevice? Device => Cuda.CudaTensors.DeviceOf(_embed!.LocalWeight);
 
     /// <summary>Positions the KV cache holds (a decode past it fails).</summary>
     public int CacheCapacity => _caches.Length > 0 ? _caches[0].Capacity : int.MaxValue;
@@ -169,10 +169,10 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
         if (_ctx.IsFirstStage)
         {
             if (input is null) throw new ArgumentNullException(nameof(input), "the first pipeline stage needs the input");
-            hidden = _deviceStep is { } step && input.IsCuda && padded == tokens         // a graph step: ids already on the device
+            hidden = _deviceStep is { } step && Cuda.CudaTensors.DeviceOf(input) is not null && padded == tokens         // a graph step: ids already on the device
                 ? Cuda.CudaDecodeOps.EmbeddingUnchecked(_embed!.LocalWeight, input.Reshape(-1), step.Scratch)
                 : Embed(input, tokens, padded);                                          // [Tp, hidden]
-            if (_embed!.LocalWeight.IsCuda) hidden = hidden.ToDevice(_embed.LocalWeight.CudaDevice); // prompt embeds: onto the model's GPU
+            if (Device is { } gpu) hidden = hidden.ToDevice(gpu);                         // prompt embeds: onto the model's GPU
         }
         else
         {
@@ -249,26 +249,21 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
         var positions = Tensor.Arange(padded);
         for (int i = 0; i < padded; i++) positions.Set(start + i, i);
         var (cos, sin) = _rotary.Forward(positions, DType);
-        if (_embed!.LocalWeight.IsCuda)                                                  // past the tables: one upload per step
-            (cos, sin) = (cos.ToDevice(_embed.LocalWeight.CudaDevice), sin.ToDevice(_embed.LocalWeight.CudaDevice));
+        if (Device is { } gpu)                                                           // past the tables: one upload per step
+            (cos, sin) = (cos.ToDevice(gpu), sin.ToDevice(gpu));
         return (cos, sin);
     }
 
-    // model.norm(hidden + residual): one pass on the host (Norms.AddRmsNormInto, the same roundings as the two ops)
+    // model.norm(hidden + residual): one pass on the host (ResidualNorm: the same roundings as the two ops); a model on a
+    // GPU (no workspace) runs the two ops
     private Tensor FinalNorm(Tensor hidden, Tensor residual)
     {
         double eps = _config.NormEps ?? 1e-6;
-        var norm = _norm!;
-        bool host = _workspace is not null && !hidden.IsCuda && hidden.DType == residual.DType && hidden.DType is DType.Float32 or DType.BFloat16
-                    && norm.DType is DType.Float32 or DType.BFloat16 && norm.IsContiguous && hidden.Rank == 2 && hidden.IsContiguous
-                    && residual.IsContiguous && Shape.SequenceEqual(hidden.Shape, residual.Shape);
-        if (!host) return Norms.RmsNorm(Elementwise.Add(hidden, residual), norm, eps, RmsNormKind.Llama);
-        var dt = norm.DType != hidden.DType ? DType.Float32 : hidden.DType;
-        var normed = _workspace!.Get(DecoderWorkspace.Final, dt, hidden.Shape[0], hidden.Shape[1]);
-        var sum = ResidualInPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
-        Norms.AddRmsNormInto(hidden, residual, norm, eps, sum, normed);
-        return normed;
+        if (_workspace is null) return Norms.RmsNorm(Elementwise.Add(hidden, residual), _norm!, eps, RmsNormKind.Llama);
+        _finalSlot ??= LlamaDecoderLayer.Slot(_workspace, DecoderWorkspace.Final);       // made once: a decode step allocates no delegate
+        return ResidualNorm.AddRmsNorm(hidden, residual, _norm!, eps, ResidualInPlace, _finalSlot).Normed;
     }
+    private ResidualNorm.Buffer? _finalSlot;
 
     private Tensor Embed(Tensor input, int tokens, int padded)
     {

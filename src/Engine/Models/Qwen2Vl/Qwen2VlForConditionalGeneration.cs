@@ -83,7 +83,7 @@ public sealed class Qwen2VlForConditionalGeneration : IDecoder
     {
         var w = _embed.LocalWeight;
         _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, _config.HeadDim, positions + _ctx.TpSize, DType,
-            w.IsCuda ? w.CudaDevice : null)).ToArray();                                      // weights on a GPU: the cache too
+            Cuda.CudaTensors.DeviceOf(w))).ToArray();                                      // weights on a GPU: the cache too
     }
 
     /// <summary>The layout (<see cref="IDecoder.Context"/>).</summary>

@@ -67,13 +67,13 @@ public sealed class Gemma4AudioAttention
         var v = _v.Forward(x).To(DType.Float32).Reshape(b, t, n, h);
 
         // query_states = query_states * self.q_scale * F.softplus(self.per_dim_scale); key_states = key_states * self.k_scale
-        q = Elementwise.Mul(Elementwise.Mul(q, _qScale), Gemma4TowerKernels.Softplus(_perDimScale).To(DType.Float32));
+        q = Elementwise.Mul(Elementwise.Mul(q, _qScale), TowerOps.Softplus(_perDimScale).To(DType.Float32));
         k = Elementwise.Mul(k, _kScale);
 
         // _convert_to_block / _extract_block_context
-        var queries = Gemma4TowerKernels.PadDim1(q, u * w).Reshape(b, u, w, n, h).Permute(0, 3, 1, 2, 4).Contiguous(); // [B, N, U, W, H]
-        var keys = ContextWindows(k, u, w, ctx, left);                                                                // [B, N, U, C, H]
-        var values = ContextWindows(v, u, w, ctx, left);                                                              // [B, N, U, C, H]
+        var queries = TowerOps.PadDim1(q, u * w).Reshape(b, u, w, n, h).Permute(0, 3, 1, 2, 4).Contiguous(); // [B, N, U, W, H]
+        var keys = TowerOps.ContextWindows(k, u, w, ctx, left);                                                                // [B, N, U, C, H]
+        var values = TowerOps.ContextWindows(v, u, w, ctx, left);                                                              // [B, N, U, C, H]
 
         // relative_key_states = self.relative_k_proj(position_embeddings).view(-1, N, H).to(float32)
         int f = positionEmbeddings.Size(0);
@@ -95,28 +95,6 @@ public sealed class Gemma4AudioAttention
         // .permute(0, 2, 3, 1, 4).reshape(B, U*W, -1)[:, :T] -> model dtype -> post
         var merged = o.Permute(0, 2, 3, 1, 4).Reshape(b, u * w, n * h).Narrow(1, 0, t).Contiguous().To(x.DType);     // [B, T, N*H]
         return _post.Forward(merged);
-    }
-
-    /// <summary>
-    /// _extract_block_context: F.pad on time by (left, right + W - 1), unfold(1, C, W), movedim(-1, 2): window u holds positions
-    /// u*W - left .. u*W - left + C - 1 (zeros outside [0, T)). [B, T, N, H] -> [B, N, U, C, H].
-    /// </summary>
-    private static Tensor ContextWindows(Tensor x, int u, int w, int ctx, int left)
-    {
-        if (x.IsCuda) return Cuda.CudaModelOps.ContextWindows(x, u, w, ctx, left);
-        int b = x.Size(0), t = x.Size(1), n = x.Size(2), h = x.Size(3);
-        var src = x.Contiguous().Span<float>();
-        var dst = new float[b * n * u * ctx * h];
-        for (int bi = 0; bi < b; bi++)
-        for (int ni = 0; ni < n; ni++)
-        for (int ui = 0; ui < u; ui++)
-        for (int c = 0; c < ctx; c++)
-        {
-            int pos = ui * w - left + c;
-            if (pos < 0 || pos >= t) continue;
-            src.Slice(((bi * t + pos) * n + ni) * h, h).CopyTo(dst.AsSpan((((bi * n + ni) * u + ui) * ctx + c) * h, h));
-        }
-        return Tensor.FromArray(dst, b, n, u, ctx, h);
     }
 
     /// <summary>

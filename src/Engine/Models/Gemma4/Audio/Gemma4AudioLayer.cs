@@ -150,8 +150,8 @@ public sealed class Gemma4AudioLightConv1d
     {
         var residual = h;
         h = _start.Forward(Norms.RmsNorm(h, _preNorm, _c.RmsNormEps, RmsNormKind.GemmaScaled));   // [B, T, 2*hidden]
-        h = Gemma4TowerKernels.Glu(h);                                                            // [B, T, hidden]
-        h = Gemma4TowerKernels.DepthwiseCausalConv1d(h, _conv);
+        h = TowerOps.Glu(h);                                                            // [B, T, hidden]
+        h = TowerOps.DepthwiseCausalConv1d(h, _conv);
         double g = Gemma4AudioFeedForward.Clip(_c.GradientClipping, h.DType);
         h = Norms.RmsNorm(Elementwise.Clamp(h, -g, g), _convNorm, _c.RmsNormEps, RmsNormKind.GemmaScaled);
         h = _end.Forward(Activation.Apply(h, _act));

@@ -133,7 +133,7 @@ public sealed class Gemma4AudioModel
         for (int i = 0; i < b * t; i++) if (valid[i]) m.Set(1.0, i / t, i % t, 0, 0);
         h = Elementwise.Mul(h, m);
         // self.conv(...) -> self.norm(permute to channels last) -> ReLU
-        h = Gemma4TowerKernels.Conv3x3Stride2ChannelsLast(h, conv, _matmul);                      // [B, ceil(T/2), ceil(F/2), C]
+        h = TowerOps.Conv3x3Stride2ChannelsLast(h, conv, _matmul);                      // [B, ceil(T/2), ceil(F/2), C]
         h = Activation.Apply(Norms.LayerNorm(h, norm, null, _c.RmsNormEps), ActivationKind.Relu);
         // mask = mask[:, ::2]
         int tOut = h.Size(1);

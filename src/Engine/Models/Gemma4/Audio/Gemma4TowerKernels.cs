@@ -5,93 +5,10 @@ using Tensor = Harness.Engine.Tensors.Tensor;
 namespace Harness.Engine.Models.Gemma4.Audio;
 
 /// <summary>
-/// The few torch ops of Gemma4's towers that the engine has no general op for. Each is computed in float32 from the input's
-/// values and rounded once to the input dtype (torch's CPU kernels for bf16 accumulate in float32 and round once).
+/// Checks of Gemma4's tower weights and inputs (their torch ops are <see cref="TowerOps"/>, device dispatch included).
 /// </summary>
 internal static class Gemma4TowerKernels
 {
-    /// <summary>
-    /// nn.Conv2d(in, out, kernel 3x3, stride 2, padding 1, bias=False) on a channels-last input, as im2col + one
-    /// <see cref="Matmul"/>: patches [B*Ho*Wo, in*9] (ordered (c, kh, kw), the weight's flattening) @ weight [out, in*9]^T.
-    /// Equals torch's conv2d up to float32 summation order. Input [B, H, W, in], output [B, Ho, Wo, out] with
-    /// Ho = ceil(H/2), Wo = ceil(W/2).
-    /// </summary>
-    public static Tensor Conv3x3Stride2ChannelsLast(Tensor x, Tensor weight, MatmulOptions matmul)
-    {
-        int b = x.Size(0), h = x.Size(1), w = x.Size(2), cin = x.Size(3);
-        int cout = weight.Size(0);
-        if (weight.Rank != 4 || weight.Size(1) != cin || weight.Size(2) != 3 || weight.Size(3) != 3)
-            throw new ArgumentException($"conv2d: weight {Shape.Format(weight.Shape)} does not fit [out, {cin}, 3, 3] for input {Shape.Format(x.Shape)} (channels last)");
-        int ho = (h + 2 - 3) / 2 + 1, wo = (w + 2 - 3) / 2 + 1, k = cin * 9;
-        if (x.IsCuda)   // the same patches gathered on the device (CudaModelOps.Im2Col3x3S2), then the one GEMM
-            return Matmul.Forward(Cuda.CudaModelOps.Im2Col3x3S2(x), weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
-        var src = x.ToFloatArray();
-        var cols = new float[b * ho * wo * k];
-        for (int n = 0; n < b; n++)
-        for (int oy = 0; oy < ho; oy++)
-        for (int ox = 0; ox < wo; ox++)
-        {
-            int row = ((n * ho + oy) * wo + ox) * k;
-            for (int c = 0; c < cin; c++)
-            for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++)
-            {
-                int iy = oy * 2 - 1 + ky, ix = ox * 2 - 1 + kx;
-                cols[row + c * 9 + ky * 3 + kx] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0f : src[((n * h + iy) * w + ix) * cin + c];
-            }
-        }
-        var patches = Tensor.FromArray(cols, b * ho * wo, k).To(x.DType);     // exact: values came from x
-        var wFlat = weight.Reshape(cout, k).T();                              // [in*9, out]
-        return Matmul.Forward(patches, wFlat, matmul).Reshape(b, ho, wo, cout);
-    }
-
-    /// <summary>
-    /// Gemma4AudioCausalConv1d with groups = channels (depthwise), no bias: F.pad(x, (k-1, 0)) then conv1d, i.e.
-    /// y[b, t, c] = sum_j w[c, 0, j] * x[b, t - (k-1) + j, c] (zero before t = 0). Time-major input [B, T, C], output [B, T, C].
-    /// </summary>
-    public static Tensor DepthwiseCausalConv1d(Tensor x, Tensor weight)
-    {
-        int b = x.Size(0), t = x.Size(1), c = x.Size(2);
-        if (weight.Rank != 3 || weight.Size(0) != c || weight.Size(1) != 1)
-            throw new ArgumentException($"depthwise conv1d: weight {Shape.Format(weight.Shape)} does not fit [{c}, 1, k] for input {Shape.Format(x.Shape)}");
-        int k = weight.Size(2);
-        if (x.IsCuda) return Cuda.CudaModelOps.DepthwiseCausalConv1d(x, weight);
-        var src = x.ToFloatArray();
-        var wt = weight.ToFloatArray();
-        var y = new float[src.Length];
-        for (int n = 0; n < b; n++)
-        for (int i = 0; i < t; i++)
-        for (int ch = 0; ch < c; ch++)
-        {
-            float acc = 0f;
-            for (int j = 0; j < k; j++)
-            {
-                int ti = i - (k - 1) + j;
-                if (ti >= 0) acc += wt[ch * k + j] * src[(n * t + ti) * c + ch];
-            }
-            y[(n * t + i) * c + ch] = acc;
-        }
-        return Tensor.FromArray(y, b, t, c).To(x.DType);
-    }
-
-    /// <summary>nn.functional.glu(x, dim=-1): a * sigmoid(g) with [a | g] the two halves of the last dim, rounded once.</summary>
-    public static Tensor Glu(Tensor x)
-    {
-        int d = x.Size(-1) / 2;
-        var a = OpSupport.Float32(x.Narrow(-1, 0, d));
-        var g = OpSupport.Float32(x.Narrow(-1, d, d));
-        return Elementwise.Mul(a, Elementwise.Sigmoid(g)).To(x.DType);
-    }
-
-    /// <summary>F.softplus(x) (beta 1, threshold 20): log1p(exp(x)), x itself above 20; in x's dtype, rounded once.</summary>
-    public static Tensor Softplus(Tensor x)
-    {
-        if (x.IsCuda) return Cuda.CudaOps.Unary<Cuda.Kernels.SoftplusOp>(x);
-        var v = x.ToFloatArray();
-        for (int i = 0; i < v.Length; i++) v[i] = v[i] > 20f ? v[i] : (float)Math.Log(1.0 + Math.Exp(v[i]));
-        return Tensor.FromArray(v, x.ShapeArray).To(x.DType);
-    }
-
     /// <summary>A checkpoint tensor must have the shape its config implies; otherwise an error naming both and the config field.</summary>
     public static Tensor Expect(Tensor t, string name, int[] shape, string field)
     {
@@ -105,15 +22,5 @@ internal static class Gemma4TowerKernels
     {
         if (mask.DType != DType.Bool) throw new ArgumentException($"expected a bool mask, got {mask.DType.TorchName()} {Shape.Format(mask.Shape)}");
         return mask.ToHost().Contiguous().Span<bool>().ToArray();   // an input mask: read on the host (control flow)
-    }
-
-    /// <summary>x zero-padded at the end of dim 1 to length <paramref name="length"/>.</summary>
-    public static Tensor PadDim1(Tensor x, int length)
-    {
-        int t = x.Size(1);
-        if (t == length) return x;
-        var shape = x.ShapeArray;
-        shape[1] = length - t;
-        return Tensor.Cat([x, Tensor.ZerosLike(x, x.DType, shape)], 1);
     }
 }
