@@ -148,7 +148,8 @@ public sealed record LlamaScenario : Scenario
         var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
         var forward = client.Forward(dir, DType, batched, ModulesFor(config));
         var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
-        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs), context.Versions());
+        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
+            context.Versions());
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -184,14 +185,16 @@ public sealed record LlamaScenario : Scenario
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
         }
         var sink = new CaptureSink(capture, context.ReportModule);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs
         {
             try
             {
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options), context.CollectiveTimeout);
-                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+                var forcedOn = input.DType.IsFloatingPoint() ? null : reference.Tokens?.Tokens;
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options, forcedOn), context.CollectiveTimeout);
+                engineTokens = TokenSequence.FromTopK(generations[0].Generation.Tokens, generations[0].Generation.TopKIds, generations[0].Generation.TopKLogprobs);
+                engineForced = generations.Select(g => g.Forced).FirstOrDefault(f => f is not null);
             }
             catch (Exception e)
             {
@@ -201,7 +204,8 @@ public sealed record LlamaScenario : Scenario
         var policy = Policy(DType, Tp);
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2,
+            engineForced: engineForced, oracleBound: OracleBound.For(DType));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
@@ -210,7 +214,8 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
+    private (LlamaForCausalLM.Generation Generation, TokenSequence? Forced) RunRank(int rank, string dir, TextConfig config, Tensor input,
+        IActivationSink sink, LlamaOptions options, long[]? forcedOn)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
@@ -218,6 +223,33 @@ public sealed record LlamaScenario : Scenario
         using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
-        return new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        return (generation, forcedOn is null ? null : TeacherForced(new LlamaForCausalLM(weights, config, ctx, options: options), ctx, input, forcedOn));
+    }
+
+    /// <summary>
+    /// The engine teacher-forced on the reference's tokens: one prefill forward over prompt + tokens[..^1] with every row's
+    /// logits ([T + n - 1, vocab]); row T - 1 + s is step s's distribution (exact for a correct engine: causal attention).
+    /// Top-k of log_softmax(float32 logits) per step, the argmax as the step's token. Null on ranks without logits.
+    /// </summary>
+    private static TokenSequence? TeacherForced(LlamaForCausalLM model, ParallelContext ctx, Tensor prompt, long[] forcedOn)
+    {
+        if (forcedOn.Length == 0) return null;
+        int t = prompt.Shape[0], n = forcedOn.Length;
+        var ids = prompt.ToInt64Array().Concat(forcedOn.Take(n - 1)).ToArray();
+        var logits = model.Forward(ctx.IsFirstStage ? Tensor.FromArray(ids, ids.Length) : null, ids.Length);   // [T + n - 1, vocab] on the last stage
+        if (logits is null || !ctx.IsLastStage) return null;
+        var tokens = new long[n];
+        var topk = new List<IReadOnlyList<TokenLogprob>>();
+        for (int s = 0; s < n; s++)
+        {
+            var logprobs = Engine.Ops.Softmax.LogSoftmax(logits.Select(0, t - 1 + s).To(DType.Float32), -1);             // [vocab]
+            var (values, indices) = Engine.Ops.TopK.Forward(logprobs, TopK);
+            var vi = indices.ToInt64Array();
+            var vv = values.ToFloatArray();
+            tokens[s] = vi[0];
+            topk.Add(vi.Select((id, j) => new TokenLogprob(id, vv[j])).ToList());
+        }
+        return new TokenSequence(tokens, topk);
     }
 }

@@ -538,7 +538,28 @@ def op_generate(args, tensors):
     if first.shape[0] != 1:
         raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
-    return {"steps": steps}, greedy_decode(model, inputs, steps, k)
+    outs = greedy_decode(model, inputs, steps, k)
+    if args.get("oracle"):
+        outs += oracle_forced_logprobs(model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"])
+    return {"steps": steps}, outs
+
+
+def oracle_forced_logprobs(model, inputs, tokens, topk_ids):
+    """The float64 twin teacher-forced on the reference's greedy tokens (its prompt forward, then each reference token fed
+    with the KV cache, as greedy_decode feeds its own): per step the twin's log_softmax at the reference's top-k ids.
+    Returns [("oracle_topk_logprobs", [steps, k] float64)]: the yardstick of the token verdict (TokenComparison)."""
+    twin = oracle_model(model)
+    steps = tokens.shape[0]
+    rows = []
+    with torch.no_grad():
+        out = twin(**upcast(inputs), use_cache=True)
+        for step in range(steps):
+            logprobs = torch.log_softmax(out.logits[0, -1, :].to(torch.float64), dim=-1)
+            rows.append(logprobs[topk_ids[step]])
+            if step + 1 < steps:
+                out = twin(input_ids=tokens[step].view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    k = topk_ids.shape[1] if topk_ids.dim() == 2 else 0
+    return [("oracle_topk_logprobs", torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64))]
 
 
 def greedy_decode(model, inputs, steps, k, prompt_logits=False):
