@@ -191,10 +191,10 @@ public sealed record LlamaScenario : Scenario
         {
             try
             {
-                var forcedOn = input.DType.IsFloatingPoint() ? null : reference.Tokens?.Tokens;
+                var forcedOn = reference.Tokens is { Length: > 1 } rt ? rt.Tokens : null;
                 var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options, forcedOn), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Generation.Tokens, generations[0].Generation.TopKIds, generations[0].Generation.TopKLogprobs);
-                engineForced = generations.Select(g => g.Forced).FirstOrDefault(f => f is not null);
+                engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
             catch (Exception e)
             {
@@ -214,7 +214,7 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private (LlamaForCausalLM.Generation Generation, TokenSequence? Forced) RunRank(int rank, string dir, TextConfig config, Tensor input,
+    private (Generation Generation, Generation? Forced) RunRank(int rank, string dir, TextConfig config, Tensor input,
         IActivationSink sink, LlamaOptions options, long[]? forcedOn)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
@@ -224,32 +224,7 @@ public sealed record LlamaScenario : Scenario
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
         var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
-        return (generation, forcedOn is null ? null : TeacherForced(new LlamaForCausalLM(weights, config, ctx, options: options), ctx, input, forcedOn));
-    }
-
-    /// <summary>
-    /// The engine teacher-forced on the reference's tokens: one prefill forward over prompt + tokens[..^1] with every row's
-    /// logits ([T + n - 1, vocab]); row T - 1 + s is step s's distribution (exact for a correct engine: causal attention).
-    /// Top-k of log_softmax(float32 logits) per step, the argmax as the step's token. Null on ranks without logits.
-    /// </summary>
-    private static TokenSequence? TeacherForced(LlamaForCausalLM model, ParallelContext ctx, Tensor prompt, long[] forcedOn)
-    {
-        if (forcedOn.Length == 0) return null;
-        int t = prompt.Shape[0], n = forcedOn.Length;
-        var ids = prompt.ToInt64Array().Concat(forcedOn.Take(n - 1)).ToArray();
-        var logits = model.Forward(ctx.IsFirstStage ? Tensor.FromArray(ids, ids.Length) : null, ids.Length);   // [T + n - 1, vocab] on the last stage
-        if (logits is null || !ctx.IsLastStage) return null;
-        var tokens = new long[n];
-        var topk = new List<IReadOnlyList<TokenLogprob>>();
-        for (int s = 0; s < n; s++)
-        {
-            var logprobs = Engine.Ops.Softmax.LogSoftmax(logits.Select(0, t - 1 + s).To(DType.Float32), -1);             // [vocab]
-            var (values, indices) = Engine.Ops.TopK.Forward(logprobs, TopK);
-            var vi = indices.ToInt64Array();
-            var vv = values.ToFloatArray();
-            tokens[s] = vi[0];
-            topk.Add(vi.Select((id, j) => new TokenLogprob(id, vv[j])).ToList());
-        }
-        return new TokenSequence(tokens, topk);
+        // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie
+        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK, forcedOn));
     }
 }

@@ -1,4 +1,5 @@
 using Harness.Engine.Distributed;
+using Harness.Engine.Models.Common;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
 using Harness.Engine.Ops;
@@ -32,18 +33,18 @@ public sealed class LlamaAttention
     /// <param name="cos">[1, tokens, head_dim]</param>
     /// <param name="realTokens">How many leading tokens are real (the rest is SP padding, kept out of the cache).</param>
     /// <param name="workspace">Host buffers for the rotated q and the attention output (null: fresh tensors).</param>
-    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? workspace = null)
+    public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, KvCache cache, int realTokens, DecoderWorkspace? workspace = null)
     {
         int t = hidden.Shape[0], hd = _qkv.HeadDim, heads = _qkv.LocalHeads, kvHeads = _qkv.LocalKvHeads;
         long t0 = LlamaProfile.Now();
-        var qkvOut = hidden.IsCuda ? null : workspace?.Linear(LlamaWorkspace.Qkv, hidden.DType, t, _qkv.FusedWidth);
+        var qkvOut = hidden.IsCuda ? null : workspace?.Linear(DecoderWorkspace.Qkv, hidden.DType, t, _qkv.FusedWidth);
         var (q, k, v) = _qkv.Forward(hidden, qkvOut);                     // [t, heads*hd], [t, kv*hd], [t, kv*hd]
         LlamaProfile.Add("self_attn.qkv_proj", t0);
         if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda)
         {
             var attn = Fused(q, k, v, cos, sin, cache, realTokens, workspace);
             t0 = LlamaProfile.Now();
-            var o = _oProj.Forward(attn, workspace?.Linear(LlamaWorkspace.OProj, attn.DType, t, _oProj.OutFeatures)); // [t, hidden] (partial under SP)
+            var o = _oProj.Forward(attn, workspace?.Linear(DecoderWorkspace.OProj, attn.DType, t, _oProj.OutFeatures)); // [t, hidden] (partial under SP)
             LlamaProfile.Add("self_attn.o_proj", t0);
             return o;
         }
@@ -83,17 +84,17 @@ public sealed class LlamaAttention
     // The host's normal-mode path: RoPE from the qkv output's views straight into q's buffer and the cache's next rows,
     // then every head's causal attention over the cache written as [t, heads*hd] (Ops.Attention). The same arithmetic as
     // the lines above and Eager below (the dot products and sums in the fused kernel's order).
-    private Tensor Fused(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, KvCache cache, int realTokens, LlamaWorkspace? ws)
+    private Tensor Fused(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, KvCache cache, int realTokens, DecoderWorkspace? ws)
     {
         int t = q.Shape[0], width = q.Shape[1];
         int past = cache.Length;
         long t0 = LlamaProfile.Now();
-        var qr = ws?.Get(LlamaWorkspace.Query, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width);     // [t, heads*hd]
+        var qr = ws?.Get(DecoderWorkspace.Query, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width);     // [t, heads*hd]
         Ops.Attention.RopeIntoCache(q, k, v, cos, sin, qr, cache.Keys, cache.Values, past, realTokens);
         cache.Advance(realTokens);
         LlamaProfile.Add("self_attn.rope_into_cache", t0);
         t0 = LlamaProfile.Now();
-        var output = ws?.Get(LlamaWorkspace.AttnOut, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width); // [t, heads*hd]
+        var output = ws?.Get(DecoderWorkspace.AttnOut, q.DType, t, width) ?? Tensor.Zeros(q.DType, t, width); // [t, heads*hd]
         Ops.Attention.CausalInto(qr, cache.Keys, cache.Values, past, cache.Length, (float)_scaling, output);
         LlamaProfile.Add("self_attn.attention", t0);
         return output;

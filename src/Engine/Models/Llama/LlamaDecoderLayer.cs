@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Distributed;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
@@ -25,7 +26,7 @@ public sealed class LlamaDecoderLayer
 
     public string Prefix { get; }
     public LlamaAttention SelfAttn { get; }
-    public LlamaMlp Mlp { get; }
+    public ParallelGatedMlp Mlp { get; }
 
     private readonly bool _residualFirstSlice;
     private readonly bool _normSumOfSquaresBf16;
@@ -44,7 +45,7 @@ public sealed class LlamaDecoderLayer
         _inputNorm = weights.Get(prefix + ".input_layernorm.weight");
         _postNorm = weights.Get(prefix + ".post_attention_layernorm.weight");
         SelfAttn = new LlamaAttention(weights, prefix + ".self_attn", config, ctx);
-        Mlp = new LlamaMlp(weights, prefix + ".mlp", config, ctx);
+        Mlp = new ParallelGatedMlp(weights, prefix + ".mlp", ctx, config.MlpBias, config.HiddenAct ?? "silu");
     }
 
     /// <param name="hidden">Full [Tp, hidden] embeddings when residual is null, else [tokens or L, hidden].</param>
@@ -54,7 +55,7 @@ public sealed class LlamaDecoderLayer
     /// <param name="residualInPlace">Whether the residual add may overwrite the residual it is given (it is this forward's
     /// own tensor: one rank, no pipeline hand-over).</param>
     public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, KvCache cache, int realTokens,
-        LlamaWorkspace? workspace = null, bool residualInPlace = false)
+        DecoderWorkspace? workspace = null, bool residualInPlace = false)
     {
         _ws = workspace;
         _inPlace = residualInPlace;
@@ -113,7 +114,7 @@ public sealed class LlamaDecoderLayer
         return full.Narrow(0, start, l);
     }
 
-    private LlamaWorkspace? _ws;
+    private DecoderWorkspace? _ws;
     private bool _inPlace;
 
     private Tensor Norm(Tensor x, Tensor weight)
@@ -178,7 +179,7 @@ public sealed class LlamaDecoderLayer
     private Tensor NormOut(Tensor like, Tensor weight)
     {
         var dt = weight.DType != like.DType ? DType.Float32 : like.DType;
-        return _ws?.Get(LlamaWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
+        return _ws?.Get(DecoderWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
     }
 
     private int _realTokens;
