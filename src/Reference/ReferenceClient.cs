@@ -237,9 +237,19 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         return new ForwardResult(captured, reply.Tensor("logits") ?? throw new ReferenceException("forward returned no logits"));
     }
 
-    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
+    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs)
+    {
+        /// <summary>
+        /// With <see cref="Oracle"/>: the float64 twin's logprobs of the same top-k ids, teacher-forced on the greedy tokens
+        /// ([steps, k]); null otherwise.
+        /// </summary>
+        public double[,]? OracleTopKLogprobs { get; init; }
+    }
 
-    /// <summary>Greedy decoding of maxNewTokens, with the top-k log-probabilities of the raw logits at each step.</summary>
+    /// <summary>
+    /// Greedy decoding of maxNewTokens, with the top-k log-probabilities of the raw logits at each step (and, with
+    /// <see cref="Oracle"/>, the float64 twin's teacher-forced logprobs of the same ids).
+    /// </summary>
     public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK)
     {
         bool embeds = input.DType.IsFloatingPoint();
@@ -249,6 +259,8 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["dtype"] = dtype.TorchName(),
             ["max_new_tokens"] = maxNewTokens,
             ["top_k"] = topK,
+            ["oracle"] = Oracle,
+            ["oracle_mode"] = OracleMode,
         };
         var reply = Worker.Call("generate", args, [new(embeds ? "inputs_embeds" : "input_ids", input)]);
         var tokens = reply.Tensor("tokens")!.ToInt64Array();
@@ -265,7 +277,17 @@ public sealed class ReferenceClient(ReferenceWorker worker)
                 idArr[s, j] = flatIds[s * k + j];
                 lpArr[s, j] = flatLps[s * k + j];
             }
-        return new Generation(tokens, idArr, lpArr);
+        double[,]? oracle = null;
+        if (reply.Tensor("oracle_topk_logprobs") is { } ot)
+        {
+            if (!ot.Shape.SequenceEqual(ids.Shape))
+                throw new ReferenceException($"generate returned oracle_topk_logprobs {Shape.Format(ot.Shape)}, expected {Shape.Format(ids.Shape)} as topk_ids");
+            var flat = ot.ToDoubleArray();
+            oracle = new double[steps, k];
+            for (int s = 0; s < steps; s++)
+                for (int j = 0; j < k; j++) oracle[s, j] = flat[s * k + j];
+        }
+        return new Generation(tokens, idArr, lpArr) { OracleTopKLogprobs = oracle };
     }
 
     public sealed record MatmulTiming(double Seconds, double Gflops);

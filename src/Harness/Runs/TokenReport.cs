@@ -52,6 +52,14 @@ public sealed record TokenReport
     public long? MaxLogprobDiffToken { get; init; }
     public required int LogprobPairs { get; init; }
 
+    /// <summary>Steps after an accepted divergence compared on the engine's teacher-forced decoding (0: none).</summary>
+    public int ForcedSteps { get; init; }
+
+    /// <summary>With the float64 oracle: the engine's and the reference's largest logprob error against it, and the bound.</summary>
+    public double? EngineOracleError { get; init; }
+    public double? ReferenceOracleError { get; init; }
+    public double? OracleLogprobBound { get; init; }
+
     /// <summary>Token id to text for display; null shows ids only.</summary>
     public Func<long, string>? Decode { get; init; }
 
@@ -70,6 +78,9 @@ public sealed record TokenReport
         sb.Append(ci, $"  matched-step logprobs: max |diff| {MaxLogprobDiff:E3}");
         if (MaxLogprobDiffStep is int s) sb.Append(ci, $" (step {s}, token {Tok(MaxLogprobDiffToken!.Value)})");
         sb.Append(ci, $" over {LogprobPairs} pairs, tolerance {LogprobTolerance:G3}\n");
+        if (OracleLogprobBound is double ob)
+            sb.Append(ci, $"  against the float64 oracle: engine {EngineOracleError:E3}, the reference's own {ReferenceOracleError:E3}, bound {ob:E3}\n");
+        if (ForcedSteps > 0) sb.Append(ci, $"  {ForcedSteps} step(s) after the divergence compared teacher-forced\n");
         sb.Append("  reason: ").Append(Reason).Append('\n');
         return sb.ToString();
     }

@@ -30,7 +30,34 @@ public sealed class TokenSequence
         return new TokenSequence(tokens, topK);
     }
 
+    /// <summary>As <see cref="FromTopK(long[], long[,], float[,])"/>, with the float64 oracle's logprobs of the same ids ([steps, k]) when given.</summary>
+    public static TokenSequence FromTopK(long[] tokens, long[,] ids, float[,] logprobs, double[,]? oracle)
+    {
+        var seq = FromTopK(tokens, ids, logprobs);
+        if (oracle is null) return seq;
+        int k = oracle.GetLength(1);
+        return new TokenSequence(seq.Tokens, seq.TopK)
+        {
+            Oracle = Enumerable.Range(0, oracle.GetLength(0)).Select(s => Enumerable.Range(0, k).Select(j => oracle[s, j]).ToArray()).ToList(),
+        };
+    }
+
     public long[] Tokens { get; }
+
+    /// <summary>
+    /// The float64 model's logprobs of this side's top-k tokens, per step in the order of <see cref="TopK"/>, teacher-forced
+    /// on these tokens (the reference's: the worker runs its float64 twin over prompt + tokens); null: none recorded.
+    /// </summary>
+    public IReadOnlyList<double[]>? Oracle { get; init; }
+
+    /// <summary>The float64 logprob of a token in step's top-k, or null.</summary>
+    public double? OracleOf(int step, long token)
+    {
+        if (Oracle is null || step >= Oracle.Count) return null;
+        for (int j = 0; j < TopK[step].Count; j++)
+            if (TopK[step][j].Token == token) return j < Oracle[step].Length ? Oracle[step][j] : null;
+        return null;
+    }
 
     public IReadOnlyList<IReadOnlyList<TokenLogprob>> TopK { get; }
 

@@ -152,7 +152,8 @@ public sealed record LlamaScenario : Scenario
         var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
         var forward = client.Forward(dir, DType, batched, ModulesFor(config));
         var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
-        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs), context.Versions());
+        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
+            context.Versions());
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -188,14 +189,16 @@ public sealed record LlamaScenario : Scenario
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
         }
         var sink = new CaptureSink(capture, context.ReportModule);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs
         {
             try
             {
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options), context.CollectiveTimeout);
-                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+                var forcedOn = reference.Tokens is { Length: > 1 } rt ? rt.Tokens : null;
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options, forcedOn), context.CollectiveTimeout);
+                engineTokens = TokenSequence.FromTopK(generations[0].Generation.Tokens, generations[0].Generation.TopKIds, generations[0].Generation.TopKLogprobs);
+                engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
             catch (Exception e)
             {
@@ -205,7 +208,8 @@ public sealed record LlamaScenario : Scenario
         var policy = Policy(DType, Tp);
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2,
+            engineForced: engineForced, oracleBound: OracleBound.For(DType));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
@@ -214,7 +218,8 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
+    private (Generation Generation, Generation? Forced) RunRank(int rank, string dir, TextConfig config, Tensor input,
+        IActivationSink sink, LlamaOptions options, long[]? forcedOn)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
@@ -222,6 +227,8 @@ public sealed record LlamaScenario : Scenario
         using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
-        return new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie
+        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK, forcedOn));
     }
 }

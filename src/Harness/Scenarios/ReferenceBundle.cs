@@ -11,7 +11,8 @@ namespace Harness.Scenarios;
 /// </summary>
 public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors, TokenSequence? Tokens, IReadOnlyDictionary<string, string> Versions)
 {
-    private const string TokensName = "__tokens", TopKIdsName = "__topk_ids", TopKLogprobsName = "__topk_logprobs", InputPrefix = "__input.";
+    private const string TokensName = "__tokens", TopKIdsName = "__topk_ids", TopKLogprobsName = "__topk_logprobs", InputPrefix = "__input.",
+        OracleTopKName = "__oracle_topk_logprobs";
 
     /// <summary>The inputs the outputs were computed from (seeded prompts, weights of op scenarios).</summary>
     public IReadOnlyDictionary<string, Tensor> Inputs { get; init; } = new Dictionary<string, Tensor>();
@@ -33,6 +34,16 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
             }
             all[TopKIdsName] = Tensor.FromArray(ids, steps, k);
             all[TopKLogprobsName] = Tensor.FromArray(lps, steps, k);
+            if (Tokens.Oracle is not null)                                   // the float64 twin's, teacher-forced, in the sorted order
+            {
+                var oracle = new double[steps * k];
+                for (int s = 0; s < steps; s++)
+                {
+                    var sorted = Tokens.SortedTopK(s);
+                    for (int j = 0; j < k; j++) oracle[s * k + j] = Tokens.OracleOf(s, sorted[j].Token) ?? double.NaN;
+                }
+                all[OracleTopKName] = Tensor.FromArray(oracle, steps, k);
+            }
         }
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         SafetensorsWriter.Save(path, all, Versions);
@@ -82,6 +93,14 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
                 .Select(s => (IReadOnlyList<TokenLogprob>)Enumerable.Range(0, k).Select(j => new TokenLogprob(flat[s * k + j], lps[s * k + j])).ToList())
                 .ToList();
             tokens = new TokenSequence(t, topk);
+            if (file.Contains(OracleTopKName))
+            {
+                var oi = Need(OracleTopKName, DType.Float64, 2);
+                if (!oi.Shape.AsSpan().SequenceEqual(ii.Shape))
+                    throw new SafetensorsFormatException(path, OracleTopKName, $"is {Shape.Format(oi.Shape)}, expected {Shape.Format(ii.Shape)} as __topk_ids");
+                var o = file.ReadTensor(OracleTopKName).ToDoubleArray();
+                tokens = new TokenSequence(t, topk) { Oracle = Enumerable.Range(0, t.Length).Select(s => o.AsSpan(s * k, k).ToArray()).ToList() };
+            }
         }
         return new ReferenceBundle(tensors, tokens, new Dictionary<string, string>(file.Metadata)) { Inputs = inputs };
     }

@@ -762,7 +762,47 @@ def op_generate(args, tensors):
     if first.shape[0] != 1:
         raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
-    return {"steps": steps}, greedy_decode(model, inputs, steps, k)
+    outs = greedy_decode(model, inputs, steps, k)
+    if args.get("oracle"):
+        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"])
+    return {"steps": steps}, outs
+
+
+def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids):
+    """The float64 oracle teacher-forced on the reference's greedy tokens (its prompt forward, then each reference token
+    fed with the KV cache, as greedy_decode feeds its own), in args["oracle_mode"] as oracle_outputs runs it: per step
+    the float64 log_softmax at the reference's top-k ids. Returns [("oracle_topk_logprobs", [steps, k] float64)]: the
+    yardstick of the token verdict (TokenComparison)."""
+    steps = tokens.shape[0]
+    k = topk_ids.shape[1] if topk_ids.dim() == 2 else 0
+
+    def forced(m):
+        rows = []
+        with torch.no_grad():
+            out = m(**upcast(inputs), use_cache=True)
+            for step in range(steps):
+                logprobs = torch.log_softmax(out.logits[0, -1, :].to(torch.float64), dim=-1)
+                rows.append(logprobs[topk_ids[step]])
+                if step + 1 < steps:
+                    out = m(input_ids=tokens[step].view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+        return torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64)
+
+    mode = args.get("oracle_mode") or "stream"
+    if mode == "whole":
+        result = forced(oracle_model(model))
+    elif mode == "stream":
+        experts = [(m.config, m.config._experts_implementation) for m in model.modules()
+                   if getattr(getattr(m, "config", None), "_experts_implementation", None) not in (None, "eager")]
+        try:
+            eager_experts(model)
+            with Float64Stream(model) as view:
+                result = forced(view)
+        finally:
+            for config, impl in experts:
+                config._experts_implementation = impl
+    else:
+        raise ValueError(f"oracle_mode must be 'stream' or 'whole', got {mode!r}")
+    return [("oracle_topk_logprobs", result.to(torch.float64))]
 
 
 def greedy_decode(model, inputs, steps, k, prompt_logits=False):
