@@ -127,16 +127,18 @@ public class LargeTensorTests
         Assert.Contains("2348810240 elements", tooMany.Message);
     }
 
-    [Fact]
-    public void A_rank_maps_only_its_own_rows_of_a_vocab_parallel_table_past_4_GiB()
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void A_rank_maps_only_its_own_rows_of_a_vocab_parallel_table_past_4_GiB(int tp)
     {
         using var dir = new TempDir();
         string folder = WriteSparseCheckpoint(dir);
         var (r1, c1) = At(E1);
         var (rm, cm) = At((long)Rows / 2 * Cols);
-        var results = ThreadWorld.Run(2, rank =>
+        var results = ThreadWorld.Run(tp, rank =>
         {
-            var ctx = ThreadWorld.Layout(rank, 2, 1);
+            var ctx = ThreadWorld.Layout(rank, tp, 1);
             using var checkpoint = Checkpoint.Open(folder);
             long before = GC.GetAllocatedBytesForCurrentThread();
             var embedding = VocabParallelEmbedding.Load(new CheckpointWeights(checkpoint), Table[..^".weight".Length], ctx.Tp);
@@ -145,11 +147,11 @@ public class LargeTensorTests
             var y = embedding.Forward(Tensor.FromArray(new long[] { 0, rm, r1 }, 3));
             return (embedding.Start, embedding.LocalWeight.Storage.ByteLength, loadAlloc, Y: y);
         }, TimeSpan.FromSeconds(60));
-        for (int rank = 0; rank < 2; rank++)
+        for (int rank = 0; rank < tp; rank++)
         {
             var (start, mapped, loadAlloc, y) = results[rank];
-            Assert.Equal(rank * Rows / 2, start);
-            Assert.Equal((long)Rows / 2 * Cols * 2, mapped);               // its half of the mapping, not the table
+            Assert.Equal(rank * Rows / tp, start);
+            Assert.Equal((long)Rows / tp * Cols * 2, mapped);              // its share of the mapping (at TP=2 not the table)
             Assert.True(loadAlloc < 1 << 20, $"rank {rank} allocated {loadAlloc} bytes loading its shard");
             Assert.Equal(1.5, y.At(0, 0));
             Assert.Equal(3.75, y.At(1, cm));
