@@ -1044,7 +1044,7 @@ def serve(channel):
 
 
 def main():
-    global torch, transformers, WIRE, IMPORT_SECONDS, CHANNEL
+    global torch, transformers, WIRE, IMPORT_SECONDS, CHANNEL, REFERENCE_DEVICE
     frame_fd = take_frame_fd()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -1057,6 +1057,11 @@ def main():
     transformers.AutoModelForCausalLM, transformers.AutoConfig
     IMPORT_SECONDS = time.perf_counter() - t0
     transformers.logging.set_verbosity_error()
+    if REFERENCE_DEVICE != "cpu" and not torch.cuda.is_available():
+        # `compare --device cuda` asks for the GPU; an interpreter without one (a CPU-only torch) keeps the reference on
+        # the host, and `hello`/`memory_stats` say so
+        sys.stderr.write(f"harness_worker: HARNESS_REFERENCE_DEVICE={REFERENCE_DEVICE} but torch sees no GPU: the reference runs on the cpu\n")
+        REFERENCE_DEVICE = "cpu"
     if REFERENCE_DEVICE.startswith("cuda"):
         # a float32 reference computes in float32 on the GPU too: no TF32 in matmuls (torch's default) nor in cuDNN
         # convolutions (Gemma4's audio tower; cuDNN allows TF32 by default)
