@@ -25,6 +25,11 @@ internal static class JudgeCommand
             Description = "An OpenAI-compatible server (llama-server, vLLM, SGLang, TGI), e.g. http://127.0.0.1:8080: judged token by token through its /v1/completions.",
             HelpName = "URL",
         };
+        var dump = new Option<string?>("--dump")
+        {
+            Description = "A module-by-module dump (docs/dump-format.md, written by harness_dump.py): judged module by module, rank by rank, with the float64 oracle verdict.",
+            HelpName = "DIR",
+        };
         var model = new Option<string>("--model")
         {
             Description = "The HF checkpoint folder the engine serves (config.json, safetensors, tokenizer): HF's side of the comparison.",
@@ -61,16 +66,19 @@ internal static class JudgeCommand
 
         var command = new Command("judge",
             "Judge another engine against HF transformers on the same checkpoint. --endpoint: an OpenAI-compatible server token by token " +
-            "(greedy, top-k logprobs, the catalog's token rule). Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
+            "(greedy, top-k logprobs, the catalog's token rule); --dump: a module dump of any PyTorch engine (harness_dump.py), module by module and rank by rank. Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
         {
-            endpoint, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
+            endpoint, dump, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
         };
         command.Validators.Add(r =>
         {
-            if (r.GetResult(endpoint) is null or { Implicit: true }) r.AddError("judge needs --endpoint URL");
+            bool hasEndpoint = r.GetResult(endpoint) is { Implicit: false }, hasDump = r.GetResult(dump) is { Implicit: false };
+            if (hasEndpoint == hasDump) r.AddError("judge needs one of --endpoint URL or --dump DIR");
         });
         command.SetAction(r =>
         {
+            if (r.GetValue(dump) is { } dumpDir)
+                return RunDump(dumpDir, r.GetValue(model)!, r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32, r.GetValue(report));
             var list = new List<JudgePrompt>();
             if (r.GetValue(prompts) is { } file) list.AddRange(ReadPrompts(file));
             list.AddRange((r.GetValue(text) ?? []).Select(t => new JudgePrompt(t, null)));
@@ -123,6 +131,22 @@ internal static class JudgeCommand
         for (int i = 0; i < parts.Length; i++)
             if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i])) return null;
         return ids;
+    }
+
+    public static int RunDump(string dumpDir, string modelDir, DType dtype, string? reportDir)
+    {
+        ModelFolder.CheckFiles(modelDir);
+        if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
+        var client = ReferenceClient.Shared;
+        var verdict = DumpJudge.Run(dumpDir, modelDir, client, dtype);
+        Console.Write(DumpJudge.Describe(verdict));
+        if (reportDir is not null)
+        {
+            var versions = client.GetVersions();
+            ReportWriter.WriteAll(AccuracyReport.Create([verdict.Record], ReportEnvironment.Capture(versions.Python, versions.Torch, versions.Transformers)), reportDir);
+            Console.WriteLine($"report: {Path.Combine(Path.GetFullPath(reportDir), ReportWriter.HtmlFile)}");
+        }
+        return verdict.Passed ? ExitCodes.Ok : ExitCodes.Failed;
     }
 
     public static int RunEndpoint(EndpointJudgeOptions options, string? reportDir)

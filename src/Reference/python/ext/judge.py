@@ -2,6 +2,7 @@
 # SentencePiece tokenizer the tests build, the packaged GGUF converter and metadata editor, and llama-server started
 # and stopped under this worker (so the worker's supervision covers it: a killed worker takes its server with it).
 
+import json
 import signal
 import subprocess
 
@@ -203,6 +204,68 @@ def op_llama_server_stop(args, tensors):
     return {"stopped": True, "code": code, "log_tail": tail}, []
 
 
+TP_RUNNER = r'''
+import json, os, sys
+rank, world, model_dir, out_dir, init_file, ids_json, plan_json = sys.argv[1:8]
+rank, world = int(rank), int(world)
+os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch, torch.distributed as dist, transformers, harness_dump
+torch.set_num_threads(1)
+# torchrun's rendezvous needs libuv, which Debian's torch lacks: the group is initialised through a file
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world)
+config = transformers.AutoConfig.from_pretrained(model_dir)
+plan = json.loads(plan_json)
+if plan:
+    config.base_model_tp_plan = {**config.base_model_tp_plan, **plan}
+model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32, tp_plan="auto",
+                                                          attn_implementation="eager").eval()
+dump = harness_dump.Dump(model, out_dir, rank, world, placements=harness_dump.placements_from_tp_plan(model))
+ids = torch.tensor([json.loads(ids_json)])
+try:
+    with torch.no_grad(), dump.step(0, input_ids=ids):
+        model(input_ids=ids, use_cache=False)
+finally:
+    dump.close()
+    dist.destroy_process_group()
+'''
+
+
+def op_judge_hf_tp_dump(args, tensors):
+    """transformers' own tensor parallelism (tp_plan="auto", gloo on the CPU) run as world_size processes of this
+    interpreter, each dumping every module through harness_dump.py (args dump_source: its text) into out_dir. args:
+    model_dir, out_dir, world_size, input_ids (a list), plan (entries that override the config's base_model_tp_plan),
+    timeout. Returns each rank's exit code and stderr tail; a rank that fails still writes its dump with the error."""
+    import tempfile
+    work = tempfile.mkdtemp(prefix="harness-tp-")
+    with open(os.path.join(work, "harness_dump.py"), "w") as f:
+        f.write(args["dump_source"])
+    with open(os.path.join(work, "runner.py"), "w") as f:
+        f.write(TP_RUNNER)
+    world = int(args.get("world_size", 2))
+    init = os.path.join(work, "init")
+    procs = []
+    for r in range(world):
+        log = tempfile.TemporaryFile(mode="w+")
+        procs.append((subprocess.Popen([sys.executable, os.path.join(work, "runner.py"), str(r), str(world), args["model_dir"],
+                                        args["out_dir"], init, json.dumps(args["input_ids"]), json.dumps(args.get("plan", {}))],
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       preexec_fn=_die_with_parent), log))
+    deadline = time.monotonic() + float(args.get("timeout", 240))
+    ranks = []
+    for r, (proc, log) in enumerate(procs):
+        try:
+            code = proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        log.seek(0)
+        ranks.append({"rank": r, "code": code, "log_tail": "\n".join(log.read().splitlines()[-8:])})
+        log.close()
+    return {"ranks": ranks}, []
+
+
+OPS["judge_hf_tp_dump"] = op_judge_hf_tp_dump
 OPS["judge_build_sp_llama"] = op_judge_build_sp_llama
 OPS["judge_tokenize"] = op_judge_tokenize
 OPS["judge_decode"] = op_judge_decode

@@ -1,0 +1,73 @@
+using System.Text.Json.Nodes;
+using Harness.Judge;
+using Harness.Reference;
+using Harness.Runs;
+using Harness.Tests.Correctness.Live;
+using Xunit.Abstractions;
+
+namespace Harness.Tests.Correctness.Judge;
+
+/// <summary>
+/// `harness judge --dump` on a real foreign engine: transformers' own tensor parallelism (tp_plan="auto", two gloo
+/// processes on the CPU, initialised through a file) dumped by harness_dump.py and judged module by module, rank by
+/// rank, against the single-process HF model with the float64 oracle. A tp_plan that declares the row-wise o_proj
+/// column-wise is caught at o_proj, naming the ranks.
+/// </summary>
+[Trait(LiveReference.Tier, LiveReference.Live)]
+[Collection(JudgeCollection.Name)]
+public class DumpJudgeTests(ITestOutputHelper output)
+{
+    private static readonly long[] Ids = [2, 100, 200, 300, 17, 250, 9];
+
+    private DumpVerdict DumpAndJudge(JsonObject plan)
+    {
+        var model = TinyGgufLlama.Get();
+        var client = LiveReference.Client();
+        var dump = client.ScratchDirectory("judge-tp-dump");
+        string source;
+        using (var s = typeof(ReferenceWorker).Assembly.GetManifestResourceStream("harness_dump.py")!)
+        using (var r = new StreamReader(s))
+            source = r.ReadToEnd();
+        var ranks = client.Invoke("judge_hf_tp_dump", new JsonObject
+        {
+            ["model_dir"] = client.WorkerPath(model.ModelDirectory),
+            ["out_dir"] = client.WorkerPath(dump),
+            ["world_size"] = 2,
+            ["input_ids"] = new JsonArray(Ids.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
+            ["plan"] = plan,
+            ["dump_source"] = source,
+            ["timeout"] = 240,
+        }).Result["ranks"]!.AsArray();
+        foreach (var r in ranks) output.WriteLine($"rank {r!["rank"]}: exit {r["code"]}\n{r["log_tail"]}");
+        var verdict = DumpJudge.Run(dump, model.ModelDirectory, client);
+        output.WriteLine(DumpJudge.Describe(verdict));
+        return verdict;
+    }
+
+    [SkippableFact]
+    public void Transformers_tp2_dumped_by_harness_dump_passes_module_by_module_against_single_process_hf()
+    {
+        var v = DumpAndJudge(new JsonObject());
+        Assert.True(v.Passed, DumpJudge.Describe(v));
+        // both ranks' shards were compared against their slices, by the oracle verdict
+        var q = v.Layers.Rows.Where(r => r.Module == "model.layers.0.self_attn.q_proj").ToList();
+        Assert.Equal([0, 1], q.Select(r => r.Rank));
+        Assert.All(q, r => Assert.NotNull(r.Result?.Oracle));
+        Assert.Contains(v.Layers.Rows, r => r.Module == "lm_head" && r.Verdict == LayerVerdict.Pass);
+        Assert.True(v.Layers.Rows.Count(r => r.Verdict == LayerVerdict.Pass) >= 40, $"{v.Layers.Rows.Count} rows");
+    }
+
+    [SkippableFact]
+    public void A_row_wise_o_proj_declared_column_wise_in_the_tp_plan_is_caught_at_o_proj_naming_the_rank()
+    {
+        var v = DumpAndJudge(new JsonObject { ["layers.*.self_attn.o_proj"] = "colwise" });
+        Assert.False(v.Passed);
+        Assert.Equal("model.layers.0.self_attn.o_proj", v.Record.FirstBadModule);
+        Assert.Contains(v.RankErrors, e => e.StartsWith("rank 0 failed in model.layers.0.self_attn.o_proj", StringComparison.Ordinal));
+        Assert.Contains(v.RankErrors, e => e.StartsWith("rank 1 failed in model.layers.0.self_attn.o_proj", StringComparison.Ordinal));
+        // everything before it passed: the first divergence is the planted layer, not earlier
+        var before = v.Layers.Rows.TakeWhile(r => r.Module != "model.layers.0.self_attn.o_proj").ToList();
+        Assert.NotEmpty(before);
+        Assert.All(before, r => Assert.Equal(LayerVerdict.Pass, r.Verdict));
+    }
+}
