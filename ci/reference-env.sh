@@ -22,6 +22,11 @@ marker="$root/.harness-ready"
 wrapper="$cache/reference-python"
 view=/harness-host   # where the sandboxed worker sees the host's files (read-only)
 packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread"
+# accelerate: the reference loads with device_map straight to its device (the streamed oracle, compare --device cuda).
+# Judging other engines (README, "Judging another engine"): llama.cpp's server, converter and C library, the GGUF
+# tools, accelerate (transformers' tp_plan="auto"), sentencepiece (the tests train the tiny model's tokenizer) and protobuf
+# (transformers reads that SentencePiece model through it).
+packages+=",llama.cpp-tools,libllama0,libggml0,python3-gguf,python3-accelerate,python3-sentencepiece,python3-protobuf"
 
 check=0
 case "${1:-}" in
@@ -89,6 +94,29 @@ print("blas=" + __import__("os").path.realpath("/usr/lib/x86_64-linux-gnu/libbla
   log "chroot ready: $(tr '\n' ' ' < "$marker")"
 }
 
+missing_packages() { # chroot dir -> the names in $packages not installed there, one a line
+  local installed p
+  # shellcheck disable=SC2086  # one word per package
+  installed="$(chroot "$1" /usr/bin/dpkg-query -W -f='${Package} ${db:Status-Status}\n' ${packages//,/ } 2>/dev/null || true)"
+  for p in ${packages//,/ }; do
+    grep -qx "$p installed" <<< "$installed" || echo "$p"
+  done
+}
+
+install_missing() { # a ready chroot built before a package joined $packages gets it with the chroot's apt
+  local missing
+  missing="$(missing_packages "$root" | tr '\n' ' ')"
+  [[ -z ${missing// /} ]] && return
+  [[ $(id -u) == 0 ]] || die "the chroot $root lacks $missing; installing them needs root"
+  log "installing $missing into $root"
+  local apt=(chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive)
+  "${apt[@]}" apt-get update -q >&2 || die "apt-get update failed in $root"
+  # shellcheck disable=SC2086  # one word per package
+  "${apt[@]}" apt-get install -y -q --no-install-recommends $missing >&2 || die "apt-get install $missing failed in $root"
+  missing="$(missing_packages "$root" | tr '\n' ' ')"
+  [[ -z ${missing// /} ]] || die "still missing in $root after apt-get install: $missing"
+}
+
 write_wrapper() {
   local tmp="$wrapper.tmp.$$"
   cat > "$tmp" <<EOF
@@ -150,6 +178,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM  # so that the EXIT trap removes a half-built chroot
 if [[ -f $marker && -x $root/usr/bin/python3 ]]; then
   log "chroot ready at $root: $(tr '\n' ' ' < "$marker")"
+  install_missing
 else
   build_chroot
   fresh=1

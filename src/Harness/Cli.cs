@@ -23,6 +23,8 @@ public static class Cli
             CompareCommand.Create(),
             FixturesCommand.Create(),
             ReportCommand.Create(),
+            RatiosCommand.Create(),
+            JudgeCommand.Create(),
             SoakCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),

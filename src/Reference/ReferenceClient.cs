@@ -230,6 +230,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["capture"] = new JsonArray(capture.Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
             ["input_kind"] = embeds ? "inputs_embeds" : "input_ids",
             ["oracle"] = Oracle,
+            ["oracle_mode"] = OracleMode,
         };
         var reply = Worker.Call("forward", args, [new(embeds ? "inputs_embeds" : "input_ids", input)]);
         var captured = reply.Tensors.Where(t => t.Key != "logits").ToDictionary(t => t.Key, t => t.Value);
@@ -286,6 +287,13 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// </summary>
     public bool Oracle { get; set; }
 
+    /// <summary>
+    /// How the worker computes the float64 oracle: "stream" (default: the reference model itself in float64, each decoder
+    /// layer upcast only while it runs, embeddings on the rows looked up, lm_head in slices; one layer's float64 copy at
+    /// a time) or "whole" (a deep-copied float64 twin of the model: 8 bytes a parameter). Both give the same float64 values.
+    /// </summary>
+    public string OracleMode { get; set; } = "stream";
+
     public sealed record Reply(JsonObject Result, IReadOnlyDictionary<string, Tensor> Tensors)
     {
         public Tensor Need(string name) => Tensors.TryGetValue(name, out var t) ? t
@@ -300,6 +308,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     {
         args ??= new JsonObject();
         if (!args.ContainsKey("oracle")) args["oracle"] = Oracle;
+        if (!args.ContainsKey("oracle_mode")) args["oracle_mode"] = OracleMode;
         var frame = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList());
         var result = frame.Header["result"] as JsonObject ?? new JsonObject();
         return new Reply(result, frame.Tensors.ToDictionary(t => t.Key, t => t.Value));

@@ -115,6 +115,9 @@ public sealed class Checkpoint : IDisposable
     /// <summary>A zero-copy view (see <see cref="SafetensorsFile"/> for its lifetime).</summary>
     public Tensor GetTensor(string name) => Locate(name).GetTensor(name);
 
+    /// <summary>Rows [start, start + length) of dim 0, a zero-copy view of only those bytes (see <see cref="SafetensorsFile.GetRows"/>).</summary>
+    public Tensor GetRows(string name, int start, int length) => Locate(name).GetRows(name, start, length);
+
     /// <summary>A managed copy, independent of the mapping.</summary>
     public Tensor ReadTensor(string name) => Locate(name).ReadTensor(name);
 

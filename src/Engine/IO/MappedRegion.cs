@@ -1,4 +1,4 @@
-using System.Buffers;
+using Harness.Engine.Tensors;
 using System.IO.MemoryMappedFiles;
 
 namespace Harness.Engine.IO;
@@ -42,17 +42,26 @@ internal sealed unsafe class MappedRegion : IDisposable
 
     public bool IsReleased => Volatile.Read(ref _released) != 0;
 
-    /// <summary>A zero-copy window [offset, offset + length) of the file; the window keeps this region alive.</summary>
-    public Memory<byte> Slice(long offset, int length)
+    /// <summary>
+    /// A zero-copy storage over bytes [offset, offset + length) of the file, of any length; the storage keeps this
+    /// region alive (it is the storage's owner).
+    /// </summary>
+    public Storage Storage(long offset, long length)
     {
         if (IsReleased) throw new ObjectDisposedException(Path, "the file mapping was released");
-        if (offset < 0 || length < 0 || offset + length > Length)
+        if (offset < 0 || length < 0 || offset > Length - length)
             throw new ArgumentOutOfRangeException(nameof(offset), $"window [{offset}, {offset + length}) outside {Length} mapped bytes of {Path}");
-        if (length == 0) return Memory<byte>.Empty;
-        return new Window(this, _base + offset, length).Memory;
+        return new Storage(_base + offset, length, this);
     }
 
-    public ReadOnlySpan<byte> Span(long offset, int length) => new(_base + offset, length);
+    /// <summary>Bytes [offset, offset + length) of the mapping, read in place.</summary>
+    public ReadOnlySpan<byte> Span(long offset, int length)
+    {
+        if (IsReleased) throw new ObjectDisposedException(Path, "the file mapping was released");
+        if (offset < 0 || length < 0 || offset > Length - length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + length}) outside {Length} mapped bytes of {Path}");
+        return new(_base + offset, length);
+    }
 
     public void Dispose()
     {
@@ -69,28 +78,5 @@ internal sealed unsafe class MappedRegion : IDisposable
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _file.Dispose();
-    }
-
-    /// <summary>A MemoryManager over mapped bytes: Memory&lt;byte&gt; that keeps the region reachable.</summary>
-    private sealed class Window(MappedRegion region, byte* start, int length) : MemoryManager<byte>
-    {
-        // Referenced so that as long as a Memory<byte> over this window lives, the mapping does too.
-        private readonly MappedRegion _region = region;
-
-        public override Span<byte> GetSpan()
-        {
-            if (_region.IsReleased) throw new ObjectDisposedException(_region.Path, "the file mapping was released");
-            return new Span<byte>(start, length);
-        }
-
-        public override MemoryHandle Pin(int elementIndex = 0)
-        {
-            if ((uint)elementIndex > (uint)length) throw new ArgumentOutOfRangeException(nameof(elementIndex));
-            return new MemoryHandle(start + elementIndex, default, this);
-        }
-
-        public override void Unpin() { }
-
-        protected override void Dispose(bool disposing) { }
     }
 }

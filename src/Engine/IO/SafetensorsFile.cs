@@ -89,17 +89,34 @@ public sealed class SafetensorsFile : IDisposable
 
     public bool TryGetInfo(string name, out TensorInfo info) => _header.ByName.TryGetValue(name, out info!);
 
-    /// <summary>A zero-copy view of the tensor's bytes in the mapping (see the lifetime rule on the class).</summary>
+    /// <summary>A zero-copy view of the tensor's bytes in the mapping, of any size (see the lifetime rule on the class).</summary>
     public Tensor GetTensor(string name)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var info = GetInfo(name);
-        if (info.ByteLength > int.MaxValue)
-            throw new SafetensorsFormatException(Path, name,
-                $"{info.ByteLength} bytes exceeds the engine's per-tensor storage limit of {int.MaxValue} bytes");
         _handedOut = true;
-        var bytes = _region.Slice(DataOffset + info.Begin, (int)info.ByteLength);
-        return Tensor.FromBytes(bytes, info.DType, (int[])info.Shape.Clone(), _region);
+        return Tensor.FromStorage(_region.Storage(DataOffset + info.Begin, info.ByteLength), info.DType, (int[])info.Shape.Clone());
+    }
+
+    /// <summary>
+    /// Rows [start, start + length) of dim 0 (a rank's shard of a vocab table, a slice of a stacked weight): a zero-copy
+    /// view whose storage is only those rows' bytes of the mapping; nothing else of the tensor is touched.
+    /// </summary>
+    public Tensor GetRows(string name, int start, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var info = GetInfo(name);
+        if (info.Shape.Length == 0)
+            throw new ArgumentException($"{Path}: tensor '{name}' is a scalar; it has no rows to take [{start}, {start + length}) of");
+        int rows = info.Shape[0];
+        if (start < 0 || length < 0 || start > rows - length)
+            throw new ArgumentOutOfRangeException(nameof(start),
+                $"{Path}: rows [{start}, {start + length}) of tensor '{name}' {Harness.Engine.Tensors.Shape.Format(info.Shape)} are outside its {rows} rows");
+        long rowBytes = rows == 0 ? 0 : info.ByteLength / rows;
+        var shape = (int[])info.Shape.Clone();
+        shape[0] = length;
+        _handedOut = true;
+        return Tensor.FromStorage(_region.Storage(DataOffset + info.Begin + start * rowBytes, length * rowBytes), info.DType, shape);
     }
 
     /// <summary>A copy of the tensor in managed memory: independent of the mapping's lifetime.</summary>
@@ -107,7 +124,7 @@ public sealed class SafetensorsFile : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var info = GetInfo(name);
-        var t = Tensor.Zeros(info.DType, info.Shape);
+        var t = Tensor.Zeros(info.DType, info.Shape);   // a managed array: up to Array.MaxLength bytes (a clear error past it)
         _region.Span(DataOffset + info.Begin, (int)info.ByteLength).CopyTo(t.Storage.Bytes);
         return t;
     }

@@ -28,10 +28,13 @@ public static class SafetensorsWriter
             fs.Write(bytes);
             foreach (var (_, t) in order)
             {
-                if (t.NumEl == 0) continue;
+                if (t.ElementCount == 0) continue;
                 var c = t.Contiguous();
                 int es = c.DType.Size();
-                fs.Write(c.Storage.Bytes.Slice(c.Offset * es, c.NumEl * es));
+                // by piece, at 64-bit offsets: a mapped tensor may pass 2 GiB
+                long from = (long)c.Offset * es, bytes = c.ElementCount * es;
+                for (long done = 0; done < bytes; done += 1 << 26)
+                    fs.Write(c.Storage.Span(from + done, (int)Math.Min(1 << 26, bytes - done)));
             }
         });
     }

@@ -15,7 +15,9 @@ public static class Embedding
             throw new ArgumentException($"embedding: expected ids of dtype int64 or int32, got {ids.DType.TorchName()}");
         if (weight.IsCuda) return Cuda.CudaOps.Embedding(weight, ids);
         int vocab = weight.Size(0), hidden = weight.Size(1);
-        var table = weight.Contiguous();
+        // A strided table is copied whole; a contiguous one (a mapped checkpoint table of any size) is read in place,
+        // only the looked-up rows, at 64-bit byte offsets.
+        var table = weight.Stride(1) == 1 ? weight : weight.Contiguous();
         var idv = ids.ToInt64Array();
         for (int i = 0; i < idv.Length; i++)
             if (idv[i] < 0 || idv[i] >= vocab)
@@ -23,11 +25,11 @@ public static class Embedding
                     $"embedding: id {idv[i]} (at flat position {i} of ids shape {Shape.Format(ids.Shape)}) is out of range for a vocab size of {vocab} (valid ids are 0..{vocab - 1})");
         var shape = ids.ShapeArray.Append(hidden).ToArray();
         var y = Tensor.Zeros(weight.DType, shape);
-        int rowBytes = hidden * weight.DType.Size();
-        var src = table.Storage.Bytes.Slice(table.Offset * weight.DType.Size());
+        int es = weight.DType.Size(), rowBytes = hidden * es;
+        long rowStride = (long)table.Stride(0) * es;
         var dst = y.Storage.Bytes;
         for (int i = 0; i < idv.Length; i++)
-            src.Slice((int)idv[i] * rowBytes, rowBytes).CopyTo(dst.Slice(i * rowBytes, rowBytes));
+            table.Storage.Span((long)table.Offset * es + idv[i] * rowStride, rowBytes).CopyTo(dst.Slice(i * rowBytes, rowBytes));
         return y;
     }
 }

@@ -10,6 +10,15 @@ public interface IWeightSource
 
     /// <summary>The full tensor; an unknown name is an error naming it (and the checkpoint).</summary>
     Tensor Get(string name);
+
+    /// <summary>The shape of a weight, without reading (or converting, or uploading) it.</summary>
+    int[] ShapeOf(string name) => Get(name).ShapeArray;
+
+    /// <summary>
+    /// Rows [start, start + length) of dim 0 (a rank's shard of a vocab table): a source that can reads, converts and
+    /// uploads only those rows; the fallback narrows the full tensor.
+    /// </summary>
+    Tensor GetRows(string name, int start, int length) => Get(name).Narrow(0, start, length);
 }
 
 /// <summary>Weights straight from an HF checkpoint folder (model.safetensors or a sharded index), memory-mapped.</summary>
@@ -20,11 +29,14 @@ public sealed class CheckpointWeights(Checkpoint checkpoint, DType? dtype = null
 {
     public Checkpoint Checkpoint { get; } = checkpoint;
     public bool Contains(string name) => Checkpoint.Contains(name);
-    public Tensor Get(string name)
-    {
-        var t = Checkpoint.GetTensor(name);
-        return dtype is DType d && t.DType.IsFloatingPoint() && t.DType != d ? t.To(d) : t;
-    }
+    public Tensor Get(string name) => Convert(Checkpoint.GetTensor(name));
+
+    public int[] ShapeOf(string name) => (int[])Checkpoint.GetInfo(name).Shape.Clone();
+
+    /// <summary>Only the rows' bytes are mapped into the view, and only they are converted to the requested dtype.</summary>
+    public Tensor GetRows(string name, int start, int length) => Convert(Checkpoint.GetRows(name, start, length));
+
+    private Tensor Convert(Tensor t) => dtype is DType d && t.DType.IsFloatingPoint() && t.DType != d ? t.To(d) : t;
 }
 
 /// <summary>Weights from a dictionary (tests).</summary>

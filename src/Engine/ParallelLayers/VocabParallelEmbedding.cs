@@ -22,19 +22,36 @@ public sealed class VocabParallelEmbedding
     public Tensor LocalWeight { get; } // [End - Start, hidden], a view of the full table
 
     public VocabParallelEmbedding(Tensor fullWeight, IProcessGroup tp, string name)
+        : this(tp, fullWeight.Shape[0], (start, length) => fullWeight.Narrow(0, start, length), name)
+    {
+    }
+
+    private VocabParallelEmbedding(IProcessGroup tp, int vocabSize, Func<int, int, Tensor> rows, string name)
     {
         _tp = tp;
-        VocabSize = fullWeight.Shape[0];
+        VocabSize = vocabSize;
         PaddedVocabSize = Sharding.RoundUp(VocabSize, PaddingMultiple * tp.WorldSize);
         int per = PaddedVocabSize / tp.WorldSize;
         Start = Math.Min(tp.Rank * per, VocabSize);
         End = Math.Min(Start + per, VocabSize);
-        LocalWeight = fullWeight.Narrow(0, Start, End - Start);
-        _ = name;
+        LocalWeight = rows(Start, End - Start);
+        if (LocalWeight.Rank != 2)
+            throw new ArgumentException($"{name}.weight: an embedding table is [vocab, hidden], got shape {Shape.Format(LocalWeight.Shape)}");
     }
 
-    public static VocabParallelEmbedding Load(IWeightSource weights, string prefix, IProcessGroup tp) =>
-        new(weights.Get(prefix + ".weight"), tp, prefix);
+    /// <summary>
+    /// This rank's rows only, straight from the source (<see cref="IWeightSource.GetRows"/>): from a checkpoint, a
+    /// view of just those rows of the mapping, so a rank never reads, converts or uploads the other ranks' rows of a
+    /// multi-GB table (Gemma3n's per-layer table: 262144 x 30 x 256).
+    /// </summary>
+    public static VocabParallelEmbedding Load(IWeightSource weights, string prefix, IProcessGroup tp)
+    {
+        string name = prefix + ".weight";
+        var shape = weights.ShapeOf(name);
+        if (shape.Length != 2)
+            throw new ArgumentException($"{name}: an embedding table is [vocab, hidden], got shape {Shape.Format(shape)}");
+        return new(tp, shape[0], (start, length) => weights.GetRows(name, start, length), prefix);
+    }
 
     /// <summary>ids [tokens] (int64/int32) -> [tokens, hidden], summed over ranks.</summary>
     public Tensor Forward(Tensor ids)

@@ -60,6 +60,25 @@ public static class Faults
     /// </summary>
     public const string SparseTopKRankLocal = "sparse-topk-rank-local";
 
+    /// <summary>
+    /// A precision-only bug: the RMSNorm's sum of squares accumulated in bfloat16 (every partial sum rounded) where HF's
+    /// RMSNorm keeps it in float32 (<c>hidden_states.to(torch.float32).pow(2).mean(-1)</c>), as a kernel that accumulates in
+    /// the input dtype does. Every value is still right to a few bf16 ulps; only precision is lost.
+    /// </summary>
+    public const string RmsNormSumOfSquaresBf16 = "rms-norm-sum-of-squares-bf16";
+
+    /// <summary>rope_theta not read: HF's default 10000 is used (a loader that looks for the key under another name).</summary>
+    public const string RopeThetaDefault = "rope-theta-default";
+
+    /// <summary>rms_norm_eps not read: HF's default 1e-6 is used instead of the config's (a slightly wrong norm eps).</summary>
+    public const string RmsNormEpsDefault = "rms-norm-eps-default";
+
+    /// <summary>
+    /// The decoder layer's residual branch scaled by 1 + 2^-6 (a residual multiplier applied where the model has none,
+    /// or a layer scale read from the wrong tensor): every layer output 1.6 % too large along its attention/MLP branch.
+    /// </summary>
+    public const string ResidualScaleOff = "residual-scale-off";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -72,6 +91,10 @@ public static class Faults
         [GateUpSwapped] = "gated MLP computed as act(up) * gate: merged gate_up weights loaded in the wrong order",
         [AttentionReshapeHiddenSize] = "attention output reshaped to hidden_size instead of (*input_shape, -1) (Qwen2-VL under TP)",
         [SparseTopKRankLocal] = "Gemma3n's gaussian top-k statistics taken over each rank's gate shard instead of the whole row (TP)",
+        [RmsNormSumOfSquaresBf16] = "precision only: RMSNorm's sum of squares accumulated in bfloat16 where HF keeps float32",
+        [RopeThetaDefault] = "rope_theta not read: HF's default 10000 used instead of the config's",
+        [RmsNormEpsDefault] = "rms_norm_eps not read: HF's default 1e-6 used instead of the config's",
+        [ResidualScaleOff] = "the decoder layer's attention and MLP branches scaled by 1 + 2^-6 before the residual add",
     };
 
     /// <summary>

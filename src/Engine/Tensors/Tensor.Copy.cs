@@ -78,7 +78,8 @@ public sealed partial class Tensor
         if (src.DType == DType && src.IsContiguous && IsContiguous)
         {
             int es = DType.Size();
-            src.Storage.Bytes.Slice(src.Offset * es, NumEl * es).CopyTo(Storage.Bytes.Slice(Offset * es, NumEl * es));
+            int bytes = checked(NumEl * es);
+            src.Storage.Span((long)src.Offset * es, bytes).CopyTo(Storage.Span((long)Offset * es, bytes));
             return;
         }
         if (DType == DType.Float32 && src.DType == DType.BFloat16 && IsContiguous && src.IsContiguous)
@@ -146,7 +147,7 @@ public sealed partial class Tensor
         if (src.DType == DType)
         {
             int es = DType.Size();
-            src.Storage.Bytes.Slice(srcOff * es, es).CopyTo(Storage.Bytes.Slice(dstOff * es, es));
+            src.Storage.Span((long)srcOff * es, es).CopyTo(Storage.Span((long)dstOff * es, es));
         }
         else if (DType == DType.BFloat16 && src.DType == DType.Float32)
         {
@@ -219,7 +220,7 @@ public sealed partial class Tensor
     {
         var c = Contiguous();
         int es = DType.Size();
-        return c.Storage.Bytes.Slice(c.Offset * es, c.NumEl * es).ToArray();
+        return c.Storage.Span((long)c.Offset * es, checked(c.NumEl * es)).ToArray();
     }
 
     /// <summary>True when shapes, dtypes and every bit are equal (NaNs with equal bits compare equal).</summary>
@@ -311,10 +312,19 @@ public sealed partial class Tensor
             if (id < -_shape[d] || id >= _shape[d])
                 throw new IndexOutOfRangeException($"index {id} is out of bounds for dimension {d} with size {_shape[d]}");
             idx[d] = (int)(id < 0 ? id + _shape[d] : id);
-            int src = OffsetOf(idx);
-            Storage.Bytes.Slice(src * es, es).CopyTo(result.Storage.Bytes.Slice(flat * es, es));
+            long src = LongOffsetOf(idx);
+            Storage.Span(src * es, es).CopyTo(result.Storage.Bytes.Slice(flat * es, es));
         }
         return result;
+    }
+
+    /// <summary>A tensor viewing a whole storage as raw elements (shape and dtype given), for loaders; any size.</summary>
+    public static Tensor FromStorage(Storage storage, DType dtype, int[] shape)
+    {
+        long need = Tensors.Shape.NumEl(shape) * dtype.Size();
+        if (need != storage.ByteLength)
+            throw new ArgumentException($"{storage.ByteLength} bytes cannot hold a {dtype.TorchName()} tensor of shape {Tensors.Shape.Format(shape)} ({need} bytes)");
+        return new Tensor(storage, dtype, shape);
     }
 
     /// <summary>A tensor viewing the same bytes as raw elements (shape and dtype given), for loaders.</summary>

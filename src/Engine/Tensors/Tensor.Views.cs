@@ -3,7 +3,29 @@ namespace Harness.Engine.Tensors;
 /// <summary>Views: each returns a tensor over the same storage, never a copy.</summary>
 public sealed partial class Tensor
 {
-    private Tensor ViewOf(int[] shape, int[] strides, int offset) => new(Storage, DType, shape, strides, offset);
+    /// <summary>
+    /// A view at a 64-bit element offset. Over a storage past 2^31 - 1 bytes the view gets a <see cref="Storage.Window"/>
+    /// of the elements it reaches (its offset rebased into it), so its kernels index it with int offsets; over a smaller
+    /// storage it shares the storage itself.
+    /// </summary>
+    private Tensor ViewOf(int[] shape, int[] strides, long offset)
+    {
+        if (!Storage.IsLarge) return new Tensor(Storage, DType, shape, strides, checked((int)offset));
+        long lo = offset, hi = offset, n = Tensors.Shape.NumEl(shape);
+        for (int i = 0; i < shape.Length && n > 0; i++)
+        {
+            long span = (long)(shape[i] - 1) * strides[i];
+            if (span < 0) lo += span; else hi += span;
+        }
+        if (n == 0) hi = lo - 1;
+        long es = DType.Size(), capacity = Storage.ByteLength / es;
+        if (lo < 0 || hi >= capacity)
+            throw new ArgumentException(
+                $"view {Tensors.Shape.Format(shape)} with strides {Tensors.Shape.Format(strides)} and offset {offset} " +
+                $"reaches elements [{lo}, {hi}] outside a storage of {capacity} {DType.TorchName()} elements");
+        if (lo == 0 && hi == capacity - 1) return new Tensor(Storage, DType, shape, strides, 0);   // the whole storage
+        return new Tensor(Storage.Window(lo * es, (hi - lo + 1) * es), DType, shape, strides, checked((int)(offset - lo)));
+    }
 
     /// <summary>
     /// torch's view: the new shape (one dim may be -1) must be expressible with strides over the same memory.
@@ -43,7 +65,9 @@ public sealed partial class Tensor
             {
                 while (viewD >= 0 && (viewNumel < tensorNumel || newShape[viewD] == 1))
                 {
-                    newStrides[viewD] = (int)(viewNumel * chunkBaseStride);
+                    // a size-1 dim's stride is never used to step: clamp it rather than overflow past a 2^31-element tensor
+                    long stride = viewNumel * chunkBaseStride;
+                    newStrides[viewD] = newShape[viewD] == 1 ? (int)Math.Min(stride, int.MaxValue) : checked((int)stride);
                     viewNumel *= newShape[viewD];
                     viewD--;
                 }
@@ -105,7 +129,7 @@ public sealed partial class Tensor
                 $"start ({start}) + length ({length}) exceeds dimension size ({_shape[d]}) of dim {d} in shape {Tensors.Shape.Format(_shape)}");
         var shape = ShapeArray;
         shape[d] = length;
-        return ViewOf(shape, StridesArray, Offset + start * _strides[d]);
+        return ViewOf(shape, StridesArray, Offset + (long)start * _strides[d]);
     }
 
     /// <summary>Python-style slice x[start:end:step] on one dimension (ends clamp, negatives count from the end).</summary>
@@ -123,7 +147,7 @@ public sealed partial class Tensor
         var strides = StridesArray;
         shape[d] = (e - s + step - 1) / step;
         strides[d] = _strides[d] * step;
-        return ViewOf(shape, strides, Offset + s * _strides[d]);
+        return ViewOf(shape, strides, Offset + (long)s * _strides[d]);
     }
 
     /// <summary>x[..., i, ...]: removes the dimension.</summary>
@@ -136,7 +160,7 @@ public sealed partial class Tensor
         if (index < 0) index += size;
         var shape = _shape.Where((_, i) => i != d).ToArray();
         var strides = _strides.Where((_, i) => i != d).ToArray();
-        return ViewOf(shape, strides, Offset + index * _strides[d]);
+        return ViewOf(shape, strides, Offset + (long)index * _strides[d]);
     }
 
     public Tensor Unsqueeze(int dim)
@@ -144,7 +168,7 @@ public sealed partial class Tensor
         int d = Tensors.Shape.WrapDim(dim, Rank + 1);
         var shape = _shape.ToList();
         var strides = _strides.ToList();
-        int stride = d < Rank ? _shape[d] * _strides[d] : 1;
+        int stride = d < Rank ? (int)Math.Min((long)_shape[d] * _strides[d], int.MaxValue) : 1;   // never stepped (size 1)
         shape.Insert(d, 1);
         strides.Insert(d, stride);
         return ViewOf(shape.ToArray(), strides.ToArray(), Offset);

@@ -5,7 +5,10 @@ namespace Harness.Engine.Tensors;
 /// <summary>
 /// A strided view over a <see cref="Storage"/>: shape, strides and offset in elements, and a dtype.
 /// Views (reshape, transpose, narrow, expand, ...) share the storage; <see cref="Contiguous"/> and
-/// <see cref="To"/> copy. Shapes are int (each dimension and the whole storage below 2^31 bytes).
+/// <see cref="To"/> copy. Shapes, strides and the offset are int; a storage may be of any size (a memory-mapped
+/// checkpoint tensor past 2 GiB): a view over a storage past 2^31 - 1 bytes computes its offset in 64 bits and gets a
+/// <see cref="Storage.Window"/> of just the elements it reaches, so a looked-up row or a rank's shard of a 4 GB table
+/// is an ordinary small tensor to every kernel, and nothing is copied.
 /// </summary>
 public sealed partial class Tensor
 {
@@ -36,7 +39,7 @@ public sealed partial class Tensor
 
     private void CheckBounds()
     {
-        if (NumEl == 0) return;
+        if (ElementCount == 0) return;
         long lo = Offset, hi = Offset;
         for (int i = 0; i < _shape.Length; i++)
         {
@@ -55,7 +58,20 @@ public sealed partial class Tensor
     public int[] ShapeArray => (int[])_shape.Clone();
     public int[] StridesArray => (int[])_strides.Clone();
     public int Rank => _shape.Length;
-    public int NumEl => (int)Tensors.Shape.NumEl(_shape);
+    /// <summary>The element count; a tensor of more than 2^31 - 1 elements (a whole mapped table) has <see cref="ElementCount"/>.</summary>
+    public int NumEl
+    {
+        get
+        {
+            long n = Tensors.Shape.NumEl(_shape);
+            return n <= int.MaxValue ? (int)n : throw new InvalidOperationException(
+                $"tensor of shape {Tensors.Shape.Format(_shape)} has {n} elements, more than one kernel pass indexes (2^31 - 1): " +
+                "take a view of it first (Narrow, Select, a vocab shard, an embedding lookup)");
+        }
+    }
+
+    /// <summary>The element count of a tensor of any size.</summary>
+    public long ElementCount => Tensors.Shape.NumEl(_shape);
 
     /// <summary>Size of a dimension; negative dims count from the end.</summary>
     public int Size(int dim) => _shape[Tensors.Shape.WrapDim(dim, Rank)];
@@ -67,7 +83,7 @@ public sealed partial class Tensor
     {
         get
         {
-            int expected = 1;
+            long expected = 1;
             for (int i = _shape.Length - 1; i >= 0; i--)
             {
                 if (_shape[i] == 1) continue;
@@ -84,7 +100,7 @@ public sealed partial class Tensor
         CheckElementType<T>();
         if (!IsContiguous) throw new InvalidOperationException(
             $"Span<{typeof(T).Name}>() needs a contiguous tensor; shape {Tensors.Shape.Format(_shape)} has strides {Tensors.Shape.Format(_strides)}: call Contiguous() first");
-        return Storage.As<T>().Slice(Offset, NumEl);
+        return Storage.As<T>(Offset, NumEl);
     }
 
     /// <summary>The whole storage as elements of T, for strided kernels that index with offset and strides.</summary>
@@ -110,35 +126,38 @@ public sealed partial class Tensor
         if (!ok) throw new InvalidOperationException($"a {DType.TorchName()} tensor cannot be read as {typeof(T).Name}");
     }
 
-    /// <summary>Storage offset (in elements) of a multi-index.</summary>
+    /// <summary>Storage offset (in elements) of a multi-index (a storage up to 2^31 - 1 elements; <see cref="LongOffsetOf"/> for any).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int OffsetOf(ReadOnlySpan<int> index)
+    public int OffsetOf(ReadOnlySpan<int> index) => checked((int)LongOffsetOf(index));
+
+    /// <summary>Storage offset (in elements) of a multi-index, in a storage of any size.</summary>
+    public long LongOffsetOf(ReadOnlySpan<int> index)
     {
         if (index.Length != Rank)
             throw new ArgumentException($"index of rank {index.Length} for a tensor of shape {Tensors.Shape.Format(_shape)}");
-        int off = Offset;
+        long off = Offset;
         for (int i = 0; i < index.Length; i++)
         {
             int ix = index[i];
             if ((uint)ix >= (uint)_shape[i])
                 throw new IndexOutOfRangeException($"index {ix} is out of bounds for dimension {i} with size {_shape[i]}");
-            off += ix * _strides[i];
+            off += (long)ix * _strides[i];
         }
         return off;
     }
 
-    /// <summary>One element as double, whatever the dtype.</summary>
-    public double At(params int[] index) => ReadAsDouble(OffsetOf(index));
+    /// <summary>One element as double, whatever the dtype (in a tensor of any size).</summary>
+    public double At(params int[] index) => ReadAsDouble(LongOffsetOf(index));
 
-    internal double ReadAsDouble(int storageOffset) => DType switch
+    internal double ReadAsDouble(long storageOffset) => DType switch
     {
-        DType.Float32 => Storage.As<float>()[storageOffset],
-        DType.BFloat16 => BFloat16.ToFloat(Storage.As<ushort>()[storageOffset]),
-        DType.Float16 => (double)Storage.As<Half>()[storageOffset],
-        DType.Int64 => Storage.As<long>()[storageOffset],
-        DType.Int32 => Storage.As<int>()[storageOffset],
-        DType.Bool => Storage.Bytes[storageOffset] != 0 ? 1 : 0,
-        DType.Float64 => Storage.As<double>()[storageOffset],
+        DType.Float32 => Storage.As<float>(storageOffset, 1)[0],
+        DType.BFloat16 => BFloat16.ToFloat(Storage.As<ushort>(storageOffset, 1)[0]),
+        DType.Float16 => (double)Storage.As<Half>(storageOffset, 1)[0],
+        DType.Int64 => Storage.As<long>(storageOffset, 1)[0],
+        DType.Int32 => Storage.As<int>(storageOffset, 1)[0],
+        DType.Bool => Storage.Span(storageOffset, 1)[0] != 0 ? 1 : 0,
+        DType.Float64 => Storage.As<double>(storageOffset, 1)[0],
         _ => throw new InvalidOperationException(DType.ToString()),
     };
 

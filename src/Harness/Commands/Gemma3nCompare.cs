@@ -35,8 +35,6 @@ internal static class Gemma3nCompare
         {
             return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
         }
-        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
-        if (context is null) return ExitCodes.Usage;
-        return VerboseReport.RunAndPrint(scenario, context);
+        return CompareCommand.Execute(o, dir, scenario);
     }
 }

@@ -32,10 +32,7 @@ internal static class Gemma4Compare
         // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
         Engine.Models.CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
 
-        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
-        if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        var scenario = Gemma4Scenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens);
-        return VerboseReport.RunAndPrint(scenario, context);
+        return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));
     }
 }

@@ -31,10 +31,7 @@ internal static class Qwen2VlCompare
             if (n % o.Tp != 0)
                 return CliSupport.UsageError($"compare: {n} {what} are not divisible by --tp {o.Tp}");
 
-        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
-        if (context is null) return ExitCodes.Usage;
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp);
-        return VerboseReport.RunAndPrint(scenario, context);
+        return CompareCommand.Execute(o, dir, Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp));
     }
 }

@@ -11,7 +11,16 @@ public sealed record ToleranceRecord(string Name, double Rtol, double Atol);
 /// (bound / observed; above 1 passes).
 /// </summary>
 public sealed record OracleRecord(double EngineRelL2, double ReferenceRelL2, double L2Bound, double EngineMaxAbs, double ReferenceMaxAbs,
-    double AbsBound, long Outliers, long OutlierBudget, double Margin, bool Passed);
+    double AbsBound, long Outliers, long OutlierBudget, double Margin, bool Passed)
+{
+    /// <summary>The engine's and the reference's scale bias against the oracle and the engine's bound (NaN: not recorded).</summary>
+    public double EngineScaleBias { get; init; } = double.NaN;
+    public double ReferenceScaleBias { get; init; } = double.NaN;
+    public double BiasBound { get; init; } = double.NaN;
+
+    /// <summary>relL2(engine) / relL2(reference) against the oracle: the statistic the bounds were chosen from.</summary>
+    public double ErrorRatio => ReferenceRelL2 > 0 ? EngineRelL2 / ReferenceRelL2 : EngineRelL2 == 0 ? 1 : double.PositiveInfinity;
+}
 
 /// <summary>
 /// One row of a scenario's layer-by-layer comparison, flattened for the report. The error numbers are null where
@@ -69,6 +78,7 @@ public sealed record ModuleRecord(
             Oracle = r?.Oracle is { } o
                 ? new OracleRecord(o.EngineRelativeL2, o.ReferenceRelativeL2, o.L2Bound, o.EngineMaxAbs, o.ReferenceMaxAbs, o.AbsBound,
                     o.Outliers, o.OutlierBudget, o.Margin, o.Passed)
+                { EngineScaleBias = o.EngineScaleBias, ReferenceScaleBias = o.ReferenceScaleBias, BiasBound = o.BiasBound }
                 : null,
         };
     }

@@ -108,6 +108,9 @@ public static class ReportJson
             Number(w, "max_abs_bound", o.AbsBound);
             w.WriteNumber("outliers", o.Outliers);
             w.WriteNumber("outlier_budget", o.OutlierBudget);
+            Number(w, "engine_scale_bias", o.EngineScaleBias);
+            Number(w, "reference_scale_bias", o.ReferenceScaleBias);
+            Number(w, "scale_bias_bound", o.BiasBound);
             Number(w, "margin", o.Margin);
             w.WriteBoolean("passed", o.Passed);
             w.WriteEndObject();

@@ -36,6 +36,11 @@ internal static class ReportJsonReader
                 OptDouble(o, "reference_max_abs") ?? double.NaN, OptDouble(o, "max_abs_bound") ?? double.NaN,
                 OptLong(o, "outliers") ?? 0, OptLong(o, "outlier_budget") ?? 0, OptDouble(o, "margin") ?? double.NaN,
                 Get(o, "passed").GetBoolean())
+            {
+                EngineScaleBias = OptDouble(o, "engine_scale_bias") ?? double.NaN,
+                ReferenceScaleBias = OptDouble(o, "reference_scale_bias") ?? double.NaN,
+                BiasBound = OptDouble(o, "scale_bias_bound") ?? double.NaN,
+            }
             : null,
     };
 

@@ -72,9 +72,16 @@ public sealed record LayerRow(
 /// </summary>
 public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
 {
-    public bool Passed => !Rows.Any(r => r.Failed);
+    /// <summary>The scenario-level precision budget over the oracle-judged rows (null: no row was judged by the oracle).</summary>
+    public PrecisionBudget? Budget { get; } = PrecisionBudget.Of(Rows);
 
-    public LayerRow? FirstDivergence => Rows.FirstOrDefault(r => r.Failed);
+    public bool Passed => !Rows.Any(r => r.Failed) && Budget is not { Passed: false };
+
+    /// <summary>
+    /// The first failing row in module order; when every row passes but the precision budget does not, the first row
+    /// whose own ratio exceeds the budget's limit (where the lost precision starts).
+    /// </summary>
+    public LayerRow? FirstDivergence => Rows.FirstOrDefault(r => r.Failed) ?? (Budget is { Passed: false } b ? b.FirstOver : null);
 
     public IEnumerable<LayerRow> Failures => Rows.Where(r => r.Failed);
 
@@ -116,6 +123,7 @@ public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
         AppendRow(sb, header, widths);
         AppendRow(sb, widths.Select(w => new string('-', w)).ToArray(), widths);
         foreach (var c in cells) AppendRow(sb, c, widths);
+        if (Budget is { } budget) sb.Append(budget).Append('\n');
         if (FirstDivergence is { } first)
             sb.Append("first divergence: ").Append(first.Label).Append('\n').Append(first.Describe());
         return sb.ToString();
@@ -133,4 +141,39 @@ public sealed record LayerReport(IReadOnlyList<LayerRow> Rows)
             sb.Append('\n');
         }
     }
+}
+
+/// <summary>
+/// The scenario-level precision budget: the geometric mean of relL2(engine)/relL2(reference) against the float64 oracle over
+/// every oracle-judged row where the reference's own error is not 0, at most the bound's <see cref="OracleBound.GeometricMeanRatio"/>
+/// (the strictest bound among the rows: the scenario's dtype). Each module may be up to C times noisier than the reference;
+/// a run where the engine is noisier nearly everywhere (an intermediate rounded to bf16 where HF keeps float32 loses a
+/// little precision at every layer) is not a correct engine. <see cref="FirstOver"/> is the first row, in module order,
+/// whose own ratio exceeds the limit.
+/// </summary>
+public sealed record PrecisionBudget(double GeometricMean, double Limit, int Modules, LayerRow? FirstOver)
+{
+    public bool Passed => !(GeometricMean > Limit);
+
+    public static PrecisionBudget? Of(IReadOnlyList<LayerRow> rows)
+    {
+        double logSum = 0, limit = double.PositiveInfinity;
+        int n = 0;
+        foreach (var r in rows)
+            if (r.Result?.Oracle is { ReferenceRelativeL2: > 0 } o && double.IsFinite(o.EngineRelativeL2))
+            {
+                logSum += Math.Log(Math.Max(o.ErrorRatio, 1e-300));
+                limit = Math.Min(limit, o.Bound.GeometricMeanRatio);
+                n++;
+            }
+        if (n == 0) return null;
+        double mean = Math.Exp(logSum / n);
+        var first = rows.FirstOrDefault(r => r.Result?.Oracle is { ReferenceRelativeL2: > 0 } o && o.ErrorRatio > limit);
+        return new PrecisionBudget(mean, limit, n, first);
+    }
+
+    public override string ToString() =>
+        string.Create(CultureInfo.InvariantCulture,
+            $"precision budget: geometric mean of engine/reference error ratios {GeometricMean:G3} over {Modules} modules (limit {Limit:G3}): ") +
+        (Passed ? "within" : "OVER") + (Passed || FirstOver is null ? "" : $"; first module over the limit: {FirstOver.Label}");
 }

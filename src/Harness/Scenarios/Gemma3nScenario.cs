@@ -257,7 +257,7 @@ public sealed record Gemma3nScenario : Scenario
         return Math.Max(5e-2, 4 * ulp);
     }
 
-    private Gemma3nModel.Generation RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink)
+    private Generation RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);

@@ -208,7 +208,7 @@ public sealed record Gemma4Scenario : Scenario
         };
     }
 
-    private Gemma4ForCausalLM.Generation RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink, Gemma4Options options)
+    private Generation RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink, Gemma4Options options)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);

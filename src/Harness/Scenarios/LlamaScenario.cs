@@ -174,6 +174,10 @@ public sealed record LlamaScenario : Scenario
                 {
                     ["rope_type"] = "default", ["rope_theta"] = c["rope_parameters"]?["rope_theta"]?.DeepClone(),
                 });
+            if (Fault == Faults.RopeThetaDefault)                              // config faults: a field the loader did not read
+                engineDir = copies.Edited(engineDir, c => c["rope_parameters"]!["rope_theta"] = 10000.0);
+            if (Fault == Faults.RmsNormEpsDefault)
+                engineDir = copies.Edited(engineDir, c => c["rms_norm_eps"] = 1e-6);
             config = LoadConfig(engineDir);
             // the weights must be the tensors this config declares (a wrong width or vocab in config.json is named here)
             CheckpointValidator.Validate(engineDir, LlamaForCausalLM.ExpectedTensors(HfConfig.Load(Path.Combine(engineDir, "config.json"))));
@@ -210,7 +214,7 @@ public sealed record LlamaScenario : Scenario
         };
     }
 
-    private LlamaForCausalLM.Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
+    private Generation RunRank(int rank, string dir, TextConfig config, Tensor input, IActivationSink sink, LlamaOptions options)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);

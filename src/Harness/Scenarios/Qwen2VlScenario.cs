@@ -260,7 +260,8 @@ public sealed record Qwen2VlScenario : Scenario
                     };
                     var prefillOnly = new PrefillSink(rankSink);
                     var model = new Qwen2VlForConditionalGeneration(weights, config, ctx, prefillOnly, options);
-                    return model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false);
+                    return model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false,
+                        prefillLogitsToKeep: 0);                                      // the prefill's lm_head is captured whole
                 }, context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
             }

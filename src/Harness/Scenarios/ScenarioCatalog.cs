@@ -45,6 +45,22 @@ public static class ScenarioCatalog
         list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, DType.BFloat16, fault: Faults.SpResidualFirstSlice,
             expectedFirstBadModule: "model.layers.0.post_attention_layernorm"));
 
+        // Bugs the per-dtype oracle bound must catch at the module where they act, in bf16 as in fp32 (issue 21): a precision-only
+        // one (the norm's sum of squares in bf16), a config field not read (rope_theta, rms_norm_eps), a residual branch scale.
+        foreach (var dtype in new[] { DType.BFloat16, DType.Float32 })
+        {
+            list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, dtype, fault: Faults.RmsNormSumOfSquaresBf16,
+                expectedFirstBadModule: "model.layers.0.input_layernorm"));
+            list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, dtype, fault: Faults.RopeThetaDefault,
+                expectedFirstBadModule: "model.layers.0.self_attn"));
+            // the residual add is model.layers.0's own: fp32 sees it already in the post-attention norm of the sum, bf16 in the layer output
+            list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, dtype, fault: Faults.ResidualScaleOff,
+                expectedFirstBadModule: dtype == DType.Float32 ? "model.layers.0.post_attention_layernorm" : "model.layers.0"));
+        }
+        // eps 1e-6 for 2e-5 moves the tiny model's norms by ~1e-5 relative: 400x under one bf16 ulp, so fp32 only
+        list.Add(new LlamaScenario(1, 1, false, InputKind.InputIds, fault: Faults.RmsNormEpsDefault,
+            expectedFirstBadModule: "model.layers.0.input_layernorm"));
+
         // The rope_scaling variants HF's Llama supports, under TP with SP and PP.
         foreach (var rope in new[] { "rope-linear", "rope-llama3" })
             list.Add(new LlamaScenario(2, 2, true, InputKind.InputIds, variant: rope));

@@ -33,6 +33,9 @@ public sealed class ScenarioContext : IDisposable
     /// </summary>
     public bool Oracle { get; init; } = true;
 
+    /// <summary>The worker's oracle mode (<see cref="ReferenceClient.OracleMode"/>): "stream" (default) or "whole".</summary>
+    public string OracleMode { get; init; } = "stream";
+
     /// <summary>Timeout for one collective of the engine's ranks.</summary>
     public TimeSpan CollectiveTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -49,6 +52,7 @@ public sealed class ScenarioContext : IDisposable
         _models = shared._models;
         _bundles = shared._bundles;
         Oracle = shared.Oracle;
+        OracleMode = shared.OracleMode;
         CollectiveTimeout = shared.CollectiveTimeout;
         ModuleProgress = shared.ModuleProgress;
     }
@@ -59,6 +63,13 @@ public sealed class ScenarioContext : IDisposable
 
     /// <summary>The same context with the float64 oracle on or off (off: the fixed policies judge; the report says so).</summary>
     public ScenarioContext WithOracle(bool oracle) => new(this) { Oracle = oracle, ConfigMutation = ConfigMutation };
+
+    /// <summary>The same context with the oracle computed by <paramref name="mode"/> ("stream" or "whole"), its reference
+    /// bundles computed afresh (not shared: the point of a second mode is to compute them again).</summary>
+    public ScenarioContext WithOracleMode(string mode) => new(Client, FixturesDirectory)
+    {
+        Oracle = Oracle, OracleMode = mode, ConfigMutation = ConfigMutation, CollectiveTimeout = CollectiveTimeout, ModuleProgress = ModuleProgress,
+    };
 
     public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());
 
@@ -97,6 +108,7 @@ public sealed class ScenarioContext : IDisposable
         if (Client is not null)
         {
             Client.Oracle = Oracle;
+            Client.OracleMode = OracleMode;
             var computed = scenario.ComputeReference(this);
             var metadata = new Dictionary<string, string>(computed.Versions);
             foreach (var (k, v) in scenario.Manifest()) metadata[k] = v;

@@ -42,7 +42,10 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
                         ? $"fault '{Scenario.Fault}' caught at {FirstBadModule}"
                         : $"fault '{Scenario.Fault}' caught at {FirstBadModule ?? "(no module)"}, expected {Scenario.ExpectedFirstBadModule}";
             if (EngineError is not null) return $"engine failed in {FailedModule ?? "(unknown module)"}: {EngineError}";
-            if (!Layers.Passed) return $"first divergent module: {Layers.FirstDivergence?.Label}";
+            if (!Layers.Passed)
+                return Layers.Rows.Any(r => r.Failed) || Layers.Budget is null
+                    ? $"first divergent module: {Layers.FirstDivergence?.Label}"
+                    : Layers.Budget.ToString();
             if (Tokens is { Passed: false }) return $"tokens: {Tokens.Reason}";
             if (Tokens is null && TokensExpected) return "no token comparison ran";
             return Tokens is null ? "all modules within tolerance" : $"all modules within tolerance; tokens: {Tokens.Reason}";

@@ -267,6 +267,17 @@ def reference_device_name():
     return REFERENCE_DEVICE
 
 
+def placement():
+    """from_pretrained's placement: the weights go straight from safetensors to the reference device at the asked dtype
+    (no host copy first on the GPU); HARNESS_REFERENCE_DEVICE=auto spreads them over every GPU and the host (accelerate's
+    device_map="auto") where one device is not enough."""
+    if REFERENCE_DEVICE == "cpu":
+        return {}
+    if REFERENCE_DEVICE == "auto":
+        return {"device_map": "auto"}
+    return {"device_map": REFERENCE_DEVICE}
+
+
 def load_model(model_dir, dtype_name_, class_name=None):
     """from_pretrained with eager attention; the last model stays cached until its directory
     changes (build_model rewrites it) or another model/dtype is asked for."""
@@ -281,8 +292,7 @@ def load_model(model_dir, dtype_name_, class_name=None):
         archs = getattr(config, "architectures", None) or []
         class_name = archs[0] if archs and hasattr(transformers, archs[0]) else "AutoModelForCausalLM"
     cls = model_class_named(class_name)
-    model = cls.from_pretrained(model_dir, dtype=torch_dtype(dtype_name_), attn_implementation="eager")
-    model.to(REFERENCE_DEVICE)
+    model = cls.from_pretrained(model_dir, dtype=torch_dtype(dtype_name_), attn_implementation="eager", **placement())
     model.eval()
     _model_cache[key] = (sig, model)
     return model
@@ -345,9 +355,10 @@ _oracle_cache = {}
 
 
 def oracle_model(model):
-    """The float64 twin of a loaded model (the same weights upcast), cached beside it: the oracle that tells the
-    reference's own error at every module. HF keeps some internals in float32 even then (RMSNorm, rotary, softmax
-    casts), so the oracle is 'HF in float64 as far as HF goes'."""
+    """The float64 twin of a loaded model (the same weights upcast), cached beside it: the whole-model oracle
+    (args oracle_mode "whole"), 8 bytes a parameter beside the reference. The default is Float64Stream below, which
+    computes the same float64 values at the cost of one decoder layer. HF keeps some internals in float32 even then
+    (RMSNorm, rotary, softmax casts), so the oracle is 'HF in float64 as far as HF goes'."""
     import copy
     hit = _oracle_cache.get(id(model))
     if hit is not None and hit[0] is model:
@@ -355,12 +366,203 @@ def oracle_model(model):
     _oracle_cache.clear()
     twin = copy.deepcopy(model).to(torch.float64).eval()
     # HF's grouped_mm experts kernels take no float64: the twin runs its MoE experts eagerly (the same sums per expert).
-    for module in twin.modules():
+    eager_experts(twin)
+    _oracle_cache[id(model)] = (model, twin)
+    return twin
+
+
+def eager_experts(model):
+    for module in model.modules():
         config = getattr(module, "config", None)
         if config is not None and getattr(config, "_experts_implementation", None) not in (None, "eager"):
             config._experts_implementation = "eager"
-    _oracle_cache[id(model)] = (model, twin)
-    return twin
+
+
+class _Float64View:
+    """The model as a call sees it under Float64Stream: every attribute is the model's, but `dtype` is the oracle's
+    (calls write inputs.to(m.dtype); the reference's own dtype there would round the oracle's inputs)."""
+
+    def __init__(self, model, dtype):
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "dtype", dtype)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._model, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
+
+
+class Float64Stream:
+    """The float64 oracle at the cost of one decoder layer: the loaded model itself runs in float64, each heavy part
+    upcast only while it runs and put back after.
+
+    - units (every child of an nn.ModuleList that is not inside another unit: decoder layers, tower blocks, AltUp
+      projections): all their parameters and buffers are upcast by a forward pre-hook and the originals put back by
+      the forward hook, so one layer's float64 copy exists at a time;
+    - embeddings (nn.Embedding outside units): the lookup runs on a float64 table of only the rows the ids name (ids
+      remapped), never the whole table (Gemma3n's per-layer table is 16 GB in float64);
+    - large linear layers outside units (lm_head: weight above 2^24 elements): float64 in slices of output rows;
+    - the rest (final norm, rotary buffers, small projections, embedders' norms): upcast for the whole call.
+    The arithmetic is the whole-model twin's (the same ops on the same float64 values), so its captures equal the
+    twin's; the reference's own tensors are the same objects before and after. `keep` maps a module path to the dtype
+    that subtree runs in instead (float32 for a tower HF cannot run in float64), its input cast down and output up."""
+
+    LARGE_LINEAR = 1 << 24
+
+    def __init__(self, model, dtype=None, keep=None):
+        self.model, self.dtype, self.keep = model, dtype or torch.float64, dict(keep or {})
+        self.handles, self.saved, self.active = [], [], {}
+
+    # -- swapping ------------------------------------------------------------------------------------------------
+    def _swap(self, module, dtype, recurse, memo, log, kinds=("_parameters", "_buffers")):
+        mods = module.modules() if recurse else [module]
+        for m in mods:
+            for kind in kinds:
+                store = getattr(m, kind)
+                for name, t in list(store.items()):
+                    if t is None or not t.is_floating_point() or t.dtype == dtype:
+                        continue
+                    up = memo.get(id(t))
+                    if up is None:
+                        data = t.detach().to(dtype)
+                        up = torch.nn.Parameter(data, requires_grad=False) if kind == "_parameters" else data
+                        memo[id(t)] = up
+                    log.append((store, name, t))
+                    store[name] = up
+
+    @staticmethod
+    def _restore(log):
+        for store, name, t in reversed(log):
+            store[name] = t
+        log.clear()
+
+    def _unit_dtype(self, path):
+        for prefix, dt in self.keep.items():
+            if path == prefix or path.startswith(prefix + "."):
+                return dt
+        return self.dtype
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
+    def _unit_hooks(self, path, module):
+        dtype = self._unit_dtype(path)
+
+        def pre(m, _args):
+            log = []
+            self.active[id(m)] = log
+            self._swap(m, dtype, True, {}, log)
+
+        def post(m, _args, _out):
+            self._restore(self.active.pop(id(m), []))
+        self.handles.append(module.register_forward_pre_hook(pre, prepend=True))
+        self.handles.append(module.register_forward_hook(post, prepend=True))
+
+    def _embedding_hooks(self, module):
+        dtype = self._unit_dtype("")
+
+        def pre(m, args, kwargs):
+            if args:
+                ids, args = args[0], args[1:]
+            else:
+                key = next(k for k, v in kwargs.items() if torch.is_tensor(v))
+                ids = kwargs.pop(key)
+            rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+            saved = (m._parameters["weight"], m.padding_idx)
+            self.active[id(m)] = saved
+            m._parameters["weight"] = torch.nn.Parameter(saved[0].detach()[rows].to(dtype), requires_grad=False)
+            m.padding_idx = None                                    # only gradients read it; it may lie past the rows
+            return (inverse,) + tuple(args), kwargs
+
+        def post(m, _args, _kwargs, _out):
+            saved = self.active.pop(id(m), None)
+            if saved is not None:
+                m._parameters["weight"], m.padding_idx = saved
+        self.handles.append(module.register_forward_pre_hook(pre, prepend=True, with_kwargs=True))
+        self.handles.append(module.register_forward_hook(post, prepend=True, with_kwargs=True))
+
+    def _large_linear(self, module):
+        dtype = self._unit_dtype("")
+        weight, bias = module.weight, module.bias
+        rows = max(1, self.LARGE_LINEAR // max(1, weight.shape[1]))
+
+        def forward(x):
+            # [.., in] -> [.., out]: output rows in slices, each slice of W upcast on its own
+            parts = []
+            for i in range(0, weight.shape[0], rows):
+                w = weight.detach()[i:i + rows].to(dtype)
+                b = None if bias is None else bias.detach()[i:i + rows].to(dtype)
+                parts.append(torch.nn.functional.linear(x, w, b))
+            return torch.cat(parts, dim=-1)
+        module.forward = forward
+        self.saved.append(lambda: module.__dict__.pop("forward", None))
+
+    def _keep_hooks(self, module, dtype):
+        def down(_m, a, kw):
+            cast = lambda x: x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x   # noqa: E731
+            return tuple(cast(x) for x in a), {k: cast(v) for k, v in kw.items()}
+
+        def up(_m, _a, out):
+            if hasattr(out, "last_hidden_state"):
+                out.last_hidden_state = out.last_hidden_state.to(self.dtype)
+                return out
+            return out.to(self.dtype) if torch.is_tensor(out) and out.is_floating_point() else out
+        self.handles.append(module.register_forward_pre_hook(down, with_kwargs=True))
+        self.handles.append(module.register_forward_hook(up))
+
+    # -- enter/exit ----------------------------------------------------------------------------------------------
+    def __enter__(self):
+        units, inside = [], set()
+        for path, module in self.model.named_modules():
+            if any(path.startswith(u + ".") for u in inside if u):
+                continue
+            if isinstance(module, torch.nn.ModuleList):
+                for i, child in enumerate(module):
+                    units.append((f"{path}.{i}" if path else str(i), child))
+                    inside.add(f"{path}.{i}" if path else str(i))
+        in_unit = set()
+        for _, u in units:
+            in_unit.update(id(m) for m in u.modules())
+        self._rest_log, memo = [], {}
+        try:
+            for path, module in units:
+                self._unit_hooks(path, module)
+            for path, module in self.model.named_modules():
+                if id(module) in in_unit:
+                    continue
+                if path in self.keep:
+                    self._keep_hooks(module, self.keep[path])
+                if isinstance(module, torch.nn.Embedding):
+                    self._embedding_hooks(module)
+                    self._swap(module, self._unit_dtype(path), False, memo, self._rest_log, kinds=("_buffers",))
+                elif isinstance(module, torch.nn.Linear) and module.weight.numel() > self.LARGE_LINEAR:
+                    self._large_linear(module)
+                else:
+                    self._swap(module, self._unit_dtype(path), False, memo, self._rest_log)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return _Float64View(self.model, self.dtype)
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        for undo in self.saved:
+            undo()
+        self.saved.clear()
+        for key, log in list(self.active.items()):                 # a call that raised mid-forward left these swapped
+            if isinstance(log, list):
+                self._restore(log)
+            else:
+                for m in self.model.modules():
+                    if id(m) == key:
+                        m._parameters["weight"], m.padding_idx = log
+        self.active.clear()
+        self._restore(getattr(self, "_rest_log", []))
+        return False
 
 
 def upcast(value):
@@ -374,13 +576,29 @@ def upcast(value):
     return value
 
 
-def oracle_outputs(args, model, paths, call):
-    """When args["oracle"] is true: the same call on the float64 twin, its captures and extra outputs named
-    "oracle.<name>" in float64; else []. call(model, upcast_fn) -> [(name, tensor)] extra outputs (e.g. logits)."""
+def oracle_outputs(args, model, paths, call, keep=None):
+    """When args["oracle"] is true: the same call in float64, its captures and extra outputs named "oracle.<name>" in
+    float64; else []. call(model, upcast_fn) -> [(name, tensor)] extra outputs (e.g. logits). args["oracle_mode"]:
+    "stream" (default: Float64Stream, one layer's float64 copy at a time) or "whole" (the deep-copied float64 twin).
+    keep: {module path: dtype} subtrees that run at that dtype instead (a tower HF cannot run in float64)."""
     if not args.get("oracle"):
         return []
-    twin = oracle_model(model)
-    extra, outs, _ = capture_run(twin, paths, lambda m: call(m, upcast))
+    mode = args.get("oracle_mode") or "stream"
+    if mode == "whole":
+        twin = oracle_model(model)
+        extra, outs, _ = capture_run(twin, paths, lambda m: call(m, upcast))
+    elif mode == "stream":
+        experts = [(m.config, m.config._experts_implementation) for m in model.modules()
+                   if getattr(getattr(m, "config", None), "_experts_implementation", None) not in (None, "eager")]
+        try:
+            eager_experts(model)
+            with Float64Stream(model, keep=keep) as view:
+                extra, outs, _ = capture_run(model, paths, lambda m: call(view, upcast))
+        finally:
+            for config, impl in experts:
+                config._experts_implementation = impl
+    else:
+        raise ValueError(f"oracle_mode must be 'stream' or 'whole', got {mode!r}")
     return [("oracle." + name, t.to(torch.float64)) for name, t in outs + list(extra)]
 
 
@@ -659,6 +877,45 @@ def op_config_defaults(args, tensors):
     return {"defaults": out}, []
 
 
+def op_tokenize(args, tensors):
+    """A user's text through the checkpoint's own tokenizer (AutoTokenizer from model_dir): `input_ids` [T] int64. With
+    chat: true, the text is one user message through the tokenizer's chat template with the generation prompt added
+    (apply_chat_template), as a chat front end sends it."""
+    model_dir, text = args["model_dir"], args["text"]
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    if args.get("chat"):
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"{model_dir}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)")
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+    else:
+        ids = tok(text)
+    if hasattr(ids, "keys"):                                  # BatchEncoding (transformers 5 returns one from both calls)
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return {"tokenizer": type(tok).__name__, "chat": bool(args.get("chat"))}, [("input_ids", torch.tensor(ids, dtype=torch.int64))]
+
+
+def op_memory_stats(args, tensors):
+    """The worker's peak resident memory (VmHWM) and, where the reference uses a GPU, torch's peak allocated device
+    memory, in bytes; args reset: true starts both peaks afresh (Linux clear_refs 5, torch.cuda.reset_peak_memory_stats)."""
+    if args.get("reset"):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+    host = None
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                host = int(line.split()[1]) * 1024
+    device = torch.cuda.max_memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else 0
+    return {"host_peak_bytes": host, "device_peak_bytes": device, "device": reference_device_name()}, []
+
+
 def op_shutdown(args, tensors):
     STATE["exit_after_reply"] = 0
     return {}, []
@@ -682,6 +939,8 @@ OPS = {
     "debug_hang": op_debug_hang,
     "debug_garbage": op_debug_garbage,
     "config_defaults": op_config_defaults,
+    "memory_stats": op_memory_stats,
+    "tokenize": op_tokenize,
     "shutdown": op_shutdown,
 }
 

@@ -38,22 +38,24 @@ public sealed class GpuTests
     }
 }
 
-/// <summary>What a machine without a GPU says (these run everywhere, CI included).</summary>
+/// <summary>What a machine without a GPU says, and what a device tensor says on one; each skips (with the reason) on the
+/// machine where it has nothing to check, never passing vacuously.</summary>
 public sealed class GpuUnavailableTests
 {
-    [Fact]
+    [SkippableFact]
     public void The_reason_names_what_was_searched()
     {
-        if (CudaDevice.TryGet(out _, out var reason)) return; // a GPU machine: nothing to check here
+        var found = CudaDevice.TryGet(out _, out var reason);
+        Skip.If(found, "a GPU is usable here: there is no unavailability reason to check");
         Assert.Contains("not found; searched:", reason);
         Assert.Contains("HARNESS_CUDA_LIB_DIR", reason);
     }
 
-    [Fact]
+    [SkippableFact]
     public void A_device_tensor_refuses_host_reads_with_the_fix()
     {
-        if (!CudaDevice.TryGet(out var device, out _)) return;
-        var t = Tensor.FromArray(new float[] { 1, 2 }, 2).ToDevice(device!);
+        var device = GpuTests.RequireGpu();
+        var t = Tensor.FromArray(new float[] { 1, 2 }, 2).ToDevice(device);
         var e = Assert.Throws<InvalidOperationException>(() => t.Span<float>());
         Assert.Contains("ToHost()", e.Message);
     }

@@ -27,12 +27,12 @@ public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, T
 ///   logits = softcap(lm_head(h))                              # tied to embed_tokens
 /// </code>
 /// </summary>
-public sealed class Gemma3nModel
+public sealed class Gemma3nModel : IDecoder
 {
     private readonly Gemma3nConfig _config;
     private readonly Gemma3nTextSettings _text;
     private readonly ParallelContext _ctx;
-    private readonly IActivationSink _sink;
+    private readonly StepSink _sink;
     private readonly string _p;
     private readonly VocabParallelEmbedding _embed, _embedPerLayer;
     private readonly ColumnParallelLinear _perLayerModelProjection;
@@ -40,7 +40,7 @@ public sealed class Gemma3nModel
     private readonly ColumnParallelLinear[] _altupProjections, _altupUnembedProjections;
     private readonly ParallelLMHead _lmHead;
     private readonly Dictionary<string, Tensor> _invFreq = new();
-    private readonly KvCache?[] _caches;
+    private KvCache?[] _caches;
 
     public Gemma3nMultimodalEmbedder? EmbedVision { get; }
     public Gemma3nMultimodalEmbedder? EmbedAudio { get; }
@@ -55,7 +55,7 @@ public sealed class Gemma3nModel
         _config = config;
         _text = config.Text;
         _ctx = ctx;
-        _sink = sink ?? NoCapture.Instance;
+        _sink = StepSink.Over(sink);
         _p = config.TextPrefix;
         if (ctx.PpSize != 1) throw new ArgumentException("the engine's Gemma3n runs without pipeline parallelism (PP=1)");
         var embedWeight = weights.Get(_p + ".embed_tokens.weight");
@@ -77,11 +77,8 @@ public sealed class Gemma3nModel
         _lmHead = new ParallelLMHead(head, ctx.Tp);
         foreach (var type in _text.LayerTypes.Distinct())
             _invFreq[type] = Rotary.InvFreq(_text.Base.RopeFor(type).RopeTheta, _text.Base.HeadDim);
-        // Only non-shared layers own a cache; a shared layer reads its source's.
-        _caches = Enumerable.Range(0, _text.NumLayers)
-            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, options.MaxPositions, DType,
-                embedWeight.IsCuda ? embedWeight.CudaDevice : null) : null)                   // weights on a GPU: the cache too
-            .ToArray();
+        _caches = [];
+        Allocate(options.MaxPositions);
         if (config.IsMultimodal)
         {
             EmbedVision = new Gemma3nMultimodalEmbedder(weights, "model.embed_vision", config.Vision!, ctx, _sink, options);
@@ -89,8 +86,37 @@ public sealed class Gemma3nModel
         }
     }
 
+    // Only non-shared layers own a cache; a shared layer reads its source's.
+    private void Allocate(int positions)
+    {
+        var device = _embed.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null;    // weights on a GPU: the cache too
+        _caches = Enumerable.Range(0, _text.NumLayers)
+            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, positions, DType, device) : null)
+            .ToArray();
+    }
+
+    /// <summary>The layout (<see cref="IDecoder.Context"/>).</summary>
+    public ParallelContext Context => _ctx;
+
+    /// <summary>The sink this model's modules record through (<see cref="IDecoder.Sink"/>).</summary>
+    public StepSink Sink => _sink;
+
+    /// <summary>Forgets the sequence and sizes the caches for <paramref name="positions"/> positions when they hold fewer
+    /// (<see cref="IDecoder.StartSequence"/>); more than max_position_embeddings is a named error.</summary>
+    public void StartSequence(int positions)
+    {
+        DecodeLoop.CheckPositions(positions, () => _text.Base.MaxPositionEmbeddings);
+        if (_caches.FirstOrDefault(c => c is not null) is not { } c0 || c0.Capacity < positions) Allocate(positions);
+        foreach (var c in _caches) c?.Reset();
+        Position = 0;
+    }
+
+    /// <summary>One decode step (<see cref="IDecoder.Step"/>): logits [1, vocab].</summary>
+    public Tensor? Step(long token) => Forward(new Gemma3nPrompt(Tensor.FromArray([token], 1)));
+
     /// <summary>One forward step at the cache's position: the prompt (or one decoded token) -> logits [T, vocab].</summary>
-    public Tensor Forward(Gemma3nPrompt input)
+    /// <param name="logitsToKeep">HF's logits_to_keep: 0 keeps every row, n &gt; 0 runs lm_head on the last n tokens only.</param>
+    public Tensor Forward(Gemma3nPrompt input, int logitsToKeep = 0)
     {
         var ids = input.Ids.Reshape(-1);
         int t = ids.Shape[0];
@@ -123,6 +149,7 @@ public sealed class Gemma3nModel
 
         var h = Norms.RmsNorm(AltUpCollapse(hs), _norm, _text.RmsNormEps, RmsNormKind.GemmaScaled); // [T, D]
         Record(_p + ".norm", h);
+        if (logitsToKeep > 0) h = h.Narrow(0, t - logitsToKeep, logitsToKeep);           // [keep, D]
         var logits = _lmHead.Forward(h);                                                 // [T, vocab]
         Record("lm_head", logits);
         if (_text.FinalLogitSoftcapping is double c)                                     // tanh(logits / c) * c
@@ -250,30 +277,11 @@ public sealed class Gemma3nModel
         if (_sink.Wants(module)) _sink.Record(module, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);   // [1, T, ...]
     }
 
-    /// <summary>The result of greedy decoding (the same on every rank).</summary>
-    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
-
     /// <summary>
-    /// Greedy decoding of maxNewTokens after the prompt, with the top-k of log_softmax(float32 logits) at each step.
-    /// Decoded tokens are fed back as ids (a hard multimodal id goes through its embedder, as in HF).
+    /// Greedy decoding of maxNewTokens after the prompt through <see cref="DecodeLoop"/>. Decoded tokens are fed back as ids
+    /// (a hard multimodal id goes through its embedder, as in HF).
     /// </summary>
-    public Generation Generate(Gemma3nPrompt prompt, int maxNewTokens, int topK)
-    {
-        var tokens = new long[maxNewTokens];
-        var ids = new long[maxNewTokens, topK];
-        var lps = new float[maxNewTokens, topK];
-        var input = prompt;
-        for (int step = 0; step < maxNewTokens; step++)
-        {
-            var logits = Forward(input);
-            var last = logits.Select(0, logits.Shape[0] - 1).To(DType.Float32);             // [vocab]
-            var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
-            var vi = indices.ToInt64Array();
-            var vv = values.ToFloatArray();
-            tokens[step] = Reductions.ArgMax(last).ToInt64Array()[0];
-            for (int j = 0; j < topK; j++) { ids[step, j] = vi[j]; lps[step, j] = vv[j]; }
-            input = new Gemma3nPrompt(Tensor.FromArray([tokens[step]], 1));
-        }
-        return new Generation(tokens, ids, lps);
-    }
+    /// <param name="forced">Teacher forcing (<see cref="DecodeRequest.Forced"/>); null: free-running.</param>
+    public Generation Generate(Gemma3nPrompt prompt, int maxNewTokens, int topK, IReadOnlyList<long>? forced = null) =>
+        DecodeLoop.Run(this, prompt.Ids.NumEl, () => Forward(prompt, logitsToKeep: 1), new DecodeRequest(maxNewTokens, topK) { Forced = forced });
 }

@@ -38,7 +38,7 @@ public sealed class Gemma4ForCausalLM
 {
     private readonly Gemma4TextConfig _config;
     private readonly ParallelContext _ctx;
-    private readonly IActivationSink _sink;
+    private readonly StepSink _sink;
     private readonly VocabParallelEmbedding _embed;
     private readonly Tensor? _embedPerLayer, _pleNorm;
     private readonly Layers.Linear? _pleProjection;
@@ -58,7 +58,7 @@ public sealed class Gemma4ForCausalLM
     {
         _config = config;
         _ctx = ctx;
-        _sink = sink ?? NoCapture.Instance;
+        _sink = StepSink.Over(sink);
         _maxPositions = maxPositions;
         options ??= Gemma4Options.Default;
         ModelPrefix = modelPrefix ?? (weights.Contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.");
@@ -102,13 +102,19 @@ public sealed class Gemma4ForCausalLM
         return Tensor.FromArray(inv, inv.Length);
     }
 
-    /// <summary>A fresh sequence (empty caches).</summary>
-    public Gemma4Sequence NewSequence()
+    /// <summary>The sink this model's modules record through (the decode loop sets its step).</summary>
+    public StepSink Sink => _sink;
+
+    /// <summary>A fresh sequence (empty caches) with room for <paramref name="positions"/> positions (null: the
+    /// constructor's maxPositions); more than max_position_embeddings is a named error.</summary>
+    public Gemma4Sequence NewSequence(int? positions = null)
     {
+        int capacity = positions ?? _maxPositions;
+        DecodeLoop.CheckPositions(capacity, () => _config.MaxPositionEmbeddings);
         var caches = new KvCache?[Layers.Count];
         foreach (var layer in Layers)
             if (!layer.SelfAttn.IsKvShared)
-                caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, _maxPositions, DType,
+                caches[layer.Index] = new KvCache(layer.SelfAttn.LocalKvHeads, layer.SelfAttn.HeadDim, capacity, DType,
                     _embed.LocalWeight.IsCuda ? _embed.LocalWeight.CudaDevice : null);      // weights on a GPU: the cache too
         return new Gemma4Sequence(caches);
     }
@@ -128,8 +134,10 @@ public sealed class Gemma4ForCausalLM
     /// Every multimodal placeholder id (image, video, audio) is replaced by pad_token_id before embed_tokens and
     /// embed_tokens_per_layer; the per-layer projection then sees the merged embeddings.
     /// </summary>
+    /// <param name="logitsToKeep">HF's logits_to_keep: 0 runs lm_head on every row; n &gt; 0 on each sequence's last n rows
+    /// only (generation's prefill), so each sequence's logits are [n, vocab].</param>
     public IReadOnlyList<Tensor> Forward(IReadOnlyList<Gemma4Sequence> sequences, IReadOnlyList<Tensor> ids,
-        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>>? soft)
+        IReadOnlyList<IReadOnlyList<Gemma4SoftTokens>>? soft, int logitsToKeep = 0)
     {
         if (sequences.Count != ids.Count) throw new ArgumentException($"{sequences.Count} sequences but {ids.Count} inputs");
         var spans = new List<(int Start, int Count, int Past)>();
@@ -174,6 +182,13 @@ public sealed class Gemma4ForCausalLM
         // --- final norm, lm_head, softcap
         h = Norms.RmsNorm(h, _norm, _config.RmsNormEps, RmsNormKind.GemmaScaled);
         Record("norm", h);
+        if (logitsToKeep > 0)
+        {   // each sequence's last rows: [sequences * keep, hidden]
+            if (spans.Any(sp => sp.Count < logitsToKeep))
+                throw new ArgumentOutOfRangeException(nameof(logitsToKeep), $"logits_to_keep {logitsToKeep} exceeds a sequence's {spans.Min(sp => sp.Count)} tokens");
+            h = Tensor.Cat(spans.Select(sp => h.Narrow(0, sp.Start + sp.Count - logitsToKeep, logitsToKeep)).ToList(), 0);
+            spans = spans.Select((sp, i) => (i * logitsToKeep, logitsToKeep, sp.Past)).ToList();
+        }
         var logits = _lmHead.Forward(h);                                                  // [rows, vocab]
         Record("lm_head", logits, topLevel: true);
         if (_config.FinalLogitSoftcapping is double c)
@@ -246,38 +261,19 @@ public sealed class Gemma4ForCausalLM
         if (_sink.Wants(name)) _sink.Record(name, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);
     }
 
-    /// <summary>Greedy decoding result (the same on every rank).</summary>
-    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
+    /// <summary>Greedy decoding of maxNewTokens after a prompt [T] through <see cref="DecodeLoop"/>.</summary>
+    /// <param name="forced">Teacher forcing (<see cref="DecodeRequest.Forced"/>); null: free-running.</param>
+    public Generation Generate(Tensor prompt, int maxNewTokens, int topK, IReadOnlyList<long>? forced = null) =>
+        Generate([prompt], maxNewTokens, topK, forced is null ? null : [forced])[0];
 
-    /// <summary>Greedy decoding of maxNewTokens after a prompt [T], with top-k of log_softmax(float32 logits) per step.</summary>
-    public Generation Generate(Tensor prompt, int maxNewTokens, int topK) => Generate([prompt], maxNewTokens, topK)[0];
-
-    /// <summary>Greedy decoding of several prompts together (rows stacked; see <see cref="Forward(IReadOnlyList{Gemma4Sequence}, IReadOnlyList{Tensor})"/>).</summary>
-    public IReadOnlyList<Generation> Generate(IReadOnlyList<Tensor> prompts, int maxNewTokens, int topK)
+    /// <summary>Greedy decoding of several prompts together (rows stacked; see <see cref="Forward(IReadOnlyList{Gemma4Sequence}, IReadOnlyList{Tensor})"/>),
+    /// each sequence's caches sized for its prompt and the new tokens.</summary>
+    public IReadOnlyList<Generation> Generate(IReadOnlyList<Tensor> prompts, int maxNewTokens, int topK,
+        IReadOnlyList<IReadOnlyList<long>?>? forced = null)
     {
-        int n = prompts.Count;
-        var seqs = prompts.Select(_ => NewSequence()).ToList();
-        var tokens = new long[n][];
-        var ids = new long[n][,];
-        var lps = new float[n][,];
-        for (int s = 0; s < n; s++) { tokens[s] = new long[maxNewTokens]; ids[s] = new long[maxNewTokens, topK]; lps[s] = new float[maxNewTokens, topK]; }
-        IReadOnlyList<Tensor> input = prompts;
-        for (int step = 0; step < maxNewTokens; step++)
-        {
-            var logits = Forward(seqs, input);
-            var next = new List<Tensor>();
-            for (int s = 0; s < n; s++)
-            {
-                var last = logits[s].Select(0, logits[s].Shape[0] - 1).To(DType.Float32);   // [vocab]
-                var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
-                var vi = indices.ToInt64Array();
-                var vv = values.ToFloatArray();
-                tokens[s][step] = vi[0];
-                for (int j = 0; j < topK; j++) { ids[s][step, j] = vi[j]; lps[s][step, j] = vv[j]; }
-                next.Add(Tensor.FromArray([vi[0]], 1));
-            }
-            input = next;
-        }
-        return Enumerable.Range(0, n).Select(s => new Generation(tokens[s], ids[s], lps[s])).ToList();
+        var seqs = prompts.Select(p => NewSequence(p.NumEl + maxNewTokens)).ToList();
+        return DecodeLoop.Run(_ctx, [_sink], maxNewTokens, topK, forced,
+            () => Forward(seqs, prompts, null, logitsToKeep: 1),
+            next => Forward(seqs, next.Select(t => Tensor.FromArray([t], 1)).ToList()));
     }
 }

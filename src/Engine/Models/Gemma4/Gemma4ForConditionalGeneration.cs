@@ -57,7 +57,7 @@ public sealed class Gemma4MultimodalEmbedder
 public sealed class Gemma4ForConditionalGeneration
 {
     private readonly ParallelContext _ctx;
-    private readonly IActivationSink _sink;
+    private readonly StepSink _sink;
     private readonly int? _imageTokenId, _audioTokenId;
 
     public Gemma4ForCausalLM LanguageModel { get; }
@@ -68,7 +68,7 @@ public sealed class Gemma4ForConditionalGeneration
         Gemma4Options? options = null)
     {
         _ctx = ctx;
-        _sink = sink ?? NoCapture.Instance;
+        _sink = StepSink.Over(sink);                                      // one step scope with the language model
         LanguageModel = new Gemma4ForCausalLM(weights, Gemma4TextConfig.From(config), ctx, _sink, options, "model.language_model.");
         _imageTokenId = config.GetIntOrNull("image_token_id");
         _audioTokenId = config.GetIntOrNull("audio_token_id");
@@ -122,26 +122,18 @@ public sealed class Gemma4ForConditionalGeneration
     public Tensor Prefill(Tensor prompt, TowerOutputs towers) =>
         LanguageModel.Forward([LanguageModel.NewSequence()], [prompt], [SoftTokens(towers)])[0];
 
-    /// <summary>Greedy decoding: the prompt with its soft tokens, then text tokens.</summary>
-    public Gemma4ForCausalLM.Generation Generate(Tensor prompt, TowerOutputs towers, int maxNewTokens, int topK, Action<Tensor>? prefillLogits = null)
+    /// <summary>Greedy decoding through <see cref="DecodeLoop"/>: the prompt with its soft tokens, then text tokens.</summary>
+    /// <param name="prefillLogits">Handed the prompt's logits (the last row: logits_to_keep=1).</param>
+    /// <param name="forced">Teacher forcing (<see cref="DecodeRequest.Forced"/>); null: free-running.</param>
+    public Generation Generate(Tensor prompt, TowerOutputs towers, int maxNewTokens, int topK, Action<Tensor>? prefillLogits = null,
+        IReadOnlyList<long>? forced = null)
     {
-        var seq = LanguageModel.NewSequence();
-        var tokens = new long[maxNewTokens];
-        var ids = new long[maxNewTokens, topK];
-        var lps = new float[maxNewTokens, topK];
-        var soft = SoftTokens(towers);
-        var logits = LanguageModel.Forward([seq], [prompt], [soft])[0];
-        prefillLogits?.Invoke(logits);
-        for (int step = 0; step < maxNewTokens; step++)
+        var seq = LanguageModel.NewSequence(prompt.NumEl + maxNewTokens);
+        return DecodeLoop.Run(_ctx, [_sink], maxNewTokens, topK, [forced], () =>
         {
-            var last = logits.Select(0, logits.Shape[0] - 1).To(DType.Float32);
-            var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
-            var vi = indices.ToInt64Array();
-            var vv = values.ToFloatArray();
-            tokens[step] = vi[0];
-            for (int j = 0; j < topK; j++) { ids[step, j] = vi[j]; lps[step, j] = vv[j]; }
-            if (step + 1 < maxNewTokens) logits = LanguageModel.Forward(seq, Tensor.FromArray([vi[0]], 1));
-        }
-        return new Gemma4ForCausalLM.Generation(tokens, ids, lps);
+            var logits = LanguageModel.Forward([seq], [prompt], [SoftTokens(towers)], logitsToKeep: 1)[0];
+            prefillLogits?.Invoke(logits);
+            return [logits];
+        }, next => [LanguageModel.Forward(seq, Tensor.FromArray([next[0]], 1))])[0];
     }
 }

@@ -42,6 +42,9 @@ public sealed record Gemma4TextConfig
     public required int TopKExperts { get; init; }
     public required int MoeIntermediateSize { get; init; }
     public required int PadTokenId { get; init; }
+    /// <summary>max_position_embeddings, the bound on a sequence's positions (read under ConfigReads.Validate: a check on the
+    /// request, not something an output depends on); null when absent.</summary>
+    public int? MaxPositionEmbeddings { get; init; }
     /// <summary>image_token_id, video_token_id, audio_token_id of a gemma4 (conditional generation) config: placeholders that
     /// Gemma4Model.forward replaces by pad_token_id before the embeddings (empty for gemma4_text).</summary>
     public int[] MultimodalTokenIds { get; init; } = [];
@@ -77,6 +80,13 @@ public sealed record Gemma4TextConfig
     public int LayerKvHeads(int layer) => KEqV(layer) ? NumGlobalKeyValueHeads ?? NumKeyValueHeads : NumKeyValueHeads;
 
     public static Gemma4TextConfig Load(string configPath) => From(HfConfig.Load(configPath));
+
+    private static int? MaxPositions(HfConfig hf, string p)
+    {
+        int? max = null;
+        Harness.Engine.Config.ConfigReads.Validate(() => max = hf.GetIntOrNull(p + "max_position_embeddings"));
+        return max;
+    }
 
     public static Gemma4TextConfig From(HfConfig hf)
     {
@@ -117,6 +127,7 @@ public sealed record Gemma4TextConfig
             Source = hf.SourceName,
             Path = p,
             VocabSize = hf.GetInt(p + "vocab_size", 262_144),
+            MaxPositionEmbeddings = MaxPositions(hf, p),
             HiddenSize = hf.GetInt(p + "hidden_size", 2304),
             IntermediateSize = hf.GetInt(p + "intermediate_size", 9216),
             NumHiddenLayers = layers,

@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Distributed;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
@@ -25,14 +26,18 @@ public sealed class LlamaDecoderLayer
 
     public string Prefix { get; }
     public LlamaAttention SelfAttn { get; }
-    public LlamaMlp Mlp { get; }
+    public ParallelGatedMlp Mlp { get; }
 
     private readonly bool _residualFirstSlice;
+    private readonly bool _normSumOfSquaresBf16;
+    private readonly double _branchScale;
 
     public LlamaDecoderLayer(IWeightSource weights, string prefix, Config.TextConfig config, ParallelContext ctx, IActivationSink sink,
         LlamaOptions? options = null)
     {
         _residualFirstSlice = (options ?? LlamaOptions.None).SpResidualFirstSlice;
+        _normSumOfSquaresBf16 = (options ?? LlamaOptions.None).NormSumOfSquaresBf16;
+        _branchScale = (options ?? LlamaOptions.None).ResidualBranchScale;
         Prefix = prefix;
         _ctx = ctx;
         _sink = sink;
@@ -40,7 +45,7 @@ public sealed class LlamaDecoderLayer
         _inputNorm = weights.Get(prefix + ".input_layernorm.weight");
         _postNorm = weights.Get(prefix + ".post_attention_layernorm.weight");
         SelfAttn = new LlamaAttention(weights, prefix + ".self_attn", config, ctx);
-        Mlp = new LlamaMlp(weights, prefix + ".mlp", config, ctx);
+        Mlp = new ParallelGatedMlp(weights, prefix + ".mlp", ctx, config.MlpBias, config.HiddenAct ?? "silu");
     }
 
     /// <param name="hidden">Full [Tp, hidden] embeddings when residual is null, else [tokens or L, hidden].</param>
@@ -50,7 +55,7 @@ public sealed class LlamaDecoderLayer
     /// <param name="residualInPlace">Whether the residual add may overwrite the residual it is given (it is this forward's
     /// own tensor: one rank, no pipeline hand-over).</param>
     public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, KvCache cache, int realTokens,
-        LlamaWorkspace? workspace = null, bool residualInPlace = false)
+        DecoderWorkspace? workspace = null, bool residualInPlace = false)
     {
         _ws = workspace;
         _inPlace = residualInPlace;
@@ -85,6 +90,7 @@ public sealed class LlamaDecoderLayer
         }
         if (sp) attn = _ctx.Tp.ReduceScatter(attn, 0);                        // [L, hidden]
         Capture(".self_attn", attn, sp);
+        if (_branchScale != 1) attn = Elementwise.Mul(attn, _branchScale);  // the residual-scale-off fault
 
         t0 = LlamaProfile.Now();
         (residual, var post) = AddNorm(attn, residual, _postNorm);            // [L or T, hidden]
@@ -95,6 +101,7 @@ public sealed class LlamaDecoderLayer
         var mlp = Mlp.Forward(mlpIn, workspace);                                         // [Tp, hidden] (partial under SP)
         if (sp) mlp = _ctx.Tp.ReduceScatter(mlp, 0);                          // [L, hidden]
         Capture(".mlp", mlp, sp);
+        if (_branchScale != 1) mlp = Elementwise.Mul(mlp, _branchScale);    // the residual-scale-off fault
         if (_sink.Wants(Prefix)) Capture("", Elementwise.Add(mlp, residual), sp); // HF's layer output
         return (mlp, residual);
     }
@@ -107,11 +114,12 @@ public sealed class LlamaDecoderLayer
         return full.Narrow(0, start, l);
     }
 
-    private LlamaWorkspace? _ws;
+    private DecoderWorkspace? _ws;
     private bool _inPlace;
 
     private Tensor Norm(Tensor x, Tensor weight)
     {
+        if (_normSumOfSquaresBf16) return NormSumOfSquaresBf16(x, weight);
         if (!FusedHost(x, x, weight)) return Norms.RmsNorm(x, weight, _eps, RmsNormKind.Llama);
         var normed = NormOut(x, weight);
         Norms.AddRmsNormInto(null, x, weight, _eps, null, normed);
@@ -124,7 +132,7 @@ public sealed class LlamaDecoderLayer
     {
         if (x.IsCuda && residual.IsCuda && x.DType == residual.DType && Shape.SequenceEqual(x.Shape, residual.Shape))
             return Cuda.CudaOps.AddRmsNorm(x, residual, weight, (float)_eps);
-        if (!FusedHost(x, residual, weight))
+        if (!FusedHost(x, residual, weight) || _normSumOfSquaresBf16)
         {
             var sum = Elementwise.Add(x, residual);
             return (sum, Norm(sum, weight));
@@ -135,6 +143,34 @@ public sealed class LlamaDecoderLayer
         return (sumOut, normed);
     }
 
+    /// <summary>
+    /// The rms-norm-sum-of-squares-bf16 fault: LlamaRMSNorm with its sum of squares accumulated in bfloat16, each partial
+    /// sum rounded, where HF keeps float32 (<c>variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)</c>);
+    /// the rest as HF: <c>weight * (h * rsqrt(variance + eps)).to(input_dtype)</c>. [rows, n] in, the same out.
+    /// </summary>
+    private Tensor NormSumOfSquaresBf16(Tensor x, Tensor weight)
+    {
+        var h = OpSupport.Float32Contiguous(x.IsCuda ? x.ToHost() : x).Span<float>();
+        var w = OpSupport.Float32Contiguous(weight.IsCuda ? weight.ToHost() : weight).Span<float>();
+        int n = x.Size(-1), rows = n == 0 ? 0 : h.Length / n;
+        var y = new float[h.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = h.Slice(r * n, n);
+            float ss = 0;
+            foreach (var v in row) ss = BFloat16.Round(ss + v * v);               // the bug: a bf16 accumulator
+            float inv = 1f / MathF.Sqrt(ss / n + (float)_eps);
+            for (int i = 0; i < n; i++)
+            {
+                float normed = row[i] * inv;
+                if (x.DType == DType.BFloat16) normed = BFloat16.Round(normed);   // h.to(input_dtype)
+                y[r * n + i] = w[i] * normed;
+            }
+        }
+        var result = OpSupport.FromFloat32(Tensor.FromArray(y, x.ShapeArray), x.DType);
+        return x.IsCuda ? result.ToDevice(x.CudaDevice) : result;
+    }
+
     private static bool FusedHost(Tensor x, Tensor residual, Tensor weight) =>
         !x.IsCuda && !residual.IsCuda && x.DType == residual.DType && x.DType is DType.Float32 or DType.BFloat16
         && weight.DType is DType.Float32 or DType.BFloat16 && weight.IsContiguous && x.Rank == 2 && x.IsContiguous && residual.IsContiguous
@@ -143,7 +179,7 @@ public sealed class LlamaDecoderLayer
     private Tensor NormOut(Tensor like, Tensor weight)
     {
         var dt = weight.DType != like.DType ? DType.Float32 : like.DType;
-        return _ws?.Get(LlamaWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
+        return _ws?.Get(DecoderWorkspace.Normed, dt, like.Shape[0], like.Shape[1]) ?? Tensor.Zeros(dt, like.ShapeArray);
     }
 
     private int _realTokens;

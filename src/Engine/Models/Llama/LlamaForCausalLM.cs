@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.Ops;
@@ -15,19 +16,19 @@ namespace Harness.Engine.Models.Llama;
 /// by send/recv in full [Tp, hidden]; under SP it is all-gathered over TP first and sliced rank-aware on arrival.
 /// One sequence at a time (batch 1), with a KV cache per layer.
 /// </summary>
-public sealed class LlamaForCausalLM : ICheckpointModel
+public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
 {
     /// <summary>The tensors this model loads for a config (<see cref="LlamaTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
     public static ModelTensors ExpectedTensors(HfConfig config) => LlamaTensors.Expected(config.Text);
 
     private readonly TextConfig _config;
     private readonly ParallelContext _ctx;
-    private readonly IActivationSink _sink;
+    private readonly StepSink _sink;
     private readonly VocabParallelEmbedding? _embed;
     private readonly Tensor? _norm;
     private readonly ParallelLMHead? _lmHead;
     private readonly LlamaRotaryEmbedding _rotary;
-    private readonly KvCache[] _caches;
+    private KvCache[] _caches;
 
     public IReadOnlyList<LlamaDecoderLayer> Layers { get; }
     public int FirstLayer { get; }
@@ -43,7 +44,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         _options = options ?? LlamaOptions.None;
         _config = config;
         _ctx = ctx;
-        _sink = sink ?? NoCapture.Instance;
+        _sink = StepSink.Over(sink);
         if (config.NumHiddenLayers % ctx.PpSize != 0)
             throw new ArgumentException($"{config.NumHiddenLayers} layers cannot be split evenly over {ctx.PpSize} pipeline stages");
         int per = config.NumHiddenLayers / ctx.PpSize;
@@ -62,25 +63,49 @@ public sealed class LlamaForCausalLM : ICheckpointModel
             _lmHead = new ParallelLMHead(head, ctx.Tp);
         }
         _rotary = new LlamaRotaryEmbedding(config.Rope, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
-            embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                // weights on a GPU: the cache too
-        if (!embedWeight.IsCuda)
-        {   // the host: cos/sin of every position once (each position's values are computed on their own, so a slice of
-            // the table equals the per-step computation), and reusable buffers for the glue between linear layers
-            int positionsNeeded = maxPositions + 2 * ctx.TpSize;
-            (_cosTable, _sinTable) = _rotary.Forward(Tensor.Arange(positionsNeeded), DType);  // [1, P, head_dim]
-            _workspace = new LlamaWorkspace { LinearOutputs = ctx.TpSize == 1 && ctx.PpSize == 1 && !ctx.SequenceParallel };
-        }
+        if (!embedWeight.IsCuda)                                                          // the host: reusable buffers for the glue between linear layers
+            _workspace = new DecoderWorkspace { LinearOutputs = ctx.TpSize == 1 && ctx.PpSize == 1 && !ctx.SequenceParallel };
+        _caches = [];
+        Allocate(maxPositions);
+    }
+
+    // KV caches for `positions` positions (the SP padding's tp rows beyond) and the cos/sin tables: on the host every
+    // position's cos/sin once (each position's values are computed on their own, so a slice of the table equals the
+    // per-step computation); on a GPU the same tables uploaded once (no per-step upload; a graph step reads rows at the
+    // device's position).
+    private void Allocate(int positions)
+    {
+        var device = Device;
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, _config.HeadDim, positions + _ctx.TpSize, DType, device)
+            { DevicePosition = _deviceStep?.Position }).ToArray();                        // weights on a GPU: the cache too
+        var (cos, sin) = _rotary.Forward(Tensor.Arange(positions + 2 * _ctx.TpSize), DType);   // [1, P, head_dim]
+        if (device is null) (_cosTable, _sinTable) = (cos, sin);
         else
-        {   // on a GPU: the same tables uploaded once (no per-step upload; a graph step reads rows at the device's position)
-            var (cos, sin) = _rotary.Forward(Tensor.Arange(maxPositions + 2 * ctx.TpSize), DType);   // [1, P, head_dim]
-            _cosDevice = cos.Select(0, 0).ToDevice(embedWeight.CudaDevice);                // [P, head_dim]
-            _sinDevice = sin.Select(0, 0).ToDevice(embedWeight.CudaDevice);
+        {
+            _cosDevice = cos.Select(0, 0).ToDevice(device);                               // [P, head_dim]
+            _sinDevice = sin.Select(0, 0).ToDevice(device);
         }
     }
 
-    private readonly Tensor? _cosTable, _sinTable;
-    private readonly Tensor? _cosDevice, _sinDevice;
+    /// <summary>
+    /// <see cref="IDecoder.StartSequence"/>: forgets the sequence and sizes the KV caches (and cos/sin tables) for
+    /// <paramref name="positions"/> positions when they hold fewer; more than max_position_embeddings is a named error.
+    /// </summary>
+    public void StartSequence(int positions)
+    {
+        DecodeLoop.CheckPositions(positions, () => _config.MaxPositionEmbeddings);
+        if (positions + _ctx.TpSize > CacheCapacity) Allocate(positions);
+        Reset();
+    }
+
+    /// <summary>One decode step (<see cref="IDecoder.Step"/>): logits [1, vocab] on the last stage.</summary>
+    public Tensor? Step(long token) => Forward(_ctx.IsFirstStage ? Tensor.FromArray([token], 1) : null, 1, logitsToKeep: 1);
+
+    /// <summary>The sink this model's modules record through (<see cref="IDecoder.Sink"/>).</summary>
+    public StepSink Sink => _sink;
+
+    private Tensor? _cosTable, _sinTable;
+    private Tensor? _cosDevice, _sinDevice;
 
     /// <summary>
     /// A graph step's state on the device (<see cref="LlamaCudaGraphDecoder"/>): the int32 position every kernel reads, and
@@ -112,7 +137,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
 
     /// <summary>The pipeline and tensor layout (graph decoding needs one rank).</summary>
     public ParallelContext Context => _ctx;
-    private readonly LlamaWorkspace? _workspace;
+    private readonly DecoderWorkspace? _workspace;
 
     // The residual stream may be updated in place when this forward owns it: one rank and no pipeline hand-over (a
     // tensor sent to another stage, or an SP slice of the embeddings, is left alone).
@@ -239,7 +264,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel
                     && residual.IsContiguous && Shape.SequenceEqual(hidden.Shape, residual.Shape);
         if (!host) return Norms.RmsNorm(Elementwise.Add(hidden, residual), norm, eps, RmsNormKind.Llama);
         var dt = norm.DType != hidden.DType ? DType.Float32 : hidden.DType;
-        var normed = _workspace!.Get(LlamaWorkspace.Final, dt, hidden.Shape[0], hidden.Shape[1]);
+        var normed = _workspace!.Get(DecoderWorkspace.Final, dt, hidden.Shape[0], hidden.Shape[1]);
         var sum = ResidualInPlace ? residual : Tensor.Zeros(residual.DType, residual.ShapeArray);
         Norms.AddRmsNormInto(hidden, residual, norm, eps, sum, normed);
         return normed;
@@ -258,17 +283,17 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         if (ResidualInPlace && _ctx.TpSize == 1 && padded == tokens && input.IsContiguous && input.DType == DType.Int64)
         {   // one rank on the host: rows of the table copied into the residual stream's buffer (a plain lookup)
             var table = _embed!.LocalWeight;
-            var rows = _workspace!.Get(LlamaWorkspace.Residual, table.DType, tokens, _config.HiddenSize); // [T, hidden]
+            var rows = _workspace!.Get(DecoderWorkspace.Residual, table.DType, tokens, _config.HiddenSize); // [T, hidden]
             var idSpan = input.Span<long>();
             int width = _config.HiddenSize, es = table.DType.Size();
-            var src = table.Storage.Bytes;
             var dst = rows.Storage.Bytes;
             for (int i = 0; i < tokens; i++)
             {
                 long id = idSpan[i];
                 if (id < 0 || id >= table.Shape[0])
                     throw new ArgumentException($"input id {id} at position {i} is outside the vocabulary [0, {table.Shape[0]})");
-                src.Slice((table.Offset + (int)id * table.Stride(0)) * es, width * es).CopyTo(dst.Slice((rows.Offset + i * width) * es, width * es));
+                // 64-bit byte offset: a mapped table may pass 2 GiB (the row is read in place, nothing else is touched)
+                table.Storage.Span((table.Offset + id * table.Stride(0)) * es, width * es).CopyTo(dst.Slice((rows.Offset + i * width) * es, width * es));
             }
             Record("model.embed_tokens", rows);
             return rows;
@@ -285,43 +310,19 @@ public sealed class LlamaForCausalLM : ICheckpointModel
         if (_sink.Wants(module)) _sink.Record(module, _ctx.WorldRank, value.Unsqueeze(0), ShardSpec.Whole);
     }
 
-    /// <summary>The result of greedy decoding on this rank (the same on every rank).</summary>
-    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
-
     /// <summary>
-    /// Greedy decoding of maxNewTokens after a prompt (ids [T] or embeds [T, hidden]), with the top-k log-probabilities
-    /// (log_softmax of the float32 logits) at each step. Every rank of the layout calls it; the last stage picks each
-    /// token and broadcasts it over the pipeline group.
+    /// Greedy decoding of maxNewTokens after a prompt (ids [T] or embeds [T, hidden]) through <see cref="DecodeLoop"/>: the
+    /// prompt's forward keeps the last token's logits (logits_to_keep=1). Every rank of the layout calls it.
     /// </summary>
-    public Generation Generate(Tensor prompt, int maxNewTokens, int topK)
+    /// <param name="forced">Teacher forcing (<see cref="DecodeRequest.Forced"/>); null: free-running.</param>
+    public Generation Generate(Tensor prompt, int maxNewTokens, int topK, IReadOnlyList<long>? forced = null) =>
+        Generate(prompt, new DecodeRequest(maxNewTokens, topK) { Forced = forced });
+
+    /// <summary>Greedy decoding of a request (<see cref="DecodeRequest"/>) after a prompt.</summary>
+    public Generation Generate(Tensor prompt, DecodeRequest request)
     {
-        var tokens = new long[maxNewTokens];
-        var ids = new long[maxNewTokens, topK];
-        var lps = new float[maxNewTokens, topK];
         int promptTokens = prompt.Shape[0];
-        Tensor? input = prompt;
-        int count = promptTokens;
-        for (int step = 0; step < maxNewTokens; step++)
-        {
-            var logits = Forward(_ctx.IsFirstStage ? input : null, count, logitsToKeep: 1);   // [1, vocab]
-            var pick = Tensor.Zeros(DType.Float32, 1 + 2 * topK);                        // [token, ids..., logprobs...]
-            if (_ctx.IsLastStage)
-            {
-                var last = logits!.Select(0, 0).To(DType.Float32);                       // [vocab]
-                var logprobs = Softmax.LogSoftmax(last, -1);
-                var (values, indices) = TopK.Forward(logprobs, topK);
-                var vi = indices.ToInt64Array();
-                var vv = values.ToFloatArray();
-                pick.Set(vi[0], 0);
-                for (int j = 0; j < topK; j++) { pick.Set(vi[j], 1 + j); pick.Set(vv[j], 1 + topK + j); }
-            }
-            if (_ctx.PpSize > 1) pick = _ctx.Pp.Broadcast(pick, _ctx.PpSize - 1);
-            var p = pick.ToFloatArray();
-            tokens[step] = (long)p[0];
-            for (int j = 0; j < topK; j++) { ids[step, j] = (long)p[1 + j]; lps[step, j] = p[1 + topK + j]; }
-            input = Tensor.FromArray([tokens[step]], 1);
-            count = 1;
-        }
-        return new Generation(tokens, ids, lps);
+        return DecodeLoop.Run(this, promptTokens, () => Forward(_ctx.IsFirstStage ? prompt : null, promptTokens, logitsToKeep: request.PrefillLogitsToKeep),
+            request);
     }
 }

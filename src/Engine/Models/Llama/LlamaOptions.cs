@@ -21,11 +21,21 @@ public sealed record LlamaOptions
     /// </summary>
     public bool SpPpResidualSliced { get; init; }
 
+    /// <summary>
+    /// Precision only: the RMSNorms' sum of squares accumulated in bfloat16, each partial sum rounded (HF keeps float32).
+    /// </summary>
+    public bool NormSumOfSquaresBf16 { get; init; }
+
+    /// <summary>The attention and MLP outputs scaled by this before the residual add (1: none; a fault sets 1 + 2^-6).</summary>
+    public double ResidualBranchScale { get; init; } = 1;
+
     /// <summary>The options that re-create a named fault (Runtime.Faults); null or a fault Llama has no option for: none.</summary>
     public static LlamaOptions ForFault(string? fault) => fault switch
     {
         Runtime.Faults.SpResidualFirstSlice => new LlamaOptions { SpResidualFirstSlice = true },
         Runtime.Faults.SpPpResidualSliced => new LlamaOptions { SpPpResidualSliced = true },
+        Runtime.Faults.RmsNormSumOfSquaresBf16 => new LlamaOptions { NormSumOfSquaresBf16 = true },
+        Runtime.Faults.ResidualScaleOff => new LlamaOptions { ResidualBranchScale = 1 + Math.ScaleB(1, -6) },
         _ => None,
     };
 }

@@ -1,6 +1,6 @@
 using Harness.Engine.Capture;
 using Harness.Engine.Distributed;
-using Harness.Engine.Models.Llama;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -26,7 +26,7 @@ public sealed class Qwen2VlDecoderLayer
 
     public string Prefix { get; }
     public Qwen2VlAttention SelfAttn { get; }
-    public LlamaMlp Mlp { get; }
+    public ParallelGatedMlp Mlp { get; }
 
     public Qwen2VlDecoderLayer(IWeightSource weights, string prefix, Qwen2VlConfig config, ParallelContext ctx, IActivationSink sink, Qwen2VlOptions options)
     {
@@ -37,7 +37,7 @@ public sealed class Qwen2VlDecoderLayer
         _inputNorm = weights.Get(prefix + ".input_layernorm.weight");
         _postNorm = weights.Get(prefix + ".post_attention_layernorm.weight");
         SelfAttn = new Qwen2VlAttention(weights, prefix + ".self_attn", config, ctx, options);
-        Mlp = new LlamaMlp(weights, prefix + ".mlp", config.Text, ctx);
+        Mlp = new ParallelGatedMlp(weights, prefix + ".mlp", ctx, config.Text.MlpBias, config.Text.HiddenAct ?? "silu");
     }
 
     /// <param name="x">[tokens, hidden], or this rank's chunk [L, hidden] under SP.</param>

@@ -33,17 +33,17 @@ public sealed record Qwen2VlInput(long[] Ids)
 /// embeddings (masked_scatter, in order), the 3D positions come from get_rope_index and the decoder runs with the
 /// multimodal RoPE; decode steps use position = cache length + rope_delta on all 3 streams. Batch 1.
 /// </summary>
-public sealed class Qwen2VlForConditionalGeneration
+public sealed class Qwen2VlForConditionalGeneration : IDecoder
 {
     private const string Text = "model.language_model";
     private readonly Qwen2VlConfig _config;
     private readonly ParallelContext _ctx;
-    private readonly IActivationSink _sink;
+    private readonly StepSink _sink;
     private readonly VocabParallelEmbedding _embed;
     private readonly Tensor _norm;
     private readonly ParallelLMHead _lmHead;
     private readonly Tensor _invFreq;
-    private readonly KvCache[] _caches;
+    private KvCache[] _caches;
 
     public Qwen2VlVisionTower Visual { get; }
     public IReadOnlyList<Qwen2VlDecoderLayer> Layers { get; }
@@ -58,7 +58,7 @@ public sealed class Qwen2VlForConditionalGeneration
             throw new NotSupportedException("Qwen2-VL runs under tensor parallelism (with or without sequence parallelism), no pipeline stages");
         _config = config;
         _ctx = ctx;
-        _sink = sink ?? NoCapture.Instance;
+        _sink = StepSink.Over(sink);
         options ??= Qwen2VlOptions.Default;
         var w = weights as Qwen2VlWeights ?? new Qwen2VlWeights(weights);     // either checkpoint layout
         weights = w;
@@ -75,8 +75,31 @@ public sealed class Qwen2VlForConditionalGeneration
             : throw new KeyNotFoundException("lm_head.weight is missing and tie_word_embeddings is false");
         _lmHead = new ParallelLMHead(head, ctx.Tp);
         _invFreq = Rotary.InvFreq(config.Text.Rope.RopeTheta, config.HeadDim);
-        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, config.HeadDim, maxPositions + ctx.TpSize, DType,
-            embedWeight.IsCuda ? embedWeight.CudaDevice : null)).ToArray();                  // weights on a GPU: the cache too
+        _caches = [];
+        Allocate(maxPositions);
+    }
+
+    private void Allocate(int positions)
+    {
+        var w = _embed.LocalWeight;
+        _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, _config.HeadDim, positions + _ctx.TpSize, DType,
+            w.IsCuda ? w.CudaDevice : null)).ToArray();                                      // weights on a GPU: the cache too
+    }
+
+    /// <summary>The layout (<see cref="IDecoder.Context"/>).</summary>
+    public ParallelContext Context => _ctx;
+
+    /// <summary>The sink this model's modules record through (<see cref="IDecoder.Sink"/>).</summary>
+    public StepSink Sink => _sink;
+
+    /// <summary>Forgets the sequence and sizes the caches for <paramref name="positions"/> positions when they hold fewer
+    /// (<see cref="IDecoder.StartSequence"/>); more than max_position_embeddings is a named error.</summary>
+    public void StartSequence(int positions)
+    {
+        DecodeLoop.CheckPositions(positions, () => _config.Text.MaxPositionEmbeddings);
+        if (_caches.Length == 0 || _caches[0].Capacity < positions + _ctx.TpSize) Allocate(positions);
+        foreach (var c in _caches) c.Reset();
+        RopeDelta = 0;
     }
 
     // The sizes the engine takes from the weights, held against the config fields that define them.
@@ -89,7 +112,8 @@ public sealed class Qwen2VlForConditionalGeneration
     }
 
     /// <summary>The prompt's forward: embeddings with the vision features merged in, 3D positions, decoder. Logits [T, vocab].</summary>
-    public Tensor Prefill(Qwen2VlInput input)
+    /// <param name="logitsToKeep">HF's logits_to_keep: 0 keeps every row, n &gt; 0 runs lm_head on the last n tokens only.</param>
+    public Tensor Prefill(Qwen2VlInput input, int logitsToKeep = 0)
     {
         int t = input.Ids.Length;
         // inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -102,11 +126,11 @@ public sealed class Qwen2VlForConditionalGeneration
         // position_ids, rope_deltas = self.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw)
         var (positions, delta) = Qwen2VlRope.RopeIndex(input.Ids, _config, input.ImageGrids, input.VideoGrids);
         RopeDelta = delta;
-        return Decoder(embeds, positions);
+        return Decoder(embeds, positions, logitsToKeep);
     }
 
     /// <summary>One decode step for a token: position = cache length + rope_delta on all 3 streams. Logits [1, vocab].</summary>
-    public Tensor Step(long token)
+    public Tensor? Step(long token)
     {
         var embeds = _embed.Forward(Tensor.FromArray([token], 1));                  // [1, hidden]
         return Decoder(embeds, Qwen2VlRope.Sequential(_caches[0].Length + RopeDelta, 1));
@@ -124,7 +148,7 @@ public sealed class Qwen2VlForConditionalGeneration
         return merged;
     }
 
-    private Tensor Decoder(Tensor embeds, long[][] positions)
+    private Tensor Decoder(Tensor embeds, long[][] positions, int logitsToKeep = 0)
     {
         int t = embeds.Shape[0];
         var (h, padded) = SequenceParallelChunk(embeds, ref positions);               // [T, hidden], or [L, hidden] under SP
@@ -145,6 +169,7 @@ public sealed class Qwen2VlForConditionalGeneration
         var final = Norms.RmsNorm(h, _norm, _config.RmsNormEps, RmsNormKind.Llama);
         if (padded) final = _ctx.Tp.AllGather(final, 0).Narrow(0, 0, t);            // [T, hidden]
         Record(Text + ".norm", final.Unsqueeze(0));
+        if (logitsToKeep > 0) final = final.Narrow(0, t - logitsToKeep, logitsToKeep);  // [keep, hidden]
         var logits = _lmHead.Forward(final);                                          // [T, vocab]
         Record("lm_head", logits.Unsqueeze(0));
         return logits;
@@ -170,30 +195,22 @@ public sealed class Qwen2VlForConditionalGeneration
         if (_sink.Wants(module)) _sink.Record(module, _ctx.WorldRank, value, ShardSpec.Whole);
     }
 
-    /// <summary>The result of greedy decoding on this rank (the same on every rank).</summary>
-    public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs);
-
     /// <summary>
-    /// Greedy decoding of maxNewTokens after the prompt, with the top-k log-probabilities (log_softmax of the float32
-    /// logits) at each step. Every rank calls it and computes the same tokens.
+    /// Greedy decoding of maxNewTokens after the prompt through <see cref="DecodeLoop"/>. Every rank calls it and computes
+    /// the same tokens.
     /// </summary>
-    public Generation Generate(Qwen2VlInput input, int maxNewTokens, int topK, Action? afterPrefill = null)
+    /// <param name="afterPrefill">Called after the prompt's forward.</param>
+    /// <param name="forced">Teacher forcing (<see cref="DecodeRequest.Forced"/>); null: free-running.</param>
+    /// <param name="prefillLogitsToKeep"><see cref="DecodeRequest.PrefillLogitsToKeep"/>: 0 where the prefill's lm_head is captured whole.</param>
+    public Generation Generate(Qwen2VlInput input, int maxNewTokens, int topK, Action? afterPrefill = null, IReadOnlyList<long>? forced = null,
+        int prefillLogitsToKeep = 1)
     {
-        var tokens = new long[maxNewTokens];
-        var ids = new long[maxNewTokens, topK];
-        var lps = new float[maxNewTokens, topK];
-        var logits = Prefill(input);
-        afterPrefill?.Invoke();
-        for (int step = 0; step < maxNewTokens; step++)
+        var request = new DecodeRequest(maxNewTokens, topK) { Forced = forced, PrefillLogitsToKeep = prefillLogitsToKeep };
+        return DecodeLoop.Run(this, input.Ids.Length, () =>
         {
-            var last = logits.Select(0, logits.Shape[0] - 1).To(DType.Float32);         // [vocab]
-            var (values, indices) = TopK.Forward(Softmax.LogSoftmax(last, -1), topK);
-            var vi = indices.ToInt64Array();
-            var vv = values.ToFloatArray();
-            tokens[step] = vi[0];
-            for (int j = 0; j < topK; j++) { ids[step, j] = vi[j]; lps[step, j] = vv[j]; }
-            if (step + 1 < maxNewTokens) logits = Step(tokens[step]);
-        }
-        return new Generation(tokens, ids, lps);
+            var logits = Prefill(input, request.PrefillLogitsToKeep);
+            afterPrefill?.Invoke();
+            return logits;
+        }, request);
     }
 }

@@ -107,8 +107,7 @@ def _gemma4_mm_model(model_dir, dtype_name_):
         return hit[1]
     _model_cache.clear()
     model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
-        model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN)).eval()
-    model.to(REFERENCE_DEVICE)                              # the GPU under `harness run --device cuda`
+        model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN), **placement()).eval()
     _model_cache[key] = (sig, model)
     return model
 
@@ -229,9 +228,10 @@ def op_gemma4_mm_forward(args, tensors):
         with torch.no_grad():
             mask = model.model.audio_tower(inputs["input_features"], inputs["input_features_mask"], return_dict=True).attention_mask
         outs.append(("audio_tower.mask", mask.to(torch.int64)))
-    if args.get("oracle"):
+    if args.get("oracle") and args.get("oracle_mode") == "whole":
         _gemma4_mm_oracle_twin(model)                      # prepares the cached twin that oracle_outputs uses
-    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
+    keep = {"model.audio_tower": torch.float32} if getattr(model.model, "audio_tower", None) is not None else None
+    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)], keep=keep)
     return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN, "vision_mask": rule,
             "oracle_note": "audio tower in float32 (HF's does not run in float64)" if args.get("oracle") else ""}, outs
 

@@ -1,15 +1,15 @@
 using Harness.Engine.Tensors;
 
-namespace Harness.Engine.Models.Llama;
+namespace Harness.Engine.Models.Common;
 
 /// <summary>
-/// Reusable host buffers for one model instance (one rank): each slot is a [rows, cols] tensor that grows to the largest
+/// Reusable host buffers of a decoder (Llama, Qwen2-VL) for one model instance (one rank): each slot is a [rows, cols] tensor that grows to the largest
 /// rows seen and is handed out again as a view, so after warm-up a decode step allocates no tensor storage for the glue
 /// between linear layers (norm outputs, rotated q, attention output, activation output, the residual stream). Layers run
 /// one after another, so one buffer per slot serves every layer; a slot's contents are valid until its next use
 /// (captures are cloned by the sink).
 /// </summary>
-public sealed class LlamaWorkspace
+public sealed class DecoderWorkspace
 {
     public const int Normed = 0, Query = 1, AttnOut = 2, Act = 3, Residual = 4, Final = 5,
         Qkv = 6, OProj = 7, GateUp = 8, Down = 9, Count = 10;

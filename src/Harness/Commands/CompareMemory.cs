@@ -1,0 +1,105 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Harness.Engine.IO;
+using Harness.Engine.Tensors;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `compare`'s memory prediction, made from the checkpoint's safetensors headers before anything is loaded: parameters x
+/// bytes for the engine (at the compare dtype), the reference (HF at the same dtype, loaded straight from safetensors) and
+/// the float64 oracle (streamed: the largest decoder layer or tower block plus the small rest, 8 bytes a parameter;
+/// whole twin: every parameter). When the sum does not fit the memory there is, compare stops with one line naming what it
+/// needs and what would fit (--no-oracle, bf16, fewer layers) instead of dying of an out-of-memory kill.
+/// </summary>
+public sealed record CompareMemory(
+    long Parameters, long LargestUnit, long Streamed, long Rest, int Units, int BytesPerParameter, bool OracleWhole, bool Oracle)
+{
+    /// <summary>Activations, captures of both sides and the interpreter: a fixed allowance plus a share of the weights.</summary>
+    public const long Overhead = 1L << 30;
+
+    /// <summary>A tensor of a decoder layer or tower block: its name has a numeric part ("model.layers.3.mlp...").</summary>
+    private static readonly Regex UnitName = new(@"^(.*?\.\d+)\.", RegexOptions.CultureInvariant);
+
+    /// <summary>The counts of a checkpoint folder's tensors (headers only; nothing is read).</summary>
+    public static CompareMemory Of(string folder, DType dtype, bool oracle, bool whole)
+    {
+        using var checkpoint = Checkpoint.Open(folder);
+        long total = 0, streamed = 0;
+        var units = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var name in checkpoint.Names)
+        {
+            var info = checkpoint.GetInfo(name);
+            long n = info.NumEl;
+            total += n;
+            var m = UnitName.Match(name);
+            if (m.Success)
+                units[m.Groups[1].Value] = units.GetValueOrDefault(m.Groups[1].Value) + n;
+            else if (info.Shape.Length == 2 && (name.Contains("embed", StringComparison.Ordinal) || name.StartsWith("lm_head", StringComparison.Ordinal)))
+                streamed += n;                                    // looked up by rows / lm_head in slices: never upcast whole
+        }
+        long inUnits = units.Values.Sum();
+        return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
+            dtype == DType.BFloat16 ? 2 : 4, whole, oracle);
+    }
+
+    public long EngineTotal => Parameters * BytesPerParameter;
+    public long ReferenceBytes => Parameters * BytesPerParameter;
+
+    /// <summary>The float64 oracle: streamed, one unit and the rest (plus one 2^24-element slice of lm_head); whole, every parameter.</summary>
+    public long OracleBytes => !Oracle ? 0 : OracleWhole ? Parameters * 8 : (LargestUnit + Rest + Math.Min(Streamed, 1L << 24)) * 8;
+
+    /// <summary>The whole comparison on one memory (engine, reference and oracle in the same place: the CPU run).</summary>
+    public long Total => EngineTotal + ReferenceBytes + OracleBytes + Overhead + (EngineTotal + ReferenceBytes) / 20;
+
+    public static string GiB(long bytes) => (bytes / (double)(1L << 30)).ToString("F1", CultureInfo.InvariantCulture) + " GiB";
+
+    /// <summary>The memory the host has for us: MemAvailable from /proc/meminfo (null where it cannot be read).</summary>
+    public static long? HostAvailable()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
+    }
+
+    /// <summary>
+    /// Null when <see cref="Total"/> fits <paramref name="available"/>; else the one line to print: what is needed, by part,
+    /// and each change that would fit (or that none does).
+    /// </summary>
+    public string? Refusal(string folder, long available, string where)
+    {
+        if (Total <= available) return null;
+        var fits = new List<string>();
+        if (Oracle && OracleWhole && (this with { OracleWhole = false }).Total <= available)
+            fits.Add($"the streamed oracle, without --oracle-whole ({GiB((this with { OracleWhole = false }).Total)})");
+        if (Oracle && (this with { Oracle = false }).Total <= available)
+            fits.Add($"--no-oracle ({GiB((this with { Oracle = false }).Total)})");
+        if (BytesPerParameter == 4 && (this with { BytesPerParameter = 2 }).Total <= available)
+            fits.Add($"--dtype bf16 ({GiB((this with { BytesPerParameter = 2 }).Total)})");
+        if (Units > 1)
+        {
+            // a copy of the checkpoint with fewer layers (num_hidden_layers): each unit removed takes its parameters off every side
+            long perUnit = LargestUnit;
+            for (int keep = Units - 1; keep >= 1; keep--)
+            {
+                var fewer = this with { Parameters = Parameters - (Units - keep) * perUnit, Units = keep };
+                if (fewer.Total <= available)
+                {
+                    fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({GiB(fewer.Total)})");
+                    break;
+                }
+            }
+        }
+        string parts = $"engine {GiB(EngineTotal)}, reference {GiB(ReferenceBytes)}" +
+                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {GiB(OracleBytes)}" : "") + $", activations {GiB(Total - EngineTotal - ReferenceBytes - OracleBytes)}";
+        return $"compare: {folder} ({Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters at {(BytesPerParameter == 2 ? "bf16" : "fp32")}) needs about " +
+               $"{GiB(Total)} of {where} memory ({parts}) and {GiB(available)} is available; " +
+               (fits.Count == 0 ? "nothing smaller fits: use a machine with more memory" : "would fit: " + string.Join("; ", fits));
+    }
+}

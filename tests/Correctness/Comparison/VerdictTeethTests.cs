@@ -1,0 +1,119 @@
+using Harness.Comparison;
+using Harness.Engine.Capture;
+using Harness.Engine.Runtime;
+using Harness.Engine.Tensors;
+using Harness.Runs;
+using Harness.Scenarios;
+using Harness.Tests.Correctness.Scenarios;
+
+namespace Harness.Tests.Correctness.Comparison;
+
+/// <summary>
+/// Issue 21, "verdicts with teeth": the oracle bound per dtype, the scale-bias check and the scenario's precision budget,
+/// each shown failing on the bug it is for, and the planted faults caught at their module in bf16 as in fp32.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class VerdictTeethTests
+{
+    private const int N = 4096;
+
+    private static double[] Oracle(ulong seed = 7)
+    {
+        var rng = new SplitMix64(seed);
+        return Enumerable.Range(0, N).Select(_ => 4 * rng.NextDouble() - 2).ToArray();
+    }
+
+    private static double[] Bf16(double[] x) => x.Select(v => (double)BFloat16.Round((float)v)).ToArray();
+
+    [Fact]
+    public void A_bf16_module_off_by_a_fifth_passed_C_16_and_fails_the_bf16_bound()
+    {
+        // As the issue found: a late bf16 module whose reference is 1e-2 off the oracle, the engine 0.187 off, passed C = 16.
+        var oracle = Oracle();
+        var rng = new SplitMix64(3);
+        var reference = oracle.Select(o => o * (1 + 1.7e-2 * (2 * rng.NextDouble() - 1))).ToArray();     // relL2 ~1e-2
+        var engine = oracle.Select((o, i) => o * (1 + 0.187 * Math.Sin(i))).ToArray();
+        Assert.True(OracleResult.Judge(engine, reference, oracle, DType.BFloat16, [N], new OracleBound(16, 4, 1e-4)).Passed);
+        var r = OracleResult.Judge(engine, reference, oracle, DType.BFloat16, [N]);
+        Assert.False(r.Passed, r.ToString());
+        Assert.Equal(2, r.Bound.ErrorRatio);
+    }
+
+    [Fact]
+    public void A_bf16_engine_that_rounds_where_the_reference_rounds_passes()
+    {
+        var oracle = Oracle();
+        var r = OracleResult.Judge(Bf16(oracle), Bf16(oracle), oracle, DType.BFloat16, [N]);
+        Assert.True(r.Passed, r.ToString());
+        Assert.Equal(1, r.ErrorRatio);
+    }
+
+    [Fact]
+    public void A_uniform_scale_error_under_the_noise_is_caught_by_the_scale_bias()
+    {
+        // 0.2 % too large everywhere (a wrong eps or residual scale, a truncating conversion): under 2x the reference's
+        // relative L2, but independent rounding noise never lines up with the oracle like that.
+        var oracle = Oracle();
+        var reference = Bf16(oracle);
+        var engine = Bf16(oracle.Select(o => o * 1.002).ToArray());
+        var r = OracleResult.Judge(engine, reference, oracle, DType.BFloat16, [N]);
+        Assert.True(r.EngineRelativeL2 <= r.L2Bound, r.ToString());          // the norm-wise ratio alone lets it through
+        Assert.False(r.BiasPassed, r.ToString());
+        Assert.False(r.Passed);
+        Assert.Contains("OUTSIDE", r.ToString());
+    }
+
+    [Fact]
+    public void An_engine_noisier_everywhere_but_within_C_at_each_module_fails_the_precision_budget_at_the_first_module_over_it()
+    {
+        var capture = new ActivationCapture();
+        var reference = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var modules = new List<string>();
+        var rng = new SplitMix64(11);
+        for (int m = 0; m < 6; m++)
+        {
+            string name = $"model.layers.{m}";
+            modules.Add(name);
+            var o = Oracle((ulong)m + 1);
+            var noise = o.Select(_ => 2 * rng.NextDouble() - 1).ToArray();
+            var r = o.Select((v, i) => v + 3e-2 * noise[i]).ToArray();
+            var e = o.Select((v, i) => v + 3e-2 * noise[i] * (m == 0 ? 1 : 1.6)).ToArray();   // 1.6x from the second module on
+            reference[name] = Tensor.FromArray(r.Select(x => (float)x).ToArray(), N).To(DType.BFloat16).To(DType.Float32);
+            reference[LayerComparison.OraclePrefix + name] = Tensor.FromArray(o, N);
+            capture.Record(name, Tensor.FromArray(e.Select(x => (float)x).ToArray(), N).To(DType.BFloat16), ShardSpec.Whole);
+        }
+        var report = LayerComparison.Run(reference, capture, modules);
+        Assert.All(report.Rows, row => Assert.Equal(LayerVerdict.Pass, row.Verdict));
+        Assert.False(report.Passed, report.ToString());
+        Assert.NotNull(report.Budget);
+        Assert.False(report.Budget!.Passed);
+        Assert.Equal("model.layers.1", report.FirstDivergence!.Module);
+        Assert.Contains("precision budget", report.ToString());
+    }
+
+    [Theory]
+    [InlineData("llama/tp1/input-ids/bf16/fault=rms-norm-sum-of-squares-bf16", "model.layers.0.input_layernorm")]
+    [InlineData("llama/tp1/input-ids/fp32/fault=rms-norm-sum-of-squares-bf16", "model.layers.0.input_layernorm")]
+    [InlineData("llama/tp1/input-ids/bf16/fault=rope-theta-default", "model.layers.0.self_attn")]
+    [InlineData("llama/tp1/input-ids/fp32/fault=rope-theta-default", "model.layers.0.self_attn")]
+    [InlineData("llama/tp1/input-ids/bf16/fault=residual-scale-off", "model.layers.0")]
+    [InlineData("llama/tp1/input-ids/fp32/fault=residual-scale-off", "model.layers.0.post_attention_layernorm")]
+    [InlineData("llama/tp1/input-ids/fp32/fault=rms-norm-eps-default", "model.layers.0.input_layernorm")]
+    public void A_planted_bug_is_caught_at_the_module_where_it_acts(string id, string module)
+    {
+        var outcome = ScenarioRunner.Run(ScenarioCatalog.Find(id)!, CatalogContexts.Recorded);
+        Assert.False(outcome.Result.ComparisonPassed, outcome.Result.Describe());
+        Assert.Equal(module, outcome.Result.FirstBadModule);
+    }
+
+    [Fact]
+    public void The_precision_only_bug_is_caught_without_a_baseline_and_the_correct_engine_is_not()
+    {
+        var bug = ScenarioRunner.Run(ScenarioCatalog.Find("llama/tp1/input-ids/bf16/fault=rms-norm-sum-of-squares-bf16")!, CatalogContexts.Recorded).Result;
+        var ok = ScenarioRunner.Run(ScenarioCatalog.Find("llama/tp1/input-ids/bf16")!, CatalogContexts.Recorded).Result;
+        Assert.True(ok.ComparisonPassed, ok.Describe());
+        Assert.True(ok.Layers.Budget!.GeometricMean < 1.1, ok.Layers.Budget.ToString());       // bit-for-bit HF's roundings
+        Assert.False(bug.ComparisonPassed, bug.Describe());
+        Assert.Contains(Faults.RmsNormSumOfSquaresBf16, Faults.Known.Keys);
+    }
+}

@@ -1,0 +1,205 @@
+using System.Text;
+using Harness.Engine.Distributed;
+using Harness.Engine.IO;
+using Harness.Engine.Ops;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
+
+namespace Harness.Tests.Correctness.IO;
+
+/// <summary>
+/// Issue 22: "tensor 'model.embed_tokens_per_layer.weight': 4026531840 bytes exceeds the engine's per-tensor storage
+/// limit of 2147483647 bytes". A checkpoint tensor past 4 GiB (Gemma3n-E4B's per-layer table, 262144 x 35 x 256 in bf16:
+/// 2^31 + 201326592 elements, 4.7 GB) loads as a view of the memory-mapped file: no copy, no allocation of its size, and
+/// elements past 2^31 (bytes past 2^32) read right. The file is sparse (a few values planted), so the test writes 4.7 GB
+/// of holes in milliseconds and reading it touches a handful of pages. Serial: it measures the process's memory.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class LargeTensorTests
+{
+    private const int Rows = 262_144, Cols = 35 * 256;            // E4B's vocab_size_per_layer_input x (layers * 256)
+    private const string Table = "model.language_model.embed_tokens_per_layer.weight";
+    private const long SmallBytes = 16;                            // an F32 [4] before the table: the table starts at a non-zero offset
+
+    // Planted values (bf16), by (row, col). E1 sits past 2^31 elements and 2^32 bytes; a 32-bit byte offset wraps onto
+    // the decoy at byte (2 * E1 - 2^32) of the table, which holds another value.
+    private static readonly long E0 = (1L << 30) + 3;              // byte 2^31 + 6: past a 32-bit signed byte offset
+    private static readonly long E1 = (1L << 31) + 7;              // element past 2^31, byte 2^32 + 14
+    private static readonly long Decoy = (2 * E1 - (1L << 32)) / 2; // element 7 of row 0
+    private static readonly (long Element, float Value)[] Planted =
+    [
+        (0, 1.5f),
+        (Decoy, 7f),
+        (E0, -2.25f),
+        ((long)Rows / 2 * Cols, 3.75f),                            // rank 1's first row at TP=2 (vocab 262144 splits evenly)
+        (E1, 0.40625f),
+        ((long)Rows * Cols - 1, -5.5f),                            // the last element
+    ];
+
+    private static (int Row, int Col) At(long element) => ((int)(element / Cols), (int)(element % Cols));
+
+    /// <summary>A sparse safetensors file: header, an F32 [4], the bf16 table as holes except the planted values.</summary>
+    private static string WriteSparseCheckpoint(TempDir dir)
+    {
+        long tableBytes = (long)Rows * Cols * 2;
+        string json = $"{{\"model.small\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,{SmallBytes}]}}," +
+                      $"\"{Table}\":{{\"dtype\":\"BF16\",\"shape\":[{Rows},{Cols}],\"data_offsets\":[{SmallBytes},{SmallBytes + tableBytes}]}}}}";
+        while (json.Length % 8 != 0) json += " ";
+        var header = Encoding.UTF8.GetBytes(json);
+        string path = Path.Combine(dir.Path, "model.safetensors");
+        using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
+        {
+            long dataStart = 8 + header.Length;
+            fs.SetLength(dataStart + SmallBytes + tableBytes);            // holes: no disk, no page cache
+            var h = fs.SafeFileHandle;
+            RandomAccess.Write(h, BitConverter.GetBytes((ulong)header.Length), 0);
+            RandomAccess.Write(h, header, 8);
+            RandomAccess.Write(h, new byte[] { 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, 0, 0, 0x40, 0x40, 0, 0, 0x80, 0x40 }, dataStart); // 1, 2, 3, 4
+            foreach (var (e, v) in Planted)
+                RandomAccess.Write(h, BitConverter.GetBytes(BFloat16.FromFloat(v)), dataStart + SmallBytes + 2 * e);
+        }
+        File.WriteAllText(Path.Combine(dir.Path, "config.json"), "{}");
+        return dir.Path;
+    }
+
+    private static long ResidentBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0]) * 1024;
+        throw new InvalidOperationException("no VmRSS in /proc/self/status");
+    }
+
+    [Fact]
+    public void A_4_7_GB_table_maps_without_a_copy_and_reads_right_past_2_pow_31_elements_and_2_pow_32_bytes()
+    {
+        using var dir = new TempDir();
+        string folder = WriteSparseCheckpoint(dir);
+        long rssBefore = ResidentBytes();
+        long allocBefore = GC.GetAllocatedBytesForCurrentThread();
+
+        using var checkpoint = Checkpoint.Open(folder);
+        var table = checkpoint.GetTensor(Table);
+        Assert.Equal([Rows, Cols], table.ShapeArray);
+        Assert.Equal((long)Rows * Cols, table.ElementCount);
+        Assert.True(table.ElementCount > int.MaxValue);
+        Assert.Equal((long)Rows * Cols * 2, table.Storage.ByteLength);       // the whole table, as one mapped storage
+        Assert.True(table.Storage.IsNative);
+
+        // every planted value, by index; E1's 32-bit wrap would read the decoy (7) instead
+        foreach (var (e, v) in Planted)
+        {
+            var (r, c) = At(e);
+            Assert.Equal(v, table.At(r, c));
+        }
+        Assert.NotEqual(table.At(At(Decoy).Row, At(Decoy).Col), table.At(At(E1).Row, At(E1).Col));
+
+        // a row past 2^31 elements is a view of just its bytes: a window the kernels index with int offsets
+        var (r1, c1) = At(E1);
+        var row = table.Select(0, r1);
+        Assert.Equal(Cols * 2L, row.Storage.ByteLength);
+        Assert.Equal(0.40625f, row.ToFloatArray()[c1]);
+        var rows = table.Narrow(0, r1 - 1, 3);                                 // [3, Cols] across the planted row
+        Assert.Equal(0.40625, rows.At(1, c1));
+        Assert.Equal(0, rows.At(0, c1));
+
+        // an embedding lookup reads only the looked-up rows: its allocation is the output, not the table
+        var (r0, c0) = At(E0);
+        var (rl, cl) = At((long)Rows * Cols - 1);
+        long allocLookup = GC.GetAllocatedBytesForCurrentThread();
+        var looked = Embedding.Lookup(table, Tensor.FromArray(new long[] { r1, 0, r0, rl }, 4));   // [4, Cols]
+        long lookupAlloc = GC.GetAllocatedBytesForCurrentThread() - allocLookup;
+        Assert.InRange(lookupAlloc, 4L * Cols * 2, 4L * Cols * 2 + 64 * 1024);
+        Assert.Equal(0.40625, looked.At(0, c1));
+        Assert.Equal(7.0, looked.At(1, (int)Decoy));
+        Assert.Equal(-2.25, looked.At(2, c0));
+        Assert.Equal(-5.5, looked.At(3, cl));
+
+        // the whole 4.7 GB never came into this process: far under its size allocated, far under it resident
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - allocBefore;
+        Assert.True(allocated < 4 << 20, $"loading and reading the table allocated {allocated} bytes");
+        long grown = ResidentBytes() - rssBefore;
+        Assert.True(grown < 256L << 20, $"resident memory grew by {grown} bytes while reading a {table.Storage.ByteLength}-byte mapped table");
+
+        // an op over all 2^31 + 201326592 elements at once says what to do instead of wrapping an int
+        var tooMany = Assert.Throws<InvalidOperationException>(() => table.NumEl);
+        Assert.Contains("take a view of it first", tooMany.Message);
+        Assert.Contains("2348810240 elements", tooMany.Message);
+    }
+
+    [Fact]
+    public void A_rank_maps_only_its_own_rows_of_a_vocab_parallel_table_past_4_GiB()
+    {
+        using var dir = new TempDir();
+        string folder = WriteSparseCheckpoint(dir);
+        var (r1, c1) = At(E1);
+        var (rm, cm) = At((long)Rows / 2 * Cols);
+        var results = ThreadWorld.Run(2, rank =>
+        {
+            var ctx = ThreadWorld.Layout(rank, 2, 1);
+            using var checkpoint = Checkpoint.Open(folder);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var embedding = VocabParallelEmbedding.Load(new CheckpointWeights(checkpoint), Table[..^".weight".Length], ctx.Tp);
+            long loadAlloc = GC.GetAllocatedBytesForCurrentThread() - before;
+            // ids from both halves: row 0 (rank 0), the middle row (rank 1's first), E1's row (rank 1)
+            var y = embedding.Forward(Tensor.FromArray(new long[] { 0, rm, r1 }, 3));
+            return (embedding.Start, embedding.LocalWeight.Storage.ByteLength, loadAlloc, Y: y);
+        }, TimeSpan.FromSeconds(60));
+        for (int rank = 0; rank < 2; rank++)
+        {
+            var (start, mapped, loadAlloc, y) = results[rank];
+            Assert.Equal(rank * Rows / 2, start);
+            Assert.Equal((long)Rows / 2 * Cols * 2, mapped);               // its half of the mapping, not the table
+            Assert.True(loadAlloc < 1 << 20, $"rank {rank} allocated {loadAlloc} bytes loading its shard");
+            Assert.Equal(1.5, y.At(0, 0));
+            Assert.Equal(3.75, y.At(1, cm));
+            Assert.Equal(0.40625, y.At(2, c1));
+        }
+    }
+
+    /// <summary>An <see cref="IWeightSource"/> that can only hand out whole tensors: the load before issue 22.</summary>
+    private sealed class WholeTensorsOnly(IWeightSource inner) : IWeightSource
+    {
+        public bool Contains(string name) => inner.Contains(name);
+        public Tensor Get(string name) => inner.Get(name);
+    }
+
+    [Fact]
+    public void A_rank_converts_only_its_own_rows_of_a_vocab_parallel_table_and_the_whole_table_load_fails_that_check()
+    {
+        // bf16 table run in float32 (from_pretrained(dtype=float32) of a bf16 checkpoint): each of 4 ranks converts
+        // its quarter. The load that converted the whole table and then took the shard is planted and caught.
+        const int vocab = 4096, hidden = 512, tp = 4;
+        using var dir = new TempDir();
+        var table = Tensor.Normal(DType.BFloat16, 5, 0, 1, vocab, hidden);
+        SafetensorsWriter.Save(Path.Combine(dir.Path, "model.safetensors"), new Dictionary<string, Tensor> { ["embed.weight"] = table });
+        long shardF32 = (long)vocab / tp * hidden * 4, wholeF32 = (long)vocab * hidden * 4;
+
+        (long Alloc, Tensor Local)[] Load(Func<IWeightSource, IWeightSource> source) => ThreadWorld.Run(tp, rank =>
+        {
+            var ctx = ThreadWorld.Layout(rank, tp, 1);
+            using var checkpoint = Checkpoint.Open(dir.Path);
+            var weights = source(new CheckpointWeights(checkpoint, DType.Float32));
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var local = VocabParallelEmbedding.Load(weights, "embed", ctx.Tp).LocalWeight;
+            return (GC.GetAllocatedBytesForCurrentThread() - before, local);
+        }, TimeSpan.FromSeconds(60));
+
+        var ranks = Load(w => w);
+        for (int rank = 0; rank < tp; rank++)
+        {
+            var (alloc, local) = ranks[rank];
+            Assert.InRange(alloc, shardF32, shardF32 + 256 * 1024);
+            Assert.Equal(DType.Float32, local.DType);
+            Assert.Equal(table.Narrow(0, rank * vocab / tp, vocab / tp).ToFloatArray(), local.ToFloatArray());
+        }
+        // planted: the whole-table load allocates the whole table in float32 on every rank
+        var whole = Load(w => new WholeTensorsOnly(w));
+        for (int rank = 0; rank < tp; rank++)
+        {
+            Assert.True(whole[rank].Alloc >= wholeF32, $"the whole-table load allocated {whole[rank].Alloc} bytes on rank {rank}");
+            Assert.False(whole[rank].Alloc <= shardF32 + 256 * 1024, "the shard bound would not catch the whole-table load");
+            Assert.Equal(ranks[rank].Local.ToFloatArray(), whole[rank].Local.ToFloatArray());
+        }
+    }
+}
