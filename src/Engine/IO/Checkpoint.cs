@@ -70,7 +70,7 @@ public sealed class Checkpoint : IDisposable
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            doc = JsonDocument.Parse(InputFiles.ReadCapped(indexPath, InputFiles.ConfigMaxBytes, "checkpoint index"));   // a regular file below the cap (issue 24)
         }
         catch (JsonException e)
         {
