@@ -219,7 +219,7 @@ internal static class CompareCommand
             if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
                 Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
-        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole);
+        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null);
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);

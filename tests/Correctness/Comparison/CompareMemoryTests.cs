@@ -24,21 +24,22 @@ public class CompareMemoryTests
     }
 
     [Fact]
-    public void A_Llama_3_1_8B_in_fp32_is_refused_on_64_GiB_with_bf16_named_as_what_fits()
+    public void A_Llama_3_1_8B_in_fp32_is_refused_on_an_80_GiB_GPU_with_bf16_named_as_what_fits()
     {
         // Llama-3.1-8B's counts: 32 layers of 218,112,000, embed_tokens and lm_head 128256 x 4096, the final norm 4096
         long layer = 218_112_000, table = 128_256L * 4096;
-        var m = new CompareMemory(32 * layer + 2 * table + 4096, layer, 2 * table, 4096, 32, 4, OracleWhole: false, Oracle: true);
-        string? line = m.Refusal("/models/llama-3.1-8b", 64L << 30, "host");
+        var m = new CompareMemory(32 * layer + 2 * table + 4096, layer, 2 * table, 4096, 32, 4, OracleWhole: false, Oracle: true, Gpu: true);
+        string? line = m.Refusal("/models/llama-3.1-8b", 80L << 30, "GPU");
         Assert.NotNull(line);
         Assert.DoesNotContain('\n', line);
         Assert.Contains("needs about", line);
         Assert.Contains("float64 oracle (streamed)", line);
         Assert.Contains("--dtype bf16", line);
-        Assert.Contains("layers", line);
-        Assert.Null((m with { BytesPerParameter = 2 }).Refusal("/models/llama-3.1-8b", 64L << 30, "host"));
+        Assert.Null((m with { BytesPerParameter = 2 }).Refusal("/models/llama-3.1-8b", 80L << 30, "GPU"));
         // the whole twin alone is 64 GB: refused where the streamed oracle fits, and the line says so
         var whole = m with { BytesPerParameter = 2, OracleWhole = true };
-        Assert.Contains("the streamed oracle", whole.Refusal("/models/llama-3.1-8b", 64L << 30, "host"));
+        Assert.Contains("the streamed oracle", whole.Refusal("/models/llama-3.1-8b", 80L << 30, "GPU"));
+        // on a 24 GiB host even bf16 without the oracle does not fit: a copy with fewer layers is what is left
+        Assert.Contains("layers", (m with { Gpu = false, BytesPerParameter = 2 }).Refusal("/models/llama-3.1-8b", 24L << 30, "host"));
     }
 }

@@ -175,6 +175,39 @@ public class DecodeLoopTests
         Assert.Equal(all.Records.Count(r => r.Step == 0), old.Count);
     }
 
+    // Llama under TP=2 x PP=2 with SP (4 rank threads): every rank's generation, and a sink shared by the ranks.
+    private static Generation[] Pipeline(IReadOnlyList<long>? forced, IActivationSink? sink)
+    {
+        var dir = Model("tiny-llama-fp32");
+        var config = HfConfig.Load(Path.Combine(dir, "config.json")).Text;
+        return ThreadWorld.Run(4, rank =>
+        {
+            var ctx = ThreadWorld.Layout(rank, 2, 2, sequenceParallel: true);
+            using var checkpoint = Checkpoint.Open(dir);
+            return new LlamaForCausalLM(new CheckpointWeights(checkpoint), config, ctx, sink).Generate(Ids(Prompt), NewTokens, TopK, forced);
+        });
+    }
+
+    [Fact]
+    public void Under_tp_sp_and_pp_every_rank_forces_and_captures_each_step()
+    {
+        var plain = Pipeline(null, null);
+        var sink = new StepRecorder();
+        var forced = Pipeline(plain[0].Tokens[..(NewTokens - 1)], sink);
+        for (int r = 0; r < 4; r++)
+        {
+            AssertSameBits(plain[0], plain[r], $"rank {r}'s free run");
+            AssertSameBits(plain[0], forced[r], $"rank {r}'s forced run");
+        }
+        // layer 0 lives on stage 0 (world ranks 0, 1), layer 3 on stage 1 (ranks 2, 3): each rank records each step once
+        foreach (var (module, count) in new[] { ("model.layers.0.self_attn", 2), ("model.layers.3.mlp", 2), ("lm_head", 2) })
+        {
+            var steps = sink.Records.Where(x => x.Module == module).GroupBy(x => x.Step).OrderBy(g => g.Key).ToList();
+            Assert.Equal(Enumerable.Range(0, NewTokens), steps.Select(g => g.Key));
+            Assert.All(steps, g => Assert.Equal(count, g.Count()));
+        }
+    }
+
     [Fact]
     public void Kv_caches_are_sized_from_the_request_and_bounded_by_max_position_embeddings()
     {
