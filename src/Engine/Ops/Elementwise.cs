@@ -66,11 +66,11 @@ public static class Elementwise
     {
         OpSupport.RequireFloat(x, "clamp");
         if (min is null && max is null) throw new ArgumentException("torch.clamp: At least one of 'min' or 'max' must not be None");
-        var f = OpSupport.Float32Contiguous(x);
-        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         float? lo = min is double l ? Rounding.To((float)l, x.DType) : null;
         float? hi = max is double h ? Rounding.To((float)h, x.DType) : null;
-        if (x.IsCuda) return CudaClamp(x, lo, hi);
+        if (x.IsCuda) return CudaClamp(x, lo, hi);                  // before any host buffer: the device needs none
+        var f = OpSupport.Float32Contiguous(x);
+        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Elementwise.Clamp(f.Span<float>(), lo, hi, y.Span<float>());
         return OpSupport.FromFloat32(y, x.DType);
     }

@@ -188,7 +188,6 @@ public static class GpuSelfCheck
         catch (IndexOutOfRangeException e) when (e.Message.Contains("id 12", StringComparison.Ordinal)) { }
         try
         {
-            CudaDevice.SyncEachLaunch = false;
             Nvrtc.CompileToCubin("extern \"C\" __global__ void broken() { undefined_thing(); }", "broken.cu", d.Major * 10 + d.Minor, []);
             return "a broken kernel compiled";
         }

@@ -59,4 +59,19 @@ public sealed class GpuUnavailableTests
         var e = Assert.Throws<InvalidOperationException>(() => t.Span<float>());
         Assert.Contains("ToHost()", e.Message);
     }
+
+    /// <summary>Issue 20: Ops.Clamp made a host float32 copy and buffer of a device tensor before taking its CUDA branch (seven
+    /// times per Gemma4 audio layer). A device clamp allocates no host storage of the tensor's size.</summary>
+    [SkippableFact]
+    public void A_device_clamp_allocates_no_host_copy_of_its_input()
+    {
+        var device = GpuTests.RequireGpu();
+        var x = Tensor.FromArray(new float[1 << 18], 1 << 18).ToDevice(device);      // 1 MiB of float32
+        Harness.Engine.Ops.Elementwise.Clamp(x, -1, 1);                                // warm-up: kernels compiled, pools made
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var y = Harness.Engine.Ops.Elementwise.Clamp(x, -1, 1);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(y.IsCuda);
+        Assert.True(allocated < 64 * 1024, $"a device clamp allocated {allocated} bytes on the host (the input is 1 MiB)");
+    }
 }
