@@ -9,7 +9,8 @@
 # $HARNESS_CACHE/forky (default HARNESS_CACHE=$HOME/.cache/harness), built with mmdebstrap into a
 # temp dir that is renamed into place only when complete and verified. The wrapper
 # $HARNESS_CACHE/reference-python mounts /proc in the chroot when needed and runs its python3 with
-# a clean environment (thread/HF/HARNESS vars passed through, HARNESS_HOST_ROOT set).
+# a clean environment (thread/HF/HARNESS vars passed through, HARNESS_HOST_ROOT set), and, with HARNESS_SANDBOX=1 (set by
+# the harness), as a sandbox (see the wrapper's comment: no network, user nobody, limits, read-only host view and root).
 # If HARNESS_PYTHON is already set, that interpreter is only verified and printed back.
 # Progress goes to stderr; the last stdout line is the interpreter path.
 set -euo pipefail
@@ -19,6 +20,7 @@ cache="${HARNESS_CACHE:-$HOME/.cache/harness}"
 root="$cache/forky"
 marker="$root/.harness-ready"
 wrapper="$cache/reference-python"
+view=/harness-host   # where the sandboxed worker sees the host's files (read-only)
 packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pthread"
 # accelerate: the reference loads with device_map straight to its device (the streamed oracle, compare --device cuda).
 # Judging other engines (README, "Judging another engine"): llama.cpp's server, converter and C library, the GGUF
@@ -120,13 +122,42 @@ write_wrapper() {
   cat > "$tmp" <<EOF
 #!/usr/bin/env bash
 # Written by ci/reference-env.sh: python3 of the forky chroot $root.
+# With HARNESS_SANDBOX=1 (the harness's worker supervisor sets it) python runs in a sandbox: its own network namespace
+# (no network, loopback down) and mount namespace (its mounts vanish with it), as the unprivileged user nobody, with
+# resource limits (no core files, open files, file size), the chroot read-only but for /tmp/harness (the folders the
+# harness shares with it), the host's files read-only at $view (without the host's /proc, /sys, /dev), and a private
+# scratch folder /tmp/harness/worker.run-PID-ID as HOME and TMPDIR (removed by the harness; a killed run's by the next).
 root='$root'
+view='$view'
 mountpoint -q "\$root/proc" || mount -t proc proc "\$root/proc" || exit 125
 env=(PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1)
 while IFS= read -r name; do
-  [[ \$name == HARNESS_HOST_ROOT ]] || env+=("\$name=\${!name}")
+  [[ \$name == HARNESS_HOST_ROOT || \$name == HARNESS_SANDBOX_STAGE ]] || env+=("\$name=\${!name}")
 done < <(compgen -e | grep -E '^(OMP_|OPENBLAS_|GOTO_|MKL_|TORCH_|PYTORCH_|HF_|TRANSFORMERS_|HARNESS_|PYTHONHASHSEED\$|PYTHONFAULTHANDLER\$|PYTHONWARNINGS\$)')
-exec chroot "\$root" /usr/bin/env -i HARNESS_HOST_ROOT="\$root" "\${env[@]}" /usr/bin/python3 "\$@"
+if [[ \${HARNESS_SANDBOX:-} != 1 ]]; then
+  exec chroot "\$root" /usr/bin/env -i HARNESS_HOST_ROOT="\$root" "\${env[@]}" /usr/bin/python3 "\$@"
+fi
+sandbox_fail() { echo "reference-python: sandbox: \$*" >&2; exit 125; }
+if [[ \${HARNESS_SANDBOX_STAGE:-} != inside ]]; then
+  # unshare without --fork execs in this process: the harness's pid stays python's pid (kill, memory watch)
+  exec env HARNESS_SANDBOX_STAGE=inside unshare --mount --net --propagation private -- "\$0" "\$@"
+fi
+scratch="/tmp/harness/worker.run-\$\$-\$(tr -d '-' < /proc/sys/kernel/random/uuid)"
+mkdir -p "\$root/tmp/harness" "\$root\$view" && mkdir -m 700 "\$root\$scratch" && chown 65534:65534 "\$root\$scratch" \\
+  || sandbox_fail "cannot make the scratch folder \$root\$scratch"
+mount --bind "\$root/tmp/harness" "\$root/tmp/harness" || sandbox_fail "cannot bind /tmp/harness"
+mount --rbind / "\$root\$view" || sandbox_fail "cannot bind the host at \$view"
+for m in "\$root\$view\$root/proc" "\$root\$view/proc" "\$root\$view/sys" "\$root\$view/dev"; do
+  if mountpoint -q "\$m"; then umount -R -l "\$m" || sandbox_fail "cannot hide \$m"; fi
+done
+while IFS= read -r m; do
+  m=\$(printf '%b' "\$m")
+  mount -o remount,bind,ro "\$m" 2>/dev/null || mount -o remount,bind,ro,nosuid,nodev "\$m" || sandbox_fail "cannot make \$m read-only"
+done < <(findmnt -rn -o TARGET -R "\$root\$view")
+mount --rbind "\$root" "\$root" && mount -o remount,bind,ro "\$root" || sandbox_fail "cannot make \$root read-only"
+ulimit -c 0 && ulimit -n 4096 && ulimit -f \$((256 * 1024 * 1024)) || sandbox_fail "cannot set the resource limits"
+exec chroot --userspec=65534:65534 "\$root" /usr/bin/env -i HARNESS_HOST_ROOT="\$root" "\${env[@]}" HARNESS_HOST_VIEW="\$view" \\
+  HARNESS_SCRATCH="\$scratch" HOME="\$scratch" TMPDIR="\$scratch" /usr/bin/python3 "\$@"
 EOF
   chmod 755 "$tmp"
   mv "$tmp" "$wrapper"

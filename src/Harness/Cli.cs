@@ -24,6 +24,8 @@ public static class Cli
             FixturesCommand.Create(),
             ReportCommand.Create(),
             RatiosCommand.Create(),
+            JudgeCommand.Create(),
+            SoakCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
@@ -37,6 +39,29 @@ public static class Cli
 
     public static int Run(string[] args)
     {
+        // Everything printed goes through an escaping writer (issue 24: an ESC or BEL in a model_type, tensor or folder
+        // name reached the terminal raw); Spectre's own ANSI output (terminal mode) writes to the raw stdout, and its
+        // call sites escape what they print.
+        TextWriter rawOut = Console.Out, rawError = Console.Error;
+        if (!CliSupport.PlainOutput)
+            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(rawOut) });
+        Console.SetOut(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawOut)));
+        Console.SetError(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawError)));
+        try
+        {
+            return RunEscaped(args);
+        }
+        finally
+        {
+            Console.Out.Flush();
+            Console.Error.Flush();
+            Console.SetOut(rawOut);
+            Console.SetError(rawError);
+        }
+    }
+
+    private static int RunEscaped(string[] args)
+    {
         var root = Build();
         if (args.Length == 0)
         {
@@ -44,14 +69,24 @@ public static class Cli
             root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = Console.Error });
             return ExitCodes.Usage;
         }
-        var parsed = root.Parse(args);
+        ParseResult parsed;
+        try
+        {
+            parsed = root.Parse(args);
+        }
+        catch (InvalidOperationException e) when (e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+        {
+            // An option validator read a value that does not parse ("--tp abc"): System.CommandLine throws from inside its
+            // parser instead of reporting it (issue 24's CLI fuzz found it crash the process with exit 134).
+            return CliSupport.UsageError($"{ParseFailure(e.Message)} (see `harness --help`)");
+        }
         if (parsed.Errors.Count > 0 && parsed.Action is ParseErrorAction)
         {
             var errors = parsed.Errors.Select(e => e.Message).ToList();
             if (errors.Count > 1) errors.RemoveAll(m => m.StartsWith("Required command was not provided", StringComparison.Ordinal));
-            foreach (var error in errors) Console.Error.WriteLine($"harness: {error}");
+            // One line, as every input problem (issue 24): the errors, then where the help is.
             var verb = parsed.CommandResult.Command == root ? "" : " " + parsed.CommandResult.Command.Name;
-            Console.Error.WriteLine($"see `harness{verb} --help`");
+            Console.Error.WriteLine($"harness: {string.Join("; ", errors.Select(e => e.ReplaceLineEndings(" ")))} (see `harness{verb} --help`)");
             return ExitCodes.Usage;
         }
         var verbName = parsed.CommandResult.Command == root ? "" : parsed.CommandResult.Command.Name;
@@ -64,6 +99,15 @@ public static class Cli
         {
             return CliSupport.Fail(verbName, e);
         }
+    }
+
+    /// <summary>"Cannot parse argument 'abc' for option '--tp' as expected type 'System.Int32'." as a user reads it.</summary>
+    private static string ParseFailure(string message)
+    {
+        var text = message.TrimEnd('.');
+        foreach (var (type, what) in new[] { ("System.Nullable`1[System.Int32]", "an integer"), ("System.Int32", "an integer"), ("System.Double", "a number"), ("System.Int64", "an integer") })
+            text = text.Replace($"as expected type '{type}'", $"as {what}", StringComparison.Ordinal);
+        return text;
     }
 
     /// <summary>A hidden verb that fails as a bug of ours would, so the tests can see exit 3 and the trace.</summary>

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Harness.Engine.IO;
 using Harness.Engine.Tensors;
 
 namespace Harness.Reference;
@@ -30,53 +31,142 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         return root.Length == 0 ? workerPath : Path.Join(root, workerPath);
     }
 
-    /// <summary>The worker's path for a host path, which must lie inside the worker's root.</summary>
+    private static bool IsInside(string full, string root) =>
+        full.StartsWith(Path.GetFullPath(root).TrimEnd('/') + "/", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The worker's path for a host path: the path itself when the worker shares our filesystem; inside a chroot, the
+    /// path below its root, or for any other host path the same file through the sandbox's read-only view of the host
+    /// (hello's host_view; every symbolic link of the path resolved first, since absolute links would point into the chroot).
+    /// </summary>
     public string WorkerPath(string hostPath)
     {
-        var root = (string?)Worker.Start()["host_root"] ?? "";
+        var hello = Worker.Start();
+        var root = (string?)hello["host_root"] ?? "";
         if (root.Length == 0) return hostPath;
         var full = Path.GetFullPath(hostPath);
         var fullRoot = Path.GetFullPath(root).TrimEnd('/');
-        if (!full.StartsWith(fullRoot + "/", StringComparison.Ordinal))
-            throw new ArgumentException($"{hostPath} is outside the reference interpreter's root {root}; use ScratchDirectory()");
-        return full[fullRoot.Length..];
+        if (full.StartsWith(fullRoot + "/", StringComparison.Ordinal)) return full[fullRoot.Length..];
+        if (HostView(hello) is { } view)
+        {
+            var real = Libc.RealPath(full).Path ?? full;
+            var seen = view + real;
+            Worker.AliasPath(seen, full);   // the worker's messages name the user's path
+            return seen;
+        }
+        throw new ArgumentException($"{hostPath} is outside the reference interpreter's root {root}; use ScratchDirectory() or ShareDirectory()");
     }
 
+    private static string? HostView(JsonObject hello) => (string?)hello["host_view"] is { Length: > 0 } v ? v.TrimEnd('/') : null;
+
+    private readonly object _shareGate = new();
+    private readonly Dictionary<string, (string Signature, string Staged)> _staged = new(StringComparer.Ordinal);
+
     /// <summary>
-    /// A host folder the worker can read: the folder itself when the worker shares our filesystem, else a scratch copy
-    /// inside its root made of hard links (copies across filesystems), so a user's checkpoint reaches a chroot.
+    /// A host folder the worker can read (an HF hub snapshot's relative links into ../../blobs included). No copy where
+    /// none is needed: the folder itself when the worker shares our filesystem or sees the host through the sandbox's
+    /// read-only view (<see cref="WorkerPath"/>). Otherwise (a chroot without the view, or a folder whose files are absolute
+    /// links, which point into the chroot there) a folder staged inside its root: each file's final target hard-linked, or
+    /// copied across filesystems, once per run and folder contents (the staged folder is reused until a file changes),
+    /// removed at the end of the run (<see cref="ScratchFolders"/>). Messages from the worker name the user's folder.
     /// </summary>
     public string ShareDirectory(string hostDirectory)
     {
-        var root = (string?)Worker.Start()["host_root"] ?? "";
-        var full = Path.GetFullPath(hostDirectory);
-        if (root.Length == 0 || full.StartsWith(Path.GetFullPath(root).TrimEnd('/') + "/", StringComparison.Ordinal)) return full;
-        var target = ScratchDirectory("shared-" + Path.GetFileName(full.TrimEnd('/')));
-        foreach (var file in Directory.GetFiles(full))
+        var hello = Worker.Start();
+        var root = (string?)hello["host_root"] ?? "";
+        var full = Path.GetFullPath(hostDirectory).TrimEnd('/');
+        if (root.Length == 0 || IsInside(full, root)) return full;
+        var files = Directory.GetFiles(full).Order(StringComparer.Ordinal).ToList();
+        if (HostView(hello) is not null && !files.Any(IsAbsoluteLink) && WorkerCanRead(hello, full, files)) return full;
+        var signature = string.Join('\n', files.Select(f =>
         {
-            var dest = Path.Combine(target, Path.GetFileName(file));
-            if (!TryHardLink(file, dest)) File.Copy(file, dest);
+            var info = new FileInfo(f);
+            if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo t) info = t;
+            return $"{Path.GetFileName(f)} {(info.Exists ? info.Length : -1)} {(info.Exists ? info.LastWriteTimeUtc.Ticks : 0)}";
+        }));
+        lock (_shareGate)
+        {
+            if (_staged.TryGetValue(full, out var hit) && hit.Signature == signature && Directory.Exists(hit.Staged)) return hit.Staged;
+            if (hit.Staged is not null) Release(hit.Staged);
+            var target = ScratchFolders.Create(ScratchParent(root), "shared-" + Path.GetFileName(full));
+            foreach (var file in files)
+            {
+                var dest = Path.Combine(target, Path.GetFileName(file));
+                var real = Libc.RealPath(file).Path ?? file;   // a link's final target (hard-linking the link itself would leave it dangling)
+                if (!OthersCanRead(real) || Libc.Link(real, dest) != 0)
+                {
+                    File.Copy(real, dest);
+                    if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(dest, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+                }
+            }
+            _staged[full] = (signature, target);
+            Worker.AliasPath(WorkerPath(target), full);
+            return target;
         }
-        return target;
     }
 
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true, EntryPoint = "link")]
-    private static extern int Link(string oldPath, string newPath);
-
-    private static bool TryHardLink(string source, string dest)
+    /// <summary>
+    /// Whether a worker that runs as an unprivileged user (the sandbox: nobody, in no group of ours) can read the folder's
+    /// files where they are: every folder on the real path searchable by others, every file readable by others (a
+    /// root-owned ~/.cache/huggingface is not: such a folder is staged).
+    /// </summary>
+    private static bool WorkerCanRead(JsonObject hello, string dir, IEnumerable<string> files)
     {
-        try { return Link(source, dest) == 0; }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return false; }
+        if ((int?)hello["uid"] is null or 0) return true;
+        var real = Libc.RealPath(dir).Path;
+        if (real is null) return false;
+        for (var d = new DirectoryInfo(real); d is not null; d = d.Parent)
+            if ((d.UnixFileMode & UnixFileMode.OtherExecute) == 0) return false;
+        return files.All(f => Libc.RealPath(f).Path is { } r && OthersCanRead(r) && SearchableByOthers(Path.GetDirectoryName(r)!));
     }
 
-    /// <summary>A fresh host directory that the worker can also see (inside its root when it runs in a chroot).</summary>
+    private static bool OthersCanRead(string file)
+    {
+        if (OperatingSystem.IsWindows()) return true;
+        try { return (File.GetUnixFileMode(file) & UnixFileMode.OtherRead) != 0; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    private static bool SearchableByOthers(string dir)
+    {
+        for (var d = new DirectoryInfo(dir); d is not null; d = d.Parent)
+            if ((d.UnixFileMode & UnixFileMode.OtherExecute) == 0) return false;
+        return true;
+    }
+
+    private static bool IsAbsoluteLink(string file)
+    {
+        try { return new FileInfo(file).LinkTarget is { } t && Path.IsPathRooted(t); }
+        catch (IOException) { return true; }
+    }
+
+    private static string ScratchParent(string root) =>
+        root.Length == 0 ? Path.Combine(Path.GetTempPath(), "harness") : Path.Join(root, "tmp", "harness");
+
+    /// <summary>
+    /// A fresh host directory that the worker can also see and write (inside its root when it runs in a chroot; owned by
+    /// the sandbox's user when the worker runs as one), removed when released (<see cref="Release"/>) or at the end of the
+    /// run, or by the next run when this one was killed (<see cref="ScratchFolders"/>).
+    /// </summary>
     public string ScratchDirectory(string prefix)
     {
-        var root = (string?)Worker.Start()["host_root"] ?? "";
-        var baseDir = root.Length == 0 ? Path.Combine(Path.GetTempPath(), "harness") : Path.Join(root, "tmp", "harness");
-        var dir = Path.Combine(baseDir, $"{prefix}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
+        var hello = Worker.Start();
+        var root = (string?)hello["host_root"] ?? "";
+        var dir = ScratchFolders.Create(ScratchParent(root), prefix);
+        if ((int?)hello["uid"] is int uid and not 0 && Environment.IsPrivilegedProcess && (int?)hello["gid"] is int gid)
+        {
+            int rc = Libc.Chown(dir, uid, gid);
+            if (rc != 0) throw new IOException($"{dir}: cannot hand the scratch folder to the worker's user {uid}: {Libc.Describe(rc)}");
+        }
         return dir;
+    }
+
+    /// <summary>Removes a folder made by <see cref="ScratchDirectory"/> or <see cref="ShareDirectory"/> (no-op for others).</summary>
+    public void Release(string hostDirectory)
+    {
+        lock (_shareGate)
+            foreach (var key in _staged.Where(kv => kv.Value.Staged == hostDirectory).Select(kv => kv.Key).ToList()) _staged.Remove(key);
+        ScratchFolders.Release(hostDirectory);
     }
 
     public Tensor Matmul(Tensor a, Tensor b) => One("matmul", null, ("a", a), ("b", b));

@@ -47,6 +47,30 @@ public sealed class ReferenceWorker : IDisposable
         long.TryParse(Environment.GetEnvironmentVariable(MemoryLimitVariable), System.Globalization.NumberStyles.None,
             System.Globalization.CultureInfo.InvariantCulture, out long mb) ? mb : 0;
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _aliases = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Messages from the worker name <paramref name="userPath"/> where they would name <paramref name="workerPath"/> (a folder
+    /// staged into the chroot, or the sandbox's view of a host folder): the user sees the path they gave.
+    /// </summary>
+    public void AliasPath(string workerPath, string userPath)
+    {
+        if (workerPath != userPath) _aliases[workerPath.TrimEnd('/')] = userPath.TrimEnd('/');
+    }
+
+    private string UserPaths(string text)
+    {
+        foreach (var (seen, user) in _aliases.OrderByDescending(a => a.Key.Length)) text = text.Replace(seen, user, StringComparison.Ordinal);
+        return text;
+    }
+
+    /// <summary>
+    /// Ask the interpreter for its sandbox (HARNESS_SANDBOX=1; ci/reference-env.sh's wrapper honours it: own network and
+    /// mount namespaces, an unprivileged user, resource limits, the host read-only, a private scratch folder). Default on.
+    /// An interpreter that is not the wrapper ignores it.
+    /// </summary>
+    public bool Sandbox { get; init; } = true;
+
     /// <summary>The worker's resident memory now in MB (process and children), or null when it is not running or /proc cannot tell.</summary>
     public long? ResidentMb
     {
@@ -139,6 +163,7 @@ public sealed class ReferenceWorker : IDisposable
         psi.ArgumentList.Add(Bootstrap);
         psi.Environment["PYTHONUNBUFFERED"] = "1";
         psi.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
+        if (Sandbox) psi.Environment["HARNESS_SANDBOX"] = "1";
         Process process;
         try
         {
@@ -163,6 +188,8 @@ public sealed class ReferenceWorker : IDisposable
             stdin.Flush();
             var reply = Exchange("hello", new JsonObject { ["threads"] = Threads }, null, StartTimeout);
             Hello = reply.Header["result"] as JsonObject ?? new JsonObject();
+            // what killed runs left in the folder shared with the chroot (their staged folders, built models, sandbox scratch)
+            if ((string?)Hello["host_root"] is { Length: > 0 } root) ScratchFolders.CleanStale(Path.Join(root, "tmp", "harness"));
         }
         catch (ReferenceException e)
         {
@@ -230,8 +257,8 @@ public sealed class ReferenceWorker : IDisposable
             var error = reply.Header["error"] as JsonObject;
             throw new ReferencePythonException(op,
                 (string?)error?["type"] ?? "Error",
-                (string?)error?["message"] ?? "(no message)",
-                (string?)error?["traceback"] ?? "(no traceback)");
+                UserPaths((string?)error?["message"] ?? "(no message)"),
+                UserPaths((string?)error?["traceback"] ?? "(no traceback)"));
         }
         return reply;
     }
@@ -303,6 +330,8 @@ public sealed class ReferenceWorker : IDisposable
         var p = _process;
         _process = null;
         if (p is null) return;
+        var scratch = Hello is { } h && (string?)h["scratch"] is { Length: > 0 } s && (string?)h["host_root"] is { Length: > 0 } root
+            ? Path.Join(root, s) : null;
         try
         {
             if (!p.HasExited) p.Kill(entireProcessTree: true);
@@ -310,6 +339,10 @@ public sealed class ReferenceWorker : IDisposable
         }
         catch (Exception) { /* already gone */ }
         p.Dispose();
+        // The sandbox's private scratch (named after the worker's pid: a killed harness leaves it to the next run's ScratchFolders.CleanStale).
+        if (scratch is not null)
+            try { if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     /// <summary>Asks the worker to exit and waits for it.</summary>

@@ -161,3 +161,26 @@ public sealed class BaselineExitCodeTests
         }
     }
 }
+
+/// <summary>
+/// Issue 22: a model too large for the memory there is ends in one line naming what it needs and what would fit, exit 2,
+/// before anything loads (no interpreter is even looked for): never an out-of-memory kill minutes later.
+/// </summary>
+public sealed class CompareMemoryCapTests
+{
+    [Fact]
+    public void A_model_over_the_memory_cap_is_refused_in_one_line_before_loading()
+    {
+        var model = Path.Combine(CliProcess.RepositoryRoot, "fixtures", "models", "tiny-llama-fp32");
+        var r = CliProcess.Run(["compare", "--model", model, "--max-memory", "0.25"],
+            new Dictionary<string, string?> { ["HARNESS_PYTHON"] = "/nonexistent/python", ["HARNESS_CACHE"] = "/nonexistent" });
+        Assert.True(r.ExitCode == 2, r.ToString());
+        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, r.ToString());
+        Assert.Contains("needs about", r.Stderr);
+        Assert.Contains("0.2 GiB is available", r.Stderr);
+        Assert.Contains("engine", r.Stderr);
+        Assert.Contains("float64 oracle (streamed)", r.Stderr);
+        Assert.DoesNotContain("   at ", r.All);
+    }
+}

@@ -4,8 +4,8 @@ namespace Harness.Tests.E2E;
 
 /// <summary>
 /// Issue 12, "nothing half-written": reports (like fixtures and recorded models, through the same AtomicFile) are written
-/// to a temporary name and renamed. Here the CLI is killed while it writes a report (HARNESS_SLOW_WRITES_MS slows each
-/// 4 KiB so the kill lands mid-file) at three moments; the previous report.json, junit.xml and index.html must be intact,
+/// to a temporary name and renamed. Here the CLI is killed while it writes a report (the hidden test input
+/// --slow-writes-ms slows each 4 KiB so the kill lands mid-file) at three moments; the previous report.json, junit.xml and index.html must be intact,
 /// and the next run cleans the dead process's temporary files and writes the new report whole.
 /// </summary>
 public sealed class KillWhileWritingTests : IDisposable
@@ -77,8 +77,9 @@ public sealed class KillWhileWritingTests : IDisposable
         };
         psi.ArgumentList.Add(CliProcess.HarnessDll);
         foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add("--slow-writes-ms");
+        psi.ArgumentList.Add(slowWritesMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
         psi.Environment["CI"] = "true";
-        psi.Environment["HARNESS_SLOW_WRITES_MS"] = slowWritesMs.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var p = Process.Start(psi)!;
         p.OutputDataReceived += (_, _) => { };
         p.ErrorDataReceived += (_, _) => { };

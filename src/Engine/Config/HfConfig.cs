@@ -36,16 +36,12 @@ public sealed class HfConfig
 
     public static HfConfig Load(string path)
     {
-        byte[] bytes;
-        try
-        {
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (FileNotFoundException e)
-        {
-            throw new FileNotFoundException($"config file {Path.GetFullPath(path)} does not exist", path, e);
-        }
-        return Parse(bytes, path);
+        // Only a regular file (through links) of at most 16 MiB is read: a FIFO named config.json would block forever, a
+        // link to /dev/zero would fill memory, a loop of links would throw without a name (issue 24).
+        var full = Path.GetFullPath(path);
+        if (IO.InputFiles.KindOf(full) == IO.FileKind.Missing)
+            throw new FileNotFoundException($"config file {full} does not exist", path);
+        return Parse(IO.InputFiles.ReadCapped(full, IO.InputFiles.ConfigMaxBytes, "config file"), path);
     }
 
     public static HfConfig Parse(string json, string sourceName) => Parse(System.Text.Encoding.UTF8.GetBytes(json), sourceName);

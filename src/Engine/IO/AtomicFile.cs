@@ -4,44 +4,46 @@ namespace Harness.Engine.IO;
 
 /// <summary>
 /// Writes a file so that nothing half-written survives a crash: the bytes go to a temporary file beside the target
-/// (".NAME.tmp-PID-RANDOM", same folder, so the rename stays on one file system), are flushed to disk, and the temporary
-/// file is renamed over the target. A process killed at any moment leaves the previous file intact (or none), plus at
-/// most a temporary file, which the next write into that folder deletes when its process is gone.
-/// Test hook: HARNESS_SLOW_WRITES_MS=N sleeps N ms after each 4 KiB written, so a test can kill the process mid-write.
+/// (".NAME.tmp-PID-RANDOM", same folder, so the rename stays on one file system; unique per write, so concurrent
+/// writers never share one), are flushed to disk, and the temporary file is renamed over the target. A process killed at
+/// any moment leaves the previous file intact (or none), plus at most a temporary file, which the next write into that
+/// folder deletes when its process is gone.
+/// <see cref="WriteAll"/> writes several files as one: it holds the folder's writer lock (".harness-writes.lock",
+/// flock) from the first temporary file to the last rename, so two runs writing the same report folder leave the files
+/// of one run or of the other, never a mix.
+/// Test input: <c>slowWritesMs</c> sleeps that many ms after each 4 KiB written, so a test can kill a writer mid-write
+/// or make two writers overlap (the CLI passes its hidden --slow-writes-ms option).
 /// </summary>
 public static class AtomicFile
 {
     private const string Marker = ".tmp-";
 
+    /// <summary>The lock file <see cref="WriteAll"/> holds in each folder it writes into.</summary>
+    public const string LockFileName = ".harness-writes.lock";
+
+    /// <summary>How long <see cref="WriteAll"/> waits for another writer of the same folder before it gives up.</summary>
+    public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromMinutes(5);
+
     /// <summary>Writes the file through <paramref name="write"/> (which gets the temporary file's stream).</summary>
-    public static void Write(string path, Action<Stream> write)
+    public static void Write(string path, Action<Stream> write, int slowWritesMs = 0)
     {
         string full = Path.GetFullPath(path);
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        CleanStale(dir, Path.GetFileName(full));
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}{Marker}{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}-{Guid.NewGuid().ToString("N")[..8]}");
+        string tmp = Stage(full, write, slowWritesMs);
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                int slow = SlowWritesMs;
-                write(slow > 0 ? new SlowStream(fs, slow) : fs);
-                fs.Flush(flushToDisk: true);
-            }
             File.Move(tmp, full, overwrite: true);
         }
         catch
         {
-            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            TryDelete(tmp);
             throw;
         }
     }
 
-    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes)
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes, int slowWritesMs = 0)
     {
         var copy = bytes.ToArray();
-        Write(path, s => s.Write(copy));
+        Write(path, s => s.Write(copy), slowWritesMs);
     }
 
     /// <summary>Copies a file atomically (the target is the old file or the whole new one, never a part).</summary>
@@ -51,27 +53,80 @@ public static class AtomicFile
         Write(destination, to => from.CopyTo(to, 1 << 16));
     }
 
-    /// <summary>Several files at once: every temporary file is written first, then all are renamed (a crash while writing leaves all the old ones).</summary>
-    public static void WriteAll(IReadOnlyList<(string Path, byte[] Bytes)> files)
+    /// <summary>
+    /// Several files as one: under each folder's writer lock, every temporary file is written first, then all are
+    /// renamed. A crash while writing leaves all the old files; a second writer of the same folder waits for the first
+    /// (up to <paramref name="lockTimeout"/>, default <see cref="DefaultLockTimeout"/>), so the files always come from one
+    /// writer.
+    /// </summary>
+    public static void WriteAll(IReadOnlyList<(string Path, byte[] Bytes)> files, int slowWritesMs = 0, TimeSpan? lockTimeout = null)
     {
+        var targets = files.Select(f => (Full: Path.GetFullPath(f.Path), f.Bytes)).ToList();
+        var folders = targets.Select(t => Path.GetDirectoryName(t.Full)!).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var locks = new List<FileStream>();
         var staged = new List<(string Tmp, string Full)>();
         try
         {
-            foreach (var (path, bytes) in files)
-            {
-                string full = Path.GetFullPath(path);
-                string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.staged");
-                Write(tmp, s => s.Write(bytes));   // the staged copy is itself written atomically
-                staged.Add((tmp, full));
-            }
+            foreach (var folder in folders) locks.Add(LockFolder(folder, lockTimeout ?? DefaultLockTimeout));   // in path order: no deadlock
+            foreach (var (full, bytes) in targets) staged.Add((Stage(full, s => s.Write(bytes), slowWritesMs), full));
             foreach (var (tmp, full) in staged) File.Move(tmp, full, overwrite: true);
+            staged.Clear();
+        }
+        finally
+        {
+            foreach (var (tmp, _) in staged) TryDelete(tmp);
+            foreach (var l in locks) l.Dispose();
+        }
+    }
+
+    /// <summary>Writes the bytes to a fresh temporary file beside <paramref name="full"/>, flushed to disk; returns its path.</summary>
+    private static string Stage(string full, Action<Stream> write, int slowWritesMs)
+    {
+        string dir = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(dir);
+        CleanStale(dir, Path.GetFileName(full));
+        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}{Marker}{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}-{Guid.NewGuid():N}");
+        try
+        {
+            using var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+            write(slowWritesMs > 0 ? new SlowStream(fs, slowWritesMs) : fs);
+            fs.Flush(flushToDisk: true);
         }
         catch
         {
-            foreach (var (tmp, _) in staged)
-                try { File.Delete(tmp); } catch (IOException) { }
+            TryDelete(tmp);
             throw;
         }
+        return tmp;
+    }
+
+    /// <summary>Takes the folder's writer lock (an exclusive flock on <see cref="LockFileName"/>), waiting for another holder.</summary>
+    private static FileStream LockFolder(string folder, TimeSpan timeout)
+    {
+        Directory.CreateDirectory(folder);
+        string path = Path.Combine(folder, LockFileName);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                // FileShare.None is an exclusive, non-blocking flock on Unix (per open file, so threads of one process exclude each other too).
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1);
+            }
+            catch (IOException e) when (IsSharingViolation(e))
+            {
+                if (clock.Elapsed > timeout)
+                    throw new IOException($"{folder}: another writer has held {LockFileName} for {timeout.TotalSeconds:F0} s", e);
+                Thread.Sleep(20);
+            }
+        }
+    }
+
+    private static bool IsSharingViolation(IOException e) => e.HResult == unchecked((int)0x80070020) || e.HResult == 11 /* EWOULDBLOCK */;
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>Deletes the temporary files of earlier writes to <paramref name="name"/> whose process is gone.</summary>
@@ -88,27 +143,12 @@ public static class AtomicFile
         {
             var rest = Path.GetFileName(f)[prefix.Length..];
             int dash = rest.IndexOf('-');
-            if (dash <= 0 || !int.TryParse(rest[..dash], NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || IsAlive(pid)) continue;
-            try { File.Delete(f); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            if (dash <= 0 || !int.TryParse(rest[..dash], NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || ProcessLiveness.IsAlive(pid)) continue;
+            TryDelete(f);
         }
     }
 
-    private static bool IsAlive(int pid)
-    {
-        if (pid == Environment.ProcessId) return true;
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException) { return false; }
-        catch (InvalidOperationException) { return false; }
-    }
-
-    private static int SlowWritesMs =>
-        int.TryParse(Environment.GetEnvironmentVariable("HARNESS_SLOW_WRITES_MS"), NumberStyles.None, CultureInfo.InvariantCulture, out int ms) ? ms : 0;
-
-    /// <summary>The test hook's stream: writes in 4 KiB pieces with a sleep after each.</summary>
+    /// <summary>The test input's stream: writes in 4 KiB pieces with a sleep after each.</summary>
     private sealed class SlowStream(Stream inner, int sleepMs) : Stream
     {
         public override bool CanRead => false;
@@ -132,5 +172,22 @@ public static class AtomicFile
                 Thread.Sleep(sleepMs);
             }
         }
+    }
+}
+
+/// <summary>Whether a process id is alive (for the leftovers of dead runs: temporary files, staged model folders).</summary>
+public static class ProcessLiveness
+{
+    public static bool IsAlive(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        if (pid <= 0) return false;
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 }

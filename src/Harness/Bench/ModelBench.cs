@@ -315,9 +315,12 @@ public static class ModelBench
 public sealed class CastWeights(IWeightSource inner, DType dtype) : IWeightSource
 {
     public bool Contains(string name) => inner.Contains(name);
-    public Tensor Get(string name)
-    {
-        var t = inner.Get(name);
-        return t.DType.IsFloatingPoint() && t.DType != dtype ? t.To(dtype) : t;
-    }
+    public Tensor Get(string name) => Cast(inner.Get(name));
+
+    public int[] ShapeOf(string name) => inner.ShapeOf(name);
+
+    /// <summary>Only the rows are converted (a rank's shard of a vocab table).</summary>
+    public Tensor GetRows(string name, int start, int length) => Cast(inner.GetRows(name, start, length));
+
+    private Tensor Cast(Tensor t) => t.DType.IsFloatingPoint() && t.DType != dtype ? t.To(dtype) : t;
 }

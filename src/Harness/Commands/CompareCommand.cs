@@ -30,6 +30,12 @@ internal static class CompareCommand
         /// <summary>--oracle-whole: the deep-copied float64 twin instead of the streamed oracle (same values, 8 bytes a parameter).</summary>
         public bool OracleWhole { get; init; }
 
+        /// <summary>--text "...": the prompt is this text through the checkpoint's own tokenizer (--chat: its chat template).</summary>
+        public string? Text { get; init; }
+
+        /// <summary>--chat: --text as one user message through the tokenizer's chat template.</summary>
+        public bool Chat { get; init; }
+
         /// <summary>--max-memory GIB: the memory the comparison may use (default: what the host or the GPU has free).</summary>
         public double? MaxMemoryGiB { get; init; }
     }
@@ -83,6 +89,13 @@ internal static class CompareCommand
             Description = "Compute the float64 oracle with a deep-copied float64 twin of the model (8 bytes a parameter) instead of streaming it " +
                           "one decoder layer at a time (the default; the same values).",
         };
+        var text = new Option<string?>("--text")
+        {
+            Description = "The prompt as text, through the checkpoint's own tokenizer (tokenizer.json / tokenizer_config.json in the folder); " +
+                          "the engine gets the ids HF's tokenizer gives.",
+            HelpName = "TEXT",
+        };
+        var chat = new Option<bool>("--chat") { Description = "With --text: the text as one user message through the tokenizer's chat template (generation prompt added)." };
         var maxMemory = new Option<double?>("--max-memory")
         {
             Description = "GiB the comparison may use (default: the host's MemAvailable, or the GPU's memory with --device cuda); a model " +
@@ -99,18 +112,21 @@ internal static class CompareCommand
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat,
         };
         command.Validators.Add(r =>
         {
-            if (r.GetResult(prompt) is { Implicit: false } && r.GetResult(promptLength) is { Implicit: false })
-                r.AddError("--prompt and --prompt-length are mutually exclusive");
+            int given = (r.GetResult(prompt) is { Implicit: false } ? 1 : 0) + (r.GetResult(promptLength) is { Implicit: false } ? 1 : 0) +
+                        (r.GetResult(text) is { Implicit: false } ? 1 : 0);
+            if (given > 1) r.AddError("--prompt, --prompt-length and --text are mutually exclusive");
+            if (r.GetResult(chat) is { Implicit: false } && r.GetResult(text) is null or { Implicit: true })
+                r.AddError("--chat needs --text");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
             r.GetValue(prompt), r.GetValue(promptLength))
         {
             NoOracle = r.GetValue(noOracle), Image = r.GetValue(image), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
-            MaxMemoryGiB = r.GetValue(maxMemory),
+            MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat),
         }));
         return command;
     }
@@ -130,6 +146,13 @@ internal static class CompareCommand
         var dir = Path.GetFullPath(o.Model);
         var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
         var configPath = ModelFolder.CheckFiles(dir);                          // folder, config.json, weights: one line naming the path
+        if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
+            Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
+        if (o.Text is not null)
+        {
+            if (Tokenize(dir, o.Text, o.Chat) is not { } tokenized) return ExitCodes.Usage;
+            ids = tokenized;
+        }
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
 
         // Gemma3n, Gemma4 and Qwen2-VL folders are checked by their own compare (typed configs that name a bad field); the
@@ -145,6 +168,36 @@ internal static class CompareCommand
         ModelFolder.Check(dir, o.Tp, o.Pp, ids);
 
         return Execute(o, dir, LlamaScenario.ForCheckpoint(dir, o.Tp, o.Pp, o.Sp, dtype, ids, o.PromptLength ?? 7));
+    }
+
+    /// <summary>
+    /// --text (and --chat) through the checkpoint's own tokenizer in the reference worker (AutoTokenizer, apply_chat_template):
+    /// the ids both sides then get, printed; null after printing one line when there is no interpreter or no usable tokenizer.
+    /// </summary>
+    private static long[]? Tokenize(string dir, string text, bool chat)
+    {
+        if (CliSupport.LiveContext("compare") is not { Client: { } client }) return null;
+        try
+        {
+            var reply = client.Invoke("tokenize", new System.Text.Json.Nodes.JsonObject
+            {
+                ["model_dir"] = client.WorkerPath(client.ShareDirectory(dir)), ["text"] = text, ["chat"] = chat,
+            });
+            var ids = reply.Need("input_ids").ToInt64Array();
+            if (ids.Length == 0)
+            {
+                CliSupport.UsageError($"compare: --text gave no tokens through the tokenizer of {dir}");
+                return null;
+            }
+            Console.WriteLine($"prompt:      {ids.Length} tokens from {(chat ? "the chat template of " : "")}{(string?)reply.Result["tokenizer"]} in {dir}: " +
+                              string.Join(",", ids));
+            return ids;
+        }
+        catch (Reference.ReferencePythonException e)
+        {
+            CliSupport.UsageError($"compare: --text: cannot tokenize with the tokenizer in {dir}: {e.PythonType}: {e.PythonMessage.Split('\n')[0]}");
+            return null;
+        }
     }
 
     /// <summary>

@@ -13,7 +13,11 @@ namespace Harness.Commands;
 internal static class RunCommand
 {
     public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null,
-        string Device = "cpu", bool ConfigMutations = false);
+        string Device = "cpu", bool ConfigMutations = false)
+    {
+        /// <summary>The tests' input: slow report writes (hidden --slow-writes-ms).</summary>
+        public int SlowWritesMs { get; init; }
+    }
 
     public static Command Create()
     {
@@ -57,17 +61,8 @@ internal static class RunCommand
             var path = r.GetValueOrDefault<string?>();
             if (path is not null && !File.Exists(path)) r.AddError($"--baseline: no such file: {Path.GetFullPath(path)}");
         });
-        var growth = new Option<double>("--growth-factor")
-        {
-            Description = "With --baseline: how much a scenario's error may grow over the baseline before the report flags it.",
-            DefaultValueFactory = _ => 2.0,
-            HelpName = "X",
-        };
-        growth.Validators.Add(r =>
-        {
-            var g = r.GetValueOrDefault<double>();
-            if (!double.IsFinite(g) || g < 1) r.AddError($"--growth-factor must be a number >= 1, got {g}");
-        });
+        var growth = CliInputs.GrowthFactor("With --baseline: how much a scenario's error may grow over the baseline before the report flags it.");
+        var slowWrites = CliInputs.SlowWrites();
         var failFast = new Option<bool>("--fail-fast") { Description = "Stop at the first scenario that fails; the rest are reported as not run." };
         var configMutations = new Option<bool>("--config-mutations")
         {
@@ -83,13 +78,13 @@ internal static class RunCommand
             "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
             "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
         {
-            filter, offline, report, baseline, growth, failFast, fault, device, configMutations,
+            filter, offline, report, baseline, growth, failFast, fault, device, configMutations, slowWrites,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
         });
-        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(device) ?? "cpu", r.GetValue(configMutations))));
+        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(device) ?? "cpu", r.GetValue(configMutations)) { SlowWritesMs = r.GetValue(slowWrites) }));
         return command;
     }
 
@@ -133,8 +128,9 @@ internal static class RunCommand
             }
             Console.WriteLine($"engine on {Bench.GpuSelfCheck.Describe(gpu!)}");
         }
-        // A bad baseline is bad input: say so now (exit 2), not after the whole run.
+        // A bad baseline or an unwritable report folder is bad input: say so now (exit 2), not after the whole run.
         if (o.Baseline is not null) _ = Reports.AccuracyReport.Load(o.Baseline);
+        if (o.Report is not null) CliInputs.OutputFolder(o.Report, "--report");
         if (o.Fault is not null)
             scenarios = scenarios.Select(s => s.Fault is not null ? s
                 : s with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(s.Id, o.Fault) }).ToList();
@@ -170,7 +166,7 @@ internal static class RunCommand
         {
             try
             {
-                var written = RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context);
+                var written = RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context, o.SlowWritesMs);
                 Console.WriteLine($"report written to {Path.GetFullPath(o.Report)}");
                 if (written.Baseline is { } b)
                 {
@@ -238,15 +234,15 @@ internal static class RunCommand
                     {
                         task.Value = Array.IndexOf(phases, phase);
                         task.Description = $"{id} [yellow]{phase}[/]";
-                    }, module => task.Description = $"{id} [yellow]engine[/] [grey]{Markup.Escape(module)}[/]");
+                    }, module => task.Description = $"{id} [yellow]engine[/] [grey]{Markup.Escape(CliInputs.Escape(module))}[/]");
                     task.Value = task.MaxValue;
                     task.StopTask();
                     var color = e.Result.Passed ? "green" : "red";
                     AnsiConsole.MarkupLine($"[{color}]{e.Verdict,-5}[/] {id} [grey]({CliSupport.Seconds(e.Result.Elapsed)})[/]");
-                    if (!e.Result.Passed) AnsiConsole.MarkupLine($"      [grey]{Markup.Escape(e.Reason)}[/]");
-                    foreach (var note in e.Result.Notes) AnsiConsole.MarkupLine($"      [grey]note: {Markup.Escape(note)}[/]");
+                    if (!e.Result.Passed) AnsiConsole.MarkupLine($"      [grey]{Markup.Escape(CliInputs.Escape(e.Reason))}[/]");
+                    foreach (var note in e.Result.Notes) AnsiConsole.MarkupLine($"      [grey]note: {Markup.Escape(CliInputs.Escape(note))}[/]");
                     if (e.Outcome.Drift is { } drift)
-                        AnsiConsole.MarkupLine($"      [{(drift.Drifted ? "yellow" : "grey")}]{Markup.Escape(drift.ToString())}[/]");
+                        AnsiConsole.MarkupLine($"      [{(drift.Drifted ? "yellow" : "grey")}]{Markup.Escape(CliInputs.Escape(drift.ToString()))}[/]");
                     done.Add(e);
                     int failedSoFar = done.Count(x => !x.Result.Passed);
                     overall.Increment(1);
@@ -276,7 +272,7 @@ internal static class RunCommand
         foreach (var r in rows)
         {
             var verdict = r[1] switch { "PASS" => "[green]PASS[/]", "NOT RUN" => "[grey]NOT RUN[/]", var v => $"[red]{v}[/]" };
-            table.AddRow(Markup.Escape(r[0]), verdict, Markup.Escape(r[2]), Markup.Escape(r[3]), r[4]);
+            table.AddRow(Markup.Escape(r[0]), verdict, Markup.Escape(CliInputs.Escape(r[2])), Markup.Escape(CliInputs.Escape(r[3])), r[4]);
         }
         AnsiConsole.Write(table);
     }

@@ -16,6 +16,9 @@ internal static class VerboseReport
     /// <summary>Runs the scenario with its phases printed, prints everything, returns the exit code.</summary>
     public static int RunAndPrint(Scenario scenario, ScenarioContext context)
     {
+        // Bad input (the folder, config.json, the weights, a prompt the model or the machine cannot take) is one line and
+        // exit 2 before anything else is printed (ScenarioRunner checks again; the checks read headers only).
+        scenario.CheckInputs(context);
         var w = Console.Out;
         w.WriteLine($"scenario:    {scenario.Id}");
         w.WriteLine($"description: {scenario.Description}");

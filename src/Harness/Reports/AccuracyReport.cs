@@ -27,20 +27,10 @@ public sealed record AccuracyReport(DateTime GeneratedAt, ReportEnvironment Envi
     /// </summary>
     public static AccuracyReport Load(string path)
     {
+        if (string.IsNullOrEmpty(path)) throw new Engine.IO.InputException("\"\"", "an empty path is not a report file");
         var full = System.IO.Path.GetFullPath(path);
-        byte[] bytes;
-        try
-        {
-            bytes = File.ReadAllBytes(full);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new Engine.IO.InputException(full, "no such report file", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new Engine.IO.InputException(full, $"cannot read the report: {e.Message}", e);
-        }
+        // a regular file of at most ReportMaxBytes (a FIFO, /dev/zero or a loop of links is named as such: issue 24)
+        var bytes = Engine.IO.InputFiles.ReadCapped(full, Engine.IO.InputFiles.ReportMaxBytes, "report file");
         try
         {
             return ReportJson.Read(bytes);

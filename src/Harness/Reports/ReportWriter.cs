@@ -15,7 +15,7 @@ public static class ReportWriter
     public const string HtmlFile = "index.html";
 
     /// <summary>Writes the three files (creating the directory) and returns the report as written, baseline comparison included.</summary>
-    public static AccuracyReport WriteAll(AccuracyReport report, string directory, AccuracyReport? baseline = null, double growthFactor = 2.0)
+    public static AccuracyReport WriteAll(AccuracyReport report, string directory, AccuracyReport? baseline = null, double growthFactor = 2.0, int slowWritesMs = 0)
     {
         ArgumentNullException.ThrowIfNull(report);
         ArgumentException.ThrowIfNullOrEmpty(directory);
@@ -27,13 +27,14 @@ public static class ReportWriter
             JUnitWriter.Write(report, stream);
             junit = stream.ToArray();
         }
-        // Each file goes to a temporary name and all are renamed at the end: a run killed while writing leaves the previous
-        // report (or none), never half a file.
+        // Each file goes to a temporary name and all are renamed at the end, under the folder's writer lock: a run killed
+        // while writing leaves the previous report (or none), never half a file; two runs writing the folder at once leave
+        // the three files of one of them. slowWritesMs: the tests' input (hidden --slow-writes-ms).
         Engine.IO.AtomicFile.WriteAll([
             (Path.Join(directory, JsonFile), ReportJson.Write(report)),
             (Path.Join(directory, JUnitFile), junit),
             (Path.Join(directory, HtmlFile), new UTF8Encoding(false).GetBytes(HtmlReportWriter.Render(report))),
-        ]);
+        ], slowWritesMs);
         return report;
     }
 }

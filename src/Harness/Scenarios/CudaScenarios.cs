@@ -116,4 +116,9 @@ public sealed class DeviceWeights(IWeightSource inner, CudaDevice device, bool k
             return t;
         }
     }
+
+    public int[] ShapeOf(string name) => inner.ShapeOf(name);
+
+    /// <summary>Only the rows go to the device (a rank's shard of a vocab table), not the whole table; a rank takes them once.</summary>
+    public Tensor GetRows(string name, int start, int length) => inner.GetRows(name, start, length).ToDevice(device);
 }

@@ -96,7 +96,11 @@ public sealed record LlamaScenario : Scenario
     public override void CheckInputs(ScenarioContext context)
     {
         var dir = ModelPath ?? (context.IsLive ? null : ModelDirectory(context));
-        if (dir is not null) ModelFolder.Check(dir, Tp, Pp, PromptIds);
+        if (dir is null) return;
+        var config = ModelFolder.Check(dir, Tp, Pp, PromptIds);
+        // the request fits the model's positions and the machine's memory, before any reference work (issue 24)
+        ModelFolder.CheckPromptFits(Path.Combine(Path.GetFullPath(dir), "config.json"), config.Text, PromptIds?.Length ?? PromptTokens, NewTokens, DType,
+            oracle: context.IsLive && context.Oracle);
     }
 
     private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;

@@ -3,6 +3,7 @@ using Harness.Engine.Config;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
 using Harness.Engine.Models.Llama;
+using Harness.Engine.Tensors;
 
 namespace Harness.Scenarios;
 
@@ -19,28 +20,98 @@ public static class ModelFolder
     /// What a model_type needs to be loaded from a folder: its tensor declaration (<see cref="ICheckpointModel.ExpectedTensors"/>)
     /// and why a TP x PP layout cannot split it (null: it can).
     /// </summary>
-    public sealed record FolderModel(Func<HfConfig, ModelTensors> ExpectedTensors, Func<HfConfig, int, int, string?> LayoutProblem);
+    public sealed record FolderModel(Func<HfConfig, ModelTensors> ExpectedTensors, Func<HfConfig, int, int, string?> LayoutProblem)
+    {
+        /// <summary>The classes config.json's architectures[0] may name (the reference loads that class: "Trainer" is no model).</summary>
+        public IReadOnlyList<string> Architectures { get; init; } = [];
+    }
 
     /// <summary>model_type values the engine can load from a folder. A new model adds its line here.</summary>
     public static readonly IReadOnlyDictionary<string, FolderModel> Models = new Dictionary<string, FolderModel>
     {
-        ["llama"] = new(LlamaForCausalLM.ExpectedTensors, (c, tp, pp) => LlamaTensors.LayoutProblem(c.Text, tp, pp)),
+        ["llama"] = new(LlamaForCausalLM.ExpectedTensors, (c, tp, pp) => LlamaTensors.LayoutProblem(c.Text, tp, pp)) { Architectures = ["LlamaForCausalLM"] },
     };
 
     public static IReadOnlyList<string> Supported => Models.Keys.Order(StringComparer.Ordinal).ToList();
 
-    /// <summary>Checks the folder; returns its config. <paramref name="promptIds"/>, when given, must lie inside vocab_size.</summary>
-    /// <summary>The folder, its config.json and some weights are there; returns config.json's path.</summary>
+    /// <summary>
+    /// The folder, its config.json and some weights are there; returns config.json's path. The folder may be an HF hub
+    /// snapshot (files that are relative links into ../../blobs) or any folder of links: every file is taken through its
+    /// links, and config.json, the index and every *.safetensors must be regular files there (a FIFO, a device, a loop of
+    /// links or a dangling link is named as such, before anything blocks on it). Messages name the user's path.
+    /// </summary>
     public static string CheckFiles(string directory)
     {
         var dir = Path.GetFullPath(directory);
-        if (!Directory.Exists(dir)) throw new InputException(dir, "no such model folder");
+        var kind = InputFiles.KindOf(dir);
+        if (kind == FileKind.Missing) throw new InputException(dir, "no such model folder");
+        if (kind != FileKind.Directory) throw new InputException(dir, $"is {InputFiles.Describe(kind)}, not a model folder");
         var configPath = Path.Combine(dir, "config.json");
-        if (!File.Exists(configPath)) throw new InputException(configPath, "no config.json in the model folder");
-        if (Directory.GetFiles(dir, "*.safetensors").Length == 0 && !File.Exists(Path.Combine(dir, Checkpoint.IndexFileName)))
+        if (!File.Exists(configPath) && new FileInfo(configPath).LinkTarget is null && !Directory.Exists(configPath))
+            throw new InputException(configPath, "no config.json in the model folder");
+        InputFiles.RequireRegular(configPath, "config.json");
+        var index = Path.Combine(dir, Checkpoint.IndexFileName);
+        bool hasIndex = InputFiles.KindOf(index) != FileKind.Missing || new FileInfo(index).LinkTarget is not null;
+        if (hasIndex) InputFiles.RequireRegular(index, Checkpoint.IndexFileName);
+        var weights = Directory.GetFiles(dir, "*.safetensors");
+        foreach (var w in weights) InputFiles.RequireRegular(w, "weights file");
+        if (weights.Length == 0 && !hasIndex)
             throw new InputException(dir, "no weights (*.safetensors) in the model folder" +
                                           (Directory.GetFiles(dir, "*.bin").Length > 0 ? " (only PyTorch .bin files: convert them to safetensors)" : ""));
         return configPath;
+    }
+
+    /// <summary>
+    /// What the reference needs for a request, roughly and from below (the bytes and what they are): HF's eager
+    /// attention holds [heads, T, T] float32 scores of a layer, the KV cache every layer's keys and values, the logits
+    /// [T, vocab] in float32; the float64 oracle twice the lot again.
+    /// </summary>
+    public static (long Bytes, string What) PredictedReferenceBytes(TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle)
+    {
+        long t = (long)promptTokens + newTokens;
+        int heads = text.NumAttentionHeads, kvHeads = text.NumKeyValueHeads, headDim = text.HeadDim, layers = text.NumHiddenLayers;
+        long elem = dtype == DType.BFloat16 ? 2 : 4;
+        long scores = (long)heads * t * t * 4;                                        // [1, heads, T, T] float32 softmax of one layer
+        long kv = 2L * layers * kvHeads * headDim * t * elem;                         // the KV cache over every layer
+        long activations = 8L * t * Math.Max(text.HiddenSize, text.IntermediateSize) * elem;
+        long logits = t * text.VocabSize * 4;
+        long total = scores + kv + activations + logits;
+        if (oracle) total += 2 * (scores + kv + activations + logits);                // the float64 twin
+        return (total, $"eager attention scores {heads}x{t}x{t}, KV cache {layers} layers x {t} positions, logits {t}x{text.VocabSize}{(oracle ? ", and the float64 oracle" : "")}");
+    }
+
+    /// <summary>
+    /// The request must fit the model and the machine before any reference work (issue 24: a 600-token prompt ran the
+    /// whole reference and then diverged; 1,000,000 tokens asked torch for a terabyte): prompt plus generated tokens within
+    /// max_position_embeddings, and the predicted reference memory within what the machine has available.
+    /// </summary>
+    public static void CheckPromptFits(string configPath, TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null)
+    {
+        int? maxPositions = null;
+        ConfigReads.Validate(() => maxPositions = text.MaxPositionEmbeddings);   // a check, not the engine reading the field
+        if (maxPositions is int max && (long)promptTokens + newTokens > max)
+            throw new InputException(configPath, $"a prompt of {promptTokens} tokens plus {newTokens} generated is longer than max_position_embeddings ({max})");
+        var available = availableBytes ?? AvailableMemoryBytes();
+        if (available is long mem)
+        {
+            var (bytes, what) = PredictedReferenceBytes(text, promptTokens, newTokens, dtype, oracle);
+            if (bytes > mem)
+                throw new InputException(configPath, $"a prompt of {promptTokens} tokens needs about {bytes >> 20:N0} MiB in the reference ({what}); {mem >> 20:N0} MiB is available");
+        }
+    }
+
+    /// <summary>MemAvailable from /proc/meminfo, or null where it cannot be read.</summary>
+    public static long? AvailableMemoryBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal) &&
+                    long.TryParse(line[13..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kb))
+                    return kb * 1024;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
     }
 
     public static HfConfig Check(string directory, int tp = 1, int pp = 1, IReadOnlyList<long>? promptIds = null)
@@ -52,7 +123,7 @@ public static class ModelFolder
         string? modelType;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            using var doc = JsonDocument.Parse(InputFiles.ReadCapped(configPath, InputFiles.ConfigMaxBytes, "config file"), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
             var root = doc.RootElement;
             modelType = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString() : null;
         }
@@ -65,6 +136,9 @@ public static class ModelFolder
             throw new ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
 
         var config = HfConfig.Load(configPath);
+        if (model.Architectures.Count > 0 && config.Architectures.Count > 0 && !model.Architectures.Contains(config.Architectures[0]))
+            throw new ConfigException(configPath, "architectures.0",
+                $"is '{config.Architectures[0]}': not a {modelType} model class the reference can load (expected {string.Join(" or ", model.Architectures)})");
         var expected = model.ExpectedTensors(config);
         if (promptIds is not null && promptIds.FirstOrDefault(id => id >= config.Text.VocabSize, -1) is var bad && bad >= 0)
             throw new InputException(configPath, $"prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize})");

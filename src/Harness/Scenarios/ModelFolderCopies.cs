@@ -6,17 +6,18 @@ namespace Harness.Scenarios;
 
 /// <summary>
 /// Copies of model folders with another config.json (the weights are symbolic links to the originals), for the engine
-/// only: config-field mutations, and faults that are a config (rope scaling dropped). Removed when disposed.
+/// only: config-field mutations, and faults that are a config (rope scaling dropped). Removed when disposed, at the
+/// end of the run, or by the next run when this one was killed (a <see cref="Reference.ScratchFolders"/> folder).
 /// </summary>
 public sealed class ModelFolderCopies : IDisposable
 {
-    private readonly string _root = Path.Combine(Path.GetTempPath(), "harness-model-copies-" + Guid.NewGuid().ToString("N"));
+    private readonly Lazy<string> _root = new(() => Reference.ScratchFolders.Create(Path.Combine(Path.GetTempPath(), "harness"), "model-copies"));
     private int _next;
 
     /// <summary>A copy of <paramref name="dir"/> whose config.json is <paramref name="configJson"/>.</summary>
     public string Copy(string dir, string configJson)
     {
-        var copy = Path.Combine(_root, Interlocked.Increment(ref _next).ToString(CultureInfo.InvariantCulture));
+        var copy = Path.Combine(_root.Value, Interlocked.Increment(ref _next).ToString(CultureInfo.InvariantCulture));
         Directory.CreateDirectory(copy);
         foreach (var file in Directory.EnumerateFiles(dir))
             if (Path.GetFileName(file) != "config.json")
@@ -35,7 +36,6 @@ public sealed class ModelFolderCopies : IDisposable
 
     public void Dispose()
     {
-        try { if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true); }
-        catch (IOException) { }
+        if (_root.IsValueCreated) Reference.ScratchFolders.Release(_root.Value);
     }
 }

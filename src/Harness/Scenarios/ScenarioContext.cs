@@ -9,7 +9,7 @@ namespace Harness.Scenarios;
 /// HF builds the models (cached per process). Recorded (offline tier, no Python): both come from the fixtures folder,
 /// written by `harness fixtures record`.
 /// </summary>
-public sealed class ScenarioContext
+public sealed class ScenarioContext : IDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<string>> _models = new();
     private readonly ConcurrentDictionary<string, Lazy<ReferenceBundle>> _bundles = new();
@@ -124,6 +124,18 @@ public sealed class ScenarioContext
     /// <summary>The live-built model folders so far (name-dtype, host folder).</summary>
     public IEnumerable<(string Name, string Directory)> BuiltModels() =>
         _models.Where(kv => kv.Value.IsValueCreated).Select(kv => (kv.Key, kv.Value.Value));
+
+    /// <summary>
+    /// Removes the folders this context had the reference build (live models); a context made by <see cref="WithOracle"/>
+    /// or <see cref="WithConfigMutation"/> shares them with its source, so dispose only the first. Whatever is not
+    /// disposed goes at the end of the process (ScratchFolders).
+    /// </summary>
+    public void Dispose()
+    {
+        if (Client is null) return;
+        foreach (var (_, dir) in BuiltModels().ToList()) Client.Release(dir);
+        _models.Clear();
+    }
 
     /// <summary>The versions of the live reference, for bundle metadata.</summary>
     public IReadOnlyDictionary<string, string> Versions()

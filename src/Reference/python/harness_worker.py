@@ -617,6 +617,12 @@ def op_hello(args, tensors):
         "safetensors": safetensors.__version__,
         "threads": torch.get_num_threads(),
         "host_root": os.environ.get("HARNESS_HOST_ROOT", ""),
+        # the sandbox (ci/reference-env.sh's wrapper under HARNESS_SANDBOX=1): the host's files read-only under host_view,
+        # this worker's private scratch folder, and the unprivileged user it runs as
+        "host_view": os.environ.get("HARNESS_HOST_VIEW", ""),
+        "scratch": os.environ.get("HARNESS_SCRATCH", ""),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
         "device": reference_device_name(),
         "pid": os.getpid(),
         "blas": blas_summary(),
@@ -911,6 +917,25 @@ def op_config_defaults(args, tensors):
     return {"defaults": out}, []
 
 
+def op_tokenize(args, tensors):
+    """A user's text through the checkpoint's own tokenizer (AutoTokenizer from model_dir): `input_ids` [T] int64. With
+    chat: true, the text is one user message through the tokenizer's chat template with the generation prompt added
+    (apply_chat_template), as a chat front end sends it."""
+    model_dir, text = args["model_dir"], args["text"]
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    if args.get("chat"):
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"{model_dir}: the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)")
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+    else:
+        ids = tok(text)
+    if hasattr(ids, "keys"):                                  # BatchEncoding (transformers 5 returns one from both calls)
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return {"tokenizer": type(tok).__name__, "chat": bool(args.get("chat"))}, [("input_ids", torch.tensor(ids, dtype=torch.int64))]
+
+
 def op_memory_stats(args, tensors):
     """The worker's peak resident memory (VmHWM) and, where the reference uses a GPU, torch's peak allocated device
     memory, in bytes; args reset: true starts both peaks afresh (Linux clear_refs 5, torch.cuda.reset_peak_memory_stats)."""
@@ -955,6 +980,7 @@ OPS = {
     "debug_garbage": op_debug_garbage,
     "config_defaults": op_config_defaults,
     "memory_stats": op_memory_stats,
+    "tokenize": op_tokenize,
     "shutdown": op_shutdown,
 }
 

@@ -1,3 +1,4 @@
+using Harness.Engine.Attention;
 using Harness.Engine.Distributed;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
@@ -22,7 +23,7 @@ public sealed class Gemma3nAttention
     private readonly Tensor? _kNorm;
     private readonly double _eps;
     private readonly int _heads, _kvHeads, _headDim;
-    private readonly int? _window;
+    private readonly AttentionCore _attention;
 
     public bool IsKvShared { get; }
     public int LocalKvHeads => _kvHeads;
@@ -34,7 +35,7 @@ public sealed class Gemma3nAttention
         IsKvShared = config.KvSourceLayer(layer) != layer;
         _headDim = b.HeadDim;
         _eps = config.RmsNormEps;
-        _window = config.LayerTypes[layer] == "sliding_attention" ? config.SlidingWindow : null;
+        int? window = config.LayerTypes[layer] == "sliding_attention" ? config.SlidingWindow : null;
         if (IsKvShared)
         {
             if (b.NumAttentionHeads % tp != 0)
@@ -55,6 +56,8 @@ public sealed class Gemma3nAttention
         }
         _qNorm = weights.Get(prefix + ".q_norm.weight");
         _oProj = RowParallelLinear.Load(weights, prefix + ".o_proj", ctx.Tp, inputIsParallel: true, bias: b.AttentionBias);
+        // scaling 1.0 (q and k are normed); a sliding layer sees keys j > pos - sliding_window
+        _attention = new AttentionCore(new AttentionSpec(_heads, _kvHeads, _headDim, 1.0) { Mask = AttentionMask.Sliding(window) });
     }
 
     /// <param name="x">[tokens, hidden] (input_layernorm's output)</param>
@@ -64,50 +67,18 @@ public sealed class Gemma3nAttention
     {
         int t = x.Shape[0], hd = _headDim;
         Tensor q;
-        int past;
+        Tensor? k = null, v = null;
         if (_qkv is not null)
         {
-            var (q0, k, v) = _qkv.Forward(x);                                            // [t, heads*hd], [t, kv*hd] x2
-            q = q0;
+            (q, k, v) = _qkv.Forward(x);                                                 // [t, heads*hd], [t, kv*hd] x2
             // key_states = apply_rotary_pos_emb(k_norm(k_proj(x).view(hidden_shape)), cos, sin); v_norm has no scale
-            k = Norms.RmsNorm(k.View(1, t, _kvHeads, hd), _kNorm, _eps, RmsNormKind.GemmaScaled).Transpose(1, 2); // [1, kv, t, hd]
-            k = Rotary.Apply(k, cos, sin);
-            v = Norms.RmsNorm(v.View(1, t, _kvHeads, hd), null, _eps, RmsNormKind.GemmaNoScale).Transpose(1, 2);
-            past = cache.Length;
-            cache.Append(k.Select(0, 0), v.Select(0, 0));
+            k = Norms.RmsNorm(k.View(t, _kvHeads, hd), _kNorm, _eps, RmsNormKind.GemmaScaled).View(t, _kvHeads * hd);
+            v = Norms.RmsNorm(v.View(t, _kvHeads, hd), null, _eps, RmsNormKind.GemmaNoScale).View(t, _kvHeads * hd);
         }
-        else
-        {
-            q = _qOnly!.Forward(x);                                                      // [t, heads*hd]
-            past = cache.Length - t;                                                     // the source appended this step's tokens
-        }
+        else q = _qOnly!.Forward(x);                                                    // [t, heads*hd]; the source appended this step's k/v
         // query_states = apply_rotary_pos_emb(q_norm(q_proj(x).view(hidden_shape)), cos, sin)
-        q = Norms.RmsNorm(q.View(1, t, _heads, hd), _qNorm, _eps, RmsNormKind.GemmaScaled).Transpose(1, 2);  // [1, heads, t, hd]
-        q = Rotary.Apply(q, cos, sin);
-
-        var (keys, values) = cache.Filled;                                               // [kv, past + t, hd]
-        int group = _heads / _kvHeads;
-        var qg = q.Select(0, 0).Reshape(_kvHeads, group, t, hd);                         // [kv, group, t, hd]
-        var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));            // [kv, group, t, past+t]; scaling 1.0
-        var scores32 = scores.To(DType.Float32);
-        if (scores32.IsCuda) Cuda.CudaModelOps.AttentionMask(scores32, t, scores32.Shape[3], past, _window);
-        else Mask(scores32.Span<float>(), t, scores32.Shape[3], past, _window);
-        var probs = Softmax.Forward(scores32, -1).To(x.DType);                           // softmax in float32, back to the dtype
-        var output = Matmul.Forward(probs, values.Unsqueeze(1));                         // [kv, group, t, hd]
-        output = output.Reshape(_heads, t, hd).Transpose(0, 1).Reshape(t, -1);          // [t, heads/tp * hd]: (*input_shape, -1)
+        q = Norms.RmsNorm(q.View(t, _heads, hd), _qNorm, _eps, RmsNormKind.GemmaScaled).View(t, _heads * hd);
+        var output = _attention.Forward(q, k, v, cos, sin, cache, t);                   // [t, heads/tp * hd]; scaling 1.0
         return _oProj.Forward(output);                                                   // [t, hidden]
-    }
-
-    // Query i (absolute position past + i) sees key j iff j <= past + i and, in a sliding layer, j > past + i - window.
-    private static void Mask(Span<float> scores, int t, int s, int past, int? window)
-    {
-        for (int plane = 0; plane < scores.Length; plane += t * s)
-            for (int i = 0; i < t; i++)
-            {
-                int pos = past + i;
-                var row = scores.Slice(plane + i * s, s);
-                for (int j = 0; j < s; j++)
-                    if (j > pos || (window is int w && j <= pos - w)) row[j] = float.NegativeInfinity;
-            }
     }
 }

@@ -1,3 +1,4 @@
+using Harness.Engine.Attention;
 using Harness.Engine.Distributed;
 using Harness.Engine.Layers;
 using Harness.Engine.Ops;
@@ -26,8 +27,7 @@ public sealed class Gemma4Attention
     private readonly Tensor _qNorm;
     private readonly Tensor? _kNorm;
     private readonly double _eps;
-    private readonly int? _window;
-    private readonly Gemma4VisionMask _visionMask;
+    private readonly AttentionCore _attention;
 
     public int LocalHeads { get; }
     public int LocalKvHeads { get; }
@@ -50,8 +50,11 @@ public sealed class Gemma4Attention
         int kvStart = kvHeads >= tp ? r * LocalKvHeads : r * kvHeads / tp;
         IsKvShared = config.IsKvSharedLayer(layer);
         _eps = config.RmsNormEps;
-        _window = config.IsSliding(layer) ? config.SlidingWindow : null;
-        _visionMask = visionMask;
+        // scaling 1.0; sliding layers see keys j > pos - sliding_window; vision blocks per the environment's rule
+        _attention = new AttentionCore(new AttentionSpec(LocalHeads, LocalKvHeads, HeadDim, 1.0)
+        {
+            Mask = AttentionMask.Sliding(config.IsSliding(layer) ? config.SlidingWindow : null, visionMask == Gemma4VisionMask.SlidingLayersOnly),
+        });
 
         bool bias = config.AttentionBias;                                       // HF: nn.Linear(..., bias=config.attention_bias)
         _q = Rows(weights, prefix + ".q_proj", r * LocalHeads * HeadDim, LocalHeads * HeadDim, bias);
@@ -85,75 +88,32 @@ public sealed class Gemma4Attention
         IReadOnlyList<int[]?>? blocks = null)
     {
         int rows = x.Shape[0], hd = HeadDim, heads = LocalHeads, kvHeads = LocalKvHeads;
-        // query_states = apply_rotary_pos_emb(q_norm(q_proj(x).view(hidden_shape)), cos, sin, unsqueeze_dim=2)
-        var q = _q.Forward(x).View(1, rows, heads, hd);                                  // [1, rows, heads, hd]
-        q = Norms.RmsNorm(q, _qNorm, _eps, RmsNormKind.GemmaScaled);
-        q = Rotary.Apply(q, cos, sin, unsqueezeDim: 2);
+        // query_states = q_norm(q_proj(x).view(hidden_shape)) (RoPE in the attention)
+        var q = Norms.RmsNorm(_q.Forward(x).View(rows, heads, hd), _qNorm, _eps, RmsNormKind.GemmaScaled).View(rows, heads * hd);
         Tensor? k = null, v = null;
         if (!IsKvShared)
         {
             // value_states = v_proj(x) if v_proj else key_states (k_proj(x), before k_norm and RoPE)
-            var kRaw = _k!.Forward(x).View(1, rows, kvHeads, hd);                        // [1, rows, kv, hd]
-            var vRaw = _v is null ? kRaw : _v.Forward(x).View(1, rows, kvHeads, hd);
-            k = Rotary.Apply(Norms.RmsNorm(kRaw, _kNorm, _eps, RmsNormKind.GemmaScaled), cos, sin, unsqueezeDim: 2);
-            v = Norms.RmsNorm(vRaw, null, _eps, RmsNormKind.GemmaNoScale);                 // v_norm: no scale
+            var kRaw = _k!.Forward(x).View(rows, kvHeads, hd);                           // [rows, kv, hd]
+            var vRaw = _v is null ? kRaw : _v.Forward(x).View(rows, kvHeads, hd);
+            k = Norms.RmsNorm(kRaw, _kNorm, _eps, RmsNormKind.GemmaScaled).View(rows, kvHeads * hd);
+            v = Norms.RmsNorm(vRaw, null, _eps, RmsNormKind.GemmaNoScale).View(rows, kvHeads * hd);   // v_norm: no scale
         }
 
-        var output = Tensor.ZerosLike(x, x.DType, rows, heads * hd);                           // [rows, heads/tp * hd]
+        var output = spans.Count == 1 ? null : Tensor.ZerosLike(x, x.DType, rows, heads * hd);   // [rows, heads/tp * hd]
         for (int s = 0; s < spans.Count; s++)
         {
             var (start, count, past) = spans[s];
             var cache = caches[s];
-            if (!IsKvShared)
-                cache.Append(k!.Select(0, 0).Narrow(0, start, count).Transpose(0, 1),       // [kv, count, hd]
-                             v!.Select(0, 0).Narrow(0, start, count).Transpose(0, 1));
-            var (keys, values) = cache.Filled;                                            // [kv, past + count, hd]
-            if (keys.Shape[1] != past + count)
+            if (cache.Length != past + (IsKvShared ? count : 0))
                 throw new InvalidOperationException(
-                    $"the KV cache holds {keys.Shape[1]} positions where {past} + {count} were expected (KV sharing out of step)");
-            var qs = q.Select(0, 0).Narrow(0, start, count).Transpose(0, 1);              // [heads, count, hd]
-            var o = Attend(qs, keys, values, past, x.DType, blocks?[s]);                  // [heads, count, hd]
-            output.Narrow(0, start, count).CopyFrom(o.Transpose(0, 1).Reshape(count, heads * hd));
+                    $"the KV cache holds {cache.Length} positions where {past} + {(IsKvShared ? count : 0)} were expected (KV sharing out of step)");
+            Tensor Rows(Tensor a) => count == rows ? a : a.Narrow(a.Rank - 2, start, count);
+            var o = _attention.Forward(Rows(q), k is null ? null : Rows(k), v is null ? null : Rows(v), Rows(cos), Rows(sin), cache, count,
+                blocks?[s]);                                                              // [count, heads * hd]
+            if (output is null) output = o;
+            else output.Narrow(0, start, count).CopyFrom(o);
         }
-        return _o.Forward(output);                                                        // [rows, hidden]
-    }
-
-    // softmax((q k^T) * scaling + mask, float32).to(dtype) @ v, grouped-query by broadcasting (repeat_kv).
-    private Tensor Attend(Tensor q, Tensor keys, Tensor values, int past, DType dtype, int[]? blocks)
-    {
-        int heads = q.Shape[0], t = q.Shape[1], hd = q.Shape[2], kv = keys.Shape[0], s = keys.Shape[1];
-        int group = heads / kv;
-        var qg = q.Reshape(kv, group, t, hd);                                             // [kv, group, t, hd]
-        var scores = Matmul.Forward(qg, keys.Unsqueeze(1).Transpose(-1, -2));              // [kv, group, t, s]; scaling = 1.0
-        var scores32 = scores.To(DType.Float32).Contiguous();
-        if (scores32.IsCuda) Cuda.CudaModelOps.AttentionMask(scores32, t, s, past, _window, blocks, _visionMask == Gemma4VisionMask.SlidingLayersOnly);
-        else Mask(scores32.Span<float>(), t, s, past, _window, blocks, _visionMask);
-        var probs = Softmax.Forward(scores32, -1).To(dtype);
-        return Matmul.Forward(probs, values.Unsqueeze(1)).Reshape(heads, t, hd);          // [heads, t, hd]
-    }
-
-    // Query i (absolute position past + i) sees key j iff j <= past + i and, with a window W, j > past + i - W. Vision
-    // blocks (new rows only: keys of earlier calls are text or closed blocks) widen that per Gemma4VisionMask:
-    //   SlidingLayersOnly: sliding layers (j > i - W) AND (j <= i OR same block); full layers causal only
-    //   Gemma3AllLayers:   every layer (causal AND window) OR same block
-    private static void Mask(Span<float> scores, int t, int s, int past, int? window, int[]? blocks, Gemma4VisionMask rule)
-    {
-        for (int plane = 0; plane < scores.Length; plane += t * s)
-            for (int i = 0; i < t; i++)
-            {
-                var row = scores.Slice(plane + i * s, s);
-                int pos = past + i;
-                for (int j = 0; j < s; j++)
-                {
-                    bool causal = j <= pos, inWindow = !(window is int w && j <= pos - w);
-                    bool sameBlock = blocks is not null && j >= past && blocks[i] >= 0 && blocks[i] == blocks[j - past];
-                    bool visible = rule switch
-                    {
-                        Gemma4VisionMask.Gemma3AllLayers => (causal && inWindow) || sameBlock,
-                        _ => window is null ? causal : inWindow && (causal || sameBlock),
-                    };
-                    if (!visible) row[j] = float.NegativeInfinity;
-                }
-            }
+        return _o.Forward(output!);                                                       // [rows, hidden]
     }
 }

@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Attention;
 using Harness.Engine.Distributed;
 using Harness.Engine.Layers;
 using Harness.Engine.Ops;
@@ -104,7 +105,7 @@ public sealed class Qwen2VlVisionTower
         private readonly RowParallelLinear _fc2;
         private readonly ActivationKind _act;
         private readonly int _localHeads, _headDim;
-        private readonly double _scaling;
+        private readonly AttentionCore _attention;
 
         public string Prefix { get; }
 
@@ -118,7 +119,7 @@ public sealed class Qwen2VlVisionTower
                 throw new ArgumentException($"{prefix}.attn: {config.VisionHeads} vision heads are not divisible by the tensor-parallel size {tp}");
             _headDim = config.VisionHeadDim;
             _localHeads = config.VisionHeads / tp;
-            _scaling = Math.Pow(_headDim, -0.5);
+            _attention = new AttentionCore(new AttentionSpec(_localHeads, _localHeads, _headDim, Math.Pow(_headDim, -0.5)) { Mask = AttentionMask.None });
             // qkv.weight [3E, E] = [q; k; v], each head-major: this rank's heads of each.
             var w = weights.Get(prefix + ".attn.qkv.weight");
             var b = weights.Get(prefix + ".attn.qkv.bias");
@@ -159,15 +160,8 @@ public sealed class Qwen2VlVisionTower
             k = Rotary.Apply(k.To(DType.Float32), cos, sin, unsqueezeDim: 1).To(dtype);
             q = q.Transpose(0, 1); k = k.Transpose(0, 1); v = v.Transpose(0, 1); // [heads/tp, n, hd]
             var outputs = new List<Tensor>(segments.Count);
-            foreach (var (start, length) in segments)
-            {
-                var qs = q.Narrow(1, start, length);                                // [heads/tp, len, hd]
-                var ks = k.Narrow(1, start, length);
-                var vs = v.Narrow(1, start, length);
-                var scores = Elementwise.Mul(Matmul.Forward(qs, ks.Transpose(-1, -2)), _scaling); // [heads/tp, len, len]
-                var probs = Softmax.Forward(scores.To(DType.Float32), -1).To(dtype);
-                outputs.Add(Matmul.Forward(probs, vs));                             // [heads/tp, len, hd]
-            }
+            foreach (var (start, length) in segments)                              // cu_seqlens: each frame attends within itself
+                outputs.Add(_attention.Bidirectional(q.Narrow(1, start, length), k.Narrow(1, start, length), v.Narrow(1, start, length))); // [heads/tp, len, hd]
             var o = Tensor.Cat(outputs, 1).Transpose(0, 1).Reshape(n, -1);          // [n, heads/tp * hd]: reshape(seq_length, -1)
             return _proj.Forward(o);                                                // [n, E]
         }

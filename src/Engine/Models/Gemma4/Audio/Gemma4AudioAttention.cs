@@ -1,3 +1,4 @@
+using Harness.Engine.Attention;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -31,6 +32,7 @@ public sealed class Gemma4AudioAttention
     private readonly Tensor _perDimScale;      // [H]
     private readonly MatmulOptions _matmul;
     private readonly double _qScale, _kScale;
+    private readonly AttentionCore _attention;
 
     public string Prefix { get; }
 
@@ -47,6 +49,8 @@ public sealed class Gemma4AudioAttention
         _perDimScale = w.Get($"{prefix}.per_dim_scale");
         _qScale = Math.Pow(c.HeadDim, -0.5) / Math.Log(2);   // self.q_scale = (head_dim ** -0.5) / math.log(2)
         _kScale = Math.Log(1 + Math.E) / Math.Log(2);       // self.k_scale = math.log(1 + math.e) / math.log(2)
+        // the scaling is folded into q and k above; the blocked windows and relative positions are the tower's own (ContextWindows, RelShift)
+        _attention = new AttentionCore(new AttentionSpec(c.NumAttentionHeads, c.NumAttentionHeads, c.HeadDim, 1.0) { Mask = AttentionMask.None, SoftCap = c.AttentionLogitCap });
     }
 
     /// <param name="x">[B, T, hidden] in the model dtype.</param>
@@ -85,12 +89,8 @@ public sealed class Gemma4AudioAttention
 
         // attn_weights = tanh((ac + bd) / softcap) * softcap; masked_fill(mask.logical_not(), invalid); softmax(dim=-1, float32)
         var logits = Elementwise.Add(ac, bd);
-        logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, _c.AttentionLogitCap)), _c.AttentionLogitCap);
-        logits = MaskedFill(logits, blockMask, b, n, u, w, ctx, (float)_c.AttentionInvalidLogitsValue);
-        var probs = Softmax.Forward(logits, -1);                                                                    // [B, N, U, W, C]
-
-        // attn_output = attn_weights @ value_states.permute(0, 3, 1, 2, 4): one batched product over [B*N*U]
-        var o = Matmul.Forward(probs.Reshape(b * n * u, w, ctx), values.Reshape(b * n * u, ctx, h), _matmul)
+        // ... then attn_weights @ value_states.permute(0, 3, 1, 2, 4): the one attention's tail over the [B*N*U] folded batch
+        var o = _attention.SoftmaxValues(logits, blockMask, b, n, (float)_c.AttentionInvalidLogitsValue, values.Reshape(b * n * u, ctx, h), _matmul)
             .Reshape(b, n, u, w, h);
         // .permute(0, 2, 3, 1, 4).reshape(B, U*W, -1)[:, :T] -> model dtype -> post
         var merged = o.Permute(0, 2, 3, 1, 4).Reshape(b, u * w, n * h).Narrow(1, 0, t).Contiguous().To(x.DType);     // [B, T, N*H]
@@ -129,22 +129,5 @@ public sealed class Gemma4AudioAttention
         if (f > ctx + 1) throw new ArgumentException($"rel_shift: {f} relative positions exceed context_size + 1 = {ctx + 1}");
         var padded = Tensor.Cat([x, Tensor.ZerosLike(x, x.DType, b, n, u, w, ctx + 1 - f)], 4);         // [B, N, U, W, C+1]
         return padded.Reshape(b, n, u, w * (ctx + 1)).Narrow(3, 0, w * ctx).Contiguous().Reshape(b, n, u, w, ctx);
-    }
-
-    private static Tensor MaskedFill(Tensor logits, bool[] mask, int b, int n, int u, int w, int ctx, float value)
-    {
-        int per = u * w * ctx;
-        if (logits.IsCuda)
-        {   // masked_fill on the device: the host mask (an input) negated and broadcast over the heads, then where
-            var invalid = Tensor.FromArray(mask.Select(m => !m).ToArray(), b, 1, u, w, ctx);
-            return Elementwise.Where(invalid, Tensor.Scalar(value, logits.DType), logits);
-        }
-        var y = logits.Contiguous().Clone();
-        var s = y.Span<float>();
-        for (int bi = 0; bi < b; bi++)
-        for (int ni = 0; ni < n; ni++)
-        for (int i = 0; i < per; i++)
-            if (!mask[bi * per + i]) s[(bi * n + ni) * per + i] = value;
-        return y;
     }
 }

@@ -1,3 +1,4 @@
+using Harness.Engine.Attention;
 using Harness.Engine.Capture;
 using Harness.Engine.Models.Gemma4.Audio;
 using Harness.Engine.Ops;
@@ -199,6 +200,7 @@ public sealed class Gemma4VisionLayer
     private readonly Tensor _qNorm, _kNorm, _inputNorm, _postAttnNorm, _preFfwNorm, _postFfwNorm;
     private readonly MatmulOptions _matmul;
     private readonly ActivationKind _act;
+    private readonly AttentionCore _attention;
 
     public string Prefix { get; }
 
@@ -224,6 +226,7 @@ public sealed class Gemma4VisionLayer
         _preFfwNorm = w.Get($"{prefix}.pre_feedforward_layernorm.weight");
         _postFfwNorm = w.Get($"{prefix}.post_feedforward_layernorm.weight");
         _act = Activation.Parse(c.HiddenActivation);
+        _attention = new AttentionCore(new AttentionSpec(c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, 1.0) { Mask = AttentionMask.None });
     }
 
     /// <param name="h">[B, N, hidden].</param>
@@ -250,19 +253,8 @@ public sealed class Gemma4VisionLayer
         var k = MultidimensionalRope(Norms.RmsNorm(_k.Forward(x).Reshape(b, n, kv, hd), _kNorm, _c.RmsNormEps, RmsNormKind.GemmaScaled), cos, sin);
         var v = Norms.RmsNorm(_v.Forward(x).Reshape(b, n, kv, hd), null, _c.RmsNormEps, RmsNormKind.GemmaNoScale);
 
-        // sdpa(q, k, v, mask, scale=1.0) with repeat_kv, as torch's CPU flash-attention kernel computes it: float32 scores,
-        // e = exp(s - max) and its sum in float32, e rounded to the input dtype for the product with v (float32 accumulation),
-        // divided by the sum, the output rounded once.
-        int group = heads / kv;
-        var qf = q.To(DType.Float32).Permute(0, 2, 1, 3);                                                       // [B, heads, N, hd]
-        var kf = k.To(DType.Float32).Permute(0, 2, 1, 3).Unsqueeze(2).Expand(b, kv, group, n, hd).Reshape(b, heads, n, hd);
-        var vf = v.To(DType.Float32).Permute(0, 2, 1, 3).Unsqueeze(2).Expand(b, kv, group, n, hd).Reshape(b, heads, n, hd);
-        var scores = Matmul.Forward(qf, kf.Transpose(2, 3), _matmul);                                          // [B, heads, N, N]
-        scores = Elementwise.Where(padMask, Tensor.Scalar(double.NegativeInfinity), scores);
-        var e = Elementwise.Exp(Elementwise.Sub(scores, Reductions.Amax(scores, -1, keepDim: true)));
-        var sum = Reductions.Sum(e, -1, keepDim: true);                                                         // [B, heads, N, 1]
-        var o = Matmul.Forward(e.To(x.DType).To(DType.Float32), vf, _matmul);                                   // [B, heads, N, hd]
-        o = Elementwise.Div(o, sum);
+        // sdpa(q, k, v, mask, scale=1.0) with repeat_kv, as torch's CPU flash-attention kernel computes it (the one attention's sdpa numerics)
+        var o = _attention.SdpaKeyPadding(q.Permute(0, 2, 1, 3), k.Permute(0, 2, 1, 3), v.Permute(0, 2, 1, 3), padMask, _matmul); // [B, heads, N, hd] float32
         // attn_output.reshape(*input_shape, -1) -> o_proj
         return _o.Forward(o.Permute(0, 2, 1, 3).Reshape(b, n, heads * hd).To(x.DType));
     }

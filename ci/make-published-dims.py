@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Random-weight checkpoints at the published dimensions of released models, for `harness compare` at real size.
+
+    make-published-dims.py NAME OUT_DIR [--dtype bf16|fp32] [--device cpu|cuda] [--layers N] [--seed S]
+
+NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text (`list` prints them).
+Every value below is the released config.json's, with where it was read; only the weights are random (HF's own init, then
+every parameter whose elements are all equal, norms and biases, moved by seeded N(0, 0.1) noise, as the harness's tiny
+models are, so a port that ignores a scale cannot pass). --layers N keeps the first N layers (the memory prediction's
+"fewer layers"). Needs torch and transformers (the reference interpreter: HARNESS_PYTHON). Gemma4 is not here: no
+released Gemma4 config.json was found to copy from (the search corpus has none), and library defaults are not published
+dimensions.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+# Llama-3.2-1B: meta-llama/Llama-3.2-1B config.json (as quoted in kevinstephano/thunder_model_blocks hf_llama/llama_config.py,
+# "_commit_hash": "4e20de362430cd3b72f300e6b0f18e50e7166e08").
+LLAMA_3_2_1B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": False,
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256,
+}
+
+# Llama-3.1-8B: meta-llama/Llama-3.1-8B config.json (hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 kv heads,
+# rope llama3 factor 8; the same keys as 3.2-1B's above, untied embeddings).
+LLAMA_3_1_8B = dict(LLAMA_3_2_1B, **{
+    "head_dim": 128, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "tie_word_embeddings": False,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+})
+
+# Qwen2-VL-7B: Qwen/Qwen2-VL-7B-Instruct config.json; the module tree printed in acproject/duorou docs/new_feat.md and
+# zhenhua32/Qwen2-VL READ.md (embed 152064 x 3584, 28 layers, q 3584, k/v 512 = 4 kv heads x 128, MLP 18944; vision:
+# Conv3d(3, 1280, (2, 14, 14)), 32 blocks of 1280 with 16 heads, mlp 5120, merger 5120 -> 3584).
+QWEN2_VL_7B = {
+    "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "hidden_act": "silu",
+    "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+    "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "tie_word_embeddings": False, "bos_token_id": 151643, "eos_token_id": 151645,
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "vision_token_id": 151654,
+    "image_token_id": 151655, "video_token_id": 151656,
+    "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "in_chans": 3,
+                      "hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+}
+
+# Qwen2-VL-2B: Qwen/Qwen2-VL-2B-Instruct config.json (hidden 1536, intermediate 8960, 28 layers, 12 heads, 2 kv heads,
+# vocab 151936, tied embeddings; the same vision tower, merged to 1536).
+QWEN2_VL_2B = dict(QWEN2_VL_7B, **{
+    "hidden_size": 1536, "intermediate_size": 8960, "num_attention_heads": 12, "num_key_value_heads": 2,
+    "vocab_size": 151936, "tie_word_embeddings": True,
+    "vision_config": dict(QWEN2_VL_7B["vision_config"], hidden_size=1536),
+})
+
+# Gemma3n E4B text decoder: google/gemma-3n-E4B-it config.json text_config, which transformers' Gemma3nTextConfig()
+# defaults reproduce (the notes in shared/notes/hf-gemma3n-gemma4-qwen2vl.md, section 1.1): hidden 2048, 35 layers,
+# 8 heads / 2 kv heads, head_dim 256, intermediate 16384, vocab 262400 (262144 per-layer), per-layer input 256,
+# AltUp 4, laurel rank 64, 15 KV-shared layers, sliding window 512, softcap 30, sparsity 0.95 on the first 10 layers.
+GEMMA3N_E4B_TEXT = {
+    "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text", "hidden_size": 2048,
+    "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256,
+    "intermediate_size": 16384, "vocab_size": 262400, "vocab_size_per_layer_input": 262144,
+    "hidden_size_per_layer_input": 256, "altup_num_inputs": 4, "laurel_rank": 64, "num_kv_shared_layers": 15,
+    "sliding_window": 512, "final_logit_softcapping": 30.0, "rms_norm_eps": 1e-06,
+    "activation_sparsity_pattern": [0.95] * 10 + [0.0] * 25,
+    "layer_types": ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(35)],
+    "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 32768,
+    "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1,
+}
+
+# Gemma3n E2B text decoder: google/gemma-3n-E2B-it config.json text_config: 30 layers, intermediate 8192, 10 KV-shared
+# layers, otherwise E4B's (30 decoder layers as maceip/gemma3n-executorch e2b/README_HF.md states).
+GEMMA3N_E2B_TEXT = dict(GEMMA3N_E4B_TEXT, **{
+    "num_hidden_layers": 30, "intermediate_size": 8192, "num_kv_shared_layers": 10,
+    "activation_sparsity_pattern": [0.95] * 10 + [0.0] * 20,
+    "layer_types": ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(30)],
+})
+
+MODELS = {
+    "llama-3.2-1b": LLAMA_3_2_1B, "llama-3.1-8b": LLAMA_3_1_8B,
+    "qwen2-vl-2b": QWEN2_VL_2B, "qwen2-vl-7b": QWEN2_VL_7B,
+    "gemma3n-e2b-text": GEMMA3N_E2B_TEXT, "gemma3n-e4b-text": GEMMA3N_E4B_TEXT,
+}
+
+
+def keep_layers(cfg, n):
+    cfg = json.loads(json.dumps(cfg))
+    cfg["num_hidden_layers"] = n
+    for key in ("layer_types", "activation_sparsity_pattern"):
+        if key in cfg:
+            cfg[key] = cfg[key][:n]
+    if "num_kv_shared_layers" in cfg:
+        cfg["num_kv_shared_layers"] = min(cfg["num_kv_shared_layers"], max(0, n - 2))
+    return cfg
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(MODELS) + ["list"])
+    p.add_argument("out_dir", nargs="?")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    if a.name == "list":
+        for name, cfg in MODELS.items():
+            print(f"{name}: {cfg['architectures'][0]}, hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers")
+        return 0
+    if not a.out_dir:
+        p.error("OUT_DIR is required")
+    import torch
+    import transformers
+    cfg = dict(MODELS[a.name])
+    if a.layers:
+        cfg = keep_layers(cfg, a.layers)
+    model_type = cfg.pop("model_type")
+    arch = cfg.pop("architectures")[0]
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    torch.manual_seed(a.seed)
+    with torch.device(a.device):
+        model = getattr(transformers, arch)._from_config(config, dtype=dtype)
+    gen = torch.Generator(device=a.device).manual_seed(a.seed ^ 0x5EED)
+    with torch.no_grad():
+        for _, t in sorted(list(model.named_parameters()), key=lambda kv: kv[0]):
+            if t.numel() > 1 and t.is_floating_point() and bool((t == t.reshape(-1)[0]).all()):
+                t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32).to(t.dtype) * 0.1)
+    model.config.dtype = dtype
+    os.makedirs(a.out_dir, exist_ok=True)
+    model.save_pretrained(a.out_dir)
+    n = sum(t.numel() for t in model.parameters())
+    print(f"{a.name}: {arch}, {n:,} parameters, {a.dtype}, written to {a.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+using System.CommandLine;
+using System.Globalization;
+using Harness.Engine.IO;
+using Harness.Engine.Tensors;
+using Harness.Judge;
+using Harness.Reference;
+using Harness.Reports;
+using Harness.Scenarios;
+
+namespace Harness.Commands;
+
+/// <summary>
+/// `harness judge --endpoint URL --model HF_DIR [--prompts FILE | --text T ... | --ids 1,2,3 ...]`: another engine judged
+/// against HF transformers on the same checkpoint (README, "Judging another engine"). --endpoint: any OpenAI-compatible
+/// server token by token (<see cref="EndpointJudge"/>). Prints each prompt's verdict, writes the usual report with
+/// --report. Exit 0 when every prompt passed, 1 when one failed, 2 on bad input (the folder, the prompts file, a server
+/// that cannot be reached or answers without token ids).
+/// </summary>
+internal static class JudgeCommand
+{
+    public static Command Create()
+    {
+        var endpoint = new Option<string?>("--endpoint")
+        {
+            Description = "An OpenAI-compatible server (llama-server, vLLM, SGLang, TGI), e.g. http://127.0.0.1:8080: judged token by token through its /v1/completions.",
+            HelpName = "URL",
+        };
+        var model = new Option<string>("--model")
+        {
+            Description = "The HF checkpoint folder the engine serves (config.json, safetensors, tokenizer): HF's side of the comparison.",
+            Required = true,
+            HelpName = "HF_DIR",
+        };
+        var prompts = new Option<string?>("--prompts") { Description = "A UTF-8 file of prompts, one a line (empty lines skipped).", HelpName = "FILE" };
+        var text = new Option<string[]>("--text") { Description = "A prompt's text (repeatable).", HelpName = "TEXT", AllowMultipleArgumentsPerToken = false };
+        var ids = new Option<string[]>("--ids") { Description = "A prompt as comma-separated token ids (repeatable).", HelpName = "IDS" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Greedy tokens per prompt.", DefaultValueFactory = _ => 16, HelpName = "N" };
+        var topK = new Option<int>("--top-k") { Description = "Logprobs per step (the request's \"logprobs\").", DefaultValueFactory = _ => 5, HelpName = "K" };
+        foreach (var o in new[] { maxTokens, topK })
+            o.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<int>() < 1) r.AddError($"{o.Name} must be at least 1");
+            });
+        var dtype = new Option<string>("--dtype") { Description = "HF's compute dtype.", DefaultValueFactory = _ => "fp32" };
+        dtype.AcceptOnlyFromAmong("fp32", "bf16");
+        var promptAs = new Option<string>("--prompt-as")
+        {
+            Description = "How prompts reach the server: token ids where it takes them, else text (auto); always ids; always text (its tokenization is then checked).",
+            DefaultValueFactory = _ => "auto",
+        };
+        promptAs.AcceptOnlyFromAmong("auto", "ids", "text");
+        var served = new Option<string?>("--served-model") { Description = "The request's \"model\" (default: the first of /v1/models).", HelpName = "NAME" };
+        var margin = new Option<double?>("--margin") { Description = $"Near-tie margin in nats at an accepted divergence (default {Runs.TokenComparison.DefaultMargin}).", HelpName = "NATS" };
+        var tolerance = new Option<double?>("--logprob-tolerance")
+        {
+            Description = $"Largest logprob difference on matched steps (default {Runs.TokenComparison.DefaultLogprobTolerance} in fp32, 5e-2 in bf16).",
+            HelpName = "NATS",
+        };
+        var timeout = new Option<int>("--timeout") { Description = "Seconds one request may take.", DefaultValueFactory = _ => 120, HelpName = "S" };
+        var report = new Option<string?>("--report") { Description = "Write report.json, junit.xml and index.html here (one record per prompt).", HelpName = "DIR" };
+
+        var command = new Command("judge",
+            "Judge another engine against HF transformers on the same checkpoint. --endpoint: an OpenAI-compatible server token by token " +
+            "(greedy, top-k logprobs, the catalog's token rule). Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
+        {
+            endpoint, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
+        };
+        command.Validators.Add(r =>
+        {
+            if (r.GetResult(endpoint) is null or { Implicit: true }) r.AddError("judge needs --endpoint URL");
+        });
+        command.SetAction(r =>
+        {
+            var list = new List<JudgePrompt>();
+            if (r.GetValue(prompts) is { } file) list.AddRange(ReadPrompts(file));
+            list.AddRange((r.GetValue(text) ?? []).Select(t => new JudgePrompt(t, null)));
+            foreach (var s in r.GetValue(ids) ?? [])
+                list.Add(new JudgePrompt(null, ParseIds(s) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{s}'")));
+            if (list.Count == 0) return CliSupport.UsageError("judge: no prompt (give --prompts FILE, --text TEXT or --ids 1,2,3)");
+            var options = new EndpointJudgeOptions(r.GetValue(endpoint)!, r.GetValue(model)!, list)
+            {
+                MaxTokens = r.GetValue(maxTokens),
+                TopK = r.GetValue(topK),
+                DType = r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32,
+                Route = r.GetValue(promptAs) switch { "ids" => PromptRoute.Ids, "text" => PromptRoute.Text, _ => PromptRoute.Auto },
+                ServedModel = r.GetValue(served),
+                Margin = r.GetValue(margin) ?? Runs.TokenComparison.DefaultMargin,
+                LogprobTolerance = r.GetValue(tolerance),
+                RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+            };
+            return RunEndpoint(options, r.GetValue(report));
+        });
+        return command;
+    }
+
+    /// <summary>One prompt a line; a missing or unreadable file is a bad input naming it.</summary>
+    public static IReadOnlyList<JudgePrompt> ReadPrompts(string file)
+    {
+        var full = Path.GetFullPath(file);
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(full);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new InputException(full, "no such prompts file", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InputException(full, $"cannot read the prompts file: {e.Message}", e);
+        }
+        var list = lines.Where(l => l.Trim().Length > 0).Select(l => new JudgePrompt(l, null)).ToList();
+        if (list.Count == 0) throw new InputException(full, "the prompts file has no prompt (one a line)");
+        return list;
+    }
+
+    private static long[]? ParseIds(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) return null;
+        var ids = new long[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i])) return null;
+        return ids;
+    }
+
+    public static int RunEndpoint(EndpointJudgeOptions options, string? reportDir)
+    {
+        ModelFolder.CheckFiles(options.ModelDirectory);                        // one line naming the folder or file
+        if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;  // the reference interpreter, or why not
+        var client = ReferenceClient.Shared;
+        var verdicts = EndpointJudge.Run(options, client, Console.Error);
+        foreach (var v in verdicts) Console.Write(EndpointJudge.Describe(v));
+        int passed = verdicts.Count(v => v.Passed);
+        Console.WriteLine($"{passed} of {verdicts.Count} prompts passed ({options.Endpoint} against HF on {Path.GetFullPath(options.ModelDirectory)})");
+        if (reportDir is not null)
+        {
+            var versions = client.GetVersions();
+            var written = ReportWriter.WriteAll(AccuracyReport.Create(verdicts.Select(v => v.Record).ToList(),
+                ReportEnvironment.Capture(versions.Python, versions.Torch, versions.Transformers)), reportDir);
+            Console.WriteLine($"report: {Path.Combine(Path.GetFullPath(reportDir), ReportWriter.HtmlFile)} ({written.PassedCount} passed, {written.FailedCount} failed)");
+        }
+        return passed == verdicts.Count ? ExitCodes.Ok : ExitCodes.Failed;
+    }
+}

@@ -1,0 +1,78 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Harness.Reference;
+
+namespace Harness.Judge;
+
+/// <summary>
+/// llama-server on 127.0.0.1 at a free port, started by the reference worker (op llama_server_start: it waits until
+/// /health answers) and stopped on Dispose, so a test that fails or times out stops it too (<c>using</c>). The server is
+/// the worker's child with PR_SET_PDEATHSIG: a worker killed by its supervision, or a test host that dies, takes it along.
+/// </summary>
+public sealed class LlamaServer : IDisposable
+{
+    private readonly ReferenceClient _client;
+    private bool _stopped;
+
+    private LlamaServer(ReferenceClient client, int port, int pid, string buildInfo)
+    {
+        _client = client;
+        Port = port;
+        Pid = pid;
+        BuildInfo = buildInfo;
+    }
+
+    public int Port { get; }
+
+    /// <summary>The server's pid (in the worker's namespace, the same as the host's for a chroot).</summary>
+    public int Pid { get; }
+
+    /// <summary>/props' build_info (e.g. "b11669-Debian"), empty when the server does not say.</summary>
+    public string BuildInfo { get; }
+
+    public string Url => string.Create(CultureInfo.InvariantCulture, $"http://127.0.0.1:{Port}");
+
+    /// <summary>
+    /// The arguments that make llama-server compute an f32 GGUF in float32 throughout: no flash attention (its CPU kernel
+    /// rounds through f16, and 0.7.0 turns it on by default) and an f32 KV cache (f16 by default). With the defaults the
+    /// tiny Llama's logprobs are ~5e-3 nats off HF float32 (over the 1e-3 tolerance); with these, ~3e-6.
+    /// </summary>
+    public static readonly string[] Float32Arguments = ["-fa", "off", "-ctk", "f32", "-ctv", "f32"];
+
+    /// <summary>Starts a server on a GGUF file the worker can see (a host path inside its root); float32 throughout unless
+    /// <paramref name="float32"/> is false (then llama-server's own defaults).</summary>
+    public static LlamaServer Start(ReferenceClient client, string ggufHostPath, bool float32 = true, int contextTokens = 512, int threads = 1)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        var r = client.Invoke("llama_server_start", new JsonObject
+        {
+            ["gguf"] = client.WorkerPath(ggufHostPath),
+            ["ctx"] = contextTokens,
+            ["threads"] = threads,
+            ["timeout"] = 60,
+            ["extra"] = new JsonArray((float32 ? Float32Arguments : []).Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
+        }).Result;
+        return new LlamaServer(client, (int)r["port"]!, (int)r["pid"]!, (string?)r["build_info"] ?? "");
+    }
+
+    /// <summary>Stops the server (SIGTERM, SIGKILL after 10 s); returns its log's last lines. Idempotent.</summary>
+    public string Stop()
+    {
+        if (_stopped) return "";
+        _stopped = true;
+        var r = _client.Invoke("llama_server_stop", new JsonObject { ["pid"] = Pid }).Result;
+        return (string?)r["log_tail"] ?? "";
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Stop();
+        }
+        catch (ReferenceException)
+        {
+            // the worker is gone: its server went with it (PR_SET_PDEATHSIG)
+        }
+    }
+}
