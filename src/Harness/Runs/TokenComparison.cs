@@ -165,7 +165,6 @@ public static class TokenComparison
                 accepted = true;
                 if (oracle) Pairs(step, engine);                                // the same context up to here: judged against the oracle
                                                                                 // (a fixed tolerance is for matched steps only)
-                int later = reference.Length - step - 1;
                 if (engineForced is null)
                     notes.Add(string.Create(ci, $"the {Math.Max(reference.Length, engine.Length) - step - 1} later steps are not compared (no teacher-forced decoding of the engine)"));
                 else
@@ -199,7 +198,6 @@ public static class TokenComparison
                 {
                     MaxLogprobDiff = maxDiff, MaxLogprobDiffStep = maxStep, MaxLogprobDiffToken = maxToken, LogprobPairs = pairs,
                 };
-                _ = later;
             }
         }
         else if (reference.Length != engine.Length)
