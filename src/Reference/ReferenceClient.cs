@@ -161,6 +161,18 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         return dir;
     }
 
+    /// <summary>
+    /// Hands a file this process wrote into a scratch folder to the worker's user, so the worker may change it in place
+    /// (the sandbox's worker runs as nobody; a file we copied is ours). No-op when the worker runs as us or as root.
+    /// </summary>
+    public void HandOver(string hostPath)
+    {
+        var hello = Worker.Start();
+        if ((int?)hello["uid"] is not (int uid and not 0) || !Environment.IsPrivilegedProcess || (int?)hello["gid"] is not int gid) return;
+        int rc = Libc.Chown(hostPath, uid, gid);
+        if (rc != 0) throw new IOException($"{hostPath}: cannot hand the file to the worker's user {uid}: {Libc.Describe(rc)}");
+    }
+
     /// <summary>Removes a folder made by <see cref="ScratchDirectory"/> or <see cref="ShareDirectory"/> (no-op for others).</summary>
     public void Release(string hostDirectory)
     {

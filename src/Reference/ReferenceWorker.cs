@@ -71,6 +71,13 @@ public sealed class ReferenceWorker : IDisposable
     /// </summary>
     public bool Sandbox { get; init; } = true;
 
+    /// <summary>
+    /// With <see cref="Sandbox"/>: whether the worker gets a network namespace of its own (default, no network). False
+    /// (HARNESS_SANDBOX_NETWORK=host) keeps the rest of the sandbox but shares the host's network: for a worker that
+    /// starts a server this process must reach (the judge's llama-server on 127.0.0.1).
+    /// </summary>
+    public bool SandboxNetwork { get; init; } = true;
+
     /// <summary>The worker's resident memory now in MB (process and children), or null when it is not running or /proc cannot tell.</summary>
     public long? ResidentMb
     {
@@ -164,6 +171,8 @@ public sealed class ReferenceWorker : IDisposable
         psi.Environment["PYTHONUNBUFFERED"] = "1";
         psi.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
         if (Sandbox) psi.Environment["HARNESS_SANDBOX"] = "1";
+        if (Sandbox && !SandboxNetwork) psi.Environment["HARNESS_SANDBOX_NETWORK"] = "host";
+        else psi.Environment.Remove("HARNESS_SANDBOX_NETWORK");
         Process process;
         try
         {

@@ -5,18 +5,21 @@ using Harness.Reference;
 namespace Harness.Judge;
 
 /// <summary>
-/// llama-server on 127.0.0.1 at a free port, started by the reference worker (op llama_server_start: it waits until
-/// /health answers) and stopped on Dispose, so a test that fails or times out stops it too (<c>using</c>). The server is
+/// llama-server on 127.0.0.1 at a free port, started by a reference worker of its own (op llama_server_start: it waits
+/// until /health answers; the worker is sandboxed but shares the host's network, so this process reaches the server)
+/// and stopped on Dispose, so a test that fails or times out stops it too (<c>using</c>). The server is
 /// the worker's child with PR_SET_PDEATHSIG: a worker killed by its supervision, or a test host that dies, takes it along.
 /// </summary>
 public sealed class LlamaServer : IDisposable
 {
     private readonly ReferenceClient _client;
+    private readonly ReferenceWorker _worker;
     private bool _stopped;
 
-    private LlamaServer(ReferenceClient client, int port, int pid, string buildInfo)
+    private LlamaServer(ReferenceClient client, ReferenceWorker worker, int port, int pid, string buildInfo)
     {
         _client = client;
+        _worker = worker;
         Port = port;
         Pid = pid;
         BuildInfo = buildInfo;
@@ -44,15 +47,27 @@ public sealed class LlamaServer : IDisposable
     public static LlamaServer Start(ReferenceClient client, string ggufHostPath, bool float32 = true, int contextTokens = 512, int threads = 1)
     {
         ArgumentNullException.ThrowIfNull(client);
-        var r = client.Invoke("llama_server_start", new JsonObject
+        // The server must be reachable from this process, and the reference's worker (client's) has a network namespace of
+        // its own (the sandbox): the server gets a worker of its own, sandboxed but on the host's network (issue 24).
+        var worker = new ReferenceWorker { Threads = 1, SandboxNetwork = false };
+        var own = new ReferenceClient(worker);
+        try
         {
-            ["gguf"] = client.WorkerPath(ggufHostPath),
-            ["ctx"] = contextTokens,
-            ["threads"] = threads,
-            ["timeout"] = 60,
-            ["extra"] = new JsonArray((float32 ? Float32Arguments : []).Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
-        }).Result;
-        return new LlamaServer(client, (int)r["port"]!, (int)r["pid"]!, (string?)r["build_info"] ?? "");
+            var r = own.Invoke("llama_server_start", new JsonObject
+            {
+                ["gguf"] = own.WorkerPath(ggufHostPath),
+                ["ctx"] = contextTokens,
+                ["threads"] = threads,
+                ["timeout"] = 60,
+                ["extra"] = new JsonArray((float32 ? Float32Arguments : []).Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
+            }).Result;
+            return new LlamaServer(own, worker, (int)r["port"]!, (int)r["pid"]!, (string?)r["build_info"] ?? "");
+        }
+        catch
+        {
+            worker.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Stops the server (SIGTERM, SIGKILL after 10 s); returns its log's last lines. Idempotent.</summary>
@@ -74,5 +89,6 @@ public sealed class LlamaServer : IDisposable
         {
             // the worker is gone: its server went with it (PR_SET_PDEATHSIG)
         }
+        _worker.Dispose();
     }
 }

@@ -91,7 +91,7 @@ public static class ModelFolder
         ConfigReads.Validate(() => maxPositions = text.MaxPositionEmbeddings);   // a check, not the engine reading the field
         if (maxPositions is int max && (long)promptTokens + newTokens > max)
             throw new InputException(configPath, $"a prompt of {promptTokens} tokens plus {newTokens} generated is longer than max_position_embeddings ({max})");
-        var available = availableBytes ?? AvailableMemoryBytes();
+        var available = availableBytes ?? Commands.CompareMemory.HostAvailable();   // compare's own figure of the host's memory
         if (available is long mem)
         {
             var (bytes, what) = PredictedReferenceBytes(text, promptTokens, newTokens, dtype, oracle);
@@ -100,19 +100,6 @@ public static class ModelFolder
         }
     }
 
-    /// <summary>MemAvailable from /proc/meminfo, or null where it cannot be read.</summary>
-    public static long? AvailableMemoryBytes()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal) &&
-                    long.TryParse(line[13..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kb))
-                    return kb * 1024;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return null;
-    }
 
     public static HfConfig Check(string directory, int tp = 1, int pp = 1, IReadOnlyList<long>? promptIds = null)
     {

@@ -68,6 +68,7 @@ public static class TinyGgufLlama
         {
             var copy = Path.Combine(Path.GetDirectoryName(gguf)!, name);
             File.Copy(gguf, copy, overwrite: true);
+            client.HandOver(copy);   // the (sandboxed) worker edits it in place
             client.Invoke("judge_gguf_set_metadata", new JsonObject { ["file"] = client.WorkerPath(copy), ["key"] = key, ["value"] = value });
             return copy;
         }
