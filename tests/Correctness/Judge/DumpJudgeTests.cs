@@ -58,6 +58,20 @@ public class DumpJudgeTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public void A_row_wise_down_proj_without_its_all_reduce_is_caught_at_down_proj_on_each_rank_by_the_oracle()
+    {
+        // the plan names a row-wise style that never all-reduces: each rank carries its partial sum on, silently
+        var v = DumpAndJudge(new JsonObject { ["layers.*.mlp.down_proj"] = "rowwise_without_all_reduce" });
+        Assert.False(v.Passed);
+        Assert.Empty(v.RankErrors);
+        Assert.Equal("model.layers.0.mlp.down_proj", v.Record.FirstBadModule);
+        var rows = v.Layers.Rows.Where(r => r.Module == "model.layers.0.mlp.down_proj").ToList();
+        Assert.Equal([0, 1], rows.Select(r => r.Rank));
+        Assert.All(rows, r => Assert.Equal(LayerVerdict.Fail, r.Verdict));
+        Assert.All(rows, r => Assert.False(r.Result!.Oracle!.Passed));
+    }
+
+    [SkippableFact]
     public void A_row_wise_o_proj_declared_column_wise_in_the_tp_plan_is_caught_at_o_proj_naming_the_rank()
     {
         var v = DumpAndJudge(new JsonObject { ["layers.*.self_attn.o_proj"] = "colwise" });

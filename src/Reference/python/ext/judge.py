@@ -214,6 +214,20 @@ import torch, torch.distributed as dist, transformers, harness_dump
 torch.set_num_threads(1)
 # torchrun's rendezvous needs libuv, which Debian's torch lacks: the group is initialised through a file
 dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world)
+from transformers.integrations.tensor_parallel import ALL_PARALLEL_STYLES, ParallelInterface, RowwiseParallel
+
+
+class RowwiseWithoutAllReduce(RowwiseParallel):
+    """A planted bug a plan can name: row-wise sharding whose partial sums are never all-reduced (each rank goes on with
+    its own partial output, as a custom layer that forgets the reduction does)."""
+
+    def _prepare_output_fn(self, mod, outputs, device_mesh):
+        return outputs
+
+
+ALL_PARALLEL_STYLES["rowwise_without_all_reduce"] = RowwiseWithoutAllReduce()
+ParallelInterface.register_plan_to_weight_dim("rowwise_without_all_reduce", -1)
+ParallelInterface.register_plan_to_bias_dim("rowwise_without_all_reduce", None)
 config = transformers.AutoConfig.from_pretrained(model_dir)
 plan = json.loads(plan_json)
 if plan:
