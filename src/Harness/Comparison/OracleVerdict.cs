@@ -48,14 +48,16 @@ public sealed record OracleBound(double ErrorRatio, double FloorUlps, double Out
     public static OracleBound Float32 { get; } = new(10, 4, 1e-4) { AbsErrorRatio = 16, GeometricMeanRatio = 3 };
 
     /// <summary>
-    /// bfloat16 (and float16): C = 2 norm-wise, measured median 1.00, p99 1.6, max 1.7 (the engine rounds where HF rounds,
-    /// so its error is the reference's); elementwise Ca = 4 (max 2.1); the floors are 1/8 ulp norm-wise and one ulp of
+    /// bfloat16 (and float16): C = 3 norm-wise. Measured median 1.00 in both reference environments; max 1.71 against
+    /// torch 2.14 / transformers 5.12.1 (forky) and 2.23 against torch 2.11 / transformers 5.17 (the GPU machine's venv:
+    /// Gemma4 MoE TP=2's layers.1.router, 24 elements, after a layer of partial sums rounded before each reduction), so
+    /// C = 2 was a false alarm there; elementwise Ca = 4 (max 2.1 and 3.2); the floors are 1/8 ulp norm-wise and one ulp of
     /// the module's largest element elementwise: where the reference is exact in bf16 (a lookup), so is a correct engine.
     /// The precision budget G = 1.4: a correct engine's per-scenario geometric mean is 1.00 at TP=1 (the engine rounds where
     /// HF rounds) and at most 1.26 under TP (partial sums rounded before each reduction); the precision-only fault
     /// rms-norm-sum-of-squares-bf16 gives 1.43 (thin on both sides: see the README).
     /// </summary>
-    public static OracleBound BFloat16 { get; } = new(2, 0.125, 1e-4) { AbsErrorRatio = 4, AbsFloorUlps = 1, GeometricMeanRatio = 1.4 };
+    public static OracleBound BFloat16 { get; } = new(3, 0.125, 1e-4) { AbsErrorRatio = 4, AbsFloorUlps = 1, GeometricMeanRatio = 1.4 };
 
     /// <summary>The bound for an engine tensor of this dtype.</summary>
     public static OracleBound For(DType engineDType) => engineDType is DType.BFloat16 or DType.Float16 ? BFloat16 : Float32;

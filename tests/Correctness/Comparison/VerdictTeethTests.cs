@@ -36,7 +36,7 @@ public class VerdictTeethTests
         Assert.True(OracleResult.Judge(engine, reference, oracle, DType.BFloat16, [N], new OracleBound(16, 4, 1e-4)).Passed);
         var r = OracleResult.Judge(engine, reference, oracle, DType.BFloat16, [N]);
         Assert.False(r.Passed, r.ToString());
-        Assert.Equal(2, r.Bound.ErrorRatio);
+        Assert.Equal(3, r.Bound.ErrorRatio);
     }
 
     [Fact]
@@ -51,7 +51,7 @@ public class VerdictTeethTests
     [Fact]
     public void A_uniform_scale_error_under_the_noise_is_caught_by_the_scale_bias()
     {
-        // 0.2 % too large everywhere (a wrong eps or residual scale, a truncating conversion): under 2x the reference's
+        // 0.2 % too large everywhere (a wrong eps or residual scale, a truncating conversion): under 3x the reference's
         // relative L2, but independent rounding noise never lines up with the oracle like that.
         var oracle = Oracle();
         var reference = Bf16(oracle);
