@@ -75,4 +75,18 @@ public class Gemma4MoeMutationTests
         Assert.True(got.BitwiseEquals(plainOnSwapped.Forward(x, w, idx)), "the fault is not the checkpoint with its halves swapped");
         Assert.False(got.BitwiseEquals(plain.Forward(x, w, idx)), "the fault changed nothing");
     }
+
+    [Fact]
+    public void A_moe_intermediate_size_that_tensor_parallelism_cannot_split_is_refused_naming_the_field()
+    {
+        // mutant: the name given to Sharding.Range emptied (the error then said only "size 31 is not divisible by the
+        // tensor-parallel size 2", naming no field)
+        var config = Gemma4ForCausalLM.LoadConfig(ModelDir) with { MoeIntermediateSize = 31 };
+        using var checkpoint = Checkpoint.Open(ModelDir);
+        IWeightSource weights = new Replaced(new CheckpointWeights(checkpoint), Prefix + ".gate_up_proj", t => t.Narrow(1, 0, 62).Contiguous());
+        weights = new Replaced(weights, Prefix + ".down_proj", t => t.Narrow(2, 0, 31).Contiguous());   // [4, 62, 64], [4, 64, 31]
+        var ex = Assert.ThrowsAny<Exception>(() => ThreadWorld.Run(2, rank =>
+            _ = new Gemma4Experts(weights, Prefix, config, ThreadWorld.Layout(rank, 2, 1), new Gemma4Options()), TimeSpan.FromSeconds(30)));
+        Assert.Contains($"{Prefix} moe_intermediate_size: size 31 is not divisible by the tensor-parallel size 2", ex.ToString());
+    }
 }
