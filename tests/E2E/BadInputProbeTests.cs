@@ -91,6 +91,10 @@ public sealed class BadInputProbeTests : IDisposable
         File.CreateSymbolicLink(Path.Combine(loop, "other.json"), "config.json");
         AssertOneLine(Probe("compare", "--model", loop), "config.json: is a loop of symbolic links");
 
+        var huge = Model("huge");
+        using (var fs = File.Create(Path.Combine(huge, "config.json"))) fs.SetLength(Engine.IO.InputFiles.ConfigMaxBytes + 1);   // sparse
+        AssertOneLine(Probe("compare", "--model", huge), "config.json: is 16,777,217 bytes; a config file may be at most 16,777,216");
+
         var fifo = Model("fifo");
         MakeFifo(Path.Combine(fifo, "config.json"));
         AssertOneLine(Probe("compare", "--model", fifo), "config.json: is a FIFO (named pipe), not a regular file");

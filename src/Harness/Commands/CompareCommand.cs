@@ -276,7 +276,8 @@ internal static class CompareCommand
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            // capped like every JSON input (issue 24: a 200 MB config.json was read whole here before HfConfig refused it)
+            using var doc = JsonDocument.Parse(Engine.IO.InputFiles.ReadCapped(configPath, Engine.IO.InputFiles.ConfigMaxBytes, "config file"), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
             return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var mt) &&
                    mt.ValueKind == JsonValueKind.String ? mt.GetString() : null;
         }
