@@ -123,7 +123,8 @@ write_wrapper() {
 #!/usr/bin/env bash
 # Written by ci/reference-env.sh: python3 of the forky chroot $root.
 # With HARNESS_SANDBOX=1 (the harness's worker supervisor sets it) python runs in a sandbox: its own network namespace
-# (no network, loopback down; HARNESS_SANDBOX_NETWORK=host keeps the host's) and mount namespace (its mounts vanish with it), as the unprivileged user nobody, with
+# (no network: only a loopback of its own, which gloo's TP=2 runs of `judge --dump` need; HARNESS_SANDBOX_NETWORK=host
+# keeps the host's) and mount namespace (its mounts vanish with it), as the unprivileged user nobody, with
 # resource limits (no core files, open files, file size), the chroot read-only but for /tmp/harness (the folders the
 # harness shares with it), the host's files read-only at $view (without the host's /proc, /sys, /dev), and a private
 # scratch folder /tmp/harness/worker.run-PID-ID as HOME and TMPDIR (removed by the harness; a killed run's by the next).
@@ -143,6 +144,10 @@ if [[ \${HARNESS_SANDBOX_STAGE:-} != inside ]]; then
   # HARNESS_SANDBOX_NETWORK=host: all but the network namespace (a worker that starts a server the harness must reach)
   namespaces=(--mount --net); [[ \${HARNESS_SANDBOX_NETWORK:-} == host ]] && namespaces=(--mount)
   exec env HARNESS_SANDBOX_STAGE=inside unshare "\${namespaces[@]}" --propagation private -- "\$0" "\$@"
+fi
+if [[ \${HARNESS_SANDBOX_NETWORK:-} != host ]]; then
+  # the namespace's own loopback, up: isolated from the host's (a port there stays unreachable), usable by gloo
+  PATH="\$PATH:/usr/sbin:/sbin" ip link set lo up || sandbox_fail "cannot bring up the sandbox's own loopback (iproute2's ip)"
 fi
 scratch="/tmp/harness/worker.run-\$\$-\$(tr -d '-' < /proc/sys/kernel/random/uuid)"
 mkdir -p "\$root/tmp/harness" "\$root\$view" && mkdir -m 700 "\$root\$scratch" && chown 65534:65534 "\$root\$scratch" \\
