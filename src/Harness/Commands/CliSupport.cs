@@ -28,6 +28,17 @@ public static class ExitCodes
 /// <summary>What the verbs share: console mode, live-context creation, scenario lookups, fault injection, version.</summary>
 internal static class CliSupport
 {
+    /// <summary>"1, 2,3" as token ids (compare --prompt, judge --ids); null when any part is not a non-negative integer.</summary>
+    public static long[]? ParseIds(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) return null;
+        var ids = new long[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i])) return null;
+        return ids;
+    }
+
     /// <summary>Plain line output: stdout is not a terminal, or CI is set (CI=true/1), or TERM=dumb.</summary>
     public static bool PlainOutput =>
         Console.IsOutputRedirected

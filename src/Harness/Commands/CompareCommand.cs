@@ -61,7 +61,7 @@ internal static class CompareCommand
         var prompt = new Option<string?>("--prompt") { Description = "Prompt token ids, comma-separated (e.g. 1,2,3).", HelpName = "IDS" };
         prompt.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<string?>() is { } text && ParseIds(text) is null)
+            if (r.GetValueOrDefault<string?>() is { } text && CliSupport.ParseIds(text) is null)
                 r.AddError($"--prompt expects comma-separated non-negative token ids, got '{text}'");
         });
         var promptLength = new Option<int?>("--prompt-length") { Description = "A seeded random prompt of N token ids (default 7).", HelpName = "N" };
@@ -131,20 +131,11 @@ internal static class CompareCommand
         return command;
     }
 
-    private static long[]? ParseIds(string text)
-    {
-        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length == 0) return null;
-        var ids = new long[parts.Length];
-        for (int i = 0; i < parts.Length; i++)
-            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i])) return null;
-        return ids;
-    }
 
     public static int Run(Options o)
     {
         var dir = Path.GetFullPath(o.Model);
-        var ids = o.Prompt is null ? null : ParseIds(o.Prompt)!;
+        var ids = o.Prompt is null ? null : CliSupport.ParseIds(o.Prompt)!;
         var configPath = ModelFolder.CheckFiles(dir);                          // folder, config.json, weights: one line naming the path
         if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
             Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)

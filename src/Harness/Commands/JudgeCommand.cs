@@ -83,7 +83,7 @@ internal static class JudgeCommand
             if (r.GetValue(prompts) is { } file) list.AddRange(ReadPrompts(file));
             list.AddRange((r.GetValue(text) ?? []).Select(t => new JudgePrompt(t, null)));
             foreach (var s in r.GetValue(ids) ?? [])
-                list.Add(new JudgePrompt(null, ParseIds(s) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{s}'")));
+                list.Add(new JudgePrompt(null, CliSupport.ParseIds(s) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{s}'")));
             if (list.Count == 0) return CliSupport.UsageError("judge: no prompt (give --prompts FILE, --text TEXT or --ids 1,2,3)");
             var options = new EndpointJudgeOptions(r.GetValue(endpoint)!, r.GetValue(model)!, list)
             {
@@ -123,15 +123,6 @@ internal static class JudgeCommand
         return list;
     }
 
-    private static long[]? ParseIds(string text)
-    {
-        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length == 0) return null;
-        var ids = new long[parts.Length];
-        for (int i = 0; i < parts.Length; i++)
-            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i])) return null;
-        return ids;
-    }
 
     public static int RunDump(string dumpDir, string modelDir, DType dtype, string? reportDir)
     {
