@@ -6,7 +6,7 @@ namespace Harness.Tests.E2E;
 [Trait("Tier", "Live")]
 public class LiveCliTests
 {
-    private static void RequireReference()
+    internal static void RequireReference()
     {
         var (python, reason) = ReferenceLocator.Find();
         if (python is null && ReferenceLocator.Required)
@@ -71,13 +71,7 @@ public sealed class CompareTextTests : IDisposable
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
-    private static void RequireReference()
-    {
-        var (python, reason) = ReferenceLocator.Find();
-        if (python is null && ReferenceLocator.Required)
-            Assert.Fail($"{ReferenceLocator.RequireVariable}=1 but {reason}");
-        Skip.If(python is null, reason);
-    }
+    private static void RequireReference() => LiveCliTests.RequireReference();
 
     [SkippableFact]
     public void Text_and_chat_reach_both_sides_as_the_tokenizers_ids()
