@@ -768,16 +768,22 @@ def op_generate(args, tensors):
     return {"steps": steps}, outs
 
 
-def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids):
+def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, keep=None, twin=oracle_model, reset=None):
     """The float64 oracle teacher-forced on the reference's greedy tokens (its prompt forward, then each reference token
     fed with the KV cache, as greedy_decode feeds its own), in args["oracle_mode"] as oracle_outputs runs it: per step
     the float64 log_softmax at the reference's top-k ids. Returns [("oracle_topk_logprobs", [steps, k] float64)]: the
-    yardstick of the token verdict (TokenComparison)."""
+    yardstick of the token verdict (TokenComparison). Every model-specific generate op calls this one: `inputs` is the
+    whole prompt (pixel values, audio features: the towers run in the oracle's prompt forward too); keep: {module path:
+    dtype} subtrees kept at that dtype in stream mode (a tower HF cannot run in float64); twin: the whole-mode twin
+    (model -> float64 model); reset(m): called before the prompt forward (state HF keeps on the module, e.g. Qwen2-VL's
+    rope_deltas, which the forced steps then read as greedy_decode's do)."""
     steps = tokens.shape[0]
     k = topk_ids.shape[1] if topk_ids.dim() == 2 else 0
 
     def forced(m):
         rows = []
+        if reset is not None:
+            reset(m)
         with torch.no_grad():
             out = m(**upcast(inputs), use_cache=True)
             for step in range(steps):
@@ -785,17 +791,19 @@ def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids):
                 rows.append(logprobs[topk_ids[step]])
                 if step + 1 < steps:
                     out = m(input_ids=tokens[step].view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+        if reset is not None:
+            reset(m)
         return torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64)
 
     mode = args.get("oracle_mode") or "stream"
     if mode == "whole":
-        result = forced(oracle_model(model))
+        result = forced(twin(model))
     elif mode == "stream":
         experts = [(m.config, m.config._experts_implementation) for m in model.modules()
                    if getattr(getattr(m, "config", None), "_experts_implementation", None) not in (None, "eager")]
         try:
             eager_experts(model)
-            with Float64Stream(model) as view:
+            with Float64Stream(model, keep=keep) as view:
                 result = forced(view)
         finally:
             for config, impl in experts:
