@@ -365,10 +365,47 @@ def oracle_model(model):
         return hit[1]
     _oracle_cache.clear()
     twin = copy.deepcopy(model).to(torch.float64).eval()
+    float64_norms(twin)                                # float32-computing norms in float64 (FLOAT32_NORMS)
     # HF's grouped_mm experts kernels take no float64: the twin runs its MoE experts eagerly (the same sums per expert).
     eager_experts(twin)
     _oracle_cache[id(model)] = (model, twin)
     return twin
+
+
+# RMSNorms whose HF forward computes in float32 whatever the input's dtype: Gemma3nRMSNorm, Gemma4RMSNorm
+#     normed_output = self._norm(hidden_states.float()); normed_output * self.weight.float(); .type_as(hidden_states)
+# In the float64 oracle that rounds every such norm to float32 (the reference's own rounding: the oracle then shares it,
+# and the reference's error there is a float32 sample of a float32 error, not its distance from float64). The oracle runs
+# them in float64 instead (float64_norms): the same HF _norm on the float64 input.
+FLOAT32_NORMS = ("Gemma3nRMSNorm", "Gemma4RMSNorm")
+
+
+def float64_norm_forward(module):
+    """The forward of a FLOAT32_NORMS module that keeps a float64 input in float64 (HF's own _norm; other dtypes: HF's forward)."""
+    hf_forward = type(module).forward
+
+    def forward(hidden_states, *a, **kw):
+        if not torch.is_tensor(hidden_states) or hidden_states.dtype != torch.float64:
+            return hf_forward(module, hidden_states, *a, **kw)
+        normed_output = module._norm(hidden_states)                       # HF: self._norm(hidden_states.float())
+        if module.with_scale:
+            normed_output = normed_output * module.weight.to(torch.float64)   # HF: normed_output * self.weight.float()
+        return normed_output
+    return forward
+
+
+def float64_norms(model):
+    """Installs float64_norm_forward on every FLOAT32_NORMS module of model; returns the undo (removes them)."""
+    patched = []
+    for module in model.modules():
+        if type(module).__name__ in FLOAT32_NORMS:
+            module.forward = float64_norm_forward(module)
+            patched.append(module)
+
+    def undo():
+        for module in patched:
+            module.__dict__.pop("forward", None)
+    return undo
 
 
 def eager_experts(model):
@@ -527,6 +564,8 @@ class Float64Stream:
             in_unit.update(id(m) for m in u.modules())
         self._rest_log, memo = [], {}
         try:
+            if self.dtype == torch.float64:
+                self.saved.append(float64_norms(self.model))   # float32-computing norms in float64 (FLOAT32_NORMS)
             for path, module in units:
                 self._unit_hooks(path, module)
             for path, module in self.model.named_modules():
