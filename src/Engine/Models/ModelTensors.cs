@@ -22,6 +22,23 @@ public sealed record ExpectedTensor(string Name, int[] Shape, string ShapeFrom, 
 public sealed record ModelTensors(string ModelName, string ConfigSource, IEnumerable<ExpectedTensor> Tensors, IReadOnlyList<string> IgnoredSuffixes,
     IReadOnlyList<string>? IgnoredPrefixes = null)
 {
+    /// <summary>
+    /// Other names a checkpoint may store a declared tensor under: a declared name starting with a pair's Declared prefix
+    /// may be found with the Stored prefix instead (Qwen2-VL: model.language_model.* as model.*, model.visual.* as visual.*,
+    /// the layout its released checkpoints use). Empty: the declared names only.
+    /// </summary>
+    public IReadOnlyList<(string Declared, string Stored)> StoredPrefixes { get; init; } = [];
+
+    /// <summary>The name a checkpoint holds a declared tensor under: the declared one, else the first stored alias it has.</summary>
+    public string StoredName(Func<string, bool> contains, string declared)
+    {
+        if (contains(declared)) return declared;
+        foreach (var (prefix, stored) in StoredPrefixes)
+            if (declared.StartsWith(prefix, StringComparison.Ordinal) && contains(stored + declared[prefix.Length..]))
+                return stored + declared[prefix.Length..];
+        return declared;
+    }
+
     /// <summary>The dtypes the engine computes in; the model's dtype must be one of them.</summary>
     public static readonly DType[] ComputeDTypes = [Harness.Engine.Tensors.DType.Float32, Harness.Engine.Tensors.DType.BFloat16];
 }
@@ -35,6 +52,9 @@ public sealed record ModelTensors(string ModelName, string ConfigSource, IEnumer
 /// </summary>
 public interface ICheckpointModel
 {
+    /// <summary>The config.json model_type values this model class loads (e.g. "gemma4" and "gemma4_text").</summary>
+    static abstract IReadOnlyList<string> ModelTypes { get; }
+
     static abstract ModelTensors ExpectedTensors(HfConfig config);
 }
 
@@ -74,9 +94,10 @@ public static class CheckpointValidator
         var missing = new List<ExpectedTensor>();
         DType? modelDType = null;
         bool complete = true;
-        foreach (var t in model.Tensors)
+        foreach (var declaredTensor in model.Tensors)
         {
             if (problems.Count >= MaxProblems) { complete = false; break; }
+            var t = declaredTensor with { Name = model.StoredName(checkpoint.Contains, declaredTensor.Name) };
             declared.Add(t.Name);
             if (!checkpoint.Contains(t.Name))
             {

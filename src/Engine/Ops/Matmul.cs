@@ -192,7 +192,4 @@ public sealed record MatmulOptions
     /// did before its ND x ND path: Gemma4-E2B's audio attention ([B, N, U*W, H] @ [N, H, F]) then fails with a shape error.
     /// </summary>
     public bool PreFixBatchInvariantShapes { get; init; }
-
-    /// <summary>The options a scenario's fault name stands for (null or an unrelated fault: <see cref="Default"/>).</summary>
-    public static MatmulOptions ForFault(string? fault) => fault == Faults.MatmulNoNdBroadcast ? PreFixBatchInvariant : Default;
 }

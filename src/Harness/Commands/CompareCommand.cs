@@ -7,14 +7,17 @@ using Harness.Scenarios;
 namespace Harness.Commands;
 
 /// <summary>
-/// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N]`:
-/// the Llama comparison (layer by layer, token by token) on any HF checkpoint folder, printed as `repro` prints;
-/// Gemma3n checkpoints go to <see cref="Gemma3nCompare"/>, Gemma4 ones to <see cref="Gemma4Compare"/>.
+/// `harness compare --model DIR [--tp N] [--pp N] [--sp] [--dtype fp32|bf16] [--prompt 1,2,3 | --prompt-length N] [--fault NAME]`:
+/// the comparison (layer by layer, token by token) on an HF checkpoint folder of any registered family
+/// (<see cref="ModelFamilies"/>: config.json's model_type picks the family's compare), printed as `repro` prints.
 /// </summary>
 internal static class CompareCommand
 {
-    /// <summary>model_type values the engine can compare today.</summary>
-    public static readonly string[] Supported = ["llama", "qwen2_vl", .. Gemma3nCompare.ModelTypes, .. Gemma4Compare.ModelTypes];
+    /// <summary>model_type values the engine can compare: every registered family's.</summary>
+    public static IReadOnlyList<string> Supported => ModelFamilies.ModelTypes;
+
+    /// <summary>The checkpoint a family's compare runs on: the folder, its config.json, the prompt ids (null: seeded), the dtype.</summary>
+    public sealed record Checkpoint(string Dir, string ConfigPath, long[]? Ids, DType DType);
 
     public sealed record Options(string Model, int Tp, int Pp, bool Sp, string DType, string? Prompt, int? PromptLength)
     {
@@ -38,13 +41,17 @@ internal static class CompareCommand
 
         /// <summary>--max-memory GIB: the memory the comparison may use (default: what the host or the GPU has free).</summary>
         public double? MaxMemoryGiB { get; init; }
+
+        /// <summary>--fault NAME: a catalog fault planted in the engine's model (<see cref="Engine.Models.FaultMap"/>), the reference untouched.</summary>
+        public string? Fault { get; init; }
     }
 
     public static Command Create()
     {
         var model = new Option<string>("--model")
         {
-            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). Llama, Gemma4 (gemma4, gemma4_text) or Gemma3n (gemma3n, gemma3n_text; TP only).",
+            Description = "An HF checkpoint folder: config.json and *.safetensors (sharded with model.safetensors.index.json is fine). " +
+                          string.Join("; ", ModelFamilies.All.Select(f => $"{f.Title} ({string.Join(", ", f.Contract.ModelTypes)}; {f.CompareLayouts})")) + ".",
             Required = true,
             HelpName = "DIR",
         };
@@ -107,12 +114,26 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<double?>() is <= 0) r.AddError("--max-memory must be positive");
         });
 
+        var fault = new Option<string?>("--fault")
+        {
+            Description = "Plant a catalog fault in the engine's model (the reference untouched), to see where the comparison catches it: " +
+                          string.Join("; ", ModelFamilies.All.Select(f => $"{f.Title}: {string.Join(", ", f.CompareFaults.Select(s => s.Fault).Distinct())}")) +
+                          ". A fault the checkpoint's family has no site for, or that its layout cannot show, is a usage error.",
+            HelpName = "NAME",
+        };
+        fault.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string?>() is { } name && !Engine.Runtime.Faults.Known.ContainsKey(name))
+                r.AddError($"--fault: unknown fault '{name}'; known: {string.Join(", ", Engine.Runtime.Faults.Known.Keys.Order(StringComparer.Ordinal))}");
+        });
+
         var command = new Command("compare",
-            "Compare the engine with HF transformers on an HF checkpoint folder (Llama; Gemma3n and Gemma4 with --tp only; Qwen2-VL with --tp and --sp), layer by layer and token by token, " +
+            "Compare the engine with HF transformers on an HF checkpoint folder (" +
+            string.Join("; ", ModelFamilies.All.Select(f => $"{f.Title} with {f.CompareLayouts}")) + "), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat, fault,
         };
         command.Validators.Add(r =>
         {
@@ -126,7 +147,7 @@ internal static class CompareCommand
             r.GetValue(prompt), r.GetValue(promptLength))
         {
             NoOracle = r.GetValue(noOracle), Image = r.GetValue(image), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
-            MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat),
+            MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
         }));
         return command;
     }
@@ -137,6 +158,14 @@ internal static class CompareCommand
         var dir = Path.GetFullPath(o.Model);
         var ids = o.Prompt is null ? null : CliSupport.ParseIds(o.Prompt)!;
         var configPath = ModelFolder.CheckFiles(dir);                          // folder, config.json, weights: one line naming the path
+        // The family's compare checks its folder (typed configs that name a bad field, the weights against the tensors the
+        // config declares) before any reference work starts: a problem is one line naming the file and the field or tensor,
+        // exit 2 (ModelFolder, Cli). A folder with no readable model_type is the first family's (Llama's ModelFolder names it).
+        var modelType = PeekModelType(configPath);
+        var family = modelType is null ? ModelFamilies.All[0] : ModelFamilies.ForModelType(modelType)
+            ?? throw new Engine.Config.ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
+        if (o.Fault is not null && FaultProblem(family, o) is { } problem)
+            return CliSupport.UsageError($"compare --fault {o.Fault}: {problem}");
         if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
             Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
         if (o.Text is not null)
@@ -146,19 +175,26 @@ internal static class CompareCommand
         }
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
 
-        // Gemma3n, Gemma4 and Qwen2-VL folders are checked by their own compare (typed configs that name a bad field); the
-        // rest is judged by ModelFolder before any reference work starts (and before an interpreter is looked for): a
-        // problem is one line naming the file and the field or tensor, exit 2 (ModelFolder, Cli).
-        var modelType = PeekModelType(configPath);
-        if (modelType is not null && !Supported.Contains(modelType))
-            throw new Engine.Config.ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
-        if (modelType is not null && Gemma4Compare.ModelTypes.Contains(modelType)) return Gemma4Compare.Run(o, dir, configPath, ids);
-        if (modelType == "qwen2_vl") return Qwen2VlCompare.Run(o, dir, configPath, ids);
-        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is {modelType}");
-        if (modelType is not null && Gemma3nCompare.Handles(modelType)) return Gemma3nCompare.Run(o, dir, dtype, ids, configPath);
-        ModelFolder.Check(dir, o.Tp, o.Pp, ids);
+        return family.Compare(o, new Checkpoint(dir, configPath, ids, dtype));
+    }
 
-        return Execute(o, dir, LlamaScenario.ForCheckpoint(dir, o.Tp, o.Pp, o.Sp, dtype, ids, o.PromptLength ?? 7));
+    /// <summary>
+    /// Why --fault cannot be planted in a compare of this family at this layout (null: it can): the family has no site for
+    /// it in the model class its compare builds (<see cref="Engine.Models.FaultMap"/>), or the layout cannot show it.
+    /// </summary>
+    internal static string? FaultProblem(ModelFamily family, Options o)
+    {
+        var site = Engine.Models.FaultMap.In(o.Fault!, family.Name, family.Contract.Model);
+        if (site is null)
+        {
+            var elsewhere = Engine.Models.FaultMap.Of(family.Name).Where(s => s.Fault == o.Fault).Select(s => s.Model).ToList();
+            var can = family.CompareFaults.Select(s => s.Fault).Distinct().ToList();
+            return (elsewhere.Count > 0
+                       ? $"{family.Title} has it in {string.Join(" and ", elsewhere)}, which compare does not run (it runs {family.Contract.Model})"
+                       : $"{family.Title} has no site for it") +
+                   $"; faults compare plants in {family.Title}: {(can.Count == 0 ? "none" : string.Join(", ", can))}";
+        }
+        return site.LayoutProblem(o.Tp, o.Pp, o.Sp) is { } layout ? $"{layout} (got --tp {o.Tp} --pp {o.Pp}{(o.Sp ? " --sp" : "")})" : null;
     }
 
     /// <summary>
@@ -199,6 +235,8 @@ internal static class CompareCommand
     internal static int Execute(Options o, string dir, Scenario scenario)
     {
         var wall = System.Diagnostics.Stopwatch.StartNew();
+        if (o.Fault is not null)                                                   // planted in the engine only; judged as a plain comparison
+            scenario = scenario with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(scenario.Id, o.Fault) };
         Engine.Cuda.CudaDevice? gpu = null;
         if (o.Device == "cuda")
         {

@@ -13,12 +13,23 @@ namespace Harness.Commands;
 /// </summary>
 internal static class Gemma3nCompare
 {
-    public static readonly string[] ModelTypes = ["gemma3n", "gemma3n_text"];
-
-    public static bool Handles(string modelType) => ModelTypes.Contains(modelType);
-
-    public static int Run(CompareCommand.Options o, string dir, DType dtype, long[]? ids, string configPath)
+    public static ModelFamily Family { get; } = new()
     {
+        Name = "gemma3n",
+        Title = "Gemma3n",
+        Contract = ModelContract.Of((weights, config, ctx, plan) => new Gemma3nModel(weights, Gemma3nConfig.Read(config), ctx, options: plan.Gemma3n)),
+        ReferenceExtension = "gemma3n",
+        TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject> { [TinyGemma3n.ModelName] = TinyGemma3n.Config() },
+        Scenarios = Gemma3nScenarios.All,
+        ScenarioTypes = [typeof(Gemma3nScenario)],
+        CompareLayouts = "--tp",
+        Compare = Run,
+    };
+
+    public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
+    {
+        var (dir, dtype, ids, configPath) = (c.Dir, c.DType, c.Ids, c.ConfigPath);
+        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is a Gemma3n");
         if (o.Pp != 1 || o.Sp)
             return CliSupport.UsageError("compare: Gemma3n runs with tensor parallelism only (--pp 1, no --sp)");
         Gemma3nScenario scenario;

@@ -10,10 +10,25 @@ namespace Harness.Commands;
 /// </summary>
 internal static class Gemma4Compare
 {
-    public static readonly string[] ModelTypes = ["gemma4", "gemma4_text"];
-
-    public static int Run(CompareCommand.Options o, string dir, string configPath, long[]? ids)
+    public static ModelFamily Family { get; } = new()
     {
+        Name = "gemma4",
+        Title = "Gemma4",
+        Contract = ModelContract.Of((weights, config, ctx, plan) => new Gemma4ForCausalLM(weights, Gemma4TextConfig.From(config), ctx, options: plan.Gemma4)),
+        ReferenceExtension = "gemma4",                                              // and gemma4_towers for the towers' scenarios
+        TinyConfigs = () => TinyGemma4.Shapes.ToDictionary(TinyGemma4.ModelName, TinyGemma4.Config)
+            .Concat(TinyGemma4.Shapes.Select(s => KeyValuePair.Create($"{TinyGemma4.ModelName(s)}-mm", TinyGemma4.MultimodalConfig(s))))
+            .Append(KeyValuePair.Create(TinyGemma4Towers.ModelName, TinyGemma4Towers.Config())).ToDictionary(),
+        Scenarios = () => Gemma4Scenarios.All().Concat(Gemma4TowerScenario.All()),
+        ScenarioTypes = [typeof(Gemma4Scenario), typeof(Gemma4MultimodalScenario), typeof(Gemma4TowerScenario)],
+        CompareLayouts = "--tp",
+        Compare = Run,
+    };
+
+    public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
+    {
+        var (dir, configPath, ids) = (c.Dir, c.ConfigPath, c.Ids);
+        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is a Gemma4");
         if (o.Pp != 1 || o.Sp)
             return CliSupport.UsageError($"compare: Gemma4 runs with tensor parallelism only (--tp N); --pp and --sp are not supported for it yet");
         Gemma4TextConfig config;
@@ -32,7 +47,6 @@ internal static class Gemma4Compare
         // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
         Engine.Models.CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
 
-        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));
+        return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, c.DType, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));
     }
 }

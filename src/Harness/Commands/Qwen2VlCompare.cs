@@ -12,8 +12,23 @@ namespace Harness.Commands;
 /// </summary>
 internal static class Qwen2VlCompare
 {
-    public static int Run(CompareCommand.Options o, string dir, string configPath, long[]? ids)
+    public static ModelFamily Family { get; } = new()
     {
+        Name = "qwen2-vl",
+        Title = "Qwen2-VL",
+        Contract = ModelContract.Of((weights, config, ctx, plan) =>
+            new Qwen2VlForConditionalGeneration(weights, Qwen2VlConfig.From(config), ctx, options: plan.Qwen2Vl)),
+        ReferenceExtension = "qwen2vl",
+        TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject> { [TinyQwen2Vl.ModelName] = TinyQwen2Vl.Config() },
+        Scenarios = Qwen2VlScenarios.All,
+        ScenarioTypes = [typeof(Qwen2VlScenario), typeof(Qwen2Vl7BAttentionScenario)],
+        CompareLayouts = "--tp, --sp",
+        Compare = Run,
+    };
+
+    public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
+    {
+        var (dir, configPath, ids) = (c.Dir, c.ConfigPath, c.Ids);
         if (o.Pp != 1)
             return CliSupport.UsageError("compare: Qwen2-VL runs under tensor parallelism (with or without --sp), not with pipeline stages (--pp 1)");
         Qwen2VlConfig config;
@@ -31,7 +46,6 @@ internal static class Qwen2VlCompare
             if (n % o.Tp != 0)
                 return CliSupport.UsageError($"compare: {n} {what} are not divisible by --tp {o.Tp}");
 
-        var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        return CompareCommand.Execute(o, dir, Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp));
+        return CompareCommand.Execute(o, dir, Qwen2VlScenario.ForCheckpoint(dir, o.Tp, c.DType, o.Image, ids, o.PromptLength ?? 7, o.Sp));
     }
 }

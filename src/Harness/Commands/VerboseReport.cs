@@ -103,7 +103,7 @@ internal static class VerboseReport
             : $"comparison: DIVERGED: {ComparisonReason(r)}");
         if (r.Scenario.ExpectFailure && r.Scenario.ExpectedFirstBadModule is not null)
             w.WriteLine($"mutation check: {(r.Passed ? "PASS" : "FAIL")}: {r.Reason}");
-        else if (r.Scenario.ExpectFailure)
+        else if (r.Scenario.Fault is not null)                                 // planted ad hoc (repro/compare --fault): where it showed
             w.WriteLine(r.ComparisonPassed
                 ? $"fault '{r.Scenario.Fault}' was injected but nothing diverged"
                 : $"fault '{r.Scenario.Fault}' caught at {r.FirstBadModule ?? "(tokens)"}");

@@ -20,14 +20,11 @@ public static class CudaScenarios
     {
         if (device == "cpu") return s;
         if (device != "cuda") throw new ArgumentException($"unknown device '{device}'; known: cpu, cuda");
-        return s switch
-        {
-            // every family with a device path: the scenario's engine runs its ranks through RankOnGpu / OnGpu below
-            LlamaScenario or Gemma3nScenario or Gemma4Scenario or Gemma4MultimodalScenario or Gemma4TowerScenario
-                or Qwen2VlScenario or Qwen2Vl7BAttentionScenario or MatmulScenario
-                => s with { Device = "cuda", Id = InsertDevice(s.Id), Description = s.Description + ", engine on the GPU" },
-            _ => null,
-        };
+        // every registered family's scenarios (ModelFamilies: their engines run their ranks through RankOnGpu / OnGpu below)
+        // and the op-level matmul shapes; anything else has no device path yet
+        return ModelFamilies.Of(s) is not null || s is MatmulScenario
+            ? s with { Device = "cuda", Id = InsertDevice(s.Id), Description = s.Description + ", engine on the GPU" }
+            : null;
     }
 
     // The device part goes before a fault part: llama/tp1/input-ids/fp32/cuda/fault=x.

@@ -176,11 +176,7 @@ public sealed record Gemma3nScenario : Scenario
     }
 
     /// <summary>The engine options this scenario's fault maps to (the embedder bug is a constructor argument).</summary>
-    public Gemma3nOptions Options => new()
-    {
-        EmbedderInputIsParallel = Fault == Faults.RowParallelInputIsParallel,
-        SparseTopKRankLocal = Fault == Faults.SparseTopKRankLocal,
-    };
+    public Gemma3nOptions Options => FaultMap.Plan(Fault, "gemma3n").Gemma3n;
 
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)

@@ -208,7 +208,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
                 var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
                     CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
-                var options = Gemma4Scenario.OptionsFor(Fault) with { VisionMask = visionMask };
+                var options = Engine.Models.FaultMap.Plan(Fault, "gemma4").Gemma4 with { VisionMask = visionMask };
                 var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
                 if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
                 var free = new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);

@@ -79,18 +79,6 @@ public sealed record Gemma4Scenario : Scenario
     public static TolerancePolicy Policy(DType dtype, int tp) =>
         dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16TensorParallel(tp);
 
-    /// <summary>
-    /// The engine options a fault name stands for. A known fault with no site in Gemma4's text decoder (injected ad hoc by
-    /// `run --fault` to see which scenarios catch it) changes nothing: the scenario then shows it does not catch it.
-    /// </summary>
-    public static Gemma4Options OptionsFor(string? fault) => fault switch
-    {
-        Faults.GeluTanhAsExact => new Gemma4Options { ExpertsActivation = "gelu" },
-        Faults.GateUpSwapped => new Gemma4Options { ExpertsGateUpSwapped = true },
-        Faults.RowParallelInputIsParallel => new Gemma4Options { EmbedderInputIsParallel = true },
-        _ => Gemma4Options.Default,
-    };
-
     /// <summary>A Gemma4 scenario on a user's checkpoint folder (gemma4 or gemma4_text).</summary>
     public static Gemma4Scenario ForCheckpoint(string modelPath, int tp, DType dtype, long[]? promptIds, int promptTokens)
     {
@@ -188,7 +176,7 @@ public sealed record Gemma4Scenario : Scenario
         {
             // the weights must be the tensors this config declares (a wrong width in config.json is named here)
             CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
-            var options = OptionsFor(Fault);
+            var options = FaultMap.Plan(Fault, "gemma4").Gemma4;    // a fault with no site in Gemma4 changes nothing
             var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, options, reference.Tokens), context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
             engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;

@@ -277,14 +277,14 @@ public sealed record Gemma4TowerScenario : Scenario
             if (Tower == Gemma4Tower.Audio)
             {
                 var config = Gemma4AudioConfig.Load(configPath);
-                var model = new Gemma4AudioModel(weights, AudioConfigMutation?.Invoke(config) ?? config, towerSink, MatmulOptions.ForFault(Fault));
+                var model = new Gemma4AudioModel(weights, AudioConfigMutation?.Invoke(config) ?? config, towerSink, Engine.Models.FaultMap.Plan(Fault, "gemma4").Matmul);
                 var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
                 model.Forward(CudaScenarios.Input(Device, inputs["input_features"])!, mask);
             }
             else
             {
                 var config = Gemma4VisionConfig.Load(configPath);
-                var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, towerSink, MatmulOptions.ForFault(Fault));
+                var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, towerSink, Engine.Models.FaultMap.Plan(Fault, "gemma4").Matmul);
                 model.Forward(CudaScenarios.Input(Device, inputs["pixel_values"])!, inputs["pixel_position_ids"]);   // positions: a host input
             }
         }

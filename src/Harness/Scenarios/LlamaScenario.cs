@@ -65,6 +65,9 @@ public sealed record LlamaScenario : Scenario
 
     public int WorldSize => Tp * Pp;
 
+    /// <summary>How this scenario's fault is planted in Llama (<see cref="FaultMap"/>): constructor options or a config edit.</summary>
+    private FaultPlan Plan => FaultMap.Plan(Fault, "llama");
+
     public static TolerancePolicy Policy(DType dtype, int tp = 1) =>
         dtype == DType.Float32 ? Tolerances.Float32Gemm : Tolerances.BFloat16TensorParallel(tp);
 
@@ -170,15 +173,8 @@ public sealed record LlamaScenario : Scenario
         try
         {
             engineDir = context.EngineDirectory(dir);                         // the engine's config and weights
-            if (Fault == Faults.RopeScalingIgnored)                           // the fault is a config: rope_parameters without scaling
-                engineDir = copies.Edited(engineDir, c => c["rope_parameters"] = new System.Text.Json.Nodes.JsonObject
-                {
-                    ["rope_type"] = "default", ["rope_theta"] = c["rope_parameters"]?["rope_theta"]?.DeepClone(),
-                });
-            if (Fault == Faults.RopeThetaDefault)                              // config faults: a field the loader did not read
-                engineDir = copies.Edited(engineDir, c => c["rope_parameters"]!["rope_theta"] = 10000.0);
-            if (Fault == Faults.RmsNormEpsDefault)
-                engineDir = copies.Edited(engineDir, c => c["rms_norm_eps"] = 1e-6);
+            if (Plan.ConfigEdit is { } edit)                                  // a config fault: a field the loader did not read
+                engineDir = copies.Edited(engineDir, edit);
             config = LoadConfig(engineDir);
             // the weights must be the tensors this config declares (a wrong width or vocab in config.json is named here)
             CheckpointValidator.Validate(engineDir, LlamaForCausalLM.ExpectedTensors(HfConfig.Load(Path.Combine(engineDir, "config.json"))));
@@ -191,7 +187,7 @@ public sealed record LlamaScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
-        var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs
+        var options = Plan.Llama;                                             // SP/PP residual faults: constructor inputs
         {
             try
             {

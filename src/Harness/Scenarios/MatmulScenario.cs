@@ -54,7 +54,7 @@ public sealed record MatmulScenario : TensorScenario
         Tensor result;
         try
         {
-            result = Matmul.Forward(CudaScenarios.Input(Device, A)!, CudaScenarios.Input(Device, B)!, MatmulOptions.ForFault(Fault));
+            result = Matmul.Forward(CudaScenarios.Input(Device, A)!, CudaScenarios.Input(Device, B)!, Harness.Engine.Models.FaultMap.Plan(Fault, "ops").Matmul);
         }
         catch (Exception e)
         {

@@ -54,7 +54,7 @@ public sealed record Qwen2Vl7BAttentionScenario : TensorScenario
         var hidden = Qwen2Vl7B.Uniform(8, 1f, Tokens, config.Text.HiddenSize);
         var (cos, sin) = Qwen2VlRope.MultimodalCosSin(Harness.Engine.Ops.Rotary.InvFreq(config.Text.Rope.RopeTheta, config.HeadDim),
             Qwen2VlRope.Sequential(0, Tokens), config.MropeSection, DType.Float32);
-        var options = Qwen2VlOptions.ForFault(Fault);
+        var options = FaultMap.Plan(Fault, "qwen2-vl").Qwen2Vl;
         ThreadWorld.Run(TpSize, rank =>
         {
             var ctx = ThreadWorld.Layout(rank, TpSize, 1);

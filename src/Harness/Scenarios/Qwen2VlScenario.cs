@@ -7,6 +7,7 @@ using Harness.Engine.Capture;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Qwen2Vl;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -234,7 +235,7 @@ public sealed record Qwen2VlScenario : Scenario
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
-        var options = Qwen2VlOptions.ForFault(Fault);
+        var options = FaultMap.Plan(Fault, "qwen2-vl").Qwen2Vl;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         {

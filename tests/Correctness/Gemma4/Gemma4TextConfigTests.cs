@@ -68,8 +68,8 @@ public class Gemma4TextConfigTests
     [Fact]
     public void Faults_map_to_explicit_options_and_others_change_nothing()
     {
-        Assert.Equal("gelu", Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.GeluTanhAsExact).ExpertsActivation);
-        Assert.True(Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.GateUpSwapped).ExpertsGateUpSwapped);
-        Assert.Equal(Gemma4Options.Default, Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.SpResidualFirstSlice));
+        Assert.Equal("gelu", Harness.Engine.Models.FaultMap.Plan(Harness.Engine.Runtime.Faults.GeluTanhAsExact, "gemma4").Gemma4.ExpertsActivation);
+        Assert.True(Harness.Engine.Models.FaultMap.Plan(Harness.Engine.Runtime.Faults.GateUpSwapped, "gemma4").Gemma4.ExpertsGateUpSwapped);
+        Assert.Equal(Gemma4Options.Default, Harness.Engine.Models.FaultMap.Plan(Harness.Engine.Runtime.Faults.SpResidualFirstSlice, "gemma4").Gemma4);
     }
 }

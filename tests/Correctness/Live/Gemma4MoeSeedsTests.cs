@@ -71,7 +71,7 @@ public class Gemma4MoeSeedsTests(ITestOutputHelper output)
         var x = Inputs(DType.Float32, 64);
         var expected = Reference(dir, x);
         var correct = PerSeed(Engine(dir, x, Gemma4Options.Default), expected, Tolerances.Float32Gemm, "experts");
-        var buggy = PerSeed(Engine(dir, x, Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.GeluTanhAsExact)), expected, Tolerances.Float32Gemm, "exact-gelu experts");
+        var buggy = PerSeed(Engine(dir, x, Harness.Engine.Models.FaultMap.Plan(Harness.Engine.Runtime.Faults.GeluTanhAsExact, "gemma4").Gemma4), expected, Tolerances.Float32Gemm, "exact-gelu experts");
         output.WriteLine($"float32, 20 seeds: correct worst max abs {correct.Max(r => r.MaxAbsError):E2}; exact GELU max abs from " +
                          $"{buggy.Min(r => r.MaxAbsError):E2} to {buggy.Max(r => r.MaxAbsError):E2} under {Tolerances.Float32Gemm}");
         Assert.All(correct, r => Assert.True(r.Passed, r.ToString()));
@@ -86,7 +86,7 @@ public class Gemma4MoeSeedsTests(ITestOutputHelper output)
         var expected = Reference(dir, x);
         var policy = Tolerances.BFloat16Layer;
         var correct = PerSeed(Engine(dir, x, Gemma4Options.Default), expected, policy, "experts");
-        var buggy = PerSeed(Engine(dir, x, Gemma4Scenario.OptionsFor(Harness.Engine.Runtime.Faults.GeluTanhAsExact)), expected, policy, "exact-gelu experts");
+        var buggy = PerSeed(Engine(dir, x, Harness.Engine.Models.FaultMap.Plan(Harness.Engine.Runtime.Faults.GeluTanhAsExact, "gemma4").Gemma4), expected, policy, "exact-gelu experts");
         double Used(ComparisonResult r) => policy.Excess(r.WorstActual, r.WorstExpected);
         output.WriteLine($"bfloat16, 20 seeds, fault absent: worst element used {correct.Max(Used) * 100:F0}% of {policy}");
         output.WriteLine($"bfloat16, 20 seeds, exact GELU injected: {buggy.Count(r => r.Passed)} of {Seeds} pass; worst element used " +

@@ -37,7 +37,7 @@ public class MatmulFaultTests
     public void The_fault_is_an_explicit_input_not_ambient_state()
     {
         Assert.Equal([1, 2, 32, 16], Matmul.Forward(Tensor.Zeros(DType.Float32, 1, 2, 32, 64), Tensor.Zeros(DType.Float32, 2, 64, 16)).ShapeArray);
-        Assert.Same(MatmulOptions.PreFixBatchInvariant, MatmulOptions.ForFault(Faults.MatmulNoNdBroadcast));
+        Assert.Same(MatmulOptions.PreFixBatchInvariant, Harness.Engine.Models.FaultMap.Plan(Faults.MatmulNoNdBroadcast, "ops").Matmul);
     }
 
     [Fact]

@@ -27,8 +27,14 @@ public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, T
 ///   logits = softcap(lm_head(h))                              # tied to embed_tokens
 /// </code>
 /// </summary>
-public sealed class Gemma3nModel : IDecoder
+public sealed class Gemma3nModel : ICheckpointModel, IDecoder
 {
+    /// <summary>config.json model_type values this class loads: Gemma3nForConditionalGeneration's text side and Gemma3nForCausalLM.</summary>
+    public static IReadOnlyList<string> ModelTypes { get; } = ["gemma3n", "gemma3n_text"];
+
+    /// <summary>The tensors this model loads for a config (<see cref="Gemma3nTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
+    public static ModelTensors ExpectedTensors(Config.HfConfig config) => Gemma3nTensors.Expected(Gemma3nConfig.Read(config));
+
     private readonly Gemma3nConfig _config;
     private readonly Gemma3nTextSettings _text;
     private readonly ParallelContext _ctx;

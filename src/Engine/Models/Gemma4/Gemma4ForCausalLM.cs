@@ -34,8 +34,14 @@ public sealed class Gemma4Sequence
 /// Several sequences can run in one forward: their rows are stacked for every row-wise op (embeddings, norms,
 /// linears, MLP, router, experts, lm_head) and only attention splits them, each against its own cache.
 /// </summary>
-public sealed class Gemma4ForCausalLM
+public sealed class Gemma4ForCausalLM : ICheckpointModel
 {
+    /// <summary>config.json model_type values this class loads: gemma4_text, and gemma4's text decoder (model.language_model).</summary>
+    public static IReadOnlyList<string> ModelTypes { get; } = ["gemma4", "gemma4_text"];
+
+    /// <summary>The tensors this model loads for a config (<see cref="Gemma4Tensors"/>), for <see cref="CheckpointValidator"/>.</summary>
+    public static ModelTensors ExpectedTensors(HfConfig config) => Gemma4Tensors.Expected(Gemma4TextConfig.From(config));
+
     private readonly Gemma4TextConfig _config;
     private readonly ParallelContext _ctx;
     private readonly StepSink _sink;

@@ -21,6 +21,9 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     /// <summary>The tensors this model loads for a config (<see cref="LlamaTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
     public static ModelTensors ExpectedTensors(HfConfig config) => LlamaTensors.Expected(config.Text);
 
+    /// <summary>config.json model_type values this class loads.</summary>
+    public static IReadOnlyList<string> ModelTypes { get; } = ["llama"];
+
     private readonly TextConfig _config;
     private readonly ParallelContext _ctx;
     private readonly StepSink _sink;

@@ -28,14 +28,4 @@ public sealed record LlamaOptions
 
     /// <summary>The attention and MLP outputs scaled by this before the residual add (1: none; a fault sets 1 + 2^-6).</summary>
     public double ResidualBranchScale { get; init; } = 1;
-
-    /// <summary>The options that re-create a named fault (Runtime.Faults); null or a fault Llama has no option for: none.</summary>
-    public static LlamaOptions ForFault(string? fault) => fault switch
-    {
-        Runtime.Faults.SpResidualFirstSlice => new LlamaOptions { SpResidualFirstSlice = true },
-        Runtime.Faults.SpPpResidualSliced => new LlamaOptions { SpPpResidualSliced = true },
-        Runtime.Faults.RmsNormSumOfSquaresBf16 => new LlamaOptions { NormSumOfSquaresBf16 = true },
-        Runtime.Faults.ResidualScaleOff => new LlamaOptions { ResidualBranchScale = 1 + Math.ScaleB(1, -6) },
-        _ => None,
-    };
 }

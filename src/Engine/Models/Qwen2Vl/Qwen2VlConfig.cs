@@ -105,14 +105,4 @@ public sealed record Qwen2VlOptions
     public bool AttentionReshapeHiddenSize { get; init; }
 
     public static Qwen2VlOptions Default { get; } = new();
-
-    /// <summary>Whether Qwen2-VL has an option for a named fault (Runtime.Faults).</summary>
-    public static bool Handles(string? fault) => fault == Runtime.Faults.AttentionReshapeHiddenSize;
-
-    /// <summary>The options that re-create a named fault; null or a fault Qwen2-VL has no option for: none.</summary>
-    public static Qwen2VlOptions ForFault(string? fault) => fault switch
-    {
-        Runtime.Faults.AttentionReshapeHiddenSize => new Qwen2VlOptions { AttentionReshapeHiddenSize = true },
-        _ => Default,
-    };
 }

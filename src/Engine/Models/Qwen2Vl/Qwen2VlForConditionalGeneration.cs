@@ -33,8 +33,14 @@ public sealed record Qwen2VlInput(long[] Ids)
 /// embeddings (masked_scatter, in order), the 3D positions come from get_rope_index and the decoder runs with the
 /// multimodal RoPE; decode steps use position = cache length + rope_delta on all 3 streams. Batch 1.
 /// </summary>
-public sealed class Qwen2VlForConditionalGeneration : IDecoder
+public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
 {
+    /// <summary>config.json model_type values this class loads.</summary>
+    public static IReadOnlyList<string> ModelTypes { get; } = ["qwen2_vl"];
+
+    /// <summary>The tensors this model loads for a config (<see cref="Qwen2VlTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
+    public static ModelTensors ExpectedTensors(Config.HfConfig config) => Qwen2VlTensors.Expected(Qwen2VlConfig.From(config));
+
     private const string Text = "model.language_model";
     private readonly Qwen2VlConfig _config;
     private readonly ParallelContext _ctx;
