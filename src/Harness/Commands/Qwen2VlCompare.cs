@@ -32,6 +32,10 @@ internal static class Qwen2VlCompare
                 return CliSupport.UsageError($"compare: {n} {what} are not divisible by --tp {o.Tp}");
 
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
-        return CompareCommand.Execute(o, dir, Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp));
+        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, dtype, o.Image, ids, o.PromptLength ?? 7, o.Sp);
+        // the prompt (text and image tokens) and the generated tokens fit the positions and the memory, before any reference work (issue 24)
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config, configPath), scenario.PromptIds(config).Length, Qwen2VlScenario.NewTokens) is { } refused)
+            return refused;
+        return CompareCommand.Execute(o, dir, scenario);
     }
 }
