@@ -68,8 +68,8 @@ internal static class MediaFiles
         {
             throw new InputException($"--{kind} {CliInputs.Escape(path)}", $"not a usable path: {e.Message}");
         }
-        var bytes = InputFiles.ReadCapped(full, cap, $"{kind} file");
-        if (bytes.Length == 0) throw new InputException(full, $"is empty, not an {kind} file");
+        var bytes = InputFiles.ReadCapped(full, cap, $"--{kind} file");
+        if (bytes.Length == 0) throw new InputException(full, $"is empty: no {kind} in it");
         return new MediaFile(kind, full, bytes);
     }
 
