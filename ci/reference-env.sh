@@ -27,6 +27,7 @@ packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pt
 # tools, accelerate (transformers' tp_plan="auto"), sentencepiece (the tests train the tiny model's tokenizer) and protobuf
 # (transformers reads that SentencePiece model through it).
 packages+=",llama.cpp-tools,libllama0,libggml0,python3-gguf,python3-accelerate,python3-sentencepiece,python3-protobuf"
+packages+=",python3-av"   # compare --video FILE: the worker decodes videos with PyAV (ffmpeg)
 
 check=0
 case "${1:-}" in

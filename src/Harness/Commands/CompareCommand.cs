@@ -27,6 +27,15 @@ internal static class CompareCommand
         /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
         public bool Image { get; init; }
 
+        /// <summary>--image FILE / --video FILE: the user's picture, through the checkpoint's own processor (<see cref="MediaFiles"/>).</summary>
+        public string? ImageFile { get; init; }
+
+        /// <inheritdoc cref="ImageFile"/>
+        public string? VideoFile { get; init; }
+
+        /// <summary>The files of --image FILE / --video FILE as read and checked (set by <see cref="Run"/>).</summary>
+        public MediaFiles.Request Media { get; init; } = new([], []);
+
         /// <summary>--device cpu|cuda: where the engine runs (the reference too, when its interpreter sees a GPU).</summary>
         public string Device { get; init; } = "cpu";
 
@@ -82,7 +91,19 @@ internal static class CompareCommand
             Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
                           "fixed tolerance policies, and the output says so per module.",
         };
-        var image = new Option<bool>("--image") { Description = "Qwen2-VL: one synthetic image in the prompt (through HF's image processor)." };
+        var image = new Option<string?>("--image")
+        {
+            Description = "Qwen2-VL: an image in the prompt. --image FILE: the file through the checkpoint's own processor (AutoProcessor " +
+                          "from the folder: its tokenizer, image processor and, with --chat, chat template), with --text after it; " +
+                          "--image alone: one seeded synthetic image through HF's image processor.",
+            Arity = ArgumentArity.ZeroOrOne,
+            HelpName = "FILE",
+        };
+        var video = new Option<string?>("--video")
+        {
+            Description = "Qwen2-VL: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor, with --text after it.",
+            HelpName = "FILE",
+        };
         var device = new Option<string>("--device")
         {
             Description = "Where the engine runs: cpu (default) or cuda (every rank on the one GPU); the reference runs on the GPU too when its " +
@@ -133,20 +154,23 @@ internal static class CompareCommand
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat, fault,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat, fault, video,
         };
         command.Validators.Add(r =>
         {
             int given = (r.GetResult(prompt) is { Implicit: false } ? 1 : 0) + (r.GetResult(promptLength) is { Implicit: false } ? 1 : 0) +
                         (r.GetResult(text) is { Implicit: false } ? 1 : 0);
             if (given > 1) r.AddError("--prompt, --prompt-length and --text are mutually exclusive");
-            if (r.GetResult(chat) is { Implicit: false } && r.GetResult(text) is null or { Implicit: true })
-                r.AddError("--chat needs --text");
+            bool files = r.GetResult(image) is { Implicit: false } i && i.GetValueOrDefault<string?>() is not null || r.GetResult(video) is { Implicit: false };
+            if (r.GetResult(chat) is { Implicit: false } && r.GetResult(text) is null or { Implicit: true } && !files)
+                r.AddError("--chat needs --text (or --image FILE / --video FILE)");
+            if (files && (r.GetResult(prompt) is { Implicit: false } || r.GetResult(promptLength) is { Implicit: false }))
+                r.AddError("--image FILE and --video FILE take their text from --text (the processor makes the ids), not --prompt or --prompt-length");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
             r.GetValue(prompt), r.GetValue(promptLength))
         {
-            NoOracle = r.GetValue(noOracle), Image = r.GetValue(image), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
+            NoOracle = r.GetValue(noOracle), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
         }));
         return command;
@@ -168,13 +192,18 @@ internal static class CompareCommand
             return CliSupport.UsageError($"compare --fault {o.Fault}: {problem}");
         if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
             Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
-        if (o.Text is not null)
+        if (o.ImageFile is not null || o.VideoFile is not null)
+            o = o with { Media = MediaFiles.Read(o.ImageFile, o.VideoFile) };   // regular files under a cap, one line naming a bad one
+        if (o.Text is not null && o.Media.IsEmpty)
         {
             if (Tokenize(dir, o.Text, o.Chat) is not { } tokenized) return ExitCodes.Usage;
             ids = tokenized;
         }
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
 
+        if (modelType != "qwen2_vl" && (o.Image || !o.Media.IsEmpty))   // before any family's own checks: a family that takes no picture says so
+            return CliSupport.UsageError($"compare: {(o.VideoFile is not null ? "--video" : "--image")} needs a checkpoint whose compare takes pictures (qwen2_vl); " +
+                                         $"{CliInputs.Escape(configPath)} is {CliInputs.Escape(modelType ?? "of no model_type")}, which {NoPictures(modelType)}");
         return family.Compare(o, new Checkpoint(dir, configPath, ids, dtype));
     }
 
@@ -196,6 +225,14 @@ internal static class CompareCommand
         }
         return site.LayoutProblem(o.Tp, o.Pp, o.Sp) is { } layout ? $"{layout} (got --tp {o.Tp} --pp {o.Pp}{(o.Sp ? " --sp" : "")})" : null;
     }
+
+    /// <summary>Why a family's compare takes no picture, in words for the one-line refusal.</summary>
+    private static string NoPictures(string? modelType) => modelType switch
+    {
+        "gemma3n" or "gemma3n_text" => "the engine compares as text only (its vision tower is timm's MobileNetV5, not ported, and the audio tower is not ported)",
+        "gemma4" or "gemma4_text" => "the engine's checkpoint compare takes text only (its vision and audio towers run in the tower scenarios, not yet from a checkpoint prompt)",
+        _ => "takes text only",
+    };
 
     /// <summary>
     /// --text (and --chat) through the checkpoint's own tokenizer in the reference worker (AutoTokenizer, apply_chat_template):

@@ -40,6 +40,9 @@ internal static class Gemma3nCompare
                 return CliSupport.UsageError($"compare: prompt token id {bad} is outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
             // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
             CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
+            // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
+            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, Gemma3nScenario.NewTokens) is { } refused)
+                return refused;
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }
         catch (Exception e) when (e is ConfigException or IOException or ArgumentException or KeyNotFoundException or InvalidOperationException)

@@ -46,6 +46,10 @@ internal static class Gemma4Compare
             return CliSupport.UsageError($"compare: {config.NumAttentionHeads} attention heads ({config.Path}num_attention_heads in {configPath}) do not split over --tp {o.Tp}");
         // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
         Engine.Models.CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
+        // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? Gemma4Scenario.PromptTokens,
+                Gemma4Scenario.NewTokens) is { } refused)
+            return refused;
 
         return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, c.DType, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));
     }

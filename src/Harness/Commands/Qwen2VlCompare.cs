@@ -46,6 +46,19 @@ internal static class Qwen2VlCompare
             if (n % o.Tp != 0)
                 return CliSupport.UsageError($"compare: {n} {what} are not divisible by --tp {o.Tp}");
 
-        return CompareCommand.Execute(o, dir, Qwen2VlScenario.ForCheckpoint(dir, o.Tp, c.DType, o.Image, ids, o.PromptLength ?? 7, o.Sp));
+        var scenario = Qwen2VlScenario.ForCheckpoint(dir, o.Tp, c.DType, o.Image && o.Media.IsEmpty, ids, o.PromptLength ?? 7, o.Sp);
+        if (!o.Media.IsEmpty)
+        {
+            // --image FILE / --video FILE (and --text, --chat) through the checkpoint's own processor: its ids, pixel values
+            // and grids are the prompt of both sides
+            if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+            scenario = scenario.WithProcessed(processed, o.Media.Describe(), o.Media.Tag());
+            if (scenario.PromptIds(config).FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
+                return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
+        }
+        // the prompt (text and image tokens) and the generated tokens fit the positions and the memory, before any reference work (issue 24)
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config, configPath), scenario.PromptIds(config).Length, Qwen2VlScenario.NewTokens) is { } refused)
+            return refused;
+        return CompareCommand.Execute(o, dir, scenario);
     }
 }

@@ -62,22 +62,47 @@ public static class ModelFolder
     }
 
     /// <summary>
+    /// The sizes of a decoder that bound a request (issue 24), whatever the family's config type: the positions it takes
+    /// and what its reference holds per position. Gemma4's full-attention layers use <see cref="GlobalHeadDim"/>.
+    /// </summary>
+    public sealed record PromptShape(int? MaxPositions, int Heads, int KvHeads, int HeadDim, int Layers, int Hidden, int Intermediate, int Vocab)
+    {
+        /// <summary>The widest head of any layer (Gemma4's global_head_dim; otherwise head_dim).</summary>
+        public int GlobalHeadDim { get; init; } = HeadDim;
+
+        /// <summary>The field that bounds the positions, as config.json spells it (text_config.max_position_embeddings in a nested config).</summary>
+        public string MaxPositionsField { get; init; } = "max_position_embeddings";
+
+        public static PromptShape Of(TextConfig text)
+        {
+            int? maxPositions = null;
+            ConfigReads.Validate(() => maxPositions = text.MaxPositionEmbeddings);   // a check, not the engine reading the field
+            return new(maxPositions, text.NumAttentionHeads, text.NumKeyValueHeads, text.HeadDim, text.NumHiddenLayers, text.HiddenSize,
+                text.IntermediateSize, text.VocabSize);
+        }
+    }
+
+    /// <summary>
     /// What the reference needs for a request, roughly and from below (the bytes and what they are): HF's eager
     /// attention holds [heads, T, T] float32 scores of a layer, the KV cache every layer's keys and values, the logits
     /// [T, vocab] in float32; the float64 oracle twice the lot again.
     /// </summary>
-    public static (long Bytes, string What) PredictedReferenceBytes(TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle)
+    public static (long Bytes, string What) PredictedReferenceBytes(TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle) =>
+        PredictedReferenceBytes(PromptShape.Of(text), promptTokens, newTokens, dtype, oracle);
+
+    /// <inheritdoc cref="PredictedReferenceBytes(TextConfig, int, int, DType, bool)"/>
+    public static (long Bytes, string What) PredictedReferenceBytes(PromptShape shape, int promptTokens, int newTokens, DType dtype, bool oracle)
     {
         long t = (long)promptTokens + newTokens;
-        int heads = text.NumAttentionHeads, kvHeads = text.NumKeyValueHeads, headDim = text.HeadDim, layers = text.NumHiddenLayers;
+        int heads = shape.Heads, kvHeads = shape.KvHeads, headDim = Math.Max(shape.HeadDim, shape.GlobalHeadDim), layers = shape.Layers;
         long elem = dtype == DType.BFloat16 ? 2 : 4;
         long scores = (long)heads * t * t * 4;                                        // [1, heads, T, T] float32 softmax of one layer
         long kv = 2L * layers * kvHeads * headDim * t * elem;                         // the KV cache over every layer
-        long activations = 8L * t * Math.Max(text.HiddenSize, text.IntermediateSize) * elem;
-        long logits = t * text.VocabSize * 4;
+        long activations = 8L * t * Math.Max(shape.Hidden, shape.Intermediate) * elem;
+        long logits = t * shape.Vocab * 4;
         long total = scores + kv + activations + logits;
         if (oracle) total += 2 * (scores + kv + activations + logits);                // the float64 twin
-        return (total, $"eager attention scores {heads}x{t}x{t}, KV cache {layers} layers x {t} positions, logits {t}x{text.VocabSize}{(oracle ? ", and the float64 oracle" : "")}");
+        return (total, $"eager attention scores {heads}x{t}x{t}, KV cache {layers} layers x {t} positions, logits {t}x{shape.Vocab}{(oracle ? ", and the float64 oracle" : "")}");
     }
 
     /// <summary>
@@ -85,16 +110,18 @@ public static class ModelFolder
     /// whole reference and then diverged; 1,000,000 tokens asked torch for a terabyte): prompt plus generated tokens within
     /// max_position_embeddings, and the predicted reference memory within what the machine has available.
     /// </summary>
-    public static void CheckPromptFits(string configPath, TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null)
+    public static void CheckPromptFits(string configPath, TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null) =>
+        CheckPromptFits(configPath, PromptShape.Of(text), promptTokens, newTokens, dtype, oracle, availableBytes);
+
+    /// <inheritdoc cref="CheckPromptFits(string, TextConfig, int, int, DType, bool, long?)"/>
+    public static void CheckPromptFits(string configPath, PromptShape shape, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null)
     {
-        int? maxPositions = null;
-        ConfigReads.Validate(() => maxPositions = text.MaxPositionEmbeddings);   // a check, not the engine reading the field
-        if (maxPositions is int max && (long)promptTokens + newTokens > max)
-            throw new InputException(configPath, $"a prompt of {promptTokens} tokens plus {newTokens} generated is longer than max_position_embeddings ({max})");
+        if (shape.MaxPositions is int max && (long)promptTokens + newTokens > max)
+            throw new InputException(configPath, $"a prompt of {promptTokens} tokens plus {newTokens} generated is longer than {shape.MaxPositionsField} ({max})");
         var available = availableBytes ?? Commands.CompareMemory.HostAvailable();   // compare's own figure of the host's memory
         if (available is long mem)
         {
-            var (bytes, what) = PredictedReferenceBytes(text, promptTokens, newTokens, dtype, oracle);
+            var (bytes, what) = PredictedReferenceBytes(shape, promptTokens, newTokens, dtype, oracle);
             if (bytes > mem)
                 throw new InputException(configPath, $"a prompt of {promptTokens} tokens needs about {bytes >> 20:N0} MiB in the reference ({what}); {mem >> 20:N0} MiB is available");
         }

@@ -35,7 +35,7 @@ public sealed record Qwen2VlScenario : Scenario
     public int Tp { get; }
     /// <summary>Sequence parallelism over the TP ranks in the decoder.</summary>
     public bool Sp { get; }
-    public Qwen2VlMedia Media { get; }
+    public Qwen2VlMedia Media { get; private init; }
 
     /// <summary>An HF checkpoint folder to compare on instead of the tiny random model (`harness compare --model DIR`).</summary>
     public string? ModelPath { get; init; }
@@ -45,6 +45,32 @@ public sealed record Qwen2VlScenario : Scenario
 
     /// <summary>How many seeded text tokens go around the media.</summary>
     public int TextTokens { get; init; } = 7;
+
+    /// <summary>
+    /// A user's prompt as the checkpoint's own processor made it (compare --image FILE / --video FILE): input_ids [1, T],
+    /// pixel_values + image_grid_thw and/or pixel_values_videos + video_grid_thw. Both sides take these instead of the
+    /// seeded ids and pictures.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor>? Processed { get; init; }
+
+    /// <summary>The prompt <paramref name="processed"/> by the checkpoint's processor from the user's files (<paramref name="files"/>, in words).</summary>
+    public Qwen2VlScenario WithProcessed(IReadOnlyDictionary<string, Tensor> processed, string files, string tag)
+    {
+        var media = processed.ContainsKey("pixel_values_videos") ? Qwen2VlMedia.Video : processed.ContainsKey("pixel_values") ? Qwen2VlMedia.Image : Qwen2VlMedia.Text;
+        var kept = processed.Where(kv => ProcessedNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        return this with
+        {
+            Processed = kept,
+            Media = media,
+            Input = "files",
+            Id = BuildId("checkpoint", [Path.GetFileName((ModelPath ?? "").TrimEnd('/')), Layout, "files"], DType),
+            ReferenceKey = $"{ReferenceKey}-files-{tag}-{string.Join('.', kept["input_ids"].ToInt64Array())}",
+            Description = $"HF Qwen2-VL checkpoint {ModelPath}, TP={Tp}{(Sp ? " with SP" : "")}, the prompt from the checkpoint's processor with {files}, {DType.TorchName()}",
+        };
+    }
+
+    /// <summary>The processor outputs the model takes (attention_mask and mm_token_type_ids are made again from the ids).</summary>
+    public static readonly string[] ProcessedNames = ["input_ids", "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"];
 
     [SetsRequiredMembers]
     public Qwen2VlScenario(int tp, Qwen2VlMedia media, DType dtype = DType.Float32, string? fault = null, string? expectedFirstBadModule = null,
@@ -125,6 +151,7 @@ public sealed record Qwen2VlScenario : Scenario
     public IReadOnlyList<(string Name, Tensor Pixels, GridThw Grid)> Pictures(Qwen2VlConfig config)
     {
         int u = config.PatchSize * config.SpatialMergeSize, p = config.PatchSize;
+        if (Processed is not null) return [];                                         // the user's pictures are already pixel values
         (string, Tensor, GridThw) Still(string name, ulong seed, int hu, int wu) =>
             (name, TinyQwen2Vl.Picture(seed, hu * u, wu * u), new GridThw(1, hu * u / p, wu * u / p));
         return Media switch
@@ -143,6 +170,7 @@ public sealed record Qwen2VlScenario : Scenario
     /// </summary>
     public long[] PromptIds(Qwen2VlConfig config)
     {
+        if (Processed is not null) return Processed["input_ids"].ToInt64Array();
         var rng = new SplitMix64(99);
         int low = 3, high = Math.Min(config.Text.VocabSize, Math.Min(config.ImageTokenId, config.VideoTokenId));
         var text = TextIds ?? Enumerable.Range(0, TextTokens).Select(_ => (long)(low + rng.NextInt(high - low))).ToArray();
@@ -173,6 +201,8 @@ public sealed record Qwen2VlScenario : Scenario
         var ids = PromptIds(config);
         var inputs = new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray(ids, 1, ids.Length) };
         foreach (var (name, pixels, _) in Pictures(config)) inputs[name] = pixels;
+        foreach (var (name, value) in Processed ?? new Dictionary<string, Tensor>())
+            if (name != "input_ids") inputs[name] = value;                           // pixel_values, grids: as the processor made them
         return inputs;
     }
 

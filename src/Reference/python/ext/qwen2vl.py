@@ -18,7 +18,8 @@ def _qwen2vl_processor_inputs(model, tensors):
     vc = model.config.vision_config
     kw = dict(patch_size=vc.patch_size, temporal_patch_size=vc.temporal_patch_size, merge_size=vc.spatial_merge_size,
               min_pixels=1, max_pixels=1 << 26)
-    out = {}
+    # a user's files, already through the checkpoint's own processor (process_media; compare --image FILE): as given
+    out = {name: tensors[name] for name in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw") if name in tensors}
     images = [t.numpy().astype(np.uint8) for t in _qwen2vl_indexed(tensors, "image")]
     if images:
         r = Qwen2VLImageProcessor(**kw)(images=images, return_tensors="pt")
