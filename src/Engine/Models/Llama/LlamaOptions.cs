@@ -29,6 +29,10 @@ public sealed record LlamaOptions
     /// <summary>The attention and MLP outputs scaled by this before the residual add (1: none; a fault sets 1 + 2^-6).</summary>
     public double ResidualBranchScale { get; init; } = 1;
 
+    /// <summary>Added to the rotary position of every decode step's token (0: none; a decode-only fault sets 1). The prompt's
+    /// forward is never shifted.</summary>
+    public int DecodePositionOffset { get; init; }
+
     /// <summary>The options that re-create a named fault (Runtime.Faults); null or a fault Llama has no option for: none.</summary>
     public static LlamaOptions ForFault(string? fault) => fault switch
     {
@@ -36,6 +40,7 @@ public sealed record LlamaOptions
         Runtime.Faults.SpPpResidualSliced => new LlamaOptions { SpPpResidualSliced = true },
         Runtime.Faults.RmsNormSumOfSquaresBf16 => new LlamaOptions { NormSumOfSquaresBf16 = true },
         Runtime.Faults.ResidualScaleOff => new LlamaOptions { ResidualBranchScale = 1 + Math.ScaleB(1, -6) },
+        Runtime.Faults.DecodePositionOffByOne => new LlamaOptions { DecodePositionOffset = 1 },
         _ => None,
     };
 }
