@@ -62,7 +62,8 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
                     : $"decode steps: {steps.Budget}";
             if (Tokens is { Passed: false }) return $"tokens: {Tokens.Reason}";
             if (Tokens is null && TokensExpected) return "no token comparison ran";
-            return Tokens is null ? "all modules within tolerance" : $"all modules within tolerance; tokens: {Tokens.Reason}";
+            string modules = Steps is null ? "all modules within tolerance" : "all modules within tolerance, at the prefill and at every decode step";
+            return Tokens is null ? modules : $"{modules}; tokens: {Tokens.Reason}";
         }
     }
 
