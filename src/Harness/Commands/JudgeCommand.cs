@@ -58,7 +58,7 @@ internal static class JudgeCommand
         var margin = new Option<double?>("--margin") { Description = $"Near-tie margin in nats at an accepted divergence (default {Runs.TokenComparison.DefaultMargin}).", HelpName = "NATS" };
         var tolerance = new Option<double?>("--logprob-tolerance")
         {
-            Description = $"Largest logprob difference on matched steps (default {Runs.TokenComparison.DefaultLogprobTolerance} in fp32, 5e-2 in bf16).",
+            Description = $"Largest logprob difference on matched steps (default {Runs.TokenComparison.DefaultLogprobTolerance} in fp32, {Runs.TokenComparison.BFloat16LogprobTolerance} in bf16).",
             HelpName = "NATS",
         };
         var timeout = new Option<int>("--timeout") { Description = "Seconds one request may take.", DefaultValueFactory = _ => 120, HelpName = "S" };

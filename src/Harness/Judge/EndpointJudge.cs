@@ -34,7 +34,7 @@ public sealed record EndpointJudgeOptions(string Endpoint, string ModelDirectory
     /// <summary>The "model" field of the requests; null: /v1/models' first id, or none when the server does not say.</summary>
     public string? ServedModel { get; init; }
     public double Margin { get; init; } = TokenComparison.DefaultMargin;
-    /// <summary>null: the catalog's value for the dtype (TokenComparison.DefaultLogprobTolerance in fp32, 5e-2 in bf16).</summary>
+    /// <summary>null: the catalog's value for the dtype (TokenComparison.FallbackLogprobTolerance: no oracle judges an endpoint).</summary>
     public double? LogprobTolerance { get; init; }
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(120);
 }
@@ -65,7 +65,7 @@ public static class EndpointJudge
         var worker = client.WorkerPath(shared);
         string modelName = Path.GetFileName(dir.TrimEnd('/'));
         string modelType = PeekModelType(dir) ?? "unknown";
-        double tolerance = o.LogprobTolerance ?? (o.DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+        double tolerance = o.LogprobTolerance ?? TokenComparison.FallbackLogprobTolerance(o.DType);
 
         // HF's tokenization of the text prompts (one call), and its eos id for servers that stop at EOS.
         var texts = o.Prompts.Where(p => p.Ids is null).Select(p => p.Text!).ToList();

@@ -34,6 +34,43 @@ public static class TokenComparison
     /// <summary>float32 log_softmax resolution over a vocabulary (the logprob bound's floor, nats).</summary>
     public const double OracleFloor = 1e-5;
 
+    /// <summary>
+    /// The fallback where no float64 oracle judges the logprobs (a reference recorded without oracle logprobs,
+    /// `compare --no-oracle`, an endpoint): |engine - reference| in bf16, nats. Rounding a unit-scale logit to bf16 moves it
+    /// by up to 2^-9 relative, and a few bf16 ulps of the largest logit reach every logprob through log_softmax. With the
+    /// oracle this number plays no part (the bound is C x the reference's own logprob error).
+    /// </summary>
+    public const double BFloat16LogprobTolerance = 5e-2;
+
+    /// <summary>The fallback tolerance of <paramref name="dtype"/> (used only when the reference has no oracle logprobs).</summary>
+    public static double FallbackLogprobTolerance(Harness.Engine.Tensors.DType dtype) =>
+        dtype == Harness.Engine.Tensors.DType.Float32 ? DefaultLogprobTolerance : BFloat16LogprobTolerance;
+
+    /// <summary>
+    /// The teacher-forced decoding a scenario must run for <see cref="Run"/>: the reference's tokens when the engine's free
+    /// running tokens leave them (a divergence that may be accepted as a near tie, after which every step is compared on
+    /// the engine fed these), else null (no divergence: forced decoding would repeat the free run step for step). Every rank
+    /// decides alike (greedy picks are the same on every rank), so ranks call it on their own generation.
+    /// </summary>
+    public static long[]? ForcedTokensFor(TokenSequence? reference, IReadOnlyList<long> engineTokens)
+    {
+        if (reference is not { Length: > 1 }) return null;
+        int common = Math.Min(reference.Length, engineTokens.Count);
+        for (int i = 0; i < common; i++)
+            if (reference.Tokens[i] != engineTokens[i]) return reference.Tokens;
+        return null;
+    }
+
+    /// <summary>
+    /// A scenario's token verdict: against the float64 oracle's logprobs when the reference has them (bound of
+    /// <see cref="Comparison.OracleBound.For"/> the engine's dtype), else the dtype's fallback tolerance; the engine's
+    /// teacher-forced decoding continues the check after an accepted near tie.
+    /// </summary>
+    public static TokenReport ForScenario(TokenSequence reference, TokenSequence engine, Harness.Engine.Tensors.DType dtype,
+        TokenSequence? engineForced, double margin = DefaultMargin, double? fallbackTolerance = null) =>
+        Run(reference, engine, margin: margin, logprobTolerance: fallbackTolerance ?? FallbackLogprobTolerance(dtype),
+            engineForced: engineForced, oracleBound: Comparison.OracleBound.For(dtype));
+
     public static TokenReport Run(
         TokenSequence reference,
         TokenSequence engine,

@@ -42,6 +42,36 @@ public sealed class TokenSequence
         };
     }
 
+    /// <summary>
+    /// From a model-specific generate op's reply tensors: tokens [steps], topk_ids [steps, k], topk_logprobs [steps, k],
+    /// and oracle_topk_logprobs [steps, k] (the float64 model teacher-forced on the same tokens) when the op ran the oracle.
+    /// A shape that does not fit is an <see cref="ArgumentException"/> naming the tensor.
+    /// </summary>
+    public static TokenSequence FromReply(IReadOnlyDictionary<string, Harness.Engine.Tensors.Tensor> reply)
+    {
+        Harness.Engine.Tensors.Tensor Need(string name) => reply.TryGetValue(name, out var t) ? t
+            : throw new ArgumentException($"the reference returned no '{name}' (it returned {string.Join(", ", reply.Keys)})");
+        var tokens = Need("tokens").ToInt64Array();
+        var ids = Need("topk_ids");
+        if (ids.Shape.Length != 2 || ids.Shape[0] != tokens.Length)
+            throw new ArgumentException($"the reference's topk_ids is {Harness.Engine.Tensors.Shape.Format(ids.Shape)} for {tokens.Length} tokens: expected [steps, k]");
+        int steps = ids.Shape[0], k = ids.Shape[1];
+        T[,] Matrix<T>(Harness.Engine.Tensors.Tensor t, Func<Harness.Engine.Tensors.Tensor, T[]> read, string name)
+        {
+            if (!t.Shape.SequenceEqual(ids.Shape))
+                throw new ArgumentException($"the reference's {name} is {Harness.Engine.Tensors.Shape.Format(t.Shape)}, expected [{steps}, {k}] as topk_ids");
+            var flat = read(t);
+            var m = new T[steps, k];
+            for (int i = 0; i < flat.Length; i++) m[i / k, i % k] = flat[i];
+            return m;
+        }
+        var oracle = reply.TryGetValue("oracle_topk_logprobs", out var o) ? Matrix(o, x => x.ToDoubleArray(), "oracle_topk_logprobs") : null;
+        return FromTopK(tokens, Matrix(ids, x => x.ToInt64Array(), "topk_ids"), Matrix(Need("topk_logprobs"), x => x.ToFloatArray(), "topk_logprobs"), oracle);
+    }
+
+    /// <summary>The names <see cref="FromReply"/> reads (not module captures).</summary>
+    public static readonly string[] ReplyNames = ["tokens", "topk_ids", "topk_logprobs", "oracle_topk_logprobs"];
+
     public long[] Tokens { get; }
 
     /// <summary>

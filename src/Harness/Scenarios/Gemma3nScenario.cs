@@ -170,28 +170,9 @@ public sealed record Gemma3nScenario : Scenario
             ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
         };
         var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).ToArray());
-        var tensors = reply.Tensors.Where(kv => kv.Key is not ("tokens" or "topk_ids" or "topk_logprobs"))
-            .ToDictionary(kv => kv.Key, kv => kv.Value);
-        var tokens = TokenSequence.FromTopK(ToLongs(reply.Need("tokens")), ToLongMatrix(reply.Need("topk_ids")), ToFloatMatrix(reply.Need("topk_logprobs")));
-        return new ReferenceBundle(tensors, tokens, context.Versions());
-    }
-
-    private static long[] ToLongs(Tensor t) => t.ToInt64Array();
-
-    private static long[,] ToLongMatrix(Tensor t)
-    {
-        var flat = t.ToInt64Array();
-        var m = new long[t.Shape[0], t.Shape[1]];
-        for (int i = 0; i < t.Shape[0]; i++) for (int j = 0; j < t.Shape[1]; j++) m[i, j] = flat[i * t.Shape[1] + j];
-        return m;
-    }
-
-    private static float[,] ToFloatMatrix(Tensor t)
-    {
-        var flat = t.ToFloatArray();
-        var m = new float[t.Shape[0], t.Shape[1]];
-        for (int i = 0; i < t.Shape[0]; i++) for (int j = 0; j < t.Shape[1]; j++) m[i, j] = flat[i * t.Shape[1] + j];
-        return m;
+        var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (soft tokens in its prompt)
+        return new ReferenceBundle(tensors, TokenSequence.FromReply(reply.Tensors), context.Versions());
     }
 
     /// <summary>The engine options this scenario's fault maps to (the embedder bug is a constructor argument).</summary>
@@ -214,7 +195,7 @@ public sealed record Gemma3nScenario : Scenario
         var modules = Gemma3nModules.ForModel(config, Kind);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.
         {
@@ -222,8 +203,9 @@ public sealed record Gemma3nScenario : Scenario
             {
                 // the weights must be the tensors this config declares (a wrong width in config.json is named here)
                 CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
-                var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink), context.CollectiveTimeout);
-                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+                var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink, reference.Tokens), context.CollectiveTimeout);
+                engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
+                engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
             catch (Exception e)
             {
@@ -234,30 +216,33 @@ public sealed record Gemma3nScenario : Scenario
         // The bundle also holds the engine's inputs (soft tokens) and reference-only extras: compare the listed modules.
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            logprobTolerance: LogprobTolerance(DType, config));
+        var tokens = engineTokens is null || reference.Tokens is null ? null
+            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced, fallbackTolerance: LogprobTolerance(DType, config));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
+            EngineForcedTokens = engineForced,
         };
     }
 
     /// <summary>
-    /// float32: the default. bfloat16: four bf16 ulps of the largest logit the soft cap allows (logits live in
-    /// (-c, c); at c = 7.5 one ulp is 2^-5, so 0.125), at least Llama's 5e-2: the bf16 logits of the two sides differ by
-    /// a few ulps where float32 sums straddle rounding boundaries, and log_softmax carries that into every logprob.
+    /// The fallback where the reference has no oracle logprobs (`compare --no-oracle`, an old recording). float32: the
+    /// default. bfloat16: four bf16 ulps of the largest logit the soft cap allows (logits live in (-c, c); at c = 7.5 one
+    /// ulp is 2^-5, so 0.125), at least the bf16 fallback: the bf16 logits of the two sides differ by a few ulps where
+    /// float32 sums straddle rounding boundaries, and log_softmax carries that into every logprob.
     /// </summary>
     public static double LogprobTolerance(DType dtype, Gemma3nConfig config)
     {
         if (dtype == DType.Float32) return TokenComparison.DefaultLogprobTolerance;
         double cap = config.Text.FinalLogitSoftcapping ?? 8.0;
         double ulp = Math.Pow(2, Math.Floor(Math.Log2(cap)) - 7);
-        return Math.Max(5e-2, 4 * ulp);
+        return Math.Max(TokenComparison.BFloat16LogprobTolerance, 4 * ulp);
     }
 
-    private Generation RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink)
+    private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink,
+        TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
@@ -269,7 +254,12 @@ public sealed record Gemma3nScenario : Scenario
             AudioSoftTokens = CudaScenarios.Input(Device, prompt.AudioSoftTokens),
         };
         new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
-        return new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
+        var free = new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
+        // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option), so the
+        // steps after a near tie are compared too
+        var forced = TokenComparison.ForcedTokensFor(reference, free.Tokens) is { } on
+            ? new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK, on) : null;
+        return (free, forced);
     }
 }
 

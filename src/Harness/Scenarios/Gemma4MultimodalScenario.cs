@@ -147,16 +147,10 @@ public sealed record Gemma4MultimodalScenario : Scenario
         {
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(), ["max_new_tokens"] = NewTokens, ["top_k"] = TopK,
         }, AllInputs());
-        var ids = gen.Need("topk_ids");
-        var lps = gen.Need("topk_logprobs");
-        int steps = ids.Shape[0], k = ids.Shape[1];
-        var idArr = new long[steps, k];
-        var lpArr = new float[steps, k];
-        for (int s = 0; s < steps; s++)
-            for (int j = 0; j < k; j++) { idArr[s, j] = (long)ids.At(s, j); lpArr[s, j] = (float)lps.At(s, j); }
         var versions = new Dictionary<string, string>(context.Versions());
         if (reply.Result["vision_mask"]?.GetValue<string>() is string rule) versions[VisionMaskKey] = rule;   // recorded with the fixture
-        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Need("tokens").ToInt64Array(), idArr, lpArr), versions);
+        // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (the towers in its prompt)
+        return new ReferenceBundle(reply.Tensors, TokenSequence.FromReply(gen.Tensors), versions);
     }
 
     /// <summary>The reference metadata key naming the vision-block mask rule HF's masks were measured to follow.</summary>
@@ -199,7 +193,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Engine.Capture.ShardSpec.Whole, 0);
         var prompt = Tensor.FromArray(PromptIds(), PromptIds().Length);
         var visionMask = VisionMaskOf(reference, config);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         try
         {
@@ -217,9 +211,14 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 var options = Gemma4Scenario.OptionsFor(Fault) with { VisionMask = visionMask };
                 var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
                 if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
+                var free = new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
+                // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option)
+                var forced = TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is { } on
+                    ? new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK, forced: on) : null;
+                return (Free: free, Forced: forced);
             }, context.CollectiveTimeout);
-            engineTokens = TokenSequence.FromTopK(gens[0].Tokens, gens[0].TopKIds, gens[0].TopKLogprobs);
+            engineTokens = TokenSequence.FromTopK(gens[0].Free.Tokens, gens[0].Free.TopKIds, gens[0].Free.TopKLogprobs);
+            engineForced = gens[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
         }
         catch (Exception e)
         {
@@ -228,14 +227,14 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var policy = Policy(DType, Tp);
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Gemma4Scenario.Bf16LogitUlp,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
+            engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Gemma4Scenario.Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
+            EngineForcedTokens = engineForced,
         };
     }
 }

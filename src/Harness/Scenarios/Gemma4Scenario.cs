@@ -169,7 +169,8 @@ public sealed record Gemma4Scenario : Scenario
             ["capture"] = new JsonArray(modules.Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, ("input_ids", prompt));
         var gen = client.Generate(dir, DType, prompt, NewTokens, TopK);
-        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs), context.Versions());
+        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
+            context.Versions());
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -181,15 +182,16 @@ public sealed record Gemma4Scenario : Scenario
         var modules = ModulesFor(config, Prefix(dir));
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         try
         {
             // the weights must be the tensors this config declares (a wrong width in config.json is named here)
             CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
             var options = OptionsFor(Fault);
-            var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, options), context.CollectiveTimeout);
-            engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+            var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, options, reference.Tokens), context.CollectiveTimeout);
+            engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
+            engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
         }
         catch (Exception e)
         {
@@ -197,18 +199,19 @@ public sealed record Gemma4Scenario : Scenario
         }
         var policy = Judge;
         var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);  // with the float64 oracle's captures
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Bf16LogitUlp,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
+            engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
+            EngineForcedTokens = engineForced,
         };
     }
 
-    private Generation RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink, Gemma4Options options)
+    private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink,
+        Gemma4Options options, TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
@@ -218,6 +221,10 @@ public sealed record Gemma4Scenario : Scenario
         var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
         if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-        return new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
+        var free = new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
+        // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option)
+        var forced = TokenComparison.ForcedTokensFor(reference, free.Tokens) is { } on
+            ? new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK, on) : null;
+        return (free, forced);
     }
 }

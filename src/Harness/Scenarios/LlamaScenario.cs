@@ -222,14 +222,14 @@ public sealed record LlamaScenario : Scenario
         }
         var policy = Policy(DType, Tp);
         var layers = LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => policy);
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2,
-            engineForced: engineForced, oracleBound: OracleBound.For(DType));
+        var tokens = engineTokens is null || reference.Tokens is null ? null
+            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
+            EngineForcedTokens = engineForced,
             Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }

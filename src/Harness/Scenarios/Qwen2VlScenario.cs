@@ -201,16 +201,10 @@ public sealed record Qwen2VlScenario : Scenario
             ["top_k"] = TopK,
         };
         var reply = client.Invoke("qwen2vl_generate", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
-        var tokens = TokenSequence.FromTopK(reply.Need("tokens").ToInt64Array(), ToMatrix(reply.Need("topk_ids").ToInt64Array(), TopK),
-            ToMatrix(reply.Need("topk_logprobs").ToFloatArray(), TopK));
-        return new ReferenceBundle(reply.Tensors, tokens, context.Versions());
-    }
-
-    private static T[,] ToMatrix<T>(T[] flat, int k)
-    {
-        var m = new T[flat.Length / k, k];
-        for (int i = 0; i < flat.Length; i++) m[i / k, i % k] = flat[i];
-        return m;
+        // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (pixel values in its
+        // prompt, the forced steps at M-RoPE position cache length + its rope delta)
+        var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        return new ReferenceBundle(tensors, TokenSequence.FromReply(reply.Tensors), context.Versions());
     }
 
     /// <summary>The engine's input: the prompt ids and the processor's pixel values and grids from the reference.</summary>
@@ -241,7 +235,7 @@ public sealed record Qwen2VlScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
         var options = Qwen2VlOptions.ForFault(Fault);
-        TokenSequence? engineTokens = null;
+        TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         {
             try
@@ -260,10 +254,16 @@ public sealed record Qwen2VlScenario : Scenario
                     };
                     var prefillOnly = new PrefillSink(rankSink);
                     var model = new Qwen2VlForConditionalGeneration(weights, config, ctx, prefillOnly, options);
-                    return model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false,
+                    var free = model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false,
                         prefillLogitsToKeep: 0);                                      // the prefill's lm_head is captured whole
+                    // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option; each
+                    // forced step at M-RoPE position cache length + the prompt's rope delta, as a free step)
+                    var forced = TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is { } on
+                        ? new Qwen2VlForConditionalGeneration(weights, config, ctx, options: options).Generate(rankInput, NewTokens, TopK, forced: on) : null;
+                    return (Free: free, Forced: forced);
                 }, context.CollectiveTimeout);
-                engineTokens = TokenSequence.FromTopK(generations[0].Tokens, generations[0].TopKIds, generations[0].TopKLogprobs);
+                engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
+                engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
             catch (Exception e)
             {
@@ -274,13 +274,14 @@ public sealed record Qwen2VlScenario : Scenario
         // The captured modules and their float64 oracle captures; the processor's outputs and the tokens are not modules.
         var compared = LayerComparison.Select(reference.Tensors, modules);
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.Run(reference.Tokens, engineTokens,
-            logprobTolerance: DType == DType.Float32 ? TokenComparison.DefaultLogprobTolerance : 5e-2);
+        var tokens = engineTokens is null || reference.Tokens is null ? null
+            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
+            EngineForcedTokens = engineForced,
         };
     }
 

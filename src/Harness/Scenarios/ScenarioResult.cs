@@ -15,6 +15,9 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
     public TokenSequence? ReferenceTokens { get; init; }
     public TokenSequence? EngineTokens { get; init; }
 
+    /// <summary>The engine's decoding teacher-forced on the reference's tokens (run when the free-running tokens diverge), or null.</summary>
+    public TokenSequence? EngineForcedTokens { get; init; }
+
     /// <summary>What a reader should know about how the verdict was reached (e.g. which attention implementation the reference ran).</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 

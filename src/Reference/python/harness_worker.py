@@ -365,10 +365,47 @@ def oracle_model(model):
         return hit[1]
     _oracle_cache.clear()
     twin = copy.deepcopy(model).to(torch.float64).eval()
+    float64_norms(twin)                                # float32-computing norms in float64 (FLOAT32_NORMS)
     # HF's grouped_mm experts kernels take no float64: the twin runs its MoE experts eagerly (the same sums per expert).
     eager_experts(twin)
     _oracle_cache[id(model)] = (model, twin)
     return twin
+
+
+# RMSNorms whose HF forward computes in float32 whatever the input's dtype: Gemma3nRMSNorm, Gemma4RMSNorm
+#     normed_output = self._norm(hidden_states.float()); normed_output * self.weight.float(); .type_as(hidden_states)
+# In the float64 oracle that rounds every such norm to float32 (the reference's own rounding: the oracle then shares it,
+# and the reference's error there is a float32 sample of a float32 error, not its distance from float64). The oracle runs
+# them in float64 instead (float64_norms): the same HF _norm on the float64 input.
+FLOAT32_NORMS = ("Gemma3nRMSNorm", "Gemma4RMSNorm")
+
+
+def float64_norm_forward(module):
+    """The forward of a FLOAT32_NORMS module that keeps a float64 input in float64 (HF's own _norm; other dtypes: HF's forward)."""
+    hf_forward = type(module).forward
+
+    def forward(hidden_states, *a, **kw):
+        if not torch.is_tensor(hidden_states) or hidden_states.dtype != torch.float64:
+            return hf_forward(module, hidden_states, *a, **kw)
+        normed_output = module._norm(hidden_states)                       # HF: self._norm(hidden_states.float())
+        if module.with_scale:
+            normed_output = normed_output * module.weight.to(torch.float64)   # HF: normed_output * self.weight.float()
+        return normed_output
+    return forward
+
+
+def float64_norms(model):
+    """Installs float64_norm_forward on every FLOAT32_NORMS module of model; returns the undo (removes them)."""
+    patched = []
+    for module in model.modules():
+        if type(module).__name__ in FLOAT32_NORMS:
+            module.forward = float64_norm_forward(module)
+            patched.append(module)
+
+    def undo():
+        for module in patched:
+            module.__dict__.pop("forward", None)
+    return undo
 
 
 def eager_experts(model):
@@ -527,6 +564,8 @@ class Float64Stream:
             in_unit.update(id(m) for m in u.modules())
         self._rest_log, memo = [], {}
         try:
+            if self.dtype == torch.float64:
+                self.saved.append(float64_norms(self.model))   # float32-computing norms in float64 (FLOAT32_NORMS)
             for path, module in units:
                 self._unit_hooks(path, module)
             for path, module in self.model.named_modules():
@@ -769,19 +808,25 @@ def op_generate(args, tensors):
     return {"steps": steps}, outs
 
 
-def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, step_paths=(), keep=None):
+def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, step_paths=(), keep=None, twin=oracle_model, reset=None):
     """The float64 oracle teacher-forced on the reference's greedy tokens (its prompt forward, then each reference token
     fed with the KV cache, as greedy_decode feeds its own), in args["oracle_mode"] as oracle_outputs runs it: per step
     the float64 log_softmax at the reference's top-k ids. Returns [("oracle_topk_logprobs", [steps, k] float64)]: the
     yardstick of the token verdict (TokenComparison); with step_paths also each module's float64 output at every decode
     step, ("oracle.step<s>.<path>", [1, 1, ...]) for s = 1 .. steps-1 (StepCapture: the per-step module verdict's oracle,
     fed the same tokens as the reference's greedy run, so the reference's own step captures are its teacher-forced ones).
-    keep: as oracle_outputs' (a tower HF cannot run in float64)."""
+    Every model-specific generate op calls this one: `inputs` is the
+    whole prompt (pixel values, audio features: the towers run in the oracle's prompt forward too); keep: {module path:
+    dtype} subtrees kept at that dtype in stream mode (a tower HF cannot run in float64); twin: the whole-mode twin
+    (model -> float64 model); reset(m): called before the prompt forward (state HF keeps on the module, e.g. Qwen2-VL's
+    rope_deltas, which the forced steps then read as greedy_decode's do)."""
     steps = tokens.shape[0]
     k = topk_ids.shape[1] if topk_ids.dim() == 2 else 0
 
     def forced(m, hooked):
         rows = []
+        if reset is not None:
+            reset(m)
         capture = StepCapture(hooked, step_paths)
         try:
             with torch.no_grad():
@@ -794,13 +839,15 @@ def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, step_paths=(),
                         out = m(input_ids=tokens[step].view(1, 1).to(out.logits.device), past_key_values=out.past_key_values, use_cache=True)
         finally:
             capture.close()
+        if reset is not None:
+            reset(m)
         stacked = torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64)
         return stacked, [("oracle." + name, t.to(torch.float64)) for name, t in capture.results(steps)]
 
     mode = args.get("oracle_mode") or "stream"
     if mode == "whole":
-        twin = oracle_model(model)
-        result, captured = forced(twin, twin)
+        float64 = twin(model)
+        result, captured = forced(float64, float64)
     elif mode == "stream":
         experts = [(m.config, m.config._experts_implementation) for m in model.modules()
                    if getattr(getattr(m, "config", None), "_experts_implementation", None) not in (None, "eager")]

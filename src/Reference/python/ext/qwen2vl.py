@@ -60,6 +60,13 @@ def op_qwen2vl_generate(args, tensors):
     outs += [("processor." + name, t) for name, t in processed.items()]
     outs += [("processor.mm_token_type_ids", mm_types)]
     outs += oracle_outputs(args, model, paths, prompt_only)
+    if args.get("oracle") and steps:
+        # the float64 model teacher-forced on the same tokens: its prompt forward sets the rope_deltas the forced steps'
+        # M-RoPE positions are read from (cache length + delta), as greedy_decode's steps read the reference's
+        def reset(m):
+            m.model.rope_deltas = None
+        g = dict(generated)
+        outs += oracle_forced_logprobs(args, model, inputs, g["tokens"], g["topk_ids"], reset=reset)
     model.model.rope_deltas = None
     return {"captured": captured, "processor": "Qwen2VLImageProcessor/Qwen2VLVideoProcessor (transformers " + transformers.__version__ + ")"}, outs
 
