@@ -252,6 +252,13 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     public sealed record Generation(long[] Tokens, long[,] TopKIds, float[,] TopKLogprobs)
     {
         /// <summary>
+        /// The modules asked for at every decode step: "step&lt;s&gt;.&lt;module&gt;" (the reference's greedy run, which is
+        /// its teacher-forced run on its own tokens) and, with <see cref="Oracle"/>, "oracle.step&lt;s&gt;.&lt;module&gt;"
+        /// (the float64 twin fed the same tokens). Empty when none were asked for.
+        /// </summary>
+        public IReadOnlyDictionary<string, Tensor> StepCaptures { get; init; } = new Dictionary<string, Tensor>();
+
+        /// <summary>
         /// With <see cref="Oracle"/>: the float64 twin's logprobs of the same top-k ids, teacher-forced on the greedy tokens
         /// ([steps, k]); null otherwise.
         /// </summary>
@@ -262,7 +269,8 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// Greedy decoding of maxNewTokens, with the top-k log-probabilities of the raw logits at each step (and, with
     /// <see cref="Oracle"/>, the float64 twin's teacher-forced logprobs of the same ids).
     /// </summary>
-    public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK)
+    /// <param name="stepCapture">Modules captured at every decode step (<see cref="Generation.StepCaptures"/>).</param>
+    public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK, IEnumerable<string>? stepCapture = null)
     {
         bool embeds = input.DType.IsFloatingPoint();
         var args = new JsonObject
@@ -273,6 +281,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["top_k"] = topK,
             ["oracle"] = Oracle,
             ["oracle_mode"] = OracleMode,
+            ["capture_steps"] = new JsonArray((stepCapture ?? []).Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
         };
         var reply = Worker.Call("generate", args, [new(embeds ? "inputs_embeds" : "input_ids", input)]);
         var tokens = reply.Tensor("tokens")!.ToInt64Array();
@@ -299,7 +308,20 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             for (int s = 0; s < steps; s++)
                 for (int j = 0; j < k; j++) oracle[s, j] = flat[s * k + j];
         }
-        return new Generation(tokens, idArr, lpArr) { OracleTopKLogprobs = oracle };
+        return new Generation(tokens, idArr, lpArr)
+        {
+            OracleTopKLogprobs = oracle,
+            StepCaptures = StepCapturesOf(reply.Tensors),
+        };
+    }
+
+    /// <summary>The decode-step captures of a reply that generated ("step&lt;s&gt;.*" and "oracle.step&lt;s&gt;.*").</summary>
+    public static IReadOnlyDictionary<string, Tensor> StepCapturesOf(IEnumerable<KeyValuePair<string, Tensor>> tensors)
+    {
+        const string oracle = "oracle.";
+        return tensors.Where(t => t.Key.StartsWith("step", StringComparison.Ordinal)
+                || (t.Key.StartsWith(oracle, StringComparison.Ordinal) && t.Key.AsSpan(oracle.Length).StartsWith("step", StringComparison.Ordinal)))
+            .ToDictionary(t => t.Key, t => t.Value);
     }
 
     public sealed record MatmulTiming(double Seconds, double Gflops);

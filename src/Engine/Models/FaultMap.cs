@@ -65,6 +65,7 @@ public static class FaultMap
         new(Faults.RopeScalingIgnored, "llama", "LlamaForCausalLM", new() { ConfigEdit = DropRopeScaling }),
         new(Faults.RopeThetaDefault, "llama", "LlamaForCausalLM", new() { ConfigEdit = c => RopeParameters(c)["rope_theta"] = 10000.0 }),
         new(Faults.RmsNormEpsDefault, "llama", "LlamaForCausalLM", new() { ConfigEdit = c => c["rms_norm_eps"] = 1e-6 }),
+        new(Faults.DecodePositionOffByOne, "llama", "LlamaForCausalLM", new() { Llama = new() { DecodePositionOffset = 1 } }),
 
         new(Faults.RowParallelInputIsParallel, "gemma3n", "Gemma3nModel", new() { Gemma3n = new() { EmbedderInputIsParallel = true } }, NeedsTp),
         new(Faults.SparseTopKRankLocal, "gemma3n", "Gemma3nModel", new() { Gemma3n = new() { SparseTopKRankLocal = true } }, NeedsTp),

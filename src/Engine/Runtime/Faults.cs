@@ -79,6 +79,13 @@ public static class Faults
     /// </summary>
     public const string ResidualScaleOff = "residual-scale-off";
 
+    /// <summary>
+    /// A decode-only bug: each generated token is rotated at the position after its own (position + 1), as a decode path
+    /// that advances its position counter before the step instead of after; the prompt's positions are right, so the
+    /// prefill is bit-for-bit unchanged and only the decode steps' attention sees keys at the wrong relative distances.
+    /// </summary>
+    public const string DecodePositionOffByOne = "decode-position-off-by-one";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -95,6 +102,7 @@ public static class Faults
         [RopeThetaDefault] = "rope_theta not read: HF's default 10000 used instead of the config's",
         [RmsNormEpsDefault] = "rms_norm_eps not read: HF's default 1e-6 used instead of the config's",
         [ResidualScaleOff] = "the decoder layer's attention and MLP branches scaled by 1 + 2^-6 before the residual add",
+        [DecodePositionOffByOne] = "decode only: each generated token rotated at its position + 1 (the prompt's positions right)",
     };
 
     /// <summary>

@@ -76,6 +76,8 @@ internal static class VerboseReport
         }
         else if (r.FailedModule is not null)
             w.WriteLine($"{r.FailedModule}: the engine failed there (see the engine error); no recorded tensor diverged before it");
+        else if (r.Steps?.FirstDivergence is { } step)
+            w.WriteLine($"none at the prefill; the first divergent decode step is (step {step.Step}, {step.StepModule}, rank {step.Rank}): see == decode steps ==");
         else
             w.WriteLine(r.Tokens is { Passed: false } ? "none: every compared module is within tolerance, the tokens diverge" : "none: every compared module is within tolerance");
         w.WriteLine();
@@ -85,6 +87,13 @@ internal static class VerboseReport
         int cut = table.IndexOf("\nfirst divergence: ", StringComparison.Ordinal);
         w.Write(cut >= 0 ? table[..(cut + 1)] : table);
         w.WriteLine();
+
+        if (r.Steps is { } steps)
+        {
+            w.WriteLine("== decode steps ==");
+            w.Write(DecodeSteps.Grid(steps));
+            w.WriteLine();
+        }
 
         w.WriteLine("== tokens ==");
         if (r.Tokens is not null) w.Write(r.Tokens.ToString());
@@ -114,6 +123,8 @@ internal static class VerboseReport
     {
         if (r.EngineError is not null) return $"engine failed in {r.FailedModule ?? "(unknown module)"}: {r.EngineError}";
         if (r.Layers.FirstDivergence is { } first) return $"first divergent module: {first.Label} ({Verdict(first.Verdict)})";
+        if (r.Steps?.FirstDivergence is { } step)
+            return $"first divergent decode step: (step {step.Step}, {step.StepModule}, rank {step.Rank}): {step.Label} ({Verdict(step.Verdict)})";
         if (r.Tokens is { Passed: false } t) return $"tokens: {t.Reason}";
         if (r.Tokens is null && r.TokensExpected) return "no token comparison ran";
         return "-";

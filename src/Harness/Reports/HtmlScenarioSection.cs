@@ -19,6 +19,7 @@ internal static class HtmlScenarioSection
           .Append("</p>\n");
         if (s.EngineError is not null) sb.Append("<p class=\"engine-error\">engine error: <code>").Append(H(s.EngineError)).Append("</code></p>\n");
         sb.Append(LayerPlot.Render(s)).Append('\n');
+        StepGrid(sb, s);
         Modules(sb, s);
         Tokens(sb, s.Tokens);
         sb.Append("</section>\n");
@@ -50,6 +51,42 @@ internal static class HtmlScenarioSection
               .Append(ci, $"</td><td class=\"verdict\">{H(m.Verdict)}</td></tr>\n");
         }
         sb.Append("</tbody></table></details>\n");
+    }
+
+    /// <summary>
+    /// Every decode step judged per module: a row per module, a column per decode step, each cell the smallest oracle margin
+    /// over the module's rank records at that step (red: a failing record); the first divergent (step, module, rank) above.
+    /// </summary>
+    private static void StepGrid(StringBuilder sb, ScenarioRecord s)
+    {
+        if (!s.StepsJudged) return;
+        var ci = CultureInfo.InvariantCulture;
+        var rows = s.Modules.Where(m => m.Step > 0 && m.Verdict != ModuleRecord.Verdicts.Extra).ToList();
+        var modules = rows.Select(m => m.Module).Distinct(StringComparer.Ordinal).ToList();
+        var steps = rows.Select(m => m.Step).Distinct().Order().ToList();
+        sb.Append("<div class=\"decode-steps\">\n<h3>Decode steps, module by module</h3>\n<p>")
+          .Append(H("Engine and reference teacher-forced on the reference's tokens; each cell is the oracle margin (bound / observed, above 1 passes) at that step, the smallest over ranks."))
+          .Append(s.FirstDivergentStep is { } d
+              ? H(string.Create(ci, $" First divergent (step, module, rank): ({d.Step}, {d.Module}, {d.Rank})."))
+              : H(" Every step within the bound."))
+          .Append("</p>\n<table class=\"step-grid\"><thead><tr><th>module \\ step</th>");
+        foreach (var st in steps) sb.Append(ci, $"<th>{st}</th>");
+        sb.Append("</tr></thead>\n<tbody>\n");
+        foreach (var module in modules)
+        {
+            sb.Append("<tr><td>").Append(H(module)).Append("</td>");
+            foreach (var st in steps)
+            {
+                var cell = rows.Where(m => m.Step == st && m.Module == module).ToList();
+                if (cell.Count == 0) { sb.Append("<td>-</td>"); continue; }
+                bool failed = cell.Any(m => m.Failed);
+                var margins = cell.Select(m => m.Oracle?.Margin).OfType<double>().ToList();
+                string text = margins.Count > 0 ? margins.Min().ToString("G3", ci) : failed ? cell.First(m => m.Failed).Verdict : "pass";
+                sb.Append(ci, $"<td class=\"num {(failed ? "fail" : "pass")}\" data-step=\"{st}\" title=\"{H(string.Join("; ", cell.Select(m => $"{m.Label}: {m.Verdict}")))}\">{H(text)}</td>");
+            }
+            sb.Append("</tr>\n");
+        }
+        sb.Append("</tbody></table>\n</div>\n");
     }
 
     private static void Tokens(StringBuilder sb, TokenRecord? t)

@@ -25,6 +25,8 @@ internal static class HtmlStyle
         .token.divergent td { background: #ffd8d3; font-weight: 700; }
         .token.after td { color: #999; font-style: italic; }
         .chosen { font-weight: 700; text-decoration: underline; }
+        table.step-grid td.fail { background: #ffd8d3; font-weight: 700; } table.step-grid td.pass { background: #f0fff4; }
+        table.step-grid { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12px; }
         #baseline .added li { color: #0969da; } #baseline .removed li { color: #777; }
         """;
 }

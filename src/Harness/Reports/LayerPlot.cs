@@ -22,7 +22,8 @@ public static class LayerPlot
     {
         ArgumentNullException.ThrowIfNull(scenario);
         var ci = CultureInfo.InvariantCulture;
-        var plotted = scenario.Modules.Where(m => m.Verdict != ModuleRecord.Verdicts.Extra).ToList();
+        // the prefill's modules (decode steps judged per module have their own step-by-module grid: HtmlScenarioSection)
+        var plotted = scenario.Modules.Where(m => m.Verdict != ModuleRecord.Verdicts.Extra && m.Step == 0).ToList();
         var modules = plotted.Select(m => m.Module).Distinct(StringComparer.Ordinal).ToList();
         var index = modules.Select((m, i) => (m, i)).ToDictionary(p => p.m, p => p.i, StringComparer.Ordinal);
         var rtols = plotted.Where(m => m.Tolerance is not null).Select(m => m.Tolerance!).DistinctBy(t => (t.Name, t.Rtol)).ToList();

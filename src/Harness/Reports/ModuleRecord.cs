@@ -56,6 +56,9 @@ public sealed record ModuleRecord(
     /// <summary>The oracle verdict's numbers (null: judged by the fixed <see cref="Tolerance"/> policy, the fallback).</summary>
     public OracleRecord? Oracle { get; init; }
 
+    /// <summary>The decode step of the record: 0 the prefill, 1.. a decode step judged per module (<see cref="Runs.DecodeSteps"/>).</summary>
+    public int Step { get; init; }
+
     /// <summary>What the verdict used: "oracle", or the fixed policy's name.</summary>
     public string VerdictBasis => Oracle is not null ? "oracle" : Tolerance?.Name ?? "-";
 
@@ -70,7 +73,7 @@ public sealed record ModuleRecord(
     {
         ArgumentNullException.ThrowIfNull(row);
         var r = row.Result is { ShapeMatches: true } ? row.Result : null;
-        return new ModuleRecord(row.Module, row.Rank, row.Label, row.EngineShape, row.ExpectedShape,
+        return new ModuleRecord(row.StepModule, row.Rank, row.Label, row.EngineShape, row.ExpectedShape,
             r?.MaxAbsError, r?.MaxRelError, r?.RelativeL2, r?.Mismatches, r?.Total,
             row.Policy is null ? null : new ToleranceRecord(row.Policy.Name, row.Policy.Rtol, row.Policy.Atol),
             VerdictOf(row.Verdict), row.Note)
@@ -80,6 +83,7 @@ public sealed record ModuleRecord(
                     o.Outliers, o.OutlierBudget, o.Margin, o.Passed)
                 { EngineScaleBias = o.EngineScaleBias, ReferenceScaleBias = o.ReferenceScaleBias, BiasBound = o.BiasBound }
                 : null,
+            Step = row.Step,
         };
     }
 

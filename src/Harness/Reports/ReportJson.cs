@@ -66,6 +66,16 @@ public static class ReportJson
         Number(w, "elapsed_seconds", s.ElapsedSeconds);
         w.WriteString("engine_error", s.EngineError);
         w.WriteString("first_bad_module", s.FirstBadModule);
+        w.WriteBoolean("decode_steps_judged", s.StepsJudged);
+        if (s.FirstDivergentStep is { } d)
+        {
+            w.WriteStartObject("first_divergent_decode_step");
+            w.WriteNumber("step", d.Step);
+            w.WriteString("module", d.Module);
+            w.WriteNumber("rank", d.Rank);
+            w.WriteEndObject();
+        }
+        else w.WriteNull("first_divergent_decode_step");
         Number(w, "max_rel_l2", s.MaxRelL2);
         w.WriteStartArray("modules");
         foreach (var m in s.Modules) WriteModule(w, m);
@@ -79,6 +89,7 @@ public static class ReportJson
     {
         w.WriteStartObject();
         w.WriteString("module", m.Module);
+        w.WriteNumber("step", m.Step);
         w.WriteNumber("rank", m.Rank);
         w.WriteString("label", m.Label);
         Ints(w, "engine_shape", m.EngineShape);

@@ -22,7 +22,11 @@ internal static class ReportJsonReader
         Str(s, "id"), Str(s, "model"), Str(s, "layout"), Str(s, "dtype"), Str(s, "input"), OptStr(s, "fault"),
         Get(s, "expect_failure").GetBoolean(), Str(s, "verdict") == "pass", Str(s, "reason"), OptDouble(s, "elapsed_seconds") ?? double.NaN,
         OptStr(s, "engine_error"), OptStr(s, "first_bad_module"), Array(s, "modules").Select(Module).ToArray(),
-        Opt(s, "tokens") is { } t ? Tokens(t) : null);
+        Opt(s, "tokens") is { } t ? Tokens(t) : null)
+    {
+        StepsJudged = Opt(s, "decode_steps_judged") is { ValueKind: JsonValueKind.True },
+        FirstDivergentStep = Opt(s, "first_divergent_decode_step") is { } d ? new StepDivergence((int)Long(d, "step"), Str(d, "module"), (int)Long(d, "rank")) : null,
+    };
 
     private static ModuleRecord Module(JsonElement m) => new(
         Str(m, "module"), (int)Long(m, "rank"), Str(m, "label"), OptInts(m, "engine_shape"), OptInts(m, "expected_shape"),
@@ -42,6 +46,7 @@ internal static class ReportJsonReader
                 BiasBound = OptDouble(o, "scale_bias_bound") ?? double.NaN,
             }
             : null,
+        Step = (int)(OptLong(m, "step") ?? 0),
     };
 
     private static TokenRecord Tokens(JsonElement t) => new(

@@ -26,6 +26,15 @@ public sealed record ScenarioRecord(
     IReadOnlyList<ModuleRecord> Modules,
     TokenRecord? Tokens)
 {
+    /// <summary>
+    /// The first divergent decode step judged per module, (step, module, rank); null when every step passed or the
+    /// scenario judges its decode by tokens only (<see cref="StepsJudged"/>).
+    /// </summary>
+    public StepDivergence? FirstDivergentStep { get; init; }
+
+    /// <summary>Whether the scenario judged every decode step per module (its <see cref="Modules"/> then hold step rows, Step &gt; 0).</summary>
+    public bool StepsJudged { get; init; }
+
     /// <summary>"pass" or "fail".</summary>
     public string Verdict => Passed ? "pass" : "fail";
 
@@ -54,12 +63,16 @@ public sealed record ScenarioRecord(
         ArgumentNullException.ThrowIfNull(result);
         // A mutation check passes only when the comparison fails at its expected module (ScenarioResult.Passed).
         bool passed = expectFailure == result.Scenario.ExpectFailure ? result.Passed : result.ComparisonPassed != expectFailure;
-        var modules = result.Layers.Rows.Select(ModuleRecord.From).ToArray();
+        var modules = result.Layers.Rows.Concat(result.Steps?.Rows ?? []).Select(ModuleRecord.From).ToArray();
         var tokens = result.Tokens is null ? null
             : TokenRecord.From(result.Tokens, referenceTokens ?? result.ReferenceTokens, engineTokens ?? result.EngineTokens);
         return new ScenarioRecord(result.Scenario.Id, model, layout, dtype, input, fault, expectFailure, passed,
             ReasonFor(result, expectFailure, fault), result.Elapsed.TotalSeconds,
-            result.EngineError is null ? null : TokenRecord.OneLine(result.EngineError), result.FirstBadModule, modules, tokens);
+            result.EngineError is null ? null : TokenRecord.OneLine(result.EngineError), result.FirstBadModule, modules, tokens)
+        {
+            StepsJudged = result.Steps is not null,
+            FirstDivergentStep = result.Steps?.FirstDivergence is { } d ? new StepDivergence(d.Step, d.StepModule, d.Rank) : null,
+        };
     }
 
     /// <summary>The record of a catalog scenario's result, its descriptive fields taken from the scenario.</summary>
@@ -97,6 +110,13 @@ public sealed record ScenarioRecord(
             };
             return TokenRecord.OneLine($"{row.Label}: {ModuleRecord.VerdictOf(row.Verdict)}: {detail}");
         }
+        if (result.Steps?.FirstDivergence is { } step)
+        {
+            string where = string.Create(ci, $"first divergent decode step (step {step.Step}, {step.StepModule}, rank {step.Rank}): {ModuleRecord.VerdictOf(step.Verdict)}");
+            return TokenRecord.OneLine(step.Result?.Oracle is { } so
+                ? where + string.Create(ci, $": engine rel L2 against float64 {so.EngineRelativeL2:0.00E+00}, the reference's own {so.ReferenceRelativeL2:0.00E+00}, margin {so.Margin:G3}")
+                : where);
+        }
         if (result.Tokens is null) return "the engine produced no tokens";
         if (!result.Tokens.Passed) return TokenRecord.OneLine($"tokens: {result.Tokens.Reason}");
         int compared = result.Layers.Rows.Count(r => r.Verdict == LayerVerdict.Pass);
@@ -106,3 +126,6 @@ public sealed record ScenarioRecord(
     private static string TokenVerdictName(TokenReport t) =>
         t.Verdict == TokenVerdict.Identical ? TokenRecord.Identical : TokenRecord.AcceptedDivergence;
 }
+
+/// <summary>Where decode first diverged, judged per module: the decode step (1 = the forward after the prompt's), the module, the rank.</summary>
+public sealed record StepDivergence(int Step, string Module, int Rank);

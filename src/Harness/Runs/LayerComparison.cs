@@ -117,12 +117,15 @@ public static class LayerComparison
         return a.Rtol + a.Atol > b.Rtol + b.Atol ? a : b;
     }
 
-    /// <summary>"module (rank r[, slice][, call n])".</summary>
+    /// <summary>"module ([step s, ]rank r[, slice][, call n])": a decode step's record (<see cref="DecodeSteps"/>) names its step.</summary>
     private static string Label(CapturedActivation rec, string slice, int call)
     {
-        var parts = new List<string> { string.Create(CultureInfo.InvariantCulture, $"rank {rec.Rank}") };
+        var (step, module) = DecodeSteps.Parse(rec.Module);
+        var parts = new List<string>();
+        if (step > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"step {step}"));
+        parts.Add(string.Create(CultureInfo.InvariantCulture, $"rank {rec.Rank}"));
         if (slice.Length > 0) parts.Add(slice);
         if (call > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"call {call}"));
-        return $"{rec.Module} ({string.Join(", ", parts)})";
+        return $"{module} ({string.Join(", ", parts)})";
     }
 }

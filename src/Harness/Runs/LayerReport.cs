@@ -44,6 +44,12 @@ public sealed record LayerRow(
 {
     public bool Failed => Verdict is LayerVerdict.Fail or LayerVerdict.ShapeMismatch or LayerVerdict.InvalidShard or LayerVerdict.Missing;
 
+    /// <summary>The decode step the row belongs to (0: the prefill; <see cref="DecodeSteps"/>).</summary>
+    public int Step => DecodeSteps.Parse(Module).Step;
+
+    /// <summary>The module path without its decode step.</summary>
+    public string StepModule => DecodeSteps.Parse(Module).Module;
+
     /// <summary>The row's failure (or outcome) in words, with both shapes and the shard spec for shape mismatches.</summary>
     public string Describe()
     {

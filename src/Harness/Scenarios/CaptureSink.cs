@@ -4,16 +4,35 @@ using Harness.Runs;
 
 namespace Harness.Scenarios;
 
-/// <summary>Feeds the engine's activation records into a harness <see cref="ActivationCapture"/>.</summary>
+/// <summary>
+/// Feeds the engine's activation records into a harness <see cref="ActivationCapture"/>: the prefill's (step 0) by
+/// default; with <see cref="FirstStep"/>..<see cref="LastStep"/> set, the records of those decode steps, named
+/// <c>step&lt;s&gt;.&lt;module&gt;</c> (<see cref="DecodeSteps"/>), so one capture holds every step apart.
+/// </summary>
 public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRecord = null) : IActivationSink
 {
     public ActivationCapture Capture { get; } = capture;
 
-    public bool Wants(string module) => Capture.Wants(module);
+    /// <summary>The first decode step recorded (0: the prefill).</summary>
+    public int FirstStep { get; init; }
 
-    public void Record(string module, int worldRank, Tensor value, ShardSpec shard)
+    /// <summary>The last decode step recorded.</summary>
+    public int LastStep { get; init; }
+
+    /// <summary>A sink of decode steps 1 .. newTokens - 1 (the forced run's steps after its prompt).</summary>
+    public static CaptureSink DecodeSteps(ActivationCapture capture, int newTokens, Action<string>? onRecord = null) =>
+        new(capture, onRecord) { FirstStep = 1, LastStep = newTokens - 1 };
+
+    public bool Wants(string module) => Wants(module, 0);
+
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => Record(module, worldRank, value, shard, 0);
+
+    public bool Wants(string module, int step) => step >= FirstStep && step <= LastStep && Capture.Wants(Runs.DecodeSteps.Name(step, module));
+
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard, int step)
     {
-        Capture.Record(module, value.Clone(), shard, worldRank);
+        if (step < FirstStep || step > LastStep) return;
+        Capture.Record(Runs.DecodeSteps.Name(step, module), value.Clone(), shard, worldRank);
         onRecord?.Invoke(module);
     }
 }

@@ -92,6 +92,8 @@ public sealed class HostCopySink(IActivationSink inner) : IActivationSink
 {
     public bool Wants(string module) => inner.Wants(module);
     public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => inner.Record(module, worldRank, value.ToHost(), shard);
+    public bool Wants(string module, int step) => inner.Wants(module, step);
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard, int step) => inner.Record(module, worldRank, value.ToHost(), shard, step);
 }
 
 /// <summary>

@@ -42,6 +42,12 @@ public sealed record LlamaScenario : Scenario
     /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
     public string Variant { get; }
 
+    /// <summary>
+    /// Every decode step judged per module (<see cref="DecodeSteps"/>; on by default: a step's tensors are [1, 1, hidden]
+    /// rows, cheap at every size the catalog runs); off (`compare --no-steps`): decode is judged by its tokens only.
+    /// </summary>
+    public bool JudgeSteps { get; init; } = true;
+
     [SetsRequiredMembers]
     public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null,
         string? expectedFirstBadModule = null, string variant = "default")
@@ -135,6 +141,10 @@ public sealed record LlamaScenario : Scenario
 
     public IReadOnlyList<string> Modules => ModulesFor(null);
 
+    /// <summary>The modules judged at every decode step: the decoder's, embed_tokens included (a decode step feeds the
+    /// generated token's id even after prompt embeddings).</summary>
+    public static IReadOnlyList<string> StepModulesFor(TextConfig? config) => TinyLlama.Modules(true, config?.NumHiddenLayers ?? 4);
+
     public override IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context) =>
         new Dictionary<string, Tensor> { [InputKind == InputKind.InputIds ? "input_ids" : "inputs_embeds"] = Prompt(LoadConfig(ModelDirectory(context))) };
 
@@ -154,8 +164,10 @@ public sealed record LlamaScenario : Scenario
         var config = LoadConfig(dir);
         var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
         var forward = client.Forward(dir, DType, batched, ModulesFor(config));
-        var gen = client.Generate(dir, DType, batched, NewTokens, TopK);
-        return new ReferenceBundle(forward.Captured, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
+        var gen = client.Generate(dir, DType, batched, NewTokens, TopK, JudgeSteps ? StepModulesFor(config) : null);
+        var tensors = new Dictionary<string, Tensor>(forward.Captured);
+        foreach (var (name, t) in gen.StepCaptures) tensors[name] = t;          // step<s>.<module> and their float64 oracle
+        return new ReferenceBundle(tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
             context.Versions());
     }
 
@@ -181,10 +193,13 @@ public sealed record LlamaScenario : Scenario
         }
         catch (Exception e) when (e is ConfigException or CheckpointMismatchException)
         {
-            return new ScenarioResult(this, LayerComparison.Run(reference.Tensors, capture, modules, _ => Policy(DType, Tp)), null,
+            return new ScenarioResult(this, LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => Policy(DType, Tp)), null,
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
         }
         var sink = new CaptureSink(capture, context.ReportModule);
+        var stepModules = StepModulesFor(trueConfig);
+        var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         var options = Plan.Llama;                                             // SP/PP residual faults: constructor inputs
@@ -192,7 +207,7 @@ public sealed record LlamaScenario : Scenario
             try
             {
                 var forcedOn = reference.Tokens is { Length: > 1 } rt ? rt.Tokens : null;
-                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, options, forcedOn), context.CollectiveTimeout);
+                var generations = ThreadWorld.Run(WorldSize, rank => RunRank(rank, engineDir, config, input, sink, stepSink, options, forcedOn), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Generation.Tokens, generations[0].Generation.TopKIds, generations[0].Generation.TopKLogprobs);
                 engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
@@ -202,7 +217,7 @@ public sealed record LlamaScenario : Scenario
             }
         }
         var policy = Policy(DType, Tp);
-        var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);
+        var layers = LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
             : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
@@ -211,20 +226,23 @@ public sealed record LlamaScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
     private (Generation Generation, Generation? Forced) RunRank(int rank, string dir, TextConfig config, Tensor input,
-        IActivationSink sink, LlamaOptions options, long[]? forcedOn)
+        IActivationSink sink, IActivationSink? stepSink, LlamaOptions options, long[]? forcedOn)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, Pp, Sp);
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint, DType);          // computed in the scenario's dtype, as HF loads it
         using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
+        if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int tokens = input.Shape[0];
         new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
         var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
-        // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie
-        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK, forcedOn));
+        // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie, and
+        // every module at every decode step (the step sink records steps 1.., the prefill is the capture above)
+        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, stepSink, options: options).Generate(input, NewTokens, TopK, forcedOn));
     }
 }

@@ -40,6 +40,9 @@ public static class LlamaScenarios
                 // the residual add is model.layers.0's own: fp32 sees it already in the post-attention norm of the sum, bf16 in the layer output
                 yield return new LlamaScenario(1, 1, false, InputKind.InputIds, dtype, fault: Faults.ResidualScaleOff,
                     expectedFirstBadModule: dtype == DType.Float32 ? "model.layers.0.post_attention_layernorm" : "model.layers.0");
+                // decode only (the prefill is bit-for-bit right): named at its (step, module) by the per-step module verdict
+                yield return new LlamaScenario(1, 1, false, InputKind.InputIds, dtype, fault: Faults.DecodePositionOffByOne,
+                    expectedFirstBadModule: Runs.DecodeSteps.Name(1, "model.layers.0.self_attn"));
             }
             // eps 1e-6 for 2e-5 moves the tiny model's norms by ~1e-5 relative: 400x under one bf16 ulp, so fp32 only
             yield return new LlamaScenario(1, 1, false, InputKind.InputIds, fault: Faults.RmsNormEpsDefault,

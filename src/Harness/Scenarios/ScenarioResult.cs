@@ -24,10 +24,20 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
     /// <summary>Set by models that generate tokens; false when a token comparison was expected but none ran.</summary>
     public bool TokensExpected { get; init; }
 
-    public bool ComparisonPassed => EngineError is null && Layers.Passed && (Tokens?.Passed ?? !TokensExpected);
+    /// <summary>
+    /// Every decode step judged per module (<see cref="DecodeSteps"/>): engine and reference teacher-forced on the
+    /// reference's tokens, step 1.. in order; null where the scenario judges its decode by tokens only. Beside
+    /// <see cref="Layers"/> (the prefill's), whose verdict and precision budget it leaves as they were.
+    /// </summary>
+    public LayerReport? Steps { get; init; }
 
-    /// <summary>The module a reader should look at first: where the engine died, or the first divergent module.</summary>
-    public string? FirstBadModule => FailedModule ?? Layers.FirstDivergence?.Module;
+    public bool ComparisonPassed => EngineError is null && Layers.Passed && (Steps?.Passed ?? true) && (Tokens?.Passed ?? !TokensExpected);
+
+    /// <summary>
+    /// The module a reader should look at first: where the engine died, the first divergent prefill module, or the first
+    /// divergent decode step's record (<c>step&lt;s&gt;.&lt;module&gt;</c>).
+    /// </summary>
+    public string? FirstBadModule => FailedModule ?? Layers.FirstDivergence?.Module ?? (Layers.Passed ? Steps?.FirstDivergence?.Module : null);
 
     public bool Passed => Scenario.ExpectFailure
         ? !ComparisonPassed && FirstBadModule == Scenario.ExpectedFirstBadModule
@@ -49,9 +59,14 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
                 return Layers.Rows.Any(r => r.Failed) || Layers.Budget is null
                     ? $"first divergent module: {Layers.FirstDivergence?.Label}"
                     : Layers.Budget.ToString();
+            if (Steps is { Passed: false } steps)
+                return steps.Rows.Any(r => r.Failed) || steps.Budget is null
+                    ? $"first divergent decode step: {steps.FirstDivergence?.Label}"
+                    : $"decode steps: {steps.Budget}";
             if (Tokens is { Passed: false }) return $"tokens: {Tokens.Reason}";
             if (Tokens is null && TokensExpected) return "no token comparison ran";
-            return Tokens is null ? "all modules within tolerance" : $"all modules within tolerance; tokens: {Tokens.Reason}";
+            string modules = Steps is null ? "all modules within tolerance" : "all modules within tolerance, at the prefill and at every decode step";
+            return Tokens is null ? modules : $"{modules}; tokens: {Tokens.Reason}";
         }
     }
 
@@ -62,6 +77,7 @@ public sealed record ScenarioResult(Scenario Scenario, LayerReport Layers, Token
         if (EngineError is not null) sb.AppendLine($"engine failed in {FailedModule ?? "(unknown module)"}: {EngineError}");
         foreach (var note in Notes) sb.AppendLine($"note: {note}");
         sb.AppendLine(Layers.ToString());
+        if (Steps is not null) sb.AppendLine(DecodeSteps.Grid(Steps));
         if (Tokens is not null) sb.AppendLine(Tokens.ToString());
         return sb.ToString();
     }

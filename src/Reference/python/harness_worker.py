@@ -801,17 +801,21 @@ def op_generate(args, tensors):
     if first.shape[0] != 1:
         raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
-    outs = greedy_decode(model, inputs, steps, k)
+    step_paths = list(args.get("capture_steps", []))        # modules captured at every decode step (StepCapture)
+    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths)
     if args.get("oracle"):
-        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"])
+        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
     return {"steps": steps}, outs
 
 
-def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, keep=None, twin=oracle_model, reset=None):
+def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, step_paths=(), keep=None, twin=oracle_model, reset=None):
     """The float64 oracle teacher-forced on the reference's greedy tokens (its prompt forward, then each reference token
     fed with the KV cache, as greedy_decode feeds its own), in args["oracle_mode"] as oracle_outputs runs it: per step
     the float64 log_softmax at the reference's top-k ids. Returns [("oracle_topk_logprobs", [steps, k] float64)]: the
-    yardstick of the token verdict (TokenComparison). Every model-specific generate op calls this one: `inputs` is the
+    yardstick of the token verdict (TokenComparison); with step_paths also each module's float64 output at every decode
+    step, ("oracle.step<s>.<path>", [1, 1, ...]) for s = 1 .. steps-1 (StepCapture: the per-step module verdict's oracle,
+    fed the same tokens as the reference's greedy run, so the reference's own step captures are its teacher-forced ones).
+    Every model-specific generate op calls this one: `inputs` is the
     whole prompt (pixel values, audio features: the towers run in the oracle's prompt forward too); keep: {module path:
     dtype} subtrees kept at that dtype in stream mode (a tower HF cannot run in float64); twin: the whole-mode twin
     (model -> float64 model); reset(m): called before the prompt forward (state HF keeps on the module, e.g. Qwen2-VL's
@@ -819,63 +823,109 @@ def oracle_forced_logprobs(args, model, inputs, tokens, topk_ids, keep=None, twi
     steps = tokens.shape[0]
     k = topk_ids.shape[1] if topk_ids.dim() == 2 else 0
 
-    def forced(m):
+    def forced(m, hooked):
         rows = []
         if reset is not None:
             reset(m)
-        with torch.no_grad():
-            out = m(**upcast(inputs), use_cache=True)
-            for step in range(steps):
-                logprobs = torch.log_softmax(out.logits[0, -1, :].to(torch.float64), dim=-1)
-                rows.append(logprobs[topk_ids[step]])
-                if step + 1 < steps:
-                    out = m(input_ids=tokens[step].view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+        capture = StepCapture(hooked, step_paths)
+        try:
+            with torch.no_grad():
+                out = m(**upcast(inputs), use_cache=True)
+                for step in range(steps):
+                    logprobs = torch.log_softmax(out.logits[0, -1, :].to(torch.float64), dim=-1)
+                    rows.append(logprobs[topk_ids[step]])
+                    if step + 1 < steps:
+                        capture.step = step + 1
+                        out = m(input_ids=tokens[step].view(1, 1).to(out.logits.device), past_key_values=out.past_key_values, use_cache=True)
+        finally:
+            capture.close()
         if reset is not None:
             reset(m)
-        return torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64)
+        stacked = torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.float64)
+        return stacked, [("oracle." + name, t.to(torch.float64)) for name, t in capture.results(steps)]
 
     mode = args.get("oracle_mode") or "stream"
     if mode == "whole":
-        result = forced(twin(model))
+        float64 = twin(model)
+        result, captured = forced(float64, float64)
     elif mode == "stream":
         experts = [(m.config, m.config._experts_implementation) for m in model.modules()
                    if getattr(getattr(m, "config", None), "_experts_implementation", None) not in (None, "eager")]
         try:
             eager_experts(model)
             with Float64Stream(model, keep=keep) as view:
-                result = forced(view)
+                result, captured = forced(view, model)
         finally:
             for config, impl in experts:
                 config._experts_implementation = impl
     else:
         raise ValueError(f"oracle_mode must be 'stream' or 'whole', got {mode!r}")
-    return [("oracle_topk_logprobs", result.to(torch.float64))]
+    return [("oracle_topk_logprobs", result.to(torch.float64))] + captured
 
 
-def greedy_decode(model, inputs, steps, k, prompt_logits=False):
+class StepCapture:
+    """Forward hooks on named modules that keep each module's first output at every decode step: the caller sets `step`
+    before each decode forward (1 = the forward after the prompt's; 0, the prompt's own forward, is not kept: the
+    prefill captures are op_forward's). results(steps) names them "step<s>.<path>" ([1, 1, ...] rows, the module's
+    output for the one fed token); a path that did not run at some decode step is an error naming both."""
+
+    def __init__(self, model, paths):
+        self.step, self.paths, self.outputs, self.handles = 0, list(paths), {}, []
+        for path in self.paths:
+            self.handles.append(model.get_submodule(path).register_forward_hook(self._hook(path)))
+
+    def _hook(self, path):
+        def hook(_module, _inputs, output):
+            if self.step > 0 and (self.step, path) not in self.outputs:
+                self.outputs[(self.step, path)] = module_output(output).detach().clone()
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def results(self, steps):
+        out = []
+        for s in range(1, steps):
+            for path in self.paths:
+                if (s, path) not in self.outputs:
+                    raise RuntimeError(f"module {path!r} was not called at decode step {s}")
+                out.append((f"step{s}.{path}", self.outputs[(s, path)]))
+        return out
+
+
+def greedy_decode(model, inputs, steps, k, prompt_logits=False, step_paths=()):
     """Greedy decoding with the KV cache from model(**inputs): exactly `steps` tokens (no EOS stop), each with the top-k
     of log_softmax(float32 raw logits). Returns [("tokens", [steps]), ("topk_ids", [steps, k]), ("topk_logprobs",
-    [steps, k])], preceded by ("logits", the prompt's logits) when prompt_logits; every op that generates (plain and
-    model-specific) decodes through this one loop."""
+    [steps, k])], preceded by ("logits", the prompt's logits) when prompt_logits, followed by each of step_paths' outputs
+    at every decode step ("step<s>.<path>", StepCapture) when given: greedy decoding is teacher forcing on its own tokens,
+    so these are what an engine fed the same tokens must reproduce. Every op that generates (plain and model-specific)
+    decodes through this one loop."""
     tokens, ids, lps = [], [], []
-    with torch.no_grad():
-        out = model(**inputs, use_cache=True)
-        first = [("logits", out.logits)] if prompt_logits else []
-        for step in range(steps):
-            logits = out.logits[0, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-            tok = torch.argmax(logits)
-            tokens.append(tok)
-            ids.append(top.indices)
-            lps.append(top.values)
-            if step + 1 < steps:
-                out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    capture = StepCapture(model, step_paths)
+    try:
+        with torch.no_grad():
+            out = model(**inputs, use_cache=True)
+            first = [("logits", out.logits)] if prompt_logits else []
+            for step in range(steps):
+                logits = out.logits[0, -1, :].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+                tok = torch.argmax(logits)
+                tokens.append(tok)
+                ids.append(top.indices)
+                lps.append(top.values)
+                if step + 1 < steps:
+                    capture.step = step + 1
+                    out = model(input_ids=tok.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    finally:
+        capture.close()
     if not steps:
         return first + [("tokens", torch.empty(0, dtype=torch.int64)), ("topk_ids", torch.empty(0, k, dtype=torch.int64)),
                         ("topk_logprobs", torch.empty(0, k))]
     return first + [("tokens", torch.stack(tokens).to(torch.int64)), ("topk_ids", torch.stack(ids).to(torch.int64)),
-            ("topk_logprobs", torch.stack(lps).float())]
+            ("topk_logprobs", torch.stack(lps).float())] + capture.results(steps)
 
 
 def op_bench_matmul(args, tensors):

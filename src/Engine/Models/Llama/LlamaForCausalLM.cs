@@ -102,7 +102,8 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     }
 
     /// <summary>One decode step (<see cref="IDecoder.Step"/>): logits [1, vocab] on the last stage.</summary>
-    public Tensor? Step(long token) => Forward(_ctx.IsFirstStage ? Tensor.FromArray([token], 1) : null, 1, logitsToKeep: 1);
+    public Tensor? Step(long token) => Forward(_ctx.IsFirstStage ? Tensor.FromArray([token], 1) : null, 1, null, 1,
+        rotaryOffset: _options.DecodePositionOffset);
 
     /// <summary>The sink this model's modules record through (<see cref="IDecoder.Sink"/>).</summary>
     public StepSink Sink => _sink;
@@ -157,7 +158,12 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     /// <param name="logitsToKeep">HF's <c>logits_to_keep</c>: 0 keeps every row; n &gt; 0 runs lm_head on the last n tokens
     /// only and returns [n, vocab] (generation's prefill needs the last row: lm_head on a 512-token prompt of a 155M
     /// Llama is a fifth of the forward).</param>
-    public Tensor? Forward(Tensor? input, int tokens, Tensor? logits = null, int logitsToKeep = 0)
+    public Tensor? Forward(Tensor? input, int tokens, Tensor? logits = null, int logitsToKeep = 0) =>
+        Forward(input, tokens, logits, logitsToKeep, rotaryOffset: 0);
+
+    // rotaryOffset: added to the rotary positions of this forward's tokens (LlamaOptions.DecodePositionOffset, a decode
+    // step's fault; 0 otherwise).
+    private Tensor? Forward(Tensor? input, int tokens, Tensor? logits, int logitsToKeep, int rotaryOffset)
     {
         if (logitsToKeep < 0 || logitsToKeep > tokens)
             throw new ArgumentOutOfRangeException(nameof(logitsToKeep), $"logits_to_keep {logitsToKeep} must be 0 (all) or 1..{tokens} (the tokens of this step)");
@@ -165,7 +171,7 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
         int padded = _ctx.SequenceParallel ? (tokens + tp - 1) / tp * tp : tokens;    // Tp
         int start = Position;
         Position += tokens;
-        var (cos, sin) = CosSin(start, padded);                                          // [1, Tp, head_dim]
+        var (cos, sin) = CosSin(start + rotaryOffset, padded);                           // [1, Tp, head_dim]
 
         Tensor hidden;
         Tensor? residual = null;

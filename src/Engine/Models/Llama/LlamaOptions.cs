@@ -28,4 +28,8 @@ public sealed record LlamaOptions
 
     /// <summary>The attention and MLP outputs scaled by this before the residual add (1: none; a fault sets 1 + 2^-6).</summary>
     public double ResidualBranchScale { get; init; } = 1;
+
+    /// <summary>Added to the rotary position of every decode step's token (0: none; a decode-only fault sets 1). The prompt's
+    /// forward is never shifted.</summary>
+    public int DecodePositionOffset { get; init; }
 }
