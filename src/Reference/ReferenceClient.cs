@@ -66,7 +66,8 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// A host folder the worker can read (an HF hub snapshot's relative links into ../../blobs included). No copy where
     /// none is needed: the folder itself when the worker shares our filesystem or sees the host through the sandbox's
     /// read-only view (<see cref="WorkerPath"/>). Otherwise (a chroot without the view, or a folder whose files are absolute
-    /// links, which point into the chroot there) a folder staged inside its root: each file's final target hard-linked, or
+    /// links, which point into the chroot there; a folder, even inside the chroot, with files the sandbox's unprivileged user
+    /// may not read) a folder staged inside its root: each file's final target hard-linked, or
     /// copied across filesystems, once per run and folder contents (the staged folder is reused until a file changes),
     /// removed at the end of the run (<see cref="ScratchFolders"/>). Messages from the worker name the user's folder.
     /// </summary>
@@ -75,8 +76,12 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         var hello = Worker.Start();
         var root = (string?)hello["host_root"] ?? "";
         var full = Path.GetFullPath(hostDirectory).TrimEnd('/');
-        if (root.Length == 0 || IsInside(full, root)) return full;
+        if (root.Length == 0) return full;
         var files = Directory.GetFiles(full).Order(StringComparer.Ordinal).ToList();
+        // a folder inside the chroot is the worker's own, but the sandbox's user (nobody) reads only what others may read:
+        // a checkpoint written as root with mode 0600 there (safetensors' default under a umask of 077) is staged too
+        if (IsInside(full, root) && ((int?)hello["uid"] is null or 0 || files.All(f => Libc.RealPath(f).Path is { } r && OthersCanRead(r))))
+            return full;
         if (HostView(hello) is not null && !files.Any(IsAbsoluteLink) && WorkerCanRead(hello, full, files)) return full;
         var signature = string.Join('\n', files.Select(f =>
         {

@@ -138,6 +138,37 @@ public sealed class WorkerSandboxTests : IDisposable
     }
 
     [SkippableFact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void A_checkpoint_inside_the_chroot_that_only_root_may_read_is_staged_for_the_sandbox_not_reported_missing()
+    {
+        // Seen with a random 1.1B Llama written inside the chroot's /tmp by the reference interpreter (model.safetensors
+        // mode 0600, owner root): `compare` ran the reference and got "No such file or directory: /tmp/llama1b/
+        // model.safetensors": the folder was handed to the sandbox's worker (user nobody) as is.
+        var worker = Worker(sandbox: true);
+        var client = new ReferenceClient(worker);
+        var root = (string)worker.Start()["host_root"]!;
+        var inside = Path.Combine(root, "tmp", "harness-private-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(inside);
+        try
+        {
+            foreach (var f in Directory.GetFiles(Path.Combine(Fixtures.DefaultDirectory(), "models", "tiny-llama-fp32")))
+            {
+                var dest = Path.Combine(inside, Path.GetFileName(f));
+                File.Copy(f, dest);
+                File.SetUnixFileMode(dest, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+            var shared = client.ShareDirectory(inside);
+            Assert.NotEqual(inside, shared);
+            var forward = client.Forward(shared, DType.Float32, Tensor.FromArray([5L, 6L, 7L], 1, 3), []);
+            Assert.Equal(3, forward.Logits.Shape[^2]);
+            client.Release(shared);
+            foreach (var f in Directory.GetFiles(inside)) File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherRead);
+            Assert.Equal(inside, client.ShareDirectory(inside));   // readable by others: the worker's own folder, no copy
+        }
+        finally { Directory.Delete(inside, recursive: true); }
+    }
+
+    [SkippableFact]
     public void Without_the_view_a_hub_snapshot_is_staged_as_its_files_and_removed_when_released()
     {
         var worker = Worker(sandbox: false);
