@@ -155,7 +155,7 @@ public sealed class ModelFamilyTests
         Assert.Null(CompareCommand.FaultProblem(qwen, Compare(Faults.AttentionReshapeHiddenSize, tp: 4)));
 
         Assert.Equal("Llama has no site for it; faults compare plants in Llama: sp-residual-first-slice, sp-pp-residual-sliced, " +
-                     "rms-norm-sum-of-squares-bf16, residual-scale-off, rope-scaling-ignored, rope-theta-default, rms-norm-eps-default",
+                     "rms-norm-sum-of-squares-bf16, residual-scale-off, rope-scaling-ignored, rope-theta-default, rms-norm-eps-default, decode-position-off-by-one",
             CompareCommand.FaultProblem(llama, Compare(Faults.GeluTanhAsExact)));
         Assert.StartsWith("Gemma4 has it in Gemma4AudioModel and Gemma4VisionModel, which compare does not run (it runs Gemma4ForCausalLM)",
             CompareCommand.FaultProblem(gemma4, Compare(Faults.MatmulNoNdBroadcast)));
