@@ -104,15 +104,20 @@ public sealed record Qwen2VlOptions
     /// </summary>
     public bool AttentionReshapeHiddenSize { get; init; }
 
+    /// <summary>Fault <see cref="Runtime.Faults.MropeDecodeDeltaIgnored"/>: decode steps at position cache length, without the
+    /// prompt's rope delta (HF: <c>delta = cache_position[0] + self.rope_deltas</c>).</summary>
+    public bool DecodeRopeDeltaIgnored { get; init; }
+
     public static Qwen2VlOptions Default { get; } = new();
 
     /// <summary>Whether Qwen2-VL has an option for a named fault (Runtime.Faults).</summary>
-    public static bool Handles(string? fault) => fault == Runtime.Faults.AttentionReshapeHiddenSize;
+    public static bool Handles(string? fault) => fault is Runtime.Faults.AttentionReshapeHiddenSize or Runtime.Faults.MropeDecodeDeltaIgnored;
 
     /// <summary>The options that re-create a named fault; null or a fault Qwen2-VL has no option for: none.</summary>
     public static Qwen2VlOptions ForFault(string? fault) => fault switch
     {
         Runtime.Faults.AttentionReshapeHiddenSize => new Qwen2VlOptions { AttentionReshapeHiddenSize = true },
+        Runtime.Faults.MropeDecodeDeltaIgnored => new Qwen2VlOptions { DecodeRopeDeltaIgnored = true },
         _ => Default,
     };
 }
