@@ -16,18 +16,22 @@ namespace Harness.Tests.Correctness.Gemma4;
 /// </summary>
 public class PerLayerInputNormOracleTests
 {
-    private const string Key = "gemma4-e2b-like-fp32-text";
-    private const string Layer = "model.layers.3";
-
-    private static (double[] Input, double[] Output, float[] Weight, double Eps, int Rows, int Width) Recorded()
+    public static TheoryData<string, string, string> Recordings => new()
     {
-        var bundle = ReferenceBundle.Load(Fixtures.BundlePath(Fixtures.DefaultDirectory(), Key));
-        var input = bundle.Tensors[$"{LayerComparison.OraclePrefix}{Layer}.per_layer_projection"];     // [1, T, hidden]
-        var output = bundle.Tensors[$"{LayerComparison.OraclePrefix}{Layer}.post_per_layer_input_norm"];
-        var models = Path.Combine(Fixtures.DefaultDirectory(), "models", "tiny-gemma4-e2b-like-fp32");
+        { "gemma4-e2b-like-fp32-text", "tiny-gemma4-e2b-like-fp32", "model.layers.3" },
+        { "gemma4-e2b-like-mm-fp32-image", "tiny-gemma4-e2b-like-mm-fp32", "model.language_model.layers.3" },   // the 7.7x row
+    };
+
+    private static (double[] Input, double[] Output, float[] Weight, double Eps, int Rows, int Width) Recorded(string key, string model, string layer)
+    {
+        var bundle = ReferenceBundle.Load(Fixtures.BundlePath(Fixtures.DefaultDirectory(), key));
+        var input = bundle.Tensors[$"{LayerComparison.OraclePrefix}{layer}.per_layer_projection"];     // [1, T, hidden]
+        var output = bundle.Tensors[$"{LayerComparison.OraclePrefix}{layer}.post_per_layer_input_norm"];
+        var models = Path.Combine(Fixtures.DefaultDirectory(), "models", model);
         using var weights = SafetensorsFile.Open(Path.Combine(models, "model.safetensors"));
-        var weight = weights.ReadTensor($"{Layer}.post_per_layer_input_norm.weight").To(DType.Float32).ToFloatArray();
-        double eps = Engine.Config.HfConfig.Load(Path.Combine(models, "config.json")).GetDouble("rms_norm_eps");
+        var weight = weights.ReadTensor($"{layer}.post_per_layer_input_norm.weight").To(DType.Float32).ToFloatArray();
+        var config = Engine.Config.HfConfig.Load(Path.Combine(models, "config.json"));
+        double eps = config.GetDoubleOrNull("text_config.rms_norm_eps") ?? config.GetDouble("rms_norm_eps");
         int width = input.Shape[^1];
         return (input.ToDoubleArray(), output.ToDoubleArray(), weight, eps, input.NumEl / width, width);
     }
@@ -64,25 +68,29 @@ public class PerLayerInputNormOracleTests
         return Math.Sqrt(num / den);
     }
 
-    [Fact]
-    public void The_oracle_computes_the_per_layer_input_norm_in_float64_not_in_HFs_float32()
+    [Theory]
+    [MemberData(nameof(Recordings))]
+    public void The_oracle_computes_the_per_layer_input_norm_in_float64_not_in_HFs_float32(string key, string model, string layer)
     {
-        var (x, y, w, eps, rows, width) = Recorded();
+        var (x, y, w, eps, rows, width) = Recorded(key, model, layer);
         double toFloat64 = RelL2(y, Norm(x, w, eps, rows, width, single: false));
         double toFloat32 = RelL2(y, Norm(x, w, eps, rows, width, single: true));
         Assert.True(toFloat64 < 1e-13, $"the recorded oracle is {toFloat64:E2} off the float64 norm of its own input");
         Assert.True(toFloat32 > 1e-9, $"the recorded oracle is only {toFloat32:E2} off HF's float32 norm: the twin rounds there");
     }
 
-    [Fact]
-    public void Against_the_float64_norm_the_engines_ratio_at_the_per_layer_input_norm_under_TP2_is_no_outlier()
+    [Theory]
+    [InlineData("gemma4/e2b-like/tp2/image/fp32")]                                  // the 7.7x (6.2 with today's engine)
+    [InlineData("gemma4/e2b-like/tp2/text/fp32")]
+    public void Against_the_float64_norm_the_engines_ratio_at_the_per_layer_input_norms_under_TP2_is_no_outlier(string id)
     {
-        var result = ScenarioRunner.Run(ScenarioCatalog.Find("gemma4/e2b-like/tp2/text/fp32")!, CatalogContexts.Recorded).Result;
+        // Against the recordings made with the float32-norm twin this fails: 6.2 (image) and 3.1 (text) with today's engine.
+        var result = ScenarioRunner.Run(ScenarioCatalog.Find(id)!, CatalogContexts.Recorded).Result;
         Assert.True(result.Passed, result.Describe());
         var rows = result.Layers.Rows.Where(r => r.Module.EndsWith("post_per_layer_input_norm", StringComparison.Ordinal) && r.Result?.Oracle is not null).ToList();
-        Assert.NotEmpty(rows);
+        Assert.Equal(4 * 2, rows.Count);                                                 // 4 layers x 2 ranks
         foreach (var r in rows)
-            Assert.True(r.Result!.Oracle!.ErrorRatio <= 4,
-                $"{r.Label}: engine/reference error ratio {r.Result.Oracle.ErrorRatio:G3} against float64 (7.7 against the float32-norm twin)");
+            Assert.True(r.Result!.Oracle!.ErrorRatio <= 2.5,
+                $"{r.Label}: engine/reference error ratio {r.Result.Oracle.ErrorRatio:G3} against float64 (recorded: at most 1.94)");
     }
 }
