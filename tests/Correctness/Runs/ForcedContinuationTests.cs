@@ -101,6 +101,9 @@ public sealed class ForcedContinuationTests : IDisposable
         {
             var run = scenario.RunEngine(context, recorded with { Tokens = new TokenSequence((long[])tokens.Clone(), rt.TopK) });
             forced = run.EngineForcedTokens ?? throw new InvalidOperationException($"{scenario.Id}: no teacher-forced decoding after a divergence at step 0");
+            // fed the tied token instead of its own pick, the engine's step 1 is another distribution than its free run's
+            var free = run.EngineTokens!;
+            Assert.Contains(free.TopK[1], e => forced.LogprobOf(1, e.Token) is not double f || Math.Abs(f - e.Logprob) > 1e-3);
             tokens[step] = forced.Tokens[step];
         }
         var topk = new List<IReadOnlyList<TokenLogprob>>
