@@ -30,5 +30,6 @@ public class Gemma4CompareTests
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Contains("comparison: PASS", r.Stdout);
         Assert.Contains("token comparison: PASS", r.Stdout);
+        Assert.Contains("logprobs against the float64 oracle", r.Stdout);      // tokens judged by the oracle (issue 21 item 3)
     }
 }

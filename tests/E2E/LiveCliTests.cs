@@ -34,6 +34,7 @@ public class LiveCliTests
         Assert.Contains("comparison: PASS", r.Stdout);
         Assert.Contains("model.embed_vision.embedding_projection", r.Stdout);
         Assert.Contains("token comparison: PASS", r.Stdout);
+        Assert.Contains("logprobs against the float64 oracle", r.Stdout);      // tokens judged by the oracle (issue 21 item 3)
     }
 }
 

@@ -17,6 +17,7 @@ public class Qwen2VlCliTests
         Assert.Contains("model.visual.merger", r.Stdout);
         Assert.Contains("comparison: PASS", r.Stdout);
         Assert.Contains("token comparison: PASS", r.Stdout);
+        Assert.Contains("logprobs against the float64 oracle", r.Stdout);      // tokens judged by the oracle (issue 21 item 3)
     }
 
     [Fact]

@@ -78,6 +78,7 @@ public static class FaultMap
 
         new(Faults.AttentionReshapeHiddenSize, "qwen2-vl", "Qwen2VlForConditionalGeneration", new() { Qwen2Vl = new() { AttentionReshapeHiddenSize = true } }, NeedsTp),
         new(Faults.AttentionReshapeHiddenSize, "qwen2-vl", "Qwen2VlAttention", new() { Qwen2Vl = new() { AttentionReshapeHiddenSize = true } }, NeedsTp),
+        new(Faults.MropeDecodeDeltaIgnored, "qwen2-vl", "Qwen2VlForConditionalGeneration", new() { Qwen2Vl = new() { DecodeRopeDeltaIgnored = true } }),
 
         new(Faults.MatmulNoNdBroadcast, "ops", "Matmul", new() { Matmul = MatmulOptions.PreFixBatchInvariant }),
     ];

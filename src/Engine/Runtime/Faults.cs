@@ -86,6 +86,13 @@ public static class Faults
     /// </summary>
     public const string DecodePositionOffByOne = "decode-position-off-by-one";
 
+    /// <summary>
+    /// Qwen2-VL's decode steps at M-RoPE position cache length, the prompt's rope delta dropped (a port of
+    /// <c>delta = cache_position[0] + self.rope_deltas</c> that forgets the delta). The prompt is right; every decode step
+    /// after an image or video prompt (delta != 0) is at the wrong position. Text-only prompts (delta 0) do not see it.
+    /// </summary>
+    public const string MropeDecodeDeltaIgnored = "mrope-decode-delta-ignored";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -103,6 +110,7 @@ public static class Faults
         [RmsNormEpsDefault] = "rms_norm_eps not read: HF's default 1e-6 used instead of the config's",
         [ResidualScaleOff] = "the decoder layer's attention and MLP branches scaled by 1 + 2^-6 before the residual add",
         [DecodePositionOffByOne] = "decode only: each generated token rotated at its position + 1 (the prompt's positions right)",
+        [MropeDecodeDeltaIgnored] = "Qwen2-VL decode steps at position cache length, the prompt's M-RoPE rope delta dropped",
     };
 
     /// <summary>

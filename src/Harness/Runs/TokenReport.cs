@@ -8,7 +8,8 @@ public enum TokenVerdict
 {
     /// <summary>Every token matched (and the matched steps' logprobs are within tolerance).</summary>
     Identical,
-    /// <summary>The sequences diverged at a near tie that both sides consider plausible; the rest is not compared.</summary>
+    /// <summary>The sequences diverged at a near tie that both sides consider plausible; the later steps are compared on the
+    /// engine's teacher-forced decoding (<see cref="TokenReport.ForcedSteps"/>) when the scenario gives it.</summary>
     AcceptedDivergence,
     Failed,
 }

@@ -104,5 +104,9 @@ public sealed record Qwen2VlOptions
     /// </summary>
     public bool AttentionReshapeHiddenSize { get; init; }
 
+    /// <summary>Fault <see cref="Runtime.Faults.MropeDecodeDeltaIgnored"/>: decode steps at position cache length, without the
+    /// prompt's rope delta (HF: <c>delta = cache_position[0] + self.rope_deltas</c>).</summary>
+    public bool DecodeRopeDeltaIgnored { get; init; }
+
     public static Qwen2VlOptions Default { get; } = new();
 }

@@ -57,6 +57,8 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
     /// <summary>rope_deltas of the last prefill: decode positions are cache length + delta.</summary>
     public long RopeDelta { get; private set; }
 
+    private readonly Qwen2VlOptions _options;
+
     public Qwen2VlForConditionalGeneration(IWeightSource weights, Qwen2VlConfig config, ParallelContext ctx, IActivationSink? sink = null,
         Qwen2VlOptions? options = null, int maxPositions = 512)
     {
@@ -66,6 +68,7 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
         _ctx = ctx;
         _sink = StepSink.Over(sink);
         options ??= Qwen2VlOptions.Default;
+        _options = options;
         var w = weights as Qwen2VlWeights ?? new Qwen2VlWeights(weights);     // either checkpoint layout
         weights = w;
         CheckShapes(w, config);
@@ -139,7 +142,8 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
     public Tensor? Step(long token)
     {
         var embeds = _embed.Forward(Tensor.FromArray([token], 1));                  // [1, hidden]
-        return Decoder(embeds, Qwen2VlRope.Sequential(_caches[0].Length + RopeDelta, 1));
+        // delta = cache_position[0] + self.rope_deltas; position_ids = arange(seq_length) + delta (all 3 streams)
+        return Decoder(embeds, Qwen2VlRope.Sequential(_caches[0].Length + (_options.DecodeRopeDeltaIgnored ? 0 : RopeDelta), 1));
     }
 
     // inputs_embeds.masked_scatter(mask, features): the placeholder rows, in order, take the features' rows.
