@@ -132,7 +132,9 @@ public sealed class Qwen2VlForConditionalGeneration : IDecoder
     /// <summary>One decode step for a token: position = cache length + rope_delta on all 3 streams. Logits [1, vocab].</summary>
     public Tensor? Step(long token)
     {
+        // inputs_embeds = self.get_input_embeddings()(input_ids): recorded at every decode step as at the prefill
         var embeds = _embed.Forward(Tensor.FromArray([token], 1));                  // [1, hidden]
+        Record(Text + ".embed_tokens", embeds.Unsqueeze(0));
         return Decoder(embeds, Qwen2VlRope.Sequential(_caches[0].Length + RopeDelta, 1));
     }
 
