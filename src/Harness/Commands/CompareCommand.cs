@@ -21,6 +21,9 @@ internal static class CompareCommand
         /// <summary>--no-oracle: judge by the fixed policies (a model that does not fit twice in memory).</summary>
         public bool NoOracle { get; init; }
 
+        /// <summary>--no-steps: decode judged by its tokens only, not every decode step module by module.</summary>
+        public bool NoSteps { get; init; }
+
         /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
         public bool Image { get; init; }
 
@@ -75,6 +78,11 @@ internal static class CompareCommand
             Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
                           "fixed tolerance policies, and the output says so per module.",
         };
+        var noSteps = new Option<bool>("--no-steps")
+        {
+            Description = "Judge decode by its tokens only: by default every module is also captured and judged at every decode step, engine and " +
+                          "reference teacher-forced on the reference's tokens (one more engine generation; the reference's oracle run is the token verdict's).",
+        };
         var image = new Option<bool>("--image") { Description = "Qwen2-VL: one synthetic image in the prompt (through HF's image processor)." };
         var device = new Option<string>("--device")
         {
@@ -112,7 +120,7 @@ internal static class CompareCommand
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat,
         };
         command.Validators.Add(r =>
         {
@@ -125,7 +133,7 @@ internal static class CompareCommand
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
             r.GetValue(prompt), r.GetValue(promptLength))
         {
-            NoOracle = r.GetValue(noOracle), Image = r.GetValue(image), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
+            NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetValue(image), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat),
         }));
         return command;
@@ -199,6 +207,7 @@ internal static class CompareCommand
     internal static int Execute(Options o, string dir, Scenario scenario)
     {
         var wall = System.Diagnostics.Stopwatch.StartNew();
+        scenario = scenario with { JudgeSteps = !o.NoSteps };                     // every decode step per module unless --no-steps
         Engine.Cuda.CudaDevice? gpu = null;
         if (o.Device == "cuda")
         {

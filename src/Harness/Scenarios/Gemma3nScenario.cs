@@ -168,7 +168,7 @@ public sealed record Gemma3nScenario : Scenario
             ["max_new_tokens"] = NewTokens,
             ["top_k"] = TopK,
             ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
-            ["capture_steps"] = new JsonArray(Gemma3nModules.StepModules(config).Select(m => (JsonNode)m).ToArray()),
+            ["capture_steps"] = new JsonArray((JudgeSteps ? Gemma3nModules.StepModules(config) : []).Select(m => (JsonNode)m).ToArray()),
         };
         var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).ToArray());
         var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
@@ -198,7 +198,7 @@ public sealed record Gemma3nScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         var stepModules = Gemma3nModules.StepModules(config);                      // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule);
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.
@@ -228,7 +228,7 @@ public sealed record Gemma3nScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
-            Steps = error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
@@ -247,13 +247,13 @@ public sealed record Gemma3nScenario : Scenario
     }
 
     private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink,
-        IActivationSink stepSink, TokenSequence? reference)
+        IActivationSink? stepSink, TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
-        if (Device == "cuda") stepSink = new HostCopySink(stepSink);
+        if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         prompt = prompt with
         {
             ImageSoftTokens = CudaScenarios.Input(Device, prompt.ImageSoftTokens),
@@ -263,7 +263,7 @@ public sealed record Gemma3nScenario : Scenario
         var free = new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded at
         // every decode step; the token verdict reads it after a divergence, so the steps after a near tie are compared too
-        var forced = reference is { Length: > 1 }
+        var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
             ? new Gemma3nModel(weights, config, ctx, stepSink, Options).Generate(prompt, NewTokens, TopK, reference.Tokens) : null;
         return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }

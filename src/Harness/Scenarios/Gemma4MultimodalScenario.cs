@@ -149,7 +149,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var gen = client.Invoke("gemma4_mm_generate", new JsonObject
         {
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(), ["max_new_tokens"] = NewTokens, ["top_k"] = TopK,
-            ["capture_steps"] = new JsonArray(StepModules(config).Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
+            ["capture_steps"] = new JsonArray((JudgeSteps ? StepModules(config) : []).Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, AllInputs());
         var versions = new Dictionary<string, string>(context.Versions());
         if (reply.Result["vision_mask"]?.GetValue<string>() is string rule) versions[VisionMaskKey] = rule;   // recorded with the fixture
@@ -192,7 +192,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         var stepModules = StepModules(config);                                     // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule);
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         // The towers are the reference's: their outputs are the engine's inputs (compared as themselves, trivially equal).
         var towers = new Gemma4ForConditionalGeneration.TowerOutputs(
             HasImage ? reference.Tensors["model.vision_tower"] : null,
@@ -223,8 +223,8 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 var free = new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
                 // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded
                 // at every decode step; the token verdict reads it after a divergence
-                IActivationSink rankSteps = Device == "cuda" ? new HostCopySink(stepSink) : stepSink;
-                var forced = reference.Tokens is { Length: > 1 } rt
+                IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
                     ? new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSteps, options).Generate(prompt, rankTowers, NewTokens, TopK, forced: rt.Tokens) : null;
                 return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
             }, context.CollectiveTimeout);
@@ -246,7 +246,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
-            Steps = error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 }

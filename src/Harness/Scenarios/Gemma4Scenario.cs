@@ -168,7 +168,7 @@ public sealed record Gemma4Scenario : Scenario
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
             ["capture"] = new JsonArray(modules.Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, ("input_ids", prompt));
-        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK, modules);     // every module at every decode step too
+        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK, JudgeSteps ? modules : null);   // every module at every decode step too
         var tensors = new Dictionary<string, Tensor>(reply.Tensors);
         foreach (var (name, t) in gen.StepCaptures) tensors[name] = t;
         return new ReferenceBundle(tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
@@ -186,7 +186,7 @@ public sealed record Gemma4Scenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         var stepModules = TinyGemma4.Modules(config, Prefix(dir));                  // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule);
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         try
@@ -212,18 +212,18 @@ public sealed record Gemma4Scenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
-            Steps = error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
     private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink,
-        IActivationSink stepSink, Gemma4Options options, TokenSequence? reference)
+        IActivationSink? stepSink, Gemma4Options options, TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
-        if (Device == "cuda") stepSink = new HostCopySink(stepSink);
+        if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int positions = Math.Max(256, input.Shape[0] + NewTokens);
         var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
@@ -231,7 +231,7 @@ public sealed record Gemma4Scenario : Scenario
         var free = new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option), every module recorded at every
         // decode step; the token verdict reads it after a divergence (without one it repeats the free run step for step)
-        var forced = reference is { Length: > 1 }
+        var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
             ? new Gemma4ForCausalLM(weights, config, ctx, stepSink, options, maxPositions: positions).Generate(input, NewTokens, TopK, reference.Tokens) : null;
         return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }

@@ -202,7 +202,7 @@ public sealed record Qwen2VlScenario : Scenario
             ["capture"] = new JsonArray(ModulesFor(config).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
             ["max_new_tokens"] = NewTokens,
             ["top_k"] = TopK,
-            ["capture_steps"] = new JsonArray(StepModulesFor(config).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
+            ["capture_steps"] = new JsonArray((JudgeSteps ? StepModulesFor(config) : []).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
         };
         var reply = client.Invoke("qwen2vl_generate", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
         // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (pixel values in its
@@ -239,7 +239,7 @@ public sealed record Qwen2VlScenario : Scenario
         var sink = new CaptureSink(capture, context.ReportModule);
         var stepModules = StepModulesFor(config);                                  // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule);
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
         var options = Qwen2VlOptions.ForFault(Fault);
         TokenSequence? engineTokens = null, engineForced = null;
@@ -266,8 +266,8 @@ public sealed record Qwen2VlScenario : Scenario
                     // teacher-forced on the reference's tokens (the one decode loop's forced option; each forced step at
                     // M-RoPE position cache length + the prompt's rope delta, as a free step), every decoder module recorded at
                     // every decode step; the token verdict reads it after a divergence
-                    IActivationSink rankSteps = Device == "cuda" ? new HostCopySink(stepSink) : stepSink;
-                    var forced = reference.Tokens is { Length: > 1 } rt
+                    IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                    var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
                         ? new Qwen2VlForConditionalGeneration(weights, config, ctx, rankSteps, options).Generate(rankInput, NewTokens, TopK, forced: rt.Tokens) : null;
                     return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
                 }, context.CollectiveTimeout);
@@ -291,7 +291,7 @@ public sealed record Qwen2VlScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
-            Steps = error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
