@@ -53,6 +53,19 @@ public class DecodeStepTests
         Assert.Contains("<td class=\"num fail\" data-step=\"1\"", html);
     }
 
+    [Fact]
+    public void Without_the_step_verdict_the_decode_only_bug_is_only_a_token_mismatch()
+    {
+        // what the issue found: judged by tokens alone the bug shows as a token divergence, at no module or step
+        var scenario = ScenarioCatalog.Find("llama/tp1/input-ids/fp32/fault=decode-position-off-by-one")! with { JudgeSteps = false };
+        var result = ScenarioRunner.Run(scenario, CatalogContexts.Recorded).Result;
+        Assert.Null(result.Steps);
+        Assert.False(result.ComparisonPassed);
+        Assert.Null(result.FirstBadModule);
+        Assert.False(result.Passed, result.Reason);                            // the mutation check cannot name where it acts
+        Assert.StartsWith("fault 'decode-position-off-by-one' caught at (no module)", result.Reason);
+    }
+
     [Theory]
     [InlineData("llama/tp1/input-ids/fp32")]
     [InlineData("llama/tp1/input-ids/bf16")]
