@@ -206,6 +206,19 @@ public class CliTests
     }
 
     [Fact]
+    public void Repro_of_a_decode_only_fault_names_its_step_module_and_rank()
+    {
+        // the prefill is right, so no module diverges there; the step grid names decode step 1's layer-0 attention
+        var r = CliProcess.Run("repro", "llama/tp1/input-ids/bf16", "--fault", "decode-position-off-by-one", "--offline");
+        Assert.True(r.ExitCode == 1, r.ToString());
+        var output = r.Stdout.Replace("\r", "");
+        Assert.Contains("== first divergent module ==\nnone at the prefill; the first divergent decode step is (step 1, model.layers.0.self_attn, rank 0)", output);
+        Assert.Contains("== decode steps ==", output);
+        Assert.Contains("first divergent (step, module, rank): (1, model.layers.0.self_attn, 0)", output);
+        Assert.Contains("comparison: DIVERGED: first divergent decode step: (step 1, model.layers.0.self_attn, rank 0)", output);
+    }
+
+    [Fact]
     public void Repro_with_an_unknown_fault_lists_the_known_faults()
     {
         var r = CliProcess.Run("repro", "x", "--fault", "nosuch");

@@ -24,6 +24,9 @@ internal static class CompareCommand
         /// <summary>--no-oracle: judge by the fixed policies (a model that does not fit twice in memory).</summary>
         public bool NoOracle { get; init; }
 
+        /// <summary>--no-steps: decode judged by its tokens only, not every decode step module by module.</summary>
+        public bool NoSteps { get; init; }
+
         /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
         public bool Image { get; init; }
 
@@ -91,6 +94,11 @@ internal static class CompareCommand
             Description = "Do not run the float64 oracle (for a model that does not fit twice in memory): modules are then judged by the named " +
                           "fixed tolerance policies, and the output says so per module.",
         };
+        var noSteps = new Option<bool>("--no-steps")
+        {
+            Description = "Judge decode by its tokens only: by default every module is also captured and judged at every decode step, engine and " +
+                          "reference teacher-forced on the reference's tokens (one more engine generation; the reference's oracle run is the token verdict's).",
+        };
         var image = new Option<string?>("--image")
         {
             Description = "Qwen2-VL: an image in the prompt. --image FILE: the file through the checkpoint's own processor (AutoProcessor " +
@@ -154,7 +162,7 @@ internal static class CompareCommand
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, image, device, oracleWhole, maxMemory, text, chat, fault, video,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video,
         };
         command.Validators.Add(r =>
         {
@@ -170,7 +178,7 @@ internal static class CompareCommand
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
             r.GetValue(prompt), r.GetValue(promptLength))
         {
-            NoOracle = r.GetValue(noOracle), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
+            NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
         }));
         return command;
@@ -274,6 +282,7 @@ internal static class CompareCommand
         var wall = System.Diagnostics.Stopwatch.StartNew();
         if (o.Fault is not null)                                                   // planted in the engine only; judged as a plain comparison
             scenario = scenario with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(scenario.Id, o.Fault) };
+        scenario = scenario with { JudgeSteps = !o.NoSteps };                     // every decode step per module unless --no-steps
         Engine.Cuda.CudaDevice? gpu = null;
         if (o.Device == "cuda")
         {

@@ -9,7 +9,9 @@ namespace Harness.Comparison;
 /// </summary>
 public static class TensorComparer
 {
-    public static ComparisonResult Compare(string what, Tensor actual, Tensor expected, TolerancePolicy? policy = null, Tensor? oracle = null)
+    /// <param name="bound">The oracle verdict's bound (null: <see cref="OracleBound.For"/> the engine's dtype).</param>
+    public static ComparisonResult Compare(string what, Tensor actual, Tensor expected, TolerancePolicy? policy = null, Tensor? oracle = null,
+        OracleBound? bound = null)
     {
         policy ??= Tolerances.For(expected.DType);
         if (!actual.Shape.SequenceEqual(expected.Shape))
@@ -31,7 +33,7 @@ public static class TensorComparer
         {
             if (!oracle.Shape.SequenceEqual(expected.Shape))
                 throw new ArgumentException($"{what}: the oracle's shape {Shape.Format(oracle.Shape)} differs from the reference's {Shape.Format(expected.Shape)}");
-            judged = OracleResult.Judge(a, e, oracle.ToDoubleArray(), actual.DType, expected.ShapeArray);
+            judged = OracleResult.Judge(a, e, oracle.ToDoubleArray(), actual.DType, expected.ShapeArray, bound);
         }
         double maxAbs = 0, maxRel = 0, worstExcess = -1, diffSq = 0, refSq = 0;
         int worst = 0;

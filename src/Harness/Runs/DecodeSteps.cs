@@ -93,6 +93,6 @@ public static class DecodeSteps
                 "the reference has no decode-step captures (a recording made before every decode step was judged per module: " +
                 "`harness fixtures record`)")]);
         return LayerComparison.Run(LayerComparison.Select(reference, names), engine, names,
-            policyFor is null ? null : name => policyFor(Parse(name).Module));
+            policyFor is null ? null : name => policyFor(Parse(name).Module), OracleBound.ForDecodeStep);
     }
 }

@@ -41,7 +41,8 @@ public static class LayerComparison
         IReadOnlyDictionary<string, Tensor> reference,
         ActivationCapture engine,
         IReadOnlyList<string> moduleOrder,
-        Func<string, TolerancePolicy>? policyFor = null)
+        Func<string, TolerancePolicy>? policyFor = null,
+        Func<DType, OracleBound>? oracleBound = null)
     {
         ArgumentNullException.ThrowIfNull(reference);
         ArgumentNullException.ThrowIfNull(engine);
@@ -78,7 +79,8 @@ public static class LayerComparison
                 bool repeated = perRank > 0 || (i + 1 < recs.Count && recs[i + 1].Rank == rec.Rank);
                 rows.Add(hasRef
                     ? CompareOne(rec, expected!, reference.GetValueOrDefault(OraclePrefix + module),
-                        policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0)
+                        policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0,
+                        oracleBound?.Invoke(rec.Value.DType))
                     : new LayerRow(module, rec.Rank, rec.Shard, Label(rec, "", 0), LayerVerdict.Extra, rec.Value.ShapeArray, null, null, null, null,
                         $"the engine recorded {module} {Shape.Format(rec.Value.Shape)} on rank {rec.Rank}; the reference has no such module"));
             }
@@ -86,7 +88,7 @@ public static class LayerComparison
         return new LayerReport(rows);
     }
 
-    private static LayerRow CompareOne(CapturedActivation rec, Tensor reference, Tensor? oracle, TolerancePolicy policy, int call)
+    private static LayerRow CompareOne(CapturedActivation rec, Tensor reference, Tensor? oracle, TolerancePolicy policy, int call, OracleBound? bound)
     {
         var refShape = reference.ShapeArray;
         var engineShape = rec.Value.ShapeArray;
@@ -105,7 +107,7 @@ public static class LayerComparison
         }
 
         var result = TensorComparer.Compare(label, window.EngineCompared(rec.Value), window.ReferenceSlice(reference), policy,
-            oracle is null ? null : window.ReferenceSlice(oracle));
+            oracle is null ? null : window.ReferenceSlice(oracle), bound);
         return new LayerRow(rec.Module, rec.Rank, rec.Shard, label, result.Passed ? LayerVerdict.Pass : LayerVerdict.Fail,
             engineShape, window.ExpectedEngineShape, refShape, policy, result, "");
     }

@@ -168,6 +168,7 @@ public sealed record Gemma3nScenario : Scenario
             ["max_new_tokens"] = NewTokens,
             ["top_k"] = TopK,
             ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
+            ["capture_steps"] = new JsonArray((JudgeSteps ? Gemma3nModules.StepModules(config) : []).Select(m => (JsonNode)m).ToArray()),
         };
         var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).ToArray());
         var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
@@ -191,6 +192,9 @@ public sealed record Gemma3nScenario : Scenario
         var modules = Gemma3nModules.ForModel(config, Kind);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
+        var stepModules = Gemma3nModules.StepModules(config);                      // every decode step, module by module
+        var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.
@@ -199,7 +203,7 @@ public sealed record Gemma3nScenario : Scenario
             {
                 // the weights must be the tensors this config declares (a wrong width in config.json is named here)
                 CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
-                var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink, reference.Tokens), context.CollectiveTimeout);
+                var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink, stepSink, reference.Tokens), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
                 engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
             }
@@ -220,6 +224,7 @@ public sealed record Gemma3nScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
@@ -238,12 +243,13 @@ public sealed record Gemma3nScenario : Scenario
     }
 
     private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink,
-        TokenSequence? reference)
+        IActivationSink? stepSink, TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
+        if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         prompt = prompt with
         {
             ImageSoftTokens = CudaScenarios.Input(Device, prompt.ImageSoftTokens),
@@ -251,11 +257,11 @@ public sealed record Gemma3nScenario : Scenario
         };
         new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
         var free = new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
-        // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option), so the
-        // steps after a near tie are compared too
-        var forced = TokenComparison.ForcedTokensFor(reference, free.Tokens) is { } on
-            ? new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK, on) : null;
-        return (free, forced);
+        // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded at
+        // every decode step; the token verdict reads it after a divergence, so the steps after a near tie are compared too
+        var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
+            ? new Gemma3nModel(weights, config, ctx, stepSink, Options).Generate(prompt, NewTokens, TopK, reference.Tokens) : null;
+        return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }
 }
 
@@ -264,6 +270,11 @@ public static class Gemma3nModules
 {
     /// <summary>Tensors the reference returns under a name of its own (pre-hooks, the soft-capped logits), not module hooks.</summary>
     public static bool IsExtra(string name) => name is "logits" || name.EndsWith(".inputs_embeds", StringComparison.Ordinal);
+
+    /// <summary>The modules judged at every decode step: the text decoder's (the embedders and the merge run at the prefill only).</summary>
+    public static IReadOnlyList<string> StepModules(Gemma3nConfig config) =>
+        [.. ForModel(config, Gemma3nInput.Text).Where(m => !IsExtra(m) && !m.StartsWith("model.embed_vision", StringComparison.Ordinal)
+            && !m.StartsWith("model.embed_audio", StringComparison.Ordinal))];
 
     public static IReadOnlyList<string> ForModel(Gemma3nConfig config, Gemma3nInput input)
     {

@@ -113,6 +113,9 @@ public sealed record Gemma4MultimodalScenario : Scenario
     /// <summary>The compared modules in forward order: the HF paths captured, then the final logits.</summary>
     public IReadOnlyList<string> Modules(Gemma4TextConfig config) => [.. CapturePaths(config), "logits"];
 
+    /// <summary>The modules judged at every decode step: the text decoder's (the towers and embedders run at the prefill only).</summary>
+    public static IReadOnlyList<string> StepModules(Gemma4TextConfig config) => TinyGemma4.Modules(config, "model.language_model.");
+
     private List<string> CapturePaths(Gemma4TextConfig config)
     {
         var list = new List<string>();
@@ -146,11 +149,14 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var gen = client.Invoke("gemma4_mm_generate", new JsonObject
         {
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(), ["max_new_tokens"] = NewTokens, ["top_k"] = TopK,
+            ["capture_steps"] = new JsonArray((JudgeSteps ? StepModules(config) : []).Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, AllInputs());
         var versions = new Dictionary<string, string>(context.Versions());
         if (reply.Result["vision_mask"]?.GetValue<string>() is string rule) versions[VisionMaskKey] = rule;   // recorded with the fixture
         // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (the towers in its prompt)
-        return new ReferenceBundle(reply.Tensors, TokenSequence.FromReply(gen.Tensors), versions);
+        var tensors = new Dictionary<string, Tensor>(reply.Tensors);
+        foreach (var (name, t) in Reference.ReferenceClient.StepCapturesOf(gen.Tensors)) tensors[name] = t;   // every decode step's modules
+        return new ReferenceBundle(tensors, TokenSequence.FromReply(gen.Tensors), versions);
     }
 
     /// <summary>The reference metadata key naming the vision-block mask rule HF's masks were measured to follow.</summary>
@@ -184,6 +190,9 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var modules = Modules(config);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
+        var stepModules = StepModules(config);                                     // every decode step, module by module
+        var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         // The towers are the reference's: their outputs are the engine's inputs (compared as themselves, trivially equal).
         var towers = new Gemma4ForConditionalGeneration.TowerOutputs(
             HasImage ? reference.Tensors["model.vision_tower"] : null,
@@ -212,10 +221,12 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
                 if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
                 var free = new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
-                // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option)
-                var forced = TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is { } on
-                    ? new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK, forced: on) : null;
-                return (Free: free, Forced: forced);
+                // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded
+                // at every decode step; the token verdict reads it after a divergence
+                IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
+                    ? new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSteps, options).Generate(prompt, rankTowers, NewTokens, TopK, forced: rt.Tokens) : null;
+                return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
             }, context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(gens[0].Free.Tokens, gens[0].Free.TopKIds, gens[0].Free.TopKLogprobs);
             engineForced = gens[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
@@ -235,6 +246,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 }

@@ -156,8 +156,10 @@ public sealed record Gemma4Scenario : Scenario
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
             ["capture"] = new JsonArray(modules.Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, ("input_ids", prompt));
-        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK);
-        return new ReferenceBundle(reply.Tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
+        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK, JudgeSteps ? modules : null);   // every module at every decode step too
+        var tensors = new Dictionary<string, Tensor>(reply.Tensors);
+        foreach (var (name, t) in gen.StepCaptures) tensors[name] = t;
+        return new ReferenceBundle(tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),
             context.Versions());
     }
 
@@ -170,6 +172,9 @@ public sealed record Gemma4Scenario : Scenario
         var modules = ModulesFor(config, Prefix(dir));
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
+        var stepModules = TinyGemma4.Modules(config, Prefix(dir));                  // every decode step, module by module
+        var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         try
@@ -177,7 +182,7 @@ public sealed record Gemma4Scenario : Scenario
             // the weights must be the tensors this config declares (a wrong width in config.json is named here)
             CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
             var options = FaultMap.Plan(Fault, "gemma4").Gemma4;    // a fault with no site in Gemma4 changes nothing
-            var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, options, reference.Tokens), context.CollectiveTimeout);
+            var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, input, sink, stepSink, options, reference.Tokens), context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
             engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
         }
@@ -186,7 +191,7 @@ public sealed record Gemma4Scenario : Scenario
             (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
         }
         var policy = Judge;
-        var layers = LayerComparison.Run(reference.Tensors, capture, modules, _ => policy);  // with the float64 oracle's captures
+        var layers = LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => policy);  // with the float64 oracle's captures
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
             engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
@@ -195,24 +200,27 @@ public sealed record Gemma4Scenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 
     private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma4TextConfig config, Tensor input, IActivationSink sink,
-        Gemma4Options options, TokenSequence? reference)
+        IActivationSink? stepSink, Gemma4Options options, TokenSequence? reference)
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
+        if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int positions = Math.Max(256, input.Shape[0] + NewTokens);
         var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
         if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
         var free = new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
-        // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option)
-        var forced = TokenComparison.ForcedTokensFor(reference, free.Tokens) is { } on
-            ? new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK, on) : null;
-        return (free, forced);
+        // teacher-forced on the reference's tokens (the one decode loop's forced option), every module recorded at every
+        // decode step; the token verdict reads it after a divergence (without one it repeats the free run step for step)
+        var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
+            ? new Gemma4ForCausalLM(weights, config, ctx, stepSink, options, maxPositions: positions).Generate(input, NewTokens, TopK, reference.Tokens) : null;
+        return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }
 }

@@ -42,11 +42,6 @@ public sealed record LlamaScenario : Scenario
     /// <summary>The tiny model's variant (<see cref="TinyLlama.Variants"/>).</summary>
     public string Variant { get; }
 
-    /// <summary>
-    /// Every decode step judged per module (<see cref="DecodeSteps"/>; on by default: a step's tensors are [1, 1, hidden]
-    /// rows, cheap at every size the catalog runs); off (`compare --no-steps`): decode is judged by its tokens only.
-    /// </summary>
-    public bool JudgeSteps { get; init; } = true;
 
     [SetsRequiredMembers]
     public LlamaScenario(int tp, int pp, bool sp, InputKind input, DType dtype = DType.Float32, int promptTokens = 7, string? fault = null,

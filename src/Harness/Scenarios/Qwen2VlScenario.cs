@@ -192,6 +192,9 @@ public sealed record Qwen2VlScenario : Scenario
         return ids.ToArray();
     }
 
+    /// <summary>The modules judged at every decode step: the text decoder's (the vision tower runs at the prefill only).</summary>
+    public static IReadOnlyList<string> StepModulesFor(Qwen2VlConfig config) => TinyQwen2Vl.Modules(false, config.Text.NumHiddenLayers, config.VisionDepth);
+
     public IReadOnlyList<string> ModulesFor(Qwen2VlConfig config) =>
         TinyQwen2Vl.Modules(Media != Qwen2VlMedia.Text, config.Text.NumHiddenLayers, config.VisionDepth);
 
@@ -230,6 +233,7 @@ public sealed record Qwen2VlScenario : Scenario
             ["capture"] = new JsonArray(ModulesFor(config).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
             ["max_new_tokens"] = NewTokens,
             ["top_k"] = TopK,
+            ["capture_steps"] = new JsonArray((JudgeSteps ? StepModulesFor(config) : []).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
         };
         var reply = client.Invoke("qwen2vl_generate", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
         // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (pixel values in its
@@ -264,6 +268,9 @@ public sealed record Qwen2VlScenario : Scenario
         var modules = ModulesFor(config);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule);
+        var stepModules = StepModulesFor(config);                                  // every decode step, module by module
+        var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
         var options = FaultMap.Plan(Fault, "qwen2-vl").Qwen2Vl;
         TokenSequence? engineTokens = null, engineForced = null;
@@ -287,11 +294,13 @@ public sealed record Qwen2VlScenario : Scenario
                     var model = new Qwen2VlForConditionalGeneration(weights, config, ctx, prefillOnly, options);
                     var free = model.Generate(rankInput, NewTokens, TopK, afterPrefill: () => prefillOnly.Enabled = false,
                         prefillLogitsToKeep: 0);                                      // the prefill's lm_head is captured whole
-                    // after a divergence: teacher-forced on the reference's tokens (the one decode loop's forced option; each
-                    // forced step at M-RoPE position cache length + the prompt's rope delta, as a free step)
-                    var forced = TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is { } on
-                        ? new Qwen2VlForConditionalGeneration(weights, config, ctx, options: options).Generate(rankInput, NewTokens, TopK, forced: on) : null;
-                    return (Free: free, Forced: forced);
+                    // teacher-forced on the reference's tokens (the one decode loop's forced option; each forced step at
+                    // M-RoPE position cache length + the prompt's rope delta, as a free step), every decoder module recorded at
+                    // every decode step; the token verdict reads it after a divergence
+                    IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                    var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
+                        ? new Qwen2VlForConditionalGeneration(weights, config, ctx, rankSteps, options).Generate(rankInput, NewTokens, TopK, forced: rt.Tokens) : null;
+                    return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
                 }, context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
                 engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
@@ -313,6 +322,7 @@ public sealed record Qwen2VlScenario : Scenario
             ReferenceTokens = reference.Tokens,
             EngineTokens = engineTokens,
             EngineForcedTokens = engineForced,
+            Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
     }
 

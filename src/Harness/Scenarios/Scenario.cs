@@ -30,6 +30,13 @@ public abstract record Scenario
     /// <summary>"cpu", or "cuda" to run the engine on the GPU (see <see cref="CudaScenarios"/>; the id ends in /cuda).</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>
+    /// Models that generate: every decode step judged per module (<see cref="Runs.DecodeSteps"/>; on by default, the step
+    /// tensors are [1, 1, ...] rows); off (`compare --no-steps`): decode is judged by its tokens only. A family's reference
+    /// captures the step modules, and its engine runs teacher-forced on the reference's tokens with a step sink, only when on.
+    /// </summary>
+    public bool JudgeSteps { get; init; } = true;
+
     /// <summary>A mutation check: the comparison must fail at <see cref="ExpectedFirstBadModule"/>. A fault injected
     /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>
     public bool ExpectFailure => Fault is not null && ExpectedFirstBadModule is not null;

@@ -141,8 +141,10 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
     /// <summary>One decode step for a token: position = cache length + rope_delta on all 3 streams. Logits [1, vocab].</summary>
     public Tensor? Step(long token)
     {
+        // inputs_embeds = self.get_input_embeddings()(input_ids): recorded at every decode step as at the prefill
         var embeds = _embed.Forward(Tensor.FromArray([token], 1));                  // [1, hidden]
         // delta = cache_position[0] + self.rope_deltas; position_ids = arange(seq_length) + delta (all 3 streams)
+        Record(Text + ".embed_tokens", embeds.Unsqueeze(0));
         return Decoder(embeds, Qwen2VlRope.Sequential(_caches[0].Length + (_options.DecodeRopeDeltaIgnored ? 0 : RopeDelta), 1));
     }
 

@@ -242,12 +242,13 @@ def op_gemma4_mm_generate(args, tensors):
     model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
     inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
-    outs = greedy_decode(model, inputs, steps, k)
+    step_paths = list(args.get("capture_steps", []))        # the decoder's modules at every decode step (StepCapture)
+    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths)
     if args.get("oracle") and steps:
         # the float64 model teacher-forced on the same tokens after the same prompt: the towers run in its prompt forward
         # (the audio tower kept in float32, as gemma4_mm_forward's oracle keeps it)
         keep = {"model.audio_tower": torch.float32} if getattr(model.model, "audio_tower", None) is not None else None
-        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], keep=keep,
+        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths, keep=keep,
                                        twin=_gemma4_mm_oracle_twin)
     return {"steps": steps}, outs
 

@@ -45,10 +45,11 @@ def op_qwen2vl_generate(args, tensors):
     inputs = {name: t.to(model.device) for name, t in inputs.items()}   # where the model is (the GPU under --device cuda)
     paths = list(args.get("capture", []))
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
+    step_paths = list(args.get("capture_steps", []))        # the decoder's modules at every decode step (StepCapture)
 
     def generate(m):
         m.model.rope_deltas = None  # HF keeps the last prompt's deltas on the module; a new prompt starts clean
-        return greedy_decode(m, inputs, steps, k, prompt_logits=True)
+        return greedy_decode(m, inputs, steps, k, prompt_logits=True, step_paths=step_paths)
 
     # hooks keep each module's first output: the prompt's forward
     generated, outs, captured = capture_run(model, paths, generate)
@@ -67,7 +68,7 @@ def op_qwen2vl_generate(args, tensors):
         def reset(m):
             m.model.rope_deltas = None
         g = dict(generated)
-        outs += oracle_forced_logprobs(args, model, inputs, g["tokens"], g["topk_ids"], reset=reset)
+        outs += oracle_forced_logprobs(args, model, inputs, g["tokens"], g["topk_ids"], step_paths, reset=reset)
     model.model.rope_deltas = None
     return {"captured": captured, "processor": "Qwen2VLImageProcessor/Qwen2VLVideoProcessor (transformers " + transformers.__version__ + ")"}, outs
 
