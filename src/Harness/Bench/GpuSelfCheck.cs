@@ -44,7 +44,7 @@ public static class GpuSelfCheck
         ("llama-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-bf16")),
     ];
 
-    public static int Run(string[] args)
+    public static int Run(string? filter)
     {
         if (!CudaDevice.TryGet(out var device, out var reason))
         {
@@ -52,9 +52,6 @@ public static class GpuSelfCheck
             return 3;
         }
         Console.WriteLine(Describe(device!));
-        string? filter = null;
-        for (int i = 0; i < args.Length; i++)
-            if (!args[i].StartsWith('-')) filter = args[i];
         int failures = 0;
         foreach (var (name, run) in Checks)
         {
