@@ -264,8 +264,11 @@ public sealed record Gemma3nScenario : Scenario
             ImageSoftTokens = CudaScenarios.Input(Device, prompt.ImageSoftTokens),
             AudioSoftTokens = CudaScenarios.Input(Device, prompt.AudioSoftTokens),
         };
-        new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
-        return new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured forward, then decoding
+        var model = new Gemma3nModel(weights, config, ctx, prefill, Options);
+        model.Forward(prompt);
+        prefill.Enabled = false;
+        return model.Generate(prompt, NewTokens, TopK);
     }
 }
 

@@ -215,9 +215,12 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
                     CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
                 var options = Engine.Models.FaultMap.Plan(Fault, "gemma4").Gemma4 with { VisionMask = visionMask };
-                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
-                if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-                return new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
+                var prefill = new PrefillSink(rankSink);                               // one model: the captured prefill, then decoding
+                var model = new Gemma4ForConditionalGeneration(weights, hf, ctx, prefill, options);
+                var logits = model.Prefill(prompt, rankTowers);                        // the captured prefill
+                if (prefill.Wants("logits")) prefill.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+                prefill.Enabled = false;
+                return model.Generate(prompt, rankTowers, NewTokens, TopK);
             }, context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(gens[0].Tokens, gens[0].TopKIds, gens[0].TopKLogprobs);
         }

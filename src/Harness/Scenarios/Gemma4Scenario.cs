@@ -203,9 +203,11 @@ public sealed record Gemma4Scenario : Scenario
         IWeightSource weights = new CheckpointWeights(checkpoint);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
         int positions = Math.Max(256, input.Shape[0] + NewTokens);
-        var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured prefill, then decoding
+        var model = new Gemma4ForCausalLM(weights, config, ctx, prefill, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
-        if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-        return new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
+        if (prefill.Wants("logits")) prefill.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+        prefill.Enabled = false;
+        return model.Generate(input, NewTokens, TopK);
     }
 }

@@ -222,9 +222,12 @@ public sealed record LlamaScenario : Scenario
         IWeightSource weights = new CheckpointWeights(checkpoint, DType);          // computed in the scenario's dtype, as HF loads it
         using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
         int tokens = input.Shape[0];
-        new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
-        var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured forward, then decoding
+        var model = new LlamaForCausalLM(weights, config, ctx, prefill, options: options);
+        model.Forward(ctx.IsFirstStage ? input : null, tokens);
+        prefill.Enabled = false;
+        var generation = model.Generate(input, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie
-        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK, forcedOn));
+        return (generation, forcedOn is null ? null : model.Generate(input, NewTokens, TopK, forcedOn));
     }
 }

@@ -284,15 +284,4 @@ public sealed record Qwen2VlScenario : Scenario
             EngineTokens = engineTokens,
         };
     }
-
-    /// <summary>Records the prompt's forward only (decode steps run the same modules again).</summary>
-    private sealed class PrefillSink(IActivationSink inner) : IActivationSink
-    {
-        public volatile bool Enabled = true;
-        public bool Wants(string module) => Enabled && inner.Wants(module);
-        public void Record(string module, int worldRank, Tensor value, Engine.Capture.ShardSpec shard)
-        {
-            if (Enabled) inner.Record(module, worldRank, value, shard);
-        }
-    }
 }
