@@ -2,9 +2,9 @@
 # ci/gpu-bundle.sh [OUT_DIR]: the harness CLI for a GPU runner with no dotnet, as one archive,
 # OUT_DIR/harness-gpu-linux-x64.tar.xz (default OUT_DIR: build/gpu-bundle), under 60 MB:
 #   bin/harness        self-contained, trimmed linux-x64 publish of src/Harness (the engine, CUDA interop included)
-#   tests/harness-gpu-tests  the GPU tests (tests/Gpu, xunit v3) self-contained: `harness-gpu-tests -junit FILE`
+#   tests/harness-gpu-tests  the one GPU test suite (tests/Gpu, xunit v3, in Harness.sln) self-contained: `harness-gpu-tests -junit FILE`
 #   fixtures/          the recorded references and tiny models (offline tier; the GPU checks' tiny Llama)
-#   ci/gpu-test.sh     the GPU job: check-gpu + `harness run --device cuda` over the catalog, report + JUnit
+#   ci/gpu-test.sh     the GPU job: the GPU tests + `harness run --device cuda` over the catalog, report + JUnit
 # The CUDA libraries are not bundled: the engine finds them at run time (HARNESS_CUDA_LIB_DIR, a torch venv's
 # nvidia wheels, /usr/local/cuda; see src/Engine/Cuda/Interop/CudaLibraries.cs).
 set -euo pipefail
@@ -19,7 +19,7 @@ mkdir -p "$root/ci"
 dotnet publish src/Harness/Harness.csproj -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \
   -o "$root/bin" >&2
-# the GPU tests (tests/Gpu: every check-gpu check as an xunit v3 test) as a self-contained executable; partial
+# the GPU tests (tests/Gpu: every check-gpu check and every family's scenarios on the GPU, xunit v3) self-contained; partial
 # trimming (the framework only) keeps xunit's reflection intact
 dotnet publish tests/Gpu/Gpu.csproj -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TrimMode=partial -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \

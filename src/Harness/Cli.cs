@@ -60,8 +60,28 @@ public static class Cli
         }
     }
 
+    /// <summary>
+    /// The engine's settings from this process's environment (HARNESS_THREADS, HARNESS_BATCH_INVARIANT, HARNESS_GEMM_KERNEL,
+    /// HARNESS_BF16_KERNEL, HARNESS_CUDA_SYNC, HARNESS_CACHE, HARNESS_CUDA_LIB_DIR, HARNESS_PYTHON, CUDA_HOME/CUDA_PATH), read
+    /// once here, at the boundary, and handed to the engine (which reads no variable itself). A bad value: the message naming
+    /// the variable (null: configured). Test assemblies call it from their module initializer.
+    /// </summary>
+    public static string? ConfigureEngine()
+    {
+        try
+        {
+            Engine.Runtime.EngineSettings.Configure(Engine.Runtime.EngineSettings.From(Environment.GetEnvironmentVariable));
+            return null;
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {
+            return e.Message;
+        }
+    }
+
     private static int RunEscaped(string[] args)
     {
+        if (ConfigureEngine() is { } badSetting) return CliSupport.UsageError(badSetting);
         var root = Build();
         if (args.Length == 0)
         {

@@ -31,8 +31,9 @@ public sealed class CudaDevice
     /// <summary>The stream every thread uses unless <see cref="UseStream"/> says otherwise.</summary>
     public nint DefaultStream { get; }
 
-    /// <summary>Synchronize after every launch so an asynchronous fault names its kernel (HARNESS_CUDA_SYNC=1).</summary>
-    public static bool SyncEachLaunch { get; set; } = Environment.GetEnvironmentVariable("HARNESS_CUDA_SYNC") is "1";
+    /// <summary>Synchronize after every launch so an asynchronous fault names its kernel (HARNESS_CUDA_SYNC=1, read by the host:
+    /// <see cref="Runtime.EngineSettings.CudaSyncEachLaunch"/>; not settable, so no check can leave it changed).</summary>
+    public static bool SyncEachLaunch => Runtime.EngineSettings.Current.CudaSyncEachLaunch;
 
     private CudaDevice(int ordinal)
     {
@@ -191,8 +192,7 @@ public sealed class CudaDevice
     {
         MakeCurrent();
         int arch = Major * 10 + Minor;
-        var dir = Path.Combine(Environment.GetEnvironmentVariable("HARNESS_CACHE")
-            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "harness"), "cuda-kernels", $"sm_{arch}");
+        var dir = Path.Combine(Runtime.EngineSettings.Current.CacheDirectory, "cuda-kernels", $"sm_{arch}");
         var file = Path.Combine(dir, key + ".cubin");
         byte[]? cubin = null;
         try { if (File.Exists(file)) cubin = File.ReadAllBytes(file); } catch (IOException) { }

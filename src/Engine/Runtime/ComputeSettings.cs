@@ -15,15 +15,10 @@ public static class ComputeSettings
     private static readonly AsyncLocal<bool?> _batchInvariant = new();
     private static readonly AsyncLocal<int?> _threads = new();
 
-    private static readonly bool DefaultBatchInvariant =
-        Environment.GetEnvironmentVariable("HARNESS_BATCH_INVARIANT") is "1" or "true";
+    // the process defaults: HARNESS_BATCH_INVARIANT and HARNESS_THREADS, as the host read them (EngineSettings)
+    public static bool BatchInvariant => _batchInvariant.Value ?? EngineSettings.Current.BatchInvariant;
 
-    private static readonly int DefaultThreads =
-        int.TryParse(Environment.GetEnvironmentVariable("HARNESS_THREADS"), out var t) && t > 0 ? t : Environment.ProcessorCount;
-
-    public static bool BatchInvariant => _batchInvariant.Value ?? DefaultBatchInvariant;
-
-    public static int Threads => _threads.Value ?? DefaultThreads;
+    public static int Threads => _threads.Value ?? EngineSettings.Current.Threads;
 
     /// <summary>Sets batch-invariant mode for the current flow until the scope is disposed.</summary>
     public static IDisposable UseBatchInvariant(bool enabled = true)

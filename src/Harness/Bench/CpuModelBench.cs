@@ -28,45 +28,13 @@ public static class CpuModelBench
 {
     private sealed record Measured(Dictionary<int, double> PrefillMs, Dictionary<int, string> PrefillSpread, double DecodeTps, long DecodeAllocBytesPerStep);
 
-    public static int Run(string[] args)
+    public static int Run(BenchOptions o)
     {
-        string? model = null, random = null;
-        int threads = ComputeSettings.Threads, newTokens = 32, runs = 3;
-        var dtypes = new List<DType> { DType.Float32, DType.BFloat16 };
-        var prompts = new List<int> { 64, 512, 2048 };
-        bool hf = true, profile = false;
-        try
-        {
-            for (int i = 0; i < args.Length; i++)
-                switch (args[i])
-                {
-                    case "--model" when i + 1 < args.Length: model = args[++i]; break;
-                    case "--random-llama" when i + 1 < args.Length: random = args[++i]; break;
-                    case "--device" when i + 1 < args.Length: i++; break;
-                    case "--threads" when i + 1 < args.Length: threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                    case "--dtype" when i + 1 < args.Length: dtypes = args[++i].Split(',').Select(DTypeInfo.Parse).ToList(); break;
-                    case "--prompts" or "--prompt" when i + 1 < args.Length:
-                        prompts = args[++i].Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList(); break;
-                    case "--new" when i + 1 < args.Length: newTokens = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                    case "--runs" when i + 1 < args.Length: runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                    case "--no-hf": hf = false; break;
-                    case "--profile": profile = true; break;
-                    default:
-                        Console.Error.WriteLine($"bench: unknown option '{args[i]}'; CPU model bench options: --model DIR | --random-llama 155m, " +
-                                                "--threads N, --dtype fp32,bf16, --prompts 64,512,2048, --new 32, --runs 3, --no-hf, --profile");
-                        return 2;
-                }
-        }
-        catch (Exception e) when (e is FormatException or ArgumentException)
-        {
-            Console.Error.WriteLine($"bench: {e.Message}");
-            return 2;
-        }
-        if (threads < 1 || newTokens < 3 || runs < 1 || prompts.Count == 0 || prompts.Any(p => p < 1))
-        {
-            Console.Error.WriteLine("bench: --threads and --runs must be >= 1, --new >= 3, --prompts positive");
-            return 2;
-        }
+        string? model = o.Model, random = o.RandomLlama;
+        int threads = o.Threads ?? ComputeSettings.Threads, newTokens = o.NewTokens ?? 32, runs = o.Runs ?? 3;
+        var dtypes = o.DTypes?.ToList() ?? [DType.Float32, DType.BFloat16];
+        var prompts = o.Prompts?.ToList() ?? [64, 512, 2048];
+        bool hf = !o.NoHf, profile = o.Profile;
         using var threadScope = ComputeSettings.UseThreads(threads);
         using var peer = hf || random is not null ? TorchPeer.Connect(threads, TimeSpan.FromHours(2)) : null;
         if (random is not null)

@@ -16,56 +16,12 @@ namespace Harness.Bench;
 /// </summary>
 public static class GemmBenchmark
 {
-    public static int Run(string[] args)
+    public static int Run(BenchOptions o)
     {
-        int threads = ComputeSettings.Threads;
-        int[] sizes = [256, 512, 1024, 2048];
-        bool decode = true, reference = true, linear = false;
-        int[] ms = [1, 8, 64, 512, 2048];
-        for (int i = 0; i < args.Length; i++)
-        {
-            switch (args[i])
-            {
-                case "--threads" when i + 1 < args.Length && int.TryParse(args[i + 1], out var t) && t > 0:
-                    threads = t;
-                    i++;
-                    break;
-                case "--sizes" when i + 1 < args.Length:
-                    try
-                    {
-                        sizes = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
-                    }
-                    catch (FormatException)
-                    {
-                        Console.Error.WriteLine($"bench: --sizes expects a comma-separated list of integers, got '{args[i]}'");
-                        return 2;
-                    }
-                    break;
-                case "--no-decode":
-                    decode = false;
-                    break;
-                case "--no-reference":
-                    reference = false;
-                    break;
-                case "--linear":
-                    linear = true;
-                    break;
-                case "--m" when i + 1 < args.Length:
-                    try
-                    {
-                        ms = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
-                    }
-                    catch (FormatException)
-                    {
-                        Console.Error.WriteLine($"bench: --m expects a comma-separated list of integers, got '{args[i]}'");
-                        return 2;
-                    }
-                    break;
-                default:
-                    Console.Error.WriteLine("usage: harness bench [--threads N] [--sizes 256,512,...] [--no-decode] [--no-reference] [--linear [--m 1,8,64,512,2048]]");
-                    return 2;
-            }
-        }
+        int threads = o.Threads ?? ComputeSettings.Threads;
+        int[] sizes = o.Sizes ?? [256, 512, 1024, 2048];
+        bool decode = !o.NoDecode, reference = !o.NoReference, linear = o.Linear;
+        int[] ms = o.M ?? [1, 8, 64, 512, 2048];
 
         using var threadScope = ComputeSettings.UseThreads(threads);
         var peer = reference ? TorchPeer.Connect(threads) : null;

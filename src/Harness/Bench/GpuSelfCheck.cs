@@ -44,7 +44,7 @@ public static class GpuSelfCheck
         ("llama-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-bf16")),
     ];
 
-    public static int Run(string[] args)
+    public static int Run(string? filter)
     {
         if (!CudaDevice.TryGet(out var device, out var reason))
         {
@@ -52,11 +52,6 @@ public static class GpuSelfCheck
             return 3;
         }
         Console.WriteLine(Describe(device!));
-        string? junit = null, filter = null;
-        for (int i = 0; i < args.Length; i++)
-            if (args[i] == "--junit" && i + 1 < args.Length) junit = args[++i];
-            else if (!args[i].StartsWith('-')) filter = args[i];
-        var results = new List<(string Name, string? Error, double Seconds)>();
         int failures = 0;
         foreach (var (name, run) in Checks)
         {
@@ -67,30 +62,9 @@ public static class GpuSelfCheck
             catch (Exception e) { error = e.GetType().Name + ": " + e.Message; }
             Console.WriteLine($"{(error is null ? "PASS" : "FAIL")} {name} ({sw.ElapsedMilliseconds} ms){(error is null ? "" : ": " + error)}");
             if (error is not null) failures++;
-            results.Add((name, error, sw.Elapsed.TotalSeconds));
         }
-        if (junit is not null) WriteJUnit(junit, Describe(device!), results);
         Console.WriteLine(failures == 0 ? "all GPU checks passed" : $"{failures} GPU checks FAILED");
         return failures == 0 ? 0 : 1;
-    }
-
-    private static void WriteJUnit(string path, string device, List<(string Name, string? Error, double Seconds)> results)
-    {
-        static string X(string s) => System.Security.SecurityElement.Escape(s) ?? "";
-        var inv = System.Globalization.CultureInfo.InvariantCulture;
-        var sb = new System.Text.StringBuilder();
-        sb.AppendLine("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
-        sb.AppendLine(inv, $"<testsuites><testsuite name=\"check-gpu\" tests=\"{results.Count}\" failures=\"{results.Count(r => r.Error is not null)}\">");
-        sb.AppendLine(inv, $"<properties><property name=\"device\" value=\"{X(device)}\"/></properties>");
-        foreach (var (name, error, seconds) in results)
-        {
-            sb.Append(inv, $"<testcase classname=\"gpu\" name=\"{X(name)}\" time=\"{seconds:F3}\"");
-            sb.AppendLine(error is null ? "/>" : $"><failure message=\"{X(error)}\"/></testcase>");
-        }
-        sb.AppendLine("</testsuite></testsuites>");
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
-        File.WriteAllText(path, sb.ToString());
     }
 
     public static string Describe(CudaDevice d) =>

@@ -15,7 +15,7 @@ public static class KernelSelfCheck
     private static readonly (int M, int N, int K)[] Shapes =
         [(1, 1, 1), (7, 13, 129), (129, 17, 257), (64, 37, 300), (14, 32, 192), (15, 33, 385), (3, 100, 1000)];
 
-    public static int Run(string[] args)
+    public static int Run()
     {
         Console.WriteLine($"CPU kernels supported: {string.Join(", ", Gemm.SupportedKernels)}; auto picks {Gemm.KernelName}");
         int failures = 0;

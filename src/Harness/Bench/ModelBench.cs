@@ -26,31 +26,19 @@ public static class ModelBench
 {
     public sealed record Row(string Who, double PrefillMs, double DecodeTokensPerSecond, double PeakMiB);
 
-    public static int Run(string[] args)
+    public static int Run(BenchOptions o)
     {
-        int di = Array.IndexOf(args, "--device");
-        if (di < 0 || di + 1 < args.Length && args[di + 1] == "cpu") return CpuModelBench.Run(args);
-        string? model = null, device = "cpu";
-        var dtype = DType.BFloat16;
-        int prompt = 128, newTokens = 128, runs = 5;
-        bool hf = true;
-        for (int i = 0; i < args.Length; i++)
-            switch (args[i])
-            {
-                case "--model" when i + 1 < args.Length: model = args[++i]; break;
-                case "--device" when i + 1 < args.Length: device = args[++i]; break;
-                case "--dtype" when i + 1 < args.Length: dtype = DTypeInfo.Parse(args[++i]); break;
-                case "--prompt" when i + 1 < args.Length: prompt = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                case "--new" when i + 1 < args.Length: newTokens = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                case "--runs" when i + 1 < args.Length: runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-                case "--no-hf": hf = false; break;
-            }
+        if (o.Device == "cpu") return CpuModelBench.Run(o);
+        string? model = o.Model;
+        string device = o.Device;
+        var dtype = o.DTypes?[0] ?? DType.BFloat16;                               // one each on the GPU (BenchCommands checks)
+        int prompt = o.Prompts?[0] ?? 128, newTokens = o.NewTokens ?? 128, runs = o.Runs ?? 5;
+        bool hf = !o.NoHf;
         if (model is null || !File.Exists(Path.Combine(model, "config.json")))
         {
             Console.Error.WriteLine("bench --model DIR: DIR must hold an HF Llama checkpoint (config.json + safetensors); ci/make-bench-llama.py writes the 1.1B one");
             return 2;
         }
-        if (device is not ("cpu" or "cuda")) { Console.Error.WriteLine($"bench: unknown device '{device}'; known: cpu, cuda"); return 2; }
         var config = HfConfig.Load(Path.Combine(model, "config.json")).Text;
         var rng = new SplitMix64(2024);
         var ids = Enumerable.Range(0, prompt).Select(_ => (long)(3 + rng.NextInt(config.VocabSize - 3))).ToArray();

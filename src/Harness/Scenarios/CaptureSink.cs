@@ -36,3 +36,31 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
         onRecord?.Invoke(module);
     }
 }
+
+/// <summary>
+/// Records the prompt's forward only: a scenario builds its model ONCE over this sink, runs the captured forward, then turns
+/// it off (<see cref="Enabled"/> = false) and decodes on the same model (issue 20: each scenario built its model twice, with
+/// and without the capture sink, and Llama three times). One per rank: ranks finish their forward at different times.
+/// </summary>
+public sealed class PrefillSink(IActivationSink inner) : IActivationSink
+{
+    public volatile bool Enabled = true;
+
+    /// <summary>Where decode steps' records (step 1..) go, once set: the forced run's per-step capture on the same model
+    /// (<see cref="CaptureSink.DecodeSteps"/>); null: none.</summary>
+    public volatile IActivationSink? Steps;
+
+    public bool Wants(string module) => Enabled && inner.Wants(module);
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard)
+    {
+        if (Enabled) inner.Record(module, worldRank, value, shard);
+    }
+
+    public bool Wants(string module, int step) => step == 0 ? Wants(module) : Steps?.Wants(module, step) ?? false;
+
+    public void Record(string module, int worldRank, Tensor value, ShardSpec shard, int step)
+    {
+        if (step == 0) Record(module, worldRank, value, shard);
+        else Steps?.Record(module, worldRank, value, shard, step);
+    }
+}

@@ -255,12 +255,16 @@ public sealed record Gemma3nScenario : Scenario
             ImageSoftTokens = CudaScenarios.Input(Device, prompt.ImageSoftTokens),
             AudioSoftTokens = CudaScenarios.Input(Device, prompt.AudioSoftTokens),
         };
-        new Gemma3nModel(weights, config, ctx, sink, Options).Forward(prompt);
-        var free = new Gemma3nModel(weights, config, ctx, options: Options).Generate(prompt, NewTokens, TopK);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured forward, then decoding
+        var model = new Gemma3nModel(weights, config, ctx, prefill, Options);
+        model.Forward(prompt);
+        prefill.Enabled = false;
+        var free = model.Generate(prompt, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded at
         // every decode step; the token verdict reads it after a divergence, so the steps after a near tie are compared too
+        prefill.Steps = stepSink;
         var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
-            ? new Gemma3nModel(weights, config, ctx, stepSink, Options).Generate(prompt, NewTokens, TopK, reference.Tokens) : null;
+            ? model.Generate(prompt, NewTokens, TopK, reference.Tokens) : null;
         return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }
 }

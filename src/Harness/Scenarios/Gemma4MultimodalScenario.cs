@@ -218,14 +218,18 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
                     CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
                 var options = Engine.Models.FaultMap.Plan(Fault, "gemma4").Gemma4 with { VisionMask = visionMask };
-                var logits = new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSink, options).Prefill(prompt, rankTowers);   // the captured prefill
-                if (rankSink.Wants("logits")) rankSink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-                var free = new Gemma4ForConditionalGeneration(weights, hf, ctx, options: options).Generate(prompt, rankTowers, NewTokens, TopK);
+                var prefill = new PrefillSink(rankSink);                               // one model: the captured prefill, then decoding
+                var model = new Gemma4ForConditionalGeneration(weights, hf, ctx, prefill, options);
+                var logits = model.Prefill(prompt, rankTowers);                        // the captured prefill
+                if (prefill.Wants("logits")) prefill.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+                prefill.Enabled = false;
+                var free = model.Generate(prompt, rankTowers, NewTokens, TopK);
                 // teacher-forced on the reference's tokens (the one decode loop's forced option), every decoder module recorded
                 // at every decode step; the token verdict reads it after a divergence
                 IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                prefill.Steps = rankSteps;
                 var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
-                    ? new Gemma4ForConditionalGeneration(weights, hf, ctx, rankSteps, options).Generate(prompt, rankTowers, NewTokens, TopK, forced: rt.Tokens) : null;
+                    ? model.Generate(prompt, rankTowers, NewTokens, TopK, forced: rt.Tokens) : null;
                 return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
             }, context.CollectiveTimeout);
             engineTokens = TokenSequence.FromTopK(gens[0].Free.Tokens, gens[0].Free.TopKIds, gens[0].Free.TopKLogprobs);

@@ -213,14 +213,17 @@ public sealed record Gemma4Scenario : Scenario
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
         if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int positions = Math.Max(256, input.Shape[0] + NewTokens);
-        var model = new Gemma4ForCausalLM(weights, config, ctx, sink, options, maxPositions: positions);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured prefill, then decoding
+        var model = new Gemma4ForCausalLM(weights, config, ctx, prefill, options, maxPositions: positions);
         var logits = model.Forward(model.NewSequence(), input);                       // the captured prefill
-        if (sink.Wants("logits")) sink.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
-        var free = new Gemma4ForCausalLM(weights, config, ctx, options: options, maxPositions: positions).Generate(input, NewTokens, TopK);
+        if (prefill.Wants("logits")) prefill.Record("logits", ctx.WorldRank, logits.Unsqueeze(0), Harness.Engine.Capture.ShardSpec.Whole);
+        prefill.Enabled = false;
+        var free = model.Generate(input, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option), every module recorded at every
         // decode step; the token verdict reads it after a divergence (without one it repeats the free run step for step)
+        prefill.Steps = stepSink;
         var forced = reference is { Length: > 1 } && (stepSink is not null || TokenComparison.ForcedTokensFor(reference, free.Tokens) is not null)
-            ? new Gemma4ForCausalLM(weights, config, ctx, stepSink, options, maxPositions: positions).Generate(input, NewTokens, TopK, reference.Tokens) : null;
+            ? model.Generate(input, NewTokens, TopK, reference.Tokens) : null;
         return (free, TokenComparison.ForcedTokensFor(reference, free.Tokens) is null ? null : forced);
     }
 }

@@ -234,10 +234,14 @@ public sealed record LlamaScenario : Scenario
         using var gpu = Device == "cuda" ? CudaScenarios.RankOnGpu(ref ctx, ref weights, ref sink) : null;
         if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int tokens = input.Shape[0];
-        new LlamaForCausalLM(weights, config, ctx, sink, options: options).Forward(ctx.IsFirstStage ? input : null, tokens);
-        var generation = new LlamaForCausalLM(weights, config, ctx, options: options).Generate(input, NewTokens, TopK);
+        var prefill = new PrefillSink(sink);                                       // one model: the captured forward, then decoding
+        var model = new LlamaForCausalLM(weights, config, ctx, prefill, options: options);
+        model.Forward(ctx.IsFirstStage ? input : null, tokens);
+        prefill.Enabled = false;
+        var generation = model.Generate(input, NewTokens, TopK);
         // teacher-forced on the reference's tokens (the one decode loop's forced option): the steps after a near tie, and
         // every module at every decode step (the step sink records steps 1.., the prefill is the capture above)
-        return (generation, forcedOn is null ? null : new LlamaForCausalLM(weights, config, ctx, stepSink, options: options).Generate(input, NewTokens, TopK, forcedOn));
+        prefill.Steps = stepSink;
+        return (generation, forcedOn is null ? null : model.Generate(input, NewTokens, TopK, forcedOn));
     }
 }

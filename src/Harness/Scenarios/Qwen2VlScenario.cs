@@ -298,8 +298,9 @@ public sealed record Qwen2VlScenario : Scenario
                     // M-RoPE position cache length + the prompt's rope delta, as a free step), every decoder module recorded at
                     // every decode step; the token verdict reads it after a divergence
                     IActivationSink? rankSteps = Device == "cuda" && stepSink is not null ? new HostCopySink(stepSink) : stepSink;
+                    prefillOnly.Steps = rankSteps;                                    // the same model: its decode steps to the step sink
                     var forced = reference.Tokens is { Length: > 1 } rt && (rankSteps is not null || TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is not null)
-                        ? new Qwen2VlForConditionalGeneration(weights, config, ctx, rankSteps, options).Generate(rankInput, NewTokens, TopK, forced: rt.Tokens) : null;
+                        ? model.Generate(rankInput, NewTokens, TopK, forced: rt.Tokens) : null;
                     return (Free: free, Forced: TokenComparison.ForcedTokensFor(reference.Tokens, free.Tokens) is null ? null : forced);
                 }, context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
@@ -324,16 +325,5 @@ public sealed record Qwen2VlScenario : Scenario
             EngineForcedTokens = engineForced,
             Steps = JudgeSteps && error is null ? DecodeSteps.Judge(reference.Tensors, stepCapture, NewTokens, stepModules, _ => policy) : null,
         };
-    }
-
-    /// <summary>Records the prompt's forward only (decode steps run the same modules again).</summary>
-    private sealed class PrefillSink(IActivationSink inner) : IActivationSink
-    {
-        public volatile bool Enabled = true;
-        public bool Wants(string module) => Enabled && inner.Wants(module);
-        public void Record(string module, int worldRank, Tensor value, Engine.Capture.ShardSpec shard)
-        {
-            if (Enabled) inner.Record(module, worldRank, value, shard);
-        }
     }
 }

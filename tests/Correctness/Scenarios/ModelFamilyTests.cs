@@ -176,6 +176,25 @@ public sealed class ModelFamilyTests
         Assert.Equal(1 + Math.ScaleB(1, -6), FaultMap.Plan(faulted.Fault, "llama").Llama.ResidualBranchScale);
     }
 
+    /// <summary>
+    /// Issue 20 item 5: each scenario built its model twice, once over the capture sink for the prompt's forward and once to
+    /// decode (Llama three times, the forced run too). Now one model per rank runs both (<see cref="PrefillSink"/>); a
+    /// scenario file that constructs a family's model class more than once fails here with the lines.
+    /// </summary>
+    [Fact]
+    public void Each_scenario_builds_its_model_once()
+    {
+        var models = ModelFamilies.All.Select(f => f.Contract.Model).Append("Gemma4ForConditionalGeneration").ToList();
+        var dir = Path.Combine(Root, "src", "Harness", "Scenarios");
+        var twice = Directory.EnumerateFiles(dir, "*Scenario.cs")
+            .SelectMany(f => models.Select(m => (File: Path.GetFileName(f), Model: m,
+                Lines: File.ReadLines(f).Select((l, i) => (l, i + 1)).Where(x => x.l.Contains($"new {m}(", StringComparison.Ordinal)).Select(x => x.Item2).ToList())))
+            .Where(x => x.Lines.Count > 1)
+            .Select(x => $"{x.File} builds {x.Model} {x.Lines.Count} times (lines {string.Join(", ", x.Lines)})")
+            .ToList();
+        Assert.True(twice.Count == 0, string.Join("\n", twice));
+    }
+
     private sealed class TempDir : IDisposable
     {
         public string Path { get; } = Directory.CreateTempSubdirectory("harness-family-").FullName;

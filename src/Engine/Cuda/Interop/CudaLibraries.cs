@@ -71,7 +71,7 @@ public static class CudaLibraries
             foreach (var file in FileNames[logicalName])
             {
                 if (NativeLibrary.TryLoad(file, out h)) return Remember(logicalName, h, file + " (system loader)");
-                tried.Add(file + " (system loader, LD_LIBRARY_PATH=" + (Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "") + ")");
+                tried.Add(file + " (system loader, LD_LIBRARY_PATH=" + Harness.Engine.Runtime.EngineSettings.Current.LibraryPath + ")");
             }
             throw new CudaUnavailableException(
                 $"{FileNames[logicalName][0]} was not found; searched: {string.Join(", ", tried.Distinct())}. " +
@@ -90,10 +90,10 @@ public static class CudaLibraries
     public static IEnumerable<string> SearchDirectories()
     {
         var dirs = new List<string>();
-        foreach (var d in (Environment.GetEnvironmentVariable("HARNESS_CUDA_LIB_DIR") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
-            dirs.Add(d);
+        var settings = Harness.Engine.Runtime.EngineSettings.Current;                             // the host's HARNESS_CUDA_LIB_DIR, HARNESS_PYTHON, CUDA_HOME/CUDA_PATH
+        dirs.AddRange(settings.CudaLibraryDirectories);
         var venvs = new List<string>();
-        var python = Environment.GetEnvironmentVariable("HARNESS_PYTHON");
+        var python = settings.ReferencePython;
         if (!string.IsNullOrEmpty(python))
         {
             var bin = Path.GetDirectoryName(python);
@@ -111,8 +111,7 @@ public static class CudaLibraries
                     dirs.Add(Path.Combine(nv, sub, "lib"));
             }
         }
-        foreach (var env in new[] { "CUDA_HOME", "CUDA_PATH" })
-            if (Environment.GetEnvironmentVariable(env) is { Length: > 0 } root) dirs.Add(Path.Combine(root, "lib64"));
+        foreach (var root in settings.CudaRoots) dirs.Add(Path.Combine(root, "lib64"));
         dirs.AddRange(["/usr/local/cuda/lib64", "/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64"]);
         return dirs.Distinct();
     }

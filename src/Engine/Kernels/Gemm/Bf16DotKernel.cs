@@ -56,9 +56,8 @@ internal static unsafe class Bf16DotKernel
     }
 
     private static readonly AsyncLocal<bool?> _forced = new();
-    private static readonly bool? _fromEnvironment = ParseEnvironment(Environment.GetEnvironmentVariable("HARNESS_BF16_KERNEL"));
-
-    private static bool? ParseEnvironment(string? value) => value switch
+    /// <summary>HARNESS_BF16_KERNEL's value (null: auto); read by the host (<see cref="Runtime.EngineSettings"/>).</summary>
+    internal static bool? Parse(string? value) => value switch
     {
         null or "" or "auto" => null,
         "widen" => false,
@@ -78,7 +77,7 @@ internal static unsafe class Bf16DotKernel
     /// </summary>
     public static bool UseNative(int m)
     {
-        if ((_forced.Value ?? _fromEnvironment) is bool chosen) return chosen;
+        if ((_forced.Value ?? Runtime.EngineSettings.Current.Bf16Native) is bool chosen) return chosen;
         return IsSupported && _vendorIsAmd.Value;
     }
 
@@ -90,7 +89,7 @@ internal static unsafe class Bf16DotKernel
 
     /// <summary>How bf16 products pick their kernel now, in words (for the bench).</summary>
     public static string Describe() =>
-        (_forced.Value ?? _fromEnvironment) is bool chosen ? (chosen ? "native vdpbf16ps (forced)" : "widened in registers (forced)")
+        (_forced.Value ?? Runtime.EngineSettings.Current.Bf16Native) is bool chosen ? (chosen ? "native vdpbf16ps (forced)" : "widened in registers (forced)")
         : !IsSupported ? $"widened in registers (native vdpbf16ps unavailable: {UnsupportedReason})"
         : _vendorIsAmd.Value ? "native vdpbf16ps (AMD core)"
         : "bf16 panels widened in registers (Intel core: vdpbf16ps runs at half the FMA flops; HARNESS_BF16_KERNEL=native forces it)";

@@ -22,9 +22,8 @@ internal static class GemmKernelSelector
 {
     private static readonly AsyncLocal<GemmKernel?> _forced = new();
 
-    private static readonly GemmKernel? _fromEnvironment = ParseEnvironment(Environment.GetEnvironmentVariable("HARNESS_GEMM_KERNEL"));
-
-    private static GemmKernel? ParseEnvironment(string? value)
+    /// <summary>HARNESS_GEMM_KERNEL's value as a kernel (null: unset); read by the host (<see cref="Runtime.EngineSettings"/>).</summary>
+    internal static GemmKernel? Parse(string? value)
     {
         if (string.IsNullOrWhiteSpace(value)) return null;
         if (!Enum.TryParse<GemmKernel>(value, ignoreCase: true, out var k))
@@ -51,7 +50,7 @@ internal static class GemmKernelSelector
     {
         get
         {
-            var k = _forced.Value ?? _fromEnvironment ?? GemmKernel.Auto;
+            var k = _forced.Value ?? Runtime.EngineSettings.Current.GemmKernel ?? GemmKernel.Auto;
             return k == GemmKernel.Auto ? Best : k;
         }
     }
