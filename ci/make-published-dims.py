@@ -194,6 +194,10 @@ def main():
     model.config.dtype = dtype
     os.makedirs(a.out_dir, exist_ok=True)
     model.save_pretrained(a.out_dir)
+    for name in os.listdir(a.out_dir):
+        # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
+        # "No such file or directory"
+        os.chmod(os.path.join(a.out_dir, name), 0o644)
     n = sum(t.numel() for t in model.parameters())
     print(f"{a.name}: {arch}, {n:,} parameters, {a.dtype}, written to {a.out_dir}")
     return 0
