@@ -174,9 +174,12 @@ def main():
         return 0
     if not a.out_dir:
         p.error("OUT_DIR is required")
+    cfg = dict(MODELS[a.name])
+    if a.layers is not None and a.layers < (2 if cfg["model_type"].startswith("gemma4") else 1):
+        # one Gemma4 layer is full attention only, and HF then reads the per-type rope_parameters as one set (rope_theta null)
+        p.error(f"--layers {a.layers}: {a.name} needs at least 2 (a sliding and a full attention layer)" if a.layers > 0 else "--layers must be positive")
     import torch
     import transformers
-    cfg = dict(MODELS[a.name])
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
     model_type = cfg.pop("model_type")
