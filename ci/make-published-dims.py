@@ -3,13 +3,18 @@
 
     make-published-dims.py NAME OUT_DIR [--dtype bf16|fp32] [--device cpu|cuda] [--layers N] [--seed S]
 
-NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text (`list` prints them).
+NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text, gemma4-e2b-text,
+gemma4-26b-a4b-text (`list` prints them).
 Every value below is the released config.json's, with where it was read; only the weights are random (HF's own init, then
 every parameter whose elements are all equal, norms and biases, moved by seeded N(0, 0.1) noise, as the harness's tiny
 models are, so a port that ignores a scale cannot pass). --layers N keeps the first N layers (the memory prediction's
-"fewer layers"). Needs torch and transformers (the reference interpreter: HARNESS_PYTHON). Gemma4 is not here: no
-released Gemma4 config.json was found to copy from (the search corpus has none), and library defaults are not published
-dimensions.
+"fewer layers"; KV sharing is cut so that every attention type keeps a layer of its own to share from). Needs torch and
+transformers (the reference interpreter: HARNESS_PYTHON).
+
+Gemma4: the smallest dense model (E2B) and the MoE (26B-A4B), text decoders (Gemma4ForCausalLM, model_type gemma4_text:
+what the engine's checkpoint compare runs). 26B-A4B is 25.2B parameters, 50 GB in bf16: one 80 GB card holds one side,
+not the engine and the reference together; on one card run it with --layers 16 (about 28 GB a side), or keep the
+reference on the host.
 """
 
 import argparse
@@ -85,10 +90,55 @@ GEMMA3N_E2B_TEXT = dict(GEMMA3N_E4B_TEXT, **{
     "layer_types": ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(30)],
 })
 
+# Gemma4 E2B text decoder: google/gemma-4-E2B-it config.json text_config (the file is on the hub, e.g. copied whole in
+# huggingface.co/EvilScript/taboo-cloud-gemma-4-E2B-it commit eda739b "Copy config.json from google/gemma-4-E2B-it"; the
+# search corpus keeps only its first lines). The values, as quoted whole in three independent ports' tests (search tool,
+# code corpus, stored files 54091846013: a Swift port's e2bConfigJSON; 54660026632: a Rust port's
+# real_gemma4_e2b_text_config, "Real layer pattern from the checkpoint"; 53141176458: test_detect_gemma4_e2b, "Real E2B
+# config"), which agree: hidden 1536, 35 layers, intermediate 6144 (double-wide on the 20 KV-shared layers), 8 heads /
+# 1 kv head, head_dim 256, global_head_dim 512, vocab 262144 (and per-layer 262144), per-layer input 256, sliding window
+# 512, max positions 131072, softcap 30, rope: sliding default theta 1e4, full proportional theta 1e6 with partial factor
+# 0.25; layer_types 4 sliding then 1 full, 7 times. hidden_activation gelu_pytorch_tanh (62149741222: a converter's
+# validate_text_config for the checkpoint), bos 2 / eos 1 (huggingface.co/mlboydaisuke/gemma-4-E2B-coreml model_config.json).
+GEMMA4_E2B_TEXT = {
+    "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": 1536, "num_hidden_layers": 35,
+    "intermediate_size": 6144, "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "global_head_dim": 512,
+    "rms_norm_eps": 1e-06, "vocab_size": 262144, "vocab_size_per_layer_input": 262144, "hidden_size_per_layer_input": 256,
+    "num_kv_shared_layers": 20, "sliding_window": 512, "max_position_embeddings": 131072, "final_logit_softcapping": 30.0,
+    "attention_bias": False, "attention_k_eq_v": False, "use_double_wide_mlp": True, "enable_moe_block": False,
+    "tie_word_embeddings": True, "hidden_activation": "gelu_pytorch_tanh",
+    "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"},
+                        "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    "layer_types": (["sliding_attention"] * 4 + ["full_attention"]) * 7,
+    "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1,
+}
+
+# Gemma4 26B-A4B (the MoE) text decoder: google/gemma-4-26B-A4B-it config.json text_config, as quoted in two ports'
+# tests (search tool, code corpus, stored files 66640043689: a Rust port's SAMPLE, architectures
+# Gemma4ForConditionalGeneration, eos [1, 106]; 58004776520: a Go MLX port's TestParseTextConfig26B) and a third's
+# GEMMA4_26B_CONFIG (52178922134): hidden 2816, 30 layers, dense MLP 2112 beside 128 experts of 704 (top 8), 16 heads,
+# 8 kv heads on sliding layers and 2 on full ones (attention_k_eq_v: V is K there), head_dim 256, global_head_dim 512,
+# vocab 262144, sliding window 1024, max positions 262144 (two of the three; the Go test has 131072), softcap 30, no
+# per-layer inputs, no KV sharing, no double-wide MLP, E2B's rope parameters; layer_types 5 sliding then 1 full, 5 times.
+GEMMA4_26B_A4B_TEXT = {
+    "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": 2816, "num_hidden_layers": 30,
+    "intermediate_size": 2112, "num_attention_heads": 16, "num_key_value_heads": 8, "num_global_key_value_heads": 2,
+    "head_dim": 256, "global_head_dim": 512, "rms_norm_eps": 1e-06, "vocab_size": 262144, "hidden_size_per_layer_input": 0,
+    "num_kv_shared_layers": 0, "sliding_window": 1024, "max_position_embeddings": 262144, "final_logit_softcapping": 30.0,
+    "attention_bias": False, "attention_k_eq_v": True, "use_double_wide_mlp": False, "enable_moe_block": True,
+    "num_experts": 128, "top_k_experts": 8, "moe_intermediate_size": 704, "tie_word_embeddings": True,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"},
+                        "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 5,
+    "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1,
+}
+
 MODELS = {
     "llama-3.2-1b": LLAMA_3_2_1B, "llama-3.1-8b": LLAMA_3_1_8B,
     "qwen2-vl-2b": QWEN2_VL_2B, "qwen2-vl-7b": QWEN2_VL_7B,
     "gemma3n-e2b-text": GEMMA3N_E2B_TEXT, "gemma3n-e4b-text": GEMMA3N_E4B_TEXT,
+    "gemma4-e2b-text": GEMMA4_E2B_TEXT, "gemma4-26b-a4b-text": GEMMA4_26B_A4B_TEXT,
 }
 
 
@@ -98,8 +148,14 @@ def keep_layers(cfg, n):
     for key in ("layer_types", "activation_sparsity_pattern"):
         if key in cfg:
             cfg[key] = cfg[key][:n]
-    if "num_kv_shared_layers" in cfg:
-        cfg["num_kv_shared_layers"] = min(cfg["num_kv_shared_layers"], max(0, n - 2))
+    if cfg.get("num_kv_shared_layers"):
+        # a KV-shared layer reads the last non-shared layer of its own type: every type the kept layers use must have
+        # one before the shared ones start (HF forces Gemma4's last layer to full attention)
+        types = list(cfg.get("layer_types") or [])
+        if cfg["model_type"].startswith("gemma4") and types:
+            types[-1] = "full_attention"
+        first = max((types.index(t) for t in set(types)), default=0) + 1
+        cfg["num_kv_shared_layers"] = max(0, min(cfg["num_kv_shared_layers"], n - first))
     return cfg
 
 
@@ -118,9 +174,12 @@ def main():
         return 0
     if not a.out_dir:
         p.error("OUT_DIR is required")
+    cfg = dict(MODELS[a.name])
+    if a.layers is not None and a.layers < (2 if cfg["model_type"].startswith("gemma4") else 1):
+        # one Gemma4 layer is full attention only, and HF then reads the per-type rope_parameters as one set (rope_theta null)
+        p.error(f"--layers {a.layers}: {a.name} needs at least 2 (a sliding and a full attention layer)" if a.layers > 0 else "--layers must be positive")
     import torch
     import transformers
-    cfg = dict(MODELS[a.name])
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
     model_type = cfg.pop("model_type")
@@ -138,6 +197,10 @@ def main():
     model.config.dtype = dtype
     os.makedirs(a.out_dir, exist_ok=True)
     model.save_pretrained(a.out_dir)
+    for name in os.listdir(a.out_dir):
+        # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
+        # "No such file or directory"
+        os.chmod(os.path.join(a.out_dir, name), 0o644)
     n = sum(t.numel() for t in model.parameters())
     print(f"{a.name}: {arch}, {n:,} parameters, {a.dtype}, written to {a.out_dir}")
     return 0

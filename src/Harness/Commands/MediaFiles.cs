@@ -13,7 +13,7 @@ namespace Harness.Commands;
 /// model folder: its tokenizer, image/video processor and chat template give the ids, pixel values and grids both
 /// sides get. Anything wrong is one line naming the file, exit 2.
 /// </summary>
-internal static class MediaFiles
+public static class MediaFiles
 {
     /// <summary>The most bytes an image file may have (a 16k x 16k PNG is well under this).</summary>
     public const long ImageMaxBytes = 64L << 20;
