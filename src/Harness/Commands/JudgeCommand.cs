@@ -52,7 +52,7 @@ internal static class JudgeCommand
             {
                 if (r.GetValueOrDefault<int>() < 1) r.AddError($"{o.Name} must be at least 1");
             });
-        var dtype = new Option<string>("--dtype") { Description = "HF's compute dtype.", DefaultValueFactory = _ => "fp32" };
+        var dtype = new Option<string>("--dtype") { Description = "HF's compute dtype (--dump: by default the dump's own, else fp32).", DefaultValueFactory = _ => "fp32" };
         dtype.AcceptOnlyFromAmong("fp32", "bf16");
         var promptAs = new Option<string>("--prompt-as")
         {
@@ -84,7 +84,8 @@ internal static class JudgeCommand
         command.SetAction(r =>
         {
             if (r.GetValue(dump) is { } dumpDir)
-                return RunDump(dumpDir, r.GetValue(model)!, r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32, r.GetValue(report));
+                return RunDump(dumpDir, r.GetValue(model)!,
+                    r.GetResult(dtype) is { Implicit: false } ? (r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32) : null, r.GetValue(report));
             if (r.GetValue(gguf) is { } ggufFile)
             {
                 var texts = r.GetValue(text) ?? [];
@@ -140,7 +141,7 @@ internal static class JudgeCommand
     }
 
 
-    public static int RunDump(string dumpDir, string modelDir, DType dtype, string? reportDir)
+    public static int RunDump(string dumpDir, string modelDir, DType? dtype, string? reportDir)
     {
         ModelFolder.CheckFiles(modelDir);
         if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;

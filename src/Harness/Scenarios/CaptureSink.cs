@@ -9,11 +9,15 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
 {
     public ActivationCapture Capture { get; } = capture;
 
+    /// <summary>Also hears every kept record (<see cref="ScenarioContext.Tap"/>: `harness dump`).</summary>
+    public IActivationSink? Tap { get; init; }
+
     public bool Wants(string module) => Capture.Wants(module);
 
     public void Record(string module, int worldRank, Tensor value, ShardSpec shard)
     {
         Capture.Record(module, value.Clone(), shard, worldRank);
+        if (Capture.Wants(module)) Tap?.Record(module, worldRank, value, shard, 0);
         onRecord?.Invoke(module);
     }
 }

@@ -213,7 +213,7 @@ public sealed record Gemma3nScenario : Scenario
             reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
         var modules = Gemma3nModules.ForModel(config, Kind);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.

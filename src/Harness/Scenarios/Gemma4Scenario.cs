@@ -180,7 +180,7 @@ public sealed record Gemma4Scenario : Scenario
         var input = Prompt(config);
         var modules = ModulesFor(config, Prefix(dir));
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         TokenSequence? engineTokens = null;
         string? error = null, failedModule = null;
         try

@@ -188,7 +188,7 @@ public sealed record LlamaScenario : Scenario
             return new ScenarioResult(this, LayerComparison.Run(reference.Tensors, capture, modules, _ => Policy(DType, Tp)), null,
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
         }
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         var options = LlamaOptions.ForFault(Fault);                           // SP/PP residual faults: constructor inputs

@@ -238,7 +238,7 @@ public sealed record Qwen2VlScenario : Scenario
         var input = EngineInput(config, reference);
         var modules = ModulesFor(config);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
         var options = Qwen2VlOptions.ForFault(Fault);
         TokenSequence? engineTokens = null;
