@@ -25,7 +25,8 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
 /// <see cref="ShardSpec"/> (a shard is compared with its slice of HF's tensor, rank by rank; partial sums are summed over
 /// the ranks first), and <see cref="LayerComparison"/> judges them with the float64 oracle verdict, naming the first
 /// divergent module and rank. A rank that failed inside a module (recorded in its index) is reported with that module.
-/// Step 0 (the prompt's forward) is judged; later steps are listed but not compared.
+/// Step 0 (the prompt's forward) is judged; later steps are listed but not compared. A folder holding transformers'
+/// model debugger output instead (<see cref="ModelDebuggerDump"/>) is read as rank 0's dump.
 /// </summary>
 public static class DumpJudge
 {
@@ -41,7 +42,23 @@ public static class DumpJudge
         var dir = Path.GetFullPath(dumpDirectory);
         if (!Directory.Exists(dir)) throw new InputException(dir, "no such dump folder");
         var indexes = Directory.GetFiles(dir, "rank-*.json").Order(StringComparer.Ordinal).ToArray();
-        if (indexes.Length == 0) throw new InputException(dir, "no rank-<R>.json index in the dump folder (docs/dump-format.md)");
+        if (indexes.Length == 0 && ModelDebuggerDump.FindTree(dir) is { } tree)
+        {
+            // transformers' model debugger output (use_repr=False): read as a dump of rank 0
+            var converted = Path.Combine(Path.GetTempPath(), $"harness-model-debugger-{Guid.NewGuid():N}");
+            try
+            {
+                ModelDebuggerDump.Convert(tree, converted);
+                var verdict = Run(converted, modelDirectory, client, dtype);
+                return verdict with { Record = verdict.Record with { Id = $"judge/dump/{Path.GetFileName(dir.TrimEnd('/'))}", Layout = "model debugger, rank 0" } };
+            }
+            finally
+            {
+                if (Directory.Exists(converted)) Directory.Delete(converted, recursive: true);
+            }
+        }
+        if (indexes.Length == 0)
+            throw new InputException(dir, $"no rank-<R>.json index (docs/dump-format.md) and no transformers model debugger tree (*{ModelDebuggerDump.TreeSuffix}) in the dump folder");
 
         var entries = new List<Entry>();
         var errors = new List<string>();
