@@ -27,7 +27,7 @@ internal static class JudgeCommand
         };
         var dump = new Option<string?>("--dump")
         {
-            Description = "A module-by-module dump (docs/dump-format.md, written by harness_dump.py): judged module by module, rank by rank, with the float64 oracle verdict.",
+            Description = "A module-by-module dump (docs/dump-format.md: harness_dump.py, harness dump, llamacpp_dump.py; or transformers' model debugger output written with use_repr=False): judged module by module, rank by rank, with the float64 oracle verdict.",
             HelpName = "DIR",
         };
         var gguf = new Option<string?>("--gguf")
