@@ -25,6 +25,7 @@ public static class Cli
             ReportCommand.Create(),
             RatiosCommand.Create(),
             JudgeCommand.Create(),
+            DumpCommand.Create(),
             SoakCommand.Create(),
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),

@@ -27,9 +27,15 @@ internal static class JudgeCommand
         };
         var dump = new Option<string?>("--dump")
         {
-            Description = "A module-by-module dump (docs/dump-format.md, written by harness_dump.py): judged module by module, rank by rank, with the float64 oracle verdict.",
+            Description = "A module-by-module dump (docs/dump-format.md: harness_dump.py, harness dump, llamacpp_dump.py; or transformers' model debugger output written with use_repr=False): judged module by module, rank by rank, with the float64 oracle verdict.",
             HelpName = "DIR",
         };
+        var gguf = new Option<string?>("--gguf")
+        {
+            Description = "A GGUF file run through libllama (llama.cpp) with its graph evaluation callback on one prompt (--ids, or --text through the checkpoint's tokenizer): its named graph outputs judged module by module under HF's names.",
+            HelpName = "FILE",
+        };
+        var dumpOut = new Option<string?>("--dump-out") { Description = "With --gguf: keep llama.cpp's dump in this folder (docs/dump-format.md).", HelpName = "DIR" };
         var model = new Option<string>("--model")
         {
             Description = "The HF checkpoint folder the engine serves (config.json, safetensors, tokenizer): HF's side of the comparison.",
@@ -46,7 +52,7 @@ internal static class JudgeCommand
             {
                 if (r.GetValueOrDefault<int>() < 1) r.AddError($"{o.Name} must be at least 1");
             });
-        var dtype = new Option<string>("--dtype") { Description = "HF's compute dtype.", DefaultValueFactory = _ => "fp32" };
+        var dtype = new Option<string>("--dtype") { Description = "HF's compute dtype (--dump: by default the dump's own, else fp32).", DefaultValueFactory = _ => "fp32" };
         dtype.AcceptOnlyFromAmong("fp32", "bf16");
         var promptAs = new Option<string>("--prompt-as")
         {
@@ -68,17 +74,28 @@ internal static class JudgeCommand
             "Judge another engine against HF transformers on the same checkpoint. --endpoint: an OpenAI-compatible server token by token " +
             "(greedy, top-k logprobs, the catalog's token rule); --dump: a module dump of any PyTorch engine (harness_dump.py), module by module and rank by rank. Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
         {
-            endpoint, dump, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
+            endpoint, dump, gguf, dumpOut, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
         };
         command.Validators.Add(r =>
         {
-            bool hasEndpoint = r.GetResult(endpoint) is { Implicit: false }, hasDump = r.GetResult(dump) is { Implicit: false };
-            if (hasEndpoint == hasDump) r.AddError("judge needs one of --endpoint URL or --dump DIR");
+            int routes = new Option[] { endpoint, dump, gguf }.Count(o => r.GetResult(o) is { Implicit: false });
+            if (routes != 1) r.AddError("judge needs one of --endpoint URL, --dump DIR or --gguf FILE");
         });
         command.SetAction(r =>
         {
             if (r.GetValue(dump) is { } dumpDir)
-                return RunDump(dumpDir, r.GetValue(model)!, r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32, r.GetValue(report));
+                return RunDump(dumpDir, r.GetValue(model)!,
+                    r.GetResult(dtype) is { Implicit: false } ? (r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32) : null, r.GetValue(report));
+            if (r.GetValue(gguf) is { } ggufFile)
+            {
+                var texts = r.GetValue(text) ?? [];
+                var idList = r.GetValue(ids) ?? [];
+                if (texts.Length + idList.Length != 1) return CliSupport.UsageError("judge --gguf: give one prompt, --ids 1,2,3 or --text TEXT");
+                long[]? promptIds = idList.Length == 1
+                    ? CliSupport.ParseIds(idList[0]) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{idList[0]}'")
+                    : null;
+                return RunGguf(ggufFile, r.GetValue(model)!, promptIds, promptIds is null ? texts[0] : null, r.GetValue(dumpOut), r.GetValue(report));
+            }
             var list = new List<JudgePrompt>();
             if (r.GetValue(prompts) is { } file) list.AddRange(ReadPrompts(file));
             list.AddRange((r.GetValue(text) ?? []).Select(t => new JudgePrompt(t, null)));
@@ -124,7 +141,7 @@ internal static class JudgeCommand
     }
 
 
-    public static int RunDump(string dumpDir, string modelDir, DType dtype, string? reportDir)
+    public static int RunDump(string dumpDir, string modelDir, DType? dtype, string? reportDir)
     {
         ModelFolder.CheckFiles(modelDir);
         if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
@@ -138,6 +155,35 @@ internal static class JudgeCommand
             Console.WriteLine($"report: {Path.Combine(Path.GetFullPath(reportDir), ReportWriter.HtmlFile)}");
         }
         return verdict.Passed ? ExitCodes.Ok : ExitCodes.Failed;
+    }
+
+    public static int RunGguf(string ggufFile, string modelDir, long[]? ids, string? text, string? dumpOut, string? reportDir)
+    {
+        ModelFolder.CheckFiles(modelDir);
+        var gguf = Path.GetFullPath(ggufFile);
+        if (!File.Exists(gguf)) throw new InputException(gguf, "no such GGUF file");
+        if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
+        var client = ReferenceClient.Shared;
+        if (ids is null)
+        {
+            var tokenized = client.Invoke("judge_tokenize", new System.Text.Json.Nodes.JsonObject
+            {
+                ["model_dir"] = client.ShareDirectory(Path.GetFullPath(modelDir)),
+                ["texts"] = new System.Text.Json.Nodes.JsonArray(text),
+            }).Result;
+            ids = tokenized["ids"]![0]!.AsArray().Select(v => (long)v!).ToArray();
+        }
+        var scratch = client.ScratchDirectory("judge-llamacpp-dump");
+        var written = LlamaCppDump.Write(client, gguf, ids, scratch);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"llama.cpp ({written.Description}): {written.Entries} graph outputs mapped to HF modules; no HF counterpart: {string.Join(", ", written.Unmapped.Distinct())}"));
+        if (dumpOut is not null)
+        {
+            Directory.CreateDirectory(dumpOut);
+            foreach (var f in Directory.GetFiles(scratch)) File.Copy(f, Path.Combine(dumpOut, Path.GetFileName(f)), overwrite: true);
+            Console.WriteLine($"dump: {Path.GetFullPath(dumpOut)}");
+        }
+        return RunDump(scratch, modelDir, DType.Float32, reportDir);
     }
 
     public static int RunEndpoint(EndpointJudgeOptions options, string? reportDir)

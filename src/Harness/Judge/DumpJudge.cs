@@ -25,27 +25,47 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
 /// <see cref="ShardSpec"/> (a shard is compared with its slice of HF's tensor, rank by rank; partial sums are summed over
 /// the ranks first), and <see cref="LayerComparison"/> judges them with the float64 oracle verdict, naming the first
 /// divergent module and rank. A rank that failed inside a module (recorded in its index) is reported with that module.
-/// Step 0 (the prompt's forward) is judged; later steps are listed but not compared.
+/// Step 0 (the prompt's forward) is judged; later steps are listed but not compared. A folder holding transformers'
+/// model debugger output instead (<see cref="ModelDebuggerDump"/>) is read as rank 0's dump.
 /// </summary>
 public static class DumpJudge
 {
     public const string Format = "harness-dump/1";
 
-    private sealed record Entry(string Module, int Step, int Call, int Rank, int WorldSize, string Tensor, string Kind, int? Dim);
+    private sealed record Entry(string Module, int Step, int Call, int Rank, int WorldSize, string Tensor, string Kind, int? Dim, JsonObject Placement);
 
-    public static DumpVerdict Run(string dumpDirectory, string modelDirectory, ReferenceClient client, DType dtype = DType.Float32)
+    /// <summary>Judges the dump; HF computes in <paramref name="dtype"/>, by default the dump's own (the index's
+    /// engine.dtype, which `harness dump` writes), else float32.</summary>
+    public static DumpVerdict Run(string dumpDirectory, string modelDirectory, ReferenceClient client, DType? dtype = null)
     {
         ArgumentNullException.ThrowIfNull(client);
         var dir = Path.GetFullPath(dumpDirectory);
         if (!Directory.Exists(dir)) throw new InputException(dir, "no such dump folder");
         var indexes = Directory.GetFiles(dir, "rank-*.json").Order(StringComparer.Ordinal).ToArray();
-        if (indexes.Length == 0) throw new InputException(dir, "no rank-<R>.json index in the dump folder (docs/dump-format.md)");
+        if (indexes.Length == 0 && ModelDebuggerDump.FindTree(dir) is { } tree)
+        {
+            // transformers' model debugger output (use_repr=False): read as a dump of rank 0
+            var converted = Path.Combine(Path.GetTempPath(), $"harness-model-debugger-{Guid.NewGuid():N}");
+            try
+            {
+                ModelDebuggerDump.Convert(tree, converted);
+                var verdict = Run(converted, modelDirectory, client, dtype);
+                return verdict with { Record = verdict.Record with { Id = $"judge/dump/{Path.GetFileName(dir.TrimEnd('/'))}", Layout = "model debugger, rank 0" } };
+            }
+            finally
+            {
+                if (Directory.Exists(converted)) Directory.Delete(converted, recursive: true);
+            }
+        }
+        if (indexes.Length == 0)
+            throw new InputException(dir, $"no rank-<R>.json index (docs/dump-format.md) and no transformers model debugger tree (*{ModelDebuggerDump.TreeSuffix}) in the dump folder");
 
         var entries = new List<Entry>();
         var errors = new List<string>();
         var failedModules = new List<string>();
         var files = new Dictionary<int, SafetensorsFile>();
         Tensor? inputIds = null;
+        string inputName = "input_ids";
         int? world = null;
         try
         {
@@ -66,13 +86,19 @@ public static class DumpJudge
                 world = ws;
                 var tensorsPath = Path.Combine(dir, (string?)index["tensors_file"] ?? throw new InputException(path, "tensors_file is missing"));
                 files[rank] = SafetensorsFile.Open(tensorsPath);
-                if (rank == 0 && index["inputs"]?["0"]?["input_ids"] is JsonValue ids) inputIds = files[rank].ReadTensor((string)ids!);
+                if (rank == 0)
+                {
+                    dtype ??= (string?)index["engine"]?["dtype"] switch { "bfloat16" or "bf16" => DType.BFloat16, _ => null };
+                    if (index["inputs"]?["0"]?["input_ids"] is JsonValue ids) inputIds = files[rank].ReadTensor((string)ids!);
+                    else if (index["inputs"]?["0"]?["inputs_embeds"] is JsonValue embeds)
+                        (inputIds, inputName) = (files[rank].ReadTensor((string)embeds!), "inputs_embeds");
+                }
                 foreach (var node in index["entries"] as JsonArray ?? throw new InputException(path, "entries is missing"))
                 {
                     var e = node as JsonObject ?? throw new InputException(path, "an entry is not an object");
                     var placement = e["placement"] as JsonObject ?? throw new InputException(path, $"entry {e["module"]} has no placement");
                     entries.Add(new Entry((string)e["module"]!, (int)e["step"]!, (int)e["call"]!, rank, ws, (string)e["tensor"]!,
-                        (string)placement["kind"]!, placement["dim"] is JsonValue d ? (int)d : null));
+                        (string)placement["kind"]!, placement["dim"] is JsonValue d ? (int)d : null, placement));
                 }
                 foreach (var node in index["errors"] as JsonArray ?? [])
                 {
@@ -81,7 +107,7 @@ public static class DumpJudge
                         $"rank {rank} failed in {(string?)node?["module"] ?? "(outside any module)"} at step {node?["step"]}: {node?["type"]}: {node?["message"]}"));
                 }
             }
-            if (inputIds is null) throw new InputException(Path.Combine(dir, "rank-0.json"), "inputs[\"0\"].input_ids is missing: the judge runs HF on the dumped input ids");
+            if (inputIds is null) throw new InputException(Path.Combine(dir, "rank-0.json"), "inputs[\"0\"].input_ids (or inputs_embeds) is missing: the judge runs HF on the dumped inputs");
             if (files.Count != world) throw new InputException(dir, $"{files.Count} rank indexes for a world of {world}");
 
             // Forward order: rank 0's order of first appearance at step 0.
@@ -103,12 +129,18 @@ public static class DumpJudge
                 }
                 foreach (var e in group.Where(e => e.Kind != "partial"))
                 {
-                    var value = ToFloat(files[e.Rank].ReadTensor(e.Tensor));
+                    var value = files[e.Rank].ReadTensor(e.Tensor);                 // in its own dtype, as the engine held it
+                    int PlacementInt(string field) => e.Placement[field] is JsonValue v && v.TryGetValue<int>(out var i) ? i
+                        : throw new InputException(Path.Combine(dir, $"rank-{e.Rank}.json"), $"{e.Module}: placement '{e.Kind}' needs an integer {field}");
                     ShardSpec shard = e.Kind switch
                     {
-                        "shard" => new ShardSpec.Sharded(e.Dim ?? throw new InputException(dir, $"{e.Module} (rank {e.Rank}) is a shard without a dim"), e.Rank, e.WorldSize),
+                        // rank r of the world holds shard r by default; "index"/"of" when the shards are not the world's
+                        // ranks (TP inside PP: the TP group's rank and size)
+                        "shard" => new ShardSpec.Sharded(PlacementInt("dim"), e.Placement.ContainsKey("index") ? PlacementInt("index") : e.Rank,
+                            e.Placement.ContainsKey("of") ? PlacementInt("of") : e.WorldSize),
+                        "rows" => new ShardSpec.Rows(PlacementInt("start"), PlacementInt("count"), PlacementInt("dim")),
                         "replicate" => ShardSpec.Whole,
-                        _ => throw new InputException(dir, $"{e.Module} (rank {e.Rank}) has placement kind '{e.Kind}' (replicate, shard or partial)"),
+                        _ => throw new InputException(dir, $"{e.Module} (rank {e.Rank}) has placement kind '{e.Kind}' (replicate, shard, rows or partial)"),
                     };
                     capture.Record(group.Key, value, shard, rank: e.Rank);
                 }
@@ -117,7 +149,7 @@ public static class DumpJudge
             // HF on the same ids, capturing the same modules, with the float64 oracle.
             var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
             client.Oracle = true;
-            var forward = client.Forward(shared, dtype, inputIds.DType == DType.Int64 ? inputIds : inputIds, order);
+            var forward = client.Forward(shared, dtype ?? DType.Float32, inputIds, order);
             var layers = LayerComparison.Run(forward.Captured, capture, order);
 
             var first = layers.FirstDivergence;
@@ -128,8 +160,8 @@ public static class DumpJudge
                 Id: $"judge/dump/{Path.GetFileName(dir.TrimEnd('/'))}",
                 Model: Path.GetFileName(Path.GetFullPath(modelDirectory).TrimEnd('/')),
                 Layout: string.Create(CultureInfo.InvariantCulture, $"dump, {world} rank(s)"),
-                Dtype: Scenario.DTypeTag(dtype),
-                Input: $"input_ids [{string.Join(",", inputIds.ToInt64Array())}]",
+                Dtype: Scenario.DTypeTag(dtype ?? DType.Float32),
+                Input: inputName == "input_ids" ? $"input_ids [{string.Join(",", inputIds.ToInt64Array())}]" : $"inputs_embeds {Shape.Format(inputIds.Shape)}",
                 Fault: null,
                 ExpectFailure: false,
                 Passed: errors.Count == 0 && layers.Passed,

@@ -13,6 +13,9 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
 {
     public ActivationCapture Capture { get; } = capture;
 
+    /// <summary>Also hears every kept record, with its step (<see cref="ScenarioContext.Tap"/>: `harness dump`).</summary>
+    public IActivationSink? Tap { get; init; }
+
     /// <summary>The first decode step recorded (0: the prefill).</summary>
     public int FirstStep { get; init; }
 
@@ -20,8 +23,8 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
     public int LastStep { get; init; }
 
     /// <summary>A sink of decode steps 1 .. newTokens - 1 (the forced run's steps after its prompt).</summary>
-    public static CaptureSink DecodeSteps(ActivationCapture capture, int newTokens, Action<string>? onRecord = null) =>
-        new(capture, onRecord) { FirstStep = 1, LastStep = newTokens - 1 };
+    public static CaptureSink DecodeSteps(ActivationCapture capture, int newTokens, Action<string>? onRecord = null, IActivationSink? tap = null) =>
+        new(capture, onRecord) { FirstStep = 1, LastStep = newTokens - 1, Tap = tap };
 
     public bool Wants(string module) => Wants(module, 0);
 
@@ -33,6 +36,7 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
     {
         if (step < FirstStep || step > LastStep) return;
         Capture.Record(Runs.DecodeSteps.Name(step, module), value.Clone(), shard, worldRank);
+        if (Capture.Wants(Runs.DecodeSteps.Name(step, module))) Tap?.Record(module, worldRank, value, shard, step);
         onRecord?.Invoke(module);
     }
 }

@@ -191,10 +191,10 @@ public sealed record Gemma3nScenario : Scenario
             reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
         var modules = Gemma3nModules.ForModel(config, Kind);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var stepModules = Gemma3nModules.StepModules(config);                      // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule, context.Tap) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         // A fault Gemma3n has no option for (run --fault on another model's bug) changes nothing: faults are never ambient.

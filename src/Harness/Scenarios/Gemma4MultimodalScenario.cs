@@ -189,10 +189,10 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var config = Gemma4TextConfig.From(hf);
         var modules = Modules(config);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var stepModules = StepModules(config);                                     // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule, context.Tap) : null;
         // The towers are the reference's: their outputs are the engine's inputs (compared as themselves, trivially equal).
         var towers = new Gemma4ForConditionalGeneration.TowerOutputs(
             HasImage ? reference.Tensors["model.vision_tower"] : null,

@@ -263,7 +263,7 @@ public sealed record Gemma4TowerScenario : Scenario
         var sw = Stopwatch.StartNew();
         var dir = context.EngineDirectory(TinyGemma4Towers.Directory(context, DType));
         var capture = new ActivationCapture(Modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var inputs = Inputs(context);
         string? error = null, failedModule = null;
         try

@@ -191,10 +191,10 @@ public sealed record LlamaScenario : Scenario
             return new ScenarioResult(this, LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => Policy(DType, Tp)), null,
                 e.Message, null, sw.Elapsed) { TokensExpected = true, ReferenceTokens = reference.Tokens };
         }
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var stepModules = StepModulesFor(trueConfig);
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule, context.Tap) : null;
         TokenSequence? engineTokens = null, engineForced = null;
         string? error = null, failedModule = null;
         var options = Plan.Llama;                                             // SP/PP residual faults: constructor inputs

@@ -267,10 +267,10 @@ public sealed record Qwen2VlScenario : Scenario
         var input = EngineInput(config, reference);
         var modules = ModulesFor(config);
         var capture = new ActivationCapture(modules);
-        var sink = new CaptureSink(capture, context.ReportModule);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var stepModules = StepModulesFor(config);                                  // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
-        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule) : null;
+        var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule, context.Tap) : null;
         // The reported bug reaches the model as a constructor option; any other named fault is injected as before.
         var options = FaultMap.Plan(Fault, "qwen2-vl").Qwen2Vl;
         TokenSequence? engineTokens = null, engineForced = null;

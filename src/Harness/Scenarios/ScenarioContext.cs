@@ -36,6 +36,15 @@ public sealed class ScenarioContext : IDisposable
     /// <summary>The worker's oracle mode (<see cref="ReferenceClient.OracleMode"/>): "stream" (default) or "whole".</summary>
     public string OracleMode { get; init; } = "stream";
 
+    /// <summary>
+    /// Where every engine record also goes, as the engine makes it (any rank thread, with its rank, shard and step):
+    /// `harness dump` writes them in the dump format (<see cref="Judge.EngineDump"/>). Null: nowhere else.
+    /// </summary>
+    public Engine.Capture.IActivationSink? Tap { get; init; }
+
+    /// <summary>The same context (models and reference bundles shared) whose engine records also go to <paramref name="tap"/>.</summary>
+    public ScenarioContext WithTap(Engine.Capture.IActivationSink tap) => new(this) { Tap = tap, ConfigMutation = ConfigMutation };
+
     /// <summary>Timeout for one collective of the engine's ranks.</summary>
     public TimeSpan CollectiveTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -55,6 +64,7 @@ public sealed class ScenarioContext : IDisposable
         OracleMode = shared.OracleMode;
         CollectiveTimeout = shared.CollectiveTimeout;
         ModuleProgress = shared.ModuleProgress;
+        Tap = shared.Tap;
     }
 
     /// <summary>The same context (models and reference bundles shared, nothing recomputed) whose engine loads models
@@ -68,7 +78,7 @@ public sealed class ScenarioContext : IDisposable
     /// bundles computed afresh (not shared: the point of a second mode is to compute them again).</summary>
     public ScenarioContext WithOracleMode(string mode) => new(Client, FixturesDirectory)
     {
-        Oracle = Oracle, OracleMode = mode, ConfigMutation = ConfigMutation, CollectiveTimeout = CollectiveTimeout, ModuleProgress = ModuleProgress,
+        Oracle = Oracle, OracleMode = mode, ConfigMutation = ConfigMutation, CollectiveTimeout = CollectiveTimeout, ModuleProgress = ModuleProgress, Tap = Tap,
     };
 
     public static ScenarioContext Live(ReferenceClient client, string? fixtures = null) => new(client, fixtures ?? Fixtures.DefaultDirectory());

@@ -47,7 +47,7 @@ public abstract record TensorScenario : Scenario
         {
             try
             {
-                Engine(new CaptureSink(capture, context.ReportModule));
+                Engine(new CaptureSink(capture, context.ReportModule) { Tap = context.Tap });
             }
             catch (Exception e)
             {

@@ -1,0 +1,114 @@
+using System.Text.Json.Nodes;
+using Harness.Engine.Capture;
+using Harness.Engine.IO;
+using Harness.Engine.Tensors;
+using Harness.Judge;
+using Harness.Reference;
+
+namespace Harness.Tests.Correctness.Judge;
+
+/// <summary>
+/// The dump format's writers and readers without a reference: `harness dump`'s placements (a TP shard inside PP keeps its
+/// TP index and size, an SP slice its token window, a bf16 tensor its dtype), transformers' model debugger tree read as
+/// rank 0's dump, and the bad inputs each names in one line (exit 2): a repr-valued debugger tree, a folder holding no
+/// dump, a missing GGUF.
+/// </summary>
+public sealed class DumpFormatTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), $"dump-format-{Guid.NewGuid():N}");
+
+    public DumpFormatTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void Engine_dump_writes_each_world_rank_with_its_shard_rows_or_whole_placement_and_dtype()
+    {
+        var dump = new EngineDump();
+        var x = Tensor.FromArray([1f, 2f, 3f, 4f], 1, 2, 2);
+        dump.Record("model.embed_tokens", 0, x, ShardSpec.Whole);
+        dump.Record("model.layers.2.self_attn.q_proj", 3, x, new ShardSpec.Sharded(-1, 1, 2));   // TP rank 1 of 2 on world rank 3 (PP stage 1)
+        dump.Record("model.layers.0.mlp", 1, x.To(DType.BFloat16), new ShardSpec.Rows(4, 4, 1), step: 0);
+        dump.Record("model.layers.0.mlp", 1, x, new ShardSpec.Rows(4, 4, 1), step: 0);           // a second call
+        dump.Write(_dir, 4, new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray([5L, 6L], 2) }, null, null,
+            new JsonObject { ["name"] = "harness", ["dtype"] = "float32" });
+
+        Assert.Equal(4, Directory.GetFiles(_dir, "rank-*.json").Length);       // rank 2 recorded nothing and still has its file
+        var rank3 = JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "rank-3.json")))!;
+        var q = rank3["entries"]![0]!;
+        Assert.Equal("""{"kind":"shard","dim":-1,"index":1,"of":2,"source":"engine"}""", q["placement"]!.ToJsonString());
+        var rank1 = JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "rank-1.json")))!["entries"]!.AsArray();
+        Assert.Equal("""{"kind":"rows","dim":1,"start":4,"count":4,"source":"engine"}""", rank1[0]!["placement"]!.ToJsonString());
+        Assert.Equal(["bfloat16", "float32"], rank1.Select(e => (string)e!["dtype"]!));
+        Assert.Equal([0, 1], rank1.Select(e => (int)e!["call"]!));
+        Assert.Equal("""{"kind":"replicate","source":"engine"}""",
+            JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "rank-0.json")))!["entries"]![0]!["placement"]!.ToJsonString());
+        using var f = SafetensorsFile.Open(Path.Combine(_dir, "rank-0.safetensors"));
+        Assert.Equal([1, 2], f.ReadTensor("input/input_ids/step0").ShapeArray);  // [1, T], as HF takes it
+    }
+
+    private string DebuggerTree(bool repr)
+    {
+        void Save(string name, Tensor t) => SafetensorsWriter.Save(Path.Combine(_dir, name), new Dictionary<string, Tensor> { ["data"] = t });
+        Save("M_inputs_kwargs_input_ids.safetensors", Tensor.FromArray([5L, 6L], 1, 2));
+        Save("M.model.norm_outputs.safetensors", Tensor.FromArray([1f, 2f], 1, 2, 1));
+        Save("M.model.rotary_emb_outputs_0.safetensors", Tensor.FromArray([3f, 4f], 1, 2, 1));
+        Save("M.model.rotary_emb_outputs_1.safetensors", Tensor.FromArray([5f, 6f], 1, 2, 1));
+        JsonObject Io(string file) => new() { ["shape"] = "torch.Size([1, 2, 1])", ["dtype"] = "torch.float32", ["value"] = repr ? "tensor([[1.]])" : "./" + file };
+        var tree = new JsonObject
+        {
+            ["module_path"] = "M", ["inputs"] = new JsonObject { ["kwargs"] = new JsonObject { ["input_ids"] = Io("M_inputs_kwargs_input_ids.safetensors") } },
+            ["outputs"] = null,
+            ["children"] = new JsonArray(new JsonObject
+            {
+                ["module_path"] = "M.model", ["outputs"] = null, ["children"] = new JsonArray(
+                    new JsonObject { ["module_path"] = "M.model.rotary_emb", ["outputs"] = new JsonArray(Io("M.model.rotary_emb_outputs_0.safetensors"), Io("M.model.rotary_emb_outputs_1.safetensors")) },
+                    new JsonObject { ["module_path"] = "M.model.norm", ["outputs"] = Io("M.model.norm_outputs.safetensors") }),
+            }),
+        };
+        var path = Path.Combine(_dir, "M" + ModelDebuggerDump.TreeSuffix);
+        File.WriteAllText(path, tree.ToJsonString());
+        return path;
+    }
+
+    [Fact]
+    public void The_model_debuggers_tree_becomes_rank_0_of_a_dump_under_named_modules_names()
+    {
+        var tree = DebuggerTree(repr: false);
+        Assert.Equal(tree, ModelDebuggerDump.FindTree(_dir));
+        var out_ = Path.Combine(_dir, "converted");
+        Assert.Equal(2, ModelDebuggerDump.Convert(tree, out_));
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(out_, "rank-0.json")))!;
+        Assert.Equal(["model.rotary_emb", "model.norm"], index["entries"]!.AsArray().Select(e => (string)e!["module"]!));
+        using var f = SafetensorsFile.Open(Path.Combine(out_, "rank-0.safetensors"));
+        Assert.Equal([3f, 4f], f.ReadTensor("model.rotary_emb/step0/call0").ToFloatArray());   // a tuple's leading tensor
+        Assert.Equal([5L, 6L], f.ReadTensor((string)index["inputs"]!["0"]!["input_ids"]!).ToInt64Array());
+    }
+
+    [Fact]
+    public void A_debugger_tree_written_with_use_repr_is_refused_naming_the_option()
+    {
+        var tree = DebuggerTree(repr: true);
+        var e = Assert.Throws<InputException>(() => ModelDebuggerDump.Convert(tree, Path.Combine(_dir, "converted")));
+        Assert.Contains("use_repr=False", e.Message, StringComparison.Ordinal);
+        Assert.Contains(tree, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_folder_with_neither_a_dump_nor_a_debugger_tree_is_named_with_both_formats()
+    {
+        var client = new ReferenceClient(new ReferenceWorker("/nonexistent/python"));
+        var e = Assert.Throws<InputException>(() => DumpJudge.Run(_dir, _dir, client));
+        Assert.Contains("rank-<R>.json", e.Message, StringComparison.Ordinal);
+        Assert.Contains(ModelDebuggerDump.TreeSuffix, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_missing_gguf_is_named_before_anything_runs()
+    {
+        var client = new ReferenceClient(new ReferenceWorker("/nonexistent/python"));
+        var missing = Path.Combine(_dir, "none.gguf");
+        var e = Assert.Throws<InputException>(() => LlamaCppDump.Write(client, missing, [1L, 2L]));
+        Assert.Contains(missing, e.Message, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,64 @@
+using System.Text.Json.Nodes;
+using Harness.Judge;
+using Harness.Runs;
+using Harness.Tests.Correctness.Live;
+using Xunit.Abstractions;
+
+namespace Harness.Tests.Correctness.Judge;
+
+/// <summary>
+/// transformers' own model debugger (model_addition_debugger_context with use_repr=False: a call tree JSON plus one
+/// safetensors file per leaf module's output) read by `harness judge --dump`: the tiny Llama's own forward passes module
+/// by module; the same forward with rms_norm_eps 0.05 (for 3e-5) fails first at layer 0's input_layernorm.
+/// </summary>
+[Trait(LiveReference.Tier, LiveReference.Live)]
+[Collection(JudgeCollection.Name)]
+public class ModelDebuggerJudgeTests(ITestOutputHelper output)
+{
+    private static readonly long[] Ids = [2, 100, 200, 300, 17, 250, 9];
+
+    private DumpVerdict DebugAndJudge(JsonObject config)
+    {
+        var model = TinyGgufLlama.Get();
+        var client = LiveReference.Client();
+        var dir = client.ScratchDirectory("judge-model-debugger");
+        try
+        {
+            client.Invoke("judge_hf_model_debugger", new JsonObject
+            {
+                ["model_dir"] = client.WorkerPath(model.ModelDirectory),
+                ["out_dir"] = client.WorkerPath(dir),
+                ["input_ids"] = new JsonArray(Ids.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
+                ["config"] = config,
+            });
+            Assert.NotNull(ModelDebuggerDump.FindTree(dir));
+            var verdict = DumpJudge.Run(dir, model.ModelDirectory, client);
+            output.WriteLine(DumpJudge.Describe(verdict));
+            return verdict;
+        }
+        finally
+        {
+            client.Release(dir);
+        }
+    }
+
+    [SkippableFact]
+    public void The_model_debuggers_safetensors_output_of_the_same_model_passes_module_by_module()
+    {
+        var v = DebugAndJudge(new JsonObject());
+        Assert.True(v.Passed, DumpJudge.Describe(v));
+        Assert.Equal("model debugger, rank 0", v.Record.Layout);
+        // the debugger keeps leaf modules only: projections, norms, act_fn, lm_head; not a layer's or an mlp's output
+        foreach (var m in new[] { "model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.act_fn", "model.norm", "lm_head" })
+            Assert.Equal(LayerVerdict.Pass, Assert.Single(v.Layers.Rows, r => r.Module == m).Verdict);
+        Assert.DoesNotContain(v.Layers.Rows, r => r.Module == "model.layers.0");
+    }
+
+    [SkippableFact]
+    public void A_wrong_rms_norm_epsilon_under_the_debugger_fails_at_layer_0_input_layernorm()
+    {
+        var v = DebugAndJudge(new JsonObject { ["rms_norm_eps"] = 0.05 });
+        Assert.False(v.Passed);
+        Assert.Equal("model.layers.0.input_layernorm", v.Record.FirstBadModule);
+    }
+}
