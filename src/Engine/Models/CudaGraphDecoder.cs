@@ -86,12 +86,12 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
     public CudaGraphDecoder(IGraphDecodable model, long arenaBytes = 64L << 20)
     {
         _model = model;
-        _device = model.Device ?? throw new ArgumentException("graph decoding needs a model whose weights are on a GPU");
         if (model.Context.TpSize != 1 || model.Context.PpSize != 1)
             throw new NotSupportedException($"graph decoding runs one rank (tp 1, pp 1), not tp {model.Context.TpSize} x pp {model.Context.PpSize}");
         if (model.GraphUnsupported is { } why) throw new NotSupportedException($"graph decoding: {why}");
         if (model.Sink.Inner is not NoCapture)
             throw new NotSupportedException("graph decoding records no activations (a replay runs no host code): build the model without a sink");
+        _device = model.Device ?? throw new ArgumentException("graph decoding needs a model whose weights are on a GPU");
         _device.MakeCurrent();
         _stream = CudaRuntime.StreamCreate();
         using (_device.UseStream(_stream))
