@@ -65,7 +65,7 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
     private readonly IGraphDecodable _model;
     private readonly CudaDevice _device;
     private readonly nint _stream;
-    private readonly CudaArena _arena;
+    private CudaArena _arena;
     private readonly Tensor _id, _pos, _scratch;
     private nint _graph, _exec;
     private Tensor? _logits;                 // the captured step's logits (arena memory every replay writes)
@@ -218,11 +218,31 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
         }
     }
 
+    // One step run eagerly in the arena (before a capture: this sizes it). A step that needs more than the arena holds
+    // (Qwen2-VL's biased q/k/v linears convert their weights to float32 every step: 12 MiB a layer at 1.5B) runs again
+    // in an arena twice the size it reached; nothing of the failed try stays: the position is rewound, and the device
+    // id and position are only written at the step's end.
     private (Tensor Logits, long Id) EagerStep(bool readId)
     {
-        _arena.Reset();
+        int position = _model.Position;
         Tensor logits;
-        using (_arena.Use()) logits = Run();
+        for (;;)
+        {
+            _arena.Reset();
+            try
+            {
+                using (_arena.Use()) logits = Run();
+                break;
+            }
+            catch (Exception e) when (Exhausted(e) is { } need && _exec == 0)
+            {
+                _model.Rewind(position);
+                _device.Synchronize();                                      // the failed try's kernels are done with the old block
+                long bytes = Math.Max(2 * need, 2 * _arena.Capacity);
+                _arena.Dispose();
+                _arena = new CudaArena(_device, bytes);
+            }
+        }
         StepBytes = _arena.Used;
         _warm = true;
         if (!readId) CudaRuntime.StreamSynchronize(_stream);
@@ -264,8 +284,17 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
         finally { _model.Rewind(position); }                                // the capture ran nothing
     }
 
+    // The arena's shortfall when the step failed for it (the model wraps it in its module's exception), else null.
+    private static long? Exhausted(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is CudaArena.ExhaustedException x) return x.Needed;
+        return null;
+    }
+
     private void Drop()
     {
+        _warm = false;                                                      // the next step runs eagerly first (re-sizes the arena)
         if (_exec != 0) CudaGraphApi.DestroyExec(_exec);
         if (_graph != 0) CudaGraphApi.Destroy(_graph);
         _exec = _graph = 0;
