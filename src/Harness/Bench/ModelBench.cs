@@ -54,7 +54,19 @@ public static class ModelBench
         }
         if (device is not ("cpu" or "cuda")) { Console.Error.WriteLine($"bench: unknown device '{device}'; known: cpu, cuda"); return 2; }
         CudaDevice? gpu = device == "cuda" ? CudaDevice.Get() : null;
-        var rows = Engine(model, gpu, dtype, prompt, newTokens, runs, out var ids, out long weightBytes, out var profile);
+        List<Row> rows;
+        long[] ids;
+        long weightBytes;
+        DecodeProfile? profile;
+        try
+        {
+            rows = Engine(model, gpu, dtype, prompt, newTokens, runs, out ids, out weightBytes, out profile);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {   // the model's own bound (max_position_embeddings) or a model_type without a text decoder here: one line
+            Console.Error.WriteLine($"bench --model {model}: {e.Message}");
+            return 2;
+        }
         foreach (var engine in rows)
             Console.WriteLine($"{engine.Who}: prefill {engine.PrefillMs:F1} ms, decode {engine.DecodeTokensPerSecond:F1} tokens/s, peak {engine.PeakMiB:F0} MiB");
         if (profile is { } pr)
