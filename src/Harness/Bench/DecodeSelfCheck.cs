@@ -134,8 +134,10 @@ public static class DecodeSelfCheck
     public static string? GraphDecodeCatchesOffByOne(CudaDevice d)
     {
         foreach (var model in new[] { "tiny-llama-bf16", "tiny-gemma3n-bf16", "tiny-gemma4-e2b-like-bf16", "tiny-qwen2-vl-bf16" })
-            if (GraphDecode(d, model, plantOffByOne: true) is null)
+            if (GraphDecode(d, model, plantOffByOne: true) is not { } caught)
                 return $"{model}: the graph check passed a graph loop whose steps ran one position early";
+            else if (!caught.Contains("(graph loop vs plain loop)", StringComparison.Ordinal))
+                return $"{model}: the planted off-by-one was not caught by the token comparison but by: {caught}";
         return null;
     }
 

@@ -87,6 +87,20 @@ public class GraphDecoderTests
         Assert.Contains("weights are on a GPU", Assert.Throws<ArgumentException>(() => new CudaGraphDecoder(host)).Message);
     }
 
+    /// <summary>The graph checks' comparison is exact: one other token, one other top-k id, or one bit of one
+    /// log-probability is named (the planted differences), and equal generations pass.</summary>
+    [Fact]
+    public void The_graph_checks_comparison_names_one_token_one_id_and_one_logprob_bit()
+    {
+        static Generation Make(long token = 7, long id = 9, float lp = -0.25f) =>
+            new([3, token], new long[,] { { 3, 4 }, { token, id } }, new float[,] { { -0.5f, -1f }, { -0.125f, lp } });
+        Assert.Null(DecodeSelfCheck.Differ(Make(), Make()));
+        Assert.Contains("tokens 3,8 differ from 3,7", DecodeSelfCheck.Differ(Make(), Make(token: 8)));
+        Assert.Contains("step 1 top-2 id 10 differs from 9", DecodeSelfCheck.Differ(Make(), Make(id: 10)));
+        float nextUp = BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(-0.25f) + 1);
+        Assert.Contains("step 1 top-2 logprob", DecodeSelfCheck.Differ(Make(), Make(lp: nextUp)));
+    }
+
     private sealed class RecordingSink : IActivationSink
     {
         public bool Wants(string module) => true;
