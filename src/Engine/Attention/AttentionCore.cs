@@ -86,7 +86,7 @@ public sealed class AttentionCore(AttentionSpec spec)
 
         var q4 = q.View(1, t, heads, hd).Transpose(1, 2);                              // [1, heads, t, hd]
         if (backend == Kind.GraphStep)
-        {   // a graph step (LlamaCudaGraphDecoder): rope of q and k and the cache append in one kernel, attention at the
+        {   // a graph step (CudaGraphDecoder): rope of q and k and the cache append in one kernel, attention at the
             // device's position; the same arithmetic as the eager lines below
             if (cache.Length + t > cache.Capacity) throw new InvalidOperationException($"KV cache of {cache.Capacity} positions cannot take {t} more after {cache.Length}");
             var devicePos = cache.DevicePosition!;

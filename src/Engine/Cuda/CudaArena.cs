@@ -41,12 +41,20 @@ public sealed class CudaArena : IDisposable
     {
         long start = (_used + 255) / 256 * 256;
         if (start + bytes > _block.Bytes)
-            throw new OutOfMemoryException($"CUDA arena of {_block.Bytes} bytes exhausted: {bytes} more bytes asked after {_used}");
+            throw new ExhaustedException(_block.Bytes, start + bytes);
         _used = start + bytes;
         return new DeviceMemory(Device, _block.Pointer + (nint)start, bytes);
     }
 
     public void Dispose() => _block.Dispose();
+
+    /// <summary>A step asked the arena for more than it holds: <see cref="Needed"/> bytes at least (the step so far and
+    /// this piece), so the caller can make a larger arena and run the step again.</summary>
+    public sealed class ExhaustedException(long capacity, long needed)
+        : OutOfMemoryException($"CUDA arena of {capacity} bytes exhausted: a step needs at least {needed}")
+    {
+        public long Needed { get; } = needed;
+    }
 
     private sealed class Restore(Action undo) : IDisposable
     {

@@ -23,10 +23,12 @@ public static class CudaDecodeOps
             throw new ArgumentException($"{op}: the position must be a device int32 tensor of one element, got {pos}");
     }
 
-    /// <summary>(cos[pos:pos+rows], sin[pos:pos+rows]) of contiguous [P, d] tables, as [1, rows, d] contiguous tensors.</summary>
-    public static (Tensor Cos, Tensor Sin) RowsAt(Tensor cosTable, Tensor sinTable, Tensor pos, int rows)
+    /// <summary>(cos[p:p+rows], sin[p:p+rows]) of contiguous [P, d] tables at p = *pos (+ *offset when given: Qwen2-VL's
+    /// rope_deltas), as [1, rows, d] contiguous tensors.</summary>
+    public static (Tensor Cos, Tensor Sin) RowsAt(Tensor cosTable, Tensor sinTable, Tensor pos, int rows, Tensor? offset = null)
     {
         RequirePos(pos, "rows_at");
+        if (offset is not null) RequirePos(offset, "rows_at (offset)");
         var device = cosTable.CudaDevice;
         if (!cosTable.IsContiguous || !sinTable.IsContiguous || cosTable.Rank != 2 || !Shape.SequenceEqual(cosTable.Shape, sinTable.Shape)
             || cosTable.DType != sinTable.DType)
@@ -36,7 +38,7 @@ public static class CudaDecodeOps
         var s = CudaTensors.Empty(device, cosTable.DType, 1, rows, d);
         var elem = Elem(cosTable.DType);
         var f = device.Function("rows_at/" + elem, "rows_at", () => CudaSource.Prelude + DecodeKernels.RowsAt.Replace("ELEM", elem));
-        using var args = new KernelArgs().Ptr(cosTable).Ptr(sinTable).Ptr(pos).Ptr(c).Ptr(s).Add(rows).Add(d);
+        using var args = new KernelArgs().Ptr(cosTable).Ptr(sinTable).Ptr(pos).Add(offset is null ? 0 : CudaTensors.Address(offset)).Ptr(c).Ptr(s).Add(rows).Add(d);
         args.Launch(device, f, "rows_at", ((uint)Math.Max(1, Math.Min(64, (rows * d + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1));
         return (c, s);
     }
@@ -131,6 +133,25 @@ public static class CudaDecodeOps
         using var args = new KernelArgs().Ptr(weight).Ptr(ids).Ptr(y).Add(rows).Add(hidden).Add(vocab).Ptr(scratchInt32);
         args.Launch(device, f, "embedding", ((uint)rows, 1, 1), (Threads, 1, 1));
         return y;
+    }
+
+    /// <summary>
+    /// Device ids [rows] (int64) rewritten without a read-back (<see cref="DecodeKernels.IdsMap"/>): inside = lo &lt;= id &lt; hi;
+    /// ids kept where inside (<paramref name="fillInside"/> false) or outside (true), <paramref name="fill"/> elsewhere, minus
+    /// <paramref name="shift"/>. Returns the new ids [rows] and the bool mask of inside [rows].
+    /// </summary>
+    public static (Tensor Ids, Tensor Inside) IdsMap(Tensor ids, long lo, long hi, long fill, bool fillInside, long shift = 0)
+    {
+        if (!ids.IsCuda || ids.DType != DType.Int64 || !ids.IsContiguous || ids.Rank != 1)
+            throw new ArgumentException($"ids_map: contiguous int64 device ids [rows], got {ids}");
+        var device = ids.CudaDevice;
+        int rows = ids.NumEl;
+        var output = CudaTensors.Empty(device, DType.Int64, rows);
+        var mask = CudaTensors.Empty(device, DType.Bool, rows);
+        var f = device.Function("ids_map", "ids_map", () => CudaSource.Prelude + DecodeKernels.IdsMap);
+        using var args = new KernelArgs().Ptr(ids).Ptr(output).Ptr(mask).Add(rows).Add(lo).Add(hi).Add(fill).Add(fillInside ? 1 : 0).Add(shift);
+        args.Launch(device, f, "ids_map", ((uint)Math.Max(1, Math.Min(64, (rows + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1));
+        return (output, mask);
     }
 
     /// <summary>*pos += tokens; *id = *pick (int64 [1] device tensors).</summary>

@@ -13,7 +13,7 @@ namespace Harness.Bench;
 
 /// <summary>
 /// check-gpu's checks of graph decoding: the kernels that read the position from device memory equal their host-position
-/// twins bit for bit, and <see cref="LlamaCudaGraphDecoder"/> picks the same greedy tokens as the plain loop.
+/// twins bit for bit, and <see cref="CudaGraphDecoder"/> picks the same greedy tokens as the plain loop for every family.
 /// </summary>
 public static class DecodeSelfCheck
 {
@@ -87,34 +87,72 @@ public static class DecodeSelfCheck
         return null;
     }
 
-    /// <summary>The recorded tiny Llama on the GPU: greedy tokens of the plain loop vs the graph decoder (twice: capture, then replay only).</summary>
-    public static string? GraphDecode(CudaDevice d, string model)
+    /// <summary>
+    /// A recorded tiny model of a family on the GPU: the one decode loop driven by the model (the plain loop) and by a
+    /// <see cref="CudaGraphDecoder"/> over it (the graph loop) pick the same tokens, top-k ids and log-probability bits;
+    /// twice (the first run captures, the second replays only), then the bench's path (the argmax fed back on the device)
+    /// likewise. The graph must really replay: a capture that fell back to eager steps fails the check with its reason.
+    /// </summary>
+    /// <param name="image">Qwen2-VL: the prompt holds an image (rope_deltas -4: decode positions lag the cache).</param>
+    /// <param name="plantOffByOne">The planted bug: the graph loop's steps run one position early (the host's position
+    /// rewound by one after the prompt), which the check must report.</param>
+    public static string? GraphDecode(CudaDevice d, string model, bool image = false, bool plantOffByOne = false)
     {
         var dir = GpuSelfCheck.FindModel(model);
         if (dir is null) return $"fixtures/models/{model} not found (run from the repository or the bundle)";
-        var config = HfConfig.Load(Path.Combine(dir, "config.json")).Text;
-        using var checkpoint = Checkpoint.Open(dir);
-        var weights = new DeviceWeights(new CheckpointWeights(checkpoint), d);
-        var prompt = Tensor.FromArray(new long[] { 1, 17, 42, 99, 5, 150, 7, 3 }, 8);
         const int steps = 12;
-        var m = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: 32);
-        long Argmax(Tensor logits, int row) => TopK.Forward(logits.Select(0, row), 1).Indices.ToInt64Array()[0];
-        long first = Argmax(m.Forward(prompt, 8)!, 7);
-        var eager = new long[steps];
-        long next = first;
-        for (int s = 0; s < steps; s++) next = eager[s] = Argmax(m.Forward(Tensor.FromArray([next], 1), 1)!, 0);
-        using var decoder = new LlamaCudaGraphDecoder(m);
+        using var g = GraphModel.Open(dir, d, dtype: null, positions: 48);
+        var rng = new SplitMix64(20);
+        var text = Enumerable.Range(0, 8).Select(_ => (long)(1 + rng.NextInt(g.VocabSize - 1))).ToArray();
+        var (promptTokens, prefill) = image
+            ? (g.ImagePrompt ?? throw new ArgumentException($"{model}: no image prompt for {g.Family}"))(text)
+            : (text.Length, () => g.Prefill(text));
+        var request = new DecodeRequest(steps, 4);
+        var plain = DecodeLoop.Run(g.Model, promptTokens, prefill, request);
+        using var graph = new CudaGraphDecoder(g.Model);
+        Func<Tensor> graphPrefill = plantOffByOne ? () => { var l = prefill(); g.Model.Rewind(g.Model.Position - 1); return l; } : prefill;
         for (int round = 0; round < 2; round++)
         {
-            m.Reset();
-            long f = Argmax(m.Forward(prompt, 8)!, 7);
-            if (f != first) return $"{model}: the prompt's argmax moved after Reset ({first} then {f})";
-            var graph = decoder.Decode(f, steps);
-            if (decoder.FallbackReason is { } why) return $"{model}: the decode step was not captured: {why}";
-            if (!graph.SequenceEqual(eager))
-                return $"{model} round {round}: graph tokens {string.Join(",", graph)} differ from the plain loop's {string.Join(",", eager)}";
-            if (m.Position != 8 + steps) return $"{model}: position {m.Position} after decoding, expected {8 + steps}";
+            var got = DecodeLoop.Run(graph, promptTokens, graphPrefill, request);
+            if (graph.FallbackReason is { } why) return $"{model}: the decode step was not captured: {why}";
+            if (Differ(plain, got) is { } diff) return $"{model} round {round} (graph loop vs plain loop): {diff}";
+            if (g.Model.Position != promptTokens + steps - 1)
+                return $"{model}: position {g.Model.Position} after the graph loop, expected {promptTokens + steps - 1}";
         }
+        if (graph.Replays < steps - 2) return $"{model}: {graph.Replays} replays in two loops of {steps - 1} decode steps";
+        if (image) return null;
+        // the bench's path: the argmax fed back on the device, one read per token
+        g.Model.StartSequence(text.Length + steps);
+        long first = TopK.Forward(g.Prefill(text).Select(0, 0), 1).Indices.ToInt64Array()[0];
+        var fast = graph.Decode(first, steps - 1);
+        if (first != plain.Tokens[0] || !fast.SequenceEqual(plain.Tokens.Skip(1)))
+            return $"{model} (device-fed graph decode): tokens {first},{string.Join(",", fast)} differ from the plain loop's {string.Join(",", plain.Tokens)}";
+        return null;
+    }
+
+    /// <summary>The graph check fails on its planted bug (steps one position early) for every family: null when it does.</summary>
+    public static string? GraphDecodeCatchesOffByOne(CudaDevice d)
+    {
+        foreach (var model in new[] { "tiny-llama-bf16", "tiny-gemma3n-bf16", "tiny-gemma4-e2b-like-bf16", "tiny-qwen2-vl-bf16" })
+            if (GraphDecode(d, model, plantOffByOne: true) is not { } caught)
+                return $"{model}: the graph check passed a graph loop whose steps ran one position early";
+            else if (!caught.Contains("(graph loop vs plain loop)", StringComparison.Ordinal))
+                return $"{model}: the planted off-by-one was not caught by the token comparison but by: {caught}";
+        return null;
+    }
+
+    /// <summary>Where two generations differ (tokens, top-k ids, log-probability bits), or null.</summary>
+    public static string? Differ(Generation want, Generation got)
+    {
+        if (!got.Tokens.SequenceEqual(want.Tokens))
+            return $"tokens {string.Join(",", got.Tokens)} differ from {string.Join(",", want.Tokens)}";
+        for (int i = 0; i < want.TopKIds.GetLength(0); i++)
+            for (int j = 0; j < want.TopKIds.GetLength(1); j++)
+            {
+                if (got.TopKIds[i, j] != want.TopKIds[i, j]) return $"step {i} top-{j + 1} id {got.TopKIds[i, j]} differs from {want.TopKIds[i, j]}";
+                if (BitConverter.SingleToInt32Bits(got.TopKLogprobs[i, j]) != BitConverter.SingleToInt32Bits(want.TopKLogprobs[i, j]))
+                    return $"step {i} top-{j + 1} logprob {got.TopKLogprobs[i, j]:R} differs from {want.TopKLogprobs[i, j]:R} (bits)";
+            }
         return null;
     }
 }

@@ -42,6 +42,16 @@ public static class GpuSelfCheck
         ("decode-device-position-kernels", DecodeSelfCheck.DevicePositionKernels),
         ("llama-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-fp32")),
         ("llama-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-llama-bf16")),
+        ("gemma3n-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma3n-fp32")),
+        ("gemma3n-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma3n-bf16")),
+        ("gemma4-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-fp32")),
+        ("gemma4-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-bf16")),
+        ("gemma4-mm-text-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-mm-bf16")),
+        ("qwen2-vl-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-fp32")),
+        ("qwen2-vl-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-bf16")),
+        ("qwen2-vl-image-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-fp32", image: true)),
+        ("qwen2-vl-image-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-bf16", image: true)),
+        ("graph-decode-check-catches-off-by-one", DecodeSelfCheck.GraphDecodeCatchesOffByOne),
     ];
 
     public static int Run(string? filter)

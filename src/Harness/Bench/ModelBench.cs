@@ -6,7 +6,7 @@ using Harness.Engine.Cuda;
 using Harness.Engine.Cuda.Interop;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
-using Harness.Engine.Models.Llama;
+using Harness.Engine.Models;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -17,7 +17,8 @@ using Harness.Scenarios;
 namespace Harness.Bench;
 
 /// <summary>
-/// `harness bench --model DIR [--device cpu|cuda] [--dtype bf16] [--prompt 128] [--new 128]`: the engine's Llama beside
+/// `harness bench --model DIR [--device cpu|cuda] [--dtype bf16] [--prompt 128] [--new 128]`: the engine's text decoder
+/// (on the GPU: Llama, Gemma3n, Gemma4 text, Qwen2-VL text, plain and graph-replayed decode steps; the CPU: Llama) beside
 /// HF transformers eager on the same device, model, prompt and thread count, in one run: prefill tokens/s (median of
 /// runs), greedy decode tokens/s, peak memory, the ratio, and on the GPU the fraction of the weight-read floor (every
 /// weight but the embedding table read once per decoded token, at the device-to-device copy bandwidth measured here).
@@ -36,18 +37,24 @@ public static class ModelBench
         bool hf = !o.NoHf;
         if (model is null || !File.Exists(Path.Combine(model, "config.json")))
         {
-            Console.Error.WriteLine("bench --model DIR: DIR must hold an HF Llama checkpoint (config.json + safetensors); ci/make-bench-llama.py writes the 1.1B one");
+            Console.Error.WriteLine("bench --model DIR: DIR must hold an HF checkpoint (config.json + safetensors) of " + string.Join(", ", GraphModel.Families) +
+                                    "; ci/make-bench-llama.py writes the 1.1B Llama, ci/make-bench-model.py the other families' 1B-class ones");
             return 2;
         }
-        var config = HfConfig.Load(Path.Combine(model, "config.json")).Text;
-        var rng = new SplitMix64(2024);
-        var ids = Enumerable.Range(0, prompt).Select(_ => (long)(3 + rng.NextInt(config.VocabSize - 3))).ToArray();
         CudaDevice? gpu = device == "cuda" ? CudaDevice.Get() : null;
-        Console.WriteLine($"model {Path.GetFullPath(model)}: hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}; " +
-                          $"{dtype.TorchName()}, prompt {prompt} tokens, {newTokens} new tokens, batch 1, " +
-                          (gpu is null ? $"cpu, {ComputeSettings.Threads} threads" : GpuSelfCheck.Describe(gpu)));
-
-        var rows = Engine(model, config, gpu, dtype, ids, newTokens, runs, out long weightBytes, out var profile);
+        List<Row> rows;
+        long[] ids;
+        long weightBytes;
+        DecodeProfile? profile;
+        try
+        {
+            rows = Engine(model, gpu, dtype, prompt, newTokens, runs, out ids, out weightBytes, out profile);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {   // the model's own bound (max_position_embeddings) or a model_type without a text decoder here: one line
+            Console.Error.WriteLine($"bench --model {model}: {e.Message}");
+            return 2;
+        }
         foreach (var engine in rows)
             Console.WriteLine($"{engine.Who}: prefill {engine.PrefillMs:F1} ms, decode {engine.DecodeTokensPerSecond:F1} tokens/s, peak {engine.PeakMiB:F0} MiB");
         if (profile is { } pr)
@@ -101,18 +108,25 @@ public static class ModelBench
         double GraphMsPerStep, double GraphGpuMsPerStep, int GraphNodes, long StepArenaBytes, string? GraphFallback, int TokensEqual, int Tokens,
         List<(string Name, int Count, double Ms)> Kernels, List<(string Name, int Count, double Ms)> GraphKernels);
 
-    private static List<Row> Engine(string dir, TextConfig config, CudaDevice? gpu, DType dtype, long[] ids, int newTokens, int runs,
-        out long weightBytes, out DecodeProfile? profile)
+    private static List<Row> Engine(string dir, CudaDevice? gpu, DType dtype, int promptTokens, int newTokens, int runs,
+        out long[] ids, out long weightBytes, out DecodeProfile? profile)
     {
-        using var checkpoint = Checkpoint.Open(dir);
-        IWeightSource weights = new CastWeights(new CheckpointWeights(checkpoint), dtype);
-        if (gpu is not null) weights = new DeviceWeights(weights, gpu, keep: false); // the fused q/k/v, gate/up copies alone stay
+        int maxPositions = promptTokens + newTokens + 8;
+        // one model: the weights are uploaded (and fused) once (the fused q/k/v, gate/up copies alone stay); each sequence starts over
+        using var g = GraphModel.Open(dir, gpu, dtype, maxPositions);
+        var model = g.Model;
         weightBytes = 0;
-        foreach (var name in checkpoint.Names)
-            if (!name.Contains("embed_tokens", StringComparison.Ordinal))
-                weightBytes += (long)checkpoint.GetTensor(name).NumEl * dtype.Size();
-        var prompt = Tensor.FromArray(ids, ids.Length);
-        int maxPositions = ids.Length + newTokens + 8;
+        using (var checkpoint = Checkpoint.Open(dir))
+            foreach (var name in checkpoint.Names)
+                if (!name.Contains("embed_tokens", StringComparison.Ordinal) && !name.Contains("visual", StringComparison.Ordinal)
+                    && !name.Contains("vision", StringComparison.Ordinal) && !name.Contains("audio", StringComparison.Ordinal))
+                    weightBytes += (long)checkpoint.GetTensor(name).NumEl * dtype.Size();   // the text decoder's weights a step reads
+        var rng = new SplitMix64(2024);
+        ids = Enumerable.Range(0, promptTokens).Select(_ => (long)(3 + rng.NextInt(g.VocabSize - 3))).ToArray();
+        var prompt = ids;
+        Console.WriteLine($"model {Path.GetFullPath(dir)}: {g.Family} text decoder, {g.Shape}, vocab {g.VocabSize}; " +
+                          $"{dtype.TorchName()}, prompt {promptTokens} tokens, {newTokens} new tokens, batch 1, " +
+                          (gpu is null ? $"cpu, {ComputeSettings.Threads} threads" : GpuSelfCheck.Describe(gpu)));
         void Sync() => gpu?.Synchronize();
         // Device tensors are freed by finalizers; the engine collects every max(1 GiB, memory/16) of device allocations, so
         // between timed phases the bench collects itself: the peak is then what one phase holds (as torch's refcounts give).
@@ -123,8 +137,6 @@ public static class ModelBench
             Sync();
         }
 
-        // one model: the weights are uploaded (and fused) once; Reset() starts each sequence over
-        var model = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: maxPositions);
         GC.Collect();
         GC.WaitForPendingFinalizers();                                     // the uploaded originals of fused weights
         Sync();
@@ -132,16 +144,17 @@ public static class ModelBench
 
         // warm-up: kernels compiled (prefill and a few decode steps)
         long Argmax(Tensor logits, int row) => TopK.Forward(logits.Select(0, row), 1).Indices.ToInt64Array()[0];
-        long w = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
-        for (int s = 0; s < 4; s++) w = Argmax(model.Forward(Tensor.FromArray([w], 1), 1)!, 0);
+        model.StartSequence(maxPositions);
+        long w = Argmax(g.Prefill(prompt), 0);
+        for (int s = 0; s < 4; s++) w = Argmax(model.Step(w)!, 0);
         Sync();
         var prefill = new List<double>();
         for (int r = 0; r < runs; r++)
         {
-            model.Reset();
+            model.StartSequence(maxPositions);
             Sync();
             var sw = Stopwatch.StartNew();
-            model.Forward(prompt, ids.Length);
+            g.Prefill(prompt);
             Sync();
             prefill.Add(sw.Elapsed.TotalMilliseconds);
             Collect();                                                     // untimed: the run's dead activations go now
@@ -151,8 +164,8 @@ public static class ModelBench
 
         // greedy decode: prefill, then newTokens steps of one token (the argmax read back each step, as generation needs)
         Collect();
-        model.Reset();
-        long first = Argmax(model.Forward(prompt, ids.Length)!, ids.Length - 1);
+        model.StartSequence(maxPositions);
+        long first = Argmax(g.Prefill(prompt), 0);
         long next = first;
         var eager = new long[newTokens];
         Sync();
@@ -162,7 +175,7 @@ public static class ModelBench
         for (int s = 0; s < newTokens; s++)
         {
             var t0 = dsw.Elapsed.TotalMilliseconds;
-            var logits = model.Forward(Tensor.FromArray([next], 1), 1)!;
+            var logits = model.Step(next)!;
             var pick = TopK.Forward(logits.Select(0, 0), 1).Indices;
             enqueue += dsw.Elapsed.TotalMilliseconds - t0;             // host time to queue the step (no wait)
             next = eager[s] = pick.ToInt64Array()[0];
@@ -181,15 +194,15 @@ public static class ModelBench
         using (var prof = KernelProfiler.Start())
         {
             for (int s = 0; s < profiled; s++)
-                next = TopK.Forward(model.Forward(Tensor.FromArray([next], 1), 1)!.Select(0, 0), 1).Indices.ToInt64Array()[0];
+                next = TopK.Forward(model.Step(next)!.Select(0, 0), 1).Indices.ToInt64Array()[0];
             kernels = prof.Report().Select(k => (k.Name, k.Count / profiled, k.Ms / profiled)).ToList();
         }
 
-        // the same decode with each step replayed from a CUDA graph (LlamaCudaGraphDecoder); the first call captures
+        // the same decode with each step replayed from a CUDA graph (CudaGraphDecoder); the first call captures
         Collect();
         try
         {
-            profile = Graph(model, prompt, ids.Length, newTokens, eager, Argmax, Sync, launches, allocs, decodeSeconds, enqueue, kernels, prefillMs, rows, Peak);
+            profile = Graph(g, prompt, maxPositions, newTokens, eager, Argmax, Sync, launches, allocs, decodeSeconds, enqueue, kernels, prefillMs, rows, Peak);
         }
         catch (Exception e)
         {   // the plain rows still print; the failure names the call
@@ -198,15 +211,17 @@ public static class ModelBench
         return rows;
     }
 
-    private static DecodeProfile Graph(LlamaForCausalLM model, Tensor prompt, int promptLength, int newTokens, long[] eager, Func<Tensor, int, long> Argmax,
+    private static DecodeProfile Graph(GraphModel g, long[] prompt, int maxPositions, int newTokens, long[] eager, Func<Tensor, int, long> Argmax,
         Action Sync, double launches, double allocs, double decodeSeconds, double enqueue, List<(string Name, int Count, double Ms)> kernels,
         double prefillMs, List<Row> rows, Func<double> Peak)
     {
-        using var decoder = new LlamaCudaGraphDecoder(model);
-        model.Reset();
-        decoder.Decode(Argmax(model.Forward(prompt, promptLength)!, promptLength - 1), 4);
-        model.Reset();
-        long gfirst = Argmax(model.Forward(prompt, promptLength)!, promptLength - 1);
+        var model = g.Model;
+        int promptLength = prompt.Length;
+        using var decoder = new CudaGraphDecoder(model);
+        decoder.StartSequence(maxPositions);
+        decoder.Decode(Argmax(g.Prefill(prompt), 0), 4);
+        decoder.StartSequence(maxPositions);
+        long gfirst = Argmax(g.Prefill(prompt), 0);
         Sync();
         var gsw = Stopwatch.StartNew();
         var graphTokens = decoder.Decode(gfirst, newTokens);
@@ -214,9 +229,9 @@ public static class ModelBench
         double graphSeconds = gsw.Elapsed.TotalSeconds;
         int equal = 0;
         while (equal < newTokens && graphTokens[equal] == eager[equal]) equal++;
-        model.Reset(promptLength);
+        model.Rewind(promptLength);
         double gpuMs = decoder.TimeReplaysMs(Math.Min(100, newTokens));
-        model.Reset(promptLength);
+        model.Rewind(promptLength);
         var graphKernels = decoder.ProfileStep();
         rows.Add(new Row(decoder.FallbackReason is null ? "eng+graph" : "eng(nograph)", prefillMs, newTokens / graphSeconds, Peak()));
         return new DecodeProfile(decodeSeconds * 1e3 / newTokens, enqueue / newTokens, launches, allocs, graphSeconds * 1e3 / newTokens, gpuMs,
@@ -247,7 +262,10 @@ public static class ModelBench
         a = json.loads(sys.argv[1])
         dev = a["device"]; dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[a["dtype"]]
         torch.set_num_threads(a["threads"])
-        model = transformers.AutoModelForCausalLM.from_pretrained(a["model"], dtype=dt, attn_implementation="eager").to(dev).eval()
+        cfg = transformers.AutoConfig.from_pretrained(a["model"])
+        arch = (getattr(cfg, "architectures", None) or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        model = (cls or transformers.AutoModelForCausalLM).from_pretrained(a["model"], dtype=dt, attn_implementation="eager").to(dev).eval()
         ids = torch.tensor([a["ids"]], device=dev)
         def sync():
             if dev == "cuda": torch.cuda.synchronize()

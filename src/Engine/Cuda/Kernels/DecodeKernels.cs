@@ -7,12 +7,13 @@ namespace Harness.Engine.Cuda.Kernels;
 public static class DecodeKernels
 {
     /// <summary>
-    /// rows_at: oa[r, :] = a[pos + r, :], ob[r, :] = b[pos + r, :] for r &lt; rows (ELEM the W-byte unsigned type; a, b
-    /// contiguous [P, d] tables, the cos/sin of every position): what narrowing the tables at the host's position copies.
+    /// rows_at: oa[r, :] = a[pos + off + r, :], ob[r, :] = b[pos + off + r, :] for r &lt; rows (ELEM the W-byte unsigned
+    /// type; a, b contiguous [P, d] tables, the cos/sin of every position; off a device int32 or null for 0: Qwen2-VL's
+    /// rope_deltas): what narrowing the tables at the host's position copies.
     /// </summary>
     public const string RowsAt = """
-        extern "C" __global__ void rows_at(const ELEM* a, const ELEM* b, const int* pos, ELEM* oa, ELEM* ob, int rows, int d) {
-          long long base = (long long)(*pos) * d, n = (long long)rows * d;
+        extern "C" __global__ void rows_at(const ELEM* a, const ELEM* b, const int* pos, const int* off, ELEM* oa, ELEM* ob, int rows, int d) {
+          long long base = (long long)(*pos + (off ? *off : 0)) * d, n = (long long)rows * d;
           for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
             oa[i] = a[base + i]; ob[i] = b[base + i];
           }
@@ -68,6 +69,25 @@ public static class DecodeKernels
         """;
 
     /// <summary>advance: *pos += tokens; *id = *pick (the greedy token becomes the next step's input). One thread.</summary>
+    /// <summary>
+    /// ids_map: per id of ids [rows] (int64, from our own argmax: on the device), inside = lo &lt;= id &lt; hi;
+    /// out = (fill_inside ? !inside : inside) ? id : fill, minus shift; mask (bool, or null) = inside. The host's id
+    /// rewrites of a decode step without the read-back: Gemma3n's per-layer ids (id &lt; vocab_size_per_layer_input, else 0),
+    /// its vision/audio hard ids and masks (torch.where(mask, id, last) - vocab_offset), Gemma4's placeholders -> pad.
+    /// </summary>
+    public const string IdsMap = """
+        extern "C" __global__ void ids_map(const long long* ids, long long* out, unsigned char* mask, int rows, long long lo, long long hi,
+                                           long long fill, int fill_inside, long long shift) {
+          for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += gridDim.x * blockDim.x) {
+            long long id = ids[r];
+            bool inside = id >= lo && id < hi;
+            bool keep = fill_inside ? !inside : inside;
+            out[r] = (keep ? id : fill) - shift;
+            if (mask) mask[r] = inside ? 1 : 0;
+          }
+        }
+        """;
+
     public const string Advance = """
         extern "C" __global__ void advance(int* pos, long long* id, const long long* pick, int tokens) {
           if (blockIdx.x == 0 && threadIdx.x == 0) { *pos += tokens; *id = *pick; }

@@ -27,7 +27,7 @@ public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, T
 ///   logits = softcap(lm_head(h))                              # tied to embed_tokens
 /// </code>
 /// </summary>
-public sealed class Gemma3nModel : ICheckpointModel, IDecoder
+public sealed class Gemma3nModel : ICheckpointModel, IGraphDecodable
 {
     /// <summary>config.json model_type values this class loads: Gemma3nForConditionalGeneration's text side and Gemma3nForCausalLM.</summary>
     public static IReadOnlyList<string> ModelTypes { get; } = ["gemma3n", "gemma3n_text"];
@@ -97,8 +97,75 @@ public sealed class Gemma3nModel : ICheckpointModel, IDecoder
     {
         var device = Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);                       // weights on a GPU: the cache too
         _caches = Enumerable.Range(0, _text.NumLayers)
-            .Select(i => _text.KvSourceLayer(i) == i ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, positions, DType, device) : null)
+            .Select(i => _text.KvSourceLayer(i) == i
+                ? new KvCache(Layers[i].SelfAttn.LocalKvHeads, _text.Base.HeadDim, positions, DType, device) { DevicePosition = _deviceStep?.Position }
+                : null)
             .ToArray();
+        _ropeTables.Clear();
+        if (device is not null)
+            foreach (var (type, inv) in _invFreq)
+            {   // a graph step's cos/sin per layer type: every position's row (each computed on its own: the step's own)
+                var (cos, sin) = Rotary.CosSin(inv, Tensor.Arange(positions).Unsqueeze(0), DType);   // [1, P, hd]
+                _ropeTables[type] = (cos.Select(0, 0).ToDevice(device), sin.Select(0, 0).ToDevice(device));
+            }
+    }
+
+    private readonly Dictionary<string, (Tensor Cos, Tensor Sin)> _ropeTables = new();
+
+    /// <summary>The device of the weights, or null on the host (<see cref="IGraphDecodable.Device"/>).</summary>
+    public Cuda.CudaDevice? Device => Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);
+
+    /// <summary>Positions the KV caches hold.</summary>
+    public int CacheCapacity => _caches.FirstOrDefault(c => c is not null)?.Capacity ?? 0;
+
+    /// <summary><see cref="IGraphDecodable.Rewind"/>: every cache's length and the position.</summary>
+    public void Rewind(int position)
+    {
+        foreach (var c in _caches) c?.Reset(position);
+        Position = position;
+    }
+
+    /// <summary><see cref="IGraphDecodable.GraphUnsupported"/>: null at TP=1 (every id rewrite has a device kernel).</summary>
+    public string? GraphUnsupported => _ctx.TpSize == 1 ? null : "Gemma3n graph steps run one rank";
+
+    /// <summary>A graph step's device state (<see cref="CudaGraphDecoder"/>): the caches append and attend at its position.</summary>
+    public DeviceStep? DeviceStep
+    {
+        get => _deviceStep;
+        set
+        {
+            _deviceStep = value;
+            foreach (var c in _caches) if (c is not null) c.DevicePosition = value?.Position;
+        }
+    }
+    private DeviceStep? _deviceStep;
+
+    /// <summary>
+    /// <see cref="IGraphDecodable.DeviceForward"/>: <see cref="Step"/> for a device id at the device position: the id
+    /// rewrites (per-layer ids, vision/audio hard ids and masks) by <see cref="Cuda.CudaDecodeOps.IdsMap"/> instead of
+    /// on the host, cos/sin rows read at the position. Logits [1, vocab].
+    /// </summary>
+    public Tensor DeviceForward(Tensor id)
+    {
+        var step = _deviceStep ?? throw new InvalidOperationException("DeviceForward needs a DeviceStep");
+        var ids = id.Reshape(-1);                                                        // [1] int64 on the device
+        var embeds = ScaledLookup(_embed, ids, _text.HiddenSize, step.Scratch);          // [1, D]
+        if (_config.IsMultimodal)
+        {   // torch.where(vision_mask, embed_vision(where(vision_mask, id, last vision id)), embeds), then audio likewise
+            var v = EmbedVision!.Settings;
+            var a = EmbedAudio!.Settings;
+            var (visionIds, visionMask) = Cuda.CudaDecodeOps.IdsMap(ids, v.VocabOffset, a.VocabOffset, v.VocabOffset + v.VocabSize - 1, fillInside: false, shift: v.VocabOffset);
+            embeds = Elementwise.Where(visionMask.Unsqueeze(1), EmbedVision.ForwardHardLocal(visionIds, step.Scratch).To(DType), embeds);
+            var (audioIds, audioMask) = Cuda.CudaDecodeOps.IdsMap(ids, a.VocabOffset, long.MaxValue, a.VocabOffset + a.VocabSize - 1, fillInside: false, shift: a.VocabOffset);
+            embeds = Elementwise.Where(audioMask.Unsqueeze(1), EmbedAudio.ForwardHardLocal(audioIds, step.Scratch).To(DType), embeds);
+        }
+        Record(_p + ".inputs_embeds", embeds);
+        // get_per_layer_inputs: ids outside [0, vocab_size_per_layer_input) look up row 0
+        var (pleIds, _) = Cuda.CudaDecodeOps.IdsMap(ids, 0, _text.VocabSizePerLayerInput, 0, fillInside: false);
+        var perLayerInputs = PerLayerInputs(ScaledLookup(_embedPerLayer, pleIds, _text.HiddenSizePerLayerInput, step.Scratch), embeds, 1);
+        var rope = _ropeTables.ToDictionary(kv => kv.Key, kv => Cuda.CudaDecodeOps.RowsAt(kv.Value.Cos, kv.Value.Sin, step.Position, 1));  // [1, 1, hd]
+        Position += 1;
+        return Decoder(embeds, perLayerInputs, rope, 1, logitsToKeep: 0);
     }
 
     /// <summary>The layout (<see cref="IDecoder.Context"/>).</summary>
@@ -133,11 +200,19 @@ public sealed class Gemma3nModel : ICheckpointModel, IDecoder
         // Gemma3nModel.forward: inputs_embeds and per-layer token embeddings
         var embeds = Embed(ids, input);                                                  // [T, D]
         Record(_p + ".inputs_embeds", embeds);
-        var perLayerInputs = PerLayerInputs(ids, embeds);                                // [T, L, P]
+        // get_per_layer_inputs: ids below vocab_size_per_layer_input, others 0
+        var pleIds = ids.ToInt64Array().Select(id => id >= 0 && id < _text.VocabSizePerLayerInput ? id : 0).ToArray();
+        var perLayerInputs = PerLayerInputs(ScaledLookup(_embedPerLayer, Tensor.FromArray(pleIds, t), _text.HiddenSizePerLayerInput), embeds, t); // [T, L, P]
+        var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, positions.Unsqueeze(0), DType)); // [1, T, hd]
+        return Decoder(embeds, perLayerInputs, rope, t, logitsToKeep);
+    }
 
+    // From the merged embeddings [T, D] and per-layer inputs [T, L, P] with each layer type's cos/sin [1, T, hd]: the
+    // AltUp streams through the layers, the collapse, norm, lm_head and soft cap -> logits [T or keep, vocab].
+    private Tensor Decoder(Tensor embeds, Tensor perLayerInputs, Dictionary<string, (Tensor Cos, Tensor Sin)> rope, int t, int logitsToKeep)
+    {
         // AltUp expansion: stream i >= 1 is altup_projections[i-1](h0), rescaled to h0's RMS
         var hs = AltUpExpand(embeds);                                                    // [A, T, D]
-        var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, positions.Unsqueeze(0), DType)); // [1, T, hd]
 
         for (int i = 0; i < Layers.Count; i++)
         {
@@ -226,19 +301,20 @@ public sealed class Gemma3nModel : ICheckpointModel, IDecoder
         for (int j = 0; j < positions.Length; j++) embeds.Select(0, positions[j]).CopyFrom(features.Select(0, j).To(embeds.DType));
     }
 
-    /// <summary>embedding(ids) * embed_scale.to(weight.dtype) (Gemma3nTextScaledWordEmbedding: the scale rounds in bf16).</summary>
-    private Tensor ScaledLookup(VocabParallelEmbedding table, Tensor ids, int width) =>
-        Elementwise.Mul(table.Forward(ids), Tensor.Scalar(Math.Sqrt(width), DType).Item());
+    /// <summary>embedding(ids) * embed_scale.to(weight.dtype) (Gemma3nTextScaledWordEmbedding: the scale rounds in bf16);
+    /// device ids of a graph step (with the scratch int) through the unchecked lookup (no read-back).</summary>
+    private Tensor ScaledLookup(VocabParallelEmbedding table, Tensor ids, int width, Tensor? scratch = null) =>
+        Elementwise.Mul(scratch is null ? table.Forward(ids) : Cuda.CudaDecodeOps.EmbeddingUnchecked(table.LocalWeight, ids, scratch),
+            Tensor.Scalar(Math.Sqrt(width), DType).Item());
 
     /// <summary>
-    /// get_per_layer_inputs (ids below vocab_size_per_layer_input, others 0) and project_per_layer_inputs:
+    /// project_per_layer_inputs from the per-layer token embeddings (get_per_layer_inputs: [T, L*P], scaled):
     /// <c>(norm(reshape(per_layer_model_projection(embeds) * D**-0.5)) + ple_tokens) * 2**-0.5</c> -> [T, L, P].
     /// </summary>
-    private Tensor PerLayerInputs(Tensor ids, Tensor embeds)
+    private Tensor PerLayerInputs(Tensor pleTokens, Tensor embeds, int t)
     {
-        int t = ids.Shape[0], l = _text.NumLayers, p = _text.HiddenSizePerLayerInput;
-        var pleIds = ids.ToInt64Array().Select(id => id >= 0 && id < _text.VocabSizePerLayerInput ? id : 0).ToArray();
-        var tokens = ScaledLookup(_embedPerLayer, Tensor.FromArray(pleIds, t), p).Reshape(t, l, p);
+        int l = _text.NumLayers, p = _text.HiddenSizePerLayerInput;
+        var tokens = pleTokens.Reshape(t, l, p);
         Record(_p + ".embed_tokens_per_layer", tokens.Reshape(t, l * p));
         var projection = _perLayerModelProjection.Forward(embeds);                      // [T, L*P]
         Record(_p + ".per_layer_model_projection", projection);

@@ -63,6 +63,18 @@ public sealed class Gemma3nMultimodalEmbedder
         return Project(normed, record);
     }
 
+    /// <summary>
+    /// Hard tokens of a graph step: ids already local ([tokens] int64 on the device, id - vocab_offset, from
+    /// <see cref="Cuda.CudaDecodeOps.IdsMap"/>) through the unchecked lookup (no read-back) -> [tokens, text_hidden].
+    /// </summary>
+    public Tensor ForwardHardLocal(Tensor localIds, Tensor scratch)
+    {
+        var emb = Cuda.CudaDecodeOps.EmbeddingUnchecked(_embedding.LocalWeight, localIds, scratch);   // [tokens, C]
+        var normed = Norms.RmsNorm(emb, _hardNorm, _eps, RmsNormKind.GemmaScaled);
+        Record(".hard_embedding_norm", normed);
+        return Project(normed, record: true);
+    }
+
     /// <summary>Soft tokens from a tower: [tokens, C] -> [tokens, text_hidden].</summary>
     public Tensor ForwardSoft(Tensor softTokens, bool record = true)
     {

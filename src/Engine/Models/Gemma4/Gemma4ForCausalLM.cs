@@ -18,6 +18,23 @@ public sealed class Gemma4Sequence
     public int Position { get; internal set; }
 
     internal Gemma4Sequence(KvCache?[] caches) => Caches = caches;
+
+    /// <summary>Positions the caches hold.</summary>
+    public int Capacity => Caches.FirstOrDefault(c => c is not null)?.Capacity ?? 0;
+
+    /// <summary>Rewinds (or advances) every cache's length and the position to <paramref name="position"/> (0: a new
+    /// sequence in the same caches).</summary>
+    public void Rewind(int position)
+    {
+        foreach (var c in Caches) c?.Reset(position);
+        Position = position;
+    }
+
+    /// <summary>While set, the caches append and attend at the device position (a graph step).</summary>
+    internal void SetDevicePosition(Tensor? position)
+    {
+        foreach (var c in Caches) if (c is not null) c.DevicePosition = position;
+    }
 }
 
 /// <summary>
@@ -108,6 +125,54 @@ public sealed class Gemma4ForCausalLM : ICheckpointModel
         return Tensor.FromArray(inv, inv.Length);
     }
 
+    /// <summary>The layout.</summary>
+    public ParallelContext Context => _ctx;
+
+    /// <summary>The device of the weights, or null on the host.</summary>
+    public Cuda.CudaDevice? Device => Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);
+
+    /// <summary>Why a step cannot run from device state (the MoE block routes on the host), or null.</summary>
+    public string? GraphUnsupported =>
+        _ctx.TpSize != 1 ? "Gemma4 graph steps run one rank"
+        : _config.EnableMoeBlock ? "Gemma4's MoE block routes on the host (Gemma4Experts reads the expert indices back): no graph step"
+        : null;
+
+    private readonly Dictionary<string, (Tensor Cos, Tensor Sin)> _ropeTables = new();
+
+    /// <summary>Every position's cos/sin per layer type on the device, for <paramref name="positions"/> positions (a
+    /// graph step reads rows at the device position; each row is computed on its own, so it equals the step's own).
+    /// Reallocated only to grow.</summary>
+    internal void EnsureRopeTables(int positions)
+    {
+        var device = Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);
+        if (device is null || _ropeTables.Count > 0 && _ropeTables.Values.First().Cos.Size(0) >= positions) return;
+        foreach (var (type, inv) in _invFreq)
+        {
+            var (cos, sin) = Rotary.CosSin(inv, Tensor.Arange(positions).Unsqueeze(0), DType);     // [1, P, hd of the type]
+            _ropeTables[type] = (cos.Select(0, 0).ToDevice(device), sin.Select(0, 0).ToDevice(device));
+        }
+    }
+
+    /// <summary>
+    /// One graph decode step of one sequence (<see cref="Gemma4TextDecoder"/>): the token whose id lives on the device
+    /// ([1] int64) at the device position of <paramref name="step"/>: placeholders -> pad by
+    /// <see cref="Cuda.CudaDecodeOps.IdsMap"/>, the unchecked lookups, cos/sin rows at the position. A decoded vision
+    /// placeholder is not a block of its own here (one token's block sees only itself: the causal rule). Logits [1, vocab].
+    /// </summary>
+    internal Tensor DeviceForward(Gemma4Sequence sequence, Tensor id, DeviceStep step)
+    {
+        if (GraphUnsupported is { } why) throw new NotSupportedException(why);
+        var llmIds = id.Reshape(-1);                                                       // [1] int64 on the device
+        foreach (var placeholder in _config.MultimodalTokenIds)                             // where(multimodal_mask, pad, ids)
+            llmIds = Cuda.CudaDecodeOps.IdsMap(llmIds, placeholder, placeholder + 1L, _config.PadTokenId, fillInside: true).Ids;
+        var h = Elementwise.Mul(Cuda.CudaDecodeOps.EmbeddingUnchecked(_embed.LocalWeight, llmIds, step.Scratch), EmbedScale(_config.HiddenSize)); // [1, hidden]
+        Record("embed_tokens", h);
+        var ple = PerLayerInputs(llmIds, h, step.Scratch);                                 // [1, L, P] or null
+        var rope = _ropeTables.ToDictionary(kv => kv.Key, kv => Cuda.CudaDecodeOps.RowsAt(kv.Value.Cos, kv.Value.Sin, step.Position, 1));   // [1, 1, hd]
+        var spans = new List<(int Start, int Count, int Past)> { (0, 1, sequence.Position) };
+        return Decoder([sequence], h, ple, rope, spans, null, logitsToKeep: 0)[0];
+    }
+
     /// <summary>The sink this model's modules record through (the decode loop sets its step).</summary>
     public StepSink Sink => _sink;
 
@@ -162,14 +227,21 @@ public sealed class Gemma4ForCausalLM : ICheckpointModel
 
         // --- embeddings: llm_input_ids = where(multimodal_mask, pad, ids); h = embed_tokens(llm_input_ids) * embed_scale.to(dtype)
         var llmIds = ReplacePlaceholders(allIds);
-        var h = Elementwise.Mul(_embed.Forward(llmIds), Tensor.Scalar(Math.Sqrt(_config.HiddenSize), DType));  // [rows, hidden]
+        var h = Elementwise.Mul(_embed.Forward(llmIds), EmbedScale(_config.HiddenSize));  // [rows, hidden]
         Record("embed_tokens", h);
         if (soft is not null) h = MergeSoftTokens(h, allIds, spans, soft);                // inputs_embeds.masked_scatter(...)
         var ple = PerLayerInputs(llmIds, h);                                              // [rows, L, P] or null
 
         // --- RoPE per layer type: cos, sin [1, rows, head_dim of the type]
         var rope = _invFreq.ToDictionary(kv => kv.Key, kv => Rotary.CosSin(kv.Value, pos, DType));
+        return Decoder(sequences, h, ple, rope, spans, blocks, logitsToKeep);
+    }
 
+    // The layers, norm, lm_head and soft cap over the stacked rows h [rows, hidden] with their per-layer inputs and each
+    // layer type's cos/sin [1, rows, hd]: each sequence's logits.
+    private IReadOnlyList<Tensor> Decoder(IReadOnlyList<Gemma4Sequence> sequences, Tensor h, Tensor? ple,
+        Dictionary<string, (Tensor Cos, Tensor Sin)> rope, List<(int Start, int Count, int Past)> spans, IReadOnlyList<int[]?>? blocks, int logitsToKeep)
+    {
         foreach (var layer in Layers)
         {
             var caches = sequences.Select(s => s.Caches[layer.SelfAttn.IsKvShared ? _config.KvSourceLayer(layer.Index) : layer.Index]!).ToList();
@@ -250,12 +322,17 @@ public sealed class Gemma4ForCausalLM : ICheckpointModel
         return merged;
     }
 
-    // get_per_layer_inputs + project_per_layer_inputs: [rows, L, P]
-    private Tensor? PerLayerInputs(Tensor ids, Tensor h)
+    // sqrt(width) rounded to the dtype (embed_scale.to(dtype)), as a host value: the same float32 product as a 0-dim
+    // tensor of the dtype, with nothing uploaded (a graph step)
+    private double EmbedScale(int width) => Tensor.Scalar(Math.Sqrt(width), DType).Item();
+
+    // get_per_layer_inputs + project_per_layer_inputs: [rows, L, P]; device ids of a graph step with its scratch int
+    private Tensor? PerLayerInputs(Tensor ids, Tensor h, Tensor? scratch = null)
     {
         if (_embedPerLayer is null) return null;
         int rows = h.Shape[0], l = _config.NumHiddenLayers, p = _config.HiddenSizePerLayerInput;
-        var tok = Elementwise.Mul(Embedding.Lookup(_embedPerLayer, ids), Tensor.Scalar(Math.Sqrt(p), DType)).Reshape(rows, l, p);
+        var tok = Elementwise.Mul(scratch is null ? Embedding.Lookup(_embedPerLayer, ids) : Cuda.CudaDecodeOps.EmbeddingUnchecked(_embedPerLayer, ids, scratch),
+            EmbedScale(p)).Reshape(rows, l, p);
         var ctx = Elementwise.Mul(_pleProjection!.Forward(h), Math.Pow(_config.HiddenSize, -0.5)).Reshape(rows, l, p);
         ctx = Norms.RmsNorm(ctx, _pleNorm, _config.RmsNormEps, RmsNormKind.GemmaScaled);
         return Elementwise.Mul(Elementwise.Add(ctx, tok), Math.Pow(2.0, -0.5));

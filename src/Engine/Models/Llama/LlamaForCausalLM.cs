@@ -16,7 +16,7 @@ namespace Harness.Engine.Models.Llama;
 /// by send/recv in full [Tp, hidden]; under SP it is all-gathered over TP first and sliced rank-aware on arrival.
 /// One sequence at a time (batch 1), with a KV cache per layer.
 /// </summary>
-public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
+public sealed class LlamaForCausalLM : ICheckpointModel, IGraphDecodable
 {
     /// <summary>The tensors this model loads for a config (<see cref="LlamaTensors"/>), for <see cref="CheckpointValidator"/>.</summary>
     public static ModelTensors ExpectedTensors(HfConfig config) => LlamaTensors.Expected(config.Text);
@@ -112,10 +112,10 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
     private Tensor? _cosDevice, _sinDevice;
 
     /// <summary>
-    /// A graph step's state on the device (<see cref="LlamaCudaGraphDecoder"/>): the int32 position every kernel reads, and
+    /// A graph step's state on the device (<see cref="CudaGraphDecoder"/>): the int32 position every kernel reads, and
     /// a scratch int the unchecked embedding writes to. Null: positions come from the host.
     /// </summary>
-    internal (Tensor Position, Tensor Scratch)? DeviceStep
+    public DeviceStep? DeviceStep
     {
         get => _deviceStep;
         set
@@ -124,7 +124,16 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IDecoder
             foreach (var c in _caches) c.DevicePosition = value?.Position;
         }
     }
-    private (Tensor Position, Tensor Scratch)? _deviceStep;
+    private DeviceStep? _deviceStep;
+
+    /// <summary><see cref="IGraphDecodable.DeviceForward"/>: the step of a device id at the device position.</summary>
+    public Tensor DeviceForward(Tensor id) => Forward(id, 1)!;
+
+    /// <summary><see cref="IGraphDecodable.GraphUnsupported"/>: every one-rank Llama decodes from device state.</summary>
+    public string? GraphUnsupported => null;
+
+    /// <summary><see cref="IGraphDecodable.Rewind"/>: <see cref="Reset"/> at a position.</summary>
+    public void Rewind(int position) => Reset(position);
 
     /// <summary>Forgets the sequence (KV cache and position), or rewinds to <paramref name="position"/>: the weights stay.</summary>
     public void Reset(int position = 0)

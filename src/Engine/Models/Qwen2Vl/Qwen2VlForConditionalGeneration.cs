@@ -33,7 +33,7 @@ public sealed record Qwen2VlInput(long[] Ids)
 /// embeddings (masked_scatter, in order), the 3D positions come from get_rope_index and the decoder runs with the
 /// multimodal RoPE; decode steps use position = cache length + rope_delta on all 3 streams. Batch 1.
 /// </summary>
-public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
+public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IGraphDecodable
 {
     /// <summary>config.json model_type values this class loads.</summary>
     public static IReadOnlyList<string> ModelTypes { get; } = ["qwen2_vl"];
@@ -91,8 +91,71 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
     private void Allocate(int positions)
     {
         var w = _embed.LocalWeight;
+        var device = Cuda.CudaTensors.DeviceOf(w);
         _caches = Layers.Select(l => new KvCache(l.SelfAttn.LocalKvHeads, _config.HeadDim, positions + _ctx.TpSize, DType,
-            Cuda.CudaTensors.DeviceOf(w))).ToArray();                                      // weights on a GPU: the cache too
+            device) { DevicePosition = _deviceStep?.Position }).ToArray();                 // weights on a GPU: the cache too
+        if (device is not null)
+        {   // a graph step's cos/sin: the text rows (all 3 streams at one position) of every position, read at
+            // cache length + rope_delta on the device; each row is computed on its own, so it equals the step's own
+            var (cos, sin) = Qwen2VlRope.MultimodalCosSin(_invFreq, Qwen2VlRope.Sequential(0, positions + _ctx.TpSize), _config.MropeSection, DType);
+            _cosDevice = cos.Select(0, 0).ToDevice(device);                               // [P, head_dim]
+            _sinDevice = sin.Select(0, 0).ToDevice(device);
+            _ropeOffset ??= Cuda.CudaTensors.Zeros(device, DType.Int32, 1);
+        }
+    }
+
+    private Tensor? _cosDevice, _sinDevice, _ropeOffset;
+
+    /// <summary>The device of the weights, or null on the host (<see cref="IGraphDecodable.Device"/>).</summary>
+    public Cuda.CudaDevice? Device => Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);
+
+    /// <summary>Tokens in the KV cache (the next token's cache position; its RoPE position adds <see cref="RopeDelta"/>).</summary>
+    public int Position => _caches.Length > 0 ? _caches[0].Length : 0;
+
+    /// <summary>Positions the KV caches hold.</summary>
+    public int CacheCapacity => _caches.Length > 0 ? _caches[0].Capacity - _ctx.TpSize : 0;
+
+    /// <summary><see cref="IGraphDecodable.Rewind"/>: every cache's length.</summary>
+    public void Rewind(int position)
+    {
+        foreach (var c in _caches) c.Reset(position);
+    }
+
+    /// <summary><see cref="IGraphDecodable.GraphUnsupported"/>: null (text steps at cache length + rope_delta).</summary>
+    public string? GraphUnsupported => null;
+
+    /// <summary>
+    /// A graph step's device state (<see cref="CudaGraphDecoder"/>): the caches append and attend at its position, and the
+    /// cos/sin rows are read at position + rope_delta (written to the device when set, outside any capture).
+    /// </summary>
+    public DeviceStep? DeviceStep
+    {
+        get => _deviceStep;
+        set
+        {
+            if (value is not null)
+            {
+                if (_ropeOffset is null) throw new InvalidOperationException("a graph step needs the model's weights on a GPU");
+                if (RopeDelta > 0)
+                    throw new NotSupportedException($"rope_deltas {RopeDelta} > 0: the decode positions pass the cos/sin table");
+                Cuda.CudaOps.CopyInto(Tensor.FromArray([(int)RopeDelta], 1), _ropeOffset);
+            }
+            _deviceStep = value;
+            foreach (var c in _caches) c.DevicePosition = value?.Position;
+        }
+    }
+    private DeviceStep? _deviceStep;
+
+    /// <summary>
+    /// <see cref="IGraphDecodable.DeviceForward"/>: <see cref="Step"/> for a device id at the device position (embedding
+    /// without the read-back, cos/sin rows at position + rope_delta): logits [1, vocab].
+    /// </summary>
+    public Tensor DeviceForward(Tensor id)
+    {
+        var step = _deviceStep ?? throw new InvalidOperationException("DeviceForward needs a DeviceStep");
+        var embeds = Cuda.CudaDecodeOps.EmbeddingUnchecked(_embed.LocalWeight, id.Reshape(-1), step.Scratch);   // [1, hidden]
+        var (cos, sin) = Cuda.CudaDecodeOps.RowsAt(_cosDevice!, _sinDevice!, step.Position, 1, _ropeOffset);   // [1, 1, head_dim]
+        return Decoder(embeds, cos, sin, 1);
     }
 
     /// <summary>The layout (<see cref="IDecoder.Context"/>).</summary>
@@ -162,9 +225,14 @@ public sealed class Qwen2VlForConditionalGeneration : ICheckpointModel, IDecoder
 
     private Tensor Decoder(Tensor embeds, long[][] positions, int logitsToKeep = 0)
     {
-        int t = embeds.Shape[0];
         var (h, padded) = SequenceParallelChunk(embeds, ref positions);               // [T, hidden], or [L, hidden] under SP
         var (cos, sin) = Qwen2VlRope.MultimodalCosSin(_invFreq, positions, _config.MropeSection, DType); // [1, Tp, head_dim]
+        return Decoder(h, cos, sin, embeds.Shape[0], padded, logitsToKeep);
+    }
+
+    // The decoder over this rank's rows h with their cos/sin; t real tokens (padded: SP rows to gather at the end).
+    private Tensor Decoder(Tensor h, Tensor cos, Tensor sin, int t, bool padded = false, int logitsToKeep = 0)
+    {
         for (int i = 0; i < Layers.Count; i++)
         {
             var layer = Layers[i];
