@@ -124,7 +124,7 @@ write_wrapper() {
 #!/usr/bin/env bash
 # Written by ci/reference-env.sh: python3 of the forky chroot $root.
 # With HARNESS_SANDBOX=1 (the harness's worker supervisor sets it) python runs in a sandbox: its own network namespace
-# (no network: only a loopback of its own, which gloo's TP=2 runs of `judge --dump` need; HARNESS_SANDBOX_NETWORK=host
+# (no network: only a loopback of its own, which gloo's TP=2 runs of judge --dump need; HARNESS_SANDBOX_NETWORK=host
 # keeps the host's) and mount namespace (its mounts vanish with it), as the unprivileged user nobody, with
 # resource limits (no core files, open files, file size), the chroot read-only but for /tmp/harness (the folders the
 # harness shares with it), the host's files read-only at $view (without the host's /proc, /sys, /dev), and a private
