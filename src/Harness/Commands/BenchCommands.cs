@@ -13,7 +13,9 @@ internal static class BenchCommands
         "thread count. On the CPU (default): fp32 and bf16, prefill tokens/s for --prompts 64,512,2048 and greedy decode tokens/s, " +
         "GFLOP/s and GB/s beside the square-GEMM rate and copy bandwidth measured in the same run, issue 15's ratios; " +
         "--threads N, --dtype fp32,bf16, --new 32, --runs 3, --no-hf, --profile (per-module times). " +
-        "--device cuda: prefill ms, decode tokens/s, peak memory, weight-read floor; --dtype bf16|fp16|fp32, --prompt 128, --new 128, --runs 5, --no-hf.",
+        "--device cuda: the text decoder of any family (llama, gemma3n, gemma4, qwen2_vl by config.json's model_type), the plain decode loop and " +
+        "the CUDA graph loop (tokens compared) beside HF eager: prefill ms, decode tokens/s, peak memory, weight-read floor; " +
+        "--dtype bf16|fp16|fp32, --prompt 128, --new 128, --runs 5, --no-hf.",
         args => args.Contains("--model") || args.Contains("--random-llama") ? Harness.Bench.ModelBench.Run(args) : Harness.Bench.GemmBenchmark.Run(args));
 
     public static Command CheckKernels() => PassThrough("check-kernels",
