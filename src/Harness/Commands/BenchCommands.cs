@@ -47,7 +47,7 @@ internal static class BenchCommands
             "fp32 GEMM GFLOP/s, normal and batch-invariant, beside torch.matmul measured in the same run (--linear: nn.Linear on model shapes). " +
             "With --model DIR (or --random-llama 155m): the engine's Llama beside HF eager with the same thread count; on the CPU (default) " +
             "prefill tokens/s per prompt length and greedy decode tokens/s for fp32 and bf16 beside the square-GEMM rate and copy bandwidth " +
-            "measured in the same run; --device cuda: prefill ms, decode tokens/s (plain and CUDA-graph loops), peak memory, weight-read floor.")
+            "measured in the same run; --device cuda: the text decoder of any family (llama, gemma3n, gemma4, qwen2_vl by config.json's model_type), prefill ms, decode tokens/s (plain and CUDA-graph loops), peak memory, weight-read floor.")
         {
             threads, sizes, noDecode, noReference, linear, m, model, random, device, dtype, prompts, newTokens, runs, noHf, profile,
         };
