@@ -32,6 +32,34 @@ public sealed class CompareFaultTests
                         "faults compare plants in Gemma4: gelu-tanh-as-exact, gate-up-swapped", r.Stderr);
     }
 
+    /// <summary>
+    /// `--fault rope-theta-default` on a TinyLlama-1.1B-sized model (rope_theta 10000, HF's default) planted nothing and the
+    /// comparison passed, which reads as a check that missed the bug: a config-edit fault that changes nothing is refused.
+    /// </summary>
+    [Fact]
+    public void A_config_fault_the_checkpoint_already_matches_is_one_line_saying_it_would_plant_nothing()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "harness-fault-noop-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            foreach (var f in Directory.GetFiles(Path.Combine(CliProcess.RepositoryRoot, "fixtures", "models", "tiny-llama-fp32"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            if (config["rope_parameters"] is System.Text.Json.Nodes.JsonObject rope) rope["rope_theta"] = 10000.0;
+            else config["rope_theta"] = 10000.0;
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var r = CliProcess.Run("compare", "--model", dir, "--fault", Faults.RopeThetaDefault);
+            Assert.True(r.ExitCode == 2, r.ToString());
+            Assert.Contains("compare --fault rope-theta-default: ", r.Stderr);
+            Assert.Contains("already has what the fault sets", r.Stderr);
+            Assert.DoesNotContain("comparison:", r.Stdout);
+            // the tiny model's own rope_theta is not the default: there the fault plants a bug and is not refused up front
+            var real = CliProcess.Run("compare", "--model", "fixtures/models/tiny-llama-fp32", "--fault", Faults.RopeThetaDefault, "--prompt", "1,2,x");
+            Assert.DoesNotContain("already has what the fault sets", real.Stderr);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     /// <summary>Planted in a compare of the tiny Llama checkpoint, the residual-branch scale is caught where the catalog catches it.</summary>
     [Trait("Tier", "Live")]
     [SkippableFact]

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using System.CommandLine;
 using System.Text.Json;
 using System.Globalization;
@@ -196,7 +197,7 @@ internal static class CompareCommand
         var modelType = PeekModelType(configPath);
         var family = modelType is null ? ModelFamilies.All[0] : ModelFamilies.ForModelType(modelType)
             ?? throw new Engine.Config.ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
-        if (o.Fault is not null && FaultProblem(family, o) is { } problem)
+        if (o.Fault is not null && (FaultProblem(family, o) ?? FaultChangesNothing(family, o.Fault, configPath)) is { } problem)
             return CliSupport.UsageError($"compare --fault {o.Fault}: {problem}");
         if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
             Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
@@ -232,6 +233,32 @@ internal static class CompareCommand
                    $"; faults compare plants in {family.Title}: {(can.Count == 0 ? "none" : string.Join(", ", can))}";
         }
         return site.LayoutProblem(o.Tp, o.Pp, o.Sp) is { } layout ? $"{layout} (got --tp {o.Tp} --pp {o.Pp}{(o.Sp ? " --sp" : "")})" : null;
+    }
+
+    /// <summary>
+    /// Why a config-edit fault would change nothing in this checkpoint (null: it changes something, or it is no config edit):
+    /// `rope-theta-default` on a model whose rope_theta is 10000 already plants no bug, and a comparison that then passes
+    /// would read as "the check missed it" (seen on a TinyLlama-1.1B-sized model, rope_theta 10000).
+    /// </summary>
+    internal static string? FaultChangesNothing(ModelFamily family, string fault, string configPath)
+    {
+        if (Engine.Models.FaultMap.In(fault, family.Name, family.Contract.Model)?.Plan.ConfigEdit is not { } edit) return null;
+        JsonObject before;
+        try
+        {
+            before = JsonNode.Parse(Engine.IO.InputFiles.ReadCapped(configPath, Engine.IO.InputFiles.ConfigMaxBytes, "config file"),
+                documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+                ?? throw new JsonException("not an object");
+        }
+        catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
+        {
+            return null;                                                           // the family's own config checks name it
+        }
+        var after = (JsonObject)before.DeepClone();
+        edit(after);
+        return JsonNode.DeepEquals(before, after)
+            ? $"{CliInputs.Escape(configPath)} already has what the fault sets ({Engine.Runtime.Faults.Known[fault]}): it would plant no bug"
+            : null;
     }
 
     /// <summary>Why a family's compare takes no picture, in words for the one-line refusal.</summary>
