@@ -49,8 +49,6 @@ def main():
     p.add_argument("--vocab", type=int)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    import torch
-    import transformers
     cfg = json.loads(json.dumps(MODELS[a.name]))
     if a.layers:
         cfg = published.keep_layers(cfg, a.layers)
@@ -58,23 +56,7 @@ def main():
         for key in ("vocab_size", "vocab_size_per_layer_input"):
             if key in cfg:
                 cfg[key] = a.vocab
-    model_type = cfg.pop("model_type")
-    arch = cfg.pop("architectures")[0]
-    config = transformers.AutoConfig.for_model(model_type, **cfg)
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    torch.manual_seed(a.seed)
-    with torch.device(a.device):
-        model = getattr(transformers, arch)._from_config(config, dtype=dtype)
-    gen = torch.Generator(device=a.device).manual_seed(a.seed ^ 0x5EED)
-    with torch.no_grad():
-        for _, t in sorted(list(model.named_parameters()), key=lambda kv: kv[0]):
-            if t.numel() > 1 and t.is_floating_point() and bool((t == t.reshape(-1)[0]).all()):
-                t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32).to(t.dtype) * 0.1)
-    model.config.dtype = dtype
-    os.makedirs(a.out_dir, exist_ok=True)
-    model.save_pretrained(a.out_dir)
-    n = sum(t.numel() for t in model.parameters())
-    print(f"{a.name}: {arch}, {n:,} parameters, {a.dtype}, written to {a.out_dir}")
+    published.write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed)
     return 0
 
 

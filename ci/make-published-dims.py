@@ -159,6 +159,34 @@ def keep_layers(cfg, n):
     return cfg
 
 
+def write_random(cfg, name, out_dir, dtype_name, device, seed):
+    """Builds the model of a config dict (model_type and architectures in it) with random weights (every constant-initialised
+    parameter, norm weights 1 and biases 0, perturbed by seeded noise) and saves it to out_dir, files readable by others."""
+    import torch
+    import transformers
+    model_type = cfg.pop("model_type")
+    arch = cfg.pop("architectures")[0]
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = getattr(transformers, arch)._from_config(config, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
+    with torch.no_grad():
+        for _, t in sorted(list(model.named_parameters()), key=lambda kv: kv[0]):
+            if t.numel() > 1 and t.is_floating_point() and bool((t == t.reshape(-1)[0]).all()):
+                t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32).to(t.dtype) * 0.1)
+    model.config.dtype = dtype
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    for f in os.listdir(out_dir):
+        # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
+        # "No such file or directory"
+        os.chmod(os.path.join(out_dir, f), 0o644)
+    n = sum(t.numel() for t in model.parameters())
+    print(f"{name}: {arch}, {n:,} parameters, {dtype_name}, written to {out_dir}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(MODELS) + ["list"])
@@ -178,31 +206,9 @@ def main():
     if a.layers is not None and a.layers < (2 if cfg["model_type"].startswith("gemma4") else 1):
         # one Gemma4 layer is full attention only, and HF then reads the per-type rope_parameters as one set (rope_theta null)
         p.error(f"--layers {a.layers}: {a.name} needs at least 2 (a sliding and a full attention layer)" if a.layers > 0 else "--layers must be positive")
-    import torch
-    import transformers
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
-    model_type = cfg.pop("model_type")
-    arch = cfg.pop("architectures")[0]
-    config = transformers.AutoConfig.for_model(model_type, **cfg)
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    torch.manual_seed(a.seed)
-    with torch.device(a.device):
-        model = getattr(transformers, arch)._from_config(config, dtype=dtype)
-    gen = torch.Generator(device=a.device).manual_seed(a.seed ^ 0x5EED)
-    with torch.no_grad():
-        for _, t in sorted(list(model.named_parameters()), key=lambda kv: kv[0]):
-            if t.numel() > 1 and t.is_floating_point() and bool((t == t.reshape(-1)[0]).all()):
-                t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32).to(t.dtype) * 0.1)
-    model.config.dtype = dtype
-    os.makedirs(a.out_dir, exist_ok=True)
-    model.save_pretrained(a.out_dir)
-    for name in os.listdir(a.out_dir):
-        # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
-        # "No such file or directory"
-        os.chmod(os.path.join(a.out_dir, name), 0o644)
-    n = sum(t.numel() for t in model.parameters())
-    print(f"{a.name}: {arch}, {n:,} parameters, {a.dtype}, written to {a.out_dir}")
+    write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed)
     return 0
 
 
