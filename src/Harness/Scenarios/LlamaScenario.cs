@@ -25,7 +25,13 @@ public enum InputKind { InputIds, PromptEmbeds }
 /// </summary>
 public sealed record LlamaScenario : Scenario
 {
-    public const int NewTokens = 8, TopK = 5;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 8;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5;
 
     public int Tp { get; }
     public int Pp { get; }
