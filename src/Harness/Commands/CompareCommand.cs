@@ -61,6 +61,9 @@ internal static class CompareCommand
         /// <summary>--max-new-tokens N: greedy tokens decoded and judged (null: the family's default, <see cref="Scenario.NewTokens"/>).</summary>
         public int? MaxNewTokens { get; init; }
 
+        /// <summary>--prompt-embeds (Llama): the prompt ids' rows of the checkpoint's embed_tokens given to both sides as inputs_embeds.</summary>
+        public bool PromptEmbeds { get; init; }
+
         /// <summary>The tokens the compare generates: --max-new-tokens, else the family's default.</summary>
         public int NewTokens(int familyDefault) => MaxNewTokens ?? familyDefault;
     }
@@ -174,13 +177,19 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--max-new-tokens must be at least 1");
         });
 
+        var promptEmbeds = new Option<bool>("--prompt-embeds")
+        {
+            Description = "Llama: hand both sides the prompt as inputs_embeds (the prompt ids' rows of the checkpoint's own " +
+                          "model.embed_tokens.weight, what HF's get_input_embeddings() gives) instead of input_ids.",
+        };
+
         var command = new Command("compare",
             "Compare the engine with HF transformers on an HF checkpoint folder (" +
             string.Join("; ", ModelFamilies.All.Select(f => $"{f.Title} with {f.CompareLayouts}")) + "), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, maxNewTokens,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, maxNewTokens, promptEmbeds,
         };
         command.Validators.Add(r =>
         {
@@ -198,7 +207,7 @@ internal static class CompareCommand
         {
             NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
-            MaxNewTokens = r.GetValue(maxNewTokens),
+            MaxNewTokens = r.GetValue(maxNewTokens), PromptEmbeds = r.GetValue(promptEmbeds),
         }));
         return command;
     }
@@ -231,6 +240,8 @@ internal static class CompareCommand
         if (modelType != "qwen2_vl" && (o.Image || !o.Media.IsEmpty))   // before any family's own checks: a family that takes no picture says so
             return CliSupport.UsageError($"compare: {(o.VideoFile is not null ? "--video" : "--image")} needs a checkpoint whose compare takes pictures (qwen2_vl); " +
                                          $"{CliInputs.Escape(configPath)} is {CliInputs.Escape(modelType ?? "of no model_type")}, which {NoPictures(modelType)}");
+        if (o.PromptEmbeds && family.Name != "llama")
+            return CliSupport.UsageError($"compare: --prompt-embeds needs a Llama checkpoint (its compare feeds inputs_embeds); {CliInputs.Escape(configPath)} is {family.Title}");
         return family.Compare(o, new Checkpoint(dir, configPath, ids, dtype));
     }
 

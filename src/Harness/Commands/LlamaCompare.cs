@@ -32,6 +32,7 @@ internal static class LlamaCompare
         if (ComparePromptFits.Check(o, c.ConfigPath, ModelFolder.PromptShape.Of(config.Text), c.Ids?.Length ?? o.PromptLength ?? 7,
                 o.NewTokens(LlamaScenario.DefaultNewTokens)) is { } refused)
             return refused;
-        return CompareCommand.Execute(o, c.Dir, LlamaScenario.ForCheckpoint(c.Dir, o.Tp, o.Pp, o.Sp, c.DType, c.Ids, o.PromptLength ?? 7));
+        return CompareCommand.Execute(o, c.Dir, LlamaScenario.ForCheckpoint(c.Dir, o.Tp, o.Pp, o.Sp, c.DType, c.Ids, o.PromptLength ?? 7,
+            o.PromptEmbeds ? InputKind.PromptEmbeds : InputKind.InputIds));
     }
 }
