@@ -6,6 +6,7 @@
 #   fixtures/          the recorded references and tiny models (offline tier; the GPU checks' tiny Llama)
 #   ci/gpu-test.sh     the GPU job: the GPU tests + `harness run --device cuda` over the catalog, report + JUnit
 #   ci/gpu-graph-bench.sh  graph decoding per family (check-gpu decode + bench --device cuda; ci/make-bench-model.py)
+#   ci/gpu-seed-bugs.sh    the seed bugs end to end at published dims (compare clean and with each fault; ci/make-published-dims.py)
 # The CUDA libraries are not bundled: the engine finds them at run time (HARNESS_CUDA_LIB_DIR, a torch venv's
 # nvidia wheels, /usr/local/cuda; see src/Engine/Cuda/Interop/CudaLibraries.cs).
 set -euo pipefail
@@ -26,7 +27,7 @@ dotnet publish tests/Gpu/Gpu.csproj -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TrimMode=partial -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \
   -o "$root/tests" >&2
 cp -r fixtures "$root/fixtures"
-cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/make-bench-model.py ci/make-published-dims.py "$root/ci/"
+cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/gpu-seed-bugs.sh ci/make-bench-model.py ci/make-published-dims.py "$root/ci/"
 git rev-parse HEAD > "$root/COMMIT" 2>/dev/null || true
 archive="$out/harness-gpu-linux-x64.tar.xz"
 tar -C "$stage" -cJf "$archive" harness-gpu
