@@ -8,6 +8,7 @@
 #                      the bundle under a 64 MiB limit (then run from the repository root)
 #   ci/gpu-test.sh     the GPU job: the GPU tests + `harness run --device cuda` over the catalog, report + JUnit
 #   ci/gpu-graph-bench.sh  graph decoding per family (check-gpu decode + bench --device cuda; ci/make-bench-model.py)
+#   ci/gpu-seed-bugs.sh    the seed bugs end to end at published dims (compare clean and with each fault; ci/make-published-dims.py)
 # The CUDA libraries are not bundled: the engine finds them at run time (HARNESS_CUDA_LIB_DIR, a torch venv's
 # nvidia wheels, /usr/local/cuda; see src/Engine/Cuda/Interop/CudaLibraries.cs).
 set -euo pipefail
@@ -28,7 +29,7 @@ dotnet publish tests/Gpu/Gpu.csproj -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TrimMode=partial -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \
   -o "$root/tests" >&2
 [[ ${BUNDLE_FIXTURES:-1} == 0 ]] || cp -r fixtures "$root/fixtures"
-cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/make-bench-model.py ci/make-published-dims.py "$root/ci/"
+cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/gpu-seed-bugs.sh ci/make-bench-model.py ci/make-published-dims.py "$root/ci/"
 git rev-parse HEAD > "$root/COMMIT" 2>/dev/null || true
 archive="$out/harness-gpu-linux-x64.tar.xz"
 tar -C "$stage" -cf - harness-gpu | xz -T0 -6 > "$archive"     # -T0: every core (minutes on one)

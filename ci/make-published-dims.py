@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Random-weight checkpoints at the published dimensions of released models, for `harness compare` at real size.
 
-    make-published-dims.py NAME OUT_DIR [--dtype bf16|fp32] [--device cpu|cuda] [--layers N] [--seed S]
+    make-published-dims.py NAME OUT_DIR [--dtype bf16|fp32] [--device cpu|cuda] [--layers N] [--seed S] [--small]
 
 NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text, gemma4-e2b-text,
 gemma4-26b-a4b-text (`list` prints them).
@@ -10,6 +10,10 @@ every parameter whose elements are all equal, norms and biases, moved by seeded 
 models are, so a port that ignores a scale cannot pass). --layers N keeps the first N layers (the memory prediction's
 "fewer layers"; KV sharing is cut so that every attention type keeps a layer of its own to share from). Needs torch and
 transformers (the reference interpreter: HARNESS_PYTHON).
+
+--small (checking a script on a CPU machine, NOT published dimensions): SMALL's narrower widths for the models that have an
+entry there, keeping what the scripts' layouts and prompts rely on (head counts that split over their TP, the vocabulary
+with its special ids, the image geometry, the MoE's routing); use it with --layers.
 
 Gemma4: the smallest dense model (E2B) and the MoE (26B-A4B), text decoders (Gemma4ForCausalLM, model_type gemma4_text:
 what the engine's checkpoint compare runs). 26B-A4B is 25.2B parameters, 50 GB in bf16: one 80 GB card holds one side,
@@ -142,6 +146,18 @@ MODELS = {
 }
 
 
+# --small: narrower widths for checking ci/gpu-seed-bugs.sh on a CPU (not published dims). Every head count keeps its split
+# over the script's TP (Qwen2-VL-7B 28/4 heads, 4 kv heads, 16 vision heads at TP=4; Llama 32/8 at TP=2; Gemma4 16/8/2),
+# the vocabularies keep their special ids, mrope_section sums to head_dim / 2, the MoE keeps top-k of several experts.
+SMALL = {
+    "qwen2-vl-7b": {"hidden_size": 448, "intermediate_size": 160, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+                    "vision_config": dict(QWEN2_VL_7B["vision_config"], depth=1, embed_dim=128, hidden_size=448)},
+    "llama-3.1-8b": {"hidden_size": 256, "head_dim": 8, "intermediate_size": 352},
+    "gemma4-26b-a4b-text": {"hidden_size": 128, "head_dim": 16, "global_head_dim": 32, "intermediate_size": 96,
+                            "num_experts": 16, "top_k_experts": 4, "moe_intermediate_size": 40},
+}
+
+
 def keep_layers(cfg, n):
     cfg = json.loads(json.dumps(cfg))
     cfg["num_hidden_layers"] = n
@@ -195,6 +211,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--layers", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--small", action="store_true", help="SMALL's narrower widths (checking scripts on a CPU; not published dims)")
     a = p.parse_args()
     if a.name == "list":
         for name, cfg in MODELS.items():
@@ -206,9 +223,13 @@ def main():
     if a.layers is not None and a.layers < (2 if cfg["model_type"].startswith("gemma4") else 1):
         # one Gemma4 layer is full attention only, and HF then reads the per-type rope_parameters as one set (rope_theta null)
         p.error(f"--layers {a.layers}: {a.name} needs at least 2 (a sliding and a full attention layer)" if a.layers > 0 else "--layers must be positive")
+    if a.small:
+        if a.name not in SMALL:
+            p.error(f"--small: no small widths for {a.name} (have: {', '.join(sorted(SMALL))})")
+        cfg.update(json.loads(json.dumps(SMALL[a.name])))
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
-    write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed)
+    write_random(cfg, a.name + (" (--small widths)" if a.small else ""), a.out_dir, a.dtype, a.device, a.seed)
     return 0
 
 

@@ -60,6 +60,15 @@ internal static class CompareCommand
 
         /// <summary>--fault NAME: a catalog fault planted in the engine's model (<see cref="Engine.Models.FaultMap"/>), the reference untouched.</summary>
         public string? Fault { get; init; }
+
+        /// <summary>--max-new-tokens N: greedy tokens decoded and judged (null: the family's default, <see cref="Scenario.NewTokens"/>).</summary>
+        public int? MaxNewTokens { get; init; }
+
+        /// <summary>--prompt-embeds (Llama): the prompt ids' rows of the checkpoint's embed_tokens given to both sides as inputs_embeds.</summary>
+        public bool PromptEmbeds { get; init; }
+
+        /// <summary>The tokens the compare generates: --max-new-tokens, else the family's default.</summary>
+        public int NewTokens(int familyDefault) => MaxNewTokens ?? familyDefault;
     }
 
     public static Command Create()
@@ -171,13 +180,31 @@ internal static class CompareCommand
                 r.AddError($"--fault: unknown fault '{name}'; known: {string.Join(", ", Engine.Runtime.Faults.Known.Keys.Order(StringComparer.Ordinal))}");
         });
 
+        var maxNewTokens = new Option<int?>("--max-new-tokens")
+        {
+            Description = "Greedy tokens to decode after the prompt (default: the family's, 4 to 8), each judged by its token and, unless " +
+                          "--no-steps, every module at its decode step; prompt plus new tokens must fit the config's max_position_embeddings.",
+            HelpName = "N",
+        };
+        maxNewTokens.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--max-new-tokens must be at least 1");
+        });
+
+        var promptEmbeds = new Option<bool>("--prompt-embeds")
+        {
+            Description = "Llama: hand both sides the prompt as inputs_embeds (the prompt ids' rows of the checkpoint's own " +
+                          "model.embed_tokens.weight, what HF's get_input_embeddings() gives) instead of input_ids.",
+        };
+
         var command = new Command("compare",
             "Compare the engine with HF transformers on an HF checkpoint folder (" +
             string.Join("; ", ModelFamilies.All.Select(f => $"{f.Title} with {f.CompareLayouts}")) + "), layer by layer and token by token, " +
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, referenceTimeout,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, maxNewTokens, promptEmbeds,
+            referenceTimeout,
         };
         command.Validators.Add(r =>
         {
@@ -195,6 +222,7 @@ internal static class CompareCommand
         {
             NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
+            MaxNewTokens = r.GetValue(maxNewTokens), PromptEmbeds = r.GetValue(promptEmbeds),
             ReferenceTimeoutSeconds = r.GetValue(referenceTimeout),
         }));
         return command;
@@ -228,6 +256,8 @@ internal static class CompareCommand
         if (modelType != "qwen2_vl" && (o.Image || !o.Media.IsEmpty))   // before any family's own checks: a family that takes no picture says so
             return CliSupport.UsageError($"compare: {(o.VideoFile is not null ? "--video" : "--image")} needs a checkpoint whose compare takes pictures (qwen2_vl); " +
                                          $"{CliInputs.Escape(configPath)} is {CliInputs.Escape(modelType ?? "of no model_type")}, which {NoPictures(modelType)}");
+        if (o.PromptEmbeds && family.Name != "llama")
+            return CliSupport.UsageError($"compare: --prompt-embeds needs a Llama checkpoint (its compare feeds inputs_embeds); {CliInputs.Escape(configPath)} is {family.Title}");
         return family.Compare(o, new Checkpoint(dir, configPath, ids, dtype));
     }
 
@@ -325,6 +355,7 @@ internal static class CompareCommand
         if (o.Fault is not null)                                                   // planted in the engine only; judged as a plain comparison
             scenario = scenario with { Fault = o.Fault, ExpectedFirstBadModule = null, Id = Scenario.WithFault(scenario.Id, o.Fault) };
         scenario = scenario with { JudgeSteps = !o.NoSteps };                     // every decode step per module unless --no-steps
+        if (o.MaxNewTokens is { } newTokens) scenario = scenario with { NewTokens = newTokens };   // bounded by the family's prompt check
         Engine.Cuda.CudaDevice? gpu = null;
         if (o.Device == "cuda")
         {
@@ -336,7 +367,8 @@ internal static class CompareCommand
             if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
                 Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
-        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null);
+        int promptTokens = o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8;   // --text, pictures: an estimate
+        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null, promptTokens, scenario.NewTokens, !o.NoSteps);
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);
@@ -344,7 +376,7 @@ internal static class CompareCommand
         var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
         if (context is null) return ExitCodes.Usage;
         context = context.WithOracleMode(o.OracleWhole ? "whole" : "stream");
-        Console.WriteLine($"memory:      predicted {CompareMemory.GiB(memory.Total)} ({memory.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters; " +
+        Console.WriteLine($"memory:      predicted {CompareMemory.GiB(memory.Total)} ({memory.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters, {scenario.NewTokens} new tokens; " +
                           $"oracle {(o.NoOracle ? "off" : o.OracleWhole ? "whole float64 twin" : "streamed, one layer in float64")}), available {(available is { } a ? CompareMemory.GiB(a) : "unknown")}");
         if (gpu is not null) Engine.Cuda.Interop.CudaRuntime.ResetPeakPoolBytes(gpu.Ordinal);
         var client = context.Client!;                                               // the process's one client: its timeout put back after

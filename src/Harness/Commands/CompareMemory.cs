@@ -26,12 +26,55 @@ public sealed record CompareMemory(
     /// peak was 3.4 GiB for 2.3 GiB of weights on the CPU).</summary>
     public const long Overhead = 1L << 30;
 
+    /// <summary>
+    /// Hidden-wide records a decoder layer leaves per position, on each side (Llama records 5: the two norms, attention, MLP,
+    /// the layer; Gemma3n's AltUp keeps 4 streams of a layer's output): the captures compared at the prefill and at every
+    /// judged decode step.
+    /// </summary>
+    public const int RecordsPerUnit = 16;
+
+    /// <summary>A captured element held by the harness: the engine's and the reference's in float32, the oracle's in float64.</summary>
+    private int CaptureElementBytes => 4 + 4 + (Oracle ? 8 : 0);
+
+    /// <summary>The token embedding's [vocab, hidden] (from its header; 0 where the checkpoint has no `embed_tokens.weight`).</summary>
+    public int Hidden { get; init; }
+
+    /// <inheritdoc cref="Hidden"/>
+    public int Vocab { get; init; }
+
+    /// <summary>The prompt's tokens (an estimate where the ids are made later: --text, pictures).</summary>
+    public int PromptTokens { get; init; }
+
+    /// <summary>Greedy tokens decoded (compare --max-new-tokens, or the family's default).</summary>
+    public int NewTokens { get; init; }
+
+    /// <summary>Every module judged at every decode step (compare without --no-steps): each step's records are kept.</summary>
+    public bool Steps { get; init; } = true;
+
+    /// <summary>
+    /// What the tokens cost: the records of every compared position (the prompt's, and each decode step's when steps are
+    /// judged: every layer's records and the logits row, kept on each side until the verdict) and both sides' KV caches
+    /// (a hidden-wide key and value a layer and position, bounding the GQA cache from above).
+    /// </summary>
+    public long TokenBytes
+    {
+        get
+        {
+            long recorded = PromptTokens + (Steps ? (long)NewTokens : 0);
+            long perRecord = ((long)Units * RecordsPerUnit * Hidden + Vocab) * CaptureElementBytes;
+            long kv = 2L * Units * Hidden * BytesPerParameter * 2 * ((long)PromptTokens + NewTokens);
+            return recorded * perRecord + kv;
+        }
+    }
+
     /// <summary>A tensor of a decoder layer or tower block: its name has a numeric part ("model.layers.3.mlp...").</summary>
     private static readonly Regex UnitName = new(@"^(.*?\.\d+)\.", RegexOptions.CultureInvariant);
 
     /// <summary>The counts of a checkpoint folder's tensors (headers only; nothing is read).</summary>
-    public static CompareMemory Of(string folder, DType dtype, bool oracle, bool whole, bool gpu = false)
+    public static CompareMemory Of(string folder, DType dtype, bool oracle, bool whole, bool gpu = false, int promptTokens = 0, int newTokens = 0,
+        bool steps = true)
     {
+        int hidden = 0, vocab = 0;
         using var checkpoint = Checkpoint.Open(folder);
         long total = 0, streamed = 0;
         var units = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -45,10 +88,15 @@ public sealed record CompareMemory(
                 units[m.Groups[1].Value] = units.GetValueOrDefault(m.Groups[1].Value) + n;
             else if (info.Shape.Length == 2 && (name.Contains("embed", StringComparison.Ordinal) || name.StartsWith("lm_head", StringComparison.Ordinal)))
                 streamed += n;                                    // looked up by rows / lm_head in slices: never upcast whole
+            if (info.Shape.Length == 2 && name.EndsWith("embed_tokens.weight", StringComparison.Ordinal) && info.Shape[0] > vocab)
+                (vocab, hidden) = ((int)info.Shape[0], (int)info.Shape[1]);   // [vocab, hidden] of the text decoder
         }
         long inUnits = units.Values.Sum();
         return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
-            dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu);
+            dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu)
+        {
+            Hidden = hidden, Vocab = vocab, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps,
+        };
     }
 
     public long EngineTotal => Parameters * BytesPerParameter * EngineFactor;
@@ -58,7 +106,7 @@ public sealed record CompareMemory(
     public long OracleBytes => !Oracle ? 0 : OracleWhole ? Parameters * 8 : (LargestUnit + Rest + Math.Min(Streamed, 1L << 24)) * 8;
 
     /// <summary>The whole comparison on one memory (engine, reference and oracle in the same place: the CPU run).</summary>
-    public long Total => EngineTotal + ReferenceBytes + OracleBytes + Overhead + (EngineTotal + ReferenceBytes) / 20;
+    public long Total => EngineTotal + ReferenceBytes + OracleBytes + TokenBytes + Overhead + (EngineTotal + ReferenceBytes) / 20;
 
     public static string GiB(long bytes) => (bytes / (double)(1L << 30)).ToString("F1", CultureInfo.InvariantCulture) + " GiB";
 
@@ -90,6 +138,15 @@ public sealed record CompareMemory(
             fits.Add($"--no-oracle ({GiB((this with { Oracle = false }).Total)})");
         if (BytesPerParameter == 4 && (this with { BytesPerParameter = 2 }).Total <= available)
             fits.Add($"--dtype bf16 ({GiB((this with { BytesPerParameter = 2 }).Total)})");
+        if (Steps && NewTokens > 0 && (this with { Steps = false }).Total <= available)
+            fits.Add($"--no-steps ({GiB((this with { Steps = false }).Total)})");
+        if (NewTokens > 1)
+            for (int n = NewTokens / 2; n >= 1; n /= 2)
+                if ((this with { NewTokens = n }).Total <= available)
+                {
+                    fits.Add($"--max-new-tokens {n} ({GiB((this with { NewTokens = n }).Total)})");
+                    break;
+                }
         if (Units > 1)
         {
             // a copy of the checkpoint with fewer layers (num_hidden_layers): each unit removed takes its parameters off every side
@@ -105,7 +162,8 @@ public sealed record CompareMemory(
             }
         }
         string parts = $"engine {GiB(EngineTotal)}, reference {GiB(ReferenceBytes)}" +
-                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {GiB(OracleBytes)}" : "") + $", activations {GiB(Total - EngineTotal - ReferenceBytes - OracleBytes)}";
+                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {GiB(OracleBytes)}" : "") + $", {PromptTokens} prompt and {NewTokens} new tokens {GiB(TokenBytes)}" +
+                       $", activations {GiB(Total - EngineTotal - ReferenceBytes - OracleBytes - TokenBytes)}";
         return $"compare: {folder} ({Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters at {(BytesPerParameter == 2 ? "bf16" : "fp32")}) needs about " +
                $"{GiB(Total)} of {where} memory ({parts}) and {GiB(available)} is available; " +
                (fits.Count == 0 ? "nothing smaller fits: use a machine with more memory" : "would fit: " + string.Join("; ", fits));

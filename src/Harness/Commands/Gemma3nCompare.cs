@@ -41,7 +41,7 @@ internal static class Gemma3nCompare
             // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
             CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
             // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
-            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, Gemma3nScenario.NewTokens) is { } refused)
+            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } refused)
                 return refused;
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }

@@ -48,7 +48,7 @@ internal static class Gemma4Compare
         Engine.Models.CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
         // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
         if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? Gemma4Scenario.PromptTokens,
-                Gemma4Scenario.NewTokens) is { } refused)
+                o.NewTokens(Gemma4Scenario.DefaultNewTokens)) is { } refused)
             return refused;
 
         return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, c.DType, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));

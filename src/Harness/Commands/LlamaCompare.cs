@@ -27,7 +27,12 @@ internal static class LlamaCompare
         if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {c.ConfigPath} is a Llama");
         // the folder judged by ModelFolder before any reference work starts (and before an interpreter is looked for): a
         // problem is one line naming the file and the field or tensor, exit 2
-        ModelFolder.Check(c.Dir, o.Tp, o.Pp, c.Ids);
-        return CompareCommand.Execute(o, c.Dir, LlamaScenario.ForCheckpoint(c.Dir, o.Tp, o.Pp, o.Sp, c.DType, c.Ids, o.PromptLength ?? 7));
+        var config = ModelFolder.Check(c.Dir, o.Tp, o.Pp, c.Ids);
+        // the prompt and the generated tokens (--max-new-tokens) fit the positions and the memory, before an interpreter is looked for
+        if (ComparePromptFits.Check(o, c.ConfigPath, ModelFolder.PromptShape.Of(config.Text), c.Ids?.Length ?? o.PromptLength ?? 7,
+                o.NewTokens(LlamaScenario.DefaultNewTokens)) is { } refused)
+            return refused;
+        return CompareCommand.Execute(o, c.Dir, LlamaScenario.ForCheckpoint(c.Dir, o.Tp, o.Pp, o.Sp, c.DType, c.Ids, o.PromptLength ?? 7,
+            o.PromptEmbeds ? InputKind.PromptEmbeds : InputKind.InputIds));
     }
 }

@@ -29,7 +29,13 @@ public enum Gemma3nInput { Text, HardTokens, SoftTokens }
 /// </summary>
 public sealed record Gemma3nScenario : Scenario
 {
-    public const int NewTokens = 4, TopK = 5;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 4;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5;
 
     public int Tp { get; }
     public Gemma3nInput Kind { get; }

@@ -24,7 +24,13 @@ namespace Harness.Scenarios;
 /// </summary>
 public sealed record Gemma4MultimodalScenario : Scenario
 {
-    public const int NewTokens = 4, TopK = 5;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 4;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5;
     public static readonly string[] Inputs3 = ["image", "audio", "mixed"];
 
     public int Tp { get; }

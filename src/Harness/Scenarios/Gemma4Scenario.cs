@@ -28,7 +28,13 @@ namespace Harness.Scenarios;
 /// </summary>
 public sealed record Gemma4Scenario : Scenario
 {
-    public const int NewTokens = 4, TopK = 5, PromptTokens = 6;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 4;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5, PromptTokens = 6;
     public const ulong PromptSeed = 314;
 
     public string Shape { get; }

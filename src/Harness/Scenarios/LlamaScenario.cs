@@ -25,7 +25,13 @@ public enum InputKind { InputIds, PromptEmbeds }
 /// </summary>
 public sealed record LlamaScenario : Scenario
 {
-    public const int NewTokens = 8, TopK = 5;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 8;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5;
 
     public int Tp { get; }
     public int Pp { get; }
@@ -76,19 +82,27 @@ public sealed record LlamaScenario : Scenario
     /// A Llama scenario on a user's HF checkpoint folder (config.json + safetensors): the same layer-by-layer and
     /// token-by-token comparison on real weights. The reference must see the folder (ReferenceClient.ShareDirectory).
     /// </summary>
-    public static LlamaScenario ForCheckpoint(string modelPath, int tp, int pp, bool sp, DType dtype, long[]? promptIds, int promptTokens)
+    /// <remarks>
+    /// <paramref name="input"/> <see cref="InputKind.PromptEmbeds"/> (`compare --prompt-embeds`): both sides get the prompt
+    /// ids' rows of the checkpoint's own model.embed_tokens.weight as inputs_embeds [1, T, hidden], what HF's
+    /// get_input_embeddings()(ids) gives, so the decoder runs from prompt embeds at real widths (seed bug 4: SP and SP+PP
+    /// need a rank-aware residual slice and an all-gather across stages there).
+    /// </remarks>
+    public static LlamaScenario ForCheckpoint(string modelPath, int tp, int pp, bool sp, DType dtype, long[]? promptIds, int promptTokens,
+        InputKind input = InputKind.InputIds)
     {
         var full = Path.GetFullPath(modelPath);
         var config = HfConfig.Load(Path.Combine(full, "config.json"));
-        var baseScenario = new LlamaScenario(tp, pp, sp, InputKind.InputIds, dtype, promptIds?.Length ?? promptTokens);
+        var baseScenario = new LlamaScenario(tp, pp, sp, input, dtype, promptIds?.Length ?? promptTokens);
         return baseScenario with
         {
             ModelPath = full,
             PromptIds = promptIds,
             Model = config.ModelType ?? "llama",
-            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), baseScenario.Layout, $"input-ids-{promptIds?.Length ?? promptTokens}"], dtype),
-            ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
-            Description = $"HF checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, PP={pp}, {dtype.TorchName()}",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), baseScenario.Layout, $"{baseScenario.Input}-{promptIds?.Length ?? promptTokens}"], dtype),
+            ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-{baseScenario.Input}-{string.Join('.', promptIds ?? [])}-{promptTokens}",
+            Description = $"HF checkpoint {full}, TP={tp}{(sp ? " with SP" : "")}, PP={pp}, {dtype.TorchName()}" +
+                          (input == InputKind.PromptEmbeds ? ", the prompt as inputs_embeds (the ids' rows of model.embed_tokens.weight)" : ""),
         };
     }
 
@@ -121,13 +135,34 @@ public sealed record LlamaScenario : Scenario
     }
 
     /// <summary>The prompt: the given ids, seeded token ids [T] in [3, vocab), or seeded unit-normal embeddings [T, hidden].</summary>
+    /// On a checkpoint with prompt embeds: the ids' rows of its model.embed_tokens.weight [T, hidden] at the scenario's dtype.</summary>
     public Tensor Prompt(TextConfig? config = null)
     {
+        if (InputKind == InputKind.PromptEmbeds && ModelPath is not null) return EmbeddingRows(ModelPath, PromptTokenIds(config), DType);
         if (PromptIds is not null) return Tensor.FromArray(PromptIds, PromptIds.Length);
-        int hidden = config?.HiddenSize ?? TinyLlama.Hidden, vocab = config?.VocabSize ?? 200;
+        int hidden = config?.HiddenSize ?? TinyLlama.Hidden;
         if (InputKind == InputKind.PromptEmbeds) return Tensor.Normal(DType, 77, 0, 1, PromptTokens, hidden);
+        return Tensor.FromArray(PromptTokenIds(config), PromptTokens);
+    }
+
+    /// <summary>The given ids, or seeded token ids in [3, vocab).</summary>
+    private long[] PromptTokenIds(TextConfig? config)
+    {
+        if (PromptIds is not null) return PromptIds;
+        int vocab = config?.VocabSize ?? 200;
         var rng = new SplitMix64(99);
-        return Tensor.FromArray(Enumerable.Range(0, PromptTokens).Select(_ => (long)(3 + rng.NextInt(vocab - 3))).ToArray(), PromptTokens);
+        return Enumerable.Range(0, PromptTokens).Select(_ => (long)(3 + rng.NextInt(vocab - 3))).ToArray();
+    }
+
+    /// <summary>
+    /// HF's <c>inputs_embeds = self.embed_tokens(input_ids)</c> (LlamaModel.forward) from the checkpoint itself: the ids' rows
+    /// of model.embed_tokens.weight, each read alone (a real table is 0.5-2 GB), at <paramref name="dtype"/> as HF loads it. [T, hidden]
+    /// </summary>
+    public static Tensor EmbeddingRows(string dir, IReadOnlyList<long> ids, DType dtype)
+    {
+        using var checkpoint = Checkpoint.Open(dir);
+        var weights = new CheckpointWeights(checkpoint, dtype);
+        return Tensor.Cat(ids.Select(id => weights.GetRows("model.embed_tokens.weight", checked((int)id), 1)).ToList());   // copies: outlives the mapping
     }
 
     /// <summary>The compared HF module paths, in forward order, for a model of the given depth.</summary>

@@ -30,7 +30,13 @@ public enum Qwen2VlMedia { Text, Image, TwoImages, Video }
 /// </summary>
 public sealed record Qwen2VlScenario : Scenario
 {
-    public const int NewTokens = 6, TopK = 5;
+    /// <summary>The greedy tokens decoded by default (compare --max-new-tokens sets <see cref="NewTokens"/>).</summary>
+    public const int DefaultNewTokens = 6;
+
+    /// <inheritdoc/>
+    public override int NewTokens { get; init; } = DefaultNewTokens;
+
+    public const int TopK = 5;
 
     public int Tp { get; }
     /// <summary>Sequence parallelism over the TP ranks in the decoder.</summary>

@@ -37,6 +37,13 @@ public abstract record Scenario
     /// </summary>
     public bool JudgeSteps { get; init; } = true;
 
+    /// <summary>
+    /// Models that generate: the greedy tokens decoded after the prompt (each family's default; `compare --max-new-tokens N`),
+    /// every one judged by its token and, with <see cref="JudgeSteps"/>, every module at its step. 0: the scenario does not
+    /// generate (tensor and tower scenarios).
+    /// </summary>
+    public virtual int NewTokens { get; init; }
+
     /// <summary>A mutation check: the comparison must fail at <see cref="ExpectedFirstBadModule"/>. A fault injected
     /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>
     public bool ExpectFailure => Fault is not null && ExpectedFirstBadModule is not null;

@@ -55,4 +55,36 @@ public class CompareMemoryTests
         Assert.Equal(TimeSpan.FromSeconds(900), CompareCommand.ReferenceTimeout(30_000_000_000, gpu: true, given: null));
         Assert.Equal(TimeSpan.FromSeconds(42), CompareCommand.ReferenceTimeout(tinyLlama11B, gpu: false, given: 42));
     }
+
+    /// <summary>
+    /// `compare --max-new-tokens N` keeps every module's record at every judged step on each side (and the oracle's): the
+    /// prediction counts them, so the 8B goal's 32 tokens fit one 80 GiB card in bf16 and 8192 judged tokens are refused up
+    /// front, with --no-steps and a smaller --max-new-tokens named as what fits.
+    /// </summary>
+    [Fact]
+    public void The_prediction_counts_the_new_tokens_and_their_step_records()
+    {
+        long layer = 218_112_000, table = 128_256L * 4096;
+        var m = new CompareMemory(32 * layer + 2 * table + 4096, layer, 2 * table, 4096, 32, 2, OracleWhole: false, Oracle: true, Gpu: true)
+        {
+            Hidden = 4096, Vocab = 128_256, PromptTokens = 128, NewTokens = 32,
+        };
+        Assert.Null(m.Refusal("/models/llama-3.1-8b", 80L << 30, "GPU"));
+        Assert.True((m with { NewTokens = 64 }).Total > m.Total);
+        Assert.True((m with { Steps = false }).Total < m.Total);            // --no-steps: the prompt's records only
+        // each judged step adds every layer's records and the logits row on both sides and the oracle's
+        long perStep = (m with { NewTokens = 33 }).TokenBytes - m.TokenBytes;
+        Assert.True(perStep >= (32L * 4096 * 5 + 128_256) * 16, perStep.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var many = m with { NewTokens = 8192 };
+        var line = many.Refusal("/models/llama-3.1-8b", 80L << 30, "GPU");
+        Assert.NotNull(line);
+        Assert.DoesNotContain('\n', line);
+        Assert.Contains("128 prompt and 8192 new tokens", line);
+        Assert.Contains("--no-steps", line);
+        Assert.Contains("--max-new-tokens ", line);
+        // the checkpoint's headers give the widths: the tiny Llama's embed_tokens is [200, 64]
+        var tiny = CompareMemory.Of(Tiny("tiny-llama-fp32"), DType.Float32, oracle: true, whole: false, promptTokens: 7, newTokens: 8);
+        Assert.Equal((64, 200), (tiny.Hidden, tiny.Vocab));
+        Assert.True(tiny.TokenBytes > 0);
+    }
 }

@@ -21,9 +21,9 @@ public sealed class PromptFitsTests
     {
         var config = HfConfig.Load(ConfigPath);
         int max = config.Text.MaxPositionEmbeddings!.Value;
-        var e = Assert.Throws<InputException>(() => ModelFolder.CheckPromptFits(ConfigPath, config.Text, max, LlamaScenario.NewTokens, DType.Float32, oracle: true));
+        var e = Assert.Throws<InputException>(() => ModelFolder.CheckPromptFits(ConfigPath, config.Text, max, LlamaScenario.DefaultNewTokens, DType.Float32, oracle: true));
         Assert.Contains($"longer than max_position_embeddings ({max})", e.Message);
-        ModelFolder.CheckPromptFits(ConfigPath, config.Text, max - LlamaScenario.NewTokens, LlamaScenario.NewTokens, DType.Float32, oracle: true);
+        ModelFolder.CheckPromptFits(ConfigPath, config.Text, max - LlamaScenario.DefaultNewTokens, LlamaScenario.DefaultNewTokens, DType.Float32, oracle: true);
     }
 
     [Fact]

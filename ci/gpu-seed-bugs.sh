@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# ci/gpu-seed-bugs.sh ARCHIVE OUT [--small] [SEED...]: the seed bugs end to end at real size (issue 22 item 7), one GPU
+# run: for each seed, the checkpoint at the published dimensions (ci/make-published-dims.py, random weights), then
+# `harness compare` clean and with the seed's fault, one line per run:
+#   RUN model | layout | fault | verdict | first divergent module | message | wall | expected?
+# ARCHIVE: ci/gpu-bundle.sh's harness-gpu-linux-x64.tar.xz, or a harness binary (checking the script on a CPU machine).
+# OUT receives lines.txt (the lines above), log.txt (checkpoints, card) and one full compare output per run.
+# SEED: llama qwen2vl gemma4moe gemma3n gemma4audio (default all, in that order). Lines are written as each run ends, so a
+# call cut by its time limit still returns what ran; run the rest with their SEED names.
+# --small: narrower widths and 2-4 layers (make-published-dims.py --small), the engine and the reference on the CPU: the
+# same runs through the same paths, to check the script where there is no GPU. Needs HARNESS_PYTHON (torch, transformers).
+# Environment: MODELS_DIR (default /tmp/seed-models; each checkpoint is removed after its seed unless KEEP=1),
+# PYTHON_ROOT (the interpreter's root when it is a chroot, e.g. the CPU machine's ~/.cache/harness/forky: MODELS_DIR must
+# be inside it, and the interpreter is given the path without it), RUN_TIMEOUT (seconds a compare, default 300).
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+archive="$1"; OUT="$2"; shift 2
+small=0; seeds=()
+for a in "$@"; do if [[ $a == --small ]]; then small=1; else seeds+=("$a"); fi; done
+(( ${#seeds[@]} )) || seeds=(llama qwen2vl gemma4moe gemma3n gemma4audio)
+for seed in "${seeds[@]}"; do
+  [[ " llama qwen2vl gemma4moe gemma3n gemma4audio " == *" $seed "* ]] || { echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2; }
+done
+mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
+if [[ -f $archive && $archive == *.tar.xz ]]; then
+  mkdir -p /tmp/hs && tar xJf "$archive" -C /tmp/hs && H=/tmp/hs/harness-gpu/bin/harness && ci=/tmp/hs/harness-gpu/ci
+else
+  H="$(cd "$(dirname "$archive")" && pwd)/$(basename "$archive")"; ci="$here"
+fi
+[[ -x $H ]] || { echo "gpu-seed-bugs: no harness binary at $H" >&2; exit 2; }
+models="${MODELS_DIR:-/tmp/seed-models}"; mkdir -p "$models"
+# the checkpoint writer beside the checkpoints, where a chroot's interpreter sees it too
+cp "$ci/make-published-dims.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1
+device=cuda; (( small )) && device=cpu
+[[ $device == cuda ]] && export HARNESS_REFERENCE_DEVICE="${HARNESS_REFERENCE_DEVICE:-cuda}"
+lines="$OUT/lines.txt"; log="$OUT/log.txt"; : > "$lines"; : > "$log"
+{ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; grep -m1 'model name' /proc/cpuinfo
+  echo "harness $H, device $device, small $small, seeds ${seeds[*]}"; } 2>&1 | tee -a "$log"
+printf 'RUN %s\n' "model | layout | fault | verdict | first divergent module | message | wall | expected?" | tee -a "$lines"
+
+# make NAME DTYPE [ARGS...]: the published-dims checkpoint of NAME (ARGS: --layers K), once; prints its folder
+make() {
+  local name="$1" dtype="$2"; shift 2
+  local extra="$*"; extra="${extra// /}"
+  local dir="$models/$name-$dtype$( (( small )) && echo -small)${extra:+-$extra}"
+  if [[ ! -f $dir/config.json ]]; then
+    local t0=$(date +%s)
+    local args=("$name" "${dir#"${PYTHON_ROOT:-}"}" --dtype "$dtype" --device "$device" "$@"); (( small )) && args+=(--small)
+    "$HARNESS_PYTHON" "$maker" "${args[@]}" 2>&1 | grep -v -E "Writing|Loading|Unrecognized" | tail -3 >> "$log"
+    echo "wrote $dir in $(( $(date +%s) - t0 )) s" >> "$log"
+  fi
+  echo "$dir"
+}
+
+# run MODEL LAYOUT FAULT EXPECT -- COMPARE_ARGS...: one compare, one line. EXPECT: "pass", or "MODULE" the fault must be
+# caught at, optionally "MODULE|MESSAGE" where the message must appear too (torch's, as reported).
+run() {
+  local model="$1" layout="$2" fault="$3" expect="$4"; shift 5
+  local tag; tag="$(echo "$model-$layout-$fault" | tr -c 'A-Za-z0-9.\n-' '_')"
+  local out="$OUT/$tag.txt" t0=$(date +%s)
+  timeout "${RUN_TIMEOUT:-300}" "$H" compare --device "$device" "$@" ${fault:+--fault "$fault"} > "$out" 2>&1
+  local code=$? wall=$(( $(date +%s) - t0 ))
+  local verdict module message ok
+  case $code in 0) verdict=PASS ;; 1) verdict=DIVERGED ;; 124) verdict="TIMEOUT(${RUN_TIMEOUT:-300}s)" ;; *) verdict="EXIT-$code" ;; esac
+  module="$(grep -m1 -oP "^fault '.*' caught at \K\S+" "$out" || grep -A1 -m1 '^== first divergent module ==' "$out" | tail -1 | sed -E 's/ \(rank.*//; s/:.*//')"
+  message="$(grep -m1 -oP '^comparison: \K.*' "$out" || tail -1 "$out")"
+  [[ $message == *" failed: "* ]] && message="${message#* failed: }"     # the engine's exception (torch's message) as it read
+  grep -q '^wall time:' "$out" && wall="$(grep -m1 -oP '^wall time:\s+\K.*' "$out") (compare), $wall s (run)" || wall="$wall s"
+  if [[ $expect == pass ]]; then [[ $code == 0 ]] && ok=yes || ok=NO
+  else
+    ok=yes; [[ $code == 1 && $module == "${expect%%|*}" ]] || ok=NO
+    [[ $expect == *"|"* && $(cat "$out") != *"${expect#*|}"* ]] && ok="NO (message)"
+  fi
+  printf 'RUN %s\n' "$model | $layout | ${fault:-none} | $verdict | ${module:--} | ${message:0:300} | $wall | $ok" | tee -a "$lines"
+  grep -E '^(memory|peak memory|phases):' "$out" | sed 's/^/    /' >> "$log"
+}
+
+done_with() { [[ ${KEEP:-0} == 1 ]] || rm -rf "$1"; }
+
+for seed in "${seeds[@]}"; do
+  case $seed in
+  qwen2vl)
+    # (a) scenario 3 whole: Qwen2-VL-7B at TP=4, one image (the synthetic 84x56 image: 6 merged tokens between vision
+    # start and end) in a 359-token prompt (351 text ids + 8), the attention output viewed with hidden_size. Each rank holds
+    # 28/4 heads of 128: torch's "shape '[1, 359, 3584]' is invalid for input of size 321664" (359 x 7 x 128) at the first
+    # text attention. bf16: 8.3 B parameters, both sides and the streamed oracle fit one 80 GB card.
+    d="$(make qwen2-vl-7b bf16 $( (( small )) && echo --layers 2))"
+    msg="shape '[1, 359, 3584]' is invalid for input of size 321664"; (( small )) && msg="shape '[1, 359, 448]' is invalid for input of size 40208"
+    run qwen2-vl-7b "tp4 image-359 bf16" "" pass -- --model "$d" --dtype bf16 --tp 4 --image --prompt-length 351
+    run qwen2-vl-7b "tp4 image-359 bf16" attention-reshape-hidden-size "model.language_model.layers.0.self_attn|$msg" -- \
+      --model "$d" --dtype bf16 --tp 4 --image --prompt-length 351
+    done_with "$d" ;;
+  llama)
+    # (b) seed bug 4: a Llama-3.1-8B-shaped model at TP=2 with SP and PP=2 on prompt embeds (the prompt ids' rows of its
+    # embed_tokens), 128-token prompt, 32 new tokens, every module judged at every step: clean, then each residual fault at
+    # the catalog's module (the slice at layers.0's post-attention norm on rank 1; the stage crossing at the second stage's
+    # first layer, layers.16 of 32). Then the 8B goal as the issue states it: TP=1, 128 + 32 tokens, every step judged.
+    layers=32; (( small )) && layers=4
+    d="$(make llama-3.1-8b bf16 $( (( small )) && echo --layers $layers))"
+    # (the faulted runs decode the default 8 tokens: both faults act in the prefill, and the time goes to the clean runs)
+    pe=(--model "$d" --dtype bf16 --tp 2 --sp --pp 2 --prompt-embeds --prompt-length 128)
+    run llama-3.1-8b "tp2 sp pp2 prompt-embeds-128 +32 bf16" "" pass -- "${pe[@]}" --max-new-tokens 32
+    run llama-3.1-8b "tp2 sp pp2 prompt-embeds-128 +8 bf16" sp-residual-first-slice model.layers.0.post_attention_layernorm -- "${pe[@]}"
+    run llama-3.1-8b "tp2 sp pp2 prompt-embeds-128 +8 bf16" sp-pp-residual-sliced "model.layers.$(( layers / 2 ))" -- "${pe[@]}"
+    run llama-3.1-8b "tp1 ids-128 +32 bf16 (8B goal)" "" pass -- --model "$d" --dtype bf16 --prompt-length 128 --max-new-tokens 32
+    done_with "$d" ;;
+  gemma4moe)
+    # (c) Gemma4's MoE experts with exact GELU instead of gelu_pytorch_tanh: ~5e-4 an activation, under bf16's resolution,
+    # so caught in fp32 at the first experts; clean in fp32 and in bf16 (no false alarm: run twice). 26B-A4B in fp32 is
+    # 100 GB, so 4 of its 30 layers (3 sliding + 1 full, 128 experts each; 3.95 B parameters, 15.8 GB): the engine (2x
+    # its weights on the GPU), the reference and the streamed oracle's layer fit one 80 GB card with room for the MoE's
+    # transients. TP=2: the tied 262144 x 2816 table is 2.95 GB in fp32, past the 2 GiB a device tensor holds until the
+    # engine's device tensors are 64-bit; a rank's vocab shard is 1.47 GB.
+    layers=4; (( small )) && layers=2
+    d="$(make gemma4-26b-a4b-text fp32 --layers $layers)"
+    run gemma4-26b-a4b "tp2 ids-8 fp32 ${layers} layers" "" pass -- --model "$d" --dtype fp32 --tp 2 --prompt-length 8
+    run gemma4-26b-a4b "tp2 ids-8 fp32 ${layers} layers" gelu-tanh-as-exact model.layers.0.experts -- --model "$d" --dtype fp32 --tp 2 --prompt-length 8
+    run gemma4-26b-a4b "tp2 ids-8 bf16 ${layers} layers" "" pass -- --model "$d" --dtype bf16 --tp 2 --prompt-length 8
+    run gemma4-26b-a4b "tp2 ids-8 bf16 ${layers} layers (again)" "" pass -- --model "$d" --dtype bf16 --tp 2 --prompt-length 8
+    done_with "$d" ;;
+  gemma3n|gemma4audio)
+    # (d) Gemma3n-E4B at TP=2 with an image prompt, the embedder's projection built input_is_parallel=True: torch's shape
+    # error at model.embed_vision.embedding_projection; (e) Gemma4 with an audio prompt and the batch-invariant matmul
+    # without its ND x ND path: both shapes named at the audio attention. Both need a multimodal checkpoint at published
+    # dims and `compare --image FILE` / `--audio FILE.wav` for Gemma (issue 22 item 5, branch inputs): run when the
+    # harness has them, else one SKIP line saying what is missing.
+    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; else name=gemma4-e2b; opt=--audio; fi
+    # the option's own help block (up to the next option) must name Gemma: --image alone is Qwen2-VL's today
+    if ! "$H" compare --help 2>&1 | awk -v o="$opt" '/^ +-/ { p = ($1 == o || index($1, o ",") == 1) } p && /Gemma/ { f = 1 } END { exit !f }' || ! "$HARNESS_PYTHON" "$maker" list 2>/dev/null | grep -q "^$name:"; then
+      printf 'RUN %s\n' "$name | tp2 $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
+      continue
+    fi
+    d="$(make "$name" bf16 $( (( small )) && echo --layers 2))"
+    media="$OUT/$seed-input"; "$HARNESS_PYTHON" - "${media#"${PYTHON_ROOT:-}"}" "$seed" <<'EOF'
+import math, struct, sys, wave
+path, seed = sys.argv[1], sys.argv[2]
+if seed == "gemma3n":          # a 96x64 BMP of a seeded gradient
+    w, h = 96, 64
+    rows = b"".join(bytes((x * 7 + y * 3) % 256 for x in range(w) for _ in range(3)) for y in range(h))
+    open(path + ".bmp", "wb").write(b"BM" + struct.pack("<IHHI", 54 + len(rows), 0, 0, 54) +
+                                   struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(rows), 2835, 2835, 0, 0) + rows)
+else:                          # 1 s of a 440 Hz tone at 16 kHz, mono 16-bit
+    with wave.open(path + ".wav", "wb") as f:
+        f.setnchannels(1); f.setsampwidth(2); f.setframerate(16000)
+        f.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 16000))) for i in range(16000)))
+EOF
+    if [[ $seed == gemma3n ]]; then
+      run gemma3n-e4b "tp2 image bf16" "" pass -- --model "$d" --dtype bf16 --tp 2 --image "$media.bmp" --text "describe"
+      run gemma3n-e4b "tp2 image bf16" row-parallel-input-is-parallel model.embed_vision.embedding_projection -- \
+        --model "$d" --dtype bf16 --tp 2 --image "$media.bmp" --text "describe"
+    else
+      run gemma4-e2b "tp1 audio bf16" "" pass -- --model "$d" --dtype bf16 --audio "$media.wav" --text "transcribe"
+      run gemma4-e2b "tp1 audio bf16" matmul-no-nd-broadcast model.audio_tower.layers.0.self_attn -- \
+        --model "$d" --dtype bf16 --audio "$media.wav" --text "transcribe"
+    fi
+    done_with "$d" ;;
+  *) echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2 ;;
+  esac
+done
+echo "lines: $lines" >&2
