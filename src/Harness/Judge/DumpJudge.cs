@@ -8,6 +8,7 @@ using Harness.Engine.Tensors;
 using Harness.Reference;
 using Harness.Reports;
 using Harness.Runs;
+using Harness.Commands;
 using Harness.Scenarios;
 
 namespace Harness.Judge;
@@ -146,12 +147,20 @@ public static class DumpJudge
             // A module a rank failed in recorded nothing: it follows the last recorded one, so HF's output of it is the
             // first row the dump lacks (Missing, a failure) and the first divergence names it.
             foreach (var m in failedModules.Where(m => !order.Contains(m, StringComparer.Ordinal)).Distinct(StringComparer.Ordinal)) order.Add(m);
-            // HF on the same ids, capturing the same modules, with the float64 oracle.
+            // HF on the same ids, capturing the same modules, with the float64 oracle: a family with reference ops of its own
+            // (Gemma3n, Gemma4, Qwen2-VL) through its checkpoint scenario's reference, as `compare` computes it; any other
+            // checkpoint (Llama and every AutoModelForCausalLM) through the worker's forward and its one decode loop.
             var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
             client.Oracle = true;
-            var forward = client.Forward(shared, dtype ?? DType.Float32, inputIds, order);
+            var family = CompareCommand.PeekModelType(Path.Combine(Path.GetFullPath(modelDirectory), "config.json")) is { } modelType
+                ? ModelFamilies.ForModelType(modelType) : null;
+            IReadOnlyDictionary<string, Tensor> reference;
+            if (family is { ReferenceExtension: not null })
+                reference = FamilyReference(family, Path.GetFullPath(modelDirectory), dtype ?? DType.Float32, inputIds, inputName, fed, client, dir);
+            else
+                reference = client.Forward(shared, dtype ?? DType.Float32, inputIds, order).Captured;
             var capture = new ActivationCapture();
-            Fill(capture, step0, e => e.Module, forward.Captured);
+            Fill(capture, step0, e => e.Module, reference);
             void Fill(ActivationCapture into, IEnumerable<Entry> recorded, Func<Entry, string> nameOf, IReadOnlyDictionary<string, Tensor>? reference)
             {
             foreach (var group in recorded.GroupBy(nameOf, StringComparer.Ordinal))
@@ -184,7 +193,7 @@ public static class DumpJudge
             }
             }
 
-            var layers = LayerComparison.Run(forward.Captured, capture, order);
+            var layers = LayerComparison.Run(LayerComparison.Select(reference, order), capture, order);
 
             // Decode steps: HF teacher-forced on the dump's tokens (decode step s fed the token the engine was fed there),
             // each module at each step judged as `run` judges its decode steps.
@@ -195,8 +204,9 @@ public static class DumpJudge
                 var stepModules = decode.OrderBy(e => e.Rank).ThenBy(e => e.Step).Select(e => e.Module).Distinct(StringComparer.Ordinal).ToList();
                 var stepCapture = new ActivationCapture();
                 Fill(stepCapture, decode, e => DecodeSteps.Name(e.Step, e.Module), null);
-                var gen = client.Generate(shared, dtype ?? DType.Float32, inputIds, last + 1, 1, stepModules, forced: fed);
-                steps = DecodeSteps.Judge(gen.StepCaptures, stepCapture, last + 1, stepModules);
+                var stepReference = family is { ReferenceExtension: not null } ? reference
+                    : client.Generate(shared, dtype ?? DType.Float32, inputIds, last + 1, 1, stepModules, forced: fed).StepCaptures;
+                steps = DecodeSteps.Judge(stepReference, stepCapture, last + 1, stepModules);
             }
 
             var first = layers.FirstDivergence ?? steps?.FirstDivergence;
@@ -231,6 +241,34 @@ public static class DumpJudge
         {
             foreach (var f in files.Values) f.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The reference of a family with reference ops of its own: its checkpoint scenario's (<see cref="ModelFamily.CheckpointScenario"/>)
+    /// <see cref="Scenario.ComputeReference"/> on the dump's prompt ids, the prompt's module captures and every decode
+    /// step's with the float64 oracle, as `compare` computes them. That reference decodes on its own greedy tokens: a dump
+    /// whose steps were fed other tokens (an engine that left the reference's tokens) is refused naming the first such
+    /// step, since its later steps would be judged on another history (teacher forcing on a dump's tokens is the
+    /// worker's generic decode loop's, for Llama and any AutoModelForCausalLM checkpoint).
+    /// </summary>
+    private static IReadOnlyDictionary<string, Tensor> FamilyReference(ModelFamily family, string modelDirectory, DType dtype, Tensor prompt,
+        string inputName, long[] fed, ReferenceClient client, string dumpDirectory)
+    {
+        var index = Path.Combine(dumpDirectory, "rank-0.json");
+        if (inputName != "input_ids")
+            throw new InputException(index, $"the prompt is {inputName}: {family.Title} dumps are judged on prompt token ids (inputs[\"0\"].input_ids)");
+        var scenario = family.CheckpointScenario(modelDirectory, dtype, prompt.ToInt64Array()) with { JudgeSteps = fed.Length > 0 };
+        using var context = ScenarioContext.Live(client);
+        var bundle = scenario.ComputeReference(context);
+        var greedy = bundle.Tokens?.Tokens ?? [];
+        if (fed.Length > 0 && fed.Length > greedy.Length - 1)
+            throw new InputException(index, string.Create(CultureInfo.InvariantCulture,
+                $"{fed.Length} decode steps: the {family.Title} reference decodes {greedy.Length} tokens ({greedy.Length - 1} decode steps)"));
+        for (int s = 1; s <= fed.Length; s++)
+            if (fed[s - 1] != greedy[s - 1])
+                throw new InputException(index, string.Create(CultureInfo.InvariantCulture,
+                    $"decode step {s} was fed token {fed[s - 1]} where the {family.Title} reference chose {greedy[s - 1]}: its reference decodes on its own tokens, so steps after the engine's tokens leave them are not judged (teacher forcing on another engine's tokens: Llama and generic causal LMs)"));
+        return bundle.Tensors;
     }
 
     /// <summary>

@@ -139,6 +139,16 @@ public sealed class EngineDump : IActivationSink
         }
     }
 
+    /// <summary>The HF checkpoint folder a family's checkpoint scenario (`compare --model`, `dump --model`) runs; null for a tiny catalog model.</summary>
+    private static string? CheckpointOf(Scenario scenario) => scenario switch
+    {
+        LlamaScenario s => s.ModelPath,
+        Gemma3nScenario s => s.ModelPath,
+        Gemma4Scenario s => s.ModelPath,
+        Qwen2VlScenario s => s.ModelPath,
+        _ => null,
+    };
+
     /// <summary>
     /// Runs the scenario as `harness run` does with an <see cref="EngineDump"/> on the context's tap and writes the dump.
     /// The HF model the scenario ran: its checkpoint folder, or the built (or recorded) tiny model copied to DIR/model.
@@ -161,7 +171,7 @@ public sealed class EngineDump : IActivationSink
         tap.Write(dir, world, scenario.Inputs(context), result.FailedModule, result.EngineError, engine, result.ReferenceTokens?.Tokens);
 
         string modelDir;
-        if (scenario is LlamaScenario { ModelPath: { } checkpoint }) modelDir = checkpoint;
+        if (CheckpointOf(scenario) is { } checkpoint) modelDir = checkpoint;
         else
         {
             var built = context.BuiltModels().Select(m => m.Directory).ToList();   // built live, or the recorded one offline
