@@ -275,7 +275,11 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// <see cref="Oracle"/>, the float64 twin's teacher-forced logprobs of the same ids).
     /// </summary>
     /// <param name="stepCapture">Modules captured at every decode step (<see cref="Generation.StepCaptures"/>).</param>
-    public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK, IEnumerable<string>? stepCapture = null)
+    /// <param name="forced">Teacher forcing on these tokens instead of the reference's own (decode step s fed forced[s - 1]:
+    /// another engine's tokens, `harness judge --dump`); at least maxNewTokens - 1 of them. The step captures are then the
+    /// reference's (and its oracle's) outputs fed those tokens.</param>
+    public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK, IEnumerable<string>? stepCapture = null,
+        long[]? forced = null)
     {
         bool embeds = input.DType.IsFloatingPoint();
         var args = new JsonObject
@@ -288,7 +292,8 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["oracle_mode"] = OracleMode,
             ["capture_steps"] = new JsonArray((stepCapture ?? []).Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
         };
-        var reply = Worker.Call("generate", args, [new(embeds ? "inputs_embeds" : "input_ids", input)], timeout: OpTimeout);
+        var reply = Worker.Call("generate", args, forced is null ? [new(embeds ? "inputs_embeds" : "input_ids", input)]
+            : [new(embeds ? "inputs_embeds" : "input_ids", input), new("forced_tokens", Tensor.FromArray(forced, forced.Length))], timeout: OpTimeout);
         var tokens = reply.Tensor("tokens")!.ToInt64Array();
         var ids = reply.Tensor("topk_ids")!;
         var lps = reply.Tensor("topk_logprobs")!;

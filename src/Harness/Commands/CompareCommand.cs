@@ -28,6 +28,10 @@ internal static class CompareCommand
         /// <summary>--no-steps: decode judged by its tokens only, not every decode step module by module.</summary>
         public bool NoSteps { get; init; }
 
+        /// <summary>What runs the final scenario (fault planted, on its context) instead of the printed comparison: `harness
+        /// dump --model` writes the engine's module outputs of the same run (<see cref="Judge.EngineDump"/>). Null: compare.</summary>
+        public Func<Scenario, ScenarioContext, int>? Then { get; init; }
+
         /// <summary>--image (Qwen2-VL): one synthetic image in the prompt.</summary>
         public bool Image { get; init; }
 
@@ -383,7 +387,7 @@ internal static class CompareCommand
         var timeoutBefore = client.OpTimeout;
         client.OpTimeout = ReferenceTimeout(memory.Parameters, gpu is not null, o.ReferenceTimeoutSeconds);
         int code;
-        try { code = VerboseReport.RunAndPrint(scenario, context); }
+        try { code = o.Then?.Invoke(scenario, context) ?? VerboseReport.RunAndPrint(scenario, context); }
         finally { client.OpTimeout = timeoutBefore; }
         wall.Stop();
         PrintPeaks(wall.Elapsed, gpu, context);
@@ -438,7 +442,7 @@ internal static class CompareCommand
 
     /// <summary>config.json's model_type, or null when the folder, the file or the field is not there or not readable
     /// (ModelFolder.Check then names the problem).</summary>
-    private static string? PeekModelType(string configPath)
+    internal static string? PeekModelType(string configPath)
     {
         try
         {

@@ -11,18 +11,20 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness dump ID --out DIR` (a catalog scenario) or `harness dump --model HF_DIR --out DIR [--tp N --pp N --sp --dtype
-/// --ids ...]` (a Llama checkpoint, as `compare --model` runs it): the C# engine's module outputs of that run, per world
-/// rank and step with their shard placements, in the dump format (docs/dump-format.md), so `harness judge --dump DIR
-/// --model HF_DIR` judges our engine through the path a foreign engine takes. The run is `harness run`'s own
-/// (<see cref="EngineDump.Run"/>), so its verdict is printed beside the dump; a catalog scenario's HF model folder is
-/// copied to DIR/model for the judge. Exit 0 when the dump was written, 2 on bad input.
+/// --ids ... --fault NAME]` (a checkpoint of any registered family: `compare --model`'s own run, its checks, layouts and
+/// faults, through <see cref="CompareCommand.Options.Then"/>): the C# engine's module outputs of that run, per world
+/// rank and step with their shard placements and each decode step's fed token, in the dump format
+/// (docs/dump-format.md), so `harness judge --dump DIR --model HF_DIR` judges our engine through the path a foreign
+/// engine takes. The run is `harness run`'s own (<see cref="EngineDump.Run"/>), so its verdict is printed beside the
+/// dump; a catalog scenario's HF model folder is copied to DIR/model for the judge. Exit 0 when the dump was written, 2
+/// on bad input.
 /// </summary>
 internal static class DumpCommand
 {
     public static Command Create()
     {
         var id = new Argument<string?>("id") { Description = "A catalog scenario id, exactly as `harness list` prints it.", Arity = ArgumentArity.ZeroOrOne };
-        var model = new Option<string?>("--model") { Description = "A Llama HF checkpoint folder instead of a catalog scenario.", HelpName = "HF_DIR" };
+        var model = new Option<string?>("--model") { Description = "An HF checkpoint folder (any family `compare --model` takes) instead of a catalog scenario.", HelpName = "HF_DIR" };
         var output = new Option<string>("--out") { Description = "The dump folder (rank-<R>.safetensors and rank-<R>.json per world rank).", Required = true, HelpName = "DIR" };
         var fault = new Option<string?>("--fault") { Description = "Inject this engine fault (`harness run --fault`'s names).", HelpName = "NAME" };
         var offline = new Option<bool>("--offline") { Description = "A catalog scenario on its recorded reference and model (fixtures/; no Python needed)." };
@@ -53,12 +55,10 @@ internal static class DumpCommand
             Scenario? scenario;
             if (r.GetValue(model) is { } dir)
             {
-                ModelFolder.CheckFiles(dir);
-                long[]? promptIds = r.GetValue(ids) is { } s
-                    ? CliSupport.ParseIds(s) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{s}'")
-                    : null;
-                scenario = LlamaScenario.ForCheckpoint(dir, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp),
-                    r.GetValue(dtype) == "bf16" ? DType.BFloat16 : DType.Float32, promptIds, promptIds?.Length ?? 7);
+                if (r.GetValue(ids) is { } s && CliSupport.ParseIds(s) is null)
+                    throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{s}'");
+                return Checkpoint(new CompareCommand.Options(dir, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!, r.GetValue(ids), null)
+                    { Fault = r.GetValue(fault) }, r.GetValue(output)!);
             }
             else
             {
@@ -88,4 +88,20 @@ internal static class DumpCommand
         });
         return command;
     }
+
+    /// <summary>
+    /// `dump --model`: compare's own run of the checkpoint (<see cref="CompareCommand.Run"/>: its family from the registry,
+    /// the family's checks, layout and --fault), dumped instead of printed. <paramref name="written"/> hears the dump.
+    /// </summary>
+    internal static int Checkpoint(CompareCommand.Options options, string outDirectory, Action<EngineDump.Written>? written = null) =>
+        CompareCommand.Run(options with
+        {
+            Then = (scenario, context) =>
+            {
+                var dump = EngineDump.Run(scenario, context, outDirectory);
+                Console.WriteLine(dump.Summary);
+                written?.Invoke(dump);
+                return ExitCodes.Ok;
+            },
+        });
 }

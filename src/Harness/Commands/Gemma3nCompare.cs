@@ -24,6 +24,7 @@ internal static class Gemma3nCompare
         ScenarioTypes = [typeof(Gemma3nScenario)],
         CompareLayouts = "--tp",
         Compare = Run,
+        CheckpointScenario = (dir, dtype, ids) => Gemma3nScenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)

@@ -23,6 +23,7 @@ internal static class Gemma4Compare
         ScenarioTypes = [typeof(Gemma4Scenario), typeof(Gemma4MultimodalScenario), typeof(Gemma4TowerScenario)],
         CompareLayouts = "--tp",
         Compare = Run,
+        CheckpointScenario = (dir, dtype, ids) => Gemma4Scenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)

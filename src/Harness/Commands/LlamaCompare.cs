@@ -20,6 +20,7 @@ internal static class LlamaCompare
         ScenarioTypes = [typeof(LlamaScenario)],
         CompareLayouts = "--tp, --pp, --sp",
         Compare = Run,
+        CheckpointScenario = (dir, dtype, ids) => LlamaScenario.ForCheckpoint(dir, 1, 1, false, dtype, ids, ids.Length),
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)

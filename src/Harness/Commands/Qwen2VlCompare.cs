@@ -24,6 +24,7 @@ internal static class Qwen2VlCompare
         ScenarioTypes = [typeof(Qwen2VlScenario), typeof(Qwen2Vl7BAttentionScenario)],
         CompareLayouts = "--tp, --sp",
         Compare = Run,
+        CheckpointScenario = (dir, dtype, ids) => Qwen2VlScenario.ForCheckpoint(dir, 1, dtype, withImage: false, ids, ids.Length),
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)

@@ -8,14 +8,22 @@ using Harness.Engine.Tensors;
 using Harness.Reference;
 using Harness.Reports;
 using Harness.Runs;
+using Harness.Commands;
 using Harness.Scenarios;
 
 namespace Harness.Judge;
 
-/// <summary>A dump's verdict: the layer comparison, the ranks' recorded failures, the report record.</summary>
+/// <summary>A dump's verdict: the prompt's layer comparison (step 0), the ranks' recorded failures, the report record,
+/// and every decode step's modules (<see cref="Steps"/>).</summary>
 public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankErrors, ScenarioRecord Record)
 {
     public bool Passed => Record.Passed;
+
+    /// <summary>Decode steps 1.. judged per module (<see cref="DecodeSteps"/>); null when the dump holds the prompt's forward only.</summary>
+    public LayerReport? Steps { get; init; }
+
+    /// <summary>The first divergent record: the prompt's first, else the decode steps' first (step, module, rank).</summary>
+    public LayerRow? FirstDivergence => Layers.FirstDivergence ?? Steps?.FirstDivergence;
 }
 
 /// <summary>
@@ -25,8 +33,12 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
 /// <see cref="ShardSpec"/> (a shard is compared with its slice of HF's tensor, rank by rank; partial sums are summed over
 /// the ranks first), and <see cref="LayerComparison"/> judges them with the float64 oracle verdict, naming the first
 /// divergent module and rank. A rank that failed inside a module (recorded in its index) is reported with that module.
-/// Step 0 (the prompt's forward) is judged; later steps are listed but not compared. A folder holding transformers'
-/// model debugger output instead (<see cref="ModelDebuggerDump"/>) is read as rank 0's dump.
+/// Step 0 (the prompt's forward) is judged as `run` judges the prefill; every later step (a decode step, one token fed:
+/// the index's inputs["s"].input_ids) is judged as `run` judges decode steps (<see cref="DecodeSteps"/>, the bound
+/// <see cref="OracleBound.ForDecodeStep"/>): HF generates teacher-forced on the dump's own tokens through the worker's one
+/// decode loop (<see cref="ReferenceClient.Generate"/> with forced tokens), capturing the dump's modules at every step
+/// with the float64 oracle fed the same tokens, and the first divergent (step, module, rank) is named. A folder holding
+/// transformers' model debugger output instead (<see cref="ModelDebuggerDump"/>) is read as rank 0's dump.
 /// </summary>
 public static class DumpJudge
 {
@@ -66,6 +78,7 @@ public static class DumpJudge
         var files = new Dictionary<int, SafetensorsFile>();
         Tensor? inputIds = null;
         string inputName = "input_ids";
+        var fedTokens = new Dictionary<int, long>();                        // decode step -> the token it was fed (rank 0's)
         int? world = null;
         try
         {
@@ -92,6 +105,18 @@ public static class DumpJudge
                     if (index["inputs"]?["0"]?["input_ids"] is JsonValue ids) inputIds = files[rank].ReadTensor((string)ids!);
                     else if (index["inputs"]?["0"]?["inputs_embeds"] is JsonValue embeds)
                         (inputIds, inputName) = (files[rank].ReadTensor((string)embeds!), "inputs_embeds");
+                    foreach (var (key, node) in index["inputs"] as JsonObject ?? [])
+                    {
+                        if (key == "0") continue;
+                        if (!int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out int step) || step < 1)
+                            throw new InputException(path, $"inputs has a key '{key}': steps are 0 (the prompt), 1, 2, ...");
+                        if (node?["input_ids"] is not JsonValue fedNode)
+                            throw new InputException(path, $"inputs[\"{key}\"] has no input_ids: a decode step is judged fed the token the engine was fed");
+                        var t = files[rank].ReadTensor((string)fedNode!);
+                        if (t.DType.IsFloatingPoint() || t.ToInt64Array().Length != 1)
+                            throw new InputException(path, $"inputs[\"{key}\"].input_ids is {t.DType.TorchName()} {Shape.Format(t.Shape)}: a decode step is fed one token id ([1, 1])");
+                        fedTokens[step] = t.ToInt64Array()[0];
+                    }
                 }
                 foreach (var node in index["entries"] as JsonArray ?? throw new InputException(path, "entries is missing"))
                 {
@@ -110,14 +135,35 @@ public static class DumpJudge
             if (inputIds is null) throw new InputException(Path.Combine(dir, "rank-0.json"), "inputs[\"0\"].input_ids (or inputs_embeds) is missing: the judge runs HF on the dumped inputs");
             if (files.Count != world) throw new InputException(dir, $"{files.Count} rank indexes for a world of {world}");
 
+            // Decode steps 1..last: each fed one token (rank 0's inputs), checked before any reference work.
+            var decode = entries.Where(e => e.Step > 0 && e.Call == 0).ToList();
+            long[] fed = decode.Count == 0 ? [] : Enumerable.Range(1, decode.Max(e => e.Step)).Select(s => fedTokens.TryGetValue(s, out long t) ? t
+                : throw new InputException(Path.Combine(dir, "rank-0.json"), string.Create(CultureInfo.InvariantCulture,
+                    $"inputs[\"{s}\"].input_ids is missing: step {s}'s module outputs are judged against HF fed the token the engine was fed there"))).ToArray();
+
             // Forward order: rank 0's order of first appearance at step 0.
             var step0 = entries.Where(e => e.Step == 0 && e.Call == 0).ToList();
             var order = step0.OrderBy(e => e.Rank).Select(e => e.Module).Distinct(StringComparer.Ordinal).ToList();
             // A module a rank failed in recorded nothing: it follows the last recorded one, so HF's output of it is the
             // first row the dump lacks (Missing, a failure) and the first divergence names it.
             foreach (var m in failedModules.Where(m => !order.Contains(m, StringComparer.Ordinal)).Distinct(StringComparer.Ordinal)) order.Add(m);
+            // HF on the same ids, capturing the same modules, with the float64 oracle: a family with reference ops of its own
+            // (Gemma3n, Gemma4, Qwen2-VL) through its checkpoint scenario's reference, as `compare` computes it; any other
+            // checkpoint (Llama and every AutoModelForCausalLM) through the worker's forward and its one decode loop.
+            var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
+            client.Oracle = true;
+            var family = CompareCommand.PeekModelType(Path.Combine(Path.GetFullPath(modelDirectory), "config.json")) is { } modelType
+                ? ModelFamilies.ForModelType(modelType) : null;
+            IReadOnlyDictionary<string, Tensor> reference;
+            if (family is { ReferenceExtension: not null })
+                reference = FamilyReference(family, Path.GetFullPath(modelDirectory), dtype ?? DType.Float32, inputIds, inputName, fed, client, dir);
+            else
+                reference = client.Forward(shared, dtype ?? DType.Float32, inputIds, order).Captured;
             var capture = new ActivationCapture();
-            foreach (var group in step0.GroupBy(e => e.Module, StringComparer.Ordinal))
+            Fill(capture, step0, e => e.Module, reference);
+            void Fill(ActivationCapture into, IEnumerable<Entry> recorded, Func<Entry, string> nameOf, IReadOnlyDictionary<string, Tensor>? reference)
+            {
+            foreach (var group in recorded.GroupBy(nameOf, StringComparer.Ordinal))
             {
                 var partial = group.Where(e => e.Kind == "partial").ToList();
                 if (partial.Count > 0)
@@ -125,7 +171,7 @@ public static class DumpJudge
                     // partial sums: the whole tensor is their sum over the ranks
                     Tensor sum = ToFloat(files[partial[0].Rank].ReadTensor(partial[0].Tensor));
                     foreach (var e in partial.Skip(1)) sum = Engine.Ops.Elementwise.Add(sum, ToFloat(files[e.Rank].ReadTensor(e.Tensor)));
-                    capture.Record(group.Key, sum, ShardSpec.Whole, rank: 0);
+                    into.Record(group.Key, sum, ShardSpec.Whole, rank: 0);
                 }
                 foreach (var e in group.Where(e => e.Kind != "partial"))
                 {
@@ -139,44 +185,104 @@ public static class DumpJudge
                         "shard" => new ShardSpec.Sharded(PlacementInt("dim"), e.Placement.ContainsKey("index") ? PlacementInt("index") : e.Rank,
                             e.Placement.ContainsKey("of") ? PlacementInt("of") : e.WorldSize),
                         "rows" => new ShardSpec.Rows(PlacementInt("start"), PlacementInt("count"), PlacementInt("dim")),
-                        "replicate" => ShardSpec.Whole,
+                        "replicate" => LastRows(value, reference?.GetValueOrDefault(group.Key)) ?? ShardSpec.Whole,
                         _ => throw new InputException(dir, $"{e.Module} (rank {e.Rank}) has placement kind '{e.Kind}' (replicate, shard, rows or partial)"),
                     };
-                    capture.Record(group.Key, value, shard, rank: e.Rank);
+                    into.Record(group.Key, value, shard, rank: e.Rank);
                 }
             }
+            }
 
-            // HF on the same ids, capturing the same modules, with the float64 oracle.
-            var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
-            client.Oracle = true;
-            var forward = client.Forward(shared, dtype ?? DType.Float32, inputIds, order);
-            var layers = LayerComparison.Run(forward.Captured, capture, order);
+            var layers = LayerComparison.Run(LayerComparison.Select(reference, order), capture, order);
 
-            var first = layers.FirstDivergence;
+            // Decode steps: HF teacher-forced on the dump's tokens (decode step s fed the token the engine was fed there),
+            // each module at each step judged as `run` judges its decode steps.
+            LayerReport? steps = null;
+            if (decode.Count > 0)
+            {
+                int last = fed.Length;
+                var stepModules = decode.OrderBy(e => e.Rank).ThenBy(e => e.Step).Select(e => e.Module).Distinct(StringComparer.Ordinal).ToList();
+                var stepCapture = new ActivationCapture();
+                Fill(stepCapture, decode, e => DecodeSteps.Name(e.Step, e.Module), null);
+                var stepReference = family is { ReferenceExtension: not null } ? reference
+                    : client.Generate(shared, dtype ?? DType.Float32, inputIds, last + 1, 1, stepModules, forced: fed).StepCaptures;
+                steps = DecodeSteps.Judge(stepReference, stepCapture, last + 1, stepModules);
+            }
+
+            var first = layers.FirstDivergence ?? steps?.FirstDivergence;
+            int judged = layers.Rows.Concat(steps?.Rows ?? []).Count(r => r.Verdict == LayerVerdict.Pass);
             string reason = errors.Count > 0 ? string.Join("; ", errors)
-                : first is null ? string.Create(CultureInfo.InvariantCulture, $"{layers.Rows.Count(r => r.Verdict == LayerVerdict.Pass)} module records within the oracle verdict")
+                : first is null ? string.Create(CultureInfo.InvariantCulture, $"{judged} module records within the oracle verdict") +
+                                  (steps is null ? "" : string.Create(CultureInfo.InvariantCulture, $" (the prompt and {fed.Length} decode step(s))"))
                 : $"{first.Label}: {ModuleRecord.VerdictOf(first.Verdict)}: {(first.Result?.Oracle?.ToString().Trim() ?? first.Note)}";
             var record = new ScenarioRecord(
                 Id: $"judge/dump/{Path.GetFileName(dir.TrimEnd('/'))}",
                 Model: Path.GetFileName(Path.GetFullPath(modelDirectory).TrimEnd('/')),
                 Layout: string.Create(CultureInfo.InvariantCulture, $"dump, {world} rank(s)"),
                 Dtype: Scenario.DTypeTag(dtype ?? DType.Float32),
-                Input: inputName == "input_ids" ? $"input_ids [{string.Join(",", inputIds.ToInt64Array())}]" : $"inputs_embeds {Shape.Format(inputIds.Shape)}",
+                Input: (inputName == "input_ids" ? $"input_ids [{string.Join(",", inputIds.ToInt64Array())}]" : $"inputs_embeds {Shape.Format(inputIds.Shape)}") +
+                       (fed.Length == 0 ? "" : $", decode steps fed [{string.Join(",", fed)}]"),
                 Fault: null,
                 ExpectFailure: false,
-                Passed: errors.Count == 0 && layers.Passed,
+                Passed: errors.Count == 0 && layers.Passed && (steps?.Passed ?? true),
                 Reason: TokenRecord.OneLine(reason),
                 ElapsedSeconds: 0,
                 EngineError: errors.Count == 0 ? null : TokenRecord.OneLine(string.Join("; ", errors)),
                 FirstBadModule: first?.Module,
-                Modules: layers.Rows.Select(ModuleRecord.From).ToArray(),
-                Tokens: null);
-            return new DumpVerdict(layers, errors, record);
+                Modules: layers.Rows.Concat(steps?.Rows ?? []).Select(ModuleRecord.From).ToArray(),
+                Tokens: null)
+            {
+                StepsJudged = steps is not null,
+                FirstDivergentStep = steps?.FirstDivergence is { } ds ? new StepDivergence(ds.Step, ds.StepModule, ds.Rank) : null,
+            };
+            return new DumpVerdict(layers, errors, record) { Steps = steps };
         }
         finally
         {
             foreach (var f in files.Values) f.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The reference of a family with reference ops of its own: its checkpoint scenario's (<see cref="ModelFamily.CheckpointScenario"/>)
+    /// <see cref="Scenario.ComputeReference"/> on the dump's prompt ids, the prompt's module captures and every decode
+    /// step's with the float64 oracle, as `compare` computes them. That reference decodes on its own greedy tokens: a dump
+    /// whose steps were fed other tokens (an engine that left the reference's tokens) is refused naming the first such
+    /// step, since its later steps would be judged on another history (teacher forcing on a dump's tokens is the
+    /// worker's generic decode loop's, for Llama and any AutoModelForCausalLM checkpoint).
+    /// </summary>
+    private static IReadOnlyDictionary<string, Tensor> FamilyReference(ModelFamily family, string modelDirectory, DType dtype, Tensor prompt,
+        string inputName, long[] fed, ReferenceClient client, string dumpDirectory)
+    {
+        var index = Path.Combine(dumpDirectory, "rank-0.json");
+        if (inputName != "input_ids")
+            throw new InputException(index, $"the prompt is {inputName}: {family.Title} dumps are judged on prompt token ids (inputs[\"0\"].input_ids)");
+        var scenario = family.CheckpointScenario(modelDirectory, dtype, prompt.ToInt64Array()) with { JudgeSteps = fed.Length > 0 };
+        using var context = ScenarioContext.Live(client);
+        var bundle = scenario.ComputeReference(context);
+        var greedy = bundle.Tokens?.Tokens ?? [];
+        if (fed.Length > 0 && fed.Length > greedy.Length - 1)
+            throw new InputException(index, string.Create(CultureInfo.InvariantCulture,
+                $"{fed.Length} decode steps: the {family.Title} reference decodes {greedy.Length} tokens ({greedy.Length - 1} decode steps)"));
+        for (int s = 1; s <= fed.Length; s++)
+            if (fed[s - 1] != greedy[s - 1])
+                throw new InputException(index, string.Create(CultureInfo.InvariantCulture,
+                    $"decode step {s} was fed token {fed[s - 1]} where the {family.Title} reference chose {greedy[s - 1]}: its reference decodes on its own tokens, so steps after the engine's tokens leave them are not judged (teacher forcing on another engine's tokens: Llama and generic causal LMs)"));
+        return bundle.Tensors;
+    }
+
+    /// <summary>
+    /// A whole prompt-forward output holding fewer token rows than HF's, all else equal ([1, n, V] against [1, T, V], n &lt; T):
+    /// the engine computed the last n positions only (the logits of generate(), whose prompt forward keeps the last
+    /// position: transformers' logits_to_keep), judged against HF's last n rows; null for any other shape.
+    /// </summary>
+    private static ShardSpec? LastRows(Tensor value, Tensor? reference)
+    {
+        if (reference is null || value.Shape.Length < 2 || value.Shape.Length != reference.Shape.Length) return null;
+        int dim = value.Shape.Length - 2, n = value.Shape[dim], t = reference.Shape[dim];
+        for (int i = 0; i < value.Shape.Length; i++)
+            if (i != dim && value.Shape[i] != reference.Shape[i]) return null;
+        return n < t ? new ShardSpec.Rows(t - n, n, dim) : null;
     }
 
     private static Tensor ToFloat(Tensor t) => t.DType == DType.Float32 ? t : t.To(DType.Float32);
@@ -192,6 +298,7 @@ public static class DumpJudge
         foreach (var e in v.RankErrors) sb.Append("  ").Append(e).Append('\n');
         if (v.Layers.FirstDivergence is { } first) sb.Append("  first divergent module: ").Append(first.Describe().TrimEnd()).Append('\n');
         sb.Append(v.Layers.ToString());
+        if (v.Steps is { } steps) sb.Append('\n').Append(DecodeSteps.Grid(steps));
         return sb.ToString();
     }
 }

@@ -58,10 +58,12 @@ public sealed class EngineDump : IActivationSink
 
     /// <summary>
     /// Writes the dump: per world rank its records (call 0, 1, ... in arrival order per module and step), the inputs
-    /// (step 0's, each [1, ...]: input_ids or inputs_embeds), the run's failure (on every rank: engine failures are the
+    /// (step 0's, each [1, ...]: input_ids or inputs_embeds; each decode step s recorded, the token it was fed,
+    /// <paramref name="fedTokens"/>[s - 1], as input_ids [1, 1]), the run's failure (on every rank: engine failures are the
     /// world's), and <paramref name="engine"/> (what ran) in each index. Ranks that recorded nothing still get a file.
     /// </summary>
-    public void Write(string directory, int worldSize, IReadOnlyDictionary<string, Tensor> inputs, string? failedModule, string? error, JsonObject engine)
+    public void Write(string directory, int worldSize, IReadOnlyDictionary<string, Tensor> inputs, string? failedModule, string? error, JsonObject engine,
+        IReadOnlyList<long>? fedTokens = null)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(engine);
@@ -70,6 +72,9 @@ public sealed class EngineDump : IActivationSink
         lock (_gate) items = _items.OrderBy(i => i.Sequence).ToList();
         var outside = items.Where(i => i.Rank < 0 || i.Rank >= worldSize).Select(i => i.Rank).Distinct().ToList();
         if (outside.Count > 0) throw new InvalidOperationException($"records from rank(s) {string.Join(", ", outside)} outside a world of {worldSize}");
+        int lastStep = items.Count == 0 ? 0 : items.Max(i => i.Step);
+        if (lastStep > (fedTokens?.Count ?? 0))
+            throw new InvalidOperationException($"records of decode step {lastStep} but {fedTokens?.Count ?? 0} fed tokens: the judge feeds HF the engine's tokens");
         for (int rank = 0; rank < worldSize; rank++)
         {
             var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -79,6 +84,13 @@ public sealed class EngineDump : IActivationSink
                 var key = $"input/{name}/step0";
                 tensors[key] = value.Unsqueeze(0).Contiguous();             // [1, T] / [1, T, hidden], as HF takes them
                 inputIndex[name] = key;
+            }
+            var stepInputs = new JsonObject { ["0"] = inputIndex };
+            for (int step = 1; step <= lastStep; step++)
+            {
+                var key = string.Create(CultureInfo.InvariantCulture, $"input/input_ids/step{step}");
+                tensors[key] = Tensor.FromArray([fedTokens![step - 1]], 1, 1);   // [1, 1]: the one token decode step s is fed
+                stepInputs[step.ToString(CultureInfo.InvariantCulture)] = new JsonObject { ["input_ids"] = key };
             }
             var entries = new JsonArray();
             var calls = new Dictionary<(string, int), int>();
@@ -104,7 +116,7 @@ public sealed class EngineDump : IActivationSink
             {
                 ["format"] = DumpJudge.Format, ["rank"] = rank, ["world_size"] = worldSize,
                 ["tensors_file"] = Path.GetFileName(basePath) + ".safetensors",
-                ["inputs"] = new JsonObject { ["0"] = inputIndex },
+                ["inputs"] = stepInputs,
                 ["entries"] = entries, ["errors"] = errors, ["engine"] = engine.DeepClone(),
             };
             AtomicFile.WriteAllBytes(basePath + ".json", JsonSerializer.SerializeToUtf8Bytes(index, new JsonSerializerOptions { WriteIndented = true }));
@@ -127,6 +139,16 @@ public sealed class EngineDump : IActivationSink
         }
     }
 
+    /// <summary>The HF checkpoint folder a family's checkpoint scenario (`compare --model`, `dump --model`) runs; null for a tiny catalog model.</summary>
+    private static string? CheckpointOf(Scenario scenario) => scenario switch
+    {
+        LlamaScenario s => s.ModelPath,
+        Gemma3nScenario s => s.ModelPath,
+        Gemma4Scenario s => s.ModelPath,
+        Qwen2VlScenario s => s.ModelPath,
+        _ => null,
+    };
+
     /// <summary>
     /// Runs the scenario as `harness run` does with an <see cref="EngineDump"/> on the context's tap and writes the dump.
     /// The HF model the scenario ran: its checkpoint folder, or the built (or recorded) tiny model copied to DIR/model.
@@ -145,10 +167,11 @@ public sealed class EngineDump : IActivationSink
             ["name"] = "harness", ["scenario"] = scenario.Id, ["model"] = scenario.Model, ["layout"] = scenario.Layout,
             ["dtype"] = scenario.DType.TorchName(), ["fault"] = scenario.Fault, ["device"] = scenario.Device,
         };
-        tap.Write(dir, world, scenario.Inputs(context), result.FailedModule, result.EngineError, engine);
+        // decode steps are the engine's forced run on the reference's tokens: step s was fed the reference's token s - 1
+        tap.Write(dir, world, scenario.Inputs(context), result.FailedModule, result.EngineError, engine, result.ReferenceTokens?.Tokens);
 
         string modelDir;
-        if (scenario is LlamaScenario { ModelPath: { } checkpoint }) modelDir = checkpoint;
+        if (CheckpointOf(scenario) is { } checkpoint) modelDir = checkpoint;
         else
         {
             var built = context.BuiltModels().Select(m => m.Directory).ToList();   // built live, or the recorded one offline

@@ -55,6 +55,13 @@ internal sealed record ModelFamily
     /// </summary>
     public required Func<CompareCommand.Options, CompareCommand.Checkpoint, int> Compare { get; init; }
 
+    /// <summary>
+    /// The scenario a checkpoint of this family runs on these prompt ids at one rank (the scenario <see cref="Compare"/>
+    /// builds, without its layout): `harness judge --dump` computes the family's reference through its
+    /// <see cref="Scenario.ComputeReference"/>, so a dump is judged on the modules and reference ops `compare` uses.
+    /// </summary>
+    public required Func<string, Engine.Tensors.DType, long[], Scenario> CheckpointScenario { get; init; }
+
     /// <summary>The faults `compare --fault` can plant in this family: the <see cref="FaultMap"/> sites in the class compare builds.</summary>
     public IReadOnlyList<FaultMap.Site> CompareFaults => FaultMap.Of(Name).Where(s => s.Model == Contract.Model).ToList();
 

@@ -11,6 +11,13 @@ are cloned at capture (in-place kernels mutate a module's output after its hook:
         model(ids)
     dump.close()
 
+or, for every decode step of a generation (each forward of the model is one step: 0 the prompt's, then 1, 2, ...; the
+tokens each step was fed are saved with it, and the judge feeds the reference the same ones):
+
+    with dump.generation():
+        model.generate(ids, max_new_tokens=4, do_sample=False)
+    dump.close()
+
 Placement of a module's output, per module (glob patterns allowed, the first match wins):
   "replicate"            every rank holds the whole tensor (the default);
   "shard:<dim>"          rank r holds chunk r of <dim> (equal chunks, as TP layers cut them);
@@ -89,6 +96,7 @@ class Dump:
         self.inputs = {}
         self._step, self._calls, self._stack = None, {}, []
         self._handles = []
+        self._model = model
         for name, module in model.named_modules():
             if not name or (modules is not None and not any(fnmatch.fnmatchcase(name, p) for p in modules)):
                 continue
@@ -157,6 +165,52 @@ class Dump:
                 return False
 
         return _Step()
+
+    def _save_input(self, step, name, value):
+        key = f"input/{name}/step{step}"
+        self.tensors[key] = value.detach().to("cpu", copy=True).contiguous()
+        self.inputs.setdefault(str(step), {})[name] = key
+
+    def generation(self):
+        """Every forward of the model inside is one step, numbered in call order: 0 the prompt's forward, then 1, 2, ...
+        (model.generate()'s decode steps, one forward each). Each step's inputs are saved as the model got them: the
+        prompt's input_ids (or inputs_embeds) at step 0, at each decode step the token ids it was fed ([1, 1]): the
+        judge runs the reference teacher-forced on them. An exception inside is recorded with its step and the innermost
+        module that had started and not finished, then re-raised."""
+        dump = self
+
+        def pre(_module, args, kwargs):
+            step = dump._next_step
+            dump._next_step += 1
+            dump._step, dump._stack = step, []
+            embeds = kwargs.get("inputs_embeds")
+            ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
+            if embeds is not None:
+                dump._save_input(step, "inputs_embeds", embeds)
+            elif ids is not None:
+                dump._save_input(step, "input_ids", ids)
+
+        def post(_module, _args, _output):
+            dump._step = None
+
+        class _Generation:
+            def __enter__(self):
+                dump._next_step = 0
+                self.handles = [dump._model.register_forward_pre_hook(pre, with_kwargs=True),
+                                dump._model.register_forward_hook(post)]
+                return dump
+
+            def __exit__(self, kind, exc, _tb):
+                for h in self.handles:
+                    h.remove()
+                if exc is not None:
+                    dump.errors.append({"step": dump._step, "module": dump._stack[-1] if dump._stack else None,
+                                        "type": kind.__name__, "message": str(exc).splitlines()[0] if str(exc) else ""})
+                    dump.close()
+                dump._step = None
+                return False
+
+        return _Generation()
 
     def close(self):
         """Writes rank-<R>.safetensors and rank-<R>.json (the JSON last: a reader takes a rank whose JSON exists)."""

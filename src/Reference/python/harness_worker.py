@@ -802,7 +802,7 @@ def op_generate(args, tensors):
         raise ValueError(f"generate takes batch 1, got {first.shape[0]}")
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
     step_paths = list(args.get("capture_steps", []))        # modules captured at every decode step (StepCapture)
-    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths)
+    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths, forced=tensors.get("forced_tokens"))
     if args.get("oracle"):
         outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
     return {"steps": steps}, outs
@@ -895,13 +895,19 @@ class StepCapture:
         return out
 
 
-def greedy_decode(model, inputs, steps, k, prompt_logits=False, step_paths=()):
+def greedy_decode(model, inputs, steps, k, prompt_logits=False, step_paths=(), forced=None):
     """Greedy decoding with the KV cache from model(**inputs): exactly `steps` tokens (no EOS stop), each with the top-k
     of log_softmax(float32 raw logits). Returns [("tokens", [steps]), ("topk_ids", [steps, k]), ("topk_logprobs",
     [steps, k])], preceded by ("logits", the prompt's logits) when prompt_logits, followed by each of step_paths' outputs
     at every decode step ("step<s>.<path>", StepCapture) when given: greedy decoding is teacher forcing on its own tokens,
-    so these are what an engine fed the same tokens must reproduce. Every op that generates (plain and model-specific)
-    decodes through this one loop."""
+    so these are what an engine fed the same tokens must reproduce. With forced (int64 [n], n >= steps - 1) the loop is
+    teacher-forced on those tokens instead of its own: decode step s is fed forced[s - 1] (another engine's tokens, from
+    a dump: `harness judge --dump`), and "tokens" holds them (then the last step's own argmax); the top-k stay the
+    model's own. Every op that generates (plain and model-specific) decodes through this one loop."""
+    if forced is not None:
+        forced = forced.to(torch.int64).reshape(-1)
+        if forced.shape[0] < steps - 1:
+            raise ValueError(f"forced_tokens holds {forced.shape[0]} tokens; {steps} new tokens feed {steps - 1}")
     tokens, ids, lps = [], [], []
     capture = StepCapture(model, step_paths)
     try:
@@ -912,7 +918,7 @@ def greedy_decode(model, inputs, steps, k, prompt_logits=False, step_paths=()):
                 logits = out.logits[0, -1, :].float()
                 logprobs = torch.log_softmax(logits, dim=-1)
                 top = torch.topk(logprobs, min(k, logprobs.shape[-1]))
-                tok = torch.argmax(logits)
+                tok = forced[step].to(logits.device) if forced is not None and step < forced.shape[0] else torch.argmax(logits)
                 tokens.append(tok)
                 ids.append(top.indices)
                 lps.append(top.values)

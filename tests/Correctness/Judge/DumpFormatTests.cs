@@ -47,6 +47,71 @@ public sealed class DumpFormatTests : IDisposable
         Assert.Equal([1, 2], f.ReadTensor("input/input_ids/step0").ShapeArray);  // [1, T], as HF takes it
     }
 
+    [Fact]
+    public void Engine_dump_writes_the_token_each_decode_step_was_fed_and_refuses_steps_without_one()
+    {
+        var dump = new EngineDump();
+        var x = Tensor.FromArray([1f, 2f], 1, 2);
+        dump.Record("model.norm", 0, x, ShardSpec.Whole, step: 0);
+        dump.Record("model.norm", 0, x, ShardSpec.Whole, step: 1);
+        dump.Record("model.norm", 0, x, ShardSpec.Whole, step: 2);
+        var inputs = new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray([5L, 6L], 2) };
+        var engine = new JsonObject { ["name"] = "harness" };
+        // records of decode step 2 but one fed token: the judge could not feed HF what the engine was fed
+        Assert.Throws<InvalidOperationException>(() => dump.Write(_dir, 1, inputs, null, null, engine, [41L]));
+        dump.Write(_dir, 1, inputs, null, null, engine, [41L, 42L, 43L]);
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "rank-0.json")))!["inputs"]!;
+        Assert.Equal(["0", "1", "2"], index.AsObject().Select(kv => kv.Key));
+        using var f = SafetensorsFile.Open(Path.Combine(_dir, "rank-0.safetensors"));
+        var fed = f.ReadTensor((string)index["2"]!["input_ids"]!);
+        Assert.Equal([1, 1], fed.ShapeArray);                                   // [1, 1]: one token, as HF's decode step takes it
+        Assert.Equal([42L], fed.ToInt64Array());
+    }
+
+    private void DumpWithDecodeStepInputs(JsonObject stepInputs, Tensor fedAtStep2)
+    {
+        var x = Tensor.FromArray([1f, 2f], 1, 1, 2);
+        SafetensorsWriter.Save(Path.Combine(_dir, "rank-0.safetensors"), new Dictionary<string, Tensor>
+        {
+            ["input/input_ids/step0"] = Tensor.FromArray([5L, 6L], 1, 2), ["input/input_ids/step2"] = fedAtStep2,
+            ["model.norm/step0/call0"] = x, ["model.norm/step1/call0"] = x, ["model.norm/step2/call0"] = x,
+        });
+        JsonObject Entry(int step) => new()
+        {
+            ["module"] = "model.norm", ["step"] = step, ["call"] = 0, ["tensor"] = $"model.norm/step{step}/call0",
+            ["shape"] = new JsonArray(1, 1, 2), ["dtype"] = "float32", ["placement"] = new JsonObject { ["kind"] = "replicate" },
+        };
+        var inputs = new JsonObject { ["0"] = new JsonObject { ["input_ids"] = "input/input_ids/step0" } };
+        foreach (var (k, v) in stepInputs) inputs[k] = v!.DeepClone();
+        File.WriteAllText(Path.Combine(_dir, "rank-0.json"), new JsonObject
+        {
+            ["format"] = DumpJudge.Format, ["rank"] = 0, ["world_size"] = 1, ["tensors_file"] = "rank-0.safetensors",
+            ["inputs"] = inputs, ["entries"] = new JsonArray(Entry(0), Entry(1), Entry(2)), ["errors"] = new JsonArray(),
+        }.ToJsonString());
+    }
+
+    [Fact]
+    public void A_decode_step_without_the_token_it_was_fed_is_named_before_any_reference_work()
+    {
+        DumpWithDecodeStepInputs(new JsonObject { ["2"] = new JsonObject { ["input_ids"] = "input/input_ids/step2" } }, Tensor.FromArray([7L], 1, 1));
+        var client = new ReferenceClient(new ReferenceWorker("/nonexistent/python"));   // never started: the dump is refused first
+        var e = Assert.Throws<InputException>(() => DumpJudge.Run(_dir, _dir, client));
+        Assert.Contains("rank-0.json", e.Message, StringComparison.Ordinal);
+        Assert.Contains("inputs[\"1\"].input_ids is missing", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_decode_step_fed_more_than_one_token_is_refused_naming_the_step()
+    {
+        DumpWithDecodeStepInputs(new JsonObject
+        {
+            ["1"] = new JsonObject { ["input_ids"] = "input/input_ids/step2" }, ["2"] = new JsonObject { ["input_ids"] = "input/input_ids/step2" },
+        }, Tensor.FromArray([7L, 8L], 1, 2));
+        var client = new ReferenceClient(new ReferenceWorker("/nonexistent/python"));
+        var e = Assert.Throws<InputException>(() => DumpJudge.Run(_dir, _dir, client));
+        Assert.Contains("inputs[\"1\"].input_ids is int64 [1, 2]: a decode step is fed one token id", e.Message, StringComparison.Ordinal);
+    }
+
     private string DebuggerTree(bool repr)
     {
         void Save(string name, Tensor t) => SafetensorsWriter.Save(Path.Combine(_dir, name), new Dictionary<string, Tensor> { ["data"] = t });

@@ -10,7 +10,9 @@ namespace Harness.Tests.Correctness.Judge;
 /// `harness dump` of our own engine judged by `harness judge --dump` gives `harness run`'s verdicts: the same modules and
 /// ranks (TP shards, SP token slices with their padding row, PP stages), each with the same verdict, the same first
 /// divergent module, on a clean scenario and on catalog scenarios with a planted fault (float32 and bfloat16, token ids
-/// and prompt embeddings).
+/// and prompt embeddings); every decode step too (the dump carries each step's fed token; the judge runs HF teacher-forced
+/// on them): the decode-only fault (the generated token rotated one position past the truth) passes the prompt and is
+/// named at (step 1, model.layers.0.self_attn, rank 0), as `run` and `compare` name it.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(JudgeCollection.Name)]
@@ -20,6 +22,8 @@ public class EngineDumpJudgeTests(ITestOutputHelper output)
     [InlineData("llama/tp2-sp-pp2/input-ids/fp32")]
     [InlineData("llama/tp2-sp/prompt-embeds/fp32/fault=sp-residual-first-slice")]
     [InlineData("llama/tp2-sp-pp2/input-ids/bf16/fault=sp-residual-first-slice")]
+    [InlineData("llama/tp1/input-ids/fp32/fault=decode-position-off-by-one")]
+    [InlineData("llama/tp1/input-ids/bf16/fault=decode-position-off-by-one")]
     public void Judge_dump_of_the_engines_own_run_gives_harness_runs_verdicts(string id)
     {
         var client = LiveReference.Client();
@@ -36,6 +40,8 @@ public class EngineDumpJudgeTests(ITestOutputHelper output)
             output.WriteLine(run.Layers.ToString());
 
             Assert.Equal(run.Layers.Passed, judged.Layers.Passed);
+            Assert.Equal(run.Steps?.Passed, judged.Steps?.Passed);
+            Assert.Equal(run.Steps?.FirstDivergence?.Label, judged.Steps?.FirstDivergence?.Label);
             Assert.Equal(run.Layers.FirstDivergence?.Label, judged.Layers.FirstDivergence?.Label);
             if (scenario.ExpectedFirstBadModule is { } expected)
                 Assert.Equal(expected, judged.Record.FirstBadModule);
@@ -45,6 +51,9 @@ public class EngineDumpJudgeTests(ITestOutputHelper output)
             var runRows = Verdicts(run.Layers);
             Assert.Equal(runRows, Verdicts(judged.Layers));
             Assert.True(runRows.Count >= 20, $"only {runRows.Count} rows");
+            var runSteps = Verdicts(Assert.IsType<LayerReport>(run.Steps));             // every decode step, row for row
+            Assert.Equal(runSteps, Verdicts(Assert.IsType<LayerReport>(judged.Steps)));
+            Assert.True(runSteps.Count >= 20, $"only {runSteps.Count} step rows");
         }
         finally
         {

@@ -279,6 +279,67 @@ def op_judge_hf_tp_dump(args, tensors):
     return {"ranks": ranks}, []
 
 
+def op_judge_hf_generate_dump(args, tensors):
+    """HF's own generate() (greedy, KV cache, max_new_tokens steps) on model_dir, dumped in this process through
+    harness_dump.py's generation() (args dump_source: its text) into out_dir: the drop-in hook on a foreign decode loop.
+    args fault plants a bug in the generating model (the "engine"), before the dump's hooks so the dump sees its effect:
+      "decode-position-off-by-one": every decode step's position ids one past the truth (the prompt's are right), as an
+        engine whose decode loop counts positions from one; rotary_emb's output is then wrong from step 1;
+      "doctor-step2:<module>": that module's output scaled by 1.5 at decode step 2 only (bf16 judges a decode step within 6 times the reference's own error, which for the tiny Llama's layer-1 mlp is 1.7e-2 relative L2: a 10 % change passes there).
+    Returns the generated token ids."""
+    import importlib.util
+    import tempfile
+    work = tempfile.mkdtemp(prefix="harness-generate-")
+    path = os.path.join(work, "harness_dump.py")
+    with open(path, "w") as f:
+        f.write(args["dump_source"])
+    spec = importlib.util.spec_from_file_location("harness_dump_under_test", path)
+    harness_dump = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness_dump)
+    model = transformers.AutoModelForCausalLM.from_pretrained(args["model_dir"], dtype=torch_dtype(args.get("dtype", "float32")),
+                                                              attn_implementation="eager").eval()
+    fault, forwards = args.get("fault"), [0]
+
+    def count(_m, _a):
+        forwards[0] += 1                                   # 1: the prompt's forward, 2: decode step 1, ...
+
+    def shift(_m, a, kw):
+        if forwards[0] < 2:
+            return None
+        if kw.get("position_ids") is not None:
+            kw["position_ids"] = kw["position_ids"] + 1
+        else:
+            kw["position_ids"] = (kw["cache_position"] + 1).unsqueeze(0)
+        return a, kw
+
+    handles = [model.register_forward_pre_hook(count)]
+    if fault == "decode-position-off-by-one":
+        handles.append(model.model.register_forward_pre_hook(shift, with_kwargs=True))
+    elif fault and fault.startswith("doctor-step2:"):
+        def doctor(_m, _a, out):
+            if forwards[0] != 3:
+                return None
+            return out * 1.5 if isinstance(out, torch.Tensor) else (out[0] * 1.5,) + tuple(out[1:])
+        handles.append(model.get_submodule(fault.split(":", 1)[1]).register_forward_hook(doctor))
+    elif fault:
+        raise ValueError(f"fault must be decode-position-off-by-one or doctor-step2:<module>, got {fault!r}")
+    steps = int(args["max_new_tokens"])
+    ids = torch.tensor([args["input_ids"]], dtype=torch.int64)
+    dump = harness_dump.Dump(model, args["out_dir"])
+    try:
+        with torch.no_grad(), dump.generation():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps,
+                                 do_sample=False, pad_token_id=0)
+    finally:
+        dump.close()
+        for h in handles:
+            h.remove()
+    for f in os.listdir(args["out_dir"]):
+        os.chmod(os.path.join(args["out_dir"], f), 0o644)
+    return {"tokens": out[0, ids.shape[1]:].tolist(), "forwards": forwards[0]}, []
+
+
+OPS["judge_hf_generate_dump"] = op_judge_hf_generate_dump
 OPS["judge_hf_tp_dump"] = op_judge_hf_tp_dump
 OPS["judge_build_sp_llama"] = op_judge_build_sp_llama
 OPS["judge_tokenize"] = op_judge_tokenize
