@@ -30,7 +30,6 @@ public static class Cli
             BenchCommands.Bench(),
             BenchCommands.CheckKernels(),
             BenchCommands.CheckGpu(),
-            DebugInternalError(),
         };
         foreach (var option in root.Options)
             if (option is VersionOption version)
@@ -38,7 +37,14 @@ public static class Cli
         return root;
     }
 
-    public static int Run(string[] args)
+    public static int Run(string[] args) => Run(args, Build);
+
+    /// <summary>
+    /// Runs <paramref name="args"/> against the command tree <paramref name="build"/> makes (called after the engine's
+    /// settings are read): exit codes, output escaping and error handling as <c>harness</c> itself, which is
+    /// <c>Run(args, Build)</c>. A program embedding the CLI adds its verbs to <see cref="Build"/>'s tree here.
+    /// </summary>
+    public static int Run(string[] args, Func<RootCommand> build)
     {
         // Everything printed goes through an escaping writer (issue 24: an ESC or BEL in a model_type, tensor or folder
         // name reached the terminal raw); Spectre's own ANSI output (terminal mode) writes to the raw stdout, and its
@@ -50,7 +56,7 @@ public static class Cli
         Console.SetError(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawError)));
         try
         {
-            return RunEscaped(args);
+            return RunEscaped(args, build);
         }
         finally
         {
@@ -80,10 +86,10 @@ public static class Cli
         }
     }
 
-    private static int RunEscaped(string[] args)
+    private static int RunEscaped(string[] args, Func<RootCommand> build)
     {
         if (ConfigureEngine() is { } badSetting) return CliSupport.UsageError(badSetting);
-        var root = Build();
+        var root = build();
         if (args.Length == 0)
         {
             // No verb: the help, on stderr, as a usage error (a nightly job with a missing verb must not pass).
@@ -129,14 +135,6 @@ public static class Cli
         foreach (var (type, what) in new[] { ("System.Nullable`1[System.Int32]", "an integer"), ("System.Int32", "an integer"), ("System.Double", "a number"), ("System.Int64", "an integer") })
             text = text.Replace($"as expected type '{type}'", $"as {what}", StringComparison.Ordinal);
         return text;
-    }
-
-    /// <summary>A hidden verb that fails as a bug of ours would, so the tests can see exit 3 and the trace.</summary>
-    private static Command DebugInternalError()
-    {
-        var command = new Command("debug-internal-error", "Throws an internal error (tests the exit code 3 path).") { Hidden = true };
-        command.SetAction(int (ParseResult _) => throw new InvalidOperationException("debug-internal-error: a deliberate internal error"));
-        return command;
     }
 
     private sealed class PrintVersion : SynchronousCommandLineAction

@@ -112,6 +112,17 @@ public sealed class ReferenceWorker : IDisposable
     /// <summary>The marker line in harness_worker.py where the extensions (python/ext/*.py) are spliced in.</summary>
     public const string ExtensionMarker = "# @@HARNESS_EXTENSIONS@@";
 
+    /// <summary>
+    /// The worker's source as it is started: harness_worker.py with the extensions (python/ext/*.py, in name order)
+    /// spliced in at <see cref="ExtensionMarker"/>, then <paramref name="extra"/> (more Python that adds ops with
+    /// OPS["name"] = fn; null: none). Pass the result to the constructor's workerSource to start such a worker.
+    /// </summary>
+    public static string Source(string? extra = null)
+    {
+        var source = LoadEmbeddedSource();
+        return extra is null ? source : source.Replace(ExtensionMarker, ExtensionMarker + "\n" + extra, StringComparison.Ordinal);
+    }
+
     private static string LoadEmbeddedSource()
     {
         var assembly = typeof(ReferenceWorker).Assembly;
@@ -128,7 +139,8 @@ public sealed class ReferenceWorker : IDisposable
         var extensions = new StringBuilder();
         foreach (var name in assembly.GetManifestResourceNames().Where(n => n.StartsWith("ext/", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
             extensions.Append("\n# ---- ").Append(name).Append(" ----\n").Append(Read(name)).Append('\n');
-        return worker.Replace(ExtensionMarker, extensions.ToString(), StringComparison.Ordinal);
+        // the marker stays (after the extensions) so that Source(extra) splices after them
+        return worker.Replace(ExtensionMarker, extensions.ToString() + ExtensionMarker, StringComparison.Ordinal);
     }
 
     /// <summary>Sends one request and returns the reply frame; throws a <see cref="ReferenceException"/> subtype on failure.</summary>

@@ -106,13 +106,46 @@ public sealed class InputErrorTests : IDisposable
         AssertOneLineInputError(CliProcess.Run("report", "--from", baseline, "--out", Path.Combine(_dir, "out")), baseline, "not valid JSON");
     }
 
+    /// <summary>
+    /// The exit code 3 path, planted from the test: the real command tree plus one verb that fails as a bug of ours would,
+    /// run by <see cref="Cli.Run(string[], Func{System.CommandLine.RootCommand})"/> (what `harness` runs: Main is
+    /// <c>Cli.Run(args)</c>), in this process. The shipped CLI has no such verb (issue 20: test hooks out of production code).
+    /// </summary>
     [Fact]
     public void An_internal_error_prints_its_trace_and_exits_3()
     {
+        var planted = new System.CommandLine.Command("planted-internal-error");
+        planted.SetAction(int (System.CommandLine.ParseResult _) => throw new InvalidOperationException("a planted internal error"));
+        var stderr = new StringWriter();
+        var before = Console.Error;
+        Console.SetError(stderr);
+        int code;
+        try
+        {
+            code = Cli.Run(["planted-internal-error"], () =>
+            {
+                var root = Cli.Build();
+                root.Subcommands.Add(planted);
+                return root;
+            });
+        }
+        finally
+        {
+            Console.SetError(before);
+        }
+        Assert.True(code == 3, $"exit {code}\n{stderr}");
+        Assert.Contains("harness planted-internal-error: internal error (a bug in the harness", stderr.ToString());
+        Assert.Contains("a planted internal error", stderr.ToString());
+        Assert.Contains("   at ", stderr.ToString());
+    }
+
+    /// <summary>A hidden verb is a test hook shipped to users (issue 20): the CLI has none, and an unknown verb is a usage error.</summary>
+    [Fact]
+    public void The_shipped_cli_has_no_hidden_verb()
+    {
+        Assert.Empty(Cli.Build().Subcommands.Where(c => c.Hidden).Select(c => c.Name));
         var r = CliProcess.Run("debug-internal-error");
-        Assert.True(r.ExitCode == 3, r.ToString());
-        Assert.Contains("internal error", r.Stderr);
-        Assert.Contains("   at ", r.Stderr);
+        Assert.True(r.ExitCode == 2, r.ToString());
     }
 
     /// <summary>Rewrites a safetensors header with renamed tensors (data untouched).</summary>

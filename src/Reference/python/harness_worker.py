@@ -5,8 +5,9 @@ source from stdin and exec()s it with __name__ == "__harness_worker__"; frames t
 stdin. Replies go to a private duplicate of the original fd 1; fd 1 itself (and sys.stdout)
 is pointed at stderr so that library prints never reach the frame channel.
 
-Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing, `code` for
-`debug_crash`.
+Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing. The worker carries no
+test hooks: the supervision tests splice their fault ops (crash, hang, garbage, allocate) in at the
+extension marker (tests/Correctness/Live/worker_faults.py, ReferenceWorker.Source).
 """
 
 import importlib
@@ -961,23 +962,6 @@ def op_bench_matmul(args, tensors):
     return {"seconds": best, "gflops": 2.0 * m * n * k / best / 1e9, "threads": threads}, []
 
 
-def op_debug_crash(args, tensors):
-    sys.stderr.flush()
-    os._exit(int(args.get("code", 1)))
-
-
-def op_debug_hang(args, tensors):
-    seconds = float(args.get("seconds", 3600))
-    time.sleep(seconds)
-    return {"slept": seconds}, []
-
-
-def op_debug_garbage(args, tensors):
-    CHANNEL.write_raw(b"this is not a frame\n\x00\xff garbage \xde\xad\xbe\xef")
-    while True:
-        time.sleep(3600)
-
-
 def _walk(value, keys):
     for k in keys:
         if isinstance(value, list):
@@ -1078,9 +1062,6 @@ OPS = {
     "forward": op_forward,
     "generate": op_generate,
     "bench_matmul": op_bench_matmul,
-    "debug_crash": op_debug_crash,
-    "debug_hang": op_debug_hang,
-    "debug_garbage": op_debug_garbage,
     "config_defaults": op_config_defaults,
     "memory_stats": op_memory_stats,
     "tokenize": op_tokenize,

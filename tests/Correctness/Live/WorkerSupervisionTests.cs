@@ -6,22 +6,28 @@ namespace Harness.Tests.Correctness.Live;
 
 /// <summary>
 /// A worker that crashes, hangs or writes garbage fails the calling test with a clear message and is restarted for the
-/// next call; a Python exception comes back as a C# exception carrying the traceback. Uses its own worker so the shared
-/// one is never disturbed.
+/// next call; a Python exception comes back as a C# exception carrying the traceback. The failures are planted by the
+/// tests' fault ops (<see cref="WorkerFaults"/>: the shipped worker has none). The class shares one worker of its own
+/// (a worker start is the slow part; the shared one is never disturbed); each test counts starts from its own first call.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(SerialCollection.Name)]
-public sealed class WorkerSupervisionTests : IDisposable
+public sealed class WorkerSupervisionTests : IClassFixture<WorkerSupervisionTests.FaultWorker>
 {
-    private readonly ReferenceWorker _worker;
-
-    public WorkerSupervisionTests()
+    /// <summary>The class's worker, with the fault ops; started by the first call of the first live test.</summary>
+    public sealed class FaultWorker : IDisposable
     {
-        LiveReference.Client(); // skip or fail as the tier says
-        _worker = new ReferenceWorker { DefaultTimeout = TimeSpan.FromSeconds(5), Threads = 1 };
+        public ReferenceWorker Worker { get; } = new(workerSource: WorkerFaults.Source) { DefaultTimeout = TimeSpan.FromSeconds(5), Threads = 1 };
+        public void Dispose() => Worker.Dispose();
     }
 
-    public void Dispose() => _worker.Dispose();
+    private readonly ReferenceWorker _worker;
+
+    public WorkerSupervisionTests(FaultWorker fixture)
+    {
+        LiveReference.Client(); // skip or fail as the tier says
+        _worker = fixture.Worker;
+    }
 
     private Tensor Matmul2x2()
     {
@@ -35,8 +41,8 @@ public sealed class WorkerSupervisionTests : IDisposable
         Assert.Equal(new double[] { 7, 10, 15, 22 }, Matmul2x2().ToDoubleArray());
         int starts = _worker.Starts;
 
-        var ex = Assert.Throws<ReferenceWorkerFailedException>(() => _worker.Call("debug_crash", new JsonObject { ["code"] = 17 }));
-        Assert.Contains("'debug_crash'", ex.Message);
+        var ex = Assert.Throws<ReferenceWorkerFailedException>(() => _worker.Call("fault_crash", new JsonObject { ["code"] = 17 }));
+        Assert.Contains("'fault_crash'", ex.Message);
         Assert.Contains("exited with code 17", ex.Message);
 
         Assert.Equal(new double[] { 7, 10, 15, 22 }, Matmul2x2().ToDoubleArray());
@@ -50,7 +56,7 @@ public sealed class WorkerSupervisionTests : IDisposable
         int starts = _worker.Starts;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var ex = Assert.Throws<ReferenceWorkerFailedException>(() =>
-            _worker.Call("debug_hang", new JsonObject { ["seconds"] = 600 }, timeout: TimeSpan.FromSeconds(2)));
+            _worker.Call("fault_hang", new JsonObject { ["seconds"] = 600 }, timeout: TimeSpan.FromSeconds(2)));
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"the timeout took {sw.Elapsed}");
         Assert.Contains("did not answer within 2 s", ex.Message);
         Assert.Contains("killed", ex.Message);
@@ -63,7 +69,7 @@ public sealed class WorkerSupervisionTests : IDisposable
     public void Worker_writing_garbage_is_reported_as_not_a_frame_and_restarted()
     {
         Matmul2x2();
-        var ex = Assert.Throws<ReferenceWorkerFailedException>(() => _worker.Call("debug_garbage"));
+        var ex = Assert.Throws<ReferenceWorkerFailedException>(() => _worker.Call("fault_garbage"));
         Assert.Contains("not a protocol frame", ex.Message);
         Assert.Equal(new double[] { 7, 10, 15, 22 }, Matmul2x2().ToDoubleArray());
     }

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using System.Text.Json.Nodes;
 using Harness.Engine.Tensors;
 using Harness.Reference;
@@ -52,12 +51,7 @@ public sealed class WorkerSandboxTests : IDisposable
         if (Directory.Exists(_outside)) Directory.Delete(_outside, recursive: true);
     }
 
-    private static string ProbeSource()
-    {
-        using var s = typeof(ReferenceWorker).Assembly.GetManifestResourceStream("harness_worker.py")!;
-        using var r = new StreamReader(s, Encoding.UTF8);
-        return r.ReadToEnd().Replace(ReferenceWorker.ExtensionMarker, ProbeOp, StringComparison.Ordinal);
-    }
+    private static string ProbeSource() => ReferenceWorker.Source(ProbeOp);
 
     /// <summary>A worker of the located interpreter; skips unless it is the chroot wrapper (the sandbox is ci/reference-env.sh's).</summary>
     private ReferenceWorker Worker(bool sandbox, string? source = null)

@@ -10,8 +10,8 @@ namespace Harness.Tests.Correctness.Robustness;
 /// <summary>
 /// Issue 12, a worker under stress: the reference worker killed mid-request, stalled past its timeout, or grown past its
 /// memory limit (HARNESS_WORKER_MEMORY_MB) fails that scenario with the cause named, and the next scenario runs on a
-/// fresh worker. Each fault is injected through a scenario whose reference calls a debug op; its own worker, so the
-/// shared one is never disturbed.
+/// fresh worker. Each fault is injected through a scenario whose reference calls one of the tests' fault ops
+/// (<see cref="WorkerFaults"/>; the shipped worker has none); its own worker, so the shared one is never disturbed.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(SerialCollection.Name)]
@@ -23,13 +23,13 @@ public sealed class WorkerStressTests : IDisposable
     public WorkerStressTests()
     {
         LiveReference.Client(); // skip or fail as the tier says
-        _worker = new ReferenceWorker { DefaultTimeout = TimeSpan.FromSeconds(20), Threads = 1 };
+        _worker = new ReferenceWorker(workerSource: WorkerFaults.Source) { DefaultTimeout = TimeSpan.FromSeconds(20), Threads = 1 };
         _client = new ReferenceClient(_worker);
     }
 
     public void Dispose() => _worker.Dispose();
 
-    /// <summary>A scenario whose reference is one debug op (crash, hang, allocate): the injected fault.</summary>
+    /// <summary>A scenario whose reference is one fault op (crash, hang, allocate): the injected fault.</summary>
     private sealed record StressScenario : Scenario
     {
         public string Op { get; }
@@ -78,10 +78,10 @@ public sealed class WorkerStressTests : IDisposable
         _worker.Start();
 
         // Killed mid-request: the exit code is the cause.
-        FailsThenNextRunsFresh(new StressScenario("debug_crash", new JsonObject { ["code"] = 9 }), "exited with code 9");
+        FailsThenNextRunsFresh(new StressScenario("fault_crash", new JsonObject { ["code"] = 9 }), "exited with code 9");
 
         // Stalled past its timeout.
-        FailsThenNextRunsFresh(new StressScenario("debug_hang", new JsonObject { ["seconds"] = 600 }, TimeSpan.FromSeconds(2)), "did not answer within 2 s");
+        FailsThenNextRunsFresh(new StressScenario("fault_hang", new JsonObject { ["seconds"] = 600 }, TimeSpan.FromSeconds(2)), "did not answer within 2 s");
 
         // Grown past its memory limit (HARNESS_WORKER_MEMORY_MB; set here 200 MB above what the worker holds now).
         long resident = _worker.ResidentMb ?? 0;
@@ -89,7 +89,7 @@ public sealed class WorkerStressTests : IDisposable
         _worker.MemoryLimitMb = resident + 200;
         try
         {
-            FailsThenNextRunsFresh(new StressScenario("debug_alloc", new JsonObject { ["mb"] = 600, ["seconds"] = 30 }),
+            FailsThenNextRunsFresh(new StressScenario("fault_alloc", new JsonObject { ["mb"] = 600, ["seconds"] = 30 }),
                 $"exceeded the worker memory limit of {resident + 200} MB ({ReferenceWorker.MemoryLimitVariable}");
         }
         finally
