@@ -11,7 +11,8 @@ namespace Harness.Scenarios;
 /// audio, boi/eoi and boa/eoa ids, Gemma4ImageProcessor with the model's patch and pooling sizes, and
 /// Gemma4AudioFeatureExtractor with the model's mel bin count. Every other processor field is off the library default
 /// (Gemma4ImageProcessor: max_soft_tokens 280, rescale 1/255, no normalisation, bicubic; Gemma4AudioFeatureExtractor:
-/// 16 kHz, 20 ms frames, 10 ms hops, 0-8000 Hz, mel floor 1e-3, no preemphasis, no scale, no per-bin statistics), so a
+/// 16 kHz, 0-8000 Hz, mel floor 1e-3, no preemphasis, no scale, no per-bin statistics; its frame and hop lengths stay at
+/// 20 and 10 ms, which are all HF's save and load round-trip), so a
 /// path that used the library's processor instead of the checkpoint's gives other ids, pixel values or features.
 /// </summary>
 public static class TinyGemma4Processor
@@ -65,8 +66,8 @@ public static class TinyGemma4Processor
     {
         ["feature_size"] = TinyGemma4Towers.MelBins,            // library: 128
         ["sampling_rate"] = SamplingRate,                       // library: 16000
-        ["frame_length_ms"] = 25.0,                             // library: 20 (200 samples at 8 kHz, FFT 256)
-        ["hop_length_ms"] = 12.5,                               // library: 10 (100 samples)
+        // frame_length_ms / hop_length_ms stay at 20 / 10 (160 / 80 samples at 8 kHz): transformers 5.12.1 saves them as
+        // frame_length / hop_length in samples, which from_pretrained does not read back (a 25 ms extractor reloads as 20 ms)
         ["min_frequency"] = 60.0,                               // library: 0
         ["max_frequency"] = 3800.0,                             // library: 8000
         ["mel_floor"] = 1e-2,                                   // library: 1e-3

@@ -215,5 +215,20 @@ def op_save_processor(args, tensors):
     return {"files": sorted(os.listdir(out_dir))}, []
 
 
+def op_audio_features(args, tensors):
+    """The checkpoint's own audio feature extractor (AutoProcessor's feature_extractor from args model_dir) on samples
+    [N] float32 at its sampling rate, called directly as a user calls it: input_features [1, T, mel], input_features_mask
+    [1, T] (int64). args library_defaults: the library's Gemma4AudioFeatureExtractor at the checkpoint's mel bin count
+    and rate instead (what a path that ignored the checkpoint's settings would use)."""
+    samples = need(tensors, "samples").to(torch.float32).numpy()
+    fe = transformers.AutoProcessor.from_pretrained(args["model_dir"]).feature_extractor
+    if args.get("library_defaults"):
+        fe = type(fe)(feature_size=fe.feature_size, sampling_rate=fe.sampling_rate)
+    out = fe([samples], return_tensors="pt")
+    return {"feature_extractor": type(fe).__name__}, [("input_features", out["input_features"].contiguous()),
+                                                       ("input_features_mask", out["input_features_mask"].to(torch.int64))]
+
+
+OPS["audio_features"] = op_audio_features
 OPS["process_media"] = op_process_media
 OPS["save_processor"] = op_save_processor
