@@ -27,12 +27,12 @@ public sealed class CompareGemma4MediaTests : IDisposable
     }
 
     /// <summary>The tiny Gemma4 with both towers and its processor, built by the live reference.</summary>
-    private string Model()
+    private string Model(Harness.Engine.Tensors.DType dtype = Harness.Engine.Tensors.DType.Float32)
     {
         LiveCliTests.RequireReference();
         ReferenceWorker.Shared.Start();
         _context = ScenarioContext.Live(ReferenceClient.Shared);
-        return TinyGemma4Processor.Directory(_context);
+        return TinyGemma4Processor.Directory(_context, dtype);
     }
 
     /// <summary>A 24-bit BMP of seeded pixels, w x h.</summary>
@@ -103,6 +103,19 @@ public sealed class CompareGemma4MediaTests : IDisposable
         Assert.Contains("with audio speech.wav: 2,125,", r.Stdout);   // bos, boa, the audio tokens, eoa, the text
         Assert.Contains("model.audio_tower.layers.1.self_attn", r.Stdout);
         Assert.Contains("model.embed_audio", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void An_image_and_a_wav_together_compare_clean_in_bf16_at_tp2()
+    {
+        var model = Model(Harness.Engine.Tensors.DType.BFloat16);
+        var r = CliProcess.Run(["compare", "--model", model, "--dtype", "bf16", "--tp", "2", "--image", Bmp(_dir), "--audio", Wav(_dir), "--text", "describe this"],
+            null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("with image photo.bmp, audio speech.wav: 123,", r.Stdout);
+        Assert.Contains("model.vision_tower.pooler", r.Stdout);
+        Assert.Contains("model.audio_tower.output_proj", r.Stdout);
         Assert.Contains("comparison: PASS", r.Stdout);
     }
 
