@@ -1,7 +1,7 @@
 namespace Harness.Tests.E2E;
 
 /// <summary>
-/// Issue 22 item 5: `compare --image FILE / --video FILE` reads files a user hands it, which are untrusted input. Each bad
+/// Issue 22 item 5: `compare --image FILE / --video FILE / --audio FILE.wav` reads files a user hands it, which are untrusted input. Each bad
 /// one ends in one line naming the file and what is wrong with it, exit 2, before any reference work (the environment
 /// has no interpreter, so a check that came later could not print this line), and a FIFO is never opened (it would hang).
 /// </summary>
@@ -80,15 +80,47 @@ public sealed class MediaFileErrorTests : IDisposable
     }
 
     [Theory]
-    [InlineData("tiny-gemma4-e2b-like-fp32", "gemma4_text")]
-    [InlineData("tiny-gemma3n-fp32", "gemma3n")]
-    [InlineData("tiny-llama-fp32", "llama")]
-    public void A_family_whose_compare_takes_no_picture_says_so(string model, string modelType)
+    [InlineData("tiny-gemma4-e2b-like-fp32", "gemma4_text", "is a text-only checkpoint (no towers)")]
+    [InlineData("tiny-gemma3n-fp32", "gemma3n", "has timm's MobileNetV5 as its vision tower: the reference environment has no timm")]
+    [InlineData("tiny-llama-fp32", "llama", "takes text only")]
+    public void A_family_whose_compare_takes_no_picture_says_so(string model, string modelType, string why)
     {
         var path = Path.Combine(_dir, "pic.bmp");
         File.WriteAllBytes(path, [0x42, 0x4d, 0, 0]);
-        AssertOneLine(Compare("--image", path, model), "--image needs a checkpoint whose compare takes pictures (qwen2_vl)", $"is {modelType}");
-        AssertOneLine(Compare("--video", path, model), "--video needs a checkpoint whose compare takes pictures (qwen2_vl)", $"is {modelType}");
+        AssertOneLine(Compare("--image", path, model), "--image needs a checkpoint whose compare takes pictures (qwen2_vl, gemma4)", $"is {modelType}, which {why}");
+        AssertOneLine(Compare("--video", path, model), "--video needs a checkpoint whose compare takes pictures (qwen2_vl, gemma4)", $"is {modelType}, which {why}");
+    }
+
+    [Theory]
+    [InlineData("tiny-gemma4-e2b-like-fp32", "gemma4_text", "a checkpoint whose compare takes audio (gemma4, gemma3n)", "is a text-only checkpoint (no towers)")]
+    [InlineData("tiny-qwen2-vl-fp32", "qwen2_vl", "a checkpoint whose compare takes audio (gemma4, gemma3n)", "has no audio tower")]
+    [InlineData("tiny-llama-fp32", "llama", "a checkpoint whose compare takes audio (gemma4, gemma3n)", "takes text only")]
+    [InlineData("tiny-gemma3n-fp32", "gemma3n", "a gemma4 checkpoint", "the engine has no Gemma3n audio tower")]
+    public void A_family_whose_compare_takes_no_audio_says_so(string model, string modelType, string needs, string why)
+    {
+        var path = Path.Combine(_dir, "speech.wav");
+        File.WriteAllBytes(path, "RIFF"u8.ToArray());
+        AssertOneLine(Compare("--audio", path, model), $"--audio needs {needs}", $"is {modelType}, which {why}");
+    }
+
+    [Fact]
+    public void Gemma4_takes_no_video_and_no_synthetic_image()
+    {
+        var path = Path.Combine(_dir, "clip.y4m");
+        File.WriteAllBytes(path, "YUV4MPEG2"u8.ToArray());
+        AssertOneLine(Compare("--video", path, "tiny-gemma4-e2b-like-mm-fp32"), "--video needs a qwen2_vl checkpoint", "is gemma4, which compare runs on images and audio only");
+        var r = CliProcess.Run(["compare", "--model", Fixture("tiny-gemma4-e2b-like-mm-fp32"), "--image"], NoReference, timeoutSeconds: 60);
+        AssertOneLine(r, "--image without a FILE needs a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE");
+    }
+
+    [Fact]
+    public void A_missing_or_oversized_wav_is_named()
+    {
+        var missing = Path.Combine(_dir, "nowhere.wav");
+        AssertOneLine(Compare("--audio", missing, "tiny-gemma4-e2b-like-mm-fp32"), missing, "no such --audio file");
+        var big = Path.Combine(_dir, "big.wav");
+        using (var f = File.Create(big)) f.SetLength((256L << 20) + 1);              // sparse: no disk used
+        AssertOneLine(Compare("--audio", big, "tiny-gemma4-e2b-like-mm-fp32"), big, "is 268,435,457 bytes; a --audio file may be at most 268,435,456");
     }
 
     [Fact]
@@ -99,5 +131,8 @@ public sealed class MediaFileErrorTests : IDisposable
         var r = CliProcess.Run(["compare", "--model", Fixture("tiny-qwen2-vl-fp32"), "--image", path, "--prompt", "1,2"], NoReference, timeoutSeconds: 60);
         Assert.True(r.ExitCode == 2, r.ToString());
         Assert.Contains("take their text from --text", r.Stderr);
+        r = CliProcess.Run(["compare", "--model", Fixture("tiny-gemma4-e2b-like-mm-fp32"), "--audio", path, "--prompt-length", "3"], NoReference, timeoutSeconds: 60);
+        Assert.True(r.ExitCode == 2, r.ToString());
+        Assert.Contains("--image FILE, --video FILE and --audio FILE take their text from --text", r.Stderr);
     }
 }

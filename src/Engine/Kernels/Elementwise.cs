@@ -80,11 +80,32 @@ public static class Elementwise
             case UnaryOp.Sqrt: TensorPrimitives.Sqrt(x, y); break;
             // torch's CPU rsqrt is 1 / sqrt(x): two roundings
             case UnaryOp.Rsqrt: TensorPrimitives.Sqrt(x, y); TensorPrimitives.Reciprocal(y, y); break;
-            case UnaryOp.Tanh: TensorPrimitives.Tanh(x, y); break;
+            case UnaryOp.Tanh: Tanh(x, y); break;
             case UnaryOp.Sigmoid: Sigmoid(x, y); break;
             case UnaryOp.Square: TensorPrimitives.Multiply(x, x, y); break;
             case UnaryOp.Reciprocal: TensorPrimitives.Reciprocal(x, y); break;
             default: throw new ArgumentOutOfRangeException(nameof(op));
+        }
+    }
+
+    /// <summary>
+    /// tanh to within a few ulps at every argument, as torch's. TensorPrimitives.Tanh loses relative precision as |x| -> 0
+    /// (its e^2x - 1 cancels; measured against Math.Tanh: -9.7e-6 relative at x = 0.004, -3.3e-4 at 1e-4, always low), which
+    /// a final logit softcap tanh(logits / c) * c turns into a scale bias of every small logit (c = 30, logits ~ 0.1: the
+    /// oracle named it, 14x the reference's error). Arguments below 0.25 in magnitude go through MathF.Tanh. x and y may alias.
+    /// </summary>
+    public static void Tanh(ReadOnlySpan<float> x, Span<float> y)
+    {
+        Span<float> chunk = stackalloc float[256];
+        for (int start = 0; start < x.Length; start += chunk.Length)
+        {
+            int n = Math.Min(chunk.Length, x.Length - start);
+            var xs = chunk[..n];
+            x.Slice(start, n).CopyTo(xs);                                 // y may be x: keep the arguments
+            var ys = y.Slice(start, n);
+            TensorPrimitives.Tanh(xs, ys);
+            for (int i = 0; i < n; i++)
+                if (MathF.Abs(xs[i]) < 0.25f) ys[i] = MathF.Tanh(xs[i]);
         }
     }
 

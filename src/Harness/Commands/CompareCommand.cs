@@ -41,6 +41,12 @@ internal static class CompareCommand
         /// <inheritdoc cref="ImageFile"/>
         public string? VideoFile { get; init; }
 
+        /// <summary>--audio FILE.wav (Gemma4, Gemma3n): the user's sound through the checkpoint's own feature extractor.</summary>
+        public string? AudioFile { get; init; }
+
+        /// <summary>Whether the prompt carries files for the processor (--image FILE, --video, --audio).</summary>
+        public bool HasFiles => ImageFile is not null || VideoFile is not null || AudioFile is not null;
+
         /// <summary>The files of --image FILE / --video FILE as read and checked (set by <see cref="Run"/>).</summary>
         public MediaFiles.Request Media { get; init; } = new([], []);
 
@@ -129,6 +135,12 @@ internal static class CompareCommand
             Description = "Qwen2-VL: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor, with --text after it.",
             HelpName = "FILE",
         };
+        var audio = new Option<string?>("--audio")
+        {
+            Description = "Gemma4, Gemma3n: a WAV file (integer PCM at the feature extractor's sampling rate) in the prompt, through the " +
+                          "checkpoint's own processor (its audio feature extractor; the audio tokens expanded as HF expands them), with --text after it.",
+            HelpName = "FILE.wav",
+        };
         var device = new Option<string>("--device")
         {
             Description = "Where the engine runs: cpu (default) or cuda (every rank on the one GPU); the reference runs on the GPU too when its " +
@@ -208,23 +220,24 @@ internal static class CompareCommand
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
             model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, maxNewTokens, promptEmbeds,
-            referenceTimeout,
+            referenceTimeout, audio,
         };
         command.Validators.Add(r =>
         {
             int given = (r.GetResult(prompt) is { Implicit: false } ? 1 : 0) + (r.GetResult(promptLength) is { Implicit: false } ? 1 : 0) +
                         (r.GetResult(text) is { Implicit: false } ? 1 : 0);
             if (given > 1) r.AddError("--prompt, --prompt-length and --text are mutually exclusive");
-            bool files = r.GetResult(image) is { Implicit: false } i && i.GetValueOrDefault<string?>() is not null || r.GetResult(video) is { Implicit: false };
+            bool files = r.GetResult(image) is { Implicit: false } i && i.GetValueOrDefault<string?>() is not null || r.GetResult(video) is { Implicit: false } ||
+                         r.GetResult(audio) is { Implicit: false };
             if (r.GetResult(chat) is { Implicit: false } && r.GetResult(text) is null or { Implicit: true } && !files)
-                r.AddError("--chat needs --text (or --image FILE / --video FILE)");
+                r.AddError("--chat needs --text (or --image FILE / --video FILE / --audio FILE)");
             if (files && (r.GetResult(prompt) is { Implicit: false } || r.GetResult(promptLength) is { Implicit: false }))
-                r.AddError("--image FILE and --video FILE take their text from --text (the processor makes the ids), not --prompt or --prompt-length");
+                r.AddError("--image FILE, --video FILE and --audio FILE take their text from --text (the processor makes the ids), not --prompt or --prompt-length");
         });
         command.SetAction(r => Run(new Options(r.GetValue(model)!, r.GetValue(tp), r.GetValue(pp), r.GetValue(sp), r.GetValue(dtype)!,
             r.GetValue(prompt), r.GetValue(promptLength))
         {
-            NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
+            NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), AudioFile = r.GetValue(audio), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
             MaxNewTokens = r.GetValue(maxNewTokens), PromptEmbeds = r.GetValue(promptEmbeds),
             ReferenceTimeoutSeconds = r.GetValue(referenceTimeout),
@@ -248,8 +261,8 @@ internal static class CompareCommand
             return CliSupport.UsageError($"compare --fault {o.Fault}: {problem}");
         if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
             Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
-        if (o.ImageFile is not null || o.VideoFile is not null)
-            o = o with { Media = MediaFiles.Read(o.ImageFile, o.VideoFile) };   // regular files under a cap, one line naming a bad one
+        if (o.HasFiles)
+            o = o with { Media = MediaFiles.Read(o.ImageFile, o.VideoFile, o.AudioFile) };   // regular files under a cap, one line naming a bad one
         if (o.Text is not null && o.Media.IsEmpty)
         {
             if (Tokenize(dir, o.Text, o.Chat) is not { } tokenized) return ExitCodes.Usage;
@@ -257,9 +270,9 @@ internal static class CompareCommand
         }
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
 
-        if (modelType != "qwen2_vl" && (o.Image || !o.Media.IsEmpty))   // before any family's own checks: a family that takes no picture says so
-            return CliSupport.UsageError($"compare: {(o.VideoFile is not null ? "--video" : "--image")} needs a checkpoint whose compare takes pictures (qwen2_vl); " +
-                                         $"{CliInputs.Escape(configPath)} is {CliInputs.Escape(modelType ?? "of no model_type")}, which {NoPictures(modelType)}");
+        if (MediaProblem(modelType, o) is { } media)                            // before any family's own checks: what its compare cannot take
+            return CliSupport.UsageError($"compare: {media.Option} needs {media.Needs}; " +
+                                         $"{CliInputs.Escape(configPath)} is {CliInputs.Escape(modelType ?? "of no model_type")}, which {media.Why}");
         if (o.PromptEmbeds && family.Name != "llama")
             return CliSupport.UsageError($"compare: --prompt-embeds needs a Llama checkpoint (its compare feeds inputs_embeds); {CliInputs.Escape(configPath)} is {family.Title}");
         return family.Compare(o, new Checkpoint(dir, configPath, ids, dtype));
@@ -271,13 +284,15 @@ internal static class CompareCommand
     /// </summary>
     internal static string? FaultProblem(ModelFamily family, Options o)
     {
-        var site = Engine.Models.FaultMap.In(o.Fault!, family.Name, family.Contract.Model);
+        // the classes this compare builds: the family's model, and with files the multimodal model and the towers they run through
+        var runs = (o.HasFiles ? family.MediaModels(o) : []).Prepend(family.Contract.Model).Distinct().ToList();
+        var site = runs.Select(m => Engine.Models.FaultMap.In(o.Fault!, family.Name, m)).FirstOrDefault(s => s is not null);
         if (site is null)
         {
             var elsewhere = Engine.Models.FaultMap.Of(family.Name).Where(s => s.Fault == o.Fault).Select(s => s.Model).ToList();
             var can = family.CompareFaults.Select(s => s.Fault).Distinct().ToList();
             return (elsewhere.Count > 0
-                       ? $"{family.Title} has it in {string.Join(" and ", elsewhere)}, which compare does not run (it runs {family.Contract.Model})"
+                       ? $"{family.Title} has it in {string.Join(" and ", elsewhere)}, which compare does not run (it runs {string.Join(" and ", runs)})"
                        : $"{family.Title} has no site for it") +
                    $"; faults compare plants in {family.Title}: {(can.Count == 0 ? "none" : string.Join(", ", can))}";
         }
@@ -310,13 +325,35 @@ internal static class CompareCommand
             : null;
     }
 
-    /// <summary>Why a family's compare takes no picture, in words for the one-line refusal.</summary>
-    private static string NoPictures(string? modelType) => modelType switch
+    /// <summary>
+    /// The media option a checkpoint's compare cannot take, with what it needs and why this one cannot, for the one-line
+    /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
+    /// (Gemma4ForConditionalGeneration) --image FILE and --audio, through the engine's own towers; Gemma3n --audio, through
+    /// HF's audio tower (the engine's embedders and decoder judged), not --image: the reference cannot build its vision tower.
+    /// </summary>
+    internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
     {
-        "gemma3n" or "gemma3n_text" => "the engine compares as text only (its vision tower is timm's MobileNetV5, not ported, and the audio tower is not ported)",
-        "gemma4" or "gemma4_text" => "the engine's checkpoint compare takes text only (its vision and audio towers run in the tower scenarios, not yet from a checkpoint prompt)",
-        _ => "takes text only",
-    };
+        const string pictures = "a checkpoint whose compare takes pictures (qwen2_vl, gemma4)";
+        const string sound = "a checkpoint whose compare takes audio (gemma4, gemma3n)";
+        return modelType switch
+        {
+            "qwen2_vl" when o.AudioFile is not null => ("--audio", sound, "has no audio tower"),
+            "qwen2_vl" => null,
+            "gemma4" when o.VideoFile is not null => ("--video", "a qwen2_vl checkpoint", "compare runs on images and audio only (not video frames)"),
+            "gemma4" when o.Image && o.ImageFile is null => ("--image without a FILE", "a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE"),
+            "gemma4" => null,
+            "gemma3n" when o.Image || o.VideoFile is not null =>
+                (o.VideoFile is not null ? "--video" : "--image", "a checkpoint whose compare takes pictures (qwen2_vl, gemma4)",
+                 "has timm's MobileNetV5 as its vision tower: the reference environment has no timm (not packaged for Debian forky), so HF cannot build it"),
+            "gemma3n" when o.AudioFile is not null => ("--audio", "a gemma4 checkpoint",
+                "the engine has no Gemma3n audio tower and compare does not yet hand it HF's (the catalog's soft-token scenarios do)"),
+            _ when o.Image || o.VideoFile is not null => (o.VideoFile is not null ? "--video" : "--image", pictures,
+                modelType is "gemma4_text" or "gemma3n_text" ? "is a text-only checkpoint (no towers)" : "takes text only"),
+            _ when o.AudioFile is not null => ("--audio", sound,
+                modelType is "gemma4_text" or "gemma3n_text" ? "is a text-only checkpoint (no towers)" : "takes text only"),
+            _ => null,
+        };
+    }
 
     /// <summary>
     /// --text (and --chat) through the checkpoint's own tokenizer in the reference worker (AutoTokenizer, apply_chat_template):

@@ -6,12 +6,13 @@ using Harness.Engine.Tensors;
 namespace Harness.Commands;
 
 /// <summary>
-/// `compare --image FILE / --video FILE` (issue 22 item 5): a user's pictures through the checkpoint's own processor.
+/// `compare --image FILE / --video FILE / --audio FILE.wav` (issue 22 item 5): a user's pictures and sound through the
+/// checkpoint's own processor.
 /// The files are untrusted input: each must be a regular file (through its links; a FIFO, a device, a folder, a loop or a
 /// dangling link is named as such and never opened for reading) under a size cap, read here and sent to the worker as
-/// bytes, so the worker never opens a user's path. The worker decodes them (PIL, PyAV) and runs AutoProcessor from the
-/// model folder: its tokenizer, image/video processor and chat template give the ids, pixel values and grids both
-/// sides get. Anything wrong is one line naming the file, exit 2.
+/// bytes, so the worker never opens a user's path. The worker decodes them (PIL, PyAV, the standard library's wave) and
+/// runs AutoProcessor from the model folder: its tokenizer, image/video processor, audio feature extractor and chat
+/// template give the ids, pixel values, grids and features both sides get. Anything wrong is one line naming the file, exit 2.
 /// </summary>
 public static class MediaFiles
 {
@@ -21,22 +22,30 @@ public static class MediaFiles
     /// <summary>The most bytes a video file may have.</summary>
     public const long VideoMaxBytes = 512L << 20;
 
+    /// <summary>The most bytes a WAV file may have (an hour of 16 kHz 16-bit mono is 115 MB).</summary>
+    public const long AudioMaxBytes = 256L << 20;
+
     /// <summary>An image or video file as read: its path (as the user gave it, made full) and its bytes.</summary>
     public sealed record MediaFile(string Kind, string Path, byte[] Bytes);
 
     /// <summary>The media a compare was given (empty when none).</summary>
     public sealed record Request(IReadOnlyList<MediaFile> Images, IReadOnlyList<MediaFile> Videos)
     {
-        public bool IsEmpty => Images.Count == 0 && Videos.Count == 0;
+        /// <summary>The WAV files (--audio).</summary>
+        public IReadOnlyList<MediaFile> Audios { get; init; } = [];
 
-        /// <summary>"image photo.png, video clip.mp4": for the prompt line and the scenario's description.</summary>
-        public string Describe() => string.Join(", ", Images.Concat(Videos).Select(f => $"{f.Kind} {System.IO.Path.GetFileName(f.Path)}"));
+        public bool IsEmpty => Images.Count == 0 && Videos.Count == 0 && Audios.Count == 0;
+
+        private IEnumerable<MediaFile> All => Images.Concat(Videos).Concat(Audios);
+
+        /// <summary>"image photo.png, video clip.mp4, audio speech.wav": for the prompt line and the scenario's description.</summary>
+        public string Describe() => string.Join(", ", All.Select(f => $"{f.Kind} {System.IO.Path.GetFileName(f.Path)}"));
 
         /// <summary>A short tag of the files' contents for the reference cache key (two different images never share a reference).</summary>
         public string Tag()
         {
             using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-            foreach (var f in Images.Concat(Videos))
+            foreach (var f in All)
             {
                 hash.AppendData(System.Text.Encoding.UTF8.GetBytes(f.Kind));
                 hash.AppendData(f.Bytes);
@@ -49,11 +58,12 @@ public static class MediaFiles
     /// Reads the files the options name, checking each (<see cref="InputFiles.ReadCapped"/>): throws an
     /// <see cref="InputException"/> naming the file on anything wrong, before any other work.
     /// </summary>
-    public static Request Read(string? image, string? video)
+    public static Request Read(string? image, string? video, string? audio = null)
     {
         var images = image is null ? [] : new[] { ReadOne("image", image, ImageMaxBytes) };
         var videos = video is null ? [] : new[] { ReadOne("video", video, VideoMaxBytes) };
-        return new Request(images, videos);
+        var audios = audio is null ? [] : new[] { ReadOne("audio", audio, AudioMaxBytes) };
+        return new Request(images, videos) { Audios = audios };
     }
 
     private static MediaFile ReadOne(string kind, string path, long cap)
@@ -107,6 +117,7 @@ public static class MediaFiles
             ["chat"] = chat,
             ["images"] = Describe(media.Images, "image"),
             ["videos"] = Describe(media.Videos, "video"),
+            ["audios"] = Describe(media.Audios, "audio"),
         };
         try
         {

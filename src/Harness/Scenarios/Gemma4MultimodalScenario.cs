@@ -9,6 +9,8 @@ using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma4;
+using Harness.Engine.Models.Gemma4.Audio;
+using Harness.Engine.Models.Gemma4.Vision;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
 using Harness.Runs;
@@ -21,6 +23,10 @@ namespace Harness.Scenarios;
 /// The vision and audio towers run in the reference (decoder eager, audio tower sdpa: HF's audio attention is wrong
 /// under eager, transformers issue 48818) and their outputs are handed to the engine, as an engine receives encoder
 /// outputs; embed_vision / embed_audio and everything after them are the engine's.
+/// On a user's checkpoint with the processor's tensors (<see cref="ForCheckpoint"/>, `compare --image FILE --audio FILE`)
+/// the engine runs its OWN towers (<see cref="Gemma4VisionModel"/>, <see cref="Gemma4AudioModel"/>, whole on every rank)
+/// on the same pixel values and features, and their modules are judged too (the reference's vision tower under sdpa,
+/// whose semantics the engine's follows, as the tower scenarios run it).
 /// </summary>
 public sealed record Gemma4MultimodalScenario : Scenario
 {
@@ -34,8 +40,53 @@ public sealed record Gemma4MultimodalScenario : Scenario
     public static readonly string[] Inputs3 = ["image", "audio", "mixed"];
 
     public int Tp { get; }
-    public string Modality { get; }
+    public string Modality { get; private init; }
     public string Shape { get; }
+
+    /// <summary>A user's Gemma4ForConditionalGeneration folder (`compare`) instead of the tiny model.</summary>
+    public string? ModelPath { get; private init; }
+
+    /// <summary>
+    /// The checkpoint processor's tensors (input_ids, pixel_values, image_position_ids, mm_token_type_ids, input_features,
+    /// input_features_mask): the prompt of both sides, the engine's towers run on them. Null: the seeded tiny prompt.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor>? Processed { get; private init; }
+
+    /// <summary>The towers' depths (vision_config / audio_config num_hidden_layers) when the engine runs its own towers.</summary>
+    public (int Vision, int Audio) TowerLayers { get; private init; }
+
+    /// <summary>Whether the engine runs its own towers on the processor's tensors (a checkpoint compare with files).</summary>
+    public bool EngineTowers => Processed is not null;
+
+    /// <summary>The processor outputs the model takes (attention_mask is all ones for one prompt; num_soft_tokens_* are counts).</summary>
+    public static readonly string[] ProcessedNames =
+        ["input_ids", "pixel_values", "image_position_ids", "mm_token_type_ids", "input_features", "input_features_mask"];
+
+    /// <summary>
+    /// `compare --image FILE / --audio FILE` on a Gemma4ForConditionalGeneration folder: the processor's tensors are the
+    /// prompt, the engine's towers run on them. <paramref name="files"/> names the files, <paramref name="tag"/> hashes them.
+    /// </summary>
+    public static Gemma4MultimodalScenario ForCheckpoint(string modelPath, int tp, DType dtype, IReadOnlyDictionary<string, Tensor> processed,
+        string files, string tag)
+    {
+        var full = Path.GetFullPath(modelPath);
+        var kept = processed.Where(kv => ProcessedNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        bool image = kept.ContainsKey("pixel_values"), audio = kept.ContainsKey("input_features");
+        var configPath = Path.Combine(full, "config.json");
+        var layers = (image ? Gemma4VisionConfig.Load(configPath).NumHiddenLayers : 0, audio ? Gemma4AudioConfig.Load(configPath).NumHiddenLayers : 0);
+        var ids = kept["input_ids"].ToInt64Array();
+        var baseScenario = new Gemma4MultimodalScenario(image && audio ? "mixed" : image ? "image" : "audio", tp, dtype);
+        return baseScenario with
+        {
+            ModelPath = full,
+            Processed = kept,
+            TowerLayers = layers,
+            Input = "files",
+            Id = BuildId("checkpoint", [Path.GetFileName(full.TrimEnd('/')), baseScenario.Layout, "files"], dtype),
+            ReferenceKey = $"checkpoint-{full}-{DTypeTag(dtype)}-files-{tag}-{string.Join('.', ids)}",
+            Description = $"HF Gemma4 checkpoint {full}, TP={tp}, the prompt from the checkpoint's processor with {files} through the engine's own towers, {dtype.TorchName()}",
+        };
+    }
 
     [SetsRequiredMembers]
     public Gemma4MultimodalScenario(string input, int tp, DType dtype, string? fault = null, string? expectedFirstBadModule = null, string shape = "e2b-like")
@@ -71,8 +122,9 @@ public sealed record Gemma4MultimodalScenario : Scenario
     private bool HasImage => Modality is "image" or "mixed";
     private bool HasAudio => Modality is "audio" or "mixed";
 
-    private string ModelDirectory(ScenarioContext context) =>
-        context.ModelDirectory($"tiny-gemma4-{Shape}-mm", DType, (client, dir) =>
+    private string ModelDirectory(ScenarioContext context) => ModelPath is not null
+        ? context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath)
+        : context.ModelDirectory($"tiny-gemma4-{Shape}-mm", DType, (client, dir) =>
         {
             client.Invoke("gemma4_build", new JsonObject
             {
@@ -85,6 +137,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
     /// <summary>[bos, 10, (boi, image x4, eoi,) 11, (boa, audio x8, eoa,) 12]</summary>
     public long[] PromptIds()
     {
+        if (Processed is not null) return Processed["input_ids"].ToInt64Array();
         var ids = new List<long> { 4, 10 };
         if (HasImage) ids.AddRange([TinyGemma4.BoiTokenId, .. Enumerable.Repeat((long)TinyGemma4.ImageTokenId, 4), TinyGemma4.EoiTokenId]);
         ids.Add(11);
@@ -96,6 +149,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
     /// <summary>The towers' inputs: a 6x6 grid of 4x4 patches (x, y positions) and 32 frames of 16 mel bins (all valid).</summary>
     public IReadOnlyDictionary<string, Tensor> TowerInputs()
     {
+        if (Processed is not null) return Processed.Where(kv => kv.Key != "input_ids").ToDictionary(kv => kv.Key, kv => kv.Value);
         var d = new Dictionary<string, Tensor>();
         if (HasImage)
         {
@@ -125,8 +179,11 @@ public sealed record Gemma4MultimodalScenario : Scenario
     private List<string> CapturePaths(Gemma4TextConfig config)
     {
         var list = new List<string>();
-        if (HasImage) list.AddRange(["model.vision_tower", "model.embed_vision"]);
-        if (HasAudio) list.AddRange(["model.audio_tower", "model.embed_audio"]);
+        // the towers: their output (the reference's, handed to the engine), or every module of the engine's own towers
+        if (HasImage) list.AddRange(EngineTowers ? TinyGemma4Towers.VisionModules(TowerLayers.Vision) : ["model.vision_tower"]);
+        if (HasImage) list.Add("model.embed_vision");
+        if (HasAudio) list.AddRange(EngineTowers ? [.. TinyGemma4Towers.AudioModules(TowerLayers.Audio), "model.audio_tower"] : ["model.audio_tower"]);
+        if (HasAudio) list.Add("model.embed_audio");
         list.AddRange(TinyGemma4.Modules(config, "model.language_model."));
         return list;
     }
@@ -135,10 +192,10 @@ public sealed record Gemma4MultimodalScenario : Scenario
 
     public override IReadOnlyDictionary<string, string> Manifest() => new Dictionary<string, string>
     {
-        ["model_seed"] = TinyGemma4.Seed.ToString(CultureInfo.InvariantCulture),
-        ["config"] = TinyGemma4.MultimodalConfig(Shape).ToJsonString(),
+        ["model_seed"] = ModelPath is null ? TinyGemma4.Seed.ToString(CultureInfo.InvariantCulture) : "n/a",
+        ["config"] = ModelPath is null ? TinyGemma4.MultimodalConfig(Shape).ToJsonString() : $"from {ModelPath}",
         ["new_tokens"] = NewTokens.ToString(CultureInfo.InvariantCulture),
-        ["attn_implementation"] = "text eager, vision eager, audio sdpa",
+        ["attn_implementation"] = $"text eager, vision {(EngineTowers ? "sdpa" : "eager")}, audio sdpa",
     };
 
     public override ReferenceBundle ComputeReference(ScenarioContext context)
@@ -150,11 +207,13 @@ public sealed record Gemma4MultimodalScenario : Scenario
         {
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
             ["capture"] = new JsonArray(CapturePaths(config).Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
+            ["vision_attn"] = EngineTowers ? Gemma4TowerScenario.ReferenceAttention : null,
         };
         var reply = client.Invoke("gemma4_mm_forward", args, AllInputs());
         var gen = client.Invoke("gemma4_mm_generate", new JsonObject
         {
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(), ["max_new_tokens"] = NewTokens, ["top_k"] = TopK,
+            ["vision_attn"] = EngineTowers ? Gemma4TowerScenario.ReferenceAttention : null,
             ["capture_steps"] = new JsonArray((JudgeSteps ? StepModules(config) : []).Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, AllInputs());
         var versions = new Dictionary<string, string>(context.Versions());
@@ -187,6 +246,41 @@ public sealed record Gemma4MultimodalScenario : Scenario
         };
     }
 
+    /// <summary>The tower a module belongs to (judged by the tower scenarios' policies), or null for the embedders and the decoder.</summary>
+    private static Gemma4Tower? TowerOf(string module) =>
+        module.StartsWith(Gemma4VisionModel.DefaultPrefix, StringComparison.Ordinal) ? Gemma4Tower.Vision
+        : module.StartsWith(Gemma4AudioModel.DefaultPrefix, StringComparison.Ordinal) ? Gemma4Tower.Audio : null;
+
+    /// <summary>
+    /// The engine's own towers on the processor's tensors, once, whole (TP splits the decoder and the embedders, not the
+    /// towers), recording their modules; --fault matmul-no-nd-broadcast builds them on the pre-fix batch-invariant matmul.
+    /// </summary>
+    private Gemma4ForConditionalGeneration.TowerOutputs RunTowers(string dir, IActivationSink sink)
+    {
+        var configPath = Path.Combine(dir, "config.json");
+        var matmul = Engine.Models.FaultMap.Plan(Fault, "gemma4").Matmul;
+        var inputs = TowerInputs();
+        using var checkpoint = Checkpoint.Open(dir);
+        IWeightSource weights = new CheckpointWeights(checkpoint);
+        Tensor? vision = null, audio = null, audioMask = null;
+        if (HasImage)
+        {
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, matmul);
+            // [1, patches, 3 * patch_size^2] with (x, y) positions [1, patches, 2] -> [image tokens, vision hidden]
+            vision = tower.Forward(inputs["pixel_values"].To(DType), inputs["image_position_ids"]).SoftTokens;
+        }
+        if (HasAudio)
+        {
+            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), sink, matmul);
+            var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
+            var output = tower.Forward(inputs["input_features"].To(DType), mask);       // [1, frames', output_proj_dims], [1, frames']
+            if (sink.Wants(Gemma4AudioModel.DefaultPrefix)) sink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
+            audio = output.SoftTokens;
+            audioMask = Tensor.FromArray(output.Mask.ToHost().Contiguous().Span<bool>().ToArray().Select(v => v ? 1L : 0L).ToArray(), output.Mask.ShapeArray);   // 1 = valid frame
+        }
+        return new Gemma4ForConditionalGeneration.TowerOutputs(vision, audio, audioMask);
+    }
+
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
     {
         var sw = Stopwatch.StartNew();
@@ -199,13 +293,18 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var stepModules = StepModules(config);                                     // every decode step, module by module
         var stepCapture = new ActivationCapture(DecodeSteps.Names(NewTokens, stepModules));
         var stepSink = JudgeSteps ? CaptureSink.DecodeSteps(stepCapture, NewTokens, context.ReportModule, context.Tap) : null;
-        // The towers are the reference's: their outputs are the engine's inputs (compared as themselves, trivially equal).
-        var towers = new Gemma4ForConditionalGeneration.TowerOutputs(
-            HasImage ? reference.Tensors["model.vision_tower"] : null,
-            HasAudio ? reference.Tensors["model.audio_tower"] : null,
-            HasAudio ? reference.Tensors["audio_tower.mask"] : null);
-        foreach (var tower in new[] { "model.vision_tower", "model.audio_tower" })
-            if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Engine.Capture.ShardSpec.Whole, 0);
+        // The towers are the reference's: their outputs are the engine's inputs (compared as themselves, trivially equal);
+        // on a checkpoint's processed prompt the engine runs its own towers (in the try below: a tower that fails is named).
+        Gemma4ForConditionalGeneration.TowerOutputs? towers = null;
+        if (!EngineTowers)
+        {
+            towers = new Gemma4ForConditionalGeneration.TowerOutputs(
+                HasImage ? reference.Tensors["model.vision_tower"] : null,
+                HasAudio ? reference.Tensors["model.audio_tower"] : null,
+                HasAudio ? reference.Tensors["audio_tower.mask"] : null);
+            foreach (var tower in new[] { "model.vision_tower", "model.audio_tower" })
+                if (reference.Tensors.TryGetValue(tower, out var t)) capture.Record(tower, t.Clone(), Engine.Capture.ShardSpec.Whole, 0);
+        }
         var prompt = Tensor.FromArray(PromptIds(), PromptIds().Length);
         var visionMask = VisionMaskOf(reference, config);
         TokenSequence? engineTokens = null, engineForced = null;
@@ -214,6 +313,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         {
             // the weights must be the text decoder's tensors this config declares (a wrong width in config.json is named here)
             CheckpointValidator.Validate(dir, Gemma4Tensors.Expected(config));
+            towers ??= RunTowers(dir, sink);
             var gens = ThreadWorld.Run(Tp, rank =>
             {
                 var ctx = ThreadWorld.Layout(rank, Tp, 1);
@@ -247,7 +347,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         }
         var policy = Policy(DType, Tp);
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
-        var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
+        var layers = LayerComparison.Run(compared, capture, modules, m => TowerOf(m) is { } tower ? Gemma4TowerScenario.Policy(DType, tower) : policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
             engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Gemma4Scenario.Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)

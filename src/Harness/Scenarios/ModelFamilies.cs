@@ -62,6 +62,12 @@ internal sealed record ModelFamily
     /// </summary>
     public required Func<string, Engine.Tensors.DType, long[], Scenario> CheckpointScenario { get; init; }
 
+    /// <summary>
+    /// The model classes besides <see cref="ModelContract.Model"/> that `compare` builds for a prompt with files (--image FILE,
+    /// --audio: the multimodal model and the towers that run on them); a fault with a site in one of them can be planted then.
+    /// </summary>
+    public Func<CompareCommand.Options, IReadOnlyList<string>> MediaModels { get; init; } = _ => [];
+
     /// <summary>The faults `compare --fault` can plant in this family: the <see cref="FaultMap"/> sites in the class compare builds.</summary>
     public IReadOnlyList<FaultMap.Site> CompareFaults => FaultMap.Of(Name).Where(s => s.Model == Contract.Model).ToList();
 

@@ -92,6 +92,28 @@ public class ElementwiseTests
         AssertBf16(xbv.Select(v => -v).ToArray(), Elementwise.Neg(xb), 0, "bf16 neg");
     }
 
+    /// <summary>
+    /// The bug report: a Gemma4 checkpoint compare (final_logit_softcapping 30, logits ~ 0.1) failed its logits against the
+    /// float64 oracle with a scale bias of -7e-6, 14x the reference's own error, while lm_head before the softcap matched:
+    /// TensorPrimitives.Tanh loses relative precision as |x| -> 0 (its e^2x - 1 cancels), always low. The engine's tanh must
+    /// be within 2 float32 ulps (relative 2^-22) of the exact value at small arguments of either sign, as torch's is; the
+    /// vectorized tanh the kernel used before is shown to miss that bound (bf16 cannot see it: 1e-5 is far below its ulp).
+    /// </summary>
+    [Fact]
+    public void Tanh_of_small_arguments_keeps_its_relative_precision_as_a_softcap_needs()
+    {
+        var args = Enumerable.Range(0, 60).Select(i => (float)Math.Pow(10, -6 + i * 5.3 / 59)).SelectMany(v => new[] { v, -v }).ToArray();
+        double WorstRelative(float[] y) => args.Select((v, i) => Math.Abs((y[i] - Math.Tanh(v)) / Math.Tanh(v))).Max();
+        const double bound = 2.0 / (1 << 22);
+
+        var engine = Elementwise.Tanh(Tensor.FromArray(args, args.Length)).ToFloatArray();
+        Assert.True(WorstRelative(engine) <= bound, $"engine tanh: worst relative error {WorstRelative(engine):E2} > {bound:E2}");
+
+        var vectorized = new float[args.Length];                          // the planted bug: the kernel before the fix
+        System.Numerics.Tensors.TensorPrimitives.Tanh(args, vectorized);
+        Assert.True(WorstRelative(vectorized) > bound, $"TensorPrimitives.Tanh is within {WorstRelative(vectorized):E2}: the check cannot tell");
+    }
+
     [Fact]
     public void Where_compare_and_in_place_add()
     {

@@ -99,15 +99,25 @@ OPS["gemma4_topk"] = op_gemma4_topk
 GEMMA4_MM_ATTN = {"text_config": "eager", "vision_config": "eager", "audio_config": "sdpa"}
 
 
-def _gemma4_mm_model(model_dir, dtype_name_):
-    key = ("gemma4-mm", os.path.realpath(model_dir), dtype_name_)
+def _gemma4_mm_attn(args):
+    """GEMMA4_MM_ATTN, with args["vision_attn"] for the vision tower where given: compare runs the engine's own vision
+    tower, which follows sdpa's semantics (float32 scores and softmax), so its reference tower runs under sdpa."""
+    attn = dict(GEMMA4_MM_ATTN)
+    if args.get("vision_attn"):
+        attn["vision_config"] = args["vision_attn"]
+    return attn
+
+
+def _gemma4_mm_model(model_dir, dtype_name_, attn=None):
+    attn = dict(attn or GEMMA4_MM_ATTN)
+    key = ("gemma4-mm", os.path.realpath(model_dir), dtype_name_, tuple(sorted(attn.items())))
     sig = dir_signature(model_dir)
     hit = _model_cache.get(key)
     if hit is not None and hit[0] == sig:
         return hit[1]
     _model_cache.clear()
     model = transformers.Gemma4ForConditionalGeneration.from_pretrained(
-        model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=dict(GEMMA4_MM_ATTN), **placement()).eval()
+        model_dir, dtype=torch_dtype(dtype_name_), attn_implementation=attn, **placement()).eval()
     _model_cache[key] = (sig, model)
     return model
 
@@ -213,7 +223,7 @@ def op_gemma4_mm_forward(args, tensors):
     audio (input_features [1, F, mel], input_features_mask [1, F]) beside input_ids [1, T]; hooks on `capture`.
     Returns the captures, `logits`, and `audio_tower.mask` [1, frames] (int64, 1 = valid frame) when audio is given;
     `vision_mask` in the result names the rule HF's masks for vision blocks followed (None without vision blocks)."""
-    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
+    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"), _gemma4_mm_attn(args))
     inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     paths = list(args.get("capture", []))
     masks, handles = _gemma4_mask_hooks(model)
@@ -231,15 +241,18 @@ def op_gemma4_mm_forward(args, tensors):
     if args.get("oracle") and args.get("oracle_mode") == "whole":
         _gemma4_mm_oracle_twin(model)                      # prepares the cached twin that oracle_outputs uses
     keep = {"model.audio_tower": torch.float32} if getattr(model.model, "audio_tower", None) is not None else None
-    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)], keep=keep)
-    return {"captured": captured, "attn_implementation": GEMMA4_MM_ATTN, "vision_mask": rule,
+    oracle = oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)], keep=keep)
+    # the audio tower and its modules ran in float32 in the oracle too: no oracle for them (their fixed policy judges
+    # them; the float64 modules after the tower start from its float32 output)
+    outs += [(n, t) for n, t in oracle if n != "oracle.model.audio_tower" and not n.startswith("oracle.model.audio_tower.")]
+    return {"captured": captured, "attn_implementation": _gemma4_mm_attn(args), "vision_mask": rule,
             "oracle_note": "audio tower in float32 (HF's does not run in float64)" if args.get("oracle") else ""}, outs
 
 
 def op_gemma4_mm_generate(args, tensors):
     """Greedy decoding after a multimodal prompt (inputs as gemma4_mm_forward), KV cache, top-k of log_softmax(float32
     logits) per step: tensors `tokens`, `topk_ids`, `topk_logprobs` as the generate op."""
-    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"))
+    model = _gemma4_mm_model(args["model_dir"], args.get("dtype", "float32"), _gemma4_mm_attn(args))
     inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
     step_paths = list(args.get("capture_steps", []))        # the decoder's modules at every decode step (StepCapture)

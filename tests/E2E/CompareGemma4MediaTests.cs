@@ -1,0 +1,159 @@
+using Harness.Reference;
+using Harness.Scenarios;
+
+namespace Harness.Tests.E2E;
+
+/// <summary>
+/// Issue 22 item 5 for Gemma4 as a user runs it: a Gemma4ForConditionalGeneration folder with its processor beside the
+/// weights (<see cref="TinyGemma4Processor"/>), an image file, a WAV file and a text. `compare --image FILE` and
+/// `compare --audio FILE.wav` run both sides on the processor's ids, pixel values and features, the engine through its own
+/// vision and audio towers, every tower module judged. Each check is shown to fail on its bug through the same path: the
+/// audio attention's 4-D x 3-D product on vLLM's pre-fix batch-invariant matmul dies at
+/// model.audio_tower.layers.0.self_attn naming both shapes; the vision embedder built input_is_parallel=True at TP=2 is
+/// caught at model.embed_vision.
+/// </summary>
+[Trait("Tier", "Live")]
+public sealed class CompareGemma4MediaTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "harness-e2e-gemma4-media-" + Guid.NewGuid().ToString("N"));
+    private ScenarioContext? _context;
+
+    public CompareGemma4MediaTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        _context?.Dispose();
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    /// <summary>The tiny Gemma4 with both towers and its processor, built by the live reference.</summary>
+    private string Model(Harness.Engine.Tensors.DType dtype = Harness.Engine.Tensors.DType.Float32)
+    {
+        LiveCliTests.RequireReference();
+        ReferenceWorker.Shared.Start();
+        _context = ScenarioContext.Live(ReferenceClient.Shared);
+        return TinyGemma4Processor.Directory(_context, dtype);
+    }
+
+    /// <summary>A 24-bit BMP of seeded pixels, w x h.</summary>
+    internal static string Bmp(string dir, int w = 40, int h = 30, int seed = 5, string name = "photo.bmp")
+    {
+        int row = (w * 3 + 3) / 4 * 4;
+        var rng = new Random(seed);
+        var data = new byte[54 + row * h];
+        "BM"u8.CopyTo(data);
+        BitConverter.GetBytes(data.Length).CopyTo(data, 2);
+        BitConverter.GetBytes(54).CopyTo(data, 10);
+        BitConverter.GetBytes(40).CopyTo(data, 14);
+        BitConverter.GetBytes(w).CopyTo(data, 18);
+        BitConverter.GetBytes(h).CopyTo(data, 22);
+        BitConverter.GetBytes((short)1).CopyTo(data, 26);
+        BitConverter.GetBytes((short)24).CopyTo(data, 28);
+        BitConverter.GetBytes(row * h).CopyTo(data, 34);
+        for (int y = 0; y < h; y++) rng.NextBytes(data.AsSpan(54 + y * row, w * 3));
+        var path = Path.Combine(dir, name);
+        File.WriteAllBytes(path, data);
+        return path;
+    }
+
+    /// <summary>A mono 16-bit PCM WAV of <paramref name="samples"/> samples: a 440 Hz tone and seeded noise.</summary>
+    internal static string Wav(string dir, int samples = 4000, int rate = TinyGemma4Processor.SamplingRate, string name = "speech.wav")
+    {
+        var pcm = WavSamples(samples, rate);
+        using var ms = new MemoryStream();
+        using (var bw = new BinaryWriter(ms, System.Text.Encoding.ASCII, leaveOpen: true))
+        {
+            bw.Write("RIFF"u8); bw.Write(36 + 2 * samples); bw.Write("WAVE"u8);
+            bw.Write("fmt "u8); bw.Write(16); bw.Write((short)1); bw.Write((short)1); bw.Write(rate); bw.Write(rate * 2); bw.Write((short)2); bw.Write((short)16);
+            bw.Write("data"u8); bw.Write(2 * samples);
+            foreach (var s in pcm) bw.Write(s);
+        }
+        var path = Path.Combine(dir, name);
+        File.WriteAllBytes(path, ms.ToArray());
+        return path;
+    }
+
+    /// <summary>The WAV's 16-bit samples.</summary>
+    internal static short[] WavSamples(int samples, int rate)
+    {
+        var rng = new Random(7);
+        return Enumerable.Range(0, samples)
+            .Select(i => (short)Math.Round(8000 * Math.Sin(2 * Math.PI * 440 * i / rate) + rng.Next(-2000, 2000))).ToArray();
+    }
+
+    [SkippableFact]
+    public void An_image_file_and_a_text_compare_clean_through_the_engines_own_vision_tower_at_tp2()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--tp", "2", "--image", Bmp(_dir), "--text", "describe this picture"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("tokens from Gemma4Processor in", r.Stdout);
+        Assert.Contains("model.vision_tower.encoder.layers.1.self_attn", r.Stdout);   // the engine's tower, judged module by module
+        Assert.Contains("model.embed_vision", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+        Assert.Contains("token comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void A_wav_file_through_the_chat_template_compares_clean_through_the_engines_own_audio_tower()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--audio", Wav(_dir), "--text", "describe this sound", "--chat"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("with audio speech.wav: 2,125,", r.Stdout);   // bos, boa, the audio tokens, eoa, the text
+        Assert.Contains("model.audio_tower.layers.1.self_attn", r.Stdout);
+        Assert.Contains("model.embed_audio", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void An_image_and_a_wav_together_compare_clean_in_bf16_at_tp2()
+    {
+        var model = Model(Harness.Engine.Tensors.DType.BFloat16);
+        var r = CliProcess.Run(["compare", "--model", model, "--dtype", "bf16", "--tp", "2", "--image", Bmp(_dir), "--audio", Wav(_dir), "--text", "describe this"],
+            null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("with image photo.bmp, audio speech.wav: 123,", r.Stdout);
+        Assert.Contains("model.vision_tower.pooler", r.Stdout);
+        Assert.Contains("model.audio_tower.output_proj", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void The_audio_attentions_4d_x_3d_matmul_on_the_pre_fix_batch_invariant_matmul_is_caught_at_the_audio_attention()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--audio", Wav(_dir), "--text", "hello", "--fault", "matmul-no-nd-broadcast"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains("fault 'matmul-no-nd-broadcast' caught at model.audio_tower.layers.0.self_attn", r.Stdout);
+        Assert.Contains("matmul_batch_invariant currently only supports", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void The_vision_embedder_built_input_is_parallel_is_caught_at_the_embedder_at_tp2()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--tp", "2", "--image", Bmp(_dir), "--text", "hello", "--fault", "row-parallel-input-is-parallel"],
+            null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains("fault 'row-parallel-input-is-parallel' caught at model.embed_vision", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void A_wav_at_another_rate_or_not_a_wav_is_one_line_naming_the_file()
+    {
+        var model = Model();
+        var wrongRate = Wav(_dir, rate: 16000, name: "fast.wav");
+        var r = CliProcess.Run(["compare", "--model", model, "--audio", wrongRate, "--text", "hello"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 2, r.ToString());
+        Assert.Single(r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("harness", StringComparison.Ordinal));
+        Assert.Contains($"{wrongRate}: sampled at 16000 Hz; the checkpoint's feature extractor (Gemma4AudioFeatureExtractor) takes 8000 Hz", r.Stderr);
+
+        var bad = Path.Combine(_dir, "not-really.wav");
+        File.WriteAllText(bad, "these bytes are no sound");
+        r = CliProcess.Run(["compare", "--model", model, "--audio", bad, "--text", "hello"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 2, r.ToString());
+        Assert.Contains($"{bad}: not a WAV file the wave module can read", r.Stderr);
+        Assert.DoesNotContain("Traceback", r.Stderr);
+    }
+}
