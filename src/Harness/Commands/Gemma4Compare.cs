@@ -101,7 +101,7 @@ internal static class Gemma4Compare
         if (ids.FirstOrDefault(id => id < 0 || id >= config.VocabSize, -1) is var outside && outside >= 0)
             return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary ({config.Path}vocab_size {config.VocabSize} in {configPath})");
         // the prompt (text, image and audio tokens) and the generated tokens fit the positions and the memory (issue 24)
-        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids.Length, Gemma4MultimodalScenario.NewTokens) is { } refused)
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids.Length, o.NewTokens(Gemma4MultimodalScenario.DefaultNewTokens)) is { } refused)
             return refused;
         return CompareCommand.Execute(o, dir, scenario);
     }
