@@ -80,13 +80,70 @@ public sealed class TokenSequence
     /// </summary>
     public IReadOnlyList<double[]>? Oracle { get; init; }
 
-    /// <summary>The float64 logprob of a token in step's top-k, or null.</summary>
+    /// <summary>
+    /// The float64 model's logprob of ANY token at a step, where the reference captured the oracle's full logits
+    /// (<see cref="WithOracleLogits"/>); null: not known for that step. It lets a divergence be judged by the float64 model
+    /// when the engine's token is outside the reference's top-k: at a real vocabulary (262144) the bf16 top-k of a flat
+    /// distribution is noise, and membership in it decides nothing.
+    /// </summary>
+    public Func<int, long, double?>? OracleAny { get; init; }
+
+    /// <summary>The float64 logprob of a token in step's top-k (or of any token, with <see cref="OracleAny"/>), or null.</summary>
     public double? OracleOf(int step, long token)
     {
         if (Oracle is null || step >= Oracle.Count) return null;
         for (int j = 0; j < TopK[step].Count; j++)
             if (TopK[step][j].Token == token) return j < Oracle[step].Length ? Oracle[step][j] : null;
-        return null;
+        return OracleAny?.Invoke(step, token);
+    }
+
+    /// <summary>
+    /// This sequence with <see cref="OracleAny"/> read from the reference's captures: the float64 oracle's logits module
+    /// ("oracle.logits", else "oracle.lm_head") at the prefill's last row for step 0, and "oracle.step&lt;s&gt;.logits" (its
+    /// last row) for decode step s where the steps were captured. log_softmax in float64, one step at a time, on first use.
+    /// Unchanged when the sequence has no oracle logprobs or the captures hold no oracle logits.
+    /// </summary>
+    public TokenSequence WithOracleLogits(IReadOnlyDictionary<string, Harness.Engine.Tensors.Tensor> captures)
+    {
+        if (Oracle is null) return this;
+        string? module = new[] { "logits", "lm_head" }.FirstOrDefault(m => captures.ContainsKey(LayerComparison.OraclePrefix + m));
+        if (module is null) return this;
+        var rows = new Dictionary<int, double[]?>();
+        double[]? Row(int step)
+        {
+            lock (rows)
+            {
+                if (rows.TryGetValue(step, out var r)) return r;
+                string name = LayerComparison.OraclePrefix + DecodeSteps.Name(step, module);
+                r = captures.TryGetValue(name, out var t) && t.Rank >= 1 ? LogSoftmax(LastRow(t)) : null;
+                rows[step] = r;
+                return r;
+            }
+        }
+        return new TokenSequence(Tokens, TopK)
+        {
+            Oracle = Oracle,
+            OracleAny = (step, token) => Row(step) is { } lp && token >= 0 && token < lp.Length ? lp[token] : null,
+        };
+
+        static double[] LastRow(Harness.Engine.Tensors.Tensor t)
+        {
+            int v = t.Shape[^1];
+            var all = t.Contiguous().Reshape(checked((int)(t.ElementCount / v)), v);
+            return all.Select(0, all.Shape[0] - 1).ToDoubleArray();
+        }
+
+        static double[] LogSoftmax(double[] x)
+        {
+            double max = double.NegativeInfinity;
+            foreach (double a in x) max = Math.Max(max, a);
+            double sum = 0;
+            foreach (double a in x) sum += Math.Exp(a - max);
+            double lse = max + Math.Log(sum);
+            var y = new double[x.Length];
+            for (int i = 0; i < x.Length; i++) y[i] = x[i] - lse;
+            return y;
+        }
     }
 
     public IReadOnlyList<IReadOnlyList<TokenLogprob>> TopK { get; }

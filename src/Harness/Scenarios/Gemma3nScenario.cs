@@ -223,7 +223,7 @@ public sealed record Gemma3nScenario : Scenario
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
-            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced, fallbackTolerance: LogprobTolerance(DType, config));
+            : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType, engineForced, fallbackTolerance: LogprobTolerance(DType, config));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,

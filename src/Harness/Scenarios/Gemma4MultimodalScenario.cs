@@ -348,7 +348,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var policy = Policy(DType, Tp);
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var layers = LayerComparison.Run(compared, capture, modules, m => TowerOf(m) is { } tower ? Gemma4TowerScenario.Policy(DType, tower) : policy);
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType,
             engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Gemma4Scenario.Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {

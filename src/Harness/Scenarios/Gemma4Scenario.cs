@@ -198,7 +198,7 @@ public sealed record Gemma4Scenario : Scenario
         }
         var policy = Judge;
         var layers = LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => policy);  // with the float64 oracle's captures
-        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType,
+        var tokens = engineTokens is null || reference.Tokens is null ? null : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType,
             engineForced, margin: DType == DType.Float32 ? TokenComparison.DefaultMargin : Bf16LogitUlp);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {

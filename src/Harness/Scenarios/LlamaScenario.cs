@@ -249,7 +249,7 @@ public sealed record LlamaScenario : Scenario
         var policy = Policy(DType, Tp);
         var layers = LayerComparison.Run(LayerComparison.Select(reference.Tensors, modules), capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
-            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced);
+            : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType, engineForced);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,

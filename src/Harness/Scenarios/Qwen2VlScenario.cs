@@ -322,7 +322,7 @@ public sealed record Qwen2VlScenario : Scenario
         var compared = LayerComparison.Select(reference.Tensors, modules);
         var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
-            : TokenComparison.ForScenario(reference.Tokens, engineTokens, DType, engineForced);
+            : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType, engineForced);
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
         {
             TokensExpected = true,

@@ -14,6 +14,12 @@ public sealed record ReferenceBundle(IReadOnlyDictionary<string, Tensor> Tensors
     private const string TokensName = "__tokens", TopKIdsName = "__topk_ids", TopKLogprobsName = "__topk_logprobs", InputPrefix = "__input.",
         OracleTopKName = "__oracle_topk_logprobs";
 
+    /// <summary>
+    /// <see cref="Tokens"/> as the token verdict judges them: with the float64 oracle's logprob of any token at the steps
+    /// whose oracle logits were captured (<see cref="TokenSequence.WithOracleLogits"/>).
+    /// </summary>
+    public TokenSequence? JudgedTokens => Tokens?.WithOracleLogits(Tensors);
+
     /// <summary>The inputs the outputs were computed from (seeded prompts, weights of op scenarios).</summary>
     public IReadOnlyDictionary<string, Tensor> Inputs { get; init; } = new Dictionary<string, Tensor>();
 
