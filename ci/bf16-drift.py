@@ -4,11 +4,11 @@ states against a float64 copy of the same (bf16) weights on the same 64 seeded i
 the attention's mean max probability. A trained model stays at a few % at the last layer; above ~10% the harness's
 per-module verdicts cannot name a bug.
 
-    bf16-drift.py NAME LAYERS [--unconditioned] [--vocab V]
+    bf16-drift.py NAME LAYERS [--unconditioned] [--vocab V] [--small]
 
 Run by the reference interpreter on the CPU (HARNESS_PYTHON; inside its chroot the script must be under /tmp). --vocab
 shrinks the vocabularies for memory (default 8192; an embedding row's scale does not depend on the vocabulary size);
---unconditioned builds the checkpoint as it was written before condition_attention (the comparison in
+--unconditioned builds the checkpoint as it was written before condition() (the comparison in
 notes/issue-22-conditioning.md).
 """
 import argparse
@@ -27,14 +27,20 @@ p.add_argument("name", choices=sorted(mpd.MODELS))
 p.add_argument("layers", type=int)
 p.add_argument("--unconditioned", action="store_true")
 p.add_argument("--vocab", type=int, default=8192)
+p.add_argument("--small", action="store_true", help="make-published-dims' SMALL widths")
 a = p.parse_args()
-cfg = mpd.keep_layers(dict(mpd.MODELS[a.name]), a.layers)
+cfg = dict(mpd.MODELS[a.name])
+if a.small:
+    cfg.update(mpd.SMALL[a.name])
+cfg = mpd.keep_layers(cfg, a.layers)
 for k in ("vocab_size", "vocab_size_per_layer_input"):
     if k in cfg:
         cfg[k] = a.vocab
-model = mpd.build_random(cfg, "bf16", "cpu", 0, condition=not a.unconditioned)
+model = mpd.build_random(cfg, "bf16", "cpu", 0, conditioned=not a.unconditioned)
 model.config._attn_implementation = "eager"  # attention probabilities for the table
 m64 = copy.deepcopy(model).to(torch.float64)
+if getattr(model.config, "enable_moe_block", False):
+    m64.set_experts_implementation("eager")  # grouped_mm takes no float64
 ids = torch.randint(3, a.vocab - 100, (1, 64), generator=torch.Generator().manual_seed(1))
 
 maxprob = {}
