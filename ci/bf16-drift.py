@@ -63,7 +63,8 @@ n = len(runs[0])
 print(f"{a.name}, {a.layers} layers, {'unconditioned' if a.unconditioned else 'conditioned'}: bf16 vs float64")
 print("output       rel_L2   rms(f64)  attn max prob")
 for i, (x, ref) in enumerate(zip(*runs)):
-    label = "embeddings" if i == 0 else "model.norm" if i == n - 2 else "logits" if i == n - 1 else f"layers.{i - 1}"
+    # HF's last hidden state is model.norm's output (Llama, Gemma4) or the last layer's (Gemma3n, before its AltUp collapse)
+    label = "embeddings" if i == 0 else "last hidden" if i == n - 2 else "logits" if i == n - 1 else f"layers.{i - 1}"
     mp = maxprob.get(i - 1) if 0 < i < n - 2 else None
     print(f"{label:12s} {((x - ref).norm() / ref.norm()).item():7.4f}  {ref.pow(2).mean().sqrt().item():8.3f}  {'' if mp is None else f'{mp:.3f}'}")
 print("greedy token bf16 / float64:", runs[0][-1][0, -1].argmax().item(), runs[1][-1][0, -1].argmax().item())
