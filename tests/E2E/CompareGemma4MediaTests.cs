@@ -157,3 +157,58 @@ public sealed class CompareGemma4MediaTests : IDisposable
         Assert.DoesNotContain("Traceback", r.Stderr);
     }
 }
+
+/// <summary>
+/// Issue 22 item 5 for Gemma3n: `compare --audio FILE.wav` on a Gemma3nForConditionalGeneration folder with its processor
+/// (<see cref="TinyGemma3nProcessor"/>): the checkpoint's Gemma3nProcessor makes the ids (the placeholder expanded to
+/// audio_seq_length tokens) and features, HF's audio tower hands the engine its soft tokens as the catalog's soft-token
+/// scenarios do, and the engine's embedders and decoder are judged; the embedder built input_is_parallel=True at TP=2 is
+/// caught at model.embed_vision.embedding_projection (its hard-token pass runs first, as in the catalog's scenario).
+/// </summary>
+[Trait("Tier", "Live")]
+public sealed class CompareGemma3nAudioTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "harness-e2e-gemma3n-audio-" + Guid.NewGuid().ToString("N"));
+    private ScenarioContext? _context;
+
+    public CompareGemma3nAudioTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        _context?.Dispose();
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    private string Model()
+    {
+        LiveCliTests.RequireReference();
+        ReferenceWorker.Shared.Start();
+        _context = ScenarioContext.Live(ReferenceClient.Shared);
+        return TinyGemma3nProcessor.Directory(_context);
+    }
+
+    private string Wav() => CompareGemma4MediaTests.Wav(_dir, 3000, TinyGemma3nProcessor.SamplingRate);
+
+    [SkippableFact]
+    public void A_wav_file_compares_clean_through_hfs_audio_tower_and_the_engines_embedders_at_tp2()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--tp", "2", "--audio", Wav(), "--text", "describe this sound"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        // boa, audio_soft_tokens_per_image (3) audio tokens, eoa, the words
+        Assert.Contains("tokens from Gemma3nProcessor in", r.Stdout);
+        Assert.Contains("with audio speech.wav: 252,265,265,265,253,12,13,14", r.Stdout);
+        Assert.Contains("model.embed_audio.soft_embedding_norm", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void The_embedder_built_input_is_parallel_is_caught_at_its_projection_at_tp2()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--tp", "2", "--audio", Wav(), "--text", "hello", "--fault", "row-parallel-input-is-parallel"],
+            null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains("fault 'row-parallel-input-is-parallel' caught at model.embed_vision.embedding_projection", r.Stdout);
+    }
+}

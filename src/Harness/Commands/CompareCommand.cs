@@ -345,8 +345,7 @@ internal static class CompareCommand
             "gemma3n" when o.Image || o.VideoFile is not null =>
                 (o.VideoFile is not null ? "--video" : "--image", "a checkpoint whose compare takes pictures (qwen2_vl, gemma4)",
                  "has timm's MobileNetV5 as its vision tower: the reference environment has no timm (not packaged for Debian forky), so HF cannot build it"),
-            "gemma3n" when o.AudioFile is not null => ("--audio", "a gemma4 checkpoint",
-                "the engine has no Gemma3n audio tower and compare does not yet hand it HF's (the catalog's soft-token scenarios do)"),
+            "gemma3n" => null,
             _ when o.Image || o.VideoFile is not null => (o.VideoFile is not null ? "--video" : "--image", pictures,
                 modelType is "gemma4_text" or "gemma3n_text" ? "is a text-only checkpoint (no towers)" : "takes text only"),
             _ when o.AudioFile is not null => ("--audio", sound,

@@ -10,6 +10,9 @@ namespace Harness.Commands;
 /// `harness compare --model DIR` for Gemma3n checkpoints: model_type gemma3n (Gemma3nForConditionalGeneration; the
 /// reference stubs only the vision tower) and gemma3n_text (Gemma3nForCausalLM). A text prompt (--prompt ids, or
 /// seeded ids below vocab_size_per_layer_input), any --tp; no --pp or --sp (the engine's Gemma3n runs TP only).
+/// --audio FILE.wav goes through the checkpoint's own Gemma3nProcessor (its audio feature extractor; the placeholder
+/// expanded to audio_seq_length tokens) and HF's audio tower hands the engine its soft tokens, as the catalog's
+/// soft-token scenarios do; the engine's embedders and decoder are judged.
 /// </summary>
 internal static class Gemma3nCompare
 {
@@ -30,7 +33,6 @@ internal static class Gemma3nCompare
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
     {
         var (dir, dtype, ids, configPath) = (c.Dir, c.DType, c.Ids, c.ConfigPath);
-        if (o.Image) return CliSupport.UsageError($"compare: --image needs a qwen2_vl checkpoint; {configPath} is a Gemma3n");
         if (o.Pp != 1 || o.Sp)
             return CliSupport.UsageError("compare: Gemma3n runs with tensor parallelism only (--pp 1, no --sp)");
         Gemma3nScenario scenario;
@@ -44,6 +46,21 @@ internal static class Gemma3nCompare
             // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
             if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } refused)
                 return refused;
+            if (!o.Media.IsEmpty)
+            {
+                // --audio FILE.wav (and --text, --chat) through the checkpoint's own processor: its ids and features are the
+                // prompt; HF's audio tower hands the engine its soft tokens (the engine's embedders and decoder are judged)
+                if (!config.IsMultimodal)
+                    return CliSupport.UsageError($"compare: --audio needs Gemma3nForConditionalGeneration; {configPath} has no audio_config");
+                if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+                var processedIds = processed["input_ids"].ToInt64Array();
+                if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
+                    return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
+                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, Gemma3nScenario.NewTokens) is { } tooLong)
+                    return tooLong;
+                return CompareCommand.Execute(o, dir, Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, processedIds, processedIds.Length)
+                    .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()));
+            }
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }
         catch (Exception e) when (e is ConfigException or IOException or ArgumentException or KeyNotFoundException or InvalidOperationException)

@@ -38,13 +38,44 @@ public sealed record Gemma3nScenario : Scenario
     public const int TopK = 5;
 
     public int Tp { get; }
-    public Gemma3nInput Kind { get; }
+    public Gemma3nInput Kind { get; private init; }
 
     /// <summary>A user's HF checkpoint folder (`harness compare --model DIR`) instead of the tiny model.</summary>
     public string? ModelPath { get; init; }
 
     /// <summary>Explicit prompt ids (compare); otherwise the seeded prompt of <see cref="Kind"/>.</summary>
     public long[]? PromptIds { get; init; }
+
+    /// <summary>
+    /// The checkpoint processor's audio tensors (`compare --audio FILE.wav`: input_features [1, frames, mel],
+    /// input_features_mask [1, frames]): HF's audio tower runs on them in the reference and hands the engine its soft
+    /// tokens, as the catalog's soft-token scenarios do (the engine has no Gemma3n audio tower). Null: none.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor>? Processed { get; private init; }
+
+    /// <summary>
+    /// compare --audio FILE: the processor's ids and features are the prompt (<paramref name="files"/> names the file,
+    /// <paramref name="tag"/> hashes it for the reference key).
+    /// </summary>
+    public Gemma3nScenario WithProcessed(IReadOnlyDictionary<string, Tensor> processed, string files, string tag)
+    {
+        var ids = processed["input_ids"].ToInt64Array();
+        return this with
+        {
+            Kind = Gemma3nInput.SoftTokens,
+            Processed = processed.Where(kv => kv.Key is "input_features" or "input_features_mask").ToDictionary(kv => kv.Key, kv => kv.Value),
+            PromptIds = ids,
+            Input = "files",
+            Id = BuildId("checkpoint", [Path.GetFileName((ModelPath ?? "").TrimEnd('/')), Layout, "files"], DType),
+            ReferenceKey = $"{ReferenceKey}-files-{tag}-{string.Join('.', ids)}",
+            Description = $"HF Gemma3n checkpoint {ModelPath}, TP={Tp}, the prompt from the checkpoint's processor with {files} (HF's audio tower), {DType.TorchName()}",
+        };
+    }
+
+    /// <summary>The modules compared: the image soft-token path only where the prompt has an image (the catalog's soft-token prompt).</summary>
+    public IReadOnlyList<string> Modules(Gemma3nConfig config) =>
+        Processed is null ? Gemma3nModules.ForModel(config, Kind)
+            : Gemma3nModules.ForModel(config, Kind).Where(m => m != "model.embed_vision.soft_embedding_norm").ToList();
 
     [SetsRequiredMembers]
     public Gemma3nScenario(int tp, Gemma3nInput input, DType dtype, string? fault = null, string? expectedFirstBadModule = null)
@@ -140,7 +171,9 @@ public sealed record Gemma3nScenario : Scenario
     public override IReadOnlyDictionary<string, Tensor> Inputs(ScenarioContext context)
     {
         var inputs = new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray(Ids, 1, Ids.Length) };
-        if (Kind == Gemma3nInput.SoftTokens && ModelPath is null)
+        if (Processed is not null)
+            foreach (var (name, value) in Processed) inputs[name] = value;
+        else if (Kind == Gemma3nInput.SoftTokens && ModelPath is null)
         {
             inputs["pixel_values"] = TinyGemma3n.VisionTowerOutput(DType);            // the stub tower's output [1, C, h, w]
             inputs["input_features"] = TinyGemma3n.AudioFeatures(DType);
@@ -170,7 +203,7 @@ public sealed record Gemma3nScenario : Scenario
         {
             ["model_dir"] = client.WorkerPath(dir),
             ["dtype"] = DType.TorchName(),
-            ["capture"] = new JsonArray(Gemma3nModules.ForModel(config, Kind).Where(m => !Gemma3nModules.IsExtra(m)).Select(m => (JsonNode)m).ToArray()),
+            ["capture"] = new JsonArray(Modules(config).Where(m => !Gemma3nModules.IsExtra(m)).Select(m => (JsonNode)m).ToArray()),
             ["max_new_tokens"] = NewTokens,
             ["top_k"] = TopK,
             ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
@@ -195,7 +228,7 @@ public sealed record Gemma3nScenario : Scenario
             Tensor.FromArray(Ids, Ids.Length),
             reference.Tensors.TryGetValue("image_soft_tokens", out var image) ? image.Select(0, 0) : null,    // [n, C_vision]
             reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
-        var modules = Gemma3nModules.ForModel(config, Kind);
+        var modules = Modules(config);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var stepModules = Gemma3nModules.StepModules(config);                      // every decode step, module by module

@@ -126,7 +126,9 @@ def _media_prompt(proc, text, n_images, n_videos, chat, n_audios=0):
     def wrap(token):
         return f"{start}{token}{end}" if start and end else token
 
-    parts = [wrap(proc.image_token)] * n_images + [wrap(proc.video_token)] * n_videos + [proc.audio_token] * n_audios
+    # only the placeholders asked for: a processor without video (Gemma3n's) has no video_token
+    parts = ([wrap(proc.image_token)] * n_images if n_images else []) + ([wrap(proc.video_token)] * n_videos if n_videos else []) + \
+        ([proc.audio_token] * n_audios if n_audios else [])
     return "".join(parts) + (" " if parts and text else "") + text
 
 
@@ -209,8 +211,16 @@ def op_save_processor(args, tensors):
             image_processor=transformers.Gemma4ImageProcessor(**kw),
             video_processor=transformers.Gemma4VideoProcessor(**video),
             tokenizer=fast, chat_template=args.get("chat_template"), **dict(args.get("processor_fields", {})))
+    elif args["family"] == "gemma3n":
+        # Gemma3nProcessor: a SigLIP image processor (kw; the reference cannot run the timm vision tower, but the processor
+        # needs one), Gemma3nAudioFeatureExtractor (args feature_extractor) and its fixed placeholder counts
+        # (args processor_fields: audio_seq_length = the config's audio_soft_tokens_per_image, image_seq_length)
+        proc = transformers.Gemma3nProcessor(
+            feature_extractor=transformers.Gemma3nAudioFeatureExtractor(**dict(args["feature_extractor"])),
+            image_processor=transformers.SiglipImageProcessor(**kw),
+            tokenizer=fast, chat_template=args.get("chat_template"), **dict(args.get("processor_fields", {})))
     else:
-        raise ValueError(f"save_processor: no tiny processor for family {args['family']!r} (known: qwen2_vl, gemma4)")
+        raise ValueError(f"save_processor: no tiny processor for family {args['family']!r} (known: qwen2_vl, gemma4, gemma3n)")
     proc.save_pretrained(out_dir)
     return {"files": sorted(os.listdir(out_dir))}, []
 
