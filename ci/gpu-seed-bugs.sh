@@ -8,7 +8,8 @@
 # SEED: llama qwen2vl gemma4moe gemma3n gemma4audio (default all, in that order). Lines are written as each run ends, so a
 # call cut by its time limit still returns what ran; run the rest with their SEED names.
 # --small: narrower widths and 2-4 layers (make-published-dims.py --small), the engine and the reference on the CPU: the
-# same runs through the same paths, to check the script where there is no GPU. Needs HARNESS_PYTHON (torch, transformers).
+# same runs through the same paths, to check the script where there is no GPU. HARNESS_PYTHON: torch and transformers
+# (default the GPU machine's /opt/torch/.venv/bin/python3).
 # Environment: MODELS_DIR (default /tmp/seed-models; each checkpoint is removed after its seed unless KEEP=1),
 # PYTHON_ROOT (the interpreter's root when it is a chroot, e.g. the CPU machine's ~/.cache/harness/forky: MODELS_DIR must
 # be inside it, and the interpreter is given the path without it), RUN_TIMEOUT (seconds a compare, default 300).
@@ -31,7 +32,7 @@ fi
 models="${MODELS_DIR:-/tmp/seed-models}"; mkdir -p "$models"
 # the checkpoint writer beside the checkpoints, where a chroot's interpreter sees it too
 cp "$ci/make-published-dims.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
-export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1 HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}"
 device=cuda; (( small )) && device=cpu
 [[ $device == cuda ]] && export HARNESS_REFERENCE_DEVICE="${HARNESS_REFERENCE_DEVICE:-cuda}"
 lines="$OUT/lines.txt"; log="$OUT/log.txt"; : > "$lines"; : > "$log"
