@@ -126,10 +126,10 @@ for seed in "${seeds[@]}"; do
     # without its ND x ND path: both shapes named at the audio attention. Both need a multimodal checkpoint at published
     # dims and `compare --image FILE` / `--audio FILE.wav` for Gemma (issue 22 item 5, branch inputs): run when the
     # harness has them, else one SKIP line saying what is missing.
-    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; else name=gemma4-e2b; opt=--audio; fi
+    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; tp=2; else name=gemma4-e2b; opt=--audio; tp=1; fi
     # the option's own help block (up to the next option) must name Gemma: --image alone is Qwen2-VL's today
     if ! "$H" compare --help 2>&1 | awk -v o="$opt" '/^ +-/ { p = ($1 == o || index($1, o ",") == 1) } p && /Gemma/ { f = 1 } END { exit !f }' || ! "$HARNESS_PYTHON" "$maker" list 2>/dev/null | grep -q "^$name:"; then
-      printf 'RUN %s\n' "$name | tp2 $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
+      printf 'RUN %s\n' "$name | tp$tp $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
       continue
     fi
     d="$(make "$name" bf16 $( (( small )) && echo --layers 2))"
