@@ -23,8 +23,8 @@ for seed in "${seeds[@]}"; do
   [[ " llama qwen2vl gemma4moe gemma3n gemma4audio " == *" $seed "* ]] || { echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2; }
 done
 mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
-if [[ -f $archive && $archive == *.tar.xz ]]; then
-  mkdir -p /tmp/hs && tar xJf "$archive" -C /tmp/hs && H=/tmp/hs/harness-gpu/bin/harness && ci=/tmp/hs/harness-gpu/ci
+if [[ -f $archive && $archive == *.tar.* ]]; then
+  mkdir -p /tmp/hs && tar xf "$archive" -C /tmp/hs && H=/tmp/hs/harness-gpu/bin/harness && ci=/tmp/hs/harness-gpu/ci
 else
   H="$(cd "$(dirname "$archive")" && pwd)/$(basename "$archive")"; ci="$here"
 fi
@@ -111,8 +111,8 @@ for seed in "${seeds[@]}"; do
     # so caught in fp32 at the first experts; clean in fp32 and in bf16 (no false alarm: run twice). 26B-A4B in fp32 is
     # 100 GB, so 4 of its 30 layers (3 sliding + 1 full, 128 experts each; 3.95 B parameters, 15.8 GB): the engine (2x
     # its weights on the GPU), the reference and the streamed oracle's layer fit one 80 GB card with room for the MoE's
-    # transients. TP=2: the tied 262144 x 2816 table is 2.95 GB in fp32, past the 2 GiB a device tensor holds until the
-    # engine's device tensors are 64-bit; a rank's vocab shard is 1.47 GB.
+    # transients. TP=2, as the catalog's second gelu scenario: each rank holds half the experts' rows and half the tied
+    # 262144 x 2816 table (2.95 GB in fp32 whole).
     layers=4; (( small )) && layers=2
     d="$(make gemma4-26b-a4b-text fp32 --layers $layers)"
     run gemma4-26b-a4b "tp2 ids-8 fp32 ${layers} layers" "" pass -- --model "$d" --dtype fp32 --tp 2 --prompt-length 8
