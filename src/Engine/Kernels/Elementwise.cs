@@ -80,10 +80,7 @@ public static class Elementwise
             case UnaryOp.Sqrt: TensorPrimitives.Sqrt(x, y); break;
             // torch's CPU rsqrt is 1 / sqrt(x): two roundings
             case UnaryOp.Rsqrt: TensorPrimitives.Sqrt(x, y); TensorPrimitives.Reciprocal(y, y); break;
-            // torch.tanh is within an ulp or two everywhere. TensorPrimitives.Tanh is not near 0: relative error 0.56 at
-            // |x| ~ 1e-5 and -4.5e-4 on average over 1e-5..0.1, always of one sign (TanhSmallArgumentTests), where Gemma's
-            // final softcap tanh(logits / 30) takes its arguments. So tanhf, one element at a time.
-            case UnaryOp.Tanh: for (int i = 0; i < x.Length; i++) y[i] = MathF.Tanh(x[i]); break;
+            case UnaryOp.Tanh: TensorPrimitives.Tanh(x, y); break;
             case UnaryOp.Sigmoid: Sigmoid(x, y); break;
             case UnaryOp.Square: TensorPrimitives.Multiply(x, x, y); break;
             case UnaryOp.Reciprocal: TensorPrimitives.Reciprocal(x, y); break;

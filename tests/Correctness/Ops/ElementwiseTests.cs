@@ -145,29 +145,3 @@ public class ElementwiseTests
         for (int i = 0; i < xs.Length; i++) Assert.Equal(BFloat16.FromFloat(xs[i] * inv), got[i]);
     }
 }
-
-/// <summary>
-/// Found by the seed-bug runs (ci/gpu-seed-bugs.sh --small, Gemma4 MoE at fp32): the final logit softcap
-/// tanh(logits / 30) * 30 takes tanh of arguments around 1e-3, where a tanh computed from exp(2x) - 1 loses the leading
-/// digits (relative error ~1e-5, always of one sign), and the logits failed the oracle's bias check (engine scale bias
-/// -3.7e-6, the reference's own 2.4e-8) while lm_head passed. torch's tanh is correctly rounded to within an ulp or two
-/// there, and so must ours be.
-/// </summary>
-public class TanhSmallArgumentTests
-{
-    [Fact]
-    public void Tanh_of_small_arguments_is_within_two_ulps_of_float64()
-    {
-        var rng = new Random(7);
-        float[] xs = [.. Enumerable.Range(0, 4096).Select(i => (float)((rng.NextDouble() * 2 - 1) * Math.Pow(10, -1 - 4 * rng.NextDouble())))];
-        var got = Elementwise.Tanh(Tensor.FromArray(xs, xs.Length)).ToFloatArray();
-        double worst = 0, bias = 0;
-        for (int i = 0; i < xs.Length; i++)
-        {
-            double want = Math.Tanh(xs[i]), rel = (got[i] - want) / Math.Abs(want);
-            worst = Math.Max(worst, Math.Abs(rel));
-            bias += rel / xs.Length;
-        }
-        Assert.True(worst <= 2 * 5.96e-8 * 2, $"worst relative error {worst:E3} (ulp 1.2e-7), mean signed {bias:E3}");
-    }
-}
