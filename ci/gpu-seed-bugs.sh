@@ -8,7 +8,8 @@
 # SEED: llama qwen2vl gemma4moe gemma3n gemma4audio (default all, in that order). Lines are written as each run ends, so a
 # call cut by its time limit still returns what ran; run the rest with their SEED names.
 # --small: narrower widths and 2-4 layers (make-published-dims.py --small), the engine and the reference on the CPU: the
-# same runs through the same paths, to check the script where there is no GPU. Needs HARNESS_PYTHON (torch, transformers).
+# same runs through the same paths, to check the script where there is no GPU. HARNESS_PYTHON: torch and transformers
+# (default the GPU machine's /opt/torch/.venv/bin/python3).
 # Environment: MODELS_DIR (default /tmp/seed-models; each checkpoint is removed after its seed unless KEEP=1),
 # PYTHON_ROOT (the interpreter's root when it is a chroot, e.g. the CPU machine's ~/.cache/harness/forky: MODELS_DIR must
 # be inside it, and the interpreter is given the path without it), RUN_TIMEOUT (seconds a compare, default 300).
@@ -22,8 +23,8 @@ for seed in "${seeds[@]}"; do
   [[ " llama qwen2vl gemma4moe gemma3n gemma4audio " == *" $seed "* ]] || { echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2; }
 done
 mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
-if [[ -f $archive && $archive == *.tar.xz ]]; then
-  mkdir -p /tmp/hs && tar xJf "$archive" -C /tmp/hs && H=/tmp/hs/harness-gpu/bin/harness && ci=/tmp/hs/harness-gpu/ci
+if [[ -f $archive && $archive == *.tar.* ]]; then
+  mkdir -p /tmp/hs && tar xf "$archive" -C /tmp/hs && H=/tmp/hs/harness-gpu/bin/harness && ci=/tmp/hs/harness-gpu/ci
 else
   H="$(cd "$(dirname "$archive")" && pwd)/$(basename "$archive")"; ci="$here"
 fi
@@ -31,7 +32,7 @@ fi
 models="${MODELS_DIR:-/tmp/seed-models}"; mkdir -p "$models"
 # the checkpoint writer beside the checkpoints, where a chroot's interpreter sees it too
 cp "$ci/make-published-dims.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
-export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1 HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}"
 device=cuda; (( small )) && device=cpu
 [[ $device == cuda ]] && export HARNESS_REFERENCE_DEVICE="${HARNESS_REFERENCE_DEVICE:-cuda}"
 lines="$OUT/lines.txt"; log="$OUT/log.txt"; : > "$lines"; : > "$log"
@@ -110,8 +111,8 @@ for seed in "${seeds[@]}"; do
     # so caught in fp32 at the first experts; clean in fp32 and in bf16 (no false alarm: run twice). 26B-A4B in fp32 is
     # 100 GB, so 4 of its 30 layers (3 sliding + 1 full, 128 experts each; 3.95 B parameters, 15.8 GB): the engine (2x
     # its weights on the GPU), the reference and the streamed oracle's layer fit one 80 GB card with room for the MoE's
-    # transients. TP=2: the tied 262144 x 2816 table is 2.95 GB in fp32, past the 2 GiB a device tensor holds until the
-    # engine's device tensors are 64-bit; a rank's vocab shard is 1.47 GB.
+    # transients. TP=2, as the catalog's second gelu scenario: each rank holds half the experts' rows and half the tied
+    # 262144 x 2816 table (2.95 GB in fp32 whole).
     layers=4; (( small )) && layers=2
     d="$(make gemma4-26b-a4b-text fp32 --layers $layers)"
     run gemma4-26b-a4b "tp2 ids-8 fp32 ${layers} layers" "" pass -- --model "$d" --dtype fp32 --tp 2 --prompt-length 8
@@ -125,10 +126,10 @@ for seed in "${seeds[@]}"; do
     # without its ND x ND path: both shapes named at the audio attention. Both need a multimodal checkpoint at published
     # dims and `compare --image FILE` / `--audio FILE.wav` for Gemma (issue 22 item 5, branch inputs): run when the
     # harness has them, else one SKIP line saying what is missing.
-    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; else name=gemma4-e2b; opt=--audio; fi
+    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; tp=2; else name=gemma4-e2b; opt=--audio; tp=1; fi
     # the option's own help block (up to the next option) must name Gemma: --image alone is Qwen2-VL's today
     if ! "$H" compare --help 2>&1 | awk -v o="$opt" '/^ +-/ { p = ($1 == o || index($1, o ",") == 1) } p && /Gemma/ { f = 1 } END { exit !f }' || ! "$HARNESS_PYTHON" "$maker" list 2>/dev/null | grep -q "^$name:"; then
-      printf 'RUN %s\n' "$name | tp2 $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
+      printf 'RUN %s\n' "$name | tp$tp $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
       continue
     fi
     d="$(make "$name" bf16 $( (( small )) && echo --layers 2))"

@@ -30,7 +30,7 @@ public sealed class CliFuzzTests(ITestOutputHelper output) : IDisposable
         ["list"] = ["--json"],
         ["run"] = ["--offline", "--report", "--baseline", "--growth-factor", "--fault", "--fail-fast", "--device", "--config-mutations", "--slow-writes-ms"],
         ["repro"] = ["--fault", "--offline"],
-        ["compare"] = ["--model", "--tp", "--pp", "--sp", "--dtype", "--prompt", "--prompt-length", "--no-oracle", "--image", "--video", "--audio"],
+        ["compare"] = ["--model", "--tp", "--pp", "--sp", "--dtype", "--prompt", "--prompt-length", "--no-oracle", "--image", "--video", "--audio", "--max-new-tokens", "--prompt-embeds"],
         ["report"] = ["--from", "--out", "--baseline", "--growth-factor", "--slow-writes-ms"],
         ["fixtures"] = ["record"],
         ["soak"] = ["--rounds", "--offline"],

@@ -42,6 +42,10 @@ public sealed record CompareMemory(
     /// <inheritdoc cref="Hidden"/>
     public int Vocab { get; init; }
 
+    /// <summary>The text decoder's layers (units named ...layers.N outside a vision or audio tower: the ones that see every
+    /// token); null: every unit.</summary>
+    public int? TextLayers { get; init; }
+
     /// <summary>The prompt's tokens (an estimate where the ids are made later: --text, pictures).</summary>
     public int PromptTokens { get; init; }
 
@@ -61,14 +65,18 @@ public sealed record CompareMemory(
         get
         {
             long recorded = PromptTokens + (Steps ? (long)NewTokens : 0);
-            long perRecord = ((long)Units * RecordsPerUnit * Hidden + Vocab) * CaptureElementBytes;
-            long kv = 2L * Units * Hidden * BytesPerParameter * 2 * ((long)PromptTokens + NewTokens);
+            int layers = TextLayers ?? Units;
+            long perRecord = ((long)layers * RecordsPerUnit * Hidden + Vocab) * CaptureElementBytes;
+            long kv = 2L * layers * Hidden * BytesPerParameter * 2 * ((long)PromptTokens + NewTokens);
             return recorded * perRecord + kv;
         }
     }
 
     /// <summary>A tensor of a decoder layer or tower block: its name has a numeric part ("model.layers.3.mlp...").</summary>
     private static readonly Regex UnitName = new(@"^(.*?\.\d+)\.", RegexOptions.CultureInvariant);
+
+    /// <summary>A text decoder layer's unit: "model.layers.3", "model.language_model.layers.3", not a tower's blocks or layers.</summary>
+    private static readonly Regex TextLayer = new(@"^(?!.*(vision|visual|audio)).*\blayers\.\d+$", RegexOptions.CultureInvariant);
 
     /// <summary>The counts of a checkpoint folder's tensors (headers only; nothing is read).</summary>
     public static CompareMemory Of(string folder, DType dtype, bool oracle, bool whole, bool gpu = false, int promptTokens = 0, int newTokens = 0,
@@ -92,10 +100,11 @@ public sealed record CompareMemory(
                 (vocab, hidden) = ((int)info.Shape[0], (int)info.Shape[1]);   // [vocab, hidden] of the text decoder
         }
         long inUnits = units.Values.Sum();
+        int textLayers = units.Keys.Count(k => TextLayer.IsMatch(k));
         return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
             dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu)
         {
-            Hidden = hidden, Vocab = vocab, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps,
+            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps,
         };
     }
 
@@ -153,7 +162,7 @@ public sealed record CompareMemory(
             long perUnit = LargestUnit;
             for (int keep = Units - 1; keep >= 1; keep--)
             {
-                var fewer = this with { Parameters = Parameters - (Units - keep) * perUnit, Units = keep };
+                var fewer = this with { Parameters = Parameters - (Units - keep) * perUnit, Units = keep, TextLayers = TextLayers is { } t ? Math.Min(t, keep) : null };
                 if (fewer.Total <= available)
                 {
                     fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({GiB(fewer.Total)})");

@@ -84,7 +84,10 @@ public class CompareMemoryTests
         Assert.Contains("--max-new-tokens ", line);
         // the checkpoint's headers give the widths: the tiny Llama's embed_tokens is [200, 64]
         var tiny = CompareMemory.Of(Tiny("tiny-llama-fp32"), DType.Float32, oracle: true, whole: false, promptTokens: 7, newTokens: 8);
-        Assert.Equal((64, 200), (tiny.Hidden, tiny.Vocab));
+        Assert.Equal((64, 200, 4), (tiny.Hidden, tiny.Vocab, tiny.TextLayers));
+        // Qwen2-VL's vision blocks see the image's patches, not every token: only the text decoder's layers count
+        var qwen = CompareMemory.Of(Tiny("tiny-qwen2-vl-fp32"), DType.Float32, oracle: true, whole: false, promptTokens: 7, newTokens: 6);
+        Assert.True(qwen.TextLayers < qwen.Units, $"{qwen.TextLayers} text layers of {qwen.Units} units");
         Assert.True(tiny.TokenBytes > 0);
     }
 }
