@@ -3,7 +3,9 @@
 # OUT_DIR/harness-gpu-linux-x64.tar.xz (default OUT_DIR: build/gpu-bundle), under 60 MB:
 #   bin/harness        self-contained, trimmed linux-x64 publish of src/Harness (the engine, CUDA interop included)
 #   tests/harness-gpu-tests  the one GPU test suite (tests/Gpu, xunit v3, in Harness.sln) self-contained: `harness-gpu-tests -junit FILE`
-#   fixtures/          the recorded references and tiny models (offline tier; the GPU checks' tiny Llama)
+#   fixtures/          the recorded references and tiny models (offline tier; the GPU checks' tiny Llama); left out with
+#                      BUNDLE_FIXTURES=0 for the device tool, which carries the working tree (fixtures included) beside
+#                      the bundle under a 64 MiB limit (then run from the repository root)
 #   ci/gpu-test.sh     the GPU job: the GPU tests + `harness run --device cuda` over the catalog, report + JUnit
 #   ci/gpu-graph-bench.sh  graph decoding per family (check-gpu decode + bench --device cuda; ci/make-bench-model.py)
 # The CUDA libraries are not bundled: the engine finds them at run time (HARNESS_CUDA_LIB_DIR, a torch venv's
@@ -25,11 +27,11 @@ dotnet publish src/Harness/Harness.csproj -c Release -r linux-x64 --self-contain
 dotnet publish tests/Gpu/Gpu.csproj -c Release -r linux-x64 --self-contained \
   -p:PublishTrimmed=true -p:TrimMode=partial -p:TreatWarningsAsErrors=false -p:SuppressTrimAnalysisWarnings=true -p:DebugType=none \
   -o "$root/tests" >&2
-cp -r fixtures "$root/fixtures"
+[[ ${BUNDLE_FIXTURES:-1} == 0 ]] || cp -r fixtures "$root/fixtures"
 cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/make-bench-model.py ci/make-published-dims.py "$root/ci/"
 git rev-parse HEAD > "$root/COMMIT" 2>/dev/null || true
 archive="$out/harness-gpu-linux-x64.tar.xz"
-tar -C "$stage" -cJf "$archive" harness-gpu
+tar -C "$stage" -cf - harness-gpu | xz -T0 -6 > "$archive"     # -T0: every core (minutes on one)
 size=$(stat -c %s "$archive")
 echo "$archive: $((size / 1024 / 1024)) MB ($size bytes)"
 if (( size >= 60 * 1024 * 1024 )); then

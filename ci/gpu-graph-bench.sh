@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # ci/gpu-graph-bench.sh ARCHIVE OUT: graph decoding per family on a GPU runner (issue 20 item 2): check-gpu's decode
 # checks, then `harness bench --device cuda` per family on the tiny fixtures models and at 1B-class widths (written first
-# by ci/make-bench-model.py on the GPU). ARCHIVE is ci/gpu-bundle.sh's harness-gpu-linux-x64.tar.xz; OUT receives
+# by ci/make-bench-model.py on the GPU). ARCHIVE is ci/gpu-bundle.sh's harness-gpu-linux-x64.tar.xz (or .tar.gz); OUT receives
 # check.txt, bench-tiny.txt, bench-big.txt. Needs HARNESS_PYTHON (torch with CUDA, transformers; default the torch venv).
 # Environment: SKIP_CHECKS=1, TINY="model ..." (fixtures/models names), TINY_PROMPT (32), BIG="NAME[:LAYERS] ..." (default:
 # all four families; Gemma3n and Gemma4 need >= 15 layers for a full-attention layer before the KV-shared ones).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 archive="$1"; OUT="$2"; mkdir -p "$OUT"
-mkdir -p /tmp/hb && tar xJf "$archive" -C /tmp/hb
+mkdir -p /tmp/hb && tar xf "$archive" -C /tmp/hb
 cd /tmp/hb/harness-gpu; H=$PWD/bin/harness
 export HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}" NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"

@@ -225,7 +225,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["out_dir"] = workerDir,
         };
         if (modelClass is not null) args["model_class"] = modelClass;
-        var r = Worker.Call("build_model", args).Header["result"]!.AsObject();
+        var r = Worker.Call("build_model", args, timeout: OpTimeout).Header["result"]!.AsObject();
         var parameters = r["params"]!.AsArray().Select(p => (
             (string)p!["name"]!,
             p["shape"]!.AsArray().Select(s => (int)s!).ToArray(),
@@ -249,7 +249,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["oracle"] = Oracle,
             ["oracle_mode"] = OracleMode,
         };
-        var reply = Worker.Call("forward", args, [new(embeds ? "inputs_embeds" : "input_ids", input)]);
+        var reply = Worker.Call("forward", args, [new(embeds ? "inputs_embeds" : "input_ids", input)], timeout: OpTimeout);
         var captured = reply.Tensors.Where(t => t.Key != "logits").ToDictionary(t => t.Key, t => t.Value);
         return new ForwardResult(captured, reply.Tensor("logits") ?? throw new ReferenceException("forward returned no logits"));
     }
@@ -293,7 +293,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["capture_steps"] = new JsonArray((stepCapture ?? []).Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
         };
         var reply = Worker.Call("generate", args, forced is null ? [new(embeds ? "inputs_embeds" : "input_ids", input)]
-            : [new(embeds ? "inputs_embeds" : "input_ids", input), new("forced_tokens", Tensor.FromArray(forced, forced.Length))]);
+            : [new(embeds ? "inputs_embeds" : "input_ids", input), new("forced_tokens", Tensor.FromArray(forced, forced.Length))], timeout: OpTimeout);
         var tokens = reply.Tensor("tokens")!.ToInt64Array();
         var ids = reply.Tensor("topk_ids")!;
         var lps = reply.Tensor("topk_logprobs")!;
@@ -360,6 +360,13 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// </summary>
     public string OracleMode { get; set; } = "stream";
 
+    /// <summary>
+    /// How long one model-level op (build_model, forward, generate, the model-specific ops) may take before the worker is
+    /// killed as hung; null: the worker's default (300 s). A real-size model on the CPU needs more: `compare` scales it
+    /// with the parameter count (<c>--reference-timeout</c> sets it).
+    /// </summary>
+    public TimeSpan? OpTimeout { get; set; }
+
     public sealed record Reply(JsonObject Result, IReadOnlyDictionary<string, Tensor> Tensors)
     {
         public Tensor Need(string name) => Tensors.TryGetValue(name, out var t) ? t
@@ -375,14 +382,14 @@ public sealed class ReferenceClient(ReferenceWorker worker)
         args ??= new JsonObject();
         if (!args.ContainsKey("oracle")) args["oracle"] = Oracle;
         if (!args.ContainsKey("oracle_mode")) args["oracle_mode"] = OracleMode;
-        var frame = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList());
+        var frame = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList(), timeout: OpTimeout);
         var result = frame.Header["result"] as JsonObject ?? new JsonObject();
         return new Reply(result, frame.Tensors.ToDictionary(t => t.Key, t => t.Value));
     }
 
     private Tensor One(string op, JsonObject? args, params (string Name, Tensor Value)[] inputs)
     {
-        var reply = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList());
+        var reply = Worker.Call(op, args, inputs.Select(i => new KeyValuePair<string, Tensor>(i.Name, i.Value)).ToList(), timeout: OpTimeout);
         return reply.Tensor("out") ?? throw new ReferenceException($"reference op '{op}' returned no tensor 'out'");
     }
 }

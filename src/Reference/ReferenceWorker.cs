@@ -253,7 +253,8 @@ public sealed class ReferenceWorker : IDisposable
             int pid = SafePid(process);
             Kill();
             throw new ReferenceWorkerFailedException(
-                $"reference op '{op}' did not answer within {timeout.TotalSeconds:F0} s; the worker (pid {pid}) was killed and restarts on the next call\n--- worker stderr (last lines) ---\n{_stderr.Text}");
+                $"reference op '{op}' did not answer within {timeout.TotalSeconds:F0} s; the worker (pid {pid}) was killed and restarts on the next call " +
+                $"(a model too slow for that, not a hang: `compare --reference-timeout S`)\n--- worker stderr (last lines) ---\n{_stderr.Text}");
         }
         var reply = readTask.Result;
         if ((int?)reply.Header["id"] != id)

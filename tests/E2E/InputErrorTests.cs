@@ -84,6 +84,15 @@ public sealed class InputErrorTests : IDisposable
         AssertOneLineInputError(CliProcess.Run(["compare", "--model", _dir, "--tp", "3"], NoPython), "--tp 3 does not divide num_attention_heads 4");
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-5")]
+    public void A_reference_timeout_that_is_not_a_positive_number_of_seconds_is_a_usage_error(string seconds)
+    {
+        AssertOneLineInputError(CliProcess.Run(["compare", "--model", _dir, "--reference-timeout", seconds], NoPython),
+            "--reference-timeout must be a positive number of seconds");
+    }
+
     [Fact]
     public void A_corrupt_or_foreign_baseline_report_is_one_line_naming_it_before_anything_runs()
     {

@@ -10,15 +10,19 @@ namespace Harness.Engine.Cuda;
 /// </summary>
 public static class CudaTensors
 {
-    /// <summary>An uninitialised contiguous device tensor.</summary>
     /// <summary>The device a tensor lives on, or null on the host: what a model asks where its weights are (a KV cache, a
     /// table to upload) instead of branching on the device itself.</summary>
     public static CudaDevice? DeviceOf(Tensor t) => t.IsCuda ? t.CudaDevice : null;
 
+    /// <summary>
+    /// An uninitialised contiguous device tensor of any size: its storage is one allocation of 64-bit length (Gemma3n-E4B's
+    /// per-layer table is 4.7 GB, 2^31 + 201326592 elements). The kernels index with 64-bit offsets from their tensor's
+    /// address; one that walks a whole tensor by an int element count asks <see cref="Tensor.NumEl"/>, which says to take
+    /// a view first instead of wrapping (an embedding lookup or a vocab shard of such a table is a view).
+    /// </summary>
     public static Tensor Empty(CudaDevice device, DType dtype, params int[] shape)
     {
         long bytes = Tensors.Shape.NumEl(shape) * dtype.Size();
-        if (bytes > int.MaxValue) throw new OutOfMemoryException($"device tensor of {bytes} bytes exceeds the 2^31-byte storage limit");
         return new Tensor(new Storage(device.Allocate(bytes)), dtype, (int[])shape.Clone());
     }
 
@@ -27,7 +31,7 @@ public static class CudaTensors
     {
         var t = Empty(device, dtype, shape);
         device.MakeCurrent();
-        CudaRuntime.MemsetAsync(t.Storage.Device!.Pointer, 0, (long)t.NumEl * dtype.Size(), device.Stream);
+        CudaRuntime.MemsetAsync(t.Storage.Device!.Pointer, 0, t.ElementCount * dtype.Size(), device.Stream);
         return t;
     }
 
@@ -43,7 +47,7 @@ public static class CudaTensors
     {
         var src = host.Contiguous();
         var t = Empty(device, host.DType, host.ShapeArray);
-        long bytes = (long)src.NumEl * src.DType.Size();
+        long bytes = src.ElementCount * src.DType.Size();
         if (bytes == 0) return t;
         unsafe
         {
@@ -63,7 +67,7 @@ public static class CudaTensors
         var device = dev.Storage.Device!.Device;
         var src = dev.IsContiguous ? dev : CudaOps.Copy(dev, dev.DType);
         var host = Tensor.Zeros(dev.DType, dev.ShapeArray);
-        long bytes = (long)src.NumEl * src.DType.Size();
+        long bytes = src.ElementCount * src.DType.Size();
         if (bytes == 0) return host;
         unsafe
         {

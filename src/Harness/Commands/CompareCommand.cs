@@ -59,6 +59,9 @@ internal static class CompareCommand
         /// <summary>--max-memory GIB: the memory the comparison may use (default: what the host or the GPU has free).</summary>
         public double? MaxMemoryGiB { get; init; }
 
+        /// <summary>--reference-timeout S: seconds one reference op may take (default: <see cref="ReferenceTimeout"/>'s scale).</summary>
+        public int? ReferenceTimeoutSeconds { get; init; }
+
         /// <summary>--fault NAME: a catalog fault planted in the engine's model (<see cref="Engine.Models.FaultMap"/>), the reference untouched.</summary>
         public string? Fault { get; init; }
     }
@@ -148,6 +151,17 @@ internal static class CompareCommand
             if (r.GetValueOrDefault<double?>() is <= 0) r.AddError("--max-memory must be positive");
         });
 
+        var referenceTimeout = new Option<int?>("--reference-timeout")
+        {
+            Description = "Seconds one reference op (the prefill with its captures, the greedy run with every step's) may take before " +
+                          "the worker is stopped as hung (default: 300 s per 250 M parameters on the CPU, per 10 B on a GPU; at least 300 s).",
+            HelpName = "S",
+        };
+        referenceTimeout.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is <= 0) r.AddError("--reference-timeout must be a positive number of seconds");
+        });
+
         var fault = new Option<string?>("--fault")
         {
             Description = "Plant a catalog fault in the engine's model (the reference untouched), to see where the comparison catches it: " +
@@ -167,7 +181,7 @@ internal static class CompareCommand
             "printed like `repro`. Needs the live reference. Exit code: 0 when engine and reference agree, 1 when they diverge, 2 on usage errors " +
             "(missing folder/config/weights, unsupported model_type, no interpreter).")
         {
-            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video,
+            model, tp, pp, sp, dtype, prompt, promptLength, noOracle, noSteps, image, device, oracleWhole, maxMemory, text, chat, fault, video, referenceTimeout,
         };
         command.Validators.Add(r =>
         {
@@ -185,6 +199,7 @@ internal static class CompareCommand
         {
             NoOracle = r.GetValue(noOracle), NoSteps = r.GetValue(noSteps), Image = r.GetResult(image) is { Implicit: false }, ImageFile = r.GetValue(image), VideoFile = r.GetValue(video), Device = r.GetValue(device) ?? "cpu", OracleWhole = r.GetValue(oracleWhole),
             MaxMemoryGiB = r.GetValue(maxMemory), Text = r.GetValue(text), Chat = r.GetValue(chat), Fault = r.GetValue(fault),
+            ReferenceTimeoutSeconds = r.GetValue(referenceTimeout),
         }));
         return command;
     }
@@ -336,10 +351,27 @@ internal static class CompareCommand
         Console.WriteLine($"memory:      predicted {CompareMemory.GiB(memory.Total)} ({memory.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters; " +
                           $"oracle {(o.NoOracle ? "off" : o.OracleWhole ? "whole float64 twin" : "streamed, one layer in float64")}), available {(available is { } a ? CompareMemory.GiB(a) : "unknown")}");
         if (gpu is not null) Engine.Cuda.Interop.CudaRuntime.ResetPeakPoolBytes(gpu.Ordinal);
-        int code = o.Then?.Invoke(scenario, context) ?? VerboseReport.RunAndPrint(scenario, context);
+        var client = context.Client!;                                               // the process's one client: its timeout put back after
+        var timeoutBefore = client.OpTimeout;
+        client.OpTimeout = ReferenceTimeout(memory.Parameters, gpu is not null, o.ReferenceTimeoutSeconds);
+        int code;
+        try { code = o.Then?.Invoke(scenario, context) ?? VerboseReport.RunAndPrint(scenario, context); }
+        finally { client.OpTimeout = timeoutBefore; }
         wall.Stop();
         PrintPeaks(wall.Elapsed, gpu, context);
         return code;
+    }
+
+    /// <summary>
+    /// How long one reference op may take: <paramref name="given"/> seconds, else 300 s per 250 M parameters on the CPU
+    /// (TinyLlama-1.1B's greedy run with every step captured and the float64 oracle took over 300 s on this 2-core
+    /// machine under load, and the worker was killed as hung) or per 10 B on a GPU, never under the worker's 300 s.
+    /// </summary>
+    internal static TimeSpan ReferenceTimeout(long parameters, bool gpu, int? given)
+    {
+        if (given is { } s) return TimeSpan.FromSeconds(s);
+        double per = gpu ? 10e9 : 250e6;
+        return TimeSpan.FromSeconds(300 * Math.Max(1.0, Math.Ceiling(parameters / per)));
     }
 
     private static void PrintPeaks(TimeSpan wall, Engine.Cuda.CudaDevice? gpu, ScenarioContext context)

@@ -42,4 +42,17 @@ public class CompareMemoryTests
         // on a 24 GiB host even bf16 without the oracle does not fit: a copy with fewer layers is what is left
         Assert.Contains("layers", (m with { Gpu = false, BytesPerParameter = 2 }).Refusal("/models/llama-3.1-8b", 24L << 30, "host"));
     }
+
+    [Fact]
+    public void A_1_1B_model_on_the_CPU_gets_more_than_the_300_s_that_killed_its_greedy_run_as_hung()
+    {
+        // "reference op 'generate' did not answer within 300 s; the worker (pid 14214) was killed" (TinyLlama-1.1B dims,
+        // bf16, 128 ids, every step captured, streamed oracle, on this 2-core machine under load)
+        const long tinyLlama11B = 1_100_048_384;
+        Assert.Equal(TimeSpan.FromSeconds(1500), CompareCommand.ReferenceTimeout(tinyLlama11B, gpu: false, given: null));
+        Assert.Equal(TimeSpan.FromSeconds(300), CompareCommand.ReferenceTimeout(tinyLlama11B, gpu: true, given: null));
+        Assert.Equal(TimeSpan.FromSeconds(300), CompareCommand.ReferenceTimeout(150_000, gpu: false, given: null)); // the tiny models: the worker's own
+        Assert.Equal(TimeSpan.FromSeconds(900), CompareCommand.ReferenceTimeout(30_000_000_000, gpu: true, given: null));
+        Assert.Equal(TimeSpan.FromSeconds(42), CompareCommand.ReferenceTimeout(tinyLlama11B, gpu: false, given: 42));
+    }
 }

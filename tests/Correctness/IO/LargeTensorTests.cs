@@ -1,9 +1,9 @@
-using System.Text;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
+using static Harness.Tests.Correctness.IO.SparseE4bTable;
 
 namespace Harness.Tests.Correctness.IO;
 
@@ -17,51 +17,6 @@ namespace Harness.Tests.Correctness.IO;
 [Collection(SerialCollection.Name)]
 public class LargeTensorTests
 {
-    private const int Rows = 262_144, Cols = 35 * 256;            // E4B's vocab_size_per_layer_input x (layers * 256)
-    private const string Table = "model.language_model.embed_tokens_per_layer.weight";
-    private const long SmallBytes = 16;                            // an F32 [4] before the table: the table starts at a non-zero offset
-
-    // Planted values (bf16), by (row, col). E1 sits past 2^31 elements and 2^32 bytes; a 32-bit byte offset wraps onto
-    // the decoy at byte (2 * E1 - 2^32) of the table, which holds another value.
-    private static readonly long E0 = (1L << 30) + 3;              // byte 2^31 + 6: past a 32-bit signed byte offset
-    private static readonly long E1 = (1L << 31) + 7;              // element past 2^31, byte 2^32 + 14
-    private static readonly long Decoy = (2 * E1 - (1L << 32)) / 2; // element 7 of row 0
-    private static readonly (long Element, float Value)[] Planted =
-    [
-        (0, 1.5f),
-        (Decoy, 7f),
-        (E0, -2.25f),
-        ((long)Rows / 2 * Cols, 3.75f),                            // rank 1's first row at TP=2 (vocab 262144 splits evenly)
-        (E1, 0.40625f),
-        ((long)Rows * Cols - 1, -5.5f),                            // the last element
-    ];
-
-    private static (int Row, int Col) At(long element) => ((int)(element / Cols), (int)(element % Cols));
-
-    /// <summary>A sparse safetensors file: header, an F32 [4], the bf16 table as holes except the planted values.</summary>
-    private static string WriteSparseCheckpoint(TempDir dir)
-    {
-        long tableBytes = (long)Rows * Cols * 2;
-        string json = $"{{\"model.small\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,{SmallBytes}]}}," +
-                      $"\"{Table}\":{{\"dtype\":\"BF16\",\"shape\":[{Rows},{Cols}],\"data_offsets\":[{SmallBytes},{SmallBytes + tableBytes}]}}}}";
-        while (json.Length % 8 != 0) json += " ";
-        var header = Encoding.UTF8.GetBytes(json);
-        string path = Path.Combine(dir.Path, "model.safetensors");
-        using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
-        {
-            long dataStart = 8 + header.Length;
-            fs.SetLength(dataStart + SmallBytes + tableBytes);            // holes: no disk, no page cache
-            var h = fs.SafeFileHandle;
-            RandomAccess.Write(h, BitConverter.GetBytes((ulong)header.Length), 0);
-            RandomAccess.Write(h, header, 8);
-            RandomAccess.Write(h, new byte[] { 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, 0, 0, 0x40, 0x40, 0, 0, 0x80, 0x40 }, dataStart); // 1, 2, 3, 4
-            foreach (var (e, v) in Planted)
-                RandomAccess.Write(h, BitConverter.GetBytes(BFloat16.FromFloat(v)), dataStart + SmallBytes + 2 * e);
-        }
-        File.WriteAllText(Path.Combine(dir.Path, "config.json"), "{}");
-        return dir.Path;
-    }
-
     private static long ResidentBytes()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
@@ -74,7 +29,7 @@ public class LargeTensorTests
     public void A_4_7_GB_table_maps_without_a_copy_and_reads_right_past_2_pow_31_elements_and_2_pow_32_bytes()
     {
         using var dir = new TempDir();
-        string folder = WriteSparseCheckpoint(dir);
+        string folder = SparseE4bTable.Write(dir.Path);
         long rssBefore = ResidentBytes();
         long allocBefore = GC.GetAllocatedBytesForCurrentThread();
 
@@ -133,7 +88,7 @@ public class LargeTensorTests
     public void A_rank_maps_only_its_own_rows_of_a_vocab_parallel_table_past_4_GiB(int tp)
     {
         using var dir = new TempDir();
-        string folder = WriteSparseCheckpoint(dir);
+        string folder = SparseE4bTable.Write(dir.Path);
         var (r1, c1) = At(E1);
         var (rm, cm) = At((long)Rows / 2 * Cols);
         var results = ThreadWorld.Run(tp, rank =>
