@@ -276,7 +276,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// </summary>
     /// <param name="stepCapture">Modules captured at every decode step (<see cref="Generation.StepCaptures"/>).</param>
     /// <param name="forced">Teacher forcing on these tokens instead of the reference's own (decode step s fed forced[s - 1]:
-    /// another engine's tokens, `harness judge --dump`); at least maxNewTokens - 1 of them. The step captures are then the
+    /// another engine's tokens, `harness judge --dump`; steps past them greedy). The step captures are then the
     /// reference's (and its oracle's) outputs fed those tokens.</param>
     public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK, IEnumerable<string>? stepCapture = null,
         long[]? forced = null)

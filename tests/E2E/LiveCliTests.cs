@@ -36,6 +36,32 @@ public class LiveCliTests
         Assert.Contains("token comparison: PASS", r.Stdout);
         Assert.Contains("logprobs against the float64 oracle", r.Stdout);      // tokens judged by the oracle (issue 21 item 3)
     }
+
+    /// <summary>
+    /// Issue 23: `harness dump --model` of a Gemma4 MoE checkpoint (not only Llama) with compare's fault planted, then `harness
+    /// judge --dump` of it: the dump is written (exit 0, the run's own verdict printed), the judge fails it (exit 1) at the
+    /// experts, the module compare names, and prints the decode steps' grid.
+    /// </summary>
+    [SkippableFact]
+    public void Dump_model_of_a_gemma4_checkpoint_with_a_fault_then_judge_dump_names_the_experts()
+    {
+        RequireReference();
+        var dir = Path.Combine(Path.GetTempPath(), $"harness-cli-dump-{Guid.NewGuid():N}");
+        try
+        {
+            var d = CliProcess.Run(["dump", "--model", "fixtures/models/tiny-gemma4-moe-fp32", "--out", dir, "--fault", "gate-up-swapped"], null, timeoutSeconds: 600);
+            Assert.True(d.ExitCode == 0, d.ToString());
+            Assert.Contains("the run's own layer comparison: FAIL (first divergent module model.layers.0.experts", d.Stdout);
+            var j = CliProcess.Run(["judge", "--dump", dir, "--model", "fixtures/models/tiny-gemma4-moe-fp32"], null, timeoutSeconds: 600);
+            Assert.True(j.ExitCode == 1, j.ToString());
+            Assert.Contains("first divergent module: model.layers.0.experts", j.Stdout);
+            Assert.Contains("decode steps (teacher-forced", j.Stdout);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
 }
 
 /// <summary>

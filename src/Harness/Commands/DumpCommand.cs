@@ -49,6 +49,8 @@ internal static class DumpCommand
         {
             bool hasId = r.GetValue(id) is not null, hasModel = r.GetResult(model) is { Implicit: false };
             if (hasId == hasModel) r.AddError("dump needs a scenario id or --model HF_DIR (one of them)");
+            if (hasModel && r.GetResult(offline) is { Implicit: false })
+                r.AddError("--offline takes a catalog scenario (its recorded reference); --model runs compare's live run of the checkpoint");
         });
         command.SetAction(r =>
         {

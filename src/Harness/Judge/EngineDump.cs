@@ -133,6 +133,10 @@ public sealed class EngineDump : IActivationSink
                 var verdict = Result.Layers.Passed && Result.EngineError is null ? "PASS" : "FAIL";
                 var first = Result.Layers.FirstDivergence is { } f ? $" (first divergent module {f.Label})" : "";
                 var error = Result.EngineError is { } e ? $"; engine error: {e.Split('\n')[0]}" : "";
+                if (Result.Steps is { } steps)
+                    error += steps.FirstDivergence is { } d
+                        ? string.Create(CultureInfo.InvariantCulture, $"; decode steps: FAIL (first divergent (step, module, rank): ({d.Step}, {d.StepModule}, {d.Rank}))")
+                        : "; decode steps: PASS";
                 return string.Create(CultureInfo.InvariantCulture, $"{Result.Scenario.Id}: {Records} module records from {WorldSize} rank(s) in {Directory}") +
                     $"\nthe run's own layer comparison: {verdict}{first}{error}\njudge it: harness judge --dump {Directory} --model {ModelDirectory}";
             }

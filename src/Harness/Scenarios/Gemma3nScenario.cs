@@ -209,7 +209,7 @@ public sealed record Gemma3nScenario : Scenario
             ["model_class"] = config.IsMultimodal ? "Gemma3nForConditionalGeneration" : "Gemma3nForCausalLM",
             ["capture_steps"] = new JsonArray((JudgeSteps ? Gemma3nModules.StepModules(config) : []).Select(m => (JsonNode)m).ToArray()),
         };
-        var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).ToArray());
+        var reply = client.Invoke("gemma3n_run", args, inputs.Select(kv => (kv.Key, kv.Value)).Concat(ForcedTokensInput()).ToArray());
         var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
         // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (soft tokens in its prompt)
         return new ReferenceBundle(tensors, TokenSequence.FromReply(reply.Tensors), context.Versions());

@@ -162,7 +162,7 @@ public sealed record Gemma4Scenario : Scenario
             ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
             ["capture"] = new JsonArray(modules.Select(m => (JsonNode)JsonValue.Create(m)).ToArray()),
         }, ("input_ids", prompt));
-        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK, JudgeSteps ? modules : null);   // every module at every decode step too
+        var gen = client.Generate(dir, DType, prompt, NewTokens, TopK, JudgeSteps ? modules : null, ForcedTokens);   // every module at every decode step too
         var tensors = new Dictionary<string, Tensor>(reply.Tensors);
         foreach (var (name, t) in gen.StepCaptures) tensors[name] = t;
         return new ReferenceBundle(tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),

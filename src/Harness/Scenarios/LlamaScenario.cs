@@ -194,7 +194,7 @@ public sealed record LlamaScenario : Scenario
         var config = LoadConfig(dir);
         var batched = Prompt(config).Unsqueeze(0);                             // [1, T] or [1, T, hidden]
         var forward = client.Forward(dir, DType, batched, ModulesFor(config));
-        var gen = client.Generate(dir, DType, batched, NewTokens, TopK, JudgeSteps ? StepModulesFor(config) : null);
+        var gen = client.Generate(dir, DType, batched, NewTokens, TopK, JudgeSteps ? StepModulesFor(config) : null, ForcedTokens);
         var tensors = new Dictionary<string, Tensor>(forward.Captured);
         foreach (var (name, t) in gen.StepCaptures) tensors[name] = t;          // step<s>.<module> and their float64 oracle
         return new ReferenceBundle(tensors, TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs),

@@ -241,7 +241,7 @@ public sealed record Qwen2VlScenario : Scenario
             ["top_k"] = TopK,
             ["capture_steps"] = new JsonArray((JudgeSteps ? StepModulesFor(config) : []).Select(m => (JsonNode)JsonValue.Create(m)!).ToArray()),
         };
-        var reply = client.Invoke("qwen2vl_generate", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
+        var reply = client.Invoke("qwen2vl_generate", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).Concat(ForcedTokensInput()).ToArray());
         // the greedy tokens with, under the oracle, the float64 model's logprobs teacher-forced on them (pixel values in its
         // prompt, the forced steps at M-RoPE position cache length + its rope delta)
         var tensors = reply.Tensors.Where(kv => !TokenSequence.ReplyNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);

@@ -44,6 +44,18 @@ public abstract record Scenario
     /// </summary>
     public virtual int NewTokens { get; init; }
 
+    /// <summary>
+    /// The reference's decode teacher-forced on these tokens instead of its own greedy ones (decode step s fed
+    /// ForcedTokens[s - 1]; steps past them greedy): `harness judge --dump` judging another engine's steps on the tokens it
+    /// was fed. Null (default): greedy. It changes the reference, so a scenario that sets it gives its
+    /// <see cref="ReferenceKey"/> the tokens too (the judge does).
+    /// </summary>
+    public long[]? ForcedTokens { get; init; }
+
+    /// <summary>The forced tokens as the worker's generate ops take them ("forced_tokens", int64 [n]); none when null.</summary>
+    protected IEnumerable<(string Name, Tensor Value)> ForcedTokensInput() =>
+        ForcedTokens is { } f ? [("forced_tokens", Tensor.FromArray(f, f.Length))] : [];
+
     /// <summary>A mutation check: the comparison must fail at <see cref="ExpectedFirstBadModule"/>. A fault injected
     /// ad hoc (repro --fault, run --fault) has no expected module and is judged as a plain comparison.</summary>
     public bool ExpectFailure => Fault is not null && ExpectedFirstBadModule is not null;

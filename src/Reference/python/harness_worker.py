@@ -901,14 +901,12 @@ def greedy_decode(model, inputs, steps, k, prompt_logits=False, step_paths=(), f
     of log_softmax(float32 raw logits). Returns [("tokens", [steps]), ("topk_ids", [steps, k]), ("topk_logprobs",
     [steps, k])], preceded by ("logits", the prompt's logits) when prompt_logits, followed by each of step_paths' outputs
     at every decode step ("step<s>.<path>", StepCapture) when given: greedy decoding is teacher forcing on its own tokens,
-    so these are what an engine fed the same tokens must reproduce. With forced (int64 [n], n >= steps - 1) the loop is
-    teacher-forced on those tokens instead of its own: decode step s is fed forced[s - 1] (another engine's tokens, from
-    a dump: `harness judge --dump`), and "tokens" holds them (then the last step's own argmax); the top-k stay the
-    model's own. Every op that generates (plain and model-specific) decodes through this one loop."""
+    so these are what an engine fed the same tokens must reproduce. With forced (int64 [n]) the loop is teacher-forced on
+    those tokens instead of its own: decode step s is fed forced[s - 1] (another engine's tokens, from a dump: `harness
+    judge --dump`), steps past them its own argmax, and "tokens" holds what was fed; the top-k stay the model's own.
+    Every op that generates (plain and model-specific) decodes through this one loop."""
     if forced is not None:
         forced = forced.to(torch.int64).reshape(-1)
-        if forced.shape[0] < steps - 1:
-            raise ValueError(f"forced_tokens holds {forced.shape[0]} tokens; {steps} new tokens feed {steps - 1}")
     tokens, ids, lps = [], [], []
     capture = StepCapture(model, step_paths)
     try:

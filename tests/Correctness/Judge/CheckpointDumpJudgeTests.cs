@@ -1,4 +1,6 @@
 using Harness.Commands;
+using Harness.Engine.IO;
+using Harness.Engine.Tensors;
 using Harness.Judge;
 using Harness.Runs;
 using Harness.Scenarios;
@@ -62,6 +64,45 @@ public class CheckpointDumpJudgeTests(ITestOutputHelper output)
                 if (compared.EngineError is null) Assert.Equal(c.Count, j.Count);
             }
             Assert.Equal(compared.Steps is not null, judged.Record.StepsJudged);  // an engine that failed in its prompt has no decode steps
+        }
+        finally
+        {
+            client.Release(dir);
+        }
+    }
+
+    /// <summary>
+    /// The family's reference is teacher-forced on the dump's fed tokens, not on its own: the engine's clean dump with decode
+    /// step 1's fed token changed (on every rank, as another engine that chose another token would have written it) fails
+    /// first at step 1's embedding, where HF fed the changed token and the engine's records were made on the original.
+    /// The prompt's forward still passes.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("tiny-gemma3n-fp32", "model.language_model.embed_tokens")]
+    [InlineData("tiny-qwen2-vl-fp32", "model.language_model.embed_tokens")]
+    public void A_family_reference_is_fed_the_dumps_tokens_at_every_decode_step(string model, string embedding)
+    {
+        var client = LiveReference.Client();
+        var checkpoint = Path.Combine(Fixtures.DefaultDirectory(), "models", model);
+        var dir = client.ScratchDirectory("checkpoint-dump-forced");
+        try
+        {
+            EngineDump.Written? written = null;
+            Assert.Equal(0, DumpCommand.Checkpoint(new CompareCommand.Options(checkpoint, 1, 1, false, "fp32", null, null), dir, w => written = w));
+            Assert.True(written!.Result.Steps?.Passed, written.Summary);
+            foreach (var file in Directory.GetFiles(dir, "rank-*.safetensors"))
+            {
+                Dictionary<string, Tensor> tensors;
+                using (var f = SafetensorsFile.Open(file))
+                    tensors = f.Names.ToDictionary(n => n, n => f.ReadTensor(n).Contiguous());
+                long original = tensors["input/input_ids/step1"].ToInt64Array()[0];
+                tensors["input/input_ids/step1"] = Tensor.FromArray([original == 5 ? 6L : 5L], 1, 1);
+                SafetensorsWriter.Save(file, tensors);
+            }
+            var judged = DumpJudge.Run(dir, checkpoint, client);
+            output.WriteLine(DumpJudge.Describe(judged));
+            Assert.True(judged.Layers.Passed, judged.Layers.ToString());
+            Assert.Equal(new Harness.Reports.StepDivergence(1, embedding, 0), judged.Record.FirstDivergentStep);
         }
         finally
         {

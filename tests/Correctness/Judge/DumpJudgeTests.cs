@@ -11,7 +11,9 @@ namespace Harness.Tests.Correctness.Judge;
 /// `harness judge --dump` on a real foreign engine: transformers' own tensor parallelism (tp_plan="auto", two gloo
 /// processes on the CPU, initialised through a file) dumped by harness_dump.py and judged module by module, rank by
 /// rank, against the single-process HF model with the float64 oracle. A tp_plan that declares the row-wise o_proj
-/// column-wise is caught at o_proj, naming the ranks.
+/// column-wise is caught at o_proj, naming the ranks. generate() under TP=2 is judged at every decode step too (each
+/// rank's shards against their slices of HF teacher-forced on the dumped tokens), and a bug on one rank after the prompt
+/// is named at its (step, module, rank).
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(JudgeCollection.Name)]
@@ -19,7 +21,7 @@ public class DumpJudgeTests(ITestOutputHelper output)
 {
     private static readonly long[] Ids = [2, 100, 200, 300, 17, 250, 9];
 
-    private DumpVerdict DumpAndJudge(JsonObject plan)
+    private DumpVerdict DumpAndJudge(JsonObject plan, int newTokens = 0, string? doctor = null)
     {
         var model = TinyGgufLlama.Get();
         var client = LiveReference.Client();
@@ -37,6 +39,8 @@ public class DumpJudgeTests(ITestOutputHelper output)
             ["plan"] = plan,
             ["dump_source"] = source,
             ["timeout"] = 240,
+            ["max_new_tokens"] = newTokens,
+            ["doctor"] = doctor,
         }).Result["ranks"]!.AsArray();
         foreach (var r in ranks) output.WriteLine($"rank {r!["rank"]}: exit {r["code"]}\n{r["log_tail"]}");
         var verdict = DumpJudge.Run(dump, model.ModelDirectory, client);
@@ -83,5 +87,32 @@ public class DumpJudgeTests(ITestOutputHelper output)
         var before = v.Layers.Rows.TakeWhile(r => r.Module != "model.layers.0.self_attn.o_proj").ToList();
         Assert.NotEmpty(before);
         Assert.All(before, r => Assert.Equal(LayerVerdict.Pass, r.Verdict));
+    }
+
+    [SkippableFact]
+    public void Transformers_tp2_generate_dumped_by_harness_dump_passes_at_every_decode_step_on_both_ranks()
+    {
+        var v = DumpAndJudge(new JsonObject(), newTokens: 4);
+        Assert.True(v.Passed, DumpJudge.Describe(v));
+        var steps = Assert.IsType<LayerReport>(v.Steps);
+        Assert.Equal([1, 2, 3], steps.Rows.Select(r => r.Step).Distinct().Order());
+        // a column-wise shard at every step, on each rank against its slice, by the oracle
+        var q = steps.Rows.Where(r => r.StepModule == "model.layers.1.self_attn.q_proj").ToList();
+        Assert.Equal(6, q.Count);
+        Assert.Equal([0, 1], q.Select(r => r.Rank).Distinct().Order());
+        Assert.All(q, r => Assert.True(r.Result?.Oracle?.Passed, r.Label));
+    }
+
+    [SkippableFact]
+    public void A_tp2_shard_doctored_on_rank_1_at_decode_step_2_only_is_named_at_step_2_up_proj_rank_1()
+    {
+        var v = DumpAndJudge(new JsonObject(), newTokens: 4, doctor: "1:model.layers.1.mlp.up_proj");
+        Assert.False(v.Passed);
+        Assert.True(v.Layers.Passed, v.Layers.ToString());                    // the prompt's forward is right on both ranks
+        Assert.Equal(new Harness.Reports.StepDivergence(2, "model.layers.1.mlp.up_proj", 1), v.Record.FirstDivergentStep);
+        var steps = v.Steps!;
+        Assert.All(steps.Rows.Where(r => r.Step == 1), r => Assert.Equal(LayerVerdict.Pass, r.Verdict));
+        // rank 0's shard of the same module at the same step is right
+        Assert.Equal(LayerVerdict.Pass, Assert.Single(steps.Rows, r => r.Step == 2 && r.StepModule == "model.layers.1.mlp.up_proj" && r.Rank == 0).Verdict);
     }
 }

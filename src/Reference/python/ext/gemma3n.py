@@ -157,7 +157,7 @@ def op_gemma3n_run(args, tensors):
     steps, k = int(args.get("max_new_tokens", 0)), int(args.get("top_k", 1))
     if steps:
         step_paths = list(args.get("capture_steps", []))    # the decoder's modules at every decode step (StepCapture)
-        generated = greedy_decode(model, inputs, steps, k, step_paths=step_paths)
+        generated = greedy_decode(model, inputs, steps, k, step_paths=step_paths, forced=tensors.get("forced_tokens"))
         outs += generated
         if args.get("oracle"):                          # the token verdict's yardstick: the float64 model fed the same tokens
             outs += oracle_forced_logprobs(args, model, inputs, dict(generated)["tokens"], dict(generated)["topk_ids"], step_paths)

@@ -256,7 +256,7 @@ def op_gemma4_mm_generate(args, tensors):
     inputs = {name: t.to(model.device) for name, t in _gemma4_mm_inputs(tensors, model.dtype).items()}
     steps, k = int(args["max_new_tokens"]), int(args.get("top_k", 1))
     step_paths = list(args.get("capture_steps", []))        # the decoder's modules at every decode step (StepCapture)
-    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths)
+    outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths, forced=tensors.get("forced_tokens"))
     if args.get("oracle") and steps:
         # the float64 model teacher-forced on the same tokens after the same prompt: the towers run in its prompt forward
         # (the audio tower kept in float32, as gemma4_mm_forward's oracle keeps it)

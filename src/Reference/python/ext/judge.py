@@ -206,8 +206,8 @@ def op_llama_server_stop(args, tensors):
 
 TP_RUNNER = r'''
 import json, os, sys
-rank, world, model_dir, out_dir, init_file, ids_json, plan_json = sys.argv[1:8]
-rank, world = int(rank), int(world)
+rank, world, model_dir, out_dir, init_file, ids_json, plan_json, new_tokens, doctor = sys.argv[1:10]
+rank, world, new_tokens = int(rank), int(world), int(new_tokens)
 os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch, torch.distributed as dist, transformers, harness_dump
@@ -234,11 +234,26 @@ if plan:
     config.base_model_tp_plan = {**config.base_model_tp_plan, **plan}
 model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32, tp_plan="auto",
                                                           attn_implementation="eager").eval()
-dump = harness_dump.Dump(model, out_dir, rank, world, placements=harness_dump.placements_from_tp_plan(model))
 ids = torch.tensor([json.loads(ids_json)])
+forwards = [0]
+model.register_forward_pre_hook(lambda _m, _a: forwards.__setitem__(0, forwards[0] + 1))
+if doctor:                                   # "<rank>:<module>": that rank's module output x1.5 at decode step 2 only
+    on_rank, module = doctor.split(":", 1)
+    if int(on_rank) == rank:
+        def scaled(_m, _a, out):
+            if forwards[0] != 3:
+                return None
+            return out * 1.5 if isinstance(out, torch.Tensor) else (out[0] * 1.5,) + tuple(out[1:])
+        model.get_submodule(module).register_forward_hook(scaled)   # before the dump's hooks: the dump sees the doctored output
+dump = harness_dump.Dump(model, out_dir, rank, world, placements=harness_dump.placements_from_tp_plan(model))
 try:
-    with torch.no_grad(), dump.step(0, input_ids=ids):
-        model(input_ids=ids, use_cache=False)
+    if new_tokens:                           # generate(): every decode step, each rank feeding the same greedy tokens
+        with torch.no_grad(), dump.generation():
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    else:
+        with torch.no_grad(), dump.step(0, input_ids=ids):
+            model(input_ids=ids, use_cache=False)
 finally:
     dump.close()
     dist.destroy_process_group()
@@ -249,7 +264,9 @@ def op_judge_hf_tp_dump(args, tensors):
     """transformers' own tensor parallelism (tp_plan="auto", gloo on the CPU) run as world_size processes of this
     interpreter, each dumping every module through harness_dump.py (args dump_source: its text) into out_dir. args:
     model_dir, out_dir, world_size, input_ids (a list), plan (entries that override the config's base_model_tp_plan),
-    timeout. Returns each rank's exit code and stderr tail; a rank that fails still writes its dump with the error."""
+    timeout; max_new_tokens (0: the prompt's forward only; else generate() dumped at every decode step through
+    harness_dump's generation()), doctor ("<rank>:<module>": that rank's module output scaled by 1.5 at decode step 2
+    only, a bug on one rank after the prompt; the hook sits before the dump's, so the dump records the doctored output). Returns each rank's exit code and stderr tail; a rank that fails still writes its dump with the error."""
     import tempfile
     work = tempfile.mkdtemp(prefix="harness-tp-")
     with open(os.path.join(work, "harness_dump.py"), "w") as f:
@@ -262,7 +279,8 @@ def op_judge_hf_tp_dump(args, tensors):
     for r in range(world):
         log = tempfile.TemporaryFile(mode="w+")
         procs.append((subprocess.Popen([sys.executable, os.path.join(work, "runner.py"), str(r), str(world), args["model_dir"],
-                                        args["out_dir"], init, json.dumps(args["input_ids"]), json.dumps(args.get("plan", {}))],
+                                        args["out_dir"], init, json.dumps(args["input_ids"]), json.dumps(args.get("plan", {})),
+                                        str(int(args.get("max_new_tokens", 0))), args.get("doctor") or ""],
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        preexec_fn=_die_with_parent), log))
     deadline = time.monotonic() + float(args.get("timeout", 240))

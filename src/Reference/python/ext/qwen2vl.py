@@ -49,7 +49,7 @@ def op_qwen2vl_generate(args, tensors):
 
     def generate(m):
         m.model.rope_deltas = None  # HF keeps the last prompt's deltas on the module; a new prompt starts clean
-        return greedy_decode(m, inputs, steps, k, prompt_logits=True, step_paths=step_paths)
+        return greedy_decode(m, inputs, steps, k, prompt_logits=True, step_paths=step_paths, forced=tensors.get("forced_tokens"))
 
     # hooks keep each module's first output: the prompt's forward
     generated, outs, captured = capture_run(model, paths, generate)
