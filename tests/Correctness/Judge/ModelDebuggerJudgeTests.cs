@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Harness.Judge;
+using Harness.Reference;
 using Harness.Runs;
 using Harness.Tests.Correctness.Live;
 using Xunit.Abstractions;
@@ -9,22 +10,35 @@ namespace Harness.Tests.Correctness.Judge;
 /// <summary>
 /// transformers' own model debugger (model_addition_debugger_context with use_repr=False: a call tree JSON plus one
 /// safetensors file per leaf module's output) read by `harness judge --dump`: the tiny Llama's own forward passes module
-/// by module; the same forward with rms_norm_eps 0.05 (for 3e-5) fails first at layer 0's input_layernorm.
+/// by module; the same forward with rms_norm_eps 0.05 (for 3e-5) fails first at layer 0's input_layernorm. The debugger
+/// runs on HF itself through a test-only op (model_debugger_ops.py) in a worker of the class's own: a user runs the
+/// debugger on their engine, so the shipped worker has no such op.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(JudgeCollection.Name)]
-public class ModelDebuggerJudgeTests(ITestOutputHelper output)
+public class ModelDebuggerJudgeTests(ModelDebuggerJudgeTests.DebuggerWorker worker, ITestOutputHelper output)
+    : IClassFixture<ModelDebuggerJudgeTests.DebuggerWorker>
 {
+    /// <summary>The class's worker: the shipped one plus hf_model_debugger_dump; started by the first test's call.</summary>
+    public sealed class DebuggerWorker : IDisposable
+    {
+        private readonly ReferenceWorker _worker = new(workerSource: TestWorkerSource.With("model_debugger_ops.py"));
+        public ReferenceClient Client { get; }
+        public DebuggerWorker() => Client = new ReferenceClient(_worker);
+        public void Dispose() => _worker.Dispose();
+    }
+
     private static readonly long[] Ids = [2, 100, 200, 300, 17, 250, 9];
 
     private DumpVerdict DebugAndJudge(JsonObject config)
     {
         var model = TinyGgufLlama.Get();
-        var client = LiveReference.Client();
+        LiveReference.Client();   // skip or fail as the tier says
+        var client = worker.Client;
         var dir = client.ScratchDirectory("judge-model-debugger");
         try
         {
-            client.Invoke("judge_hf_model_debugger", new JsonObject
+            client.Invoke("hf_model_debugger_dump", new JsonObject
             {
                 ["model_dir"] = client.WorkerPath(model.ModelDirectory),
                 ["out_dir"] = client.WorkerPath(dir),

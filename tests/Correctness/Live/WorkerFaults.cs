@@ -1,4 +1,3 @@
-using System.Text;
 using Harness.Reference;
 
 namespace Harness.Tests.Correctness.Live;
@@ -10,18 +9,10 @@ namespace Harness.Tests.Correctness.Live;
 /// </summary>
 public static class WorkerFaults
 {
-    public static string Source { get; } = ReferenceWorker.Source(Ops());
-
-    private static string Ops()
-    {
-        using var s = typeof(WorkerFaults).Assembly.GetManifestResourceStream("worker_faults.py")
-            ?? throw new InvalidOperationException("worker_faults.py is not embedded in the test assembly");
-        using var r = new StreamReader(s, Encoding.UTF8);
-        return r.ReadToEnd();
-    }
+    public static string Source { get; } = TestWorkerSource.With("worker_faults.py");
 }
 
-/// <summary>Issue 20: the worker users run has no op that exists only so tests can plant failures.</summary>
+/// <summary>Issue 20: the worker users run has no op that exists only for the tests (planted failures, HF under its own debugger).</summary>
 public sealed class WorkerFaultsTests
 {
     [Fact]
@@ -30,6 +21,7 @@ public sealed class WorkerFaultsTests
         var shipped = ReferenceWorker.Source();
         Assert.DoesNotContain("def op_fault_", shipped);
         Assert.DoesNotContain("def op_debug_", shipped);
+        Assert.DoesNotContain("model_addition_debugger_context", shipped);
         int extension = WorkerFaults.Source.IndexOf("OPS[\"gemma4_build\"]", StringComparison.Ordinal);
         int fault = WorkerFaults.Source.IndexOf("OPS[\"fault_crash\"] = op_fault_crash", StringComparison.Ordinal);
         Assert.True(extension > 0 && fault > extension, "the fault ops follow the extensions");

@@ -17,8 +17,18 @@ namespace Harness.Tests.Correctness.Robustness;
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(SerialCollection.Name)]
-public sealed class WorkerSandboxTests : IDisposable
+public sealed class WorkerSandboxTests(WorkerSandboxTests.SandboxedWorker sandboxed) : IDisposable, IClassFixture<WorkerSandboxTests.SandboxedWorker>
 {
+    /// <summary>
+    /// The class's sandboxed worker (the shipped one plus the probe op), shared by its sandboxed tests: a worker start is
+    /// the slow part, and each test makes its own client. Started by the first test that asks for it.
+    /// </summary>
+    public sealed class SandboxedWorker : IDisposable
+    {
+        public ReferenceWorker Worker { get; } = new(workerSource: ReferenceWorker.Source(ProbeOp)) { Threads = 1, DefaultTimeout = TimeSpan.FromSeconds(120), Sandbox = true };
+        public void Dispose() => Worker.Dispose();
+    }
+
     private const string ProbeOp = """
         def op_probe_sandbox(args, tensors):
             import socket
@@ -51,14 +61,15 @@ public sealed class WorkerSandboxTests : IDisposable
         if (Directory.Exists(_outside)) Directory.Delete(_outside, recursive: true);
     }
 
-    private static string ProbeSource() => ReferenceWorker.Source(ProbeOp);
-
-    /// <summary>A worker of the located interpreter; skips unless it is the chroot wrapper (the sandbox is ci/reference-env.sh's).</summary>
-    private ReferenceWorker Worker(bool sandbox, string? source = null)
+    /// <summary>
+    /// A worker of the located interpreter (sandboxed: the class's, with the probe op; otherwise a fresh one without the
+    /// sandbox); skips unless it is the chroot wrapper (the sandbox is ci/reference-env.sh's).
+    /// </summary>
+    private ReferenceWorker Worker(bool sandbox)
     {
         LiveReference.Client();   // skip or fail as the tier says
-        var worker = new ReferenceWorker(workerSource: source) { Threads = 1, DefaultTimeout = TimeSpan.FromSeconds(120), Sandbox = sandbox };
-        _workers.Add(worker);
+        var worker = sandbox ? sandboxed.Worker : new ReferenceWorker { Threads = 1, DefaultTimeout = TimeSpan.FromSeconds(120), Sandbox = false };
+        if (!sandbox) _workers.Add(worker);
         var hello = worker.Start();
         Skip.If((string?)hello["host_root"] is not { Length: > 0 } && !ReferenceLocator.Required,
             $"{worker.Description} is not ci/reference-env.sh's chroot wrapper, which is the sandbox");
@@ -68,7 +79,7 @@ public sealed class WorkerSandboxTests : IDisposable
     [SkippableFact]
     public void Code_in_the_worker_cannot_reach_the_network_nor_write_outside_its_scratch_folders()
     {
-        var worker = Worker(sandbox: true, ProbeSource());
+        var worker = Worker(sandbox: true);
         var hello = worker.Hello!;
         string view = (string)hello["host_view"]!, scratch = (string)hello["scratch"]!;
         Assert.NotEqual(0, (int)hello["uid"]!);

@@ -1,4 +1,4 @@
-# llama.cpp module by module, and transformers' model debugger output (README, "Judging another engine"): src/Reference/python/llamacpp_dump.py run as a child of
+# llama.cpp module by module (README, "Judging another engine"): src/Reference/python/llamacpp_dump.py run as a child of
 # this worker on a GGUF, writing the harness dump format. A child process, not ctypes in the worker: libllama runs native
 # code on the callback's tensors, and a crash there must not take the worker down with it. Uses judge.py's
 # _die_with_parent (ext files are spliced in name order).
@@ -31,23 +31,4 @@ def op_judge_llamacpp_dump(args, tensors):
     return json.loads(done.stdout.strip().splitlines()[-1]), []
 
 
-def op_judge_hf_model_debugger(args, tensors):
-    """transformers' own model debugger (model_addition_debugger_context, use_repr=False) on an HF folder's forward of
-    input_ids, writing its call tree and per-module safetensors into out_dir (`harness judge --dump` reads them). args:
-    model_dir, out_dir, input_ids (a list), config (fields overriding config.json's: a model that differs from the
-    checkpoint, for the tests' planted bugs), do_prune_layers (default true, the debugger's own default)."""
-    import torch
-    config = transformers.AutoConfig.from_pretrained(args["model_dir"])
-    for k, v in (args.get("config") or {}).items():
-        setattr(config, k, v)
-    model = transformers.AutoModelForCausalLM.from_pretrained(args["model_dir"], config=config, dtype=torch.float32,
-                                                              attn_implementation="eager").eval()
-    ids = torch.tensor([[int(i) for i in args["input_ids"]]])
-    with transformers.model_addition_debugger_context(model, debug_path=args["out_dir"], use_repr=False,
-                                                      do_prune_layers=bool(args.get("do_prune_layers", True))):
-        model(input_ids=ids)
-    return {"files": len(os.listdir(args["out_dir"]))}, []
-
-
 OPS["judge_llamacpp_dump"] = op_judge_llamacpp_dump
-OPS["judge_hf_model_debugger"] = op_judge_hf_model_debugger
