@@ -175,11 +175,44 @@ def keep_layers(cfg, n):
     return cfg
 
 
-def write_random(cfg, name, out_dir, dtype_name, device, seed):
-    """Builds the model of a config dict (model_type and architectures in it) with random weights (every constant-initialised
-    parameter, norm weights 1 and biases 0, perturbed by seeded noise) and saves it to out_dir, files readable by others."""
+def condition(model):
+    """Scales q_norm and k_norm weights by head_dim^-0.25 in every attention that has them and no 1/sqrt(head_dim) scaling of
+    its own (Gemma3n, Gemma4: `self.scaling = 1.0`), so that a random checkpoint is as well-conditioned in bf16 as a trained one.
+
+    WHY: q_norm/k_norm make q and k unit-RMS per head, so with scaling 1.0 and weights ~1 each logit q.k has a standard
+    deviation of sqrt(head_dim) (16 for head_dim 256, 22.6 for 512): the softmax is near-argmax (mean max probability 0.91
+    measured on gemma4-e2b-text), a bf16 rounding of q or k moves weight between keys, and the error compounds over the depth:
+    bf16 against float64 grew from 2.4% at layer 0 to 22% at layer 4 (75% at layer 34 on the GPU), which makes every
+    per-module verdict vacuous. A trained model learns these norm weights so that q.k is O(1); head_dim^-0.25 on each side
+    gives logits of standard deviation ~1 (max probability ~0.2), and the same model then stays at 0.9% -> 1.4% (notes/
+    issue-22-conditioning.md). Only weights change; the published config values stay as they are, and the engine still
+    reads a norm weight far from 1 (a port that ignores it fails). Scales the MoE router's projection likewise (below).
+    Models without q_norm or a router (Llama, Qwen2-VL) are untouched: their checkpoints are byte-identical."""
+    import torch
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "scaling", None) == 1.0 and hasattr(module, "q_norm"):
+                for norm in (module.q_norm, getattr(module, "k_norm", None)):  # KV-shared layers have no k_norm of their own
+                    if norm is not None:
+                        norm.weight.mul_(norm.weight.shape[-1] ** -0.25)
+            if hasattr(module, "per_expert_scale") and hasattr(module, "proj"):
+                # Gemma4's MoE router: scores = proj(rmsnorm(x) * scale * hidden^-0.5) have a standard deviation of
+                # proj's init std (0.02), so the softmax is uniform to 2% and, rounded to bf16 (spacing 2^-12 at 1/16),
+                # the top-k picks among ties: bf16 and float64 route to different experts from layer 0 on (with the q/k
+                # scaling above, --small, 30 layers: 19% error at layer 0, 58% at model.norm). A trained router
+                # separates its experts by a few units: proj x 4 / initializer_range gives scores of standard deviation
+                # ~4, and the boundary expert whose choice a rounding can flip carries a small weight (bf16 vs float64
+                # at model.norm, same model: score std 1 15%, std 4 7.1%, std 8 10.8%; the top-k weights stay mixed,
+                # so every chosen expert still counts).
+                module.proj.weight.mul_(4 / model.config.initializer_range)
+
+
+def build_random(cfg, dtype_name, device, seed, conditioned=True):
+    """The model of a config dict (model_type and architectures in it) with seeded random weights (see write_random);
+    conditioned=False leaves out condition() (the ill-conditioned checkpoints written before, for comparison)."""
     import torch
     import transformers
+    cfg = dict(cfg)
     model_type = cfg.pop("model_type")
     arch = cfg.pop("architectures")[0]
     config = transformers.AutoConfig.for_model(model_type, **cfg)
@@ -192,7 +225,18 @@ def write_random(cfg, name, out_dir, dtype_name, device, seed):
         for _, t in sorted(list(model.named_parameters()), key=lambda kv: kv[0]):
             if t.numel() > 1 and t.is_floating_point() and bool((t == t.reshape(-1)[0]).all()):
                 t.add_(torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32).to(t.dtype) * 0.1)
+    if conditioned:
+        condition(model)
     model.config.dtype = dtype
+    return model
+
+
+def write_random(cfg, name, out_dir, dtype_name, device, seed):
+    """Builds the model of a config dict (model_type and architectures in it) with random weights (every constant-initialised
+    parameter, norm weights 1 and biases 0, perturbed by seeded noise; q/k norms and MoE router scaled by condition()) and saves it
+    to out_dir, files readable by others."""
+    arch = cfg["architectures"][0]
+    model = build_random(cfg, dtype_name, device, seed)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     for f in os.listdir(out_dir):
