@@ -56,7 +56,7 @@ internal static class Gemma3nCompare
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
-                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, Gemma3nScenario.NewTokens) is { } tooLong)
+                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } tooLong)
                     return tooLong;
                 return CompareCommand.Execute(o, dir, Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, processedIds, processedIds.Length)
                     .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()));
