@@ -84,6 +84,14 @@ public sealed class InputErrorTests : IDisposable
         AssertOneLineInputError(CliProcess.Run(["compare", "--model", _dir, "--tp", "3"], NoPython), "--tp 3 does not divide num_attention_heads 4");
     }
 
+    [Fact]
+    public void An_empty_run_filter_is_a_usage_error_not_the_whole_catalog()
+    {
+        // CliFuzzTests drew `run --report DIR '' --offline`: the '' matched every scenario and ran the catalog past the
+        // fuzz's 60 s limit under load
+        AssertOneLineInputError(CliProcess.Run(["run", "", "--offline"], NoPython), "a filter is empty");
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("-5")]

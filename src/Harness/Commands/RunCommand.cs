@@ -27,6 +27,11 @@ internal static class RunCommand
                           "'!' negates); several filters add up. None: all.",
             Arity = ArgumentArity.ZeroOrMore,
         };
+        filter.Validators.Add(r =>
+        {   // an empty filter (a shell variable that expanded to '') would select every scenario: say so instead of running them all
+            if (r.GetValueOrDefault<string[]>() is { } terms && terms.Any(string.IsNullOrWhiteSpace))
+                r.AddError("run: a filter is empty; give a term (e.g. llama/tp2), or no filter to run every scenario");
+        });
         var fault = new Option<string?>("--fault")
         {
             Description = "Inject this engine fault into every selected scenario that has none, to see which scenarios catch it " +
