@@ -298,7 +298,7 @@ public static class DumpJudge
         foreach (var e in v.RankErrors) sb.Append("  ").Append(e).Append('\n');
         if (v.Layers.FirstDivergence is { } first) sb.Append("  first divergent module: ").Append(first.Describe().TrimEnd()).Append('\n');
         sb.Append(v.Layers.ToString());
-        if (v.Steps is { } steps) sb.Append('\n').Append(DecodeSteps.Grid(steps));
+        if (v.Steps is { } steps) sb.Append('\n').Append(DecodeSteps.Grid(steps, "the dump's fed tokens"));   // the reference fed what the other engine was fed
         return sb.ToString();
     }
 }

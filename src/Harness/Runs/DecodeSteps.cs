@@ -46,7 +46,8 @@ public static class DecodeSteps
     /// smallest oracle margin over the module's rank records at that step (bound / observed: above 1 passes), "FAIL" where a
     /// record fails, "-" where none was judged; then the first divergent (step, module, rank).
     /// </summary>
-    public static string Grid(LayerReport steps)
+    /// <param name="fedOn">Whose tokens both sides were fed ("the reference's tokens"; a dump's judge: "the dump's fed tokens").</param>
+    public static string Grid(LayerReport steps, string fedOn = "the reference's tokens")
     {
         var ci = CultureInfo.InvariantCulture;
         var modules = steps.Rows.Select(r => r.StepModule).Distinct(StringComparer.Ordinal).ToList();
@@ -62,7 +63,7 @@ public static class DecodeSteps
         int w0 = modules.Append("module \\ step").Max(m => m.Length);
         var widths = stepNumbers.Select((st, j) => cells.Select(c => c[j].Length).Append(st.ToString(ci).Length).Max()).ToArray();
         var sb = new System.Text.StringBuilder();
-        sb.Append(ci, $"decode steps (teacher-forced on the reference's tokens): {(steps.Passed ? "PASS" : "FAIL")} " +
+        sb.Append(ci, $"decode steps (teacher-forced on {fedOn}): {(steps.Passed ? "PASS" : "FAIL")} " +
                       $"({steps.Rows.Count(r => !r.Failed)} of {steps.Rows.Count} step records without failure); cells: oracle margin\n");
         sb.Append("module \\ step".PadRight(w0));
         for (int j = 0; j < stepNumbers.Count; j++) sb.Append("  ").Append(stepNumbers[j].ToString(ci).PadLeft(widths[j]));
