@@ -152,19 +152,23 @@ class Dump:
             def __enter__(self):
                 dump._step, dump._stack = int(index), []
                 for k, v in inputs.items():
-                    dump.tensors[f"input/{k}/step{index}"] = v.detach().to("cpu", copy=True).contiguous()
-                    dump.inputs.setdefault(str(index), {})[k] = f"input/{k}/step{index}"
+                    dump._save_input(index, k, v)
                 return dump
 
             def __exit__(self, kind, exc, _tb):
-                if exc is not None:
-                    dump.errors.append({"step": dump._step, "module": dump._stack[-1] if dump._stack else None,
-                                        "type": kind.__name__, "message": str(exc).splitlines()[0] if str(exc) else ""})
-                    dump.close()
-                dump._step = None
+                dump._leave(kind, exc)
                 return False
 
         return _Step()
+
+    def _leave(self, kind, exc):
+        """End of a step or generation block: an exception is recorded with its step and the innermost module that had
+        started and not finished (then the dump is written; the caller re-raises)."""
+        if exc is not None:
+            self.errors.append({"step": self._step, "module": self._stack[-1] if self._stack else None,
+                                "type": kind.__name__, "message": str(exc).splitlines()[0] if str(exc) else ""})
+            self.close()
+        self._step = None
 
     def _save_input(self, step, name, value):
         key = f"input/{name}/step{step}"
@@ -203,11 +207,7 @@ class Dump:
             def __exit__(self, kind, exc, _tb):
                 for h in self.handles:
                     h.remove()
-                if exc is not None:
-                    dump.errors.append({"step": dump._step, "module": dump._stack[-1] if dump._stack else None,
-                                        "type": kind.__name__, "message": str(exc).splitlines()[0] if str(exc) else ""})
-                    dump.close()
-                dump._step = None
+                dump._leave(kind, exc)
                 return False
 
         return _Generation()
