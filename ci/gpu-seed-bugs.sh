@@ -141,7 +141,8 @@ for seed in "${seeds[@]}"; do
       continue
     fi
     d="$(make "$name" bf16 $( (( small )) && echo --layers 2))"
-    media="$OUT/$seed-input.wav"; "$HARNESS_PYTHON" - "${media#"${PYTHON_ROOT:-}"}" <<'EOF'
+    # (beside the checkpoints, where a chroot's interpreter writes too)
+    media="$models/$seed-input.wav"; "$HARNESS_PYTHON" - "${media#"${PYTHON_ROOT:-}"}" <<'EOF'
 import math, struct, sys, wave
 with wave.open(sys.argv[1], "wb") as f:   # 1 s of a 440 Hz tone at 16 kHz (the feature extractors' rate), mono 16-bit
     f.setnchannels(1); f.setsampwidth(2); f.setframerate(16000)
@@ -159,7 +160,7 @@ EOF
       run gemma4-e2b "tp1 audio-30 bf16" matmul-no-nd-broadcast \
         "model.audio_tower.layers.0.self_attn|got shapes [1, 8, 36, 128] and [8, 128, 13]" -- "${a[@]}"
     fi
-    done_with "$d" ;;
+    done_with "$d"; rm -f "$media" ;;
   *) echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2 ;;
   esac
 done
