@@ -102,14 +102,14 @@ public sealed class CompareGemma4MediaTests : IDisposable
         Assert.True(r.ExitCode == 0, r.ToString());
         // bos, then each sampled frame (VideoFrames of the clip's 4) as its timestamp and boi, video x soft tokens, eoi
         var prompt = r.Stdout.Split('\n').Single(l => l.StartsWith("prompt:", StringComparison.Ordinal));
-        Assert.Contains("tokens from Gemma4Processor in", prompt);
+        Assert.Contains("tokens from the chat template of Gemma4Processor in", prompt);
         var ids = prompt[(prompt.IndexOf("clip.y4m: ", StringComparison.Ordinal) + "clip.y4m: ".Length)..].Split(',').Select(long.Parse).ToArray();
-        var videoId = (long)TinyGemma4Towers.Config()["video_token_id"]!;
+        var videoId = (int)TinyGemma4Towers.Config()["video_token_id"]!;
         int videoTokens = ids.Count(id => id == videoId);
-        Assert.Equal(TinyGemma4Processor.VideoFrames, ids.Count(id => id == (long)TinyGemma4Towers.Config()["boi_token_id"]!));
+        Assert.Equal(TinyGemma4Processor.VideoFrames, ids.Count(id => id == (int)TinyGemma4Towers.Config()["boi_token_id"]!));
         Assert.True(videoTokens > 0 && videoTokens % TinyGemma4Processor.VideoFrames == 0 && videoTokens <= TinyGemma4Processor.VideoFrames * TinyGemma4Processor.VideoSoftTokens,
             $"{videoTokens} video tokens for {TinyGemma4Processor.VideoFrames} frames of at most {TinyGemma4Processor.VideoSoftTokens}: {prompt}");
-        Assert.DoesNotContain((long)TinyGemma4Towers.Config()["image_token_id"]!, ids);
+        Assert.DoesNotContain((int)TinyGemma4Towers.Config()["image_token_id"]!, ids);
         Assert.Contains("model.vision_tower.encoder.layers.1.self_attn", r.Stdout);   // the engine's tower on the frames, module by module
         Assert.Contains("model.embed_vision", r.Stdout);
         Assert.Contains("comparison: PASS", r.Stdout);

@@ -80,13 +80,13 @@ public static class TinyGemma4Processor
     /// <summary>Frames a video is sampled to (Gemma4VideoProcessor's num_frames; library: 32).</summary>
     public const int VideoFrames = 2;
 
-    /// <summary>Soft tokens per video frame at most (library: 70): max patches 16 * pooling^2 = 64.</summary>
-    public const int VideoSoftTokens = 16;
+    /// <summary>Soft tokens per video frame at most: the smallest Gemma4VideoProcessor allows (one of 70, 140, 280, 560, 1120;
+    /// its default is 70 too, and a larger one would place patches past the tiny tower's position_embedding_size).</summary>
+    public const int VideoSoftTokens = 70;
 
     /// <summary>
-    /// Gemma4VideoProcessor's settings over the image processor's patch and pooling sizes: frames sampled and soft tokens a
-    /// frame off the library defaults, normalised and rescaled as the image processor is (library: mean 0, std 1, 1/255,
-    /// bicubic).
+    /// Gemma4VideoProcessor's settings over the image processor's patch and pooling sizes: the frames sampled off the
+    /// library default, normalised and rescaled as the image processor is (library: mean 0, std 1, 1/255, bicubic).
     /// </summary>
     public static JsonObject VideoSettings()
     {
