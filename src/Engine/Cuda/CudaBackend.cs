@@ -17,6 +17,11 @@ internal sealed class CudaBackend(CudaDevice device) : ITensorBackend
 
     public Tensor CopyToKeep(Tensor src, DType dtype)
     {
+        // Inside a capture the copy would become a node of the graph and its memory the graph's: the graph decoder runs
+        // one eager step (which makes every kept copy) before it captures, so reaching here while capturing is a bug.
+        device.MakeCurrent();
+        if (Interop.CudaGraphApi.IsCapturing(device.Stream))
+            throw new InvalidOperationException($"a tensor to keep ({src.DType.TorchName()} {Shape.Format(src.Shape)} as {dtype.TorchName()}) was first made inside a CUDA graph capture on {device}; run the step once eagerly before capturing it");
         using (CudaArena.Suspend()) return CudaOps.Copy(src, dtype);
     }
 
