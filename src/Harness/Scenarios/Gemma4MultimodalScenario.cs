@@ -262,20 +262,24 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var inputs = TowerInputs();
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
+        IActivationSink towerSink = sink;
+        // --device cuda: the towers on the GPU as the catalog's tower scenarios run them (one rank, its own stream, host-copy
+        // captures); their soft tokens come back to the host and go to each decoder rank as the reference's tower outputs do
+        using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);
         Tensor? vision = null, audio = null, audioMask = null;
         if (HasImage)
         {
-            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), towerSink, matmul);
             // [1, patches, 3 * patch_size^2] with (x, y) positions [1, patches, 2] -> [image tokens, vision hidden]
-            vision = tower.Forward(inputs["pixel_values"].To(DType), inputs["image_position_ids"]).SoftTokens;
+            vision = tower.Forward(CudaScenarios.Input(Device, inputs["pixel_values"].To(DType))!, inputs["image_position_ids"]).SoftTokens.ToHost();   // positions: a host input
         }
         if (HasAudio)
         {
-            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), towerSink, matmul);
             var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
-            var output = tower.Forward(inputs["input_features"].To(DType), mask);       // [1, frames', output_proj_dims], [1, frames']
-            if (sink.Wants(Gemma4AudioModel.DefaultPrefix)) sink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
-            audio = output.SoftTokens;
+            var output = tower.Forward(CudaScenarios.Input(Device, inputs["input_features"].To(DType))!, mask);   // [1, frames', output_proj_dims], [1, frames']
+            if (towerSink.Wants(Gemma4AudioModel.DefaultPrefix)) towerSink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
+            audio = output.SoftTokens.ToHost();
             audioMask = Tensor.FromArray(output.Mask.ToHost().Contiguous().Span<bool>().ToArray().Select(v => v ? 1L : 0L).ToArray(), output.Mask.ShapeArray);   // 1 = valid frame
         }
         return new Gemma4ForConditionalGeneration.TowerOutputs(vision, audio, audioMask);
