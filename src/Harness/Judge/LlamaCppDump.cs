@@ -25,7 +25,7 @@ public static class LlamaCppDump
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(inputIds);
         var gguf = Path.GetFullPath(ggufHostPath);
-        if (!File.Exists(gguf)) throw new InputException(gguf, "no such GGUF file");
+        InputFiles.RequireRegular(gguf, "GGUF file");
         if (inputIds.Count == 0) throw new InputException("--ids", "the prompt has no token");
         var dir = outDirectory ?? client.ScratchDirectory("judge-llamacpp-dump");
         string source;

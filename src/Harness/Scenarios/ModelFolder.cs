@@ -38,7 +38,8 @@ public static class ModelFolder
     /// The folder, its config.json and some weights are there; returns config.json's path. The folder may be an HF hub
     /// snapshot (files that are relative links into ../../blobs) or any folder of links: every file is taken through its
     /// links, and config.json, the index and every *.safetensors must be regular files there (a FIFO, a device, a loop of
-    /// links or a dangling link is named as such, before anything blocks on it). Messages name the user's path.
+    /// links or a dangling link is named as such, before anything blocks on it); no other file of the folder may be a
+    /// FIFO, a device, a socket or a loop of links. Messages name the user's path.
     /// </summary>
     public static string CheckFiles(string directory)
     {
@@ -58,6 +59,12 @@ public static class ModelFolder
         if (weights.Length == 0 && !hasIndex)
             throw new InputException(dir, "no weights (*.safetensors) in the model folder" +
                                           (Directory.GetFiles(dir, "*.bin").Length > 0 ? " (only PyTorch .bin files: convert them to safetensors)" : ""));
+        // the files HF reads beside them (the tokenizer, generation_config.json, the processor's configs, a chat template):
+        // a FIFO there blocked the worker forever, a link to /dev/zero filled its memory (issue 24); a dangling link to a
+        // file nothing reads is left alone
+        foreach (var entry in Directory.EnumerateFileSystemEntries(dir).Order(StringComparer.Ordinal))
+            if (InputFiles.KindOf(entry) is FileKind.Fifo or FileKind.CharacterDevice or FileKind.BlockDevice or FileKind.Socket or FileKind.SymlinkLoop)
+                InputFiles.RequireRegular(entry, "file");
         return configPath;
     }
 
