@@ -161,6 +161,12 @@ public sealed record CompareMemory(
 
     public static string GiB(long bytes) => (bytes / (double)(1L << 30)).ToString("F1", CultureInfo.InvariantCulture) + " GiB";
 
+    /// <summary>GiB from 1 GiB up, else MiB, else KiB (a tiny model's parts are not all "0.0 GiB").</summary>
+    public static string Size(long bytes) =>
+        bytes >= 1L << 30 ? GiB(bytes)
+        : bytes >= 1L << 20 ? (bytes / (double)(1L << 20)).ToString("F1", CultureInfo.InvariantCulture) + " MiB"
+        : (bytes / 1024.0).ToString("F1", CultureInfo.InvariantCulture) + " KiB";
+
     /// <summary>The memory the host has for us: MemAvailable from /proc/meminfo (null where it cannot be read).</summary>
     public static long? HostAvailable()
     {
@@ -194,25 +200,25 @@ public sealed record CompareMemory(
         if (Total <= available) return null;
         var fits = new List<string>();
         if (Oracle && OracleWhole && (this with { OracleWhole = false }).Total <= available)
-            fits.Add($"the streamed oracle, without --oracle-whole ({GiB((this with { OracleWhole = false }).Total)})");
+            fits.Add($"the streamed oracle, without --oracle-whole ({Size((this with { OracleWhole = false }).Total)})");
         if (Oracle && (this with { Oracle = false }).Total <= available)
-            fits.Add($"--no-oracle ({GiB((this with { Oracle = false }).Total)})");
+            fits.Add($"--no-oracle ({Size((this with { Oracle = false }).Total)})");
         if (BytesPerParameter == 4 && (this with { BytesPerParameter = 2 }).Total <= available)
-            fits.Add($"--dtype bf16 ({GiB((this with { BytesPerParameter = 2 }).Total)})");
+            fits.Add($"--dtype bf16 ({Size((this with { BytesPerParameter = 2 }).Total)})");
         if (Steps && NewTokens > 0 && (this with { Steps = false }).Total <= available)
-            fits.Add($"--no-steps ({GiB((this with { Steps = false }).Total)})");
+            fits.Add($"--no-steps ({Size((this with { Steps = false }).Total)})");
         if (NewTokens > 1)
             for (int n = NewTokens / 2; n >= 1; n /= 2)
                 if ((this with { NewTokens = n }).Total <= available)
                 {
-                    fits.Add($"--max-new-tokens {n} ({GiB((this with { NewTokens = n }).Total)})");
+                    fits.Add($"--max-new-tokens {n} ({Size((this with { NewTokens = n }).Total)})");
                     break;
                 }
         if (PromptTokens > 1)
             for (int p = PromptTokens / 2; p >= 1; p /= 2)
                 if ((this with { PromptTokens = p }).Total <= available)
                 {
-                    fits.Add($"a prompt of at most {p} tokens ({GiB((this with { PromptTokens = p }).Total)})");
+                    fits.Add($"a prompt of at most {p} tokens ({Size((this with { PromptTokens = p }).Total)})");
                     break;
                 }
         if (Units > 1)
@@ -228,16 +234,16 @@ public sealed record CompareMemory(
                 };
                 if (fewer.Total <= available)
                 {
-                    fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({GiB(fewer.Total)})");
+                    fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({Size(fewer.Total)})");
                     break;
                 }
             }
         }
-        string parts = $"engine {GiB(EngineTotal)}, reference {GiB(ReferenceBytes)}" +
-                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {GiB(OracleBytes)}" : "") +
-                       $", {PromptTokens} prompt and {NewTokens} new tokens {GiB(TokenBytes)} ({TokenParts})" +
-                       $", runtime and activations {GiB(Total - EngineTotal - ReferenceBytes - OracleBytes - TokenBytes)}";
-        return $"needs about {GiB(Total)} of {where} memory ({parts}) and {GiB(available)} is available; " +
+        string parts = $"engine {Size(EngineTotal)}, reference {Size(ReferenceBytes)}" +
+                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {Size(OracleBytes)}" : "") +
+                       $", {PromptTokens} prompt and {NewTokens} new tokens {Size(TokenBytes)} ({TokenParts})" +
+                       $", runtime and activations {Size(Total - EngineTotal - ReferenceBytes - OracleBytes - TokenBytes)}";
+        return $"needs about {Size(Total)} of {where} memory ({parts}) and {Size(available)} is available; " +
                (fits.Count == 0 ? "nothing smaller fits: use a machine with more memory" : "would fit: " + string.Join("; ", fits));
     }
 }
