@@ -92,12 +92,24 @@ public sealed class BadInputProbeTests : IDisposable
         AssertOneLine(Probe("compare", "--model", loop), "config.json: is a loop of symbolic links");
 
         var huge = Model("huge");
-        using (var fs = File.Create(Path.Combine(huge, "config.json"))) fs.SetLength(Engine.IO.InputFiles.ConfigMaxBytes + 1);   // sparse
-        AssertOneLine(Probe("compare", "--model", huge), "config.json: is 16,777,217 bytes; a config file may be at most 16,777,216");
+        using (var fs = File.Create(Path.Combine(huge, "config.json"))) fs.SetLength(200L << 20);   // the 200 MB (sparse)
+        AssertOneLine(Probe("compare", "--model", huge), "config.json: is 209,715,200 bytes; a config file may be at most 16,777,216");
 
         var fifo = Model("fifo");
         MakeFifo(Path.Combine(fifo, "config.json"));
         AssertOneLine(Probe("compare", "--model", fifo), "config.json: is a FIFO (named pipe), not a regular file");
+
+        var fifoTokenizer = Model("fifo-tokenizer");
+        MakeFifo(Path.Combine(fifoTokenizer, "tokenizer.json"));
+        AssertOneLine(Probe("compare", "--model", fifoTokenizer, "--text", "hello"), "tokenizer.json: is a FIFO (named pipe), not a regular file");
+
+        var fifoPrompts = Path.Combine(_dir, "prompts.txt");
+        MakeFifo(fifoPrompts);
+        AssertOneLine(Probe("judge", "--endpoint", "http://127.0.0.1:9", "--model", Model("judged"), "--prompts", fifoPrompts),
+            "prompts.txt: is a FIFO (named pipe), not a regular file");
+        var fifoGguf = Path.Combine(_dir, "model.gguf");
+        MakeFifo(fifoGguf);
+        AssertOneLine(Probe("judge", "--gguf", fifoGguf, "--model", Model("judged-gguf"), "--ids", "1,2"), "model.gguf: is a FIFO (named pipe), not a regular file");
 
         var fifoWeights = Model("fifo-weights");
         MakeFifo(Path.Combine(fifoWeights, "model.safetensors"));

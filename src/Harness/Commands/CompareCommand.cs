@@ -79,6 +79,19 @@ internal static class CompareCommand
 
         /// <summary>The tokens the compare generates: --max-new-tokens, else the family's default.</summary>
         public int NewTokens(int familyDefault) => MaxNewTokens ?? familyDefault;
+
+        /// <summary>
+        /// The memory prediction the family's prompt check made (<see cref="ComparePromptFits.Check"/>: the weights and this
+        /// request's tokens, from the config's sizes), for <see cref="Execute"/> to print and hold the device to. A slot the
+        /// copies of these options share, filled by the last check.
+        /// </summary>
+        internal PredictionSlot Predicted { get; init; } = new();
+    }
+
+    /// <summary>Where <see cref="ComparePromptFits.Check"/> leaves its prediction for <see cref="Execute"/>.</summary>
+    internal sealed class PredictionSlot
+    {
+        public CompareMemory? Memory { get; set; }
     }
 
     public static Command Create()
@@ -132,7 +145,8 @@ internal static class CompareCommand
         };
         var video = new Option<string?>("--video")
         {
-            Description = "Qwen2-VL: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor, with --text after it.",
+            Description = "Qwen2-VL, Gemma4: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor (Gemma4: " +
+                          "its video processor's frames through the engine's vision tower), with --text after it.",
             HelpName = "FILE",
         };
         var audio = new Option<string?>("--audio")
@@ -328,7 +342,8 @@ internal static class CompareCommand
     /// <summary>
     /// The media option a checkpoint's compare cannot take, with what it needs and why this one cannot, for the one-line
     /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
-    /// (Gemma4ForConditionalGeneration) --image FILE and --audio, through the engine's own towers; Gemma3n --audio, through
+    /// (Gemma4ForConditionalGeneration) --image FILE or --video FILE, and --audio, through the engine's own towers (not an
+    /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --audio, through
     /// HF's audio tower (the engine's embedders and decoder judged), not --image: the reference cannot build its vision tower.
     /// </summary>
     internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
@@ -339,7 +354,8 @@ internal static class CompareCommand
         {
             "qwen2_vl" when o.AudioFile is not null => ("--audio", sound, "has no audio tower"),
             "qwen2_vl" => null,
-            "gemma4" when o.VideoFile is not null => ("--video", "a qwen2_vl checkpoint", "compare runs on images and audio only (not video frames)"),
+            "gemma4" when o.VideoFile is not null && o.ImageFile is not null =>
+                ("--video with --image", "a qwen2_vl checkpoint", "compare judges its vision tower's modules on one input: an image or a video"),
             "gemma4" when o.Image && o.ImageFile is null => ("--image without a FILE", "a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE"),
             "gemma4" => null,
             "gemma3n" when o.Image || o.VideoFile is not null =>
@@ -407,8 +423,12 @@ internal static class CompareCommand
             if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
                 Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
-        int promptTokens = o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8;   // --text, pictures: an estimate
-        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null, promptTokens, scenario.NewTokens, !o.NoSteps);
+        // the family's prompt check made the prediction (its config's sizes, the real prompt with its image and audio tokens);
+        // a path without one predicts from the headers alone
+        var memory = o.Predicted.Memory is { } checkedMemory
+            ? checkedMemory with { Gpu = gpu is not null, NewTokens = scenario.NewTokens }
+            : CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null,
+                o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8, scenario.NewTokens, !o.NoSteps);
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);

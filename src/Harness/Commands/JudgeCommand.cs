@@ -129,19 +129,9 @@ internal static class JudgeCommand
     public static IReadOnlyList<JudgePrompt> ReadPrompts(string file)
     {
         var full = Path.GetFullPath(file);
-        string[] lines;
-        try
-        {
-            lines = File.ReadAllLines(full);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new InputException(full, "no such prompts file", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new InputException(full, $"cannot read the prompts file: {e.Message}", e);
-        }
+        // a regular file below the cap, or one line naming what it is (issue 24: a FIFO blocked here forever)
+        var lines = System.Text.Encoding.UTF8.GetString(InputFiles.ReadCapped(full, InputFiles.ConfigMaxBytes, "prompts file")).Split('\n')
+            .Select(l => l.TrimEnd('\r')).ToArray();
         var list = lines.Where(l => l.Trim().Length > 0).Select(l => new JudgePrompt(l, null)).ToList();
         if (list.Count == 0) throw new InputException(full, "the prompts file has no prompt (one a line)");
         return list;
@@ -172,7 +162,7 @@ internal static class JudgeCommand
     {
         ModelFolder.CheckFiles(modelDir);
         var gguf = Path.GetFullPath(ggufFile);
-        if (!File.Exists(gguf)) throw new InputException(gguf, "no such GGUF file");
+        InputFiles.RequireRegular(gguf, "GGUF file");                           // a FIFO would block the worker forever (issue 24)
         if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
         var client = ReferenceClient.Shared;
         if (ids is null)

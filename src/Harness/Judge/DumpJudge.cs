@@ -97,7 +97,7 @@ public static class DumpJudge
                 JsonObject index;
                 try
                 {
-                    index = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InputException(path, "is not a JSON object");
+                    index = JsonNode.Parse(InputFiles.ReadCapped(path, InputFiles.ReportMaxBytes, "dump index")) as JsonObject ?? throw new InputException(path, "is not a JSON object");
                 }
                 catch (System.Text.Json.JsonException e)
                 {

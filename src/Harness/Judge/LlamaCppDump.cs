@@ -40,7 +40,7 @@ public static class LlamaCppDump
         ArgumentNullException.ThrowIfNull(client);
         ArgumentNullException.ThrowIfNull(inputIds);
         var gguf = Path.GetFullPath(ggufHostPath);
-        if (!File.Exists(gguf)) throw new InputException(gguf, "no such GGUF file");
+        InputFiles.RequireRegular(gguf, "GGUF file");
         if (inputIds.Count == 0) throw new InputException("--ids", "the prompt has no token");
         if (newTokens < 1) throw new InputException("--max-new-tokens", string.Create(CultureInfo.InvariantCulture, $"must be at least 1, got {newTokens}"));
         var dir = outDirectory ?? client.ScratchDirectory("judge-llamacpp-dump");

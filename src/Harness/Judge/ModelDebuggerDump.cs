@@ -70,7 +70,7 @@ public static class ModelDebuggerDump
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(treePath)) as JsonObject ?? throw new InputException(treePath, "is not a JSON object");
+            root = JsonNode.Parse(InputFiles.ReadCapped(treePath, InputFiles.RecordMaxBytes, "model debugger tree")) as JsonObject ?? throw new InputException(treePath, "is not a JSON object");
         }
         catch (JsonException e)
         {
