@@ -169,7 +169,7 @@ internal static class JudgeCommand
         {
             var tokenized = client.Invoke("judge_tokenize", new System.Text.Json.Nodes.JsonObject
             {
-                ["model_dir"] = client.ShareDirectory(Path.GetFullPath(modelDir)),
+                ["model_dir"] = client.WorkerPath(client.ShareDirectory(Path.GetFullPath(modelDir))),
                 ["texts"] = new System.Text.Json.Nodes.JsonArray(text),
             }).Result;
             ids = tokenized["ids"]![0]!.AsArray().Select(v => (long)v!).ToArray();

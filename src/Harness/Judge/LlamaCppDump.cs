@@ -101,12 +101,8 @@ public static class LlamaCppDump
             forced: gen.Tokens[..^1], topK: topK);
         var verdict = DumpJudge.Run(written.Directory, model, client, DType.Float32);
         var forcedRun = written.Choices ?? throw new InvalidOperationException("llamacpp_dump.py returned no generation");
-        // llama.cpp's free run equals its forced run up to and including the first step whose choice leaves the reference's
-        // tokens (the same history until then); after it, the forced run is the catalog's teacher-forced decoding.
-        int divergent = Enumerable.Range(0, Math.Min(forcedRun.Length, reference.Length)).FirstOrDefault(s => forcedRun.Tokens[s] != reference.Tokens[s], -1);
-        var free = divergent < 0 ? forcedRun
-            : new TokenSequence(forcedRun.Tokens[..(divergent + 1)], forcedRun.TopK.Take(divergent + 1).ToList());
-        var tokens = TokenComparison.ForScenario(reference, free, DType.Float32, divergent < 0 ? null : forcedRun);
+        var (free, forced) = Runs(reference, forcedRun);
+        var tokens = TokenComparison.ForScenario(reference, free, DType.Float32, forced);
         var record = verdict.Record with
         {
             Id = $"judge/gguf/{Path.GetFileName(Path.GetFullPath(ggufHostPath))}",
@@ -117,5 +113,20 @@ public static class LlamaCppDump
             Tokens = TokenRecord.From(tokens, reference, free),
         };
         return verdict with { Record = record, Tokens = tokens, Engine = written };
+    }
+
+    /// <summary>
+    /// llama.cpp's free and teacher-forced runs from its choices on the reference's tokens: the free run equals the forced
+    /// run up to and including the first step whose choice leaves the reference's tokens (the same history until then, a
+    /// deterministic engine); the forced run is given to the token rule only then, as <see cref="TokenComparison.ForcedTokensFor"/>
+    /// asks a scenario for it (no divergence: it would repeat the free run step for step).
+    /// </summary>
+    public static (TokenSequence Free, TokenSequence? Forced) Runs(TokenSequence reference, TokenSequence forcedRun)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(forcedRun);
+        int divergent = Enumerable.Range(0, Math.Min(forcedRun.Length, reference.Length)).FirstOrDefault(s => forcedRun.Tokens[s] != reference.Tokens[s], -1);
+        return divergent < 0 ? (forcedRun, null)
+            : (new TokenSequence(forcedRun.Tokens[..(divergent + 1)], forcedRun.TopK.Take(divergent + 1).ToList()), forcedRun);
     }
 }

@@ -3,6 +3,7 @@ using Harness.Engine.Capture;
 using Harness.Engine.IO;
 using Harness.Engine.Tensors;
 using Harness.Judge;
+using Harness.Runs;
 using Harness.Reference;
 
 namespace Harness.Tests.Correctness.Judge;
@@ -197,5 +198,29 @@ public sealed class DumpFormatTests : IDisposable
         var missing = Path.Combine(_dir, "none.gguf");
         var e = Assert.Throws<InputException>(() => LlamaCppDump.Write(client, missing, [1L, 2L]));
         Assert.Contains(missing, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Llama_cpps_choices_at_a_near_tie_pass_and_the_steps_after_it_are_compared_on_its_forced_run()
+    {
+        // llama.cpp fed the reference's tokens 10, 20, 30, 40; at step 1 it prefers 21 by 0.01 nats over 20 (a near tie),
+        // then agrees again on the history it was fed: the catalog's rule accepts the tie and compares steps 2-3 forced
+        static IReadOnlyList<TokenLogprob> Top(long a, double la, long b, double lb) => [new(a, la), new(b, lb)];
+        var reference = new TokenSequence([10, 20, 30, 40], [Top(10, -0.5, 11, -2), Top(20, -0.70, 21, -0.71), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var llama = new TokenSequence([10, 21, 30, 40], [Top(10, -0.5, 11, -2), Top(21, -0.70, 20, -0.71), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var (free, forced) = LlamaCppDump.Runs(reference, llama);
+        Assert.Equal([10L, 21L], free.Tokens);                                 // the free run leaves the reference's tokens at step 1
+        Assert.Same(llama, forced);
+        var report = TokenComparison.ForScenario(reference, free, DType.Float32, forced);
+        Assert.Equal(TokenVerdict.AcceptedDivergence, report.Verdict);
+        Assert.Equal(2, report.ForcedSteps);
+        // a clear divergence (the reference's token not in llama.cpp's top-k) fails at its step
+        var wrong = new TokenSequence([10, 25, 30, 40], [Top(10, -0.5, 11, -2), Top(25, -0.1, 26, -3), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var (free2, forced2) = LlamaCppDump.Runs(reference, wrong);
+        var failed = TokenComparison.ForScenario(reference, free2, DType.Float32, forced2);
+        Assert.Equal(TokenVerdict.Failed, failed.Verdict);
+        Assert.Equal(1, failed.FirstDivergentStep);
+        // no divergence: the forced run is not handed over
+        Assert.Null(LlamaCppDump.Runs(reference, reference).Forced);
     }
 }
