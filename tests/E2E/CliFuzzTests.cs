@@ -173,8 +173,9 @@ public sealed class CliFuzzTests(ITestOutputHelper output) : IDisposable
             else
             {
                 var (code, stdout, stderr) = r.Value;
-                codes[code.ToString(CultureInfo.InvariantCulture)] = codes.GetValueOrDefault(code.ToString(CultureInfo.InvariantCulture)) + 1;
                 bool noGpu = code == 3 && args.FirstOrDefault() == "check-gpu" && (stdout + stderr).StartsWith("no usable GPU:", StringComparison.Ordinal);   // its documented 3
+                var key = code.ToString(CultureInfo.InvariantCulture) + (noGpu ? " (check-gpu: no usable GPU)" : "");
+                codes[key] = codes.GetValueOrDefault(key) + 1;
                 if (code is not (0 or 1 or 2) && !noGpu) finding = $"exit {code}: {stderr.Split('\n')[0]}";
                 else if ((stdout + stderr).Contains("   at ", StringComparison.Ordinal) || (stdout + stderr).Contains("Unhandled exception", StringComparison.Ordinal)) finding = "a stack trace";
                 else if (code == 2 && !stderr.StartsWith("harness", StringComparison.Ordinal) && !stderr.StartsWith("Usage", StringComparison.Ordinal) && !stderr.StartsWith("Description", StringComparison.Ordinal))
