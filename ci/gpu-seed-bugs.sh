@@ -31,7 +31,9 @@ fi
 [[ -x $H ]] || { echo "gpu-seed-bugs: no harness binary at $H" >&2; exit 2; }
 models="${MODELS_DIR:-/tmp/seed-models}"; mkdir -p "$models"
 # the checkpoint writer beside the checkpoints, where a chroot's interpreter sees it too
-cp "$ci/make-published-dims.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
+# (and the reference worker's gemma3n.py and media.py, which it builds Gemma3n's stub vision tower and the processors with)
+ext="$ci/../src/Reference/python/ext"; [[ -f $ci/media.py ]] && ext="$ci"
+cp "$ci/make-published-dims.py" "$ext/gemma3n.py" "$ext/media.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1 HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}"
 device=cuda; (( small )) && device=cpu
 [[ $device == cuda ]] && export HARNESS_REFERENCE_DEVICE="${HARNESS_REFERENCE_DEVICE:-cuda}"
@@ -121,41 +123,44 @@ for seed in "${seeds[@]}"; do
     run gemma4-26b-a4b "tp2 ids-8 bf16 ${layers} layers (again)" "" pass -- --model "$d" --dtype bf16 --tp 2 --prompt-length 8
     done_with "$d" ;;
   gemma3n|gemma4audio)
-    # (d) Gemma3n-E4B at TP=2 with an image prompt, the embedder's projection built input_is_parallel=True: torch's shape
-    # error at model.embed_vision.embedding_projection; (e) Gemma4 with an audio prompt and the batch-invariant matmul
-    # without its ND x ND path: both shapes named at the audio attention. Both need a multimodal checkpoint at published
-    # dims and `compare --image FILE` / `--audio FILE.wav` for Gemma (issue 22 item 5, branch inputs): run when the
-    # harness has them, else one SKIP line saying what is missing.
-    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; opt=--image; tp=2; else name=gemma4-e2b; opt=--audio; tp=1; fi
-    # the option's own help block (up to the next option) must name Gemma: --image alone is Qwen2-VL's today
-    if ! "$H" compare --help 2>&1 | awk -v o="$opt" '/^ +-/ { p = ($1 == o || index($1, o ",") == 1) } p && /Gemma/ { f = 1 } END { exit !f }' || ! "$HARNESS_PYTHON" "$maker" list 2>/dev/null | grep -q "^$name:"; then
-      printf 'RUN %s\n' "$name | tp$tp $opt | - | SKIP | - | needs compare $opt FILE for Gemma and make-published-dims.py $name (issue 22 item 5, branch inputs) | - | -" | tee -a "$lines"
+    # (d) Gemma3n-E4B whole (text decoder, audio tower, both embedders; the vision tower is the reference's stub: timm's
+    # MobileNetV5 is not packaged for it, so the prompt is a WAV, not an image) at TP=2, the multimodal embedders'
+    # projection built input_is_parallel=True: embed_vision runs first, on every position (HF's torch.where over the hard
+    # vision ids, an audio prompt's too), and torch's shape error is named there: the [193, 2048] normed input (188 audio
+    # soft tokens, boa, eoa and 3 words) meets a rank's column shard, [1024 x text hidden] transposed.
+    # (e) Gemma4-E2B whole (text decoder, vision and audio towers) with a WAV prompt and the batch-invariant matmul without
+    # its ND x ND broadcast path: both shapes named at the audio tower's first attention (a 1 s clip: 25 frames after
+    # the SSCP, 3 blocks of 12 queries over 13 context positions a head; the tower's widths are the published ones at
+    # --small too, so the message is the same there).
+    # Both checkpoints carry their processor (make-published-dims.py: tokenizer, feature extractor, image processor), which
+    # `compare --audio FILE.wav --text ...` runs the prompt through.
+    if [[ $seed == gemma3n ]]; then name=gemma3n-e4b; tp=2; else name=gemma4-e2b; tp=1; fi
+    # the option's own help block (up to the next option) must name Gemma, and the writer must list the checkpoint
+    if ! "$H" compare --help 2>&1 | awk '/^ +-/ { p = ($1 == "--audio") } p && /Gemma/ { f = 1 } END { exit !f }' || ! "$HARNESS_PYTHON" "$maker" list 2>/dev/null | grep -q "^$name:"; then
+      printf 'RUN %s\n' "$name | tp$tp --audio | - | SKIP | - | needs compare --audio FILE.wav for Gemma and make-published-dims.py $name | - | -" | tee -a "$lines"
       continue
     fi
     d="$(make "$name" bf16 $( (( small )) && echo --layers 2))"
-    media="$OUT/$seed-input"; "$HARNESS_PYTHON" - "${media#"${PYTHON_ROOT:-}"}" "$seed" <<'EOF'
+    # (beside the checkpoints, where a chroot's interpreter writes too)
+    media="$models/$seed-input.wav"; "$HARNESS_PYTHON" - "${media#"${PYTHON_ROOT:-}"}" <<'EOF'
 import math, struct, sys, wave
-path, seed = sys.argv[1], sys.argv[2]
-if seed == "gemma3n":          # a 96x64 BMP of a seeded gradient
-    w, h = 96, 64
-    rows = b"".join(bytes((x * 7 + y * 3) % 256 for x in range(w) for _ in range(3)) for y in range(h))
-    open(path + ".bmp", "wb").write(b"BM" + struct.pack("<IHHI", 54 + len(rows), 0, 0, 54) +
-                                   struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(rows), 2835, 2835, 0, 0) + rows)
-else:                          # 1 s of a 440 Hz tone at 16 kHz, mono 16-bit
-    with wave.open(path + ".wav", "wb") as f:
-        f.setnchannels(1); f.setsampwidth(2); f.setframerate(16000)
-        f.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 16000))) for i in range(16000)))
+with wave.open(sys.argv[1], "wb") as f:   # 1 s of a 440 Hz tone at 16 kHz (the feature extractors' rate), mono 16-bit
+    f.setnchannels(1); f.setsampwidth(2); f.setframerate(16000)
+    f.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 16000))) for i in range(16000)))
 EOF
     if [[ $seed == gemma3n ]]; then
-      run gemma3n-e4b "tp2 image bf16" "" pass -- --model "$d" --dtype bf16 --tp 2 --image "$media.bmp" --text "describe"
-      run gemma3n-e4b "tp2 image bf16" row-parallel-input-is-parallel model.embed_vision.embedding_projection -- \
-        --model "$d" --dtype bf16 --tp 2 --image "$media.bmp" --text "describe"
+      width=2048; (( small )) && width=256       # the text width (--small narrows the text decoder only)
+      a=(--model "$d" --dtype bf16 --tp 2 --audio "$media" --text "transcribe this sound")
+      run gemma3n-e4b "tp2 audio-193 bf16" "" pass -- "${a[@]}"
+      run gemma3n-e4b "tp2 audio-193 bf16" row-parallel-input-is-parallel \
+        "model.embed_vision.embedding_projection|mat1 and mat2 shapes cannot be multiplied (193x2048 and 1024x$width)" -- "${a[@]}"
     else
-      run gemma4-e2b "tp1 audio bf16" "" pass -- --model "$d" --dtype bf16 --audio "$media.wav" --text "transcribe"
-      run gemma4-e2b "tp1 audio bf16" matmul-no-nd-broadcast model.audio_tower.layers.0.self_attn -- \
-        --model "$d" --dtype bf16 --audio "$media.wav" --text "transcribe"
+      a=(--model "$d" --dtype bf16 --audio "$media" --text "transcribe this sound")
+      run gemma4-e2b "tp1 audio-30 bf16" "" pass -- "${a[@]}"
+      run gemma4-e2b "tp1 audio-30 bf16" matmul-no-nd-broadcast \
+        "model.audio_tower.layers.0.self_attn|got shapes [1, 8, 36, 128] and [8, 128, 13]" -- "${a[@]}"
     fi
-    done_with "$d" ;;
+    done_with "$d"; rm -f "$media" ;;
   *) echo "gpu-seed-bugs: unknown seed '$seed' (llama qwen2vl gemma4moe gemma3n gemma4audio)" >&2; exit 2 ;;
   esac
 done

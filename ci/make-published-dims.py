@@ -4,7 +4,8 @@
     make-published-dims.py NAME OUT_DIR [--dtype bf16|fp32] [--device cpu|cuda] [--layers N] [--seed S] [--small]
 
 NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text, gemma4-e2b-text,
-gemma4-26b-a4b-text (`list` prints them).
+gemma4-26b-a4b-text, and the multimodal gemma3n-e4b and gemma4-e2b, written WITH their processor (tokenizer, audio feature
+extractor, image processor: PROCESSORS) for `harness compare --model DIR --audio FILE.wav` (`list` prints them).
 Every value below is the released config.json's, with where it was read; only the weights are random (HF's own init, then
 every parameter whose elements are all equal, norms and biases, moved by seeded N(0, 0.1) noise, as the harness's tiny
 models are, so a port that ignores a scale cannot pass). --layers N keeps the first N layers (the memory prediction's
@@ -138,11 +139,114 @@ GEMMA4_26B_A4B_TEXT = {
     "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1,
 }
 
+def _nested_text(cfg, model_type):
+    """A text decoder's dict as the text_config of a multimodal checkpoint (no architectures; the sub-config's type)."""
+    return dict({k: v for k, v in cfg.items() if k != "architectures"}, model_type=model_type)
+
+
+# Gemma3n E4B whole (Gemma3nForConditionalGeneration: text decoder, audio tower, both multimodal embedders; issue 22
+# seed (d)): transformers 5.12.1's Gemma3nConfig() defaults, which are google/gemma-3n-E4B-it's config.json (the
+# Gemma3nConfig docstring names it; the text part is GEMMA3N_E4B_TEXT above): the USM audio tower (hidden 1536, 12
+# conformer layers of 8 heads, chunk 12, left context 13, logit cap 50, SSCP channels 128/32 over 128 mel bins), the
+# vision embedder's width 2048 (MobileNetV5-300M's output) with 128 hard tokens from 262144, the audio embedder's 128
+# from 262272, 188 audio and 256 image soft tokens, and the special ids (boi 255999, eoi 262144, image 262145, boa
+# 256000, eoa 262272, audio 262273).
+# The VISION TOWER is timm's MobileNetV5, and timm is not packaged for the reference (Debian forky): the checkpoint is
+# built with the stub tower of src/Reference/python/ext/gemma3n.py (no weights; the reference builds the same stub when
+# it loads the folder), so the folder has no model.vision_tower.* tensors and `compare --image` on it is refused in one
+# line; --audio FILE.wav is the multimodal path (HF's audio tower, the engine's embedders and decoder).
+GEMMA3N_E4B = {
+    "architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
+    "text_config": _nested_text(GEMMA3N_E4B_TEXT, "gemma3n_text"),
+    "vision_config": {"model_type": "gemma3n_vision", "architecture": "mobilenetv5_300m_enc", "hidden_size": 2048,
+                      "vocab_size": 128, "vocab_offset": 262144, "rms_norm_eps": 1e-06},
+    "audio_config": {"model_type": "gemma3n_audio", "vocab_size": 128, "vocab_offset": 262272, "input_feat_size": 128,
+                     "hidden_size": 1536, "rms_norm_eps": 1e-06, "gradient_clipping": 10000000000.0,
+                     "conf_attention_chunk_size": 12, "conf_attention_context_left": 13, "conf_attention_context_right": 0,
+                     "conf_attention_logit_cap": 50.0, "conf_num_attention_heads": 8, "conf_num_hidden_layers": 12,
+                     "conf_conv_kernel_size": 5, "conf_reduction_factor": 4, "conf_residual_weight": 0.5,
+                     "sscp_conv_channel_size": [128, 32], "sscp_conv_group_norm_eps": 0.001,
+                     "sscp_conv_kernel_size": [[3, 3], [3, 3]], "sscp_conv_stride_size": [[2, 2], [2, 2]]},
+    "audio_soft_tokens_per_image": 188, "vision_soft_tokens_per_image": 256,
+    "boi_token_id": 255999, "eoi_token_id": 262144, "image_token_id": 262145,
+    "boa_token_id": 256000, "eoa_token_id": 262272, "audio_token_id": 262273,
+    "initializer_range": 0.02, "tie_word_embeddings": True,
+}
+
+# Gemma4 E2B whole (Gemma4ForConditionalGeneration: text decoder, vision and audio towers, both embedders; issue 22 seed
+# (e)): the text part is GEMMA4_E2B_TEXT above; the towers are transformers 5.12.1's Gemma4VisionConfig() and
+# Gemma4AudioConfig() defaults, which agree with google/gemma-4-E2B-it's config.json as quoted in ports' tests (search
+# tool, code corpus: ollama's releasedGemma4AudioConfig "audio_config" - hidden 1024, 12 layers, 8 heads, channels
+# 128/32, chunk 12, left 13, right 0, logit cap 50, output_proj_dims 1536, use_clipped_linears true; a Rust port's
+# E2B metadata test - vision hidden 768, 16 layers, 12 heads, intermediate 3072, patch 16, 280 soft tokens; position
+# table 10240): vision 2-D RoPE theta 100, pooling 3, no clipped linears, no standardize. The special ids are
+# Gemma4Config()'s (boi 255999, eoi 258882, image 258880, audio 258881, video 258884, boa 256000, eoa 258883).
+GEMMA4_E2B = {
+    "architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
+    "text_config": _nested_text(GEMMA4_E2B_TEXT, "gemma4_text"),
+    "vision_config": {"model_type": "gemma4_vision", "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 16,
+                      "num_attention_heads": 12, "num_key_value_heads": 12, "head_dim": 64,
+                      "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-06, "max_position_embeddings": 131072,
+                      "attention_bias": False, "rope_parameters": {"rope_type": "default", "rope_theta": 100.0},
+                      "pooling_kernel_size": 3, "patch_size": 16, "position_embedding_size": 10240,
+                      "use_clipped_linears": False, "standardize": False},
+    "audio_config": {"model_type": "gemma4_audio", "hidden_size": 1024, "num_hidden_layers": 12, "num_attention_heads": 8,
+                     "hidden_act": "silu", "subsampling_conv_channels": [128, 32], "conv_kernel_size": 5,
+                     "residual_weight": 0.5, "attention_chunk_size": 12, "attention_context_left": 13,
+                     "attention_context_right": 0, "attention_logit_cap": 50.0,
+                     "attention_invalid_logits_value": -1000000000.0, "use_clipped_linears": True, "rms_norm_eps": 1e-06,
+                     "gradient_clipping": 10000000000.0, "output_proj_dims": 1536},
+    "boi_token_id": 255999, "eoi_token_id": 258882, "image_token_id": 258880, "video_token_id": 258884,
+    "boa_token_id": 256000, "eoa_token_index": 258883, "audio_token_id": 258881,
+    "initializer_range": 0.02, "tie_word_embeddings": True,
+}
+
 MODELS = {
     "llama-3.2-1b": LLAMA_3_2_1B, "llama-3.1-8b": LLAMA_3_1_8B,
     "qwen2-vl-2b": QWEN2_VL_2B, "qwen2-vl-7b": QWEN2_VL_7B,
     "gemma3n-e2b-text": GEMMA3N_E2B_TEXT, "gemma3n-e4b-text": GEMMA3N_E4B_TEXT,
     "gemma4-e2b-text": GEMMA4_E2B_TEXT, "gemma4-26b-a4b-text": GEMMA4_26B_A4B_TEXT,
+    "gemma3n-e4b": GEMMA3N_E4B, "gemma4-e2b": GEMMA4_E2B,
+}
+
+# The processor saved beside a multimodal checkpoint's weights, as a released folder has one, so that `harness compare
+# --model DIR --audio FILE.wav` / `--image FILE` go through the checkpoint's own processor (AutoProcessor from the
+# folder). Built by save_processor of src/Reference/python/ext/media.py (the one that writes the tiny models' processors):
+# - the TOKENIZER is a word-level one: the released SentencePiece model (262144 pieces) is a data file, not a config, and a
+#   random checkpoint has no use for its merges; its special tokens carry the published ids (bos 2, eos 1, pad 0 and the
+#   config's image/audio/boi/eoi/boa/eoa ids) and PROMPT_WORDS take ids from 10, so --text "transcribe this sound" gives
+#   real ids and the placeholders expand as the released processor expands them;
+# - the feature extractor, the image processor and the processor's own fields are the released ones: transformers 5.12.1's
+#   defaults for these classes (Gemma3nAudioFeatureExtractor: 16 kHz, 128 mel bins, 125-7600 Hz, preemphasis 0.97, mel floor
+#   1e-5; Gemma4AudioFeatureExtractor: 16 kHz, 128 bins, 0-8000 Hz, mel floor 1e-3; Gemma4ImageProcessor: patch 16, pooling 3,
+#   280 soft tokens; Gemma3nProcessor: 188 audio / 256 image tokens; Gemma4Processor: 280 image tokens, 40 ms an audio
+#   token) except Gemma3n's image size, 768 x 768 (MobileNetV5's input: 256 soft tokens at its stride 48);
+# - the chat template is the tiny models' (bos, then the user's media placeholders and text): --chat works, without the
+#   released template's turn markers (not in the word-level vocabulary).
+PROMPT_WORDS = ["describe", "transcribe", "this", "picture", "sound", "hello", "world", "what", "is", "in", "the"]
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% for c in m['content'] %}"
+                 "{% if c['type'] == 'image' %}{IMAGE}{% elif c['type'] == 'audio' %}{AUDIO}"
+                 "{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
+PROCESSORS = {
+    "gemma3n-e4b": {
+        "family": "gemma3n",
+        "tokens": {"image_token": ("<image_soft_token>", "image_token_id"), "audio_token": ("<audio_soft_token>", "audio_token_id"),
+                   "boi_token": ("<start_of_image>", "boi_token_id"), "eoi_token": ("<end_of_image>", "eoi_token_id"),
+                   "boa_token": ("<start_of_audio>", "boa_token_id"), "eoa_token": ("<end_of_audio>", "eoa_token_id")},
+        "processor": {"size": {"height": 768, "width": 768}},
+        "feature_extractor": {},
+        "processor_fields": {"audio_seq_length": 188, "image_seq_length": 256},
+    },
+    "gemma4-e2b": {
+        "family": "gemma4",
+        "tokens": {"image_token": ("<|image|>", "image_token_id"), "audio_token": ("<|audio|>", "audio_token_id"),
+                   "video_token": ("<|video|>", "video_token_id"),
+                   "boi_token": ("<|image>", "boi_token_id"), "eoi_token": ("<image|>", "eoi_token_id"),
+                   "boa_token": ("<|audio>", "boa_token_id"), "eoa_token": ("<audio|>", "eoa_token_index")},
+        "processor": {},
+        "feature_extractor": {},
+        "processor_fields": {"image_seq_length": 280, "audio_seq_length": 750},
+    },
 }
 
 
@@ -155,15 +259,39 @@ SMALL = {
     "llama-3.1-8b": {"hidden_size": 256, "head_dim": 8, "intermediate_size": 352},
     "gemma4-26b-a4b-text": {"hidden_size": 128, "head_dim": 16, "global_head_dim": 32, "intermediate_size": 96,
                             "num_experts": 16, "top_k_experts": 4, "moe_intermediate_size": 40},
+    # the multimodal ones keep every tower width, head split, the vocabularies and the special ids, and the processor:
+    # the text decoder narrows to hidden 256 (the tied 262400 x 2048 table and its float64 logits are what a CPU cannot
+    # hold beside the rest), each tower keeps 2 of its layers
+    "gemma3n-e4b": {"text_config": {"hidden_size": 256, "intermediate_size": 512}, "audio_config": {"conf_num_hidden_layers": 2}},
+    "gemma4-e2b": {"text_config": {"hidden_size": 256, "intermediate_size": 512},
+                   "vision_config": {"num_hidden_layers": 2}, "audio_config": {"num_hidden_layers": 2}},
 }
 
 
+def merged(cfg, over):
+    """cfg with over's values, nested dicts merged key by key (a copy; neither is changed)."""
+    out = json.loads(json.dumps(cfg))
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else json.loads(json.dumps(v))
+    return out
+
+
 def keep_layers(cfg, n):
+    """The first n layers of the text decoder (of text_config in a multimodal checkpoint; its towers keep theirs)."""
     cfg = json.loads(json.dumps(cfg))
+    if "text_config" in cfg:
+        cfg["text_config"] = keep_layers(cfg["text_config"], n)
+        return cfg
     cfg["num_hidden_layers"] = n
+    every_type = sorted(set(cfg.get("layer_types") or []))
     for key in ("layer_types", "activation_sparsity_pattern"):
         if key in cfg:
             cfg[key] = cfg[key][:n]
+    if len(every_type) == 2 and n >= 2 and len(set(cfg["layer_types"])) == 1:
+        # the first n layers are all of one type (Gemma3n's first full attention layer is its fifth): the last kept layer
+        # takes the other, as HF itself makes Gemma4's last layer full attention, so that both types' rope_parameters
+        # (read per type only when both are used) and code paths stay
+        cfg["layer_types"][-1] = next(t for t in every_type if t != cfg["layer_types"][0])
     if cfg.get("num_kv_shared_layers"):
         # a KV-shared layer reads the last non-shared layer of its own type: every type the kept layers use must have
         # one before the shared ones start (HF forces Gemma4's last layer to full attention)
@@ -210,15 +338,22 @@ def condition(model):
 def build_random(cfg, dtype_name, device, seed, conditioned=True):
     """The model of a config dict (model_type and architectures in it) with seeded random weights (see write_random);
     conditioned=False leaves out condition() (the ill-conditioned checkpoints written before, for comparison)."""
+    import contextlib
     import torch
     import transformers
     cfg = dict(cfg)
     model_type = cfg.pop("model_type")
     arch = cfg.pop("architectures")[0]
-    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    building = contextlib.nullcontext()
+    if model_type == "gemma3n":
+        # the reference's own Gemma3n config reader and stub vision tower (timm's MobileNetV5 cannot be built there)
+        ext = worker_ext("gemma3n.py")
+        config, building = ext["_gemma3n_config"](cfg), ext["_gemma3n_stub_vision"]()
+    else:
+        config = transformers.AutoConfig.for_model(model_type, **cfg)
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     torch.manual_seed(seed)
-    with torch.device(device):
+    with torch.device(device), building:
         model = getattr(transformers, arch)._from_config(config, dtype=dtype)
     gen = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
     with torch.no_grad():
@@ -231,20 +366,54 @@ def build_random(cfg, dtype_name, device, seed, conditioned=True):
     return model
 
 
+def worker_ext(name):
+    """The namespace of one of the reference worker's extension files (src/Reference/python/ext/NAME, or a copy beside this
+    script, as ci/gpu-seed-bugs.sh and the GPU bundle place them): the worker's own code, not a second copy of it. Its
+    functions see torch, transformers and os as they do in the worker."""
+    import torch
+    import transformers
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, name), os.path.join(here, "..", "src", "Reference", "python", "ext", name)):
+        if os.path.isfile(path):
+            ns = {"torch": torch, "transformers": transformers, "os": os, "OPS": {}, "__file__": path}
+            exec(compile(open(path).read(), path, "exec"), ns)
+            return ns
+    sys.exit(f"make-published-dims.py: no {name} beside {here} or in ../src/Reference/python/ext (copy it beside the script)")
+
+
+def save_processor(name, cfg, out_dir):
+    """The processor of PROCESSORS[name] beside the weights: media.py's save_processor with the published settings and a
+    word-level tokenizer whose special tokens carry the config's ids."""
+    spec = PROCESSORS[name]
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({w: 10 + i for i, w in enumerate(PROMPT_WORDS)})
+    special = {"unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
+    for role, (token, key) in spec["tokens"].items():
+        vocab[token] = cfg[key]
+        special[role] = token
+    template = CHAT_TEMPLATE.replace("{IMAGE}", spec["tokens"]["image_token"][0]).replace("{AUDIO}", spec["tokens"]["audio_token"][0])
+    worker_ext("media.py")["op_save_processor"]({
+        "family": spec["family"], "out_dir": out_dir, "vocab": vocab, "special": special, "processor": spec["processor"],
+        "feature_extractor": spec["feature_extractor"], "processor_fields": spec["processor_fields"], "chat_template": template,
+    }, {})
+
+
 def write_random(cfg, name, out_dir, dtype_name, device, seed):
     """Builds the model of a config dict (model_type and architectures in it) with random weights (every constant-initialised
     parameter, norm weights 1 and biases 0, perturbed by seeded noise; q/k norms and MoE router scaled by condition()) and saves it
-    to out_dir, files readable by others."""
+    to out_dir with the processor of PROCESSORS[name] where it has one, files readable by others."""
     arch = cfg["architectures"][0]
     model = build_random(cfg, dtype_name, device, seed)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
+    if name in PROCESSORS:
+        save_processor(name, cfg, out_dir)
     for f in os.listdir(out_dir):
         # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
         # "No such file or directory"
         os.chmod(os.path.join(out_dir, f), 0o644)
     n = sum(t.numel() for t in model.parameters())
-    print(f"{name}: {arch}, {n:,} parameters, {dtype_name}, written to {out_dir}")
+    print(f"{name}: {arch}, {n:,} parameters, {dtype_name}, written to {out_dir}" + (" with its processor" if name in PROCESSORS else ""))
 
 
 def main():
@@ -259,7 +428,11 @@ def main():
     a = p.parse_args()
     if a.name == "list":
         for name, cfg in MODELS.items():
-            print(f"{name}: {cfg['architectures'][0]}, hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers")
+            text = cfg.get("text_config", cfg)
+            towers = [k[:-len("_config")] for k in ("vision_config", "audio_config") if k in cfg]
+            print(f"{name}: {cfg['architectures'][0]}, hidden {text['hidden_size']}, {text['num_hidden_layers']} layers"
+                  + (f", {' and '.join(towers)} tower{'s' if len(towers) > 1 else ''}" if towers else "")
+                  + (", processor" if name in PROCESSORS else ""))
         return 0
     if not a.out_dir:
         p.error("OUT_DIR is required")
@@ -270,10 +443,12 @@ def main():
     if a.small:
         if a.name not in SMALL:
             p.error(f"--small: no small widths for {a.name} (have: {', '.join(sorted(SMALL))})")
-        cfg.update(json.loads(json.dumps(SMALL[a.name])))
+        cfg = merged(cfg, SMALL[a.name])
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
-    write_random(cfg, a.name + (" (--small widths)" if a.small else ""), a.out_dir, a.dtype, a.device, a.seed)
+    write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed)
+    if a.small:
+        print(f"({a.name} at --small widths, not published dimensions)")
     return 0
 
 

@@ -95,6 +95,38 @@ public sealed class CompareGemma4MediaTests : IDisposable
     }
 
     [SkippableFact]
+    public void A_video_file_compares_clean_with_its_frames_through_the_engines_own_vision_tower()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--video", CompareMediaTests.Y4m(_dir), "--text", "describe this", "--chat"], null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        // bos, then each sampled frame (VideoFrames of the clip's 4) as its timestamp and boi, video x soft tokens, eoi
+        var prompt = r.Stdout.Split('\n').Single(l => l.StartsWith("prompt:", StringComparison.Ordinal));
+        Assert.Contains("tokens from Gemma4Processor in", prompt);
+        var ids = prompt[(prompt.IndexOf("clip.y4m: ", StringComparison.Ordinal) + "clip.y4m: ".Length)..].Split(',').Select(long.Parse).ToArray();
+        var videoId = (long)TinyGemma4Towers.Config()["video_token_id"]!;
+        int videoTokens = ids.Count(id => id == videoId);
+        Assert.Equal(TinyGemma4Processor.VideoFrames, ids.Count(id => id == (long)TinyGemma4Towers.Config()["boi_token_id"]!));
+        Assert.True(videoTokens > 0 && videoTokens % TinyGemma4Processor.VideoFrames == 0 && videoTokens <= TinyGemma4Processor.VideoFrames * TinyGemma4Processor.VideoSoftTokens,
+            $"{videoTokens} video tokens for {TinyGemma4Processor.VideoFrames} frames of at most {TinyGemma4Processor.VideoSoftTokens}: {prompt}");
+        Assert.DoesNotContain((long)TinyGemma4Towers.Config()["image_token_id"]!, ids);
+        Assert.Contains("model.vision_tower.encoder.layers.1.self_attn", r.Stdout);   // the engine's tower on the frames, module by module
+        Assert.Contains("model.embed_vision", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+        Assert.Contains("token comparison: PASS", r.Stdout);
+    }
+
+    [SkippableFact]
+    public void A_video_through_the_vision_embedder_built_input_is_parallel_is_caught_at_the_embedder_at_tp2()
+    {
+        var model = Model();
+        var r = CliProcess.Run(["compare", "--model", model, "--tp", "2", "--video", CompareMediaTests.Y4m(_dir), "--text", "hello", "--fault", "row-parallel-input-is-parallel"],
+            null, timeoutSeconds: 600);
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains("fault 'row-parallel-input-is-parallel' caught at model.embed_vision", r.Stdout);
+    }
+
+    [SkippableFact]
     public void A_wav_file_through_the_chat_template_compares_clean_through_the_engines_own_audio_tower()
     {
         var model = Model();

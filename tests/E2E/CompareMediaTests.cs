@@ -55,7 +55,10 @@ public sealed class CompareMediaTests : IDisposable
     }
 
     /// <summary>A 4-frame 36 x 24 YUV4MPEG2 video (4:4:4), which ffmpeg reads: raw planes behind a text header.</summary>
-    private string Y4m()
+    private string Y4m() => Y4m(_dir);
+
+    /// <summary>The same clip in <paramref name="dir"/> (the Gemma4 video compare's too).</summary>
+    internal static string Y4m(string dir)
     {
         const int w = 36, h = 24, frames = 4;
         var rng = new Random(6);
@@ -68,7 +71,7 @@ public sealed class CompareMediaTests : IDisposable
             for (int i = 0; i < planes.Length; i++) planes[i] = (byte)(16 + rng.Next(220));
             ms.Write(planes);
         }
-        var path = Path.Combine(_dir, "clip.y4m");
+        var path = Path.Combine(dir, "clip.y4m");
         File.WriteAllBytes(path, ms.ToArray());
         return path;
     }

@@ -103,11 +103,14 @@ public sealed class MediaFileErrorTests : IDisposable
     }
 
     [Fact]
-    public void Gemma4_takes_no_video_and_no_synthetic_image()
+    public void Gemma4_takes_no_video_beside_an_image_and_no_synthetic_image()
     {
         var path = Path.Combine(_dir, "clip.y4m");
         File.WriteAllBytes(path, "YUV4MPEG2"u8.ToArray());
-        AssertOneLine(Compare("--video", path, "tiny-gemma4-e2b-like-mm-fp32"), "--video needs a qwen2_vl checkpoint", "is gemma4, which compare runs on images and audio only");
+        var image = Path.Combine(_dir, "photo.png");
+        File.WriteAllBytes(image, "PNG"u8.ToArray());
+        var both = CliProcess.Run(["compare", "--model", Fixture("tiny-gemma4-e2b-like-mm-fp32"), "--video", path, "--image", image, "--text", "hello"], NoReference, timeoutSeconds: 60);
+        AssertOneLine(both, "--video with --image needs a qwen2_vl checkpoint", "is gemma4, which compare judges its vision tower's modules on one input: an image or a video");
         var r = CliProcess.Run(["compare", "--model", Fixture("tiny-gemma4-e2b-like-mm-fp32"), "--image"], NoReference, timeoutSeconds: 60);
         AssertOneLine(r, "--image without a FILE needs a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE");
     }

@@ -145,7 +145,8 @@ internal static class CompareCommand
         };
         var video = new Option<string?>("--video")
         {
-            Description = "Qwen2-VL: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor, with --text after it.",
+            Description = "Qwen2-VL, Gemma4: a video file (any format ffmpeg reads) in the prompt, through the checkpoint's own processor (Gemma4: " +
+                          "its video processor's frames through the engine's vision tower), with --text after it.",
             HelpName = "FILE",
         };
         var audio = new Option<string?>("--audio")
@@ -341,7 +342,8 @@ internal static class CompareCommand
     /// <summary>
     /// The media option a checkpoint's compare cannot take, with what it needs and why this one cannot, for the one-line
     /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
-    /// (Gemma4ForConditionalGeneration) --image FILE and --audio, through the engine's own towers; Gemma3n --audio, through
+    /// (Gemma4ForConditionalGeneration) --image FILE or --video FILE, and --audio, through the engine's own towers (not an
+    /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --audio, through
     /// HF's audio tower (the engine's embedders and decoder judged), not --image: the reference cannot build its vision tower.
     /// </summary>
     internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
@@ -352,7 +354,8 @@ internal static class CompareCommand
         {
             "qwen2_vl" when o.AudioFile is not null => ("--audio", sound, "has no audio tower"),
             "qwen2_vl" => null,
-            "gemma4" when o.VideoFile is not null => ("--video", "a qwen2_vl checkpoint", "compare runs on images and audio only (not video frames)"),
+            "gemma4" when o.VideoFile is not null && o.ImageFile is not null =>
+                ("--video with --image", "a qwen2_vl checkpoint", "compare judges its vision tower's modules on one input: an image or a video"),
             "gemma4" when o.Image && o.ImageFile is null => ("--image without a FILE", "a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE"),
             "gemma4" => null,
             "gemma3n" when o.Image || o.VideoFile is not null =>

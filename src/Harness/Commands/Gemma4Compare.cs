@@ -7,9 +7,10 @@ namespace Harness.Commands;
 /// <summary>
 /// `harness compare --model DIR` on a Gemma4 checkpoint: gemma4_text (Gemma4ForCausalLM) or gemma4
 /// (Gemma4ForConditionalGeneration, its text decoder under model.language_model), with a text prompt, at --tp N.
-/// On a gemma4 folder, --image FILE and --audio FILE.wav go through the checkpoint's own processor (Gemma4Processor: its
-/// image processor and audio feature extractor, the soft-token placeholders expanded as HF expands them) and the engine
-/// runs Gemma4ForConditionalGeneration with its own vision and audio towers on the same pixel values and features
+/// On a gemma4 folder, --image FILE (or --video FILE) and --audio FILE.wav go through the checkpoint's own processor
+/// (Gemma4Processor: its image or video processor and audio feature extractor, the soft-token placeholders expanded as HF
+/// expands them) and the engine runs Gemma4ForConditionalGeneration with its own vision and audio towers on the same pixel
+/// values, video frames and features
 /// (<see cref="Gemma4MultimodalScenario.ForCheckpoint"/>).
 /// </summary>
 internal static class Gemma4Compare
@@ -30,7 +31,7 @@ internal static class Gemma4Compare
         CheckpointScenario = (dir, dtype, ids) => Gemma4Scenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),
         MediaModels = o => [
             "Gemma4ForConditionalGeneration",
-            .. o.ImageFile is not null ? ["Gemma4VisionModel"] : Array.Empty<string>(),
+            .. o.ImageFile is not null || o.VideoFile is not null ? ["Gemma4VisionModel"] : Array.Empty<string>(),
             .. o.AudioFile is not null ? ["Gemma4AudioModel"] : Array.Empty<string>(),
         ],
     };
@@ -76,7 +77,7 @@ internal static class Gemma4Compare
             // the towers the files need: their configs read (a bad field named) and their weights and embedders in the folder
             // (each tower's constructor checks every shape against its config, naming the tensor and the field)
             var needed = new List<string>();
-            if (o.ImageFile is not null)
+            if (o.ImageFile is not null || o.VideoFile is not null)
             {
                 Engine.Models.Gemma4.Vision.Gemma4VisionConfig.Load(configPath);
                 needed.AddRange(["model.vision_tower.patch_embedder.input_proj.weight", "model.embed_vision.embedding_projection.weight"]);
@@ -88,7 +89,7 @@ internal static class Gemma4Compare
             }
             using var checkpoint = Engine.IO.Checkpoint.Open(dir);
             if (needed.FirstOrDefault(n => !checkpoint.Contains(n)) is { } missing)
-                return CliSupport.UsageError($"compare: {dir} has no tensor '{missing}': {(missing.Contains("vision") ? "--image" : "--audio")} needs the checkpoint's " +
+                return CliSupport.UsageError($"compare: {dir} has no tensor '{missing}': {(missing.Contains("vision") ? o.VideoFile is not null ? "--video" : "--image" : "--audio")} needs the checkpoint's " +
                                              $"{(missing.Contains("vision") ? "vision" : "audio")} tower and embedder (Gemma4ForConditionalGeneration)");
         }
         catch (Exception e) when (e is Engine.Config.ConfigException or IOException or KeyNotFoundException or FormatException)

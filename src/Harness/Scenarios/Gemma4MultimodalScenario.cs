@@ -39,6 +39,9 @@ public sealed record Gemma4MultimodalScenario : Scenario
     public const int TopK = 5;
     public static readonly string[] Inputs3 = ["image", "audio", "mixed"];
 
+    /// <summary>A checkpoint prompt's video (compare --video FILE): the frames through the engine's vision tower.</summary>
+    public const string VideoInput = "video";
+
     public int Tp { get; }
     public string Modality { get; private init; }
     public string Shape { get; }
@@ -60,24 +63,29 @@ public sealed record Gemma4MultimodalScenario : Scenario
 
     /// <summary>The processor outputs the model takes (attention_mask is all ones for one prompt; num_soft_tokens_* are counts).</summary>
     public static readonly string[] ProcessedNames =
-        ["input_ids", "pixel_values", "image_position_ids", "mm_token_type_ids", "input_features", "input_features_mask"];
+        ["input_ids", "pixel_values", "image_position_ids", "mm_token_type_ids", "input_features", "input_features_mask",
+         "pixel_values_videos", "video_position_ids"];
 
     /// <summary>
-    /// `compare --image FILE / --audio FILE` on a Gemma4ForConditionalGeneration folder: the processor's tensors are the
-    /// prompt, the engine's towers run on them. <paramref name="files"/> names the files, <paramref name="tag"/> hashes them.
+    /// `compare --image FILE / --video FILE / --audio FILE` on a Gemma4ForConditionalGeneration folder: the processor's tensors
+    /// are the prompt, the engine's towers run on them (a video's frames through the vision tower, as HF's get_video_features
+    /// runs them). <paramref name="files"/> names the files, <paramref name="tag"/> hashes them. An image and a video together
+    /// are refused before this (the vision tower's modules are judged on one input).
     /// </summary>
     public static Gemma4MultimodalScenario ForCheckpoint(string modelPath, int tp, DType dtype, IReadOnlyDictionary<string, Tensor> processed,
         string files, string tag)
     {
         var full = Path.GetFullPath(modelPath);
         var kept = processed.Where(kv => ProcessedNames.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
-        bool image = kept.ContainsKey("pixel_values"), audio = kept.ContainsKey("input_features");
+        bool image = kept.ContainsKey("pixel_values"), audio = kept.ContainsKey("input_features"), video = kept.ContainsKey("pixel_values_videos");
+        if (video && image) throw new ArgumentException("an image and a video in one prompt: the vision tower's modules are judged on one input");
         var configPath = Path.Combine(full, "config.json");
-        var layers = (image ? Gemma4VisionConfig.Load(configPath).NumHiddenLayers : 0, audio ? Gemma4AudioConfig.Load(configPath).NumHiddenLayers : 0);
+        var layers = (image || video ? Gemma4VisionConfig.Load(configPath).NumHiddenLayers : 0, audio ? Gemma4AudioConfig.Load(configPath).NumHiddenLayers : 0);
         var ids = kept["input_ids"].ToInt64Array();
         var baseScenario = new Gemma4MultimodalScenario(image && audio ? "mixed" : image ? "image" : "audio", tp, dtype);
         return baseScenario with
         {
+            Modality = video ? (audio ? "video+audio" : VideoInput) : baseScenario.Modality,
             ModelPath = full,
             Processed = kept,
             TowerLayers = layers,
@@ -119,8 +127,15 @@ public sealed record Gemma4MultimodalScenario : Scenario
 
     public static TolerancePolicy Policy(DType dtype, int tp) => dtype == DType.Float32 ? Float32ScaledResidual : Gemma4Scenario.Policy(dtype, tp);
 
-    private bool HasImage => Modality is "image" or "mixed";
-    private bool HasAudio => Modality is "audio" or "mixed";
+    // a checkpoint's prompt holds what its processor made; the catalog's, what its input names
+    private bool HasImage => Processed is not null ? Processed.ContainsKey("pixel_values") : Modality is "image" or "mixed";
+    private bool HasAudio => Processed is not null ? Processed.ContainsKey("input_features") : Modality is "audio" or "mixed";
+
+    /// <summary>Whether the prompt holds a video (a checkpoint's processed prompt only): the vision tower runs on its frames.</summary>
+    public bool HasVideo => Processed?.ContainsKey("pixel_values_videos") ?? false;
+
+    /// <summary>Whether the vision tower runs (an image, or a video's frames).</summary>
+    private bool HasVision => HasImage || HasVideo;
 
     private string ModelDirectory(ScenarioContext context) => ModelPath is not null
         ? context.Client is null ? ModelPath : context.Client.ShareDirectory(ModelPath)
@@ -180,8 +195,9 @@ public sealed record Gemma4MultimodalScenario : Scenario
     {
         var list = new List<string>();
         // the towers: their output (the reference's, handed to the engine), or every module of the engine's own towers
-        if (HasImage) list.AddRange(EngineTowers ? TinyGemma4Towers.VisionModules(TowerLayers.Vision) : ["model.vision_tower"]);
-        if (HasImage) list.Add("model.embed_vision");
+        // (a video's frames go through the same vision tower and embed_vision: HF's get_video_features)
+        if (HasVision) list.AddRange(EngineTowers ? TinyGemma4Towers.VisionModules(TowerLayers.Vision) : ["model.vision_tower"]);
+        if (HasVision) list.Add("model.embed_vision");
         if (HasAudio) list.AddRange(EngineTowers ? [.. TinyGemma4Towers.AudioModules(TowerLayers.Audio), "model.audio_tower"] : ["model.audio_tower"]);
         if (HasAudio) list.Add("model.embed_audio");
         list.AddRange(TinyGemma4.Modules(config, "model.language_model."));
@@ -235,7 +251,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
     /// </summary>
     public Gemma4VisionMask VisionMaskOf(ReferenceBundle reference, Gemma4TextConfig config)
     {
-        if (!HasImage || config.UseBidirectionalAttention != "vision") return Gemma4Options.Default.VisionMask;
+        if (!HasVision || config.UseBidirectionalAttention != "vision") return Gemma4Options.Default.VisionMask;
         if (!reference.Versions.TryGetValue(VisionMaskKey, out var rule))
             throw new KeyNotFoundException($"the reference does not say which vision-block mask it used ('{VisionMaskKey}' metadata)");
         return rule switch
@@ -262,23 +278,38 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var inputs = TowerInputs();
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
-        Tensor? vision = null, audio = null, audioMask = null;
+        IActivationSink towerSink = sink;
+        // --device cuda: the towers on the GPU as the catalog's tower scenarios run them (one rank, its own stream, host-copy
+        // captures); their soft tokens come back to the host and go to each decoder rank as the reference's tower outputs do
+        using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);
+        Tensor? vision = null, audio = null, audioMask = null, video = null;
         if (HasImage)
         {
-            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), towerSink, matmul);
             // [1, patches, 3 * patch_size^2] with (x, y) positions [1, patches, 2] -> [image tokens, vision hidden]
-            vision = tower.Forward(inputs["pixel_values"].To(DType), inputs["image_position_ids"]).SoftTokens;
+            vision = tower.Forward(CudaScenarios.Input(Device, inputs["pixel_values"].To(DType))!, inputs["image_position_ids"]).SoftTokens.ToHost();   // positions: a host input
+        }
+        if (HasVideo)
+        {
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), towerSink, matmul);
+            // pixel_values_videos = pixel_values_videos.flatten(0, 1); video_position_ids = video_position_ids.flatten(0, 1)
+            var frames = inputs["pixel_values_videos"];                                  // [1, frames, patches, 3 * patch_size^2]
+            var positions = inputs["video_position_ids"];                                // [1, frames, patches, 2]
+            if (frames.Rank != 4 || positions.Rank != 4)
+                throw new ArgumentException($"pixel_values_videos {Engine.Tensors.Shape.Format(frames.Shape)} and video_position_ids {Engine.Tensors.Shape.Format(positions.Shape)} must be [videos, frames, patches, ...]");
+            video = tower.Forward(CudaScenarios.Input(Device, frames.Reshape(-1, frames.Size(2), frames.Size(3)).To(DType))!,   // [videos * frames, patches, 3p^2]
+                positions.Reshape(-1, positions.Size(2), positions.Size(3))).SoftTokens.ToHost();   // -> [video tokens, vision hidden]; positions: a host input
         }
         if (HasAudio)
         {
-            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), towerSink, matmul);
             var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
-            var output = tower.Forward(inputs["input_features"].To(DType), mask);       // [1, frames', output_proj_dims], [1, frames']
-            if (sink.Wants(Gemma4AudioModel.DefaultPrefix)) sink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
-            audio = output.SoftTokens;
+            var output = tower.Forward(CudaScenarios.Input(Device, inputs["input_features"].To(DType))!, mask);   // [1, frames', output_proj_dims], [1, frames']
+            if (towerSink.Wants(Gemma4AudioModel.DefaultPrefix)) towerSink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
+            audio = output.SoftTokens.ToHost();
             audioMask = Tensor.FromArray(output.Mask.ToHost().Contiguous().Span<bool>().ToArray().Select(v => v ? 1L : 0L).ToArray(), output.Mask.ShapeArray);   // 1 = valid frame
         }
-        return new Gemma4ForConditionalGeneration.TowerOutputs(vision, audio, audioMask);
+        return new Gemma4ForConditionalGeneration.TowerOutputs(vision, audio, audioMask, video);
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)
@@ -322,7 +353,8 @@ public sealed record Gemma4MultimodalScenario : Scenario
                 IActivationSink rankSink = sink;
                 using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
                 var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),
-                    CudaScenarios.Input(Device, towers.Audio), towers.AudioMask);      // the mask stays a host input
+                    CudaScenarios.Input(Device, towers.Audio), towers.AudioMask,        // the mask stays a host input
+                    CudaScenarios.Input(Device, towers.Video));
                 var options = Engine.Models.FaultMap.Plan(Fault, "gemma4").Gemma4 with { VisionMask = visionMask };
                 var prefill = new PrefillSink(rankSink);                               // one model: the captured prefill, then decoding
                 var model = new Gemma4ForConditionalGeneration(weights, hf, ctx, prefill, options);

@@ -77,13 +77,38 @@ public static class TinyGemma4Processor
         ["per_bin_stddev"] = new JsonArray(Enumerable.Range(0, TinyGemma4Towers.MelBins).Select(i => (JsonNode)(1.5 + 0.0625 * i)).ToArray()),
     };
 
+    /// <summary>Frames a video is sampled to (Gemma4VideoProcessor's num_frames; library: 32).</summary>
+    public const int VideoFrames = 2;
+
+    /// <summary>Soft tokens per video frame at most (library: 70): max patches 16 * pooling^2 = 64.</summary>
+    public const int VideoSoftTokens = 16;
+
+    /// <summary>
+    /// Gemma4VideoProcessor's settings over the image processor's patch and pooling sizes: frames sampled and soft tokens a
+    /// frame off the library defaults, normalised and rescaled as the image processor is (library: mean 0, std 1, 1/255,
+    /// bicubic).
+    /// </summary>
+    public static JsonObject VideoSettings()
+    {
+        var image = ImageSettings();
+        return new JsonObject
+        {
+            ["num_frames"] = VideoFrames,
+            ["max_soft_tokens"] = VideoSoftTokens,
+            ["image_mean"] = image["image_mean"]!.DeepClone(),
+            ["image_std"] = image["image_std"]!.DeepClone(),
+            ["rescale_factor"] = image["rescale_factor"]!.DeepClone(),
+            ["resample"] = image["resample"]!.DeepClone(),
+        };
+    }
+
     /// <summary>Gemma4Processor's own fields (library: image_seq_length 280, audio_seq_length 750).</summary>
     public static JsonObject ProcessorFields() => new() { ["image_seq_length"] = MaxSoftTokens, ["audio_seq_length"] = 100 };
 
-    /// <summary>The chat template: bos, then one user turn of pictures, sounds and text.</summary>
+    /// <summary>The chat template: bos, then one user turn of pictures, clips, sounds and text.</summary>
     public const string ChatTemplate =
         "{{ bos_token }}{% for m in messages %}{% for c in m['content'] %}" +
-        "{% if c['type'] == 'image' %}<|image|>{% elif c['type'] == 'audio' %}<|audio|>" +
+        "{% if c['type'] == 'image' %}<|image|>{% elif c['type'] == 'video' %}<|video|>{% elif c['type'] == 'audio' %}<|audio|>" +
         "{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}";
 
     /// <summary>The folder (live: built by the reference; the tiny towers model's weights and the processor beside them).</summary>
@@ -107,10 +132,11 @@ public static class TinyGemma4Processor
             ["special"] = new JsonObject
             {
                 ["unk_token"] = "<unk>", ["bos_token"] = "<bos>", ["eos_token"] = "<eos>", ["pad_token"] = "<pad>",
-                ["image_token"] = "<|image|>", ["audio_token"] = "<|audio|>", ["boi_token"] = "<boi>", ["eoi_token"] = "<eoi>",
+                ["image_token"] = "<|image|>", ["audio_token"] = "<|audio|>", ["video_token"] = "<|video|>", ["boi_token"] = "<boi>", ["eoi_token"] = "<eoi>",
                 ["boa_token"] = "<boa>", ["eoa_token"] = "<eoa>",
             },
             ["processor"] = ImageSettings(),
+            ["video_processor"] = VideoSettings(),
             ["feature_extractor"] = AudioSettings(),
             ["processor_fields"] = ProcessorFields(),
             ["chat_template"] = ChatTemplate,

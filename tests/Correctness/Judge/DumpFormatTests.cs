@@ -112,7 +112,7 @@ public sealed class DumpFormatTests : IDisposable
         Assert.Contains("inputs[\"1\"].input_ids is int64 [1, 2]: a decode step is fed one token id", e.Message, StringComparison.Ordinal);
     }
 
-    private string DebuggerTree(bool repr)
+    private string DebuggerTree(bool repr, long[]? positionIds = null, string? maskShape = null)
     {
         void Save(string name, Tensor t) => SafetensorsWriter.Save(Path.Combine(_dir, name), new Dictionary<string, Tensor> { ["data"] = t });
         Save("M_inputs_kwargs_input_ids.safetensors", Tensor.FromArray([5L, 6L], 1, 2));
@@ -131,9 +131,31 @@ public sealed class DumpFormatTests : IDisposable
                     new JsonObject { ["module_path"] = "M.model.norm", ["outputs"] = Io("M.model.norm_outputs.safetensors") }),
             }),
         };
+        var kwargs = tree["inputs"]!["kwargs"]!.AsObject();
+        if (positionIds is not null)                                           // what generate() passes each forward
+        {
+            Save("M_inputs_kwargs_position_ids.safetensors", Tensor.FromArray(positionIds, 1, positionIds.Length));
+            kwargs["position_ids"] = Io("M_inputs_kwargs_position_ids.safetensors");
+        }
+        if (maskShape is not null) kwargs["attention_mask"] = new JsonObject { ["shape"] = maskShape, ["dtype"] = "torch.int64", ["value"] = "./M_mask.safetensors" };
         var path = Path.Combine(_dir, "M" + ModelDebuggerDump.TreeSuffix);
         File.WriteAllText(path, tree.ToJsonString());
         return path;
+    }
+
+    [Fact]
+    public void A_debugger_tree_of_a_decode_step_is_refused_naming_why_and_a_prompt_forward_under_generate_is_read()
+    {
+        // generate()'s prompt forward: positions from 0, a mask as long as the input: read as the prompt
+        Assert.Equal(2, ModelDebuggerDump.Convert(DebuggerTree(repr: false, positionIds: [0, 1], maskShape: "torch.Size([1, 2])"), Path.Combine(_dir, "a")));
+        // its last forward, the only one the debugger leaves after generate(): a step continuing the KV cache
+        var tree = DebuggerTree(repr: false, positionIds: [9, 10]);
+        var e = Assert.Throws<InputException>(() => ModelDebuggerDump.Convert(tree, Path.Combine(_dir, "b")));
+        Assert.Contains(tree, e.Message, StringComparison.Ordinal);
+        Assert.Contains("position_ids start at 9", e.Message, StringComparison.Ordinal);
+        e = Assert.Throws<InputException>(() => ModelDebuggerDump.Convert(DebuggerTree(repr: false, maskShape: "torch.Size([1, 10])"), Path.Combine(_dir, "c")));
+        Assert.Contains("attention_mask torch.Size([1, 10]) covers more positions than the 2 it was fed", e.Message, StringComparison.Ordinal);
+        Assert.Contains("harness_dump.py's generation()", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -58,7 +58,7 @@ public sealed class Gemma4ForConditionalGeneration
 {
     private readonly ParallelContext _ctx;
     private readonly StepSink _sink;
-    private readonly int? _imageTokenId, _audioTokenId;
+    private readonly int? _imageTokenId, _audioTokenId, _videoTokenId;
 
     public Gemma4ForCausalLM LanguageModel { get; }
     public Gemma4MultimodalEmbedder? EmbedVision { get; }
@@ -72,6 +72,7 @@ public sealed class Gemma4ForConditionalGeneration
         LanguageModel = new Gemma4ForCausalLM(weights, Gemma4TextConfig.From(config), ctx, _sink, options, "model.language_model.");
         _imageTokenId = config.GetIntOrNull("image_token_id");
         _audioTokenId = config.GetIntOrNull("audio_token_id");
+        _videoTokenId = config.GetIntOrNull("video_token_id");
         if (config.Has("vision_config") && weights.Contains("model.embed_vision.embedding_projection.weight"))
             EmbedVision = new Gemma4MultimodalEmbedder(weights, "model.embed_vision", config.GetDouble("vision_config.rms_norm_eps", 1e-6), ctx,
                 options?.EmbedderInputIsParallel ?? false);
@@ -80,8 +81,10 @@ public sealed class Gemma4ForConditionalGeneration
                 options?.EmbedderInputIsParallel ?? false);
     }
 
-    /// <summary>The towers' outputs for one prompt (null: that modality is absent).</summary>
-    public sealed record TowerOutputs(Tensor? Vision, Tensor? Audio, Tensor? AudioMask);
+    /// <summary>The towers' outputs for one prompt (null: that modality is absent). <paramref name="Video"/>: the vision
+    /// tower's soft tokens of a video's frames, frame after frame ([n_video, vision_hidden]; HF's get_video_features runs the
+    /// tower on pixel_values_videos.flatten(0, 1)), scattered at video_token_id through the same embed_vision.</summary>
+    public sealed record TowerOutputs(Tensor? Vision, Tensor? Audio, Tensor? AudioMask, Tensor? Video = null);
 
     /// <summary>The soft tokens in text space: embed_vision(vision), embed_audio(audio)[audio_mask].</summary>
     public IReadOnlyList<Gemma4SoftTokens> SoftTokens(TowerOutputs towers)
@@ -92,6 +95,13 @@ public sealed class Gemma4ForConditionalGeneration
             var e = Embedder(EmbedVision, "vision").Forward(v);                      // [n_image, hidden]
             Record("model.embed_vision", e);
             list.Add(new Gemma4SoftTokens("image", Id(_imageTokenId, "image"), e));
+        }
+        if (towers.Video is { } video)
+        {
+            // video_features = self.embed_vision(inputs_embeds=last_hidden_state)   (get_video_features)
+            var e = Embedder(EmbedVision, "vision").Forward(video);                  // [n_video, hidden]
+            Record("model.embed_vision", e);
+            list.Add(new Gemma4SoftTokens("video", Id(_videoTokenId, "video"), e));
         }
         if (towers.Audio is { } a)
         {

@@ -127,6 +127,9 @@ def _gemma4_mm_inputs(tensors, dtype):
     if "pixel_values" in tensors:
         inputs["pixel_values"] = tensors["pixel_values"].to(dtype)
         inputs["image_position_ids"] = need(tensors, "image_position_ids").to(torch.int64)
+    if "pixel_values_videos" in tensors:          # [1, frames, patches, 3p^2]: the vision tower runs on frames.flatten(0, 1)
+        inputs["pixel_values_videos"] = tensors["pixel_values_videos"].to(dtype)
+        inputs["video_position_ids"] = need(tensors, "video_position_ids").to(torch.int64)
     if "mm_token_type_ids" in tensors:
         inputs["mm_token_type_ids"] = tensors["mm_token_type_ids"].to(torch.int64)
     if "input_features" in tensors:

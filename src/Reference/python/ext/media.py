@@ -183,7 +183,8 @@ def op_process_media(args, tensors):
 
 def op_save_processor(args, tensors):
     """The tiny models' processor (args family, out_dir, vocab {token: id}, special {role: token}, processor {kwargs},
-    chat_template; gemma4 also feature_extractor {kwargs} and processor_fields {kwargs}): a word-level tokenizer over
+    chat_template; gemma4 also feature_extractor {kwargs}, processor_fields {kwargs} and optionally video_processor
+    {kwargs}): a word-level tokenizer over
     vocab whose special tokens carry the model's ids, and the family's image/video processors (and audio feature
     extractor) built with the given kwargs (every one off the library default), saved to out_dir."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -204,8 +205,9 @@ def op_save_processor(args, tensors):
     elif args["family"] == "gemma4":
         # Gemma4Processor: the image processor (kw), Gemma4AudioFeatureExtractor (args feature_extractor) and the
         # processor's own fields (args processor_fields: image_seq_length, audio_seq_length); its video processor takes
-        # the image processor's patch and pooling sizes
+        # the image processor's patch and pooling sizes, then args video_processor's kwargs (frames sampled, soft tokens)
         video = {k: kw[k] for k in ("patch_size", "pooling_kernel_size", "max_soft_tokens") if k in kw}
+        video.update(dict(args.get("video_processor") or {}))
         proc = transformers.Gemma4Processor(
             feature_extractor=transformers.Gemma4AudioFeatureExtractor(**dict(args["feature_extractor"])),
             image_processor=transformers.Gemma4ImageProcessor(**kw),
