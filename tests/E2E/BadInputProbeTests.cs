@@ -116,6 +116,19 @@ public sealed class BadInputProbeTests : IDisposable
         AssertOneLine(Probe("compare", "--model", fifoWeights), "model.safetensors: is a FIFO (named pipe), not a regular file");
     }
 
+    /// <summary>
+    /// Found by the extended CLI fuzz (seed 190068, `harness run --baseline`): an option with no value last on the line,
+    /// read by a validator of the verb, made System.CommandLine throw from its parser: "Unhandled exception.
+    /// System.InvalidOperationException: Required argument missing for option: '--baseline'", exit 134.
+    /// </summary>
+    [Fact]
+    public void An_option_without_its_value_last_on_the_line_is_one_line_not_a_crash()
+    {
+        AssertOneLine(Probe("run", "--baseline"), "Required argument missing for option: '--baseline'", "(see `harness run --help`)");
+        AssertOneLine(Probe("run", "--offline", "--baseline"), "'--baseline'");
+        AssertOneLine(Probe("compare", "--tp", "abc"), "Cannot parse argument 'abc' for option '--tp' as an integer", "(see `harness compare --help`)");
+    }
+
     [Fact]
     public void An_architecture_that_is_no_model_class_is_named_as_the_field()
     {

@@ -11,7 +11,7 @@ namespace Harness.Commands;
 /// <see cref="LlamaScenario.CheckInputs"/>): the prompt (seeded ids, --prompt, --text, or a text + image prompt with its
 /// image tokens) plus the generated tokens within max_position_embeddings, and the reference's predicted memory within
 /// what the machine has, before any reference work. One line naming config.json, exit 2
-/// (<see cref="ModelFolder.CheckPromptFits(string, ModelFolder.PromptShape, int, int, DType, bool, long?)"/>).
+/// (<see cref="ModelFolder.CheckPromptFits(string, ModelFolder.PromptShape, int, int, DType, bool, long?, bool, bool)"/>).
 /// </summary>
 internal static class ComparePromptFits
 {
