@@ -6,7 +6,9 @@
 #                               (exit 1) when the score is below the config's break threshold or when the sample
 #                               holds fewer mutants than it did when the threshold was set (a sample file renamed away)
 #   ci/mutation.sh --full       the full campaign over src/Engine/Models and the ops and kernels they call
-#                               (ci/stryker/full.json); hours on a 2-core machine (see the README)
+#                               (ci/stryker/full.json); days on a 2-core machine (see the README)
+#   ci/mutation.sh --slice NAME the full campaign one slice at a time (ci/stryker/NAME.json: attention, ...): the
+#                               slice's files against the offline catalog and the correctness tests that cover them
 # Extra arguments go to dotnet-stryker (e.g. --mutate '**/Ops/Rotary.cs' to narrow a run).
 # Reports: build/mutation/{sample,full}/reports/mutation-report.{json,html}; a one-line summary and every surviving
 # mutant (ci/stryker/survivors.py) on stdout. One test session; the full campaign runs at nice 19 (the machine is
@@ -21,9 +23,11 @@ niceness=0        # the sample is part of CI (.ci/run), which must finish in 15 
 case "${1:-}" in
   --sample) shift ;;
   --full) campaign=full; min_mutants=0; niceness=19; shift ;;
-  --help|-h) sed -n '2,13p' "$0"; exit 0 ;;
+  --slice) campaign="${2:?--slice needs a name (ci/stryker/NAME.json)}"; min_mutants=0; niceness=19; shift 2 ;;
+  --help|-h) sed -n '2,15p' "$0"; exit 0 ;;
 esac
 config="$root/ci/stryker/$campaign.json"
+[[ -f "$config" ]] || { echo "mutation: no campaign config $config" >&2; exit 2; }
 out="$root/build/mutation/$campaign"
 rm -rf "$out"
 mkdir -p "$out"

@@ -101,11 +101,13 @@ public static class Cli
         {
             parsed = root.Parse(args);
         }
-        catch (InvalidOperationException e) when (e.Message.StartsWith("Cannot parse argument", StringComparison.Ordinal))
+        catch (InvalidOperationException e)
         {
-            // An option validator read a value that does not parse ("--tp abc"): System.CommandLine throws from inside its
-            // parser instead of reporting it (issue 24's CLI fuzz found it crash the process with exit 134).
-            return CliSupport.UsageError($"{ParseFailure(e.Message)} (see `harness --help`)");
+            // A validator read a value that does not parse ("--tp abc") or was not given ("run --baseline" last on the line):
+            // System.CommandLine throws from inside its parser instead of reporting it (issue 24's CLI fuzz found both crash
+            // the process with exit 134). Parsing runs no action of ours: whatever it throws is a problem with the line.
+            var verb = args.Length > 0 && root.Subcommands.Any(c => c.Name == args[0]) ? " " + args[0] : "";
+            return CliSupport.UsageError($"{ParseFailure(e.Message)} (see `harness{verb} --help`)");
         }
         if (parsed.Errors.Count > 0 && parsed.Action is ParseErrorAction)
         {

@@ -92,16 +92,41 @@ public sealed class BadInputProbeTests : IDisposable
         AssertOneLine(Probe("compare", "--model", loop), "config.json: is a loop of symbolic links");
 
         var huge = Model("huge");
-        using (var fs = File.Create(Path.Combine(huge, "config.json"))) fs.SetLength(Engine.IO.InputFiles.ConfigMaxBytes + 1);   // sparse
-        AssertOneLine(Probe("compare", "--model", huge), "config.json: is 16,777,217 bytes; a config file may be at most 16,777,216");
+        using (var fs = File.Create(Path.Combine(huge, "config.json"))) fs.SetLength(200L << 20);   // the issue's 200 MB (sparse)
+        AssertOneLine(Probe("compare", "--model", huge), "config.json: is 209,715,200 bytes; a config file may be at most 16,777,216");
 
         var fifo = Model("fifo");
         MakeFifo(Path.Combine(fifo, "config.json"));
         AssertOneLine(Probe("compare", "--model", fifo), "config.json: is a FIFO (named pipe), not a regular file");
 
+        var fifoTokenizer = Model("fifo-tokenizer");
+        MakeFifo(Path.Combine(fifoTokenizer, "tokenizer.json"));
+        AssertOneLine(Probe("compare", "--model", fifoTokenizer, "--text", "hello"), "tokenizer.json: is a FIFO (named pipe), not a regular file");
+
+        var fifoPrompts = Path.Combine(_dir, "prompts.txt");
+        MakeFifo(fifoPrompts);
+        AssertOneLine(Probe("judge", "--endpoint", "http://127.0.0.1:9", "--model", Model("judged"), "--prompts", fifoPrompts),
+            "prompts.txt: is a FIFO (named pipe), not a regular file");
+        var fifoGguf = Path.Combine(_dir, "model.gguf");
+        MakeFifo(fifoGguf);
+        AssertOneLine(Probe("judge", "--gguf", fifoGguf, "--model", Model("judged-gguf"), "--ids", "1,2"), "model.gguf: is a FIFO (named pipe), not a regular file");
+
         var fifoWeights = Model("fifo-weights");
         MakeFifo(Path.Combine(fifoWeights, "model.safetensors"));
         AssertOneLine(Probe("compare", "--model", fifoWeights), "model.safetensors: is a FIFO (named pipe), not a regular file");
+    }
+
+    /// <summary>
+    /// Found by the extended CLI fuzz (seed 190068, `harness run --baseline`): an option with no value last on the line,
+    /// read by a validator of the verb, made System.CommandLine throw from its parser: "Unhandled exception.
+    /// System.InvalidOperationException: Required argument missing for option: '--baseline'", exit 134.
+    /// </summary>
+    [Fact]
+    public void An_option_without_its_value_last_on_the_line_is_one_line_not_a_crash()
+    {
+        AssertOneLine(Probe("run", "--baseline"), "Required argument missing for option: '--baseline'", "(see `harness run --help`)");
+        AssertOneLine(Probe("run", "--offline", "--baseline"), "'--baseline'");
+        AssertOneLine(Probe("compare", "--tp", "abc"), "Cannot parse argument 'abc' for option '--tp' as an integer", "(see `harness compare --help`)");
     }
 
     [Fact]

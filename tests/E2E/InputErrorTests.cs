@@ -228,9 +228,13 @@ public sealed class CompareMemoryCapTests
         var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Length == 1, r.ToString());
         Assert.Contains("needs about", r.Stderr);
-        Assert.Contains("0.2 GiB is available", r.Stderr);
+        Assert.Contains("256.0 MiB is available", r.Stderr);
         Assert.Contains("engine", r.Stderr);
         Assert.Contains("float64 oracle (streamed)", r.Stderr);
+        // issue 24: the one prediction, weights and this request's tokens at the config's sizes (the prompt check's)
+        Assert.Contains("7 prompt and 8 new tokens", r.Stderr);
+        Assert.Contains("eager attention scores 4x15x15", r.Stderr);
+        Assert.DoesNotContain("the live reference is not available", r.All);   // refused before an interpreter is looked for
         Assert.DoesNotContain("   at ", r.All);
     }
 }

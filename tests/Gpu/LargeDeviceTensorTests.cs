@@ -61,7 +61,7 @@ public sealed class LargeDeviceTensorTests
             var (rl, cl) = At((long)Rows * Cols - 1);
             var (_, cm) = At((long)Rows / 2 * Cols);
             // local ids as VocabParallelEmbedding hands them: -1 for a row another rank holds
-            var rows = CudaModelOps.IndexSelect(shard, 0, [r1 - Rows / 2, -1, 0, rl - Rows / 2]).ToHost();   // [4, Cols]
+            var rows = CudaOps.IndexSelect(shard, 0, [r1 - Rows / 2, -1, 0, rl - Rows / 2]).ToHost();   // [4, Cols]
             Assert.Equal(0.40625, rows.At(0, c1));
             Assert.Equal(0.0, rows.At(1, 0));
             Assert.Equal(3.75, rows.At(2, cm));

@@ -56,8 +56,8 @@ public sealed record AttentionMask
         if (!Causal && Window is null && blocks is null) return;
         if (scores.IsCuda)
         {
-            if (!Causal) throw Cuda.CudaModelOps.NoCudaPath("attention_mask (non-causal with a window or blocks)", scores);
-            Cuda.CudaModelOps.AttentionMask(scores, t, s, past, Window, blocks, BlocksOnSlidingLayersOnly);
+            if (!Causal) throw Cuda.CudaOps.NoCudaPath("attention_mask (non-causal with a window or blocks)", scores);
+            Cuda.CudaOps.AttentionMask(scores, t, s, past, Window, blocks, BlocksOnSlidingLayersOnly);
             return;
         }
         Apply(scores.Span<float>(), t, s, past, blocks);

@@ -35,6 +35,15 @@ public sealed class CudaArena : IDisposable
         return new Restore(() => Active.Value = previous);
     }
 
+    /// <summary>No arena for the current flow until disposed: what is allocated meanwhile outlives the step (a layer's
+    /// cached weight made during the eager step before a capture).</summary>
+    public static IDisposable Suspend()
+    {
+        var previous = Active.Value;
+        Active.Value = null;
+        return new Restore(() => Active.Value = previous);
+    }
+
     public void Reset() => _used = 0;
 
     internal DeviceMemory Take(long bytes)

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using Harness.Engine.Cuda.Interop;
+using Harness.Engine.Tensors;
 
 namespace Harness.Engine.Cuda;
 
@@ -51,6 +52,10 @@ public sealed class CudaDevice
 
     /// <summary>"cuda:0".</summary>
     public override string ToString() => $"cuda:{Ordinal}";
+
+    /// <summary>This device's tensor backend (what a <see cref="Tensor"/> over its memory copies and gathers through).</summary>
+    public ITensorBackend Backend => _backend ??= new CudaBackend(this);
+    private CudaBackend? _backend;
 
     /// <summary>The device, opening it on first use; throws <see cref="CudaUnavailableException"/> saying why there is none.</summary>
     public static CudaDevice Get(int ordinal = 0)
@@ -227,7 +232,7 @@ public sealed class CudaDevice
 /// A device allocation (cudaMallocAsync on the stream that asked). Freed stream-ordered on that stream by Dispose or the
 /// finalizer (see <see cref="CudaDevice.Allocate"/> for when collections run).
 /// </summary>
-public sealed class DeviceMemory : IDisposable
+public sealed class DeviceMemory : IDeviceMemory
 {
     private nint _pointer;
     private readonly nint _stream;
@@ -235,6 +240,7 @@ public sealed class DeviceMemory : IDisposable
 
     public CudaDevice Device { get; }
     public long Bytes { get; }
+    public ITensorBackend Backend => Device.Backend;
     public nint Pointer => _pointer != 0 || Bytes == 0 ? _pointer : throw new ObjectDisposedException("device memory was freed");
 
     internal DeviceMemory(CudaDevice device, nint pointer, long bytes, nint stream)

@@ -16,13 +16,40 @@ namespace Harness.Engine.Cuda;
 /// </summary>
 public static class CudaGemm
 {
-    /// <summary>Which implementation the last call on this thread used ("cublas" or "invariant"), for tests.</summary>
-    [ThreadStatic] public static string? LastPath;
-
     /// <summary>
     /// Batched product of views a [batch.., M, K] and b [batch.., K, N] whose batch dims are already broadcast to one shape.
     /// </summary>
     public static Tensor Multiply(Tensor a, Tensor b, bool? invariant = null)
+    {
+        var (device, batch, count, m, n, k) = Prepare(ref a, ref b);
+        var c = CudaTensors.Empty(device, a.DType, [.. batch, m, n]);
+        if (m == 0 || n == 0 || count == 0) return c;
+        if (k == 0) { CudaRuntime.MemsetAsync(CudaTensors.Address(c), 0, (long)c.NumEl * c.DType.Size(), device.Stream); return c; }
+        switch (Choose(a, b, count, m, n, k, invariant ?? ComputeSettings.BatchInvariant))
+        {
+            case "invariant": Invariant(device, a, b, c, count, m, n, k); break;
+            case "gemv": Gemv(device, a, b, c, m, n, k); break;
+            default: Blas(device, a, b, c, count, m, n, k); break;
+        }
+        return c;
+    }
+
+    /// <summary>
+    /// The implementation <see cref="Multiply"/> runs for these operands: "invariant" (batch-invariant mode), "gemv" (M &lt;= 8
+    /// against a K-contiguous weight that fits <see cref="GemvKernel"/>'s contract), "cublas", or "none" (an empty product).
+    /// The one choice Multiply dispatches on (tests and check-gpu ask it; no call records which path it took).
+    /// </summary>
+    public static string PathFor(Tensor a, Tensor b, bool? invariant = null)
+    {
+        var (_, _, count, m, n, k) = Prepare(ref a, ref b);
+        return m == 0 || n == 0 || count == 0 || k == 0 ? "none" : Choose(a, b, count, m, n, k, invariant ?? ComputeSettings.BatchInvariant);
+    }
+
+    private static string Choose(Tensor a, Tensor b, int count, int m, int n, int k, bool invariant) =>
+        invariant ? "invariant" : GemvFits(a, b, count, m, k) ? "gemv" : "cublas";
+
+    // The operands checked, their batch dims folded: a [count, M, K], b [count, K, N].
+    private static (CudaDevice Device, int[] Batch, int Count, int M, int N, int K) Prepare(ref Tensor a, ref Tensor b)
     {
         var device = a.CudaDevice;
         if (b.CudaDevice != device) throw new ArgumentException($"matmul: operands on {device} and {b.CudaDevice}");
@@ -34,12 +61,7 @@ public static class CudaGemm
         int count = (int)Shape.NumEl(batch);
         a = FlattenBatch(a, count, m, k);
         b = FlattenBatch(b, count, k, n);
-        var c = CudaTensors.Empty(device, a.DType, [.. batch, m, n]);
-        if (m == 0 || n == 0 || count == 0) return c;
-        if (k == 0) { CudaRuntime.MemsetAsync(CudaTensors.Address(c), 0, (long)c.NumEl * c.DType.Size(), device.Stream); return c; }
-        if (invariant ?? ComputeSettings.BatchInvariant) Invariant(device, a, b, c, count, m, n, k);
-        else if (!Gemv(device, a, b, c, count, m, n, k)) Blas(device, a, b, c, count, m, n, k);
-        return c;
+        return (device, batch, count, m, n, k);
     }
 
     // [count, rows, cols] view whose batch entries sit at one stride (a contiguous copy when the broadcast batch dims do not fold).
@@ -77,7 +99,6 @@ public static class CudaGemm
         Cublas.GemmStridedBatched(device.BlasHandle, opB, opA, n, m, k,
             CudaTensors.Address(bMat), ldb, bMat.Strides[0], CudaTensors.Address(aMat), lda, aMat.Strides[0],
             CudaTensors.Address(c), n, (long)m * n, count, type, type);
-        LastPath = "cublas";
     }
 
     // A row-major [rows, cols] matrix view as a column-major cuBLAS operand of the transposed matrix.
@@ -91,20 +112,23 @@ public static class CudaGemm
         return (Cublas.OpN, Math.Max(1, cols), c);
     }
 
-    // Decode: M <= 8 rows against a K-contiguous weight (see GemvKernel); false when the operands do not fit its contract.
-    private static bool Gemv(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
+    // Decode: M <= 8 rows against a K-contiguous weight (see GemvKernel's contract: 16-byte loads along K).
+    private static bool GemvFits(Tensor a, Tensor b, int count, int m, int k)
+    {
+        int vec = 16 / a.DType.Size();
+        return count == 1 && m <= GemvKernel.MaxRows && a.Strides[2] == 1 && b.Strides[1] == 1 && k % vec == 0
+               && (m <= 1 || a.Strides[1] % vec == 0) && b.Strides[2] % vec == 0
+               && CudaTensors.Address(a) % 16 == 0 && CudaTensors.Address(b) % 16 == 0;
+    }
+
+    private static void Gemv(CudaDevice device, Tensor a, Tensor b, Tensor c, int m, int n, int k)
     {
         int es = a.DType.Size(), vec = 16 / es;
-        if (count != 1 || m > GemvKernel.MaxRows || a.Strides[2] != 1 || b.Strides[1] != 1 || k % vec != 0
-            || (m > 1 && a.Strides[1] % vec != 0) || b.Strides[2] % vec != 0
-            || CudaTensors.Address(a) % 16 != 0 || CudaTensors.Address(b) % 16 != 0) return false;
         var dt = a.DType;
         var f = device.Function($"gemv/{CudaSource.Token(dt)}", "gemv", () => CudaSource.Instantiate(
             GemvKernel.Source.Replace("ESZ", es.ToString(System.Globalization.CultureInfo.InvariantCulture)).Replace("VEC", vec.ToString(System.Globalization.CultureInfo.InvariantCulture)), dt));
         using var args = new KernelArgs().Ptr(a).Add((long)a.Strides[1]).Ptr(b).Add((long)b.Strides[2]).Ptr(c).Add(m).Add(n).Add(k);
         args.Launch(device, f, "gemv", ((uint)((n + 7) / 8), 1, 1), (256, 1, 1));
-        LastPath = "gemv";
-        return true;
     }
 
     private static void Invariant(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
@@ -116,6 +140,5 @@ public static class CudaGemm
             .Ptr(c).Add(m).Add(n).Add(k);
         uint gx = (uint)((n + InvariantGemmKernel.Tile - 1) / InvariantGemmKernel.Tile), gy = (uint)((m + InvariantGemmKernel.Tile - 1) / InvariantGemmKernel.Tile);
         args.Launch(device, f, "gemm_invariant", (gx, gy, (uint)count), (256, 1, 1));
-        LastPath = "invariant";
     }
 }

@@ -77,7 +77,7 @@ public sealed class CudaProcessGroup(IProcessGroup inner, CudaDevice device, boo
         var read = CudaRuntime.EventCreate();
         CudaRuntime.EventRecord(read, stream);
         CudaRuntime.StreamWaitEvent(sent.Stream, read);                          // the sender's copy is freed after this read
-        got.Storage.Device!.Dispose();
+        CudaTensors.Memory(got).Dispose();
         Letters.Remove(got);
         CudaRuntime.EventDestroy(read);
         CudaRuntime.EventDestroy(sent.Event);

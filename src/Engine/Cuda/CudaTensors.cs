@@ -12,7 +12,20 @@ public static class CudaTensors
 {
     /// <summary>The device a tensor lives on, or null on the host: what a model asks where its weights are (a KV cache, a
     /// table to upload) instead of branching on the device itself.</summary>
-    public static CudaDevice? DeviceOf(Tensor t) => t.IsCuda ? t.CudaDevice : null;
+    public static CudaDevice? DeviceOf(Tensor t) => (t.Storage.Device as DeviceMemory)?.Device;
+
+    /// <summary>The CUDA allocation behind a device tensor.</summary>
+    internal static DeviceMemory Memory(Tensor t) => t.Storage.Device as DeviceMemory
+        ?? throw new InvalidOperationException($"{t} is on the host; a kernel needs a device tensor (call ToDevice first)");
+
+    extension(Tensor t)
+    {
+        /// <summary>The device of a device tensor (throws for a host tensor).</summary>
+        public CudaDevice CudaDevice => DeviceOf(t) ?? throw new InvalidOperationException($"{t} is on the host, not on a CUDA device");
+
+        /// <summary>A contiguous copy on <paramref name="device"/> (this tensor when it is already there).</summary>
+        public Tensor ToDevice(CudaDevice device) => DeviceOf(t) == device ? t : Upload(t.IsCuda ? t.ToHost() : t, device);
+    }
 
     /// <summary>
     /// An uninitialised contiguous device tensor of any size: its storage is one allocation of 64-bit length (Gemma3n-E4B's
@@ -31,14 +44,14 @@ public static class CudaTensors
     {
         var t = Empty(device, dtype, shape);
         device.MakeCurrent();
-        CudaRuntime.MemsetAsync(t.Storage.Device!.Pointer, 0, t.ElementCount * dtype.Size(), device.Stream);
+        CudaRuntime.MemsetAsync(Memory(t).Pointer, 0, t.ElementCount * dtype.Size(), device.Stream);
         return t;
     }
 
     /// <summary>Device address of element [0, ...] of a device tensor.</summary>
     public static nint Address(Tensor t)
     {
-        var mem = t.Storage.Device ?? throw new InvalidOperationException($"{t} is on the host; a kernel needs a device tensor (call ToDevice first)");
+        var mem = Memory(t);
         return mem.Pointer + (nint)((long)t.Offset * t.DType.Size());
     }
 
@@ -53,7 +66,7 @@ public static class CudaTensors
         {
             using var pin = src.Storage.Pin();
             device.MakeCurrent();
-            CudaRuntime.MemcpyAsync(t.Storage.Device!.Pointer, (nint)((byte*)pin.Pointer + (long)src.Offset * src.DType.Size()), bytes,
+            CudaRuntime.MemcpyAsync(Memory(t).Pointer, (nint)((byte*)pin.Pointer + (long)src.Offset * src.DType.Size()), bytes,
                 CudaRuntime.MemcpyHostToDevice, device.Stream);
             // No synchronization: from pageable memory, cudaMemcpyAsync returns once the bytes are staged (CUDA's
             // "API synchronization behavior"), so the host buffer may move or change afterwards.
@@ -64,7 +77,7 @@ public static class CudaTensors
     /// <summary>A contiguous host copy of a device tensor (any strides; the device makes it contiguous first).</summary>
     public static Tensor Download(Tensor dev)
     {
-        var device = dev.Storage.Device!.Device;
+        var device = Memory(dev).Device;
         var src = dev.IsContiguous ? dev : CudaOps.Copy(dev, dev.DType);
         var host = Tensor.Zeros(dev.DType, dev.ShapeArray);
         long bytes = src.ElementCount * src.DType.Size();

@@ -17,6 +17,10 @@ public static class InputFiles
     /// <summary>report.json: the nightly's is a few MiB.</summary>
     public const long ReportMaxBytes = 512L << 20;
 
+    /// <summary>A record another tool wrote whole as JSON, tensors and all (transformers' model debugger's
+    /// *_debug_tree_FULL_TENSORS.json): what one string of JSON text may hold.</summary>
+    public const long RecordMaxBytes = 1L << 30;
+
     public static FileKind KindOf(string path) => Stat(path).Kind;
 
     private static (FileKind Kind, long Size, string? Error) Stat(string path)

@@ -52,6 +52,9 @@ public sealed class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         string full = System.IO.Path.GetFullPath(path);
+        // a FIFO would block this open forever, a device fill memory: named as what it is (issue 24); a missing file
+        // keeps FileStream's FileNotFoundException
+        if (InputFiles.KindOf(full) is not (FileKind.Regular or FileKind.Missing)) InputFiles.RequireRegular(full, "safetensors file");
         var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.RandomAccess);
         try
         {

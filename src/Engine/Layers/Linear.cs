@@ -57,9 +57,36 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
         // torch's addmm for bf16/fp16 accumulates in float32, adds the bias there and rounds once (F.linear with a bias
         // equals (x.float() @ W.float().T + b.float()).to(dtype) bit for bit; rounding the product first differs by an ulp).
         // bf16/fp16 products are exact in float32, so the float32 GEMM is the low-precision GEMM before its rounding.
-        var y32 = Matmul.Forward(x.To(DType.Float32), Weight.T().To(DType.Float32));
-        return Elementwise.Add(y32, Bias.To(DType.Float32)).To(x.DType);
+        var (weightT32, bias32) = Float32Copies();
+        var y32 = Matmul.Forward(x.To(DType.Float32), weightT32);      // [..., out] float32
+        return Elementwise.Add(y32, bias32).To(x.DType);
     }
+
+    private (Tensor WeightT, Tensor Bias)? _float32;
+
+    /// <summary>
+    /// W^T [in, out] and b in float32 where they live, made once at the first low-precision forward with a bias and kept
+    /// (W, b must not be written after it, as for the packed copy): the same tensors <c>Weight.T().To(Float32)</c> and
+    /// <c>Bias.To(Float32)</c> made on every call before (12 MiB per Qwen2-VL-2B layer per decode step on the GPU).
+    /// </summary>
+    private (Tensor WeightT, Tensor Bias) Float32Copies()
+    {
+        if (_float32 is { } c) return c;
+        lock (_gate)
+        {
+            if (_float32 is { } again) return again;
+            var made = (Float32ToKeep(Weight.T()), Float32ToKeep(Bias!));
+            Float32Conversions++;
+            _float32 = made;
+            return made;
+        }
+    }
+
+    // t.To(Float32) (t itself when already float32), made outside any step's scratch allocator.
+    private static Tensor Float32ToKeep(Tensor t) => t.DType == DType.Float32 ? t : t.Backend.CopyToKeep(t, DType.Float32);
+
+    /// <summary>How many times the float32 copies of W^T and b were made (once per layer: what the cache saves).</summary>
+    internal int Float32Conversions { get; private set; }
 
     private bool UsesPackedWeight(Tensor x) =>
         !x.IsCuda && !Weight.IsCuda && Bias is not { IsCuda: true } && x.DType == Weight.DType && x.DType is DType.Float32 or DType.BFloat16;

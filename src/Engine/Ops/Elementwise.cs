@@ -1,3 +1,4 @@
+using Harness.Engine.Cuda;
 using System.Numerics.Tensors;
 using Harness.Engine.Kernels;
 using Harness.Engine.Tensors;
@@ -81,7 +82,7 @@ public static class Elementwise
         if (mask.DType != DType.Bool)
             throw new ArgumentException($"where expected condition to be a boolean tensor, but got a tensor with dtype {mask.DType.TorchName()}");
         var dt = OpSupport.ResultType(a, b, "where");
-        if (mask.IsCuda || a.IsCuda || b.IsCuda) return Cuda.CudaModelOps.Where(mask, a, b, dt);
+        if (mask.IsCuda || a.IsCuda || b.IsCuda) return Cuda.CudaOps.Where(mask, a, b, dt);
         var shape = OpSupport.Broadcast(mask, a, b);
         var m = mask.Expand(shape);
         var fa = OpSupport.Float32(a).Expand(shape);
@@ -191,7 +192,7 @@ public static class Elementwise
             BinaryOp.Div => Cuda.CudaOps.Binary<Cuda.Kernels.DivOp>(a, b, dt),
             BinaryOp.Maximum => Cuda.CudaOps.Binary<Cuda.Kernels.MaximumOp>(a, b, dt),
             BinaryOp.Minimum => Cuda.CudaOps.Binary<Cuda.Kernels.MinimumOp>(a, b, dt),
-            _ => throw Cuda.CudaModelOps.NoCudaPath(name, a, b),
+            _ => throw Cuda.CudaOps.NoCudaPath(name, a, b),
         };
     }
 
@@ -205,7 +206,7 @@ public static class Elementwise
                 BinaryOp.Sub => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, -s),
                 BinaryOp.Mul => Cuda.CudaOps.Unary<Cuda.Kernels.MulScalarOp>(a, s),
                 BinaryOp.Div => Cuda.CudaOps.Unary<Cuda.Kernels.DivScalarOp>(a, s),
-                _ => throw Cuda.CudaModelOps.NoCudaPath(name + " (with a scalar)", a),
+                _ => throw Cuda.CudaOps.NoCudaPath(name + " (with a scalar)", a),
             };
         var f = OpSupport.Float32Contiguous(a);
         var y = Tensor.Zeros(DType.Float32, a.ShapeArray);
@@ -230,7 +231,7 @@ public static class Elementwise
                 UnaryOp.Sigmoid => Cuda.CudaOps.Unary<Cuda.Kernels.SigmoidOp>(x),
                 UnaryOp.Square => Cuda.CudaOps.Unary<Cuda.Kernels.SquareOp>(x),
                 UnaryOp.Reciprocal => Cuda.CudaOps.Unary<Cuda.Kernels.ReciprocalOp>(x),
-                _ => throw Cuda.CudaModelOps.NoCudaPath(name, x),
+                _ => throw Cuda.CudaOps.NoCudaPath(name, x),
             };
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
@@ -241,7 +242,7 @@ public static class Elementwise
     /// <summary>Comparisons read every dtype exactly as double (integers up to 2^53), broadcast, and return bool.</summary>
     private static Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp)
     {
-        if (a.IsCuda || b.IsCuda) throw Cuda.CudaModelOps.NoCudaPath("comparison (eq/ne/gt/ge/lt/le)", a, b);
+        if (a.IsCuda || b.IsCuda) throw Cuda.CudaOps.NoCudaPath("comparison (eq/ne/gt/ge/lt/le)", a, b);
         var shape = Shape.Broadcast(a.Shape, b.Shape);
         var ea = a.Expand(shape);
         var eb = b.Expand(shape);

@@ -1,3 +1,4 @@
+using Harness.Engine.Cuda;
 using Harness.Engine.Kernels.Gemm;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;

@@ -70,7 +70,7 @@ public static class Reductions
         bool invariant = ComputeSettings.BatchInvariant;
         int threads = ComputeSettings.Threads;
 
-        if (x.IsCuda) return Cuda.CudaModelOps.RowReduce(moved, (int)kind, withIndices, outShape, x.DType);
+        if (x.IsCuda) return Cuda.CudaOps.RowReduce(moved, (int)kind, withIndices, outShape, x.DType);
         if (!x.DType.IsFloatingPoint())
             return ReduceIntegers(moved.To(DType.Int64).Contiguous(), rows, n, kind, outShape, withIndices, name);
 

@@ -1,3 +1,4 @@
+using Harness.Engine.Cuda;
 using Harness.Engine.Tensors;
 using K = Harness.Engine.Kernels;
 using Tensor = Harness.Engine.Tensors.Tensor;

@@ -42,7 +42,7 @@ internal static class RowWise
 
     public static Tensor Apply(Tensor x, DType outDType, RowKernel kernel)
     {
-        if (x.IsCuda) throw Cuda.CudaModelOps.NoCudaPath("row-wise op", x);
+        if (x.IsCuda) throw Cuda.CudaOps.NoCudaPath("row-wise op", x);
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         int n = x.Rank == 0 ? 1 : x.Size(-1);

@@ -5,7 +5,7 @@ namespace Harness.Engine.Ops;
 
 /// <summary>
 /// Torch ops that Gemma4's towers use and the engine has no more general op for, each with its device dispatch (the
-/// host loop, or the CUDA kernel of <see cref="Cuda.CudaModelOps"/>), so the tower code does not branch on the device.
+/// host loop, or the CUDA kernel of <see cref="Cuda.CudaOps"/>), so the tower code does not branch on the device.
 /// Each is computed in float32 from the input's values and rounded once to the input dtype (torch's CPU kernels for bf16
 /// accumulate in float32 and round once).
 /// </summary>
@@ -24,8 +24,8 @@ public static class TowerOps
         if (weight.Rank != 4 || weight.Size(1) != cin || weight.Size(2) != 3 || weight.Size(3) != 3)
             throw new ArgumentException($"conv2d: weight {Shape.Format(weight.Shape)} does not fit [out, {cin}, 3, 3] for input {Shape.Format(x.Shape)} (channels last)");
         int ho = (h + 2 - 3) / 2 + 1, wo = (w + 2 - 3) / 2 + 1, k = cin * 9;
-        if (x.IsCuda)   // the same patches gathered on the device (CudaModelOps.Im2Col3x3S2), then the one GEMM
-            return Matmul.Forward(Cuda.CudaModelOps.Im2Col3x3S2(x), weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
+        if (x.IsCuda)   // the same patches gathered on the device (CudaOps.Im2Col3x3S2), then the one GEMM
+            return Matmul.Forward(Cuda.CudaOps.Im2Col3x3S2(x), weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
         var src = x.ToFloatArray();
         var cols = new float[b * ho * wo * k];
         for (int n = 0; n < b; n++)
@@ -56,7 +56,7 @@ public static class TowerOps
         if (weight.Rank != 3 || weight.Size(0) != c || weight.Size(1) != 1)
             throw new ArgumentException($"depthwise conv1d: weight {Shape.Format(weight.Shape)} does not fit [{c}, 1, k] for input {Shape.Format(x.Shape)}");
         int k = weight.Size(2);
-        if (x.IsCuda) return Cuda.CudaModelOps.DepthwiseCausalConv1d(x, weight);
+        if (x.IsCuda) return Cuda.CudaOps.DepthwiseCausalConv1d(x, weight);
         var src = x.ToFloatArray();
         var wt = weight.ToFloatArray();
         var y = new float[src.Length];
@@ -107,7 +107,7 @@ public static class TowerOps
     /// </summary>
     public static Tensor ContextWindows(Tensor x, int u, int w, int ctx, int left)
     {
-        if (x.IsCuda) return Cuda.CudaModelOps.ContextWindows(x, u, w, ctx, left);
+        if (x.IsCuda) return Cuda.CudaOps.ContextWindows(x, u, w, ctx, left);
         int b = x.Size(0), t = x.Size(1), n = x.Size(2), h = x.Size(3);
         var src = x.Contiguous().Span<float>();
         var dst = new float[b * n * u * ctx * h];

@@ -1,3 +1,4 @@
+using Harness.Engine.Cuda;
 using Harness.Engine.Distributed;
 using Harness.Engine.Tensors;
 
@@ -68,7 +69,7 @@ public sealed class VocabParallelEmbedding
                     throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
                 local[i] = id >= Start && id < End ? id - Start : -1;
             }
-            var rows = Cuda.CudaModelOps.IndexSelect(LocalWeight, 0, local);          // [tokens, hidden]
+            var rows = Cuda.CudaOps.IndexSelect(LocalWeight, 0, local);          // [tokens, hidden]
             return _tp.AllReduce(rows);
         }
         int hidden = LocalWeight.Shape[1];

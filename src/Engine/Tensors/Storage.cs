@@ -46,8 +46,8 @@ public sealed unsafe class Storage
         Owner = owner;
     }
 
-    /// <summary>Device memory (a CUDA allocation); the host accessors below throw for it.</summary>
-    public Storage(Cuda.DeviceMemory device)
+    /// <summary>Device memory (a device backend's allocation); the host accessors below throw for it.</summary>
+    public Storage(IDeviceMemory device)
     {
         Device = device ?? throw new ArgumentNullException(nameof(device));
         _bytes = Memory<byte>.Empty;
@@ -56,7 +56,7 @@ public sealed unsafe class Storage
     }
 
     /// <summary>The device allocation, or null for host memory.</summary>
-    public Cuda.DeviceMemory? Device { get; }
+    public IDeviceMemory? Device { get; }
 
     public bool IsDevice => Device is not null;
 
@@ -69,7 +69,7 @@ public sealed unsafe class Storage
     private void CheckHost()
     {
         if (Device is not null) throw new InvalidOperationException(
-            $"this tensor lives on {Device.Device} ({Device.Bytes} bytes of device memory) and was read on the host: an op with no CUDA path " +
+            $"this tensor lives on {Device.Backend.Name} ({Device.Bytes} bytes of device memory) and was read on the host: an op with no CUDA path " +
             "(give the op a device path, or copy the tensor to the host with ToHost() where a host copy is meant)");
     }
 

@@ -58,23 +58,18 @@ public sealed partial class Tensor
     public Tensor Contiguous() => IsContiguous ? this : Clone();
 
     /// <summary>A contiguous copy with its own storage.</summary>
-    public Tensor Clone()
-    {
-        if (IsCuda) return Cuda.CudaOps.Copy(this, DType);
-        var t = Zeros(DType, ShapeArray);
-        t.CopyFrom(this);
-        return t;
-    }
+    public Tensor Clone() => Backend.Copy(this, DType);
 
     /// <summary>Copies src into this view, converting dtype and broadcasting src to this shape (torch's copy_).</summary>
     public void CopyFrom(Tensor src)
     {
         if (!Tensors.Shape.SequenceEqual(src.Shape, Shape)) src = src.Expand(ShapeArray);
-        if (IsCuda || src.IsCuda)
-        {
-            Cuda.CudaOps.CopyInto(src, this);
-            return;
-        }
+        (IsCuda ? Backend : src.Backend).CopyInto(src, this);
+    }
+
+    /// <summary><see cref="CopyFrom"/> between host tensors of one shape (the host backend's copy).</summary>
+    internal void CopyFromHost(Tensor src)
+    {
         if (src.DType == DType && src.IsContiguous && IsContiguous)
         {
             int es = DType.Size();
@@ -170,10 +165,7 @@ public sealed partial class Tensor
     public Tensor To(DType dtype)
     {
         if (dtype == DType) return this;
-        if (IsCuda) return Cuda.CudaOps.Copy(this, dtype);
-        var t = Zeros(dtype, ShapeArray);
-        t.CopyFrom(this);
-        return t;
+        return Backend.Copy(this, dtype);
     }
 
     /// <summary>All elements as float32 in row-major order (a new array).</summary>
@@ -271,21 +263,14 @@ public sealed partial class Tensor
         if (index.DType is not (DType.Int64 or DType.Int32))
             throw new ArgumentException($"index_select(): Expected dtype int32/int64 for index, got {index.DType.TorchName()}");
         var ids = index.ToInt64Array();
-        var shape = ShapeArray;
-        shape[d] = ids.Length;
-        if (IsCuda) return Cuda.CudaModelOps.IndexSelect(this, d, ids.Select(id => id < -_shape[d] || id >= _shape[d]
-            ? throw new IndexOutOfRangeException($"index out of range in self: index {id} for dimension {d} of size {_shape[d]}")
-            : id < 0 ? id + _shape[d] : id).ToArray());
-        var result = Zeros(DType, shape);
         for (int i = 0; i < ids.Length; i++)
         {
             long id = ids[i];
             if (id < -_shape[d] || id >= _shape[d])
                 throw new IndexOutOfRangeException($"index out of range in self: index {id} for dimension {d} of size {_shape[d]}");
-            if (id < 0) id += _shape[d];
-            result.Narrow(d, i, 1).CopyFrom(Narrow(d, (int)id, 1));
+            if (id < 0) ids[i] = id + _shape[d];
         }
-        return result;
+        return Backend.IndexSelect(this, d, ids);
     }
 
     /// <summary>torch.gather: out[i][j][k] = self[i][index[i][j][k]][k] for dim 1, and so on.</summary>
@@ -297,25 +282,15 @@ public sealed partial class Tensor
         for (int i = 0; i < Rank; i++)
             if (i != d && index.Shape[i] > _shape[i])
                 throw new ArgumentException($"Size does not match at dimension {i} expected index {Tensors.Shape.Format(index.Shape)} to be smaller than self {Tensors.Shape.Format(Shape)} apart from dimension {d}");
-        if (IsCuda) return Cuda.CudaModelOps.Gather(this, d, index.ToInt64Array().Select(id => id < -_shape[d] || id >= _shape[d]
-            ? throw new IndexOutOfRangeException($"index {id} is out of bounds for dimension {d} with size {_shape[d]}")
-            : id < 0 ? id + _shape[d] : id).ToArray(), index.ShapeArray);
-        var result = Zeros(DType, index.ShapeArray);
         var ids = index.ToInt64Array();
-        var idx = new int[Rank];
-        int es = DType.Size();
-        for (int flat = 0; flat < ids.Length; flat++)
+        for (int i = 0; i < ids.Length; i++)
         {
-            int rem = flat;
-            for (int i = Rank - 1; i >= 0; i--) { idx[i] = rem % index.Shape[i]; rem /= index.Shape[i]; }
-            long id = ids[flat];
+            long id = ids[i];
             if (id < -_shape[d] || id >= _shape[d])
                 throw new IndexOutOfRangeException($"index {id} is out of bounds for dimension {d} with size {_shape[d]}");
-            idx[d] = (int)(id < 0 ? id + _shape[d] : id);
-            long src = LongOffsetOf(idx);
-            Storage.Span(src * es, es).CopyTo(result.Storage.Bytes.Slice(flat * es, es));
+            if (id < 0) ids[i] = id + _shape[d];
         }
-        return result;
+        return Backend.Gather(this, d, ids, index.ShapeArray);
     }
 
     /// <summary>A tensor viewing a whole storage as raw elements (shape and dtype given), for loaders; any size.</summary>

@@ -7,7 +7,7 @@ namespace Harness.Bench;
 
 /// <summary>
 /// `harness check-gpu model-ops`: the device paths the Gemma3n, Gemma4 and Qwen2-VL forwards add to Llama's
-/// (<see cref="CudaModelOps"/>, the new element-wise ops, RoPE on any layout), each against the CPU engine on the same
+/// (<see cref="CudaOps"/>, the new element-wise ops, RoPE on any layout), each against the CPU engine on the same
 /// inputs, fp32 and bf16; and an op without a device path names itself and "no CUDA path".
 /// </summary>
 public static class GpuModelOpsCheck
@@ -85,7 +85,7 @@ public static class GpuModelOpsCheck
                 var scores = Rand(DType.Float32, 2, 4, 7);
                 var masked = scores.ToDevice(d).Clone();
                 int[] blocks = [-1, 0, 0, 0];
-                CudaModelOps.AttentionMask(masked, 4, 7, 3, 2, blocks, slidingOnly);
+                CudaOps.AttentionMask(masked, 4, 7, 3, 2, blocks, slidingOnly);
                 var want = scores.Clone();
                 var ws = want.Span<float>();
                 for (int p = 0; p < 2; p++)
@@ -101,10 +101,10 @@ public static class GpuModelOpsCheck
             }
             // the audio tower's kernels
             var img = Rand(dt, 2, 5, 7, 3);
-            if (Close($"{n} im2col3x3s2", CudaModelOps.Im2Col3x3S2(img.ToDevice(d)), Im2Col(img), 0) is { } ei) return ei;
+            if (Close($"{n} im2col3x3s2", CudaOps.Im2Col3x3S2(img.ToDevice(d)), Im2Col(img), 0) is { } ei) return ei;
             var seq = Rand(dt, 2, 9, 8);
             var dw = Rand(dt, 8, 1, 5);
-            if (Close($"{n} depthwise causal conv1d", CudaModelOps.DepthwiseCausalConv1d(seq.ToDevice(d), dw.ToDevice(d)), DwConv(seq, dw), tol) is { } ec) return ec;
+            if (Close($"{n} depthwise causal conv1d", CudaOps.DepthwiseCausalConv1d(seq.ToDevice(d), dw.ToDevice(d)), DwConv(seq, dw), tol) is { } ec) return ec;
         }
         // an op without a device path says so, naming itself
         try

@@ -200,10 +200,11 @@ public static class GpuSelfCheck
                     var a = Rand(dt, m, k);
                     var b = tb ? Rand(dt, n, k).T() : Rand(dt, k, n);
                     var want = Matmul.Forward(a, b);
-                    var got = Matmul.Forward(a.ToDevice(d), tb ? b.T().ToDevice(d).T() : b.ToDevice(d));
+                    var (ad, bd) = (a.ToDevice(d), tb ? b.T().ToDevice(d).T() : b.ToDevice(d));
+                    var got = Matmul.Forward(ad, bd);
                     if (Close($"{dt.TorchName()} {m}x{k} @ {k}x{n}{(tb ? " (B^T)" : "")}", got, want, tol) is { } e) return e;
                     var expected = m <= 8 && tb && k % 8 == 0 ? "gemv" : "cublas";
-                    if (CudaGemm.LastPath != expected) return $"expected the {expected} path, got {CudaGemm.LastPath}";
+                    if (CudaGemm.PathFor(ad, bd) is var path && path != expected) return $"expected the {expected} path, got {path}";
                 }
         return null;
     }
@@ -241,8 +242,9 @@ public static class GpuSelfCheck
                     var a = Rand(dt, m, k);
                     var b = tb ? Rand(dt, n, k).T() : Rand(dt, k, n);
                     var want = Matmul.Forward(a, b);
-                    var got = Matmul.Forward(a.ToDevice(d), tb ? b.T().ToDevice(d).T() : b.ToDevice(d));
-                    if (CudaGemm.LastPath != "invariant") return $"expected the invariant kernel, got {CudaGemm.LastPath}";
+                    var (ad, bd) = (a.ToDevice(d), tb ? b.T().ToDevice(d).T() : b.ToDevice(d));
+                    var got = Matmul.Forward(ad, bd);
+                    if (CudaGemm.PathFor(ad, bd) is var path && path != "invariant") return $"expected the invariant kernel, got {path}";
                     if (Bitwise($"invariant {dt.TorchName()} {m}x{k} @ {k}x{n}{(tb ? " (B^T)" : "")} GPU vs CPU", got, want) is { } e) return e;
                 }
         return null;

@@ -49,7 +49,10 @@ internal static class CliSupport
 
     public static int UsageError(string message)
     {
-        Console.Error.WriteLine($"harness: {message}");
+        // "compare: ..." / "compare --device cuda: ..." is the verb's own line: "harness compare: ...", as an input error
+        // thrown from the verb prints (Fail); anything else "harness: ..."
+        bool verbFirst = System.Text.RegularExpressions.Regex.IsMatch(message, "^[a-z]+(:| --)", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+        Console.Error.WriteLine(verbFirst ? $"harness {message}" : $"harness: {message}");
         return ExitCodes.Usage;
     }
 

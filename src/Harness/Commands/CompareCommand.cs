@@ -79,6 +79,19 @@ internal static class CompareCommand
 
         /// <summary>The tokens the compare generates: --max-new-tokens, else the family's default.</summary>
         public int NewTokens(int familyDefault) => MaxNewTokens ?? familyDefault;
+
+        /// <summary>
+        /// The memory prediction the family's prompt check made (<see cref="ComparePromptFits.Check"/>: the weights and this
+        /// request's tokens, from the config's sizes), for <see cref="Execute"/> to print and hold the device to. A slot the
+        /// copies of these options share, filled by the last check.
+        /// </summary>
+        internal PredictionSlot Predicted { get; init; } = new();
+    }
+
+    /// <summary>Where <see cref="ComparePromptFits.Check"/> leaves its prediction for <see cref="Execute"/>.</summary>
+    internal sealed class PredictionSlot
+    {
+        public CompareMemory? Memory { get; set; }
     }
 
     public static Command Create()
@@ -410,8 +423,12 @@ internal static class CompareCommand
             if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
                 Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
-        int promptTokens = o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8;   // --text, pictures: an estimate
-        var memory = CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null, promptTokens, scenario.NewTokens, !o.NoSteps);
+        // the family's prompt check made the prediction (its config's sizes, the real prompt with its image and audio tokens);
+        // a path without one predicts from the headers alone
+        var memory = o.Predicted.Memory is { } checkedMemory
+            ? checkedMemory with { Gpu = gpu is not null, NewTokens = scenario.NewTokens }
+            : CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null,
+                o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8, scenario.NewTokens, !o.NoSteps);
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Harness.Engine.IO;
 using Harness.Engine.Tensors;
+using Harness.Scenarios;
 
 namespace Harness.Commands;
 
@@ -10,7 +11,10 @@ namespace Harness.Commands;
 /// bytes for the engine (at the compare dtype), the reference (HF at the same dtype, loaded straight from safetensors) and
 /// the float64 oracle (streamed: the largest decoder layer or tower block plus the small rest, 8 bytes a parameter;
 /// whole twin: every parameter). When the sum does not fit the memory there is, compare stops with one line naming what it
-/// needs and what would fit (--no-oracle, bf16, fewer layers) instead of dying of an out-of-memory kill.
+/// needs and what would fit (--no-oracle, bf16, fewer layers) instead of dying of an out-of-memory kill. The one memory
+/// prediction (issue 24): the prompt check (<see cref="ModelFolder.CheckPromptFits(string, ModelFolder.PromptShape, int, int, DType, bool, long?, bool, bool)"/>,
+/// run by every family's compare and by the checkpoint scenarios) makes it with the config's sizes (<see cref="Shape"/>)
+/// and compare prints and holds the device to the same figure.
 /// </summary>
 public sealed record CompareMemory(
     long Parameters, long LargestUnit, long Streamed, long Rest, int Units, int BytesPerParameter, bool OracleWhole, bool Oracle, bool Gpu = false)
@@ -22,8 +26,8 @@ public sealed record CompareMemory(
     /// </summary>
     public int EngineFactor => Gpu ? 2 : 4;
 
-    /// <summary>The interpreter, activations and captures: a fixed allowance plus a share of the weights (the reference's host
-    /// peak was 3.4 GiB for 2.3 GiB of weights on the CPU).</summary>
+    /// <summary>The interpreter (python, torch) and what the token part does not name: a fixed allowance plus a share of the
+    /// weights (the reference's host peak was 3.4 GiB for 2.3 GiB of weights on the CPU).</summary>
     public const long Overhead = 1L << 30;
 
     /// <summary>
@@ -56,9 +60,42 @@ public sealed record CompareMemory(
     public bool Steps { get; init; } = true;
 
     /// <summary>
+    /// The decoder's sizes from its config (<see cref="ModelFolder.PromptShape"/>: heads, KV heads and head dims, the MLP's
+    /// width): with them the token part counts each side's eager attention scores, its KV cache at the real KV width and its
+    /// transients; without them (a prediction from the headers alone) the KV caches are bounded hidden-wide and the
+    /// transients are left to <see cref="Overhead"/>.
+    /// </summary>
+    public ModelFolder.PromptShape? Shape { get; init; }
+
+    /// <summary>Prompt and generated positions: what the caches and the attention scores are sized by.</summary>
+    public long Positions => (long)PromptTokens + NewTokens;
+
+    /// <summary>
+    /// One side's KV cache (the engine's and the reference's, each at the compare dtype): every layer's key and value per
+    /// position; without a <see cref="Shape"/>, hidden-wide (bounding the GQA cache from above).
+    /// </summary>
+    public long KvCacheBytes
+    {
+        get
+        {
+            int layers = Shape?.Layers ?? TextLayers ?? Units;
+            long width = Shape is { } s ? (long)s.KvHeads * Math.Max(s.HeadDim, s.GlobalHeadDim) : Hidden;
+            return 2L * layers * width * BytesPerParameter * Positions;
+        }
+    }
+
+    /// <summary>
+    /// One side's transients of a forward over every position (with a <see cref="Shape"/>; 0 without): HF's eager attention
+    /// holds one layer's [1, heads, T, T] float32 scores, the MLP about 8 rows of max(hidden, intermediate) a position, the
+    /// logits [T, vocab] in float32.
+    /// </summary>
+    public long ForwardBytes => Shape is not { } s ? 0
+        : (long)s.Heads * Positions * Positions * 4 + 8L * Positions * Math.Max(s.Hidden, s.Intermediate) * BytesPerParameter + Positions * (long)s.Vocab * 4;
+
+    /// <summary>
     /// What the tokens cost: the records of every compared position (the prompt's, and each decode step's when steps are
-    /// judged: every layer's records and the logits row, kept on each side until the verdict) and both sides' KV caches
-    /// (a hidden-wide key and value a layer and position, bounding the GQA cache from above).
+    /// judged: every layer's records and the logits row, kept on each side until the verdict), the engine's and the
+    /// reference's KV caches and forward transients, and the float64 oracle's twice the reference's (float64 is twice float32).
     /// </summary>
     public long TokenBytes
     {
@@ -67,10 +104,15 @@ public sealed record CompareMemory(
             long recorded = PromptTokens + (Steps ? (long)NewTokens : 0);
             int layers = TextLayers ?? Units;
             long perRecord = ((long)layers * RecordsPerUnit * Hidden + Vocab) * CaptureElementBytes;
-            long kv = 2L * layers * Hidden * BytesPerParameter * 2 * ((long)PromptTokens + NewTokens);
-            return recorded * perRecord + kv;
+            long side = KvCacheBytes + ForwardBytes;
+            return recorded * perRecord + 2 * side + (Oracle ? 2 * side : 0);
         }
     }
+
+    /// <summary>What <see cref="TokenBytes"/> is made of, for the refusal line.</summary>
+    private string TokenParts => Shape is { } s
+        ? $"eager attention scores {s.Heads}x{Positions}x{Positions}, KV caches {s.Layers} layers x {Positions} positions, logits {Positions}x{s.Vocab}, records"
+        : $"KV caches {TextLayers ?? Units} layers x {Positions} positions, records";
 
     /// <summary>A tensor of a decoder layer or tower block: its name has a numeric part ("model.layers.3.mlp...").</summary>
     private static readonly Regex UnitName = new(@"^(.*?\.\d+)\.", RegexOptions.CultureInvariant);
@@ -80,7 +122,7 @@ public sealed record CompareMemory(
 
     /// <summary>The counts of a checkpoint folder's tensors (headers only; nothing is read).</summary>
     public static CompareMemory Of(string folder, DType dtype, bool oracle, bool whole, bool gpu = false, int promptTokens = 0, int newTokens = 0,
-        bool steps = true)
+        bool steps = true, ModelFolder.PromptShape? shape = null)
     {
         int hidden = 0, vocab = 0;
         using var checkpoint = Checkpoint.Open(folder);
@@ -104,7 +146,7 @@ public sealed record CompareMemory(
         return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
             dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu)
         {
-            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps,
+            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps, Shape = shape,
         };
     }
 
@@ -118,6 +160,12 @@ public sealed record CompareMemory(
     public long Total => EngineTotal + ReferenceBytes + OracleBytes + TokenBytes + Overhead + (EngineTotal + ReferenceBytes) / 20;
 
     public static string GiB(long bytes) => (bytes / (double)(1L << 30)).ToString("F1", CultureInfo.InvariantCulture) + " GiB";
+
+    /// <summary>GiB from 1 GiB up, else MiB, else KiB (a tiny model's parts are not all "0.0 GiB").</summary>
+    public static string Size(long bytes) =>
+        bytes >= 1L << 30 ? GiB(bytes)
+        : bytes >= 1L << 20 ? (bytes / (double)(1L << 20)).ToString("F1", CultureInfo.InvariantCulture) + " MiB"
+        : (bytes / 1024.0).ToString("F1", CultureInfo.InvariantCulture) + " KiB";
 
     /// <summary>The memory the host has for us: MemAvailable from /proc/meminfo (null where it cannot be read).</summary>
     public static long? HostAvailable()
@@ -134,26 +182,43 @@ public sealed record CompareMemory(
     }
 
     /// <summary>
-    /// Null when <see cref="Total"/> fits <paramref name="available"/>; else the one line to print: what is needed, by part,
-    /// and each change that would fit (or that none does).
+    /// Null when <see cref="Total"/> fits <paramref name="available"/>; else the one line to print: the folder, what is
+    /// needed, by part, and each change that would fit (or that none does).
     /// </summary>
-    public string? Refusal(string folder, long available, string where)
+    public string? Refusal(string folder, long available, string where) =>
+        Shortfall(available, where) is { } why ? $"compare: {folder} ({Weights}) {why}" : null;
+
+    /// <summary>"N parameters at fp32".</summary>
+    public string Weights => $"{Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters at {(BytesPerParameter == 2 ? "bf16" : "fp32")}";
+
+    /// <summary>
+    /// Null when <see cref="Total"/> fits <paramref name="available"/>; else "needs about X of WHERE memory (by part) and Y is
+    /// available; would fit: ..." (the prompt check and compare's refusal say the same).
+    /// </summary>
+    public string? Shortfall(long available, string where)
     {
         if (Total <= available) return null;
         var fits = new List<string>();
         if (Oracle && OracleWhole && (this with { OracleWhole = false }).Total <= available)
-            fits.Add($"the streamed oracle, without --oracle-whole ({GiB((this with { OracleWhole = false }).Total)})");
+            fits.Add($"the streamed oracle, without --oracle-whole ({Size((this with { OracleWhole = false }).Total)})");
         if (Oracle && (this with { Oracle = false }).Total <= available)
-            fits.Add($"--no-oracle ({GiB((this with { Oracle = false }).Total)})");
+            fits.Add($"--no-oracle ({Size((this with { Oracle = false }).Total)})");
         if (BytesPerParameter == 4 && (this with { BytesPerParameter = 2 }).Total <= available)
-            fits.Add($"--dtype bf16 ({GiB((this with { BytesPerParameter = 2 }).Total)})");
+            fits.Add($"--dtype bf16 ({Size((this with { BytesPerParameter = 2 }).Total)})");
         if (Steps && NewTokens > 0 && (this with { Steps = false }).Total <= available)
-            fits.Add($"--no-steps ({GiB((this with { Steps = false }).Total)})");
+            fits.Add($"--no-steps ({Size((this with { Steps = false }).Total)})");
         if (NewTokens > 1)
             for (int n = NewTokens / 2; n >= 1; n /= 2)
                 if ((this with { NewTokens = n }).Total <= available)
                 {
-                    fits.Add($"--max-new-tokens {n} ({GiB((this with { NewTokens = n }).Total)})");
+                    fits.Add($"--max-new-tokens {n} ({Size((this with { NewTokens = n }).Total)})");
+                    break;
+                }
+        if (PromptTokens > 1)
+            for (int p = PromptTokens / 2; p >= 1; p /= 2)
+                if ((this with { PromptTokens = p }).Total <= available)
+                {
+                    fits.Add($"a prompt of at most {p} tokens ({Size((this with { PromptTokens = p }).Total)})");
                     break;
                 }
         if (Units > 1)
@@ -162,19 +227,23 @@ public sealed record CompareMemory(
             long perUnit = LargestUnit;
             for (int keep = Units - 1; keep >= 1; keep--)
             {
-                var fewer = this with { Parameters = Parameters - (Units - keep) * perUnit, Units = keep, TextLayers = TextLayers is { } t ? Math.Min(t, keep) : null };
+                var fewer = this with
+                {
+                    Parameters = Parameters - (Units - keep) * perUnit, Units = keep, TextLayers = TextLayers is { } t ? Math.Min(t, keep) : null,
+                    Shape = Shape is { } s ? s with { Layers = Math.Min(s.Layers, keep) } : null,
+                };
                 if (fewer.Total <= available)
                 {
-                    fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({GiB(fewer.Total)})");
+                    fits.Add($"a copy with at most {keep} of its {Units} layers/blocks ({Size(fewer.Total)})");
                     break;
                 }
             }
         }
-        string parts = $"engine {GiB(EngineTotal)}, reference {GiB(ReferenceBytes)}" +
-                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {GiB(OracleBytes)}" : "") + $", {PromptTokens} prompt and {NewTokens} new tokens {GiB(TokenBytes)}" +
-                       $", activations {GiB(Total - EngineTotal - ReferenceBytes - OracleBytes - TokenBytes)}";
-        return $"compare: {folder} ({Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters at {(BytesPerParameter == 2 ? "bf16" : "fp32")}) needs about " +
-               $"{GiB(Total)} of {where} memory ({parts}) and {GiB(available)} is available; " +
+        string parts = $"engine {Size(EngineTotal)}, reference {Size(ReferenceBytes)}" +
+                       (Oracle ? $", float64 oracle {(OracleWhole ? "(whole twin)" : "(streamed)")} {Size(OracleBytes)}" : "") +
+                       $", {PromptTokens} prompt and {NewTokens} new tokens {Size(TokenBytes)} ({TokenParts})" +
+                       $", runtime and activations {Size(Total - EngineTotal - ReferenceBytes - OracleBytes - TokenBytes)}";
+        return $"needs about {Size(Total)} of {where} memory ({parts}) and {Size(available)} is available; " +
                (fits.Count == 0 ? "nothing smaller fits: use a machine with more memory" : "would fit: " + string.Join("; ", fits));
     }
 }

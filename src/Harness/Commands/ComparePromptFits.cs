@@ -11,7 +11,7 @@ namespace Harness.Commands;
 /// <see cref="LlamaScenario.CheckInputs"/>): the prompt (seeded ids, --prompt, --text, or a text + image prompt with its
 /// image tokens) plus the generated tokens within max_position_embeddings, and the reference's predicted memory within
 /// what the machine has, before any reference work. One line naming config.json, exit 2
-/// (<see cref="ModelFolder.CheckPromptFits(string, ModelFolder.PromptShape, int, int, DType, bool, long?)"/>).
+/// (<see cref="ModelFolder.CheckPromptFits(string, ModelFolder.PromptShape, int, int, DType, bool, long?, bool, bool)"/>).
 /// </summary>
 internal static class ComparePromptFits
 {
@@ -46,15 +46,17 @@ internal static class ComparePromptFits
 
     /// <summary>
     /// The check itself: null when the request fits, else the exit code after one line on stderr. The memory is
-    /// --max-memory's when given, else what the host has available.
+    /// --max-memory's when given, else what the host has available; on --device cuda the GPU's memory is checked by
+    /// <see cref="CompareCommand.Execute"/> with this same prediction (kept in <see cref="CompareCommand.Options.Predicted"/>,
+    /// which Execute prints and holds the device to: one prediction, made once, for the prompt and the weights).
     /// </summary>
     public static int? Check(CompareCommand.Options o, string configPath, ModelFolder.PromptShape shape, int promptTokens, int newTokens)
     {
         try
         {
-            long? cap = o.MaxMemoryGiB is { } gib ? (long)(gib * (1L << 30)) : null;
-            ModelFolder.CheckPromptFits(configPath, shape, promptTokens, newTokens, o.DType == "bf16" ? DType.BFloat16 : DType.Float32,
-                oracle: !o.NoOracle, availableBytes: cap);
+            long? cap = o.MaxMemoryGiB is { } gib ? (long)(gib * (1L << 30)) : o.Device == "cuda" ? long.MaxValue : null;
+            o.Predicted.Memory = ModelFolder.CheckPromptFits(configPath, shape, promptTokens, newTokens, o.DType == "bf16" ? DType.BFloat16 : DType.Float32,
+                oracle: !o.NoOracle, availableBytes: cap, steps: !o.NoSteps, oracleWhole: o.OracleWhole);
             return null;
         }
         catch (Engine.IO.InputException e)

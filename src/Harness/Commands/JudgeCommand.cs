@@ -32,7 +32,7 @@ internal static class JudgeCommand
         };
         var gguf = new Option<string?>("--gguf")
         {
-            Description = "A GGUF file run through libllama (llama.cpp) with its graph evaluation callback on one prompt (--ids, or --text through the checkpoint's tokenizer): its named graph outputs judged module by module under HF's names.",
+            Description = "A GGUF file run through libllama (llama.cpp) with its graph evaluation callback on one prompt (--ids, or --text through the checkpoint's tokenizer) and --max-new-tokens greedy steps (fed the reference's tokens): its named graph outputs judged module by module at every step under HF's names, its choices token by token.",
             HelpName = "FILE",
         };
         var dumpOut = new Option<string?>("--dump-out") { Description = "With --gguf: keep llama.cpp's dump in this folder (docs/dump-format.md).", HelpName = "DIR" };
@@ -46,8 +46,14 @@ internal static class JudgeCommand
         var text = new Option<string[]>("--text") { Description = "A prompt's text (repeatable).", HelpName = "TEXT", AllowMultipleArgumentsPerToken = false };
         var ids = new Option<string[]>("--ids") { Description = "A prompt as comma-separated token ids (repeatable).", HelpName = "IDS" };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Greedy tokens per prompt.", DefaultValueFactory = _ => 16, HelpName = "N" };
+        var maxNewTokens = new Option<int>("--max-new-tokens")
+        {
+            Description = "With --gguf: greedy tokens, the prompt's forward and N-1 decode steps, each judged module by module (llama.cpp fed the reference's tokens).",
+            DefaultValueFactory = _ => 4,
+            HelpName = "N",
+        };
         var topK = new Option<int>("--top-k") { Description = "Logprobs per step (the request's \"logprobs\").", DefaultValueFactory = _ => 5, HelpName = "K" };
-        foreach (var o in new[] { maxTokens, topK })
+        foreach (var o in new[] { maxTokens, maxNewTokens, topK })
             o.Validators.Add(r =>
             {
                 if (r.GetValueOrDefault<int>() < 1) r.AddError($"{o.Name} must be at least 1");
@@ -74,7 +80,7 @@ internal static class JudgeCommand
             "Judge another engine against HF transformers on the same checkpoint. --endpoint: an OpenAI-compatible server token by token " +
             "(greedy, top-k logprobs, the catalog's token rule); --dump: a module dump of any PyTorch engine (harness_dump.py), module by module and rank by rank. Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
         {
-            endpoint, dump, gguf, dumpOut, model, prompts, text, ids, maxTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
+            endpoint, dump, gguf, dumpOut, model, prompts, text, ids, maxTokens, maxNewTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
         };
         command.Validators.Add(r =>
         {
@@ -94,7 +100,8 @@ internal static class JudgeCommand
                 long[]? promptIds = idList.Length == 1
                     ? CliSupport.ParseIds(idList[0]) ?? throw new InputException("--ids", $"expects comma-separated non-negative token ids, got '{idList[0]}'")
                     : null;
-                return RunGguf(ggufFile, r.GetValue(model)!, promptIds, promptIds is null ? texts[0] : null, r.GetValue(dumpOut), r.GetValue(report));
+                return RunGguf(ggufFile, r.GetValue(model)!, promptIds, promptIds is null ? texts[0] : null, r.GetValue(dumpOut), r.GetValue(report),
+                    r.GetValue(maxNewTokens), r.GetValue(topK));
             }
             var list = new List<JudgePrompt>();
             if (r.GetValue(prompts) is { } file) list.AddRange(ReadPrompts(file));
@@ -122,19 +129,9 @@ internal static class JudgeCommand
     public static IReadOnlyList<JudgePrompt> ReadPrompts(string file)
     {
         var full = Path.GetFullPath(file);
-        string[] lines;
-        try
-        {
-            lines = File.ReadAllLines(full);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new InputException(full, "no such prompts file", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new InputException(full, $"cannot read the prompts file: {e.Message}", e);
-        }
+        // a regular file below the cap, or one line naming what it is (issue 24: a FIFO blocked here forever)
+        var lines = System.Text.Encoding.UTF8.GetString(InputFiles.ReadCapped(full, InputFiles.ConfigMaxBytes, "prompts file")).Split('\n')
+            .Select(l => l.TrimEnd('\r')).ToArray();
         var list = lines.Where(l => l.Trim().Length > 0).Select(l => new JudgePrompt(l, null)).ToList();
         if (list.Count == 0) throw new InputException(full, "the prompts file has no prompt (one a line)");
         return list;
@@ -146,7 +143,11 @@ internal static class JudgeCommand
         ModelFolder.CheckFiles(modelDir);
         if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
         var client = ReferenceClient.Shared;
-        var verdict = DumpJudge.Run(dumpDir, modelDir, client, dtype);
+        return Report(DumpJudge.Run(dumpDir, modelDir, client, dtype), client, reportDir);
+    }
+
+    private static int Report(DumpVerdict verdict, ReferenceClient client, string? reportDir)
+    {
         Console.Write(DumpJudge.Describe(verdict));
         if (reportDir is not null)
         {
@@ -157,33 +158,34 @@ internal static class JudgeCommand
         return verdict.Passed ? ExitCodes.Ok : ExitCodes.Failed;
     }
 
-    public static int RunGguf(string ggufFile, string modelDir, long[]? ids, string? text, string? dumpOut, string? reportDir)
+    public static int RunGguf(string ggufFile, string modelDir, long[]? ids, string? text, string? dumpOut, string? reportDir, int newTokens = 4, int topK = 5)
     {
         ModelFolder.CheckFiles(modelDir);
         var gguf = Path.GetFullPath(ggufFile);
-        if (!File.Exists(gguf)) throw new InputException(gguf, "no such GGUF file");
+        InputFiles.RequireRegular(gguf, "GGUF file");                           // a FIFO would block the worker forever (issue 24)
         if (CliSupport.LiveContext("judge") is null) return ExitCodes.Usage;
         var client = ReferenceClient.Shared;
         if (ids is null)
         {
             var tokenized = client.Invoke("judge_tokenize", new System.Text.Json.Nodes.JsonObject
             {
-                ["model_dir"] = client.ShareDirectory(Path.GetFullPath(modelDir)),
+                ["model_dir"] = client.WorkerPath(client.ShareDirectory(Path.GetFullPath(modelDir))),
                 ["texts"] = new System.Text.Json.Nodes.JsonArray(text),
             }).Result;
             ids = tokenized["ids"]![0]!.AsArray().Select(v => (long)v!).ToArray();
         }
         var scratch = client.ScratchDirectory("judge-llamacpp-dump");
-        var written = LlamaCppDump.Write(client, gguf, ids, scratch);
+        var verdict = LlamaCppDump.Judge(client, gguf, modelDir, ids, scratch, newTokens, topK);
+        var written = verdict.Engine!;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"llama.cpp ({written.Description}): {written.Entries} graph outputs mapped to HF modules; no HF counterpart: {string.Join(", ", written.Unmapped.Distinct())}"));
+            $"llama.cpp ({written.Description}): {written.Entries} graph outputs mapped to HF modules over {newTokens} step(s); no HF counterpart: {string.Join(", ", written.Unmapped.Distinct())}"));
         if (dumpOut is not null)
         {
             Directory.CreateDirectory(dumpOut);
             foreach (var f in Directory.GetFiles(scratch)) File.Copy(f, Path.Combine(dumpOut, Path.GetFileName(f)), overwrite: true);
             Console.WriteLine($"dump: {Path.GetFullPath(dumpOut)}");
         }
-        return RunDump(scratch, modelDir, DType.Float32, reportDir);
+        return Report(verdict, client, reportDir);
     }
 
     public static int RunEndpoint(EndpointJudgeOptions options, string? reportDir)

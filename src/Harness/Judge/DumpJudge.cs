@@ -22,6 +22,13 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
     /// <summary>Decode steps 1.. judged per module (<see cref="DecodeSteps"/>); null when the dump holds the prompt's forward only.</summary>
     public LayerReport? Steps { get; init; }
 
+    /// <summary>The engine's own tokens judged against the reference's (`judge --gguf`: llama.cpp's choices); null for a dump
+    /// that carries no choices.</summary>
+    public TokenReport? Tokens { get; init; }
+
+    /// <summary>What llama.cpp wrote (`judge --gguf`); null for any other dump.</summary>
+    public LlamaCppDumpResult? Engine { get; init; }
+
     /// <summary>The first divergent record: the prompt's first, else the decode steps' first (step, module, rank).</summary>
     public LayerRow? FirstDivergence => Layers.FirstDivergence ?? Steps?.FirstDivergence;
 }
@@ -32,7 +39,10 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
 /// ids (saved in the dump). Each rank's records become <see cref="ActivationCapture"/> records with their placement as a
 /// <see cref="ShardSpec"/> (a shard is compared with its slice of HF's tensor, rank by rank; partial sums are summed over
 /// the ranks first), and <see cref="LayerComparison"/> judges them with the float64 oracle verdict, naming the first
-/// divergent module and rank. A rank that failed inside a module (recorded in its index) is reported with that module.
+/// divergent module and rank. Every call of a module is judged (a module a rank recorded twice in one step: both records,
+/// "call 1" and "call 2", each against HF's output of the module), as `harness run` judges every record the engine makes,
+/// so `judge --dump` of `harness dump` gives `run`'s verdicts row for row. A rank that failed inside a module (recorded in
+/// its index) is reported with that module.
 /// Step 0 (the prompt's forward) is judged as `run` judges the prefill; every later step (a decode step, one token fed:
 /// the index's inputs["s"].input_ids) is judged as `run` judges decode steps (<see cref="DecodeSteps"/>, the bound
 /// <see cref="OracleBound.ForDecodeStep"/>): HF generates teacher-forced on the dump's own tokens through the worker's one
@@ -87,7 +97,7 @@ public static class DumpJudge
                 JsonObject index;
                 try
                 {
-                    index = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InputException(path, "is not a JSON object");
+                    index = JsonNode.Parse(InputFiles.ReadCapped(path, InputFiles.ReportMaxBytes, "dump index")) as JsonObject ?? throw new InputException(path, "is not a JSON object");
                 }
                 catch (System.Text.Json.JsonException e)
                 {
@@ -136,13 +146,15 @@ public static class DumpJudge
             if (files.Count != world) throw new InputException(dir, $"{files.Count} rank indexes for a world of {world}");
 
             // Decode steps 1..last: each fed one token (rank 0's inputs), checked before any reference work.
-            var decode = entries.Where(e => e.Step > 0 && e.Call == 0).ToList();
+            // Every call of a module, as `harness run` judges every record an engine makes of it (LayerComparison: each
+            // against HF's output of the module, labelled "call n" when a rank recorded it more than once).
+            var decode = entries.Where(e => e.Step > 0).OrderBy(e => e.Rank).ThenBy(e => e.Step).ThenBy(e => e.Call).ToList();
             long[] fed = decode.Count == 0 ? [] : Enumerable.Range(1, decode.Max(e => e.Step)).Select(s => fedTokens.TryGetValue(s, out long t) ? t
                 : throw new InputException(Path.Combine(dir, "rank-0.json"), string.Create(CultureInfo.InvariantCulture,
                     $"inputs[\"{s}\"].input_ids is missing: step {s}'s module outputs are judged against HF fed the token the engine was fed there"))).ToArray();
 
             // Forward order: rank 0's order of first appearance at step 0.
-            var step0 = entries.Where(e => e.Step == 0 && e.Call == 0).ToList();
+            var step0 = entries.Where(e => e.Step == 0).OrderBy(e => e.Rank).ThenBy(e => e.Call).ToList();
             var order = step0.OrderBy(e => e.Rank).Select(e => e.Module).Distinct(StringComparer.Ordinal).ToList();
             // A module a rank failed in recorded nothing: it follows the last recorded one, so HF's output of it is the
             // first row the dump lacks (Missing, a failure) and the first divergence names it.
@@ -165,12 +177,12 @@ public static class DumpJudge
             {
             foreach (var group in recorded.GroupBy(nameOf, StringComparer.Ordinal))
             {
-                var partial = group.Where(e => e.Kind == "partial").ToList();
-                if (partial.Count > 0)
+                foreach (var partial in group.Where(e => e.Kind == "partial").GroupBy(e => e.Call).OrderBy(c => c.Key))
                 {
-                    // partial sums: the whole tensor is their sum over the ranks
-                    Tensor sum = ToFloat(files[partial[0].Rank].ReadTensor(partial[0].Tensor));
-                    foreach (var e in partial.Skip(1)) sum = Engine.Ops.Elementwise.Add(sum, ToFloat(files[e.Rank].ReadTensor(e.Tensor)));
+                    // partial sums: the whole tensor (of this call) is their sum over the ranks
+                    var parts = partial.ToList();
+                    Tensor sum = ToFloat(files[parts[0].Rank].ReadTensor(parts[0].Tensor));
+                    foreach (var e in parts.Skip(1)) sum = Engine.Ops.Elementwise.Add(sum, ToFloat(files[e.Rank].ReadTensor(e.Tensor)));
                     into.Record(group.Key, sum, ShardSpec.Whole, rank: 0);
                 }
                 foreach (var e in group.Where(e => e.Kind != "partial"))
@@ -299,6 +311,7 @@ public static class DumpJudge
         if (v.Layers.FirstDivergence is { } first) sb.Append("  first divergent module: ").Append(first.Describe().TrimEnd()).Append('\n');
         sb.Append(v.Layers.ToString());
         if (v.Steps is { } steps) sb.Append('\n').Append(DecodeSteps.Grid(steps, "the dump's fed tokens"));   // the reference fed what the other engine was fed
+        if (v.Tokens is { } tokens) sb.Append('\n').Append(tokens);
         return sb.ToString();
     }
 }

@@ -224,7 +224,7 @@ public static class EndpointJudge
     {
         try
         {
-            return JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))?["model_type"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+            return JsonNode.Parse(Engine.IO.InputFiles.ReadCapped(Path.Combine(dir, "config.json"), Engine.IO.InputFiles.ConfigMaxBytes, "config file"))?["model_type"] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
         }
         catch (Exception e) when (e is IOException or System.Text.Json.JsonException or UnauthorizedAccessException)
         {

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Harness.Engine.Config;
+using Harness.Engine.IO;
 using Harness.Reference;
 
 namespace Harness.Scenarios;
@@ -58,7 +59,7 @@ public static class ConfigMutations
         {
             var watches = new ConcurrentDictionary<string, ConfigReads.Watch>(StringComparer.Ordinal);
             var watching = context.WithConfigMutation(dir => watches.GetOrAdd(dir, d =>
-                ConfigReads.Start(Path.Combine(scratch.Copy(d, File.ReadAllText(Path.Combine(d, "config.json"))), "config.json"))) is { } w
+                ConfigReads.Start(Path.Combine(scratch.Copy(d, Encoding.UTF8.GetString(InputFiles.ReadCapped(Path.Combine(d, "config.json"), InputFiles.ConfigMaxBytes, "config file"))), "config.json"))) is { } w
                 ? Path.GetDirectoryName(w.Path)! : dir);
             progress?.Invoke($"discover {scenario.Id}");
             var outcome = ScenarioRunner.Run(scenario, watching);
@@ -77,7 +78,7 @@ public static class ConfigMutations
         var names = context.BuiltModels().ToDictionary(m => m.Directory, m => m.Name, StringComparer.Ordinal);
         foreach (var (dir, read) in fields.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            var config = JsonNode.Parse(InputFiles.ReadCapped(Path.Combine(dir, "config.json"), InputFiles.ConfigMaxBytes, "config file"))!.AsObject();
             var paths = read.Where(p => !Identity.Contains(p.Split('.')[^1])).ToList();
             var defaults = client.Invoke("config_defaults", new JsonObject
             {

@@ -278,31 +278,35 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var inputs = TowerInputs();
         using var checkpoint = Checkpoint.Open(dir);
         IWeightSource weights = new CheckpointWeights(checkpoint);
+        IActivationSink towerSink = sink;
+        // --device cuda: the towers on the GPU as the catalog's tower scenarios run them (one rank, its own stream, host-copy
+        // captures); their soft tokens come back to the host and go to each decoder rank as the reference's tower outputs do
+        using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);
         Tensor? vision = null, audio = null, audioMask = null, video = null;
         if (HasImage)
         {
-            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), towerSink, matmul);
             // [1, patches, 3 * patch_size^2] with (x, y) positions [1, patches, 2] -> [image tokens, vision hidden]
-            vision = tower.Forward(inputs["pixel_values"].To(DType), inputs["image_position_ids"]).SoftTokens;
+            vision = tower.Forward(CudaScenarios.Input(Device, inputs["pixel_values"].To(DType))!, inputs["image_position_ids"]).SoftTokens.ToHost();   // positions: a host input
         }
         if (HasVideo)
         {
-            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4VisionModel(weights, Gemma4VisionConfig.Load(configPath), towerSink, matmul);
             // pixel_values_videos = pixel_values_videos.flatten(0, 1); video_position_ids = video_position_ids.flatten(0, 1)
             var frames = inputs["pixel_values_videos"];                                  // [1, frames, patches, 3 * patch_size^2]
             var positions = inputs["video_position_ids"];                                // [1, frames, patches, 2]
             if (frames.Rank != 4 || positions.Rank != 4)
                 throw new ArgumentException($"pixel_values_videos {Engine.Tensors.Shape.Format(frames.Shape)} and video_position_ids {Engine.Tensors.Shape.Format(positions.Shape)} must be [videos, frames, patches, ...]");
-            video = tower.Forward(frames.Reshape(-1, frames.Size(2), frames.Size(3)).To(DType),   // [videos * frames, patches, 3p^2]
-                positions.Reshape(-1, positions.Size(2), positions.Size(3))).SoftTokens;          // -> [video tokens, vision hidden]
+            video = tower.Forward(CudaScenarios.Input(Device, frames.Reshape(-1, frames.Size(2), frames.Size(3)).To(DType))!,   // [videos * frames, patches, 3p^2]
+                positions.Reshape(-1, positions.Size(2), positions.Size(3))).SoftTokens.ToHost();   // -> [video tokens, vision hidden]; positions: a host input
         }
         if (HasAudio)
         {
-            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), sink, matmul);
+            var tower = new Gemma4AudioModel(weights, Gemma4AudioConfig.Load(configPath), towerSink, matmul);
             var mask = Tensor.FromArray(TinyGemma4Towers.MaskValues(inputs["input_features_mask"]), inputs["input_features_mask"].ShapeArray);
-            var output = tower.Forward(inputs["input_features"].To(DType), mask);       // [1, frames', output_proj_dims], [1, frames']
-            if (sink.Wants(Gemma4AudioModel.DefaultPrefix)) sink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
-            audio = output.SoftTokens;
+            var output = tower.Forward(CudaScenarios.Input(Device, inputs["input_features"].To(DType))!, mask);   // [1, frames', output_proj_dims], [1, frames']
+            if (towerSink.Wants(Gemma4AudioModel.DefaultPrefix)) towerSink.Record(Gemma4AudioModel.DefaultPrefix, 0, output.SoftTokens, Engine.Capture.ShardSpec.Whole);
+            audio = output.SoftTokens.ToHost();
             audioMask = Tensor.FromArray(output.Mask.ToHost().Contiguous().Span<bool>().ToArray().Select(v => v ? 1L : 0L).ToArray(), output.Mask.ShapeArray);   // 1 = valid frame
         }
         return new Gemma4ForConditionalGeneration.TowerOutputs(vision, audio, audioMask, video);

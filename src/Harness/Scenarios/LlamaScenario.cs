@@ -116,9 +116,11 @@ public sealed record LlamaScenario : Scenario
         var dir = ModelPath ?? (context.IsLive ? null : ModelDirectory(context));
         if (dir is null) return;
         var config = ModelFolder.Check(dir, Tp, Pp, PromptIds);
-        // the request fits the model's positions and the machine's memory, before any reference work (issue 24)
+        // the request fits the model's positions and the machine's memory, before any reference work (issue 24); on a GPU the
+        // device's memory is compare's check (CompareCommand.Execute), with the same prediction
         ModelFolder.CheckPromptFits(Path.Combine(Path.GetFullPath(dir), "config.json"), config.Text, PromptIds?.Length ?? PromptTokens, NewTokens, DType,
-            oracle: context.IsLive && context.Oracle);
+            oracle: context.IsLive && context.Oracle, availableBytes: Device == "cuda" ? long.MaxValue : null, steps: JudgeSteps,
+            oracleWhole: context.OracleMode == "whole");
     }
 
     private TextConfig LoadConfig(string dir) => HfConfig.Load(Path.Combine(dir, "config.json")).Text;

@@ -38,7 +38,8 @@ public static class ModelFolder
     /// The folder, its config.json and some weights are there; returns config.json's path. The folder may be an HF hub
     /// snapshot (files that are relative links into ../../blobs) or any folder of links: every file is taken through its
     /// links, and config.json, the index and every *.safetensors must be regular files there (a FIFO, a device, a loop of
-    /// links or a dangling link is named as such, before anything blocks on it). Messages name the user's path.
+    /// links or a dangling link is named as such, before anything blocks on it); no other file of the folder may be a
+    /// FIFO, a device, a socket or a loop of links. Messages name the user's path.
     /// </summary>
     public static string CheckFiles(string directory)
     {
@@ -58,6 +59,12 @@ public static class ModelFolder
         if (weights.Length == 0 && !hasIndex)
             throw new InputException(dir, "no weights (*.safetensors) in the model folder" +
                                           (Directory.GetFiles(dir, "*.bin").Length > 0 ? " (only PyTorch .bin files: convert them to safetensors)" : ""));
+        // the files HF reads beside them (the tokenizer, generation_config.json, the processor's configs, a chat template):
+        // a FIFO there blocked the worker forever, a link to /dev/zero filled its memory (issue 24); a dangling link to a
+        // file nothing reads is left alone
+        foreach (var entry in Directory.EnumerateFileSystemEntries(dir).Order(StringComparer.Ordinal))
+            if (InputFiles.KindOf(entry) is FileKind.Fifo or FileKind.CharacterDevice or FileKind.BlockDevice or FileKind.Socket or FileKind.SymlinkLoop)
+                InputFiles.RequireRegular(entry, "file");
         return configPath;
     }
 
@@ -83,50 +90,28 @@ public static class ModelFolder
     }
 
     /// <summary>
-    /// What the reference needs for a request, roughly and from below (the bytes and what they are): HF's eager
-    /// attention holds [heads, T, T] float32 scores of a layer, the KV cache every layer's keys and values, the logits
-    /// [T, vocab] in float32; the float64 oracle twice the lot again.
-    /// </summary>
-    public static (long Bytes, string What) PredictedReferenceBytes(TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle) =>
-        PredictedReferenceBytes(PromptShape.Of(text), promptTokens, newTokens, dtype, oracle);
-
-    /// <inheritdoc cref="PredictedReferenceBytes(TextConfig, int, int, DType, bool)"/>
-    public static (long Bytes, string What) PredictedReferenceBytes(PromptShape shape, int promptTokens, int newTokens, DType dtype, bool oracle)
-    {
-        long t = (long)promptTokens + newTokens;
-        int heads = shape.Heads, kvHeads = shape.KvHeads, headDim = Math.Max(shape.HeadDim, shape.GlobalHeadDim), layers = shape.Layers;
-        long elem = dtype == DType.BFloat16 ? 2 : 4;
-        long scores = (long)heads * t * t * 4;                                        // [1, heads, T, T] float32 softmax of one layer
-        long kv = 2L * layers * kvHeads * headDim * t * elem;                         // the KV cache over every layer
-        long activations = 8L * t * Math.Max(shape.Hidden, shape.Intermediate) * elem;
-        long logits = t * shape.Vocab * 4;
-        long total = scores + kv + activations + logits;
-        if (oracle) total += 2 * (scores + kv + activations + logits);                // the float64 twin
-        return (total, $"eager attention scores {heads}x{t}x{t}, KV cache {layers} layers x {t} positions, logits {t}x{shape.Vocab}{(oracle ? ", and the float64 oracle" : "")}");
-    }
-
-    /// <summary>
     /// The request must fit the model and the machine before any reference work (issue 24: a 600-token prompt ran the
     /// whole reference and then diverged; 1,000,000 tokens asked torch for a terabyte): prompt plus generated tokens within
-    /// max_position_embeddings, and the predicted reference memory within what the machine has available.
+    /// max_position_embeddings, and compare's one memory prediction (<see cref="Commands.CompareMemory"/>: the weights from
+    /// the folder's headers on every side, and this request's caches, attention scores, logits and records) within
+    /// <paramref name="availableBytes"/> (null: what the host has available). Returns the prediction it checked.
     /// </summary>
-    public static void CheckPromptFits(string configPath, TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null) =>
-        CheckPromptFits(configPath, PromptShape.Of(text), promptTokens, newTokens, dtype, oracle, availableBytes);
+    public static Commands.CompareMemory CheckPromptFits(string configPath, TextConfig text, int promptTokens, int newTokens, DType dtype, bool oracle,
+        long? availableBytes = null, bool steps = true, bool oracleWhole = false) =>
+        CheckPromptFits(configPath, PromptShape.Of(text), promptTokens, newTokens, dtype, oracle, availableBytes, steps, oracleWhole);
 
-    /// <inheritdoc cref="CheckPromptFits(string, TextConfig, int, int, DType, bool, long?)"/>
-    public static void CheckPromptFits(string configPath, PromptShape shape, int promptTokens, int newTokens, DType dtype, bool oracle, long? availableBytes = null)
+    /// <inheritdoc cref="CheckPromptFits(string, TextConfig, int, int, DType, bool, long?, bool, bool)"/>
+    public static Commands.CompareMemory CheckPromptFits(string configPath, PromptShape shape, int promptTokens, int newTokens, DType dtype, bool oracle,
+        long? availableBytes = null, bool steps = true, bool oracleWhole = false)
     {
         if (shape.MaxPositions is int max && (long)promptTokens + newTokens > max)
             throw new InputException(configPath, $"a prompt of {promptTokens} tokens plus {newTokens} generated is longer than {shape.MaxPositionsField} ({max})");
-        var available = availableBytes ?? Commands.CompareMemory.HostAvailable();   // compare's own figure of the host's memory
-        if (available is long mem)
-        {
-            var (bytes, what) = PredictedReferenceBytes(shape, promptTokens, newTokens, dtype, oracle);
-            if (bytes > mem)
-                throw new InputException(configPath, $"a prompt of {promptTokens} tokens needs about {bytes >> 20:N0} MiB in the reference ({what}); {mem >> 20:N0} MiB is available");
-        }
+        var memory = Commands.CompareMemory.Of(Path.GetDirectoryName(Path.GetFullPath(configPath))!, dtype, oracle, oracleWhole, gpu: false,
+            promptTokens, newTokens, steps, shape);
+        if ((availableBytes ?? Commands.CompareMemory.HostAvailable()) is long mem && memory.Shortfall(mem, "host") is { } why)
+            throw new InputException(configPath, $"a prompt of {promptTokens} tokens and {newTokens} generated on this model ({memory.Weights}) {why}");
+        return memory;
     }
-
 
     public static HfConfig Check(string directory, int tp = 1, int pp = 1, IReadOnlyList<long>? promptIds = null)
     {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Harness.Engine.IO;
 
 namespace Harness.Scenarios;
 
@@ -29,7 +30,7 @@ public sealed class ModelFolderCopies : IDisposable
     /// <summary>A copy of <paramref name="dir"/> whose config.json is the original changed by <paramref name="edit"/>.</summary>
     public string Edited(string dir, Action<JsonObject> edit)
     {
-        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        var config = JsonNode.Parse(InputFiles.ReadCapped(Path.Combine(dir, "config.json"), InputFiles.ConfigMaxBytes, "config file"))!.AsObject();
         edit(config);
         return Copy(dir, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }

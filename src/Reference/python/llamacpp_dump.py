@@ -1,12 +1,12 @@
 """llamacpp_dump: llama.cpp's graph outputs, module by module, in the harness dump format (docs/dump-format.md).
 
 Runs a GGUF through libllama (ctypes; needs numpy and safetensors) with the scheduler's evaluation callback
-(llama_context_params.cb_eval), reads every named graph output of the prompt's forward (ggml_get_name,
-ggml_backend_tensor_get), and writes those that have an HF counterpart under the HF module's name, in HF's layout
+(llama_context_params.cb_eval), reads every named graph output of the prompt's forward and of each decode step after it
+(ggml_get_name, ggml_backend_tensor_get), and writes those that have an HF counterpart under the HF module's name, in HF's layout
 (the converter's Q/K rotary permutation undone), so `harness judge --dump DIR --model HF_DIR` judges them with the
 oracle verdict. The llama.cpp names without an HF module are listed in the index's "unmapped".
 
-    python3 llamacpp_dump.py MODEL.gguf OUT_DIR --ids 2,100,200,300
+    python3 llamacpp_dump.py MODEL.gguf OUT_DIR --ids 2,100,200,300 [--max-new-tokens 4 [--forced 17,5,9]]
 
 Written against libllama 0.7.0 / libggml 0.27.0 (Debian forky: libllama0 1:0.7.0+dfsg-2, libggml0 0.27.0-1; the struct
 layouts below are llama.h's and ggml.h's of those versions, checked at load against the library's defaults). The
@@ -234,10 +234,27 @@ def _unpermute(x, heads):
     return x.reshape(b, t, heads, d // 2, 2).swapaxes(3, 4).reshape(b, t, f)
 
 
-def dump(gguf, out_dir, ids, threads=1, llama_layout=False):
-    """Writes rank-0.{safetensors,json} in out_dir. llama_layout: Q and K left in llama.cpp's rotary row order (to look at
+def _topk(logits, k):
+    """The k largest log-probabilities of one position's logits (float64 log-softmax), ids by descending logprob."""
+    x = logits.astype(np.float64)
+    logp = x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+    ids = np.argsort(-logp, kind="stable")[:k]
+    return [int(i) for i in ids], [float(logp[i]) for i in ids]
+
+
+def dump(gguf, out_dir, ids, threads=1, llama_layout=False, new_tokens=1, forced=None, top_k=5):
+    """Writes rank-0.{safetensors,json} in out_dir: the prompt's forward (step 0), then new_tokens - 1 decode steps, each
+    fed one token at the next position through the KV cache: forced[s - 1] at step s when given (teacher forcing: the
+    judge feeds llama.cpp the reference's tokens, as `harness run` feeds its engine), else llama.cpp's own greedy pick
+    of the step before. Every step's mapped graph outputs are written as that step's entries, each step's fed token as
+    inputs["s"], and the index's "generation" holds llama.cpp's own next-token choice and top_k log-probabilities at
+    every step (from result_output's last row). llama_layout: Q and K left in llama.cpp's rotary row order (to look at
     llama.cpp's own tensors; the judge then fails them at q_proj and k_proj)."""
     from safetensors.numpy import save_file
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be at least 1, got {new_tokens}")
+    if forced is not None and len(forced) < new_tokens - 1:
+        raise ValueError(f"{len(forced)} forced tokens for {new_tokens - 1} decode steps")
     llama, ggml, base = _load_libraries()
     logs = []
 
@@ -262,7 +279,7 @@ def dump(gguf, out_dir, ids, threads=1, llama_layout=False):
                                       llama.llama_model_n_layer(model))
         desc = ctypes.create_string_buffer(256)
         llama.llama_model_desc(model, desc, 256)
-        captured = []                        # (llama name, numpy array) in graph order
+        captured = []                        # (llama name, numpy array, op) in graph order, of the step being decoded
 
         @EVAL_CB
         def on_eval(t, ask, _user):
@@ -274,7 +291,7 @@ def dump(gguf, out_dir, ids, threads=1, llama_layout=False):
                 captured.append((name, value, base.ggml_op_desc(t).decode()))
             return True
 
-        cp.n_ctx = max(64, len(ids) + 8)
+        cp.n_ctx = max(64, len(ids) + new_tokens + 8)
         cp.n_batch = cp.n_ubatch = max(len(ids), 1)
         cp.n_threads = cp.n_threads_batch = threads
         cp.flash_attn_type = 0               # disabled: its CPU kernel rounds through f16
@@ -284,48 +301,73 @@ def dump(gguf, out_dir, ids, threads=1, llama_layout=False):
         ctx = llama.llama_init_from_model(model, cp)
         if not ctx:
             raise RuntimeError(f"llama_init_from_model failed on {gguf}: {' | '.join(logs[-4:])}")
-        batch = llama.llama_batch_init(len(ids), 0, 1)
-        batch.n_tokens = len(ids)
-        for i, tok in enumerate(ids):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = int(tok), i, 1, 1
-            batch.seq_id[i][0] = 0
-        rc = llama.llama_decode(ctx, batch)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc} on {len(ids)} tokens: {' | '.join(logs[-4:])}")
-        entries, tensors, unmapped, seen = [], {}, [], {}
-        heads = {"n_head": n_head, "n_head_kv": n_head_kv}
-        t_len = len(ids)
-        for name, value, op in captured:
-            m = re.fullmatch(r"(.+?)-(\d+)", name)
-            stem, layer = (m.group(1), m.group(2)) if m else (name, None)
-            occurrence = seen.get(name, 0)
-            seen[name] = occurrence + 1
-            rows = [r for r in LLAMA_TO_HF if r[0] == stem and r[1] == occurrence]
-            if not rows:
-                unmapped.append({"name": name, "occurrence": occurrence, "op": op, "shape": list(value.shape)})
-                continue
-            if value.size % t_len:
-                raise RuntimeError(f"{name} has {value.size} values, not a multiple of the {t_len} tokens")
-            x = value.reshape(1, t_len, -1)
-            for _, _, hf, layout in rows:
-                module = hf.replace(".L", f".{layer}") if layer is not None else hf
-                y = _unpermute(x, heads[layout.split(":")[1]]) if layout and not llama_layout else x
-                key = f"{module}/step0/call0"
-                tensors[key] = np.ascontiguousarray(y)
-                entries.append({"module": module, "step": 0, "call": 0, "tensor": key, "shape": list(y.shape),
-                                "dtype": "float32", "placement": {"kind": "replicate", "source": "default"},
-                                "source": {"engine": "llama.cpp", "name": name, "occurrence": occurrence, "op": op,
-                                           "layout": (layout if not llama_layout else None) or "reshape"}})
+        batch = llama.llama_batch_init(max(len(ids), 1), 0, 1)
+        entries, tensors, unmapped, generation = [], {}, [], []
+        inputs = {"0": {"input_ids": "input/input_ids/step0"}}
         tensors["input/input_ids/step0"] = np.array([ids], dtype=np.int64)
+        heads = {"n_head": n_head, "n_head_kv": n_head_kv}
+
+        def decode(step, tokens, first_pos):
+            """One llama_decode of `tokens` at positions first_pos.. (every one an output), its mapped graph outputs
+            written as `step`'s entries; returns llama.cpp's top-k at the last position."""
+            captured.clear()
+            batch.n_tokens = len(tokens)
+            for i, tok in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = int(tok), first_pos + i, 1, 1
+                batch.seq_id[i][0] = 0
+            rc = llama.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc} at step {step} ({len(tokens)} token(s) at position {first_pos}): "
+                                   f"{' | '.join(logs[-4:])}")
+            t_len, seen, logits = len(tokens), {}, None
+            for name, value, op in captured:
+                m = re.fullmatch(r"(.+?)-(\d+)", name)
+                stem, layer = (m.group(1), m.group(2)) if m else (name, None)
+                occurrence = seen.get(name, 0)
+                seen[name] = occurrence + 1
+                rows = [r for r in LLAMA_TO_HF if r[0] == stem and r[1] == occurrence]
+                if not rows:
+                    if step == 0:
+                        unmapped.append({"name": name, "occurrence": occurrence, "op": op, "shape": list(value.shape)})
+                    continue
+                if value.size % t_len:
+                    raise RuntimeError(f"{name} has {value.size} values at step {step}, not a multiple of its {t_len} token(s)")
+                x = value.reshape(1, t_len, -1)                      # [1, tokens, features]
+                if stem == "result_output":
+                    logits = x[0, -1]                                 # [vocab]: the next token's logits
+                for _, _, hf, layout in rows:
+                    module = hf.replace(".L", f".{layer}") if layer is not None else hf
+                    y = _unpermute(x, heads[layout.split(":")[1]]) if layout and not llama_layout else x
+                    key = f"{module}/step{step}/call0"
+                    tensors[key] = np.ascontiguousarray(y)
+                    entries.append({"module": module, "step": step, "call": 0, "tensor": key, "shape": list(y.shape),
+                                    "dtype": "float32", "placement": {"kind": "replicate", "source": "default"},
+                                    "source": {"engine": "llama.cpp", "name": name, "occurrence": occurrence, "op": op,
+                                               "layout": (layout if not llama_layout else None) or "reshape"}})
+            if logits is None:
+                raise RuntimeError(f"step {step}: the graph has no result_output (the logits) to choose the next token from")
+            return _topk(logits, top_k)
+
+        top_ids, top_logprobs = decode(0, ids, 0)
+        generation.append({"step": 0, "choice": top_ids[0], "topk_ids": top_ids, "topk_logprobs": top_logprobs})
+        for step in range(1, new_tokens):
+            fed = int(forced[step - 1]) if forced is not None else generation[-1]["choice"]
+            key = f"input/input_ids/step{step}"
+            tensors[key] = np.array([[fed]], dtype=np.int64)        # [1, 1]: the one token this step is fed
+            inputs[str(step)] = {"input_ids": key}
+            top_ids, top_logprobs = decode(step, [fed], len(ids) + step - 1)
+            generation.append({"step": step, "fed": fed, "choice": top_ids[0], "topk_ids": top_ids, "topk_logprobs": top_logprobs})
         os.makedirs(out_dir, exist_ok=True)
         base_path = os.path.join(out_dir, "rank-0")
         save_file(tensors, base_path + ".safetensors.tmp")
         os.replace(base_path + ".safetensors.tmp", base_path + ".safetensors")
         index = {"format": FORMAT, "rank": 0, "world_size": 1, "tensors_file": "rank-0.safetensors",
-                 "inputs": {"0": {"input_ids": "input/input_ids/step0"}}, "entries": entries, "errors": [],
+                 "inputs": inputs, "entries": entries, "errors": [],
                  "engine": {"name": "llama.cpp", "model": desc.value.decode(), "gguf": os.path.abspath(gguf),
                             "system_info": llama.llama_print_system_info().decode().strip(),
-                            "n_layer": n_layer, "n_head": n_head, "n_head_kv": n_head_kv},
+                            "n_layer": n_layer, "n_head": n_head, "n_head_kv": n_head_kv,
+                            "decode": "teacher-forced" if forced is not None else "greedy"},
+                 "generation": generation,
                  "unmapped": unmapped}
         with open(base_path + ".json.tmp", "w") as f:
             json.dump(index, f, indent=1)
@@ -347,11 +389,17 @@ def main(argv=None):
     p.add_argument("--ids", required=True, help="the prompt's token ids, comma-separated")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--llama-layout", action="store_true", help="leave Q and K in llama.cpp's rotary row order")
+    p.add_argument("--max-new-tokens", type=int, default=1,
+                   help="tokens to choose: the prompt's forward, then this many minus one decode steps (default 1)")
+    p.add_argument("--forced", default=None,
+                   help="the tokens decode steps 1, 2, ... are fed, comma-separated (default: llama.cpp's own greedy picks)")
+    p.add_argument("--top-k", type=int, default=5, help="log-probabilities kept per step in the index's generation")
     a = p.parse_args(argv)
     ids = [int(s) for s in a.ids.split(",") if s.strip()]
-    index = dump(a.gguf, a.out_dir, ids, a.threads, a.llama_layout)
+    forced = [int(s) for s in a.forced.split(",") if s.strip()] if a.forced is not None else None
+    index = dump(a.gguf, a.out_dir, ids, a.threads, a.llama_layout, a.max_new_tokens, forced, a.top_k)
     print(json.dumps({"entries": len(index["entries"]), "unmapped": [u["name"] for u in index["unmapped"]],
-                      "engine": index["engine"]}))
+                      "engine": index["engine"], "generation": index["generation"]}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ using Harness.Engine.Capture;
 using Harness.Engine.IO;
 using Harness.Engine.Tensors;
 using Harness.Judge;
+using Harness.Runs;
 using Harness.Reference;
 
 namespace Harness.Tests.Correctness.Judge;
@@ -112,7 +113,7 @@ public sealed class DumpFormatTests : IDisposable
         Assert.Contains("inputs[\"1\"].input_ids is int64 [1, 2]: a decode step is fed one token id", e.Message, StringComparison.Ordinal);
     }
 
-    private string DebuggerTree(bool repr)
+    private string DebuggerTree(bool repr, long[]? positionIds = null, string? maskShape = null)
     {
         void Save(string name, Tensor t) => SafetensorsWriter.Save(Path.Combine(_dir, name), new Dictionary<string, Tensor> { ["data"] = t });
         Save("M_inputs_kwargs_input_ids.safetensors", Tensor.FromArray([5L, 6L], 1, 2));
@@ -131,9 +132,31 @@ public sealed class DumpFormatTests : IDisposable
                     new JsonObject { ["module_path"] = "M.model.norm", ["outputs"] = Io("M.model.norm_outputs.safetensors") }),
             }),
         };
+        var kwargs = tree["inputs"]!["kwargs"]!.AsObject();
+        if (positionIds is not null)                                           // what generate() passes each forward
+        {
+            Save("M_inputs_kwargs_position_ids.safetensors", Tensor.FromArray(positionIds, 1, positionIds.Length));
+            kwargs["position_ids"] = Io("M_inputs_kwargs_position_ids.safetensors");
+        }
+        if (maskShape is not null) kwargs["attention_mask"] = new JsonObject { ["shape"] = maskShape, ["dtype"] = "torch.int64", ["value"] = "./M_mask.safetensors" };
         var path = Path.Combine(_dir, "M" + ModelDebuggerDump.TreeSuffix);
         File.WriteAllText(path, tree.ToJsonString());
         return path;
+    }
+
+    [Fact]
+    public void A_debugger_tree_of_a_decode_step_is_refused_naming_why_and_a_prompt_forward_under_generate_is_read()
+    {
+        // generate()'s prompt forward: positions from 0, a mask as long as the input: read as the prompt
+        Assert.Equal(2, ModelDebuggerDump.Convert(DebuggerTree(repr: false, positionIds: [0, 1], maskShape: "torch.Size([1, 2])"), Path.Combine(_dir, "a")));
+        // its last forward, the only one the debugger leaves after generate(): a step continuing the KV cache
+        var tree = DebuggerTree(repr: false, positionIds: [9, 10]);
+        var e = Assert.Throws<InputException>(() => ModelDebuggerDump.Convert(tree, Path.Combine(_dir, "b")));
+        Assert.Contains(tree, e.Message, StringComparison.Ordinal);
+        Assert.Contains("position_ids start at 9", e.Message, StringComparison.Ordinal);
+        e = Assert.Throws<InputException>(() => ModelDebuggerDump.Convert(DebuggerTree(repr: false, maskShape: "torch.Size([1, 10])"), Path.Combine(_dir, "c")));
+        Assert.Contains("attention_mask torch.Size([1, 10]) covers more positions than the 2 it was fed", e.Message, StringComparison.Ordinal);
+        Assert.Contains("harness_dump.py's generation()", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -175,5 +198,29 @@ public sealed class DumpFormatTests : IDisposable
         var missing = Path.Combine(_dir, "none.gguf");
         var e = Assert.Throws<InputException>(() => LlamaCppDump.Write(client, missing, [1L, 2L]));
         Assert.Contains(missing, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Llama_cpps_choices_at_a_near_tie_pass_and_the_steps_after_it_are_compared_on_its_forced_run()
+    {
+        // llama.cpp fed the reference's tokens 10, 20, 30, 40; at step 1 it prefers 21 by 0.01 nats over 20 (a near tie),
+        // then agrees again on the history it was fed: the catalog's rule accepts the tie and compares steps 2-3 forced
+        static IReadOnlyList<TokenLogprob> Top(long a, double la, long b, double lb) => [new(a, la), new(b, lb)];
+        var reference = new TokenSequence([10, 20, 30, 40], [Top(10, -0.5, 11, -2), Top(20, -0.70, 21, -0.71), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var llama = new TokenSequence([10, 21, 30, 40], [Top(10, -0.5, 11, -2), Top(21, -0.70, 20, -0.71), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var (free, forced) = LlamaCppDump.Runs(reference, llama);
+        Assert.Equal([10L, 21L], free.Tokens);                                 // the free run leaves the reference's tokens at step 1
+        Assert.Same(llama, forced);
+        var report = TokenComparison.ForScenario(reference, free, DType.Float32, forced);
+        Assert.Equal(TokenVerdict.AcceptedDivergence, report.Verdict);
+        Assert.Equal(2, report.ForcedSteps);
+        // a clear divergence (the reference's token not in llama.cpp's top-k) fails at its step
+        var wrong = new TokenSequence([10, 25, 30, 40], [Top(10, -0.5, 11, -2), Top(25, -0.1, 26, -3), Top(30, -0.4, 31, -3), Top(40, -0.3, 41, -4)]);
+        var (free2, forced2) = LlamaCppDump.Runs(reference, wrong);
+        var failed = TokenComparison.ForScenario(reference, free2, DType.Float32, forced2);
+        Assert.Equal(TokenVerdict.Failed, failed.Verdict);
+        Assert.Equal(1, failed.FirstDivergentStep);
+        // no divergence: the forced run is not handed over
+        Assert.Null(LlamaCppDump.Runs(reference, reference).Forced);
     }
 }

@@ -1,3 +1,5 @@
+using Harness.Engine.Capture;
+using Harness.Engine.Tensors;
 using Harness.Judge;
 using Harness.Runs;
 using Harness.Scenarios;
@@ -54,6 +56,57 @@ public class EngineDumpJudgeTests(ITestOutputHelper output)
             var runSteps = Verdicts(Assert.IsType<LayerReport>(run.Steps));             // every decode step, row for row
             Assert.Equal(runSteps, Verdicts(Assert.IsType<LayerReport>(judged.Steps)));
             Assert.True(runSteps.Count >= 20, $"only {runSteps.Count} step rows");
+        }
+        finally
+        {
+            client.Release(dir);
+        }
+    }
+
+    /// <summary>
+    /// An engine that records a module twice in one forward (two calls of it on one rank) is judged call by call by both
+    /// `run` and `judge --dump`: each record against HF's output of the module, labelled "call 1", "call 2". The second
+    /// call here is 1.5 times HF's: `run` (LayerComparison on the engine's capture) fails "call 2" and passes "call 1";
+    /// before the judge compared every call it judged call 0 alone and passed this dump.
+    /// </summary>
+    [SkippableFact]
+    public void A_module_recorded_twice_on_a_rank_is_judged_call_by_call_as_run_judges_it()
+    {
+        var model = TinyGgufLlama.Get();                                      // the judge tests' shared tiny Llama
+        var client = LiveReference.Client();
+        long[] ids = [2, 100, 200, 300, 17, 250, 9];
+        string[] order = ["model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.mlp", "model.layers.0", "model.norm"];
+        client.Oracle = true;
+        var reference = client.Forward(client.ShareDirectory(model.ModelDirectory), DType.Float32, Tensor.FromArray(ids, 1, ids.Length), order).Captured;
+
+        var tap = new EngineDump();                                            // what `harness dump` writes an engine's records with
+        var capture = new ActivationCapture();                                 // what `harness run` judges them from
+        void Record(string module, Tensor value)
+        {
+            tap.Record(module, 0, value, ShardSpec.Whole);
+            capture.Record(module, value, ShardSpec.Whole, rank: 0);
+        }
+        foreach (var m in order)
+        {
+            Record(m, reference[m]);
+            if (m == "model.layers.0.mlp") Record(m, Engine.Ops.Elementwise.Mul(reference[m], 1.5));   // the module's second call
+        }
+        var dir = client.ScratchDirectory("engine-dump-calls");
+        try
+        {
+            tap.Write(dir, 1, new Dictionary<string, Tensor> { ["input_ids"] = Tensor.FromArray(ids, ids.Length) }, null, null,
+                new System.Text.Json.Nodes.JsonObject { ["name"] = "test engine calling model.layers.0.mlp twice" });
+            var judged = DumpJudge.Run(dir, model.ModelDirectory, client);
+            output.WriteLine(DumpJudge.Describe(judged));
+            var run = LayerComparison.Run(LayerComparison.Select(reference, order), capture, order);
+            output.WriteLine(run.ToString());
+
+            static Dictionary<string, LayerVerdict> Verdicts(LayerReport r) => r.Rows.ToDictionary(row => row.Label, row => row.Verdict);
+            Assert.Equal(Verdicts(run), Verdicts(judged.Layers));
+            Assert.Equal(LayerVerdict.Pass, judged.Layers.Rows.Single(r => r.Label == "model.layers.0.mlp (rank 0, call 1)").Verdict);
+            Assert.Equal("model.layers.0.mlp (rank 0, call 2)", judged.Layers.FirstDivergence?.Label);
+            Assert.Equal(run.FirstDivergence?.Label, judged.Layers.FirstDivergence?.Label);
+            Assert.False(judged.Passed);
         }
         finally
         {

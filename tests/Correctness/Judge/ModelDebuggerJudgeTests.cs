@@ -30,7 +30,7 @@ public class ModelDebuggerJudgeTests(ModelDebuggerJudgeTests.DebuggerWorker work
 
     private static readonly long[] Ids = [2, 100, 200, 300, 17, 250, 9];
 
-    private DumpVerdict DebugAndJudge(JsonObject config)
+    private DumpVerdict DebugAndJudge(JsonObject config, int? generateNewTokens = null)
     {
         var model = TinyGgufLlama.Get();
         LiveReference.Client();   // skip or fail as the tier says
@@ -44,6 +44,7 @@ public class ModelDebuggerJudgeTests(ModelDebuggerJudgeTests.DebuggerWorker work
                 ["out_dir"] = client.WorkerPath(dir),
                 ["input_ids"] = new JsonArray(Ids.Select(i => (JsonNode)JsonValue.Create(i)).ToArray()),
                 ["config"] = config,
+                ["max_new_tokens"] = generateNewTokens,
             });
             Assert.NotNull(ModelDebuggerDump.FindTree(dir));
             var verdict = DumpJudge.Run(dir, model.ModelDirectory, client);
@@ -74,5 +75,22 @@ public class ModelDebuggerJudgeTests(ModelDebuggerJudgeTests.DebuggerWorker work
         var v = DebugAndJudge(new JsonObject { ["rms_norm_eps"] = 0.05 });
         Assert.False(v.Passed);
         Assert.Equal("model.layers.0.input_layernorm", v.Record.FirstBadModule);
+    }
+
+    /// <summary>
+    /// The debugger around generate() keeps its last forward only (transformers 5.12.1 rewrites the tree and every module's
+    /// file on each top-level forward): a decode step fed one token at position 9 with neither the prompt nor the tokens
+    /// before it, on which HF cannot be rerun. Judging it as a prompt would compare a cached step with a one-token prompt;
+    /// the judge refuses it in one line naming the tree and why (exit 2 on the CLI).
+    /// </summary>
+    [SkippableFact]
+    public void The_debugger_around_generate_keeps_its_last_decode_step_only_and_the_judge_refuses_it_naming_why()
+    {
+        var e = Assert.Throws<Harness.Engine.IO.InputException>(() => DebugAndJudge(new JsonObject(), generateNewTokens: 4));
+        output.WriteLine(e.Message);
+        Assert.Contains("LlamaForCausalLM_debug_tree_FULL_TENSORS.json", e.Message);
+        Assert.Contains("position_ids start at 9", e.Message);                 // the 7-token prompt, then steps at 7, 8, 9
+        Assert.Contains("a decode step", e.Message);
+        Assert.DoesNotContain("\n", e.Message);
     }
 }

@@ -45,7 +45,7 @@ public class GemmInvarianceTests
                 {
                     var window = a with { Offset = a.Offset + s * a.RowStride, Rows = m };
                     var c = Multiply(window, b);
-                    Assert.Equal(m <= GemmGemvChain.MaxRows ? GemmPath.GemvChain : GemmPath.Blocked, Gemm.LastPath);
+                    Assert.Equal(m <= GemmGemvChain.MaxRows ? GemmPath.GemvChain : GemmPath.Blocked, Gemm.PathFor(window, b));
                     for (int p = 0; p < m; p++)
                         AssertBitsEqual(alone[s + p], c.AsSpan(p * n, n), $"{kernel}, {threads} threads, row {s + p} at position {p} of M={m}");
                 }
@@ -104,12 +104,13 @@ public class GemmInvarianceTests
                         {
                             using var t = ComputeSettings.UseThreads(threads);
                             var batch = Multiply(a, b);
-                            Assert.Equal(GemmPath.Blocked, Gemm.LastPath);
+                            Assert.Equal(GemmPath.Blocked, Gemm.PathFor(a, b));
                             foreach (int m in new[] { 1, 2, 3, 4 })
                                 foreach (int s0 in new[] { 0, batchRows - m })
                                 {
-                                    var part = Multiply(a with { Offset = a.Offset + s0 * a.RowStride, Rows = m }, b);
-                                    Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
+                                    var rows = a with { Offset = a.Offset + s0 * a.RowStride, Rows = m };
+                                    var part = Multiply(rows, b);
+                                    Assert.Equal(GemmPath.GemvChain, Gemm.PathFor(rows, b));
                                     AssertBitsEqual(batch.AsSpan(s0 * n, m * n).ToArray(), part,
                                         $"{kernel} {dtype} B^T={transposed} K={k} N={n} rows {s0}..{s0 + m - 1}, {threads} threads");
                                 }
@@ -142,12 +143,12 @@ public class GemmInvarianceTests
         using (ComputeSettings.UseBatchInvariant(false))
         {
             fast = Multiply(x, wT);
-            Assert.Equal(GemmPath.GemvDot, Gemm.LastPath);
+            Assert.Equal(GemmPath.GemvDot, Gemm.PathFor(x, wT));
         }
         using (ComputeSettings.UseBatchInvariant(true))
         {
             invariant = Multiply(x, wT);
-            Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
+            Assert.Equal(GemmPath.GemvChain, Gemm.PathFor(x, wT));
         }
         AssertClose(x, wT, fast, n, "GEMV path");
         AssertClose(x, wT, invariant, n, "blocked path");
@@ -157,9 +158,10 @@ public class GemmInvarianceTests
         {
             var two = Random(DType.Float32, 73, 2, k);
             AssertClose(two, wT, Multiply(two, wT), n, "two rows");
-            Assert.Equal(GemmPath.GemvChain, Gemm.LastPath);
-            Multiply(Random(DType.Float32, 74, GemmGemvChain.MaxRows + 1, k), wT);
-            Assert.Equal(GemmPath.Blocked, Gemm.LastPath);
+            Assert.Equal(GemmPath.GemvChain, Gemm.PathFor(two, wT));
+            var five = Random(DType.Float32, 74, GemmGemvChain.MaxRows + 1, k);
+            Multiply(five, wT);
+            Assert.Equal(GemmPath.Blocked, Gemm.PathFor(five, wT));
         }
     }
 

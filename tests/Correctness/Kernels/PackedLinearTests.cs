@@ -55,8 +55,8 @@ public class PackedLinearTests
                             using var t = ComputeSettings.UseThreads(threads);
                             var c = new float[m * n];
                             Gemm.MultiplyPacked(rows, packed, c, n);
-                            Assert.False(PackedGemm.LastNative);
-                            AssertBitsEqual(expected, c, $"{kernel} {dtype.TorchName()} M={m} K={k} N={n} invariant={invariant} threads={threads} ({PackedGemm.LastPath})");
+                            Assert.False(PackedGemm.UsesNative(packed, dtype, m, invariant));
+                            AssertBitsEqual(expected, c, $"{kernel} {dtype.TorchName()} M={m} K={k} N={n} invariant={invariant} threads={threads} ({PackedGemm.PathFor(packed, m)})");
                         }
                 }
             }
@@ -83,8 +83,8 @@ public class PackedLinearTests
                         using var t = ComputeSettings.UseThreads(threads);
                         var c = new float[m * n];
                         Gemm.MultiplyPacked(MatrixView.Of(x.Narrow(0, 0, m)), packed, c, n);
-                        Assert.True(PackedGemm.LastNative);
-                        AssertBitsEqual(NativeModel(x, w, m), c, $"native bf16 M={m} K={k} N={n} threads={threads} ({PackedGemm.LastPath})");
+                        Assert.True(PackedGemm.UsesNative(packed, DType.BFloat16, m, ComputeSettings.BatchInvariant));
+                        AssertBitsEqual(NativeModel(x, w, m), c, $"native bf16 M={m} K={k} N={n} threads={threads} ({PackedGemm.PathFor(packed, m)})");
                     }
             }
     }

@@ -93,6 +93,67 @@ public sealed class InputFilesTests : IDisposable
         var e = Fails(() => Harness.Scenarios.ModelFolder.Check(model));
         Assert.Equal($"{fifo}: is a FIFO (named pipe), not a regular file", e.Message);
     }
+
+    /// <summary>
+    /// Issue 24's "every JSON input capped and read only from a regular file", for the readers that still opened their
+    /// file as it came: Gemma4's vision and audio configs (File.ReadAllBytes), judge's prompts file (File.ReadAllLines),
+    /// a dump's rank index and transformers' model debugger tree (File.ReadAllText), safetensors files outside a model
+    /// folder (a dump's, a recorded reference's), a GGUF handed to the worker, and the files HF reads beside the weights
+    /// (tokenizer.json, generation_config.json). Each hung forever on a FIFO; each is now named in one error.
+    /// </summary>
+    [Fact]
+    public void Every_other_reader_names_a_fifo_instead_of_blocking_on_it()
+    {
+        var fifo = MakeFifo("input.json");
+        var expected = $"{fifo}: is a FIFO (named pipe), not a regular file";
+        Assert.Equal(expected, Fails(() => Harness.Engine.Models.Gemma4.Vision.Gemma4VisionConfig.Load(fifo)).Message);
+        Assert.Equal(expected, Fails(() => Harness.Engine.Models.Gemma4.Audio.Gemma4AudioConfig.Load(fifo)).Message);
+        Assert.Equal(expected, Fails(() => Harness.Commands.JudgeCommand.ReadPrompts(fifo)).Message);
+        Assert.Equal(expected, Fails(() => SafetensorsFile.Open(fifo)).Message);
+
+        var dump = Path.Combine(_dir, "dump");
+        Directory.CreateDirectory(dump);
+        var index = MakeFifo(Path.Combine("dump", "rank-0.json"));
+        var model = Path.Combine(Harness.Scenarios.Fixtures.DefaultDirectory(), "models", "tiny-llama-fp32");
+        Assert.Equal($"{index}: is a FIFO (named pipe), not a regular file",
+            Fails(() => Harness.Judge.DumpJudge.Run(dump, model, ReferenceClient.Shared)).Message);   // named before the client is asked anything
+
+        var tree = MakeFifo("LlamaForCausalLM" + Harness.Judge.ModelDebuggerDump.TreeSuffix);
+        Assert.Equal($"{tree}: is a FIFO (named pipe), not a regular file",
+            Fails(() => Harness.Judge.ModelDebuggerDump.Convert(tree, Path.Combine(_dir, "converted"))).Message);
+
+        var gguf = MakeFifo("model.gguf");
+        Assert.Equal($"{gguf}: is a FIFO (named pipe), not a regular file",
+            Fails(() => Harness.Commands.JudgeCommand.RunGguf(gguf, model, [1, 2], null, null, null)).Message);
+    }
+
+    [Fact]
+    public void A_fifo_or_a_device_beside_the_weights_is_named_before_the_worker_reads_it()
+    {
+        var model = Path.Combine(_dir, "model");
+        Directory.CreateDirectory(model);
+        foreach (var f in Directory.GetFiles(Path.Combine(Harness.Scenarios.Fixtures.DefaultDirectory(), "models", "tiny-llama-fp32")))
+            File.Copy(f, Path.Combine(model, Path.GetFileName(f)));
+        var tokenizer = MakeFifo(Path.Combine("model", "tokenizer.json"));
+        Assert.Equal($"{tokenizer}: is a FIFO (named pipe), not a regular file", Fails(() => Harness.Scenarios.ModelFolder.CheckFiles(model)).Message);
+        File.Delete(tokenizer);
+        var generation = Path.Combine(model, "generation_config.json");
+        File.Delete(generation);
+        File.CreateSymbolicLink(generation, "/dev/zero");
+        Assert.Equal($"{generation}: is a character device, not a regular file", Fails(() => Harness.Scenarios.ModelFolder.CheckFiles(model)).Message);
+        File.Delete(generation);
+        File.CreateSymbolicLink(Path.Combine(model, "README.md"), "nowhere");          // a dangling link nothing reads: left alone
+        Harness.Scenarios.ModelFolder.CheckFiles(model);
+    }
+
+    [Fact]
+    public void The_towers_configs_are_capped_like_every_config()
+    {
+        var path = Path.Combine(_dir, "config.json");
+        using (var fs = File.Create(path)) fs.SetLength(200L << 20);                   // sparse: 200 MB of zeros
+        Assert.Contains("is 209,715,200 bytes; a config file may be at most 16,777,216", Fails(() => Harness.Engine.Models.Gemma4.Vision.Gemma4VisionConfig.Load(path)).Message);
+        Assert.Contains("is 209,715,200 bytes; a config file may be at most 16,777,216", Fails(() => Harness.Engine.Models.Gemma4.Audio.Gemma4AudioConfig.Load(path)).Message);
+    }
 }
 
 /// <summary>

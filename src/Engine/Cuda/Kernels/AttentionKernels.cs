@@ -81,4 +81,24 @@ public static class AttentionKernels
           }
         }
         """;
+
+    /// <summary>
+    /// attention_mask in place on contiguous float32 scores [planes, t, s]: with pos = past + i (query i's absolute
+    /// position), causal = j &lt;= pos, inWindow = (W &lt;= 0 or j &gt; pos - W), same = vision blocks given (blocks[i] for the t
+    /// new rows, -1 text; null: none) and j &gt;= past and blocks[i] &gt;= 0 and blocks[i] == blocks[j - past]:
+    /// SLIDING_ONLY 0 (Gemma 3's rule; no blocks: plain causal/sliding): visible = (causal and inWindow) or same;
+    /// SLIDING_ONLY 1 (Gemma 4's rule): visible = W &gt; 0 ? inWindow and (causal or same) : causal. Others get -inf.
+    /// Equals the CPU Mask loops of Gemma3nAttention, Gemma4Attention (both Gemma4VisionMask rules) and Qwen2VlAttention.
+    /// </summary>
+    public const string AttentionMask = """
+        extern "C" __global__ void attention_mask(float* scores, int t, int s, int past, int window, const int* blocks, int slidingOnly, long long n) {
+          for (long long x = blockIdx.x * (long long)blockDim.x + threadIdx.x; x < n; x += (long long)gridDim.x * blockDim.x) {
+            int j = (int)(x % s); int i = (int)((x / s) % t); int pos = past + i;
+            bool causal = j <= pos, inWindow = !(window > 0 && j <= pos - window);
+            bool same = blocks && j >= past && blocks[i] >= 0 && blocks[i] == blocks[j - past];
+            bool visible = slidingOnly ? (window > 0 ? inWindow && (causal || same) : causal) : (causal && inWindow) || same;
+            if (!visible) scores[x] = -__int_as_float(0x7f800000);
+          }
+        }
+        """;
 }

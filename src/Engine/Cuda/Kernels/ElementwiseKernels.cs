@@ -26,6 +26,35 @@ public struct DivOp : ICudaElementwiseOp { public static string Name => "div"; p
 public struct AddScalarOp : ICudaElementwiseOp { public static string Name => "add_scalar"; public static string Expression => "a + s"; }
 public struct MulScalarOp : ICudaElementwiseOp { public static string Name => "mul_scalar"; public static string Expression => "a * s"; }
 
+// Math, clamps, pow and the NaN-propagating maximum/minimum (each the float32 formula of the engine's CPU kernel, one
+// rounding to the output dtype).
+public struct AbsOp : ICudaElementwiseOp { public static string Name => "abs"; public static string Expression => "fabsf(a)"; }
+public struct LogOp : ICudaElementwiseOp { public static string Name => "log"; public static string Expression => "logf(a)"; }
+public struct SqrtOp : ICudaElementwiseOp { public static string Name => "sqrt"; public static string Expression => "sqrtf(a)"; }
+/// <summary>1 / sqrt(x) as two float32 operations (torch's CPU rsqrt), not the approximate rsqrtf.</summary>
+public struct RsqrtOp : ICudaElementwiseOp { public static string Name => "rsqrt"; public static string Expression => "1.0f / sqrtf(a)"; }
+public struct TanhOp : ICudaElementwiseOp { public static string Name => "tanh"; public static string Expression => "tanhf(a)"; }
+public struct SigmoidOp : ICudaElementwiseOp { public static string Name => "sigmoid"; public static string Expression => "1.0f / (1.0f + expf(-a))"; }
+public struct SquareOp : ICudaElementwiseOp { public static string Name => "square"; public static string Expression => "a * a"; }
+public struct ReciprocalOp : ICudaElementwiseOp { public static string Name => "reciprocal"; public static string Expression => "1.0f / a"; }
+/// <summary>F.softplus (beta 1, threshold 20): x above 20, else log1p(exp(x)).</summary>
+public struct SoftplusOp : ICudaElementwiseOp { public static string Name => "softplus"; public static string Expression => "(a > 20.0f ? a : log1pf(expf(a)))"; }
+/// <summary>x ** s with torch's special exponents (2, 3, 0.5, -0.5, -1, -2, 1, 0) done as products / sqrt, else powf.</summary>
+public struct PowScalarOp : ICudaElementwiseOp
+{
+    public static string Name => "pow_scalar";
+    public static string Expression => "(s == 2.0f ? a * a : s == 3.0f ? a * a * a : s == 0.5f ? sqrtf(a) : s == -0.5f ? 1.0f / sqrtf(a) " +
+                                       ": s == -1.0f ? 1.0f / a : s == -2.0f ? 1.0f / (a * a) : s == 1.0f ? a : s == 0.0f ? 1.0f : powf(a, s))";
+}
+/// <summary>torch.clamp(x, min=s): NaN stays NaN.</summary>
+public struct ClampMinOp : ICudaElementwiseOp { public static string Name => "clamp_min"; public static string Expression => "(a != a ? a : (a < s ? s : a))"; }
+/// <summary>torch.clamp(x, max=s): NaN stays NaN.</summary>
+public struct ClampMaxOp : ICudaElementwiseOp { public static string Name => "clamp_max"; public static string Expression => "(a != a ? a : (a > s ? s : a))"; }
+public struct DivScalarOp : ICudaElementwiseOp { public static string Name => "div_scalar"; public static string Expression => "a / s"; }
+/// <summary>torch.maximum / torch.minimum: a NaN in either operand gives NaN.</summary>
+public struct MaximumOp : ICudaElementwiseOp { public static string Name => "maximum"; public static string Expression => "((a != a || b != b) ? a + b : fmaxf(a, b))"; }
+public struct MinimumOp : ICudaElementwiseOp { public static string Name => "minimum"; public static string Expression => "((a != a || b != b) ? a + b : fminf(a, b))"; }
+
 /// <summary>
 /// Element-wise kernels over strided views (llm.c style: each states its contract and the naive loop it equals).
 /// </summary>
@@ -84,6 +113,17 @@ public static class ElementwiseKernels
             float act = rnd_TIN((EXPR));
             st_TIN(out, i, act * ld_TIN(u, desc_offset(du, i)));
           }
+        }
+        """;
+
+    /// <summary>
+    /// where: out[i] = m[desc_m(i)] ? a[desc_a(i)] : b[desc_b(i)] bit for bit (ELEM: the W-byte unsigned type; a and b
+    /// already in out's dtype); m bytes (torch.bool), every operand a view expanded to out's shape; out contiguous [n].
+    /// </summary>
+    public const string Where = """
+        extern "C" __global__ void where_select(const unsigned char* m, Desc dm, const ELEM* a, Desc da, const ELEM* b, Desc db, ELEM* out, long long n) {
+          for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+            out[i] = m[desc_offset(dm, i)] ? a[desc_offset(da, i)] : b[desc_offset(db, i)];
         }
         """;
 }

@@ -1,6 +1,7 @@
 namespace Harness.Engine.Cuda.Kernels;
 
-/// <summary>Embedding lookup and top-k.</summary>
+/// <summary>Lookups and gathers: rows by id (embedding, index_select), torch.gather, and the windowed copies of Gemma4
+/// audio (context windows); each copies bits, no arithmetic.</summary>
 public static class IndexKernels
 {
     /// <summary>
@@ -17,41 +18,53 @@ public static class IndexKernels
         """;
 
     /// <summary>
-    /// topk (torch.topk largest, sorted): per row of x [rows, n] contiguous, k rounds of a block argmax; round q picks the
-    /// largest element ranked below the previous pick in the order (value descending, NaN above all, then index ascending).
-    /// values (float32) and indices (int64) [rows, k].
+    /// index_select along DIM: out[.., r, ..] = in[.., ids[r], ..] bit for bit (ELEM the W-byte type); in a strided view
+    /// whose desc carries OUT's shape (dim DIM holds ids' length) and in's strides; ids int64 already wrapped into
+    /// [0, size); an id of -1 writes a zero element (VocabParallelEmbedding's rows of other ranks). out contiguous [n].
     /// </summary>
-    public const string TopK = """
-        __device__ __forceinline__ bool before(float a, int ia, float b, int ib) {
-          bool na = a != a, nb = b != b;
-          if (na != nb) return na;
-          if (!na && a != b) return a > b;
-          return ia < ib;
+    public const string IndexSelect = """
+        extern "C" __global__ void index_select(const ELEM* in, Desc din, const long long* ids, int dim, ELEM* out, long long n) {
+          for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+            long long off = din.offset, rem = i; bool zero = false;
+            for (int k = din.rank - 1; k >= 0; --k) {
+              long long sz = din.shape[k]; long long ix = rem % sz; rem /= sz;
+              if (k == dim) { ix = ids[ix]; if (ix < 0) zero = true; }
+              off += ix * din.strides[k];
+            }
+            out[i] = zero ? (ELEM)0 : in[off];
+          }
         }
-        extern "C" __global__ void topk(const void* x, float* values, long long* indices, int n, int k) {
-          __shared__ float sv[256];
-          __shared__ int si[256];
-          const long long base = (long long)blockIdx.x * n;
-          float pv = 0.0f; int pi = -1;
-          for (int q = 0; q < k; ++q) {
-            float bv = 0.0f; int bi = -1;
-            for (int j = threadIdx.x; j < n; j += blockDim.x) {
-              float v = ld_TIN(x, base + j);
-              if (pi >= 0 && !before(pv, pi, v, j)) continue;
-              if (bi < 0 || before(v, j, bv, bi)) { bv = v; bi = j; }
+        """;
+
+    /// <summary>
+    /// gather along DIM (torch.gather): out[idx] = in[idx with coordinate DIM replaced by index[idx]]; index int64 [n]
+    /// contiguous of out's shape with values wrapped into [0, size); din carries out's shape and in's strides.
+    /// </summary>
+    public const string Gather = """
+        extern "C" __global__ void gather(const ELEM* in, Desc din, const long long* index, int dim, ELEM* out, long long n) {
+          for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+            long long off = din.offset, rem = i;
+            for (int k = din.rank - 1; k >= 0; --k) {
+              long long sz = din.shape[k]; long long ix = rem % sz; rem /= sz;
+              if (k == dim) ix = index[i];
+              off += ix * din.strides[k];
             }
-            sv[threadIdx.x] = bv; si[threadIdx.x] = bi;
-            __syncthreads();
-            for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-              if (threadIdx.x < w) {
-                float ov = sv[threadIdx.x + w]; int oi = si[threadIdx.x + w];
-                if (oi >= 0 && (si[threadIdx.x] < 0 || before(ov, oi, sv[threadIdx.x], si[threadIdx.x]))) { sv[threadIdx.x] = ov; si[threadIdx.x] = oi; }
-              }
-              __syncthreads();
-            }
-            pv = sv[0]; pi = si[0];
-            if (threadIdx.x == 0) { values[(long long)blockIdx.x * k + q] = pv; indices[(long long)blockIdx.x * k + q] = pi; }
-            __syncthreads();
+            out[i] = in[off];
+          }
+        }
+        """;
+
+    /// <summary>
+    /// context windows (Gemma4 audio _extract_block_context): x [B, T, N, H] contiguous -> out [B, N, U, C, H] with
+    /// out[b, n, u, c, :] = x[b, u*W - left + c, n, :] when that position is in [0, T), else zeros; bits copied.
+    /// </summary>
+    public const string ContextWindows = """
+        extern "C" __global__ void context_windows(const ELEM* x, ELEM* out, int t, int nh, int u, int w, int ctx, int hd, int left, long long n) {
+          for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+            int e = (int)(i % hd); long long r = i / hd;
+            int c = (int)(r % ctx); r /= ctx; int ui = (int)(r % u); r /= u; int ni = (int)(r % nh); long long bi = r / nh;
+            int pos = ui * w - left + c;
+            out[i] = (pos < 0 || pos >= t) ? (ELEM)0 : x[((bi * t + pos) * nh + ni) * hd + e];
           }
         }
         """;

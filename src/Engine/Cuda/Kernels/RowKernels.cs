@@ -96,4 +96,121 @@ public static class RowKernels
           }
         }
         """;
+
+    /// <summary>
+    /// row_reduce over the last dim of x [rows, n] (contiguous): KIND 0 sum, 1 mean (sum / n), 2 max, 3 min (value and
+    /// first index), 4 argmax, 5 argmin. Sums: each thread a strided partial sum in ascending index, then block_sum's fixed
+    /// butterfly (one block per row: batch-invariant). Max/min: a NaN counts as the extreme, ties keep the lowest index
+    /// (torch.max/argmax). values float32 [rows] (kinds 0-3), indices int64 [rows] (kinds 2-5).
+    /// </summary>
+    public const string RowReduce = """
+        __device__ __forceinline__ bool better(float a, int ia, float b, int ib, int wantMax) {
+          bool na = a != a, nb = b != b;
+          if (na != nb) return na;
+          if (!na && a != b) return wantMax ? a > b : a < b;
+          return ia < ib;
+        }
+        extern "C" __global__ void row_reduce(const void* x, float* values, long long* indices, int n, int kind) {
+          __shared__ float sh[32];
+          __shared__ float sv[256];
+          __shared__ int si[256];
+          const long long base = (long long)blockIdx.x * n;
+          if (kind <= 1) {
+            float s = 0.0f;
+            for (int j = threadIdx.x; j < n; j += blockDim.x) s += ld_TIN(x, base + j);
+            s = block_sum(s, sh);
+            if (threadIdx.x == 0) values[blockIdx.x] = kind == 1 ? s / (float)n : s;
+            return;
+          }
+          int wantMax = kind == 2 || kind == 4;
+          float bv = 0.0f; int bi = -1;
+          for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            float v = ld_TIN(x, base + j);
+            if (bi < 0 || better(v, j, bv, bi, wantMax)) { bv = v; bi = j; }
+          }
+          sv[threadIdx.x] = bv; si[threadIdx.x] = bi;
+          __syncthreads();
+          for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+            if (threadIdx.x < w) {
+              float ov = sv[threadIdx.x + w]; int oi = si[threadIdx.x + w];
+              if (oi >= 0 && (si[threadIdx.x] < 0 || better(ov, oi, sv[threadIdx.x], si[threadIdx.x], wantMax))) { sv[threadIdx.x] = ov; si[threadIdx.x] = oi; }
+            }
+            __syncthreads();
+          }
+          if (threadIdx.x == 0) {
+            if (kind <= 3) values[blockIdx.x] = sv[0];
+            if (indices) indices[blockIdx.x] = si[0];
+          }
+        }
+        """;
+
+    /// <summary>
+    /// mean_std (Gemma3n's _gaussian_topk statistics): per row of x [rows, n] contiguous, in float64 as the CPU engine:
+    /// m = sum(x) / n; std = sqrt(sum((x - m)^2) / n) (unbiased=False); each rounded once to float32 into mean[r], std[r].
+    /// Double partial sums in ascending index per thread, then a fixed shared-memory tree (one block of 256 per row).
+    /// </summary>
+    public const string MeanStd = """
+        __device__ double block_sum_d(double v, double* sh) {
+          sh[threadIdx.x] = v;
+          __syncthreads();
+          for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+            if (threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+            __syncthreads();
+          }
+          double r = sh[0];
+          __syncthreads();
+          return r;
+        }
+        extern "C" __global__ void mean_std(const void* x, float* mean, float* std, int n) {
+          __shared__ double sh[256];
+          const long long base = (long long)blockIdx.x * n;
+          double s = 0.0;
+          for (int j = threadIdx.x; j < n; j += blockDim.x) s += (double)ld_TIN(x, base + j);
+          double m = block_sum_d(s, sh) / n;
+          double v = 0.0;
+          for (int j = threadIdx.x; j < n; j += blockDim.x) { double d = (double)ld_TIN(x, base + j) - m; v += d * d; }
+          v = block_sum_d(v, sh);
+          if (threadIdx.x == 0) { mean[blockIdx.x] = (float)m; std[blockIdx.x] = (float)sqrt(v / n); }
+        }
+        """;
+
+    /// <summary>
+    /// topk (torch.topk largest, sorted): per row of x [rows, n] contiguous, k rounds of a block argmax; round q picks the
+    /// largest element ranked below the previous pick in the order (value descending, NaN above all, then index ascending).
+    /// values (float32) and indices (int64) [rows, k].
+    /// </summary>
+    public const string TopK = """
+        __device__ __forceinline__ bool before(float a, int ia, float b, int ib) {
+          bool na = a != a, nb = b != b;
+          if (na != nb) return na;
+          if (!na && a != b) return a > b;
+          return ia < ib;
+        }
+        extern "C" __global__ void topk(const void* x, float* values, long long* indices, int n, int k) {
+          __shared__ float sv[256];
+          __shared__ int si[256];
+          const long long base = (long long)blockIdx.x * n;
+          float pv = 0.0f; int pi = -1;
+          for (int q = 0; q < k; ++q) {
+            float bv = 0.0f; int bi = -1;
+            for (int j = threadIdx.x; j < n; j += blockDim.x) {
+              float v = ld_TIN(x, base + j);
+              if (pi >= 0 && !before(pv, pi, v, j)) continue;
+              if (bi < 0 || before(v, j, bv, bi)) { bv = v; bi = j; }
+            }
+            sv[threadIdx.x] = bv; si[threadIdx.x] = bi;
+            __syncthreads();
+            for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+              if (threadIdx.x < w) {
+                float ov = sv[threadIdx.x + w]; int oi = si[threadIdx.x + w];
+                if (oi >= 0 && (si[threadIdx.x] < 0 || before(ov, oi, sv[threadIdx.x], si[threadIdx.x]))) { sv[threadIdx.x] = ov; si[threadIdx.x] = oi; }
+              }
+              __syncthreads();
+            }
+            pv = sv[0]; pi = si[0];
+            if (threadIdx.x == 0) { values[(long long)blockIdx.x * k + q] = pv; indices[(long long)blockIdx.x * k + q] = pi; }
+            __syncthreads();
+          }
+        }
+        """;
 }

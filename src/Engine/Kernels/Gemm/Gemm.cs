@@ -3,7 +3,7 @@ using Harness.Engine.Runtime;
 
 namespace Harness.Engine.Kernels.Gemm;
 
-/// <summary>The execution path a GEMM call took (recorded per calling thread, for tests).</summary>
+/// <summary>The execution path a GEMM call takes (<see cref="Gemm.PathFor"/>: a function of the operands and the mode).</summary>
 internal enum GemmPath
 {
     None,
@@ -42,11 +42,6 @@ internal enum GemmPath
 /// </summary>
 public static class Gemm
 {
-    [ThreadStatic] private static GemmPath _lastPath;
-
-    /// <summary>The path the last call on this thread took.</summary>
-    internal static GemmPath LastPath => _lastPath;
-
     /// <summary>Forces a micro-kernel for the current async flow until disposed; throws NotSupportedException if the CPU lacks it.</summary>
     /// <summary>Forces a micro-kernel for the current flow until disposed; throws NotSupportedException when the CPU lacks it.</summary>
     public static IDisposable ForceKernel(GemmKernel kernel) => GemmKernelSelector.Force(kernel);
@@ -87,7 +82,7 @@ public static class Gemm
             {
                 unsafe
                 {
-                    fixed (float* pc = c) _lastPath = RunProduct(pa, pb, pc, ldc, kernel, invariant, threads);
+                    fixed (float* pc = c) RunProduct(pa, pb, pc, ldc, kernel, invariant, threads);
                 }
             }
         }
@@ -136,21 +131,16 @@ public static class Gemm
             {
                 fixed (float* pc = c)
                 {
-                    long size = 0;
-                    for (int i = 0; i < count; i++) size = Math.Max(size, (long)a[i].Rows * a[i].Cols * b[i].Cols);
-                    if (count > 1 && threads > 1 && size < GemmBlocking.BatchedPerProductThreshold)
+                    if (AcrossEntries(a, b, threads))
                     {
                         var job = new BatchedJob(ops, pc, ldc, cBatchStride, kernel, invariant, Math.Min(threads, count));
                         GemmThreadPool.Shared.Run(job, job.Tasks);
-                        _lastPath = GemmPath.BatchedAcrossEntries;
                     }
                     else
                     {
-                        var path = GemmPath.None;
                         for (int i = 0; i < count; i++)
                             if (ops[2 * i].Rows > 0 && ops[2 * i + 1].Cols > 0)
-                                path = RunProduct(ops[2 * i], ops[2 * i + 1], pc + (long)i * cBatchStride, ldc, kernel, invariant, threads);
-                        _lastPath = path;
+                                RunProduct(ops[2 * i], ops[2 * i + 1], pc + (long)i * cBatchStride, ldc, kernel, invariant, threads);
                     }
                 }
             }
@@ -161,21 +151,61 @@ public static class Gemm
         }
     }
 
-    private static unsafe GemmPath RunProduct(in GemmOperand a, in GemmOperand b, float* c, nint ldc, GemmKernel kernel, bool invariant, int threads)
+    /// <summary>
+    /// The path <see cref="Multiply"/> takes for a [M, K] x b [K, N] in the current mode (batch-invariant or not): a function
+    /// of shapes, strides and dtypes alone, the one the product dispatches on (tests and the bench ask it; no call
+    /// records which path it took).
+    /// </summary>
+    internal static GemmPath PathFor(in MatrixView a, in MatrixView b)
     {
-        if (!invariant && GemmGemv.Applies(a, b))
+        if (a.Rows == 0 || b.Cols == 0) return GemmPath.None;
+        var pa = GemmOperand.Pin(a, out var ha);
+        using (ha)
         {
-            GemmGemv.Run(a, b, c, kernel, threads);
-            return GemmPath.GemvDot;
+            var pb = GemmOperand.Pin(b, out var hb);
+            using (hb) return PathOf(pa, pb, ComputeSettings.BatchInvariant);
         }
-        if (GemmGemvChain.Applies(a, b))
+    }
+
+    /// <summary>The path <see cref="MultiplyBatched"/> takes in the current mode and thread count: whole products spread
+    /// over threads, or each product's own <see cref="PathFor"/> (the last non-empty one's).</summary>
+    internal static GemmPath BatchedPathFor(ReadOnlySpan<MatrixView> a, ReadOnlySpan<MatrixView> b)
+    {
+        if (AcrossEntries(a, b, ComputeSettings.Threads)) return GemmPath.BatchedAcrossEntries;
+        var path = GemmPath.None;
+        for (int i = 0; i < a.Length; i++)
+            if (a[i].Rows > 0 && b[i].Cols > 0) path = PathFor(a[i], b[i]);
+        return path;
+    }
+
+    // Products smaller than the threshold run one per thread when there are several and threads to spread them over.
+    private static bool AcrossEntries(ReadOnlySpan<MatrixView> a, ReadOnlySpan<MatrixView> b, int threads)
+    {
+        long size = 0;
+        for (int i = 0; i < a.Length; i++) size = Math.Max(size, (long)a[i].Rows * a[i].Cols * b[i].Cols);
+        return a.Length > 1 && threads > 1 && size < GemmBlocking.BatchedPerProductThreshold;
+    }
+
+    private static GemmPath PathOf(in GemmOperand a, in GemmOperand b, bool invariant) =>
+        !invariant && GemmGemv.Applies(a, b) ? GemmPath.GemvDot
+        : GemmGemvChain.Applies(a, b) ? GemmPath.GemvChain
+        : GemmPath.Blocked;
+
+    private static unsafe void RunProduct(in GemmOperand a, in GemmOperand b, float* c, nint ldc, GemmKernel kernel, bool invariant, int threads)
+    {
+        switch (PathOf(a, b, invariant))
         {
-            GemmGemvChain.Run(a, b, c, ldc, kernel, threads);
-            return GemmPath.GemvChain;
+            case GemmPath.GemvDot:
+                GemmGemv.Run(a, b, c, kernel, threads);
+                break;
+            case GemmPath.GemvChain:
+                GemmGemvChain.Run(a, b, c, ldc, kernel, threads);
+                break;
+            default:
+                var job = new GemmBlockedJob(a, b, c, ldc, kernel, threads);
+                GemmThreadPool.Shared.Run(job, job.Tasks);
+                break;
         }
-        var job = new GemmBlockedJob(a, b, c, ldc, kernel, threads);
-        GemmThreadPool.Shared.Run(job, job.Tasks);
-        return GemmPath.Blocked;
     }
 
     private sealed unsafe class BatchedJob(GemmOperand[] ops, float* c, nint ldc, long cBatchStride, GemmKernel kernel, bool invariant, int tasks) : GemmJob

@@ -5,7 +5,7 @@ using Harness.Engine.Tensors;
 
 namespace Harness.Engine.Kernels.Gemm;
 
-/// <summary>The path a packed-weight product took (recorded per calling thread, for tests and the bench).</summary>
+/// <summary>The path a packed-weight product takes (<see cref="PackedGemm.PathFor"/>: a function of the weight, M and the mode).</summary>
 internal enum PackedPath
 {
     None,
@@ -36,17 +36,17 @@ internal static unsafe class PackedGemm
 {
     public const int SkinnyMaxRows = 8;
 
-    [ThreadStatic] private static PackedPath _lastPath;
-    [ThreadStatic] private static bool _lastNative;
-
-    internal static PackedPath LastPath => _lastPath;
-
-    /// <summary>Whether the last call on this thread ran the native vdpbf16ps kernel.</summary>
-    internal static bool LastNative => _lastNative;
-
     /// <summary>Whether a product of X (<paramref name="xDType"/>) with <paramref name="w"/> runs the native bf16 kernel in this mode.</summary>
     public static bool UsesNative(PackedWeight w, DType xDType, int m, bool invariant) =>
         w.Layout == PackedLayout.Bf16Pairs && xDType == DType.BFloat16 && !invariant && Bf16DotKernel.UseNative(m);
+
+    /// <summary>The path a product of <paramref name="m"/> rows of X with <paramref name="w"/> takes, skinny or blocked (the
+    /// one <see cref="Multiply"/> dispatches on; whether bf16 runs native is <see cref="UsesNative"/>; no call records
+    /// which path it took).</summary>
+    public static PackedPath PathFor(PackedWeight w, int m) =>
+        m == 0 || w.N == 0 || w.K == 0 ? PackedPath.None : Skinny(w, m) ? PackedPath.Skinny : PackedPath.Blocked;
+
+    private static bool Skinny(PackedWeight w, int m) => m <= SkinnyMaxRows && (w.Layout == PackedLayout.Bf16Pairs || w.Kernel == GemmKernel.Avx512);
 
     public static void Multiply(in GemmOperand x, PackedWeight w, float* c, nint ldc, bool invariant, int threads)
     {
@@ -54,8 +54,6 @@ internal static unsafe class PackedGemm
             throw new ArgumentException($"mat1 and mat2 shapes cannot be multiplied ({x.Rows}x{x.Cols} and {w.K}x{w.N})");
         if (ldc < w.N) throw new ArgumentException($"ldc {ldc} is smaller than N {w.N}");
         int m = x.Rows;
-        _lastPath = PackedPath.None;
-        _lastNative = false;
         if (m == 0 || w.N == 0) return;
         if (w.K == 0)
         {
@@ -63,7 +61,7 @@ internal static unsafe class PackedGemm
             return;
         }
         bool native = UsesNative(w, x.DType, m, invariant);
-        bool skinny = m <= SkinnyMaxRows && (w.Layout == PackedLayout.Bf16Pairs || w.Kernel == GemmKernel.Avx512);
+        bool skinny = Skinny(w, m);
         GemmJob job = (w.Layout, skinny, native) switch
         {
             (PackedLayout.Bf16Pairs, true, true) => new SkinnyJob<NativeSkinny>(x, w, c, ldc, threads),
@@ -82,8 +80,6 @@ internal static unsafe class PackedGemm
         };
         var tasks = ((IPackedJob)job).Tasks;
         GemmThreadPool.Shared.Run(job, tasks);
-        _lastPath = skinny ? PackedPath.Skinny : PackedPath.Blocked;
-        _lastNative = native;
     }
 
     private interface IPackedJob

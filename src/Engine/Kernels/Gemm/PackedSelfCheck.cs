@@ -38,7 +38,7 @@ public static class PackedSelfCheck
                         var c = new float[m * n];
                         Gemm.MultiplyPacked(rows, packed, c, n);
                         if (FirstDifference(expected, c) is int i)
-                            return $"M={m} K={k} N={n} threads {threads} ({PackedGemm.LastPath}): C[{i / n},{i % n}] = {c[i]:R}, unpacked {expected[i]:R}";
+                            return $"M={m} K={k} N={n} threads {threads} ({PackedGemm.PathFor(packed, m)}): C[{i / n},{i % n}] = {c[i]:R}, unpacked {expected[i]:R}";
                     }
                 }
             }
@@ -65,7 +65,7 @@ public static class PackedSelfCheck
                     var want = Bf16DotKernel.NaiveProduct(x, w, m);
                     for (int e = 0; e < c.Length; e++)
                         if (BitConverter.SingleToUInt32Bits(want[e]) != BitConverter.SingleToUInt32Bits(c[e]))
-                            return $"M={m} K={k} N={n} ({PackedGemm.LastPath}): C[{e / n},{e % n}] = {c[e]:R}, vdpbf16ps model {want[e]:R}";
+                            return $"M={m} K={k} N={n} ({PackedGemm.PathFor(packed, m)}): C[{e / n},{e % n}] = {c[e]:R}, vdpbf16ps model {want[e]:R}";
                 }
             }
         return null;

@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Cuda;
 using Harness.Engine.Distributed;
 using Harness.Engine.Layers;
 using Harness.Engine.Ops;

@@ -1,5 +1,6 @@
 using Harness.Engine.Capture;
 using Harness.Engine.Config;
+using Harness.Engine.Cuda;
 using Harness.Engine.Distributed;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;

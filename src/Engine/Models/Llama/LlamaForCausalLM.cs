@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Cuda;
 using Harness.Engine.Models.Common;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;

@@ -42,7 +42,7 @@ public sealed record Gemma4AudioConfig
 
     public static Gemma4AudioConfig Load(string configPath)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
+        using var doc = JsonDocument.Parse(IO.InputFiles.ReadCapped(configPath, IO.InputFiles.ConfigMaxBytes, "config file"));   // a regular file below the cap (issue 24)
         var root = new ConfigNode(doc.RootElement.Clone(), "", configPath);
         var node = root.OptionalString("model_type") == "gemma4_audio" ? root
             : root.Child("audio_config") ?? throw root.Error("audio_config", "is missing: the model has no audio tower");

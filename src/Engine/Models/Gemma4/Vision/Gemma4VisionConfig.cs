@@ -27,7 +27,7 @@ public sealed record Gemma4VisionConfig
 
     public static Gemma4VisionConfig Load(string configPath)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
+        using var doc = JsonDocument.Parse(IO.InputFiles.ReadCapped(configPath, IO.InputFiles.ConfigMaxBytes, "config file"));   // a regular file below the cap (issue 24)
         var root = new ConfigNode(doc.RootElement.Clone(), "", configPath);
         var node = root.OptionalString("model_type") == "gemma4_vision" ? root
             : root.Child("vision_config") ?? throw root.Error("vision_config", "is missing: the model has no vision tower");
