@@ -359,7 +359,8 @@ def oracle_model(model):
     """The float64 twin of a loaded model (the same weights upcast), cached beside it: the whole-model oracle
     (args oracle_mode "whole"), 8 bytes a parameter beside the reference. The default is Float64Stream below, which
     computes the same float64 values at the cost of one decoder layer. HF keeps some internals in float32 even then
-    (RMSNorm, rotary, softmax casts), so the oracle is 'HF in float64 as far as HF goes'."""
+    (rotary, softmax casts), so the oracle is 'HF in float64 as far as HF goes'; its float32-computing RMSNorms
+    (FLOAT32_NORMS, FLOAT32_T5_NORMS) run in float64 (float64_norms)."""
     import copy
     hit = _oracle_cache.get(id(model))
     if hit is not None and hit[0] is model:
@@ -373,12 +374,18 @@ def oracle_model(model):
     return twin
 
 
-# RMSNorms whose HF forward computes in float32 whatever the input's dtype: Gemma3nRMSNorm, Gemma4RMSNorm
+# RMSNorms whose HF forward computes in float32 whatever the input's dtype:
+#   Gemma3nRMSNorm, Gemma4RMSNorm (FLOAT32_NORMS):
 #     normed_output = self._norm(hidden_states.float()); normed_output * self.weight.float(); .type_as(hidden_states)
+#   LlamaRMSNorm, Qwen2RMSNorm, Qwen2VLRMSNorm (FLOAT32_T5_NORMS, "equivalent to T5LayerNorm"):
+#     hidden_states = hidden_states.to(torch.float32); variance = hidden_states.pow(2).mean(-1, keepdim=True)
+#     hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+#     return self.weight * hidden_states.to(input_dtype)
 # In the float64 oracle that rounds every such norm to float32 (the reference's own rounding: the oracle then shares it,
 # and the reference's error there is a float32 sample of a float32 error, not its distance from float64). The oracle runs
-# them in float64 instead (float64_norms): the same HF _norm on the float64 input.
+# them in float64 instead (float64_norms): the same HF arithmetic on the float64 input.
 FLOAT32_NORMS = ("Gemma3nRMSNorm", "Gemma4RMSNorm")
+FLOAT32_T5_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen2VLRMSNorm")
 
 
 def float64_norm_forward(module):
@@ -395,12 +402,28 @@ def float64_norm_forward(module):
     return forward
 
 
+def float64_t5_norm_forward(module):
+    """The forward of a FLOAT32_T5_NORMS module that keeps a float64 input in float64 (HF's forward without its
+    .to(torch.float32); other dtypes: HF's forward)."""
+    hf_forward = type(module).forward
+
+    def forward(hidden_states, *a, **kw):
+        if not torch.is_tensor(hidden_states) or hidden_states.dtype != torch.float64:
+            return hf_forward(module, hidden_states, *a, **kw)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)           # HF: on hidden_states.to(torch.float32)
+        hidden_states = hidden_states * torch.rsqrt(variance + module.variance_epsilon)
+        return module.weight.to(torch.float64) * hidden_states           # HF: self.weight * hidden_states.to(input_dtype)
+    return forward
+
+
 def float64_norms(model):
-    """Installs float64_norm_forward on every FLOAT32_NORMS module of model; returns the undo (removes them)."""
+    """Installs float64_norm_forward on every FLOAT32_NORMS module of model and float64_t5_norm_forward on every
+    FLOAT32_T5_NORMS one; returns the undo (removes them)."""
     patched = []
     for module in model.modules():
-        if type(module).__name__ in FLOAT32_NORMS:
-            module.forward = float64_norm_forward(module)
+        name = type(module).__name__
+        if name in FLOAT32_NORMS or name in FLOAT32_T5_NORMS:
+            module.forward = (float64_norm_forward if name in FLOAT32_NORMS else float64_t5_norm_forward)(module)
             patched.append(module)
 
     def undo():

@@ -144,6 +144,51 @@ public class AttentionMutationTests
     }
 
     [Fact]
+    public void Sdpa_with_key_padding_maps_each_query_head_to_its_kv_group_scales_and_skips_padded_keys()
+    {
+        // mutants: the kv group heads / kv written heads * kv, the scaling skipped (Gemma4's vision tower has one kv head
+        // per query head and scaling 1.0, where both agree)
+        const int b = 1, n = 3;
+        var core = new AttentionCore(new AttentionSpec(Heads, Kv, Hd, 0.5));
+        var q = Tensor.Normal(DType.Float32, 11, 0, 1, b, Heads, n, Hd);
+        var k = Tensor.Normal(DType.Float32, 12, 0, 1, b, Kv, n, Hd);
+        var v = Tensor.Normal(DType.Float32, 13, 0, 1, b, Kv, n, Hd);
+        var padding = Tensor.FromArray(new[] { false, false, true }, b, 1, 1, n);            // key 2 is padding
+        var got = core.SdpaKeyPadding(q, k, v, padding, Harness.Engine.Ops.MatmulOptions.Default).ToFloatArray();   // [1, heads, n, hd]
+        float[] qa = q.ToFloatArray(), ka = k.ToFloatArray(), va = v.ToFloatArray();
+        double worst = 0;
+        for (int h = 0; h < Heads; h++)
+            for (int i = 0; i < n; i++)
+            {
+                int g = h / (Heads / Kv);
+                var s = new double[n];
+                for (int j = 0; j < n; j++)
+                {
+                    for (int d = 0; d < Hd; d++) s[j] += qa[(h * n + i) * Hd + d] * (double)ka[(g * n + j) * Hd + d];
+                    s[j] = j == 2 ? double.NegativeInfinity : s[j] * 0.5;
+                }
+                double max = s.Max(), sum = s.Sum(x => Math.Exp(x - max));
+                for (int d = 0; d < Hd; d++)
+                {
+                    double o = 0;
+                    for (int j = 0; j < n; j++) o += Math.Exp(s[j] - max) / sum * va[(g * n + j) * Hd + d];
+                    worst = Math.Max(worst, Math.Abs(o - got[(h * n + i) * Hd + d]));
+                }
+            }
+        Assert.True(worst < 1e-5, $"sdpa with key padding is {worst:E2} off the hand-written attention");
+    }
+
+    [Fact]
+    public void Sequence_parallel_padding_rows_beyond_the_keys_leave_the_causal_mask_alone()
+    {
+        // SP pads the last rank's rows: 3 query rows over 2 real keys (row 2 is padding, its output dropped). Mutant: the
+        // tail guard pos + 1 < s written pos - 1 < s slices row[s + 1..] for the padding row and throws.
+        var scores = new float[3 * 2];
+        AttentionMask.CausalOnly.Apply(scores, 3, 2, 0);
+        Assert.Equal([0f, float.NegativeInfinity, 0f, 0f, 0f, 0f], scores);
+    }
+
+    [Fact]
     public void Masked_fill_sets_the_hidden_elements_of_every_plane_and_refuses_a_flag_list_of_the_wrong_length()
     {
         // [B=2, N=2 planes, per=3]: batch 0 hides element 1, batch 1 hides elements 0 and 2, in both planes

@@ -23,11 +23,13 @@ public class DecodeLoopMutationTests
         public StepSink Sink { get; } = StepSink.Over(null);
         public int Positions = -1;
         public readonly List<(long Token, int Step)> Fed = [];
+        public bool FailSteps;
 
         public void StartSequence(int positions) => Positions = positions;
 
         public Tensor? Step(long token)
         {
+            if (FailSteps) throw new InvalidOperationException($"decode step {Sink.Step} failed");
             Fed.Add((token, Sink.Step));
             return Logits(token, vocab, rows: 1);
         }
@@ -124,6 +126,37 @@ public class DecodeLoopMutationTests
         Assert.Equal([5L, 2L, 2L], g[1].Tokens);
         Assert.Equal([[4L, 9L], [7L, 9L]], steps);
         Assert.All(sinks, s => Assert.Equal(0, s.Step));
+    }
+
+    [Fact]
+    public void The_batched_loop_checks_its_request_and_every_forced_list_before_the_prefill()
+    {
+        // mutants: the batched Run's own request check, the forced lists' check (skipped, or checked without their
+        // tokens) removed: Gemma4 calls this overload directly, so the single-sequence check does not guard it
+        var sinks = new[] { StepSink.Over(null), StepSink.Over(null) };
+        int prefills = 0;
+        IReadOnlyList<Tensor?> Two() { prefills++; return [Logits(1, Vocab, 1), Logits(2, Vocab, 1)]; }
+        Assert.Equal("max_new_tokens must be at least 1, got 0", Assert.Throws<ArgumentException>(
+            () => DecodeLoop.Run(ParallelContext.Single, sinks, 0, 1, null, Two, _ => Two())).Message);
+        Assert.Equal("top-k must be at least 1, got 0", Assert.Throws<ArgumentException>(
+            () => DecodeLoop.Run(ParallelContext.Single, sinks, 2, 0, null, Two, _ => Two())).Message);
+        Assert.Equal("teacher forcing needs 3 tokens (one per decode step after the prompt), got 1", Assert.Throws<ArgumentException>(
+            () => DecodeLoop.Run(ParallelContext.Single, sinks, 4, 1, [[5L, 6L, 7L], [5L]], Two, _ => Two())).Message);
+        Assert.Equal(0, prefills);
+    }
+
+    [Fact]
+    public void A_sink_left_at_a_decode_step_by_an_aborted_run_records_the_next_prompt_at_step_0()
+    {
+        // mutant: the loop does not set step 0 before the prefill, so a prompt's captures after a run that threw
+        // mid-decode would be filed under that run's decode step
+        var model = new Counter { FailSteps = true };
+        Assert.Throws<InvalidOperationException>(() => DecodeLoop.Run(model, 1, () => Logits(1, Vocab, 1), new DecodeRequest(3, 1)));
+        Assert.Equal(1, model.Sink.Step);                                                       // the aborted run left its step
+        model.FailSteps = false;
+        int prefillStep = -1;
+        DecodeLoop.Run(model, 1, () => { prefillStep = model.Sink.Step; return Logits(1, Vocab, 1); }, new DecodeRequest(2, 1));
+        Assert.Equal(0, prefillStep);
     }
 
     [Fact]
