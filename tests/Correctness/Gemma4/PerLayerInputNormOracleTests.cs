@@ -61,7 +61,8 @@ public class PerLayerInputNormOracleTests
         return y;
     }
 
-    private static double RelL2(double[] a, double[] b)
+    /// <summary>||a - b|| / ||b||: the oracle tests' one relative L2 (T5RmsNormOracleTests uses it too).</summary>
+    internal static double RelL2(double[] a, double[] b)
     {
         double num = 0, den = 0;
         for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (a[i] - b[i]); den += b[i] * b[i]; }

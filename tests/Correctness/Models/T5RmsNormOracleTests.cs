@@ -51,12 +51,7 @@ public class T5RmsNormOracleTests
         return y;
     }
 
-    private static double RelL2(double[] a, double[] b)
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (a[i] - b[i]); den += b[i] * b[i]; }
-        return Math.Sqrt(num / den);
-    }
+    private static double RelL2(double[] a, double[] b) => Gemma4.PerLayerInputNormOracleTests.RelL2(a, b);
 
     [Theory]
     [MemberData(nameof(Recordings))]
