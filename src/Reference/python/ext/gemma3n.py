@@ -165,5 +165,26 @@ def op_gemma3n_run(args, tensors):
     return {"captured": captured, "steps": steps}, outs
 
 
+def op_gemma3n_audio_tower(args, tensors):
+    """HF's Gemma3nAudioEncoder (model.model.audio_tower) alone, called as Gemma3nModel.get_audio_features calls it:
+    audio_tower(input_features, ~input_features_mask) (the encoder takes True at PADDING). Captures of the given module
+    paths (the tower's own path gives last_hidden_state), its output mask as "audio_tower.mask" (int64, 1 = padding),
+    and under the oracle the same in float64 (HF keeps its cumulative norm and softmax in float32 even then)."""
+    model = _gemma3n_load(args)
+    feats = need(tensors, "input_features")
+    padding = ~need(tensors, "input_features_mask").to(torch.bool)
+
+    def call(m, up=lambda v: v):
+        out = m.model.audio_tower(up(feats.to(model.dtype).to(model.device)), padding.to(model.device))
+        return [("audio_tower.mask", out.audio_mel_mask.to(torch.int64))]
+
+    paths = list(args.get("capture", []))
+    extra, outs, captured = capture_run(model, paths, call)
+    outs = outs + list(extra)
+    outs += oracle_outputs(args, model, paths, lambda m, up: call(m, up))
+    return {"captured": captured}, outs
+
+
 OPS["gemma3n_build"] = op_gemma3n_build
+OPS["gemma3n_audio_tower"] = op_gemma3n_audio_tower
 OPS["gemma3n_run"] = op_gemma3n_run
