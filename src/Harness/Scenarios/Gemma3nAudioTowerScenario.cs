@@ -21,7 +21,8 @@ namespace Harness.Scenarios;
 /// eps 1e-3, 3x3 kernels and 2x2 strides, eps 1e-6, clipping 1e10). HF's build moves every parameter off its init (norms
 /// 1 + 0.2 N(0,1), per_dim_scale N(0, 0.5), weights std 1/sqrt(fan_in)), so activations are O(1) and the clipping bites.
 /// Subsampling: 40 frames of 20 bins -> conv 0 (kernel 3x4, stride 2x2) 20 x 10 -> conv 1 (kernel 2x3, stride 1x2) 20 x 5;
-/// 20 frames in blocks of 3 with 3 earlier and 2 later keys; reduced by 3 to 7 frames.
+/// 20 frames, each query seeing 3 earlier and 2 later keys (HF in blocks of 3; the engine does not read the chunk, which no
+/// output shows, and blocks by 12); reduced by 3 to 7 frames.
 /// </summary>
 public static class TinyGemma3nAudio
 {

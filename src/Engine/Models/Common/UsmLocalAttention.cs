@@ -92,7 +92,7 @@ public sealed class UsmLocalAttention
 
     /// <summary>_extract_block_context of [B, T, N, H] in any dtype (the windows are copies: exact). -> [B, N, U, C, H]</summary>
     private Tensor Windows(Tensor x, int u) =>
-        TowerOps.ContextWindows(x.DType == DType.Float32 || x.IsCuda ? x : x.To(DType.Float32), u, Chunk, Context, Past).To(x.DType);
+        TowerOps.ContextWindows(x.To(DType.Float32), u, Chunk, Context, Past).To(x.DType);
 
     /// <summary>
     /// _relative_shift (Transformer-XL appendix B): pad the last dim of [B, N, U, W, F] with zeros to C + 1, view as
