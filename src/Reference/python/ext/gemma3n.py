@@ -161,15 +161,24 @@ def op_gemma3n_run(args, tensors):
         outs += generated
         if args.get("oracle"):                          # the token verdict's yardstick: the float64 model fed the same tokens
             outs += oracle_forced_logprobs(args, model, inputs, dict(generated)["tokens"], dict(generated)["topk_ids"], step_paths)
-    outs += oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
+    oracle = oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
+    # the audio tower's modules have no oracle (_GEMMA3N_AUDIO_NO_ORACLE): their fixed policy judges them (compare --audio)
+    outs += [(name, t) for name, t in oracle if not name.startswith("oracle.model.audio_tower")]
     return {"captured": captured, "steps": steps}, outs
+
+
+# HF's float64 twin of the audio tower is no oracle: Gemma3nAudioAttention writes torch.finfo(float64).min at masked
+# logits and softmax(dtype=torch.float32) turns it into -inf, so every fully masked query row (a padded frame) is NaN,
+# and NaN spreads through the light conv's causal window; an oracle with NaN there would judge none of those elements.
+_GEMMA3N_AUDIO_NO_ORACLE = ("HF's float64 Gemma3n audio tower has NaN rows: finfo(float64).min at masked logits becomes -inf in its "
+                            "float32 softmax, so fully masked (padded) frames are NaN; the tower is judged by its fixed policy")
 
 
 def op_gemma3n_audio_tower(args, tensors):
     """HF's Gemma3nAudioEncoder (model.model.audio_tower) alone, called as Gemma3nModel.get_audio_features calls it:
     audio_tower(input_features, ~input_features_mask) (the encoder takes True at PADDING). Captures of the given module
-    paths (the tower's own path gives last_hidden_state), its output mask as "audio_tower.mask" (int64, 1 = padding),
-    and under the oracle the same in float64 (HF keeps its cumulative norm and softmax in float32 even then)."""
+    paths (the tower's own path gives last_hidden_state) and its output mask as "audio_tower.mask" (int64, 1 = padding).
+    No float64 oracle (_GEMMA3N_AUDIO_NO_ORACLE): the fixed tower policies judge every element."""
     model = _gemma3n_load(args)
     feats = need(tensors, "input_features")
     padding = ~need(tensors, "input_features_mask").to(torch.bool)
@@ -180,9 +189,10 @@ def op_gemma3n_audio_tower(args, tensors):
 
     paths = list(args.get("capture", []))
     extra, outs, captured = capture_run(model, paths, call)
-    outs = outs + list(extra)
-    outs += oracle_outputs(args, model, paths, lambda m, up: call(m, up))
-    return {"captured": captured}, outs
+    result = {"captured": captured}
+    if args.get("oracle"):
+        result["oracle_unavailable"] = _GEMMA3N_AUDIO_NO_ORACLE
+    return result, outs + list(extra)
 
 
 OPS["gemma3n_build"] = op_gemma3n_build

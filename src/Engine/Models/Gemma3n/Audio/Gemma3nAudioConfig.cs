@@ -20,13 +20,11 @@ public sealed record Gemma3nAudioConfig
     /// <summary>gradient_clipping: the clamp bound of the conformer (1e10).</summary>
     public required double GradientClipping { get; init; }
     /// <summary>
-    /// The query block W of the blocked attention. HF's conf_attention_chunk_size is NOT read: Gemma3n's window is
-    /// w &lt;= c &lt;= w + L + R in a block of C = W + L + R keys, so every query sees relative positions -R..L whatever W
-    /// (the relative table has L + R + 1 rows, no W in it) and the keys a block adds are masked to exactly zero weight;
-    /// no scenario can observe the field (`harness run --config-mutations`), so it is not read (unlike Gemma4's, whose
-    /// table has C // 2 + 1 rows). HF's default, which E2B and E4B use.
+    /// conf_attention_chunk_size: the query block W. Every query sees relative positions -R..L whatever W, but a fully masked
+    /// query row (a padded frame whose window holds no valid key) is HF's uniform average over its block's C = W + L + R
+    /// keys, so W shows in the attention's output at padded frames (12).
     /// </summary>
-    public int ConfAttentionChunkSize { get; init; } = 12;
+    public required int ConfAttentionChunkSize { get; init; }
     /// <summary>conf_attention_context_left: the token itself plus left - 1 earlier ones (13).</summary>
     public required int ConfAttentionContextLeft { get; init; }
     public required int ConfAttentionContextRight { get; init; }
@@ -73,6 +71,7 @@ public sealed record Gemma3nAudioConfig
             InputFeatSize = n.RequiredInt("input_feat_size"),
             RmsNormEps = n.RequiredDouble("rms_norm_eps"),
             GradientClipping = n.RequiredDouble("gradient_clipping"),
+            ConfAttentionChunkSize = n.RequiredInt("conf_attention_chunk_size"),
             ConfAttentionContextLeft = n.RequiredInt("conf_attention_context_left"),
             ConfAttentionContextRight = n.RequiredInt("conf_attention_context_right"),
             ConfAttentionLogitCap = n.RequiredDouble("conf_attention_logit_cap"),
@@ -91,6 +90,7 @@ public sealed record Gemma3nAudioConfig
         if (c.ConfNumAttentionHeads < 1 || c.HiddenSize % c.ConfNumAttentionHeads != 0)
             throw n.Error("conf_num_attention_heads", $"{c.ConfNumAttentionHeads} does not divide hidden_size {c.HiddenSize}");
         if (c.HiddenSize % 2 != 0) throw n.Error("hidden_size", $"must be even (sin and cos halves of the timing signal), got {c.HiddenSize}");
+        if (c.ConfAttentionChunkSize < 1) throw n.Error("conf_attention_chunk_size", $"must be at least 1, got {c.ConfAttentionChunkSize}");
         if (c.ConfAttentionContextRight < 0) throw n.Error("conf_attention_context_right", $"must not be negative, got {c.ConfAttentionContextRight}");
         if (c.ConfReductionFactor < 1) throw n.Error("conf_reduction_factor", $"must be at least 1, got {c.ConfReductionFactor}");
         if (c.ConfConvKernelSize < 1) throw n.Error("conf_conv_kernel_size", $"must be at least 1, got {c.ConfConvKernelSize}");
