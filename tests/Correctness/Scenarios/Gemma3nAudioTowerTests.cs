@@ -143,4 +143,40 @@ public class Gemma3nAudioTowerConfigMutationTests(ITestOutputHelper output)
         output.WriteLine($"{field}: {result.Reason}");
         Assert.False(result.ComparisonPassed, $"{field} changed, yet the comparison passed: the engine does not read it, or a wrong value agrees");
     }
+
+    /// <summary>HF's library defaults (Gemma3nAudioConfig(), E4B's), what `harness run --config-mutations` gives the engine.</summary>
+    public static TheoryData<string> Defaults() => Fields();
+
+    private static Gemma3nAudioConfig LibraryDefault(Gemma3nAudioConfig c, string field) => field switch
+    {
+        nameof(Gemma3nAudioConfig.HiddenSize) => c with { HiddenSize = 1536 },
+        nameof(Gemma3nAudioConfig.InputFeatSize) => c with { InputFeatSize = 128 },
+        nameof(Gemma3nAudioConfig.RmsNormEps) => c with { RmsNormEps = 1e-6 },
+        nameof(Gemma3nAudioConfig.GradientClipping) => c with { GradientClipping = 1e10 },
+        nameof(Gemma3nAudioConfig.ConfAttentionChunkSize) => c with { ConfAttentionChunkSize = 12 },
+        nameof(Gemma3nAudioConfig.ConfAttentionContextLeft) => c with { ConfAttentionContextLeft = 13 },
+        nameof(Gemma3nAudioConfig.ConfAttentionContextRight) => c with { ConfAttentionContextRight = 0 },
+        nameof(Gemma3nAudioConfig.ConfAttentionLogitCap) => c with { ConfAttentionLogitCap = 50 },
+        nameof(Gemma3nAudioConfig.ConfNumAttentionHeads) => c with { ConfNumAttentionHeads = 8 },
+        nameof(Gemma3nAudioConfig.ConfNumHiddenLayers) => c with { ConfNumHiddenLayers = 12 },
+        nameof(Gemma3nAudioConfig.ConfConvKernelSize) => c with { ConfConvKernelSize = 5 },
+        nameof(Gemma3nAudioConfig.ConfReductionFactor) => c with { ConfReductionFactor = 4 },
+        nameof(Gemma3nAudioConfig.ConfResidualWeight) => c with { ConfResidualWeight = 0.5 },
+        nameof(Gemma3nAudioConfig.SscpConvChannelSize) => c with { SscpConvChannelSize = [128, 32] },
+        nameof(Gemma3nAudioConfig.SscpConvGroupNormEps) => c with { SscpConvGroupNormEps = 1e-3 },
+        nameof(Gemma3nAudioConfig.SscpConvKernelSize) => c with { SscpConvKernelSize = [(3, 3), (3, 3)] },
+        nameof(Gemma3nAudioConfig.SscpConvStrideSize) => c with { SscpConvStrideSize = [(2, 2), (2, 2)] },
+        _ => throw new InvalidOperationException($"no library default listed for {field}"),
+    };
+
+    /// <summary>The tiny model sits off every default: an engine that read HF's default instead of the field fails.</summary>
+    [Theory]
+    [MemberData(nameof(Defaults))]
+    public void Audio_field_at_its_library_default_in_the_engine_only_is_caught(string field)
+    {
+        var result = ScenarioRunner.Run(new Gemma3nAudioTowerScenario(DType.Float32) { AudioConfigMutation = c => LibraryDefault(c, field) },
+            CatalogContexts.Recorded).Result;
+        output.WriteLine($"{field}: {result.Reason}");
+        Assert.False(result.ComparisonPassed, $"{field} at HF's default, yet the comparison passed");
+    }
 }
