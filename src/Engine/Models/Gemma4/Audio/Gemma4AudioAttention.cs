@@ -35,9 +35,6 @@ public sealed class Gemma4AudioAttention
     private readonly double _qScale, _kScale;
     private readonly UsmLocalAttention _attention;
 
-    /// <summary>The blocked attention this layer runs (its windows and mask).</summary>
-    internal UsmLocalAttention Local => _attention;
-
     public string Prefix { get; }
 
     public Gemma4AudioAttention(IWeightSource w, string prefix, Gemma4AudioConfig c, MatmulOptions matmul)
