@@ -204,19 +204,21 @@ public sealed class AttentionCore(AttentionSpec spec)
     }
 
     /// <summary>
-    /// The tail of attention from logits a tower built itself (Gemma4's audio tower: blocked windows with relative
-    /// positions), in float32: soft cap tanh(x / cap) * cap (<see cref="AttentionSpec.SoftCap"/>), then
-    /// masked_fill(!visible, <paramref name="invalid"/>) broadcast over <paramref name="broadcastOver"/> planes, softmax,
-    /// and probs @ values over the folded batch.
+    /// The tail of attention from logits a tower built itself (the USM conformer's blocked windows with relative positions,
+    /// <see cref="Models.Common.UsmLocalAttention"/>: Gemma4's audio tower in float32, Gemma3n's in the model dtype): soft cap
+    /// tanh(x / cap) * cap (<see cref="AttentionSpec.SoftCap"/>) in the logits' dtype (each op rounded to it, as torch does),
+    /// then masked_fill(!visible, <paramref name="invalid"/>) broadcast over <paramref name="broadcastOver"/> planes and
+    /// softmax in float32 (HF: <c>softmax(logits, dim=-1, dtype=torch.float32).to(dtype=value_blocks.dtype)</c>), the
+    /// probabilities rounded to the values' dtype, and probs @ values over the folded batch.
     /// </summary>
-    /// <param name="logits">[..., rows, keys] float32; planes of [per] elements.</param>
+    /// <param name="logits">[..., rows, keys] in any float dtype; planes of [per] elements.</param>
     /// <param name="visible">One flag per element of one batch entry's plane set: [B, per].</param>
     /// <param name="values">[batch*planes, keys, hd] matching logits' folded batch.</param>
     public Tensor SoftmaxValues(Tensor logits, bool[] visible, int batch, int broadcastOver, float invalid, Tensor values, MatmulOptions matmul)
     {
         if (Spec.SoftCap is double cap) logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, cap)), cap);
-        logits = AttentionMask.MaskedFill(logits, visible, batch, broadcastOver, invalid);
-        var probs = Softmax.Forward(logits, -1);
+        logits = AttentionMask.MaskedFill(logits.To(DType.Float32), visible, batch, broadcastOver, invalid);   // exact: float32 holds every bf16
+        var probs = Softmax.Forward(logits, -1).To(values.DType);
         int keys = logits.Size(-1), rows = logits.Size(-2), folded = (int)(logits.NumEl / ((long)rows * keys));
         return Matmul.Forward(probs.Reshape(folded, rows, keys), values, matmul);
     }

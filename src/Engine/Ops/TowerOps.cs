@@ -30,6 +30,44 @@ public static class TowerOps
     }
 
     /// <summary>
+    /// F.pad(x, (left, right, top, bottom)) then nn.Conv2d(in, out, kernel (kh, kw), stride, bias=False) on a channels-last
+    /// input (Gemma3n's subsampling convs: time padded 0 | kh - 1, frequency 1 | 1), as im2col + one <see cref="Matmul"/>:
+    /// patches [B*Ho*Wo, in*kh*kw] (ordered (c, kh, kw), the weight's flattening) @ weight^T. Input [B, H, W, in], output
+    /// [B, Ho, Wo, out], Ho = (H + top + bottom - kh) / sh + 1 (likewise Wo). The host's loop only: a device input is an
+    /// error naming the op (Gemma3n's audio tower runs on the host, as the towers of `compare --device cuda` do).
+    /// </summary>
+    public static Tensor Conv2dChannelsLast(Tensor x, Tensor weight, (int H, int W) stride, (int Top, int Bottom, int Left, int Right) pad,
+        MatmulOptions matmul)
+    {
+        int b = x.Size(0), h = x.Size(1), w = x.Size(2), cin = x.Size(3);
+        if (weight.Rank != 4 || weight.Size(1) != cin)
+            throw new ArgumentException($"conv2d: weight {Shape.Format(weight.Shape)} does not fit [out, {cin}, kh, kw] for input {Shape.Format(x.Shape)} (channels last)");
+        if (OpBackend.Of(x) is not HostOps)
+            throw new NotSupportedException($"conv2d {weight.Size(2)}x{weight.Size(3)} stride {stride.H}x{stride.W} has no kernel on {OpBackend.Of(x).Name}: it runs on the host");
+        int cout = weight.Size(0), kh = weight.Size(2), kw = weight.Size(3);
+        int ho = (h + pad.Top + pad.Bottom - kh) / stride.H + 1, wo = (w + pad.Left + pad.Right - kw) / stride.W + 1, k = cin * kh * kw;
+        if (ho < 1 || wo < 1)
+            throw new ArgumentException($"conv2d: input {Shape.Format(x.Shape)} padded ({pad.Top}|{pad.Bottom}, {pad.Left}|{pad.Right}) is smaller than the kernel {kh}x{kw}");
+        var src = x.ToFloatArray();
+        var cols = new float[b * ho * wo * k];
+        for (int n = 0; n < b; n++)
+        for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++)
+        {
+            int row = ((n * ho + oy) * wo + ox) * k;
+            for (int c = 0; c < cin; c++)
+            for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
+            {
+                int iy = oy * stride.H - pad.Top + ky, ix = ox * stride.W - pad.Left + kx;
+                cols[row + (c * kh + ky) * kw + kx] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0f : src[((n * h + iy) * w + ix) * cin + c];
+            }
+        }
+        var patches = Tensor.FromArray(cols, b * ho * wo, k).To(x.DType);     // exact: values came from x
+        return Matmul.Forward(patches, weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
+    }
+
+    /// <summary>
     /// Gemma4AudioCausalConv1d with groups = channels (depthwise), no bias: F.pad(x, (k-1, 0)) then conv1d, i.e.
     /// y[b, t, c] = sum_j w[c, 0, j] * x[b, t - (k-1) + j, c] (zero before t = 0). Time-major input [B, T, C], output [B, T, C].
     /// </summary>

@@ -344,7 +344,7 @@ internal static class CompareCommand
     /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
     /// (Gemma4ForConditionalGeneration) --image FILE or --video FILE, and --audio, through the engine's own towers (not an
     /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --audio, through
-    /// HF's audio tower (the engine's embedders and decoder judged), not --image: the reference cannot build its vision tower.
+    /// the engine's own audio tower (every tower module judged), not --image: the reference cannot build its vision tower.
     /// </summary>
     internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
     {
