@@ -178,10 +178,23 @@ public static class AtomicFile
 /// <summary>Whether a process id is alive (for the leftovers of dead runs: temporary files, staged model folders).</summary>
 public static class ProcessLiveness
 {
+    /// <summary>
+    /// Alive: the process exists and has not ended. A zombie (Linux state Z or X: ended, waiting for its parent to reap
+    /// it) is dead: a killed run's orphaned worker stays one as long as an init that does not reap (a container's) lets it.
+    /// </summary>
     public static bool IsAlive(int pid)
     {
         if (pid == Environment.ProcessId) return true;
         if (pid <= 0) return false;
+        if (OperatingSystem.IsLinux() && Directory.Exists("/proc/self"))
+        {
+            string stat;
+            try { stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat"); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+            // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, the state follows the last ')'
+            int close = stat.LastIndexOf(')');
+            return close < 0 || close + 2 >= stat.Length || stat[close + 2] is not ('Z' or 'X' or 'x');
+        }
         try
         {
             using var p = System.Diagnostics.Process.GetProcessById(pid);
