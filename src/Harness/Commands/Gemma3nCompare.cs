@@ -40,6 +40,7 @@ internal static class Gemma3nCompare
         if (o.Pp != 1 || o.Sp)
             return CliSupport.UsageError("compare: Gemma3n runs with tensor parallelism only (--pp 1, no --sp)");
         Gemma3nScenario scenario;
+        CompareMemory predicted;
         try
         {
             var config = Gemma3nConfig.Load(configPath);
@@ -48,8 +49,9 @@ internal static class Gemma3nCompare
             // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
             CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
             // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
-            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } refused)
-                return refused;
+            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is not { } fits)
+                return ExitCodes.Usage;
+            predicted = fits;
             if (!o.Media.IsEmpty)
             {
                 // --audio FILE.wav (and --text, --chat) through the checkpoint's own processor: its ids and features are the
@@ -65,10 +67,10 @@ internal static class Gemma3nCompare
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
-                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } tooLong)
-                    return tooLong;
+                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is not { } processedFits)
+                    return ExitCodes.Usage;
                 return CompareCommand.Execute(o, dir, Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, processedIds, processedIds.Length)
-                    .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()));
+                    .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()), processedFits);
             }
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }
@@ -76,6 +78,6 @@ internal static class Gemma3nCompare
         {
             return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
         }
-        return CompareCommand.Execute(o, dir, scenario);
+        return CompareCommand.Execute(o, dir, scenario, predicted);
     }
 }

@@ -5,7 +5,8 @@ source from stdin and exec()s it with __name__ == "__harness_worker__"; frames t
 stdin. Replies go to a private duplicate of the original fd 1; fd 1 itself (and sys.stdout)
 is pointed at stderr so that library prints never reach the frame channel.
 
-Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing. The worker carries no
+Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing, 4 when the harness that started it is
+already gone (the worker dies with the harness: PR_SET_PDEATHSIG, see die_with_parent). The worker carries no
 test hooks: the supervision tests splice their fault ops (crash, hang, garbage, allocate) in at the
 extension marker (tests/Correctness/Live/worker_faults.py, ReferenceWorker.Source).
 """
@@ -22,6 +23,7 @@ import traceback
 
 MAGIC = b"HRN1"
 EXIT_FRAMING = 3
+EXIT_ORPHANED = 4
 UNKNOWN_ID = -1
 
 
@@ -1148,8 +1150,38 @@ def serve(channel):
             return STATE["exit_after_reply"]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid):
+    """SIGKILL this worker when the harness that started it dies, however it dies (issue 24: a killed CI run left its
+    worker behind, stopped, as init's child: the worker ends on stdin's EOF, which a stopped process never reads, and
+    SIGKILL ends a stopped process too). Set here, in the process the harness started (every step of the reference-python
+    wrapper execs: unshare, chroot --userspec, env), after the wrapper's credential change: setuid/setgid clear
+    PR_SET_PDEATHSIG. The harness passes its pid (argv after the bootstrap): if it died before this line, the signal
+    will never come, and the worker exits now. Without a pid (a worker started by hand, selftest.py) only the signal."""
+    import ctypes
+    import signal
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG, SIGKILL) failed: {os.strerror(err)}")
+    if parent_pid is not None and os.getppid() != parent_pid:
+        sys.stderr.write(f"harness_worker: the harness (pid {parent_pid}) is gone (parent now {os.getppid()}): exiting\n")
+        sys.stderr.flush()
+        os._exit(EXIT_ORPHANED)
+
+
+def parent_pid_from_argv(argv):
+    """The harness's pid, passed as the one argument after the bootstrap (`python -u -c BOOTSTRAP PID`); None when absent."""
+    if len(argv) >= 2 and argv[1].isdigit():
+        return int(argv[1])
+    return None
+
+
 def main():
     global torch, transformers, WIRE, IMPORT_SECONDS, CHANNEL, REFERENCE_DEVICE
+    die_with_parent(parent_pid_from_argv(sys.argv))
     frame_fd = take_frame_fd()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -3,7 +3,7 @@
 # and stopped under this worker (so the worker's supervision covers it: a killed worker takes its server with it).
 
 import json
-import signal
+import os
 import subprocess
 
 # Debian's llama.cpp-tools installs the converter as documentation; a source checkout has it at the top level.
@@ -125,10 +125,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
+_WORKER_PID = os.getpid()
+
+
 def _die_with_parent():
-    """In the server's child before exec: SIGKILL when this worker dies, however it dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    """In this worker's child (llama-server, a TP rank, a llama.cpp tool) before exec: SIGKILL when this worker dies,
+    however it dies, and exit at once if it is already gone (the worker's own die_with_parent: PR_SET_PDEATHSIG, checked)."""
+    die_with_parent(_WORKER_PID)
 
 
 def op_llama_server_start(args, tensors):
