@@ -86,7 +86,7 @@ public static class DecodeSteps
     /// record there is Missing.
     /// </summary>
     public static LayerReport Judge(IReadOnlyDictionary<string, Tensor> reference, ActivationCapture engine, int newTokens,
-        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null)
+        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null, Func<DType, OracleBound>? oracleBound = null)
     {
         var names = Names(newTokens, stepModules);
         if (names.Count > 0 && !Recorded(reference))                // nothing silently skipped: an old recording is named
@@ -94,6 +94,6 @@ public static class DecodeSteps
                 "the reference has no decode-step captures (a recording made before every decode step was judged per module: " +
                 "`harness fixtures record`)")]);
         return LayerComparison.Run(LayerComparison.Select(reference, names), engine, names,
-            policyFor is null ? null : name => policyFor(Parse(name).Module), OracleBound.ForDecodeStep);
+            policyFor is null ? null : name => policyFor(Parse(name).Module), oracleBound ?? OracleBound.ForDecodeStep);
     }
 }
