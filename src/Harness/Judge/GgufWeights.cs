@@ -34,12 +34,22 @@ public sealed record GgufWeights(string Gguf, string ReferenceDirectory, IReadOn
         InputFiles.RequireRegular(gguf, "GGUF file");
         var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
         var dir = client.ScratchDirectory("judge-gguf-weights");
-        var r = client.Invoke("judge_gguf_dequantize", new JsonObject
+        JsonObject r;
+        try
         {
-            ["gguf"] = client.WorkerPath(gguf),
-            ["model_dir"] = client.WorkerPath(shared),
-            ["out_dir"] = client.WorkerPath(dir),
-        }).Result;
+            r = client.Invoke("judge_gguf_dequantize", new JsonObject
+            {
+                ["gguf"] = client.WorkerPath(gguf),
+                ["model_dir"] = client.WorkerPath(shared),
+                ["out_dir"] = client.WorkerPath(dir),
+            }).Result;
+        }
+        catch (ReferencePythonException e) when (e.PythonType is "ValueError" or "KeyError" or "FileNotFoundError")
+        {
+            // not a GGUF gguf-py reads, or one whose tensors are not the checkpoint's weights: bad input, one line
+            client.Release(dir);
+            throw new InputException(gguf, $"cannot read its weights as {Path.GetFileName(modelDirectory.TrimEnd('/'))}'s: {e.PythonMessage.Split('\n')[0]}");
+        }
         var types = r["types"]!.AsObject().ToDictionary(t => t.Key, t => (int)t.Value!, StringComparer.Ordinal);
         double max = r["tensors"]!.AsArray().Select(t => (double)t!["relative_l2"]!).DefaultIfEmpty(0).Max();
         return new GgufWeights(gguf, dir, types, max);

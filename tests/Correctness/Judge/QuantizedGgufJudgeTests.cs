@@ -13,7 +13,8 @@ namespace Harness.Tests.Correctness.Judge;
 /// quantization's, and llama.cpp may be C times that (<see cref="OracleBound.Quantized"/>; C measured over 140 prompts a
 /// type). Both types pass module by module at every decode step (`judge --gguf`) and token by token through llama-server
 /// (`judge --endpoint --served-gguf`), with no false alarm; the same GGUF with a wrong RMSNorm epsilon in its metadata
-/// fails at layer 0's input_layernorm and at its first token.
+/// fails at layer 0's input_layernorm and at its first token, a wrong RoPE base (100) at layer 0's o_proj; a live near
+/// tie through llama-server is accepted and judged teacher-forced after it, where a wrong RoPE base fails.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
 [Collection(JudgeCollection.Name)]
@@ -46,10 +47,13 @@ public class QuantizedGgufJudgeTests(ITestOutputHelper output)
     private IReadOnlyList<PromptVerdict> JudgeTokens(string gguf, string served, IReadOnlyList<JudgePrompt> prompts, int maxTokens)
     {
         var client = LiveReference.Client();
-        using var server = LlamaServer.Start(client, gguf);
-        output.WriteLine($"llama-server {server.BuildInfo} serving {Path.GetFileName(gguf)}");
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        using var server = LlamaServer.Start(client, gguf, worker: TinyGgufLlama.ServerWorker);
+        output.WriteLine($"llama-server {server.BuildInfo} serving {Path.GetFileName(gguf)} (started in {watch.Elapsed.TotalSeconds:F1} s)");
+        watch.Restart();
         var verdicts = EndpointJudge.Run(new EndpointJudgeOptions(server.Url, TinyGgufLlama.Get().ModelDirectory, prompts)
             { MaxTokens = maxTokens, ServedGguf = served }, client);
+        output.WriteLine($"judged in {watch.Elapsed.TotalSeconds:F1} s");
         foreach (var v in verdicts) output.WriteLine(EndpointJudge.Describe(v));
         return verdicts;
     }
@@ -57,7 +61,7 @@ public class QuantizedGgufJudgeTests(ITestOutputHelper output)
     [SkippableTheory]
     [InlineData("bf16")]
     [InlineData("q8_0")]
-    public void A_lossy_gguf_passes_module_by_module_against_hf_on_its_own_weights_and_a_wrong_epsilon_fails_at_layer_0_input_layernorm(string outType)
+    public void A_lossy_gguf_passes_module_by_module_against_hf_on_its_own_weights_and_a_wrong_epsilon_or_rope_base_fails_at_its_first_module(string outType)
     {
         var gguf = TinyGgufLlama.Quantized(outType);
         var clean = JudgeModules(gguf.Gguf);
@@ -82,6 +86,13 @@ public class QuantizedGgufJudgeTests(ITestOutputHelper output)
         Assert.Equal("model.layers.0.input_layernorm", wrong.Record.FirstBadModule);
         Assert.Equal(LayerVerdict.Pass, wrong.Layers.Rows.Single(r => r.Module == "model.embed_tokens").Verdict);
         Assert.Equal(TokenVerdict.Failed, wrong.Tokens!.Verdict);
+
+        // a wrong RoPE base (100 for 3e4): layer 0's o_proj, after the q/k/v projections pass (RoPE acts inside attention)
+        var rope = JudgeModules(gguf.GgufWrongRopeBase);
+        Assert.False(rope.Passed);
+        Assert.Equal("model.layers.0.self_attn.o_proj", rope.Record.FirstBadModule);
+        foreach (var m in new[] { "q_proj", "k_proj", "v_proj" })
+            Assert.Equal(LayerVerdict.Pass, rope.Layers.Rows.Single(r => r.Module == $"model.layers.0.self_attn.{m}").Verdict);
     }
 
     [SkippableTheory]

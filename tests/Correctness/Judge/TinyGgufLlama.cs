@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Harness.Judge;
 using Harness.Reference;
 using Harness.Tests.Correctness.Live;
 
@@ -54,6 +55,13 @@ public static class TinyGgufLlama
         LiveReference.Client();
         return Shared.Value;
     }
+
+    private static readonly Lazy<ReferenceWorker> SharedServerWorker = new(LlamaServer.NewWorker, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The worker the judge tests start llama-server on, one after another (the collection runs them in turn): one
+    /// worker start for all of them instead of one a server (about 20 s each under this machine's load). Each server is
+    /// still stopped by its own Dispose; the worker goes with the test process.</summary>
+    public static ReferenceWorker ServerWorker => SharedServerWorker.Value;
 
     /// <summary>A lossy GGUF of the same model (the converter's --outtype) and copies with one planted bug each.</summary>
     public sealed record Lossy(string OutType, string Gguf, string GgufWrongEpsilon, string GgufWrongRopeBase);
