@@ -58,6 +58,33 @@ public class QuantizedGgufJudgeTests(ITestOutputHelper output)
         return verdicts;
     }
 
+    [SkippableFact]
+    public void The_f32_gguf_reads_back_as_the_checkpoints_own_weights_and_a_file_that_is_no_gguf_is_one_line_naming_it()
+    {
+        // the dequantizer's name map and q_proj/k_proj row permutation, exact where nothing was rounded: every weight of the
+        // f32 GGUF is HF's own (q_proj and k_proj permuted by the converter, and back), so it is judged as before
+        var client = LiveReference.Client();
+        var model = TinyGgufLlama.Get();
+        var f32 = GgufWeights.Read(client, model.Gguf, model.ModelDirectory);
+        client.Release(f32.ReferenceDirectory);
+        Assert.False(f32.Lossy);
+        Assert.Equal(0, f32.MaxWeightRelativeL2);
+        Assert.Equal(20, f32.Types["f32"]);
+        var q8 = GgufWeights.Read(client, TinyGgufLlama.Quantized("q8_0").Gguf, model.ModelDirectory);
+        client.Release(q8.ReferenceDirectory);
+        Assert.True(q8.Lossy);
+        Assert.InRange(q8.MaxWeightRelativeL2, 1e-3, 1e-2);                 // q8_0's own rounding of a weight: ~5.4e-3
+        Assert.Equal((13, 2), (q8.Types["q8_0"], q8.Types["f16"]));          // ffn_down (200 columns) is no multiple of 32
+
+        var notGguf = Path.Combine(client.ScratchDirectory("judge-not-gguf"), "model.gguf");
+        File.WriteAllText(notGguf, "not a GGUF\n");
+        var e = Assert.Throws<Harness.Engine.IO.InputException>(() => GgufWeights.Read(client, notGguf, model.ModelDirectory));
+        Assert.Contains("model.gguf", e.Message, StringComparison.Ordinal);
+        Assert.Contains("GGUF magic invalid", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("\n", e.Message, StringComparison.Ordinal);
+        client.Release(Path.GetDirectoryName(notGguf)!);
+    }
+
     [SkippableTheory]
     [InlineData("bf16")]
     [InlineData("q8_0")]
