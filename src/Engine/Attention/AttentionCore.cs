@@ -57,11 +57,12 @@ public sealed class AttentionCore(AttentionSpec spec)
     {
         int t = q.Shape[0];
         bool plain = blocks is null && Spec.SoftCap is null;
-        if (q.IsCuda && cache.DevicePosition is not null && k is not null && realTokens == t && cos.IsContiguous && cos.DType == q.DType && plain)
+        var ops = OpBackend.Of(q);
+        if (ops.DecodesAtDevicePosition && cache.DevicePosition is not null && k is not null && realTokens == t && cos.IsContiguous && cos.DType == q.DType && plain)
             return Kind.GraphStep;
-        if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda && plain && Spec.Mask.IsPlainCausal)
+        if (Ops.Attention.Supports(q) && cos.DType == q.DType && OpBackend.OnHost(cache.Keys) && plain && Spec.Mask.IsPlainCausal)
             return Kind.FusedHost;
-        if (q.IsCuda && plain && Spec.Mask.Causal) return Kind.FusedDevice;
+        if (ops.FusesCausalAttention && plain && Spec.Mask.Causal) return Kind.FusedDevice;
         return Kind.Eager;
     }
 
@@ -82,6 +83,7 @@ public sealed class AttentionCore(AttentionSpec spec)
         int t = q.Shape[0], hd = Spec.HeadDim, heads = Spec.Heads, kvHeads = Spec.KvHeads;
         if ((k is null) != (v is null)) throw new ArgumentException("attention: k and v come together (both null: KV shared)");
         var backend = Backend(q, k, cos, cache, realTokens, blocks);
+        var ops = OpBackend.Of(q);
         if (backend == Kind.FusedHost) return FusedHost(q, k, v, cos, sin, cache, realTokens, workspace);
 
         var q4 = q.View(1, t, heads, hd).Transpose(1, 2);                              // [1, heads, t, hd]
@@ -92,8 +94,8 @@ public sealed class AttentionCore(AttentionSpec spec)
             var devicePos = cache.DevicePosition!;
             var k4 = k!.View(1, t, kvHeads, hd).Transpose(1, 2);
             var v4 = v!.View(1, t, kvHeads, hd).Transpose(1, 2);
-            var qr = Cuda.CudaDecodeOps.RopeAppendAt(q4.Select(0, 0), k4.Select(0, 0), v4.Select(0, 0), cos, sin, cache.Keys, cache.Values, devicePos); // [heads, t, hd]
-            var attn = Cuda.CudaDecodeOps.AttentionAt(qr, cache.Keys, cache.Values, devicePos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
+            var qr = ops.RopeAppendAt(q4.Select(0, 0), k4.Select(0, 0), v4.Select(0, 0), cos, sin, cache.Keys, cache.Values, devicePos); // [heads, t, hd]
+            var attn = ops.AttentionAt(qr, cache.Keys, cache.Values, devicePos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
             cache.Advance(t);
             return ToRows(attn, heads, t, hd);
         }
@@ -112,10 +114,10 @@ public sealed class AttentionCore(AttentionSpec spec)
         var (keys, values) = cache.Filled;                                               // [kv, past + real, hd]
 
         Tensor output;
-        if (q4.IsCuda && cache.DevicePosition is { } pos)                                // a graph step that is not plain (blocks, cap): past from the device
-            output = Cuda.CudaDecodeOps.AttentionAt(q4.Select(0, 0), cache.Keys, cache.Values, pos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
+        if (ops.DecodesAtDevicePosition && cache.DevicePosition is { } pos)              // a graph step that is not plain (blocks, cap): past from the device
+            output = ops.AttentionAt(q4.Select(0, 0), cache.Keys, cache.Values, pos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
         else if (backend == Kind.FusedDevice)                                            // one kernel with the eager path's roundings
-            output = Cuda.CudaOps.Attention(q4.Select(0, 0), keys, values, past, Spec.Mask.Window ?? 0, (float)Spec.Scaling); // [heads, t, hd]
+            output = ops.CausalAttention(q4.Select(0, 0), keys, values, past, Spec.Mask.Window ?? 0, (float)Spec.Scaling); // [heads, t, hd]
         else output = Eager(q4.Select(0, 0), keys, values, past, q.DType, blocks);      // [kv, group, t, hd]
         return ToRows(output, heads, t, hd);
     }
