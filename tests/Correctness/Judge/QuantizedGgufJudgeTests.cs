@@ -178,4 +178,48 @@ public class QuantizedGgufJudgeTests(ITestOutputHelper output)
         var untilTheTie = TokenComparison.Run(wrong.Reference!, wrong.Server!, oracleBound: OracleBound.QuantizedTokens);
         Assert.True(untilTheTie.Passed, untilTheTie.Reason);
     }
+
+    /// <summary>
+    /// The same live tie through libllama (`judge --gguf`): llama.cpp's own choice at step 0 leaves the reference's token,
+    /// the tie is accepted and its later choices are judged on its teacher-forced run (it is fed the reference's tokens),
+    /// every module at every step passing; with the wrong RoPE base the prompt's forward (position 0) passes, the modules
+    /// fail from decode step 1 on (layer 0's o_proj from step 2: at position 1 RoPE moves it by about q8_0's own error), and
+    /// its teacher-forced choices' logprobs fail past the tie.
+    /// </summary>
+    [SkippableFact]
+    public void The_same_near_tie_through_libllama_is_accepted_and_a_wrong_rope_base_fails_from_decode_step_1_on()
+    {
+        var gguf = TinyGgufLlama.Quantized("q8_0");
+        var client = LiveReference.Client();
+        var dir = client.ScratchDirectory("judge-llamacpp-dump");
+        try
+        {
+            var clean = LlamaCppDump.Judge(client, gguf.Gguf, TinyGgufLlama.Get().ModelDirectory, [267], dir, newTokens: 4);
+            output.WriteLine(DumpJudge.Describe(clean));
+            Assert.True(clean.Passed, DumpJudge.Describe(clean));
+            var t = clean.Tokens!;
+            Assert.Equal(TokenVerdict.AcceptedDivergence, t.Verdict);
+            Assert.Equal((0, 223L, 197L, 3), (t.FirstDivergentStep, t.ReferenceToken, t.EngineToken, t.ForcedSteps));
+
+            var wrong = LlamaCppDump.Judge(client, gguf.GgufWrongRopeBase, TinyGgufLlama.Get().ModelDirectory, [267], dir, newTokens: 4);
+            output.WriteLine(DumpJudge.Describe(wrong));
+            Assert.False(wrong.Passed);
+            Assert.True(wrong.Layers.Passed, wrong.Layers.ToString());                   // position 0: the same forward
+            var first = Assert.IsType<LayerRow>(wrong.Steps?.FirstDivergence);
+            Assert.Equal(1, first.Step);
+            // at position 1 of a two-token context the attention moves by about the quantization's own error (o_proj's margin
+            // 1.01, layer 0's output 0.975 here); from step 2 on o_proj fails, while q/k/v_proj (before RoPE) pass every step
+            Assert.Contains(wrong.Steps!.Rows, r => r.Step >= 2 && r.StepModule == "model.layers.0.self_attn.o_proj" && r.Verdict == LayerVerdict.Fail);
+            Assert.All(wrong.Steps.Rows.Where(r => r.StepModule is "model.layers.0.self_attn.q_proj" or "model.layers.0.self_attn.k_proj" or "model.layers.0.self_attn.v_proj"),
+                r => Assert.Equal(LayerVerdict.Pass, r.Verdict));
+            // its choices: the same tie at step 0, then logprobs off the oracle past the quantized bound at a forced step
+            Assert.Equal(TokenVerdict.Failed, wrong.Tokens!.Verdict);
+            Assert.Equal((0, 197L), (wrong.Tokens.FirstDivergentStep, wrong.Tokens.EngineToken));
+            Assert.True(wrong.Tokens.EngineOracleError > wrong.Tokens.OracleLogprobBound, wrong.Tokens.Reason);
+        }
+        finally
+        {
+            client.Release(dir);
+        }
+    }
 }
