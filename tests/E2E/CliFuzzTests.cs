@@ -40,7 +40,7 @@ public sealed class CliFuzzTests(ITestOutputHelper output) : IDisposable
         ["fixtures"] = ["record"],
         ["soak"] = ["--rounds", "--offline"],
         ["judge"] = ["--endpoint", "--dump", "--gguf", "--dump-out", "--model", "--prompts", "--text", "--ids", "--max-tokens", "--top-k", "--dtype", "--prompt-as",
-                     "--served-model", "--margin", "--logprob-tolerance", "--timeout", "--report"],
+                     "--served-gguf", "--served-model", "--margin", "--logprob-tolerance", "--timeout", "--report"],
         ["dump"] = ["--model", "--offline", "--out", "--fault", "--tp", "--pp", "--sp", "--dtype"],
         ["ratios"] = ["--from", "--worst"],
         ["check-gpu"] = ["--bogus"],

@@ -106,6 +106,34 @@ public sealed record OracleBound(double ErrorRatio, double FloorUlps, double Out
     public static OracleBound ForDecodeStep(DType engineDType) =>
         engineDType is DType.BFloat16 or DType.Float16 ? BFloat16 with { ErrorRatio = 4, AbsErrorRatio = 6 } : Float32;
 
+    /// <summary>
+    /// An engine computing with rounded weights (a bf16, f16 or quantized GGUF through llama.cpp), judged against HF running
+    /// the same weights (dequantized from the GGUF: the reference) with the original checkpoint in float64 as the oracle
+    /// (<see cref="Judge.GgufWeights"/>): the reference's own error is then the quantization's own (the weights' rounding
+    /// carried through the model), and the engine adds what it rounds besides: llama.cpp's CPU matmuls round each
+    /// activation row to the weight type's dot partner (bf16 for bf16 weights, q8_0 for q8_0/q5_0, q8_K for k-quants)
+    /// before the dot product. Measured on the judge tests' tiny Llama (llama.cpp 0.7.0 on this AMD EPYC, forky; random
+    /// prompts of 3-12 tokens, each with 3 decode steps fed the reference's greedy tokens, the 27 mapped modules; 140
+    /// prompts for the converter's bf16 and q8_0 each, 40 for llama-quantize Q4_K_M, which on hidden 96 falls back to
+    /// q5_0/q8_0/f16; README, "Judging another engine"): relL2(e)/relL2(r) over the prompt's rows median 1.27, max 1.81
+    /// (q8_0 layers.0.mlp.down_proj; bf16 1.65, Q4_K_M 1.07), at a decode step's one row median 1.25, max 2.38 (bf16
+    /// layers.1.self_attn.o_proj; q8_0 2.26); the elementwise ratio max 2.64 over the prompt (q8_0), 3.01 at a decode step
+    /// (bf16). C = 3, Ca = 4 over the prompt (1.66x and 1.5x over the maxima, as bf16's 3 and 4 are over theirs);
+    /// <see cref="QuantizedDecodeStep"/> C = 4, Ca = 5 (1.68x, 1.66x). The floors are float32's (the engine's tensors).
+    /// The reference's own error there: relative L2 1.5e-3 to 1.2e-2 (bf16), 4.2e-3 to 6.4e-2 (q8_0) per module.
+    /// </summary>
+    public static OracleBound Quantized { get; } = new(3, 4, 1e-4) { AbsErrorRatio = 4, GeometricMeanRatio = 3 };
+
+    /// <summary>The <see cref="Quantized"/> bound at a decode step (one token's row: a single small sample, as
+    /// <see cref="ForDecodeStep"/> widens bf16's).</summary>
+    public static OracleBound QuantizedDecodeStep { get; } = Quantized with { ErrorRatio = 4, AbsErrorRatio = 5 };
+
+    /// <summary>The <see cref="Quantized"/> bound of the token verdict's logprobs (TokenComparison: the engine's largest
+    /// logprob error against the oracle over a prompt's steps and top-k, against C times the reference's own largest):
+    /// one maximum over a few steps, a noisier statistic than a module's norm. Measured (the same prompts, 4 steps, top-5):
+    /// median 1.25-1.35, max 2.98 (bf16), 2.46 (q8_0), 1.12 (Q4_K_M); C = 5 (1.68x over the maximum).</summary>
+    public static OracleBound QuantizedTokens { get; } = Quantized with { ErrorRatio = 5 };
+
     /// <summary>The bound for an engine tensor of this dtype.</summary>
     public static OracleBound For(DType engineDType) => engineDType is DType.BFloat16 or DType.Float16 ? BFloat16 : Float32;
 

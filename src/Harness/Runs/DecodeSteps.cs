@@ -86,7 +86,7 @@ public static class DecodeSteps
     /// record there is Missing.
     /// </summary>
     public static LayerReport Judge(IReadOnlyDictionary<string, Tensor> reference, ActivationCapture engine, int newTokens,
-        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null)
+        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null, Func<DType, OracleBound>? oracleBound = null)
     {
         var names = Names(newTokens, stepModules);
         if (names.Count > 0 && !Recorded(reference))                // nothing silently skipped: an old recording is named
@@ -94,8 +94,9 @@ public static class DecodeSteps
                 "the reference has no decode-step captures (a recording made before every decode step was judged per module: " +
                 "`harness fixtures record`)")]);
         var selected = LayerComparison.Select(reference, names);
+        var stepBound = oracleBound ?? OracleBound.ForDecodeStep;
         Func<string, TolerancePolicy>? policy = policyFor is null ? null : name => policyFor(Parse(name).Module);
-        var single = LayerComparison.Run(selected, engine, names, policy, rec => OracleBound.ForDecodeStep(rec.Value.DType));
+        var single = LayerComparison.Run(selected, engine, names, policy, rec => stepBound(rec.Value.DType));
         // The noise scale of a (module, rank): the reference's own error over all its steps (root mean square), not one
         // step's sample of it (OracleBound.ReferenceL2Floor). The engine's error stays per step: a bug at one step is named there.
         var scale = single.Rows
@@ -108,7 +109,7 @@ public static class DecodeSteps
         return LayerComparison.Run(selected, engine, names, policy, rec =>
         {
             var (l2, maxAbs) = scale.GetValueOrDefault((Parse(rec.Module).Module, rec.Rank));
-            return OracleBound.ForDecodeStep(rec.Value.DType) with { ReferenceL2Floor = l2, ReferenceMaxAbsFloor = maxAbs };
+            return stepBound(rec.Value.DType) with { ReferenceL2Floor = l2, ReferenceMaxAbsFloor = maxAbs };
         });
 
         static double Rms(IEnumerable<double> xs) => Math.Sqrt(xs.Average(x => x * x));

@@ -808,13 +808,23 @@ def wire_or_st_dtype(st):
             "I32": "int32", "BOOL": "bool"}.get(st, st)
 
 
+def oracle_source(args, model):
+    """The model whose weights the float64 oracle upcasts: the reference's own, or with args["oracle_model_dir"] that
+    checkpoint's (the same architecture). A lossy engine's reference carries the engine's rounded weights (a bf16 or
+    quantized GGUF's, dequantized: `harness judge --gguf`) and its oracle the original's, so the reference's own error
+    against the oracle is the quantization's own error, the yardstick of the engine's."""
+    if not args.get("oracle") or not args.get("oracle_model_dir"):
+        return model
+    return load_model(args["oracle_model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+
+
 def op_forward(args, tensors):
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     inputs = model_inputs(args, tensors, model)
     paths = list(args.get("capture", []))
     out, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False))
     outs.append(("logits", out.logits))
-    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
+    outs += oracle_outputs(args, oracle_source(args, model), paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
     return {"captured": captured}, outs
 
 
@@ -830,7 +840,7 @@ def op_generate(args, tensors):
     step_paths = list(args.get("capture_steps", []))        # modules captured at every decode step (StepCapture)
     outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths, forced=tensors.get("forced_tokens"))
     if args.get("oracle"):
-        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
+        outs += oracle_forced_logprobs(args, oracle_source(args, model), inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
     return {"steps": steps}, outs
 
 

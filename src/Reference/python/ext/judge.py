@@ -97,15 +97,22 @@ def _run_tool(argv, timeout, what):
 
 
 def op_judge_gguf_convert(args, tensors):
-    """llama.cpp's convert_hf_to_gguf.py (the packaged one) on an HF folder: args model_dir, outfile, outtype (f32)."""
+    """llama.cpp's convert_hf_to_gguf.py (the packaged one) on an HF folder: args model_dir, outfile, outtype (f32); or
+    outputs, a list of {outfile, outtype}: one converter per output, run side by side (each imports torch: ~14 s)."""
     import shutil
+    from concurrent.futures import ThreadPoolExecutor
     converter = args.get("converter") or next(
         (c for c in GGUF_CONVERTERS if os.path.isfile(c)), None) or shutil.which("convert_hf_to_gguf.py")
     if converter is None:
         raise RuntimeError(f"no GGUF converter: none of {GGUF_CONVERTERS} exists (Debian package llama.cpp-tools)")
-    log = _run_tool([sys.executable, converter, args["model_dir"], "--outfile", args["outfile"],
-                     "--outtype", args.get("outtype", "f32")], int(args.get("timeout", 300)), "GGUF conversion")
-    return {"converter": converter, "log_tail": "\n".join(log.splitlines()[-5:])}, []
+    outputs = args.get("outputs") or [{"outfile": args["outfile"], "outtype": args.get("outtype", "f32")}]
+
+    def convert(o):
+        return _run_tool([sys.executable, converter, args["model_dir"], "--outfile", o["outfile"], "--outtype", o.get("outtype", "f32")],
+                         int(args.get("timeout", 300)), f"GGUF conversion to {o.get('outtype', 'f32')}")
+    with ThreadPoolExecutor(max_workers=len(outputs)) as pool:
+        logs = list(pool.map(convert, outputs))
+    return {"converter": converter, "log_tail": "\n".join(logs[-1].splitlines()[-5:])}, []
 
 
 def op_judge_gguf_set_metadata(args, tensors):
