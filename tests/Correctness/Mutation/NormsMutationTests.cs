@@ -44,6 +44,35 @@ public class NormsMutationTests
             Refused(() => Norms.AddRmsNormInto(null, x, Tensor.Zeros(DType.Int64, 96), Eps, null, Tensor.Zeros(DType.Float32, 2, 96))).Message);
     }
 
+    [Fact]
+    public void Integer_rows_are_refused_by_each_norm_naming_it_before_any_arithmetic()
+    {
+        // mutants: the input's floating-point check removed (integer rows read as floats) or its op name emptied
+        var ids = Tensor.Zeros(DType.Int64, 2, 96);
+        var w = Tensor.Full(DType.Float32, 1.0, 96);
+        Assert.Equal("rms_norm: expected a floating-point tensor (float32, bfloat16, float16), got int64 of shape [2, 96]",
+            Refused(() => Norms.RmsNorm(ids, w, Eps)).Message);
+        Assert.StartsWith("layer_norm: expected a floating-point tensor", Refused(() => Norms.LayerNorm(ids, w, null, Eps)).Message);
+        Assert.StartsWith("add_rms_norm: expected a floating-point tensor",
+            Refused(() => Norms.AddRmsNormInto(null, ids, w, Eps, null, Tensor.Zeros(DType.Float32, 2, 96))).Message);
+        Assert.Equal("norm weight of shape [95] does not match the normalized shape [96] of input [2, 96]",
+            Refused(() => Norms.LayerNorm(Tensor.Zeros(DType.Float32, 2, 96), Tensor.Zeros(DType.Float32, 95), null, Eps)).Message);
+    }
+
+    [Fact]
+    public void A_scalar_is_normed_as_a_one_element_row_and_rows_of_width_0_are_a_named_error_not_a_division_by_zero()
+    {
+        // mutants: a rank-0 input's width taken as Size(-1) (which a scalar has not), the host pass's row count
+        // computed as NumEl / 0 (a DivideByZeroException instead of the argument error naming the tensors)
+        var scalar = Tensor.Full(DType.Float32, 3.0);
+        var one = Tensor.Full(DType.Float32, 2.0, 1);
+        Assert.Equal(2.0 * 3 / Math.Sqrt(9 + Eps), Norms.RmsNorm(scalar, one, Eps).ToFloatArray()[0], 1e-6);
+        Assert.Equal(0.0, Norms.LayerNorm(scalar, null, null, Eps).ToFloatArray()[0], 1e-6);
+        var empty = Tensor.Zeros(DType.Float32, 3, 0);
+        Assert.StartsWith("add_rms_norm: x [3, 0] float32, residual [3, 0] float32",
+            Refused(() => Norms.AddRmsNormInto(empty, empty, Tensor.Zeros(DType.Float32, 0), Eps, Tensor.Zeros(DType.Float32, 3, 0), Tensor.Zeros(DType.Float32, 3, 0))).Message);
+    }
+
     // Valid arguments of the host pass: x, residual, residualOut [3, 64] float32, weight [64], normed [3, 64].
     private static (Tensor X, Tensor Residual, Tensor Weight, Tensor ResidualOut, Tensor Normed) Valid(DType dt = DType.Float32) =>
         (Tensor.Randn(DType.Float32, 3, 3, 64).To(dt), Tensor.Randn(DType.Float32, 4, 3, 64).To(dt), Tensor.Randn(DType.Float32, 5, 64).To(dt),
@@ -154,6 +183,7 @@ public class NormsMutationTests
             ("float16 rows", rows.To(DType.Float16), rows.To(DType.Float16), w),
             ("float16 weight", rows, strided.Contiguous(), w.To(DType.Float16)),
             ("strided weight", rows, strided.Contiguous(), Tensor.Randn(DType.Float32, 26, 64, 2).To(dt).Select(1, 1)),
+            ("residual broadcast over the rows", rows, Tensor.Randn(DType.Float32, 27, 1, 64).To(dt), w),
         };
         foreach (var (what, x, residual, weight) in cases)
         {
@@ -161,7 +191,7 @@ public class NormsMutationTests
             var (gotSum, got) = ResidualNorm.AddRmsNorm(x, residual, weight, Eps);
             Assert.True(sum.BitwiseEquals(gotSum), $"{what}: sum");
             Assert.True(Norms.RmsNorm(sum, weight, Eps).BitwiseEquals(got), $"{what}: normed");
-            if (x.Rank == 2 && x.DType == residual.DType)
+            if (x.Rank == 2 && x.DType == residual.DType && residual.Shape[0] == x.Shape[0])
                 Assert.True(Norms.RmsNorm(x, weight, Eps).BitwiseEquals(ResidualNorm.RmsNorm(x, weight, Eps)), $"{what}: plain norm");
         }
         // x and residual of two dtypes: the add refuses them as Elementwise.Add does (torch would promote; the engine asks
