@@ -110,9 +110,23 @@ public class NormsMutationTests
         Assert.Equal("add_rms_norm: x none, residual [3, 64] float16, outputs none and [3, 64] float16: host float32/bfloat16 [rows, 64] " +
             "contiguous tensors, normed in float16",
             Refused(() => Norms.AddRmsNormInto(null, residual.To(DType.Float16), weight.To(DType.Float16), Eps, null, Tensor.Zeros(DType.Float16, 3, 64))).Message);
+        Assert.Equal("add_rms_norm: x [3, 64] float32, residual [3, 64] float32, outputs [3, 64] and [4, 64] float32: host " +
+            "float32/bfloat16 [rows, 64] contiguous tensors, normed in float32",
+            Refused(() => Norms.AddRmsNormInto(x, residual, weight, Eps, residualOut, Tensor.Zeros(DType.Float32, 4, 64))).Message);
         Assert.Equal("add_rms_norm: a residual add needs residualOut",
             Refused(() => Norms.AddRmsNormInto(x, residual, weight, Eps, null, normed)).Message);
         Norms.AddRmsNormInto(x, residual, weight, Eps, residualOut, normed);                 // and the valid call passes
+    }
+
+    [Fact]
+    public void The_host_pass_norms_the_last_dim_of_a_rank_3_input_as_rows()
+    {
+        // mutant: the row width read as Size(+1) (the middle dim of [2, 3, 64], the last dim of [rows, n] only)
+        var residual = Tensor.Randn(DType.Float32, 31, 2, 3, 64);
+        var weight = Tensor.Randn(DType.Float32, 32, 64);
+        var normed = Tensor.Zeros(DType.Float32, 2, 3, 64);
+        Norms.AddRmsNormInto(null, residual, weight, Eps, null, normed);
+        Assert.True(Norms.RmsNorm(residual, weight, Eps).BitwiseEquals(normed));
     }
 
     [Theory]
