@@ -236,8 +236,10 @@ public sealed class ReferenceClient(ReferenceWorker worker)
 
     public sealed record ForwardResult(IReadOnlyDictionary<string, Tensor> Captured, Tensor Logits);
 
-    /// <summary>A forward pass with hooks on the named modules; input is input_ids [B, T] (int64) or inputs_embeds [B, T, H].</summary>
-    public ForwardResult Forward(string modelHostDirectory, DType dtype, Tensor input, IEnumerable<string> capture)
+    /// <summary>A forward pass with hooks on the named modules; input is input_ids [B, T] (int64) or inputs_embeds [B, T, H].
+    /// <paramref name="oracleModelHostDirectory"/>: the float64 oracle (with <see cref="Oracle"/>) upcasts that checkpoint's
+    /// weights instead of the reference's (a lossy engine's reference holds its rounded weights, the oracle the original's).</summary>
+    public ForwardResult Forward(string modelHostDirectory, DType dtype, Tensor input, IEnumerable<string> capture, string? oracleModelHostDirectory = null)
     {
         bool embeds = input.DType.IsFloatingPoint();
         var args = new JsonObject
@@ -249,6 +251,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["oracle"] = Oracle,
             ["oracle_mode"] = OracleMode,
         };
+        if (oracleModelHostDirectory is not null) args["oracle_model_dir"] = WorkerPath(oracleModelHostDirectory);
         var reply = Worker.Call("forward", args, [new(embeds ? "inputs_embeds" : "input_ids", input)], timeout: OpTimeout);
         var captured = reply.Tensors.Where(t => t.Key != "logits").ToDictionary(t => t.Key, t => t.Value);
         return new ForwardResult(captured, reply.Tensor("logits") ?? throw new ReferenceException("forward returned no logits"));
@@ -278,8 +281,10 @@ public sealed class ReferenceClient(ReferenceWorker worker)
     /// <param name="forced">Teacher forcing on these tokens instead of the reference's own (decode step s fed forced[s - 1]:
     /// another engine's tokens, `harness judge --dump`; steps past them greedy). The step captures are then the
     /// reference's (and its oracle's) outputs fed those tokens.</param>
+    /// <param name="oracleModelHostDirectory">The checkpoint whose weights the float64 oracle upcasts instead of the
+    /// reference's (<see cref="Forward"/>).</param>
     public Generation Generate(string modelHostDirectory, DType dtype, Tensor input, int maxNewTokens, int topK, IEnumerable<string>? stepCapture = null,
-        long[]? forced = null)
+        long[]? forced = null, string? oracleModelHostDirectory = null)
     {
         bool embeds = input.DType.IsFloatingPoint();
         var args = new JsonObject
@@ -292,6 +297,7 @@ public sealed class ReferenceClient(ReferenceWorker worker)
             ["oracle_mode"] = OracleMode,
             ["capture_steps"] = new JsonArray((stepCapture ?? []).Select(c => (JsonNode)JsonValue.Create(c)).ToArray()),
         };
+        if (oracleModelHostDirectory is not null) args["oracle_model_dir"] = WorkerPath(oracleModelHostDirectory);
         var reply = Worker.Call("generate", args, forced is null ? [new(embeds ? "inputs_embeds" : "input_ids", input)]
             : [new(embeds ? "inputs_embeds" : "input_ids", input), new("forced_tokens", Tensor.FromArray(forced, forced.Length))], timeout: OpTimeout);
         var tokens = reply.Tensor("tokens")!.ToInt64Array();

@@ -180,6 +180,7 @@ public sealed class ReferenceWorker : IDisposable
         psi.ArgumentList.Add("-u");
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add(Bootstrap);
+        psi.ArgumentList.Add(Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)); // the worker dies with this pid (PROTOCOL.md)
         psi.Environment["PYTHONUNBUFFERED"] = "1";
         psi.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
         if (Sandbox) psi.Environment["HARNESS_SANDBOX"] = "1";
@@ -188,7 +189,7 @@ public sealed class ReferenceWorker : IDisposable
         Process process;
         try
         {
-            process = Process.Start(psi) ?? throw new ReferenceUnavailableException($"could not start {_python}");
+            process = WorkerSpawner.Start(psi);
         }
         catch (Exception e) when (e is not ReferenceException)
         {

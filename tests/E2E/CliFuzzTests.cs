@@ -33,14 +33,14 @@ public sealed class CliFuzzTests(ITestOutputHelper output) : IDisposable
     private static readonly Dictionary<string, string[]> Options = new()
     {
         ["list"] = ["--json"],
-        ["run"] = ["--offline", "--report", "--baseline", "--growth-factor", "--fault", "--fail-fast", "--device", "--config-mutations", "--slow-writes-ms"],
+        ["run"] = ["--offline", "--report", "--baseline", "--growth-factor", "--fault", "--fail-fast", "--device", "--config-mutations"],
         ["repro"] = ["--fault", "--offline"],
         ["compare"] = ["--model", "--tp", "--pp", "--sp", "--dtype", "--prompt", "--prompt-length", "--no-oracle", "--image", "--video", "--audio", "--max-new-tokens", "--prompt-embeds"],
-        ["report"] = ["--from", "--out", "--baseline", "--growth-factor", "--slow-writes-ms"],
+        ["report"] = ["--from", "--out", "--baseline", "--growth-factor"],
         ["fixtures"] = ["record"],
         ["soak"] = ["--rounds", "--offline"],
         ["judge"] = ["--endpoint", "--dump", "--gguf", "--dump-out", "--model", "--prompts", "--text", "--ids", "--max-tokens", "--top-k", "--dtype", "--prompt-as",
-                     "--served-model", "--margin", "--logprob-tolerance", "--timeout", "--report"],
+                     "--served-gguf", "--served-model", "--margin", "--logprob-tolerance", "--timeout", "--report"],
         ["dump"] = ["--model", "--offline", "--out", "--fault", "--tp", "--pp", "--sp", "--dtype"],
         ["ratios"] = ["--from", "--worst"],
         ["check-gpu"] = ["--bogus"],

@@ -5,7 +5,7 @@ namespace Harness.Tests.E2E;
 /// <summary>
 /// Issue 12, "nothing half-written": reports (like fixtures and recorded models, through the same AtomicFile) are written
 /// to a temporary name and renamed. Here the CLI is killed while it writes a report (the hidden test input
-/// --slow-writes-ms slows each 4 KiB so the kill lands mid-file) at three moments; the previous report.json, junit.xml and index.html must be intact,
+/// slow writes of the test host, <see cref="TestHost"/>, sleep after each 4 KiB so the kill lands mid-file) at three moments; the previous report.json, junit.xml and index.html must be intact,
 /// and the next run cleans the dead process's temporary files and writes the new report whole.
 /// </summary>
 public sealed class KillWhileWritingTests : IDisposable
@@ -75,10 +75,11 @@ public sealed class KillWhileWritingTests : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        psi.ArgumentList.Add(CliProcess.HarnessDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.ArgumentList.Add("--slow-writes-ms");
+        // the harness CLI as this test assembly's program runs it, with the tests' slow report writes
+        psi.ArgumentList.Add(TestHost.Dll);
+        psi.ArgumentList.Add(TestHost.SlowWritesOption);
         psi.ArgumentList.Add(slowWritesMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["CI"] = "true";
         var p = Process.Start(psi)!;
         p.OutputDataReceived += (_, _) => { };

@@ -45,6 +45,35 @@ public sealed class LargeDeviceTensorTests
         finally { Directory.Delete(folder, recursive: true); }
     }
 
+    /// <summary>
+    /// The Gemma4-26B-A4B seed run (4 of its layers, fp32, TP=2, H200) stopped before the first module on both ranks:
+    /// "this tensor lives on cuda:0 (2952790016 bytes of device memory) and was read on the host". Its tied 262144 x 2816
+    /// float32 table went to the device whole, and the vocab shard and the lm_head's rows are views of it: a view of a
+    /// storage past 2^31 - 1 bytes takes a window of it, and windows were host-only. Here a view of the 4.7 GB table's
+    /// second half, taken on the device, is read and copied there.
+    /// </summary>
+    [Fact]
+    public void A_view_of_rows_past_2_pow_31_bytes_of_a_whole_device_table_is_a_device_window()
+    {
+        var device = GpuTests.RequireGpu();
+        string folder = Directory.CreateTempSubdirectory("harness-e4b-table-").FullName;
+        try
+        {
+            using var checkpoint = Checkpoint.Open(Write(folder));
+            var whole = new DeviceWeights(new CheckpointWeights(checkpoint), device).Get(Table);       // [262144, 8960], 4.7 GB
+            var half = whole.Narrow(0, Rows / 2, Rows / 2);                                          // rank 1's rows, a view
+            Assert.True(half.IsCuda);
+            var (r1, c1) = At(E1);
+            var (rl, cl) = At((long)Rows * Cols - 1);
+            var rows = CudaOps.IndexSelect(half, 0, [r1 - Rows / 2, 0, rl - Rows / 2]).ToHost();     // [3, Cols]
+            Assert.Equal(0.40625, rows.At(0, c1));
+            Assert.Equal(-5.5, rows.At(2, cl));
+            var copy = half.Narrow(0, r1 - Rows / 2, 1).Contiguous().ToHost();                     // ParallelLMHead copies its rows so
+            Assert.Equal(0.40625, copy.At(0, c1));
+        }
+        finally { Directory.Delete(folder, recursive: true); }
+    }
+
     [Fact]
     public void Rank_1_of_2_takes_its_2_35_GB_half_to_the_device_and_gathers_its_rows_with_other_ranks_rows_zero()
     {

@@ -57,11 +57,12 @@ public sealed class AttentionCore(AttentionSpec spec)
     {
         int t = q.Shape[0];
         bool plain = blocks is null && Spec.SoftCap is null;
-        if (q.IsCuda && cache.DevicePosition is not null && k is not null && realTokens == t && cos.IsContiguous && cos.DType == q.DType && plain)
+        var ops = OpBackend.Of(q);
+        if (ops.DecodesAtDevicePosition && cache.DevicePosition is not null && k is not null && realTokens == t && cos.IsContiguous && cos.DType == q.DType && plain)
             return Kind.GraphStep;
-        if (Ops.Attention.Supports(q) && cos.DType == q.DType && !cache.Keys.IsCuda && plain && Spec.Mask.IsPlainCausal)
+        if (Ops.Attention.Supports(q) && cos.DType == q.DType && OpBackend.OnHost(cache.Keys) && plain && Spec.Mask.IsPlainCausal)
             return Kind.FusedHost;
-        if (q.IsCuda && plain && Spec.Mask.Causal) return Kind.FusedDevice;
+        if (ops.FusesCausalAttention && plain && Spec.Mask.Causal) return Kind.FusedDevice;
         return Kind.Eager;
     }
 
@@ -82,6 +83,7 @@ public sealed class AttentionCore(AttentionSpec spec)
         int t = q.Shape[0], hd = Spec.HeadDim, heads = Spec.Heads, kvHeads = Spec.KvHeads;
         if ((k is null) != (v is null)) throw new ArgumentException("attention: k and v come together (both null: KV shared)");
         var backend = Backend(q, k, cos, cache, realTokens, blocks);
+        var ops = OpBackend.Of(q);
         if (backend == Kind.FusedHost) return FusedHost(q, k, v, cos, sin, cache, realTokens, workspace);
 
         var q4 = q.View(1, t, heads, hd).Transpose(1, 2);                              // [1, heads, t, hd]
@@ -92,8 +94,8 @@ public sealed class AttentionCore(AttentionSpec spec)
             var devicePos = cache.DevicePosition!;
             var k4 = k!.View(1, t, kvHeads, hd).Transpose(1, 2);
             var v4 = v!.View(1, t, kvHeads, hd).Transpose(1, 2);
-            var qr = Cuda.CudaDecodeOps.RopeAppendAt(q4.Select(0, 0), k4.Select(0, 0), v4.Select(0, 0), cos, sin, cache.Keys, cache.Values, devicePos); // [heads, t, hd]
-            var attn = Cuda.CudaDecodeOps.AttentionAt(qr, cache.Keys, cache.Values, devicePos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
+            var qr = ops.RopeAppendAt(q4.Select(0, 0), k4.Select(0, 0), v4.Select(0, 0), cos, sin, cache.Keys, cache.Values, devicePos); // [heads, t, hd]
+            var attn = ops.AttentionAt(qr, cache.Keys, cache.Values, devicePos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
             cache.Advance(t);
             return ToRows(attn, heads, t, hd);
         }
@@ -112,10 +114,10 @@ public sealed class AttentionCore(AttentionSpec spec)
         var (keys, values) = cache.Filled;                                               // [kv, past + real, hd]
 
         Tensor output;
-        if (q4.IsCuda && cache.DevicePosition is { } pos)                                // a graph step that is not plain (blocks, cap): past from the device
-            output = Cuda.CudaDecodeOps.AttentionAt(q4.Select(0, 0), cache.Keys, cache.Values, pos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
+        if (ops.DecodesAtDevicePosition && cache.DevicePosition is { } pos)              // a graph step that is not plain (blocks, cap): past from the device
+            output = ops.AttentionAt(q4.Select(0, 0), cache.Keys, cache.Values, pos, Spec.Mask.Window ?? 0, (float)Spec.Scaling);
         else if (backend == Kind.FusedDevice)                                            // one kernel with the eager path's roundings
-            output = Cuda.CudaOps.Attention(q4.Select(0, 0), keys, values, past, Spec.Mask.Window ?? 0, (float)Spec.Scaling); // [heads, t, hd]
+            output = ops.CausalAttention(q4.Select(0, 0), keys, values, past, Spec.Mask.Window ?? 0, (float)Spec.Scaling); // [heads, t, hd]
         else output = Eager(q4.Select(0, 0), keys, values, past, q.DType, blocks);      // [kv, group, t, hd]
         return ToRows(output, heads, t, hd);
     }
@@ -202,19 +204,21 @@ public sealed class AttentionCore(AttentionSpec spec)
     }
 
     /// <summary>
-    /// The tail of attention from logits a tower built itself (Gemma4's audio tower: blocked windows with relative
-    /// positions), in float32: soft cap tanh(x / cap) * cap (<see cref="AttentionSpec.SoftCap"/>), then
-    /// masked_fill(!visible, <paramref name="invalid"/>) broadcast over <paramref name="broadcastOver"/> planes, softmax,
-    /// and probs @ values over the folded batch.
+    /// The tail of attention from logits a tower built itself (the USM conformer's blocked windows with relative positions,
+    /// <see cref="Models.Common.UsmLocalAttention"/>: Gemma4's audio tower in float32, Gemma3n's in the model dtype): soft cap
+    /// tanh(x / cap) * cap (<see cref="AttentionSpec.SoftCap"/>) in the logits' dtype (each op rounded to it, as torch does),
+    /// then masked_fill(!visible, <paramref name="invalid"/>) broadcast over <paramref name="broadcastOver"/> planes and
+    /// softmax in float32 (HF: <c>softmax(logits, dim=-1, dtype=torch.float32).to(dtype=value_blocks.dtype)</c>), the
+    /// probabilities rounded to the values' dtype, and probs @ values over the folded batch.
     /// </summary>
-    /// <param name="logits">[..., rows, keys] float32; planes of [per] elements.</param>
+    /// <param name="logits">[..., rows, keys] in any float dtype; planes of [per] elements.</param>
     /// <param name="visible">One flag per element of one batch entry's plane set: [B, per].</param>
     /// <param name="values">[batch*planes, keys, hd] matching logits' folded batch.</param>
     public Tensor SoftmaxValues(Tensor logits, bool[] visible, int batch, int broadcastOver, float invalid, Tensor values, MatmulOptions matmul)
     {
         if (Spec.SoftCap is double cap) logits = Elementwise.Mul(Elementwise.Tanh(Elementwise.Div(logits, cap)), cap);
-        logits = AttentionMask.MaskedFill(logits, visible, batch, broadcastOver, invalid);
-        var probs = Softmax.Forward(logits, -1);
+        logits = AttentionMask.MaskedFill(logits.To(DType.Float32), visible, batch, broadcastOver, invalid);   // exact: float32 holds every bf16
+        var probs = Softmax.Forward(logits, -1).To(values.DType);
         int keys = logits.Size(-1), rows = logits.Size(-2), folded = (int)(logits.NumEl / ((long)rows * keys));
         return Matmul.Forward(probs.Reshape(folded, rows, keys), values, matmul);
     }

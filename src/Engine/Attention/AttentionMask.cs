@@ -54,13 +54,7 @@ public sealed record AttentionMask
     public void Apply(Tensor scores, int t, int s, int past, int[]? blocks = null)
     {
         if (!Causal && Window is null && blocks is null) return;
-        if (scores.IsCuda)
-        {
-            if (!Causal) throw Cuda.CudaOps.NoCudaPath("attention_mask (non-causal with a window or blocks)", scores);
-            Cuda.CudaOps.AttentionMask(scores, t, s, past, Window, blocks, BlocksOnSlidingLayersOnly);
-            return;
-        }
-        Apply(scores.Span<float>(), t, s, past, blocks);
+        OpBackend.Of(scores).MaskScores(this, scores, t, s, past, blocks);   // the host: the span loop below
     }
 
     /// <summary>The host loop of <see cref="Apply(Tensor, int, int, int, int[])"/> over [planes, t, s] flat.</summary>
@@ -89,13 +83,13 @@ public sealed record AttentionMask
     {
         long per = logits.NumEl / ((long)batch * planes);
         if (visible.Length != batch * per) throw new ArgumentException($"masked_fill: {visible.Length} flags for {batch} x {per} elements");
-        if (logits.IsCuda)
-        {   // masked_fill on the device: the host mask (an input) negated and broadcast over the planes, then where
-            var shape = logits.ShapeArray.ToArray();
-            shape[1] = 1;
-            var invalid = Tensor.FromArray(visible.Select(m => !m).ToArray(), shape);
-            return Elementwise.Where(invalid, Tensor.Scalar(value, logits.DType), logits);
-        }
+        return OpBackend.Of(logits).MaskedFill(logits, visible, batch, planes, value);
+    }
+
+    /// <summary>The host's <see cref="MaskedFill"/>: a copy with the hidden elements overwritten.</summary>
+    internal static Tensor MaskedFillOnHost(Tensor logits, bool[] visible, int batch, int planes, float value)
+    {
+        long per = logits.NumEl / ((long)batch * planes);
         var y = logits.Contiguous().Clone();
         var sp = y.Span<float>();
         for (int bi = 0; bi < batch; bi++)

@@ -7,7 +7,7 @@ namespace Harness.Engine.Cuda;
 /// runs, done by the CUDA drivers (<see cref="CudaOps"/>, <see cref="CudaTensors"/>). The tensor reaches it through its
 /// storage (<see cref="DeviceMemory.Backend"/>), so the Tensors layer names no CUDA type.
 /// </summary>
-internal sealed class CudaBackend(CudaDevice device) : ITensorBackend
+internal sealed partial class CudaBackend(CudaDevice device) : ITensorBackend
 {
     public string Name => device.ToString();
 

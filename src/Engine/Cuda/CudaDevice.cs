@@ -261,6 +261,19 @@ public sealed class DeviceMemory : IDeviceMemory
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>The allocation a <see cref="Slice"/> is a window of: kept alive as long as the window is.</summary>
+    private readonly DeviceMemory? _parent;
+
+    private DeviceMemory(DeviceMemory parent, long byteOffset, long byteLength)
+        : this(parent.Device, parent.Pointer + (nint)byteOffset, byteLength) => _parent = parent;
+
+    public IDeviceMemory Slice(long byteOffset, long byteLength)
+    {
+        if (byteOffset < 0 || byteLength < 0 || byteOffset > Bytes - byteLength)
+            throw new ArgumentOutOfRangeException(nameof(byteOffset), $"window [{byteOffset}, {byteOffset + byteLength}) outside a device allocation of {Bytes} bytes");
+        return new DeviceMemory(_parent ?? this, (_parent is null ? 0 : Pointer - _parent.Pointer) + byteOffset, byteLength);
+    }
+
     public void Dispose()
     {
         Free();

@@ -11,8 +11,8 @@ namespace Harness.Engine.IO;
 /// <see cref="WriteAll"/> writes several files as one: it holds the folder's writer lock (".harness-writes.lock",
 /// flock) from the first temporary file to the last rename, so two runs writing the same report folder leave the files
 /// of one run or of the other, never a mix.
-/// Test input: <c>slowWritesMs</c> sleeps that many ms after each 4 KiB written, so a test can kill a writer mid-write
-/// or make two writers overlap (the CLI passes its hidden --slow-writes-ms option).
+/// <c>through</c> (an explicit input, null: none) wraps the temporary file's stream: the tests pass a slow stream to kill
+/// a writer mid-write or to make two writers overlap.
 /// </summary>
 public static class AtomicFile
 {
@@ -25,10 +25,10 @@ public static class AtomicFile
     public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromMinutes(5);
 
     /// <summary>Writes the file through <paramref name="write"/> (which gets the temporary file's stream).</summary>
-    public static void Write(string path, Action<Stream> write, int slowWritesMs = 0)
+    public static void Write(string path, Action<Stream> write, Func<Stream, Stream>? through = null)
     {
         string full = Path.GetFullPath(path);
-        string tmp = Stage(full, write, slowWritesMs);
+        string tmp = Stage(full, write, through);
         try
         {
             File.Move(tmp, full, overwrite: true);
@@ -40,10 +40,10 @@ public static class AtomicFile
         }
     }
 
-    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes, int slowWritesMs = 0)
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes, Func<Stream, Stream>? through = null)
     {
         var copy = bytes.ToArray();
-        Write(path, s => s.Write(copy), slowWritesMs);
+        Write(path, s => s.Write(copy), through);
     }
 
     /// <summary>Copies a file atomically (the target is the old file or the whole new one, never a part).</summary>
@@ -59,7 +59,7 @@ public static class AtomicFile
     /// (up to <paramref name="lockTimeout"/>, default <see cref="DefaultLockTimeout"/>), so the files always come from one
     /// writer.
     /// </summary>
-    public static void WriteAll(IReadOnlyList<(string Path, byte[] Bytes)> files, int slowWritesMs = 0, TimeSpan? lockTimeout = null)
+    public static void WriteAll(IReadOnlyList<(string Path, byte[] Bytes)> files, Func<Stream, Stream>? through = null, TimeSpan? lockTimeout = null)
     {
         var targets = files.Select(f => (Full: Path.GetFullPath(f.Path), f.Bytes)).ToList();
         var folders = targets.Select(t => Path.GetDirectoryName(t.Full)!).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
@@ -68,7 +68,7 @@ public static class AtomicFile
         try
         {
             foreach (var folder in folders) locks.Add(LockFolder(folder, lockTimeout ?? DefaultLockTimeout));   // in path order: no deadlock
-            foreach (var (full, bytes) in targets) staged.Add((Stage(full, s => s.Write(bytes), slowWritesMs), full));
+            foreach (var (full, bytes) in targets) staged.Add((Stage(full, s => s.Write(bytes), through), full));
             foreach (var (tmp, full) in staged) File.Move(tmp, full, overwrite: true);
             staged.Clear();
         }
@@ -80,7 +80,7 @@ public static class AtomicFile
     }
 
     /// <summary>Writes the bytes to a fresh temporary file beside <paramref name="full"/>, flushed to disk; returns its path.</summary>
-    private static string Stage(string full, Action<Stream> write, int slowWritesMs)
+    private static string Stage(string full, Action<Stream> write, Func<Stream, Stream>? through)
     {
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
@@ -89,7 +89,13 @@ public static class AtomicFile
         try
         {
             using var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-            write(slowWritesMs > 0 ? new SlowStream(fs, slowWritesMs) : fs);
+            if (through is null) write(fs);
+            else
+            {
+                var wrapped = through(fs);   // not disposed here: the file stream is ours to flush and close
+                write(wrapped);
+                wrapped.Flush();
+            }
             fs.Flush(flushToDisk: true);
         }
         catch
@@ -147,41 +153,28 @@ public static class AtomicFile
             TryDelete(f);
         }
     }
-
-    /// <summary>The test input's stream: writes in 4 KiB pieces with a sleep after each.</summary>
-    private sealed class SlowStream(Stream inner, int sleepMs) : Stream
-    {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => inner.Length;
-        public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            while (buffer.Length > 0)
-            {
-                int n = Math.Min(4096, buffer.Length);
-                inner.Write(buffer[..n]);
-                inner.Flush();
-                buffer = buffer[n..];
-                Thread.Sleep(sleepMs);
-            }
-        }
-    }
 }
 
 /// <summary>Whether a process id is alive (for the leftovers of dead runs: temporary files, staged model folders).</summary>
 public static class ProcessLiveness
 {
+    /// <summary>
+    /// Alive: the process exists and has not ended. A zombie (Linux state Z or X: ended, waiting for its parent to reap
+    /// it) is dead: a killed run's orphaned worker stays one as long as an init that does not reap (a container's) lets it.
+    /// </summary>
     public static bool IsAlive(int pid)
     {
         if (pid == Environment.ProcessId) return true;
         if (pid <= 0) return false;
+        if (OperatingSystem.IsLinux() && Directory.Exists("/proc/self"))
+        {
+            string stat;
+            try { stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat"); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+            // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, the state follows the last ')'
+            int close = stat.LastIndexOf(')');
+            return close < 0 || close + 2 >= stat.Length || stat[close + 2] is not ('Z' or 'X' or 'x');
+        }
         try
         {
             using var p = System.Diagnostics.Process.GetProcessById(pid);

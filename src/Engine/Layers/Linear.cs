@@ -40,7 +40,7 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
         if (x.Size(-1) != InFeatures)
             throw new ArgumentException(
                 $"mat1 and mat2 shapes cannot be multiplied ({x.NumEl / Math.Max(x.Size(-1), 1)}x{x.Size(-1)} and {InFeatures}x{OutFeatures})");
-        if (output is not null && (!output.IsContiguous || output.DType != x.DType || output.IsCuda != x.IsCuda
+        if (output is not null && (!output.IsContiguous || output.DType != x.DType || OpBackend.OnHost(output) != OpBackend.OnHost(x)
                                    || output.NumEl != x.NumEl / InFeatures * OutFeatures))
             throw new ArgumentException($"Linear output buffer {output} cannot hold [{x.NumEl / InFeatures}, {OutFeatures}] of {x.DType.TorchName()}");
         if (UsesPackedWeight(x)) return PackedForward(x, output);
@@ -89,7 +89,7 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
     internal int Float32Conversions { get; private set; }
 
     private bool UsesPackedWeight(Tensor x) =>
-        !x.IsCuda && !Weight.IsCuda && Bias is not { IsCuda: true } && x.DType == Weight.DType && x.DType is DType.Float32 or DType.BFloat16;
+        OpBackend.OnHost(x, Weight) && (Bias is null || OpBackend.OnHost(Bias)) && x.DType == Weight.DType && x.DType is DType.Float32 or DType.BFloat16;
 
     /// <summary>The packed weight for the current micro-kernel (packed on first use; repacked only if a test forces another kernel).</summary>
     internal PackedWeight Packed()

@@ -69,6 +69,8 @@ public static class FaultMap
 
         new(Faults.RowParallelInputIsParallel, "gemma3n", "Gemma3nModel", new() { Gemma3n = new() { EmbedderInputIsParallel = true } }, NeedsTp),
         new(Faults.SparseTopKRankLocal, "gemma3n", "Gemma3nModel", new() { Gemma3n = new() { SparseTopKRankLocal = true } }, NeedsTp),
+        new(Faults.UsmRelShiftSkipped, "gemma3n", "Gemma3nAudioEncoder", new() { Gemma3n = new() { AudioRelShiftSkipped = true } }),
+        new(Faults.CumulativeNormPlainMean, "gemma3n", "Gemma3nAudioEncoder", new() { Gemma3n = new() { AudioSscpNormPlainMean = true } }),
 
         new(Faults.GeluTanhAsExact, "gemma4", "Gemma4ForCausalLM", new() { Gemma4 = new() { ExpertsActivation = "gelu" } }),
         new(Faults.GateUpSwapped, "gemma4", "Gemma4ForCausalLM", new() { Gemma4 = new() { ExpertsGateUpSwapped = true } }),

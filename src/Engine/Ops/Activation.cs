@@ -62,11 +62,7 @@ public static class Activation
     public static Tensor Apply(Tensor x, ActivationKind kind)
     {
         OpSupport.RequireFloat(x, Name(kind));
-        if (x.IsCuda) return CudaApply(x, kind);
-        var f = OpSupport.Float32Contiguous(x);
-        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
-        K.Activations.Apply(kind, f.Span<float>(), y.Span<float>(), x.DType);
-        return OpSupport.FromFloat32(y, x.DType);
+        return OpBackend.Of(x).Activation(x, kind);
     }
 
     /// <summary>Gated: act(x[..., :d]) * x[..., d:] over the last dim (2d wide); the result has last dim d.</summary>
@@ -82,24 +78,22 @@ public static class Activation
     /// <summary>act(gate) * up, as HF's MLPs do: act rounds to the dtype, then the product rounds again.</summary>
     public static Tensor ApplyGated(Tensor gate, Tensor up, ActivationKind kind)
     {
-        if (gate.IsCuda && up.IsCuda && gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && kind != ActivationKind.GeluNew)
-            return kind switch
-            {
-                ActivationKind.Gelu => Cuda.CudaOps.Gated<Cuda.Kernels.GeluExactOp>(gate, up),
-                ActivationKind.GeluTanh => Cuda.CudaOps.Gated<Cuda.Kernels.GeluTanhOp>(gate, up),
-                ActivationKind.Silu => Cuda.CudaOps.Gated<Cuda.Kernels.SiluOp>(gate, up),
-                ActivationKind.Relu => Cuda.CudaOps.Gated<Cuda.Kernels.ReluOp>(gate, up),
-                _ => Cuda.CudaOps.Gated<Cuda.Kernels.QuickGeluOp>(gate, up),
-            };
-        if (!gate.IsCuda && !up.IsCuda && gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && RowsOf(gate) >= 0 && RowsOf(up) >= 0
+        if (OpBackend.Of(gate, up).Gated(gate, up, kind) is { } fused) return fused;   // one pass where the device has one
+        var a = Apply(gate, kind);
+        return Elementwise.Mul(a, up);
+    }
+
+    /// <summary>The host's one pass (<see cref="ApplyGatedInto"/>) where its preconditions hold, else null.</summary>
+    internal static Tensor? HostGated(Tensor gate, Tensor up, ActivationKind kind)
+    {
+        if (gate.DType == up.DType && Shape.SequenceEqual(gate.Shape, up.Shape) && RowsOf(gate) >= 0 && RowsOf(up) >= 0
             && gate.DType is DType.Float32 or DType.BFloat16 && gate.Rank > 0)
         {
             var output = Tensor.Zeros(gate.DType, gate.ShapeArray);
             ApplyGatedInto(gate, up, kind, output);
             return output;
         }
-        var a = Apply(gate, kind);
-        return Elementwise.Mul(a, up);
+        return null;
     }
 
     /// <summary>
@@ -112,7 +106,7 @@ public static class Activation
     public static void ApplyGatedInto(Tensor gate, Tensor up, ActivationKind kind, Tensor output)
     {
         int rg = RowsOf(gate), ru = RowsOf(up);
-        if (gate.IsCuda || up.IsCuda || output.IsCuda || gate.DType != up.DType || gate.DType != output.DType
+        if (!OpBackend.OnHost(gate, up, output) || gate.DType != up.DType || gate.DType != output.DType
             || gate.DType is not (DType.Float32 or DType.BFloat16) || rg < 0 || ru < 0 || gate.Rank == 0
             || !Shape.SequenceEqual(gate.Shape, up.Shape) || !Shape.SequenceEqual(gate.Shape, output.Shape) || !output.IsContiguous)
             throw new ArgumentException(
@@ -155,16 +149,19 @@ public static class Activation
         t.Rank == 0 ? -1 : t.IsContiguous ? (t.Size(-1) == 0 ? 0 : t.NumEl / t.Size(-1)) : t.Rank == 2 && t.Stride(1) == 1 ? t.Shape[0] : -1;
 
     private static int RowStride(Tensor t) => t.Rank >= 2 && !t.IsContiguous ? t.Stride(0) : t.Size(-1);
+}
 
-    // The CUDA kernels, one per kind (gelu_new rounds after each op in bf16 on the host path; on the device it is the
-    // tanh formula in float32, one rounding: exact for float32 only).
-    private static Tensor CudaApply(Tensor x, ActivationKind kind) => kind switch
+/// <summary>The host's activations: float32 kernels (<see cref="K.Activations"/>), rounded once (gelu_new per op).</summary>
+internal sealed partial class HostOps
+{
+    public Tensor Activation(Tensor x, ActivationKind kind)
     {
-        ActivationKind.Gelu => Cuda.CudaOps.Unary<Cuda.Kernels.GeluExactOp>(x),
-        ActivationKind.GeluTanh or ActivationKind.GeluNew => Cuda.CudaOps.Unary<Cuda.Kernels.GeluTanhOp>(x),
-        ActivationKind.Silu => Cuda.CudaOps.Unary<Cuda.Kernels.SiluOp>(x),
-        ActivationKind.Relu => Cuda.CudaOps.Unary<Cuda.Kernels.ReluOp>(x),
-        ActivationKind.QuickGelu => Cuda.CudaOps.Unary<Cuda.Kernels.QuickGeluOp>(x),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-    };
+        var f = OpSupport.Float32Contiguous(x);
+        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
+        K.Activations.Apply(kind, f.Span<float>(), y.Span<float>(), x.DType);
+        return OpSupport.FromFloat32(y, x.DType);
+    }
+
+    // the fused host pass for host float32/bfloat16 operands of one dtype and shape with contiguous rows
+    public Tensor? Gated(Tensor gate, Tensor up, ActivationKind kind) => Ops.Activation.HostGated(gate, up, kind);
 }

@@ -22,7 +22,7 @@ public static class Attention
 {
     /// <summary>Whether the fused host path applies: host tensors of float32 or bfloat16, normal (not batch-invariant) mode.</summary>
     public static bool Supports(Tensor q) =>
-        !q.IsCuda && q.DType is DType.Float32 or DType.BFloat16 && !ComputeSettings.BatchInvariant;
+        OpBackend.OnHost(q) && q.DType is DType.Float32 or DType.BFloat16 && !ComputeSettings.BatchInvariant;
 
     /// <summary>
     /// q_embed = (q * cos) + (rotate_half(q) * sin) for every head of every token (each of the three torch ops rounded to

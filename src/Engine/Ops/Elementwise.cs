@@ -1,4 +1,3 @@
-using Harness.Engine.Cuda;
 using System.Numerics.Tensors;
 using Harness.Engine.Kernels;
 using Harness.Engine.Tensors;
@@ -55,11 +54,7 @@ public static class Elementwise
     public static Tensor Pow(Tensor x, double exponent)
     {
         OpSupport.RequireFloat(x, "pow");
-        if (x.IsCuda) return Cuda.CudaOps.Unary<Cuda.Kernels.PowScalarOp>(x, (float)exponent);
-        var f = OpSupport.Float32Contiguous(x);
-        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
-        K.Elementwise.PowScalar(f.Span<float>(), exponent, y.Span<float>());
-        return OpSupport.FromFloat32(y, x.DType);
+        return OpBackend.Of(x).Pow(x, exponent);
     }
 
     /// <summary>torch.clamp(x, min, max); either bound may be null; bounds are rounded to x's dtype first, as torch does.</summary>
@@ -69,11 +64,7 @@ public static class Elementwise
         if (min is null && max is null) throw new ArgumentException("torch.clamp: At least one of 'min' or 'max' must not be None");
         float? lo = min is double l ? Rounding.To((float)l, x.DType) : null;
         float? hi = max is double h ? Rounding.To((float)h, x.DType) : null;
-        if (x.IsCuda) return CudaClamp(x, lo, hi);                  // before any host buffer: the device needs none
-        var f = OpSupport.Float32Contiguous(x);
-        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
-        K.Elementwise.Clamp(f.Span<float>(), lo, hi, y.Span<float>());
-        return OpSupport.FromFloat32(y, x.DType);
+        return OpBackend.Of(x).Clamp(x, lo, hi);                     // no buffer before the backend: a device needs no host one
     }
 
     /// <summary>torch.where(mask, a, b) with three-way broadcasting; mask must be bool.</summary>
@@ -82,23 +73,7 @@ public static class Elementwise
         if (mask.DType != DType.Bool)
             throw new ArgumentException($"where expected condition to be a boolean tensor, but got a tensor with dtype {mask.DType.TorchName()}");
         var dt = OpSupport.ResultType(a, b, "where");
-        if (mask.IsCuda || a.IsCuda || b.IsCuda) return Cuda.CudaOps.Where(mask, a, b, dt);
-        var shape = OpSupport.Broadcast(mask, a, b);
-        var m = mask.Expand(shape);
-        var fa = OpSupport.Float32(a).Expand(shape);
-        var fb = OpSupport.Float32(b).Expand(shape);
-        var y = Tensor.Zeros(DType.Float32, shape);
-        var dst = y.Span<float>();
-        var w = new RowWalker(shape, m, fa, fb);
-        var ms = m.Storage.Bytes; var sa = fa.StorageSpan<float>(); var sb = fb.StorageSpan<float>();
-        int n = w.RowLength;
-        for (int r = 0; r < w.Rows; r++, w.Next())
-        {
-            int om = w.Offsets[0], oa = w.Offsets[1], ob = w.Offsets[2];
-            for (int i = 0; i < n; i++, om += w.InnerStrides[0], oa += w.InnerStrides[1], ob += w.InnerStrides[2])
-                dst[r * n + i] = ms[om] != 0 ? sa[oa] : sb[ob];
-        }
-        return OpSupport.FromFloat32(y, dt);
+        return OpBackend.Of(mask, a, b).Where(mask, a, b, dt);
     }
 
     public static Tensor Where(Tensor mask, Tensor a, double b) => Where(mask, a, Tensor.Scalar(b));
@@ -122,11 +97,75 @@ public static class Elementwise
         if (!Shape.SequenceEqual(shape, dst.Shape))
             throw new ArgumentException(
                 $"output with shape {Shape.Format(dst.Shape)} doesn't match the broadcast shape {Shape.Format(shape)}");
-        if (dst.IsCuda || src.IsCuda)
+        OpBackend.Of(dst, src).AddInPlace(dst, src);
+    }
+
+    private static Tensor ScalarLike(Tensor a, double s) =>
+        a.DType.IsFloatingPoint() ? Tensor.Scalar(s, DType.Float32) : Tensor.Scalar(s, DType.Int64);
+
+    private static Tensor Binary(BinaryOp op, Tensor a, Tensor b, string name)
+    {
+        var dt = OpSupport.ResultType(a, b, name);
+        return OpBackend.Of(a, b).Binary(op, a, b, dt, name);
+    }
+
+    private static Tensor Scalar(BinaryOp op, Tensor a, float s, string name)
+    {
+        OpSupport.RequireFloat(a, name);
+        return OpBackend.Of(a).Scalar(op, a, s, name);
+    }
+
+    private static Tensor Unary(UnaryOp op, Tensor x, string name)
+    {
+        OpSupport.RequireFloat(x, name);
+        return OpBackend.Of(x).Unary(op, x, name);
+    }
+
+    /// <summary>Comparisons read every dtype exactly as double (integers up to 2^53), broadcast, and return bool.</summary>
+    private static Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp) => OpBackend.Of(a, b).Compare(a, b, cmp);
+}
+
+/// <summary>The host's element-wise ops: float32 over TensorPrimitives (contiguous) or a row walker (strided, broadcast).</summary>
+internal sealed partial class HostOps
+{
+    public Tensor Pow(Tensor x, double exponent)
+    {
+        var f = OpSupport.Float32Contiguous(x);
+        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
+        K.Elementwise.PowScalar(f.Span<float>(), exponent, y.Span<float>());
+        return OpSupport.FromFloat32(y, x.DType);
+    }
+
+    public Tensor Clamp(Tensor x, float? lo, float? hi)
+    {
+        var f = OpSupport.Float32Contiguous(x);
+        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
+        K.Elementwise.Clamp(f.Span<float>(), lo, hi, y.Span<float>());
+        return OpSupport.FromFloat32(y, x.DType);
+    }
+
+    public Tensor Where(Tensor mask, Tensor a, Tensor b, DType dt)
+    {
+        var shape = OpSupport.Broadcast(mask, a, b);
+        var m = mask.Expand(shape);
+        var fa = OpSupport.Float32(a).Expand(shape);
+        var fb = OpSupport.Float32(b).Expand(shape);
+        var y = Tensor.Zeros(DType.Float32, shape);
+        var dst = y.Span<float>();
+        var w = new RowWalker(shape, m, fa, fb);
+        var ms = m.Storage.Bytes; var sa = fa.StorageSpan<float>(); var sb = fb.StorageSpan<float>();
+        int n = w.RowLength;
+        for (int r = 0; r < w.Rows; r++, w.Next())
         {
-            dst.CopyFrom(Binary(BinaryOp.Add, dst, src, "add_"));
-            return;
+            int om = w.Offsets[0], oa = w.Offsets[1], ob = w.Offsets[2];
+            for (int i = 0; i < n; i++, om += w.InnerStrides[0], oa += w.InnerStrides[1], ob += w.InnerStrides[2])
+                dst[r * n + i] = ms[om] != 0 ? sa[oa] : sb[ob];
         }
+        return OpSupport.FromFloat32(y, dt);
+    }
+
+    public void AddInPlace(Tensor dst, Tensor src)
+    {
         if (dst.DType == DType.Float32 && src.DType == DType.Float32 && dst.IsContiguous && src.IsContiguous
             && Shape.SequenceEqual(src.Shape, dst.Shape))
         {
@@ -139,20 +178,8 @@ public static class Elementwise
         dst.CopyFrom(sum);
     }
 
-    // torch.clamp on the device: max(x, lo) then min(., hi), the bounds already rounded to x's dtype (exact in it).
-    private static Tensor CudaClamp(Tensor x, float? lo, float? hi)
+    public Tensor Binary(BinaryOp op, Tensor a, Tensor b, DType dt, string name)
     {
-        var y = lo is float l ? Cuda.CudaOps.Unary<Cuda.Kernels.ClampMinOp>(x, l) : x;
-        return hi is float h ? Cuda.CudaOps.Unary<Cuda.Kernels.ClampMaxOp>(y, h) : y;
-    }
-
-    private static Tensor ScalarLike(Tensor a, double s) =>
-        a.DType.IsFloatingPoint() ? Tensor.Scalar(s, DType.Float32) : Tensor.Scalar(s, DType.Int64);
-
-    private static Tensor Binary(BinaryOp op, Tensor a, Tensor b, string name)
-    {
-        var dt = OpSupport.ResultType(a, b, name);
-        if (a.IsCuda || b.IsCuda) return CudaBinary(op, a, b, dt, name);
         var shape = Shape.Broadcast(a.Shape, b.Shape);
         var y = Tensor.Zeros(DType.Float32, shape);
         BinaryInto(op, OpSupport.Float32(a).Expand(shape), OpSupport.Float32(b).Expand(shape), y);
@@ -176,38 +203,8 @@ public static class Elementwise
             K.Elementwise.Binary(op, sa[w.Offsets[0]..], w.InnerStrides[0], sb[w.Offsets[1]..], w.InnerStrides[1], d.Slice(r * n, n));
     }
 
-    // Device operands: the same arithmetic (float32, one rounding) in a CUDA kernel; a host 0-dim operand moves to the device.
-    private static Tensor CudaBinary(BinaryOp op, Tensor a, Tensor b, DType dt, string name)
+    public Tensor Scalar(BinaryOp op, Tensor a, float s, string name)
     {
-        var device = a.IsCuda ? a.CudaDevice : b.CudaDevice;
-        a = a.ToDevice(device);
-        b = b.ToDevice(device);
-        if (a.DType != dt) a = a.To(dt);
-        if (b.DType != dt && !b.DType.IsFloatingPoint()) b = b.ToHost().To(dt).ToDevice(device);
-        return op switch
-        {
-            BinaryOp.Add => Cuda.CudaOps.Binary<Cuda.Kernels.AddOp>(a, b, dt),
-            BinaryOp.Sub => Cuda.CudaOps.Binary<Cuda.Kernels.SubOp>(a, b, dt),
-            BinaryOp.Mul => Cuda.CudaOps.Binary<Cuda.Kernels.MulOp>(a, b, dt),
-            BinaryOp.Div => Cuda.CudaOps.Binary<Cuda.Kernels.DivOp>(a, b, dt),
-            BinaryOp.Maximum => Cuda.CudaOps.Binary<Cuda.Kernels.MaximumOp>(a, b, dt),
-            BinaryOp.Minimum => Cuda.CudaOps.Binary<Cuda.Kernels.MinimumOp>(a, b, dt),
-            _ => throw Cuda.CudaOps.NoCudaPath(name, a, b),
-        };
-    }
-
-    private static Tensor Scalar(BinaryOp op, Tensor a, float s, string name)
-    {
-        OpSupport.RequireFloat(a, name);
-        if (a.IsCuda)
-            return op switch
-            {
-                BinaryOp.Add => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, s),
-                BinaryOp.Sub => Cuda.CudaOps.Unary<Cuda.Kernels.AddScalarOp>(a, -s),
-                BinaryOp.Mul => Cuda.CudaOps.Unary<Cuda.Kernels.MulScalarOp>(a, s),
-                BinaryOp.Div => Cuda.CudaOps.Unary<Cuda.Kernels.DivScalarOp>(a, s),
-                _ => throw Cuda.CudaOps.NoCudaPath(name + " (with a scalar)", a),
-            };
         var f = OpSupport.Float32Contiguous(a);
         var y = Tensor.Zeros(DType.Float32, a.ShapeArray);
         ReadOnlySpan<float> sv = [s];
@@ -215,34 +212,16 @@ public static class Elementwise
         return OpSupport.FromFloat32(y, a.DType);
     }
 
-    private static Tensor Unary(UnaryOp op, Tensor x, string name)
+    public Tensor Unary(UnaryOp op, Tensor x, string name)
     {
-        OpSupport.RequireFloat(x, name);
-        if (x.IsCuda)
-            return op switch
-            {
-                UnaryOp.Neg => Cuda.CudaOps.Unary<Cuda.Kernels.NegOp>(x),
-                UnaryOp.Exp => Cuda.CudaOps.Unary<Cuda.Kernels.ExpOp>(x),
-                UnaryOp.Abs => Cuda.CudaOps.Unary<Cuda.Kernels.AbsOp>(x),
-                UnaryOp.Log => Cuda.CudaOps.Unary<Cuda.Kernels.LogOp>(x),
-                UnaryOp.Sqrt => Cuda.CudaOps.Unary<Cuda.Kernels.SqrtOp>(x),
-                UnaryOp.Rsqrt => Cuda.CudaOps.Unary<Cuda.Kernels.RsqrtOp>(x),
-                UnaryOp.Tanh => Cuda.CudaOps.Unary<Cuda.Kernels.TanhOp>(x),
-                UnaryOp.Sigmoid => Cuda.CudaOps.Unary<Cuda.Kernels.SigmoidOp>(x),
-                UnaryOp.Square => Cuda.CudaOps.Unary<Cuda.Kernels.SquareOp>(x),
-                UnaryOp.Reciprocal => Cuda.CudaOps.Unary<Cuda.Kernels.ReciprocalOp>(x),
-                _ => throw Cuda.CudaOps.NoCudaPath(name, x),
-            };
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Elementwise.Unary(op, f.Span<float>(), y.Span<float>());
         return OpSupport.FromFloat32(y, x.DType);
     }
 
-    /// <summary>Comparisons read every dtype exactly as double (integers up to 2^53), broadcast, and return bool.</summary>
-    private static Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp)
+    public Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp)
     {
-        if (a.IsCuda || b.IsCuda) throw Cuda.CudaOps.NoCudaPath("comparison (eq/ne/gt/ge/lt/le)", a, b);
         var shape = Shape.Broadcast(a.Shape, b.Shape);
         var ea = a.Expand(shape);
         var eb = b.Expand(shape);

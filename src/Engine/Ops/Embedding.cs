@@ -9,11 +9,25 @@ public static class Embedding
     /// <summary>Returns ids.shape + [hidden] in the table's dtype (rows copied bit for bit).</summary>
     public static Tensor Lookup(Tensor weight, Tensor ids)
     {
+        CheckArguments(weight, ids);
+        return OpBackend.Of(weight).Embedding(weight, ids);
+    }
+
+    /// <summary>A 2-D table and int64/int32 ids, or an error naming the shape or dtype.</summary>
+    internal static void CheckArguments(Tensor weight, Tensor ids)
+    {
         if (weight.Rank != 2)
             throw new ArgumentException($"embedding: weight must be 2D [vocab, hidden], got shape {Shape.Format(weight.Shape)}");
         if (ids.DType is not (DType.Int64 or DType.Int32))
             throw new ArgumentException($"embedding: expected ids of dtype int64 or int32, got {ids.DType.TorchName()}");
-        if (weight.IsCuda) return Cuda.CudaOps.Embedding(weight, ids);
+    }
+}
+
+/// <summary>The host's lookup.</summary>
+internal sealed partial class HostOps
+{
+    public Tensor Embedding(Tensor weight, Tensor ids)
+    {
         int vocab = weight.Size(0), hidden = weight.Size(1);
         // A strided table is copied whole; a contiguous one (a mapped checkpoint table of any size) is read in place,
         // only the looked-up rows, at 64-bit byte offsets.

@@ -1,4 +1,3 @@
-using Harness.Engine.Cuda;
 using Harness.Engine.Kernels.Gemm;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
@@ -105,11 +104,14 @@ public static class Matmul
 
         var ea = a.Expand([.. batch, m, k]); // stride 0 on broadcast dims: no copy
         var eb = b.Expand([.. batch, kb, n]);
-        if (a.IsCuda || b.IsCuda)
-        {
-            var dc = Cuda.CudaGemm.Multiply(ea.ToDevice(DeviceOf(a, b)), eb.ToDevice(DeviceOf(a, b)));
-            return squeezeRow ? dc.Squeeze(-2) : dc;
-        }
+        var c = OpBackend.Of(a, b).BatchedMm(ea, eb, batch);                  // [batch.., M, N]
+        return squeezeRow ? c.Squeeze(-2) : c;
+    }
+
+    /// <summary>The host's batched product: one GEMM call over every batch's matrix views, float32, rounded once.</summary>
+    internal static Tensor BatchedOnHost(Tensor ea, Tensor eb, int[] batch)
+    {
+        int m = ea.Shape[^2], n = eb.Shape[^1];
         int count = (int)Shape.NumEl(batch);
         var viewsA = new MatrixView[count];
         var viewsB = new MatrixView[count];
@@ -126,8 +128,7 @@ public static class Matmul
         }
         var result = Tensor.Zeros(DType.Float32, [.. batch, m, n]);
         Gemm.MultiplyBatched(viewsA, viewsB, result.Span<float>(), n, m * n);
-        var typed = result.To(a.DType);
-        return squeezeRow ? typed.Squeeze(-2) : typed;
+        return result.To(ea.DType);
     }
 
     private static MatrixView MatrixAt(Tensor t, int[] batchIndex)
@@ -143,18 +144,17 @@ public static class Matmul
         if (a.Shape[1] != b.Shape[0])
             throw new ArgumentException(
                 $"mat1 and mat2 shapes cannot be multiplied ({a.Shape[0]}x{a.Shape[1]} and {b.Shape[0]}x{b.Shape[1]})");
+        return OpBackend.Of(a, b).Mm(a, b);
+    }
+
+    /// <summary>The host's [M, K] x [K, N]: the engine's GEMM in float32, rounded once to a's dtype.</summary>
+    internal static Tensor MmOnHost(Tensor a, Tensor b)
+    {
         int m = a.Shape[0], n = b.Shape[1];
-        if (a.IsCuda || b.IsCuda)
-        {
-            var device = DeviceOf(a, b);
-            return Cuda.CudaGemm.Multiply(a.ToDevice(device).Unsqueeze(0), b.ToDevice(device).Unsqueeze(0)).Squeeze(0);
-        }
         var result = Tensor.Zeros(DType.Float32, m, n);
         if (m > 0 && n > 0) Gemm.Multiply(MatrixView.Of(a), MatrixView.Of(b), result.Span<float>(), n);
         return result.To(a.DType);
     }
-
-    private static Cuda.CudaDevice DeviceOf(Tensor a, Tensor b) => a.IsCuda ? a.CudaDevice : b.CudaDevice;
 
     /// <summary>
     /// The shapes vLLM's batch-invariant matmul accepted before its Gemma4-E2B fix (<see cref="MatmulOptions.PreFixBatchInvariantShapes"/>,
@@ -193,4 +193,11 @@ public sealed record MatmulOptions
     /// did before its ND x ND path: Gemma4-E2B's audio attention ([B, N, U*W, H] @ [N, H, F]) then fails with a shape error.
     /// </summary>
     public bool PreFixBatchInvariantShapes { get; init; }
+}
+
+internal sealed partial class HostOps
+{
+    public Tensor Mm(Tensor a, Tensor b) => Matmul.MmOnHost(a, b);
+
+    public Tensor BatchedMm(Tensor a, Tensor b, int[] batch) => Matmul.BatchedOnHost(a, b, batch);
 }

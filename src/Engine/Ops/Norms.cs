@@ -1,4 +1,3 @@
-using Harness.Engine.Cuda;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
 using K = Harness.Engine.Kernels;
@@ -61,32 +60,7 @@ public static class Norms
             if (weight is null) throw new ArgumentException($"rms_norm: {kind} needs a weight of size {n}");
             CheckParam(weight, n, "weight", x);
         }
-        float feps = (float)eps;
-        if (x.IsCuda)
-        {
-            var outDt = kind == RmsNormKind.Llama && weight!.DType != x.DType ? DType.Float32 : x.DType;
-            return Cuda.CudaOps.RmsNorm(x, weight?.ToDevice(x.CudaDevice), feps, (int)kind, outDt);
-        }
-        float[]? w = weight is null ? null : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
-        if (kind == RmsNormKind.GemmaOnePlusWeight)
-            for (int i = 0; i < w!.Length; i++) w[i] = 1f + w[i];
-        var inDType = x.DType;
-        var outDType = kind == RmsNormKind.Llama && weight!.DType != inDType ? DType.Float32 : inDType;
-        return RowWise.Apply(x, outDType, (row, y, invariant) =>
-        {
-            K.RmsNorm.Row(row, y, feps, invariant);
-            switch (kind)
-            {
-                case RmsNormKind.Llama:
-                    K.Rounding.InPlace(y, inDType);
-                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
-                    break;
-                case RmsNormKind.GemmaOnePlusWeight:
-                case RmsNormKind.GemmaScaled:
-                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
-                    break;
-            }
-        });
+        return OpBackend.Of(x).RmsNorm(x, weight, (float)eps, kind);
     }
 
     /// <summary>
@@ -108,7 +82,7 @@ public static class Norms
         int n = residual.Size(-1), rows = n == 0 ? 0 : residual.NumEl / n;
         CheckParam(weight, n, "weight", residual);
         var outDt = weight.DType != residual.DType ? DType.Float32 : residual.DType;
-        if (residual.IsCuda || !residual.IsContiguous || !normedOut.IsContiguous || normedOut.DType != outDt
+        if (!OpBackend.OnHost(residual) || !residual.IsContiguous || !normedOut.IsContiguous || normedOut.DType != outDt
             || !Shape.SequenceEqual(normedOut.Shape, residual.Shape)
             || x is not null && (x.DType != residual.DType || !x.IsContiguous || !Shape.SequenceEqual(x.Shape, residual.Shape))
             || residualOut is not null && (residualOut.DType != residual.DType || !residualOut.IsContiguous || !Shape.SequenceEqual(residualOut.Shape, residual.Shape))
@@ -166,11 +140,7 @@ public static class Norms
         int n = x.Rank == 0 ? 1 : x.Size(-1);
         if (weight is not null) CheckParam(weight, n, "weight", x);
         if (bias is not null) CheckParam(bias, n, "bias", x);
-        if (x.IsCuda) return Cuda.CudaOps.LayerNorm(x, weight?.ToDevice(x.CudaDevice), bias?.ToDevice(x.CudaDevice), (float)eps);
-        float[] g = weight is null ? [] : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
-        float[] b = bias is null ? [] : OpSupport.Float32Contiguous(bias).Span<float>().ToArray();
-        float feps = (float)eps;
-        return RowWise.Apply(x, x.DType, (row, y, invariant) => K.LayerNorm.Row(row, g, b, y, feps, invariant));
+        return OpBackend.Of(x).LayerNorm(x, weight, bias, eps);
     }
 
     private static void CheckParam(Tensor p, int n, string name, Tensor x)
@@ -179,5 +149,41 @@ public static class Norms
             throw new ArgumentException(
                 $"norm {name} of shape {Shape.Format(p.Shape)} does not match the normalized shape [{n}] of input {Shape.Format(x.Shape)}");
         OpSupport.RequireFloat(p, $"norm {name}");
+    }
+}
+
+/// <summary>The host's norms: float32 rows (<see cref="RowWise"/>), rounded where HF's classes round.</summary>
+internal sealed partial class HostOps
+{
+    public Tensor RmsNorm(Tensor x, Tensor? weight, float feps, RmsNormKind kind)
+    {
+        float[]? w = weight is null ? null : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
+        if (kind == RmsNormKind.GemmaOnePlusWeight)
+            for (int i = 0; i < w!.Length; i++) w[i] = 1f + w[i];
+        var inDType = x.DType;
+        var outDType = kind == RmsNormKind.Llama && weight!.DType != inDType ? DType.Float32 : inDType;
+        return Ops.RowWise.Apply(x, outDType, (row, y, invariant) =>
+        {
+            K.RmsNorm.Row(row, y, feps, invariant);
+            switch (kind)
+            {
+                case RmsNormKind.Llama:
+                    K.Rounding.InPlace(y, inDType);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
+                    break;
+                case RmsNormKind.GemmaOnePlusWeight:
+                case RmsNormKind.GemmaScaled:
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(y, w, y);
+                    break;
+            }
+        });
+    }
+
+    public Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, double eps)
+    {
+        float[] g = weight is null ? [] : OpSupport.Float32Contiguous(weight).Span<float>().ToArray();
+        float[] b = bias is null ? [] : OpSupport.Float32Contiguous(bias).Span<float>().ToArray();
+        float feps = (float)eps;
+        return Ops.RowWise.Apply(x, x.DType, (row, y, invariant) => K.LayerNorm.Row(row, g, b, y, feps, invariant));
     }
 }

@@ -13,7 +13,7 @@ namespace Harness.Engine.Ops;
 /// </summary>
 public static class Reductions
 {
-    private enum Kind { Sum, Mean, Max, Min, ArgMax, ArgMin }
+    internal enum Kind { Sum, Mean, Max, Min, ArgMax, ArgMin }
 
     public static Tensor Sum(Tensor x, int dim, bool keepDim = false) => Reduce(x, dim, keepDim, Kind.Sum).Values;
     public static Tensor Mean(Tensor x, int dim, bool keepDim = false) => Reduce(x, dim, keepDim, Kind.Mean).Values;
@@ -66,39 +66,10 @@ public static class Reductions
         var outShapeKeep = x.Rank == 0 ? [] : x.ShapeArray;
         if (x.Rank > 0) outShapeKeep[d] = 1;
         var outShape = keepDim || x.Rank == 0 ? outShapeKeep : x.ShapeArray.Where((_, i) => i != d).ToArray();
-        int rows = (int)Shape.NumEl(outShape);
-        bool invariant = ComputeSettings.BatchInvariant;
-        int threads = ComputeSettings.Threads;
-
-        if (x.IsCuda) return Cuda.CudaOps.RowReduce(moved, (int)kind, withIndices, outShape, x.DType);
-        if (!x.DType.IsFloatingPoint())
-            return ReduceIntegers(moved.To(DType.Int64).Contiguous(), rows, n, kind, outShape, withIndices, name);
-
-        var f = OpSupport.Float32Contiguous(moved);
-        bool indexResult = kind is Kind.ArgMax or Kind.ArgMin;
-        var values = Tensor.Zeros(indexResult ? DType.Int64 : DType.Float32, outShape);
-        var indices = withIndices ? Tensor.Zeros(DType.Int64, outShape) : null;
-        K.RowParallel.For(rows, n, threads, r =>
-        {
-            var row = f.Span<float>().Slice(r * n, n);
-            switch (kind)
-            {
-                case Kind.Sum: values.Span<float>()[r] = K.Reductions.Sum(row, invariant); break;
-                case Kind.Mean: values.Span<float>()[r] = K.Reductions.Sum(row, invariant) / n; break;
-                case Kind.Max:
-                case Kind.Min:
-                    int i = kind == Kind.Max ? K.Reductions.ArgMax(row) : K.Reductions.ArgMin(row);
-                    values.Span<float>()[r] = row[i];
-                    if (indices is not null) indices.Span<long>()[r] = i;
-                    break;
-                case Kind.ArgMax: values.Span<long>()[r] = K.Reductions.ArgMax(row); break;
-                case Kind.ArgMin: values.Span<long>()[r] = K.Reductions.ArgMin(row); break;
-            }
-        });
-        return (indexResult ? values : OpSupport.FromFloat32(values, x.DType), indices);
+        return OpBackend.Of(x).RowReduce(moved, (int)kind, withIndices, outShape, x.DType, name);
     }
 
-    private static (Tensor, Tensor?) ReduceIntegers(Tensor l, int rows, int n, Kind kind, int[] outShape, bool withIndices, string name)
+    internal static (Tensor, Tensor?) ReduceIntegers(Tensor l, int rows, int n, Kind kind, int[] outShape, bool withIndices, string name)
     {
         if (kind == Kind.Mean)
             throw new ArgumentException($"mean(): could not infer output dtype. Input dtype must be either a floating point or complex dtype. Got: {l.DType.TorchName()}");
@@ -124,5 +95,43 @@ public static class Reductions
             }
         }
         return (values, indices);
+    }
+}
+
+internal sealed partial class HostOps
+{
+    public (Tensor Values, Tensor? Indices) RowReduce(Tensor moved, int reduction, bool withIndices, int[] outShape, DType dtype, string name)
+    {
+        var kind = (Reductions.Kind)reduction;
+        int n = moved.Shape[^1];
+        int rows = (int)Shape.NumEl(outShape);
+        bool invariant = ComputeSettings.BatchInvariant;
+        int threads = ComputeSettings.Threads;
+
+        if (!dtype.IsFloatingPoint())
+            return Reductions.ReduceIntegers(moved.To(DType.Int64).Contiguous(), rows, n, kind, outShape, withIndices, name);
+
+        var f = OpSupport.Float32Contiguous(moved);
+        bool indexResult = kind is Reductions.Kind.ArgMax or Reductions.Kind.ArgMin;
+        var values = Tensor.Zeros(indexResult ? DType.Int64 : DType.Float32, outShape);
+        var indices = withIndices ? Tensor.Zeros(DType.Int64, outShape) : null;
+        K.RowParallel.For(rows, n, threads, r =>
+        {
+            var row = f.Span<float>().Slice(r * n, n);
+            switch (kind)
+            {
+                case Reductions.Kind.Sum: values.Span<float>()[r] = K.Reductions.Sum(row, invariant); break;
+                case Reductions.Kind.Mean: values.Span<float>()[r] = K.Reductions.Sum(row, invariant) / n; break;
+                case Reductions.Kind.Max:
+                case Reductions.Kind.Min:
+                    int i = kind == Reductions.Kind.Max ? K.Reductions.ArgMax(row) : K.Reductions.ArgMin(row);
+                    values.Span<float>()[r] = row[i];
+                    if (indices is not null) indices.Span<long>()[r] = i;
+                    break;
+                case Reductions.Kind.ArgMax: values.Span<long>()[r] = K.Reductions.ArgMax(row); break;
+                case Reductions.Kind.ArgMin: values.Span<long>()[r] = K.Reductions.ArgMin(row); break;
+            }
+        });
+        return (indexResult ? values : OpSupport.FromFloat32(values, dtype), indices);
     }
 }

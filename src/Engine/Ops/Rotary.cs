@@ -1,4 +1,3 @@
-using Harness.Engine.Cuda;
 using Harness.Engine.Tensors;
 using K = Harness.Engine.Kernels;
 using Tensor = Harness.Engine.Tensors.Tensor;
@@ -115,13 +114,7 @@ public static class Rotary
         OpSupport.RequireFloat(x, "rotate_half");
         int d = x.Size(-1);
         if (d % 2 != 0) throw new ArgumentException($"rotate_half: last dim must be even, got shape {Shape.Format(x.Shape)}");
-        if (x.IsCuda) return Tensor.Cat([Elementwise.Neg(x.Narrow(-1, d / 2, d / 2)), x.Narrow(-1, 0, d / 2)], -1); // exact moves
-        var f = OpSupport.Float32Contiguous(x);
-        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
-        var src = f.Span<float>();
-        var dst = y.Span<float>();
-        for (int r = 0; r < f.NumEl / Math.Max(d, 1); r++) K.Rotary.RotateHalf(src.Slice(r * d, d), dst.Slice(r * d, d));
-        return OpSupport.FromFloat32(y, x.DType); // negation and moves are exact
+        return OpBackend.Of(x).RotateHalf(x);
     }
 
     /// <summary>
@@ -140,10 +133,27 @@ public static class Rotary
                 $"apply_rotary_pos_emb: cos/sin {Shape.Format(c.Shape)} do not broadcast to q {Shape.Format(q.Shape)}");
         int d = q.Size(-1);
         if (d % 2 != 0) throw new ArgumentException($"apply_rotary_pos_emb: head dim must be even, got shape {Shape.Format(q.Shape)}");
-        if (q.IsCuda && dt == q.DType && c.Rank >= 2 && c.Size(-2) == q.Size(-2) && c.NumEl == q.Size(-2) * d)   // one [t, d] table: the fused kernel
-            return Cuda.CudaOps.Rope(q, c.ToDevice(q.CudaDevice), s.ToDevice(q.CudaDevice));
-        if (q.IsCuda)   // any other layout on a GPU: HF's three ops, each rounding to the dtype (q * cos) + (rotate_half(q) * sin)
-            return Elementwise.Add(Elementwise.Mul(q, c.ToDevice(q.CudaDevice).To(dt)), Elementwise.Mul(RotateHalf(q), s.ToDevice(q.CudaDevice).To(dt)));
+        return OpBackend.Of(q).Rope(q, c, s, dt, shape);
+    }
+}
+
+/// <summary>The host's rotary ops: float32 rows (<see cref="K.Rotary"/>), each torch op's rounding reproduced.</summary>
+internal sealed partial class HostOps
+{
+    public Tensor RotateHalf(Tensor x)
+    {
+        int d = x.Size(-1);
+        var f = OpSupport.Float32Contiguous(x);
+        var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
+        var src = f.Span<float>();
+        var dst = y.Span<float>();
+        for (int r = 0; r < f.NumEl / Math.Max(d, 1); r++) K.Rotary.RotateHalf(src.Slice(r * d, d), dst.Slice(r * d, d));
+        return OpSupport.FromFloat32(y, x.DType); // negation and moves are exact
+    }
+
+    public Tensor Rope(Tensor q, Tensor c, Tensor s, DType dt, int[] shape)
+    {
+        int d = q.Size(-1);
         var qf = OpSupport.Float32Contiguous(q);
         var cf = OpSupport.Float32Contiguous(c).Expand(shape);
         var sf = OpSupport.Float32Contiguous(s).Expand(shape);

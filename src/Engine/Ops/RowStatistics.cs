@@ -7,11 +7,15 @@ public static class RowStatistics
 {
     /// <summary>
     /// mean(x, -1) and std(x, -1, unbiased=False) of every row of x [.., n], each summed in float64 and rounded once to
-    /// float32: [.., 1] each, on x's device (the host loop, or one row kernel: <see cref="Cuda.CudaOps.MeanStd"/>).
+    /// float32: [.., 1] each, on x's device (the host loop, or one row kernel: CudaOps.MeanStd).
     /// </summary>
-    public static (Tensor Mean, Tensor Std) MeanStd(Tensor x)
+    public static (Tensor Mean, Tensor Std) MeanStd(Tensor x) => OpBackend.Of(x).MeanStd(x);
+}
+
+internal sealed partial class HostOps
+{
+    public (Tensor Mean, Tensor Std) MeanStd(Tensor x)
     {
-        if (x.IsCuda) return Cuda.CudaOps.MeanStd(x);
         int n = x.Size(-1), rows = x.NumEl / Math.Max(n, 1);
         var values = x.Contiguous().ToDoubleArray();
         var mean = new float[rows];

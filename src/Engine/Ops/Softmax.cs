@@ -21,28 +21,22 @@ public static class Softmax
         if (x.Rank == 0) return Run(OpSupport.As1D(x), 0, log).Reshape();
         int d = Shape.WrapDim(dim, x.Rank);
         var moved = d == x.Rank - 1 ? x : x.Transpose(d, -1);
-        if (x.IsCuda)
-        {
-            var r = Cuda.CudaOps.Softmax(moved, log, x.DType);
-            return d == x.Rank - 1 ? r : r.Transpose(d, -1).Contiguous();
-        }
-        var result = RowWise.Apply(moved, x.DType, (row, y, invariant) =>
-        {
-            if (log) K.Softmax.LogRow(row, y, invariant, d == x.Rank - 1 ? x.DType : DType.Float32); // torch rounds the sum only in its last-dim kernel
-            else K.Softmax.Row(row, y, invariant);
-        });
+        var result = OpBackend.Of(x).Softmax(moved, log, x.DType, lastDim: d == x.Rank - 1);
         return d == x.Rank - 1 ? result : result.Transpose(d, -1).Contiguous();
     }
 }
 
-/// <summary>Runs a float32 row kernel over the last dim of any tensor, in parallel across rows, rounding once to a dtype.</summary>
-internal static class RowWise
+internal sealed partial class HostOps
 {
-    public delegate void RowKernel(ReadOnlySpan<float> x, Span<float> y, bool invariant);
+    public Tensor Softmax(Tensor rows, bool log, DType dtype, bool lastDim) =>
+        Ops.RowWise.Apply(rows, dtype, (row, y, invariant) =>
+        {
+            if (log) K.Softmax.LogRow(row, y, invariant, lastDim ? dtype : DType.Float32); // torch rounds the sum only in its last-dim kernel
+            else K.Softmax.Row(row, y, invariant);
+        });
 
-    public static Tensor Apply(Tensor x, DType outDType, RowKernel kernel)
+    public Tensor RowWise(Tensor x, DType outDType, Ops.RowWise.RowKernel kernel)
     {
-        if (x.IsCuda) throw Cuda.CudaOps.NoCudaPath("row-wise op", x);
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         int n = x.Rank == 0 ? 1 : x.Size(-1);
@@ -52,4 +46,12 @@ internal static class RowWise
             kernel(f.Span<float>().Slice(r * n, n), y.Span<float>().Slice(r * n, n), invariant));
         return OpSupport.FromFloat32(y, outDType);
     }
+}
+
+/// <summary>Runs a float32 row kernel over the last dim of any tensor, in parallel across rows, rounding once to a dtype.</summary>
+internal static class RowWise
+{
+    public delegate void RowKernel(ReadOnlySpan<float> x, Span<float> y, bool invariant);
+
+    public static Tensor Apply(Tensor x, DType outDType, RowKernel kernel) => OpBackend.Of(x).RowWise(x, outDType, kernel);
 }

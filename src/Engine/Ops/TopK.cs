@@ -18,11 +18,16 @@ public static class TopK
         int n = src.Size(-1);
         if (k < 0 || k > n)
             throw new ArgumentOutOfRangeException(nameof(k), $"topk: selected index k={k} out of range for last dim of size {n} (shape {Shape.Format(x.Shape)})");
-        if (x.IsCuda)
-        {
-            var (cv, ci) = Cuda.CudaOps.TopK(src, k);
-            return x.Rank == 0 ? (cv.Reshape(), ci.Reshape()) : (cv, ci);
-        }
+        var (values, indices) = OpBackend.Of(x).TopK(src, k, x.DType);
+        return x.Rank == 0 ? (values.Reshape(), indices.Reshape()) : (values, indices);
+    }
+}
+
+internal sealed partial class HostOps
+{
+    public (Tensor Values, Tensor Indices) TopK(Tensor src, int k, DType dtype)
+    {
+        int n = src.Size(-1);
         var f = OpSupport.Float32Contiguous(src);
         var shape = src.ShapeArray;
         shape[^1] = k;
@@ -31,7 +36,6 @@ public static class TopK
         int rows = n == 0 ? 0 : f.NumEl / n;
         K.RowParallel.For(rows, n, Runtime.ComputeSettings.Threads, r =>
             K.TopK.Row(f.Span<float>().Slice(r * n, n), k, values.Span<float>().Slice(r * k, k), indices.Span<long>().Slice(r * k, k)));
-        if (x.Rank == 0) { values = values.Reshape(); indices = indices.Reshape(); }
-        return (OpSupport.FromFloat32(values, x.DType), indices);
+        return (OpSupport.FromFloat32(values, dtype), indices);
     }
 }

@@ -22,7 +22,14 @@ public static class TopKTorchOrder
         int n = src.Size(-1);
         if (k < 0 || k > n)
             throw new ArgumentOutOfRangeException(nameof(k), $"topk: selected index k={k} out of range for last dim of size {n} (shape {Shape.Format(x.Shape)})");
-        if (x.IsCuda) return TopK.Forward(x, k);   // on a GPU: torch's CUDA topk order (ties: lower index first, as CudaOps.TopK)
+        var (values, indices) = OpBackend.Of(x).TopKTorchOrder(src, k, x.DType);   // a GPU: torch's CUDA order (ties: lower index first)
+        return x.Rank == 0 ? (values.Reshape(), indices.Reshape()) : (values, indices);
+    }
+
+    /// <summary>The host's: torch's CPU order among equal values (<see cref="Row"/>), src [.., n] of rank >= 1.</summary>
+    internal static (Tensor Values, Tensor Indices) OnHost(Tensor src, int k, DType dtype)
+    {
+        int n = src.Size(-1);
         var f = OpSupport.Float32Contiguous(src).Span<float>().ToArray();
         var shape = src.ShapeArray;
         shape[^1] = k;
@@ -38,8 +45,7 @@ public static class TopKTorchOrder
             Row(q, k);
             for (int j = 0; j < k; j++) { vs[r * k + j] = q[j].V; ids[r * k + j] = q[j].I; }
         }
-        if (x.Rank == 0) { values = values.Reshape(); indices = indices.Reshape(); }
-        return (OpSupport.FromFloat32(values, x.DType), indices);
+        return (OpSupport.FromFloat32(values, dtype), indices);
     }
 
     /// <summary>Rearranges q as torch's topk_impl_loop (largest, sorted) leaves it: the first k are the result.</summary>
@@ -239,4 +245,9 @@ public static class TopKTorchOrder
         }
         q[first + hole] = value;
     }
+}
+
+internal sealed partial class HostOps
+{
+    public (Tensor Values, Tensor Indices) TopKTorchOrder(Tensor src, int k, DType dtype) => Ops.TopKTorchOrder.OnHost(src, k, dtype);
 }

@@ -1,4 +1,3 @@
-using Harness.Engine.Cuda;
 using Harness.Engine.Distributed;
 using Harness.Engine.Tensors;
 
@@ -57,31 +56,19 @@ public sealed class VocabParallelEmbedding
     /// <summary>ids [tokens] (int64/int32) -> [tokens, hidden], summed over ranks.</summary>
     public Tensor Forward(Tensor ids)
     {
-        if (LocalWeight.IsCuda && _tp.WorldSize == 1) return Ops.Embedding.Lookup(LocalWeight, ids); // one rank on a GPU: a plain lookup
+        if (_tp.WorldSize == 1 && Ops.OpBackend.Of(LocalWeight).WholeVocabLookup(LocalWeight, ids) is { } whole)
+            return whole;                                                        // one rank on a GPU: a plain lookup
         var flat = ids.ToInt64Array();
-        if (LocalWeight.IsCuda)
-        {   // on a GPU: this rank's rows gathered on the device (ids of other ranks give zero rows), then the all-reduce
-            var local = new long[flat.Length];
-            for (int i = 0; i < flat.Length; i++)
-            {
-                long id = flat[i];
-                if (id < 0 || id >= VocabSize)
-                    throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
-                local[i] = id >= Start && id < End ? id - Start : -1;
-            }
-            var rows = Cuda.CudaOps.IndexSelect(LocalWeight, 0, local);          // [tokens, hidden]
-            return _tp.AllReduce(rows);
-        }
-        int hidden = LocalWeight.Shape[1];
-        var partial = Tensor.Zeros(LocalWeight.DType, flat.Length, hidden);
+        var local = new long[flat.Length];                                       // row in this shard, -1: another rank's
         for (int i = 0; i < flat.Length; i++)
         {
             long id = flat[i];
             if (id < 0 || id >= VocabSize)
                 throw new IndexOutOfRangeException($"token id {id} at position {i} is outside the vocabulary of {VocabSize}");
-            if (id >= Start && id < End) partial.Select(0, i).CopyFrom(LocalWeight.Select(0, (int)(id - Start)));
+            local[i] = id >= Start && id < End ? id - Start : -1;
         }
-        if (LocalWeight.IsCuda) partial = partial.ToDevice(LocalWeight.CudaDevice);
-        return _tp.WorldSize == 1 ? partial : _tp.AllReduce(partial);
+        // this rank's rows gathered where the table lies (zero rows for ids of other ranks), then the all-reduce
+        var rows = LocalWeight.Backend.IndexSelect(LocalWeight, 0, local);      // [tokens, hidden]
+        return _tp.WorldSize == 1 ? rows : _tp.AllReduce(rows);
     }
 }

@@ -93,6 +93,19 @@ public static class Faults
     /// </summary>
     public const string MropeDecodeDeltaIgnored = "mrope-decode-delta-ignored";
 
+    /// <summary>
+    /// Gemma3n's audio attention without the Transformer-XL relative shift (<c>_relative_shift</c>): term_bd [.., W, F] padded
+    /// to C and read as [.., W, C] unskewed, so query w in a block sees key column c at relative index c instead of c - w
+    /// (a port that drops the pad-to-C+1 trick). The content term is right; the relative-position bias is on the wrong keys.
+    /// </summary>
+    public const string UsmRelShiftSkipped = "usm-rel-shift-skipped";
+
+    /// <summary>
+    /// Gemma3n's audio subsampling norm (Gemma3nAudioCumulativeGroupNorm) computed as a plain group norm: each frame's mean
+    /// and variance over its own values instead of the statistics cumulated over all frames so far.
+    /// </summary>
+    public const string CumulativeNormPlainMean = "cumulative-norm-plain-mean";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -111,6 +124,8 @@ public static class Faults
         [ResidualScaleOff] = "the decoder layer's attention and MLP branches scaled by 1 + 2^-6 before the residual add",
         [DecodePositionOffByOne] = "decode only: each generated token rotated at its position + 1 (the prompt's positions right)",
         [MropeDecodeDeltaIgnored] = "Qwen2-VL decode steps at position cache length, the prompt's M-RoPE rope delta dropped",
+        [UsmRelShiftSkipped] = "Gemma3n's audio attention without the Transformer-XL relative shift of its position term",
+        [CumulativeNormPlainMean] = "Gemma3n's audio cumulative group norm with each frame's own mean and variance (a plain group norm)",
     };
 
     /// <summary>

@@ -119,10 +119,10 @@ public sealed unsafe class Storage
     /// <summary>The bytes [byteOffset, byteOffset + byteLength) as a storage of their own: same memory, same owner, no copy.</summary>
     public Storage Window(long byteOffset, long byteLength)
     {
-        CheckHost();
         if ((ulong)byteOffset > (ulong)_length || (ulong)byteLength > (ulong)(_length - byteOffset))
             throw new ArgumentOutOfRangeException(nameof(byteOffset),
                 $"window [{byteOffset}, {byteOffset + byteLength}) outside a storage of {_length} bytes");
+        if (Device is not null) return new Storage(Device.Slice(byteOffset, byteLength));   // a device window: the same memory
         return _native != null
             ? new Storage(_native + byteOffset, byteLength, Owner!)
             : new Storage(_bytes.Slice((int)byteOffset, (int)byteLength), Owner ?? this);

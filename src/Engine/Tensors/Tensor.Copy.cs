@@ -64,7 +64,7 @@ public sealed partial class Tensor
     public void CopyFrom(Tensor src)
     {
         if (!Tensors.Shape.SequenceEqual(src.Shape, Shape)) src = src.Expand(ShapeArray);
-        (IsCuda ? Backend : src.Backend).CopyInto(src, this);
+        (Backend is HostBackend ? src.Backend : Backend).CopyInto(src, this);   // the device side's backend, if any
     }
 
     /// <summary><see cref="CopyFrom"/> between host tensors of one shape (the host backend's copy).</summary>
@@ -171,31 +171,30 @@ public sealed partial class Tensor
     /// <summary>All elements as float32 in row-major order (a new array).</summary>
     public float[] ToFloatArray()
     {
-        if (IsCuda) return ToHost().ToFloatArray();
-        var c = To(DType.Float32).Contiguous();
+        var c = ToHost().To(DType.Float32).Contiguous();                 // ToHost: this tensor on the host, else a download
         return c.Span<float>().ToArray();
     }
 
     public double[] ToDoubleArray()
     {
-        if (IsCuda) return ToHost().ToDoubleArray();
-        var result = new double[NumEl];
+        var h = ToHost();
+        var result = new double[h.NumEl];
         int i = 0;
-        foreach (var off in StridedOffsets()) result[i++] = ReadAsDouble(off);
+        foreach (var off in h.StridedOffsets()) result[i++] = h.ReadAsDouble(off);
         return result;
     }
 
     public long[] ToInt64Array()
     {
-        if (IsCuda) return ToHost().ToInt64Array();
-        var result = new long[NumEl];
+        var h = ToHost();
+        var result = new long[h.NumEl];
         int i = 0;
-        foreach (var off in StridedOffsets())
-            result[i++] = DType switch
+        foreach (var off in h.StridedOffsets())
+            result[i++] = h.DType switch
             {
-                DType.Int64 => Storage.As<long>()[off],
-                DType.Int32 => Storage.As<int>()[off],
-                _ => (long)ReadAsDouble(off),
+                DType.Int64 => h.Storage.As<long>()[off],
+                DType.Int32 => h.Storage.As<int>()[off],
+                _ => (long)h.ReadAsDouble(off),
             };
         return result;
     }

@@ -45,6 +45,14 @@ public interface IDeviceMemory : IDisposable
 
     /// <summary>The backend of the device this memory is on.</summary>
     ITensorBackend Backend { get; }
+
+    /// <summary>
+    /// The bytes [byteOffset, byteOffset + byteLength) of this allocation as memory of their own, which keeps this one
+    /// alive and is never freed itself: a view of a tensor past 2^31 - 1 bytes (<see cref="Storage.Window"/>) indexes
+    /// its window with int offsets, on a device as on the host (rank 1's half of a tied 262144 x 2816 float32 table).
+    /// </summary>
+    IDeviceMemory Slice(long byteOffset, long byteLength) =>
+        throw new NotSupportedException($"{Backend.Name} memory has no windows: a view past 2^31 - 1 bytes cannot be taken there");
 }
 
 /// <summary>The host's backend: managed or mapped memory, read and written from C#.</summary>

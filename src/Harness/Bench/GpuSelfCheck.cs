@@ -423,8 +423,13 @@ public static class GpuSelfCheck
             : $"{model} greedy tokens differ: CPU {string.Join(",", genCpu.Tokens)} vs GPU {string.Join(",", genGpu.Tokens)}";
     }
 
+    /// <summary>fixtures/models/NAME: under the fixtures folder the catalog uses (HARNESS_FIXTURES first: a test runner may
+    /// start in its own folder, as the GPU suite's xunit v3 executable does), else the nearest one above the working
+    /// directory or the assembly (a bundle).</summary>
     internal static string? FindModel(string name)
     {
+        var fixtures = Path.Combine(Scenarios.Fixtures.DefaultDirectory(), "models", name);
+        if (File.Exists(Path.Combine(fixtures, "config.json"))) return fixtures;
         foreach (var root in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(root); dir is not null; dir = dir.Parent)
             {

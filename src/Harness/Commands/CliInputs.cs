@@ -7,7 +7,7 @@ namespace Harness.Commands;
 
 /// <summary>
 /// What every verb checks the same way before any work starts (issue 24): the folders it will write into, the options
-/// two verbs share (--growth-factor, the tests' --slow-writes-ms), and what it prints (control characters escaped).
+/// two verbs share (--growth-factor), and what it prints (control characters escaped).
 /// </summary>
 internal static class CliInputs
 {
@@ -21,17 +21,6 @@ internal static class CliInputs
             if (!double.IsFinite(g) || g < 1) r.AddError($"--growth-factor must be a number >= 1, got {g.ToString(CultureInfo.InvariantCulture)}");
         });
         return growth;
-    }
-
-    /// <summary>The tests' input that slows each 4 KiB a report writer writes (to kill it mid-write or to make writers overlap). Hidden.</summary>
-    public static Option<int> SlowWrites()
-    {
-        var slow = new Option<int>("--slow-writes-ms") { Hidden = true, Description = "Tests: sleep this many ms after each 4 KiB of a report written.", HelpName = "MS" };
-        slow.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() is < 0 or > 10_000) r.AddError("--slow-writes-ms must be between 0 and 10000");
-        });
-        return slow;
     }
 
     /// <summary>

@@ -79,19 +79,6 @@ internal static class CompareCommand
 
         /// <summary>The tokens the compare generates: --max-new-tokens, else the family's default.</summary>
         public int NewTokens(int familyDefault) => MaxNewTokens ?? familyDefault;
-
-        /// <summary>
-        /// The memory prediction the family's prompt check made (<see cref="ComparePromptFits.Check"/>: the weights and this
-        /// request's tokens, from the config's sizes), for <see cref="Execute"/> to print and hold the device to. A slot the
-        /// copies of these options share, filled by the last check.
-        /// </summary>
-        internal PredictionSlot Predicted { get; init; } = new();
-    }
-
-    /// <summary>Where <see cref="ComparePromptFits.Check"/> leaves its prediction for <see cref="Execute"/>.</summary>
-    internal sealed class PredictionSlot
-    {
-        public CompareMemory? Memory { get; set; }
     }
 
     public static Command Create()
@@ -344,7 +331,7 @@ internal static class CompareCommand
     /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
     /// (Gemma4ForConditionalGeneration) --image FILE or --video FILE, and --audio, through the engine's own towers (not an
     /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --audio, through
-    /// HF's audio tower (the engine's embedders and decoder judged), not --image: the reference cannot build its vision tower.
+    /// the engine's own audio tower (every tower module judged), not --image: the reference cannot build its vision tower.
     /// </summary>
     internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
     {
@@ -405,7 +392,9 @@ internal static class CompareCommand
     /// live context with the oracle asked for, the scenario on the device asked for, then the run printed as `repro` prints
     /// it, followed by the wall time and both sides' peak host and device memory.
     /// </summary>
-    internal static int Execute(Options o, string dir, Scenario scenario)
+    /// <paramref name="predicted"/>: the family's prompt check's prediction (<see cref="ComparePromptFits.Check"/>: the
+    /// weights and this request's tokens, from the config's sizes, the real prompt with its image and audio tokens).
+    internal static int Execute(Options o, string dir, Scenario scenario, CompareMemory predicted)
     {
         var wall = System.Diagnostics.Stopwatch.StartNew();
         if (o.Fault is not null)                                                   // planted in the engine only; judged as a plain comparison
@@ -423,12 +412,7 @@ internal static class CompareCommand
             if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
                 Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
-        // the family's prompt check made the prediction (its config's sizes, the real prompt with its image and audio tokens);
-        // a path without one predicts from the headers alone
-        var memory = o.Predicted.Memory is { } checkedMemory
-            ? checkedMemory with { Gpu = gpu is not null, NewTokens = scenario.NewTokens }
-            : CompareMemory.Of(dir, scenario.DType, !o.NoOracle, o.OracleWhole, gpu: gpu is not null,
-                o.Prompt is { } given ? CliSupport.ParseIds(given)!.Length : o.PromptLength ?? 8, scenario.NewTokens, !o.NoSteps);
+        var memory = predicted with { Gpu = gpu is not null, NewTokens = scenario.NewTokens };
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);

@@ -45,23 +45,23 @@ internal static class ComparePromptFits
         };
 
     /// <summary>
-    /// The check itself: null when the request fits, else the exit code after one line on stderr. The memory is
-    /// --max-memory's when given, else what the host has available; on --device cuda the GPU's memory is checked by
-    /// <see cref="CompareCommand.Execute"/> with this same prediction (kept in <see cref="CompareCommand.Options.Predicted"/>,
-    /// which Execute prints and holds the device to: one prediction, made once, for the prompt and the weights).
+    /// The check itself: the memory prediction when the request fits, else null after one line on stderr (the caller exits
+    /// <see cref="ExitCodes.Usage"/>). The memory is --max-memory's when given, else what the host has available; on
+    /// --device cuda the GPU's memory is checked by <see cref="CompareCommand.Execute"/>, which the caller hands this same
+    /// prediction to print and hold the device to: one prediction, made once, for the prompt and the weights.
     /// </summary>
-    public static int? Check(CompareCommand.Options o, string configPath, ModelFolder.PromptShape shape, int promptTokens, int newTokens)
+    public static CompareMemory? Check(CompareCommand.Options o, string configPath, ModelFolder.PromptShape shape, int promptTokens, int newTokens)
     {
         try
         {
             long? cap = o.MaxMemoryGiB is { } gib ? (long)(gib * (1L << 30)) : o.Device == "cuda" ? long.MaxValue : null;
-            o.Predicted.Memory = ModelFolder.CheckPromptFits(configPath, shape, promptTokens, newTokens, o.DType == "bf16" ? DType.BFloat16 : DType.Float32,
+            return ModelFolder.CheckPromptFits(configPath, shape, promptTokens, newTokens, o.DType == "bf16" ? DType.BFloat16 : DType.Float32,
                 oracle: !o.NoOracle, availableBytes: cap, steps: !o.NoSteps, oracleWhole: o.OracleWhole);
-            return null;
         }
         catch (Engine.IO.InputException e)
         {
-            return CliSupport.UsageError($"compare: {e.Message}");
+            CliSupport.UsageError($"compare: {e.Message}");
+            return null;
         }
     }
 

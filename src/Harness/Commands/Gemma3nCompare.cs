@@ -11,8 +11,8 @@ namespace Harness.Commands;
 /// reference stubs only the vision tower) and gemma3n_text (Gemma3nForCausalLM). A text prompt (--prompt ids, or
 /// seeded ids below vocab_size_per_layer_input), any --tp; no --pp or --sp (the engine's Gemma3n runs TP only).
 /// --audio FILE.wav goes through the checkpoint's own Gemma3nProcessor (its audio feature extractor; the placeholder
-/// expanded to audio_seq_length tokens) and HF's audio tower hands the engine its soft tokens, as the catalog's
-/// soft-token scenarios do; the engine's embedders and decoder are judged.
+/// expanded to audio_seq_length tokens); the engine runs its OWN audio tower (<see cref="Engine.Models.Gemma3n.Audio.Gemma3nAudioEncoder"/>)
+/// on the processor's features, and the tower's modules, the embedders and the decoder are judged.
 /// </summary>
 internal static class Gemma3nCompare
 {
@@ -22,12 +22,16 @@ internal static class Gemma3nCompare
         Title = "Gemma3n",
         Contract = ModelContract.Of((weights, config, ctx, plan) => new Gemma3nModel(weights, Gemma3nConfig.Read(config), ctx, options: plan.Gemma3n)),
         ReferenceExtension = "gemma3n",
-        TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject> { [TinyGemma3n.ModelName] = TinyGemma3n.Config() },
-        Scenarios = Gemma3nScenarios.All,
-        ScenarioTypes = [typeof(Gemma3nScenario)],
+        TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject>
+        {
+            [TinyGemma3n.ModelName] = TinyGemma3n.Config(), [TinyGemma3nAudio.ModelName] = TinyGemma3nAudio.Config(),
+        },
+        Scenarios = () => Gemma3nScenarios.All().Concat(Gemma3nAudioTowerScenario.All()),
+        ScenarioTypes = [typeof(Gemma3nScenario), typeof(Gemma3nAudioTowerScenario)],
         CompareLayouts = "--tp",
         Compare = Run,
         CheckpointScenario = (dir, dtype, ids) => Gemma3nScenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),
+        MediaModels = o => o.AudioFile is not null ? ["Gemma3nAudioEncoder"] : [],
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
@@ -36,6 +40,7 @@ internal static class Gemma3nCompare
         if (o.Pp != 1 || o.Sp)
             return CliSupport.UsageError("compare: Gemma3n runs with tensor parallelism only (--pp 1, no --sp)");
         Gemma3nScenario scenario;
+        CompareMemory predicted;
         try
         {
             var config = Gemma3nConfig.Load(configPath);
@@ -44,22 +49,28 @@ internal static class Gemma3nCompare
             // the weights against the tensors the config declares, before any reference work (a mismatch is exit 2, one line)
             CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
             // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
-            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } refused)
-                return refused;
+            if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? 6, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is not { } fits)
+                return ExitCodes.Usage;
+            predicted = fits;
             if (!o.Media.IsEmpty)
             {
                 // --audio FILE.wav (and --text, --chat) through the checkpoint's own processor: its ids and features are the
-                // prompt; HF's audio tower hands the engine its soft tokens (the engine's embedders and decoder are judged)
+                // prompt of both sides; the engine runs its own audio tower on the features (every tower module judged)
                 if (!config.IsMultimodal)
                     return CliSupport.UsageError($"compare: --audio needs Gemma3nForConditionalGeneration; {configPath} has no audio_config");
+                // the tower's config read (a bad field named) and its weights in the folder, before any reference work
+                Engine.Models.Gemma3n.Audio.Gemma3nAudioConfig.Load(configPath);
+                using (var checkpoint = Engine.IO.Checkpoint.Open(dir))
+                    if (new[] { "model.audio_tower.subsample_conv_projection.input_proj_linear.weight" }.FirstOrDefault(n => !checkpoint.Contains(n)) is { } missing)
+                        return CliSupport.UsageError($"compare: {dir} has no tensor '{missing}': --audio needs the checkpoint's audio tower");
                 if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
-                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is { } tooLong)
-                    return tooLong;
+                if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), processedIds.Length, o.NewTokens(Gemma3nScenario.DefaultNewTokens)) is not { } processedFits)
+                    return ExitCodes.Usage;
                 return CompareCommand.Execute(o, dir, Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, processedIds, processedIds.Length)
-                    .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()));
+                    .WithProcessed(processed, o.Media.Describe(), o.Media.Tag()), processedFits);
             }
             scenario = Gemma3nScenario.ForCheckpoint(dir, o.Tp, dtype, ids, o.PromptLength ?? 6);
         }
@@ -67,6 +78,6 @@ internal static class Gemma3nCompare
         {
             return CliSupport.UsageError($"compare: cannot load {configPath}: {e.Message}");
         }
-        return CompareCommand.Execute(o, dir, scenario);
+        return CompareCommand.Execute(o, dir, scenario, predicted);
     }
 }

@@ -59,10 +59,10 @@ internal static class Gemma4Compare
         // the prompt and the generated tokens fit the positions and the memory, before any reference work (issue 24)
         if (!o.Media.IsEmpty) return RunFiles(o, c, config);
         if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids?.Length ?? o.PromptLength ?? Gemma4Scenario.PromptTokens,
-                o.NewTokens(Gemma4Scenario.DefaultNewTokens)) is { } refused)
-            return refused;
+                o.NewTokens(Gemma4Scenario.DefaultNewTokens)) is not { } predicted)
+            return ExitCodes.Usage;
 
-        return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, c.DType, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens));
+        return CompareCommand.Execute(o, dir, Gemma4Scenario.ForCheckpoint(dir, o.Tp, c.DType, ids, o.PromptLength ?? Gemma4Scenario.PromptTokens), predicted);
     }
 
     /// <summary>
@@ -102,8 +102,8 @@ internal static class Gemma4Compare
         if (ids.FirstOrDefault(id => id < 0 || id >= config.VocabSize, -1) is var outside && outside >= 0)
             return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary ({config.Path}vocab_size {config.VocabSize} in {configPath})");
         // the prompt (text, image and audio tokens) and the generated tokens fit the positions and the memory (issue 24)
-        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids.Length, o.NewTokens(Gemma4MultimodalScenario.DefaultNewTokens)) is { } refused)
-            return refused;
-        return CompareCommand.Execute(o, dir, scenario);
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config), ids.Length, o.NewTokens(Gemma4MultimodalScenario.DefaultNewTokens)) is not { } predicted)
+            return ExitCodes.Usage;
+        return CompareCommand.Execute(o, dir, scenario, predicted);
     }
 }

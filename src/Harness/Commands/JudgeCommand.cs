@@ -66,6 +66,11 @@ internal static class JudgeCommand
             DefaultValueFactory = _ => "auto",
         };
         promptAs.AcceptOnlyFromAmong("auto", "ids", "text");
+        var servedGguf = new Option<string?>("--served-gguf")
+        {
+            Description = "With --endpoint: the GGUF the server serves (converted from --model). A bf16 or quantized one is judged against HF running its own weights (dequantized) with the float64 oracle on --model's original weights: its logprobs within C times the quantization's own error.",
+            HelpName = "FILE",
+        };
         var served = new Option<string?>("--served-model") { Description = "The request's \"model\" (default: the first of /v1/models).", HelpName = "NAME" };
         var margin = new Option<double?>("--margin") { Description = $"Near-tie margin in nats at an accepted divergence (default {Runs.TokenComparison.DefaultMargin}).", HelpName = "NATS" };
         var tolerance = new Option<double?>("--logprob-tolerance")
@@ -80,12 +85,13 @@ internal static class JudgeCommand
             "Judge another engine against HF transformers on the same checkpoint. --endpoint: an OpenAI-compatible server token by token " +
             "(greedy, top-k logprobs, the catalog's token rule); --dump: a module dump of any PyTorch engine (harness_dump.py), module by module and rank by rank. Exit code: 0 when every prompt passed, 1 when one failed, 2 on bad input.")
         {
-            endpoint, dump, gguf, dumpOut, model, prompts, text, ids, maxTokens, maxNewTokens, topK, dtype, promptAs, served, margin, tolerance, timeout, report,
+            endpoint, dump, gguf, dumpOut, model, prompts, text, ids, maxTokens, maxNewTokens, topK, dtype, promptAs, servedGguf, served, margin, tolerance, timeout, report,
         };
         command.Validators.Add(r =>
         {
             int routes = new Option[] { endpoint, dump, gguf }.Count(o => r.GetResult(o) is { Implicit: false });
             if (routes != 1) r.AddError("judge needs one of --endpoint URL, --dump DIR or --gguf FILE");
+            if (r.GetResult(servedGguf) is { Implicit: false } && r.GetResult(endpoint) is null) r.AddError("--served-gguf goes with --endpoint (--gguf judges a GGUF's weights on its own)");
         });
         command.SetAction(r =>
         {
@@ -119,6 +125,7 @@ internal static class JudgeCommand
                 Margin = r.GetValue(margin) ?? Runs.TokenComparison.DefaultMargin,
                 LogprobTolerance = r.GetValue(tolerance),
                 RequestTimeout = TimeSpan.FromSeconds(r.GetValue(timeout)),
+                ServedGguf = r.GetValue(servedGguf),
             };
             return RunEndpoint(options, r.GetValue(report));
         });

@@ -31,9 +31,9 @@ internal static class LlamaCompare
         var config = ModelFolder.Check(c.Dir, o.Tp, o.Pp, c.Ids);
         // the prompt and the generated tokens (--max-new-tokens) fit the positions and the memory, before an interpreter is looked for
         if (ComparePromptFits.Check(o, c.ConfigPath, ModelFolder.PromptShape.Of(config.Text), c.Ids?.Length ?? o.PromptLength ?? 7,
-                o.NewTokens(LlamaScenario.DefaultNewTokens)) is { } refused)
-            return refused;
+                o.NewTokens(LlamaScenario.DefaultNewTokens)) is not { } predicted)
+            return ExitCodes.Usage;
         return CompareCommand.Execute(o, c.Dir, LlamaScenario.ForCheckpoint(c.Dir, o.Tp, o.Pp, o.Sp, c.DType, c.Ids, o.PromptLength ?? 7,
-            o.PromptEmbeds ? InputKind.PromptEmbeds : InputKind.InputIds));
+            o.PromptEmbeds ? InputKind.PromptEmbeds : InputKind.InputIds), predicted);
     }
 }

@@ -58,8 +58,8 @@ internal static class Qwen2VlCompare
                 return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");
         }
         // the prompt (text and image tokens) and the generated tokens fit the positions and the memory, before any reference work (issue 24)
-        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config, configPath), scenario.PromptIds(config).Length, o.NewTokens(Qwen2VlScenario.DefaultNewTokens)) is { } refused)
-            return refused;
-        return CompareCommand.Execute(o, dir, scenario);
+        if (ComparePromptFits.Check(o, configPath, ComparePromptFits.Of(config, configPath), scenario.PromptIds(config).Length, o.NewTokens(Qwen2VlScenario.DefaultNewTokens)) is not { } predicted)
+            return ExitCodes.Usage;
+        return CompareCommand.Execute(o, dir, scenario, predicted);
     }
 }

@@ -13,11 +13,7 @@ namespace Harness.Commands;
 internal static class RunCommand
 {
     public sealed record Options(string[] Filters, bool Offline, string? Report, string? Baseline, double GrowthFactor, bool FailFast, string? Fault = null,
-        string Device = "cpu", bool ConfigMutations = false)
-    {
-        /// <summary>The tests' input: slow report writes (hidden --slow-writes-ms).</summary>
-        public int SlowWritesMs { get; init; }
-    }
+        string Device = "cpu", bool ConfigMutations = false);
 
     public static Command Create()
     {
@@ -67,7 +63,6 @@ internal static class RunCommand
             if (path is not null && !File.Exists(path)) r.AddError($"--baseline: no such file: {Path.GetFullPath(path)}");
         });
         var growth = CliInputs.GrowthFactor("With --baseline: how much a scenario's error may grow over the baseline before the report flags it.");
-        var slowWrites = CliInputs.SlowWrites();
         var failFast = new Option<bool>("--fail-fast") { Description = "Stop at the first scenario that fails; the rest are reported as not run." };
         var configMutations = new Option<bool>("--config-mutations")
         {
@@ -83,13 +78,13 @@ internal static class RunCommand
             "A scenario with a fault is a mutation check: it passes when the comparison fails at the expected module. " +
             "Exit codes: 0 every scenario passed, 1 any failed, 2 usage error (or no interpreter for a live run).")
         {
-            filter, offline, report, baseline, growth, failFast, fault, device, configMutations, slowWrites,
+            filter, offline, report, baseline, growth, failFast, fault, device, configMutations,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(baseline) is not null && r.GetValue(report) is null) r.AddError("--baseline needs --report DIR");
         });
-        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(device) ?? "cpu", r.GetValue(configMutations)) { SlowWritesMs = r.GetValue(slowWrites) }));
+        command.SetAction(r => Run(new Options(r.GetValue(filter) ?? [], r.GetValue(offline), r.GetValue(report), r.GetValue(baseline), r.GetValue(growth), r.GetValue(failFast), r.GetValue(fault), r.GetValue(device) ?? "cpu", r.GetValue(configMutations))));
         return command;
     }
 
@@ -171,7 +166,7 @@ internal static class RunCommand
         {
             try
             {
-                var written = RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context, o.SlowWritesMs);
+                var written = RunReportHook.Write(done.Select(e => e.Outcome).ToList(), o.Report, o.Baseline, o.GrowthFactor, context);
                 Console.WriteLine($"report written to {Path.GetFullPath(o.Report)}");
                 if (written.Baseline is { } b)
                 {

@@ -12,7 +12,7 @@ public static class RunReportHook
 {
     public const string FileName = "report.json";
 
-    public static AccuracyReport Write(IReadOnlyList<ScenarioRunner.Outcome> outcomes, string directory, string? baselinePath, double growthFactor, ScenarioContext context, int slowWritesMs = 0)
+    public static AccuracyReport Write(IReadOnlyList<ScenarioRunner.Outcome> outcomes, string directory, string? baselinePath, double growthFactor, ScenarioContext context)
     {
         var versions = context.IsLive ? context.Versions() : RecordedVersions(context, outcomes);
         var environment = ReportEnvironment.Capture(
@@ -21,7 +21,7 @@ public static class RunReportHook
             versions.GetValueOrDefault("transformers", "n/a"));
         var report = AccuracyReport.Create(outcomes.Select(o => ScenarioRecord.From(o.Result)).ToList(), environment);
         var baseline = baselinePath is null ? null : AccuracyReport.Load(baselinePath);
-        return ReportWriter.WriteAll(report, directory, baseline, growthFactor, slowWritesMs);
+        return ReportWriter.WriteAll(report, directory, baseline, growthFactor);
     }
 
     // Offline: the versions recorded in the first reference file used (fixtures store them in their metadata).

@@ -29,6 +29,9 @@ public sealed record DumpVerdict(LayerReport Layers, IReadOnlyList<string> RankE
     /// <summary>What llama.cpp wrote (`judge --gguf`); null for any other dump.</summary>
     public LlamaCppDumpResult? Engine { get; init; }
 
+    /// <summary>The GGUF's weights (`judge --gguf`): their types, and where they are lossy the reference that ran them.</summary>
+    public GgufWeights? Weights { get; init; }
+
     /// <summary>The first divergent record: the prompt's first, else the decode steps' first (step, module, rank).</summary>
     public LayerRow? FirstDivergence => Layers.FirstDivergence ?? Steps?.FirstDivergence;
 }
@@ -57,8 +60,11 @@ public static class DumpJudge
     private sealed record Entry(string Module, int Step, int Call, int Rank, int WorldSize, string Tensor, string Kind, int? Dim, JsonObject Placement);
 
     /// <summary>Judges the dump; HF computes in <paramref name="dtype"/>, by default the dump's own (the index's
-    /// engine.dtype, which `harness dump` writes), else float32.</summary>
-    public static DumpVerdict Run(string dumpDirectory, string modelDirectory, ReferenceClient client, DType? dtype = null)
+    /// engine.dtype, which `harness dump` writes), else float32. <paramref name="engineWeights"/>: HF's checkpoint holding
+    /// the engine's own rounded weights (a lossy GGUF's, dequantized: <see cref="GgufWeights"/>): the reference runs it,
+    /// the float64 oracle runs <paramref name="modelDirectory"/>'s original weights, and every module is judged by
+    /// <see cref="OracleBound.Quantized"/> (decode steps by <see cref="OracleBound.QuantizedDecodeStep"/>).</summary>
+    public static DumpVerdict Run(string dumpDirectory, string modelDirectory, ReferenceClient client, DType? dtype = null, string? engineWeights = null)
     {
         ArgumentNullException.ThrowIfNull(client);
         var dir = Path.GetFullPath(dumpDirectory);
@@ -71,7 +77,7 @@ public static class DumpJudge
             try
             {
                 ModelDebuggerDump.Convert(tree, converted);
-                var verdict = Run(converted, modelDirectory, client, dtype);
+                var verdict = Run(converted, modelDirectory, client, dtype, engineWeights);
                 return verdict with { Record = verdict.Record with { Id = $"judge/dump/{Path.GetFileName(dir.TrimEnd('/'))}", Layout = "model debugger, rank 0" } };
             }
             finally
@@ -162,15 +168,19 @@ public static class DumpJudge
             // HF on the same ids, capturing the same modules, with the float64 oracle: a family with reference ops of its own
             // (Gemma3n, Gemma4, Qwen2-VL) through its checkpoint scenario's reference, as `compare` computes it; any other
             // checkpoint (Llama and every AutoModelForCausalLM) through the worker's forward and its one decode loop.
-            var shared = client.ShareDirectory(Path.GetFullPath(modelDirectory));
+            // With the engine's rounded weights: the reference is HF on them, the oracle HF's original in float64.
+            var shared = client.ShareDirectory(Path.GetFullPath(engineWeights ?? modelDirectory));
+            string? oracleWeights = engineWeights is null ? null : client.ShareDirectory(Path.GetFullPath(modelDirectory));
             client.Oracle = true;
             var family = CompareCommand.PeekModelType(Path.Combine(Path.GetFullPath(modelDirectory), "config.json")) is { } modelType
                 ? ModelFamilies.ForModelType(modelType) : null;
             IReadOnlyDictionary<string, Tensor> reference;
             if (family is { ReferenceExtension: not null })
-                reference = FamilyReference(family, Path.GetFullPath(modelDirectory), dtype ?? DType.Float32, inputIds, inputName, fed, client, dir);
+                reference = engineWeights is not null
+                    ? throw new InputException(dir, $"{family.Title} dumps are judged with the checkpoint's own weights (a reference with an engine's rounded weights is for causal LMs judged through the worker's forward)")
+                    : FamilyReference(family, Path.GetFullPath(modelDirectory), dtype ?? DType.Float32, inputIds, inputName, fed, client, dir);
             else
-                reference = client.Forward(shared, dtype ?? DType.Float32, inputIds, order).Captured;
+                reference = client.Forward(shared, dtype ?? DType.Float32, inputIds, order, oracleWeights).Captured;
             var capture = new ActivationCapture();
             Fill(capture, step0, e => e.Module, reference);
             void Fill(ActivationCapture into, IEnumerable<Entry> recorded, Func<Entry, string> nameOf, IReadOnlyDictionary<string, Tensor>? reference)
@@ -205,7 +215,9 @@ public static class DumpJudge
             }
             }
 
-            var layers = LayerComparison.Run(LayerComparison.Select(reference, order), capture, order);
+            Func<CapturedActivation, OracleBound>? prefillBound = engineWeights is null ? null : _ => OracleBound.Quantized;
+            Func<DType, OracleBound>? stepBound = engineWeights is null ? null : _ => OracleBound.QuantizedDecodeStep;
+            var layers = LayerComparison.Run(LayerComparison.Select(reference, order), capture, order, oracleBound: prefillBound);
 
             // Decode steps: HF teacher-forced on the dump's tokens (decode step s fed the token the engine was fed there),
             // each module at each step judged as `run` judges its decode steps.
@@ -217,8 +229,8 @@ public static class DumpJudge
                 var stepCapture = new ActivationCapture();
                 Fill(stepCapture, decode, e => DecodeSteps.Name(e.Step, e.Module), null);
                 var stepReference = family is { ReferenceExtension: not null } ? reference
-                    : client.Generate(shared, dtype ?? DType.Float32, inputIds, last + 1, 1, stepModules, forced: fed).StepCaptures;
-                steps = DecodeSteps.Judge(stepReference, stepCapture, last + 1, stepModules);
+                    : client.Generate(shared, dtype ?? DType.Float32, inputIds, last + 1, 1, stepModules, forced: fed, oracleModelHostDirectory: oracleWeights).StepCaptures;
+                steps = DecodeSteps.Judge(stepReference, stepCapture, last + 1, stepModules, oracleBound: stepBound);
             }
 
             var first = layers.FirstDivergence ?? steps?.FirstDivergence;

@@ -37,6 +37,14 @@ public sealed record EndpointJudgeOptions(string Endpoint, string ModelDirectory
     /// <summary>null: the catalog's value for the dtype (TokenComparison.FallbackLogprobTolerance: no oracle judges an endpoint).</summary>
     public double? LogprobTolerance { get; init; }
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>
+    /// The GGUF the server serves (`--served-gguf`), converted from the checkpoint. A lossy one (any weight not f32) is
+    /// judged against HF running its own weights (<see cref="GgufWeights"/>, dequantized) with the float64 oracle on the
+    /// original checkpoint, its logprobs within <see cref="Comparison.OracleBound.QuantizedTokens"/>' C times the
+    /// reference's own error (the quantization's); an f32 one as without it. Null: HF's own weights, no oracle.
+    /// </summary>
+    public string? ServedGguf { get; init; }
 }
 
 /// <summary>One prompt's verdict: the ids both sides saw, how they reached the server, both sequences and the comparison.</summary>
@@ -77,6 +85,24 @@ public static class EndpointJudge
         var hfIds = new Queue<long[]>(((JsonArray)tokenized["ids"]!).Select(a => ((JsonArray)a!).Select(v => (long)v!).ToArray()));
         long? eos = tokenized["eos_token_id"] is JsonValue e && e.TryGetValue<long>(out var eid) ? eid : null;
 
+        // a lossy served GGUF: the reference is HF on its weights, the float64 oracle HF's original checkpoint
+        var weights = o.ServedGguf is null ? null : GgufWeights.Read(client, o.ServedGguf, dir);
+        try
+        {
+            return Run(o, client, log, shared, worker, modelName, modelType, tolerance, hfIds, eos, weights);
+        }
+        finally
+        {
+            if (weights is not null) client.Release(weights.ReferenceDirectory);
+        }
+    }
+
+    private static IReadOnlyList<PromptVerdict> Run(EndpointJudgeOptions o, ReferenceClient client, TextWriter? log, string shared, string worker,
+        string modelName, string modelType, double tolerance, Queue<long[]> hfIds, long? eos, GgufWeights? weights)
+    {
+        string? oracleWeights = weights is { Lossy: true } ? shared : null;
+        string referenceModel = weights is { Lossy: true } ? client.ShareDirectory(weights.ReferenceDirectory) : shared;
+        if (oracleWeights is not null) client.Oracle = true;
         using var server = new CompletionsEndpoint(o.Endpoint, o.RequestTimeout);
         var served = o.ServedModel ?? server.ServedModel();
         var verdicts = new List<PromptVerdict>();
@@ -113,8 +139,9 @@ public static class EndpointJudge
             if (failure is null && completion!.CompletionTokens is int generated && generated != completion.Tokens.Length)
                 failure = $"the server generated {generated} tokens but returned logprobs for {completion.Tokens.Length}: its steps cannot be aligned with HF's " +
                           "(llama-server merges a token that ends inside a UTF-8 character into the next one's entry)";
-            var gen = client.Generate(shared, o.DType, Tensor.FromArray(ids, 1, ids.Length), o.MaxTokens, o.TopK);
-            var reference = TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs);
+            var gen = client.Generate(referenceModel, o.DType, Tensor.FromArray(ids, 1, ids.Length), o.MaxTokens, o.TopK, oracleModelHostDirectory: oracleWeights);
+            var reference = oracleWeights is null ? TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs)
+                : TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs);
             var serverTokens = completion!.Tokens;
             string stop = "";
             if (completion.FinishReason == "stop" && serverTokens.Length < reference.Length && eos is long eosId)
@@ -127,14 +154,20 @@ public static class EndpointJudge
                     stop = string.Create(CultureInfo.InvariantCulture, $"; the server stopped at EOS (id {eosId}) after {serverTokens.Length} tokens, where HF chose it");
                 }
             }
-            var report = TokenComparison.Run(reference, serverTokens, o.Margin, tolerance);
+            // After a divergence the check goes on teacher-forced (the catalog's rule, TokenComparison): the server is asked
+            // for each step on the reference's tokens before it, one token a request.
+            var forced = failure is null && TokenComparison.ForcedTokensFor(reference, serverTokens.Tokens) is long[] on
+                ? TeacherForced(server, ids, on, o.TopK, served) : null;
+            var report = TokenComparison.Run(reference, serverTokens, o.Margin, tolerance, engineForced: forced,
+                oracleBound: oracleWeights is null ? null : Comparison.OracleBound.QuantizedTokens);
             var tokenRecord = TokenRecord.From(report, reference, serverTokens);
             bool passed = failure is null && report.Passed;
             string reason = failure is not null ? failure : $"tokens: {report.Reason}{stop}";
             var record = new ScenarioRecord(
                 Id: $"judge/endpoint/{modelName}/prompt-{i + 1}",
                 Model: modelType,
-                Layout: $"server {server.Root}" + (completion.SystemFingerprint is { } fp ? $" ({fp})" : ""),
+                Layout: $"server {server.Root}" + (completion.SystemFingerprint is { } fp ? $" ({fp})" : "") +
+                        (weights is { Lossy: true } ? $"; served GGUF weights {weights.Description}: the reference is HF on them, the oracle HF's original in float64" : ""),
                 Dtype: Scenario.DTypeTag(o.DType),
                 Input: $"{prompt.Describe} as {route}",
                 Fault: null,
@@ -150,6 +183,27 @@ public static class EndpointJudge
         }
         var decode = Decoder(client, worker, verdicts);
         return verdicts.Select(v => v with { Tokens = v.Tokens is { } t ? t with { Decode = decode } : null }).ToList();
+    }
+
+    /// <summary>
+    /// The server's teacher-forced decoding on the reference's tokens: step s is a one-token greedy completion of the prompt
+    /// followed by the reference's tokens 0 .. s-1 (llama-server reuses its cached prompt), its choice and top-k kept.
+    /// </summary>
+    private static TokenSequence TeacherForced(CompletionsEndpoint server, long[] prompt, long[] reference, int topK, string? served)
+    {
+        var tokens = new long[reference.Length];
+        var topk = new List<IReadOnlyList<TokenLogprob>>();
+        for (int s = 0; s < reference.Length; s++)
+        {
+            var one = server.Complete([.. prompt, .. reference[..s]], null, 1, topK, served)
+                ?? throw new Engine.IO.InputException(server.CompletionsUrl, "the server refused a token-id prompt in the teacher-forced decoding");
+            if (one.Tokens.Length != 1)
+                throw new Engine.IO.InputException(server.CompletionsUrl, string.Create(CultureInfo.InvariantCulture,
+                    $"asked for one token (teacher-forced step {s}), the server returned {one.Tokens.Length}"));
+            tokens[s] = one.Tokens.Tokens[0];
+            topk.Add(one.Tokens.TopK[0]);
+        }
+        return new TokenSequence(tokens, topk);
     }
 
     /// <summary>The server's tokenization against HF's: (failure or null, the route described).</summary>

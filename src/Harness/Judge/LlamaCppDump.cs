@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Harness.Comparison;
 using Harness.Engine.IO;
 using Harness.Engine.Tensors;
 using Harness.Reference;
@@ -81,8 +82,11 @@ public static class LlamaCppDump
     /// tokens, the check goes on on the reference's, as the catalog moves onto forced tokens after a near tie), recording
     /// every mapped graph output at every step; <see cref="DumpJudge"/> judges each (step, module) with the oracle verdict
     /// (HF teacher-forced on the same tokens) and names the first divergent one; llama.cpp's choice at each step is
-    /// judged token by token against the reference's (<see cref="TokenComparison.ForScenario"/>: a divergence passes only
+    /// judged token by token against the reference's (<see cref="TokenComparison.Run"/>: a divergence passes only
     /// as a near tie, the steps after it compared on the forced run). The dump stays in <paramref name="outDirectory"/>.
+    /// A lossy GGUF (bf16, f16, q8_0, k-quants: any weight not f32) is judged against HF running the GGUF's own weights
+    /// (<see cref="GgufWeights"/>, dequantized) with the original checkpoint's float64 oracle, every module and the token
+    /// logprobs by <see cref="OracleBound.Quantized"/> (<see cref="OracleBound.QuantizedTokens"/>): C times the quantization's own error, measured per module and run.
     /// </summary>
     public static DumpVerdict Judge(ReferenceClient client, string ggufHostPath, string modelDirectory, IReadOnlyList<long> inputIds,
         string outDirectory, int newTokens = 4, int topK = 5, bool llamaLayout = false)
@@ -93,26 +97,45 @@ public static class LlamaCppDump
         var model = Path.GetFullPath(modelDirectory);
         var shared = client.ShareDirectory(model);
         client.Oracle = true;
-        // the reference's greedy tokens: llama.cpp's decode steps are fed them (the tokens of a GGUF are judged in float32)
-        var prompt = Tensor.FromArray(inputIds.ToArray(), 1, inputIds.Count);     // [1, T]
-        var gen = client.Generate(shared, DType.Float32, prompt, newTokens, topK);
-        var reference = TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs);
-        var written = Write(client, ggufHostPath, inputIds, outDirectory, llamaLayout: llamaLayout, newTokens: newTokens,
-            forced: gen.Tokens[..^1], topK: topK);
-        var verdict = DumpJudge.Run(written.Directory, model, client, DType.Float32);
-        var forcedRun = written.Choices ?? throw new InvalidOperationException("llamacpp_dump.py returned no generation");
-        var (free, forced) = Runs(reference, forcedRun);
-        var tokens = TokenComparison.ForScenario(reference, free, DType.Float32, forced);
+        var weights = GgufWeights.Read(client, ggufHostPath, model);
+        try
+        {
+            // the reference: HF on the GGUF's weights where they are rounded (the oracle on the original's), else HF itself
+            string? engineWeights = weights.Lossy ? weights.ReferenceDirectory : null;
+            var referenceModel = engineWeights is null ? shared : client.ShareDirectory(engineWeights);
+            // the reference's greedy tokens: llama.cpp's decode steps are fed them (the tokens of a GGUF are judged in float32)
+            var prompt = Tensor.FromArray(inputIds.ToArray(), 1, inputIds.Count);     // [1, T]
+            var gen = client.Generate(referenceModel, DType.Float32, prompt, newTokens, topK, oracleModelHostDirectory: engineWeights is null ? null : shared);
+            var reference = TokenSequence.FromTopK(gen.Tokens, gen.TopKIds, gen.TopKLogprobs, gen.OracleTopKLogprobs);
+            var written = Write(client, ggufHostPath, inputIds, outDirectory, llamaLayout: llamaLayout, newTokens: newTokens,
+                forced: gen.Tokens[..^1], topK: topK);
+            var verdict = DumpJudge.Run(written.Directory, model, client, DType.Float32, engineWeights);
+            var forcedRun = written.Choices ?? throw new InvalidOperationException("llamacpp_dump.py returned no generation");
+            var (free, forced) = Runs(reference, forcedRun);
+            var tokens = TokenComparison.Run(reference, free, logprobTolerance: TokenComparison.FallbackLogprobTolerance(DType.Float32),
+                engineForced: forced, oracleBound: engineWeights is null ? OracleBound.For(DType.Float32) : OracleBound.QuantizedTokens);
+            return Verdict(verdict, tokens, reference, free, written, ggufHostPath, weights);
+        }
+        finally
+        {
+            client.Release(weights.ReferenceDirectory);
+        }
+    }
+
+    private static DumpVerdict Verdict(DumpVerdict verdict, TokenReport tokens, TokenSequence reference, TokenSequence free, LlamaCppDumpResult written,
+        string ggufHostPath, GgufWeights weights)
+    {
         var record = verdict.Record with
         {
             Id = $"judge/gguf/{Path.GetFileName(Path.GetFullPath(ggufHostPath))}",
-            Layout = "llama.cpp (libllama, CPU, float32 context)",
+            Layout = "llama.cpp (libllama, CPU, float32 context)" + (weights.Lossy
+                ? $"; GGUF weights {weights.Description}: the reference is HF on them, the oracle HF's original in float64" : ""),
             Passed = verdict.Record.Passed && tokens.Passed,
             Reason = TokenRecord.OneLine(tokens.Passed ? $"{verdict.Record.Reason}; tokens: {tokens.Reason}"
                 : verdict.Record.Passed ? $"tokens: {tokens.Reason}" : $"{verdict.Record.Reason}; tokens: {tokens.Reason}"),
             Tokens = TokenRecord.From(tokens, reference, free),
         };
-        return verdict with { Record = record, Tokens = tokens, Engine = written };
+        return verdict with { Record = record, Tokens = tokens, Engine = written, Weights = weights };
     }
 
     /// <summary>

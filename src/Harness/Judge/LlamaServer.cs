@@ -14,12 +14,14 @@ public sealed class LlamaServer : IDisposable
 {
     private readonly ReferenceClient _client;
     private readonly ReferenceWorker _worker;
+    private readonly bool _ownsWorker;
     private bool _stopped;
 
-    private LlamaServer(ReferenceClient client, ReferenceWorker worker, int port, int pid, string buildInfo)
+    private LlamaServer(ReferenceClient client, ReferenceWorker worker, bool ownsWorker, int port, int pid, string buildInfo)
     {
         _client = client;
         _worker = worker;
+        _ownsWorker = ownsWorker;
         Port = port;
         Pid = pid;
         BuildInfo = buildInfo;
@@ -42,14 +44,23 @@ public sealed class LlamaServer : IDisposable
     /// </summary>
     public static readonly string[] Float32Arguments = ["-fa", "off", "-ctk", "f32", "-ctv", "f32"];
 
+    /// <summary>A worker to start servers on (<see cref="Start"/>'s <c>worker</c>): sandboxed, on the host's network.</summary>
+    public static ReferenceWorker NewWorker() => new() { Threads = 1, SandboxNetwork = false };
+
     /// <summary>Starts a server on a GGUF file the worker can see (a host path inside its root); float32 throughout unless
-    /// <paramref name="float32"/> is false (then llama-server's own defaults).</summary>
-    public static LlamaServer Start(ReferenceClient client, string ggufHostPath, bool float32 = true, int contextTokens = 512, int threads = 1)
+    /// <paramref name="float32"/> is false (then llama-server's own defaults). <paramref name="worker"/>: the worker that
+    /// starts it (from <see cref="NewWorker"/>; the caller's, not disposed with the server, so servers started one after
+    /// another on it pay one worker start: about 20 s of importing torch on a loaded 2-core machine); null: one of its own.</summary>
+    public static LlamaServer Start(ReferenceClient client, string ggufHostPath, bool float32 = true, int contextTokens = 512, int threads = 1,
+        ReferenceWorker? worker = null)
     {
         ArgumentNullException.ThrowIfNull(client);
         // The server must be reachable from this process, and the reference's worker (client's) has a network namespace of
         // its own (the sandbox): the server gets a worker of its own, sandboxed but on the host's network (issue 24).
-        var worker = new ReferenceWorker { Threads = 1, SandboxNetwork = false };
+        bool owns = worker is null;
+        worker ??= NewWorker();
+        if (worker.SandboxNetwork)
+            throw new ArgumentException("a llama-server worker must share the host's network (LlamaServer.NewWorker)", nameof(worker));
         var own = new ReferenceClient(worker);
         try
         {
@@ -61,11 +72,11 @@ public sealed class LlamaServer : IDisposable
                 ["timeout"] = 60,
                 ["extra"] = new JsonArray((float32 ? Float32Arguments : []).Select(a => (JsonNode)JsonValue.Create(a)).ToArray()),
             }).Result;
-            return new LlamaServer(own, worker, (int)r["port"]!, (int)r["pid"]!, (string?)r["build_info"] ?? "");
+            return new LlamaServer(own, worker, owns, (int)r["port"]!, (int)r["pid"]!, (string?)r["build_info"] ?? "");
         }
         catch
         {
-            worker.Dispose();
+            if (owns) worker.Dispose();
             throw;
         }
     }
@@ -89,6 +100,6 @@ public sealed class LlamaServer : IDisposable
         {
             // the worker is gone: its server went with it (PR_SET_PDEATHSIG)
         }
-        _worker.Dispose();
+        if (_ownsWorker) _worker.Dispose();
     }
 }

@@ -15,7 +15,7 @@ public static class ReportWriter
     public const string HtmlFile = "index.html";
 
     /// <summary>Writes the three files (creating the directory) and returns the report as written, baseline comparison included.</summary>
-    public static AccuracyReport WriteAll(AccuracyReport report, string directory, AccuracyReport? baseline = null, double growthFactor = 2.0, int slowWritesMs = 0)
+    public static AccuracyReport WriteAll(AccuracyReport report, string directory, AccuracyReport? baseline = null, double growthFactor = 2.0, Func<Stream, Stream>? through = null)
     {
         ArgumentNullException.ThrowIfNull(report);
         ArgumentException.ThrowIfNullOrEmpty(directory);
@@ -29,12 +29,12 @@ public static class ReportWriter
         }
         // Each file goes to a temporary name and all are renamed at the end, under the folder's writer lock: a run killed
         // while writing leaves the previous report (or none), never half a file; two runs writing the folder at once leave
-        // the three files of one of them. slowWritesMs: the tests' input (hidden --slow-writes-ms).
+        // the three files of one of them. through: AtomicFile's (the tests' slow writes).
         Engine.IO.AtomicFile.WriteAll([
             (Path.Join(directory, JsonFile), ReportJson.Write(report)),
             (Path.Join(directory, JUnitFile), junit),
             (Path.Join(directory, HtmlFile), new UTF8Encoding(false).GetBytes(HtmlReportWriter.Render(report))),
-        ], slowWritesMs);
+        ], through);
         return report;
     }
 }

@@ -86,14 +86,32 @@ public static class DecodeSteps
     /// record there is Missing.
     /// </summary>
     public static LayerReport Judge(IReadOnlyDictionary<string, Tensor> reference, ActivationCapture engine, int newTokens,
-        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null)
+        IReadOnlyList<string> stepModules, Func<string, TolerancePolicy>? policyFor = null, Func<DType, OracleBound>? oracleBound = null)
     {
         var names = Names(newTokens, stepModules);
         if (names.Count > 0 && !Recorded(reference))                // nothing silently skipped: an old recording is named
             return new LayerReport([new LayerRow(names[0], 0, null, $"{names[0]} (decode steps)", LayerVerdict.Missing, null, null, null, null, null,
                 "the reference has no decode-step captures (a recording made before every decode step was judged per module: " +
                 "`harness fixtures record`)")]);
-        return LayerComparison.Run(LayerComparison.Select(reference, names), engine, names,
-            policyFor is null ? null : name => policyFor(Parse(name).Module), OracleBound.ForDecodeStep);
+        var selected = LayerComparison.Select(reference, names);
+        var stepBound = oracleBound ?? OracleBound.ForDecodeStep;
+        Func<string, TolerancePolicy>? policy = policyFor is null ? null : name => policyFor(Parse(name).Module);
+        var single = LayerComparison.Run(selected, engine, names, policy, rec => stepBound(rec.Value.DType));
+        // The noise scale of a (module, rank): the reference's own error over all its steps (root mean square), not one
+        // step's sample of it (OracleBound.ReferenceL2Floor). The engine's error stays per step: a bug at one step is named there.
+        var scale = single.Rows
+            .Where(r => r.Result?.Oracle is { } o && double.IsFinite(o.ReferenceRelativeL2) && double.IsFinite(o.ReferenceMaxAbs))
+            .GroupBy(r => (r.StepModule, r.Rank))
+            .ToDictionary(g => g.Key, g => (
+                L2: Rms(g.Select(r => r.Result!.Oracle!.ReferenceRelativeL2)),
+                MaxAbs: Rms(g.Select(r => r.Result!.Oracle!.ReferenceMaxAbs))));
+        if (scale.Count == 0) return single;
+        return LayerComparison.Run(selected, engine, names, policy, rec =>
+        {
+            var (l2, maxAbs) = scale.GetValueOrDefault((Parse(rec.Module).Module, rec.Rank));
+            return stepBound(rec.Value.DType) with { ReferenceL2Floor = l2, ReferenceMaxAbsFloor = maxAbs };
+        });
+
+        static double Rms(IEnumerable<double> xs) => Math.Sqrt(xs.Average(x => x * x));
     }
 }

@@ -42,7 +42,7 @@ public static class LayerComparison
         ActivationCapture engine,
         IReadOnlyList<string> moduleOrder,
         Func<string, TolerancePolicy>? policyFor = null,
-        Func<DType, OracleBound>? oracleBound = null)
+        Func<CapturedActivation, OracleBound>? oracleBound = null)
     {
         ArgumentNullException.ThrowIfNull(reference);
         ArgumentNullException.ThrowIfNull(engine);
@@ -80,7 +80,7 @@ public static class LayerComparison
                 rows.Add(hasRef
                     ? CompareOne(rec, expected!, reference.GetValueOrDefault(OraclePrefix + module),
                         policyFor?.Invoke(module) ?? DefaultPolicy(rec.Value.DType, expected!.DType), repeated ? perRank + 1 : 0,
-                        oracleBound?.Invoke(rec.Value.DType))
+                        oracleBound?.Invoke(rec))
                     : new LayerRow(module, rec.Rank, rec.Shard, Label(rec, "", 0), LayerVerdict.Extra, rec.Value.ShapeArray, null, null, null, null,
                         $"the engine recorded {module} {Shape.Format(rec.Value.Shape)} on rank {rec.Rank}; the reference has no such module"));
             }

@@ -9,6 +9,7 @@ using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma3n;
+using Harness.Engine.Models.Gemma3n.Audio;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
@@ -48,10 +49,14 @@ public sealed record Gemma3nScenario : Scenario
 
     /// <summary>
     /// The checkpoint processor's audio tensors (`compare --audio FILE.wav`: input_features [1, frames, mel],
-    /// input_features_mask [1, frames]): HF's audio tower runs on them in the reference and hands the engine its soft
-    /// tokens, as the catalog's soft-token scenarios do (the engine has no Gemma3n audio tower). Null: none.
+    /// input_features_mask [1, frames]): both sides run their own audio tower on them (the engine's
+    /// <see cref="Gemma3nAudioEncoder"/>, whole, once, before the TP ranks), and every tower module is judged under the
+    /// audio-tower scenarios' policy. Null: none.
     /// </summary>
     public IReadOnlyDictionary<string, Tensor>? Processed { get; private init; }
+
+    /// <summary>The audio tower's conformer blocks (audio_config.conf_num_hidden_layers) when the engine runs its own tower.</summary>
+    public int TowerLayers { get; private init; }
 
     /// <summary>
     /// compare --audio FILE: the processor's ids and features are the prompt (<paramref name="files"/> names the file,
@@ -64,18 +69,19 @@ public sealed record Gemma3nScenario : Scenario
         {
             Kind = Gemma3nInput.SoftTokens,
             Processed = processed.Where(kv => kv.Key is "input_features" or "input_features_mask").ToDictionary(kv => kv.Key, kv => kv.Value),
+            TowerLayers = Gemma3nAudioConfig.Load(Path.Combine(ModelPath ?? throw new InvalidOperationException("WithProcessed needs a checkpoint"), "config.json")).ConfNumHiddenLayers,
             PromptIds = ids,
             Input = "files",
             Id = BuildId("checkpoint", [Path.GetFileName((ModelPath ?? "").TrimEnd('/')), Layout, "files"], DType),
             ReferenceKey = $"{ReferenceKey}-files-{tag}-{string.Join('.', ids)}",
-            Description = $"HF Gemma3n checkpoint {ModelPath}, TP={Tp}, the prompt from the checkpoint's processor with {files} (HF's audio tower), {DType.TorchName()}",
+            Description = $"HF Gemma3n checkpoint {ModelPath}, TP={Tp}, the prompt from the checkpoint's processor with {files} (the engine's audio tower), {DType.TorchName()}",
         };
     }
 
     /// <summary>The modules compared: the image soft-token path only where the prompt has an image (the catalog's soft-token prompt).</summary>
     public IReadOnlyList<string> Modules(Gemma3nConfig config) =>
         Processed is null ? Gemma3nModules.ForModel(config, Kind)
-            : Gemma3nModules.ForModel(config, Kind).Where(m => m != "model.embed_vision.soft_embedding_norm").ToList();
+            : [.. Gemma3nAudioEncoder.Modules(TowerLayers), .. Gemma3nModules.ForModel(config, Kind).Where(m => m != "model.embed_vision.soft_embedding_norm")];
 
     [SetsRequiredMembers]
     public Gemma3nScenario(int tp, Gemma3nInput input, DType dtype, string? fault = null, string? expectedFirstBadModule = null)
@@ -224,10 +230,11 @@ public sealed record Gemma3nScenario : Scenario
         var sw = Stopwatch.StartNew();
         var dir = context.EngineDirectory(ModelDirectory(context));
         var config = LoadConfig(dir);
+        // the catalog's soft tokens are the reference towers' outputs; with a processor's features the engine runs its own audio tower (below)
         var prompt = new Gemma3nPrompt(
             Tensor.FromArray(Ids, Ids.Length),
             reference.Tensors.TryGetValue("image_soft_tokens", out var image) ? image.Select(0, 0) : null,    // [n, C_vision]
-            reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
+            Processed is null && reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
         var modules = Modules(config);
         var capture = new ActivationCapture(modules);
         var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
@@ -242,6 +249,7 @@ public sealed record Gemma3nScenario : Scenario
             {
                 // the weights must be the tensors this config declares (a wrong width in config.json is named here)
                 CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
+                if (Processed is not null) prompt = RunAudioTower(dir, prompt, sink);
                 var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink, stepSink, reference.Tokens), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
                 engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
@@ -254,7 +262,9 @@ public sealed record Gemma3nScenario : Scenario
         var policy = Policy(DType, Tp);
         // The bundle also holds the engine's inputs (soft tokens) and reference-only extras: compare the listed modules.
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
-        var layers = LayerComparison.Run(compared, capture, modules, _ => policy);
+        var towerPolicy = Gemma3nAudioTowerScenario.Policy(DType);
+        var layers = LayerComparison.Run(compared, capture, modules,
+            m => m.StartsWith(Gemma3nAudioEncoder.DefaultPrefix, StringComparison.Ordinal) ? towerPolicy : policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
             : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType, engineForced, fallbackTolerance: LogprobTolerance(DType, config));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
@@ -280,6 +290,25 @@ public sealed record Gemma3nScenario : Scenario
         double ulp = Math.Pow(2, Math.Floor(Math.Log2(cap)) - 7);
         return Math.Max(TokenComparison.BFloat16LogprobTolerance, 4 * ulp);
     }
+
+    /// <summary>
+    /// The engine's own audio tower on the processor's features, once, whole, on the host (TP splits the decoder and the
+    /// embedders, not the tower), recording its modules: its output [1, m, C_audio] and padding flags are the prompt's audio
+    /// soft tokens (Gemma3nModel.get_audio_features: audio_tower(input_features, ~input_features_mask)).
+    /// </summary>
+    private Gemma3nPrompt RunAudioTower(string dir, Gemma3nPrompt prompt, IActivationSink sink)
+    {
+        using var checkpoint = Checkpoint.Open(dir);
+        var tower = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint), Gemma3nAudioConfig.Load(Path.Combine(dir, "config.json")), sink, Options);
+        var features = Processed!["input_features"];
+        var output = tower.Forward(features.To(DType), Flags(Processed["input_features_mask"]));
+        int m = output.Encodings.Size(1);
+        return prompt with { AudioSoftTokens = output.Encodings.Select(0, 0).Clone(), AudioPadding = output.Padding.Take(m).ToArray() };
+    }
+
+    /// <summary>A frame mask's values (bool, or integers with 1 = valid) as flags.</summary>
+    internal static bool[] Flags(Tensor mask) =>
+        mask.DType == DType.Bool ? mask.ToHost().Contiguous().Span<bool>().ToArray() : mask.ToInt64Array().Select(v => v != 0).ToArray();
 
     private (Generation Free, Generation? Forced) RunRank(int rank, string dir, Gemma3nConfig config, Gemma3nPrompt prompt, IActivationSink sink,
         IActivationSink? stepSink, TokenSequence? reference)

@@ -5,7 +5,8 @@ source from stdin and exec()s it with __name__ == "__harness_worker__"; frames t
 stdin. Replies go to a private duplicate of the original fd 1; fd 1 itself (and sys.stdout)
 is pointed at stderr so that library prints never reach the frame channel.
 
-Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing. The worker carries no
+Exit codes: 0 after `shutdown` or EOF at a frame boundary, 3 on broken framing, 4 when the harness that started it is
+already gone (the worker dies with the harness: PR_SET_PDEATHSIG, see die_with_parent). The worker carries no
 test hooks: the supervision tests splice their fault ops (crash, hang, garbage, allocate) in at the
 extension marker (tests/Correctness/Live/worker_faults.py, ReferenceWorker.Source).
 """
@@ -22,6 +23,7 @@ import traceback
 
 MAGIC = b"HRN1"
 EXIT_FRAMING = 3
+EXIT_ORPHANED = 4
 UNKNOWN_ID = -1
 
 
@@ -806,13 +808,23 @@ def wire_or_st_dtype(st):
             "I32": "int32", "BOOL": "bool"}.get(st, st)
 
 
+def oracle_source(args, model):
+    """The model whose weights the float64 oracle upcasts: the reference's own, or with args["oracle_model_dir"] that
+    checkpoint's (the same architecture). A lossy engine's reference carries the engine's rounded weights (a bf16 or
+    quantized GGUF's, dequantized: `harness judge --gguf`) and its oracle the original's, so the reference's own error
+    against the oracle is the quantization's own error, the yardstick of the engine's."""
+    if not args.get("oracle") or not args.get("oracle_model_dir"):
+        return model
+    return load_model(args["oracle_model_dir"], args.get("dtype", "float32"), args.get("model_class"))
+
+
 def op_forward(args, tensors):
     model = load_model(args["model_dir"], args.get("dtype", "float32"), args.get("model_class"))
     inputs = model_inputs(args, tensors, model)
     paths = list(args.get("capture", []))
     out, outs, captured = capture_run(model, paths, lambda m: m(**inputs, use_cache=False))
     outs.append(("logits", out.logits))
-    outs += oracle_outputs(args, model, paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
+    outs += oracle_outputs(args, oracle_source(args, model), paths, lambda m, up: [("logits", m(**up(inputs), use_cache=False).logits)])
     return {"captured": captured}, outs
 
 
@@ -828,7 +840,7 @@ def op_generate(args, tensors):
     step_paths = list(args.get("capture_steps", []))        # modules captured at every decode step (StepCapture)
     outs = greedy_decode(model, inputs, steps, k, step_paths=step_paths, forced=tensors.get("forced_tokens"))
     if args.get("oracle"):
-        outs += oracle_forced_logprobs(args, model, inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
+        outs += oracle_forced_logprobs(args, oracle_source(args, model), inputs, dict(outs)["tokens"], dict(outs)["topk_ids"], step_paths)
     return {"steps": steps}, outs
 
 
@@ -1148,8 +1160,38 @@ def serve(channel):
             return STATE["exit_after_reply"]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid):
+    """SIGKILL this worker when the harness that started it dies, however it dies (issue 24: a killed CI run left its
+    worker behind, stopped, as init's child: the worker ends on stdin's EOF, which a stopped process never reads, and
+    SIGKILL ends a stopped process too). Set here, in the process the harness started (every step of the reference-python
+    wrapper execs: unshare, chroot --userspec, env), after the wrapper's credential change: setuid/setgid clear
+    PR_SET_PDEATHSIG. The harness passes its pid (argv after the bootstrap): if it died before this line, the signal
+    will never come, and the worker exits now. Without a pid (a worker started by hand, selftest.py) only the signal."""
+    import ctypes
+    import signal
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG, SIGKILL) failed: {os.strerror(err)}")
+    if parent_pid is not None and os.getppid() != parent_pid:
+        sys.stderr.write(f"harness_worker: the harness (pid {parent_pid}) is gone (parent now {os.getppid()}): exiting\n")
+        sys.stderr.flush()
+        os._exit(EXIT_ORPHANED)
+
+
+def parent_pid_from_argv(argv):
+    """The harness's pid, passed as the one argument after the bootstrap (`python -u -c BOOTSTRAP PID`); None when absent."""
+    if len(argv) >= 2 and argv[1].isdigit():
+        return int(argv[1])
+    return None
+
+
 def main():
     global torch, transformers, WIRE, IMPORT_SECONDS, CHANNEL, REFERENCE_DEVICE
+    die_with_parent(parent_pid_from_argv(sys.argv))
     frame_fd = take_frame_fd()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

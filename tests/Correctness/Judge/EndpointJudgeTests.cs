@@ -24,7 +24,7 @@ public class EndpointJudgeTests(ITestOutputHelper output)
     {
         var model = TinyGgufLlama.Get();
         var client = LiveReference.Client();
-        using var server = LlamaServer.Start(client, gguf, float32);
+        using var server = LlamaServer.Start(client, gguf, float32, worker: TinyGgufLlama.ServerWorker);
         output.WriteLine($"llama-server {server.BuildInfo} on {server.Url} (pid {server.Pid}) serving {Path.GetFileName(gguf)}");
         var verdicts = EndpointJudge.Run(new EndpointJudgeOptions(server.Url, model.ModelDirectory, Prompts) { MaxTokens = 12, Route = route }, client);
         foreach (var v in verdicts) output.WriteLine(EndpointJudge.Describe(v));

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Harness.Judge;
 using Harness.Reference;
 using Harness.Tests.Correctness.Live;
 
@@ -55,6 +56,62 @@ public static class TinyGgufLlama
         return Shared.Value;
     }
 
+    private static readonly Lazy<ReferenceWorker> SharedServerWorker = new(LlamaServer.NewWorker, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The worker the judge tests start llama-server on, one after another (the collection runs them in turn): one
+    /// worker start for all of them instead of one a server (about 20 s each under this machine's load). Each server is
+    /// still stopped by its own Dispose; the worker goes with the test process.</summary>
+    public static ReferenceWorker ServerWorker => SharedServerWorker.Value;
+
+    /// <summary>A lossy GGUF of the same model (the converter's --outtype) and copies with one planted bug each.</summary>
+    public sealed record Lossy(string OutType, string Gguf, string GgufWrongEpsilon, string GgufWrongRopeBase);
+
+    /// <summary>The RoPE base the lossy GGUFs' planted copies carry: 100 for 3e4, a wrong engine the quantization's own
+    /// error cannot hide (at 1e4 the f32 GGUF's o_proj is 3.2e-2 off, below q8_0's own ~1.4e-2 times C = 3).</summary>
+    public const double LossyWrongRopeBase = 100;
+
+    private static readonly Lazy<IReadOnlyDictionary<string, Lossy>> SharedLossy =
+        new(() => BuildLossy(LiveReference.Client()), LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The model's GGUF converted with --outtype <paramref name="outType"/> ("bf16" or "q8_0"), both built on first use.</summary>
+    public static Lossy Quantized(string outType)
+    {
+        Get();
+        return SharedLossy.Value[outType];
+    }
+
+    private static IReadOnlyDictionary<string, Lossy> BuildLossy(ReferenceClient client)
+    {
+        var built = Shared.Value;
+        var dir = client.ScratchDirectory("judge-gguf-lossy");
+        string[] types = ["bf16", "q8_0"];
+        client.Invoke("judge_gguf_convert", new JsonObject
+        {
+            ["model_dir"] = client.WorkerPath(built.ModelDirectory),
+            ["outputs"] = new JsonArray(types.Select(t => (JsonNode)new JsonObject
+            {
+                ["outfile"] = client.WorkerPath(Path.Combine(dir, $"tiny-llama-{t}.gguf")), ["outtype"] = t,
+            }).ToArray()),
+        });
+        return types.ToDictionary(t => t, t =>
+        {
+            var gguf = Path.Combine(dir, $"tiny-llama-{t}.gguf");
+            return new Lossy(t, gguf,
+                Planted(client, gguf, EpsilonKey, 0.05, $"tiny-llama-{t}-rms-eps-0.05.gguf"),
+                Planted(client, gguf, RopeBaseKey, LossyWrongRopeBase, $"tiny-llama-{t}-rope-base-100.gguf"));
+        });
+    }
+
+    /// <summary>A copy of <paramref name="gguf"/> beside it with one metadata value rewritten (gguf-set-metadata).</summary>
+    private static string Planted(ReferenceClient client, string gguf, string key, double value, string name)
+    {
+        var copy = Path.Combine(Path.GetDirectoryName(gguf)!, name);
+        File.Copy(gguf, copy, overwrite: true);
+        client.HandOver(copy);   // the (sandboxed) worker edits it in place
+        client.Invoke("judge_gguf_set_metadata", new JsonObject { ["file"] = client.WorkerPath(copy), ["key"] = key, ["value"] = value });
+        return copy;
+    }
+
     private static Built Build(ReferenceClient client)
     {
         var dir = client.ScratchDirectory("judge-tiny-llama");
@@ -64,16 +121,8 @@ public static class TinyGgufLlama
         {
             ["model_dir"] = client.WorkerPath(dir), ["outfile"] = client.WorkerPath(gguf), ["outtype"] = "f32",
         });
-        string Planted(string key, double value, string name)
-        {
-            var copy = Path.Combine(Path.GetDirectoryName(gguf)!, name);
-            File.Copy(gguf, copy, overwrite: true);
-            client.HandOver(copy);   // the (sandboxed) worker edits it in place
-            client.Invoke("judge_gguf_set_metadata", new JsonObject { ["file"] = client.WorkerPath(copy), ["key"] = key, ["value"] = value });
-            return copy;
-        }
         return new Built(dir, gguf,
-            Planted(RopeBaseKey, RopeTheta / 3, "tiny-llama-f32-rope-base-1e4.gguf"),
-            Planted(EpsilonKey, 0.05, "tiny-llama-f32-rms-eps-0.05.gguf"));
+            Planted(client, gguf, RopeBaseKey, RopeTheta / 3, "tiny-llama-f32-rope-base-1e4.gguf"),
+            Planted(client, gguf, EpsilonKey, 0.05, "tiny-llama-f32-rms-eps-0.05.gguf"));
     }
 }

@@ -40,4 +40,44 @@ public sealed class AtomicFileTests : IDisposable
         Assert.False(File.Exists(stale));
         Assert.Equal("{}", File.ReadAllText(path));
     }
+
+    /// <summary>
+    /// Issue 24: a killed run's orphaned worker, once killed, is a zombie until init reaps it (forever under an init that
+    /// does not reap); its leftovers (scratch folder, temporary files) are a dead run's and the next run removes them.
+    /// Planted here: `sh -c 'sleep 0 & exec sleep 30'` leaves a zombie child under a sleep that never reaps it.
+    /// </summary>
+    [SkippableFact]
+    public void A_zombie_is_a_dead_process_and_its_leftovers_are_removed()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "zombies and /proc: Linux");
+        using var parent = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("sh", ["-c", "sleep 0 & exec sleep 30"]) { UseShellExecute = false })!;
+        try
+        {
+            int zombie = 0;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (zombie == 0 && clock.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                try
+                {
+                    zombie = File.ReadAllText($"/proc/{parent.Id}/task/{parent.Id}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries)
+                        .Select(c => int.Parse(c, System.Globalization.CultureInfo.InvariantCulture))
+                        .FirstOrDefault(c => File.ReadAllText($"/proc/{c}/stat") is var st && st[(st.LastIndexOf(')') + 2)..].StartsWith('Z'));
+                }
+                catch (IOException) { }
+                if (zombie == 0) Thread.Sleep(20);
+            }
+            Assert.True(zombie != 0, "no zombie child appeared");
+            Assert.True(ProcessLiveness.IsAlive(parent.Id), "the sleeping parent is alive");
+            Assert.False(ProcessLiveness.IsAlive(zombie), $"zombie {zombie} counted as alive");
+            var stale = Path.Combine(_dir, $".config.json.tmp-{zombie}-abcdef12");
+            File.WriteAllText(stale, "{\"half\": ");
+            AtomicFile.WriteAllBytes(Path.Combine(_dir, "config.json"), "{}"u8);
+            Assert.False(File.Exists(stale));
+        }
+        finally
+        {
+            parent.Kill();
+            parent.WaitForExit();
+        }
+    }
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using Harness.Engine.IO;
+using Harness.Tests.Shared;
 
 namespace Harness.Tests.Correctness.Robustness;
 
@@ -39,7 +40,7 @@ public sealed class ConcurrentWritersTests : IDisposable
                 start.SignalAndWait();
                 try
                 {
-                    AtomicFile.WriteAll(Files.Select(f => (Path.Combine(_dir, f), Content(w, f))).ToList(), slowWritesMs: 1);
+                    AtomicFile.WriteAll(Files.Select(f => (Path.Combine(_dir, f), Content(w, f))).ToList(), through: SlowStream.Through(1));
                 }
                 catch (Exception e)
                 {
@@ -64,7 +65,7 @@ public sealed class ConcurrentWritersTests : IDisposable
         var errors = new List<Exception>();
         var threads = Enumerable.Range(0, 4).Select(w => new Thread(() =>
         {
-            try { AtomicFile.WriteAllBytes(path, Content(w, "model"), slowWritesMs: 1); }
+            try { AtomicFile.WriteAllBytes(path, Content(w, "model"), through: SlowStream.Through(1)); }
             catch (Exception e) { lock (errors) errors.Add(e); }
         })).ToList();
         threads.ForEach(t => t.Start());

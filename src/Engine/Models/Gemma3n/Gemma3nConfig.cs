@@ -222,4 +222,16 @@ public sealed record Gemma3nOptions
 
     /// <summary>The longest sequence the KV caches hold.</summary>
     public int MaxPositions { get; init; } = 256;
+
+    /// <summary>
+    /// The audio tower's attention leaves out the Transformer-XL relative shift of term_bd (the bug): each query reads
+    /// the relative position of the key column instead of column minus its own offset in the block.
+    /// </summary>
+    public bool AudioRelShiftSkipped { get; init; }
+
+    /// <summary>
+    /// The audio tower's subsampling norm takes each frame's own mean and variance (a plain group norm, the bug) instead
+    /// of Gemma3nAudioCumulativeGroupNorm's statistics cumulated over every frame so far.
+    /// </summary>
+    public bool AudioSscpNormPlainMean { get; init; }
 }

@@ -13,7 +13,9 @@ namespace Harness.Engine.Models.Gemma3n;
 /// one row per image_token_id position.</param>
 /// <param name="AudioSoftTokens">[m, audio hidden]: the audio tower's output; padded to audio_soft_tokens_per_image with
 /// the last audio hard token's embedding, as Gemma3nModel.forward does.</param>
-public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, Tensor? AudioSoftTokens = null);
+/// <param name="AudioPadding">[m] true where the tower's frame is padding (its audio_mel_mask): that row is the last audio
+/// hard token's embedding instead (<c>torch.where(audio_mask.unsqueeze(-1), audio_padding_embs, audio_features)</c>); null: none.</param>
+public sealed record Gemma3nPrompt(Tensor Ids, Tensor? ImageSoftTokens = null, Tensor? AudioSoftTokens = null, bool[]? AudioPadding = null);
 
 /// <summary>
 /// Gemma3nForConditionalGeneration (model_type gemma3n) or Gemma3nForCausalLM (gemma3n_text) on one rank of a TP group,
@@ -283,10 +285,15 @@ public sealed class Gemma3nModel : ICheckpointModel, IGraphDecodable
             int slots = _config.AudioSoftTokensPerImage!.Value, m = features.Shape[0];
             if (m > slots)
                 throw new ArgumentException($"{m} audio soft tokens exceed audio_soft_tokens_per_image {slots}");
-            if (m < slots)
-            {   // padded with embed_audio(vocab_size - 1), the last audio hard token
-                var pad = EmbedAudio.ForwardHard(Tensor.FromArray([(long)_text.VocabSize - 1], 1), record: false);
-                features = Tensor.Cat([features, pad.Expand(slots - m, _text.HiddenSize)], 0);
+            bool padded = input.AudioPadding is { } p && p.Any(x => x);
+            if (input.AudioPadding is { } flags && flags.Length != m)
+                throw new ArgumentException($"{flags.Length} audio padding flags for {m} audio soft tokens");
+            if (m < slots || padded)
+            {   // audio_padding_embs = embed_audio(vocab_size - 1), the last audio hard token
+                var pad = EmbedAudio.ForwardHard(Tensor.FromArray([(long)_text.VocabSize - 1], 1), record: false).To(features.DType);   // [1, D]
+                if (padded)   // audio_features = torch.where(audio_mask.unsqueeze(-1), audio_padding_embs, audio_features)
+                    features = Elementwise.Where(Tensor.FromArray(input.AudioPadding!, m, 1), pad.Expand(m, _text.HiddenSize), features);
+                if (m < slots) features = Tensor.Cat([features, pad.Expand(slots - m, _text.HiddenSize)], 0);
             }
             Scatter(embeds, idv, _config.AudioTokenId!.Value, features, "audio_token_id");
         }

@@ -161,9 +161,40 @@ def op_gemma3n_run(args, tensors):
         outs += generated
         if args.get("oracle"):                          # the token verdict's yardstick: the float64 model fed the same tokens
             outs += oracle_forced_logprobs(args, model, inputs, dict(generated)["tokens"], dict(generated)["topk_ids"], step_paths)
-    outs += oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
+    oracle = oracle_outputs(args, model, paths, lambda m, up: _gemma3n_call(m, up(inputs)))
+    # the audio tower's modules have no oracle (_GEMMA3N_AUDIO_NO_ORACLE): their fixed policy judges them (compare --audio)
+    outs += [(name, t) for name, t in oracle if not name.startswith("oracle.model.audio_tower")]
     return {"captured": captured, "steps": steps}, outs
 
 
+# HF's float64 twin of the audio tower is no oracle: Gemma3nAudioAttention writes torch.finfo(float64).min at masked
+# logits and softmax(dtype=torch.float32) turns it into -inf, so every fully masked query row (a padded frame) is NaN,
+# and NaN spreads through the light conv's causal window; an oracle with NaN there would judge none of those elements.
+_GEMMA3N_AUDIO_NO_ORACLE = ("HF's float64 Gemma3n audio tower has NaN rows: finfo(float64).min at masked logits becomes -inf in its "
+                            "float32 softmax, so fully masked (padded) frames are NaN; the tower is judged by its fixed policy")
+
+
+def op_gemma3n_audio_tower(args, tensors):
+    """HF's Gemma3nAudioEncoder (model.model.audio_tower) alone, called as Gemma3nModel.get_audio_features calls it:
+    audio_tower(input_features, ~input_features_mask) (the encoder takes True at PADDING). Captures of the given module
+    paths (the tower's own path gives last_hidden_state) and its output mask as "audio_tower.mask" (int64, 1 = padding).
+    No float64 oracle (_GEMMA3N_AUDIO_NO_ORACLE): the fixed tower policies judge every element."""
+    model = _gemma3n_load(args)
+    feats = need(tensors, "input_features")
+    padding = ~need(tensors, "input_features_mask").to(torch.bool)
+
+    def call(m, up=lambda v: v):
+        out = m.model.audio_tower(up(feats.to(model.dtype).to(model.device)), padding.to(model.device))
+        return [("audio_tower.mask", out.audio_mel_mask.to(torch.int64))]
+
+    paths = list(args.get("capture", []))
+    extra, outs, captured = capture_run(model, paths, call)
+    result = {"captured": captured}
+    if args.get("oracle"):
+        result["oracle_unavailable"] = _GEMMA3N_AUDIO_NO_ORACLE
+    return result, outs + list(extra)
+
+
 OPS["gemma3n_build"] = op_gemma3n_build
+OPS["gemma3n_audio_tower"] = op_gemma3n_audio_tower
 OPS["gemma3n_run"] = op_gemma3n_run

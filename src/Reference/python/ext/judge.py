@@ -3,7 +3,7 @@
 # and stopped under this worker (so the worker's supervision covers it: a killed worker takes its server with it).
 
 import json
-import signal
+import os
 import subprocess
 
 # Debian's llama.cpp-tools installs the converter as documentation; a source checkout has it at the top level.
@@ -97,15 +97,22 @@ def _run_tool(argv, timeout, what):
 
 
 def op_judge_gguf_convert(args, tensors):
-    """llama.cpp's convert_hf_to_gguf.py (the packaged one) on an HF folder: args model_dir, outfile, outtype (f32)."""
+    """llama.cpp's convert_hf_to_gguf.py (the packaged one) on an HF folder: args model_dir, outfile, outtype (f32); or
+    outputs, a list of {outfile, outtype}: one converter per output, run side by side (each imports torch: ~14 s)."""
     import shutil
+    from concurrent.futures import ThreadPoolExecutor
     converter = args.get("converter") or next(
         (c for c in GGUF_CONVERTERS if os.path.isfile(c)), None) or shutil.which("convert_hf_to_gguf.py")
     if converter is None:
         raise RuntimeError(f"no GGUF converter: none of {GGUF_CONVERTERS} exists (Debian package llama.cpp-tools)")
-    log = _run_tool([sys.executable, converter, args["model_dir"], "--outfile", args["outfile"],
-                     "--outtype", args.get("outtype", "f32")], int(args.get("timeout", 300)), "GGUF conversion")
-    return {"converter": converter, "log_tail": "\n".join(log.splitlines()[-5:])}, []
+    outputs = args.get("outputs") or [{"outfile": args["outfile"], "outtype": args.get("outtype", "f32")}]
+
+    def convert(o):
+        return _run_tool([sys.executable, converter, args["model_dir"], "--outfile", o["outfile"], "--outtype", o.get("outtype", "f32")],
+                         int(args.get("timeout", 300)), f"GGUF conversion to {o.get('outtype', 'f32')}")
+    with ThreadPoolExecutor(max_workers=len(outputs)) as pool:
+        logs = list(pool.map(convert, outputs))
+    return {"converter": converter, "log_tail": "\n".join(logs[-1].splitlines()[-5:])}, []
 
 
 def op_judge_gguf_set_metadata(args, tensors):
@@ -125,10 +132,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
+_WORKER_PID = os.getpid()
+
+
 def _die_with_parent():
-    """In the server's child before exec: SIGKILL when this worker dies, however it dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    """In this worker's child (llama-server, a TP rank, a llama.cpp tool) before exec: SIGKILL when this worker dies,
+    however it dies, and exit at once if it is already gone (the worker's own die_with_parent: PR_SET_PDEATHSIG, checked)."""
+    die_with_parent(_WORKER_PID)
 
 
 def op_llama_server_start(args, tensors):

@@ -1,4 +1,4 @@
-using Harness.Engine.Attention;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -19,6 +19,7 @@ namespace Harness.Engine.Models.Gemma4.Audio;
 /// logits = softcap * tanh((ac + rel_shift(bd)) / softcap), masked_fill(!mask, invalid); softmax in float32
 /// out = post((probs @ v) -> [B, U*W, N*H] -> [:, :T] -> model dtype)
 /// </code>
+/// The blocks, the relative shift and the tail are the USM conformer's <see cref="UsmLocalAttention"/>, shared with Gemma3n.
 /// Every product goes through <see cref="Matmul"/> with the model's <see cref="MatmulOptions"/>: the 4D x 3D one exactly as
 /// torch.matmul takes it (ND x ND, the 3D operand broadcast over the batch), which is what vLLM's batch-invariant matmul
 /// could not do before its Gemma4-E2B fix. HF's 5D x 5D products (ac, probs @ v) are the same per-element sums as one
@@ -32,7 +33,7 @@ public sealed class Gemma4AudioAttention
     private readonly Tensor _perDimScale;      // [H]
     private readonly MatmulOptions _matmul;
     private readonly double _qScale, _kScale;
-    private readonly AttentionCore _attention;
+    private readonly UsmLocalAttention _attention;
 
     public string Prefix { get; }
 
@@ -49,8 +50,9 @@ public sealed class Gemma4AudioAttention
         _perDimScale = w.Get($"{prefix}.per_dim_scale");
         _qScale = Math.Pow(c.HeadDim, -0.5) / Math.Log(2);   // self.q_scale = (head_dim ** -0.5) / math.log(2)
         _kScale = Math.Log(1 + Math.E) / Math.Log(2);       // self.k_scale = math.log(1 + math.e) / math.log(2)
-        // the scaling is folded into q and k above; the blocked windows and relative positions are the tower's own (ContextWindows, RelShift)
-        _attention = new AttentionCore(new AttentionSpec(c.NumAttentionHeads, c.NumAttentionHeads, c.HeadDim, 1.0) { Mask = AttentionMask.None, SoftCap = c.AttentionLogitCap });
+        // the scaling is folded into q and k above; the blocked windows, relative positions and the tail are the USM conformer's
+        _attention = new UsmLocalAttention(c.NumAttentionHeads, c.HeadDim, c.AttentionChunkSize, c.AttentionContextLeft - 1,
+            c.AttentionContextRight, c.AttentionLogitCap, matmul);
     }
 
     /// <param name="x">[B, T, hidden] in the model dtype.</param>
@@ -59,7 +61,6 @@ public sealed class Gemma4AudioAttention
     public Tensor Forward(Tensor x, Tensor positionEmbeddings, bool[] blockMask)
     {
         int b = x.Size(0), t = x.Size(1), n = _c.NumAttentionHeads, h = _c.HeadDim;
-        int w = _c.AttentionChunkSize, ctx = _c.ContextSize, u = (t + w - 1) / w, left = _c.AttentionContextLeft - 1;
 
         // query_states = self.q_proj(hidden_states).float().view(hidden_shape) (k, v likewise)
         var q = _q.Forward(x).To(DType.Float32).Reshape(b, t, n, h);
@@ -70,42 +71,13 @@ public sealed class Gemma4AudioAttention
         q = Elementwise.Mul(Elementwise.Mul(q, _qScale), TowerOps.Softplus(_perDimScale).To(DType.Float32));
         k = Elementwise.Mul(k, _kScale);
 
-        // _convert_to_block / _extract_block_context
-        var queries = TowerOps.PadDim1(q, u * w).Reshape(b, u, w, n, h).Permute(0, 3, 1, 2, 4).Contiguous(); // [B, N, U, W, H]
-        var keys = TowerOps.ContextWindows(k, u, w, ctx, left);                                                                // [B, N, U, C, H]
-        var values = TowerOps.ContextWindows(v, u, w, ctx, left);                                                              // [B, N, U, C, H]
-
         // relative_key_states = self.relative_k_proj(position_embeddings).view(-1, N, H).to(float32)
         int f = positionEmbeddings.Size(0);
         var rel = Matmul.Forward(positionEmbeddings, _relativeKT, _matmul).Reshape(f, n, h).To(DType.Float32);      // [F, N, H]
 
-        // matrix_ac = queries @ key_states.permute(0, 3, 1, 4, 2): one batched product over [B*N*U]
-        var ac = Matmul.Forward(queries.Reshape(b * n * u, w, h), keys.Reshape(b * n * u, ctx, h).Transpose(1, 2), _matmul)
-            .Reshape(b, n, u, w, ctx);                                                                                  // [B, N, U, W, C]
-
-        // matrix_bd = queries_flat @ relative_key_states.permute(1, 2, 0): [B, N, U*W, H] @ [N, H, F] (ND x ND, broadcast batch)
-        var bd = Matmul.Forward(queries.Reshape(b, n, u * w, h), rel.Permute(1, 2, 0), _matmul);                   // [B, N, U*W, F]
-        bd = RelShift(bd.Reshape(b, n, u, w, f), ctx);                                                              // [B, N, U, W, C]
-
-        // attn_weights = tanh((ac + bd) / softcap) * softcap; masked_fill(mask.logical_not(), invalid); softmax(dim=-1, float32)
-        var logits = Elementwise.Add(ac, bd);
-        // ... then attn_weights @ value_states.permute(0, 3, 1, 2, 4): the one attention's tail over the [B*N*U] folded batch
-        var o = _attention.SoftmaxValues(logits, blockMask, b, n, (float)_c.AttentionInvalidLogitsValue, values.Reshape(b * n * u, ctx, h), _matmul)
-            .Reshape(b, n, u, w, h);
-        // .permute(0, 2, 3, 1, 4).reshape(B, U*W, -1)[:, :T] -> model dtype -> post
-        var merged = o.Permute(0, 2, 3, 1, 4).Reshape(b, u * w, n * h).Narrow(1, 0, t).Contiguous().To(x.DType);     // [B, T, N*H]
+        // the USM blocked attention (matrix_ac + rel_shift(matrix_bd), softcap, mask, softmax, @ value), all in float32,
+        // then .reshape(B, U*W, -1)[:, :T] -> model dtype -> post
+        var merged = _attention.Forward(q, k, v, rel, blockMask, (float)_c.AttentionInvalidLogitsValue).To(x.DType);   // [B, T, N*H]
         return _post.Forward(merged);
-    }
-
-    /// <summary>
-    /// _rel_shift (Transformer-XL appendix B): pad the last dim of [B, N, U, W, F] with zeros to C + 1, view as
-    /// [B, N, U, W*(C+1)], keep the first W*C, view as [B, N, U, W, C].
-    /// </summary>
-    private static Tensor RelShift(Tensor x, int ctx)
-    {
-        int b = x.Size(0), n = x.Size(1), u = x.Size(2), w = x.Size(3), f = x.Size(4);
-        if (f > ctx + 1) throw new ArgumentException($"rel_shift: {f} relative positions exceed context_size + 1 = {ctx + 1}");
-        var padded = Tensor.Cat([x, Tensor.ZerosLike(x, x.DType, b, n, u, w, ctx + 1 - f)], 4);         // [B, N, U, W, C+1]
-        return padded.Reshape(b, n, u, w * (ctx + 1)).Narrow(3, 0, w * ctx).Contiguous().Reshape(b, n, u, w, ctx);
     }
 }

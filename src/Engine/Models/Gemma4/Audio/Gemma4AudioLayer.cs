@@ -68,35 +68,59 @@ public sealed class Gemma4AudioLayer
 }
 
 /// <summary>
-/// Gemma4AudioFeedForward (HF 405-443), the half-step conformer feed-forward:
+/// What the USM conformer's feed-forward and light conv read, from Gemma4AudioConfig or Gemma3nAudioConfig: Gemma3n's
+/// Gemma3nAudioConformerFeedForward / Gemma3nAudioConformerLightConv1d and Gemma4's Gemma4AudioFeedForward /
+/// Gemma4AudioLightConv1d are the same modules (the same weight names under the prefix) but for the linear
+/// (Gemma4's clippable one, Gemma3n's plain nn.Linear) and the activation (Gemma4's hidden_act, Gemma3n's silu).
+/// </summary>
+/// <param name="ResidualWeight">The feed-forward's post_layer_scale (residual_weight / conf_residual_weight).</param>
+/// <param name="GradientClipping">The clamp bound (gradient_clipping), before min(., finfo(dtype).max).</param>
+/// <param name="RmsNormEps">The light conv's norms' eps (rms_norm_eps).</param>
+/// <param name="Act">The feed-forward's and the light conv's activation.</param>
+/// <param name="Linear">Builds the linear of a module path ("{prefix}.ffw_layer_1").</param>
+public sealed record UsmConformerParts(int HiddenSize, int ConvKernelSize, double ResidualWeight, double GradientClipping, double RmsNormEps,
+    ActivationKind Act, Func<string, Gemma4ClippableLinear> Linear)
+{
+    /// <summary>Gemma4's: clippable linears, hidden_act.</summary>
+    public static UsmConformerParts Of(IWeightSource w, Gemma4AudioConfig c, MatmulOptions matmul) =>
+        new(c.HiddenSize, c.ConvKernelSize, c.ResidualWeight, c.GradientClipping, c.RmsNormEps, Activation.Parse(c.HiddenAct),
+            name => new Gemma4ClippableLinear(w, name, c.UseClippedLinears, matmul));
+}
+
+/// <summary>
+/// Gemma4AudioFeedForward (HF 405-443) = Gemma3nAudioConformerFeedForward (modeling_gemma3n.py 832-854), the half-step
+/// conformer feed-forward:
 /// <code>
 /// r = h; h = clamp(h, -g, g); h = pre_layer_norm(h)
-/// h = ffw_layer_2(act(ffw_layer_1(h)))          # clippable linears, hidden -> 4*hidden -> hidden
-/// h = post_layer_norm(clamp(h, -g, g)); h *= residual_weight; h += r
+/// h = ffw_layer_2(act(ffw_layer_1(h)))          # hidden -> 4*hidden -> hidden
+/// h = post_layer_norm(clamp(h, -g, g)); h *= residual_weight; h += r      # Gemma3n: residual + (h * post_layer_scale)
 /// </code>
-/// Both norms are Gemma4RMSNorm(hidden_size) with the class default eps 1e-6: HF does not pass rms_norm_eps here.
+/// Both norms are RMSNorm(hidden_size) with the class default eps 1e-6: HF does not pass rms_norm_eps here.
 /// </summary>
 public sealed class Gemma4AudioFeedForward
 {
-    private readonly Gemma4AudioConfig _c;
+    private readonly UsmConformerParts _c;
     private readonly Gemma4ClippableLinear _ffw1, _ffw2;
     private readonly Tensor _preNorm, _postNorm;
-    private readonly ActivationKind _act;
 
     public string Prefix { get; }
 
     public Gemma4AudioFeedForward(IWeightSource w, string prefix, Gemma4AudioConfig c, MatmulOptions matmul)
+        : this(w, prefix, UsmConformerParts.Of(w, c, matmul))
+    {
+    }
+
+    public Gemma4AudioFeedForward(IWeightSource w, string prefix, UsmConformerParts c)
     {
         Prefix = prefix;
         _c = c;
-        _ffw1 = new Gemma4ClippableLinear(w, $"{prefix}.ffw_layer_1", c.UseClippedLinears, matmul);
-        _ffw2 = new Gemma4ClippableLinear(w, $"{prefix}.ffw_layer_2", c.UseClippedLinears, matmul);
+        _ffw1 = c.Linear($"{prefix}.ffw_layer_1");
+        _ffw2 = c.Linear($"{prefix}.ffw_layer_2");
         _preNorm = w.Get($"{prefix}.pre_layer_norm.weight");
         _postNorm = w.Get($"{prefix}.post_layer_norm.weight");
-        _act = Activation.Parse(c.HiddenAct);
     }
 
-    /// <summary>Gemma4RMSNorm's default eps, used where HF builds the norm without passing rms_norm_eps.</summary>
+    /// <summary>Gemma4RMSNorm's (and Gemma3nRMSNorm's) default eps, used where HF builds the norm without passing rms_norm_eps.</summary>
     public const double DefaultNormEps = 1e-6;
 
     /// <summary>gradient_clipping = min(self.gradient_clipping, torch.finfo(dtype).max).</summary>
@@ -108,7 +132,7 @@ public sealed class Gemma4AudioFeedForward
         double g = Clip(_c.GradientClipping, h.DType);
         var residual = h;
         h = Norms.RmsNorm(Elementwise.Clamp(h, -g, g), _preNorm, DefaultNormEps, RmsNormKind.GemmaScaled);
-        h = _ffw2.Forward(Activation.Apply(_ffw1.Forward(h), _act));
+        h = _ffw2.Forward(Activation.Apply(_ffw1.Forward(h), _c.Act));
         h = Norms.RmsNorm(Elementwise.Clamp(h, -g, g), _postNorm, DefaultNormEps, RmsNormKind.GemmaScaled);
         h = Elementwise.Mul(h, _c.ResidualWeight);                       // hidden_states *= self.post_layer_scale
         return Elementwise.Add(h, residual);                             // hidden_states += residual
@@ -116,7 +140,7 @@ public sealed class Gemma4AudioFeedForward
 }
 
 /// <summary>
-/// Gemma4AudioLightConv1d (HF 476-517):
+/// Gemma4AudioLightConv1d (HF 476-517) = Gemma3nAudioConformerLightConv1d (modeling_gemma3n.py 857-897):
 /// <code>
 /// r = h; h = linear_start(pre_layer_norm(h))             # hidden -> 2*hidden
 /// h = glu(h, dim=-1)                                     # a * sigmoid(g)
@@ -126,24 +150,28 @@ public sealed class Gemma4AudioFeedForward
 /// </summary>
 public sealed class Gemma4AudioLightConv1d
 {
-    private readonly Gemma4AudioConfig _c;
+    private readonly UsmConformerParts _c;
     private readonly Gemma4ClippableLinear _start, _end;
     private readonly Tensor _conv, _preNorm, _convNorm;
-    private readonly ActivationKind _act;
 
     public string Prefix { get; }
 
     public Gemma4AudioLightConv1d(IWeightSource w, string prefix, Gemma4AudioConfig c, MatmulOptions matmul)
+        : this(w, prefix, UsmConformerParts.Of(w, c, matmul), "audio_config.hidden_size, conv_kernel_size")
+    {
+    }
+
+    /// <param name="fields">The config fields the depthwise kernel's shape comes from (for the shape error).</param>
+    public Gemma4AudioLightConv1d(IWeightSource w, string prefix, UsmConformerParts c, string fields)
     {
         Prefix = prefix;
         _c = c;
-        _start = new Gemma4ClippableLinear(w, $"{prefix}.linear_start", c.UseClippedLinears, matmul);
-        _end = new Gemma4ClippableLinear(w, $"{prefix}.linear_end", c.UseClippedLinears, matmul);
+        _start = c.Linear($"{prefix}.linear_start");
+        _end = c.Linear($"{prefix}.linear_end");
         _conv = Gemma4TowerKernels.Expect(w.Get($"{prefix}.depthwise_conv1d.weight"), $"{prefix}.depthwise_conv1d.weight",
-            [c.HiddenSize, 1, c.ConvKernelSize], "audio_config.hidden_size, conv_kernel_size");
+            [c.HiddenSize, 1, c.ConvKernelSize], fields);
         _preNorm = w.Get($"{prefix}.pre_layer_norm.weight");
         _convNorm = w.Get($"{prefix}.conv_norm.weight");
-        _act = Activation.Parse(c.HiddenAct);
     }
 
     public Tensor Forward(Tensor h)
@@ -154,7 +182,7 @@ public sealed class Gemma4AudioLightConv1d
         h = TowerOps.DepthwiseCausalConv1d(h, _conv);
         double g = Gemma4AudioFeedForward.Clip(_c.GradientClipping, h.DType);
         h = Norms.RmsNorm(Elementwise.Clamp(h, -g, g), _convNorm, _c.RmsNormEps, RmsNormKind.GemmaScaled);
-        h = _end.Forward(Activation.Apply(h, _act));
+        h = _end.Forward(Activation.Apply(h, _c.Act));
         return Elementwise.Add(h, residual);
     }
 }

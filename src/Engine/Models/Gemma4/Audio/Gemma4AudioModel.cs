@@ -1,4 +1,5 @@
 using Harness.Engine.Capture;
+using Harness.Engine.Models.Common;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -144,50 +145,20 @@ public sealed class Gemma4AudioModel
     }
 
     /// <summary>
-    /// Gemma4AudioRelPositionalEncoding: positions p = C//2, C//2 - 1, ..., 0 and n = hidden/2 timescales
-    /// inv[i] = exp(i * -ln(1e4)/max(n-1, 1)) (float32); embedding [sin(p*inv) | cos(p*inv)], cast to the model dtype. [F, hidden].
+    /// Gemma4AudioRelPositionalEncoding: positions p = C//2, C//2 - 1, ..., 0, the USM timing signal
+    /// (<see cref="UsmLocalAttention.TimingSignal"/>), cast to the model dtype. [F, hidden].
     /// </summary>
-    public static Tensor RelativePositionEmbeddings(Gemma4AudioConfig c, DType dtype)
-    {
-        int half = c.HiddenSize / 2, f = c.ContextSize / 2 + 1;
-        float inc = (float)(-Math.Log(10000.0) / Math.Max(half - 1, 1));
-        var pe = new float[f * c.HiddenSize];
-        for (int r = 0; r < f; r++)
-        {
-            float p = c.ContextSize / 2 - r;
-            for (int i = 0; i < half; i++)
-            {
-                float inv = (float)Math.Exp((float)i * inc);
-                float st = p * inv;
-                pe[r * c.HiddenSize + i] = (float)Math.Sin(st);
-                pe[r * c.HiddenSize + half + i] = (float)Math.Cos(st);
-            }
-        }
-        return Tensor.FromArray(pe, f, c.HiddenSize).To(dtype);
-    }
+    public static Tensor RelativePositionEmbeddings(Gemma4AudioConfig c, DType dtype) =>
+        UsmLocalAttention.TimingSignal(c.HiddenSize, c.ContextSize / 2, c.ContextSize / 2 + 1, dtype);
 
     /// <summary>
     /// The blocked attention mask [B, U, W, C] (true = attend): HF's sdpa mask[b, q, k] = valid[b, k] and
     /// 0 &lt;= q - k &lt; left - 1 or 0 &lt; k - q &lt; right (sliding_window_mask_function((left-1, right))), then
     /// _convert_4d_mask_to_blocked_5d: query q = u*W + w, key k = u*W - (left-1) + c, false outside [0, T).
     /// </summary>
-    public static bool[] BlockedMask(bool[] valid, int b, int t, Gemma4AudioConfig c)
-    {
-        int w = c.AttentionChunkSize, ctx = c.ContextSize, u = (t + w - 1) / w, past = c.AttentionContextLeft - 1;
-        var m = new bool[b * u * w * ctx];
-        for (int bi = 0; bi < b; bi++)
-        for (int ui = 0; ui < u; ui++)
-        for (int wi = 0; wi < w; wi++)
-        for (int ci = 0; ci < ctx; ci++)
-        {
-            int q = ui * w + wi, k = ui * w - past + ci;
-            if (q >= t || k < 0 || k >= t || !valid[bi * t + k]) continue;
-            int dist = q - k;
-            bool inWindow = (dist >= 0 && dist < past) || (dist < 0 && -dist < c.AttentionContextRight);
-            m[((bi * u + ui) * w + wi) * ctx + ci] = inWindow;
-        }
-        return m;
-    }
+    public static bool[] BlockedMask(bool[] valid, int b, int t, Gemma4AudioConfig c) =>
+        new UsmLocalAttention(c.NumAttentionHeads, c.HeadDim, c.AttentionChunkSize, c.AttentionContextLeft - 1, c.AttentionContextRight,
+            c.AttentionLogitCap, MatmulOptions.Default).BlockedMask(valid, b, t, c.AttentionContextLeft - 2, c.AttentionContextRight - 1);
 
     private void Record(string module, Tensor value)
     {

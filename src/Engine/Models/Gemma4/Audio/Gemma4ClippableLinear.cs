@@ -25,11 +25,23 @@ public sealed class Gemma4ClippableLinear
     public int OutFeatures => _weightT.Shape[1];
 
     public Gemma4ClippableLinear(IWeightSource weights, string prefix, bool useClippedLinears, MatmulOptions matmul)
+        : this(weights, prefix, $"{prefix}.linear.weight", useClippedLinears, matmul)
+    {
+    }
+
+    /// <summary>
+    /// Gemma3n's audio tower's nn.Linear(bias=False): the same product without the clip, its weight "{prefix}.weight"
+    /// (<c>self.ffw_layer_1 = nn.Linear(self.config.hidden_size, self.config.hidden_size * 4, bias=False)</c>).
+    /// </summary>
+    public static Gemma4ClippableLinear Plain(IWeightSource weights, string prefix, MatmulOptions matmul) =>
+        new(weights, prefix, $"{prefix}.weight", false, matmul);
+
+    private Gemma4ClippableLinear(IWeightSource weights, string prefix, string weightName, bool useClippedLinears, MatmulOptions matmul)
     {
         Prefix = prefix;
         _matmul = matmul;
-        var w = weights.Get($"{prefix}.linear.weight");
-        if (w.Rank != 2) throw new ArgumentException($"{prefix}.linear.weight must be [out_features, in_features], got {Shape.Format(w.Shape)}");
+        var w = weights.Get(weightName);
+        if (w.Rank != 2) throw new ArgumentException($"{weightName} must be [out_features, in_features], got {Shape.Format(w.Shape)}");
         _weightT = w.T();
         if (useClippedLinears)
         {
