@@ -11,7 +11,7 @@
 #                               slice's files against the offline catalog and the correctness tests that cover them
 # Extra arguments go to dotnet-stryker (e.g. --mutate '**/Ops/Rotary.cs' to narrow a run).
 # Reports: build/mutation/{sample,full}/reports/mutation-report.{json,html}; a one-line summary and every surviving
-# mutant (ci/stryker/survivors.py) on stdout. One test session; the full campaign runs at nice 19 (the machine is
+# mutant (ci/stryker/survivors.py) on stdout. One test session; the full campaign runs at nice 10 (the machine is
 # shared), the sample at CI's own priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ min_mutants=50    # the sample counted 52 mutants when its floor was set (ci/str
 niceness=0        # the sample is part of CI (.ci/run), which must finish in 15 minutes: the test part's priority
 case "${1:-}" in
   --sample) shift ;;
-  --full) campaign=full; min_mutants=0; niceness=19; shift ;;
-  --slice) campaign="${2:?--slice needs a name (ci/stryker/NAME.json)}"; min_mutants=0; niceness=19; shift 2 ;;
+  --full) campaign=full; min_mutants=0; niceness=10; shift ;;
+  --slice) campaign="${2:?--slice needs a name (ci/stryker/NAME.json)}"; min_mutants=0; niceness=10; shift 2 ;;
   --help|-h) sed -n '2,15p' "$0"; exit 0 ;;
 esac
 config="$root/ci/stryker/$campaign.json"
