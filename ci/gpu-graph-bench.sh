@@ -9,6 +9,10 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 archive="$1"; OUT="$2"; mkdir -p "$OUT"
 mkdir -p /tmp/hb && tar xf "$archive" -C /tmp/hb
+# the tiny models: HARNESS_FIXTURES, else the repository's fixtures beside this script, else the bundle's own
+# (a bundle made with BUNDLE_FIXTURES=0 has none: the 2026-12-07 run's tiny rows found nothing there)
+fx="${HARNESS_FIXTURES:-$here/../fixtures}"; [[ -d $fx/models ]] || fx=/tmp/hb/harness-gpu/fixtures
+export HARNESS_FIXTURES="$(cd "$fx" 2>/dev/null && pwd || echo "$fx")"
 cd /tmp/hb/harness-gpu; H=$PWD/bin/harness
 export HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}" NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
@@ -19,7 +23,7 @@ fi
 summ() { grep -E "^model|^eng|^HF|NO GRAPH|DIFFER|rror|Exception|bench|/ HF|decode step, graph|greedy tokens" ; }
 for m in ${TINY-tiny-llama-bf16 tiny-gemma3n-bf16 tiny-gemma4-e2b-like-bf16 tiny-qwen2-vl-bf16}; do
   p=${TINY_PROMPT:-32}; [[ $m == tiny-gemma3n* ]] && p=16                     # its max_position_embeddings is 96
-  echo "=== $m"; timeout 60 $H bench --model fixtures/models/$m --device cuda --new 64 --prompt $p --runs 2 2>&1 | tee -a "$OUT/bench-tiny.txt" | summ; el
+  echo "=== $m"; timeout 60 $H bench --model "$HARNESS_FIXTURES/models/$m" --device cuda --new 64 --prompt $p --runs 2 2>&1 | tee -a "$OUT/bench-tiny.txt" | summ; el
 done
 for row in ${BIG-llama-3.2-1b qwen2-vl-2b:12 gemma3n-e2b-text:15 gemma4-1b-class:15}; do
   IFS=: read -r name layers <<< "$row"
