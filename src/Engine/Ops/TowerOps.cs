@@ -48,22 +48,7 @@ public static class TowerOps
         int ho = (h + pad.Top + pad.Bottom - kh) / stride.H + 1, wo = (w + pad.Left + pad.Right - kw) / stride.W + 1, k = cin * kh * kw;
         if (ho < 1 || wo < 1)
             throw new ArgumentException($"conv2d: input {Shape.Format(x.Shape)} padded ({pad.Top}|{pad.Bottom}, {pad.Left}|{pad.Right}) is smaller than the kernel {kh}x{kw}");
-        var src = x.ToFloatArray();
-        var cols = new float[b * ho * wo * k];
-        for (int n = 0; n < b; n++)
-        for (int oy = 0; oy < ho; oy++)
-        for (int ox = 0; ox < wo; ox++)
-        {
-            int row = ((n * ho + oy) * wo + ox) * k;
-            for (int c = 0; c < cin; c++)
-            for (int ky = 0; ky < kh; ky++)
-            for (int kx = 0; kx < kw; kx++)
-            {
-                int iy = oy * stride.H - pad.Top + ky, ix = ox * stride.W - pad.Left + kx;
-                cols[row + (c * kh + ky) * kw + kx] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0f : src[((n * h + iy) * w + ix) * cin + c];
-            }
-        }
-        var patches = Tensor.FromArray(cols, b * ho * wo, k).To(x.DType);     // exact: values came from x
+        var patches = HostOps.Im2Col(x, kh, kw, stride, (pad.Top, pad.Left), ho, wo);   // [B*Ho*Wo, in*kh*kw], x's dtype
         return Matmul.Forward(patches, weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
     }
 
@@ -113,8 +98,18 @@ internal sealed partial class HostOps
 {
     public Tensor Im2Col3x3S2(Tensor x)
     {
-        int b = x.Size(0), h = x.Size(1), w = x.Size(2), cin = x.Size(3);
-        int ho = (h + 2 - 3) / 2 + 1, wo = (w + 2 - 3) / 2 + 1, k = cin * 9;
+        int h = x.Size(1), w = x.Size(2);
+        return Im2Col(x, 3, 3, (2, 2), (1, 1), (h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+    }
+
+    /// <summary>
+    /// The host's im2col of a channels-last input [B, H, W, in] for a kh x kw kernel at this stride, padded by (top, left)
+    /// (zeros outside the input; the bottom and right padding is in Ho and Wo): patches [B*Ho*Wo, in*kh*kw], each row
+    /// ordered (c, ky, kx) as the weight [out, in, kh, kw] flattens, in x's dtype (exact: every value comes from x).
+    /// </summary>
+    internal static Tensor Im2Col(Tensor x, int kh, int kw, (int H, int W) stride, (int Top, int Left) pad, int ho, int wo)
+    {
+        int b = x.Size(0), h = x.Size(1), w = x.Size(2), cin = x.Size(3), k = cin * kh * kw;
         var src = x.ToFloatArray();
         var cols = new float[b * ho * wo * k];
         for (int n = 0; n < b; n++)
@@ -123,14 +118,14 @@ internal sealed partial class HostOps
         {
             int row = ((n * ho + oy) * wo + ox) * k;
             for (int c = 0; c < cin; c++)
-            for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++)
+            for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
             {
-                int iy = oy * 2 - 1 + ky, ix = ox * 2 - 1 + kx;
-                cols[row + c * 9 + ky * 3 + kx] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0f : src[((n * h + iy) * w + ix) * cin + c];
+                int iy = oy * stride.H - pad.Top + ky, ix = ox * stride.W - pad.Left + kx;
+                cols[row + (c * kh + ky) * kw + kx] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0f : src[((n * h + iy) * w + ix) * cin + c];
             }
         }
-        return Tensor.FromArray(cols, b * ho * wo, k).To(x.DType);            // exact: values came from x
+        return Tensor.FromArray(cols, b * ho * wo, k).To(x.DType);
     }
 
     public Tensor DepthwiseCausalConv1d(Tensor x, Tensor weight)
