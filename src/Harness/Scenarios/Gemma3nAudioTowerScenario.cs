@@ -142,26 +142,14 @@ public sealed record Gemma3nAudioTowerScenario : Scenario
     {
         var sw = Stopwatch.StartNew();
         var dir = context.EngineDirectory(TinyGemma3nAudio.Directory(context, DType));
-        var capture = new ActivationCapture(Modules);
-        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var inputs = Inputs(context);
-        string? error = null, failedModule = null;
-        try
+        var (layers, error, failedModule) = TowerRun.Judge(context, reference, dir, Modules, Policy(DType), (checkpoint, sink) =>
         {
-            using var invariant = ComputeSettings.UseBatchInvariant();
-            using var checkpoint = Checkpoint.Open(dir);
             var config = Gemma3nAudioConfig.Load(Path.Combine(dir, "config.json"));
             var options = Engine.Models.FaultMap.Plan(Fault, "gemma3n").Gemma3n;
             var model = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint), AudioConfigMutation?.Invoke(config) ?? config, sink, options);
             model.Forward(inputs["input_features"], Gemma3nScenario.Flags(inputs["input_features_mask"]));
-        }
-        catch (Exception e)
-        {
-            (failedModule, error) = EngineFailures.Settle(e, capture, Modules);
-        }
-        var policy = Policy(DType);
-        var compared = LayerComparison.Select(reference.Tensors, Modules);     // the modules, with their float64 oracle captures
-        var layers = LayerComparison.Run(compared, capture, Modules, _ => policy);
+        });
         return new ScenarioResult(this, layers, null, error, failedModule, sw.Elapsed);
     }
 

@@ -262,14 +262,11 @@ public sealed record Gemma4TowerScenario : Scenario
     {
         var sw = Stopwatch.StartNew();
         var dir = context.EngineDirectory(TinyGemma4Towers.Directory(context, DType));
-        var capture = new ActivationCapture(Modules);
-        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
         var inputs = Inputs(context);
-        string? error = null, failedModule = null;
-        try
+        // The captured modules only: the bundle also holds the op's own outputs (the same tensors under other names) and the
+        // float64 oracle captures ("oracle.*"), which the comparison layer consumes separately.
+        var (layers, error, failedModule) = TowerRun.Judge(context, reference, dir, Modules, Policy(DType, Tower), (checkpoint, sink) =>
         {
-            using var invariant = ComputeSettings.UseBatchInvariant();
-            using var checkpoint = Checkpoint.Open(dir);
             IWeightSource weights = new CheckpointWeights(checkpoint);
             IActivationSink towerSink = sink;
             using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);           // --device cuda: the tower on the GPU
@@ -287,16 +284,7 @@ public sealed record Gemma4TowerScenario : Scenario
                 var model = new Gemma4VisionModel(weights, VisionConfigMutation?.Invoke(config) ?? config, towerSink, Engine.Models.FaultMap.Plan(Fault, "gemma4").Matmul);
                 model.Forward(CudaScenarios.Input(Device, inputs["pixel_values"])!, inputs["pixel_position_ids"]);   // positions: a host input
             }
-        }
-        catch (Exception e)
-        {
-            (failedModule, error) = EngineFailures.Settle(e, capture, Modules);   // the same rows whichever rank failed first
-        }
-        var policy = Policy(DType, Tower);
-        // The captured modules only: the bundle also holds the op's own outputs (the same tensors under other names) and the
-        // float64 oracle captures ("oracle.*"), which the comparison layer consumes separately.
-        var compared = LayerComparison.Select(reference.Tensors, Modules);     // the modules, with their float64 oracle captures
-        var layers = LayerComparison.Run(compared, capture, Modules, _ => policy);
+        });
         var notes = new List<string> { $"reference: HF under attn_implementation={ReferenceAttention}" };
         if (reference.Versions.TryGetValue("reference_consistency", out var consistency)) notes.Add($"reference consistency: {consistency}");
         return new ScenarioResult(this, layers, null, error, failedModule, sw.Elapsed) { Notes = notes };
@@ -313,5 +301,33 @@ public sealed record Gemma4TowerScenario : Scenario
         // The bug as reported: vLLM's batch-invariant matmul without its ND x ND path dies on the audio attention's 4D x 3D product.
         yield return new Gemma4TowerScenario(Gemma4Tower.Audio, DType.BFloat16, Faults.MatmulNoNdBroadcast,
             $"{Gemma4AudioModel.DefaultPrefix}.layers.0.self_attn");
+    }
+}
+
+/// <summary>
+/// One tower forward on a tiny checkpoint, judged module by module (the Gemma4 towers' and Gemma3n's audio tower's
+/// scenarios): the capture, the batch-invariant GEMM, the checkpoint opened for the forward, an engine failure settled onto
+/// its module, and the modules (with their float64 oracle captures) compared under one policy.
+/// </summary>
+internal static class TowerRun
+{
+    public static (LayerReport Layers, string? Error, string? FailedModule) Judge(ScenarioContext context, ReferenceBundle reference,
+        string dir, IReadOnlyList<string> modules, TolerancePolicy policy, Action<Checkpoint, IActivationSink> forward)
+    {
+        var capture = new ActivationCapture(modules);
+        var sink = new CaptureSink(capture, context.ReportModule) { Tap = context.Tap };
+        string? error = null, failedModule = null;
+        try
+        {
+            using var invariant = ComputeSettings.UseBatchInvariant();
+            using var checkpoint = Checkpoint.Open(dir);
+            forward(checkpoint, sink);
+        }
+        catch (Exception e)
+        {
+            (failedModule, error) = EngineFailures.Settle(e, capture, modules);   // the same rows whichever rank failed first
+        }
+        var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
+        return (LayerComparison.Run(compared, capture, modules, _ => policy), error, failedModule);
     }
 }
