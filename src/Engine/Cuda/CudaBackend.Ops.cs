@@ -205,8 +205,10 @@ internal sealed partial class CudaBackend : IOpBackend
         return CudaOps.Embedding(weight, ids);
     }
 
-    // a one-token MoE block runs from the device-held expert ids (a graph step reads nothing back)
-    public bool RoutesExpertsOnDevice => true;
+    // a one-token MoE block runs from the device-held expert ids (a graph step reads nothing back); in batch-invariant
+    // mode the per-expert loop stays, its linears on the invariant GEMM whose bits a token shares with any batch (a graph
+    // capture of that loop then fails on its read-back and the graph decoder names it)
+    public bool RoutesExpertsOnDevice => !Runtime.ComputeSettings.BatchInvariant;
 
     public Tensor TakeRows(Tensor table, Tensor ids) => CudaOps.IndexSelectAt(table, ids);
 

@@ -26,8 +26,8 @@ namespace Harness.Engine.Ops;
 public static class IndexedExperts
 {
     /// <summary>Whether x's device runs a one-token MoE block from device-held expert ids (these ops) rather than the
-    /// per-expert loop, which reads the ids back: a GPU does (its graph steps need it); the host keeps the loop, the
-    /// reference.</summary>
+    /// per-expert loop, which reads the ids back: a GPU does (its graph steps need it) outside batch-invariant mode; the
+    /// host keeps the loop, the reference.</summary>
     public static bool RoutesOnDevice(Tensor x) => OpBackend.Of(x).RoutesExpertsOnDevice;
 
     /// <summary>
