@@ -15,7 +15,6 @@ namespace Harness.Tests.Correctness.Live;
 /// from_pretrained(dtype=...) does: a float32 checkpoint compared in bf16 computes in bf16 and passes.
 /// </summary>
 [Trait(LiveReference.Tier, LiveReference.Live)]
-[Collection(SerialCollection.Name)]
 public sealed class CheckpointDTypeTests(ITestOutputHelper output)
 {
     private static string Model(string name) => Path.Combine(Fixtures.DefaultDirectory(), "models", name);
