@@ -269,15 +269,20 @@ public static class ModelBench
         string? python = ReferenceLocator.Find(settings).Python ?? (File.Exists(GpuVenvPython) ? GpuVenvPython : null);
         if (python is null) { Console.Error.WriteLine($"bench: no HF peer (set {ReferenceSettings.PythonVariable} to a python with torch and transformers)"); return null; }
         using var worker = new ReferenceWorker(python) { Device = device, Threads = ComputeSettings.Threads, DefaultTimeout = TimeSpan.FromHours(1) };
+        return Hf(new ReferenceClient(worker), dir, device, dtype, ids, newTokens, runs);
+    }
+
+    /// <summary>The HF peer's row from <paramref name="client"/>'s worker (its device the one asked for), or null after one line on stderr.</summary>
+    internal static Row? Hf(ReferenceClient client, string dir, string device, DType dtype, long[] ids, int newTokens, int runs)
+    {
         try
         {
-            var client = new ReferenceClient(worker);
             var j = client.Invoke("bench_generate", new JsonObject
             {
                 ["model"] = client.WorkerPath(client.ShareDirectory(Path.GetFullPath(dir))), ["device"] = device, ["dtype"] = dtype.TorchName(),
                 ["ids"] = new JsonArray(ids.Select(i => (JsonNode)i).ToArray()), ["new"] = newTokens, ["runs"] = runs, ["threads"] = ComputeSettings.Threads,
             }).Result;
-            Console.WriteLine($"HF peer: torch {j["torch"]}, transformers {j["transformers"]} ({worker.Description})");
+            Console.WriteLine($"HF peer: torch {j["torch"]}, transformers {j["transformers"]} ({client.Worker.Description})");
             return new Row("HF eager", (double)j["prefill_ms"]!, (double)j["decode_tps"]!, (double)j["peak_mib"]!);
         }
         catch (ReferenceException e)

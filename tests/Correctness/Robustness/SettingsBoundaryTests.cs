@@ -46,7 +46,8 @@ public sealed class SettingsBoundaryTests
     public void The_cli_reads_the_environment_at_its_boundary_only_and_sets_none()
     {
         var calls = EnvironmentCalls(Cli);
-        Assert.Equal(["Harness.Cli.ConfigureSettings -> Environment.GetEnvironmentVariable"], calls);
+        Assert.True(calls.SequenceEqual(["Harness.Cli.ConfigureSettings -> Environment.GetEnvironmentVariable"]),
+            "the CLI touches the environment below its boundary (read it in Cli.ConfigureSettings into the settings):\n" + string.Join("\n", calls));
     }
 
     /// <summary>
@@ -61,7 +62,8 @@ public sealed class SettingsBoundaryTests
             .SelectMany(Il.Calls)
             .Where(c => c.Type == "System.Diagnostics.Process" && c.Member is "Start" or ".ctor")
             .Select(c => c.Caller).Distinct().Order(StringComparer.Ordinal).ToList();
-        Assert.Equal(["Harness.Reference.WorkerSpawner.Serve"], starts);
+        Assert.True(starts.SequenceEqual(["Harness.Reference.WorkerSpawner.Serve"]),
+            "processes started outside WorkerSpawner (start them as a ReferenceWorker):\n" + string.Join("\n", starts));
     }
 
     [Fact]
