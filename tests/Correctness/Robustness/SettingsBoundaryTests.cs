@@ -66,6 +66,23 @@ public sealed class SettingsBoundaryTests
             "processes started outside WorkerSpawner (start them as a ReferenceWorker):\n" + string.Join("\n", starts));
     }
 
+    /// <summary>
+    /// A setting is configured at the boundary or scoped (ComputeSettings.UseX), never a static another type can assign and
+    /// leave changed (CudaDevice.SyncEachLaunch had a public setter that GpuSelfCheck changed and never restored).
+    /// </summary>
+    [Fact]
+    public void No_static_can_be_assigned_from_outside_its_type()
+    {
+        const BindingFlags statics = BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly;
+        var settable = new[] { Engine, Reference, Cli }.SelectMany(a => a.GetTypes())
+            .Where(t => !t.IsDefined(typeof(System.Runtime.CompilerServices.CompilerGeneratedAttribute)))   // the compiler's lambda caches
+            .SelectMany(t =>
+                t.GetFields(statics).Where(f => !f.IsPrivate && !f.IsInitOnly && !f.IsLiteral).Select(f => $"field {t.FullName}.{f.Name}")
+                    .Concat(t.GetProperties(statics).Where(p => p.SetMethod is { IsPrivate: false }).Select(p => $"property {t.FullName}.{p.Name}")))
+            .Order(StringComparer.Ordinal).ToList();
+        Assert.True(settable.Count == 0, "statics other types can assign (a setting belongs in the boundary's settings or a restoring scope):\n" + string.Join("\n", settable));
+    }
+
     [Fact]
     public void The_reference_settings_come_from_the_variables_the_host_hands_over()
     {
