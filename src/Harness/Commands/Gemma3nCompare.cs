@@ -63,7 +63,7 @@ internal static class Gemma3nCompare
                 using (var checkpoint = Engine.IO.Checkpoint.Open(dir))
                     if (new[] { "model.audio_tower.subsample_conv_projection.input_proj_linear.weight" }.FirstOrDefault(n => !checkpoint.Contains(n)) is { } missing)
                         return CliSupport.UsageError($"compare: {dir} has no tensor '{missing}': --audio needs the checkpoint's audio tower");
-                if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+                if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");

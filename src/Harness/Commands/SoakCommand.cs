@@ -64,8 +64,9 @@ internal static class SoakCommand
             }
             Console.WriteLine($"engine on {Bench.GpuSelfCheck.Describe(gpu!)}");
         }
-        if (!offline && !ReferenceWorker.Shared.IsAvailable)
-            return CliSupport.UsageError($"soak: the live reference is not available: {ReferenceWorker.Shared.Description}; or use --offline");
+        var worker = ReferenceWorker.SharedOn(ReferenceSettings.Current.DeviceFor(device));   // the reference on the GPU too (HARNESS_REFERENCE_DEVICE overrides)
+        if (!offline && !worker.IsAvailable)
+            return CliSupport.UsageError($"soak: the live reference is not available: {worker.Description}; or use --offline");
         Console.WriteLine($"soak: {scenarios.Count} scenario{(scenarios.Count == 1 ? "" : "s")} x {rounds} rounds, {(offline ? "offline" : "live")}, in process {Environment.ProcessId}");
         Console.WriteLine($"machine: {CpuName()}, {Environment.ProcessorCount} cores");
         string[] header = ["round", "passed", "failed", "s", "rss MiB", "managed MiB", "fds", "threads", "scratch dirs", "temp files", "workers", .. (device == "cpu" ? Array.Empty<string>() : ["device MiB"])];
@@ -75,7 +76,7 @@ internal static class SoakCommand
         {
             var sw = Stopwatch.StartNew();
             int passed = 0, failed = 0;
-            using (var context = offline ? ScenarioContext.Recorded() : ScenarioContext.Live(ReferenceClient.Shared))
+            using (var context = offline ? ScenarioContext.Recorded() : ScenarioContext.Live(ReferenceClient.SharedOn(worker.Device)))
                 foreach (var s in scenarios)
                 {
                     var e = ScenarioExecution.Run(s, context);
@@ -86,7 +87,7 @@ internal static class SoakCommand
                         Console.WriteLine($"  FAIL {s.Id}: {e.Reason}");
                     }
                 }
-            var round = Measure(i, passed, failed, sw.Elapsed.TotalSeconds, onGpu: device != "cpu");
+            var round = Measure(i, passed, failed, sw.Elapsed.TotalSeconds, onGpu: device != "cpu", worker);
             all.Add(round);
             Console.WriteLine(string.Join("  ", new object[] { round.Index, round.Passed, round.Failed, round.Seconds.ToString("F1", CultureInfo.InvariantCulture),
                 round.RssMiB, round.ManagedMiB, round.Fds, round.Threads, round.ScratchFolders, round.TempFiles, round.Children }
@@ -118,7 +119,7 @@ internal static class SoakCommand
         return grew;
     }
 
-    private static Round Measure(int index, int passed, int failed, double seconds, bool onGpu)
+    private static Round Measure(int index, int passed, int failed, double seconds, bool onGpu, ReferenceWorker worker)
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -135,7 +136,7 @@ internal static class SoakCommand
         int children = Count(() => Directory.GetDirectories("/proc/self/task")
             .Sum(t => File.Exists(Path.Combine(t, "children")) ? File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Length : 0));
         var mine = $".run-{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}-";
-        int temp = TempPlaces().Sum(dir => Count(() => Directory.EnumerateFileSystemEntries(dir).Count(e => Path.GetFileName(e).Contains(mine, StringComparison.Ordinal))));
+        int temp = TempPlaces(worker).Sum(dir => Count(() => Directory.EnumerateFileSystemEntries(dir).Count(e => Path.GetFileName(e).Contains(mine, StringComparison.Ordinal))));
         long deviceMiB = -1;
         if (onGpu)
         {
@@ -145,10 +146,10 @@ internal static class SoakCommand
         return new Round(index, passed, failed, seconds, rss, GC.GetTotalMemory(false) >> 20, fds, threads, ScratchFolders.OwnedNow.Count, temp, children, deviceMiB);
     }
 
-    private static IEnumerable<string> TempPlaces()
+    private static IEnumerable<string> TempPlaces(ReferenceWorker worker)
     {
         yield return Path.Combine(Path.GetTempPath(), "harness");
-        if (ReferenceWorker.Shared.Hello is { } h && (string?)h["host_root"] is { Length: > 0 } root) yield return Path.Join(root, "tmp", "harness");
+        if (worker.Hello is { } h && (string?)h["host_root"] is { Length: > 0 } root) yield return Path.Join(root, "tmp", "harness");
     }
 
     private static int Count(Func<int> f)
