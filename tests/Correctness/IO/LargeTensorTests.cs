@@ -159,4 +159,36 @@ public class LargeTensorTests
             Assert.Equal(ranks[rank].Local.ToFloatArray(), whole[rank].Local.ToFloatArray());
         }
     }
+
+    [Fact]
+    public void A_float32_table_past_2_pow_31_bytes_reads_as_one_span_gemma4_26b_a4b_at_dtype_bf16()
+    {
+        // Found on the GPU (H100): Gemma4-26B-A4B's tied 262144 x 2816 float32 table (738 M elements, 2.95 GB) read at
+        // `--dtype bf16` ended "rank 0 before the first module: OverflowException: Arithmetic operation resulted in an
+        // overflow": converting it whole takes it as one Span<float> (738 M elements, under 2^31) whose byte length was
+        // computed as an int. Here 131072 x 4100 float32 (537 M elements, 2.15 GB, sparse) with values planted before and
+        // past byte 2^31 and at the last element, read through the span the conversion reads.
+        const int rows = 131_072, cols = 4100;
+        long n = (long)rows * cols, past = (1L << 31) / 4 + 5;
+        (long Element, float Value)[] planted = [(0, 1.5f), (past, -2.25f), (n - 1, 3.75f)];
+        using var dir = new TempDir();
+        string json = $"{{\"t\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{n * 4}]}}}}";
+        while (json.Length % 8 != 0) json += " ";
+        var header = System.Text.Encoding.UTF8.GetBytes(json);
+        using (var fs = new FileStream(Path.Combine(dir.Path, "model.safetensors"), FileMode.CreateNew, FileAccess.Write))
+        {
+            fs.SetLength(8 + header.Length + n * 4);                                   // holes
+            RandomAccess.Write(fs.SafeFileHandle, BitConverter.GetBytes((ulong)header.Length), 0);
+            RandomAccess.Write(fs.SafeFileHandle, header, 8);
+            foreach (var (e, v) in planted) RandomAccess.Write(fs.SafeFileHandle, BitConverter.GetBytes(v), 8 + header.Length + 4 * e);
+        }
+        using var checkpoint = Checkpoint.Open(dir.Path);
+        var table = new CheckpointWeights(checkpoint).Get("t");                            // the mapped file, no copy
+        var values = table.Span<float>();
+        Assert.Equal(n, values.Length);
+        foreach (var (e, v) in planted) Assert.Equal(v, values[checked((int)e)]);
+        Assert.Equal(0f, values[(int)past - 1]);
+        var rows2 = table.Narrow(0, rows - 2, 2).To(DType.BFloat16);                     // a conversion of rows past 2^31 bytes
+        Assert.Equal(3.75f, BFloat16.ToFloat(rows2.Span<ushort>()[2 * cols - 1]));
+    }
 }
