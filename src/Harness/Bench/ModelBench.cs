@@ -7,6 +7,7 @@ using Harness.Engine.Cuda.Interop;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
+using Harness.Engine.Models.Gemma4;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -116,11 +117,14 @@ public static class ModelBench
         using var g = GraphModel.Open(dir, gpu, dtype, maxPositions);
         var model = g.Model;
         weightBytes = 0;
+        double expertShare = 1;                                             // a MoE step reads top_k of num_experts experts
+        if (g.Family == "gemma4" && Gemma4ForCausalLM.LoadConfig(dir) is { EnableMoeBlock: true } moe) expertShare = (double)moe.TopKExperts / moe.NumExperts;
         using (var checkpoint = Checkpoint.Open(dir))
             foreach (var name in checkpoint.Names)
                 if (!name.Contains("embed_tokens", StringComparison.Ordinal) && !name.Contains("visual", StringComparison.Ordinal)
                     && !name.Contains("vision", StringComparison.Ordinal) && !name.Contains("audio", StringComparison.Ordinal))
-                    weightBytes += (long)checkpoint.GetTensor(name).NumEl * dtype.Size();   // the text decoder's weights a step reads
+                    weightBytes += (long)(checkpoint.GetTensor(name).NumEl * (long)dtype.Size()
+                                          * (name.Contains(".experts.", StringComparison.Ordinal) ? expertShare : 1));   // the text decoder's weights a step reads
         var rng = new SplitMix64(2024);
         ids = Enumerable.Range(0, promptTokens).Select(_ => (long)(3 + rng.NextInt(g.VocabSize - 3))).ToArray();
         var prompt = ids;
