@@ -26,9 +26,10 @@ internal static class Gemma3nCompare
         TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject>
         {
             [TinyGemma3n.ModelName] = TinyGemma3n.Config(), [TinyGemma3nAudio.ModelName] = TinyGemma3nAudio.Config(),
+            [TinyGemma3nVision.ModelName] = TinyGemma3nVision.Config(),
         },
-        Scenarios = () => Gemma3nScenarios.All().Concat(Gemma3nAudioTowerScenario.All()),
-        ScenarioTypes = [typeof(Gemma3nScenario), typeof(Gemma3nAudioTowerScenario)],
+        Scenarios = () => Gemma3nScenarios.All().Concat(Gemma3nAudioTowerScenario.All()).Concat(Gemma3nVisionTowerScenario.All()),
+        ScenarioTypes = [typeof(Gemma3nScenario), typeof(Gemma3nAudioTowerScenario), typeof(Gemma3nVisionTowerScenario)],
         CompareLayouts = "--tp",
         Compare = Run,
         CheckpointScenario = (dir, dtype, ids) => Gemma3nScenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),

@@ -14,22 +14,23 @@ namespace Harness.Scenarios;
 /// <summary>
 /// The tiny Gemma3n whose vision tower the vision-tower scenarios compare: <see cref="TinyGemma3n"/>'s text decoder and
 /// audio side with a real vision tower, timm's MobileNetV5 (<c>mobilenetv5_300m_enc</c>, built by the reference from the
-/// vendored timm). The block stack is fixed by the architecture name (timm's arch_def, 82 blocks in 4 stages: 3
-/// EdgeResidual; 5 UIR; 9 UIR then 13 MobileAttention (12 heads of 64, kv stride 2) / UIR pairs; 1 UIR then 19
+/// vendored timm). The block stack is fixed by the architecture name (timm's arch_def, 84 blocks in 4 stages: 3
+/// EdgeResidual; 5 UIR; 9 UIR then 14 MobileAttention (12 heads of 64, kv stride 2) / UIR pairs; 1 UIR then 19
 /// MobileAttention (16 heads of 96) / UIR pairs),
 /// as are its kernels, strides, head counts, key dims, norms (RmsNorm2d eps 1e-6), GELU (tanh) and the 2048-wide output
 /// (MobileNetV5Encoder.num_features, so vision_config.hidden_size is 2048). What a config can vary is varied off its
 /// default: model_args.channel_multiplier 0.0125 (default 1.0: stage widths 8, 8, 8, 16 instead of 128, 256, 640, 1280;
 /// the stem stays 64, timm's fix_stem), model_args.msfa_output_resolution 2 (16), vision_soft_tokens_per_image 4 (256), the
-/// vision embedder's vocab_size 8 (128), vocab_offset 256 (262144), rms_norm_eps 4e-6 (1e-6), and the image 96 x 96 (768):
-/// stages at 24, 12, 6 and 3 pixels, the MSFA resizing stage 3 to 6 x 6 (nearest) and pooling 3 x 3 to 2 x 2 as the real
-/// tower pools 48 to 16. ext/gemma3n.py moves every parameter off its init: conv weights N(0, 1/fan_in), norm scales
+/// vision embedder's vocab_size 8 (128), vocab_offset 256 (262144), rms_norm_eps 4e-6 (1e-6), and the image 64 x 64 (768):
+/// the stem at 32, stages at 16, 8, 4 and 2 pixels, the MSFA resizing stage 3 to 4 x 4 (nearest) and pooling 2 x 2 to
+/// 2 x 2 as the real tower pools 48 x 48 3 x 3 to 16 x 16. About 1.5 M parameters, almost all the 2048-wide neck and the
+/// attention projections, whose widths (heads x key dim, 2048) the architecture fixes. ext/gemma3n.py moves every parameter off its init: conv weights N(0, 1/fan_in), norm scales
 /// 1 + N(0, 0.2), layer-scale gammas N(0, 0.5) (timm's 1e-5 would hide every block's branch).
 /// </summary>
 public static class TinyGemma3nVision
 {
     public const string ModelName = "tiny-gemma3n-vision";
-    public const int Images = 2, ImageSize = 96, SoftTokens = 4;
+    public const int Images = 2, ImageSize = 64, SoftTokens = 4;
     public const double ChannelMultiplier = 0.0125;
     public const int MsfaOutputResolution = 2;
 
@@ -60,7 +61,7 @@ public static class TinyGemma3nVision
         return dir;
     });
 
-    /// <summary>Seeded pixel_values [2, 3, 96, 96] in [-1, 1) (the range Gemma3n's image processor normalises to).</summary>
+    /// <summary>Seeded pixel_values [2, 3, 64, 64] in [-1, 1) (the range Gemma3n's image processor normalises to).</summary>
     public static Tensor Pixels(DType dtype, int images = Images, ulong seed = 73) => Tensor.Uniform(dtype, seed, -1, 1, images, 3, ImageSize, ImageSize);
 }
 
@@ -68,7 +69,7 @@ public static class TinyGemma3nVision
 /// Gemma3n's vision tower: the engine's <see cref="MobileNetV5Encoder"/> against timm's MobileNetV5Encoder inside HF's
 /// TimmWrapperModel (Gemma3nForConditionalGeneration.model.vision_tower, called as get_image_features calls it) on
 /// <see cref="TinyGemma3nVision"/>, module by module at HF's paths (<see cref="MobileNetV5Encoder.Modules"/>: the stem, all
-/// 82 blocks, each MobileAttention's attn, the MSFA and the tower). The tower runs whole on one rank, so the layout is tp1.
+/// 84 blocks, each MobileAttention's attn, the MSFA and the tower). The tower runs whole on one rank, so the layout is tp1.
 /// Faults: <see cref="Faults.MobileNetSamePadSymmetric"/> is caught at the stem (its stride-2 conv), and
 /// <see cref="Faults.MobileNetUirResidualDropped"/> at the first UIR block with a residual (blocks.1.1).
 /// </summary>

@@ -56,7 +56,7 @@ public static class TinyGemma3nProcessor
 
     /// <summary>
     /// The same with a real vision tower (compare --image FILE): <see cref="TinyGemma3nVision"/>'s model (timm's MobileNetV5,
-    /// built from the vendored timm) and an image processor that resizes to its 96 x 96 input, the placeholder expanded to
+    /// built from the vendored timm) and an image processor that resizes to its 64 x 64 input, the placeholder expanded to
     /// its 4 soft tokens; the chat template takes images too.
     /// </summary>
     public static string VisionDirectory(ScenarioContext context, DType dtype = DType.Float32) => Build(context, dtype, vision: true);

@@ -18,16 +18,16 @@ public class MobileNetV5Tests
         MobileNetV5Config.Read(new ConfigNode(JsonDocument.Parse(visionJson).RootElement.Clone(), "vision_config", "config.json"));
 
     [Fact]
-    public void The_300m_stack_is_timms_82_blocks_in_4_stages_with_only_each_stages_first_block_strided()
+    public void The_300m_stack_is_timms_84_blocks_in_4_stages_with_only_each_stages_first_block_strided()
     {
         var c = Config("""{"architecture": "mobilenetv5_300m_enc", "hidden_size": 2048}""");
         var blocks = c.Blocks;
-        Assert.Equal(82, blocks.Count);
-        Assert.Equal([3, 5, 35, 39], blocks.GroupBy(b => b.Stage).Select(g => g.Count()).ToArray());
+        Assert.Equal(84, blocks.Count);
+        Assert.Equal([3, 5, 37, 39], blocks.GroupBy(b => b.Stage).Select(g => g.Count()).ToArray());
         Assert.All(blocks, b => Assert.Equal(b.Index == 0 ? 2 : 1, b.Stride));
         Assert.Equal([128, 256, 640, 1280], blocks.GroupBy(b => b.Stage).Select(g => g.Last().OutChannels).ToArray());
         Assert.Equal(64, c.StemChannels);
-        Assert.Equal(13, blocks.Count(b => b.Stage == 2 && b.Type == MobileNetV5BlockType.MultiQueryAttention && b is { Heads: 12, KeyDim: 64, KvStride: 2 }));
+        Assert.Equal(14, blocks.Count(b => b.Stage == 2 && b.Type == MobileNetV5BlockType.MultiQueryAttention && b is { Heads: 12, KeyDim: 64, KvStride: 2 }));
         Assert.Equal(19, blocks.Count(b => b.Stage == 3 && b.Type == MobileNetV5BlockType.MultiQueryAttention && b is { Heads: 16, KeyDim: 96, KvStride: 1 }));
         // uir_r1_a3_k5_s2_e6_c256: dw_start 3, dw_mid 5, stride 2, mid = make_divisible(128 * 6) = 768
         var first = blocks.First(b => b.Stage == 1);

@@ -66,7 +66,7 @@ public sealed record MobileNetV5Config
         // Stage 2: 640x640 in
         [
             "uir_r1_a5_k5_s2_e6_c640", .. Enumerable.Repeat("uir_r1_a5_k0_s1_e4_c640", 7), "uir_r1_a0_k0_s1_e1_c640",
-            .. Enumerable.Range(0, 13).SelectMany(_ => new[] { "mqa_r1_k3_h12_v2_s1_d64_c640", "uir_r1_a0_k0_s1_e2_c640" }),
+            .. Enumerable.Range(0, 14).SelectMany(_ => new[] { "mqa_r1_k3_h12_v2_s1_d64_c640", "uir_r1_a0_k0_s1_e2_c640" }),
         ],
         // Stage 3: 1280x1280 in
         [

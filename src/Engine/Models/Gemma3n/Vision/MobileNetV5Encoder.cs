@@ -48,8 +48,8 @@ public sealed class MobileNetV5Encoder
         _ctx = new MobileNetV5Conv.Context(matmul ?? MatmulOptions.Default, options.VisionSamePadSymmetric);
         Prefix = prefix;
         string t = $"{prefix}.timm_model";
-        // self.conv_stem = ConvNormAct(in_chans, stem_size, kernel_size=3, stride=2, padding=pad_type, norm_layer, act_layer)
-        _stem = new MobileNetV5Conv(weights, $"{t}.conv_stem", 3, config.StemChannels, 3, 2, depthwise: false, act: true, _ctx);
+        // self.conv_stem = ConvNormAct(in_chans, stem_size, kernel_size=3, stride=2, padding=pad_type, bias=stem_bias (True), norm_layer, act_layer)
+        _stem = new MobileNetV5Conv(weights, $"{t}.conv_stem", 3, config.StemChannels, 3, 2, depthwise: false, act: true, _ctx, bias: true);
         _blocks = config.Blocks.Select(b => (IMobileNetV5Block)(b.Type switch
         {
             MobileNetV5BlockType.EdgeResidual => new MobileNetV5EdgeResidual(weights, BlockPath(t, b), b, _ctx),
@@ -86,6 +86,7 @@ public sealed class MobileNetV5Encoder
         IEnumerable<(string, int[])> Cna(string p, int cin, int cout, int k, bool dw) =>
             [($"{p}.conv.weight", [cout, dw ? 1 : cin, k, k]), ($"{p}.bn.weight", [cout])];
         foreach (var x in Cna($"{t}.conv_stem", 3, c.StemChannels, 3, false)) yield return x;
+        yield return ($"{t}.conv_stem.conv.bias", [c.StemChannels]);                    // MobileNetV5Encoder(stem_bias=True)
         var uirs = c.Blocks.Select(b => (Path: BlockPath(t, b), Block: b, LayerScale: true))
             .Append(($"{t}.msfa.ffn", new MobileNetV5Block(MobileNetV5BlockType.UniversalInvertedResidual, -1, -1, c.MsfaInChannels,
                 MobileNetV5Config.NumFeatures, 1, 0, 0, MobileNetV5Config.MsfaExpansionRatio, 0, 0, 0, 1), false));
@@ -184,7 +185,7 @@ public sealed class MobileNetV5Encoder
 /// apply_act), or a bare conv (EdgeResidual's conv_exp/conv_pwl, whose norms are the block's bn1/bn2). create_conv2d(...,
 /// padding='same'): static symmetric padding (k - 1) / 2 at stride 1, else timm's Conv2dSame, which pads each side
 /// dynamically as TensorFlow's SAME does (pad_same: total = max((ceil(i / s) - 1) * s + (k - 1) + 1 - i, 0), total // 2
-/// before, the rest after). No bias anywhere in the tower.
+/// before, the rest after). create_conv2d_pad's default is bias=False: only the stem's conv has one (stem_bias=True).
 /// </summary>
 public sealed class MobileNetV5Conv
 {
@@ -194,6 +195,7 @@ public sealed class MobileNetV5Conv
     private readonly Tensor _weight;            // [out, in / groups, k, k]
     private readonly Tensor? _weightT;          // 1x1 dense convs: [in, out]
     private readonly Tensor? _norm;             // bn.weight [out], or null for a bare conv
+    private readonly Tensor? _bias;             // conv.bias [out] (the stem only)
     private readonly int _kernel, _stride;
     private readonly bool _depthwise, _act;
     private readonly Context _ctx;
@@ -203,9 +205,11 @@ public sealed class MobileNetV5Conv
     /// <param name="prefix">The ConvNormAct's path (its weights at prefix.conv.weight and prefix.bn.weight), or with
     /// <paramref name="normPath"/> given, the bare conv's own path (prefix.weight) and its norm's.</param>
     public MobileNetV5Conv(IWeightSource w, string prefix, int inChs, int outChs, int kernel, int stride, bool depthwise, bool act, Context ctx,
-        string? convPath = null, string? normPath = null)
+        string? convPath = null, string? normPath = null, bool bias = false)
     {
         string conv = convPath ?? $"{prefix}.conv.weight";
+        if (bias)
+            _bias = Gemma4TowerKernels.Expect(w.Get($"{prefix}.conv.bias"), $"{prefix}.conv.bias", [outChs], "vision_config.model_args.channel_multiplier");
         _weight = Gemma4TowerKernels.Expect(w.Get(conv), conv, [outChs, depthwise ? 1 : inChs, kernel, kernel], "vision_config.model_args.channel_multiplier");
         if (depthwise && inChs != outChs) throw new ArgumentException($"{prefix}: a depthwise conv keeps its channels ({inChs} -> {outChs})");
         string? norm = normPath ?? (convPath is null ? $"{prefix}.bn.weight" : null);
@@ -234,6 +238,11 @@ public sealed class MobileNetV5Conv
             return Matmul.Forward(x.Reshape(b * h * w, x.Size(3)), _weightT, _ctx.Matmul).Reshape(b, h, w, _weightT.Size(1));
         var (top, bottom) = Padding(h);
         var (left, right) = Padding(w);
+        if (_bias is not null)
+        {   // F.conv2d(x, weight, bias): the bias joins the float32 sum before the one rounding to the dtype
+            var y = TowerOps.Conv2dChannelsLast(x.To(DType.Float32), _weight.To(DType.Float32), (_stride, _stride), (top, bottom, left, right), _ctx.Matmul);
+            return Elementwise.Add(y, _bias.To(DType.Float32)).To(x.DType);
+        }
         return _depthwise
             ? TowerOps.DepthwiseConv2dChannelsLast(x, _weight, (_stride, _stride), (top, bottom, left, right))
             : TowerOps.Conv2dChannelsLast(x, _weight, (_stride, _stride), (top, bottom, left, right), _ctx.Matmul);
