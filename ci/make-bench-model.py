@@ -7,7 +7,10 @@ NAME: llama-3.2-1b, qwen2-vl-2b, gemma3n-e2b-text (ci/make-published-dims.py's p
 gemma4-1b-class: a gemma4_text config of this script's own at Gemma3n E2B's widths (hidden 1536 here, 8 heads, 1 kv
 head, head_dim 256, global_head_dim 512, sliding 4 : full 1, 6 KV-shared layers, per-layer inputs 256, final soft cap
 30): no released Gemma4 config.json was found to copy (see make-published-dims.py), so these are NOT published
-dimensions, only a 1B-class width. --layers N keeps the first N layers; --vocab V shrinks the vocabularies (a smoke
+dimensions, only a 1B-class width. gemma4-moe-1b-class: the same decoder with enable_moe_block (issue 20 item 2's
+graph-decoded MoE row): beside a dense MLP of 2048, 32 experts of moe_intermediate_size 768, top 4 per token, no per-layer
+inputs and no KV sharing (as the released 26B-A4B's block, 128 experts of 704 top 8 at hidden 2816, scaled to hidden
+1536); again not published dimensions. --layers N keeps the first N layers; --vocab V shrinks the vocabularies (a smoke
 test of the script, not a bench). Weights as make-published-dims.py makes them (HF's init, constant tensors moved by
 seeded noise).
 """
@@ -35,8 +38,14 @@ GEMMA4_1B_CLASS = {
     "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1,
 }
 
+GEMMA4_MOE_1B_CLASS = dict(GEMMA4_1B_CLASS, **{
+    "intermediate_size": 2048, "enable_moe_block": True, "num_experts": 32, "top_k_experts": 4, "moe_intermediate_size": 768,
+    "num_kv_shared_layers": 0, "hidden_size_per_layer_input": 0, "use_double_wide_mlp": False,
+})
+
 MODELS = {name: published.MODELS[name] for name in ("llama-3.2-1b", "qwen2-vl-2b", "gemma3n-e2b-text")}
 MODELS["gemma4-1b-class"] = GEMMA4_1B_CLASS
+MODELS["gemma4-moe-1b-class"] = GEMMA4_MOE_1B_CLASS
 
 
 def main():

@@ -49,6 +49,7 @@ public static class Cli
         // Everything printed goes through an escaping writer (issue 24: an ESC or BEL in a model_type, tensor or folder
         // name reached the terminal raw); Spectre's own ANSI output (terminal mode) writes to the raw stdout, and its
         // call sites escape what they print.
+        var badSetting = ConfigureSettings();                               // the boundary: every setting from the environment, once
         TextWriter rawOut = Console.Out, rawError = Console.Error;
         if (!CliSupport.PlainOutput)
             Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(rawOut) });
@@ -56,7 +57,7 @@ public static class Cli
         Console.SetError(TextWriter.Synchronized(new CliInputs.EscapingWriter(rawError)));
         try
         {
-            return RunEscaped(args, build);
+            return badSetting is null ? RunEscaped(args, build) : CliSupport.UsageError(badSetting);
         }
         finally
         {
@@ -68,16 +69,24 @@ public static class Cli
     }
 
     /// <summary>
-    /// The engine's settings from this process's environment (HARNESS_THREADS, HARNESS_BATCH_INVARIANT, HARNESS_GEMM_KERNEL,
-    /// HARNESS_BF16_KERNEL, HARNESS_CUDA_SYNC, HARNESS_CACHE, HARNESS_CUDA_LIB_DIR, HARNESS_PYTHON, CUDA_HOME/CUDA_PATH), read
-    /// once here, at the boundary, and handed to the engine (which reads no variable itself). A bad value: the message naming
-    /// the variable (null: configured). Test assemblies call it from their module initializer.
+    /// The settings from this process's environment, read once here, at the boundary, and handed down: the engine's
+    /// (HARNESS_THREADS, HARNESS_BATCH_INVARIANT, HARNESS_GEMM_KERNEL, HARNESS_BF16_KERNEL, HARNESS_CUDA_SYNC, HARNESS_CACHE,
+    /// HARNESS_CUDA_LIB_DIR, HARNESS_PYTHON, CUDA_HOME/CUDA_PATH) and the reference's (HARNESS_REQUIRE_REFERENCE,
+    /// HARNESS_WORKER_MEMORY_MB, HARNESS_REFERENCE_DEVICE; <see cref="Reference.ReferenceSettings"/>) and the CLI's
+    /// (HARNESS_FIXTURES, CI, TERM; <see cref="CliSettings"/>). Nothing else in the engine, the reference or the CLI reads
+    /// or sets a variable (SettingsBoundaryTests). A bad value: the message naming the variable (null: configured). Test
+    /// assemblies call it from their module initializer.
     /// </summary>
-    public static string? ConfigureEngine()
+    public static string? ConfigureSettings()
     {
         try
         {
-            Engine.Runtime.EngineSettings.Configure(Engine.Runtime.EngineSettings.From(Environment.GetEnvironmentVariable));
+            var engine = Engine.Runtime.EngineSettings.From(Environment.GetEnvironmentVariable);
+            var reference = Reference.ReferenceSettings.From(Environment.GetEnvironmentVariable, engine);
+            var cli = CliSettings.From(Environment.GetEnvironmentVariable);
+            Engine.Runtime.EngineSettings.Configure(engine);
+            Reference.ReferenceSettings.Configure(reference);
+            CliSettings.Configure(cli);
             return null;
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)
@@ -88,7 +97,6 @@ public static class Cli
 
     private static int RunEscaped(string[] args, Func<RootCommand> build)
     {
-        if (ConfigureEngine() is { } badSetting) return CliSupport.UsageError(badSetting);
         var root = build();
         if (args.Length == 0)
         {

@@ -9,8 +9,14 @@ public sealed class ReferenceClient(ReferenceWorker worker)
 {
     public ReferenceWorker Worker { get; } = worker;
 
-    /// <summary>The client over the process-wide worker.</summary>
-    public static ReferenceClient Shared { get; } = new(ReferenceWorker.Shared);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<ReferenceClient>> SharedByDevice = new(StringComparer.Ordinal);
+
+    /// <summary>The client over the process-wide worker (<see cref="ReferenceWorker.Shared"/>).</summary>
+    public static ReferenceClient Shared => SharedOn(ReferenceSettings.Current.DeviceFor("cpu"));
+
+    /// <summary>The client over the process-wide worker on <paramref name="device"/> (<see cref="ReferenceWorker.SharedOn"/>).</summary>
+    public static ReferenceClient SharedOn(string device) =>
+        SharedByDevice.GetOrAdd(device, d => new Lazy<ReferenceClient>(() => new(ReferenceWorker.SharedOn(d)), LazyThreadSafetyMode.ExecutionAndPublication)).Value;
 
     public sealed record Versions(string Python, string Torch, string Transformers, int Threads, string Blas, string Device = "cpu")
     {

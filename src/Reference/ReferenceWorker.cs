@@ -13,10 +13,14 @@ namespace Harness.Reference;
 /// </summary>
 public sealed class ReferenceWorker : IDisposable
 {
-    private static readonly Lazy<ReferenceWorker> SharedInstance = new(() => new ReferenceWorker(), LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<ReferenceWorker>> SharedByDevice = new(StringComparer.Ordinal);
 
-    /// <summary>The process-wide worker (one per test run), started on first use.</summary>
-    public static ReferenceWorker Shared => SharedInstance.Value;
+    /// <summary>The process-wide worker (one per test run) on the configured reference device (<see cref="ReferenceSettings.DeviceFor"/> of a CPU engine), started on first use.</summary>
+    public static ReferenceWorker Shared => SharedOn(ReferenceSettings.Current.DeviceFor("cpu"));
+
+    /// <summary>The process-wide worker whose reference runs on <paramref name="device"/> (one per device), started on first use.</summary>
+    public static ReferenceWorker SharedOn(string device) =>
+        SharedByDevice.GetOrAdd(device, d => new Lazy<ReferenceWorker>(() => new ReferenceWorker { Device = d }, LazyThreadSafetyMode.ExecutionAndPublication)).Value;
 
     private const string Bootstrap =
         "import sys, struct\n" +
@@ -35,17 +39,21 @@ public sealed class ReferenceWorker : IDisposable
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(180);
     public TimeSpan DefaultTimeout { get; init; } = TimeSpan.FromSeconds(300);
 
-    /// <summary>The environment variable that caps the worker's memory (resident set, MB; unset or 0: no cap).</summary>
-    public const string MemoryLimitVariable = "HARNESS_WORKER_MEMORY_MB";
+    /// <summary>The environment variable that caps the worker's memory (resident set, MB; unset or 0: no cap), read by the host into <see cref="ReferenceSettings.WorkerMemoryMb"/>.</summary>
+    public const string MemoryLimitVariable = ReferenceSettings.MemoryLimitVariable;
 
     /// <summary>
     /// The cap on the worker's resident memory in MB (its process and children), checked every 100 ms while a call runs:
     /// past it the worker is killed, the call fails saying so, and the next call starts a fresh worker. 0: no cap.
-    /// Default: HARNESS_WORKER_MEMORY_MB.
+    /// Default: the host's setting (<see cref="ReferenceSettings.WorkerMemoryMb"/>, HARNESS_WORKER_MEMORY_MB).
     /// </summary>
-    public long MemoryLimitMb { get; set; } =
-        long.TryParse(Environment.GetEnvironmentVariable(MemoryLimitVariable), System.Globalization.NumberStyles.None,
-            System.Globalization.CultureInfo.InvariantCulture, out long mb) ? mb : 0;
+    public long MemoryLimitMb { get; set; } = ReferenceSettings.Current.WorkerMemoryMb;
+
+    /// <summary>
+    /// Where the worker puts the reference model (cpu, cuda, cuda:N, auto), handed to the worker in its own start
+    /// (HARNESS_REFERENCE_DEVICE in the child's environment only; PROTOCOL.md). Default: the host's setting, else cpu.
+    /// </summary>
+    public string Device { get; init; } = ReferenceSettings.Current.DeviceFor("cpu");
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _aliases = new(StringComparer.Ordinal);
 
@@ -170,7 +178,30 @@ public sealed class ReferenceWorker : IDisposable
         _process?.Dispose();
         _process = null;
 
-        var psi = new ProcessStartInfo(_python)
+        Process process;
+        try
+        {
+            process = WorkerSpawner.Start(StartInfo(_python));
+        }
+        catch (Exception e) when (e is not ReferenceException)
+        {
+            throw new ReferenceUnavailableException($"could not start the reference interpreter {_python} ({_locateReason}): {e.Message}", e);
+        }
+        Starts++;
+        _stderr.Clear();
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _stderr.Add(e.Data); };
+        process.BeginErrorReadLine();
+        _process = process;
+        Handshake(process);
+    }
+
+    /// <summary>
+    /// How a worker process is started: the bootstrap with this process's pid (the worker dies with it), and its settings
+    /// in the child's own environment (sandbox, reference device), set or removed explicitly: none is inherited from ours.
+    /// </summary>
+    internal ProcessStartInfo StartInfo(string python)
+    {
+        var psi = new ProcessStartInfo(python)
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
@@ -186,21 +217,12 @@ public sealed class ReferenceWorker : IDisposable
         if (Sandbox) psi.Environment["HARNESS_SANDBOX"] = "1";
         if (Sandbox && !SandboxNetwork) psi.Environment["HARNESS_SANDBOX_NETWORK"] = "host";
         else psi.Environment.Remove("HARNESS_SANDBOX_NETWORK");
-        Process process;
-        try
-        {
-            process = WorkerSpawner.Start(psi);
-        }
-        catch (Exception e) when (e is not ReferenceException)
-        {
-            throw new ReferenceUnavailableException($"could not start the reference interpreter {_python} ({_locateReason}): {e.Message}", e);
-        }
-        Starts++;
-        _stderr.Clear();
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) _stderr.Add(e.Data); };
-        process.BeginErrorReadLine();
-        _process = process;
+        psi.Environment[ReferenceSettings.DeviceVariable] = Device;
+        return psi;
+    }
 
+    private void Handshake(Process process)
+    {
         try
         {
             var src = Encoding.UTF8.GetBytes(_source);

@@ -8,6 +8,6 @@ internal static class EngineSettingsInit
     [ModuleInitializer]
     internal static void Configure()
     {
-        if (Cli.ConfigureEngine() is { } bad) throw new InvalidOperationException(bad);
+        if (Cli.ConfigureSettings() is { } bad) throw new InvalidOperationException(bad);
     }
 }

@@ -140,6 +140,8 @@ internal sealed partial class CudaBackend : IOpBackend
     // torch's CUDA topk order: ties lower index first, as CudaOps.TopK
     public (Tensor Values, Tensor Indices) TopKTorchOrder(Tensor src, int k, DType dtype) => TopK(src, k, dtype);
 
+    public Tensor SumInIdOrder(Tensor y, Tensor ids) => CudaOps.SumInIdOrder(y, ids);
+
     // --- attention ---------------------------------------------------------------------------------------------------
 
     public Tensor RotateHalf(Tensor x)
@@ -203,6 +205,13 @@ internal sealed partial class CudaBackend : IOpBackend
         return CudaOps.Embedding(weight, ids);
     }
 
+    // a one-token MoE block runs from the device-held expert ids (a graph step reads nothing back); in batch-invariant
+    // mode the per-expert loop stays, its linears on the invariant GEMM whose bits a token shares with any batch (a graph
+    // capture of that loop then fails on its read-back and the graph decoder names it)
+    public bool RoutesExpertsOnDevice => !Runtime.ComputeSettings.BatchInvariant;
+
+    public Tensor TakeRows(Tensor table, Tensor ids) => CudaOps.IndexSelectAt(table, ids);
+
     public Tensor Im2Col3x3S2(Tensor x) => CudaOps.Im2Col3x3S2(x);
 
     public Tensor DepthwiseCausalConv1d(Tensor x, Tensor weight) => CudaOps.DepthwiseCausalConv1d(x, weight);
@@ -215,4 +224,6 @@ internal sealed partial class CudaBackend : IOpBackend
         CudaGemm.Multiply(a.ToDevice(device).Unsqueeze(0), b.ToDevice(device).Unsqueeze(0)).Squeeze(0);
 
     public Tensor BatchedMm(Tensor a, Tensor b, int[] batch) => CudaGemm.Multiply(a.ToDevice(device), b.ToDevice(device));
+
+    public Tensor ExpertGemv(Tensor x, Tensor stacked, Tensor ids) => CudaGemm.ExpertGemv(x, stacked, ids);
 }

@@ -131,6 +131,37 @@ public static class CudaGemm
         args.Launch(device, f, "gemv", ((uint)((n + 7) / 8), 1, 1), (256, 1, 1));
     }
 
+    /// <summary>
+    /// The indexed expert GEMV (<see cref="GemvKernel.ExpertSource"/>; Ops.IndexedExperts.Gemv's contract, checked there):
+    /// x [1 or slots, K] with unit stride along K, stacked [E, N, K] any view with unit stride along K (a gate half, a TP
+    /// slice), ids int64 [slots] on the device -> [slots, N] contiguous in x's dtype, one launch, nothing read back.
+    /// The 16-byte path (gemv's loop at M = 1, the same bits as <see cref="Multiply"/>'s gemv per slot) when K, the
+    /// strides and the bases allow it, else scalar loads.
+    /// </summary>
+    public static Tensor ExpertGemv(Tensor x, Tensor stacked, Tensor ids)
+    {
+        var device = x.CudaDevice;
+        if (stacked.CudaDevice != device || ids.CudaDevice != device)
+            throw new ArgumentException($"expert_gemv: x on {device}, weights on {stacked.CudaDevice}, ids on {ids.CudaDevice}");
+        if (x.Strides[1] != 1) x = x.Contiguous();
+        if (stacked.Strides[2] != 1) throw new ArgumentException($"expert_gemv: the stacked weights need unit stride along K, got {stacked}");
+        var idc = ids.Contiguous();
+        int slots = idc.NumEl, experts = stacked.Size(0), n = stacked.Size(1), k = stacked.Size(2);
+        long ldx = x.Size(0) == 1 ? 0 : x.Strides[0], lde = stacked.Strides[0], ldb = stacked.Strides[1];
+        var y = CudaTensors.Empty(device, x.DType, slots, n);
+        if (slots == 0 || n == 0) return y;
+        if (k == 0) { CudaRuntime.MemsetAsync(CudaTensors.Address(y), 0, (long)y.NumEl * y.DType.Size(), device.Stream); return y; }
+        int es = x.DType.Size(), vec = 16 / es;
+        bool vecok = k % vec == 0 && ldx % vec == 0 && ldb % vec == 0 && lde % vec == 0
+                     && CudaTensors.Address(x) % 16 == 0 && CudaTensors.Address(stacked) % 16 == 0;
+        var dt = x.DType;
+        var f = device.Function($"expert_gemv/{CudaSource.Token(dt)}", "expert_gemv", () => CudaSource.Instantiate(
+            GemvKernel.ExpertSource.Replace("ESZ", es.ToString(System.Globalization.CultureInfo.InvariantCulture)).Replace("VEC", vec.ToString(System.Globalization.CultureInfo.InvariantCulture)), dt));
+        using var args = new KernelArgs().Ptr(x).Add(ldx).Ptr(stacked).Ptr(idc).Add(lde).Add(ldb).Ptr(y).Add(experts).Add(n).Add(k).Add(vecok ? 1 : 0);
+        args.Launch(device, f, "expert_gemv", ((uint)((n + 7) / 8), (uint)slots, 1), (256, 1, 1));
+        return y;
+    }
+
     private static void Invariant(CudaDevice device, Tensor a, Tensor b, Tensor c, int count, int m, int n, int k)
     {
         var f = device.Function($"gemm_invariant/{CudaSource.Token(a.DType)}/{CudaSource.Token(c.DType)}", "gemm_invariant", () => CudaSource.Instantiate(InvariantGemmKernel.Source, a.DType, c.DType));

@@ -38,6 +38,31 @@ public static partial class CudaOps
     }
 
     /// <summary>
+    /// x.index_select(0, ids) with device ids int64 [n] that are in range by construction (a top-k's indices), never read
+    /// back or checked (a CUDA graph step: the router's per_expert_scale[top_k_index]); the same kernel as
+    /// <see cref="IndexSelect(Tensor, int, long[])"/>. Output contiguous [n, ...], x's dtype.
+    /// </summary>
+    public static Tensor IndexSelectAt(Tensor x, Tensor ids)
+    {
+        var device = DeviceOf("index_select (device ids)", x, ids);
+        if (x.Rank < 1 || ids.Rank != 1 || ids.DType != DType.Int64)
+            throw new ArgumentException($"index_select (device ids): x [E, ...] and int64 ids [n], got {x} and {ids}");
+        var shape = x.ShapeArray;
+        shape[0] = ids.NumEl;
+        var y = CudaTensors.Empty(device, x.DType, shape);
+        long n = y.NumEl;
+        if (n == 0) return y;
+        var d = TensorDesc.Of(x);
+        unsafe { d.Shape[0] = ids.NumEl; }
+        var idc = ids.Contiguous();
+        var elem = ElemType(x.DType);
+        var f = device.Function("index_select/" + elem, "index_select", () => CudaSource.Prelude + IndexKernels.IndexSelect.Replace("ELEM", elem));
+        using var args = new KernelArgs().Ptr(x).Add(d).Ptr(idc).Add(0).Ptr(y).Add(n);
+        args.Launch(device, f, "index_select", GridFor(device, n), (Threads, 1, 1));
+        return y;
+    }
+
+    /// <summary>
     /// x.index_select(dim, ids) with ids already checked and wrapped into [0, size) (host values); an id of -1 gives a zero
     /// slice (rows a rank does not hold). Output contiguous, x's dtype.
     /// </summary>

@@ -133,4 +133,25 @@ public static partial class CudaOps
             args.Launch(device, f, "topk", ((uint)rows, 1, 1), (Threads, 1, 1));
         return (x.DType == DType.Float32 ? values : Copy(values, x.DType), indices);
     }
+
+    /// <summary>
+    /// y [slots, n] (float) summed into [1, n] in ascending (ids[s], s) order with the ids int64 [slots] read on the
+    /// device, each add rounded to y's dtype (<see cref="RowKernels.SumInIdOrder"/>): HF's index_add_ of one token's experts.
+    /// </summary>
+    public static Tensor SumInIdOrder(Tensor y, Tensor ids)
+    {
+        var device = DeviceOf("sum_in_id_order", y, ids);
+        RequireFloat(y, "sum_in_id_order");
+        if (y.Rank != 2 || ids.Rank != 1 || ids.DType != DType.Int64 || ids.Size(0) != y.Size(0))
+            throw new ArgumentException($"sum_in_id_order: y [slots, n] and int64 ids [slots], got {y} and {ids}");
+        var yc = y.Contiguous();
+        var idc = ids.Contiguous();
+        int slots = y.Size(0), n = y.Size(1);
+        var sum = CudaTensors.Empty(device, y.DType, 1, n);
+        if (n == 0) return sum;
+        var f = device.Function($"sum_in_id_order/{CudaSource.Token(y.DType)}", "sum_in_id_order", () => CudaSource.Instantiate(RowKernels.SumInIdOrder, y.DType));
+        using (var args = new KernelArgs().Ptr(yc).Ptr(idc).Ptr(sum).Add(slots).Add(n))
+            args.Launch(device, f, "sum_in_id_order", ((uint)Math.Min((n + Threads - 1) / Threads, device.Multiprocessors * 4), 1, 1), (Threads, 1, 1));
+        return sum;
+    }
 }

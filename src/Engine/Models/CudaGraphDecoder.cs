@@ -93,7 +93,7 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
             throw new NotSupportedException("graph decoding records no activations (a replay runs no host code): build the model without a sink");
         _device = model.Device ?? throw new ArgumentException("graph decoding needs a model whose weights are on a GPU");
         _device.MakeCurrent();
-        _stream = CudaRuntime.StreamCreate();
+        _stream = _device.CreateStream();                                      // retired by Dispose
         using (_device.UseStream(_stream))
         {
             _id = CudaTensors.Zeros(_device, DType.Int64, 1);
@@ -307,5 +307,9 @@ public sealed class CudaGraphDecoder : IDecoder, IDisposable
     {
         Drop();
         _arena.Dispose();
+        if (!_retired) _device.RetireStream(_stream);
+        _retired = true;
     }
+
+    private bool _retired;
 }

@@ -97,6 +97,10 @@ internal interface IOpBackend
     /// partial_sort/nth_element order; a GPU: torch's CUDA order, lower index first).</summary>
     (Tensor Values, Tensor Indices) TopKTorchOrder(Tensor src, int k, DType dtype);
 
+    /// <summary>y [slots, N] summed into [1, N] in ascending (id, slot) order with the ids read where they live, each add
+    /// rounded to y's dtype (<see cref="IndexedExperts.SumInIdOrder"/>, arguments checked).</summary>
+    Tensor SumInIdOrder(Tensor y, Tensor ids);
+
     // --- attention (CudaOps.Attention, CudaDecodeOps) -----------------------------------------------------------------
 
     /// <summary>rotate_half (float x, even last dim).</summary>
@@ -140,6 +144,13 @@ internal interface IOpBackend
     /// its rows (<see cref="ITensorBackend.IndexSelect"/>).</summary>
     Tensor? WholeVocabLookup(Tensor weight, Tensor ids);
 
+    /// <summary>Whether this device runs a one-token MoE block from device-held expert ids (<see cref="IndexedExperts"/>)
+    /// instead of the per-expert loop that reads the ids back.</summary>
+    bool RoutesExpertsOnDevice { get; }
+
+    /// <summary>table.index_select(0, ids) with the ids read where they live (in range by construction).</summary>
+    Tensor TakeRows(Tensor table, Tensor ids);
+
     // --- conv (CudaOps.Conv) ------------------------------------------------------------------------------------------
 
     /// <summary>The 3x3 stride-2 pad-1 patches of channels-last x [B, H, W, C] -> [B*Ho*Wo, C*9] in x's dtype.</summary>
@@ -158,6 +169,10 @@ internal interface IOpBackend
 
     /// <summary>[batch.., M, K] x [batch.., K, N] (already expanded to one batch) -> [batch.., M, N] in a's dtype.</summary>
     Tensor BatchedMm(Tensor a, Tensor b, int[] batch);
+
+    /// <summary>The indexed expert GEMV (<see cref="IndexedExperts.Gemv"/>, arguments checked): x [1 or slots, K],
+    /// stacked [E, N, K], ids int64 [slots] -> [slots, N].</summary>
+    Tensor ExpertGemv(Tensor x, Tensor stacked, Tensor ids);
 }
 
 /// <summary>Where an op finds its backend: the ONE place the device is chosen, from the operands' storage.</summary>

@@ -133,11 +133,74 @@ public static class DecodeSelfCheck
     /// <summary>The graph check fails on its planted bug (steps one position early) for every family: null when it does.</summary>
     public static string? GraphDecodeCatchesOffByOne(CudaDevice d)
     {
-        foreach (var model in new[] { "tiny-llama-bf16", "tiny-gemma3n-bf16", "tiny-gemma4-e2b-like-bf16", "tiny-qwen2-vl-bf16" })
+        foreach (var model in new[] { "tiny-llama-bf16", "tiny-gemma3n-bf16", "tiny-gemma4-e2b-like-bf16", "tiny-gemma4-moe-bf16", "tiny-qwen2-vl-bf16" })
             if (GraphDecode(d, model, plantOffByOne: true) is not { } caught)
                 return $"{model}: the graph check passed a graph loop whose steps ran one position early";
             else if (!caught.Contains("(graph loop vs plain loop)", StringComparison.Ordinal))
                 return $"{model}: the planted off-by-one was not caught by the token comparison but by: {caught}";
+        return null;
+    }
+
+    /// <summary>
+    /// Gemma4's MoE block as a graph step runs it (Gemma4Experts.ForwardIndexed: IndexedExperts' kernels, the expert ids
+    /// never read back) on the tiny MoE checkpoints, fp32 and bf16, every layer, several tokens routed by the router on
+    /// the GPU: equal bit for bit to the per-expert loop on the GPU (whose one-row linears take the gemv kernel that
+    /// expert_gemv's 16-byte path repeats), close to the host's indexed block on the same routing; the planted bug (the
+    /// next expert read) is seen. Then the kernels alone: expert_gemv's scalar path (odd K, an unaligned input) against
+    /// the host op, sum_in_id_order and the router's take bit for bit, and an expert id out of range gives NaN, not a
+    /// read outside the weights.
+    /// </summary>
+    public static string? IndexedExperts(CudaDevice d)
+    {
+        foreach (var (name, tol) in new[] { ("tiny-gemma4-moe-fp32", 1e-5), ("tiny-gemma4-moe-bf16", 2e-2) })
+        {
+            var dir = GpuSelfCheck.FindModel(name);
+            if (dir is null) return $"fixtures/models/{name} not found (run from the repository or the bundle)";
+            using var gpu = GraphModel.Open(dir, d, dtype: null, positions: 16);
+            using var host = GraphModel.Open(dir, gpu: null, dtype: null, positions: 16);
+            var onGpu = ((Harness.Engine.Models.Gemma4.Gemma4TextDecoder)gpu.Model).Model;
+            var onHost = ((Harness.Engine.Models.Gemma4.Gemma4TextDecoder)host.Model).Model;
+            var dt = onGpu.DType;
+            for (int l = 0; l < onGpu.Layers.Count; l++)
+            {
+                var (router, experts, hostExperts) = (onGpu.Layers[l].Router!, onGpu.Layers[l].Experts!, onHost.Layers[l].Experts!);
+                for (int r = 0; r < 4; r++)
+                {
+                    string what = $"{name} layer {l} token {r}";
+                    var xh = Tensor.Normal(DType.Float32, (ulong)(50 + 7 * l + r), 0f, 1f, 1, onGpu.Config.HiddenSize).To(dt);
+                    var x = xh.ToDevice(d);
+                    var (_, w, idx) = router.Forward(x);
+                    var got = experts.ForwardIndexed(x, w, idx);
+                    if (GpuSelfCheck.Bitwise($"{what}: indexed experts vs the per-expert loop on the GPU", got, experts.ForwardLoop(x, w, idx)) is { } e) return e;
+                    if (GpuSelfCheck.Close($"{what}: indexed experts on the GPU vs on the host", got, hostExperts.ForwardIndexed(xh, w.ToHost(), idx.ToHost()), tol) is { } e2) return e2;
+                    var shifted = Tensor.FromArray(idx.ToHost().ToInt64Array().Select(i => (i + 1) % onGpu.Config.NumExperts).ToArray(), idx.ShapeArray).ToDevice(d);
+                    if (GpuSelfCheck.Bitwise("planted", experts.ForwardIndexed(x, w, shifted), experts.ForwardLoop(x, w, idx)) is null)
+                        return $"{what}: an indexed block reading the next expert passed the bitwise comparison";
+                }
+            }
+        }
+        foreach (var (dt, tol) in new[] { (DType.Float32, 1e-6), (DType.BFloat16, 1e-2) })
+        {
+            string n = dt.TorchName();
+            var stacked = GpuSelfCheck.Rand(dt, 3, 5, 14);                                           // [E, N, K]
+            var x = GpuSelfCheck.Rand(dt, 2, 15).Narrow(1, 1, 13);                                   // unaligned rows, odd K
+            var ids = Tensor.FromArray(new long[] { 2, 0 }, 2);
+            var want = Engine.Ops.IndexedExperts.Gemv(x, stacked.Narrow(2, 0, 13), ids);
+            var got = CudaGemm.ExpertGemv(x.ToDevice(d), stacked.ToDevice(d).Narrow(2, 0, 13), ids.ToDevice(d));
+            if (GpuSelfCheck.Close($"{n} expert_gemv (scalar path, K 13, one row per slot)", got, want, tol) is { } e) return e;
+            var shared = CudaGemm.ExpertGemv(x.Narrow(0, 1, 1).ToDevice(d), stacked.ToDevice(d).Narrow(2, 0, 13), ids.ToDevice(d));
+            if (GpuSelfCheck.Close($"{n} expert_gemv (scalar path, one row for every slot)", shared,
+                    Engine.Ops.IndexedExperts.Gemv(x.Narrow(0, 1, 1), stacked.Narrow(2, 0, 13), ids), tol) is { } e1) return e1;
+            var bad = CudaGemm.ExpertGemv(x.ToDevice(d), stacked.ToDevice(d).Narrow(2, 0, 13), Tensor.FromArray(new long[] { 1, 3 }, 2).ToDevice(d)).ToHost().To(DType.Float32).ToFloatArray();
+            if (bad.Take(5).Any(float.IsNaN) || !bad.Skip(5).All(float.IsNaN)) return $"{n} expert_gemv: an expert id out of range did not give exactly its row NaN";
+            var y = GpuSelfCheck.Rand(dt, 5, 300);
+            var slots = Tensor.FromArray(new long[] { 7, 1, 4, 1, 0 }, 5);
+            if (GpuSelfCheck.Bitwise($"{n} sum_in_id_order", Engine.Ops.IndexedExperts.SumInIdOrder(y.ToDevice(d), slots.ToDevice(d)),
+                    Engine.Ops.IndexedExperts.SumInIdOrder(y, slots)) is { } e3) return e3;
+            var table = GpuSelfCheck.Rand(dt, 8);
+            if (GpuSelfCheck.Bitwise($"{n} take (index_select at device ids)", Engine.Ops.IndexedExperts.Take(table.ToDevice(d), slots.ToDevice(d)),
+                    table.IndexSelect(0, slots)) is { } e4) return e4;
+        }
         return null;
     }
 

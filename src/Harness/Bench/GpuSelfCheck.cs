@@ -47,6 +47,9 @@ public static class GpuSelfCheck
         ("gemma4-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-fp32")),
         ("gemma4-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-bf16")),
         ("gemma4-mm-text-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-e2b-like-mm-bf16")),
+        ("moe-indexed-experts", DecodeSelfCheck.IndexedExperts),
+        ("gemma4-moe-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-moe-fp32")),
+        ("gemma4-moe-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-gemma4-moe-bf16")),
         ("qwen2-vl-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-fp32")),
         ("qwen2-vl-graph-decode-bf16", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-bf16")),
         ("qwen2-vl-image-graph-decode-fp32", d => DecodeSelfCheck.GraphDecode(d, "tiny-qwen2-vl-fp32", image: true)),
@@ -105,7 +108,7 @@ public static class GpuSelfCheck
         return den == 0 ? Math.Sqrt(num) : Math.Sqrt(num / den);
     }
 
-    private static string? Close(string what, Tensor got, Tensor want, double tol)
+    internal static string? Close(string what, Tensor got, Tensor want, double tol)
     {
         if (!Shape.SequenceEqual(got.Shape, want.Shape)) return $"{what}: shape {Shape.Format(got.Shape)} != {Shape.Format(want.Shape)}";
         if (got.DType != want.DType) return $"{what}: dtype {got.DType.TorchName()} != {want.DType.TorchName()}";

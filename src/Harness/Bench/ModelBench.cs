@@ -7,6 +7,7 @@ using Harness.Engine.Cuda.Interop;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
+using Harness.Engine.Models.Gemma4;
 using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
@@ -116,11 +117,14 @@ public static class ModelBench
         using var g = GraphModel.Open(dir, gpu, dtype, maxPositions);
         var model = g.Model;
         weightBytes = 0;
+        double expertShare = 1;                                             // a MoE step reads top_k of num_experts experts
+        if (g.Family == "gemma4" && Gemma4ForCausalLM.LoadConfig(dir) is { EnableMoeBlock: true } moe) expertShare = (double)moe.TopKExperts / moe.NumExperts;
         using (var checkpoint = Checkpoint.Open(dir))
             foreach (var name in checkpoint.Names)
                 if (!name.Contains("embed_tokens", StringComparison.Ordinal) && !name.Contains("visual", StringComparison.Ordinal)
                     && !name.Contains("vision", StringComparison.Ordinal) && !name.Contains("audio", StringComparison.Ordinal))
-                    weightBytes += (long)checkpoint.GetTensor(name).NumEl * dtype.Size();   // the text decoder's weights a step reads
+                    weightBytes += (long)(checkpoint.GetTensor(name).NumEl * (long)dtype.Size()
+                                          * (name.Contains(".experts.", StringComparison.Ordinal) ? expertShare : 1));   // the text decoder's weights a step reads
         var rng = new SplitMix64(2024);
         ids = Enumerable.Range(0, promptTokens).Select(_ => (long)(3 + rng.NextInt(g.VocabSize - 3))).ToArray();
         var prompt = ids;
@@ -257,64 +261,42 @@ public static class ModelBench
         return 2.0 * bytes * 10 / (ms / 1e3);
     }
 
-    private const string HfScript = """
-        import json, sys, time, statistics, torch, transformers
-        a = json.loads(sys.argv[1])
-        dev = a["device"]; dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[a["dtype"]]
-        torch.set_num_threads(a["threads"])
-        cfg = transformers.AutoConfig.from_pretrained(a["model"])
-        arch = (getattr(cfg, "architectures", None) or [None])[0]
-        cls = getattr(transformers, arch, None) if arch else None
-        model = (cls or transformers.AutoModelForCausalLM).from_pretrained(a["model"], dtype=dt, attn_implementation="eager").to(dev).eval()
-        ids = torch.tensor([a["ids"]], device=dev)
-        def sync():
-            if dev == "cuda": torch.cuda.synchronize()
-        with torch.no_grad():
-            model(ids); sync()
-            if dev == "cuda": torch.cuda.reset_peak_memory_stats()
-            pre = []
-            for _ in range(a["runs"]):
-                sync(); t = time.perf_counter(); model(ids); sync(); pre.append((time.perf_counter() - t) * 1e3)
-            n = a["new"]
-            sync(); t = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
-            sync(); total = time.perf_counter() - t
-        prefill = statistics.median(pre)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else 0.0
-        print(json.dumps({"prefill_ms": prefill, "decode_tps": n / max(total - prefill / 1e3, 1e-9), "peak_mib": peak,
-                          "torch": torch.__version__, "transformers": transformers.__version__}))
-        """;
-
+    /// <summary>
+    /// HF eager on the same device, model, prompt and thread count: ext/bench.py's bench_generate in a reference worker of
+    /// its own started on <paramref name="device"/> (the worker's start: the spawner thread, dies with this process,
+    /// supervised calls), or null after one line on stderr when there is no interpreter or the peer fails.
+    /// </summary>
     private static Row? Hf(string dir, string device, DType dtype, long[] ids, int newTokens, int runs)
     {
-        var python = Environment.GetEnvironmentVariable(ReferenceLocator.PythonVariable) is { Length: > 0 } p ? p
-            : File.Exists("/opt/torch/.venv/bin/python3") ? "/opt/torch/.venv/bin/python3" : null;
-        if (python is null) { Console.Error.WriteLine("bench: no HF peer (set HARNESS_PYTHON to a python with torch and transformers)"); return null; }
-        var args = new JsonObject
+        var settings = ReferenceSettings.Current;
+        // HARNESS_PYTHON or the provisioned wrapper, else the GPU machines' torch venv
+        string? python = ReferenceLocator.Find(settings).Python ?? (File.Exists(GpuVenvPython) ? GpuVenvPython : null);
+        if (python is null) { Console.Error.WriteLine($"bench: no HF peer (set {ReferenceSettings.PythonVariable} to a python with torch and transformers)"); return null; }
+        using var worker = new ReferenceWorker(python) { Device = device, Threads = ComputeSettings.Threads, DefaultTimeout = TimeSpan.FromHours(1) };
+        return Hf(new ReferenceClient(worker), dir, device, dtype, ids, newTokens, runs);
+    }
+
+    /// <summary>The HF peer's row from <paramref name="client"/>'s worker (its device the one asked for), or null after one line on stderr.</summary>
+    internal static Row? Hf(ReferenceClient client, string dir, string device, DType dtype, long[] ids, int newTokens, int runs)
+    {
+        try
         {
-            ["model"] = Path.GetFullPath(dir), ["device"] = device, ["dtype"] = dtype.TorchName(), ["ids"] = new JsonArray(ids.Select(i => (JsonNode)i).ToArray()),
-            ["new"] = newTokens, ["runs"] = runs, ["threads"] = ComputeSettings.Threads,
-        };
-        var script = Path.Combine(Path.GetTempPath(), $"harness-bench-hf-{Environment.ProcessId}.py");
-        File.WriteAllText(script, HfScript);
-        var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(script);
-        psi.ArgumentList.Add(args.ToJsonString());
-        psi.Environment["NCCL_NVLS_ENABLE"] = "0";
-        using var proc = Process.Start(psi)!;
-        var stderr = proc.StandardError.ReadToEndAsync();
-        var stdout = proc.StandardOutput.ReadToEnd();
-        proc.WaitForExit();
-        var line = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith('{'));
-        if (proc.ExitCode != 0 || line is null)
+            var j = client.Invoke("bench_generate", new JsonObject
+            {
+                ["model"] = client.WorkerPath(client.ShareDirectory(Path.GetFullPath(dir))), ["device"] = device, ["dtype"] = dtype.TorchName(),
+                ["ids"] = new JsonArray(ids.Select(i => (JsonNode)i).ToArray()), ["new"] = newTokens, ["runs"] = runs, ["threads"] = ComputeSettings.Threads,
+            }).Result;
+            Console.WriteLine($"HF peer: torch {j["torch"]}, transformers {j["transformers"]} ({client.Worker.Description})");
+            return new Row("HF eager", (double)j["prefill_ms"]!, (double)j["decode_tps"]!, (double)j["peak_mib"]!);
+        }
+        catch (ReferenceException e)
         {
-            Console.Error.WriteLine($"bench: the HF peer failed (exit {proc.ExitCode}): {stderr.Result.Split('\n').LastOrDefault(l => l.Length > 0)}");
+            Console.Error.WriteLine($"bench: the HF peer failed: {e.Message.Split('\n')[0]}");
             return null;
         }
-        var j = JsonNode.Parse(line)!;
-        Console.WriteLine($"HF peer: torch {j["torch"]}, transformers {j["transformers"]} ({python})");
-        return new Row("HF eager", (double)j["prefill_ms"]!, (double)j["decode_tps"]!, (double)j["peak_mib"]!);
     }
+
+    private const string GpuVenvPython = "/opt/torch/.venv/bin/python3";
 }
 
 /// <summary>Weights converted to one dtype as they are read (a bf16 checkpoint benchmarked in fp32, say).</summary>

@@ -40,10 +40,7 @@ internal static class CliSupport
     }
 
     /// <summary>Plain line output: stdout is not a terminal, or CI is set (CI=true/1), or TERM=dumb.</summary>
-    public static bool PlainOutput =>
-        Console.IsOutputRedirected
-        || Environment.GetEnvironmentVariable("CI") is { Length: > 0 } ci && !ci.Equals("false", StringComparison.OrdinalIgnoreCase) && ci != "0"
-        || Environment.GetEnvironmentVariable("TERM") == "dumb";
+    public static bool PlainOutput => Console.IsOutputRedirected || CliSettings.Current.PlainTerminal;
 
     public static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture) + " s";
 
@@ -83,10 +80,15 @@ internal static class CliSupport
         }
     }
 
-    /// <summary>The live context, or null after printing why none is possible (no interpreter found).</summary>
-    public static ScenarioContext? LiveContext(string verb)
+    /// <summary>
+    /// The live context over the process's worker for an engine on <paramref name="engineDevice"/> (its reference on the
+    /// device <see cref="ReferenceSettings.DeviceFor"/> says: HARNESS_REFERENCE_DEVICE, else the GPU beside a CUDA engine),
+    /// or null after printing why none is possible (no interpreter found).
+    /// </summary>
+    public static ScenarioContext? LiveContext(string verb, string engineDevice = "cpu")
     {
-        var worker = ReferenceWorker.Shared;
+        var device = ReferenceSettings.Current.DeviceFor(engineDevice);
+        var worker = ReferenceWorker.SharedOn(device);
         if (!worker.IsAvailable)
         {
             Console.Error.WriteLine($"harness {verb}: the live reference is not available: {worker.Description}");
@@ -94,7 +96,7 @@ internal static class CliSupport
                                     (verb is "run" or "repro" ? $"; or use --offline to compare against the recorded fixtures" : ""));
             return null;
         }
-        return ScenarioContext.Live(ReferenceClient.Shared);
+        return ScenarioContext.Live(ReferenceClient.SharedOn(device));
     }
 
     /// <summary>"did you mean" lines for a filter or id that matched nothing.</summary>

@@ -260,13 +260,11 @@ internal static class CompareCommand
             ?? throw new Engine.Config.ConfigException(configPath, "model_type", $"is '{modelType}': not supported yet (supported: {string.Join(", ", Supported)})");
         if (o.Fault is not null && (FaultProblem(family, o) ?? FaultChangesNothing(family, o.Fault, configPath)) is { } problem)
             return CliSupport.UsageError($"compare --fault {o.Fault}: {problem}");
-        if (o.Device == "cuda" && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
-            Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");      // before the worker starts (--text starts it)
         if (o.HasFiles)
             o = o with { Media = MediaFiles.Read(o.ImageFile, o.VideoFile, o.AudioFile) };   // regular files under a cap, one line naming a bad one
         if (o.Text is not null && o.Media.IsEmpty)
         {
-            if (Tokenize(dir, o.Text, o.Chat) is not { } tokenized) return ExitCodes.Usage;
+            if (Tokenize(dir, o.Text, o.Chat, o.Device) is not { } tokenized) return ExitCodes.Usage;
             ids = tokenized;
         }
         var dtype = o.DType == "bf16" ? DType.BFloat16 : DType.Float32;
@@ -362,9 +360,9 @@ internal static class CompareCommand
     /// --text (and --chat) through the checkpoint's own tokenizer in the reference worker (AutoTokenizer, apply_chat_template):
     /// the ids both sides then get, printed; null after printing one line when there is no interpreter or no usable tokenizer.
     /// </summary>
-    private static long[]? Tokenize(string dir, string text, bool chat)
+    private static long[]? Tokenize(string dir, string text, bool chat, string device)
     {
-        if (CliSupport.LiveContext("compare") is not { Client: { } client }) return null;
+        if (CliSupport.LiveContext("compare", device) is not { Client: { } client }) return null;
         try
         {
             var reply = client.Invoke("tokenize", new System.Text.Json.Nodes.JsonObject
@@ -410,15 +408,13 @@ internal static class CompareCommand
             if (CudaScenarios.OnDevice(scenario, "cuda") is not { } onGpu)
                 return CliSupport.UsageError($"compare --device cuda: {scenario.Model} has no GPU path yet");
             scenario = onGpu;
-            if (Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
-                Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda");   // the worker inherits it (it says so if it sees no GPU)
         }
         var memory = predicted with { Gpu = gpu is not null, NewTokens = scenario.NewTokens };
         long? available = o.MaxMemoryGiB is { } cap ? (long)(cap * (1L << 30)) : gpu is not null ? gpu!.TotalMemory : CompareMemory.HostAvailable();
         if (available is { } avail && memory.Refusal(dir, avail, gpu is not null ? "GPU" : "host") is { } refusal)
             return CliSupport.UsageError(refusal);
 
-        var context = CliSupport.LiveContext("compare")?.WithOracle(!o.NoOracle);
+        var context = CliSupport.LiveContext("compare", o.Device)?.WithOracle(!o.NoOracle);   // the reference on the GPU too (HARNESS_REFERENCE_DEVICE overrides)
         if (context is null) return ExitCodes.Usage;
         context = context.WithOracleMode(o.OracleWhole ? "whole" : "stream");
         Console.WriteLine($"memory:      predicted {CompareMemory.GiB(memory.Total)} ({memory.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters, {scenario.NewTokens} new tokens; " +

@@ -85,7 +85,7 @@ internal static class Gemma3nCompare
                                     : $"compare: {dir} has no tensor '{name}', which vision_config in {configPath} ({vision.ChannelMultiplier:G} channel multiplier) makes the tower read");
                     }
                 }
-                if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+                if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");

@@ -96,7 +96,7 @@ internal static class Gemma4Compare
         {
             return CliSupport.UsageError($"compare: cannot load the towers of {configPath}: {e.Message}");
         }
-        if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+        if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
         var scenario = Gemma4MultimodalScenario.ForCheckpoint(dir, o.Tp, c.DType, processed, o.Media.Describe(), o.Media.Tag());
         var ids = scenario.PromptIds();
         if (ids.FirstOrDefault(id => id < 0 || id >= config.VocabSize, -1) is var outside && outside >= 0)

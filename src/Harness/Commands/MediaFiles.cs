@@ -96,9 +96,9 @@ public static class MediaFiles
     /// makes (input_ids [1, T], pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, ...), printed as one
     /// line; null after one line on stderr when the processor or a file is refused (exit 2).
     /// </summary>
-    public static IReadOnlyDictionary<string, Tensor>? Process(string dir, string? text, bool chat, Request media)
+    public static IReadOnlyDictionary<string, Tensor>? Process(string dir, string? text, bool chat, Request media, string device = "cpu")
     {
-        if (CliSupport.LiveContext("compare") is not { Client: { } client }) return null;
+        if (CliSupport.LiveContext("compare", device) is not { Client: { } client }) return null;
         var files = new List<(string Name, Tensor Value)>();
         JsonArray Describe(IReadOnlyList<MediaFile> list, string prefix)
         {

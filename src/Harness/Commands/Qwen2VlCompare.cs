@@ -52,7 +52,7 @@ internal static class Qwen2VlCompare
         {
             // --image FILE / --video FILE (and --text, --chat) through the checkpoint's own processor: its ids, pixel values
             // and grids are the prompt of both sides
-            if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media) is not { } processed) return ExitCodes.Usage;
+            if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
             scenario = scenario.WithProcessed(processed, o.Media.Describe(), o.Media.Tag());
             if (scenario.PromptIds(config).FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                 return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");

@@ -139,13 +139,11 @@ internal static class RunCommand
             Console.Error.WriteLine("harness run: --config-mutations needs the live reference (HF's config defaults come from it), not --offline");
             return ExitCodes.Usage;
         }
-        if (o.Device == "cuda" && !o.Offline && Environment.GetEnvironmentVariable("HARNESS_REFERENCE_DEVICE") is null)
-            Environment.SetEnvironmentVariable("HARNESS_REFERENCE_DEVICE", "cuda"); // the reference on the GPU too (the worker inherits it)
-        var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run");
+        var context = o.Offline ? ScenarioContext.Recorded() : CliSupport.LiveContext("run", o.Device);   // the reference on the GPU too (HARNESS_REFERENCE_DEVICE overrides)
         if (context is null) return ExitCodes.Usage;
         if (o.ConfigMutations) return RunConfigMutations(scenarios, context);
 
-        var mode = context.IsLive ? $"live reference ({Reference.ReferenceWorker.Shared.Description})" : $"recorded reference in {context.FixturesDirectory}";
+        var mode = context.IsLive ? $"live reference ({context.Client!.Worker.Description})" : $"recorded reference in {context.FixturesDirectory}";
         Console.WriteLine($"running {scenarios.Count} scenario{(scenarios.Count == 1 ? "" : "s")} against the {mode}");
 
         var total = Stopwatch.StartNew();

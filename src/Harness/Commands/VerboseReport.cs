@@ -27,7 +27,7 @@ internal static class VerboseReport
             w.WriteLine($"fault:       {fault}: {(Faults.Known.TryGetValue(fault, out var d) ? d : "?")}" +
                         (scenario.ExpectedFirstBadModule is null ? "" : $" (expected first bad module: {scenario.ExpectedFirstBadModule})"));
         w.WriteLine(context.IsLive
-            ? $"reference:   live ({Reference.ReferenceWorker.Shared.Description})"
+            ? $"reference:   live ({context.Client!.Worker.Description})"
             : $"reference:   recorded ({Fixtures.BundlePath(context.FixturesDirectory, scenario.ReferenceKey)})");
         w.Write("phases:");
         w.Flush();

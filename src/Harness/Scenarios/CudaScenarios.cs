@@ -41,17 +41,11 @@ public static class CudaScenarios
     public static IDisposable RankOnGpu(ref ParallelContext ctx, ref IWeightSource weights, ref IActivationSink sink)
     {
         var device = CudaDevice.Get();
-        device.MakeCurrent();
-        var stream = CudaRuntime.StreamCreate();
-        var scope = device.UseStream(stream);
+        var stream = device.OpenStream();                 // synchronized, its cuBLAS handle and itself destroyed at the end
         ctx = CudaProcessGroup.Wrap(ctx, device);
         weights = new DeviceWeights(weights, device);
         sink = new HostCopySink(sink);
-        return new Scope(() =>
-        {
-            device.Synchronize();
-            scope.Dispose();
-        });
+        return stream;
     }
 
     /// <summary>
@@ -66,25 +60,14 @@ public static class CudaScenarios
     {
         if (device != "cuda") return null;
         var gpu = CudaDevice.Get();
-        gpu.MakeCurrent();
-        var stream = CudaRuntime.StreamCreate();
-        var scope = gpu.UseStream(stream);
+        var stream = gpu.OpenStream();
         weights = new DeviceWeights(weights, gpu);
         sink = new HostCopySink(sink);
-        return new Scope(() =>
-        {
-            gpu.Synchronize();
-            scope.Dispose();
-        });
+        return stream;
     }
 
     /// <summary>An engine input (soft tokens, pixel values, features) where the engine runs: on the GPU for "cuda".</summary>
     public static Tensor? Input(string device, Tensor? t) => device == "cuda" && t is not null ? t.ToDevice(CudaDevice.Get()) : t;
-
-    private sealed class Scope(Action end) : IDisposable
-    {
-        public void Dispose() => end();
-    }
 }
 
 /// <summary>Records host copies of device tensors (the comparison reads spans).</summary>

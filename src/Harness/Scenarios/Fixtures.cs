@@ -6,10 +6,10 @@ namespace Harness.Scenarios;
 /// </summary>
 public static class Fixtures
 {
-    /// <summary>HARNESS_FIXTURES, else the nearest fixtures/ folder above the working directory or the assembly.</summary>
+    /// <summary>HARNESS_FIXTURES (<see cref="Commands.CliSettings.Fixtures"/>), else the nearest fixtures/ folder above the working directory or the assembly.</summary>
     public static string DefaultDirectory()
     {
-        if (Environment.GetEnvironmentVariable("HARNESS_FIXTURES") is { Length: > 0 } env) return env;
+        if (Commands.CliSettings.Current.Fixtures is { } configured) return configured;
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
         {
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)

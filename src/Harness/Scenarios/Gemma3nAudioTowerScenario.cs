@@ -147,7 +147,7 @@ public sealed record Gemma3nAudioTowerScenario : Scenario
         {
             var config = Gemma3nAudioConfig.Load(Path.Combine(dir, "config.json"));
             var options = Engine.Models.FaultMap.Plan(Fault, "gemma3n").Gemma3n;
-            var model = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint), AudioConfigMutation?.Invoke(config) ?? config, sink, options);
+            var model = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint, DType), AudioConfigMutation?.Invoke(config) ?? config, sink, options);
             model.Forward(inputs["input_features"], Gemma3nScenario.Flags(inputs["input_features_mask"]));
         });
         return new ScenarioResult(this, layers, null, error, failedModule, sw.Elapsed);

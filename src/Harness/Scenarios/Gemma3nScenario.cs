@@ -320,7 +320,7 @@ public sealed record Gemma3nScenario : Scenario
     private Gemma3nPrompt RunAudioTower(string dir, Gemma3nPrompt prompt, IActivationSink sink)
     {
         using var checkpoint = Checkpoint.Open(dir);
-        var tower = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint), Gemma3nAudioConfig.Load(Path.Combine(dir, "config.json")), sink, Options);
+        var tower = new Gemma3nAudioEncoder(new CheckpointWeights(checkpoint, DType), Gemma3nAudioConfig.Load(Path.Combine(dir, "config.json")), sink, Options);
         var features = Processed!["input_features"];
         var output = tower.Forward(features.To(DType), Flags(Processed["input_features_mask"]));
         int m = output.Encodings.Size(1);
@@ -349,7 +349,7 @@ public sealed record Gemma3nScenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
-        IWeightSource weights = new CheckpointWeights(checkpoint);
+        IWeightSource weights = new CheckpointWeights(checkpoint, DType);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
         if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         prompt = prompt with

@@ -277,7 +277,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
         var matmul = Engine.Models.FaultMap.Plan(Fault, "gemma4").Matmul;
         var inputs = TowerInputs();
         using var checkpoint = Checkpoint.Open(dir);
-        IWeightSource weights = new CheckpointWeights(checkpoint);
+        IWeightSource weights = new CheckpointWeights(checkpoint, DType);
         IActivationSink towerSink = sink;
         // --device cuda: the towers on the GPU as the catalog's tower scenarios run them (one rank, its own stream, host-copy
         // captures); their soft tokens come back to the host and go to each decoder rank as the reference's tower outputs do
@@ -349,7 +349,7 @@ public sealed record Gemma4MultimodalScenario : Scenario
             {
                 var ctx = ThreadWorld.Layout(rank, Tp, 1);
                 using var checkpoint = Checkpoint.Open(dir);
-                IWeightSource weights = new CheckpointWeights(checkpoint);
+                IWeightSource weights = new CheckpointWeights(checkpoint, DType);
                 IActivationSink rankSink = sink;
                 using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
                 var rankTowers = new Gemma4ForConditionalGeneration.TowerOutputs(CudaScenarios.Input(Device, towers.Vision),

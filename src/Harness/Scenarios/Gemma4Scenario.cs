@@ -215,7 +215,7 @@ public sealed record Gemma4Scenario : Scenario
     {
         var ctx = ThreadWorld.Layout(rank, Tp, 1);
         using var checkpoint = Checkpoint.Open(dir);
-        IWeightSource weights = new CheckpointWeights(checkpoint);
+        IWeightSource weights = new CheckpointWeights(checkpoint, DType);
         using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref sink);     // --device cuda: this rank on the GPU
         if (Device == "cuda" && stepSink is not null) stepSink = new HostCopySink(stepSink);
         int positions = Math.Max(256, input.Shape[0] + NewTokens);

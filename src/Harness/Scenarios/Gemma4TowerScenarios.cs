@@ -267,7 +267,7 @@ public sealed record Gemma4TowerScenario : Scenario
         // float64 oracle captures ("oracle.*"), which the comparison layer consumes separately.
         var (layers, error, failedModule) = TowerRun.Judge(context, reference, dir, Modules, Policy(DType, Tower), (checkpoint, sink) =>
         {
-            IWeightSource weights = new CheckpointWeights(checkpoint);
+            IWeightSource weights = new CheckpointWeights(checkpoint, DType);
             IActivationSink towerSink = sink;
             using var gpu = CudaScenarios.OnGpu(Device, ref weights, ref towerSink);           // --device cuda: the tower on the GPU
             var configPath = Path.Combine(dir, "config.json");

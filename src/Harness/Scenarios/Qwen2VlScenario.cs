@@ -288,7 +288,7 @@ public sealed record Qwen2VlScenario : Scenario
                 {
                     var ctx = ThreadWorld.Layout(rank, Tp, 1, Sp);
                     using var checkpoint = Checkpoint.Open(engineDir);
-                    IWeightSource weights = new CheckpointWeights(checkpoint);
+                    IWeightSource weights = new CheckpointWeights(checkpoint, DType);
                     IActivationSink rankSink = sink;
                     using var gpu = CudaScenarios.OnGpu(Device, ref ctx, ref weights, ref rankSink);   // --device cuda: this rank on the GPU
                     var rankInput = input with

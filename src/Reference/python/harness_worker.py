@@ -260,7 +260,8 @@ def dir_signature(path):
 
 _model_cache = {}
 
-# HARNESS_REFERENCE_DEVICE=cuda (set by `harness run --device cuda`): the reference model and its inputs go on the GPU.
+# HARNESS_REFERENCE_DEVICE=cuda (in this worker's own start: ReferenceWorker.Device, cuda under `harness run/compare --device cuda`):
+# the reference model and its inputs go on the GPU.
 REFERENCE_DEVICE = os.environ.get("HARNESS_REFERENCE_DEVICE", "cpu") or "cpu"
 
 

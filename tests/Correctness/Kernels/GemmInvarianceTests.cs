@@ -24,7 +24,7 @@ public class GemmInvarianceTests
         using var force = Gemm.ForceKernel(kernel);
         using var mode = ComputeSettings.UseBatchInvariant();
         // Parallelise even tiny products so the M/N partition really changes with M and the thread count.
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int n = 19, k = 300; // K above every kernel's KC (several KC blocks); N crosses NR edges.
         var a = Random(DType.Float32, 41, Rows, k);
         var b = Random(DType.Float32, 42, k, n);
@@ -59,7 +59,7 @@ public class GemmInvarianceTests
         // Complements the sampled windows above: row 0's content placed at every position of every M up to 64.
         using var mode = ComputeSettings.UseBatchInvariant();
         using var threads = ComputeSettings.UseThreads(2);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int n = 20, k = 270;
         var b = Random(DType.Float32, 52, k, n);
         var filler = Tensor.Uniform(DType.Float32, 51, -1f, 1f, Rows, k);
@@ -90,7 +90,7 @@ public class GemmInvarianceTests
         SkipUnsupported(kernel);
         using var force = Gemm.ForceKernel(kernel);
         using var mode = ComputeSettings.UseBatchInvariant();
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int batchRows = 7;
         ulong seed = 300;
         foreach (var dtype in new[] { DType.Float32, DType.BFloat16 })

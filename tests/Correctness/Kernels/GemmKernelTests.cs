@@ -39,7 +39,7 @@ public class GemmKernelTests
         SkipUnsupported(kernel);
         using var force = Gemm.ForceKernel(kernel);
         using var threads = ComputeSettings.UseThreads(2);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         ulong seed = 10;
         foreach (var (m, n, k) in Shapes())
         {
@@ -67,7 +67,7 @@ public class GemmKernelTests
         SkipUnsupported(kernel);
         using var force = Gemm.ForceKernel(kernel);
         using var threads = ComputeSettings.UseThreads(2);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int m = 37, n = 45, k = 300;
         var at = RandomTransposed(DType.Float32, 1, m, k);
         var bt = RandomTransposed(DType.Float32, 2, k, n);
@@ -136,7 +136,7 @@ public class GemmKernelTests
     public void Leading_dimension_larger_than_n_leaves_the_gap_untouched()
     {
         using var threads = ComputeSettings.UseThreads(2);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int m = 19, n = 21, k = 40, ldc = 32;
         var a = Random(DType.Float32, 21, m, k);
         var b = Random(DType.Float32, 22, k, n);

@@ -36,7 +36,7 @@ public class PackedLinearTests
         SkipUnsupported(kernel);
         using var force = Gemm.ForceKernel(kernel);
         using var widen = Bf16DotKernel.IsSupported ? Gemm.ForceNativeBf16(false) : null;
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         foreach (int k in Ks)
             foreach (int n in Ns)
             {
@@ -67,7 +67,7 @@ public class PackedLinearTests
     {
         Skip.IfNot(Bf16DotKernel.IsSupported, $"native bf16 kernel: {Bf16DotKernel.UnsupportedReason}");
         using var native = Gemm.ForceNativeBf16(true);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         foreach (int k in Ks)
             foreach (int n in Ns)
             {
@@ -112,7 +112,7 @@ public class PackedLinearTests
     {
         // The bug class: a layer whose row depends on how many rows it is computed with (decode vs prefill).
         using var mode = ComputeSettings.UseBatchInvariant();
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         const int k = 300, n = 45, rows = 24;
         var w = Tensor.Uniform(dtype, 5, -1f, 1f, n, k);
         var bias = Tensor.Uniform(dtype, 6, -1f, 1f, n);

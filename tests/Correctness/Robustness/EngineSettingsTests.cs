@@ -7,7 +7,7 @@ namespace Harness.Tests.Correctness.Robustness;
 /// <summary>
 /// Issue 20 item 5: the engine read environment variables itself (HARNESS_PYTHON in CudaLibraries, HARNESS_THREADS and
 /// HARNESS_BATCH_INVARIANT in ComputeSettings, the kernel choices in static initializers) and CudaDevice.SyncEachLaunch was
-/// a settable static a check changed. Now the host reads them once (Cli.ConfigureEngine) into EngineSettings.
+/// a settable static a check changed. Now the host reads them once (Cli.ConfigureSettings) into EngineSettings.
 /// </summary>
 public sealed class EngineSettingsTests
 {

@@ -213,4 +213,30 @@ public static class RowKernels
           }
         }
         """;
+
+    /// <summary>
+    /// sum_in_id_order (Ops.IndexedExperts.SumInIdOrder: HF's index_add_ of one token's experts into zeros): y [slots, n]
+    /// contiguous, ids int64 [slots] -> out [n] with, per column j, <c>acc = 0; for s in ascending (ids[s], s): acc =
+    /// rnd(acc + y[s, j])</c>, each add rounded to TIN as the per-expert loop's adds. One thread per column; each picks the
+    /// next slot by scanning the ids (slots is top_k, a handful), so nothing is sorted on the host and nothing read back.
+    /// </summary>
+    public const string SumInIdOrder = """
+        extern "C" __global__ void sum_in_id_order(const void* y, const long long* ids, void* out, int slots, int n) {
+          for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
+            float acc = 0.0f;
+            long long pid = -1; int ps = -1;                       // the (id, slot) added last
+            for (int r = 0; r < slots; ++r) {
+              int best = -1; long long bid = 0;
+              for (int s = 0; s < slots; ++s) {
+                long long id = ids[s];
+                bool after = id > pid || (id == pid && s > ps);
+                if (after && (best < 0 || id < bid)) { best = s; bid = id; }
+              }
+              acc = rnd_TIN(acc + ld_TIN(y, (long long)best * n + j));
+              pid = bid; ps = best;
+            }
+            st_TIN(out, j, acc);
+          }
+        }
+        """;
 }

@@ -1,3 +1,5 @@
+using Harness.Engine.Runtime;
+
 namespace Harness.Engine.Kernels.Gemm;
 
 /// <summary>
@@ -12,23 +14,9 @@ internal readonly record struct GemmBlocking(int KC, int MC, int NC)
     /// <summary>Below this many multiply-adds (M*N*K) a product runs on one thread: dispatch would cost more than it saves.</summary>
     public const long DefaultParallelThreshold = 96L * 96 * 96;
 
-    private static readonly AsyncLocal<long?> _parallelThreshold = new();
-
-    /// <summary>The current flow's threshold (tests lower it to exercise the thread partition on small shapes).</summary>
-    public static long ParallelThreshold => _parallelThreshold.Value ?? DefaultParallelThreshold;
-
-    /// <summary>Overrides <see cref="ParallelThreshold"/> for the current async flow until disposed (tests only).</summary>
-    public static IDisposable UseParallelThreshold(long multiplyAdds)
-    {
-        var previous = _parallelThreshold.Value;
-        _parallelThreshold.Value = multiplyAdds;
-        return new Restore(previous);
-    }
-
-    private sealed class Restore(long? previous) : IDisposable
-    {
-        public void Dispose() => _parallelThreshold.Value = previous;
-    }
+    /// <summary>The current flow's threshold: <see cref="ComputeSettings.ParallelThreshold"/> (check-kernels and the kernel tests
+    /// lower it for a scope to run the thread partition on small shapes).</summary>
+    public static long ParallelThreshold => ComputeSettings.ParallelThreshold ?? DefaultParallelThreshold;
 
     /// <summary>MultiplyBatched runs whole products per thread (instead of splitting each one) below this size.</summary>
     public const long BatchedPerProductThreshold = 256L * 256 * 256;

@@ -20,7 +20,7 @@ public static class PackedSelfCheck
     {
         var kernel = GemmKernelSelector.Current;
         using var widen = Bf16DotKernel.IsSupported ? Bf16DotKernel.Force(false) : null;
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         foreach (int k in Ks)
             foreach (int n in Ns)
             {
@@ -51,7 +51,7 @@ public static class PackedSelfCheck
         ran = Bf16DotKernel.IsSupported;
         if (!ran) return null;
         using var native = Bf16DotKernel.Force(true);
-        using var parallel = GemmBlocking.UseParallelThreshold(0);
+        using var parallel = ComputeSettings.UseParallelThreshold(0);
         foreach (int k in Ks)
             foreach (int n in Ns)
             {

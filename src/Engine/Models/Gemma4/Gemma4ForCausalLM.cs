@@ -132,11 +132,9 @@ public sealed class Gemma4ForCausalLM : ICheckpointModel
     /// <summary>The device of the weights, or null on the host.</summary>
     public Cuda.CudaDevice? Device => Cuda.CudaTensors.DeviceOf(_embed.LocalWeight);
 
-    /// <summary>Why a step cannot run from device state (the MoE block routes on the host), or null.</summary>
-    public string? GraphUnsupported =>
-        _ctx.TpSize != 1 ? "Gemma4 graph steps run one rank"
-        : _config.EnableMoeBlock ? "Gemma4's MoE block routes on the host (Gemma4Experts reads the expert indices back): no graph step"
-        : null;
+    /// <summary>Why a step cannot run from device state, or null. The MoE block's one-token step routes on the device
+    /// (<see cref="Gemma4Experts.ForwardIndexed"/>), so it no longer stands in the way.</summary>
+    public string? GraphUnsupported => _ctx.TpSize != 1 ? "Gemma4 graph steps run one rank" : null;
 
     private readonly Dictionary<string, (Tensor Cos, Tensor Sin)> _ropeTables = new();
 

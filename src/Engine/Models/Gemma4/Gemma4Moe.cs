@@ -39,7 +39,8 @@ public sealed class Gemma4Router
         var probs = Softmax.Forward(_proj.Forward(x), -1);                          // [rows, E]
         var (w, idx) = TopKTorchOrder.Forward(probs, _topK);                        // [rows, k], ties in torch's order
         w = Elementwise.Div(w, Reductions.Sum(w, -1, keepDim: true));              // top_k_weights /= sum
-        var scale = _perExpertScale.IndexSelect(0, idx.Reshape(-1)).Reshape(idx.ShapeArray);
+        // the ids stay where topk wrote them (a graph step reads nothing back): index_select without the host's check
+        var scale = IndexedExperts.Take(_perExpertScale, idx.Reshape(-1)).Reshape(idx.ShapeArray);
         return (probs, Elementwise.Mul(w, scale), idx);                             // * per_expert_scale[top_k_index]
     }
 }
@@ -57,11 +58,18 @@ public sealed class Gemma4Router
 /// Per token: <c>sum_k w_k * down_e(act(gate_e x) * up_e x)</c>, experts visited in index order and added into a zero
 /// tensor of the model dtype (HF's index_add_); each rank's sum is partial over I and all-reduced after down_proj
 /// (FusedMoE's reduce_results). The activation comes from the config's hidden_activation through
-/// <see cref="MoeActivations.Parse"/>, unless <see cref="Gemma4Options.ExpertsActivation"/> overrides it.
+/// <see cref="MoeActivations.Parse"/>, unless <see cref="Gemma4Options.ExpertsActivation"/> overrides it (Gemma4's
+/// checkpoints say gelu_pytorch_tanh: the tanh GELU, on both paths).
+/// <para>Two paths, the same arithmetic: the per-expert loop (<see cref="ForwardLoop"/>, HF's, reading the expert ids
+/// back) and, for one token on a device that routes there (<see cref="IndexedExperts.RoutesOnDevice"/>: a GPU), the
+/// indexed block (<see cref="ForwardIndexed"/>) whose shapes never change and whose expert ids stay on the device, so a
+/// CUDA graph captures the decode step. The host keeps the loop (the reference); the CPU tests hold the indexed block
+/// equal to it bit for bit.</para>
 /// </summary>
 public sealed class Gemma4Experts
 {
     private readonly Linear[] _gate, _up, _down;
+    private readonly Tensor _gateStack, _upStack, _downStack;
     private readonly IProcessGroup _tp;
 
     public MoeActivation Activation { get; }
@@ -81,6 +89,9 @@ public sealed class Gemma4Experts
         _gate = Enumerable.Range(0, e).Select(i => new Linear(gateUp.Select(0, i).Narrow(0, gateAt + start, local))).ToArray();
         _up = Enumerable.Range(0, e).Select(i => new Linear(gateUp.Select(0, i).Narrow(0, upAt + start, local))).ToArray();
         _down = Enumerable.Range(0, e).Select(i => new Linear(down.Select(0, i).Narrow(1, start, local))).ToArray();
+        _gateStack = gateUp.Narrow(1, gateAt + start, local);                       // [E, I/tp, D]: every expert's _gate weight
+        _upStack = gateUp.Narrow(1, upAt + start, local);                           // [E, I/tp, D]
+        _downStack = down.Narrow(2, start, local);                                  // [E, D, I/tp]
         Activation = MoeActivations.Parse(options.ExpertsActivation ?? config.HiddenActivation);
         if (!Activation.IsGated())
             throw new ArgumentException($"{prefix}: Gemma4's experts are gated (gate_up_proj); activation '{Activation.Name()}' is not");
@@ -88,6 +99,34 @@ public sealed class Gemma4Experts
 
     /// <summary>x [rows, hidden], routing weights [rows, k] and indices [rows, k] -> [rows, hidden] (all-reduced).</summary>
     public Tensor Forward(Tensor x, Tensor weights, Tensor indices)
+    {
+        var final = x.Shape[0] == 1 && IndexedExperts.RoutesOnDevice(x) ? ForwardIndexed(x, weights, indices) : ForwardLoop(x, weights, indices);
+        return _tp.WorldSize == 1 ? final : _tp.AllReduce(final);
+    }
+
+    /// <summary>
+    /// One token through its k experts from the expert ids where they live (no read-back, fixed shapes): x [1, hidden],
+    /// weights [1, k], indices [1, k] int64 -> [1, hidden], this rank's partial sum (before the all-reduce). The same ops
+    /// as <see cref="ForwardLoop"/> for one row, slot by slot, with the sum taken in ascending expert id.
+    /// </summary>
+    public Tensor ForwardIndexed(Tensor x, Tensor weights, Tensor indices)
+    {
+        if (x.Rank != 2 || x.Shape[0] != 1 || indices.Rank != 2 || indices.Shape[0] != 1 || !Shape.SequenceEqual(weights.Shape, indices.Shape))
+            throw new ArgumentException($"the indexed experts take one token: x [1, hidden], weights and indices [1, k]; got {x}, {weights}, {indices}");
+        int k = indices.Shape[1];
+        var ids = indices.Reshape(-1);                                              // [k] int64 top_k_index, on x's device
+        // gate, up = nn.functional.linear(current_state, self.gate_up_proj[expert_idx]).chunk(2, dim=-1)
+        var gate = IndexedExperts.Gemv(x, _gateStack, ids);                         // [k, I/tp]
+        var up = IndexedExperts.Gemv(x, _upStack, ids);                             // [k, I/tp]
+        var h = Activation.Apply(gate, up);                                         // current_hidden_states = self.act_fn(gate) * up
+        var y = IndexedExperts.Gemv(h, _downStack, ids);                            // nn.functional.linear(current_hidden_states, self.down_proj[expert_idx]): [k, hidden]
+        y = Elementwise.Mul(y, weights.Reshape(k, 1));                              // * top_k_weights[token_idx, top_k_pos, None]
+        return IndexedExperts.SumInIdOrder(y, ids);                                 // final_hidden_states.index_add_(0, token_idx, ...): [1, hidden]
+    }
+
+    /// <summary>HF's per-expert loop (the expert ids read back to the host): x [rows, hidden], weights and indices [rows, k]
+    /// -> [rows, hidden], this rank's partial sum (before the all-reduce).</summary>
+    public Tensor ForwardLoop(Tensor x, Tensor weights, Tensor indices)
     {
         int rows = x.Shape[0], k = indices.Shape[1];
         var idx = indices.ToInt64Array();
@@ -112,6 +151,6 @@ public sealed class Gemma4Experts
                 dst.CopyFrom(Elementwise.Add(dst, y.Narrow(0, i, 1)));
             }
         }
-        return _tp.WorldSize == 1 ? final : _tp.AllReduce(final);
+        return final;
     }
 }
