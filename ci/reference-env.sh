@@ -28,6 +28,15 @@ packages="python3-transformers,python3-torch,python3-safetensors,libopenblas0-pt
 # (transformers reads that SentencePiece model through it).
 packages+=",llama.cpp-tools,libllama0,libggml0,python3-gguf,python3-accelerate,python3-sentencepiece,python3-protobuf"
 packages+=",python3-av"   # compare --video FILE: the worker decodes videos with PyAV (ffmpeg)
+# timm (Gemma3n's vision tower: timm's MobileNetV5 inside transformers' TimmWrapperModel) is not packaged for Debian forky.
+# The exact release of the GPU machine's venv is vendored: ci/vendor/timm-$timm_version.tar.gz holds the timm package and
+# its dist-info from the PyPI wheel (pure Python; Apache-2.0, ci/vendor/timm-LICENSE), checked against $timm_sha256 and
+# unpacked into the chroot's site directory (install_timm). Its dependencies are Debian's: torch, torchvision, pyyaml,
+# huggingface_hub, safetensors.
+packages+=",python3-torchvision,python3-yaml,python3-huggingface-hub"
+timm_version=1.0.29
+timm_sha256=7478c60c58236dd74ea18e8e62bbe2e80d9d4d466de0aa8f0fd61e673f896a2a
+timm_tarball="$repo/ci/vendor/timm-$timm_version.tar.gz"
 
 check=0
 case "${1:-}" in
@@ -40,9 +49,10 @@ log() { echo "reference-env: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 verify_imports() { # interpreter -> prints versions on stderr
-  "$1" -c 'import sys, torch, transformers, safetensors
+  "$1" -c 'import sys, torch, transformers, safetensors, timm
+assert timm.is_model("mobilenetv5_300m_enc"), "timm has no mobilenetv5_300m_enc"
 print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
-      "safetensors", safetensors.__version__)' >&2 || die "$1 cannot import torch, transformers, safetensors"
+      "safetensors", safetensors.__version__, "timm", timm.__version__)' >&2 || die "$1 cannot import torch, transformers, safetensors, timm"
 }
 
 run_selftest() {
@@ -80,13 +90,14 @@ build_chroot() {
   mmdebstrap --variant=apt --include="$packages" \
     --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Check-Valid-Until "false"' \
     forky "$tmp" >&2
+  install_timm "$tmp"
   mount -t proc proc "$tmp/proc"
   local versions
-  versions="$(chroot "$tmp" /usr/bin/env -i PATH=/usr/bin:/bin /usr/bin/python3 -c 'import sys, torch, transformers, safetensors
-print("python=" + sys.version.split()[0]); print("torch=" + torch.__version__)
+  versions="$(chroot "$tmp" /usr/bin/env -i PATH=/usr/bin:/bin /usr/bin/python3 -c 'import sys, torch, transformers, safetensors, timm
+print("python=" + sys.version.split()[0]); print("torch=" + torch.__version__); print("timm=" + timm.__version__)
 print("transformers=" + transformers.__version__); print("safetensors=" + safetensors.__version__)
 print("blas=" + __import__("os").path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3"))')" \
-    || die "the new chroot cannot import torch, transformers, safetensors"
+    || die "the new chroot cannot import torch, transformers, safetensors, timm"
   unmount_proc "$tmp"
   printf '%s\nbuilt=%s\n' "$versions" "$(date -u +%FT%TZ)" > "$tmp/.harness-ready"
   if [[ -e $root ]]; then log "replacing $root (no ready-marker)"; remove_chroot "$root"; fi
@@ -116,6 +127,32 @@ install_missing() { # a ready chroot built before a package joined $packages get
   "${apt[@]}" apt-get install -y -q --no-install-recommends $missing >&2 || die "apt-get install $missing failed in $root"
   missing="$(missing_packages "$root" | tr '\n' ' ')"
   [[ -z ${missing// /} ]] || die "still missing in $root after apt-get install: $missing"
+}
+
+chroot_python() { # chroot dir, args... -> runs the chroot's python3 with a clean environment
+  local dir=$1; shift
+  chroot "$dir" /usr/bin/env -i PATH=/usr/bin:/bin LANG=C.UTF-8 /usr/bin/python3 "$@"
+}
+
+timm_installed() { # chroot dir -> 0 when the vendored timm release is installed there (its dist-info; no import)
+  chroot_python "$1" -c "import importlib.metadata as m, sys
+try: sys.exit(m.version('timm') != '$timm_version')
+except m.PackageNotFoundError: sys.exit(1)" 2>/dev/null
+}
+
+install_timm() { # chroot dir: the vendored timm unpacked into its site directory (idempotent; a ready chroot without it gets it)
+  timm_installed "$1" && return
+  [[ $(id -u) == 0 ]] || die "the chroot $1 lacks timm $timm_version; installing it needs root"
+  [[ -f $timm_tarball ]] || die "no vendored timm at $timm_tarball"
+  echo "$timm_sha256  $timm_tarball" | sha256sum --check --quiet - >&2 || die "$timm_tarball does not match its sha256 $timm_sha256"
+  local site
+  site="$(chroot_python "$1" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || die "cannot find the site directory of $1"
+  log "installing timm $timm_version into $1$site"
+  mkdir -p "$1$site"
+  rm -rf "$1$site/timm" "$1$site"/timm-*.dist-info
+  tar -xzf "$timm_tarball" -C "$1$site" --no-same-owner || die "cannot unpack $timm_tarball"
+  chroot_python "$1" -m compileall -q "$site/timm" >/dev/null || die "cannot byte-compile timm in $1"
+  timm_installed "$1" || die "timm $timm_version is still missing in $1 after unpacking"
 }
 
 write_wrapper() {
@@ -187,6 +224,7 @@ trap 'exit 143' TERM  # so that the EXIT trap removes a half-built chroot
 if [[ -f $marker && -x $root/usr/bin/python3 ]]; then
   log "chroot ready at $root: $(tr '\n' ' ' < "$marker")"
   install_missing
+  install_timm "$root"
 else
   build_chroot
   fresh=1

@@ -284,3 +284,78 @@ public sealed class CompareGemma3nAudioTests(ITestOutputHelper output) : IDispos
         Assert.Contains("fault 'row-parallel-input-is-parallel' caught at model.embed_vision.embedding_projection", r.Stdout);
     }
 }
+
+/// <summary>
+/// `compare --image FILE` on a Gemma3n checkpoint with its vision tower (tiny-gemma3n-vision: timm's MobileNetV5 at
+/// channel_multiplier 0.0125, a 64 x 64 input) and its processor: HF runs timm's tower (the vendored timm in the
+/// reference's chroot), the engine its own MobileNetV5Encoder on the same pixel values, every tower module judged, then
+/// the soft tokens through embed_vision and the decoder. Each planted tower bug is caught at its module, fp32 and bf16.
+/// </summary>
+[Trait("Tier", "Live")]
+public sealed class CompareGemma3nImageTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "harness-e2e-gemma3n-image-" + Guid.NewGuid().ToString("N"));
+    private ScenarioContext? _context;
+
+    public void Dispose()
+    {
+        _context?.Dispose();
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    private string Model(Harness.Engine.Tensors.DType dtype = Harness.Engine.Tensors.DType.Float32)
+    {
+        LiveCliTests.RequireReference();
+        Directory.CreateDirectory(_dir);
+        ReferenceWorker.Shared.Start();
+        _context = ScenarioContext.Live(ReferenceClient.Shared);
+        return TinyGemma3nProcessor.VisionDirectory(_context, dtype);
+    }
+
+    private CliProcess.Result Compare(params string[] args)
+    {
+        var r = CliProcess.Run(["compare", .. args], null, timeoutSeconds: 600);
+        output.WriteLine(r.ToString());
+        return r;
+    }
+
+    /// <summary>
+    /// fp32 at TP=2: every tower, embedder and decoder row within its bound against the float64 oracle and the tokens
+    /// identical. Open finding (notes/issue-22-mobilenet.md): on this image the precision budget (geometric mean of the
+    /// engine's error over the reference's, limit 3) reads 3.1-3.5 over the tower's deep modules, so the verdict is
+    /// DIVERGED on the budget alone; on the catalog's noise images the same tower's mean is 0.74.
+    /// </summary>
+    [SkippableFact]
+    public void An_image_file_compares_through_the_engines_own_mobilenet_and_its_embedder_at_tp2_every_row_within_its_bound()
+    {
+        var r = Compare("--model", Model(), "--tp", "2", "--image", CompareGemma4MediaTests.Bmp(_dir), "--text", "describe this");
+        var rows = System.Text.RegularExpressions.Regex.Match(r.Stdout, @"layer comparison: \w+ \((\d+) of (\d+) rows without failure\)");
+        Assert.True(rows.Success && rows.Groups[1].Value == rows.Groups[2].Value, r.ToString());
+        Assert.Contains("token comparison: PASS", r.Stdout);
+        // boi, vision_soft_tokens_per_image (4) image tokens, eoi, the words
+        Assert.Contains("with image photo.bmp: 250,257,257,257,257,251,12,13", r.Stdout);
+        foreach (var module in new[] { "model.vision_tower.timm_model.conv_stem", "model.vision_tower.timm_model.blocks.2.9.attn",
+                     "model.vision_tower.timm_model.blocks.3.38", "model.vision_tower.timm_model.msfa", "model.vision_tower ", "model.embed_vision.soft_embedding_norm" })
+            Assert.Contains(module, r.Stdout);
+    }
+
+    [SkippableFact]
+    public void In_bf16_an_image_file_compares_clean_through_the_engines_mobilenet()
+    {
+        var r = Compare("--model", Model(Harness.Engine.Tensors.DType.BFloat16), "--dtype", "bf16", "--image", CompareGemma4MediaTests.Bmp(_dir), "--text", "hello");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("model.vision_tower.timm_model.msfa", r.Stdout);
+        Assert.Contains("comparison: PASS", r.Stdout);
+    }
+
+    [SkippableTheory]
+    [InlineData("fp32", "mobilenet-same-pad-symmetric", "model.vision_tower.timm_model.conv_stem")]
+    [InlineData("bf16", "mobilenet-uir-residual-dropped", "model.vision_tower.timm_model.blocks.1.1")]
+    public void A_planted_tower_bug_is_caught_at_its_module(string dtype, string fault, string module)
+    {
+        var model = Model(dtype == "bf16" ? Harness.Engine.Tensors.DType.BFloat16 : Harness.Engine.Tensors.DType.Float32);
+        var r = Compare("--model", model, "--dtype", dtype, "--image", CompareGemma4MediaTests.Bmp(_dir), "--text", "hello", "--fault", fault);
+        Assert.True(r.ExitCode == 1, r.ToString());
+        Assert.Contains($"fault '{fault}' caught at {module}", r.Stdout);
+    }
+}

@@ -81,14 +81,28 @@ public sealed class MediaFileErrorTests : IDisposable
 
     [Theory]
     [InlineData("tiny-gemma4-e2b-like-fp32", "gemma4_text", "is a text-only checkpoint (no towers)")]
-    [InlineData("tiny-gemma3n-fp32", "gemma3n", "has timm's MobileNetV5 as its vision tower: the reference environment has no timm")]
     [InlineData("tiny-llama-fp32", "llama", "takes text only")]
     public void A_family_whose_compare_takes_no_picture_says_so(string model, string modelType, string why)
     {
         var path = Path.Combine(_dir, "pic.bmp");
         File.WriteAllBytes(path, [0x42, 0x4d, 0, 0]);
-        AssertOneLine(Compare("--image", path, model), "--image needs a checkpoint whose compare takes pictures (qwen2_vl, gemma4)", $"is {modelType}, which {why}");
-        AssertOneLine(Compare("--video", path, model), "--video needs a checkpoint whose compare takes pictures (qwen2_vl, gemma4)", $"is {modelType}, which {why}");
+        AssertOneLine(Compare("--image", path, model), "--image needs a checkpoint whose compare takes pictures (qwen2_vl, gemma4, gemma3n)", $"is {modelType}, which {why}");
+        AssertOneLine(Compare("--video", path, model), "--video needs a checkpoint whose compare takes videos (qwen2_vl, gemma4)", $"is {modelType}, which {why}");
+    }
+
+    /// <summary>
+    /// Gemma3n takes --image FILE through timm's MobileNetV5 (the engine's own port), so a checkpoint without the tower's
+    /// weights (the catalog's soft-token model, whose reference stubs the tower) names the tensor it lacks; no --video.
+    /// </summary>
+    [Fact]
+    public void Gemma3n_without_its_vision_tower_names_the_missing_tensor_and_takes_no_video()
+    {
+        var path = Path.Combine(_dir, "pic.bmp");
+        File.WriteAllBytes(path, [0x42, 0x4d, 0, 0]);
+        AssertOneLine(Compare("--image", path, "tiny-gemma3n-fp32"), "has no tensor 'model.vision_tower.timm_model.conv_stem.conv.weight'",
+            "--image needs the checkpoint's vision tower (timm's MobileNetV5)");
+        AssertOneLine(Compare("--video", path, "tiny-gemma3n-fp32"), "--video needs a checkpoint whose compare takes videos (qwen2_vl, gemma4)",
+            "is gemma3n, which has no video path: Gemma3nProcessor takes images and audio");
     }
 
     [Theory]

@@ -182,24 +182,25 @@ public sealed class AttentionCore(AttentionSpec spec)
     }
 
     /// <summary>
-    /// torch's sdpa as its CPU flash kernel computes it, with a key padding mask (Gemma4's vision tower): q [B, heads, N, hd],
-    /// k, v [B, kv, N, hd] in the model dtype; float32 scores (times scaling), -inf at padded keys, e = exp(s - max) and its
+    /// torch's sdpa as its CPU flash kernel computes it, with a key padding mask (Gemma4's vision tower; Gemma3n's
+    /// MobileNetV5 multi-query attention, one kv head over M = N / kv_stride^2 keys, no padding): q [B, heads, N, hd],
+    /// k [B, kv, M, hd], v [B, kv, M, vd] in the model dtype; float32 scores (times scaling), -inf at padded keys, e = exp(s - max) and its
     /// sum in float32, e rounded to the dtype for the product with v (float32 accumulation), divided by the sum; the output
-    /// float32 [B, heads, N, hd] (the caller rounds it once).
+    /// float32 [B, heads, N, vd] (the caller rounds it once).
     /// </summary>
-    /// <param name="keyPadding">[B, 1, 1, N] bool, true where the key is padding.</param>
+    /// <param name="keyPadding">[B, 1, 1, M] bool, true where the key is padding.</param>
     public Tensor SdpaKeyPadding(Tensor q, Tensor k, Tensor v, Tensor keyPadding, MatmulOptions matmul)
     {
-        int b = q.Size(0), heads = q.Size(1), n = q.Size(2), hd = q.Size(3), kv = k.Size(1), group = heads / kv;
+        int b = q.Size(0), heads = q.Size(1), hd = q.Size(3), kv = k.Size(1), group = heads / kv, m = k.Size(2), vd = v.Size(3);
         var qf = q.To(DType.Float32);
-        var kf = k.To(DType.Float32).Unsqueeze(2).Expand(b, kv, group, n, hd).Reshape(b, heads, n, hd);   // repeat_kv
-        var vf = v.To(DType.Float32).Unsqueeze(2).Expand(b, kv, group, n, hd).Reshape(b, heads, n, hd);
-        var scores = Matmul.Forward(qf, kf.Transpose(2, 3), matmul);                  // [B, heads, N, N]
+        var kf = k.To(DType.Float32).Unsqueeze(2).Expand(b, kv, group, m, hd).Reshape(b, heads, m, hd);   // repeat_kv
+        var vf = v.To(DType.Float32).Unsqueeze(2).Expand(b, kv, group, m, vd).Reshape(b, heads, m, vd);
+        var scores = Matmul.Forward(qf, kf.Transpose(2, 3), matmul);                  // [B, heads, N, M]
         if (Spec.Scaling != 1.0) scores = Elementwise.Mul(scores, Spec.Scaling);
         scores = Elementwise.Where(keyPadding, Tensor.Scalar(double.NegativeInfinity), scores);
         var e = Elementwise.Exp(Elementwise.Sub(scores, Reductions.Amax(scores, -1, keepDim: true)));
         var sum = Reductions.Sum(e, -1, keepDim: true);                               // [B, heads, N, 1]
-        var o = Matmul.Forward(e.To(q.DType).To(DType.Float32), vf, matmul);          // [B, heads, N, hd]
+        var o = Matmul.Forward(e.To(q.DType).To(DType.Float32), vf, matmul);          // [B, heads, N, vd]
         return Elementwise.Div(o, sum);
     }
 

@@ -71,6 +71,8 @@ public static class FaultMap
         new(Faults.SparseTopKRankLocal, "gemma3n", "Gemma3nModel", new() { Gemma3n = new() { SparseTopKRankLocal = true } }, NeedsTp),
         new(Faults.UsmRelShiftSkipped, "gemma3n", "Gemma3nAudioEncoder", new() { Gemma3n = new() { AudioRelShiftSkipped = true } }),
         new(Faults.CumulativeNormPlainMean, "gemma3n", "Gemma3nAudioEncoder", new() { Gemma3n = new() { AudioSscpNormPlainMean = true } }),
+        new(Faults.MobileNetSamePadSymmetric, "gemma3n", "MobileNetV5Encoder", new() { Gemma3n = new() { VisionSamePadSymmetric = true } }),
+        new(Faults.MobileNetUirResidualDropped, "gemma3n", "MobileNetV5Encoder", new() { Gemma3n = new() { VisionUirResidualDropped = true } }),
 
         new(Faults.GeluTanhAsExact, "gemma4", "Gemma4ForCausalLM", new() { Gemma4 = new() { ExpertsActivation = "gelu" } }),
         new(Faults.GateUpSwapped, "gemma4", "Gemma4ForCausalLM", new() { Gemma4 = new() { ExpertsGateUpSwapped = true } }),

@@ -53,6 +53,96 @@ public static class TowerOps
     }
 
     /// <summary>
+    /// F.pad(x, (left, right, top, bottom)) then nn.Conv2d(C, C, kernel (kh, kw), stride, groups=C, bias=False): the depthwise
+    /// convs of timm's MobileNetV5 (UIR dw_start / dw_mid, the MQA key/value down convs), on a channels-last input:
+    /// y[b, oy, ox, c] = sum_(ky,kx) w[c, 0, ky, kx] * x[b, oy*sh - top + ky, ox*sw - left + kx, c] (zeros outside), summed
+    /// in float32 and rounded once to x's dtype (torch's CPU kernel for bf16 accumulates in float32). Input [B, H, W, C],
+    /// weight [C, 1, kh, kw], output [B, Ho, Wo, C] with Ho = (H + top + bottom - kh) / sh + 1. The host's loop only.
+    /// </summary>
+    public static Tensor DepthwiseConv2dChannelsLast(Tensor x, Tensor weight, (int H, int W) stride, (int Top, int Bottom, int Left, int Right) pad)
+    {
+        int b = x.Size(0), h = x.Size(1), w = x.Size(2), c = x.Size(3);
+        if (weight.Rank != 4 || weight.Size(0) != c || weight.Size(1) != 1)
+            throw new ArgumentException($"depthwise conv2d: weight {Shape.Format(weight.Shape)} does not fit [{c}, 1, kh, kw] for input {Shape.Format(x.Shape)} (channels last)");
+        if (OpBackend.Of(x) is not HostOps)
+            throw new NotSupportedException($"depthwise conv2d {weight.Size(2)}x{weight.Size(3)} has no kernel on {OpBackend.Of(x).Name}: it runs on the host");
+        int kh = weight.Size(2), kw = weight.Size(3);
+        int ho = (h + pad.Top + pad.Bottom - kh) / stride.H + 1, wo = (w + pad.Left + pad.Right - kw) / stride.W + 1;
+        if (ho < 1 || wo < 1)
+            throw new ArgumentException($"depthwise conv2d: input {Shape.Format(x.Shape)} padded ({pad.Top}|{pad.Bottom}, {pad.Left}|{pad.Right}) is smaller than the kernel {kh}x{kw}");
+        var src = x.ToFloatArray();
+        var wt = weight.ToFloatArray();                                   // [C, 1, kh, kw]
+        var dst = new float[b * ho * wo * c];
+        var acc = new float[c];
+        for (int n = 0; n < b; n++)
+        for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++)
+        {
+            Array.Clear(acc);
+            for (int ky = 0; ky < kh; ky++)
+            {
+                int iy = oy * stride.H - pad.Top + ky;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; kx++)
+                {
+                    int ix = ox * stride.W - pad.Left + kx;
+                    if (ix < 0 || ix >= w) continue;
+                    int row = ((n * h + iy) * w + ix) * c, tap = ky * kw + kx;
+                    for (int ch = 0; ch < c; ch++) acc[ch] += wt[ch * kh * kw + tap] * src[row + ch];
+                }
+            }
+            acc.CopyTo(dst, ((n * ho + oy) * wo + ox) * c);
+        }
+        return Tensor.FromArray(dst, b, ho, wo, c).To(x.DType);
+    }
+
+    /// <summary>
+    /// F.interpolate(x, size=(Ho, Wo), mode="nearest") on a channels-last input: output row oy reads input row
+    /// min(floor(oy * (H / Ho)), H - 1) with the scale in float32 (torch's nearest_idx), likewise columns. Exact (a gather).
+    /// [B, H, W, C] -> [B, Ho, Wo, C].
+    /// </summary>
+    public static Tensor InterpolateNearestChannelsLast(Tensor x, int ho, int wo)
+    {
+        int b = x.Size(0), h = x.Size(1), w = x.Size(2), c = x.Size(3);
+        float sh = (float)h / ho, sw = (float)w / wo;
+        var src = x.ToFloatArray();
+        var dst = new float[b * ho * wo * c];
+        for (int n = 0; n < b; n++)
+        for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++)
+        {
+            int iy = Math.Min((int)MathF.Floor(oy * sh), h - 1), ix = Math.Min((int)MathF.Floor(ox * sw), w - 1);
+            Array.Copy(src, ((n * h + iy) * w + ix) * c, dst, ((n * ho + oy) * wo + ox) * c, c);
+        }
+        return Tensor.FromArray(dst, b, ho, wo, c).To(x.DType);
+    }
+
+    /// <summary>
+    /// F.avg_pool2d(x, kernel_size=(kh, kw), stride=(kh, kw)) (no padding) on a channels-last input: each output the mean of
+    /// its kh x kw window, summed in float32 and rounded once. [B, H, W, C] -> [B, H / kh, W / kw, C].
+    /// </summary>
+    public static Tensor AvgPoolChannelsLast(Tensor x, int kh, int kw)
+    {
+        int b = x.Size(0), h = x.Size(1), w = x.Size(2), c = x.Size(3), ho = h / kh, wo = w / kw;
+        var src = x.ToFloatArray();
+        var dst = new float[b * ho * wo * c];
+        for (int n = 0; n < b; n++)
+        for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++)
+        {
+            int o = ((n * ho + oy) * wo + ox) * c;
+            for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
+            {
+                int i = ((n * h + oy * kh + ky) * w + ox * kw + kx) * c;
+                for (int ch = 0; ch < c; ch++) dst[o + ch] += src[i + ch];
+            }
+            for (int ch = 0; ch < c; ch++) dst[o + ch] /= kh * kw;
+        }
+        return Tensor.FromArray(dst, b, ho, wo, c).To(x.DType);
+    }
+
+    /// <summary>
     /// Gemma4AudioCausalConv1d with groups = channels (depthwise), no bias: F.pad(x, (k-1, 0)) then conv1d, i.e.
     /// y[b, t, c] = sum_j w[c, 0, j] * x[b, t - (k-1) + j, c] (zero before t = 0). Time-major input [B, T, C], output [B, T, C].
     /// </summary>

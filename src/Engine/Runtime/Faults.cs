@@ -106,6 +106,16 @@ public static class Faults
     /// </summary>
     public const string CumulativeNormPlainMean = "cumulative-norm-plain-mean";
 
+    /// <summary>
+    /// Gemma3n's MobileNetV5 vision tower with its convs padded symmetrically as PyTorch pads (get_padding) where timm's
+    /// padding='same' is TensorFlow's SAME (Conv2dSame pads the extra row and column after): a port that maps 'same' to
+    /// nn.Conv2d(padding=k // 2). Same output size at stride 2, every window shifted by one pixel.
+    /// </summary>
+    public const string MobileNetSamePadSymmetric = "mobilenet-same-pad-symmetric";
+
+    /// <summary>Gemma3n's MobileNetV5 UniversalInvertedResidual blocks without their residual add (has_skip ignored).</summary>
+    public const string MobileNetUirResidualDropped = "mobilenet-uir-residual-dropped";
+
     /// <summary>Every fault the engine knows, with what it re-creates.</summary>
     public static readonly IReadOnlyDictionary<string, string> Known = new Dictionary<string, string>
     {
@@ -126,6 +136,8 @@ public static class Faults
         [MropeDecodeDeltaIgnored] = "Qwen2-VL decode steps at position cache length, the prompt's M-RoPE rope delta dropped",
         [UsmRelShiftSkipped] = "Gemma3n's audio attention without the Transformer-XL relative shift of its position term",
         [CumulativeNormPlainMean] = "Gemma3n's audio cumulative group norm with each frame's own mean and variance (a plain group norm)",
+        [MobileNetSamePadSymmetric] = "Gemma3n's MobileNetV5 vision tower convs padded PyTorch-style (symmetric) instead of timm's TF-style 'same'",
+        [MobileNetUirResidualDropped] = "Gemma3n's MobileNetV5 UniversalInvertedResidual blocks without their residual add",
     };
 
     /// <summary>

@@ -328,12 +328,13 @@ internal static class CompareCommand
     /// The media option a checkpoint's compare cannot take, with what it needs and why this one cannot, for the one-line
     /// refusal (null: it takes them all). Qwen2-VL takes --image (a file or the synthetic one) and --video; Gemma4
     /// (Gemma4ForConditionalGeneration) --image FILE or --video FILE, and --audio, through the engine's own towers (not an
-    /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --audio, through
-    /// the engine's own audio tower (every tower module judged), not --image: the reference cannot build its vision tower.
+    /// image and a video together: the vision tower's modules are judged on one input); Gemma3n --image FILE and --audio,
+    /// through the engine's own towers (timm's MobileNetV5 and the USM conformer; every tower module judged), no --video.
     /// </summary>
     internal static (string Option, string Needs, string Why)? MediaProblem(string? modelType, Options o)
     {
-        const string pictures = "a checkpoint whose compare takes pictures (qwen2_vl, gemma4)";
+        const string pictures = "a checkpoint whose compare takes pictures (qwen2_vl, gemma4, gemma3n)";
+        const string videos = "a checkpoint whose compare takes videos (qwen2_vl, gemma4)";
         const string sound = "a checkpoint whose compare takes audio (gemma4, gemma3n)";
         return modelType switch
         {
@@ -343,11 +344,11 @@ internal static class CompareCommand
                 ("--video with --image", "a qwen2_vl checkpoint", "compare judges its vision tower's modules on one input: an image or a video"),
             "gemma4" when o.Image && o.ImageFile is null => ("--image without a FILE", "a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE"),
             "gemma4" => null,
-            "gemma3n" when o.Image || o.VideoFile is not null =>
-                (o.VideoFile is not null ? "--video" : "--image", "a checkpoint whose compare takes pictures (qwen2_vl, gemma4)",
-                 "has timm's MobileNetV5 as its vision tower: the reference environment has no timm (not packaged for Debian forky), so HF cannot build it"),
+            "gemma3n" when o.VideoFile is not null =>
+                ("--video", videos, "has no video path: Gemma3nProcessor takes images and audio"),
+            "gemma3n" when o.Image && o.ImageFile is null => ("--image without a FILE", "a qwen2_vl checkpoint (its synthetic image)", "takes an image file: --image FILE"),
             "gemma3n" => null,
-            _ when o.Image || o.VideoFile is not null => (o.VideoFile is not null ? "--video" : "--image", pictures,
+            _ when o.Image || o.VideoFile is not null => (o.VideoFile is not null ? "--video" : "--image", o.VideoFile is not null ? videos : pictures,
                 modelType is "gemma4_text" or "gemma3n_text" ? "is a text-only checkpoint (no towers)" : "takes text only"),
             _ when o.AudioFile is not null => ("--audio", sound,
                 modelType is "gemma4_text" or "gemma3n_text" ? "is a text-only checkpoint (no towers)" : "takes text only"),

@@ -8,11 +8,12 @@ namespace Harness.Commands;
 
 /// <summary>
 /// `harness compare --model DIR` for Gemma3n checkpoints: model_type gemma3n (Gemma3nForConditionalGeneration; the
-/// reference stubs only the vision tower) and gemma3n_text (Gemma3nForCausalLM). A text prompt (--prompt ids, or
+/// reference builds timm's vision tower when the checkpoint holds its weights, else a stub) and gemma3n_text (Gemma3nForCausalLM). A text prompt (--prompt ids, or
 /// seeded ids below vocab_size_per_layer_input), any --tp; no --pp or --sp (the engine's Gemma3n runs TP only).
-/// --audio FILE.wav goes through the checkpoint's own Gemma3nProcessor (its audio feature extractor; the placeholder
-/// expanded to audio_seq_length tokens); the engine runs its OWN audio tower (<see cref="Engine.Models.Gemma3n.Audio.Gemma3nAudioEncoder"/>)
-/// on the processor's features, and the tower's modules, the embedders and the decoder are judged.
+/// --audio FILE.wav and --image FILE go through the checkpoint's own Gemma3nProcessor (its audio feature extractor and image
+/// processor; each placeholder expanded to audio_seq_length / image_seq_length tokens); the engine runs its OWN towers
+/// (<see cref="Engine.Models.Gemma3n.Audio.Gemma3nAudioEncoder"/>, <see cref="Engine.Models.Gemma3n.Vision.MobileNetV5Encoder"/>)
+/// on the processor's features and pixels, and the towers' modules, the embedders and the decoder are judged.
 /// </summary>
 internal static class Gemma3nCompare
 {
@@ -25,13 +26,14 @@ internal static class Gemma3nCompare
         TinyConfigs = () => new Dictionary<string, System.Text.Json.Nodes.JsonObject>
         {
             [TinyGemma3n.ModelName] = TinyGemma3n.Config(), [TinyGemma3nAudio.ModelName] = TinyGemma3nAudio.Config(),
+            [TinyGemma3nVision.ModelName] = TinyGemma3nVision.Config(),
         },
-        Scenarios = () => Gemma3nScenarios.All().Concat(Gemma3nAudioTowerScenario.All()),
-        ScenarioTypes = [typeof(Gemma3nScenario), typeof(Gemma3nAudioTowerScenario)],
+        Scenarios = () => Gemma3nScenarios.All().Concat(Gemma3nAudioTowerScenario.All()).Concat(Gemma3nVisionTowerScenario.All()),
+        ScenarioTypes = [typeof(Gemma3nScenario), typeof(Gemma3nAudioTowerScenario), typeof(Gemma3nVisionTowerScenario)],
         CompareLayouts = "--tp",
         Compare = Run,
         CheckpointScenario = (dir, dtype, ids) => Gemma3nScenario.ForCheckpoint(dir, 1, dtype, ids, ids.Length),
-        MediaModels = o => o.AudioFile is not null ? ["Gemma3nAudioEncoder"] : [],
+        MediaModels = o => [.. o.AudioFile is not null ? new[] { "Gemma3nAudioEncoder" } : [], .. o.ImageFile is not null ? new[] { "MobileNetV5Encoder" } : []],
     };
 
     public static int Run(CompareCommand.Options o, CompareCommand.Checkpoint c)
@@ -56,13 +58,33 @@ internal static class Gemma3nCompare
             {
                 // --audio FILE.wav (and --text, --chat) through the checkpoint's own processor: its ids and features are the
                 // prompt of both sides; the engine runs its own audio tower on the features (every tower module judged)
+                string option = o.AudioFile is not null && o.ImageFile is not null ? "--image and --audio" : o.ImageFile is not null ? "--image" : "--audio";
                 if (!config.IsMultimodal)
-                    return CliSupport.UsageError($"compare: --audio needs Gemma3nForConditionalGeneration; {configPath} has no audio_config");
-                // the tower's config read (a bad field named) and its weights in the folder, before any reference work
-                Engine.Models.Gemma3n.Audio.Gemma3nAudioConfig.Load(configPath);
+                    return CliSupport.UsageError($"compare: {option} needs Gemma3nForConditionalGeneration; {configPath} has no vision_config or audio_config");
+                // the towers' configs read (a bad field named) and their weights in the folder, before any reference work
+                var needed = new List<(string Tensor, string Option)>();
+                if (o.AudioFile is not null)
+                {
+                    Engine.Models.Gemma3n.Audio.Gemma3nAudioConfig.Load(configPath);
+                    needed.Add(("model.audio_tower.subsample_conv_projection.input_proj_linear.weight", "--audio needs the checkpoint's audio tower"));
+                }
+                if (o.ImageFile is not null)
+                    needed.Add(($"{Engine.Models.Gemma3n.Vision.MobileNetV5Encoder.DefaultPrefix}.timm_model.conv_stem.conv.weight",
+                        "--image needs the checkpoint's vision tower (timm's MobileNetV5)"));
                 using (var checkpoint = Engine.IO.Checkpoint.Open(dir))
-                    if (new[] { "model.audio_tower.subsample_conv_projection.input_proj_linear.weight" }.FirstOrDefault(n => !checkpoint.Contains(n)) is { } missing)
-                        return CliSupport.UsageError($"compare: {dir} has no tensor '{missing}': --audio needs the checkpoint's audio tower");
+                {
+                    if (needed.FirstOrDefault(n => !checkpoint.Contains(n.Tensor)) is { Tensor: not null } missing)
+                        return CliSupport.UsageError($"compare: {dir} has no tensor '{missing.Tensor}': {missing.Option}");
+                    if (o.ImageFile is not null)
+                    {   // the tower's config (a field the port does not follow is named) and every tensor it reads, at its shape
+                        var vision = Engine.Models.Gemma3n.Vision.MobileNetV5Config.Load(configPath);
+                        foreach (var (name, shape) in Engine.Models.Gemma3n.Vision.MobileNetV5Encoder.ExpectedTensors(vision))
+                            if (!checkpoint.Contains(name) || !checkpoint.GetInfo(name).Shape.SequenceEqual(shape))
+                                return CliSupport.UsageError(checkpoint.Contains(name)
+                                    ? $"compare: tensor '{name}' in {dir} is [{string.Join(", ", checkpoint.GetInfo(name).Shape)}], but vision_config in {configPath} makes it [{string.Join(", ", shape)}]"
+                                    : $"compare: {dir} has no tensor '{name}', which vision_config in {configPath} ({vision.ChannelMultiplier:G} channel multiplier) makes the tower read");
+                    }
+                }
                 if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)

@@ -213,6 +213,10 @@ public static class ConfigMutations
                 string[] bidirectional = ["vision", "all"];
                 if (path.EndsWith("use_bidirectional_attention", StringComparison.Ordinal) && bidirectional.Contains(s))
                     return JsonValue.Create(bidirectional[1 - Array.IndexOf(bidirectional, s)]);
+                // Gemma3n's vision_config.architecture, a timm model name: the encoder <-> timm's classifier of the same stack
+                string[] timm = ["mobilenetv5_300m_enc", "mobilenetv5_300m"];
+                if (path.EndsWith("architecture", StringComparison.Ordinal) && timm.Contains(s))
+                    return JsonValue.Create(timm[1 - Array.IndexOf(timm, s)]);
                 string[] layerTypes = ["full_attention", "sliding_attention"];
                 if (layerTypes.Contains(s)) return JsonValue.Create(layerTypes[1 - Array.IndexOf(layerTypes, s)]);
                 return null;

@@ -10,6 +10,7 @@ using Harness.Engine.IO;
 using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma3n;
 using Harness.Engine.Models.Gemma3n.Audio;
+using Harness.Engine.Models.Gemma3n.Vision;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Runtime;
 using Harness.Engine.Tensors;
@@ -48,15 +49,20 @@ public sealed record Gemma3nScenario : Scenario
     public long[]? PromptIds { get; init; }
 
     /// <summary>
-    /// The checkpoint processor's audio tensors (`compare --audio FILE.wav`: input_features [1, frames, mel],
-    /// input_features_mask [1, frames]): both sides run their own audio tower on them (the engine's
-    /// <see cref="Gemma3nAudioEncoder"/>, whole, once, before the TP ranks), and every tower module is judged under the
-    /// audio-tower scenarios' policy. Null: none.
+    /// The checkpoint processor's audio and image tensors (`compare --audio FILE.wav`: input_features [1, frames, mel],
+    /// input_features_mask [1, frames]; `compare --image FILE`: pixel_values [1, 3, H, W]): both sides run their own towers
+    /// on them (the engine's <see cref="Gemma3nAudioEncoder"/> and <see cref="MobileNetV5Encoder"/>, whole, once, before
+    /// the TP ranks), and every tower module is judged under its tower scenarios' policy. Null: none.
     /// </summary>
     public IReadOnlyDictionary<string, Tensor>? Processed { get; private init; }
 
-    /// <summary>The audio tower's conformer blocks (audio_config.conf_num_hidden_layers) when the engine runs its own tower.</summary>
+    /// <summary>The audio tower's conformer blocks (audio_config.conf_num_hidden_layers) when the engine runs its own audio tower.</summary>
     public int TowerLayers { get; private init; }
+
+    /// <summary>The vision tower's config when the engine runs its own vision tower (the processor gave pixel_values); null: none.</summary>
+    public MobileNetV5Config? VisionTower { get; private init; }
+
+    private bool HasAudio => Processed?.ContainsKey("input_features") == true;
 
     /// <summary>
     /// compare --audio FILE: the processor's ids and features are the prompt (<paramref name="files"/> names the file,
@@ -65,23 +71,35 @@ public sealed record Gemma3nScenario : Scenario
     public Gemma3nScenario WithProcessed(IReadOnlyDictionary<string, Tensor> processed, string files, string tag)
     {
         var ids = processed["input_ids"].ToInt64Array();
+        var kept = processed.Where(kv => kv.Key is "input_features" or "input_features_mask" or "pixel_values").ToDictionary(kv => kv.Key, kv => kv.Value);
+        string configPath = Path.Combine(ModelPath ?? throw new InvalidOperationException("WithProcessed needs a checkpoint"), "config.json");
         return this with
         {
             Kind = Gemma3nInput.SoftTokens,
-            Processed = processed.Where(kv => kv.Key is "input_features" or "input_features_mask").ToDictionary(kv => kv.Key, kv => kv.Value),
-            TowerLayers = Gemma3nAudioConfig.Load(Path.Combine(ModelPath ?? throw new InvalidOperationException("WithProcessed needs a checkpoint"), "config.json")).ConfNumHiddenLayers,
+            Processed = kept,
+            TowerLayers = kept.ContainsKey("input_features") ? Gemma3nAudioConfig.Load(configPath).ConfNumHiddenLayers : 0,
+            VisionTower = kept.ContainsKey("pixel_values") ? MobileNetV5Config.Load(configPath) : null,
             PromptIds = ids,
             Input = "files",
             Id = BuildId("checkpoint", [Path.GetFileName((ModelPath ?? "").TrimEnd('/')), Layout, "files"], DType),
             ReferenceKey = $"{ReferenceKey}-files-{tag}-{string.Join('.', ids)}",
-            Description = $"HF Gemma3n checkpoint {ModelPath}, TP={Tp}, the prompt from the checkpoint's processor with {files} (the engine's audio tower), {DType.TorchName()}",
+            Description = $"HF Gemma3n checkpoint {ModelPath}, TP={Tp}, the prompt from the checkpoint's processor with {files} (the engine's own towers), {DType.TorchName()}",
         };
     }
 
     /// <summary>The modules compared: the image soft-token path only where the prompt has an image (the catalog's soft-token prompt).</summary>
-    public IReadOnlyList<string> Modules(Gemma3nConfig config) =>
-        Processed is null ? Gemma3nModules.ForModel(config, Kind)
-            : [.. Gemma3nAudioEncoder.Modules(TowerLayers), .. Gemma3nModules.ForModel(config, Kind).Where(m => m != "model.embed_vision.soft_embedding_norm")];
+    /// With a processor's files: the engine's towers' modules, then the embedders' soft paths of the media the prompt has.
+    public IReadOnlyList<string> Modules(Gemma3nConfig config)
+    {
+        if (Processed is null) return Gemma3nModules.ForModel(config, Kind);
+        bool image = VisionTower is not null, audio = HasAudio;
+        return
+        [
+            .. image ? MobileNetV5Encoder.Modules(VisionTower!) : [],
+            .. audio ? Gemma3nAudioEncoder.Modules(TowerLayers) : [],
+            .. Gemma3nModules.ForModel(config, Kind).Where(m => (image || m != "model.embed_vision.soft_embedding_norm") && (audio || m != "model.embed_audio.soft_embedding_norm")),
+        ];
+    }
 
     [SetsRequiredMembers]
     public Gemma3nScenario(int tp, Gemma3nInput input, DType dtype, string? fault = null, string? expectedFirstBadModule = null)
@@ -233,7 +251,7 @@ public sealed record Gemma3nScenario : Scenario
         // the catalog's soft tokens are the reference towers' outputs; with a processor's features the engine runs its own audio tower (below)
         var prompt = new Gemma3nPrompt(
             Tensor.FromArray(Ids, Ids.Length),
-            reference.Tensors.TryGetValue("image_soft_tokens", out var image) ? image.Select(0, 0) : null,    // [n, C_vision]
+            Processed is null && reference.Tensors.TryGetValue("image_soft_tokens", out var image) ? image.Select(0, 0) : null,    // [n, C_vision]
             Processed is null && reference.Tensors.TryGetValue("audio_soft_tokens", out var audio) ? audio.Select(0, 0) : null);   // [m, C_audio]
         var modules = Modules(config);
         var capture = new ActivationCapture(modules);
@@ -249,7 +267,8 @@ public sealed record Gemma3nScenario : Scenario
             {
                 // the weights must be the tensors this config declares (a wrong width in config.json is named here)
                 CheckpointValidator.Validate(dir, Gemma3nTensors.Expected(config));
-                if (Processed is not null) prompt = RunAudioTower(dir, prompt, sink);
+                if (HasAudio) prompt = RunAudioTower(dir, prompt, sink);
+                if (VisionTower is not null) prompt = RunVisionTower(dir, prompt, sink);
                 var generations = ThreadWorld.Run(Tp, rank => RunRank(rank, dir, config, prompt, sink, stepSink, reference.Tokens), context.CollectiveTimeout);
                 engineTokens = TokenSequence.FromTopK(generations[0].Free.Tokens, generations[0].Free.TopKIds, generations[0].Free.TopKLogprobs);
                 engineForced = generations[0].Forced is { } f ? TokenSequence.FromTopK(f.Tokens, f.TopKIds, f.TopKLogprobs) : null;
@@ -263,8 +282,10 @@ public sealed record Gemma3nScenario : Scenario
         // The bundle also holds the engine's inputs (soft tokens) and reference-only extras: compare the listed modules.
         var compared = LayerComparison.Select(reference.Tensors, modules);     // the modules, with their float64 oracle captures
         var towerPolicy = Gemma3nAudioTowerScenario.Policy(DType);
+        var visionPolicy = Gemma3nVisionTowerScenario.Policy(DType);
         var layers = LayerComparison.Run(compared, capture, modules,
-            m => m.StartsWith(Gemma3nAudioEncoder.DefaultPrefix, StringComparison.Ordinal) ? towerPolicy : policy);
+            m => m.StartsWith(Gemma3nAudioEncoder.DefaultPrefix, StringComparison.Ordinal) ? towerPolicy
+                : m.StartsWith(MobileNetV5Encoder.DefaultPrefix, StringComparison.Ordinal) ? visionPolicy : policy);
         var tokens = engineTokens is null || reference.Tokens is null ? null
             : TokenComparison.ForScenario(reference.JudgedTokens!, engineTokens, DType, engineForced, fallbackTolerance: LogprobTolerance(DType, config));
         return new ScenarioResult(this, layers, tokens, error, failedModule, sw.Elapsed)
@@ -304,6 +325,19 @@ public sealed record Gemma3nScenario : Scenario
         var output = tower.Forward(features.To(DType), Flags(Processed["input_features_mask"]));
         int m = output.Encodings.Size(1);
         return prompt with { AudioSoftTokens = output.Encodings.Select(0, 0).Clone(), AudioPadding = output.Padding.Take(m).ToArray() };
+    }
+
+    /// <summary>
+    /// The engine's own vision tower on the processor's pixel_values, once, whole, on the host, recording its modules: its
+    /// output through get_image_features' reshape and sqrt(C) scale is the prompt's image soft tokens [n, C_vision].
+    /// </summary>
+    private Gemma3nPrompt RunVisionTower(string dir, Gemma3nPrompt prompt, IActivationSink sink)
+    {
+        using var checkpoint = Checkpoint.Open(dir);
+        var tower = new MobileNetV5Encoder(new CheckpointWeights(checkpoint), VisionTower!, sink, Options);
+        var output = tower.Forward(Processed!["pixel_values"]);                           // [B, 2048, R, R]
+        var config = LoadConfig(dir);
+        return prompt with { ImageSoftTokens = MobileNetV5Encoder.ImageSoftTokens(output, config.VisionSoftTokensPerImage!.Value).To(DType).Clone() };
     }
 
     /// <summary>A frame mask's values (bool, or integers with 1 = valid) as flags.</summary>

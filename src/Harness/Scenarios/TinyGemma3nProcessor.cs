@@ -12,7 +12,7 @@ namespace Harness.Scenarios;
 /// processor expands every audio placeholder to that many tokens). The extractor's rate, band, preemphasis, mel floor and
 /// scale are off the library defaults (16 kHz, 125-7600 Hz, 0.97, 1e-5, 1); its frame and hop lengths stay at 32 and 10 ms
 /// (transformers 5.12.1 does not read them back from the saved file). A SigLIP image processor is saved because
-/// Gemma3nProcessor needs one; the reference cannot run the model's timm vision tower, so compare takes no Gemma3n image.
+/// Gemma3nProcessor needs one (this model's vision tower is the stub: it takes no image; <see cref="VisionDirectory"/> does).
 /// </summary>
 public static class TinyGemma3nProcessor
 {
@@ -52,13 +52,31 @@ public static class TinyGemma3nProcessor
         "{% if c['type'] == 'audio' %}<audio_soft_token>{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}";
 
     /// <summary>The folder (live: the tiny model built by the reference and the processor beside it).</summary>
-    public static string Directory(ScenarioContext context, DType dtype = DType.Float32) => context.ModelDirectory(ModelName, dtype, (client, dir) =>
+    public static string Directory(ScenarioContext context, DType dtype = DType.Float32) => Build(context, dtype, vision: false);
+
+    /// <summary>
+    /// The same with a real vision tower (compare --image FILE): <see cref="TinyGemma3nVision"/>'s model (timm's MobileNetV5,
+    /// built from the vendored timm) and an image processor that resizes to its 64 x 64 input, the placeholder expanded to
+    /// its 4 soft tokens; the chat template takes images too.
+    /// </summary>
+    public static string VisionDirectory(ScenarioContext context, DType dtype = DType.Float32) => Build(context, dtype, vision: true);
+
+    /// <summary>The chat template with images: bos, then one user turn of images, sounds and text.</summary>
+    public const string VisionChatTemplate =
+        "{{ bos_token }}{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image_soft_token>" +
+        "{% elif c['type'] == 'audio' %}<audio_soft_token>{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}";
+
+    private static string Build(ScenarioContext context, DType dtype, bool vision) =>
+        context.ModelDirectory(vision ? VisionModelName : ModelName, dtype, (client, dir) =>
     {
-        client.Invoke("gemma3n_build", new JsonObject
+        var c = vision ? TinyGemma3nVision.Config() : TinyGemma3n.Config();
+        var build = new JsonObject
         {
-            ["config"] = TinyGemma3n.Config(), ["seed"] = TinyGemma3n.Seed, ["dtype"] = dtype.TorchName(), ["out_dir"] = client.WorkerPath(dir),
-        });
-        var c = TinyGemma3n.Config();
+            ["config"] = c.DeepClone(), ["seed"] = TinyGemma3n.Seed, ["dtype"] = dtype.TorchName(), ["out_dir"] = client.WorkerPath(dir),
+        };
+        if (vision) build["vision_tower"] = "timm";
+        client.Invoke("gemma3n_build", build);
+        int side = vision ? TinyGemma3nVision.ImageSize : 32;
         client.Invoke("save_processor", new JsonObject
         {
             ["family"] = "gemma3n",
@@ -70,14 +88,16 @@ public static class TinyGemma3nProcessor
                 ["image_token"] = "<image_soft_token>", ["audio_token"] = "<audio_soft_token>", ["boi_token"] = "<boi>", ["eoi_token"] = "<eoi>",
                 ["boa_token"] = "<boa>", ["eoa_token"] = "<eoa>",
             },
-            ["processor"] = new JsonObject { ["size"] = new JsonObject { ["height"] = 32, ["width"] = 32 } },
+            ["processor"] = new JsonObject { ["size"] = new JsonObject { ["height"] = side, ["width"] = side } },
             ["feature_extractor"] = AudioSettings(),
             ["processor_fields"] = new JsonObject
             {
                 ["audio_seq_length"] = (int)c["audio_soft_tokens_per_image"]!, ["image_seq_length"] = (int)c["vision_soft_tokens_per_image"]!,
             },
-            ["chat_template"] = ChatTemplate,
+            ["chat_template"] = vision ? VisionChatTemplate : ChatTemplate,
         });
         return dir;
     });
+
+    public const string VisionModelName = "tiny-gemma3n-vision-processor";
 }

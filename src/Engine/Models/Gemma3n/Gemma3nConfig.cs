@@ -234,4 +234,13 @@ public sealed record Gemma3nOptions
     /// of Gemma3nAudioCumulativeGroupNorm's statistics cumulated over every frame so far.
     /// </summary>
     public bool AudioSscpNormPlainMean { get; init; }
+
+    /// <summary>
+    /// The vision tower's convs padded as PyTorch pads (symmetric get_padding, (s - 1 + k - 1) / 2 on each side) where timm's
+    /// padding='same' pads as TensorFlow's SAME (Conv2dSame: asymmetric, the extra row and column after) at stride 2 (the bug).
+    /// </summary>
+    public bool VisionSamePadSymmetric { get; init; }
+
+    /// <summary>The vision tower's UniversalInvertedResidual blocks without their residual add (the bug): x, not x + shortcut.</summary>
+    public bool VisionUirResidualDropped { get; init; }
 }

@@ -1,11 +1,30 @@
-# Gemma3n: HF's Gemma3nForConditionalGeneration with ONLY the vision tower replaced (timm, which builds the real
-# MobileNetV5 tower, is not packaged for the reference). Everything else is HF's own code: the text decoder, both
-# multimodal embedders, the audio tower (pure torch) and the merge in Gemma3nModel.forward.
+# Gemma3n: HF's Gemma3nForConditionalGeneration. Its vision tower is timm's MobileNetV5 (TimmWrapperModel around
+# mobilenetv5_300m_enc), built from the vendored timm (ci/vendor, installed into the reference's chroot by
+# ci/reference-env.sh) whenever the checkpoint holds the tower's weights. A checkpoint WITHOUT them (the catalog's soft-token
+# models, the text-and-audio published-dims writers) gets a stub tower instead: everything else is HF's own code (the text
+# decoder, both multimodal embedders, the audio tower and the merge in Gemma3nModel.forward).
 #
 # The stub tower has no weights: it returns pixel_values as its last_hidden_state ([B, C, h, w] with h*w =
 # vision_soft_tokens_per_image), so the caller chooses the tower output. HF then reshapes it to [B, h*w, C] and scales
 # it by sqrt(C) (get_image_features); the tensor embed_vision receives is handed back as "image_soft_tokens", and the
 # audio tower's output that embed_audio receives as "audio_soft_tokens": what an inference engine gets from encoders.
+
+_GEMMA3N_TOWER_WEIGHT = "model.vision_tower.timm_model.conv_stem.conv.weight"
+
+
+def _gemma3n_has_vision_tower(model_dir):
+    """Whether the checkpoint holds timm's MobileNetV5 weights (then HF builds the real tower from timm)."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            return _GEMMA3N_TOWER_WEIGHT in json.load(f).get("weight_map", {})
+    from safetensors import safe_open
+    for name in sorted(os.listdir(model_dir)):
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(model_dir, name), "pt") as f:
+                if _GEMMA3N_TOWER_WEIGHT in f.keys():
+                    return True
+    return False
 
 
 def _gemma3n_stub_tower_class():
@@ -25,10 +44,15 @@ def _gemma3n_stub_tower_class():
 
 
 class _gemma3n_stub_vision:
-    """While active, Gemma3nModel's AutoModel.from_config builds the stub for the vision config (and the real
-    classes for everything else)."""
+    """While active (and enabled), Gemma3nModel's AutoModel.from_config builds the stub for the vision config (and the
+    real classes for everything else). Disabled: timm's real tower."""
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
 
     def __enter__(self):
+        if not self.enabled:
+            return self
         import transformers.models.gemma3n.modeling_gemma3n as mg
         self.module, self.real = mg, mg.AutoModel
         real, stub = self.real, _gemma3n_stub_tower_class()
@@ -44,7 +68,8 @@ class _gemma3n_stub_vision:
         return self
 
     def __exit__(self, *exc):
-        self.module.AutoModel = self.real
+        if self.enabled:
+            self.module.AutoModel = self.real
         return False
 
 
@@ -64,11 +89,13 @@ def _gemma3n_config(cfg):
 
 def _gemma3n_randomize(model, seed):
     """Every parameter off its initial value (HF initialises norms to 1 and correct_output_scale to 0, which would
-    hide whole paths): linear weights N(0, 1/in), embeddings N(0, 0.5), norm scales 1 + N(0, 0.2), others N(0, 0.5)."""
+    hide whole paths): linear and conv weights N(0, 1/fan_in), embeddings N(0, 0.5), norm scales 1 + N(0, 0.2), others
+    N(0, 0.5) (timm's layer_scale gammas too: init 1e-5 would hide every block's branch)."""
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            if name.endswith("norm.weight") or "norm" in name.split(".")[-2] or name.endswith("correct_output_scale"):
+            if name.endswith("norm.weight") or "norm" in name.split(".")[-2] or name.endswith("correct_output_scale") \
+                    or name.split(".")[-2] in ("bn", "bn1", "bn2"):     # timm's RmsNormAct2d scales (the vision tower)
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
             elif p.dim() == 2 and ("embed" in name and name.endswith("embedding.weight") or "embed_tokens" in name):
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
@@ -80,12 +107,16 @@ def _gemma3n_randomize(model, seed):
 
 
 def op_gemma3n_build(args, tensors):
-    """A random Gemma3nForConditionalGeneration (stub vision tower) from a Gemma3nConfig dict, saved to out_dir."""
+    """A random Gemma3nForConditionalGeneration from a Gemma3nConfig dict, saved to out_dir: with args["vision_tower"] ==
+    "timm" timm's MobileNetV5 (vision_config.architecture and model_args), else the stub tower (no weights)."""
     from transformers import Gemma3nForConditionalGeneration
     config = _gemma3n_config(args["config"])
     dt = torch_dtype(args.get("dtype", "float32"))
     torch.manual_seed(int(args.get("seed", 0)))
-    with _gemma3n_stub_vision():
+    tower = args.get("vision_tower", "stub")
+    if tower not in ("stub", "timm"):
+        raise ValueError(f"gemma3n_build: vision_tower must be 'stub' or 'timm', got {tower!r}")
+    with _gemma3n_stub_vision(enabled=tower == "stub"):
         model = instantiate(Gemma3nForConditionalGeneration, config)
     _gemma3n_randomize(model, args.get("seed", 0))
     model = model.to(dt).eval()
@@ -99,7 +130,7 @@ def op_gemma3n_build(args, tensors):
 
 
 def _gemma3n_load(args):
-    with _gemma3n_stub_vision():
+    with _gemma3n_stub_vision(enabled=not _gemma3n_has_vision_tower(args["model_dir"])):
         return load_model(args["model_dir"], args.get("dtype", "float32"),
                           args.get("model_class") or "Gemma3nForConditionalGeneration")
 
@@ -195,6 +226,29 @@ def op_gemma3n_audio_tower(args, tensors):
     return result, outs + list(extra)
 
 
+def op_gemma3n_vision_tower(args, tensors):
+    """HF's vision tower (model.model.vision_tower: TimmWrapperModel around timm's MobileNetV5Encoder) alone, called as
+    Gemma3nModel.get_image_features calls it: vision_tower(pixel_values=..., do_pooling=False, return_dict=True).
+    Captures of the given module paths (timm's modules return [B, C, H, W]; the tower's own path gives last_hidden_state),
+    and with args["oracle"] the same in float64."""
+    model = _gemma3n_load(args)
+    if not _gemma3n_has_vision_tower(args["model_dir"]):
+        raise ValueError(f"{args['model_dir']}: the checkpoint has no vision tower weights ({_GEMMA3N_TOWER_WEIGHT})")
+    pixels = need(tensors, "pixel_values")
+
+    def call(m, up=lambda v: v):
+        m.model.vision_tower(pixel_values=up(pixels.to(model.dtype).to(model.device)), do_pooling=False, return_dict=True)
+        return []
+
+    paths = list(args.get("capture", []))
+    extra, outs, captured = capture_run(model, paths, call)
+    outs = outs + list(extra)
+    outs += oracle_outputs(args, model, paths, call)
+    import timm
+    return {"captured": captured, "timm": timm.__version__}, outs
+
+
 OPS["gemma3n_build"] = op_gemma3n_build
 OPS["gemma3n_audio_tower"] = op_gemma3n_audio_tower
+OPS["gemma3n_vision_tower"] = op_gemma3n_vision_tower
 OPS["gemma3n_run"] = op_gemma3n_run
