@@ -69,6 +69,21 @@ public class LlamaModelMutationTests
     [Theory]
     [InlineData(DType.Float32)]
     [InlineData(DType.BFloat16)]
+    public void A_config_without_hidden_act_runs_silu_as_hfs_llama_config_defaults(DType dt)
+    {
+        // LlamaConfig(hidden_act="silu"): every catalog config writes hidden_act, so only this sees the default
+        var config = Config();
+        var weights = new DictionaryWeights(Weights(config, dt));
+        var silu = new LlamaForCausalLM(weights, config, ParallelContext.Single, maxPositions: 8).Forward(Ids(5, 17, 2), 3)!;
+        var unset = new LlamaForCausalLM(weights, config with { HiddenAct = null }, ParallelContext.Single, maxPositions: 8).Forward(Ids(5, 17, 2), 3)!;
+        Assert.Equal(silu.ToFloatArray(), unset.ToFloatArray());
+        var gelu = new LlamaForCausalLM(weights, config with { HiddenAct = "gelu_pytorch_tanh" }, ParallelContext.Single, maxPositions: 8).Forward(Ids(5, 17, 2), 3)!;
+        Assert.NotEqual(silu.ToFloatArray(), gelu.ToFloatArray());                       // the activation is observable here
+    }
+
+    [Theory]
+    [InlineData(DType.Float32)]
+    [InlineData(DType.BFloat16)]
     public void Logits_to_keep_returns_the_last_rows_of_the_full_logits_and_refuses_more_rows_than_tokens(DType dt)
     {
         var full = Model(dt).Forward(Ids(5, 17, 2, 60), 4)!;                               // [4, vocab]
