@@ -54,6 +54,29 @@ public class LlamaLayerMutationTests
 
     private static readonly long[] Prompt = [5, 17, 2, 60, 33, 8];
 
+    /// <summary>Wants one module; keeps the names of every record it is handed.</summary>
+    private sealed class OneModule(string wanted) : IActivationSink
+    {
+        public readonly List<string> Recorded = [];
+        public bool Wants(string module) => module == wanted;
+        public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => Recorded.Add(module);
+    }
+
+    [Fact]
+    public void Only_the_modules_a_sink_wants_are_recorded()
+    {
+        // a sink clones what it is handed (CaptureSink): a record nobody asked for costs a copy of the activation per
+        // module and layer, and reaches a sink that did not ask for it
+        var config = Config();
+        foreach (var wanted in new[] { "model.layers.1.mlp", "model.layers.0", "model.embed_tokens", "lm_head" })
+        {
+            var sink = new OneModule(wanted);
+            new LlamaForCausalLM(new DictionaryWeights(Weights(config, DType.Float32)), config, ParallelContext.Single, sink, maxPositions: 8)
+                .Forward(Tensor.FromArray(new long[] { 3, 1, 4 }, 3), 3);
+            Assert.Equal([wanted], sink.Recorded);
+        }
+    }
+
     [Theory]
     [InlineData(DType.Float32)]
     [InlineData(DType.BFloat16)]
