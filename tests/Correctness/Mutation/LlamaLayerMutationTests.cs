@@ -127,27 +127,36 @@ public class LlamaLayerMutationTests
     [InlineData(DType.BFloat16)]
     public void The_bf16_sum_of_squares_fault_is_llamas_rms_norm_with_each_partial_sum_rounded_to_bf16(DType dt)
     {
-        // the planted precision bug, by its definition: ss = bf16(ss + x^2) in order; y = w * (x * 1/sqrt(ss/n + eps)).to(dtype)
+        // the planted precision bug, by its definition: ss = bf16(ss + x^2) in order; y = w * (x * 1/sqrt(ss/n + eps)).to(dtype),
+        // in both of the layer's norm paths: the first layer's norm of the embeddings, and the add-then-norm of every later
+        // norm (layer 1's input norm of layer 0's output, which is hidden + residual)
         var (sink, _) = Run(dt, new LlamaOptions { NormSumOfSquaresBf16 = true }, Prompt);
         var weights = Weights(Config(), dt);
-        var x = sink.Values["model.embed_tokens"].ToFloatArray();                         // layer 0's input
-        var w = weights["model.layers.0.input_layernorm.weight"].ToFloatArray();
-        var got = sink.Values["model.layers.0.input_layernorm"].ToFloatArray();
-        var want = new float[x.Length];
-        for (int r = 0; r < x.Length / Hidden; r++)
+        foreach (var (input, norm, weight) in new[]
+                 {
+                     ("model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.input_layernorm.weight"),
+                     ("model.layers.0", "model.layers.1.input_layernorm", "model.layers.1.input_layernorm.weight"),
+                 })
         {
-            float ss = 0;
-            for (int i = 0; i < Hidden; i++) ss = BFloat16.Round(ss + x[r * Hidden + i] * x[r * Hidden + i]);
-            float inv = 1f / MathF.Sqrt(ss / Hidden + (float)1e-5);
-            for (int i = 0; i < Hidden; i++)
+            var x = sink.Values[input].ToFloatArray();
+            var w = weights[weight].ToFloatArray();
+            var want = new float[x.Length];
+            for (int r = 0; r < x.Length / Hidden; r++)
             {
-                float normed = x[r * Hidden + i] * inv;
-                if (dt == DType.BFloat16) normed = BFloat16.Round(normed);
-                want[r * Hidden + i] = w[i] * normed;
+                float ss = 0;
+                for (int i = 0; i < Hidden; i++) ss = BFloat16.Round(ss + x[r * Hidden + i] * x[r * Hidden + i]);
+                float inv = 1f / MathF.Sqrt(ss / Hidden + (float)1e-5);
+                for (int i = 0; i < Hidden; i++)
+                {
+                    float normed = x[r * Hidden + i] * inv;
+                    if (dt == DType.BFloat16) normed = BFloat16.Round(normed);
+                    want[r * Hidden + i] = w[i] * normed;
+                }
             }
+            if (dt == DType.BFloat16) BFloat16.RoundInPlace(want);
+            Assert.Equal(want, sink.Values[norm].ToFloatArray());
         }
-        if (dt == DType.BFloat16) BFloat16.RoundInPlace(want);
-        Assert.Equal(want, got);
+        var got = sink.Values["model.layers.0.input_layernorm"].ToFloatArray();
         // and it is a precision loss only: within 2^-6 of the true norm, not equal to it
         var (clean, _) = Run(dt, null, Prompt);
         var right = clean.Values["model.layers.0.input_layernorm"].ToFloatArray();
