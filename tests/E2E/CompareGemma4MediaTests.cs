@@ -348,9 +348,10 @@ public sealed class CompareGemma3nImageTests(ITestOutputHelper output) : IDispos
         Assert.Contains("comparison: PASS", r.Stdout);
     }
 
+    // One fault end to end (the bf16 residual fault is caught at blocks.1.1 by the catalog's gemma3n/tp1/vision-tower/bf16
+    // scenario, live and offline; its E2E twin cost 45 s of CI).
     [SkippableTheory]
     [InlineData("fp32", "mobilenet-same-pad-symmetric", "model.vision_tower.timm_model.conv_stem")]
-    [InlineData("bf16", "mobilenet-uir-residual-dropped", "model.vision_tower.timm_model.blocks.1.1")]
     public void A_planted_tower_bug_is_caught_at_its_module(string dtype, string fault, string module)
     {
         var model = Model(dtype == "bf16" ? Harness.Engine.Tensors.DType.BFloat16 : Harness.Engine.Tensors.DType.Float32);
