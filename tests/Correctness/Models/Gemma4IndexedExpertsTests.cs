@@ -50,6 +50,44 @@ public class Gemma4IndexedExpertsTests
 
     [Theory]
     [MemberData(nameof(Dtypes))]
+    public void Each_rank_of_tp2_takes_its_own_slice_of_the_stacked_experts_in_the_indexed_block(string dtype)
+    {
+        // The stacks are views at gateAt + start / upAt + start: rank 1's start is half the intermediate size, so a view
+        // taken at gateAt - start (a mutant the CI sample found alive: no host path ran the indexed block at TP=2) reads
+        // another expert's rows. Each rank's partial sum (before the all-reduce) must equal its own per-expert loop.
+        var dir = ModelDir(dtype);
+        var config = Gemma4ForCausalLM.LoadConfig(dir);
+        var results = ThreadWorld.Run(2, rank =>
+        {
+            var ctx = ThreadWorld.Layout(rank, 2, 1);
+            using var checkpoint = Checkpoint.Open(dir);
+            var weights = new CheckpointWeights(checkpoint);
+            var router = new Gemma4Router(weights, "model.layers.0.router", config);
+            var experts = new Gemma4Experts(weights, "model.layers.0.experts", config, ctx, new Gemma4Options());
+            var x = Tensor.Normal(DType.Float32, 41, 0f, 1f, 1, config.HiddenSize).To(weights.Get("model.layers.0.experts.gate_up_proj").DType);
+            var (_, w, idx) = router.Forward(x);
+            return experts.ForwardIndexed(x, w, idx).BitwiseEquals(experts.ForwardLoop(x, w, idx));
+        }, TimeSpan.FromSeconds(60));
+        Assert.True(results[0], "rank 0's indexed block differs from its loop");
+        Assert.True(results[1], "rank 1's indexed block differs from its loop");
+    }
+
+    [Fact]
+    public void The_indexed_block_takes_one_token_and_names_the_shapes_it_got()
+    {
+        using var tiny = new Tiny("fp32");
+        var (_, router, experts, rows) = tiny.Layers[0];
+        var two = rows.Narrow(0, 0, 2);                                                         // two tokens [2, hidden]
+        var (_, w, idx) = router.Forward(two);
+        var e = Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(two, w, idx));
+        Assert.StartsWith("the indexed experts take one token: x [1, hidden], weights and indices [1, k]; got", e.Message);
+        var (_, w1, idx1) = router.Forward(rows.Narrow(0, 0, 1));
+        Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(rows.Narrow(0, 0, 1), w1, idx1.Narrow(1, 0, 1)));   // k of 1 against weights of k
+        Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(rows.Narrow(0, 0, 1).Reshape(-1), w1, idx1));      // x of rank 1
+    }
+
+    [Theory]
+    [MemberData(nameof(Dtypes))]
     public void The_indexed_experts_equal_the_per_expert_loop_bit_for_bit_for_every_token_and_layer(string dtype)
     {
         int checkedTokens = 0;
