@@ -84,6 +84,8 @@ public class Gemma4IndexedExpertsTests
         var (_, w1, idx1) = router.Forward(rows.Narrow(0, 0, 1));
         Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(rows.Narrow(0, 0, 1), w1, idx1.Narrow(1, 0, 1)));   // k of 1 against weights of k
         Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(rows.Narrow(0, 0, 1).Reshape(-1), w1, idx1));      // x of rank 1
+        Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(two, w1, idx1));                                    // x of two rows alone
+        Assert.Throws<ArgumentException>(() => experts.ForwardIndexed(rows.Narrow(0, 0, 1), w1.Unsqueeze(0), idx1.Unsqueeze(0))); // ids [1, 1, k] alone
     }
 
     [Theory]
