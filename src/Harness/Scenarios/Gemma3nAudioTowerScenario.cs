@@ -125,17 +125,8 @@ public sealed record Gemma3nAudioTowerScenario : Scenario
 
     public override ReferenceBundle ComputeReference(ScenarioContext context)
     {
-        var client = context.Client!;
         var dir = TinyGemma3nAudio.Directory(context, DType);
-        var args = new JsonObject
-        {
-            ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
-            ["capture"] = new JsonArray(Modules.Select(m => (JsonNode)m!).ToArray()),
-        };
-        var reply = client.Invoke("gemma3n_audio_tower", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
-        var versions = new Dictionary<string, string>(context.Versions());
-        if (reply.Result["oracle_unavailable"] is JsonNode why) versions["oracle_unavailable"] = (string)why!;
-        return new ReferenceBundle(reply.Tensors, null, versions);
+        return TowerRun.Reference(context, "gemma3n_audio_tower", dir, DType, Modules, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray(), reported: "oracle_unavailable");
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)

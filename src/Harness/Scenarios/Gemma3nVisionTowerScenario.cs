@@ -117,17 +117,8 @@ public sealed record Gemma3nVisionTowerScenario : Scenario
 
     public override ReferenceBundle ComputeReference(ScenarioContext context)
     {
-        var client = context.Client!;
         var dir = TinyGemma3nVision.Directory(context, DType);
-        var args = new JsonObject
-        {
-            ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(),
-            ["capture"] = new JsonArray(Modules.Select(m => (JsonNode)m!).ToArray()),
-        };
-        var reply = client.Invoke("gemma3n_vision_tower", args, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray());
-        var versions = new Dictionary<string, string>(context.Versions());
-        if (reply.Result["timm"] is JsonNode timm) versions["timm"] = (string)timm!;
-        return new ReferenceBundle(reply.Tensors, null, versions);
+        return TowerRun.Reference(context, "gemma3n_vision_tower", dir, DType, Modules, Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray(), reported: "timm");
     }
 
     public override ScenarioResult RunEngine(ScenarioContext context, ReferenceBundle reference)

@@ -207,22 +207,17 @@ public sealed record Gemma4TowerScenario : Scenario
 
     public override ReferenceBundle ComputeReference(ScenarioContext context)
     {
-        var client = context.Client!;
         var dir = TinyGemma4Towers.Directory(context, DType);
         var inputs = Inputs(context).Select(kv => (kv.Key, kv.Value)).ToArray();
-        var args = new JsonObject
-        {
-            ["model_dir"] = client.WorkerPath(dir), ["dtype"] = DType.TorchName(), ["attn_implementation"] = ReferenceAttention,
-            ["capture"] = new JsonArray(Modules.Select(m => (JsonNode)m!).ToArray()),
-        };
-        var reply = client.Invoke(Tower == Gemma4Tower.Audio ? "gemma4_audio_tower" : "gemma4_vision_tower", args, inputs);
-        var versions = new Dictionary<string, string>(context.Versions())
+        var reference = TowerRun.Reference(context, Tower == Gemma4Tower.Audio ? "gemma4_audio_tower" : "gemma4_vision_tower", dir, DType, Modules,
+            inputs, new JsonObject { ["attn_implementation"] = ReferenceAttention }, null, "oracle_unavailable");
+        // the consistency check runs after the capture, as before
+        var versions = new Dictionary<string, string>(reference.Versions)
         {
             ["reference_attn_implementation"] = ReferenceAttention,
-            ["reference_consistency"] = Consistency(client, dir, inputs),
+            ["reference_consistency"] = Consistency(context.Client!, dir, inputs),
         };
-        if (reply.Result["oracle_unavailable"] is JsonNode why) versions["oracle_unavailable"] = (string)why!;
-        return new ReferenceBundle(reply.Tensors, null, versions);
+        return reference with { Versions = versions };
     }
 
     /// <summary>
@@ -311,6 +306,27 @@ public sealed record Gemma4TowerScenario : Scenario
 /// </summary>
 internal static class TowerRun
 {
+    /// <summary>
+    /// The worker's tower op on the tiny checkpoint, capturing <paramref name="modules"/>: the reference's tensors, with the
+    /// context's versions plus <paramref name="versions"/> and whichever of <paramref name="reported"/> the worker's reply
+    /// names (timm's version, why the float64 oracle is unavailable).
+    /// </summary>
+    public static ReferenceBundle Reference(ScenarioContext context, string op, string dir, DType dtype, IReadOnlyList<string> modules,
+        (string, Tensor)[] inputs, JsonObject? args = null, IReadOnlyDictionary<string, string>? versions = null, params string[] reported)
+    {
+        var client = context.Client!;
+        args ??= [];
+        args["model_dir"] = client.WorkerPath(dir);
+        args["dtype"] = dtype.TorchName();
+        args["capture"] = new JsonArray(modules.Select(m => (JsonNode)m!).ToArray());
+        var reply = client.Invoke(op, args, inputs);
+        var all = new Dictionary<string, string>(context.Versions());
+        foreach (var (k, v) in versions ?? new Dictionary<string, string>()) all[k] = v;
+        foreach (var key in reported)
+            if (reply.Result[key] is JsonNode value) all[key] = (string)value!;
+        return new ReferenceBundle(reply.Tensors, null, all);
+    }
+
     public static (LayerReport Layers, string? Error, string? FailedModule) Judge(ScenarioContext context, ReferenceBundle reference,
         string dir, IReadOnlyList<string> modules, TolerancePolicy policy, Action<Checkpoint, IActivationSink> forward)
     {
