@@ -287,7 +287,7 @@ public sealed class CompareGemma3nAudioTests(ITestOutputHelper output) : IDispos
 
 /// <summary>
 /// `compare --image FILE` on a Gemma3n checkpoint with its vision tower (tiny-gemma3n-vision: timm's MobileNetV5 at
-/// channel_multiplier 0.0125, a 64 x 64 input) and its processor: HF runs timm's tower (the vendored timm in the
+/// channel_multiplier 0.025, a 64 x 64 input) and its processor: HF runs timm's tower (the vendored timm in the
 /// reference's chroot), the engine its own MobileNetV5Encoder on the same pixel values, every tower module judged, then
 /// the soft tokens through embed_vision and the decoder. Each planted tower bug is caught at its module, fp32 and bf16.
 /// </summary>
