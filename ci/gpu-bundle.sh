@@ -33,7 +33,7 @@ dotnet publish tests/Gpu/Gpu.csproj -c Release -r linux-x64 --self-contained \
   -o "$root/tests" >&2
 [[ ${BUNDLE_FIXTURES:-1} == 0 ]] || cp -r fixtures "$root/fixtures"
 cp ci/gpu-test.sh ci/gpu-graph-bench.sh ci/gpu-seed-bugs.sh ci/make-bench-model.py ci/make-bench-llama.py ci/make-published-dims.py "$root/ci/"
-# the reference worker's files make-published-dims.py builds the multimodal checkpoints with (Gemma3n's stub vision tower,
+# the reference worker's files make-published-dims.py builds the multimodal checkpoints with (Gemma3n's config reader,
 # the processors)
 cp src/Reference/python/ext/gemma3n.py src/Reference/python/ext/media.py "$root/ci/"
 git rev-parse HEAD > "$root/COMMIT" 2>/dev/null || true
