@@ -5,7 +5,8 @@
 
 NAME: llama-3.2-1b, llama-3.1-8b, qwen2-vl-2b, qwen2-vl-7b, gemma3n-e2b-text, gemma3n-e4b-text, gemma4-e2b-text,
 gemma4-26b-a4b-text, and the multimodal gemma3n-e4b and gemma4-e2b, written WITH their processor (tokenizer, audio feature
-extractor, image processor: PROCESSORS) for `harness compare --model DIR --audio FILE.wav` (`list` prints them).
+extractor, image processor: PROCESSORS) for `harness compare --model DIR --image FILE.png` / `--audio FILE.wav` (`list`
+prints them); gemma3n-e4b carries timm's MobileNetV5 vision tower at its released config (the reference needs timm).
 Every value below is the released config.json's, with where it was read; only the weights are random (HF's own init, then
 every parameter whose elements are all equal, norms and biases, moved by seeded N(0, 0.1) noise, as the harness's tiny
 models are, so a port that ignores a scale cannot pass). --layers N keeps the first N layers (the memory prediction's
@@ -14,7 +15,8 @@ transformers (the reference interpreter: HARNESS_PYTHON).
 
 --small (checking a script on a CPU machine, NOT published dimensions): SMALL's narrower widths for the models that have an
 entry there, keeping what the scripts' layouts and prompts rely on (head counts that split over their TP, the vocabulary
-with its special ids, the image geometry, the MoE's routing); use it with --layers.
+with its special ids, the image geometry, the MoE's routing; Gemma3n's image processor resizes to 256 x 256, which keeps
+the 256 image tokens: SMALL_PROCESSORS); use it with --layers.
 
 Gemma4: the smallest dense model (E2B) and the MoE (26B-A4B), text decoders (Gemma4ForCausalLM, model_type gemma4_text:
 what the engine's checkpoint compare runs). 26B-A4B is 25.2B parameters, 50 GB in bf16: one 80 GB card holds one side,
@@ -144,22 +146,32 @@ def _nested_text(cfg, model_type):
     return dict({k: v for k, v in cfg.items() if k != "architectures"}, model_type=model_type)
 
 
-# Gemma3n E4B whole (Gemma3nForConditionalGeneration: text decoder, audio tower, both multimodal embedders; issue 22
-# seed (d)): transformers 5.12.1's Gemma3nConfig() defaults, which are google/gemma-3n-E4B-it's config.json (the
+# Gemma3n E4B whole (Gemma3nForConditionalGeneration: text decoder, vision and audio towers, both multimodal embedders;
+# issue 22 seed (d)): transformers 5.12.1's Gemma3nConfig() defaults, which are google/gemma-3n-E4B-it's config.json (the
 # Gemma3nConfig docstring names it; the text part is GEMMA3N_E4B_TEXT above): the USM audio tower (hidden 1536, 12
 # conformer layers of 8 heads, chunk 12, left context 13, logit cap 50, SSCP channels 128/32 over 128 mel bins), the
 # vision embedder's width 2048 (MobileNetV5-300M's output) with 128 hard tokens from 262144, the audio embedder's 128
 # from 262272, 188 audio and 256 image soft tokens, and the special ids (boi 255999, eoi 262144, image 262145, boa
 # 256000, eoa 262272, audio 262273).
-# The VISION TOWER is timm's MobileNetV5, and timm is not packaged for the reference (Debian forky): the checkpoint is
-# built with the stub tower of src/Reference/python/ext/gemma3n.py (no weights; the reference builds the same stub when
-# it loads the folder), so the folder has no model.vision_tower.* tensors and `compare --image` on it is refused in one
-# line; --audio FILE.wav is the multimodal path (HF's audio tower, the engine's embedders and decoder).
+# The VISION TOWER is timm's MobileNetV5 (HF: TimmWrapperModel -> timm.create_model(architecture, pretrained=False,
+# **model_args); timm 1.0.29 vendored in ci/vendor for the reference's chroot, in the GPU machine's venv), built whole:
+# 294,126,912 parameters, written as model.vision_tower.timm_model.* so that `compare --image FILE` runs both towers.
+# GEMMA3N_E4B_VISION is the released vision_config as kept by a config module generated from a released Gemma 3n
+# config.json (search tool, code corpus, stored file 30729147425, its keys in the file's alphabetical order; its text
+# defaults are E2B's, 30 layers with 10 KV-shared, and both sizes ship the one MobileNetV5-300M):
+# Gemma3nVisionConfig(architecture="mobilenetv5_300m_enc", do_pooling=True, hidden_size=2048, initializer_range=0.02,
+# label_names=["LABEL_0", "LABEL_1"], num_classes=2, rms_norm_eps=1e-06, vocab_offset=262144, vocab_size=128), and no
+# model_args (null): the released tower is timm's mobilenetv5_300m_enc at timm's own defaults (channel_multiplier 1.0,
+# msfa_output_resolution 16: 768 / 48 = 16 x 16 = 256 soft tokens). transformers 5.12.1's Gemma3nVisionConfig() agrees but
+# for do_pooling (False); neither side reads do_pooling, num_classes or label_names (get_image_features passes
+# do_pooling=False, the wrapper builds the encoder without a classifier), but a released folder has them.
+GEMMA3N_E4B_VISION = {"model_type": "gemma3n_vision", "architecture": "mobilenetv5_300m_enc", "do_pooling": True,
+                      "hidden_size": 2048, "initializer_range": 0.02, "label_names": ["LABEL_0", "LABEL_1"], "model_args": None,
+                      "num_classes": 2, "rms_norm_eps": 1e-06, "vocab_offset": 262144, "vocab_size": 128}
 GEMMA3N_E4B = {
     "architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
     "text_config": _nested_text(GEMMA3N_E4B_TEXT, "gemma3n_text"),
-    "vision_config": {"model_type": "gemma3n_vision", "architecture": "mobilenetv5_300m_enc", "hidden_size": 2048,
-                      "vocab_size": 128, "vocab_offset": 262144, "rms_norm_eps": 1e-06},
+    "vision_config": GEMMA3N_E4B_VISION,
     "audio_config": {"model_type": "gemma3n_audio", "vocab_size": 128, "vocab_offset": 262272, "input_feat_size": 128,
                      "hidden_size": 1536, "rms_norm_eps": 1e-06, "gradient_clipping": 10000000000.0,
                      "conf_attention_chunk_size": 12, "conf_attention_context_left": 13, "conf_attention_context_right": 0,
@@ -220,7 +232,16 @@ MODELS = {
 #   defaults for these classes (Gemma3nAudioFeatureExtractor: 16 kHz, 128 mel bins, 125-7600 Hz, preemphasis 0.97, mel floor
 #   1e-5; Gemma4AudioFeatureExtractor: 16 kHz, 128 bins, 0-8000 Hz, mel floor 1e-3; Gemma4ImageProcessor: patch 16, pooling 3,
 #   280 soft tokens; Gemma3nProcessor: 188 audio / 256 image tokens; Gemma4Processor: 280 image tokens, 40 ms an audio
-#   token) except Gemma3n's image size, 768 x 768 (MobileNetV5's input: 256 soft tokens at its stride 48);
+#   token), except Gemma3n's image processor, which is the released one, not the class's defaults (below);
+# - Gemma3n's image processor: the released preprocessor_config.json's SiglipImageProcessorFast (transformers 5's
+#   SiglipImageProcessor, the torchvision backend) with size 768 x 768 (MobileNetV5's input: 256 soft tokens at its
+#   stride 48), resample 2 (bilinear; the class's default is bicubic), do_rescale with 1/255, do_normalize false (the
+#   class's default is true; image_mean / image_std 0.5 are kept but unused): the tower takes pixels in [0, 1], as timm's
+#   own pretrained config for the Gemma 3n tower says (timm 1.0.29 mobilenetv5.py, 'mobilenetv5_300m.gemma3n':
+#   mean (0, 0, 0), std (1, 1, 1)). The values as a port's test writes the released file (search tool, code corpus,
+#   stored file 57350881973: "do_normalize": false, "do_rescale": true, "image_mean" [0.5, 0.5, 0.5], "image_processor_type"
+#   "SiglipImageProcessorFast", "image_std" [0.5, 0.5, 0.5], "resample": 2, "rescale_factor": 0.00392156862745098,
+#   "size" 768 x 768), and Gemma3nProcessor's image_seq_length 256;
 # - the chat template is the tiny models' (bos, then the user's media placeholders and text): --chat works, without the
 #   released template's turn markers (not in the word-level vocabulary).
 PROMPT_WORDS = ["describe", "transcribe", "this", "picture", "sound", "hello", "world", "what", "is", "in", "the"]
@@ -233,7 +254,8 @@ PROCESSORS = {
         "tokens": {"image_token": ("<image_soft_token>", "image_token_id"), "audio_token": ("<audio_soft_token>", "audio_token_id"),
                    "boi_token": ("<start_of_image>", "boi_token_id"), "eoi_token": ("<end_of_image>", "eoi_token_id"),
                    "boa_token": ("<start_of_audio>", "boa_token_id"), "eoa_token": ("<end_of_audio>", "eoa_token_id")},
-        "processor": {"size": {"height": 768, "width": 768}},
+        "processor": {"size": {"height": 768, "width": 768}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+                      "do_normalize": False, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
         "feature_extractor": {},
         "processor_fields": {"audio_seq_length": 188, "image_seq_length": 256},
     },
@@ -261,10 +283,22 @@ SMALL = {
                             "num_experts": 16, "top_k_experts": 4, "moe_intermediate_size": 40},
     # the multimodal ones keep every tower width, head split, the vocabularies and the special ids, and the processor:
     # the text decoder narrows to hidden 256 (the tied 262400 x 2048 table and its float64 logits are what a CPU cannot
-    # hold beside the rest), each tower keeps 2 of its layers
+    # hold beside the rest), each transformer tower keeps 2 of its layers; Gemma3n's MobileNetV5 stays whole (its 84
+    # blocks are fixed by the architecture name) at its published width, and its image shrinks instead (SMALL_PROCESSORS)
     "gemma3n-e4b": {"text_config": {"hidden_size": 256, "intermediate_size": 512}, "audio_config": {"conf_num_hidden_layers": 2}},
     "gemma4-e2b": {"text_config": {"hidden_size": 256, "intermediate_size": 512},
                    "vision_config": {"num_hidden_layers": 2}, "audio_config": {"num_hidden_layers": 2}},
+}
+
+# --small's processor settings (SMALL's image side): Gemma3n's image processor resizes to 256 x 256 instead of 768 x 768,
+# one of the three input resolutions Gemma 3n was released for ("256x256, 512x512, or 768x768 resolution and encoded to
+# 256 tokens each", the model card's inputs): the tower's stage-2 map is then 16 x 16 = msfa_output_resolution, so the
+# prompt keeps its 256 image soft tokens (and torch's messages their row counts) while the tower keeps its published
+# architecture and width. Measured on the 2-core CPU machine (timm 1.0.29, forward_features of the published tower, one
+# image): at 768 x 768 255 s in float32 and 81 s in bf16 (channel_multiplier 0.0125, the narrowest the tiny tower uses, is
+# no cure: 81 s / 61 s / 152 s in float64, as the attention blocks' widths are fixed); at 256 x 256 8.5 s / 2.3 s / 14.8 s.
+SMALL_PROCESSORS = {
+    "gemma3n-e4b": {"processor": {"size": {"height": 256, "width": 256}}},
 }
 
 
@@ -338,22 +372,20 @@ def condition(model):
 def build_random(cfg, dtype_name, device, seed, conditioned=True):
     """The model of a config dict (model_type and architectures in it) with seeded random weights (see write_random);
     conditioned=False leaves out condition() (the ill-conditioned checkpoints written before, for comparison)."""
-    import contextlib
     import torch
     import transformers
     cfg = dict(cfg)
     model_type = cfg.pop("model_type")
     arch = cfg.pop("architectures")[0]
-    building = contextlib.nullcontext()
     if model_type == "gemma3n":
-        # the reference's own Gemma3n config reader and stub vision tower (timm's MobileNetV5 cannot be built there)
-        ext = worker_ext("gemma3n.py")
-        config, building = ext["_gemma3n_config"](cfg), ext["_gemma3n_stub_vision"]()
+        # the reference's own Gemma3n config reader (JSON's integer 0.0s back to floats); the vision tower is timm's, built
+        # by HF's TimmWrapperModel as the reference builds it from the folder (timm 1.0.29: ci/vendor)
+        config = worker_ext("gemma3n.py")["_gemma3n_config"](cfg)
     else:
         config = transformers.AutoConfig.for_model(model_type, **cfg)
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     torch.manual_seed(seed)
-    with torch.device(device), building:
+    with torch.device(device):
         model = getattr(transformers, arch)._from_config(config, dtype=dtype)
     gen = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
     with torch.no_grad():
@@ -381,10 +413,10 @@ def worker_ext(name):
     sys.exit(f"make-published-dims.py: no {name} beside {here} or in ../src/Reference/python/ext (copy it beside the script)")
 
 
-def save_processor(name, cfg, out_dir):
-    """The processor of PROCESSORS[name] beside the weights: media.py's save_processor with the published settings and a
-    word-level tokenizer whose special tokens carry the config's ids."""
-    spec = PROCESSORS[name]
+def save_processor(name, cfg, out_dir, small=False):
+    """The processor of PROCESSORS[name] beside the weights: media.py's save_processor with the published settings (small:
+    with SMALL_PROCESSORS' changes) and a word-level tokenizer whose special tokens carry the config's ids."""
+    spec = merged(PROCESSORS[name], SMALL_PROCESSORS.get(name, {})) if small else PROCESSORS[name]
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     vocab.update({w: 10 + i for i, w in enumerate(PROMPT_WORDS)})
     special = {"unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
@@ -398,7 +430,7 @@ def save_processor(name, cfg, out_dir):
     }, {})
 
 
-def write_random(cfg, name, out_dir, dtype_name, device, seed):
+def write_random(cfg, name, out_dir, dtype_name, device, seed, small=False):
     """Builds the model of a config dict (model_type and architectures in it) with random weights (every constant-initialised
     parameter, norm weights 1 and biases 0, perturbed by seeded noise; q/k norms and MoE router scaled by condition()) and saves it
     to out_dir with the processor of PROCESSORS[name] where it has one, files readable by others."""
@@ -407,7 +439,7 @@ def write_random(cfg, name, out_dir, dtype_name, device, seed):
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     if name in PROCESSORS:
-        save_processor(name, cfg, out_dir)
+        save_processor(name, cfg, out_dir, small)
     for f in os.listdir(out_dir):
         # safetensors writes its file 0600: the harness's sandboxed worker (user nobody) could not read it, and says
         # "No such file or directory"
@@ -446,7 +478,7 @@ def main():
         cfg = merged(cfg, SMALL[a.name])
     if a.layers:
         cfg = keep_layers(cfg, a.layers)
-    write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed)
+    write_random(cfg, a.name, a.out_dir, a.dtype, a.device, a.seed, a.small)
     if a.small:
         print(f"({a.name} at --small widths, not published dimensions)")
     return 0

@@ -86,6 +86,14 @@ internal static class Gemma3nCompare
                     }
                 }
                 if (MediaFiles.Process(dir, o.Text, o.Chat, o.Media, o.Device) is not { } processed) return ExitCodes.Usage;
+                if (o.Device == "cuda")
+                {
+                    // Gemma3n's towers are TowerOps' host loops (their convolutions have no device kernel: a device input
+                    // would be refused naming the op), so they run once on the host and hand their soft tokens to the ranks
+                    var towers = new[] { o.ImageFile is not null ? "MobileNetV5Encoder" : null, o.AudioFile is not null ? "Gemma3nAudioEncoder" : null }.OfType<string>();
+                    Console.WriteLine($"towers:      the engine's {string.Join(" and ", towers)} run on the host (their convolutions have no device kernel); " +
+                                      "their soft tokens go to the ranks on cuda");
+                }
                 var processedIds = processed["input_ids"].ToInt64Array();
                 if (processedIds.FirstOrDefault(id => id < 0 || id >= config.Text.VocabSize, -1) is var outside && outside >= 0)
                     return CliSupport.UsageError($"compare: the processor in {dir} gave token id {outside}, outside the vocabulary (vocab_size {config.Text.VocabSize} in {configPath})");

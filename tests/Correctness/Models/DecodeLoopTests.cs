@@ -222,4 +222,29 @@ public class DecodeLoopTests
         var e = Assert.Throws<ArgumentException>(() => new LlamaForCausalLM(weights, config, ParallelContext.Single).Generate(prompt, 17, 2));
         Assert.Contains("257 positions, more than max_position_embeddings 256", e.Message);
     }
+
+    /// <summary>
+    /// Issue 22 seed (d) with an image: compare's captured Gemma3n prefill of a 261-token prompt (boi, 256 image tokens, eoi,
+    /// 3 words) ran before any StartSequence and failed "KV cache of 256 positions cannot take 261 more after 0" (the
+    /// default MaxPositions). A fresh sequence's forward now sizes the caches for its prompt: the logits are those of a model
+    /// built with room for it, bit for bit, and past max_position_embeddings it is still a named error.
+    /// </summary>
+    [Fact]
+    public void A_gemma3n_prompt_longer_than_the_default_cache_is_sized_by_its_own_forward()
+    {
+        var dir = Model("tiny-gemma3n-fp32");
+        using var checkpoint = Checkpoint.Open(dir);
+        var config = Gemma3nConfig.Load(Path.Combine(dir, "config.json"));      // max_position_embeddings 96
+        var weights = new CheckpointWeights(checkpoint);
+        var prompt = new Gemma3nPrompt(Tensor.FromArray(Enumerable.Range(0, 40).Select(i => (long)(3 + i * 7 % 200)).ToArray(), 40));
+        var small = new Gemma3nModel(weights, config, ParallelContext.Single, options: new Gemma3nOptions { MaxPositions = 8 });
+        var roomy = new Gemma3nModel(weights, config, ParallelContext.Single, options: new Gemma3nOptions { MaxPositions = 64 });
+        var (a, b) = (small.Forward(prompt), roomy.Forward(prompt));             // [40, vocab] each
+        Assert.Equal(40, small.CacheCapacity);
+        Assert.True(b.ToFloatArray().Select(BitConverter.SingleToInt32Bits).SequenceEqual(a.ToFloatArray().Select(BitConverter.SingleToInt32Bits)),
+            "the prefill through grown caches differs from one through caches built large enough");
+        var tooLong = new Gemma3nPrompt(Tensor.FromArray(Enumerable.Range(0, 97).Select(i => (long)(3 + i % 200)).ToArray(), 97));
+        var e = Assert.Throws<ArgumentException>(() => new Gemma3nModel(weights, config, ParallelContext.Single, options: new Gemma3nOptions { MaxPositions = 8 }).Forward(tooLong));
+        Assert.Contains("more than max_position_embeddings 96", e.Message);
+    }
 }

@@ -196,6 +196,10 @@ public sealed class Gemma3nModel : ICheckpointModel, IGraphDecodable
     {
         var ids = input.Ids.Reshape(-1);
         int t = ids.Shape[0];
+        // a fresh sequence's prompt sizes the caches for itself, as StartSequence does for a decode request: the captured
+        // prefill (compare, the catalog) runs before any StartSequence, and a 261-token image prompt (boi, 256 image
+        // tokens, eoi, 3 words) met the default MaxPositions 256 ("KV cache of 256 positions cannot take 261 more after 0")
+        if (Position == 0 && CacheCapacity < t) StartSequence(t);
         var positions = Tensor.Arange(t);
         for (int i = 0; i < t; i++) positions.Set(Position + i, i);
         Position += t;

@@ -214,8 +214,8 @@ def op_save_processor(args, tensors):
             video_processor=transformers.Gemma4VideoProcessor(**video),
             tokenizer=fast, chat_template=args.get("chat_template"), **dict(args.get("processor_fields", {})))
     elif args["family"] == "gemma3n":
-        # Gemma3nProcessor: a SigLIP image processor (kw; the reference cannot run the timm vision tower, but the processor
-        # needs one), Gemma3nAudioFeatureExtractor (args feature_extractor) and its fixed placeholder counts
+        # Gemma3nProcessor: its SigLIP image processor (kw: the pixels MobileNetV5 gets; transformers 5's SiglipImageProcessor
+        # is the released SiglipImageProcessorFast), Gemma3nAudioFeatureExtractor (args feature_extractor) and its fixed placeholder counts
         # (args processor_fields: audio_seq_length = the config's audio_soft_tokens_per_image, image_seq_length)
         proc = transformers.Gemma3nProcessor(
             feature_extractor=transformers.Gemma3nAudioFeatureExtractor(**dict(args["feature_extractor"])),
