@@ -36,8 +36,10 @@ public static class TowerOps
     /// [B, Ho, Wo, out], Ho = (H + top + bottom - kh) / sh + 1 (likewise Wo). The host's loop only: a device input is an
     /// error naming the op (Gemma3n's audio tower runs on the host, as the towers of `compare --device cuda` do).
     /// </summary>
+    /// <param name="reductionBlock">0: one <see cref="Matmul"/> (one FMA chain over in*kh*kw); else the reduction in blocks
+    /// of this many terms (<see cref="BlockedReductionMatmul"/>).</param>
     public static Tensor Conv2dChannelsLast(Tensor x, Tensor weight, (int H, int W) stride, (int Top, int Bottom, int Left, int Right) pad,
-        MatmulOptions matmul)
+        MatmulOptions matmul, int reductionBlock = 0)
     {
         int b = x.Size(0), h = x.Size(1), w = x.Size(2), cin = x.Size(3);
         if (weight.Rank != 4 || weight.Size(1) != cin)
@@ -49,7 +51,43 @@ public static class TowerOps
         if (ho < 1 || wo < 1)
             throw new ArgumentException($"conv2d: input {Shape.Format(x.Shape)} padded ({pad.Top}|{pad.Bottom}, {pad.Left}|{pad.Right}) is smaller than the kernel {kh}x{kw}");
         var patches = HostOps.Im2Col(x, kh, kw, stride, (pad.Top, pad.Left), ho, wo);   // [B*Ho*Wo, in*kh*kw], x's dtype
-        return Matmul.Forward(patches, weight.Reshape(cout, k).T(), matmul).Reshape(b, ho, wo, cout);
+        var wFlat = weight.Reshape(cout, k).T();                                          // [in*kh*kw, out]
+        var y = reductionBlock > 0 ? BlockedReductionMatmul(patches, wFlat, reductionBlock, matmul) : Matmul.Forward(patches, wFlat, matmul);
+        return y.Reshape(b, ho, wo, cout);
+    }
+
+    /// <summary>
+    /// [M, K] x [K, N] in float32 with K reduced in blocks of <paramref name="block"/> terms: each block one FMA chain from
+    /// zero (one <see cref="Matmul"/> of the K slices), the partial sums added in float32 in ascending block order. A
+    /// convolution's reduction over in_channels x kernel is long (MobileNetV5's MultiQueryAttention output projection sums
+    /// heads x value_dim = 768 / 1536 terms; its EdgeResidual 3x3 convs 9 x channels); the engine's GEMM reduces each output
+    /// in one FMA chain over all K, whose rounding error grows about as sqrt(K), while torch's CPU convolution (oneDNN)
+    /// reduces in blocks: at K = 1536 a single chain was measured 1.8x further from float64 than torch's conv2d, blocks of
+    /// 64 0.5x (tests/Correctness/Gemma3n/MobileNetV5PrecisionTests.cs). The blocks depend on K alone, so an output's bits
+    /// do not depend on the batch (batch invariance holds). Float32 only: in bfloat16 the one rounding of the output
+    /// (2^-8) dwarfs the chain's error, and the caller keeps one Matmul. K &lt;= block is one Matmul.
+    /// </summary>
+    /// <param name="a">[M, K] float32.</param>
+    /// <param name="b">[K, N] float32.</param>
+    /// <returns>[M, N] float32.</returns>
+    public static Tensor BlockedReductionMatmul(Tensor a, Tensor b, int block, MatmulOptions matmul)
+    {
+        if (a.DType != DType.Float32 || b.DType != DType.Float32)
+            throw new ArgumentException($"blocked-reduction matmul: float32 operands only, got {a.DType.TorchName()} and {b.DType.TorchName()}");
+        if (a.Rank != 2 || b.Rank != 2 || a.Size(1) != b.Size(0))
+            throw new ArgumentException($"blocked-reduction matmul: shapes {Shape.Format(a.Shape)} and {Shape.Format(b.Shape)} are not [M, K] x [K, N]");
+        if (block < 1) throw new ArgumentOutOfRangeException(nameof(block), block, "the reduction block must be at least one term");
+        int k = a.Size(1);
+        if (k <= block) return Matmul.Forward(a, b, matmul);
+        float[]? sum = null;
+        for (int lo = 0; lo < k; lo += block)
+        {
+            int len = Math.Min(block, k - lo);
+            var partial = Matmul.Forward(a.Narrow(1, lo, len), b.Narrow(0, lo, len), matmul).ToFloatArray();   // [M, N] one chain over the block
+            if (sum is null) sum = partial;
+            else System.Numerics.Tensors.TensorPrimitives.Add(sum, partial, sum);
+        }
+        return Tensor.FromArray(sum!, a.Size(0), b.Size(1));
     }
 
     /// <summary>

@@ -87,11 +87,31 @@ def _gemma3n_config(cfg):
     return Gemma3nConfig(vision_config=vision, **cfg)
 
 
+# timm's MobileNetV5 blocks' layer_scale gammas (the vision tower): a block without a skip (each stage's strided first
+# block) sets the residual stream's scale, 1 + N(0, 0.2); a block with one adds its branch scaled by N(0, 0.05). With
+# N(0, 0.5) everywhere each of a stage's 37-39 blocks moved the stream by about its own size, so a perturbation grew
+# 30-70x through stage 2 and collapsed onto one direction: the reference's own bf16 error reached 23-46 % by stage 3
+# and every deep module's engine/reference ratio was one heavy-tailed sample (notes/issue-22-visionprec.md).
+_GEMMA3N_TOWER_STREAM_GAMMA = 0.2
+_GEMMA3N_TOWER_BRANCH_GAMMA = 0.05
+
+
+def _gemma3n_tower_gammas(model):
+    """{parameter name: has_skip} of the timm vision tower's layer_scale gammas (empty for the stub tower)."""
+    timm_model = getattr(getattr(getattr(model, "model", None), "vision_tower", None), "timm_model", None)
+    if timm_model is None:
+        return {}
+    prefix = "model.vision_tower.timm_model."
+    return {f"{prefix}{name}.layer_scale.gamma": bool(getattr(m, "has_skip", False))
+            for name, m in timm_model.named_modules() if isinstance(getattr(getattr(m, "layer_scale", None), "gamma", None), torch.Tensor)}
+
+
 def _gemma3n_randomize(model, seed):
     """Every parameter off its initial value (HF initialises norms to 1 and correct_output_scale to 0, which would
     hide whole paths): linear and conv weights N(0, 1/fan_in), embeddings N(0, 0.5), norm scales 1 + N(0, 0.2), others
-    N(0, 0.5) (timm's layer_scale gammas too: init 1e-5 would hide every block's branch)."""
+    N(0, 0.5); timm's layer_scale gammas (init 1e-5 would hide every block's branch) as _GEMMA3N_TOWER_*_GAMMA say."""
     gen = torch.Generator().manual_seed(int(seed))
+    gammas = _gemma3n_tower_gammas(model)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             if name.endswith("norm.weight") or "norm" in name.split(".")[-2] or name.endswith("correct_output_scale") \
@@ -102,6 +122,9 @@ def _gemma3n_randomize(model, seed):
             elif p.dim() >= 2:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            elif name in gammas:
+                draw = torch.randn(p.shape, generator=gen)
+                p.copy_(_GEMMA3N_TOWER_BRANCH_GAMMA * draw if gammas[name] else 1.0 + _GEMMA3N_TOWER_STREAM_GAMMA * draw)
             else:
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
 

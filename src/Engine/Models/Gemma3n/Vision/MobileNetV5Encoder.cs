@@ -234,19 +234,32 @@ public sealed class MobileNetV5Conv
     public Tensor Conv(Tensor x)
     {
         int b = x.Size(0), h = x.Size(1), w = x.Size(2);
-        if (_weightT is not null)                                                        // 1x1: a matmul over channels
-            return Matmul.Forward(x.Reshape(b * h * w, x.Size(3)), _weightT, _ctx.Matmul).Reshape(b, h, w, _weightT.Size(1));
+        int block = x.DType == DType.Float32 ? ReductionBlock : 0;
+        if (_weightT is not null)
+        {   // 1x1: a matmul over channels, [B*H*W, in] x [in, out]
+            var rows = x.Reshape(b * h * w, x.Size(3));
+            var y = block > 0 ? TowerOps.BlockedReductionMatmul(rows, _weightT, block, _ctx.Matmul) : Matmul.Forward(rows, _weightT, _ctx.Matmul);
+            return y.Reshape(b, h, w, _weightT.Size(1));
+        }
         var (top, bottom) = Padding(h);
         var (left, right) = Padding(w);
         if (_bias is not null)
         {   // F.conv2d(x, weight, bias): the bias joins the float32 sum before the one rounding to the dtype
-            var y = TowerOps.Conv2dChannelsLast(x.To(DType.Float32), _weight.To(DType.Float32), (_stride, _stride), (top, bottom, left, right), _ctx.Matmul);
+            var y = TowerOps.Conv2dChannelsLast(x.To(DType.Float32), _weight.To(DType.Float32), (_stride, _stride), (top, bottom, left, right), _ctx.Matmul, ReductionBlock);
             return Elementwise.Add(y, _bias.To(DType.Float32)).To(x.DType);
         }
         return _depthwise
             ? TowerOps.DepthwiseConv2dChannelsLast(x, _weight, (_stride, _stride), (top, bottom, left, right))
-            : TowerOps.Conv2dChannelsLast(x, _weight, (_stride, _stride), (top, bottom, left, right), _ctx.Matmul);
+            : TowerOps.Conv2dChannelsLast(x, _weight, (_stride, _stride), (top, bottom, left, right), _ctx.Matmul, block);
     }
+
+    /// <summary>
+    /// The terms one FMA chain of a dense conv's reduction sums in float32 (<see cref="TowerOps.BlockedReductionMatmul"/>):
+    /// torch's conv2d (oneDNN) reduces in_channels x kernel in blocks, and one chain over the MultiQueryAttention output
+    /// projection's 1536 terms was twice as far from float64 as torch (notes/issue-22-visionprec.md). bfloat16 keeps one
+    /// Matmul (its one rounding to bf16 dwarfs the chain's error).
+    /// </summary>
+    public const int ReductionBlock = 64;
 
     /// <summary>
     /// get_padding_value('same', k, stride=s): is_static_pad (s == 1 and (k - 1) % 2 == 0) -> get_padding = ((s - 1) + (k - 1)) // 2
