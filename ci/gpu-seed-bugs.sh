@@ -38,7 +38,8 @@ ext="$ci/../src/Reference/python/ext"; [[ -f $ci/media.py ]] && ext="$ci"
 cp "$ci/make-published-dims.py" "$ext/gemma3n.py" "$ext/media.py" "$models/" && maker="${models#"${PYTHON_ROOT:-}"}/make-published-dims.py"
 bench_llama="$ci/make-bench-llama.py"; [[ -f $bench_llama ]] || bench_llama="$here/make-bench-llama.py"   # (bundles before 2026-12-07 lack it)
 cp "$bench_llama" "$models/"
-export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1 HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}"
+# (HF_HUB_OFFLINE: the GPU machine reaches no network; every checkpoint, processor and timm tower is built from its config)
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1 CI=1 HARNESS_PYTHON="${HARNESS_PYTHON:-/opt/torch/.venv/bin/python3}"
 device=cuda; (( small )) && device=cpu
 [[ $device == cuda ]] && export HARNESS_REFERENCE_DEVICE="${HARNESS_REFERENCE_DEVICE:-cuda}"
 lines="$OUT/lines.txt"; log="$OUT/log.txt"; : > "$lines"; : > "$log"
