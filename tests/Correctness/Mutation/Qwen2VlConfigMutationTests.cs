@@ -55,6 +55,8 @@ public class Qwen2VlConfigMutationTests
         Assert.Equal(3, c.SpatialMergeSize);
         Assert.Equal(3, c.InChannels);
         Assert.Equal(48, c.PatchVolume);                               // 3 * 1 * 4 * 4
+        // the tiny model's temporal_patch_size 1 cannot tell a product from a quotient: Qwen2-VL-7B's 2 can
+        Assert.Equal(96, From(Json(j => VisionOf(j)["temporal_patch_size"] = 2)).PatchVolume);
         Assert.Equal(64, c.VisionOutHidden);
         Assert.Equal((290, 291, 292, 293), (c.ImageTokenId, c.VideoTokenId, c.VisionStartTokenId, c.VisionEndTokenId));
     }
