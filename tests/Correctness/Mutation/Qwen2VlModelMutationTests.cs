@@ -92,6 +92,13 @@ public class Qwen2VlModelMutationTests
             Refusal(config with { Text = config.Text with { IntermediateSize = 95 } }));
         Assert.Equal("model.visual.blocks.0.mlp.fc1.weight is [64, 32], but vision embed_dim 32 * mlp_ratio makes it [63, 32]",
             Refusal(config with { VisionMlpHidden = 63 }));
+        // a checkpoint in the released layout (model.*, visual.*) is named as stored, given bare or already wrapped
+        var released = weights.ToDictionary(kv => kv.Key.Replace("model.language_model.", "model.", StringComparison.Ordinal)
+            .Replace("model.visual.", "visual.", StringComparison.Ordinal), kv => kv.Value);
+        var small = config with { Text = config.Text with { VocabSize = 299 } };
+        foreach (IWeightSource source in new IWeightSource[] { new DictionaryWeights(released), new Qwen2VlWeights(new DictionaryWeights(released)) })
+            Assert.Equal("model.embed_tokens.weight is [300, 64], but text vocab_size 299 x hidden_size 64 makes it [299, 64]",
+                Assert.Throws<ArgumentException>(() => new Qwen2VlForConditionalGeneration(source, small, ParallelContext.Single)).Message);
         weights["model.visual.patch_embed.proj.weight"] = Tensor.Zeros(DType.Float32, 32, 48);
         Assert.Equal("model.visual.patch_embed.proj.weight is [32, 48], expected [32, 3, 1, 4, 4]", Refusal(config));
         weights["model.visual.patch_embed.proj.weight"] = Tensor.Zeros(DType.Float32, 32, 3, 1, 4, 3);
