@@ -53,8 +53,14 @@ public class Qwen2VlModelMutationTests
     {
         public readonly Dictionary<string, Tensor> Values = [];
         public readonly List<string> Names = [];
+        public readonly Dictionary<string, ShardSpec> Shards = [];
         public bool Wants(string module) => wants(module);
-        public void Record(string module, int worldRank, Tensor value, ShardSpec shard) { Names.Add(module); Values[module] = value.Clone(); }
+        public void Record(string module, int worldRank, Tensor value, ShardSpec shard)
+        {
+            Names.Add(module);
+            Values[module] = value.Clone();
+            Shards[module] = shard;
+        }
     }
 
     [Fact]
@@ -312,6 +318,8 @@ public class Qwen2VlModelMutationTests
         Assert.Equal([1, 9, Hidden], sink.Values["model.language_model.layers.1.self_attn"].ShapeArray);
         Assert.Equal([1, 9, Vocab], sink.Values["lm_head"].ShapeArray);
         Assert.Equal(logits.ToFloatArray(), sink.Values["lm_head"].ToFloatArray());
+        // without sequence parallelism every record is the whole tensor (the engine dump writes "rows" placements otherwise)
+        Assert.All(sink.Shards, kv => Assert.Equal(ShardSpec.Whole, kv.Value));
     }
 
     [Theory]
@@ -388,6 +396,9 @@ public class Qwen2VlModelMutationTests
         Assert.Equal([0, 1, 2, 3, 4, 4, 4, 4, 8], pos[1]);
         Assert.Equal([0, 1, 1, 3, 4, 5, 6, 7, 8], pos[2]);
         Assert.Equal(0, delta);
+        // a prompt that ends in the image: the height stream holds the largest position (2), not the temporal one (1)
+        var (_, endsInImage) = Qwen2VlRope.RopeIndex([5, Image, Image], c, [new GridThw(1, 6, 3)], []);
+        Assert.Equal(0, endsInImage);                                  // max(positions) + 1 - tokens = 2 + 1 - 3
     }
 
     [Fact]
