@@ -367,6 +367,17 @@ public class Qwen2VlModelMutationTests
     }
 
     [Fact]
+    public void Two_videos_take_their_grids_in_order()
+    {
+        // the second video's run takes video_grid_thw row 1 (2 frames of one merged token): t advances per frame
+        var (pos, delta) = Qwen2VlRope.RopeIndex([5, Video, 6, Video, Video], Config(), [], [new GridThw(1, 3, 3), new GridThw(2, 3, 3)]);
+        Assert.Equal([0, 1, 2, 3, 4], pos[0]);
+        Assert.Equal([0, 1, 2, 3, 3], pos[1]);
+        Assert.Equal([0, 1, 2, 3, 3], pos[2]);
+        Assert.Equal(0, delta);
+    }
+
+    [Fact]
     public void Text_only_positions_are_arange_on_all_three_streams_and_an_empty_prompt_has_no_delta()
     {
         var c = Config();
