@@ -154,6 +154,8 @@ public class Qwen2VlModelMutationTests
             var e = Assert.Throws<ArgumentException>(() => model.Visual.Forward(pixels, [Grid66]));
             Assert.Equal($"pixel values are {Shape.Format(pixels.Shape)}, but the grids [(1, 6, 6)] need [36, 48]", e.Message);
         }
+        var two = Assert.Throws<ArgumentException>(() => model.Visual.Forward(Tensor.Zeros(DType.Float32, 36, 48), [Grid66, new GridThw(1, 3, 3)]));
+        Assert.Equal("pixel values are [36, 48], but the grids [(1, 6, 6), (1, 3, 3)] need [45, 48]", two.Message);
     }
 
     [Theory]
