@@ -256,6 +256,18 @@ public class Qwen2VlModelMutationTests
         Assert.Equal(b.TopKLogprobs.Cast<float>(), a.TopKLogprobs.Cast<float>());
         Assert.Equal(37, small.Position);
 
+        // caches that hold enough are kept (not shrunk); one position more than they hold reallocates
+        var big = Model(DType.Float32, maxPositions: 32);
+        big.StartSequence(8);
+        Assert.Equal(32, big.CacheCapacity);
+        var four = Model(DType.Float32, maxPositions: 4);
+        four.StartSequence(5);
+        Assert.Equal(5, four.CacheCapacity);
+        // more than max_position_embeddings (256) is refused before any cache grows
+        var e = Assert.Throws<ArgumentException>(() => four.StartSequence(257));
+        Assert.Equal("the prompt and the tokens to generate need 257 positions, more than max_position_embeddings 256 (config.json)", e.Message);
+        Assert.Equal(5, four.CacheCapacity);
+
         var model = Model(DType.Float32);
         model.Prefill(new([5, 17, 2]));
         var first = model.Step(60)!.ToFloatArray();
