@@ -287,6 +287,18 @@ public class Qwen2VlModelMutationTests
     }
 
     [Fact]
+    public void A_failure_in_a_decoder_layers_mlp_is_named_at_the_layer_and_never_skipped()
+    {
+        // layer 1's down_proj one column short: its MLP fails at the prefill, which names layer 1 (not a silent skip)
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        weights["model.language_model.layers.1.mlp.down_proj.weight"] = Tensor.Normal(DType.Float32, 9, 0f, 0.1f, Hidden, 95);
+        var e = Assert.Throws<ModuleFailedException>(() => Model(DType.Float32, weights: weights).Prefill(new([5, 17, 2])));
+        Assert.Equal("model.language_model.layers.1", e.Module);
+        Assert.Equal(0, e.WorldRank);
+    }
+
+    [Fact]
     public void A_vision_failure_is_named_at_the_block_or_the_merger_where_it_happens()
     {
         // a 4x3-patch grid is not whole 3x3 merge blocks: the 2D rotary has rows for 9 of the 12 patches, block 0 fails
