@@ -1,6 +1,7 @@
 using Harness.Engine.Capture;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
+using Harness.Engine.Models;
 using Harness.Engine.Models.Llama;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
@@ -253,5 +254,35 @@ public class LlamaModelMutationTests
         Assert.Contains($" and [4, {Hidden}]; this stage needs all 8 tokens to take rows [4, 8): ", failed.Message);
         var released = Assert.IsType<CollectiveException>(e.ErrorOf(2));
         Assert.Equal(CollectiveFailure.PeerFailed, released.Failure);
+    }
+
+    [Fact]
+    public void An_embedding_table_that_is_not_a_matrix_is_refused_naming_the_tensor()
+    {
+        // a checkpoint read without the validator (the model is a public API): model.embed_tokens.weight flattened to 1-D
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        weights["model.embed_tokens.weight"] = Tensor.Zeros(DType.Float32, Vocab * Hidden);
+        var e = Assert.Throws<ArgumentException>(() => new LlamaForCausalLM(new DictionaryWeights(weights), config, ParallelContext.Single, maxPositions: 8));
+        Assert.Equal($"model.embed_tokens.weight: an embedding table is [vocab, hidden], got shape [{Vocab * Hidden}]", e.Message);
+    }
+
+    [Fact]
+    public void Generate_with_forced_tokens_feeds_them_as_a_teacher_forced_request_does()
+    {
+        // Generate(prompt, n, k, forced): the overload the harness's teacher-forced runs call must pass the forced tokens on
+        // (a request without them decodes free-running: step 1 then follows the model's own pick)
+        var config = Config();
+        var weights = new DictionaryWeights(Weights(config, DType.Float32));
+        LlamaForCausalLM Fresh() => new(weights, config, ParallelContext.Single, maxPositions: 16);
+        var prompt = Ids(5, 17, 2, 60);
+        var free = Fresh().Generate(prompt, 3, 3);
+        long[] forced = [(free.Tokens[0] + 1) % Vocab, (free.Tokens[0] + 2) % Vocab];     // not the model's picks
+        var viaOverload = Fresh().Generate(prompt, 3, 3, forced);
+        var viaRequest = Fresh().Generate(prompt, new DecodeRequest(3, 3) { Forced = forced });
+        Assert.Equal(viaRequest.Tokens, viaOverload.Tokens);
+        Assert.Equal(viaRequest.TopKLogprobs.Cast<float>(), viaOverload.TopKLogprobs.Cast<float>());
+        Assert.Equal(free.Tokens[0], viaOverload.Tokens[0]);                              // step 0 sees the prompt only
+        Assert.NotEqual(free.TopKLogprobs.Cast<float>().Skip(3).Take(3), viaOverload.TopKLogprobs.Cast<float>().Skip(3).Take(3));
     }
 }
