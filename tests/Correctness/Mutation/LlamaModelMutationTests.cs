@@ -285,4 +285,16 @@ public class LlamaModelMutationTests
         Assert.Equal(free.Tokens[0], viaOverload.Tokens[0]);                              // step 0 sees the prompt only
         Assert.NotEqual(free.TopKLogprobs.Cast<float>().Skip(3).Take(3), viaOverload.TopKLogprobs.Cast<float>().Skip(3).Take(3));
     }
+
+    [Fact]
+    public void Starting_a_sequence_longer_than_max_position_embeddings_is_refused_before_the_caches_grow()
+    {
+        // the config says 128 positions: a request for 129 is an error naming the field, and the caches keep their size
+        var model = Model(DType.Float32, maxPositions: 8);
+        model.StartSequence(128);
+        Assert.Equal(129, model.CacheCapacity);
+        var e = Assert.Throws<ArgumentException>(() => model.StartSequence(129));
+        Assert.Equal("the prompt and the tokens to generate need 129 positions, more than max_position_embeddings 128 (config.json)", e.Message);
+        Assert.Equal(129, model.CacheCapacity);
+    }
 }
