@@ -164,6 +164,8 @@ public class LlamaModelMutationTests
         Assert.Equal(5, small.CacheCapacity);                                             // positions + tp (SP padding rows)
         small.StartSequence(4);
         Assert.Equal(5, small.CacheCapacity);                                             // holds enough: not reallocated
+        small.StartSequence(5);                                                           // one position more than it holds
+        Assert.Equal(6, small.CacheCapacity);
         small.StartSequence(40);
         Assert.Equal(41, small.CacheCapacity);
         var prompt = Ids(Enumerable.Range(0, 30).Select(i => (long)(i * 7 % Vocab)).ToArray());
