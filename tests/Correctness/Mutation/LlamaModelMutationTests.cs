@@ -252,8 +252,8 @@ public class LlamaModelMutationTests
         }, TimeSpan.FromSeconds(60)));
         var failed = Assert.IsType<ModuleFailedException>(e.ErrorOf(3));
         Assert.Equal(("model.layers.1", 3), (failed.Module, failed.WorldRank));
-        Assert.StartsWith("model.layers.1 (rank 3) failed: the (hidden, residual) received from pipeline stage 0 are [", failed.Message);
-        Assert.Contains($" and [4, {Hidden}]; this stage needs all 8 tokens to take rows [4, 8): ", failed.Message);
+        // the shapes as received (hidden whole, residual sliced): before, hidden was named after its own narrowing ([4, 64])
+        Assert.StartsWith($"model.layers.1 (rank 3) failed: the (hidden, residual) received from pipeline stage 0 are [8, {Hidden}] and [4, {Hidden}]; this stage needs all 8 tokens to take rows [4, 8): ", failed.Message);
         var released = Assert.IsType<CollectiveException>(e.ErrorOf(2));
         Assert.Equal(CollectiveFailure.PeerFailed, released.Failure);
     }

@@ -203,8 +203,10 @@ public sealed class LlamaForCausalLM : ICheckpointModel, IGraphDecodable
                 int l = padded / tp;
                 try
                 {
-                    hidden = hidden.Narrow(0, _ctx.TpRank * l, l);                       // this rank's tokens
-                    residual = residual.Narrow(0, _ctx.TpRank * l, l);
+                    // narrowed into locals first: the message names what was received, not a half-narrowed pair
+                    var hiddenRows = hidden.Narrow(0, _ctx.TpRank * l, l);               // this rank's tokens
+                    var residualRows = residual.Narrow(0, _ctx.TpRank * l, l);
+                    (hidden, residual) = (hiddenRows, residualRows);
                 }
                 catch (ArgumentException e)
                 {
