@@ -52,9 +52,13 @@ public static class TowerOps
             throw new ArgumentException($"conv2d: input {Shape.Format(x.Shape)} padded ({pad.Top}|{pad.Bottom}, {pad.Left}|{pad.Right}) is smaller than the kernel {kh}x{kw}");
         var patches = HostOps.Im2Col(x, kh, kw, stride, (pad.Top, pad.Left), ho, wo);   // [B*Ho*Wo, in*kh*kw], x's dtype
         var wFlat = weight.Reshape(cout, k).T();                                          // [in*kh*kw, out]
-        var y = reductionBlock > 0 ? BlockedReductionMatmul(patches, wFlat, reductionBlock, matmul) : Matmul.Forward(patches, wFlat, matmul);
-        return y.Reshape(b, ho, wo, cout);
+        return ReduceMatmul(patches, wFlat, reductionBlock, matmul).Reshape(b, ho, wo, cout);
     }
+
+    /// <summary>A conv's [M, K] x [K, N]: reductionBlock 0, one <see cref="Matmul"/> (one FMA chain over K); else
+    /// <see cref="BlockedReductionMatmul"/> with blocks of that many terms.</summary>
+    public static Tensor ReduceMatmul(Tensor a, Tensor b, int reductionBlock, MatmulOptions matmul) =>
+        reductionBlock > 0 ? BlockedReductionMatmul(a, b, reductionBlock, matmul) : Matmul.Forward(a, b, matmul);
 
     /// <summary>
     /// [M, K] x [K, N] in float32 with K reduced in blocks of <paramref name="block"/> terms: each block one FMA chain from

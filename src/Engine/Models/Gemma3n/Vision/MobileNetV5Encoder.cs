@@ -235,12 +235,9 @@ public sealed class MobileNetV5Conv
     {
         int b = x.Size(0), h = x.Size(1), w = x.Size(2);
         int block = x.DType == DType.Float32 ? ReductionBlock : 0;
-        if (_weightT is not null)
-        {   // 1x1: a matmul over channels, [B*H*W, in] x [in, out]
-            var rows = x.Reshape(b * h * w, x.Size(3));
-            var y = block > 0 ? TowerOps.BlockedReductionMatmul(rows, _weightT, block, _ctx.Matmul) : Matmul.Forward(rows, _weightT, _ctx.Matmul);
-            return y.Reshape(b, h, w, _weightT.Size(1));
-        }
+        if (_weightT is not null)                                                        // 1x1: a matmul over channels
+            return TowerOps.ReduceMatmul(x.Reshape(b * h * w, x.Size(3)), _weightT, block, _ctx.Matmul)   // [B*H*W, in] x [in, out]
+                .Reshape(b, h, w, _weightT.Size(1));
         var (top, bottom) = Padding(h);
         var (left, right) = Padding(w);
         if (_bias is not null)
