@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The mutants of a Stryker.NET campaign by id, for replay by id (ci/stryker/replay.sh).
 
-  mutants.py SOURCE [--file REGEX] [--all]
+  mutants.py SOURCE [--file REGEX] [--all] [--assembly MUTATED/Harness.Engine.dll]
 
 SOURCE is the campaign's debug log (build/mutation/NAME/logs/log-*.txt, written with --log-to-file: it names every
 mutant as Stryker creates it, before any test runs) or its final report (reports/mutation-report.json). Prints one
@@ -16,7 +16,8 @@ replayed in the mutated engine of another slice's campaign.
 
 From a log the line is found by searching each mutant's original text in the file from the previous mutant's position
 on (Stryker creates them in source order, an expression before the ones inside it); "?" where the text is not found.
-A report gives Stryker's own locations.
+A report gives Stryker's own locations. --assembly also marks compile-error the mutants the mutated assembly does not
+hold (no `ldc.i4 ID` in its IL: a rollback the log did not name; ids below 128 are taken as held).
 """
 import argparse, json, os, re, sys
 
@@ -122,11 +123,17 @@ def main():
     ap.add_argument("source")
     ap.add_argument("--file", default="", help="regular expression on the path under src/Engine/")
     ap.add_argument("--all", action="store_true", help="also the compile errors and ignored mutants (fifth column)")
+    ap.add_argument("--assembly", help="the campaign's mutated Harness.Engine.dll: ids it does not hold are compile errors")
     a = ap.parse_args()
     if not os.path.isfile(a.source):
         print(f"mutants: {a.source}: no such file", file=sys.stderr)
         return 2
     mutants = from_report(a.source) if a.source.endswith(".json") else from_log(a.source)
+    if a.assembly:
+        image = open(a.assembly, "rb").read()
+        for i, m in mutants.items():
+            if not m["status"] and i >= 128 and (b"\x20" + i.to_bytes(4, "little", signed=True)) not in image:
+                m["status"] = "compile-error"
     pattern = re.compile(a.file)
     for i in sorted(mutants):
         m = mutants[i]

@@ -8,7 +8,8 @@
 #            taken while a campaign ran (ci/mutation.sh; Stryker compiles every mutant of the engine into that one dll)
 #   TESTS    the test build whose tests judge the mutants (e.g. tests/Correctness/bin/Debug/net10.0 of a branch with new
 #            killing tests); its engine source must be the campaign's (same public API), only the tests may differ
-#   --out    one line per mutant, tab-separated: id, file:line, mutator, killed|survived|timeout|crashed, seconds, the
+#   --out    one line per mutant, tab-separated: id, file:line, mutator, killed|survived|timeout|crashed|compile-error
+#            (its id is not in the assembly: Stryker rolled it back), seconds, the
 #            first failing test; appended, and ids already in it are skipped (a stopped replay resumes)
 #   --mutants  ci/stryker/mutants.py's table (ids to file:line and mutator); --ids-file may be the same table
 #   --test   the tests, in run order (fast ones first: a mutant stops at its first failing test); a substring of

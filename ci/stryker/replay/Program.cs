@@ -8,7 +8,8 @@
 // xunit [Fact]/[Theory] cases (InlineData, MemberData, ClassData rows) against each mutant id in turn, stopping at a
 // mutant's first failing case, as Stryker does. Every chosen case must first pass with no mutant active (-1).
 //
-// One line per mutant on --out (tab-separated): id, file:line, mutator, verdict (killed | survived | timeout), seconds,
+// One line per mutant on --out (tab-separated): id, file:line, mutator, verdict (killed | survived | timeout |
+// compile-error: a mutant Stryker's rollback removed, found by the absence of its id in the assembly's IL), seconds,
 // and for a kill the first failing case with its exception. A case that runs past --limit seconds is a hang: the
 // runner writes "timeout" and exits 3 (a hung thread cannot be stopped), and replay.sh starts it again after that id.
 //
@@ -135,11 +136,13 @@ public static class Program
             }
             Console.Error.WriteLine($"replay: baseline (no mutant) passes, {sw.Elapsed.TotalSeconds:F1} s");
         }
+        var engineBytes = File.ReadAllBytes(engine);
         foreach (var id in ids)
         {
             sw.Restart();
             Console.Error.WriteLine($"replay: mutant {id}");
-            var (verdict, detail) = RunMutant(control!, id, cases, limit);
+            var (verdict, detail) = Compiled(engineBytes, id) ? RunMutant(control!, id, cases, limit)
+                : ("compile-error", "not in the mutated assembly (no ldc.i4 of its id): Stryker's rollback removed it");
             var label = map.TryGetValue(id, out var m) ? $"{m[1]}\t{m[2]}" : "?\t?";
             output.WriteLine($"{id}\t{label}\t{verdict}\t{sw.Elapsed.TotalSeconds:F1}\t{detail}");
             if (verdict == "timeout")
@@ -173,6 +176,19 @@ public static class Program
             return ("killed", $"{c.Name}: {inner.GetType().Name}: {message}");
         }
         return ("survived", "");
+    }
+
+    /// <summary>
+    /// Whether the mutated assembly tests the id at all: every mutant Stryker keeps is an `IsActive(ID)` call whose
+    /// argument is an `ldc.i4 ID` (0x20 and the little-endian int32) in the IL; a mutant whose compile error Stryker
+    /// rolled back (its log does not always say so) has none, and activating it changes nothing. Ids below 128 are
+    /// emitted in shorter forms and are taken as compiled.
+    /// </summary>
+    static bool Compiled(byte[] assembly, int id)
+    {
+        if (id < 128) return true;
+        Span<byte> pattern = [0x20, (byte)id, (byte)(id >> 8), (byte)(id >> 16), (byte)(id >> 24)];
+        return assembly.AsSpan().IndexOf(pattern) >= 0;
     }
 
     static Exception Unwrap(Exception e)
