@@ -158,8 +158,10 @@ public static class Program
     static (string Verdict, string Detail) RunMutant(MutantSwitch control, int id, List<Case> cases, double limit)
     {
         control.Set(id);
+        var clock = Stopwatch.StartNew();
         foreach (var c in cases)
         {
+            if (id == -1 && clock.Elapsed.TotalSeconds > 0) Console.Error.WriteLine($"replay: baseline {clock.Elapsed.TotalSeconds,7:F1} s  {c.Name}");
             Exception? failure = null;
             var thread = new Thread(() =>
             {
