@@ -2,6 +2,7 @@ using Harness.Engine.Distributed;
 using Harness.Engine.IO;
 using Harness.Engine.Models;
 using Harness.Engine.Models.Gemma4;
+using Harness.Engine.Ops;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
 using Harness.Scenarios;
@@ -56,6 +57,41 @@ public class Gemma4ModelMutationTests
             RefusalAt(4, config with { NumAttentionHeads = 4, NumKeyValueHeads = 2 }));
     }
 
+    /// <summary>One sliding layer's attention on random weights, at tensor-parallel size <paramref name="tp"/>: [3, 64].</summary>
+    private static Tensor AttentionAt(int tp, Gemma4TextConfig config, IWeightSource weights, Tensor x)
+    {
+        var (cos, sin) = Rotary.CosSin(Gemma4ForCausalLM.InvFreq(config, "sliding_attention"), Tensor.Arange(3), DType.Float32);   // [1, 3, head_dim], as the model's
+        return ThreadWorld.Run(tp, rank =>
+        {
+            var attention = new Gemma4Attention(weights, "a", config, 0, ThreadWorld.Layout(rank, tp, 1));
+            var cache = new KvCache(attention.LocalKvHeads, attention.HeadDim, 8, DType.Float32);
+            return attention.Forward(x, cos, sin, [cache], [(0, 3, 0)]);
+        }, TimeSpan.FromSeconds(60))[0];
+    }
+
+    [Theory]
+    [InlineData(4, 4, 2)]   // kv heads split: rank 1 takes kv heads 2-3 (v_proj rows from 2 * head_dim) and q heads 2-3
+    [InlineData(4, 2, 4)]   // kv heads replicated: ranks 2 and 3 take kv head 1 (r * kv_heads / tp)
+    public void Each_rank_takes_its_own_heads_so_tensor_parallel_attention_equals_one_rank(int heads, int kvHeads, int tp)
+    {
+        // The catalog's layers have 2 heads and 1 or 2 kv heads, where a rank's offset cannot tell r * n from r / n.
+        var config = Gemma4ForCausalLM.LoadConfig(ModelDir("tiny-gemma4-e2b-like-fp32")) with { NumAttentionHeads = heads, NumKeyValueHeads = kvHeads };
+        int hd = config.HeadDim, d = config.HiddenSize;
+        ulong seed = 40;
+        Tensor Random(params int[] shape) => Elementwise.Mul(Tensor.Randn(DType.Float32, seed++, shape), 0.2);
+        var weights = new DictionaryWeights(new Dictionary<string, Tensor>
+        {
+            ["a.q_proj.weight"] = Random(heads * hd, d), ["a.k_proj.weight"] = Random(kvHeads * hd, d),
+            ["a.v_proj.weight"] = Random(kvHeads * hd, d), ["a.o_proj.weight"] = Random(d, heads * hd),
+            ["a.q_norm.weight"] = Random(hd), ["a.k_norm.weight"] = Random(hd),
+        });
+        var x = Random(3, d);
+        var one = AttentionAt(1, config, weights, x).ToFloatArray();
+        var split = AttentionAt(tp, config, weights, x).ToFloatArray();
+        for (int i = 0; i < one.Length; i++)
+            Assert.True(Math.Abs(one[i] - split[i]) <= 1e-5 + 1e-4 * Math.Abs(one[i]), $"element {i}: TP={tp} {split[i]} against one rank's {one[i]}");
+    }
+
     [Fact]
     public void A_projection_with_fewer_rows_than_the_config_implies_is_refused_naming_the_weight_and_the_rows()
     {
@@ -99,6 +135,14 @@ public class Gemma4ModelMutationTests
         var model = new Gemma4ForCausalLM(new CheckpointWeights(checkpoint), Gemma4ForCausalLM.LoadConfig(dir), ParallelContext.Single);
         var seq = model.NewSequence(10);
         Assert.Equal(10, seq.Capacity);                                // layers 2 and 3 hold no cache of their own
+        // every layer shared (num_kv_shared_layers = num_hidden_layers): no cache at all, capacity 0, and the forward
+        // refused naming layer_types (no earlier layer to share from)
+        var allShared = new Gemma4ForCausalLM(new CheckpointWeights(checkpoint), Gemma4ForCausalLM.LoadConfig(dir) with { NumKvSharedLayers = 4 },
+            ParallelContext.Single);
+        var none = allShared.NewSequence(10);
+        Assert.Equal(0, none.Capacity);
+        var refused = Assert.Throws<Harness.Engine.Config.ConfigException>(() => allShared.Forward(none, Tensor.FromArray(new long[] { 7 }, 1)));
+        Assert.Contains("layer_types layer 0 (sliding_attention) shares K/V but no earlier non-shared layer has that type", refused.Message);
         var prompt = Tensor.FromArray(new long[] { 7, 8, 9, 10, 11 }, 5);
         var first = model.Forward(seq, prompt);
         Assert.Equal(5, seq.Position);
