@@ -139,6 +139,10 @@ public class Gemma4ConfigMutationTests
         Assert.Equal("vision", c.UseBidirectionalAttention);
         json["text_config"]!.AsObject().Remove("pad_token_id");
         Assert.Equal(0, From(json).PadTokenId);                // text_config.pad_token_id's default
+        json["text_config"]!["tie_word_embeddings"] = true;    // text_config's own, when it says, over the top level's
+        Assert.True(From(json).TieWordEmbeddings);
+        json["text_config"]!.AsObject().Remove("hidden_size_per_layer_input");
+        Assert.Equal(256, From(json).HiddenSizePerLayerInput); // absent under text_config: the default, as in gemma4_text
     }
 
     [Fact]

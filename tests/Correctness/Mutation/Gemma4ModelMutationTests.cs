@@ -125,6 +125,10 @@ public class Gemma4ModelMutationTests
         source.Reset(4);
         e = Assert.Throws<InvalidOperationException>(() => model.Layers[2].SelfAttn.Forward(x, rope, rope, [source], [(0, 3, 0)]));
         Assert.Equal("the KV cache holds 4 positions where 0 + 3 were expected (KV sharing out of step)", e.Message);
+        // inside a decoder layer the failure is named at the layer's self_attn (the module a report points at)
+        var failed = Assert.Throws<Harness.Engine.Capture.ModuleFailedException>(() =>
+            model.Layers[0].Forward(x, Tensor.Zeros(DType.Float32, 3, config.HiddenSizePerLayerInput), rope, rope, [own], [(0, 3, 0)]));
+        Assert.Equal("model.layers.0.self_attn", failed.Module);
     }
 
     [Fact]
