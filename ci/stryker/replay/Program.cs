@@ -110,6 +110,10 @@ public static class Program
         var control = MutantSwitch.Find(engineAsm);
         if (control is null && !list)
             throw new UsageException($"{engine}: no Stryker MutantControl in this assembly (not a campaign's mutated engine)");
+        // Without a baseline the first mutant is active before any test code runs (collecting the cases runs the test
+        // assembly's module initializer and MemberData, which may touch engine statics): a static initializer of that
+        // mutant is then read mutated, which is what --fresh (one process per mutant) relies on.
+        if (!baseline && ids.Count > 0) control!.Set(ids[0]);
 
         var cases = Cases.Collect(testAsm, patterns);
         if (list)
