@@ -163,6 +163,34 @@ public class Gemma4ModelMutationTests
     }
 
     [Fact]
+    public void The_text_decoder_keeps_its_caches_unless_it_must_grow_and_hands_the_graph_steps_position_to_every_cache()
+    {
+        var dir = ModelDir("tiny-gemma4-e2b-like-fp32");
+        using var checkpoint = Checkpoint.Open(dir);
+        var decoder = new Gemma4TextDecoder(new Gemma4ForCausalLM(new CheckpointWeights(checkpoint), Gemma4ForCausalLM.LoadConfig(dir), ParallelContext.Single));
+        Assert.Equal("StartSequence first", Assert.Throws<InvalidOperationException>(() => decoder.Sequence).Message);
+        decoder.StartSequence(10);
+        var first = decoder.Sequence;
+        decoder.StartSequence(10);                                     // the same size: the same caches (a captured graph's addresses)
+        Assert.Same(first, decoder.Sequence);
+        decoder.StartSequence(6);                                      // smaller: kept, rewound
+        Assert.Same(first, decoder.Sequence);
+        Assert.Equal(10, decoder.CacheCapacity);
+        Assert.Equal("a sequence needs at least one position, got 0", Assert.Throws<ArgumentException>(() => decoder.StartSequence(0)).Message);
+        decoder.StartSequence(12);                                     // larger: grown
+        Assert.Equal(12, decoder.CacheCapacity);
+        // a graph decoder's step: its device position reaches every cache, of the sequence there and of one grown later
+        Assert.Equal("DeviceForward needs a DeviceStep", Assert.Throws<InvalidOperationException>(() => decoder.DeviceForward(Tensor.FromArray(new long[] { 7 }, 1))).Message);
+        var step = new DeviceStep(Tensor.FromArray(new long[] { 0 }, 1), Tensor.FromArray(new long[] { 0 }, 1));
+        decoder.DeviceStep = step;
+        Assert.All(decoder.Sequence.Caches.OfType<KvCache>(), c => Assert.Same(step.Position, c.DevicePosition));
+        decoder.StartSequence(20);
+        Assert.All(decoder.Sequence.Caches.OfType<KvCache>(), c => Assert.Same(step.Position, c.DevicePosition));
+        decoder.DeviceStep = null;
+        Assert.All(decoder.Sequence.Caches.OfType<KvCache>(), c => Assert.Null(c.DevicePosition));
+    }
+
+    [Fact]
     public void The_language_model_of_a_gemma4_checkpoint_is_found_under_model_language_model_or_where_the_caller_says()
     {
         var dir = ModelDir("tiny-gemma4-moe-mm-fp32");
