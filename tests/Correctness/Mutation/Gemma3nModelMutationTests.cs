@@ -68,6 +68,32 @@ public class Gemma3nModelMutationTests
 
     private static Tensor Row(Tensor t, int i) => t.Select(0, i).Unsqueeze(0);
 
+    private sealed class Names : IActivationSink
+    {
+        public readonly List<string> Recorded = [];
+        public bool Wants(string module) => true;
+        public void Record(string module, int worldRank, Tensor value, ShardSpec shard) => Recorded.Add(module);
+    }
+
+    [Fact]
+    public void Each_embedder_module_is_recorded_once_as_hfs_hooks_keep_the_hard_token_pass()
+    {
+        // HF runs embed_vision / embed_audio on the hard ids first, then on the soft tokens; the reference keeps a hook's
+        // first call, so the soft pass records only soft_embedding_norm, and the audio padding row records nothing
+        var names = new Names();
+        Model(sink: names).Forward(new Gemma3nPrompt(Tensor.FromArray(SoftPrompt, 12), ImageSoft(4), AudioSoft(2), [true, false]));
+        foreach (var e in new[] { "model.embed_vision", "model.embed_audio" })
+        {
+            Assert.Equal([e + ".hard_embedding_norm", e + ".embedding_projection", e + ".embedding_post_projection_norm", e, e + ".soft_embedding_norm"],
+                names.Recorded.Where(m => m.StartsWith(e, StringComparison.Ordinal)));
+        }
+        var embedder = new Gemma3nMultimodalEmbedder(new DictionaryWeights(Weights(Config(), DType.Float32)), "model.embed_vision", Config().Vision!,
+            ParallelContext.Single, names = new Names());
+        embedder.ForwardHard(Tensor.FromArray([259L], 1), record: false);
+        embedder.ForwardSoft(ImageSoft(4), record: false);
+        Assert.Empty(names.Recorded);
+    }
+
     [Fact]
     public void A_pipeline_layout_is_refused()
     {
