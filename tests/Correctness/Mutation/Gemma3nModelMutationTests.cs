@@ -118,6 +118,17 @@ public class Gemma3nModelMutationTests
     }
 
     [Fact]
+    public void An_embedding_table_that_is_not_a_matrix_is_refused_naming_the_tensor()
+    {
+        // a checkpoint read without the validator (the model is a public API): embed_tokens.weight flattened to 1-D
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        weights[P + ".embed_tokens.weight"] = Tensor.Zeros(DType.Float32, 272 * Hidden);
+        var e = Assert.Throws<ArgumentException>(() => Model(config, weights));
+        Assert.Equal($"{P}.embed_tokens.weight: an embedding table is [vocab, hidden], got shape [{272 * Hidden}]", e.Message);
+    }
+
+    [Fact]
     public void A_gemma3n_text_model_reads_its_weights_under_model_and_takes_no_soft_tokens()
     {
         // Gemma3nForCausalLM: the same text model with its weights under "model." instead of "model.language_model."
@@ -174,6 +185,33 @@ public class Gemma3nModelMutationTests
         Assert.Equal(Row(text, 0).ToFloatArray(), Row(embeds, 0).ToFloatArray());
         for (int i = 1; i <= 4; i++) Assert.Equal(Row(ple, 0).ToFloatArray(), Row(ple, i).ToFloatArray());
         Assert.NotEqual(Row(ple, 0).ToFloatArray(), Row(ple, 5).ToFloatArray());
+    }
+
+    [Fact]
+    public void The_per_layer_inputs_carry_hfs_two_scales_which_a_large_rms_norm_eps_makes_visible()
+    {
+        // project_per_layer_inputs: norm(per_layer_model_projection(embeds) * hidden**-0.5) then (... + per-layer tokens) * 2**-0.5.
+        // Each scale sits in front of an RMSNorm (per_layer_projection_norm; the layer's post_per_layer_input_norm after
+        // the gate and projection), which cancels it up to eps: at the tiny model's eps 2e-6 a wrong scale moves a value by
+        // about eps / mean square. With eps = 0.5 the scales decide the values; both are recomputed here from the records.
+        var config = Config(j => j["text_config"]!["rms_norm_eps"] = 0.5);
+        var weights = Weights(config, DType.Float32);
+        var sink = new Recorder(m => m is P + ".per_layer_model_projection" or P + ".per_layer_projection_norm" or P + ".embed_tokens_per_layer"
+            or P + ".layers.0.per_layer_input_gate" or P + ".layers.0.post_per_layer_input_norm");
+        Model(config, weights, sink: sink).Forward(Text(2, 17, 140, 33));
+        const int t = 4, layers = 4, ple = 8;
+        var projection = sink.Values[P + ".per_layer_model_projection"];                        // [4, 4 * 8]
+        var expectedNorm = Harness.Engine.Ops.Norms.RmsNorm(Harness.Engine.Ops.Elementwise.Mul(projection, Math.Pow(Hidden, -0.5)).Reshape(t, layers, ple),
+            weights[P + ".per_layer_projection_norm.weight"], 0.5, Harness.Engine.Ops.RmsNormKind.GemmaScaled);
+        AssertClose(expectedNorm, sink.Values[P + ".per_layer_projection_norm"]);
+        // layer 0: post_per_layer_input_norm(per_layer_projection(silu(gate) * per_layer_input)), per_layer_input = (norm + tokens) / sqrt(2)
+        var tokens = sink.Values[P + ".embed_tokens_per_layer"].Reshape(t, layers, ple);
+        var input0 = Harness.Engine.Ops.Elementwise.Mul(Harness.Engine.Ops.Elementwise.Add(expectedNorm, tokens), 1 / Math.Sqrt(2)).Select(1, 0);   // [4, 8]
+        var gated = Harness.Engine.Ops.Elementwise.Mul(Harness.Engine.Ops.Activation.Apply(sink.Values[P + ".layers.0.per_layer_input_gate"],
+            Harness.Engine.Ops.ActivationKind.Silu), input0);
+        var expected = Harness.Engine.Ops.Norms.RmsNorm(new Harness.Engine.Layers.Linear(weights[P + ".layers.0.per_layer_projection.weight"]).Forward(gated),
+            weights[P + ".layers.0.post_per_layer_input_norm.weight"], 0.5, Harness.Engine.Ops.RmsNormKind.GemmaScaled);
+        AssertClose(expected, sink.Values[P + ".layers.0.post_per_layer_input_norm"], 1e-4);
     }
 
     [Fact]
