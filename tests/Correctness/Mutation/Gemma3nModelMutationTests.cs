@@ -357,6 +357,29 @@ public class Gemma3nModelMutationTests
     }
 
     [Fact]
+    public void A_forward_of_a_prompt_past_max_position_embeddings_runs_as_hfs_and_only_a_decode_request_is_refused()
+    {
+        // HF's forward takes any prompt length (RoPE has no table to run past); the engine's captured prefill does too,
+        // sizing its caches for the prompt. A decode request (prompt + new tokens) is checked when it starts its sequence.
+        var prompt = Text([.. Enumerable.Range(0, 100).Select(i => (long)(3 + i))]);
+        var model = Model();
+        Assert.Equal([100, 272], model.Forward(prompt, logitsToKeep: 0).ShapeArray);
+        Assert.Equal("the prompt and the tokens to generate need 101 positions, more than max_position_embeddings 96 (config.json)",
+            Assert.Throws<ArgumentException>(() => Model().Generate(prompt, 1, 3)).Message);
+    }
+
+    [Fact]
+    public void Logits_to_keep_runs_lm_head_on_the_last_rows_only()
+    {
+        // HF's logits_to_keep: the decode loop's prefill keeps 1 (it picks from the last row either way, so only the shape tells)
+        var prompt = Text(2, 17, 140, 33);
+        var all = Model().Forward(prompt);                                                  // [4, 272]
+        var kept = Model().Forward(prompt, logitsToKeep: 2);
+        Assert.Equal([2, 272], kept.ShapeArray);
+        AssertClose(all.Narrow(0, 2, 2), kept);
+    }
+
+    [Fact]
     public void A_second_generation_on_one_model_starts_a_new_sequence()
     {
         var prompt = Text(2, 17, 140, 33);
@@ -422,6 +445,18 @@ public class Gemma3nModelMutationTests
         var e = Assert.Throws<ArgumentException>(() => new Gemma3nAttention(new DictionaryWeights(Weights(config, DType.Float32)),
             P + ".layers.2.self_attn", config.Text, 2, ctx));
         Assert.Equal(P + ".layers.2.self_attn.q_proj: 4 attention heads are not divisible by the tensor-parallel size 3", e.Message);
+    }
+
+    [Fact]
+    public void A_kv_shared_layers_q_proj_that_does_not_split_over_tp_is_named_at_its_weight()
+    {
+        // a checkpoint read without the validator: layer 2 (KV-shared, its own q_proj) with 31 output rows at TP=2
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        weights[P + ".layers.2.self_attn.q_proj.weight"] = Tensor.Zeros(DType.Float32, 31, Hidden);
+        var ctx = new ThreadWorld(2).LayoutFor(0, 2, 1);
+        var e = Assert.Throws<ArgumentException>(() => new Gemma3nAttention(new DictionaryWeights(weights), P + ".layers.2.self_attn", config.Text, 2, ctx));
+        Assert.Equal(P + ".layers.2.self_attn.q_proj.weight [31, 32] dim 0: size 31 is not divisible by the tensor-parallel size 2", e.Message);
     }
 
     [Fact]
