@@ -361,9 +361,10 @@ public class Gemma3nModelMutationTests
     {
         // HF's forward takes any prompt length (RoPE has no table to run past); the engine's captured prefill does too,
         // sizing its caches for the prompt. A decode request (prompt + new tokens) is checked when it starts its sequence.
+        // The caches hold exactly the prompt here (100 of them, past max_position_embeddings 96) and more by default.
         var prompt = Text([.. Enumerable.Range(0, 100).Select(i => (long)(3 + i))]);
-        var model = Model();
-        Assert.Equal([100, 272], model.Forward(prompt, logitsToKeep: 0).ShapeArray);
+        Assert.Equal([100, 272], Model(options: new Gemma3nOptions { MaxPositions = 100 }).Forward(prompt).ShapeArray);
+        Assert.Equal([100, 272], Model().Forward(prompt).ShapeArray);
         Assert.Equal("the prompt and the tokens to generate need 101 positions, more than max_position_embeddings 96 (config.json)",
             Assert.Throws<ArgumentException>(() => Model().Generate(prompt, 1, 3)).Message);
     }
@@ -472,6 +473,29 @@ public class Gemma3nModelMutationTests
         Assert.Equal(unbiased, Model(biased, weights).Forward(prompt).ToFloatArray());         // zero biases change nothing
         weights[P + ".layers.2.self_attn.q_proj.bias"] = Tensor.Normal(DType.Float32, 9, 0f, 1f, 32);
         Assert.NotEqual(unbiased, Model(biased, weights).Forward(prompt).ToFloatArray());
+    }
+
+    [Fact]
+    public void The_float32_normal_icdf_of_a_sparsity_is_the_float32_of_the_exact_inverse_of_erf()
+    {
+        // Normal(0, 1).icdf(p) for a float32 p = erfinv(2p - 1) * sqrt(2) in float32; erfinv by bisection on the float64
+        // erf (independent of ErfInv's first guess and Newton steps). Central values and both tails (|2p - 1| > 0.9966).
+        static double Bisect(double y)
+        {
+            double lo = -6, hi = 6;
+            for (int i = 0; i < 200; i++)
+            {
+                double mid = (lo + hi) / 2;
+                if (Harness.Engine.Kernels.Erf.Compute(mid) < y) lo = mid; else hi = mid;
+            }
+            return (lo + hi) / 2;
+        }
+        var ps = Enumerable.Range(1, 99).Select(k => k / 100.0).Concat([0.0005, 0.001, 0.0015, 0.999, 0.9985, 0.9995]);
+        foreach (double p in ps)
+        {
+            float arg = 2f * (float)p - 1f;
+            Assert.True((float)Bisect(arg) * (float)Math.Sqrt(2.0) == Gemma3nMlp.NormalIcdf(p), $"p = {p}");
+        }
     }
 
     [Fact]
