@@ -48,6 +48,14 @@ public sealed record CompareMemory(
     /// <inheritdoc cref="Hidden"/>
     public int Vocab { get; init; }
 
+    /// <summary>
+    /// Parameters of tables both sides only look rows up in, never read whole: Gemma3n's and Gemma4's per-layer token
+    /// embedding (`embed_tokens_per_layer`, 262144 x layers x 256: 4.0 GB of E2B's 5.4 B parameters). The engine maps it and
+    /// touches the prompt's rows; so does the reference (a hidden-64 Gemma3n keeping E2B's table peaked under 1 GiB on
+    /// each side, notes/issue-22-bigtensors.md). Not counted as either side's resident weights.
+    /// </summary>
+    public long LookupOnly { get; init; }
+
     /// <summary>The text decoder's layers (units named ...layers.N outside a vision or audio tower: the ones that see every
     /// token); null: every unit.</summary>
     public int? TextLayers { get; init; }
@@ -127,6 +135,7 @@ public sealed record CompareMemory(
         bool steps = true, ModelFolder.PromptShape? shape = null)
     {
         int hidden = 0, vocab = 0;
+        long lookupOnly = 0;
         using var checkpoint = Checkpoint.Open(folder);
         long total = 0, streamed = 0;
         var units = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -140,6 +149,7 @@ public sealed record CompareMemory(
                 units[m.Groups[1].Value] = units.GetValueOrDefault(m.Groups[1].Value) + n;
             else if (info.Shape.Length == 2 && (name.Contains("embed", StringComparison.Ordinal) || name.StartsWith("lm_head", StringComparison.Ordinal)))
                 streamed += n;                                    // looked up by rows / lm_head in slices: never upcast whole
+            if (name.EndsWith("embed_tokens_per_layer.weight", StringComparison.Ordinal)) lookupOnly += n;
             if (info.Shape.Length == 2 && name.EndsWith("embed_tokens.weight", StringComparison.Ordinal) && info.Shape[0] > vocab)
                 (vocab, hidden) = ((int)info.Shape[0], (int)info.Shape[1]);   // [vocab, hidden] of the text decoder
         }
@@ -148,12 +158,12 @@ public sealed record CompareMemory(
         return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
             dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu)
         {
-            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps, Shape = shape,
+            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, LookupOnly = lookupOnly, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps, Shape = shape,
         };
     }
 
-    public long EngineTotal => (long)(Parameters * BytesPerParameter * EngineFactor);
-    public long ReferenceBytes => Parameters * BytesPerParameter;
+    public long EngineTotal => (long)((Parameters - LookupOnly) * BytesPerParameter * EngineFactor);
+    public long ReferenceBytes => (Parameters - LookupOnly) * BytesPerParameter;
 
     /// <summary>The float64 oracle: streamed, one unit and the rest (plus one 2^24-element slice of lm_head); whole, every parameter.</summary>
     public long OracleBytes => !Oracle ? 0 : OracleWhole ? Parameters * 8 : (LargestUnit + Rest + Math.Min(Streamed, 1L << 24)) * 8;
