@@ -5,7 +5,8 @@ namespace Harness.Engine.IO;
 /// <summary>
 /// The C library calls the harness makes on Linux, in one file: statx (what a path is, symbolic links followed, without
 /// opening it: a FIFO would block an open), link (hard links into the reference's root) and chown (scratch folders for an
-/// unprivileged worker). Every call returns its errno; callers name the path and the error.
+/// unprivileged worker), madvise (huge pages for packed weights, a mapped checkpoint's pages given back once packed). Every
+/// call returns its errno; callers name the path and the error.
 /// </summary>
 public static unsafe class Libc
 {
@@ -27,6 +28,17 @@ public static unsafe class Libc
 
     [DllImport(Lib, EntryPoint = "free")]
     private static extern void free(nint p);
+
+    [DllImport(Lib, SetLastError = true, EntryPoint = "madvise")]
+    private static extern int madvise(void* addr, nuint length, int advice);
+
+    /// <summary>madvise's advice: MADV_DONTNEED (the pages leave this process; a file mapping's are read again on the next
+    /// access) and MADV_HUGEPAGE (back the range with transparent huge pages where the kernel allows it).</summary>
+    public const int MadvDontNeed = 4, MadvHugePage = 14;
+
+    /// <summary>madvise(addr, length, advice): 0, or the errno (addr must be page-aligned).</summary>
+    public static int Madvise(void* addr, nuint length, int advice) =>
+        madvise(addr, length, advice) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     public const int ENOENT = 2, EACCES = 13, EXDEV = 18, ENOTDIR = 20, ELOOP = 40, ENAMETOOLONG = 36;
 

@@ -63,6 +63,35 @@ internal sealed unsafe class MappedRegion : IDisposable
         return new(_base + offset, length);
     }
 
+    /// <summary>
+    /// Gives back the resident pages under <paramref name="t"/>'s elements when it is a view of a mapped file (nothing
+    /// otherwise): MADV_DONTNEED on the whole pages inside the elements' byte span, so a weight packed into its own copy
+    /// (<see cref="Layers.Linear"/>) no longer counts twice in the process's memory. The bytes stay readable: a later read
+    /// maps the file's page again, with the same values (the checkpoint is never written; a page written through a view, a
+    /// private copy, would revert to the file's bytes, which is why only weights read for packing are given back). The
+    /// pages at either end, shared with the neighbouring tensors, are kept.
+    /// </summary>
+    /// <returns>The bytes given back (0 for a tensor that is not a mapped view or spans no whole page).</returns>
+    public static long ReleaseResident(Tensors.Tensor t)
+    {
+        if (t.Storage.Owner is not MappedRegion region || region.IsReleased || t.NumEl == 0 || !t.Storage.IsNative) return 0;
+        long last = t.Offset;                                       // the span [first, last] of elements t reaches
+        for (int d = 0; d < t.Rank; d++)
+        {
+            if (t.Strides[d] < 0) return 0;
+            last += (long)(t.Shape[d] - 1) * t.Strides[d];
+        }
+        int size = t.DType.Size();
+        using var pin = t.Storage.Pin();
+        long start = (long)pin.Pointer + (long)t.Offset * size, end = (long)pin.Pointer + (last + 1) * size;
+        long page = Environment.SystemPageSize;
+        long from = (start + page - 1) / page * page, to = end / page * page;
+        if (to <= from) return 0;
+        int errno = Libc.Madvise((void*)from, (nuint)(to - from), Libc.MadvDontNeed);
+        // advice only: where it is refused the pages stay resident, as before (the values are the same either way)
+        return errno == 0 ? to - from : 0;
+    }
+
     public void Dispose()
     {
         Release();

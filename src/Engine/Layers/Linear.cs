@@ -15,18 +15,65 @@ namespace Harness.Engine.Layers;
 /// for float32 in both modes; bf16 in normal mode runs the native vdpbf16ps kernel where the CPU has AVX512_BF16
 /// (float32 accumulation, one rounding to bf16; see <see cref="PackedGemm"/>). W must not be written after the first
 /// forward (the packed copy would not see it). Other dtypes and CUDA tensors take <see cref="Matmul"/>.</para>
+/// <para>Host memory: the packed copy is the weight's one resident copy. Once packed, the pages of a weight that is a view of
+/// a memory-mapped checkpoint are given back (<see cref="IO.MappedRegion.ReleaseResident"/>; read again from the file if an
+/// unpacked path reads W), and a fused weight (<see cref="Stacked"/>: q/k/v, gate/up) is packed straight from its parts,
+/// never concatenated on the host unless such a path asks for <see cref="Weight"/>. Measured on a 1.24 B bf16 Llama
+/// (notes/issue-22-hostmem.md): 6.7 GiB resident after the prefill before (the mapped file, the fused and lm_head copies,
+/// the packed copies: 2.7x its 2.3 GiB of weights); 2.4 GiB after (1.0x; peak 2.9 GiB while the tied lm_head packs).</para>
 /// </summary>
-public sealed class Linear(Tensor weight, Tensor? bias = null)
+public sealed class Linear
 {
-    public Tensor Weight { get; } = weight.Rank == 2 ? weight
-        : throw new ArgumentException($"a Linear weight is [out_features, in_features], got shape {Shape.Format(weight.Shape)}");
-    public Tensor? Bias { get; } = bias;
+    /// <summary>W [out_features, in_features]: the one given, or cat(parts, 0) of a <see cref="Stacked"/> weight, made at
+    /// the first read on the host (the packed path never reads it).</summary>
+    public Tensor Weight
+    {
+        get
+        {
+            if (Volatile.Read(ref _weight) is { } w) return w;
+            lock (_gate) return _weight ??= Tensor.Cat(_parts, 0);   // [sum(out_i), in]
+        }
+    }
 
-    public int InFeatures => Weight.Shape[1];
-    public int OutFeatures => Weight.Shape[0];
+    public Tensor? Bias { get; }
+
+    public int InFeatures { get; }
+    public int OutFeatures { get; }
 
     private readonly object _gate = new();
+    private readonly IReadOnlyList<Tensor> _parts;   // W's row blocks, in order (one: W itself)
+    private Tensor? _weight;
     private PackedWeight? _packed;
+
+    public Linear(Tensor weight, Tensor? bias = null)
+        : this([weight.Rank == 2 ? weight
+            : throw new ArgumentException($"a Linear weight is [out_features, in_features], got shape {Shape.Format(weight.Shape)}")], bias) =>
+        _weight = weight;
+
+    private Linear(IReadOnlyList<Tensor> parts, Tensor? bias)
+    {
+        _parts = parts;
+        Bias = bias;
+        InFeatures = parts[0].Shape[1];
+        OutFeatures = parts.Sum(p => p.Shape[0]);
+    }
+
+    /// <summary>
+    /// One Linear over W = cat(<paramref name="parts"/>, 0) (vLLM's fused qkv_proj and gate_up_proj): the same products as
+    /// the concatenated weight's. On the host the concatenation is not made (the packed copy is read from the parts, see the
+    /// class remarks); on a GPU it is made here, at once, as a device copy.
+    /// </summary>
+    /// <param name="parts">Row blocks [out_i, in], one dtype and one in_features.</param>
+    /// <param name="bias">[sum(out_i)] or null.</param>
+    public static Linear Stacked(IReadOnlyList<Tensor> parts, Tensor? bias = null)
+    {
+        if (parts.Count == 0) throw new ArgumentException("a stacked Linear needs at least one weight");
+        foreach (var p in parts)
+            if (p.Rank != 2 || p.Shape[1] != parts[0].Shape[1] || p.DType != parts[0].DType)
+                throw new ArgumentException($"the parts of a stacked Linear weight are [out_i, {parts[0].Shape[1]}] of {parts[0].DType.TorchName()}, got {p.DType.TorchName()} {Shape.Format(p.Shape)}");
+        if (parts.Count == 1 || !parts.All(OpBackend.OnHost)) return new Linear(Tensor.Cat(parts, 0), bias);
+        return new Linear(parts.ToArray(), bias);
+    }
 
     public Tensor Forward(Tensor x) => Forward(x, null);
 
@@ -89,21 +136,22 @@ public sealed class Linear(Tensor weight, Tensor? bias = null)
     internal int Float32Conversions { get; private set; }
 
     private bool UsesPackedWeight(Tensor x) =>
-        OpBackend.OnHost(x, Weight) && (Bias is null || OpBackend.OnHost(Bias)) && x.DType == Weight.DType && x.DType is DType.Float32 or DType.BFloat16;
+        OpBackend.OnHost(x, _parts[0]) && (Bias is null || OpBackend.OnHost(Bias)) && x.DType == _parts[0].DType && x.DType is DType.Float32 or DType.BFloat16;
 
     /// <summary>The packed weight for the current micro-kernel (packed on first use; repacked only if a test forces another kernel).</summary>
     internal PackedWeight Packed()
     {
         var kernel = GemmKernelSelector.Current;
-        var (layout, nr) = PackedWeight.LayoutFor(Weight.DType, kernel);
+        var (layout, nr) = PackedWeight.LayoutFor(_parts[0].DType, kernel);
         var p = Volatile.Read(ref _packed);
         if (p is not null && p.Layout == layout && p.NR == nr && p.Kernel == kernel) return p;
         lock (_gate)
         {
             p = _packed;
             if (p is not null && p.Layout == layout && p.NR == nr && p.Kernel == kernel) return p;
-            p = PackedWeight.Pack(Weight, kernel);
+            p = PackedWeight.Pack(_parts, kernel);
             Volatile.Write(ref _packed, p);
+            foreach (var part in _parts) IO.MappedRegion.ReleaseResident(part);   // the packed copy is the resident one now
             return p;
         }
     }

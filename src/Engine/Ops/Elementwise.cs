@@ -205,6 +205,7 @@ internal sealed partial class HostOps
 
     public Tensor Scalar(BinaryOp op, Tensor a, float s, string name)
     {
+        if (Bf16Chunked(a, (x, y) => K.Elementwise.Binary(op, x, 1, [s], 0, y)) is { } chunked) return chunked;
         var f = OpSupport.Float32Contiguous(a);
         var y = Tensor.Zeros(DType.Float32, a.ShapeArray);
         ReadOnlySpan<float> sv = [s];
@@ -214,11 +215,47 @@ internal sealed partial class HostOps
 
     public Tensor Unary(UnaryOp op, Tensor x, string name)
     {
+        if (Bf16Chunked(x, (a, y) => K.Elementwise.Unary(op, a, y)) is { } chunked) return chunked;
         var f = OpSupport.Float32Contiguous(x);
         var y = Tensor.Zeros(DType.Float32, x.ShapeArray);
         K.Elementwise.Unary(op, f.Span<float>(), y.Span<float>());
         return OpSupport.FromFloat32(y, x.DType);
     }
+
+    /// <summary>Elements a chunk of <see cref="Bf16Chunked"/> widens at a time: a multiple of 256 (the tanh kernel's own
+    /// chunk) so every element meets the same kernel path as in one pass over the whole tensor.</summary>
+    internal const int Bf16Chunk = 1 << 16;
+
+    /// <summary>
+    /// A contiguous bf16 tensor's element-wise op (<paramref name="f32Op"/> over float32 spans) without float32 copies of the
+    /// whole tensor: chunks of <see cref="Bf16Chunk"/> elements are widened into a reused buffer, computed and rounded
+    /// (nearest-even) into the bf16 result, the same bits as widening, computing and rounding the whole tensor at once (the
+    /// chunk boundaries are multiples of 256 and the remainder joins the last chunk, so no chunk is a short tail the whole
+    /// pass did not have). Gemma3n's soft cap over [261, 262400] bf16 logits made 685 MB of float32 and bf16 arrays per op
+    /// and rank (notes/issue-22-hostmem.md). Null where it does not apply (other dtypes, strided, small: the whole-tensor path).
+    /// </summary>
+    private static Tensor? Bf16Chunked(Tensor x, F32Op f32Op)
+    {
+        if (x.DType != DType.BFloat16 || !x.IsContiguous || x.NumEl < 2 * Bf16Chunk) return null;
+        var y = Tensor.Zeros(DType.BFloat16, x.ShapeArray);
+        var src = x.Span<ushort>();
+        var dst = y.Span<ushort>();
+        int n = src.Length, chunks = n / Bf16Chunk;
+        var a = new float[2 * Bf16Chunk];
+        var b = new float[2 * Bf16Chunk];
+        for (int c = 0; c < chunks; c++)
+        {
+            int start = c * Bf16Chunk, len = c == chunks - 1 ? n - start : Bf16Chunk;   // [Bf16Chunk, 2 Bf16Chunk)
+            var fa = a.AsSpan(0, len);
+            var fb = b.AsSpan(0, len);
+            BFloat16.ToFloat(src.Slice(start, len), fa);
+            f32Op(fa, fb);
+            BFloat16.FromFloat(fb, dst.Slice(start, len));
+        }
+        return y;
+    }
+
+    private delegate void F32Op(ReadOnlySpan<float> x, Span<float> y);
 
     public Tensor Compare(Tensor a, Tensor b, Func<double, double, bool> cmp)
     {

@@ -36,7 +36,14 @@ public sealed class CheckpointWeights(Checkpoint checkpoint, DType? dtype = null
     /// <summary>Only the rows' bytes are mapped into the view, and only they are converted to the requested dtype.</summary>
     public Tensor GetRows(string name, int start, int length) => Convert(Checkpoint.GetRows(name, start, length));
 
-    private Tensor Convert(Tensor t) => dtype is DType d && t.DType.IsFloatingPoint() && t.DType != d ? t.To(d) : t;
+    // a converted copy is the weight now: the mapped pages it was read from are given back (MappedRegion.ReleaseResident)
+    private Tensor Convert(Tensor t)
+    {
+        if (dtype is not DType d || !t.DType.IsFloatingPoint() || t.DType == d) return t;
+        var converted = t.To(d);
+        MappedRegion.ReleaseResident(t);
+        return converted;
+    }
 }
 
 /// <summary>Weights from a dictionary (tests).</summary>

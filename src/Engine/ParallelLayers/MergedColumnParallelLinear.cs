@@ -26,7 +26,7 @@ public sealed class MergedColumnParallelLinear
         var shards = fullWeights.Select((w, i) => Sharding.Shard(w, 0, tp.Rank, tp.WorldSize, names[i] + ".weight")).ToList();
         LocalSizes = shards.Select(s => s.Shape[0]).ToArray();
         var biases = fullBiases?.Select((b, i) => Sharding.Shard(b, 0, tp.Rank, tp.WorldSize, names[i] + ".bias")).ToList();
-        _local = new Linear(Tensor.Cat(shards, 0), biases is null ? null : Tensor.Cat(biases, 0)); // [sum(out_i)/tp, in]
+        _local = Linear.Stacked(shards, biases is null ? null : Tensor.Cat(biases, 0));   // [sum(out_i)/tp, in], packed from the shards on the host
     }
 
     /// <param name="bias">true: every part has a bias (mlp_bias); false: none; null: as the checkpoint has them.</param>

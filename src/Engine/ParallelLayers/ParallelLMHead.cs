@@ -25,9 +25,11 @@ public sealed class ParallelLMHead
         PaddedVocabSize = Sharding.RoundUp(VocabSize, VocabParallelEmbedding.PaddingMultiple * tp.WorldSize);
         int per = PaddedVocabSize / tp.WorldSize;
         int start = Math.Min(tp.Rank * per, VocabSize), end = Math.Min(start + per, VocabSize);
-        var local = Tensor.ZerosLike(fullWeight, fullWeight.DType, per, fullWeight.Shape[1]); // padding rows stay zero
-        local.Narrow(0, 0, end - start).CopyFrom(fullWeight.Narrow(0, start, end - start));
-        _local = new Linear(local);
+        // [per, hidden]: this rank's rows of the table (a view: no host copy beside the packed one) and zero padding rows
+        var rows = fullWeight.Narrow(0, start, end - start);
+        _local = end - start == per ? new Linear(rows)
+            : Linear.Stacked(end == start ? [Tensor.ZerosLike(fullWeight, fullWeight.DType, per, fullWeight.Shape[1])]
+                : [rows, Tensor.ZerosLike(fullWeight, fullWeight.DType, per - (end - start), fullWeight.Shape[1])]);
     }
 
     /// <summary>hidden [tokens, hidden] -> logits [tokens, vocab] on every rank.</summary>

@@ -12,7 +12,8 @@ namespace Harness.Engine.ParallelLayers;
 /// </summary>
 public sealed class QKVParallelLinear
 {
-    private readonly Linear _q, _k, _v;
+    private readonly Linear? _q, _k, _v;   // the three shards, unfused (without fusion only)
+    private readonly int _nq, _nk, _nv;    // their widths: heads/tp * hd, kv_per_rank * hd twice
 
     public int LocalHeads { get; }
     public int LocalKvHeads { get; }
@@ -31,22 +32,19 @@ public sealed class QKVParallelLinear
         LocalKvHeads = Math.Max(1, numKvHeads / t);
         int kvStart = numKvHeads >= t ? r * LocalKvHeads : r * numKvHeads / t;
 
-        _q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim, bias);
-        _k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
-        _v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
+        var q = Load(weights, qPrefix, r * LocalHeads * headDim, LocalHeads * headDim, bias);
+        var k = Load(weights, kPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
+        var v = Load(weights, vPrefix, kvStart * headDim, LocalKvHeads * headDim, bias);
+        (_nq, _nk, _nv) = (q.OutFeatures, k.OutFeatures, v.OutFeatures);
         // The three shards run as one product (vLLM's fused qkv_proj): [q; k; v] rows, one launch on a GPU, one pass over
         // the packed weight on the host (decode reads the three small weights as one stream). Each output element is its
-        // own dot product over k either way, so q, k, v have the bits of three separate products.
-        if ((_q.Bias is null) == (_k.Bias is null) && (_k.Bias is null) == (_v.Bias is null))
-        {
-            _fused = new Linear(Tensor.Cat([_q.Weight, _k.Weight, _v.Weight], 0),
-                _q.Bias is null ? null : Tensor.Cat([_q.Bias, _k.Bias!, _v.Bias!], 0));
-            // q, k, v become views of the fused copy, so the separately uploaded shards are not kept alive beside it
-            int nq = _q.OutFeatures, nk = _k.OutFeatures, nv = _v.OutFeatures;
-            _q = new Linear(_fused.Weight.Narrow(0, 0, nq), _fused.Bias?.Narrow(0, 0, nq));
-            _k = new Linear(_fused.Weight.Narrow(0, nq, nk), _fused.Bias?.Narrow(0, nq, nk));
-            _v = new Linear(_fused.Weight.Narrow(0, nq + nk, nv), _fused.Bias?.Narrow(0, nq + nk, nv));
-        }
+        // own dot product over k either way, so q, k, v have the bits of three separate products. On the host the fused
+        // weight is packed straight from the three shards (no concatenated copy); the separate Linears are not kept, so
+        // the separately uploaded shards on a GPU are not kept alive beside the fused copy.
+        if ((q.Bias is null) == (k.Bias is null) && (k.Bias is null) == (v.Bias is null))
+            _fused = Linear.Stacked([q.Weight, k.Weight, v.Weight], q.Bias is null ? null : Tensor.Cat([q.Bias, k.Bias!, v.Bias!], 0));
+        else
+            (_q, _k, _v) = (q, k, v);
     }
 
     private readonly Linear? _fused;
@@ -68,9 +66,8 @@ public sealed class QKVParallelLinear
 
     public (Tensor Q, Tensor K, Tensor V) Forward(Tensor x, Tensor? output = null)
     {
-        if (_fused is null) return (_q.Forward(x), _k.Forward(x), _v.Forward(x));
+        if (_fused is null) return (_q!.Forward(x), _k!.Forward(x), _v!.Forward(x));
         var qkv = _fused.Forward(x, output);                               // [tokens, (heads + 2 kv) * hd / tp]
-        int nq = _q.OutFeatures, nk = _k.OutFeatures;
-        return (qkv.Narrow(-1, 0, nq), qkv.Narrow(-1, nq, nk), qkv.Narrow(-1, nq + nk, _v.OutFeatures));
+        return (qkv.Narrow(-1, 0, _nq), qkv.Narrow(-1, _nq, _nk), qkv.Narrow(-1, _nq + _nk, _nv));
     }
 }

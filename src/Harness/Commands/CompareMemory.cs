@@ -20,11 +20,13 @@ public sealed record CompareMemory(
     long Parameters, long LargestUnit, long Streamed, long Rest, int Units, int BytesPerParameter, bool OracleWhole, bool Oracle, bool Gpu = false)
 {
     /// <summary>
-    /// The engine's memory in units of its weights at the compare dtype, measured (2026-12-06): on the CPU 4x (the
-    /// memory-mapped checkpoint, the packed weights, captures and transients: 9.6 GiB peak for a 1.24 B bf16 Llama of 2.3 GiB),
-    /// on the GPU 2x of device memory (the uploaded weights and the fused q/k/v and gate/up copies: 4.9 GiB for the same model).
+    /// The engine's memory in units of its weights at the compare dtype, measured. On the CPU 1.5x: its weights once, packed
+    /// (a mapped checkpoint's pages are given back once packed, fused weights are packed from their parts: 2.5 GB resident
+    /// after the prefill of a 1.24 B bf16 Llama of 2.47 GB, 3.0 GB at the peak while the tied lm_head packed), plus the
+    /// harness's share beside it (notes/issue-22-hostmem.md; before that change 4x: 9.6 GiB for the same model). On the GPU
+    /// 2x of device memory (the uploaded weights and the fused q/k/v and gate/up copies: 4.9 GiB for the same model).
     /// </summary>
-    public int EngineFactor => Gpu ? 2 : 4;
+    public double EngineFactor => Gpu ? 2.0 : 1.5;
 
     /// <summary>The interpreter (python, torch) and what the token part does not name: a fixed allowance plus a share of the
     /// weights (the reference's host peak was 3.4 GiB for 2.3 GiB of weights on the CPU).</summary>
@@ -45,6 +47,14 @@ public sealed record CompareMemory(
 
     /// <inheritdoc cref="Hidden"/>
     public int Vocab { get; init; }
+
+    /// <summary>
+    /// Parameters of tables both sides only look rows up in, never read whole: Gemma3n's and Gemma4's per-layer token
+    /// embedding (`embed_tokens_per_layer`, 262144 x layers x 256: 4.0 GB of E2B's 5.4 B parameters). The engine maps it and
+    /// touches the prompt's rows; so does the reference (a hidden-64 Gemma3n keeping E2B's table peaked under 1 GiB on
+    /// each side, notes/issue-22-bigtensors.md). Not counted as either side's resident weights.
+    /// </summary>
+    public long LookupOnly { get; init; }
 
     /// <summary>The text decoder's layers (units named ...layers.N outside a vision or audio tower: the ones that see every
     /// token); null: every unit.</summary>
@@ -125,6 +135,7 @@ public sealed record CompareMemory(
         bool steps = true, ModelFolder.PromptShape? shape = null)
     {
         int hidden = 0, vocab = 0;
+        long lookupOnly = 0;
         using var checkpoint = Checkpoint.Open(folder);
         long total = 0, streamed = 0;
         var units = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -138,6 +149,7 @@ public sealed record CompareMemory(
                 units[m.Groups[1].Value] = units.GetValueOrDefault(m.Groups[1].Value) + n;
             else if (info.Shape.Length == 2 && (name.Contains("embed", StringComparison.Ordinal) || name.StartsWith("lm_head", StringComparison.Ordinal)))
                 streamed += n;                                    // looked up by rows / lm_head in slices: never upcast whole
+            if (name.EndsWith("embed_tokens_per_layer.weight", StringComparison.Ordinal)) lookupOnly += n;
             if (info.Shape.Length == 2 && name.EndsWith("embed_tokens.weight", StringComparison.Ordinal) && info.Shape[0] > vocab)
                 (vocab, hidden) = ((int)info.Shape[0], (int)info.Shape[1]);   // [vocab, hidden] of the text decoder
         }
@@ -146,12 +158,12 @@ public sealed record CompareMemory(
         return new CompareMemory(total, units.Count == 0 ? 0 : units.Values.Max(), streamed, total - inUnits - streamed, units.Count,
             dtype == DType.BFloat16 ? 2 : 4, whole, oracle, gpu)
         {
-            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps, Shape = shape,
+            Hidden = hidden, Vocab = vocab, TextLayers = textLayers, LookupOnly = lookupOnly, PromptTokens = promptTokens, NewTokens = newTokens, Steps = steps, Shape = shape,
         };
     }
 
-    public long EngineTotal => Parameters * BytesPerParameter * EngineFactor;
-    public long ReferenceBytes => Parameters * BytesPerParameter;
+    public long EngineTotal => (long)((Parameters - LookupOnly) * BytesPerParameter * EngineFactor);
+    public long ReferenceBytes => (Parameters - LookupOnly) * BytesPerParameter;
 
     /// <summary>The float64 oracle: streamed, one unit and the rest (plus one 2^24-element slice of lm_head); whole, every parameter.</summary>
     public long OracleBytes => !Oracle ? 0 : OracleWhole ? Parameters * 8 : (LargestUnit + Rest + Math.Min(Streamed, 1L << 24)) * 8;

@@ -35,7 +35,7 @@ public sealed class CaptureSink(ActivationCapture capture, Action<string>? onRec
     public void Record(string module, int worldRank, Tensor value, ShardSpec shard, int step)
     {
         if (step < FirstStep || step > LastStep) return;
-        Capture.Record(Runs.DecodeSteps.Name(step, module), value.Clone(), shard, worldRank);
+        Capture.Record(Runs.DecodeSteps.Name(step, module), value, shard, worldRank);   // the capture keeps its own snapshot (a clone here was a second, discarded copy of every record)
         if (Capture.Wants(Runs.DecodeSteps.Name(step, module))) Tap?.Record(module, worldRank, value, shard, step);
         onRecord?.Invoke(module);
     }

@@ -24,6 +24,23 @@ public class CompareMemoryTests
     }
 
     [Fact]
+    public void A_per_layer_embedding_table_is_not_counted_as_resident_weights_on_either_side()
+    {
+        // a Gemma3n keeping E2B's real per-layer table (262144 x 30 x 256, 2.0 B of its 2.03 B parameters) was predicted at
+        // 9.1-11.1 GiB and peaked under 1 GiB a process: both sides map the table and read only the prompt's rows
+        var m = CompareMemory.Of(Tiny("tiny-gemma3n-fp32"), DType.Float32, oracle: true, whole: false);
+        using (var checkpoint = Harness.Engine.IO.Checkpoint.Open(Tiny("tiny-gemma3n-fp32")))
+        {
+            string table = checkpoint.Names.Single(n => n.EndsWith("embed_tokens_per_layer.weight", StringComparison.Ordinal));
+            Assert.Equal(checkpoint.GetInfo(table).NumEl, m.LookupOnly);
+        }
+        Assert.Equal((m.Parameters - m.LookupOnly) * 4, m.ReferenceBytes);
+        Assert.Equal((long)((m.Parameters - m.LookupOnly) * 4 * m.EngineFactor), m.EngineTotal);
+        Assert.True((m with { LookupOnly = 0 }).Total > m.Total);   // the table counted whole, as before: a larger figure
+        Assert.Equal(0, CompareMemory.Of(Tiny("tiny-llama-fp32"), DType.Float32, oracle: true, whole: false).LookupOnly);
+    }
+
+    [Fact]
     public void A_Llama_3_1_8B_in_fp32_is_refused_on_an_80_GiB_GPU_with_bf16_named_as_what_fits()
     {
         // Llama-3.1-8B's counts: 32 layers of 218,112,000, embed_tokens and lm_head 128256 x 4096, the final norm 4096

@@ -30,6 +30,33 @@ public class PackedLinearTests
 
     [SkippableTheory]
     [MemberData(nameof(KernelsAndDtypes))]
+    public unsafe void A_weight_packed_from_its_row_blocks_equals_the_packed_concatenation_byte_for_byte(string kernelName, DType dtype)
+    {
+        // the fused q/k/v and gate/up weights are packed from their parts (no host copy of the concatenation, issue 22's
+        // host memory); the panels must be those of the concatenated weight, whatever the parts' widths against the panel
+        // edges, and a strided part (a TP column shard, a transposed view) packs as its contiguous copy
+        var kernel = Kernel(kernelName);
+        SkipUnsupported(kernel);
+        foreach (int k in Ks)
+        {
+            var parts = new[]
+            {
+                Tensor.Uniform(dtype, (ulong)k, -1f, 1f, 5, k),
+                Tensor.Uniform(dtype, (ulong)k + 1, -1f, 1f, k, 40).T().Narrow(0, 3, 29),   // [29, k], strides (1, 40)
+                Tensor.Uniform(dtype, (ulong)k + 2, -1f, 1f, 33, k),
+            };
+            var fromParts = PackedWeight.Pack(parts, kernel);
+            var ofCat = PackedWeight.Pack(Tensor.Cat(parts, 0), kernel);
+            Assert.Equal(ofCat.Bytes, fromParts.Bytes);
+            Assert.True(new ReadOnlySpan<byte>(ofCat.Data, (int)ofCat.Bytes).SequenceEqual(new ReadOnlySpan<byte>(fromParts.Data, (int)fromParts.Bytes)),
+                $"{kernel} {dtype.TorchName()} K={k}: the panels packed from the parts differ from the concatenation's");
+            GC.KeepAlive(fromParts);
+            GC.KeepAlive(ofCat);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(KernelsAndDtypes))]
     public void Packed_product_equals_the_invariant_unpacked_gemm_bit_for_bit(string kernelName, DType dtype)
     {
         var kernel = Kernel(kernelName);

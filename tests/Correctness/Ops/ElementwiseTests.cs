@@ -6,6 +6,37 @@ namespace Harness.Tests.Correctness.Ops;
 
 public class ElementwiseTests
 {
+    /// <summary>
+    /// Issue 22's host memory: a bf16 element-wise op over a large tensor widened the whole tensor to float32, computed a
+    /// float32 result and rounded it (685 MB a rank for each of Gemma3n's three soft-cap ops over [261, 262400] logits); it
+    /// now goes chunk by chunk. The bits must be the whole pass's: every unary op and the scalar ops, on a length whose last
+    /// chunk is longer than the rest and whose tail is not a multiple of the vector width, equal the float32 op over the
+    /// whole widened tensor rounded once; and the op allocates about its bf16 result, not five times it.
+    /// </summary>
+    [Fact]
+    public void A_large_bf16_elementwise_op_goes_by_chunks_with_the_whole_passes_bits()
+    {
+        int n = 3 * Harness.Engine.Ops.HostOps.Bf16Chunk + 1000 + 5;
+        var x = Elementwise.Mul(Tensor.Randn(DType.BFloat16, 11, n), 2.0);
+        var x32 = x.To(DType.Float32);
+        foreach (var (name, op, float32) in new (string, Func<Tensor, Tensor>, Func<Tensor, Tensor>)[]
+        {
+            ("tanh", Elementwise.Tanh, Elementwise.Tanh), ("exp", Elementwise.Exp, Elementwise.Exp), ("sigmoid", Elementwise.Sigmoid, Elementwise.Sigmoid),
+            ("neg", Elementwise.Neg, Elementwise.Neg), ("abs", Elementwise.Abs, Elementwise.Abs), ("square", Elementwise.Square, Elementwise.Square),
+            ("reciprocal", Elementwise.Reciprocal, Elementwise.Reciprocal), ("mul 30", t => Elementwise.Mul(t, 30.0), t => Elementwise.Mul(t, 30.0)),
+            ("add 0.37", t => Elementwise.Add(t, 0.37), t => Elementwise.Add(t, 0.37)),
+            ("div 30 (bf16: times the float reciprocal, as torch)", t => Elementwise.Div(t, 30.0), t => Elementwise.Mul(t, 1f / 30f)),
+        })
+        {
+            var whole = float32(x32).To(DType.BFloat16).Span<ushort>().ToArray();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var chunked = op(x);
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.True(whole.AsSpan().SequenceEqual(chunked.Span<ushort>()), $"{name}: the chunked bf16 op's bits differ from the whole pass's");
+            Assert.True(allocated < 2L * n + 2L * 4 * 2 * Harness.Engine.Ops.HostOps.Bf16Chunk + (1 << 16), $"{name}: {allocated} bytes allocated for {2L * n} bytes of result");
+        }
+    }
+
     public static TheoryData<int[], int[]> BroadcastShapes => new()
     {
         { [4, 5], [4, 5] },

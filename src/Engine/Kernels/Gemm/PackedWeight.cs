@@ -56,13 +56,11 @@ internal sealed unsafe class PackedWeight
         bool huge = Bytes >= HugePage && OperatingSystem.IsLinux();
         nuint size = huge ? (nuint)((Bytes + HugePage - 1) / HugePage * HugePage) : (nuint)Math.Max(Bytes, 64);
         Data = (byte*)NativeMemory.AlignedAlloc(size, huge ? (nuint)HugePage : 64);
-        if (huge) _ = madvise(Data, size, MadvHugePage); // advice only: 4 KiB pages if refused
+        if (huge) _ = IO.Libc.Madvise(Data, size, IO.Libc.MadvHugePage); // advice only: 4 KiB pages if refused
         GC.AddMemoryPressure(Math.Max(Bytes, 64));
     }
 
-    private const int HugePage = 2 << 20, MadvHugePage = 14;
-
-    [DllImport("libc", SetLastError = true)] private static extern int madvise(void* addr, nuint length, int advice);
+    private const int HugePage = 2 << 20;
 
     ~PackedWeight()
     {
@@ -77,22 +75,56 @@ internal sealed unsafe class PackedWeight
             : (PackedLayout.F32Panels, GemmDriver.TileOf(kernel).NR);
 
     /// <summary>Packs W [N, K] (float32, bfloat16 or float16; any strides) for <paramref name="kernel"/>.</summary>
-    public static PackedWeight Pack(Tensor weight, GemmKernel kernel)
+    public static PackedWeight Pack(Tensor weight, GemmKernel kernel) => Pack([weight], kernel);
+
+    /// <summary>
+    /// Packs W = cat(<paramref name="parts"/>, 0) [sum N_i, K] without making the concatenation: each column of the packed
+    /// panels is read from its own part's row (a fused q/k/v or gate/up projection packs straight from the checkpoint's
+    /// tensors, so no host copy of the fused weight exists beside the packed one). The same panels as packing the Cat.
+    /// </summary>
+    public static PackedWeight Pack(IReadOnlyList<Tensor> parts, GemmKernel kernel)
     {
-        if (weight.Rank != 2) throw new ArgumentException($"a packed weight is [N, K], got shape {Shape.Format(weight.Shape)}");
-        var (layout, nr) = LayoutFor(weight.DType, kernel);
-        var view = MatrixView.Of(weight);
-        var w = new PackedWeight(layout, weight.DType, view.Rows, view.Cols, nr, kernel);
-        var op = GemmOperand.Pin(view, out var handle);
-        using (handle)
+        if (parts.Count == 0) throw new ArgumentException("a packed weight needs at least one part");
+        foreach (var part in parts)
+            if (part.Rank != 2) throw new ArgumentException($"a packed weight is [N, K], got shape {Shape.Format(part.Shape)}");
+        var dtype = parts[0].DType;
+        int k = parts[0].Shape[1], n = 0;
+        foreach (var part in parts)
         {
-            if (layout == PackedLayout.F32Panels) w.PackF32(op);
-            else w.PackPairs(op);
+            if (part.DType != dtype || part.Shape[1] != k)
+                throw new ArgumentException($"the parts of a packed weight share dtype and K: {dtype.TorchName()} [*, {k}] and {part.DType.TorchName()} {Shape.Format(part.Shape)}");
+            n += part.Shape[0];
+        }
+        var (layout, nr) = LayoutFor(dtype, kernel);
+        var w = new PackedWeight(layout, dtype, n, k, nr, kernel);
+        var handles = new System.Buffers.MemoryHandle[parts.Count];
+        try
+        {
+            // column c of W (row c of the stack) starts at rows[c] and steps by colStrides[c] elements along K
+            var rows = new nint[n];
+            var colStrides = new nint[n];
+            int c = 0;
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var op = GemmOperand.Pin(MatrixView.Of(parts[i]), out handles[i]);
+                int size = GemmOperand.ElementSize(dtype);
+                for (int r = 0; r < op.Rows; r++, c++)
+                {
+                    rows[c] = (nint)(op.Origin + r * op.RowStride * size);
+                    colStrides[c] = op.ColStride;
+                }
+            }
+            if (layout == PackedLayout.F32Panels) w.PackF32(rows, colStrides);
+            else w.PackPairs(rows, colStrides);
+        }
+        finally
+        {
+            foreach (var h in handles) h.Dispose();
         }
         return w;
     }
 
-    private void PackF32(in GemmOperand wv)
+    private void PackF32(nint[] rows, nint[] colStrides)
     {
         int n = N, k = K, nr = NR;
         for (int p = 0; p < Panels; p++)
@@ -106,35 +138,37 @@ internal sealed unsafe class PackedWeight
                     for (int kk = 0; kk < k; kk++) d[(nint)kk * nr + j] = 0f;
                     continue;
                 }
-                nint idx = col * wv.RowStride;
-                switch (wv.DType)
+                byte* origin = (byte*)rows[col];
+                nint idx = 0, cs = colStrides[col];
+                switch (SourceDType)
                 {
-                    case DType.Float32: for (int kk = 0; kk < k; kk++, idx += wv.ColStride) d[(nint)kk * nr + j] = GemmF32.Load(wv.Origin, idx); break;
-                    case DType.BFloat16: for (int kk = 0; kk < k; kk++, idx += wv.ColStride) d[(nint)kk * nr + j] = GemmBF16.Load(wv.Origin, idx); break;
-                    default: for (int kk = 0; kk < k; kk++, idx += wv.ColStride) d[(nint)kk * nr + j] = GemmF16.Load(wv.Origin, idx); break;
+                    case DType.Float32: for (int kk = 0; kk < k; kk++, idx += cs) d[(nint)kk * nr + j] = GemmF32.Load(origin, idx); break;
+                    case DType.BFloat16: for (int kk = 0; kk < k; kk++, idx += cs) d[(nint)kk * nr + j] = GemmBF16.Load(origin, idx); break;
+                    default: for (int kk = 0; kk < k; kk++, idx += cs) d[(nint)kk * nr + j] = GemmF16.Load(origin, idx); break;
                 }
             }
         }
     }
 
-    private void PackPairs(in GemmOperand wv)
+    private void PackPairs(nint[] rows, nint[] colStrides)
     {
         int n = N, k = K, pairs = (k + 1) / 2;
-        ushort* src = (ushort*)wv.Origin;
         for (int p = 0; p < Panels; p++)
         {
             ushort* d = (ushort*)(Data + p * PanelBytes);
             for (int j = 0; j < 32; j++)
             {
                 int col = p * 32 + j;
+                ushort* src = col < n ? (ushort*)rows[col] : null;
+                nint cs = col < n ? colStrides[col] : 0;
                 for (int t = 0; t < pairs; t++)
                 {
                     ushort lo = 0, hi = 0;
-                    if (col < n)
+                    if (src != null)
                     {
-                        nint idx = col * wv.RowStride + 2 * t * wv.ColStride;
+                        nint idx = 2 * t * cs;
                         lo = src[idx];
-                        if (2 * t + 1 < k) hi = src[idx + wv.ColStride];
+                        if (2 * t + 1 < k) hi = src[idx + cs];
                     }
                     d[((nint)t * 32 + j) * 2] = lo;
                     d[((nint)t * 32 + j) * 2 + 1] = hi;
