@@ -129,6 +129,15 @@ public class Gemma4ModelMutationTests
         var failed = Assert.Throws<Harness.Engine.Capture.ModuleFailedException>(() =>
             model.Layers[0].Forward(x, Tensor.Zeros(DType.Float32, 3, config.HiddenSizePerLayerInput), rope, rope, [own], [(0, 3, 0)]));
         Assert.Equal("model.layers.0.self_attn", failed.Module);
+        // through the model the layer's own name stands (not wrapped again at model.layers.0)
+        var seq = model.NewSequence(10);
+        seq.Position = 1;                                              // the caches hold 0 positions
+        failed = Assert.Throws<Harness.Engine.Capture.ModuleFailedException>(() => model.Forward(seq, Tensor.FromArray(new long[] { 7, 8, 9 }, 3)));
+        Assert.Equal("model.layers.0.self_attn", failed.Module);
+        // a layer with per-layer inputs handed none is refused naming the layer
+        var missing = Assert.Throws<ArgumentNullException>(() =>
+            model.Layers[0].Forward(x, null, rope, rope, [new KvCache(1, config.HeadDim, 16, DType.Float32)], [(0, 3, 0)]));
+        Assert.Equal("model.layers.0 needs its per-layer input (Parameter 'perLayerInput')", missing.Message);
     }
 
     [Fact]
