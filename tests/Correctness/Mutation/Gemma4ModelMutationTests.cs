@@ -233,6 +233,11 @@ public class Gemma4ModelMutationTests
         Assert.True(kept[1].BitwiseEquals(all[1].Narrow(0, 2, 2)), "the second sequence's last 2 rows");
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward([model.NewSequence(), model.NewSequence()], prompts, null, logitsToKeep: 4));
         Assert.StartsWith("logits_to_keep 4 exceeds a sequence's 3 tokens", e.Message);
+        kept = model.Forward([model.NewSequence(), model.NewSequence()], prompts, null, logitsToKeep: 3);   // all of the shorter one
+        Assert.True(kept[0].BitwiseEquals(all[0]));
+        Assert.Equal("1 sequences but 2 inputs", Assert.Throws<ArgumentException>(() => model.Forward([model.NewSequence()], prompts, null)).Message);
+        Assert.StartsWith("the prompt and the tokens to generate need 257 positions, more than max_position_embeddings 256",
+            Assert.Throws<ArgumentException>(() => model.NewSequence(257)).Message);
         // soft tokens for the first sequence only: the second is text
         var alone = model.Forward([model.NewSequence(), model.NewSequence()], prompts, [[]]);
         Assert.True(alone[1].BitwiseEquals(all[1]));
