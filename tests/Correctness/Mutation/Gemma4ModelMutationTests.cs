@@ -129,6 +129,15 @@ public class Gemma4ModelMutationTests
         var failed = Assert.Throws<Harness.Engine.Capture.ModuleFailedException>(() =>
             model.Layers[0].Forward(x, Tensor.Zeros(DType.Float32, 3, config.HiddenSizePerLayerInput), rope, rope, [own], [(0, 3, 0)]));
         Assert.Equal("model.layers.0.self_attn", failed.Module);
+        // through the model the layer's own name stands (not wrapped again at model.layers.0)
+        var seq = model.NewSequence(10);
+        seq.Position = 1;                                              // the caches hold 0 positions
+        failed = Assert.Throws<Harness.Engine.Capture.ModuleFailedException>(() => model.Forward(seq, Tensor.FromArray(new long[] { 7, 8, 9 }, 3)));
+        Assert.Equal("model.layers.0.self_attn", failed.Module);
+        // a layer with per-layer inputs handed none is refused naming the layer
+        var missing = Assert.Throws<ArgumentNullException>(() =>
+            model.Layers[0].Forward(x, null, rope, rope, [new KvCache(1, config.HeadDim, 16, DType.Float32)], [(0, 3, 0)]));
+        Assert.Equal("model.layers.0 needs its per-layer input (Parameter 'perLayerInput')", missing.Message);
     }
 
     [Fact]
@@ -188,6 +197,65 @@ public class Gemma4ModelMutationTests
         Assert.All(decoder.Sequence.Caches.OfType<KvCache>(), c => Assert.Same(step.Position, c.DevicePosition));
         decoder.DeviceStep = null;
         Assert.All(decoder.Sequence.Caches.OfType<KvCache>(), c => Assert.Null(c.DevicePosition));
+    }
+
+    [Fact]
+    public void An_untied_lm_head_is_read_and_a_missing_one_refused_and_the_embedding_named_when_it_is_not_a_matrix()
+    {
+        var dir = ModelDir("tiny-gemma4-moe-fp32");
+        var config = Gemma4ForCausalLM.LoadConfig(dir);
+        using var checkpoint = Checkpoint.Open(dir);
+        var weights = new CheckpointWeights(checkpoint);
+        var prompt = Tensor.FromArray(new long[] { 7, 8, 9 }, 3);
+        var tied = new Gemma4ForCausalLM(weights, config, ParallelContext.Single);
+        var tiedLogits = tied.Forward(tied.NewSequence(), prompt);
+        // lm_head.weight in the checkpoint is the head, tied or not (here: the embedding table negated)
+        var withHead = new Mapped(weights, n => n == "lm_head.weight" ? "model.embed_tokens.weight" : n,
+            (n, t) => n == "lm_head.weight" ? Elementwise.Mul(t, -1.0) : t);
+        var untied = new Gemma4ForCausalLM(withHead, config, ParallelContext.Single);
+        Assert.False(untied.Forward(untied.NewSequence(), prompt).BitwiseEquals(tiedLogits), "lm_head.weight was not read");
+        var e = Assert.Throws<KeyNotFoundException>(() => new Gemma4ForCausalLM(weights, config with { TieWordEmbeddings = false }, ParallelContext.Single));
+        Assert.Equal("lm_head.weight is missing and tie_word_embeddings is false", e.Message);
+        var flat = new Mapped(weights, n => n, (n, t) => n == "model.embed_tokens.weight" ? t.Reshape(-1) : t);
+        Assert.Contains("model.embed_tokens", Assert.Throws<ArgumentException>(() => new Gemma4ForCausalLM(flat, config, ParallelContext.Single)).Message);
+    }
+
+    [Fact]
+    public void Logits_to_keep_takes_each_sequences_last_rows_and_refuses_more_than_its_shortest_prompt()
+    {
+        var dir = ModelDir("tiny-gemma4-moe-fp32");
+        using var checkpoint = Checkpoint.Open(dir);
+        var model = new Gemma4ForCausalLM(new CheckpointWeights(checkpoint), Gemma4ForCausalLM.LoadConfig(dir), ParallelContext.Single);
+        Tensor[] prompts = [Tensor.FromArray(new long[] { 7, 8, 9 }, 3), Tensor.FromArray(new long[] { 10, 11, 12, 13 }, 4)];
+        var all = model.Forward([model.NewSequence(), model.NewSequence()], prompts, null);
+        var kept = model.Forward([model.NewSequence(), model.NewSequence()], prompts, null, logitsToKeep: 2);
+        Assert.True(kept[0].BitwiseEquals(all[0].Narrow(0, 1, 2)), "the first sequence's last 2 rows");
+        Assert.True(kept[1].BitwiseEquals(all[1].Narrow(0, 2, 2)), "the second sequence's last 2 rows");
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward([model.NewSequence(), model.NewSequence()], prompts, null, logitsToKeep: 4));
+        Assert.StartsWith("logits_to_keep 4 exceeds a sequence's 3 tokens", e.Message);
+        kept = model.Forward([model.NewSequence(), model.NewSequence()], prompts, null, logitsToKeep: 3);   // all of the shorter one
+        Assert.True(kept[0].BitwiseEquals(all[0]));
+        Assert.Equal("1 sequences but 2 inputs", Assert.Throws<ArgumentException>(() => model.Forward([model.NewSequence()], prompts, null)).Message);
+        Assert.StartsWith("the prompt and the tokens to generate need 257 positions, more than max_position_embeddings 256",
+            Assert.Throws<ArgumentException>(() => model.NewSequence(257)).Message);
+        // soft tokens for the first sequence only: the second is text
+        var alone = model.Forward([model.NewSequence(), model.NewSequence()], prompts, [[]]);
+        Assert.True(alone[1].BitwiseEquals(all[1]));
+    }
+
+    [Fact]
+    public void Graph_steps_run_one_rank_only()
+    {
+        var dir = ModelDir("tiny-gemma4-moe-fp32");
+        var config = Gemma4ForCausalLM.LoadConfig(dir);
+        var why = ThreadWorld.Run(2, rank =>
+        {
+            using var checkpoint = Checkpoint.Open(dir);
+            return new Gemma4ForCausalLM(new CheckpointWeights(checkpoint), config, ThreadWorld.Layout(rank, 2, 1)).GraphUnsupported;
+        }, TimeSpan.FromSeconds(60));
+        Assert.All(why, w => Assert.Equal("Gemma4 graph steps run one rank", w));
+        using var one = Checkpoint.Open(dir);
+        Assert.Null(new Gemma4ForCausalLM(new CheckpointWeights(one), config, ParallelContext.Single).GraphUnsupported);
     }
 
     [Fact]
