@@ -5,6 +5,11 @@
 # Prints one closing line "N passed, N failed, N skipped" and exits non-zero on any failure.
 #   HARNESS_REQUIRE_REFERENCE=1  live tests fail instead of skipping when no interpreter is found (CI sets it)
 #   HARNESS_SKIP_PROVISION=1     do not build the reference environment (live tests then skip unless required)
+#   HARNESS_BESIDE_CORRECTNESS=CMD   run CMD (bash -c) once the E2E and Gpu projects are done, beside the Correctness
+#                                project's last minutes (its serial collection, one thread); its output is printed after
+#                                the tests and its failure fails the run (.ci/run: the mutation sample)
+# The test projects run as two lanes on the two cores: Correctness (the longest: its parallel collections, then the
+# serial one alone) beside E2E then Gpu; their trx files are results-<project>_*.trx, their logs dotnet-test-<project>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,18 +40,32 @@ dotnet build Harness.sln -c Release --nologo -v quiet -warnaserror
 dotnet tool restore >/dev/null
 
 status=0
-log="$results_dir/dotnet-test.log"
-dotnet test Harness.sln -c Release --no-build --nologo \
-  --collect:"XPlat Code Coverage" --settings ci/coverage.runsettings \
-  --logger "trx;LogFilePrefix=results" --results-directory "$results_dir" \
-  --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
+# One project's tests: `dotnet test` with coverage, its trx and its log (echoed as it runs).
+run_project() {
+  local name="$1"; shift
+  dotnet test "tests/$name/$name.csproj" -c Release --no-build --nologo \
+    --collect:"XPlat Code Coverage" --settings ci/coverage.runsettings \
+    --logger "trx;LogFilePrefix=results-$name" --results-directory "$results_dir" \
+    --logger "console;verbosity=normal" "$@" 2>&1 | tee "$results_dir/dotnet-test-$name.log"
+}
+run_project Correctness "$@" & correctness=$!
+lane=0
+run_project E2E "$@" || lane=1
+run_project Gpu "$@" || lane=1
+beside=0
+if [[ -n "${HARNESS_BESIDE_CORRECTNESS:-}" ]]; then
+  echo "tests: E2E and Gpu done; beside the Correctness project: $HARNESS_BESIDE_CORRECTNESS"
+  bash -c "$HARNESS_BESIDE_CORRECTNESS" >"$results_dir/beside.log" 2>&1 || beside=$?
+fi
+wait "$correctness" || status=$?
+(( lane == 0 )) || status=1
 
 # Sum the per-assembly summaries ("Total tests: N" followed by "Passed: N", "Failed: N", "Skipped: N" lines).
 read -r passed failed skipped < <(awk '
   /^[[:space:]]+Passed: [0-9]+[[:space:]]*$/  {p+=$2}
   /^[[:space:]]+Failed: [0-9]+[[:space:]]*$/  {f+=$2}
   /^[[:space:]]+Skipped: [0-9]+[[:space:]]*$/ {s+=$2}
-  END {print p+0, f+0, s+0}' "$log")
+  END {print p+0, f+0, s+0}' "$results_dir"/dotnet-test-*.log)
 if [[ "$passed" == 0 && "$failed" == 0 ]]; then
   echo "no test ran" >&2
   status=1
@@ -61,5 +80,9 @@ if compgen -G "$results_dir/*/coverage.cobertura.xml" >/dev/null; then
   fi
 fi
 
+if [[ -n "${HARNESS_BESIDE_CORRECTNESS:-}" ]]; then
+  cat "$results_dir/beside.log"
+  if (( beside != 0 )); then echo "$HARNESS_BESIDE_CORRECTNESS: exit $beside" >&2; status=1; fi
+fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"
