@@ -95,6 +95,9 @@ public sealed class HfConfig
     private T RequiredRef<T>(string path, T? value, string what) where T : class =>
         value ?? throw new ConfigException(SourceName, path, RawIsNull(path) ? $"is null, expected {what}" : "is missing");
 
+    /// <summary>The key is present and JSON null (HF's None), as opposed to absent.</summary>
+    public bool IsNull(string path) => RawIsNull(path);
+
     private bool RawIsNull(string path)
     {
         var (p, key) = Resolve(path);

@@ -143,6 +143,8 @@ public class Gemma4ConfigMutationTests
         Assert.True(From(json).TieWordEmbeddings);
         json["text_config"]!.AsObject().Remove("hidden_size_per_layer_input");
         Assert.Equal(256, From(json).HiddenSizePerLayerInput); // absent under text_config: the default, as in gemma4_text
+        json["text_config"]!["hidden_size_per_layer_input"] = null;
+        Assert.Equal(0, From(json).HiddenSizePerLayerInput);   // None: HF turns the per-layer inputs off (it read 256)
     }
 
     [Fact]

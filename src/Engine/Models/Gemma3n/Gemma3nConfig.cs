@@ -173,7 +173,11 @@ public sealed record Gemma3nTextSettings
         };
         if (settings.VocabSizePerLayerInput > baseConfig.VocabSize)
             throw n.Error("vocab_size_per_layer_input", $"is {settings.VocabSizePerLayerInput}, above vocab_size {baseConfig.VocabSize}");
-        for (int i = 0; i < layers; i++) settings.KvSourceLayer(i);   // every shared layer has a source
+        // every shared layer needs a source: HF's kv_shared_layer_index, the last non-shared layer of its type
+        for (int i = settings.FirstKvSharedLayer; i < layers && settings.FirstKvSharedLayer > 0; i++)
+            if (!settings.LayerTypes.Take(settings.FirstKvSharedLayer).Contains(settings.LayerTypes[i]))
+                throw n.Error("num_kv_shared_layers", $"is {settings.NumKvSharedLayers}: layer {i} ({settings.LayerTypes[i]}) " +
+                    $"shares keys and values, but none of the {settings.FirstKvSharedLayer} non-shared layers is {settings.LayerTypes[i]}");
         return settings;
     }
 }

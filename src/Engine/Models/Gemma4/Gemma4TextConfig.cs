@@ -147,7 +147,8 @@ public sealed record Gemma4TextConfig
             FinalLogitSoftcapping = hf.GetDoubleOrNull(p + "final_logit_softcapping"),
             UseBidirectionalAttention = bidi.Length == 0 ? null : bidi,
             VocabSizePerLayerInput = hf.GetInt(p + "vocab_size_per_layer_input", 262_144),
-            HiddenSizePerLayerInput = hf.GetIntOrNull(p + "hidden_size_per_layer_input") ?? (hf.Has(p + "hidden_size_per_layer_input") ? 0 : 256),
+            // HF: hidden_size_per_layer_input None turns the per-layer inputs off; absent, the default 256
+            HiddenSizePerLayerInput = hf.GetIntOrNull(p + "hidden_size_per_layer_input") ?? (hf.IsNull(p + "hidden_size_per_layer_input") ? 0 : 256),
             NumKvSharedLayers = hf.GetInt(p + "num_kv_shared_layers", 0),
             UseDoubleWideMlp = hf.GetBool(p + "use_double_wide_mlp", false),
             EnableMoeBlock = moe,
