@@ -315,6 +315,42 @@ public class Qwen2VlModelMutationTests
     }
 
     [Fact]
+    public void A_tower_rank_released_by_its_peers_failure_in_a_vision_block_is_left_unattributed()
+    {
+        // TP=2 tower: rank 1 is handed a 4x3-patch grid (not whole merge blocks: its block 0 fails, as above) and rank 0
+        // a valid 6x6 one; rank 0 then waits in block 0's all-reduce for a peer that never comes. Its CollectiveException
+        // (PeerFailed) is its peer's failure, not model.visual.blocks.0's on rank 0: left unwrapped, as the decoder's are
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        var bad = new GridThw(1, 4, 3);
+        var e = Assert.Throws<RankFailedException>(() => ThreadWorld.Run(2, rank =>
+            Model(DType.Float32, config: config, weights: weights, ctx: ThreadWorld.Layout(rank, 2, 1)).Visual
+                .Forward(rank == 1 ? Pixels(8, bad) : Pixels(3, Grid66), [rank == 1 ? bad : Grid66]), TimeSpan.FromSeconds(60)));
+        var failed = Assert.IsType<ModuleFailedException>(e.ErrorOf(1));
+        Assert.Equal(("model.visual.blocks.0", 1), (failed.Module, failed.WorldRank));
+        var released = Assert.IsType<CollectiveException>(e.ErrorOf(0));
+        Assert.Equal(CollectiveFailure.PeerFailed, released.Failure);
+    }
+
+    [Fact]
+    public void Sequence_parallelism_pads_the_prompt_to_the_next_multiple_of_tp_and_no_further()
+    {
+        // 5 tokens at TP=2 with SP: padded to 6, each rank holds ceil(5/2) = 3 rows (rank 0 [0, 3), rank 1 [3, 6)); padding
+        // rows past that change no compared value (causal attention, the final narrow) but make every rank's shard larger
+        var config = Config();
+        var weights = Weights(config, DType.Float32);
+        var shards = ThreadWorld.Run(2, rank =>
+        {
+            var sink = new Recorder(m => m == "model.language_model.layers.0");
+            Model(DType.Float32, config: config, weights: weights, sink: sink, ctx: ThreadWorld.Layout(rank, 2, 1, sequenceParallel: true))
+                .Prefill(new([5, 17, 2, 60, 11]));
+            var rows = Assert.IsType<ShardSpec.Rows>(sink.Shards["model.language_model.layers.0"]);
+            return (rows.Start, rows.Count, sink.Values["model.language_model.layers.0"].Shape[1]);
+        });
+        Assert.Equal([(0, 3, 3), (3, 3, 3)], shards);
+    }
+
+    [Fact]
     public void Only_the_modules_a_sink_wants_are_recorded()
     {
         // a sink clones what it is handed (CaptureSink): a record nobody asked for costs a copy of the activation
