@@ -2,6 +2,8 @@ using System.Text.Json.Nodes;
 using Harness.Engine.Config;
 using Harness.Engine.IO;
 using Harness.Engine.Models.Gemma4.Audio;
+using Harness.Engine.ParallelLayers;
+using Harness.Engine.Tensors;
 using Harness.Scenarios;
 
 namespace Harness.Tests.Correctness.Mutation;
@@ -30,6 +32,28 @@ public class Gemma4TowerMutationTests
 
     private static ConfigException LoadFails(JsonNode json) =>
         WithConfigFile(json, path => Assert.Throws<ConfigException>(() => Gemma4AudioConfig.Load(path)));
+
+    /// <summary>The error of building the tower on the recorded checkpoint with the edited audio_config.</summary>
+    private static ArgumentException ShapeError(JsonObject audio)
+    {
+        var config = WithConfigFile(new JsonObject { ["audio_config"] = audio }, Gemma4AudioConfig.Load);
+        using var checkpoint = Checkpoint.Open(Path.GetDirectoryName(ModelConfig)!);
+        return Assert.ThrowsAny<ArgumentException>(() => new Gemma4AudioModel(new CheckpointWeights(checkpoint), config));
+    }
+
+    [Theory]
+    [InlineData(0, "layer0")]
+    [InlineData(1, "layer1")]
+    public void A_subsampling_channel_count_the_checkpoint_does_not_have_names_that_conv_kernel(int which, string layer)
+    {
+        var audio = AudioConfig();
+        var channels = audio["subsampling_conv_channels"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray();
+        channels[which] += 4;   // still a multiple of 4 (input_proj_linear's input is channels[0] / 4 * channels[1])
+        audio["subsampling_conv_channels"] = new JsonArray(channels.Select(c => (JsonNode)c).ToArray());
+        var e = ShapeError(audio);
+        Assert.Contains($".subsample_conv_projection.{layer}.conv.weight is ", e.Message);
+        Assert.Contains("but the config (audio_config.subsampling_conv_channels) implies", e.Message);
+    }
 
     [Fact]
     public void A_standalone_audio_tower_config_with_model_type_gemma4_audio_is_read_from_its_root()
@@ -107,5 +131,54 @@ public class Gemma4TowerMutationTests
         var e = LoadFails(new JsonObject { ["audio_config"] = audio });
         Assert.Equal("audio_config.attention_context_left", e.JsonPath);
         Assert.Contains("must be at least 1, got 0", e.Message);
+    }
+
+    [Fact]
+    public void A_context_left_of_one_no_past_frames_is_accepted()
+    {
+        var audio = AudioConfig();
+        audio["attention_context_left"] = 1;
+        var c = WithConfigFile(new JsonObject { ["audio_config"] = audio }, Gemma4AudioConfig.Load);
+        Assert.Equal(1, c.AttentionContextLeft);
+        Assert.Equal(c.AttentionChunkSize + c.AttentionContextRight, c.ContextSize);
+    }
+
+    [Fact]
+    public void A_conv_kernel_size_the_checkpoint_does_not_have_names_the_depthwise_kernel_and_the_config_fields()
+    {
+        var audio = AudioConfig();
+        int k = audio["conv_kernel_size"]!.GetValue<int>();
+        audio["conv_kernel_size"] = k + 2;
+        var e = ShapeError(audio);
+        Assert.Contains(".lconv1d.depthwise_conv1d.weight is ", e.Message);
+        Assert.Contains($"{k}] but the config (audio_config.hidden_size, conv_kernel_size) implies ", e.Message);
+    }
+
+    [Fact]
+    public void A_hidden_size_the_checkpoint_does_not_have_names_input_proj_linear_first()
+    {
+        var audio = AudioConfig();
+        audio["hidden_size"] = audio["hidden_size"]!.GetValue<int>() * 2;
+        var e = ShapeError(audio);
+        Assert.Contains(".subsample_conv_projection.input_proj_linear.weight is ", e.Message);
+        Assert.Contains("but the config (audio_config.subsampling_conv_channels, hidden_size) implies", e.Message);
+    }
+
+    [Fact]
+    public void An_output_proj_dims_the_checkpoint_does_not_have_names_output_proj()
+    {
+        var audio = AudioConfig();
+        audio["output_proj_dims"] = audio["output_proj_dims"]!.GetValue<int>() + 3;
+        var e = ShapeError(audio);
+        Assert.Contains(".output_proj.weight is ", e.Message);
+        Assert.Contains("but the config (audio_config.output_proj_dims, hidden_size) implies", e.Message);
+    }
+
+    [Fact]
+    public void A_batch_without_a_valid_frame_has_no_soft_tokens_rather_than_failing()
+    {
+        var output = new Gemma4AudioModel.Output(Tensor.Zeros(DType.Float32, 2, 3, 5), Tensor.FromArray(new bool[6], 2, 3));
+        var tokens = output.ValidSoftTokens();
+        Assert.Equal([0, 5], tokens.Shape);
     }
 }
