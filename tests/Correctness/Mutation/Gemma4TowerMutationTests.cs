@@ -181,4 +181,35 @@ public class Gemma4TowerMutationTests
         var tokens = output.ValidSoftTokens();
         Assert.Equal([0, 5], tokens.Shape);
     }
+
+    private static Gemma4AudioModel.Output Encode(Func<Gemma4AudioModel, Gemma4AudioModel.Output> forward)
+    {
+        using var checkpoint = Checkpoint.Open(Path.GetDirectoryName(ModelConfig)!);
+        return forward(new Gemma4AudioModel(new CheckpointWeights(checkpoint), Gemma4AudioConfig.Load(ModelConfig)));
+    }
+
+    [Fact]
+    public void Features_without_a_batch_axis_are_refused_naming_the_tower_and_the_shape()
+    {
+        var features = TinyGemma4Towers.AudioInputs(DType.Float32, 1, 61UL).Features.Select(0, 0);   // [T, F]
+        var e = Assert.Throws<ArgumentException>(() => Encode(m => m.Forward(features)));
+        Assert.Contains("input_features must be [batch, frames, mel_bins], got [", e.Message);
+    }
+
+    [Fact]
+    public void Without_a_mask_every_frame_of_the_clip_is_valid()
+    {
+        var features = TinyGemma4Towers.AudioInputs(DType.Float32, 1, 61UL).Features;   // [1, T, F]
+        var output = Encode(m => m.Forward(features));
+        Assert.Equal(output.SoftTokens.Size(1), output.ValidSoftTokens().Size(0));
+    }
+
+    [Fact]
+    public void A_mask_of_another_length_than_the_clip_is_refused_naming_both_shapes()
+    {
+        var features = TinyGemma4Towers.AudioInputs(DType.Float32, 1, 61UL).Features;   // [1, T, F]
+        var mask = Tensor.FromArray(Enumerable.Repeat(true, features.Size(1) - 1).ToArray(), 1, features.Size(1) - 1);
+        var e = Assert.Throws<ArgumentException>(() => Encode(m => m.Forward(features, mask)));
+        Assert.Contains($"input_features_mask [1, {features.Size(1) - 1}] does not match input_features [1, ", e.Message);
+    }
 }
