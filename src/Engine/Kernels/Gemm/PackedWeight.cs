@@ -103,11 +103,10 @@ internal sealed unsafe class PackedWeight
             // column c of W (row c of the stack) starts at rows[c] and steps by colStrides[c] elements along K
             var rows = new nint[n];
             var colStrides = new nint[n];
-            int c = 0;
+            int c = 0, size = GemmOperand.ElementSize(dtype);
             for (int i = 0; i < parts.Count; i++)
             {
                 var op = GemmOperand.Pin(MatrixView.Of(parts[i]), out handles[i]);
-                int size = GemmOperand.ElementSize(dtype);
                 for (int r = 0; r < op.Rows; r++, c++)
                 {
                     rows[c] = (nint)(op.Origin + r * op.RowStride * size);

@@ -113,13 +113,17 @@ public sealed record Gemma3nTextSettings
     /// The layer whose keys and values layer i reads (itself when it is not shared): HF's kv_shared_layer_index, the
     /// last non-shared layer of the same type. Sharing applies when i >= first shared layer > 0.
     /// </summary>
-    public int KvSourceLayer(int i)
+    public int KvSourceLayer(int i) => FindKvSourceLayer(i)
+        ?? throw new InvalidOperationException($"layer {i} ({LayerTypes[i]}) shares keys and values, but no earlier layer has its type");
+
+    /// <summary><see cref="KvSourceLayer"/>, or null for a shared layer with no non-shared layer of its type.</summary>
+    private int? FindKvSourceLayer(int i)
     {
         int first = FirstKvSharedLayer;
         if (!(i >= first && first > 0)) return i;
         for (int j = first - 1; j >= 0; j--)
             if (LayerTypes[j] == LayerTypes[i]) return j;
-        throw new InvalidOperationException($"layer {i} ({LayerTypes[i]}) shares keys and values, but no earlier layer has its type");
+        return null;
     }
 
     internal static Gemma3nTextSettings Read(ConfigNode n, TextConfig baseConfig)
@@ -174,8 +178,8 @@ public sealed record Gemma3nTextSettings
         if (settings.VocabSizePerLayerInput > baseConfig.VocabSize)
             throw n.Error("vocab_size_per_layer_input", $"is {settings.VocabSizePerLayerInput}, above vocab_size {baseConfig.VocabSize}");
         // every shared layer needs a source: HF's kv_shared_layer_index, the last non-shared layer of its type
-        for (int i = settings.FirstKvSharedLayer; i < layers && settings.FirstKvSharedLayer > 0; i++)
-            if (!settings.LayerTypes.Take(settings.FirstKvSharedLayer).Contains(settings.LayerTypes[i]))
+        for (int i = 0; i < layers; i++)
+            if (settings.FindKvSourceLayer(i) is null)
                 throw n.Error("num_kv_shared_layers", $"is {settings.NumKvSharedLayers}: layer {i} ({settings.LayerTypes[i]}) " +
                     $"shares keys and values, but none of the {settings.FirstKvSharedLayer} non-shared layers is {settings.LayerTypes[i]}");
         return settings;
