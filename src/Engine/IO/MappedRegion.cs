@@ -74,7 +74,7 @@ internal sealed unsafe class MappedRegion : IDisposable
     /// <returns>The bytes given back (0 for a tensor that is not a mapped view or spans no whole page).</returns>
     public static long ReleaseResident(Tensors.Tensor t)
     {
-        if (t.Storage.Owner is not MappedRegion region || region.IsReleased || t.NumEl == 0 || !t.Storage.IsNative) return 0;
+        if (t.Storage.Owner is not MappedRegion region || region.IsReleased || t.ElementCount == 0 || !t.Storage.IsNative) return 0;
         long last = t.Offset;                                       // the span [first, last] of elements t reaches
         for (int d = 0; d < t.Rank; d++)
         {
@@ -108,4 +108,14 @@ internal sealed unsafe class MappedRegion : IDisposable
         _view.Dispose();
         _file.Dispose();
     }
+}
+
+/// <summary>
+/// The pages of a memory-mapped checkpoint under a weight, given back once a copy of the weight is the one in use (a packed
+/// copy, a converted one, a device copy: <see cref="MappedRegion.ReleaseResident"/>); for weight sources outside the engine.
+/// </summary>
+public static class MappedPages
+{
+    /// <returns>The bytes given back (0 for a tensor that is not a view of a mapped file).</returns>
+    public static long Release(Tensors.Tensor t) => MappedRegion.ReleaseResident(t);
 }

@@ -122,6 +122,25 @@ public class LargeTensorTests
     }
 
     [Fact]
+    public void The_pages_of_a_4_7_GB_mapped_table_are_given_back_whole_once_it_is_on_a_device()
+    {
+        // Found on the GPU (H100): giving back a weight's mapped pages once it went to the device (DeviceWeights) asked the
+        // view's int element count, and Gemma3n-E4B's 262144 x 8960 per-layer table (2^31 + 201326592 elements, whole at
+        // TP=1 and as a rank's rows at TP=2) stopped the load: "tensor of shape [262144, 8960] has 2348810240 elements,
+        // more than one kernel pass indexes". The span is counted in 64 bits: the table's pages past 2^32 bytes go too.
+        using var dir = new TempDir();
+        using var checkpoint = Checkpoint.Open(SparseE4bTable.Write(dir.Path));
+        var table = checkpoint.GetTensor(Table);
+        foreach (var (e, v) in Planted) Assert.Equal(v, table.At(At(e).Row, At(e).Col));   // its planted pages now resident
+        long page = Environment.SystemPageSize, bytes = (long)Rows * Cols * 2;
+        long released = MappedPages.Release(table);
+        Assert.InRange(released, bytes - 2 * page, bytes);                                   // all but the two end pages
+        foreach (var (e, v) in Planted) Assert.Equal(v, table.At(At(e).Row, At(e).Col));   // read again from the file
+        var half = table.Narrow(0, Rows / 2, Rows / 2);                                      // rank 1's rows at TP=2
+        Assert.InRange(MappedPages.Release(half), bytes / 2 - 2 * page, bytes / 2);
+    }
+
+    [Fact]
     public void A_rank_converts_only_its_own_rows_of_a_vocab_parallel_table_and_the_whole_table_load_fails_that_check()
     {
         // bf16 table run in float32 (from_pretrained(dtype=float32) of a bf16 checkpoint): each of 4 ranks converts
