@@ -43,7 +43,7 @@ public class Gemma4ConfigMutationTests
         Assert.Equal((100, 64, 96, 7, 8), (c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads));
         Assert.Equal(4, c.NumKeyValueHeads);
         Assert.Equal(256, c.HeadDim);
-        Assert.Equal(256, c.GlobalHeadDim);                     // no global_head_dim nor per_layer_config: head_dim
+        Assert.Equal(512, c.GlobalHeadDim);                     // no global_head_dim nor per_layer_config: HF's 512 (it read head_dim)
         Assert.Null(c.NumGlobalKeyValueHeads);
         Assert.False(c.AttentionKEqV);
         Assert.False(c.AttentionBias);
@@ -170,10 +170,34 @@ public class Gemma4ConfigMutationTests
         c = From(json);
         Assert.Equal(48, c.GlobalHeadDim);
         Assert.Equal(6, c.NumGlobalKeyValueHeads);
-        // neither layout: full layers use head_dim
+        // neither layout: transformers' default, 512 in 5.12.1 (`global_head_dim: int = 512`) and 5.17
+        // (`kwargs.pop("global_head_dim", 512)`); the engine read head_dim (16) here
         c = From(Json("e2b-like", j => j.Remove("global_head_dim")));
-        Assert.Equal(16, c.GlobalHeadDim);
+        Assert.Equal(512, c.GlobalHeadDim);
         Assert.Null(c.NumGlobalKeyValueHeads);
+        // written as 0 or null without per_layer_config: 5.12.1's attention takes head_dim for a falsy global_head_dim
+        Assert.Equal(16, From(Json("e2b-like", j => j["global_head_dim"] = 0)).GlobalHeadDim);
+        Assert.Equal(16, From(Json("e2b-like", j => j["global_head_dim"] = null)).GlobalHeadDim);
+    }
+
+    [Fact]
+    public void A_gemma4_config_without_placeholder_ids_takes_gemma4_configs_defaults_and_a_null_id_is_none()
+    {
+        // a hand-written gemma4 config that leaves the ids out: transformers (5.12.1, 5.17) defaults image_token_id 258880,
+        // video_token_id 258884, audio_token_id 258881, and Gemma4Model.forward replaces them by pad_token_id; the engine
+        // took "absent" as "no placeholder" and embedded the ids as text tokens
+        var json = TinyGemma4.MultimodalConfig("moe");
+        foreach (var k in new[] { "image_token_id", "video_token_id", "audio_token_id" }) json.Remove(k);
+        var c = From(json);
+        Assert.Equal([258_880, 258_884, 258_881], c.MultimodalTokenIds);
+        Assert.Equal([258_880, 258_884], c.VisionTokenIds);
+        json["video_token_id"] = null;                         // None: no video placeholder
+        c = From(json);
+        Assert.Equal([258_880, 258_881], c.MultimodalTokenIds);
+        Assert.Equal([258_880], c.VisionTokenIds);
+        var hf = HfConfig.Parse(json.ToJsonString(), "config.json");
+        Assert.Equal(258_881, Gemma4TextConfig.TokenId(hf, "audio_token_id"));
+        Assert.Null(Gemma4TextConfig.TokenId(hf, "video_token_id"));
     }
 
     [Fact]

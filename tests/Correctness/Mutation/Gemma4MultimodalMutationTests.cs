@@ -74,8 +74,8 @@ public class Gemma4MultimodalMutationTests
         Assert.Null(noAudio.EmbedAudio);
         e = Assert.Throws<InvalidOperationException>(() => noAudio.SoftTokens(new(null, Small(1, 1, 8, config.GetInt("audio_config.output_proj_dims")), null)));
         Assert.Equal("the checkpoint has no audio embedder (model.embed_audio) or no audio_config", e.Message);
-        // a config without image_token_id cannot place an image's soft tokens
-        var noImageId = new Gemma4ForConditionalGeneration(new CheckpointWeights(checkpoint), Config(j => j.Remove("image_token_id")), ParallelContext.Single);
+        // a config whose image_token_id is null (HF's None: absent, Gemma4Config's 258880) cannot place an image's soft tokens
+        var noImageId = new Gemma4ForConditionalGeneration(new CheckpointWeights(checkpoint), Config(j => j["image_token_id"] = null), ParallelContext.Single);
         e = Assert.Throws<InvalidOperationException>(() => noImageId.SoftTokens(new(Small(1, 4, config.GetInt("vision_config.hidden_size")), null, null)));
         Assert.Equal("config.json has no image_token_id", e.Message);
     }

@@ -70,9 +70,9 @@ public sealed class Gemma4ForConditionalGeneration
         _ctx = ctx;
         _sink = StepSink.Over(sink);                                      // one step scope with the language model
         LanguageModel = new Gemma4ForCausalLM(weights, Gemma4TextConfig.From(config), ctx, _sink, options, "model.language_model.");
-        _imageTokenId = config.GetIntOrNull("image_token_id");
-        _audioTokenId = config.GetIntOrNull("audio_token_id");
-        _videoTokenId = config.GetIntOrNull("video_token_id");
+        _imageTokenId = Gemma4TextConfig.TokenId(config, "image_token_id");
+        _audioTokenId = Gemma4TextConfig.TokenId(config, "audio_token_id");
+        _videoTokenId = Gemma4TextConfig.TokenId(config, "video_token_id");
         if (config.Has("vision_config") && weights.Contains("model.embed_vision.embedding_projection.weight"))
             EmbedVision = new Gemma4MultimodalEmbedder(weights, "model.embed_vision", config.GetDouble("vision_config.rms_norm_eps", 1e-6), ctx,
                 options?.EmbedderInputIsParallel ?? false);

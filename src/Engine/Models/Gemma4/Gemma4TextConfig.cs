@@ -51,6 +51,18 @@ public sealed record Gemma4TextConfig
     /// <summary>image_token_id, video_token_id: the tokens use_bidirectional_attention="vision" groups into blocks.</summary>
     public int[] VisionTokenIds { get; init; } = [];
 
+    /// <summary>
+    /// A gemma4 config's image_token_id, video_token_id or audio_token_id: absent, Gemma4Config's default (258880, 258884,
+    /// 258881 in transformers 5.12.1 and 5.17); a JSON null, none (HF's None: no placeholder of that modality).
+    /// </summary>
+    public static int? TokenId(HfConfig hf, string key) =>
+        hf.GetIntOrNull(key) ?? (hf.IsNull(key) ? null : DefaultTokenIds.TryGetValue(key, out int id) ? id : null);
+
+    private static readonly Dictionary<string, int> DefaultTokenIds = new()
+    {
+        ["image_token_id"] = 258_880, ["video_token_id"] = 258_884, ["audio_token_id"] = 258_881,
+    };
+
     public bool IsSliding(int layer) => LayerTypes[layer] == "sliding_attention";
 
     /// <summary>First KV-shared layer: num_hidden_layers - num_kv_shared_layers.</summary>
@@ -134,7 +146,13 @@ public sealed record Gemma4TextConfig
             NumAttentionHeads = hf.GetInt(p + "num_attention_heads", 8),
             NumKeyValueHeads = hf.GetInt(p + "num_key_value_heads", 4),
             HeadDim = hf.GetInt(p + "head_dim", 256),
-            GlobalHeadDim = hf.GetIntOrNull(p + "global_head_dim") is int g && g > 0 ? g : FullLayerOverride("head_dim") ?? hf.GetInt(p + "head_dim", 256),
+            // absent from both layouts: transformers' default 512 (5.12.1 `global_head_dim: int = 512`, 5.17
+            // `kwargs.pop("global_head_dim", 512)` into per_layer_config); 0 or null: head_dim (5.12.1's attention takes
+            // `config.global_head_dim if not self.is_sliding and config.global_head_dim else config.head_dim`)
+            GlobalHeadDim = hf.GetIntOrNull(p + "global_head_dim") is int g && g > 0 ? g
+                : hf.Has(p + "per_layer_config") ? FullLayerOverride("head_dim") ?? hf.GetInt(p + "head_dim", 256)
+                : hf.Has(p + "global_head_dim") || hf.IsNull(p + "global_head_dim") ? hf.GetInt(p + "head_dim", 256)
+                : 512,
             NumGlobalKeyValueHeads = hf.GetIntOrNull(p + "num_global_key_value_heads") ?? FullLayerOverride("num_key_value_heads"),
             AttentionKEqV = hf.GetBool(p + "attention_k_eq_v", false),
             AttentionBias = hf.GetBool(p + "attention_bias", false),
@@ -162,9 +180,9 @@ public sealed record Gemma4TextConfig
         c = c with
         {
             MultimodalTokenIds = new[] { "image_token_id", "video_token_id", "audio_token_id" }
-                .Select(k => p.Length > 0 ? hf.GetIntOrNull(k) : null).OfType<int>().ToArray(),
+                .Select(k => p.Length > 0 ? TokenId(hf, k) : null).OfType<int>().ToArray(),
             VisionTokenIds = new[] { "image_token_id", "video_token_id" }
-                .Select(k => p.Length > 0 ? hf.GetIntOrNull(k) : null).OfType<int>().ToArray(),
+                .Select(k => p.Length > 0 ? TokenId(hf, k) : null).OfType<int>().ToArray(),
         };
         if (moe && (c.TopKExperts < 1 || c.TopKExperts > c.NumExperts))
             throw new ConfigException(hf.SourceName, p + "top_k_experts", $"is {c.TopKExperts}; it must be in [1, num_experts={c.NumExperts}]");
