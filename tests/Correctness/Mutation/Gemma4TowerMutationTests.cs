@@ -11,9 +11,10 @@ using Harness.Scenarios;
 namespace Harness.Tests.Correctness.Mutation;
 
 /// <summary>
-/// Gemma4's audio tower config (src/Engine/Models/Gemma4/Audio/Gemma4AudioConfig.cs) on the recorded tiny tower
-/// checkpoint (fixtures/models/gemma4-towers-e2b-like-fp32): the checks the offline catalog and Gemma4TowerTests cannot
-/// make, each a Stryker.NET mutant that survived them (notes/issue-21-muttower.md), written as the bug report it guards.
+/// Gemma4's audio tower (src/Engine/Models/Gemma4/Audio: its config and model on the recorded tiny tower checkpoint,
+/// fixtures/models/gemma4-towers-e2b-like-fp32; Gemma4ClippableLinear and Gemma4TowerKernels, shared with the vision tower,
+/// on hand-made weights): the checks the offline catalog and Gemma4TowerTests cannot make, each a Stryker.NET mutant that
+/// survived them (notes/issue-21-muttower.md, notes/issue-21-mutg4towers.md), written as the bug report it guards.
 /// </summary>
 public class Gemma4TowerMutationTests
 {
