@@ -485,7 +485,9 @@ public class KernelsMutationTests
         var silu = new float[x.Length];
         K.Activations.Apply(ActivationKind.Silu, x, silu, dtype);
         BitEqual(x.Select((v, i) => v / (e[i] + 1f)).ToArray(), silu, "silu");
-        Assert.Throws<ArgumentOutOfRangeException>(() => K.Activations.Apply((ActivationKind)99, x, new float[x.Length], dtype));
+        var unknown = Assert.Throws<ArgumentOutOfRangeException>(() => K.Activations.Apply((ActivationKind)99, x, new float[x.Length], dtype));
+        Assert.StartsWith("unknown activation", unknown.Message);
+        Assert.Equal("kind", unknown.ParamName);
     }
 
     // ---------------------------------------------------------------- RowParallel
@@ -532,18 +534,18 @@ public class KernelsMutationTests
     }
 
     [Theory]
-    [InlineData(16, DType.Float32)]
-    [InlineData(8, DType.BFloat16)]
-    [InlineData(6, DType.Float32)]     // hd not a multiple of 8: the scalar loops
-    [InlineData(6, DType.BFloat16)]
-    public void Attention_row_is_the_eager_formula_for_every_key_count(int hd, DType dtype)
+    [InlineData(16, DType.Float32, 4, 0.3f)]
+    [InlineData(8, DType.BFloat16, 60, 0.0123f)]   // q . k up to 1920: not every score is a bf16 value
+    [InlineData(6, DType.Float32, 4, 0.3f)]        // hd not a multiple of 8: the scalar loops
+    [InlineData(6, DType.BFloat16, 60, 0.0123f)]
+    public void Attention_row_is_the_eager_formula_for_every_key_count(int hd, DType dtype, int qMax, float scale)
     {
         // mutants: the four-keys block (bounds, key offsets, which accumulator goes to which score), the remainder loop,
-        // the scalar path, the roundings of the scores and probabilities, the weighted sum's rows and its clear
-        const float scale = 0.125f;
+        // the scalar path, the roundings of the scores (q . k, then times the scale) and probabilities, the weighted
+        // sum's rows and its clear
         for (int n = 1; n <= 9; n++)
         {
-            var q = SmallInts(hd, 100 + n, 4);
+            var q = SmallInts(hd, 100 + n, qMax);
             var keys = SmallInts(n * hd, 200 + n, 4);
             var values = SmallInts(n * hd, 300 + n, 8);
             var want = NaiveRow(q, keys, values, n, hd, scale, dtype);
@@ -580,26 +582,29 @@ public class KernelsMutationTests
     }
 
     [Theory]
-    [InlineData(16, DType.Float32)]    // hd 16: the values' 8-lane path
-    [InlineData(32, DType.BFloat16)]   // hd 32: 16 lanes where AVX-512 runs
-    [InlineData(48, DType.Float32)]
-    public void Attention_tile_equals_its_rows_one_by_one(int hd, DType dtype)
+    [InlineData(16, DType.Float32, 3, 0.2f)]       // hd 16: the values' 8-lane path
+    [InlineData(32, DType.BFloat16, 40, 0.0123f)]  // hd 32: 16 lanes where AVX-512 runs; scores past bf16's integers
+    [InlineData(48, DType.Float32, 3, 0.2f)]
+    [InlineData(16, DType.BFloat16, 40, 0.0123f)]
+    public void Attention_tile_equals_its_rows_one_by_one(int hd, DType dtype, int qMax, float scale)
     {
-        // mutants: the tile's max n, each row's offset into q, scores and out, the masked columns' clear, the stores of
-        // rows 1..3, the key and column steps
-        const float scale = 0.25f;
+        // mutants: the tile's max n, each row's offset into q, scores and out, the roundings, the masked columns'
+        // clear, the stores of rows 1..3 (and no store past `rows`: the buffers are longer, their tails must stay),
+        // the key and column steps
         foreach (int[] n in new[] { new[] { 1 }, new[] { 3, 4 }, new[] { 5, 6, 7 }, new[] { 33, 2, 40, 9 }, new[] { 70, 70, 1, 64 } })
         {
             int rows = n.Length, maxN = n.Max(), ldk = (maxN + 31) / 32 * 32 + 32;
-            var q = SmallInts(rows * hd, 400 + maxN, 3);
+            var q = SmallInts(rows * hd, 400 + maxN, qMax);
             var keys = SmallInts(maxN * hd, 500 + maxN, 3);         // [maxN, hd]
             var values = SmallInts(maxN * hd, 600 + maxN, 8);
             var keysT = new float[hd * ldk];                          // [hd, ldk]; columns past maxN finite junk
             for (int c = 0; c < hd; c++)
                 for (int j = 0; j < ldk; j++) keysT[c * ldk + j] = j < maxN ? keys[j * hd + c] : 1000f + j;
-            var scores = Enumerable.Repeat(float.NaN, rows * ldk).ToArray();
-            var output = new float[rows * hd];
+            var scores = Enumerable.Repeat(float.NaN, (rows + 3) * ldk).ToArray();
+            var output = Enumerable.Repeat(-77f, (rows + 3) * hd).ToArray();
             K.Attention.Tile(q, rows, n, keysT, ldk, values, hd, scale, dtype, scores, output);
+            Assert.All(output.Skip(rows * hd), v => Assert.Equal(-77f, v));
+            Assert.All(scores.Skip(rows * ldk), v => Assert.True(float.IsNaN(v), "a score stored past the tile's rows"));
             for (int r = 0; r < rows; r++)
             {
                 var want = NaiveRow(q[(r * hd)..((r + 1) * hd)], keys, values, n[r], hd, scale, dtype);

@@ -106,6 +106,20 @@ public class LayersMutationTests
         Assert.Equal(5, single.OutFeatures);
     }
 
+    [Fact]
+    public void A_stacked_linear_of_host_parts_is_not_concatenated_when_it_is_made()
+    {
+        // mutants: Stacked's `parts.Count == 1 || !parts.All(OnHost)` negated or without its `!`: two host parts were
+        // concatenated at once (a second resident copy of a fused qkv or gate_up weight: issue 22's host memory)
+        var p0 = Tensor.Uniform(DType.Float32, 1, -1f, 1f, 256, 256);
+        var p1 = Tensor.Uniform(DType.Float32, 2, -1f, 1f, 256, 256);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var stacked = Linear.Stacked([p0, p1]);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 64 * 1024, $"Stacked allocated {allocated} bytes for 512 KiB of parts");
+        Assert.Equal(512, stacked.OutFeatures);
+    }
+
     [Theory]
     [InlineData(DType.Float32, true)]
     [InlineData(DType.Float32, false)]
