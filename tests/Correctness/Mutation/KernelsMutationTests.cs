@@ -60,13 +60,18 @@ public class KernelsMutationTests
     [InlineData(0)]
     [InlineData(5)]
     [InlineData(16)]
+    [InlineData(32)]
     [InlineData(37)]
+    [InlineData(48)]
     [InlineData(100)]
     public void The_invariant_sums_take_the_stated_order_bit_for_bit(int n)
     {
-        // mutants: the block loop's bound and step, an accumulator's offset, the lanes' or accumulators' pairing, the tail's
-        // term (t, t*t, (t-c)^2), a `+=` as `-=`
+        // mutants: the block loop's bound (a row of exactly 16 or 32 taken as tail) and step, an accumulator's offset,
+        // the lanes' or accumulators' pairing, the tail's term (t, t*t, (t-c)^2), a `+=` as `-=`; the values spread
+        // over 2^-8..2^8 so that another order gives other bits
         var x = Random(n, 11 + n, 3f);
+        var spread = new System.Random(n);
+        for (int i = 0; i < n; i++) x[i] = MathF.ScaleB(x[i], spread.Next(-8, 9));
         const float c = 0.3125f;
         BitEqual([InvariantOrder(x, t => t)], [K.Reductions.SumInvariant(x)], "SumInvariant");
         BitEqual([InvariantOrder(x, t => t * t)], [K.Reductions.SumSquaresInvariant(x)], "SumSquaresInvariant");
@@ -275,6 +280,16 @@ public class KernelsMutationTests
         Assert.True(K.TopK.Greater(2f, 1f));
         Assert.False(K.TopK.Greater(1f, 1f));
         Assert.False(K.TopK.Greater(1f, 2f));
+        // the output spans still hold a previous row's results (a reused buffer): the insertion starts after the
+        // `count` kept, not at k - 1 among stale values
+        foreach (float stale in new[] { float.NaN, 100f, -100f })
+        {
+            var v2 = Enumerable.Repeat(stale, 4).ToArray();
+            var i2 = Enumerable.Repeat(-5L, 4).ToArray();
+            K.TopK.Row([1f, 3f, -2f, 2f, 0f], 4, v2, i2);
+            Assert.Equal([3f, 2f, 1f, 0f], v2);
+            Assert.Equal([1L, 3L, 0L, 4L], i2);
+        }
         // a row shorter than k: the first `count` places only
         var vs = new float[] { -7f, -7f, -7f };
         var ix = new long[] { -1, -1, -1 };
@@ -496,6 +511,7 @@ public class KernelsMutationTests
     [InlineData(1, 1, 4)]          // one row: serial
     [InlineData(5, 100, 4)]        // too few elements: serial
     [InlineData(37, 4096, 1)]      // one thread: serial
+    [InlineData(37, 4096, 0)]      // no threads asked: serial, not zero tasks
     [InlineData(37, 4096, 4)]      // parallel, chunks of uneven size
     [InlineData(3, 1 << 15, 8)]    // more threads than rows
     [InlineData(2, 1 << 14, 2)]    // exactly MinParallelElements
@@ -591,9 +607,11 @@ public class KernelsMutationTests
         // mutants: the tile's max n, each row's offset into q, scores and out, the roundings, the masked columns'
         // clear, the stores of rows 1..3 (and no store past `rows`: the buffers are longer, their tails must stay),
         // the key and column steps
-        foreach (int[] n in new[] { new[] { 1 }, new[] { 3, 4 }, new[] { 5, 6, 7 }, new[] { 33, 2, 40, 9 }, new[] { 70, 70, 1, 64 } })
+        foreach (int[] n in new[] { new[] { 1 }, new[] { 3, 4 }, new[] { 5, 6, 7 }, new[] { 33, 2, 40, 9 }, new[] { 70, 70, 1, 64 }, new[] { 64, 64, 64 } })
         {
-            int rows = n.Length, maxN = n.Max(), ldk = (maxN + 31) / 32 * 32 + 32;
+            // ldk: columns to spare, except for the last case, whose ldk is its max n (a key block past max n would
+            // write into the next row's scores)
+            int rows = n.Length, maxN = n.Max(), ldk = n.Length == 3 && maxN == 64 ? 64 : (maxN + 31) / 32 * 32 + 32;
             var q = SmallInts(rows * hd, 400 + maxN, qMax);
             var keys = SmallInts(maxN * hd, 500 + maxN, 3);         // [maxN, hd]
             var values = SmallInts(maxN * hd, 600 + maxN, 8);

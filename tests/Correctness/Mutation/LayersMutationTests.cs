@@ -179,6 +179,21 @@ public class LayersMutationTests
         Assert.Same(p, linear.Packed());
     }
 
+    [Theory]
+    [InlineData(DType.Float32, true)]
+    [InlineData(DType.BFloat16, true)]
+    [InlineData(DType.Float16, false)]
+    public void The_first_host_forward_packs_the_weight_of_a_float32_or_bf16_linear(DType dtype, bool packs)
+    {
+        // mutants: UsesPackedWeight's `x.DType == W.DType` as `!=` (float32 and bf16 took the unpacked Matmul, whose
+        // float32 bits are the same: only the packed copy, the class's one resident weight, tells)
+        var linear = new Linear(Tensor.Uniform(dtype, 1, -1f, 1f, 8, 16));
+        var packed = typeof(Linear).GetField("_packed", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!;
+        Assert.Null(packed.GetValue(linear));
+        linear.Forward(Tensor.Uniform(dtype, 2, -1f, 1f, 3, 16));
+        Assert.Equal(packs, packed.GetValue(linear) is not null);
+    }
+
     [Fact]
     public void A_threads_bf16_scratch_grows_with_the_largest_product()
     {
