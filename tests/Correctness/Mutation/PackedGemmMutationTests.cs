@@ -62,7 +62,7 @@ public class PackedGemmMutationTests
             : wdtype == DType.Float16 ? new[] { DType.Float16 } : native ? new[] { DType.BFloat16 } : new[] { DType.BFloat16, DType.Float32, DType.Float16 };
         var cases = new List<(int K, int N, int[] Ms)>
         {
-            (1, 5, Ms), (8, 167, Ms), (401, 33, [1, 2, 5, 9, 15, 28]), (1030, 40, [3, 9]),
+            (1, 5, Ms), (8, 167, Ms), (401, 33, [1, 2, 5, 9, 15, 28]), (1030, 40, [3, 9, 16]),
         };
         // above 1 MiB of packed weight the skinny path splits its panels over tasks
         cases.Add(wdtype == DType.BFloat16 && kernel == GemmKernel.Avx512 ? (1030, 520, [1, 5]) : (1030, 300, [1, 5]));
@@ -411,6 +411,58 @@ public class PackedGemmMutationTests
         Assert.NotEqual(0, first);
         Assert.Equal(first, (nint)Bf16DotKernel.Get(3, 4));
         Assert.NotEqual(first, (nint)Bf16DotKernel.Get(3, 2));
+    }
+
+    [SkippableFact]
+    public unsafe void Every_kernel_shape_the_emitter_writes_computes_its_vdpbf16ps_model_from_zero_and_from_c()
+    {
+        // mutants: the emitter's register numbering (Acc, Breg), its loads, broadcasts, pointer steps and stores, the
+        // accumulate branch, NaiveProduct's indices for a second row: each shape is emitted afresh (Get caches the
+        // engine's own), placed, and run on packed pairs against the lane model chained over the pairs from 0 or from C
+        Skip.IfNot(Bf16DotKernel.IsSupported, $"native bf16: {Bf16DotKernel.UnsupportedReason}");
+        const int k = 9, pairs = 5;
+        foreach (var (mr, np) in new[] { (1, 4), (2, 4), (3, 4), (4, 2), (7, 2), (8, 1), (14, 1), (15, 1) })
+        {
+            int n = np * 32, ldc = n + 3;
+            var x = Tensor.Uniform(DType.BFloat16, (ulong)(mr * 10 + np), -1f, 1f, mr, k);
+            var w = Tensor.Uniform(DType.BFloat16, (ulong)(mr * 10 + np + 1), -1f, 1f, n, k);
+            var packed = PackedWeight.Pack(w, GemmKernel.Avx512);   // np panels of 32 columns, pairs * 128 bytes apart
+            var a = new uint[pairs * mr];
+            var op = GemmOperand.Pin(MatrixView.Of(x), out var handle);
+            using (handle)
+                fixed (uint* pa = a) PackedGemm.PackPairsA(op, 0, mr, 0, k, mr, pa);
+            var kernel = (delegate* unmanaged[Cdecl, SuppressGCTransition]<nint, void*, void*, float*, nint, nint, void>)
+                ExecutableMemory.Place(Bf16DotKernel.Emitter.Kernel(mr, np));
+            var xs = x.Span<ushort>().ToArray();
+            var ws = w.Span<ushort>().ToArray();
+            var fromZero = new float[mr * n];
+            foreach (bool accumulate in new[] { false, true })
+            {
+                var start = Tensor.Uniform(DType.Float32, (ulong)(mr + np), -4f, 4f, mr * ldc).Span<float>().ToArray();
+                var c = (float[])start.Clone();
+                fixed (uint* pa = a)
+                fixed (float* pc = c)
+                    kernel(pairs, pa, packed.Data, pc, (nint)ldc * 4, accumulate ? 1 : 0);
+                for (int r = 0; r < mr; r++)
+                {
+                    for (int j = 0; j < n; j++)
+                    {
+                        float acc = accumulate ? start[r * ldc + j] : 0f;
+                        for (int p = 0; p < pairs; p++)
+                        {
+                            ushort x1 = 2 * p + 1 < k ? xs[r * k + 2 * p + 1] : (ushort)0, w1 = 2 * p + 1 < k ? ws[j * k + 2 * p + 1] : (ushort)0;
+                            acc = Bf16DotKernel.ReferenceLane(acc, xs[r * k + 2 * p], x1, ws[j * k + 2 * p], w1);
+                        }
+                        if (!accumulate) fromZero[r * n + j] = acc;
+                        Assert.True(BitConverter.SingleToUInt32Bits(acc) == BitConverter.SingleToUInt32Bits(c[r * ldc + j]),
+                            $"emitted {mr}x{np} accumulate={accumulate}: C[{r},{j}] = {c[r * ldc + j]:R}, model {acc:R}");
+                    }
+                    for (int j = n; j < ldc; j++) Assert.Equal(start[r * ldc + j], c[r * ldc + j]);
+                }
+            }
+            AssertBitsEqual(fromZero, Bf16DotKernel.NaiveProduct(x, w, mr), $"NaiveProduct {mr} rows");
+            GC.KeepAlive(packed);
+        }
     }
 
     [SkippableFact]
