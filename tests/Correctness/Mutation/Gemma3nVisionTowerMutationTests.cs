@@ -300,7 +300,29 @@ public class Gemma3nVisionTowerMutationTests(ITestOutputHelper log)
         Assert.Equal($"{name} is {words}", e.Message);
     }
 
-    // ---- the public blocks refuse what the 300m stack never builds ----
+    // ---- the public blocks: the MSFA's noskip, and the refusals of what the 300m stack never builds ----
+
+    [Fact]
+    public void The_msfa_ffn_never_adds_its_input_back_even_where_its_input_is_2048_wide()
+    {
+        // timm's MobileNetV5MultiScaleFusionAdapter builds its ffn with noskip=True. At channel_multiplier 1.0667 the fused
+        // stages are 680 + 1368 = 2048 wide, so in_chs == out_chs and stride 1: has_skip would hold without noskip. With
+        // every ffn weight zero the ffn's output is 0 and the MSFA's RmsNorm2d of it is 0; a residual would give norm(x).
+        var c = new MobileNetV5Config { HiddenSize = 2048, ChannelMultiplier = 1.0667, MsfaOutputResolution = 1 };
+        Assert.Equal(2048, c.MsfaInChannels);
+        Tensor Ones(int n) => Tensor.FromArray(Enumerable.Repeat(1f, n).ToArray(), n);
+        var w = new DictionaryWeights(new Dictionary<string, Tensor>
+        {
+            ["m.ffn.pw_exp.conv.weight"] = Tensor.Zeros(DType.Float32, 4096, 2048, 1, 1), ["m.ffn.pw_exp.bn.weight"] = Ones(4096),
+            ["m.ffn.pw_proj.conv.weight"] = Tensor.Zeros(DType.Float32, 2048, 4096, 1, 1), ["m.ffn.pw_proj.bn.weight"] = Ones(2048),
+            ["m.norm.weight"] = Ones(2048),
+        });
+        var msfa = new MobileNetV5Msfa(w, "m", c, Ctx);
+        var output = msfa.Forward([Tensor.Uniform(DType.Float32, 1, 0.5f, 1, 1, 1, 1, 680), Tensor.Uniform(DType.Float32, 2, 0.5f, 1, 1, 1, 1, 1368)]);
+        Assert.Equal([1, 1, 1, 2048], output.ShapeArray);
+        Assert.All(output.ToFloatArray(), v => Assert.Equal(0f, v));
+    }
+
 
     private static readonly MobileNetV5Conv.Context Ctx = new(MatmulOptions.Default, false);
 
