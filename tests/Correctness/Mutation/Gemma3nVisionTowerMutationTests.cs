@@ -145,6 +145,19 @@ public class Gemma3nVisionTowerMutationTests(ITestOutputHelper log)
         Assert.Equal([128, 256, 640, 1280], c.Blocks.GroupBy(b => b.Stage).Select(g => g.Last().OutChannels).ToArray());
     }
 
+    [Theory]
+    [InlineData(8)]
+    [InlineData(16)]
+    [InlineData(32)]
+    public void Make_divisible_adds_a_divisor_only_strictly_below_the_round_limit(int n)
+    {
+        // make_divisible: `if new_v < round_limit * v: new_v += divisor`. At v = n / 0.9 the rounded value n is exactly
+        // 0.9 v (in binary64 too): not below it, so n stays
+        double v = n / 0.9;
+        Assert.Equal((double)n, 0.9 * v);
+        Assert.Equal(n, MobileNetV5Config.MakeDivisible(v));
+    }
+
     // ---- MobileNetV5Encoder: what it reads and records ----
 
     [Fact]
