@@ -305,6 +305,8 @@ public class Gemma3nVisionTowerMutationTests(ITestOutputHelper log)
     [InlineData(T + ".conv_stem.bn.weight", new[] { 63 }, "[63] but the config (vision_config.model_args.channel_multiplier) implies [64]")]
     [InlineData(T + ".blocks.1.1.layer_scale.gamma", new[] { 7 }, "[7] but the config (vision_config.model_args.channel_multiplier) implies [8]")]
     [InlineData(T + ".msfa.norm.weight", new[] { 2047 }, "[2047] but the config (vision_config.hidden_size) implies [2048]")]
+    [InlineData(T + ".blocks.2.9.norm.weight", new[] { 15 }, "[15] but the config (vision_config.model_args.channel_multiplier) implies [16]")]
+    [InlineData(T + ".blocks.2.9.attn.value.norm.weight", new[] { 15 }, "[15] but the config (vision_config.model_args.channel_multiplier) implies [16]")]
     public void A_checkpoint_tensor_of_another_shape_is_named_with_the_field_that_sizes_it(string name, int[] shape, string words)
     {
         using var checkpoint = Checkpoint.Open(ModelDir);
