@@ -158,6 +158,12 @@ public class Gemma3nVisionTowerMutationTests(ITestOutputHelper log)
         Assert.Equal(n, MobileNetV5Config.MakeDivisible(v));
     }
 
+    [Theory]
+    [InlineData(12, 4, 1, 1, 2)]      // an even kernel at stride 1 is not timm's static pad: pad_same's 3 = 1 before, 2 after
+    [InlineData(12, 2, 1, 0, 1)]
+    public void Same_padding_of_an_even_kernel_at_stride_1_is_dynamic_as_timms(int size, int kernel, int stride, int before, int after) =>
+        Assert.Equal((before, after), MobileNetV5Conv.SamePadding(size, kernel, stride));
+
     // ---- MobileNetV5Encoder: what it reads and records ----
 
     [Fact]
