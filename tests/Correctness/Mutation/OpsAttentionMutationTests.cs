@@ -64,6 +64,16 @@ public class OpsAttentionMutationTests
     }
 
     [Fact]
+    public void The_fused_path_is_for_host_float32_and_bfloat16_outside_batch_invariant_mode_only()
+    {
+        Assert.True(Attention.Supports(Tensor.Zeros(DType.Float32, 2, 8)));
+        Assert.True(Attention.Supports(Tensor.Zeros(DType.BFloat16, 2, 8)));
+        Assert.False(Attention.Supports(Tensor.Zeros(DType.Float16, 2, 8)));
+        using (ComputeSettings.UseBatchInvariant())
+            Assert.False(Attention.Supports(Tensor.Zeros(DType.Float32, 2, 8)));
+    }
+
+    [Fact]
     public void Rope_into_cache_takes_cos_and_sin_of_rank_2_as_of_rank_3()
     {
         var a = Make(DType.Float32, 3, 2, 1, 8, 5);

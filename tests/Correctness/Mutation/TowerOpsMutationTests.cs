@@ -95,6 +95,10 @@ public class TowerOpsMutationTests
         // Ho = (6 + 2 - 3) / 2 + 1 = 3, Wo = (5 + 1 - 3) / 1 + 1 = 4
         Assert.Equal(new[] { 2, 3, 4, 3 }, y.Shape.ToArray());
         Close(RefConv(x.ToFloatArray(), 2, 6, 5, 2, w.ToFloatArray(), 3, 3, 3, (2, 1), (0, 2, 1, 0), false), y, 1e-5, $"conv2d block {block}");
+        // the other axis strided: Ho = (6 + 1 - 3) / 1 + 1 = 5, Wo = (5 + 2 - 3) / 2 + 1 = 3
+        var y2 = TowerOps.Conv2dChannelsLast(x, w, (1, 2), (1, 0, 0, 2), MatmulOptions.Default, block);
+        Assert.Equal(new[] { 2, 5, 3, 3 }, y2.Shape.ToArray());
+        Close(RefConv(x.ToFloatArray(), 2, 6, 5, 2, w.ToFloatArray(), 3, 3, 3, (1, 2), (1, 0, 0, 2), false), y2, 1e-5, $"conv2d (1, 2) block {block}");
     }
 
     [Fact]
@@ -176,6 +180,12 @@ public class TowerOpsMutationTests
         var want = RefConv(x.To(dt).ToFloatArray(), 2, 5, 7, 3, w.To(dt).ToFloatArray(), 3, 2, 3, (1, 2), (1, 0, 2, 1), true);
         if (dt == DType.Float32) Close(want, y, 1e-6, "depthwise");
         else Assert.Equal(want.Select(v => BFloat16.ToFloat(BFloat16.FromFloat((float)v))).ToArray(), y.ToFloatArray());
+        // the other axis strided, padded at the bottom: Ho = (5 + 2 - 2) / 2 + 1 = 3, Wo = (7 + 2 - 3) / 1 + 1 = 7
+        var y2 = TowerOps.DepthwiseConv2dChannelsLast(x.To(dt), w.To(dt), (2, 1), (0, 2, 1, 1));
+        Assert.Equal(new[] { 2, 3, 7, 3 }, y2.Shape.ToArray());
+        var want2 = RefConv(x.To(dt).ToFloatArray(), 2, 5, 7, 3, w.To(dt).ToFloatArray(), 3, 2, 3, (2, 1), (0, 2, 1, 1), true);
+        if (dt == DType.Float32) Close(want2, y2, 1e-6, "depthwise (2, 1)");
+        else Assert.Equal(want2.Select(v => BFloat16.ToFloat(BFloat16.FromFloat((float)v))).ToArray(), y2.ToFloatArray());
     }
 
     [Fact]
