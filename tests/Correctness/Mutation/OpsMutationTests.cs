@@ -285,7 +285,6 @@ public class OpsMutationTests
         Assert.Equal("max(): Expected reduction dim 1 to have non-zero size (input shape [2, 0])", empty.Message);
         Assert.Equal("argmin(): Expected reduction dim 0 to have non-zero size (input shape [0, 3])",
             Assert.Throws<ArgumentException>(() => Reductions.ArgMin(Tensor.Zeros(DType.Float32, 0, 3), 0)).Message);
-        Assert.Equal(new[] { 0f, 0f }, Reductions.Sum(Tensor.Zeros(DType.Float32, 2, 0), 1).ToFloatArray());
         // a scalar reduces to itself, keepDim or not
         var s = Reductions.Sum(Tensor.Scalar(2.5), 0, keepDim: true);
         Assert.Equal(0, s.Rank);
