@@ -322,7 +322,7 @@ public class TowerOpsMutationTests
     [Fact]
     public void Context_windows_hold_positions_u_times_w_minus_left_onwards_with_zeros_outside_the_sequence()
     {
-        int b = 2, t = 5, n = 2, h = 3, u = 3, w = 2, ctx = 4, left = 1;
+        int b = 2, t = 5, n = 2, h = 3, u = 3, w = 2, ctx = 5, left = 3;   // window 0 starts 3 before the sequence, the last ends inside it
         var x = Seq(15, b, t, n, h);
         var y = TowerOps.ContextWindows(x, u, w, ctx, left);
         Assert.Equal(new[] { b, n, u, ctx, h }, y.Shape.ToArray());
