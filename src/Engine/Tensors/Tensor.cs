@@ -78,11 +78,13 @@ public sealed partial class Tensor
 
     public int Stride(int dim) => _strides[Tensors.Shape.WrapDim(dim, Rank)];
 
-    /// <summary>Row-major contiguous (size-1 dimensions may have any stride, as in torch).</summary>
+    /// <summary>Row-major contiguous (size-1 dimensions may have any stride, and a tensor without elements is contiguous,
+    /// as in torch: Shape.ContiguousStrides gives [2, 0] the strides [1, 1], which the loop below would refuse).</summary>
     public bool IsContiguous
     {
         get
         {
+            if (Array.IndexOf(_shape, 0) >= 0) return true;
             long expected = 1;
             for (int i = _shape.Length - 1; i >= 0; i--)
             {
