@@ -233,7 +233,26 @@ public sealed record CompareMemory(
                     fits.Add($"a prompt of at most {p} tokens ({Size((this with { PromptTokens = p }).Total)})");
                     break;
                 }
-        if (Units > 1)
+        if (TextLayers is > 1 and var layers)
+        {
+            // a copy with fewer decoder layers, said as the config field a user changes: the units also count a tower's
+            // blocks and Gemma3n's six altup projections (E4B text: 41 units, 35 layers), so "35 of its 41 layers/blocks"
+            // asked for 29 decoder layers; each layer removed takes the largest unit's parameters off every side
+            for (int keep = layers - 1; keep >= 1; keep--)
+            {
+                var fewer = this with
+                {
+                    Parameters = Parameters - (layers - keep) * LargestUnit, Units = Units - (layers - keep), TextLayers = keep,
+                    Shape = Shape is { } s ? s with { Layers = Math.Min(s.Layers, keep) } : null,
+                };
+                if (fewer.Total <= available)
+                {
+                    fits.Add($"a copy with num_hidden_layers at most {keep} of its {layers} ({Size(fewer.Total)})");
+                    break;
+                }
+            }
+        }
+        else if (Units > 1)
         {
             // a copy of the checkpoint with fewer layers (num_hidden_layers): each unit removed takes its parameters off every side
             long perUnit = LargestUnit;

@@ -61,6 +61,28 @@ public class CompareMemoryTests
     }
 
     [Fact]
+    public void A_Gemma3n_E4B_text_on_a_24_GiB_host_is_told_how_many_decoder_layers_fit_not_how_many_units()
+    {
+        // Measured on this 24 GB CPU machine (compare on E4B text's headers, 64 ids): "needs about 25.8 GiB ... and 22.8
+        // GiB is available; would fit: a copy with at most 35 of its 41 layers/blocks": 41 units are the 35 decoder layers
+        // and the six altup (un)embed projections, so keeping 35 units meant 29 decoder layers. The suggestion now names the
+        // field a user changes, num_hidden_layers, and counts decoder layers.
+        long layer = 126_362_880, small = 4_194_304;                                  // E4B text's counts, roughly
+        var m = new CompareMemory(35 * layer + 6 * small + 1_400_000_000, layer, 540_000_000, 4096, 41, 2, OracleWhole: false,
+            Oracle: true) { TextLayers = 35, LookupOnly = 2_348_810_240 };
+        string? line = m.Refusal("/models/gemma3n-e4b-text", (long)(0.9 * m.Total), "host");
+        Assert.NotNull(line);
+        Assert.Matches(@"would fit: .*a copy with num_hidden_layers at most (\d+) of its 35 \(", line);
+        int keep = int.Parse(System.Text.RegularExpressions.Regex.Match(line!, @"at most (\d+) of its 35").Groups[1].Value);
+        Assert.InRange(keep, 25, 34);
+        Assert.DoesNotContain("layers/blocks", line);
+        // the layers it names fit, one more does not
+        var fewer = m with { Parameters = m.Parameters - (35 - keep) * layer, Units = 41 - (35 - keep), TextLayers = keep };
+        Assert.True(fewer.Total <= (long)(0.9 * m.Total));
+        Assert.True((fewer with { Parameters = fewer.Parameters + layer, Units = fewer.Units + 1, TextLayers = keep + 1 }).Total > (long)(0.9 * m.Total));
+    }
+
+    [Fact]
     public void A_1_1B_model_on_the_CPU_gets_more_than_the_300_s_that_killed_its_greedy_run_as_hung()
     {
         // "reference op 'generate' did not answer within 300 s; the worker (pid 14214) was killed" (TinyLlama-1.1B dims,
