@@ -57,4 +57,24 @@ public class ElementwiseMutationTests
         var w = Assert.Throws<ArgumentException>(() => Elementwise.Where(x, x, x));
         Assert.Equal("where expected condition to be a boolean tensor, but got a tensor with dtype float32", w.Message);
     }
+
+    [Fact]
+    public void Each_op_names_itself_when_it_refuses_an_integer_tensor()
+    {
+        var n = Tensor.FromArray(new long[] { 1, 2 }, 2);
+        void Refused(string message, Func<Tensor> op) => Assert.StartsWith(message, Assert.Throws<ArgumentException>(() => op()).Message);
+        Refused("sub: supports floating-point tensors; got int64 and int64", () => Elementwise.Sub(n, n));
+        Refused("maximum: supports floating-point tensors; got int64 and int64", () => Elementwise.Maximum(n, n));
+        Refused("minimum: supports floating-point tensors; got int64 and int64", () => Elementwise.Minimum(n, n));
+        Refused("where: supports floating-point tensors; got int64 and int64", () => Elementwise.Where(Tensor.FromArray(new[] { true, false }, 2), n, n));
+        foreach (var (name, op) in new (string, Func<Tensor, Tensor>)[]
+        {
+            ("add", t => Elementwise.Add(t, 1.0)), ("sub", t => Elementwise.Sub(t, 1.0)), ("mul", t => Elementwise.Mul(t, 2.0)),
+            ("div", t => Elementwise.Div(t, 2.0)), ("neg", Elementwise.Neg), ("abs", Elementwise.Abs), ("exp", Elementwise.Exp),
+            ("log", Elementwise.Log), ("sqrt", Elementwise.Sqrt), ("rsqrt", Elementwise.Rsqrt), ("tanh", Elementwise.Tanh),
+            ("sigmoid", Elementwise.Sigmoid), ("square", Elementwise.Square), ("reciprocal", Elementwise.Reciprocal),
+            ("pow", t => Elementwise.Pow(t, 2.0)), ("clamp", t => Elementwise.Clamp(t, min: 0.0)),
+        })
+            Refused($"{name}: expected a floating-point tensor (float32, bfloat16, float16), got int64 of shape [2]", () => op(n));
+    }
 }
