@@ -1,9 +1,9 @@
-using System.Globalization;
 using Harness.Engine.Cuda;
 using Harness.Engine.IO;
 using Harness.Engine.ParallelLayers;
 using Harness.Engine.Tensors;
 using Harness.Scenarios;
+using Harness.Tests.Correctness.Models;
 
 namespace Harness.Tests.Gpu;
 
@@ -45,26 +45,11 @@ public sealed class DeviceWeightsHostMemoryTests : IDisposable
         var rows = weights.GetRows("model.embed_tokens.weight", Rows / 2, Rows / 2);  // [4096, 4096]: rank 1's half
         Assert.True(w.IsCuda && rows.IsCuda);
         device.Synchronize();
-        long resident = MappedResident(FilePath);
+        long resident = MappedPagesProbe.Resident(FilePath);
         // the copies arrived whole: their last elements equal the file's (read again from it after the measurement)
         Assert.Equal(checkpoint.GetTensor("model.layers.0.mlp.down_proj.weight").At(Rows - 1, Cols - 1), w.ToHost().At(Rows - 1, Cols - 1));
         Assert.Equal(checkpoint.GetTensor("model.embed_tokens.weight").At(Rows - 1, Cols - 1), rows.ToHost().At(Rows / 2 - 1, Cols - 1));
         return (resident, (long)Rows * Cols * 2 * 3 / 2);
-    }
-
-    /// <summary>The Rss of every mapping of <paramref name="path"/> in this process, in bytes (as EngineHostMemoryTests reads it).</summary>
-    private static long MappedResident(string path)
-    {
-        long total = 0;
-        bool inFile = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-'))   // a mapping's header line
-                inFile = line.EndsWith(" " + path, StringComparison.Ordinal);
-            else if (inFile && line.StartsWith("Rss:", StringComparison.Ordinal))
-                total += long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        return total;
     }
 
     // the pages left are those a tensor shares with its neighbour (the safetensors header's page and one at the boundary)

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Harness.Engine.Config;
 using Harness.Engine.Distributed;
 using Harness.Engine.IO;
@@ -70,24 +69,9 @@ public sealed class EngineHostMemoryTests : IDisposable
         model.Forward(Tensor.FromArray(Enumerable.Range(3, 16).Select(i => (long)i).ToArray(), 16), 16);   // [16, vocab]
         after?.Invoke(checkpoint);
         long managed = GC.GetAllocatedBytesForCurrentThread() - before;
-        long resident = MappedResident(FilePath);
+        long resident = MappedPagesProbe.Resident(FilePath);
         GC.KeepAlive(model);
         return (managed, resident, weightBytes);
-    }
-
-    /// <summary>The Rss of every mapping of <paramref name="path"/> in this process, in bytes.</summary>
-    private static long MappedResident(string path)
-    {
-        long total = 0;
-        bool inFile = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-'))   // a mapping's header line
-                inFile = line.EndsWith(" " + path, StringComparison.Ordinal);
-            else if (inFile && line.StartsWith("Rss:", StringComparison.Ordinal))
-                total += long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        return total;
     }
 
     // The bounds: the mapped pages left are those a tensor shares with its neighbours (two a tensor at most) and the
